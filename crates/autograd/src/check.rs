@@ -1,0 +1,152 @@
+//! The shape-check layer: every shape misuse panics here, at the caller's line, naming the op and
+//! both shapes.
+//!
+//! Each function is `#[track_caller]`, as is every public op that calls it, so the panic location
+//! is the line of user code that misused the op.
+
+use crate::shape::{broadcast_shape, numel, Axis, Shape};
+
+/// The broadcast shape of two operands of an element-wise op.
+#[track_caller]
+pub(crate) fn broadcast(op: &str, lhs: &[usize], rhs: &[usize]) -> Shape {
+    match broadcast_shape(lhs, rhs) {
+        Some(s) => s,
+        None => panic!("{op}: shapes cannot be broadcast together: lhs {lhs:?} vs rhs {rhs:?}"),
+    }
+}
+
+/// An axis resolved against a shape.
+#[track_caller]
+pub(crate) fn axis(op: &str, shape: &[usize], axis: impl Axis + std::fmt::Debug) -> usize {
+    match axis.resolve(shape.len()) {
+        Some(a) => a,
+        None => panic!("{op}: axis {axis:?} out of range for shape {shape:?}"),
+    }
+}
+
+/// The output shape of `op(a) · op(b)` for 2-D or batched 3-D operands, where `op` transposes the
+/// last two axes when the flag is set.
+#[track_caller]
+pub(crate) fn matmul(lhs: &[usize], ta: bool, rhs: &[usize], tb: bool) -> Shape {
+    let shown = |s: &[usize], t: bool| -> Shape {
+        let mut s = Shape::from_slice(s);
+        let n = s.len();
+        if t && n >= 2 {
+            s.swap(n - 2, n - 1);
+        }
+        s
+    };
+    let (l, r) = (shown(lhs, ta), shown(rhs, tb));
+    if !(2..=3).contains(&l.len()) || !(2..=3).contains(&r.len()) {
+        panic!("matmul: operands must be 2-D or 3-D: lhs {l:?} vs rhs {r:?}");
+    }
+    let (m, k1) = (l[l.len() - 2], l[l.len() - 1]);
+    let (k2, n) = (r[r.len() - 2], r[r.len() - 1]);
+    if k1 != k2 {
+        panic!("matmul: inner dimensions differ: lhs {l:?} vs rhs {r:?}");
+    }
+    match (l.len(), r.len()) {
+        (2, 2) => Shape::from_slice(&[m, n]),
+        (3, 3) if l[0] != r[0] => panic!("matmul: batch sizes differ: lhs {l:?} vs rhs {r:?}"),
+        (3, _) => Shape::from_slice(&[l[0], m, n]),
+        _ => Shape::from_slice(&[r[0], m, n]),
+    }
+}
+
+/// Two shapes that must be equal.
+#[track_caller]
+pub(crate) fn same(op: &str, lhs: &[usize], rhs: &[usize]) {
+    if lhs != rhs {
+        panic!("{op}: shapes differ: lhs {lhs:?} vs rhs {rhs:?}");
+    }
+}
+
+/// A new shape with as many elements as the old one.
+#[track_caller]
+pub(crate) fn reshape(from: &[usize], to: &[usize]) {
+    if numel(from) != numel(to) {
+        panic!(
+            "reshape: cannot view {from:?} ({} elements) as {to:?} ({} elements)",
+            numel(from),
+            numel(to)
+        );
+    }
+}
+
+/// A permutation of the axes of `shape`.
+#[track_caller]
+pub(crate) fn permutation(shape: &[usize], perm: &[usize]) {
+    let mut seen = vec![false; shape.len()];
+    let ok = perm.len() == shape.len()
+        && perm
+            .iter()
+            .all(|&p| p < shape.len() && !std::mem::replace(&mut seen[p], true));
+    if !ok {
+        panic!(
+            "permute: {perm:?} is not a permutation of the {} axes of shape {shape:?}",
+            shape.len()
+        );
+    }
+}
+
+/// A range `start..start + len` inside axis `axis` of `shape`.
+#[track_caller]
+pub(crate) fn narrow(shape: &[usize], axis: usize, start: usize, len: usize) {
+    if start + len > shape[axis] {
+        panic!(
+            "narrow: range {start}..{} out of bounds along axis {axis} of shape {shape:?}",
+            start + len
+        );
+    }
+}
+
+/// Shapes that agree everywhere but along `axis`, for concat.
+#[track_caller]
+pub(crate) fn concat(shapes: &[&[usize]], axis: usize) -> Shape {
+    let Some(first) = shapes.first() else {
+        panic!("concat: needs at least one input");
+    };
+    let mut out = Shape::from_slice(first);
+    for s in &shapes[1..] {
+        let agrees = s.len() == first.len()
+            && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
+        if !agrees {
+            panic!("concat: shapes differ outside axis {axis}: {first:?} vs {s:?}");
+        }
+        out[axis] += s[axis];
+    }
+    out
+}
+
+/// Row indices into the first axis of `shape`.
+#[track_caller]
+pub(crate) fn rows(op: &str, shape: &[usize], indices: &[usize]) {
+    if shape.is_empty() {
+        panic!("{op}: cannot select rows of a 0-d tensor: shape {shape:?}");
+    }
+    if let Some(&bad) = indices.iter().find(|&&i| i >= shape[0]) {
+        panic!(
+            "{op}: index {bad} out of range for {} rows of shape {shape:?}",
+            shape[0]
+        );
+    }
+}
+
+/// Logits [N, C] against N integer targets, each a class in 0..C or the ignore index.
+#[track_caller]
+pub(crate) fn class_targets(op: &str, logits: &[usize], targets: &[i64], ignore_index: i64) {
+    if logits.len() != 2 || logits[0] != targets.len() {
+        panic!(
+            "{op}: expected logits [N, C] and N targets: logits {logits:?} vs targets [{}]",
+            targets.len()
+        );
+    }
+    let classes = logits[1] as i64;
+    if let Some((row, &t)) = targets
+        .iter()
+        .enumerate()
+        .find(|&(_, &t)| t != ignore_index && !(0..classes).contains(&t))
+    {
+        panic!("{op}: target {t} at row {row} out of range for {classes} classes (logits {logits:?})");
+    }
+}

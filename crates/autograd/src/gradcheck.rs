@@ -1,0 +1,164 @@
+//! `gradcheck`: compares the tape's gradients with central finite differences in f64, as
+//! `torch.autograd.gradcheck` does.
+
+use std::fmt;
+
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+/// Tolerances of [`gradcheck_with`]. The defaults are torch.autograd.gradcheck's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GradcheckOptions {
+    /// The finite-difference step ε in (f(x+ε) - f(x-ε)) / 2ε.
+    pub eps: f64,
+    /// Absolute tolerance.
+    pub atol: f64,
+    /// Relative tolerance, against the numerical value.
+    pub rtol: f64,
+}
+
+impl Default for GradcheckOptions {
+    fn default() -> Self {
+        GradcheckOptions {
+            eps: 1e-6,
+            atol: 1e-5,
+            rtol: 1e-3,
+        }
+    }
+}
+
+/// The first Jacobian entry where the tape and finite differences disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradcheckError {
+    /// Which input (position in the slice given to `gradcheck`).
+    pub input: usize,
+    /// The element of that input, as a multi-dimensional index.
+    pub element: Vec<usize>,
+    /// The element of the output (flat, row-major).
+    pub output: usize,
+    /// ∂output/∂input from backward.
+    pub analytical: f64,
+    /// ∂output/∂input from central differences.
+    pub numerical: f64,
+    /// The tolerances that were applied.
+    pub options: GradcheckOptions,
+}
+
+impl fmt::Display for GradcheckError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "gradcheck failed for input {} at element {:?} (output element {}): analytical {:e} vs numerical {:e} (atol {:e}, rtol {:e})",
+            self.input,
+            self.element,
+            self.output,
+            self.analytical,
+            self.numerical,
+            self.options.atol,
+            self.options.rtol
+        )
+    }
+}
+
+impl std::error::Error for GradcheckError {}
+
+/// Checks the gradient of `f` at `inputs` with the default tolerances (ε 1e-6, atol 1e-5,
+/// rtol 1e-3): every entry of the Jacobian from backward must satisfy
+/// `|analytical - numerical| ≤ atol + rtol·|numerical|`.
+///
+/// `f` receives a fresh tape and one requested leaf per input, and may return a value of any
+/// shape; each output element is checked.
+///
+/// ```
+/// use rewind_autograd::{gradcheck, Tensor};
+/// let x = Tensor::from_vec(vec![0.3, -1.2, 2.0], &[3]).unwrap();
+/// gradcheck(|_, v| (v[0].tanh() * v[0]).sum(), &[x]).unwrap();
+/// ```
+pub fn gradcheck<Fun>(f: Fun, inputs: &[Tensor<f64>]) -> Result<(), GradcheckError>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    gradcheck_with(f, inputs, GradcheckOptions::default())
+}
+
+/// [`gradcheck`] with tolerances of your choice.
+pub fn gradcheck_with<Fun>(
+    f: Fun,
+    inputs: &[Tensor<f64>],
+    options: GradcheckOptions,
+) -> Result<(), GradcheckError>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    let analytical = analytical_jacobian(&f, inputs);
+    let outputs = analytical.first().map_or(0, |rows| rows.len());
+    let mut probe: Vec<Tensor<f64>> = inputs.to_vec();
+    for (j, input) in inputs.iter().enumerate() {
+        for e in 0..input.numel() {
+            let x = input.data()[e];
+            probe[j].data_mut()[e] = x + options.eps;
+            let plus = evaluate(&f, &probe);
+            probe[j].data_mut()[e] = x - options.eps;
+            let minus = evaluate(&f, &probe);
+            probe[j].data_mut()[e] = x;
+            for o in 0..outputs {
+                let numerical = (plus.data()[o] - minus.data()[o]) / (2.0 * options.eps);
+                let a = analytical[j][o][e];
+                if (a - numerical).abs() > options.atol + options.rtol * numerical.abs() || a.is_nan() {
+                    return Err(GradcheckError {
+                        input: j,
+                        element: unflatten(e, input.shape()),
+                        output: o,
+                        analytical: a,
+                        numerical,
+                        options,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn evaluate<Fun>(f: &Fun, inputs: &[Tensor<f64>]) -> Tensor<f64>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    let tape = Tape::new();
+    let vars: Vec<Var<'_, f64>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+    f(&tape, &vars).value()
+}
+
+/// `jac[input][output][element]` = ∂output/∂input[element], one backward pass per output element.
+fn analytical_jacobian<Fun>(f: &Fun, inputs: &[Tensor<f64>]) -> Vec<Vec<Vec<f64>>>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    let tape = Tape::new();
+    let vars: Vec<Var<'_, f64>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+    let out = f(&tape, &vars);
+    let shape = out.shape();
+    let n_out = crate::shape::numel(&shape);
+    let mut jac = vec![Vec::with_capacity(n_out); inputs.len()];
+    for o in 0..n_out {
+        let mut seed = Tensor::zeros(&shape);
+        seed.data_mut()[o] = 1.0;
+        let grads = out.backward_with(&seed);
+        for (j, v) in vars.iter().enumerate() {
+            let row = grads
+                .wrt(*v)
+                .map_or_else(|| vec![0.0; inputs[j].numel()], |g| g.data().to_vec());
+            jac[j].push(row);
+        }
+    }
+    jac
+}
+
+fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        index[d] = flat % shape[d];
+        flat /= shape[d];
+    }
+    index
+}

@@ -1,0 +1,253 @@
+//! Kernels that work along one axis or rearrange axes: reductions, softmax, windows (narrow and
+//! concat), permute.
+
+use crate::float::Float;
+use crate::shape::{for_each_broadcast, numel, split_at_axis, Shape};
+
+/// Sum along `axis`: out[o, i] = Σ_j x[o, j, i].
+pub(crate) fn sum_axis<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
+    let (outer, len, inner) = split_at_axis(shape, axis);
+    let mut out = vec![F::ZERO; outer * inner];
+    for o in 0..outer {
+        let dst = &mut out[o * inner..(o + 1) * inner];
+        for j in 0..len {
+            let src = &x[(o * len + j) * inner..][..inner];
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+    }
+    out
+}
+
+/// Max along `axis` and the flat input index of the first maximum of each lane.
+pub(crate) fn max_axis<F: Float>(x: &[F], shape: &[usize], axis: usize) -> (Vec<F>, Vec<usize>) {
+    let (outer, len, inner) = split_at_axis(shape, axis);
+    let mut values = vec![F::neg_infinity(); outer * inner];
+    let mut argmax = vec![0; outer * inner];
+    for o in 0..outer {
+        for i in 0..inner {
+            let k = o * inner + i;
+            for j in 0..len {
+                let at = (o * len + j) * inner + i;
+                let v = x[at];
+                // A NaN wins and stays, so it propagates as in PyTorch.
+                let nan = |f: F| f.to_f64().is_nan();
+                if j == 0 || v > values[k] || (nan(v) && !nan(values[k])) {
+                    values[k] = v;
+                    argmax[k] = at;
+                }
+            }
+        }
+    }
+    (values, argmax)
+}
+
+/// Calls `f` with each lane along `axis` gathered into a contiguous buffer, then scatters the
+/// buffer back into `out`. Lanes along the last axis are used in place.
+fn for_each_lane<F: Float>(
+    x: &[F],
+    shape: &[usize],
+    axis: usize,
+    out: &mut [F],
+    mut f: impl FnMut(&[F], &mut [F]),
+) {
+    let (outer, len, inner) = split_at_axis(shape, axis);
+    if inner == 1 {
+        for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
+            f(src, dst);
+        }
+        return;
+    }
+    let (mut src, mut dst) = (vec![F::ZERO; len], vec![F::ZERO; len]);
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * len * inner + i;
+            for j in 0..len {
+                src[j] = x[base + j * inner];
+            }
+            f(&src, &mut dst);
+            for j in 0..len {
+                out[base + j * inner] = dst[j];
+            }
+        }
+    }
+}
+
+/// log Σ_j e^{x_j}, computed with the maximum subtracted first so nothing overflows.
+pub(crate) fn log_sum_exp<F: Float>(lane: &[F]) -> F {
+    let m = lane.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
+    if !m.is_finite() {
+        return m;
+    }
+    m + lane.iter().map(|&v| (v - m).exp()).sum::<F>().ln()
+}
+
+/// softmax along `axis`: y_j = e^{x_j - m} / Σ_k e^{x_k - m}, with m the lane's maximum.
+pub(crate) fn softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
+    let mut out = vec![F::ZERO; x.len()];
+    for_each_lane(x, shape, axis, &mut out, |src, dst| {
+        let m = src.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
+        let mut total = F::ZERO;
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = (s - m).exp();
+            total += *d;
+        }
+        for d in dst.iter_mut() {
+            *d /= total;
+        }
+    });
+    out
+}
+
+/// log_softmax along `axis`: y_j = x_j - log Σ_k e^{x_k}.
+pub(crate) fn log_softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
+    let mut out = vec![F::ZERO; x.len()];
+    for_each_lane(x, shape, axis, &mut out, |src, dst| {
+        let lse = log_sum_exp(src);
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s - lse;
+        }
+    });
+    out
+}
+
+/// Softmax backward, added into `gx`: gx_j += y_j (g_j - Σ_k g_k y_k).
+pub(crate) fn softmax_backward<F: Float>(
+    y: &[F],
+    g: &[F],
+    shape: &[usize],
+    axis: usize,
+    gx: &mut [F],
+) {
+    lane_backward(y, g, shape, axis, gx, |y, g, out| {
+        let dot: F = y.iter().zip(g).map(|(&a, &b)| a * b).sum();
+        for j in 0..y.len() {
+            out[j] = y[j] * (g[j] - dot);
+        }
+    });
+}
+
+/// log_softmax backward, added into `gx`: gx_j += g_j - e^{y_j} Σ_k g_k.
+pub(crate) fn log_softmax_backward<F: Float>(
+    y: &[F],
+    g: &[F],
+    shape: &[usize],
+    axis: usize,
+    gx: &mut [F],
+) {
+    lane_backward(y, g, shape, axis, gx, |y, g, out| {
+        let total: F = g.iter().copied().sum();
+        for j in 0..y.len() {
+            out[j] = g[j] - y[j].exp() * total;
+        }
+    });
+}
+
+/// Runs a per-lane backward rule `f(y, g, out)` along `axis` and adds `out` into `gx`.
+fn lane_backward<F: Float>(
+    y: &[F],
+    g: &[F],
+    shape: &[usize],
+    axis: usize,
+    gx: &mut [F],
+    f: impl Fn(&[F], &[F], &mut [F]),
+) {
+    let (outer, len, inner) = split_at_axis(shape, axis);
+    let (mut ly, mut lg, mut lo) = (vec![F::ZERO; len], vec![F::ZERO; len], vec![F::ZERO; len]);
+    for o in 0..outer {
+        for i in 0..inner {
+            let base = o * len * inner + i;
+            for j in 0..len {
+                ly[j] = y[base + j * inner];
+                lg[j] = g[base + j * inner];
+            }
+            f(&ly, &lg, &mut lo);
+            for j in 0..len {
+                gx[base + j * inner] += lo[j];
+            }
+        }
+    }
+}
+
+/// A range `start..start + len` along one axis of a larger tensor, as runs of contiguous memory.
+pub(crate) struct Window {
+    outer: usize,
+    inner: usize,
+    full: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Window {
+    /// The window `start..start + len` along `axis` of a tensor of shape `full_shape`.
+    pub(crate) fn new(full_shape: &[usize], axis: usize, start: usize, len: usize) -> Self {
+        let (outer, full, inner) = split_at_axis(full_shape, axis);
+        Window {
+            outer,
+            inner,
+            full,
+            start,
+            len,
+        }
+    }
+
+    fn runs(&self) -> impl Iterator<Item = (std::ops::Range<usize>, std::ops::Range<usize>)> + '_ {
+        let run = self.len * self.inner;
+        (0..self.outer).map(move |o| {
+            let big = (o * self.full + self.start) * self.inner;
+            (big..big + run, o * run..(o + 1) * run)
+        })
+    }
+
+    /// `small = full[window]`, or `small += full[window]` when accumulating.
+    pub(crate) fn gather<F: Float>(&self, full: &[F], small: &mut [F], accumulate: bool) {
+        for (b, s) in self.runs() {
+            copy_or_add(&full[b], &mut small[s], accumulate);
+        }
+    }
+
+    /// `full[window] = small`, or `full[window] += small` when accumulating.
+    pub(crate) fn scatter<F: Float>(&self, small: &[F], full: &mut [F], accumulate: bool) {
+        for (b, s) in self.runs() {
+            copy_or_add(&small[s], &mut full[b], accumulate);
+        }
+    }
+}
+
+fn copy_or_add<F: Float>(src: &[F], dst: &mut [F], accumulate: bool) {
+    if accumulate {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d += s;
+        }
+    } else {
+        dst.copy_from_slice(src);
+    }
+}
+
+/// Strides that read a tensor of shape `shape` in the axis order `perm`.
+pub(crate) fn permuted_strides(shape: &[usize], perm: &[usize]) -> Shape {
+    let mut strides: Shape = smallvec::smallvec![0; shape.len()];
+    let mut step = 1;
+    for d in (0..shape.len()).rev() {
+        strides[d] = step;
+        step *= shape[d];
+    }
+    perm.iter().map(|&p| strides[p]).collect()
+}
+
+/// The axes of `shape` reordered by `perm`: out[i] = x along perm[i].
+pub(crate) fn permute<F: Float>(x: &[F], shape: &[usize], perm: &[usize]) -> (Shape, Vec<F>) {
+    let out_shape: Shape = perm.iter().map(|&p| shape[p]).collect();
+    let strides = permuted_strides(shape, perm);
+    let mut out = vec![F::ZERO; numel(shape)];
+    for_each_broadcast(&out_shape, [&strides], |i, [o]| out[i] = x[o]);
+    (out_shape, out)
+}
+
+/// The permute backward: gx (input layout) += g (output layout, axes reordered by `perm`).
+pub(crate) fn permute_backward<F: Float>(g: &[F], shape: &[usize], perm: &[usize], gx: &mut [F]) {
+    let out_shape: Shape = perm.iter().map(|&p| shape[p]).collect();
+    let strides = permuted_strides(shape, perm);
+    for_each_broadcast(&out_shape, [&strides], |i, [o]| gx[o] += g[i]);
+}

@@ -1,0 +1,59 @@
+//! Element-wise kernels with NumPy broadcasting, and the sums over broadcast axes that their
+//! gradients need.
+
+use crate::float::Float;
+use crate::shape::{broadcast_strides, for_each_broadcast, Shape};
+use crate::tensor::Tensor;
+
+/// `f(a, b)` element by element, with `a` and `b` broadcast to `out`.
+pub(crate) fn binary<F: Float>(
+    a: &Tensor<F>,
+    b: &Tensor<F>,
+    out: &[usize],
+    f: impl Fn(F, F) -> F,
+) -> Tensor<F> {
+    let (x, y) = (a.data(), b.data());
+    let data = if a.shape() == b.shape() {
+        x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect()
+    } else if b.numel() == 1 {
+        let q = y[0];
+        x.iter().map(|&p| f(p, q)).collect()
+    } else {
+        let mut data = vec![F::ZERO; crate::shape::numel(out)];
+        let (sa, sb) = (broadcast_strides(a.shape(), out), broadcast_strides(b.shape(), out));
+        for_each_broadcast(out, [&sa, &sb], |i, [ia, ib]| data[i] = f(x[ia], y[ib]));
+        data
+    };
+    Tensor::new_unchecked(Shape::from_slice(out), data)
+}
+
+/// `dst += Σ f(i, g[i])` where `dst` has shape `dst_shape`, which broadcasts to `out`, the shape of
+/// `g`; the sum runs over the broadcast axes. `f` also receives the output index `i`, so it can
+/// read the other operand.
+pub(crate) fn accumulate_reduced<F: Float>(
+    dst: &mut [F],
+    dst_shape: &[usize],
+    out: &[usize],
+    g: &[F],
+    f: impl Fn(usize, F) -> F,
+) {
+    if dst_shape == out {
+        for (i, (d, &gi)) in dst.iter_mut().zip(g).enumerate() {
+            *d += f(i, gi);
+        }
+    } else {
+        let s = broadcast_strides(dst_shape, out);
+        for_each_broadcast(out, [&s], |i, [id]| dst[id] += f(i, g[i]));
+    }
+}
+
+/// The position in `operand` (of shape `shape`, broadcast to `out`) of every output element.
+pub(crate) fn broadcast_index(shape: &[usize], out: &[usize]) -> Option<Vec<usize>> {
+    if shape == out {
+        return None;
+    }
+    let s = broadcast_strides(shape, out);
+    let mut idx = vec![0; crate::shape::numel(out)];
+    for_each_broadcast(out, [&s], |i, [o]| idx[i] = o);
+    Some(idx)
+}

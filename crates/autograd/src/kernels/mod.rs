@@ -1,0 +1,6 @@
+//! Plain numeric kernels over slices: no tape, no gradients. Ops call these in forward and
+//! backward.
+
+pub(crate) mod axis;
+pub(crate) mod elementwise;
+pub(crate) mod matmul;

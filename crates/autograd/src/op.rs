@@ -1,0 +1,619 @@
+//! `Op`: the primitives. `forward` and `backward` are two matches over the same variants in the
+//! same order, so each derivative reads next to its forward and a new op cannot compile without
+//! one.
+//!
+//! Backward always adds into the inputs' gradients (`+=`): that is what makes a value used twice,
+//! such as a weight shared by every time step, come out right.
+
+use smallvec::SmallVec;
+
+use crate::custom::CustomOp;
+use crate::float::Float;
+use crate::grads::Grads;
+use crate::kernels::axis::{self as ax, Window};
+use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index};
+use crate::kernels::matmul::{gemm, View};
+use crate::param::ParamId;
+use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
+use crate::tape::Node;
+use crate::tensor::Tensor;
+
+/// How a loss over many targets is reduced to one number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// The mean over the targets that count (PyTorch's default).
+    #[default]
+    Mean,
+    /// The sum over the targets that count.
+    Sum,
+}
+
+/// One recorded primitive. Inputs are node indices on the same tape.
+pub(crate) enum Op<F: Float> {
+    /// A constant or a requested leaf.
+    Leaf,
+    /// A parameter's leaf.
+    Param(ParamId),
+    Add(usize, usize),
+    Sub(usize, usize),
+    Mul(usize, usize),
+    Div(usize, usize),
+    /// `scale·x + shift`: negation and every scalar-operand form of `+ - * /`.
+    Affine {
+        x: usize,
+        scale: F,
+        shift: F,
+    },
+    Powf {
+        x: usize,
+        p: F,
+    },
+    Exp(usize),
+    Ln(usize),
+    Sqrt(usize),
+    Tanh(usize),
+    Sigmoid(usize),
+    Relu(usize),
+    /// `op(a) · op(b)`, `op` transposing the last two axes where the flag says, read by stride.
+    MatMul {
+        a: usize,
+        b: usize,
+        ta: bool,
+        tb: bool,
+    },
+    /// `scale · Σ x` over all elements (`axis: None`) or along one axis; `scale` is 1/n for a mean.
+    Sum {
+        x: usize,
+        axis: Option<usize>,
+        keepdim: bool,
+        scale: F,
+    },
+    MaxAxis {
+        x: usize,
+        axis: usize,
+        keepdim: bool,
+        argmax: Vec<usize>,
+    },
+    Reshape {
+        x: usize,
+        shape: Shape,
+    },
+    Permute {
+        x: usize,
+        perm: Shape,
+    },
+    Narrow {
+        x: usize,
+        axis: usize,
+        start: usize,
+        len: usize,
+    },
+    Concat {
+        xs: SmallVec<[usize; 4]>,
+        axis: usize,
+    },
+    IndexSelect {
+        x: usize,
+        indices: Vec<usize>,
+    },
+    Softmax {
+        x: usize,
+        axis: usize,
+    },
+    LogSoftmax {
+        x: usize,
+        axis: usize,
+    },
+    /// Cross-entropy of logits [N, C] against class targets; rows whose target is `ignore` do not
+    /// count; the sum is multiplied by `scale` (1/count for a mean).
+    CrossEntropy {
+        logits: usize,
+        targets: Vec<i64>,
+        ignore: i64,
+        scale: F,
+    },
+    /// `cond ≠ 0 ? a : b`, all three broadcast together.
+    Where {
+        cond: Tensor<F>,
+        a: usize,
+        b: usize,
+    },
+    Custom {
+        op: Box<dyn CustomOp<F>>,
+        inputs: SmallVec<[usize; 4]>,
+    },
+}
+
+/// True when `perm` swaps the last two axes and keeps the others: a transpose a matmul can read
+/// by stride.
+pub(crate) fn swaps_last_two(perm: &[usize]) -> bool {
+    let n = perm.len();
+    n >= 2 && perm[n - 2] == n - 1 && perm[n - 1] == n - 2 && (0..n - 2).all(|d| perm[d] == d)
+}
+
+fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
+    nodes[x].value().map(f)
+}
+
+fn reduced_shape(shape: &[usize], axis: Option<usize>, keepdim: bool) -> Shape {
+    match (axis, keepdim) {
+        (None, false) => Shape::new(),
+        (None, true) => shape.iter().map(|_| 1).collect(),
+        (Some(a), true) => shape.iter().enumerate().map(|(d, &n)| if d == a { 1 } else { n }).collect(),
+        (Some(a), false) => shape.iter().enumerate().filter(|&(d, _)| d != a).map(|(_, &n)| n).collect(),
+    }
+}
+
+/// The shape of `op(a) · op(b)`; the operands were checked when the op was recorded.
+fn matmul_shape(a: &[usize], ta: bool, b: &[usize], tb: bool) -> Shape {
+    crate::check::matmul(a, ta, b, tb)
+}
+
+impl<F: Float> Op<F> {
+    /// Computes this op's value from its inputs' values.
+    pub(crate) fn forward(&mut self, nodes: &[Node<F>]) -> Tensor<F> {
+        let val = |i: usize| nodes[i].value();
+        let bin = |a: usize, b: usize, f: fn(F, F) -> F| {
+            let out = broadcast_shape(val(a).shape(), val(b).shape()).expect("checked when recorded");
+            binary(val(a), val(b), &out, f)
+        };
+        match self {
+            Op::Leaf | Op::Param(_) => unreachable!("leaves are recorded with their values"),
+            Op::Add(a, b) => bin(*a, *b, |x, y| x + y),
+            Op::Sub(a, b) => bin(*a, *b, |x, y| x - y),
+            Op::Mul(a, b) => bin(*a, *b, |x, y| x * y),
+            Op::Div(a, b) => bin(*a, *b, |x, y| x / y),
+            Op::Affine { x, scale, shift } => unary(nodes, *x, |v| *scale * v + *shift),
+            Op::Powf { x, p } => unary(nodes, *x, |v| v.powf(*p)),
+            Op::Exp(x) => unary(nodes, *x, F::exp),
+            Op::Ln(x) => unary(nodes, *x, F::ln),
+            Op::Sqrt(x) => unary(nodes, *x, F::sqrt),
+            Op::Tanh(x) => unary(nodes, *x, F::tanh),
+            Op::Sigmoid(x) => unary(nodes, *x, F::sigmoid),
+            Op::Relu(x) => unary(nodes, *x, |v| if v > F::ZERO { v } else { F::ZERO }),
+            Op::MatMul { a, b, ta, tb } => {
+                let (va, vb) = (val(*a), val(*b));
+                let out = matmul_shape(va.shape(), *ta, vb.shape(), *tb);
+                let batch = if out.len() == 3 { out[0] } else { 1 };
+                let mut c = vec![F::ZERO; numel(&out)];
+                gemm(
+                    batch,
+                    (va.data(), View::of(va.shape(), *ta)),
+                    (vb.data(), View::of(vb.shape(), *tb)),
+                    (&mut c, View::of(&out, false)),
+                    F::ZERO,
+                );
+                Tensor::new_unchecked(out, c)
+            }
+            Op::Sum {
+                x,
+                axis,
+                keepdim,
+                scale,
+            } => {
+                let v = val(*x);
+                let shape = reduced_shape(v.shape(), *axis, *keepdim);
+                let mut data = match axis {
+                    None => vec![v.data().iter().copied().sum::<F>()],
+                    Some(a) => ax::sum_axis(v.data(), v.shape(), *a),
+                };
+                data.iter_mut().for_each(|d| *d *= *scale);
+                Tensor::new_unchecked(shape, data)
+            }
+            Op::MaxAxis {
+                x,
+                axis,
+                keepdim,
+                argmax,
+            } => {
+                let v = val(*x);
+                let (data, arg) = ax::max_axis(v.data(), v.shape(), *axis);
+                *argmax = arg;
+                Tensor::new_unchecked(reduced_shape(v.shape(), Some(*axis), *keepdim), data)
+            }
+            Op::Reshape { x, shape } => val(*x).reshape(shape),
+            Op::Permute { x, perm } => {
+                let v = val(*x);
+                let (shape, data) = ax::permute(v.data(), v.shape(), perm);
+                Tensor::new_unchecked(shape, data)
+            }
+            Op::Narrow {
+                x,
+                axis,
+                start,
+                len,
+            } => {
+                let v = val(*x);
+                let mut shape = Shape::from_slice(v.shape());
+                shape[*axis] = *len;
+                let mut data = vec![F::ZERO; numel(&shape)];
+                Window::new(v.shape(), *axis, *start, *len).gather(v.data(), &mut data, false);
+                Tensor::new_unchecked(shape, data)
+            }
+            Op::Concat { xs, axis } => {
+                let shapes: Vec<&[usize]> = xs.iter().map(|&i| val(i).shape()).collect();
+                let shape = crate::check::concat(&shapes, *axis);
+                let mut data = vec![F::ZERO; numel(&shape)];
+                let mut start = 0;
+                for &i in xs.iter() {
+                    let v = val(i);
+                    let len = v.shape()[*axis];
+                    Window::new(&shape, *axis, start, len).scatter(v.data(), &mut data, false);
+                    start += len;
+                }
+                Tensor::new_unchecked(shape, data)
+            }
+            Op::IndexSelect { x, indices } => {
+                let v = val(*x);
+                let row = numel(&v.shape()[1..]);
+                let mut data = Vec::with_capacity(indices.len() * row);
+                for &r in indices.iter() {
+                    data.extend_from_slice(&v.data()[r * row..(r + 1) * row]);
+                }
+                let mut shape = Shape::from_slice(v.shape());
+                shape[0] = indices.len();
+                Tensor::new_unchecked(shape, data)
+            }
+            Op::Softmax { x, axis } => {
+                let v = val(*x);
+                Tensor::new_unchecked(v.shape().into(), ax::softmax(v.data(), v.shape(), *axis))
+            }
+            Op::LogSoftmax { x, axis } => {
+                let v = val(*x);
+                Tensor::new_unchecked(v.shape().into(), ax::log_softmax(v.data(), v.shape(), *axis))
+            }
+            Op::CrossEntropy {
+                logits,
+                targets,
+                ignore,
+                scale,
+            } => {
+                let v = val(*logits);
+                let classes = v.shape()[1];
+                let mut total = F::ZERO;
+                for (row, &t) in v.data().chunks_exact(classes).zip(targets.iter()) {
+                    if t != *ignore {
+                        total += ax::log_sum_exp(row) - row[t as usize];
+                    }
+                }
+                Tensor::scalar(total * *scale)
+            }
+            Op::Where { cond, a, b } => {
+                let (va, vb) = (val(*a), val(*b));
+                let out = broadcast_shape(cond.shape(), va.shape())
+                    .and_then(|s| broadcast_shape(&s, vb.shape()))
+                    .expect("checked when recorded");
+                let s = [cond.shape(), va.shape(), vb.shape()].map(|s| broadcast_strides(s, &out));
+                let (c, x, y) = (cond.data(), va.data(), vb.data());
+                let mut data = vec![F::ZERO; numel(&out)];
+                for_each_broadcast(&out, [&s[0], &s[1], &s[2]], |i, [ic, ia, ib]| {
+                    data[i] = if c[ic] != F::ZERO { x[ia] } else { y[ib] };
+                });
+                Tensor::new_unchecked(out, data)
+            }
+            Op::Custom { op, inputs } => {
+                let values: Vec<&Tensor<F>> = inputs.iter().map(|&i| val(i)).collect();
+                op.forward(&values)
+            }
+        }
+    }
+
+    /// Adds this op's inputs' gradients into `sink`, given `g` = ∂L/∂(this node's value). Leaves
+    /// hand their gradient to `grads` instead.
+    pub(crate) fn backward(
+        &self,
+        me: usize,
+        g: Tensor<F>,
+        nodes: &[Node<F>],
+        sink: &mut GradSink<'_, F>,
+        grads: &mut Grads<F>,
+    ) {
+        let val = |i: usize| nodes[i].value();
+        let out = &nodes[me].shape;
+        let gd = g.data();
+        match self {
+            Op::Leaf => grads.insert_node(me, g),
+            Op::Param(id) => grads.insert_param(*id, g),
+            // d(a + b) = da + db, each summed over the axes it was broadcast along.
+            Op::Add(a, b) => {
+                sink.add_reduced(*a, &g, out);
+                sink.add_reduced(*b, &g, out);
+            }
+            Op::Sub(a, b) => {
+                sink.add_reduced(*a, &g, out);
+                if let Some(gb) = sink.acc(*b) {
+                    accumulate_reduced(gb, &nodes[*b].shape, out, gd, |_, g| -g);
+                }
+            }
+            // d(a·b) = b·da + a·db
+            Op::Mul(a, b) => {
+                for (x, y) in [(*a, *b), (*b, *a)] {
+                    if let Some(gx) = sink.acc(x) {
+                        let other = broadcast_index(&nodes[y].shape, out);
+                        let yd = val(y).data();
+                        accumulate_reduced(gx, &nodes[x].shape, out, gd, |i, g| {
+                            g * yd[other.as_ref().map_or(i, |o| o[i])]
+                        });
+                    }
+                }
+            }
+            // d(a/b) = da/b - (a/b)·db/b
+            Op::Div(a, b) => {
+                let bi = broadcast_index(&nodes[*b].shape, out);
+                let bd = val(*b).data();
+                let b_at = |i: usize| bd[bi.as_ref().map_or(i, |o| o[i])];
+                if let Some(ga) = sink.acc(*a) {
+                    accumulate_reduced(ga, &nodes[*a].shape, out, gd, |i, g| g / b_at(i));
+                }
+                if let Some(gb) = sink.acc(*b) {
+                    let y = val(me).data();
+                    accumulate_reduced(gb, &nodes[*b].shape, out, gd, |i, g| -g * y[i] / b_at(i));
+                }
+            }
+            // d(s·x + t) = s·dx
+            Op::Affine { x, scale, .. } => sink.map_into(*x, gd, |_, g| g * *scale),
+            // d(x^p) = p·x^(p-1)·dx
+            Op::Powf { x, p } => {
+                let xd = val(*x).data();
+                sink.map_into(*x, gd, |i, g| g * *p * xd[i].powf(*p - F::ONE))
+            }
+            // d(e^x) = y·dx
+            Op::Exp(x) => {
+                let y = val(me).data();
+                sink.map_into(*x, gd, |i, g| g * y[i])
+            }
+            // d(ln x) = dx/x
+            Op::Ln(x) => {
+                let xd = val(*x).data();
+                sink.map_into(*x, gd, |i, g| g / xd[i])
+            }
+            // d(√x) = dx/(2y)
+            Op::Sqrt(x) => {
+                let y = val(me).data();
+                sink.map_into(*x, gd, |i, g| g / (y[i] + y[i]))
+            }
+            // d(tanh x) = (1 - y²)·dx
+            Op::Tanh(x) => {
+                let y = val(me).data();
+                sink.map_into(*x, gd, |i, g| g * (F::ONE - y[i] * y[i]))
+            }
+            // d(σ(x)) = y(1 - y)·dx
+            Op::Sigmoid(x) => {
+                let y = val(me).data();
+                sink.map_into(*x, gd, |i, g| g * y[i] * (F::ONE - y[i]))
+            }
+            // d(relu x) = [x > 0]·dx; the derivative at 0 is taken as 0, as in PyTorch.
+            Op::Relu(x) => {
+                let y = val(me).data();
+                sink.map_into(*x, gd, |i, g| if y[i] > F::ZERO { g } else { F::ZERO })
+            }
+            // C = op(A)·op(B): dA = dC·op(B)ᵀ, dB = op(A)ᵀ·dC, written in each operand's stored
+            // layout and accumulated in place (GEMM with beta = 1); transposes are strides.
+            Op::MatMul { a, b, ta, tb } => {
+                let (va, vb) = (val(*a), val(*b));
+                let batch = if out.len() == 3 { out[0] } else { 1 };
+                let vg = View::of(out, false);
+                let (opa, opb) = (View::of(va.shape(), *ta), View::of(vb.shape(), *tb));
+                if let Some(ga) = sink.acc(*a) {
+                    let c = (ga, View::of(va.shape(), false));
+                    if *ta {
+                        gemm(batch, (vb.data(), opb), (gd, vg.t()), c, F::ONE);
+                    } else {
+                        gemm(batch, (gd, vg), (vb.data(), opb.t()), c, F::ONE);
+                    }
+                }
+                if let Some(gb) = sink.acc(*b) {
+                    let c = (gb, View::of(vb.shape(), false));
+                    if *tb {
+                        gemm(batch, (gd, vg.t()), (va.data(), opa), c, F::ONE);
+                    } else {
+                        gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
+                    }
+                }
+            }
+            // d(s·Σx) = s·dy broadcast back over the summed axis.
+            Op::Sum { x, axis, scale, .. } => {
+                if let Some(gx) = sink.acc(*x) {
+                    match axis {
+                        None => gx.iter_mut().for_each(|v| *v += gd[0] * *scale),
+                        Some(a) => {
+                            let (outer, len, inner) = crate::shape::split_at_axis(&nodes[*x].shape, *a);
+                            for o in 0..outer {
+                                for j in 0..len {
+                                    let dst = &mut gx[(o * len + j) * inner..][..inner];
+                                    for (d, &s) in dst.iter_mut().zip(&gd[o * inner..][..inner]) {
+                                        *d += s * *scale;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            // The gradient flows to the (first) maximum of each lane only.
+            Op::MaxAxis { x, argmax, .. } => {
+                if let Some(gx) = sink.acc(*x) {
+                    for (&at, &g) in argmax.iter().zip(gd) {
+                        gx[at] += g;
+                    }
+                }
+            }
+            Op::Reshape { x, .. } => sink.add(*x, g.reshape(&nodes[*x].shape)),
+            Op::Permute { x, perm } => {
+                if let Some(gx) = sink.acc(*x) {
+                    ax::permute_backward(gd, &nodes[*x].shape, perm, gx);
+                }
+            }
+            Op::Narrow {
+                x,
+                axis,
+                start,
+                len,
+            } => {
+                if let Some(gx) = sink.acc(*x) {
+                    Window::new(&nodes[*x].shape, *axis, *start, *len).scatter(gd, gx, true);
+                }
+            }
+            Op::Concat { xs, axis } => {
+                let mut start = 0;
+                for &i in xs.iter() {
+                    let len = nodes[i].shape[*axis];
+                    if let Some(gi) = sink.acc(i) {
+                        Window::new(out, *axis, start, len).gather(gd, gi, true);
+                    }
+                    start += len;
+                }
+            }
+            // Scatter-add: a row selected twice gets both gradients.
+            Op::IndexSelect { x, indices } => {
+                if let Some(gx) = sink.acc(*x) {
+                    let row = numel(&nodes[*x].shape[1..]);
+                    for (k, &r) in indices.iter().enumerate() {
+                        let dst = &mut gx[r * row..(r + 1) * row];
+                        for (d, &s) in dst.iter_mut().zip(&gd[k * row..(k + 1) * row]) {
+                            *d += s;
+                        }
+                    }
+                }
+            }
+            // dx_j = y_j (g_j - Σ_k g_k y_k)
+            Op::Softmax { x, axis } => {
+                if let Some(gx) = sink.acc(*x) {
+                    ax::softmax_backward(val(me).data(), gd, out, *axis, gx);
+                }
+            }
+            // dx_j = g_j - softmax_j Σ_k g_k
+            Op::LogSoftmax { x, axis } => {
+                if let Some(gx) = sink.acc(*x) {
+                    ax::log_softmax_backward(val(me).data(), gd, out, *axis, gx);
+                }
+            }
+            // d/dx_c of (lse(x) - x_t) = softmax(x)_c - [c = t], per counted row, times scale.
+            Op::CrossEntropy {
+                logits,
+                targets,
+                ignore,
+                scale,
+            } => {
+                if let Some(gx) = sink.acc(*logits) {
+                    let v = val(*logits);
+                    let classes = v.shape()[1];
+                    let factor = gd[0] * *scale;
+                    for (n, &t) in targets.iter().enumerate() {
+                        if t == *ignore {
+                            continue;
+                        }
+                        let row = &v.data()[n * classes..(n + 1) * classes];
+                        let dst = &mut gx[n * classes..(n + 1) * classes];
+                        let lse = ax::log_sum_exp(row);
+                        for (c, (d, &z)) in dst.iter_mut().zip(row).enumerate() {
+                            let target = if c == t as usize { F::ONE } else { F::ZERO };
+                            *d += factor * ((z - lse).exp() - target);
+                        }
+                    }
+                }
+            }
+            // The gradient goes to whichever operand was chosen at each element.
+            Op::Where { cond, a, b } => {
+                let ci = broadcast_index(cond.shape(), out);
+                let c = cond.data();
+                let chosen = |i: usize| c[ci.as_ref().map_or(i, |o| o[i])] != F::ZERO;
+                if let Some(ga) = sink.acc(*a) {
+                    accumulate_reduced(ga, &nodes[*a].shape, out, gd, |i, g| if chosen(i) { g } else { F::ZERO });
+                }
+                if let Some(gb) = sink.acc(*b) {
+                    accumulate_reduced(gb, &nodes[*b].shape, out, gd, |i, g| if chosen(i) { F::ZERO } else { g });
+                }
+            }
+            Op::Custom { op, inputs } => {
+                let values: Vec<&Tensor<F>> = inputs.iter().map(|&i| val(i)).collect();
+                let input_grads = op.backward(&values, val(me), &g);
+                assert_eq!(
+                    input_grads.len(),
+                    inputs.len(),
+                    "custom op `{}`: backward returned {} gradients for {} inputs",
+                    op.name(),
+                    input_grads.len(),
+                    inputs.len()
+                );
+                for (k, (&i, gi)) in inputs.iter().zip(input_grads).enumerate() {
+                    let Some(gi) = gi else { continue };
+                    assert_eq!(
+                        gi.shape(),
+                        &nodes[i].shape[..],
+                        "custom op `{}`: backward returned a gradient of shape {:?} for input {k} of shape {:?}",
+                        op.name(),
+                        gi.shape(),
+                        &nodes[i].shape[..]
+                    );
+                    sink.add(i, gi);
+                }
+            }
+        }
+    }
+}
+
+/// The gradients in flight during one backward pass, one slot per node. A slot is created on
+/// first use, zeroed, and every op adds into it.
+pub(crate) struct GradSink<'a, F: Float> {
+    nodes: &'a [Node<F>],
+    slots: Vec<Option<Tensor<F>>>,
+}
+
+impl<'a, F: Float> GradSink<'a, F> {
+    pub(crate) fn new(nodes: &'a [Node<F>], root: usize) -> Self {
+        GradSink {
+            nodes,
+            slots: (0..=root).map(|_| None).collect(),
+        }
+    }
+
+    /// Removes node `i`'s finished gradient (every consumer of `i` comes after it on the tape).
+    pub(crate) fn take(&mut self, i: usize) -> Option<Tensor<F>> {
+        self.slots[i].take()
+    }
+
+    /// The gradient buffer of node `i` to add into, or `None` when `i` needs no gradient.
+    pub(crate) fn acc(&mut self, i: usize) -> Option<&mut [F]> {
+        let node = &self.nodes[i];
+        if !node.requires_grad {
+            return None;
+        }
+        let slot = self.slots[i].get_or_insert_with(|| Tensor::zeros(&node.shape));
+        Some(slot.data_mut())
+    }
+
+    /// Adds a whole gradient tensor to node `i`; the first one is kept without a copy.
+    pub(crate) fn add(&mut self, i: usize, g: Tensor<F>) {
+        if !self.nodes[i].requires_grad {
+            return;
+        }
+        match &mut self.slots[i] {
+            slot @ None => *slot = Some(g),
+            Some(acc) => {
+                for (d, &s) in acc.data_mut().iter_mut().zip(g.data()) {
+                    *d += s;
+                }
+            }
+        }
+    }
+
+    /// Adds `g` (of shape `out`) to node `i`, summed over the axes along which `i` was broadcast.
+    fn add_reduced(&mut self, i: usize, g: &Tensor<F>, out: &[usize]) {
+        let nodes = self.nodes;
+        if nodes[i].shape[..] == *out {
+            self.add(i, g.clone());
+        } else if let Some(gi) = self.acc(i) {
+            accumulate_reduced(gi, &nodes[i].shape, out, g.data(), |_, g| g);
+        }
+    }
+
+    /// `grad[i] += f(k, g[k])` element by element, for an input of the output's shape.
+    fn map_into(&mut self, i: usize, g: &[F], f: impl Fn(usize, F) -> F) {
+        if let Some(gi) = self.acc(i) {
+            for (k, (d, &gk)) in gi.iter_mut().zip(g).enumerate() {
+                *d += f(k, gk);
+            }
+        }
+    }
+}

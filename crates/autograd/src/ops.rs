@@ -1,0 +1,427 @@
+//! The ops on `Var`: each checks shapes (panicking at the caller's line), records one node, and
+//! returns its `Var`. The derivatives live in `op.rs`.
+
+use smallvec::SmallVec;
+
+use crate::check;
+use crate::float::Float;
+use crate::op::{swaps_last_two, Op, Reduction};
+use crate::shape::{numel, Axis, Shape};
+use crate::tape::Var;
+use crate::tensor::Tensor;
+
+/// Options of [`Var::cross_entropy_with`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CrossEntropyOptions {
+    /// Targets equal to this do not count (PyTorch's default: -100).
+    pub ignore_index: i64,
+    /// Mean (the default) or sum over the targets that count.
+    pub reduction: Reduction,
+}
+
+impl Default for CrossEntropyOptions {
+    fn default() -> Self {
+        CrossEntropyOptions {
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
+impl<'t, F: Float> Var<'t, F> {
+    fn unary(self, op: Op<F>) -> Self {
+        self.tape().record(op, &[self.index()])
+    }
+
+    #[track_caller]
+    fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Op<F>) -> Self {
+        self.tape().assert_owns(name, rhs);
+        check::broadcast(name, &self.shape(), &rhs.shape());
+        self.tape().record(op(self.index(), rhs.index()), &[self.index(), rhs.index()])
+    }
+
+    /// `self + rhs`, broadcasting as NumPy does. Backward sums each side over the axes it was
+    /// broadcast along.
+    #[track_caller]
+    pub fn add(self, rhs: Self) -> Self {
+        self.binary("add", rhs, Op::Add)
+    }
+
+    /// `self - rhs`, broadcasting.
+    #[track_caller]
+    pub fn sub(self, rhs: Self) -> Self {
+        self.binary("sub", rhs, Op::Sub)
+    }
+
+    /// `self ⊙ rhs` element-wise, broadcasting. d(a·b) = b·da + a·db.
+    #[track_caller]
+    pub fn mul(self, rhs: Self) -> Self {
+        self.binary("mul", rhs, Op::Mul)
+    }
+
+    /// `self / rhs` element-wise, broadcasting. d(a/b) = da/b - (a/b²)·db.
+    #[track_caller]
+    pub fn div(self, rhs: Self) -> Self {
+        self.binary("div", rhs, Op::Div)
+    }
+
+    /// `scale·self + shift`, with scalar `scale` and `shift`; d = scale.
+    pub fn affine(self, scale: F, shift: F) -> Self {
+        self.unary(Op::Affine {
+            x: self.index(),
+            scale,
+            shift,
+        })
+    }
+
+    /// `-self`.
+    pub fn neg(self) -> Self {
+        self.affine(-F::ONE, F::ZERO)
+    }
+
+    /// `self^p` element-wise; d = p·x^(p-1).
+    pub fn powf(self, p: F) -> Self {
+        self.unary(Op::Powf { x: self.index(), p })
+    }
+
+    /// `e^self`; d = e^x (the output, reused).
+    pub fn exp(self) -> Self {
+        self.unary(Op::Exp(self.index()))
+    }
+
+    /// Natural logarithm; d = 1/x.
+    pub fn ln(self) -> Self {
+        self.unary(Op::Ln(self.index()))
+    }
+
+    /// Square root; d = 1/(2y).
+    pub fn sqrt(self) -> Self {
+        self.unary(Op::Sqrt(self.index()))
+    }
+
+    /// Hyperbolic tangent; d = 1 - y².
+    pub fn tanh(self) -> Self {
+        self.unary(Op::Tanh(self.index()))
+    }
+
+    /// Logistic sigmoid 1/(1 + e^-x); d = y(1 - y).
+    pub fn sigmoid(self) -> Self {
+        self.unary(Op::Sigmoid(self.index()))
+    }
+
+    /// max(x, 0); d = 1 where x > 0, else 0 (0 at x = 0, as in PyTorch).
+    pub fn relu(self) -> Self {
+        self.unary(Op::Relu(self.index()))
+    }
+
+    /// Matrix product of 2-D operands ([m, k]·[k, n] → [m, n]) or batched 3-D ones
+    /// ([b, m, k]·[b, k, n] → [b, m, n]; a 2-D operand is shared by every batch entry).
+    ///
+    /// An operand that is a transpose of the last two axes ([`t`](Var::t)) is read by stride,
+    /// never copied, so `x.matmul(w.t())` costs one GEMM. dA = dC·Bᵀ, dB = Aᵀ·dC.
+    #[track_caller]
+    pub fn matmul(self, rhs: Self) -> Self {
+        self.tape().assert_owns("matmul", rhs);
+        let (a, ta) = self.tape().matmul_operand(self.index());
+        let (b, tb) = self.tape().matmul_operand(rhs.index());
+        // Checked on the shapes as the caller sees them, so the message shows those.
+        check::matmul(&self.shape(), false, &rhs.shape(), false);
+        self.tape().record(Op::MatMul { a, b, ta, tb }, &[a, b])
+    }
+
+    /// The transpose of the last two axes of a 2-D or 3-D value. It is computed only when an op
+    /// other than `matmul` reads it.
+    #[track_caller]
+    pub fn t(self) -> Self {
+        let n = self.shape().len();
+        if !(2..=3).contains(&n) {
+            panic!("t: expected a 2-D or 3-D value, got shape {:?}", self.shape());
+        }
+        self.transpose(n - 2, n - 1)
+    }
+
+    /// Swaps two axes.
+    #[track_caller]
+    pub fn transpose(self, a: impl Axis + std::fmt::Debug, b: impl Axis + std::fmt::Debug) -> Self {
+        let shape = self.shape();
+        let (a, b) = (check::axis("transpose", &shape, a), check::axis("transpose", &shape, b));
+        let mut perm: Shape = (0..shape.len()).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// Reorders the axes: output axis i is input axis `perm[i]`. Backward applies the inverse.
+    #[track_caller]
+    pub fn permute(self, perm: &[usize]) -> Self {
+        let shape = self.shape();
+        check::permutation(&shape, perm);
+        let op = Op::Permute {
+            x: self.index(),
+            perm: Shape::from_slice(perm),
+        };
+        if swaps_last_two(perm) && shape.len() <= 3 {
+            let out: Shape = perm.iter().map(|&p| shape[p]).collect();
+            return self.tape().record_lazy(op, self.index(), out);
+        }
+        self.unary(op)
+    }
+
+    /// The sum of all elements, as a 0-d value.
+    pub fn sum(self) -> Self {
+        self.reduce(None, false, F::ONE)
+    }
+
+    /// The mean of all elements, as a 0-d value.
+    pub fn mean(self) -> Self {
+        let n = numel(&self.shape());
+        self.reduce(None, false, F::ONE / F::from_usize(n))
+    }
+
+    /// The sum along `axis`, keeping it as size 1 when `keepdim`.
+    #[track_caller]
+    pub fn sum_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
+        let a = check::axis("sum_axis", &self.shape(), axis);
+        self.reduce(Some(a), keepdim, F::ONE)
+    }
+
+    /// The mean along `axis`, keeping it as size 1 when `keepdim`.
+    #[track_caller]
+    pub fn mean_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
+        let shape = self.shape();
+        let a = check::axis("mean_axis", &shape, axis);
+        self.reduce(Some(a), keepdim, F::ONE / F::from_usize(shape[a]))
+    }
+
+    fn reduce(self, axis: Option<usize>, keepdim: bool, scale: F) -> Self {
+        self.unary(Op::Sum {
+            x: self.index(),
+            axis,
+            keepdim,
+            scale,
+        })
+    }
+
+    /// The maximum along `axis`; the gradient flows to the first maximum of each lane.
+    #[track_caller]
+    pub fn max_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
+        let shape = self.shape();
+        let a = check::axis("max_axis", &shape, axis);
+        if shape[a] == 0 {
+            panic!("max_axis: axis {a} of shape {shape:?} is empty");
+        }
+        self.unary(Op::MaxAxis {
+            x: self.index(),
+            axis: a,
+            keepdim,
+            argmax: Vec::new(),
+        })
+    }
+
+    /// The same values under another shape with as many elements (no copy).
+    #[track_caller]
+    pub fn reshape(self, shape: &[usize]) -> Self {
+        check::reshape(&self.shape(), shape);
+        self.unary(Op::Reshape {
+            x: self.index(),
+            shape: Shape::from_slice(shape),
+        })
+    }
+
+    /// Inserts an axis of size 1 at `axis` (0..=ndim).
+    #[track_caller]
+    pub fn unsqueeze(self, axis: usize) -> Self {
+        let mut shape = self.shape();
+        if axis > shape.len() {
+            panic!("unsqueeze: axis {axis} out of range for shape {shape:?}");
+        }
+        shape.insert(axis, 1);
+        self.reshape(&shape)
+    }
+
+    /// Removes an axis of size 1.
+    #[track_caller]
+    pub fn squeeze(self, axis: impl Axis + std::fmt::Debug) -> Self {
+        let mut shape = self.shape();
+        let a = check::axis("squeeze", &shape, axis);
+        if shape[a] != 1 {
+            panic!("squeeze: axis {a} of shape {shape:?} has size {}, not 1", shape[a]);
+        }
+        shape.remove(a);
+        self.reshape(&shape)
+    }
+
+    /// All elements as one axis.
+    pub fn flatten(self) -> Self {
+        let n = numel(&self.shape());
+        self.reshape(&[n])
+    }
+
+    /// The slice `start..start + len` along `axis`. Backward adds into that range.
+    #[track_caller]
+    pub fn narrow(self, axis: impl Axis + std::fmt::Debug, start: usize, len: usize) -> Self {
+        let shape = self.shape();
+        let a = check::axis("narrow", &shape, axis);
+        check::narrow(&shape, a, start, len);
+        self.unary(Op::Narrow {
+            x: self.index(),
+            axis: a,
+            start,
+            len,
+        })
+    }
+
+    /// `chunks` pieces of equal size along `axis` (the last smaller if it does not divide), as
+    /// `torch.chunk`.
+    #[track_caller]
+    pub fn chunk(self, chunks: usize, axis: impl Axis + std::fmt::Debug) -> Vec<Self> {
+        let shape = self.shape();
+        let a = check::axis("chunk", &shape, axis);
+        if chunks == 0 {
+            panic!("chunk: cannot split shape {shape:?} into 0 chunks");
+        }
+        self.split(shape[a].div_ceil(chunks).max(1), a)
+    }
+
+    /// Pieces of `size` along `axis` (the last smaller if it does not divide), as `torch.split`.
+    #[track_caller]
+    pub fn split(self, size: usize, axis: impl Axis + std::fmt::Debug) -> Vec<Self> {
+        let shape = self.shape();
+        let a = check::axis("split", &shape, axis);
+        if size == 0 {
+            panic!("split: pieces of size 0 along axis {a} of shape {shape:?}");
+        }
+        (0..shape[a])
+            .step_by(size)
+            .map(|start| self.narrow(a, start, size.min(shape[a] - start)))
+            .collect()
+    }
+
+    /// Rows of the first axis, in the order of `indices` (an embedding lookup). Backward
+    /// scatter-adds into the selected rows.
+    #[track_caller]
+    pub fn index_select(self, indices: &[usize]) -> Self {
+        check::rows("index_select", &self.shape(), indices);
+        self.unary(Op::IndexSelect {
+            x: self.index(),
+            indices: indices.to_vec(),
+        })
+    }
+
+    /// softmax along `axis`, computed with the lane maximum subtracted. dx = y ⊙ (g - Σ g ⊙ y).
+    #[track_caller]
+    pub fn softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
+        let a = check::axis("softmax", &self.shape(), axis);
+        self.unary(Op::Softmax { x: self.index(), axis: a })
+    }
+
+    /// log_softmax along `axis`: x - logsumexp(x). dx = g - softmax(x)·Σ g.
+    #[track_caller]
+    pub fn log_softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
+        let a = check::axis("log_softmax", &self.shape(), axis);
+        self.unary(Op::LogSoftmax { x: self.index(), axis: a })
+    }
+
+    /// Cross-entropy of logits [N, C] against class indices, averaged over the targets that are
+    /// not -100 (PyTorch's `F.cross_entropy` defaults). For a sequence [T, B, V], reshape to
+    /// [T·B, V] first.
+    #[track_caller]
+    pub fn cross_entropy(self, targets: &[i64]) -> Self {
+        self.cross_entropy_with(targets, CrossEntropyOptions::default())
+    }
+
+    /// Cross-entropy with an ignore index and a reduction of your choice.
+    /// ∂/∂x_c = (softmax(x)_c - [c = target]) per counted row, scaled by the reduction.
+    #[track_caller]
+    pub fn cross_entropy_with(self, targets: &[i64], options: CrossEntropyOptions) -> Self {
+        check::class_targets("cross_entropy", &self.shape(), targets, options.ignore_index);
+        let count = targets.iter().filter(|&&t| t != options.ignore_index).count();
+        let scale = match options.reduction {
+            // With nothing to count, the mean is 0/0 = NaN, as in PyTorch.
+            Reduction::Mean => F::ONE / F::from_usize(count),
+            Reduction::Sum => F::ONE,
+        };
+        self.unary(Op::CrossEntropy {
+            logits: self.index(),
+            targets: targets.to_vec(),
+            ignore: options.ignore_index,
+            scale,
+        })
+    }
+
+    /// `cond ≠ 0 ? self : other` element by element, all three broadcast together (PyTorch's
+    /// `self.where(cond, other)`). The gradient goes to whichever side was chosen.
+    #[track_caller]
+    pub fn where_cond(self, cond: &Tensor<F>, other: Self) -> Self {
+        self.tape().assert_owns("where_cond", other);
+        let (a, b) = (self.shape(), other.shape());
+        let ab = check::broadcast("where_cond", &a, &b);
+        check::broadcast("where_cond", cond.shape(), &ab);
+        self.tape().record(
+            Op::Where {
+                cond: cond.clone(),
+                a: self.index(),
+                b: other.index(),
+            },
+            &[self.index(), other.index()],
+        )
+    }
+
+    /// `value` where `mask ≠ 0`, else self; `mask` broadcasts to self's shape.
+    #[track_caller]
+    pub fn masked_fill(self, mask: &Tensor<F>, value: F) -> Self {
+        let shape = self.shape();
+        if check::broadcast("masked_fill", mask.shape(), &shape) != shape {
+            panic!(
+                "masked_fill: mask must broadcast to the value's shape: lhs {:?} vs rhs {:?}",
+                mask.shape(),
+                &shape[..]
+            );
+        }
+        let fill = self.tape().constant(Tensor::scalar(value));
+        fill.where_cond(mask, self)
+    }
+
+    /// The same value with no gradient flowing back through it (shares storage).
+    pub fn detach(self) -> Self {
+        self.tape().constant_sharing(self.value())
+    }
+}
+
+/// Joins values along an existing `axis`; all other axes must agree. Backward hands each input
+/// its slice of the gradient.
+#[track_caller]
+pub fn concat<'t, F: Float>(xs: &[Var<'t, F>], axis: impl Axis + std::fmt::Debug) -> Var<'t, F> {
+    let Some(first) = xs.first() else {
+        panic!("concat: needs at least one input");
+    };
+    let tape = first.tape();
+    let shapes: Vec<Shape> = xs.iter().map(|v| v.shape()).collect();
+    let a = check::axis("concat", &shapes[0], axis);
+    for v in xs {
+        tape.assert_owns("concat", *v);
+    }
+    let refs: Vec<&[usize]> = shapes.iter().map(|s| &s[..]).collect();
+    check::concat(&refs, a);
+    let indices: SmallVec<[usize; 4]> = xs.iter().map(|v| v.index()).collect();
+    tape.record(
+        Op::Concat {
+            xs: indices.clone(),
+            axis: a,
+        },
+        &indices,
+    )
+}
+
+/// Stacks values of one shape along a new `axis` (0..=ndim).
+#[track_caller]
+pub fn stack<'t, F: Float>(xs: &[Var<'t, F>], axis: usize) -> Var<'t, F> {
+    let Some(first) = xs.first() else {
+        panic!("stack: needs at least one input");
+    };
+    let shape = first.shape();
+    for v in xs {
+        check::same("stack", &shape, &v.shape());
+    }
+    let expanded: Vec<Var<'t, F>> = xs.iter().map(|v| v.unsqueeze(axis)).collect();
+    concat(&expanded, axis)
+}

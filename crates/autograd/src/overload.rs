@@ -1,0 +1,107 @@
+//! Operators on `Var`: `+ - * /` between values (broadcasting), with a scalar on either side, and
+//! unary `-`.
+
+use std::ops::{Add, Div, Mul, Neg, Sub};
+
+use crate::float::Float;
+use crate::tape::Var;
+
+macro_rules! var_op {
+    ($trait:ident, $method:ident) => {
+        impl<'t, F: Float> $trait for Var<'t, F> {
+            type Output = Var<'t, F>;
+
+            #[track_caller]
+            fn $method(self, rhs: Self) -> Self {
+                Var::$method(self, rhs)
+            }
+        }
+    };
+}
+
+var_op!(Add, add);
+var_op!(Sub, sub);
+var_op!(Mul, mul);
+var_op!(Div, div);
+
+impl<'t, F: Float> Neg for Var<'t, F> {
+    type Output = Var<'t, F>;
+
+    fn neg(self) -> Self {
+        Var::neg(self)
+    }
+}
+
+impl<'t, F: Float> Add<F> for Var<'t, F> {
+    type Output = Var<'t, F>;
+
+    fn add(self, s: F) -> Self {
+        self.affine(F::ONE, s)
+    }
+}
+
+impl<'t, F: Float> Sub<F> for Var<'t, F> {
+    type Output = Var<'t, F>;
+
+    fn sub(self, s: F) -> Self {
+        self.affine(F::ONE, -s)
+    }
+}
+
+impl<'t, F: Float> Mul<F> for Var<'t, F> {
+    type Output = Var<'t, F>;
+
+    fn mul(self, s: F) -> Self {
+        self.affine(s, F::ZERO)
+    }
+}
+
+impl<'t, F: Float> Div<F> for Var<'t, F> {
+    type Output = Var<'t, F>;
+
+    fn div(self, s: F) -> Self {
+        self.affine(F::ONE / s, F::ZERO)
+    }
+}
+
+// A scalar on the left needs one impl per concrete type: `impl<F> Add<Var<F>> for F` is not
+// allowed for a foreign `F`.
+macro_rules! scalar_lhs {
+    ($t:ty) => {
+        impl<'t> Add<Var<'t, $t>> for $t {
+            type Output = Var<'t, $t>;
+
+            fn add(self, v: Var<'t, $t>) -> Var<'t, $t> {
+                v.affine(1.0, self)
+            }
+        }
+
+        impl<'t> Sub<Var<'t, $t>> for $t {
+            type Output = Var<'t, $t>;
+
+            fn sub(self, v: Var<'t, $t>) -> Var<'t, $t> {
+                v.affine(-1.0, self)
+            }
+        }
+
+        impl<'t> Mul<Var<'t, $t>> for $t {
+            type Output = Var<'t, $t>;
+
+            fn mul(self, v: Var<'t, $t>) -> Var<'t, $t> {
+                v.affine(self, 0.0)
+            }
+        }
+
+        /// `s / v` = s·v⁻¹.
+        impl<'t> Div<Var<'t, $t>> for $t {
+            type Output = Var<'t, $t>;
+
+            fn div(self, v: Var<'t, $t>) -> Var<'t, $t> {
+                v.powf(-1.0).affine(self, 0.0)
+            }
+        }
+    };
+}
+
+scalar_lhs!(f32);
+scalar_lhs!(f64);

@@ -1,0 +1,354 @@
+//! `Tape` and `Var`: the record of a forward pass, and the one reverse loop that rewinds it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use smallvec::SmallVec;
+
+use crate::custom::CustomOp;
+use crate::float::Float;
+use crate::grads::Grads;
+use crate::op::{GradSink, Op};
+use crate::param::{Param, ParamId};
+use crate::shape::Shape;
+use crate::tensor::Tensor;
+
+/// One recorded value and the op that produced it.
+pub(crate) struct Node<F: Float> {
+    pub(crate) op: Op<F>,
+    /// `None` only for a transpose that no op has read yet: a matmul reads its source by stride.
+    value: Option<Tensor<F>>,
+    pub(crate) shape: Shape,
+    pub(crate) requires_grad: bool,
+    retain: bool,
+}
+
+impl<F: Float> Node<F> {
+    pub(crate) fn value(&self) -> &Tensor<F> {
+        self.value
+            .as_ref()
+            .expect("a node's value is computed before any op reads it")
+    }
+}
+
+/// What a tape holds, for memory benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TapeStats {
+    /// Recorded nodes.
+    pub nodes: usize,
+    /// Bytes of node values the tape owns: not parameters (the model owns those) and not views
+    /// that share another node's storage (reshape, detach). A tape only grows, so this is also its
+    /// peak.
+    pub bytes: usize,
+}
+
+/// The record of a forward pass: one node per op, in creation order.
+///
+/// Creation order is already a topological order, so backward is a single reverse loop over the
+/// nodes: nothing recursive, in backward or in drop, however long the graph.
+///
+/// ```
+/// use rewind_autograd::{Tape, Tensor};
+/// let tape = Tape::<f64>::new();
+/// let x = tape.var(Tensor::scalar(3.0));
+/// let y = x * x + 2.0 * x; // dy/dx = 2x + 2 = 8
+/// let grads = y.backward();
+/// assert_eq!(grads[x].item(), 8.0);
+/// ```
+pub struct Tape<F: Float = f32> {
+    id: u64,
+    nodes: RefCell<Vec<Node<F>>>,
+    params: RefCell<HashMap<ParamId, usize>>,
+    bytes: Cell<usize>,
+}
+
+/// A handle to a node on a [`Tape`]: cheap to copy, and the thing model code computes with.
+/// Ops on a `Var` record a node and return a new `Var`.
+#[derive(Clone, Copy)]
+pub struct Var<'t, F: Float = f32> {
+    tape: &'t Tape<F>,
+    index: usize,
+}
+
+impl<F: Float> Default for Tape<F> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F: Float> Tape<F> {
+    /// An empty tape.
+    pub fn new() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Tape {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            nodes: RefCell::new(Vec::new()),
+            params: RefCell::new(HashMap::new()),
+            bytes: Cell::new(0),
+        }
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A value that gets no gradient (data, targets, masks).
+    pub fn constant(&self, value: Tensor<F>) -> Var<'_, F> {
+        self.push(Op::Leaf, Some(value), false, true)
+    }
+
+    /// A constant that shares storage with a value already on the tape (`detach`).
+    pub(crate) fn constant_sharing(&self, value: Tensor<F>) -> Var<'_, F> {
+        self.push(Op::Leaf, Some(value), false, false)
+    }
+
+    /// A leaf whose gradient is requested: `grads[v]` holds ∂L/∂v after backward.
+    pub fn var(&self, value: Tensor<F>) -> Var<'_, F> {
+        self.push(Op::Leaf, Some(value), true, true)
+    }
+
+    /// A parameter as a leaf, sharing its storage. Asking twice for one parameter on one tape
+    /// returns the same node.
+    pub fn param(&self, p: &Param<F>) -> Var<'_, F> {
+        if let Some(&index) = self.params.borrow().get(&p.id()) {
+            return Var { tape: self, index };
+        }
+        let v = self.push(Op::Param(p.id()), Some(p.value().clone()), true, false);
+        self.params.borrow_mut().insert(p.id(), v.index);
+        v
+    }
+
+    /// Records a user-defined op over `inputs`.
+    #[track_caller]
+    pub fn custom<'t>(&'t self, op: impl CustomOp<F>, inputs: &[Var<'t, F>]) -> Var<'t, F> {
+        for v in inputs {
+            self.assert_owns(op.name(), *v);
+        }
+        let indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
+        self.record(
+            Op::Custom {
+                op: Box::new(op),
+                inputs: indices.clone(),
+            },
+            &indices,
+        )
+    }
+
+    /// The number of recorded nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.borrow().len()
+    }
+
+    /// True when nothing has been recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Node count and bytes held.
+    pub fn stats(&self) -> TapeStats {
+        TapeStats {
+            nodes: self.len(),
+            bytes: self.bytes.get(),
+        }
+    }
+
+    #[track_caller]
+    pub(crate) fn assert_owns(&self, op: &str, v: Var<'_, F>) {
+        if !std::ptr::eq(self, v.tape) {
+            panic!("{op}: operands are on different tapes");
+        }
+    }
+
+    fn push(&self, op: Op<F>, value: Option<Tensor<F>>, requires_grad: bool, owns: bool) -> Var<'_, F> {
+        let shape = Shape::from_slice(value.as_ref().map_or(&[][..], |v| v.shape()));
+        self.push_shaped(op, value, shape, requires_grad, owns)
+    }
+
+    fn push_shaped(
+        &self,
+        op: Op<F>,
+        value: Option<Tensor<F>>,
+        shape: Shape,
+        requires_grad: bool,
+        owns: bool,
+    ) -> Var<'_, F> {
+        if owns {
+            if let Some(v) = &value {
+                self.bytes.set(self.bytes.get() + v.nbytes());
+            }
+        }
+        let mut nodes = self.nodes.borrow_mut();
+        nodes.push(Node {
+            op,
+            value,
+            shape,
+            requires_grad,
+            retain: false,
+        });
+        Var {
+            tape: self,
+            index: nodes.len() - 1,
+        }
+    }
+
+    /// Computes `op` over the values of `inputs` and records it. The node needs a gradient when
+    /// any input does; otherwise backward never visits it.
+    pub(crate) fn record(&self, mut op: Op<F>, inputs: &[usize]) -> Var<'_, F> {
+        if !matches!(op, Op::MatMul { .. }) {
+            for &i in inputs {
+                self.materialize(i);
+            }
+        }
+        let nodes = self.nodes.borrow();
+        let requires_grad = inputs.iter().any(|&i| nodes[i].requires_grad);
+        let value = op.forward(&nodes);
+        let shares = inputs.iter().any(|&i| nodes[i].value().shares_storage(&value));
+        drop(nodes);
+        self.push(op, Some(value), requires_grad, !shares)
+    }
+
+    /// Records a transpose of the last two axes without computing it: a matmul reads the source
+    /// by stride, and any other op computes it on first read.
+    pub(crate) fn record_lazy(&self, op: Op<F>, input: usize, shape: Shape) -> Var<'_, F> {
+        let requires_grad = self.nodes.borrow()[input].requires_grad;
+        self.push_shaped(op, None, shape, requires_grad, true)
+    }
+
+    fn materialize(&self, i: usize) {
+        let mut nodes = self.nodes.borrow_mut();
+        if nodes[i].value.is_some() {
+            return;
+        }
+        let mut op = std::mem::replace(&mut nodes[i].op, Op::Leaf);
+        let value = op.forward(&nodes);
+        self.bytes.set(self.bytes.get() + value.nbytes());
+        nodes[i].op = op;
+        nodes[i].value = Some(value);
+    }
+
+    /// The node a matmul operand reads, and whether it reads it transposed: a chain of pending
+    /// transposes collapses to its source and a flag.
+    pub(crate) fn matmul_operand(&self, index: usize) -> (usize, bool) {
+        let nodes = self.nodes.borrow();
+        let (mut i, mut trans) = (index, false);
+        while let (Op::Permute { x, perm }, None) = (&nodes[i].op, &nodes[i].value) {
+            debug_assert!(crate::op::swaps_last_two(perm));
+            i = *x;
+            trans = !trans;
+        }
+        (i, trans)
+    }
+
+    pub(crate) fn value(&self, index: usize) -> Tensor<F> {
+        self.materialize(index);
+        self.nodes.borrow()[index].value().clone()
+    }
+
+    pub(crate) fn shape(&self, index: usize) -> Shape {
+        self.nodes.borrow()[index].shape.clone()
+    }
+
+    pub(crate) fn requires_grad(&self, index: usize) -> bool {
+        self.nodes.borrow()[index].requires_grad
+    }
+
+    pub(crate) fn retain(&self, index: usize) {
+        self.nodes.borrow_mut()[index].retain = true;
+    }
+
+    /// Rewinds the tape from `root`, seeded with ∂L/∂root = `seed`: one reverse loop in which each
+    /// node adds its inputs' gradients. Nodes that lead to no requested leaf or parameter were
+    /// recorded without `requires_grad` and are skipped.
+    pub(crate) fn backward(&self, root: usize, seed: Tensor<F>) -> Grads<F> {
+        let nodes = self.nodes.borrow();
+        let mut grads = Grads::new(self.id);
+        let mut sink = GradSink::new(&nodes, root);
+        if nodes[root].requires_grad {
+            sink.add(root, seed);
+        }
+        for i in (0..=root).rev() {
+            let Some(g) = sink.take(i) else { continue };
+            let node = &nodes[i];
+            debug_assert_eq!(g.shape(), &node.shape[..]);
+            if node.retain {
+                grads.insert_node(i, g.clone());
+            }
+            node.op.backward(i, g, &nodes, &mut sink, &mut grads);
+        }
+        grads
+    }
+}
+
+impl<F: Float> fmt::Debug for Tape<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats();
+        write!(f, "Tape {{ nodes: {}, bytes: {} }}", s.nodes, s.bytes)
+    }
+}
+
+impl<'t, F: Float> Var<'t, F> {
+    /// The tape this node lives on.
+    pub fn tape(&self) -> &'t Tape<F> {
+        self.tape
+    }
+
+    /// The node's position on its tape (its creation order).
+    pub fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The computed value (cheap: the storage is shared).
+    pub fn value(&self) -> Tensor<F> {
+        self.tape.value(self.index)
+    }
+
+    /// The shape of the value.
+    pub fn shape(&self) -> Shape {
+        self.tape.shape(self.index)
+    }
+
+    /// The value of a one-element node.
+    #[track_caller]
+    pub fn item(&self) -> F {
+        self.value().item()
+    }
+
+    /// True when some requested leaf or parameter feeds this node.
+    pub fn requires_grad(&self) -> bool {
+        self.tape.requires_grad(self.index)
+    }
+
+    /// Keeps this node's gradient in the [`Grads`] of a later backward pass (intermediate
+    /// gradients are otherwise freed as soon as they have been propagated).
+    pub fn retain_grad(self) -> Self {
+        self.tape.retain(self.index);
+        self
+    }
+
+    /// Backpropagates from this scalar: returns ∂self/∂p for every parameter and requested leaf
+    /// that self depends on.
+    #[track_caller]
+    pub fn backward(self) -> Grads<F> {
+        let shape = self.shape();
+        if crate::shape::numel(&shape) != 1 {
+            panic!("backward: output must be a scalar, got shape {shape:?}; use backward_with(seed)");
+        }
+        self.tape.backward(self.index, Tensor::ones(&shape))
+    }
+
+    /// Backpropagates from a non-scalar output, with `seed` = ∂L/∂self (a vector-Jacobian
+    /// product).
+    #[track_caller]
+    pub fn backward_with(self, seed: &Tensor<F>) -> Grads<F> {
+        crate::check::same("backward_with", &self.shape(), seed.shape());
+        self.tape.backward(self.index, seed.clone())
+    }
+}
+
+impl<F: Float> fmt::Debug for Var<'_, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Var {{ index: {}, shape: {:?} }}", self.index, self.shape())
+    }
+}

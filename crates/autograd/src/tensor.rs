@@ -1,0 +1,350 @@
+//! `Tensor`: an n-d array, row-major and contiguous, with reference-counted copy-on-write storage.
+
+use std::fmt;
+use std::sync::Arc;
+
+use rand::Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+
+use crate::error::TensorError;
+use crate::float::Float;
+use crate::shape::{numel, Shape};
+
+/// An n-dimensional array of `F` (f32 by default), stored row-major and contiguous.
+///
+/// Cloning is cheap: the storage is shared and copied only when a clone is written to
+/// ([`data_mut`](Tensor::data_mut)). That is how a parameter enters a tape without a copy and is
+/// updated in place once the tape is gone.
+#[derive(Clone)]
+pub struct Tensor<F: Float = f32> {
+    shape: Shape,
+    data: Arc<Vec<F>>,
+}
+
+impl<F: Float> Tensor<F> {
+    fn from_parts(shape: Shape, data: Vec<F>) -> Self {
+        debug_assert_eq!(numel(&shape), data.len());
+        Tensor {
+            shape,
+            data: Arc::new(data),
+        }
+    }
+
+    /// A tensor of the given shape filled with `value`.
+    pub fn full(shape: &[usize], value: F) -> Self {
+        Self::from_parts(Shape::from_slice(shape), vec![value; numel(shape)])
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(shape: &[usize]) -> Self {
+        Self::full(shape, F::ZERO)
+    }
+
+    /// A tensor of ones.
+    pub fn ones(shape: &[usize]) -> Self {
+        Self::full(shape, F::ONE)
+    }
+
+    /// A 0-d tensor holding one value.
+    pub fn scalar(value: F) -> Self {
+        Self::from_parts(Shape::new(), vec![value])
+    }
+
+    /// A tensor of the given shape over `data`, in row-major order.
+    ///
+    /// Fails when `data` does not hold exactly as many elements as the shape.
+    pub fn from_vec(data: Vec<F>, shape: &[usize]) -> Result<Self, TensorError> {
+        let expected = numel(shape);
+        if data.len() != expected {
+            return Err(TensorError::LengthMismatch {
+                shape: shape.to_vec(),
+                expected,
+                found: data.len(),
+            });
+        }
+        Ok(Self::from_parts(Shape::from_slice(shape), data))
+    }
+
+    /// The 1-d tensor `[0, 1, ..., n - 1]`.
+    pub fn arange(n: usize) -> Self {
+        Self::from_parts(Shape::from_slice(&[n]), (0..n).map(F::from_usize).collect())
+    }
+
+    /// Samples from U(low, high) drawn from `rng` (seed it for reproducible values).
+    pub fn uniform<R: Rng + ?Sized>(shape: &[usize], low: F, high: F, rng: &mut R) -> Self {
+        let (lo, hi) = (low.to_f64(), high.to_f64());
+        assert!(lo <= hi, "uniform: low {lo} exceeds high {hi}");
+        let data = if lo == hi {
+            vec![low; numel(shape)]
+        } else {
+            let dist = Uniform::new(lo, hi).expect("uniform: bounds are finite and ordered");
+            (0..numel(shape))
+                .map(|_| F::from_f64(dist.sample(rng)))
+                .collect()
+        };
+        Self::from_parts(Shape::from_slice(shape), data)
+    }
+
+    /// Samples from N(mean, std²) drawn from `rng` (seed it for reproducible values).
+    pub fn normal<R: Rng + ?Sized>(shape: &[usize], mean: F, std: F, rng: &mut R) -> Self {
+        let dist = Normal::new(mean.to_f64(), std.to_f64())
+            .unwrap_or_else(|e| panic!("normal: invalid std {std}: {e}"));
+        let data = (0..numel(shape))
+            .map(|_| F::from_f64(dist.sample(rng)))
+            .collect();
+        Self::from_parts(Shape::from_slice(shape), data)
+    }
+
+    /// The dimensions, outermost first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The number of dimensions (0 for a scalar).
+    pub fn ndim(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The number of elements.
+    pub fn numel(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The elements in row-major order.
+    pub fn data(&self) -> &[F] {
+        &self.data
+    }
+
+    /// The elements, mutably; copies the storage first if it is shared with another tensor.
+    pub fn data_mut(&mut self) -> &mut [F] {
+        Arc::make_mut(&mut self.data).as_mut_slice()
+    }
+
+    /// The elements as an owned vector (no copy when this tensor is the storage's only owner).
+    pub fn into_vec(self) -> Vec<F> {
+        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+    }
+
+    /// The element at a multi-dimensional index.
+    #[track_caller]
+    pub fn get(&self, index: &[usize]) -> F {
+        let inside = index.len() == self.ndim() && index.iter().zip(&self.shape).all(|(i, d)| i < d);
+        if !inside {
+            panic!("get: index {index:?} out of bounds for shape {:?}", self.shape);
+        }
+        let flat = index.iter().zip(&self.shape).fold(0, |acc, (i, d)| acc * d + i);
+        self.data[flat]
+    }
+
+    /// The value of a tensor with exactly one element.
+    #[track_caller]
+    pub fn item(&self) -> F {
+        if self.numel() != 1 {
+            panic!("item: tensor of shape {:?} has {} elements, not 1", self.shape, self.numel());
+        }
+        self.data[0]
+    }
+
+    /// The same storage viewed under another shape with as many elements.
+    #[track_caller]
+    pub fn reshape(&self, shape: &[usize]) -> Self {
+        crate::check::reshape(&self.shape, shape);
+        Tensor {
+            shape: Shape::from_slice(shape),
+            data: Arc::clone(&self.data),
+        }
+    }
+
+    /// A new tensor with `f` applied to every element.
+    pub fn map(&self, f: impl Fn(F) -> F) -> Self {
+        Self::from_parts(self.shape.clone(), self.data.iter().map(|&x| f(x)).collect())
+    }
+
+    /// The same values converted to another element type.
+    pub fn cast<G: Float>(&self) -> Tensor<G> {
+        Tensor::from_parts(
+            self.shape.clone(),
+            self.data.iter().map(|x| G::from_f64(x.to_f64())).collect(),
+        )
+    }
+
+    /// Bytes of element storage.
+    pub fn nbytes(&self) -> usize {
+        self.data.len() * std::mem::size_of::<F>()
+    }
+
+    /// True when both tensors share one storage buffer.
+    pub fn shares_storage(&self, other: &Tensor<F>) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
+    }
+
+    pub(crate) fn new_unchecked(shape: Shape, data: Vec<F>) -> Self {
+        Self::from_parts(shape, data)
+    }
+}
+
+impl<F: Float> PartialEq for Tensor<F> {
+    fn eq(&self, other: &Self) -> bool {
+        self.shape == other.shape && self.data == other.data
+    }
+}
+
+/// PyTorch's print options: at most this many elements are printed in full.
+const PRINT_THRESHOLD: usize = 1000;
+/// With more, each axis shows this many items at either end around `...`.
+const EDGE_ITEMS: usize = 3;
+
+impl<F: Float> fmt::Display for Tensor<F> {
+    /// Prints as PyTorch does: `tensor([[1.0000, 2.5000], ...])`, integral values as `1.`,
+    /// scientific notation for very large or small magnitudes, `...` past 1000 elements.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let summarize = self.numel() > PRINT_THRESHOLD;
+        let shown: Vec<F> = shown_values(self, summarize);
+        let style = NumberStyle::for_values(&shown);
+        let width = shown.iter().map(|&x| style.format(x).len()).max().unwrap_or(0);
+        f.write_str("tensor(")?;
+        if self.ndim() == 0 {
+            f.write_str(&style.format(self.data[0]))?;
+        } else {
+            write_axis(f, self, 0, 0, summarize, &style, width)?;
+        }
+        if F::DTYPE != "float32" {
+            write!(f, ", dtype=torch.{}", F::DTYPE)?;
+        }
+        f.write_str(")")
+    }
+}
+
+impl<F: Float> fmt::Debug for Tensor<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self} shape={:?}", self.shape)
+    }
+}
+
+fn shown_values<F: Float>(t: &Tensor<F>, summarize: bool) -> Vec<F> {
+    if !summarize {
+        return t.data.to_vec();
+    }
+    let mut out = Vec::new();
+    collect_shown(t, 0, 0, &mut out);
+    out
+}
+
+fn collect_shown<F: Float>(t: &Tensor<F>, axis: usize, offset: usize, out: &mut Vec<F>) {
+    let stride = numel(&t.shape[axis + 1..]);
+    for i in shown_indices(t.shape[axis], true) {
+        if axis + 1 == t.ndim() {
+            out.push(t.data[offset + i]);
+        } else {
+            collect_shown(t, axis + 1, offset + i * stride, out);
+        }
+    }
+}
+
+fn shown_indices(len: usize, summarize: bool) -> Vec<usize> {
+    if summarize && len > 2 * EDGE_ITEMS {
+        (0..EDGE_ITEMS).chain(len - EDGE_ITEMS..len).collect()
+    } else {
+        (0..len).collect()
+    }
+}
+
+fn write_axis<F: Float>(
+    f: &mut fmt::Formatter<'_>,
+    t: &Tensor<F>,
+    axis: usize,
+    offset: usize,
+    summarize: bool,
+    style: &NumberStyle,
+    width: usize,
+) -> fmt::Result {
+    let len = t.shape[axis];
+    let stride = numel(&t.shape[axis + 1..]);
+    let last = axis + 1 == t.ndim();
+    let indent = " ".repeat("tensor(".len() + axis + 1);
+    let newlines = "\n".repeat(t.ndim() - axis - 1);
+    let indices = shown_indices(len, summarize);
+    f.write_str("[")?;
+    for (n, &i) in indices.iter().enumerate() {
+        if n > 0 {
+            if last {
+                f.write_str(", ")?;
+            } else {
+                write!(f, ",{newlines}\n{indent}")?;
+            }
+        }
+        if n > 0 && indices[n - 1] + 1 != i {
+            if last {
+                f.write_str("..., ")?;
+            } else {
+                write!(f, "...,{newlines}\n{indent}")?;
+            }
+        }
+        if last {
+            write!(f, "{:>width$}", style.format(t.data[offset + i]))?;
+        } else {
+            write_axis(f, t, axis + 1, offset + i * stride, summarize, style, width)?;
+        }
+    }
+    f.write_str("]")
+}
+
+/// How PyTorch chooses to print a tensor's numbers, decided once for all of them.
+enum NumberStyle {
+    /// Every value is integral: `3.`
+    Integral,
+    /// Fixed point with four decimals: `0.5000`
+    Fixed,
+    /// Scientific with four decimals: `1.0000e-05`
+    Scientific,
+}
+
+impl NumberStyle {
+    fn for_values<F: Float>(values: &[F]) -> Self {
+        let finite: Vec<f64> = values
+            .iter()
+            .map(|x| x.to_f64())
+            .filter(|x| x.is_finite())
+            .collect();
+        if finite.iter().all(|x| x.fract() == 0.0) {
+            let max = finite.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+            return if max > 1e8 { Self::Scientific } else { Self::Integral };
+        }
+        let nonzero: Vec<f64> = finite.iter().map(|x| x.abs()).filter(|&x| x > 0.0).collect();
+        let max = nonzero.iter().cloned().fold(0.0, f64::max);
+        let min = nonzero.iter().cloned().fold(f64::INFINITY, f64::min);
+        if max / min > 1000.0 || max > 1e8 || min < 1e-4 {
+            Self::Scientific
+        } else {
+            Self::Fixed
+        }
+    }
+
+    fn format<F: Float>(&self, x: F) -> String {
+        let v = x.to_f64();
+        if v.is_nan() {
+            return "nan".into();
+        }
+        if v.is_infinite() {
+            return if v > 0.0 { "inf".into() } else { "-inf".into() };
+        }
+        match self {
+            Self::Integral => format!("{v:.0}."),
+            Self::Fixed => format!("{v:.4}"),
+            Self::Scientific => {
+                let s = format!("{v:.4e}");
+                // Rust writes `1.0000e-5`; PyTorch writes `1.0000e-05`.
+                match s.split_once('e') {
+                    Some((mantissa, exp)) => {
+                        let (sign, digits) = match exp.strip_prefix('-') {
+                            Some(d) => ('-', d),
+                            None => ('+', exp),
+                        };
+                        format!("{mantissa}e{sign}{digits:0>2}")
+                    }
+                    None => s,
+                }
+            }
+        }
+    }
+}
