@@ -108,8 +108,7 @@ pub(crate) fn concat(shapes: &[&[usize]], axis: usize) -> Shape {
     };
     let mut out = Shape::from_slice(first);
     for s in &shapes[1..] {
-        let agrees = s.len() == first.len()
-            && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
+        let agrees = s.len() == first.len() && (0..s.len()).all(|d| d == axis || s[d] == first[d]);
         if !agrees {
             panic!("concat: shapes differ outside axis {axis}: {first:?} vs {s:?}");
         }
@@ -147,6 +146,8 @@ pub(crate) fn class_targets(op: &str, logits: &[usize], targets: &[i64], ignore_
         .enumerate()
         .find(|&(_, &t)| t != ignore_index && !(0..classes).contains(&t))
     {
-        panic!("{op}: target {t} at row {row} out of range for {classes} classes (logits {logits:?})");
+        panic!(
+            "{op}: target {t} at row {row} out of range for {classes} classes (logits {logits:?})"
+        );
     }
 }

@@ -104,7 +104,9 @@ where
             for o in 0..outputs {
                 let numerical = (plus.data()[o] - minus.data()[o]) / (2.0 * options.eps);
                 let a = analytical[j][o][e];
-                if (a - numerical).abs() > options.atol + options.rtol * numerical.abs() || a.is_nan() {
+                if (a - numerical).abs() > options.atol + options.rtol * numerical.abs()
+                    || a.is_nan()
+                {
                     return Err(GradcheckError {
                         input: j,
                         element: unflatten(e, input.shape()),

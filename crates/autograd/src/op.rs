@@ -139,8 +139,17 @@ fn reduced_shape(shape: &[usize], axis: Option<usize>, keepdim: bool) -> Shape {
     match (axis, keepdim) {
         (None, false) => Shape::new(),
         (None, true) => shape.iter().map(|_| 1).collect(),
-        (Some(a), true) => shape.iter().enumerate().map(|(d, &n)| if d == a { 1 } else { n }).collect(),
-        (Some(a), false) => shape.iter().enumerate().filter(|&(d, _)| d != a).map(|(_, &n)| n).collect(),
+        (Some(a), true) => shape
+            .iter()
+            .enumerate()
+            .map(|(d, &n)| if d == a { 1 } else { n })
+            .collect(),
+        (Some(a), false) => shape
+            .iter()
+            .enumerate()
+            .filter(|&(d, _)| d != a)
+            .map(|(_, &n)| n)
+            .collect(),
     }
 }
 
@@ -154,7 +163,8 @@ impl<F: Float> Op<F> {
     pub(crate) fn forward(&mut self, nodes: &[Node<F>]) -> Tensor<F> {
         let val = |i: usize| nodes[i].value();
         let bin = |a: usize, b: usize, f: fn(F, F) -> F| {
-            let out = broadcast_shape(val(a).shape(), val(b).shape()).expect("checked when recorded");
+            let out =
+                broadcast_shape(val(a).shape(), val(b).shape()).expect("checked when recorded");
             binary(val(a), val(b), &out, f)
         };
         match self {
@@ -260,7 +270,10 @@ impl<F: Float> Op<F> {
             }
             Op::LogSoftmax { x, axis } => {
                 let v = val(*x);
-                Tensor::new_unchecked(v.shape().into(), ax::log_softmax(v.data(), v.shape(), *axis))
+                Tensor::new_unchecked(
+                    v.shape().into(),
+                    ax::log_softmax(v.data(), v.shape(), *axis),
+                )
             }
             Op::CrossEntropy {
                 logits,
@@ -273,7 +286,8 @@ impl<F: Float> Op<F> {
                 let mut total = F::ZERO;
                 for (row, &t) in v.data().chunks_exact(classes).zip(targets.iter()) {
                     if t != *ignore {
-                        total += ax::log_sum_exp(row) - row[t as usize];
+                        let (m, log_sum) = ax::max_and_log_sum(row);
+                        total += log_sum - (row[t as usize] - m);
                     }
                 }
                 Tensor::scalar(total * *scale)
@@ -417,7 +431,8 @@ impl<F: Float> Op<F> {
                     match axis {
                         None => gx.iter_mut().for_each(|v| *v += gd[0] * *scale),
                         Some(a) => {
-                            let (outer, len, inner) = crate::shape::split_at_axis(&nodes[*x].shape, *a);
+                            let (outer, len, inner) =
+                                crate::shape::split_at_axis(&nodes[*x].shape, *a);
                             for o in 0..outer {
                                 for j in 0..len {
                                     let dst = &mut gx[(o * len + j) * inner..][..inner];
@@ -505,10 +520,10 @@ impl<F: Float> Op<F> {
                         }
                         let row = &v.data()[n * classes..(n + 1) * classes];
                         let dst = &mut gx[n * classes..(n + 1) * classes];
-                        let lse = ax::log_sum_exp(row);
+                        let (m, log_sum) = ax::max_and_log_sum(row);
                         for (c, (d, &z)) in dst.iter_mut().zip(row).enumerate() {
                             let target = if c == t as usize { F::ONE } else { F::ZERO };
-                            *d += factor * ((z - lse).exp() - target);
+                            *d += factor * (((z - m) - log_sum).exp() - target);
                         }
                     }
                 }
@@ -519,10 +534,22 @@ impl<F: Float> Op<F> {
                 let c = cond.data();
                 let chosen = |i: usize| c[ci.as_ref().map_or(i, |o| o[i])] != F::ZERO;
                 if let Some(ga) = sink.acc(*a) {
-                    accumulate_reduced(ga, &nodes[*a].shape, out, gd, |i, g| if chosen(i) { g } else { F::ZERO });
+                    accumulate_reduced(ga, &nodes[*a].shape, out, gd, |i, g| {
+                        if chosen(i) {
+                            g
+                        } else {
+                            F::ZERO
+                        }
+                    });
                 }
                 if let Some(gb) = sink.acc(*b) {
-                    accumulate_reduced(gb, &nodes[*b].shape, out, gd, |i, g| if chosen(i) { F::ZERO } else { g });
+                    accumulate_reduced(gb, &nodes[*b].shape, out, gd, |i, g| {
+                        if chosen(i) {
+                            F::ZERO
+                        } else {
+                            g
+                        }
+                    });
                 }
             }
             Op::Custom { op, inputs } => {

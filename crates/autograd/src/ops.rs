@@ -6,6 +6,7 @@ use smallvec::SmallVec;
 use crate::check;
 use crate::float::Float;
 use crate::op::{swaps_last_two, Op, Reduction};
+
 use crate::shape::{numel, Axis, Shape};
 use crate::tape::Var;
 use crate::tensor::Tensor;
@@ -34,35 +35,11 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     #[track_caller]
-    fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Op<F>) -> Self {
+    pub(crate) fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Op<F>) -> Self {
         self.tape().assert_owns(name, rhs);
         check::broadcast(name, &self.shape(), &rhs.shape());
-        self.tape().record(op(self.index(), rhs.index()), &[self.index(), rhs.index()])
-    }
-
-    /// `self + rhs`, broadcasting as NumPy does. Backward sums each side over the axes it was
-    /// broadcast along.
-    #[track_caller]
-    pub fn add(self, rhs: Self) -> Self {
-        self.binary("add", rhs, Op::Add)
-    }
-
-    /// `self - rhs`, broadcasting.
-    #[track_caller]
-    pub fn sub(self, rhs: Self) -> Self {
-        self.binary("sub", rhs, Op::Sub)
-    }
-
-    /// `self ⊙ rhs` element-wise, broadcasting. d(a·b) = b·da + a·db.
-    #[track_caller]
-    pub fn mul(self, rhs: Self) -> Self {
-        self.binary("mul", rhs, Op::Mul)
-    }
-
-    /// `self / rhs` element-wise, broadcasting. d(a/b) = da/b - (a/b²)·db.
-    #[track_caller]
-    pub fn div(self, rhs: Self) -> Self {
-        self.binary("div", rhs, Op::Div)
+        self.tape()
+            .record(op(self.index(), rhs.index()), &[self.index(), rhs.index()])
     }
 
     /// `scale·self + shift`, with scalar `scale` and `shift`; d = scale.
@@ -72,11 +49,6 @@ impl<'t, F: Float> Var<'t, F> {
             scale,
             shift,
         })
-    }
-
-    /// `-self`.
-    pub fn neg(self) -> Self {
-        self.affine(-F::ONE, F::ZERO)
     }
 
     /// `self^p` element-wise; d = p·x^(p-1).
@@ -135,7 +107,10 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn t(self) -> Self {
         let n = self.shape().len();
         if !(2..=3).contains(&n) {
-            panic!("t: expected a 2-D or 3-D value, got shape {:?}", self.shape());
+            panic!(
+                "t: expected a 2-D or 3-D value, got shape {:?}",
+                self.shape()
+            );
         }
         self.transpose(n - 2, n - 1)
     }
@@ -144,7 +119,10 @@ impl<'t, F: Float> Var<'t, F> {
     #[track_caller]
     pub fn transpose(self, a: impl Axis + std::fmt::Debug, b: impl Axis + std::fmt::Debug) -> Self {
         let shape = self.shape();
-        let (a, b) = (check::axis("transpose", &shape, a), check::axis("transpose", &shape, b));
+        let (a, b) = (
+            check::axis("transpose", &shape, a),
+            check::axis("transpose", &shape, b),
+        );
         let mut perm: Shape = (0..shape.len()).collect();
         perm.swap(a, b);
         self.permute(&perm)
@@ -244,7 +222,10 @@ impl<'t, F: Float> Var<'t, F> {
         let mut shape = self.shape();
         let a = check::axis("squeeze", &shape, axis);
         if shape[a] != 1 {
-            panic!("squeeze: axis {a} of shape {shape:?} has size {}, not 1", shape[a]);
+            panic!(
+                "squeeze: axis {a} of shape {shape:?} has size {}, not 1",
+                shape[a]
+            );
         }
         shape.remove(a);
         self.reshape(&shape)
@@ -311,14 +292,20 @@ impl<'t, F: Float> Var<'t, F> {
     #[track_caller]
     pub fn softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
         let a = check::axis("softmax", &self.shape(), axis);
-        self.unary(Op::Softmax { x: self.index(), axis: a })
+        self.unary(Op::Softmax {
+            x: self.index(),
+            axis: a,
+        })
     }
 
     /// log_softmax along `axis`: x - logsumexp(x). dx = g - softmax(x)·Σ g.
     #[track_caller]
     pub fn log_softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
         let a = check::axis("log_softmax", &self.shape(), axis);
-        self.unary(Op::LogSoftmax { x: self.index(), axis: a })
+        self.unary(Op::LogSoftmax {
+            x: self.index(),
+            axis: a,
+        })
     }
 
     /// Cross-entropy of logits [N, C] against class indices, averaged over the targets that are
@@ -333,8 +320,16 @@ impl<'t, F: Float> Var<'t, F> {
     /// ∂/∂x_c = (softmax(x)_c - [c = target]) per counted row, scaled by the reduction.
     #[track_caller]
     pub fn cross_entropy_with(self, targets: &[i64], options: CrossEntropyOptions) -> Self {
-        check::class_targets("cross_entropy", &self.shape(), targets, options.ignore_index);
-        let count = targets.iter().filter(|&&t| t != options.ignore_index).count();
+        check::class_targets(
+            "cross_entropy",
+            &self.shape(),
+            targets,
+            options.ignore_index,
+        );
+        let count = targets
+            .iter()
+            .filter(|&&t| t != options.ignore_index)
+            .count();
         let scale = match options.reduction {
             // With nothing to count, the mean is 0/0 = NaN, as in PyTorch.
             Reduction::Mean => F::ONE / F::from_usize(count),

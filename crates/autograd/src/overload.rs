@@ -1,34 +1,37 @@
-//! Operators on `Var`: `+ - * /` between values (broadcasting), with a scalar on either side, and
-//! unary `-`.
+//! Operators on `Var`: `+ - * /` between values (broadcasting as NumPy does; backward sums each
+//! side over the axes it was broadcast along), with a scalar on either side, and unary `-`.
+//!
+//! d(a + b) = da + db; d(a - b) = da - db; d(a·b) = b·da + a·db; d(a/b) = da/b - (a/b²)·db.
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use crate::float::Float;
+use crate::op::Op;
 use crate::tape::Var;
 
 macro_rules! var_op {
-    ($trait:ident, $method:ident) => {
+    ($trait:ident, $method:ident, $op:ident) => {
         impl<'t, F: Float> $trait for Var<'t, F> {
             type Output = Var<'t, F>;
 
             #[track_caller]
             fn $method(self, rhs: Self) -> Self {
-                Var::$method(self, rhs)
+                self.binary(stringify!($method), rhs, Op::$op)
             }
         }
     };
 }
 
-var_op!(Add, add);
-var_op!(Sub, sub);
-var_op!(Mul, mul);
-var_op!(Div, div);
+var_op!(Add, add, Add);
+var_op!(Sub, sub, Sub);
+var_op!(Mul, mul, Mul);
+var_op!(Div, div, Div);
 
 impl<'t, F: Float> Neg for Var<'t, F> {
     type Output = Var<'t, F>;
 
     fn neg(self) -> Self {
-        Var::neg(self)
+        self.affine(-F::ONE, F::ZERO)
     }
 }
 

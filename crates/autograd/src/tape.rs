@@ -161,7 +161,13 @@ impl<F: Float> Tape<F> {
         }
     }
 
-    fn push(&self, op: Op<F>, value: Option<Tensor<F>>, requires_grad: bool, owns: bool) -> Var<'_, F> {
+    fn push(
+        &self,
+        op: Op<F>,
+        value: Option<Tensor<F>>,
+        requires_grad: bool,
+        owns: bool,
+    ) -> Var<'_, F> {
         let shape = Shape::from_slice(value.as_ref().map_or(&[][..], |v| v.shape()));
         self.push_shaped(op, value, shape, requires_grad, owns)
     }
@@ -204,7 +210,9 @@ impl<F: Float> Tape<F> {
         let nodes = self.nodes.borrow();
         let requires_grad = inputs.iter().any(|&i| nodes[i].requires_grad);
         let value = op.forward(&nodes);
-        let shares = inputs.iter().any(|&i| nodes[i].value().shares_storage(&value));
+        let shares = inputs
+            .iter()
+            .any(|&i| nodes[i].value().shares_storage(&value));
         drop(nodes);
         self.push(op, Some(value), requires_grad, !shares)
     }
@@ -333,7 +341,9 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn backward(self) -> Grads<F> {
         let shape = self.shape();
         if crate::shape::numel(&shape) != 1 {
-            panic!("backward: output must be a scalar, got shape {shape:?}; use backward_with(seed)");
+            panic!(
+                "backward: output must be a scalar, got shape {shape:?}; use backward_with(seed)"
+            );
         }
         self.tape.backward(self.index, Tensor::ones(&shape))
     }
@@ -349,6 +359,11 @@ impl<'t, F: Float> Var<'t, F> {
 
 impl<F: Float> fmt::Debug for Var<'_, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Var {{ index: {}, shape: {:?} }}", self.index, self.shape())
+        write!(
+            f,
+            "Var {{ index: {}, shape: {:?} }}",
+            self.index,
+            self.shape()
+        )
     }
 }

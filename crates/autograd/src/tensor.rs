@@ -128,11 +128,18 @@ impl<F: Float> Tensor<F> {
     /// The element at a multi-dimensional index.
     #[track_caller]
     pub fn get(&self, index: &[usize]) -> F {
-        let inside = index.len() == self.ndim() && index.iter().zip(&self.shape).all(|(i, d)| i < d);
+        let inside =
+            index.len() == self.ndim() && index.iter().zip(&self.shape).all(|(i, d)| i < d);
         if !inside {
-            panic!("get: index {index:?} out of bounds for shape {:?}", self.shape);
+            panic!(
+                "get: index {index:?} out of bounds for shape {:?}",
+                self.shape
+            );
         }
-        let flat = index.iter().zip(&self.shape).fold(0, |acc, (i, d)| acc * d + i);
+        let flat = index
+            .iter()
+            .zip(&self.shape)
+            .fold(0, |acc, (i, d)| acc * d + i);
         self.data[flat]
     }
 
@@ -140,7 +147,11 @@ impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn item(&self) -> F {
         if self.numel() != 1 {
-            panic!("item: tensor of shape {:?} has {} elements, not 1", self.shape, self.numel());
+            panic!(
+                "item: tensor of shape {:?} has {} elements, not 1",
+                self.shape,
+                self.numel()
+            );
         }
         self.data[0]
     }
@@ -157,7 +168,10 @@ impl<F: Float> Tensor<F> {
 
     /// A new tensor with `f` applied to every element.
     pub fn map(&self, f: impl Fn(F) -> F) -> Self {
-        Self::from_parts(self.shape.clone(), self.data.iter().map(|&x| f(x)).collect())
+        Self::from_parts(
+            self.shape.clone(),
+            self.data.iter().map(|&x| f(x)).collect(),
+        )
     }
 
     /// The same values converted to another element type.
@@ -201,7 +215,11 @@ impl<F: Float> fmt::Display for Tensor<F> {
         let summarize = self.numel() > PRINT_THRESHOLD;
         let shown: Vec<F> = shown_values(self, summarize);
         let style = NumberStyle::for_values(&shown);
-        let width = shown.iter().map(|&x| style.format(x).len()).max().unwrap_or(0);
+        let width = shown
+            .iter()
+            .map(|&x| style.format(x).len())
+            .max()
+            .unwrap_or(0);
         f.write_str("tensor(")?;
         if self.ndim() == 0 {
             f.write_str(&style.format(self.data[0]))?;
@@ -262,7 +280,7 @@ fn write_axis<F: Float>(
     let stride = numel(&t.shape[axis + 1..]);
     let last = axis + 1 == t.ndim();
     let indent = " ".repeat("tensor(".len() + axis + 1);
-    let newlines = "\n".repeat(t.ndim() - axis - 1);
+    let blank_lines = "\n".repeat(t.ndim().saturating_sub(axis + 2));
     let indices = shown_indices(len, summarize);
     f.write_str("[")?;
     for (n, &i) in indices.iter().enumerate() {
@@ -270,14 +288,14 @@ fn write_axis<F: Float>(
             if last {
                 f.write_str(", ")?;
             } else {
-                write!(f, ",{newlines}\n{indent}")?;
+                write!(f, ",{blank_lines}\n{indent}")?;
             }
         }
         if n > 0 && indices[n - 1] + 1 != i {
             if last {
-                f.write_str("..., ")?;
+                f.write_str(" ..., ")?;
             } else {
-                write!(f, "...,{newlines}\n{indent}")?;
+                write!(f, "...,{blank_lines}\n{indent}")?;
             }
         }
         if last {
@@ -308,9 +326,17 @@ impl NumberStyle {
             .collect();
         if finite.iter().all(|x| x.fract() == 0.0) {
             let max = finite.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-            return if max > 1e8 { Self::Scientific } else { Self::Integral };
+            return if max > 1e8 {
+                Self::Scientific
+            } else {
+                Self::Integral
+            };
         }
-        let nonzero: Vec<f64> = finite.iter().map(|x| x.abs()).filter(|&x| x > 0.0).collect();
+        let nonzero: Vec<f64> = finite
+            .iter()
+            .map(|x| x.abs())
+            .filter(|&x| x > 0.0)
+            .collect();
         let max = nonzero.iter().cloned().fold(0.0, f64::max);
         let min = nonzero.iter().cloned().fold(f64::INFINITY, f64::min);
         if max / min > 1000.0 || max > 1e8 || min < 1e-4 {

@@ -74,13 +74,14 @@ fn for_each_lane<F: Float>(
     }
 }
 
-/// log Σ_j e^{x_j}, computed with the maximum subtracted first so nothing overflows.
-pub(crate) fn log_sum_exp<F: Float>(lane: &[F]) -> F {
+/// The lane's maximum m and ln Σ_j e^{x_j - m}, so that log Σ_j e^{x_j} = m + that. Kept apart
+/// because `(x - m) - ln Σ` is exact where `x - (m + ln Σ)` loses the digits of a large m.
+pub(crate) fn max_and_log_sum<F: Float>(lane: &[F]) -> (F, F) {
     let m = lane.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
     if !m.is_finite() {
-        return m;
+        return (m, F::ZERO);
     }
-    m + lane.iter().map(|&v| (v - m).exp()).sum::<F>().ln()
+    (m, lane.iter().map(|&v| (v - m).exp()).sum::<F>().ln())
 }
 
 /// softmax along `axis`: y_j = e^{x_j - m} / Σ_k e^{x_k - m}, with m the lane's maximum.
@@ -104,9 +105,9 @@ pub(crate) fn softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F>
 pub(crate) fn log_softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
     let mut out = vec![F::ZERO; x.len()];
     for_each_lane(x, shape, axis, &mut out, |src, dst| {
-        let lse = log_sum_exp(src);
+        let (m, log_sum) = max_and_log_sum(src);
         for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s - lse;
+            *d = (s - m) - log_sum;
         }
     });
     out

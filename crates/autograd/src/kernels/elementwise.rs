@@ -20,7 +20,10 @@ pub(crate) fn binary<F: Float>(
         x.iter().map(|&p| f(p, q)).collect()
     } else {
         let mut data = vec![F::ZERO; crate::shape::numel(out)];
-        let (sa, sb) = (broadcast_strides(a.shape(), out), broadcast_strides(b.shape(), out));
+        let (sa, sb) = (
+            broadcast_strides(a.shape(), out),
+            broadcast_strides(b.shape(), out),
+        );
         for_each_broadcast(out, [&sa, &sb], |i, [ia, ib]| data[i] = f(x[ia], y[ib]));
         data
     };

@@ -54,7 +54,10 @@ impl View {
         } else {
             (batch - 1) * self.bs + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
         };
-        assert!(last <= len, "gemm view {self:?} x{batch} exceeds a buffer of {len}");
+        assert!(
+            last <= len,
+            "gemm view {self:?} x{batch} exceeds a buffer of {len}"
+        );
     }
 }
 

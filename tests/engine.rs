@@ -1,0 +1,267 @@
+//! The engine's behaviour: hand-derived gradients, parameters and `Grads`, tape statistics, long
+//! chains, tensors and their printing.
+
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::SeedableRng;
+use rewind::autograd::{gradcheck, CustomOp, GradcheckOptions, Param, Tape, TapeStats, Tensor};
+
+fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
+    Tensor::from_vec(data.to_vec(), shape).unwrap()
+}
+
+#[test]
+fn hand_derived_scalar_expression() {
+    // f(a, b) = a·b + sin-free tanh(a) ; with a = 2, b = -3:
+    // ∂f/∂a = b + (1 - tanh²a) = -3 + 1 - tanh²(2);  ∂f/∂b = a = 2.
+    let tape = Tape::<f64>::new();
+    let a = tape.var(Tensor::scalar(2.0));
+    let b = tape.var(Tensor::scalar(-3.0));
+    let f = a * b + a.tanh();
+    let g = f.backward();
+    assert_eq!(g[a].item(), -2.0 - 2f64.tanh().powi(2));
+    assert_eq!(g[b].item(), 2.0);
+}
+
+#[test]
+fn hand_derived_matmul_gradients() {
+    // L = Σ (X·W), X = [[1, 2]], W = [[3], [4]]: ∂L/∂W = Xᵀ·1 = [[1], [2]], ∂L/∂X = 1·Wᵀ = [[3, 4]].
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t(&[1.0, 2.0], &[1, 2]));
+    let w = tape.var(t(&[3.0, 4.0], &[2, 1]));
+    let g = x.matmul(w).sum().backward();
+    assert_eq!(g[w].data(), &[1.0, 2.0]);
+    assert_eq!(g[x].data(), &[3.0, 4.0]);
+}
+
+#[test]
+fn hand_derived_broadcast_bias_sums_over_the_batch() {
+    // y = x + b with x [3, 2] and b [2]: ∂Σy/∂b = [3, 3] (one per row).
+    let tape = Tape::<f64>::new();
+    let x = tape.constant(Tensor::zeros(&[3, 2]));
+    let b = tape.var(t(&[0.5, -0.5], &[2]));
+    let g = (x + b).sum().backward();
+    assert_eq!(g[b].data(), &[3.0, 3.0]);
+}
+
+#[test]
+fn hand_derived_cross_entropy() {
+    // Logits [0, 0] with target 1: loss = ln 2, ∂/∂logits = softmax - onehot = [0.5, -0.5].
+    let tape = Tape::<f64>::new();
+    let z = tape.var(Tensor::zeros(&[1, 2]));
+    let loss = z.cross_entropy(&[1]);
+    assert!((loss.item() - 2f64.ln()).abs() < 1e-15);
+    assert_eq!(loss.backward()[z].data(), &[0.5, -0.5]);
+}
+
+#[test]
+fn hand_derived_shared_weight_accumulates() {
+    // h2 = w·(w·x): ∂h2/∂w = 2wx = 2·3·5 = 30. A reused value's gradient is the sum over its uses.
+    let tape = Tape::<f64>::new();
+    let w = tape.var(Tensor::scalar(3.0));
+    let x = tape.constant(Tensor::scalar(5.0));
+    assert_eq!((w * (w * x)).backward()[w].item(), 30.0);
+}
+
+#[test]
+fn relu_derivative_at_zero_is_zero() {
+    // As in PyTorch: relu'(0) = 0.
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t(&[-1.0, 0.0, 2.0], &[3]));
+    assert_eq!(x.relu().sum().backward()[x].data(), &[0.0, 0.0, 1.0]);
+}
+
+#[test]
+fn softmax_is_stable_for_large_logits() {
+    let tape = Tape::<f32>::new();
+    let x = tape.var(Tensor::from_vec(vec![1000.0, 1000.0, -1000.0], &[3]).unwrap());
+    let y = x.softmax(0).value();
+    assert_eq!(y.data(), &[0.5, 0.5, 0.0]);
+    let ls = x.log_softmax(0).value();
+    assert!((ls.data()[0] + 2f32.ln()).abs() < 1e-6);
+    assert!(ls.data()[2] == -2000.0 - 2f32.ln());
+}
+
+#[test]
+fn params_are_leaves_indexed_by_param() {
+    let w = Param::named("w", t(&[2.0], &[1]));
+    let unused = Param::named("unused", t(&[1.0], &[1]));
+    let tape = Tape::<f64>::new();
+    let a = tape.param(&w);
+    let b = tape.param(&w);
+    assert_eq!(a.index(), b.index(), "one node per parameter per tape");
+    tape.param(&unused);
+    // L = w² + w: dL/dw = 2w + 1 = 5.
+    let grads = (a * b + a).sum().backward();
+    assert_eq!(grads[&w].data(), &[5.0]);
+    assert!(grads.get(&unused).is_none());
+    assert_eq!(grads.len(), 1);
+}
+
+#[test]
+fn a_param_enters_the_tape_without_a_copy_and_updates_copy_on_write() {
+    let mut w = Param::new(Tensor::<f32>::ones(&[4]));
+    let tape = Tape::new();
+    let v = tape.param(&w);
+    assert!(v.value().shares_storage(w.value()));
+    w.value_mut().data_mut()[0] = 5.0;
+    assert_eq!(
+        v.value().data()[0],
+        1.0,
+        "the tape keeps the value it recorded"
+    );
+    assert_eq!(w.value().data()[0], 5.0);
+}
+
+#[test]
+fn no_gradient_work_for_branches_without_parameters() {
+    let p = Param::new(t(&[1.0, 2.0], &[2]));
+    let tape = Tape::<f64>::new();
+    let data = tape.constant(t(&[3.0, 4.0], &[2]));
+    let side = data.exp().tanh();
+    assert!(!side.requires_grad());
+    let out = (tape.param(&p) * side).sum();
+    assert!(out.requires_grad());
+    let g = out.backward();
+    assert_eq!(g[&p].data(), side.value().data());
+}
+
+#[test]
+fn backward_with_a_seed_is_a_vector_jacobian_product() {
+    // y = 3x element-wise; seed s gives ∂(s·y)/∂x = 3s.
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t(&[1.0, 2.0, 3.0], &[3]));
+    let y = x * 3.0;
+    let g = y.backward_with(&t(&[1.0, 0.0, -2.0], &[3]));
+    assert_eq!(g[x].data(), &[3.0, 0.0, -6.0]);
+}
+
+#[test]
+fn retained_intermediate_gradients() {
+    // h = 2x, L = h²: ∂L/∂h = 2h = 4x.
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::scalar(1.5));
+    let h = (x * 2.0).retain_grad();
+    let g = (h * h).backward();
+    assert_eq!(g[h].item(), 6.0);
+    assert_eq!(g[x].item(), 12.0);
+}
+
+#[test]
+fn tape_statistics_count_nodes_and_owned_bytes() {
+    let p = Param::new(Tensor::<f32>::zeros(&[100]));
+    let tape = Tape::new();
+    assert_eq!(tape.stats(), TapeStats { nodes: 0, bytes: 0 });
+    let w = tape.param(&p); // the model owns this storage
+    let x = tape.constant(Tensor::zeros(&[10, 10])); // 400 bytes
+    let y = x.reshape(&[100]); // a view: no new storage
+    let z = (y * w).detach(); // 400 bytes for the product; detach shares it
+    let _ = z;
+    assert_eq!(
+        tape.stats(),
+        TapeStats {
+            nodes: 5,
+            bytes: 800
+        }
+    );
+}
+
+#[test]
+fn a_hundred_thousand_step_chain_backprops_and_drops_without_recursion() {
+    // h_t = tanh(h_{t-1}·w + x): 300,000 nodes, rewound in one loop and dropped flat.
+    let w = Param::new(Tensor::<f32>::scalar(0.9));
+    let tape = Tape::new();
+    let wv = tape.param(&w);
+    let x = tape.constant(Tensor::scalar(0.1));
+    let mut h = tape.constant(Tensor::scalar(0.0));
+    for _ in 0..100_000 {
+        h = (h * wv + x).tanh();
+    }
+    let grads = h.backward();
+    assert!(grads[&w].item().is_finite());
+    assert!(tape.len() > 300_000);
+    drop(grads);
+    drop(tape);
+}
+
+#[test]
+fn gradcheck_reports_the_input_element_and_both_values() {
+    /// Claims d(x²)/dx = x instead of 2x.
+    struct WrongSquare;
+    impl CustomOp<f64> for WrongSquare {
+        fn name(&self) -> &str {
+            "wrong_square"
+        }
+        fn forward(&self, inputs: &[&Tensor<f64>]) -> Tensor<f64> {
+            inputs[0].map(|x| x * x)
+        }
+        fn backward(
+            &self,
+            inputs: &[&Tensor<f64>],
+            _: &Tensor<f64>,
+            g: &Tensor<f64>,
+        ) -> Vec<Option<Tensor<f64>>> {
+            let d = inputs[0]
+                .data()
+                .iter()
+                .zip(g.data())
+                .map(|(x, g)| x * g)
+                .collect();
+            vec![Some(Tensor::from_vec(d, inputs[0].shape()).unwrap())]
+        }
+    }
+    let ok = t(&[0.0, 1.0], &[2]);
+    let x = t(&[0.0, 1.0, 2.0, 3.0], &[2, 2]);
+    let err = gradcheck(
+        |tape, v| v[0] + tape.custom(WrongSquare, &[v[1]]).sum(),
+        &[ok, x],
+    )
+    .unwrap_err();
+    assert_eq!(err.input, 1);
+    assert_eq!(err.element, vec![0, 1]);
+    assert_eq!(err.analytical, 1.0);
+    assert!((err.numerical - 2.0).abs() < 1e-6);
+    assert_eq!(err.options, GradcheckOptions::default());
+    let msg = err.to_string();
+    assert!(msg.starts_with("gradcheck failed for input 1 at element [0, 1] (output element 0): analytical 1e0 vs numerical 2"), "{msg}");
+}
+
+#[test]
+fn tensor_constructors() {
+    assert_eq!(Tensor::<f32>::arange(4).data(), &[0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(Tensor::<f32>::full(&[2], 7.0).data(), &[7.0, 7.0]);
+    assert_eq!(Tensor::<f64>::scalar(2.5).ndim(), 0);
+    let a = Tensor::<f32>::normal(&[3], 0.0, 1.0, &mut StdRng::seed_from_u64(7));
+    let b = Tensor::<f32>::normal(&[3], 0.0, 1.0, &mut StdRng::seed_from_u64(7));
+    assert_eq!(a, b, "seeded sampling is reproducible");
+    let u = Tensor::<f64>::uniform(&[1000], -0.5, 0.5, &mut StdRng::seed_from_u64(1));
+    assert!(u.data().iter().all(|v| (-0.5..0.5).contains(v)));
+    let m = t(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    assert_eq!(m.get(&[1, 2]), 6.0);
+    assert_eq!(m.reshape(&[3, 2]).get(&[2, 0]), 5.0);
+}
+
+#[test]
+fn tensors_print_like_pytorch() {
+    let m = Tensor::<f32>::from_vec(vec![1.0, 2.5, -3.25, 4.0], &[2, 2]).unwrap();
+    assert_eq!(
+        m.to_string(),
+        "tensor([[ 1.0000,  2.5000],\n        [-3.2500,  4.0000]])"
+    );
+    assert_eq!(Tensor::<f32>::arange(3).to_string(), "tensor([0., 1., 2.])");
+    assert_eq!(
+        Tensor::<f64>::scalar(0.5).to_string(),
+        "tensor(0.5000, dtype=torch.float64)"
+    );
+    let small = Tensor::<f32>::from_vec(vec![1e-5, 1.0], &[2]).unwrap();
+    assert_eq!(small.to_string(), "tensor([1.0000e-05, 1.0000e+00])");
+    let cube = Tensor::<f32>::arange(8).reshape(&[2, 2, 2]);
+    assert_eq!(
+        cube.to_string(),
+        "tensor([[[0., 1.],\n         [2., 3.]],\n\n        [[4., 5.],\n         [6., 7.]]])"
+    );
+    let long = Tensor::<f32>::arange(2000);
+    assert_eq!(
+        long.to_string(),
+        "tensor([   0.,    1.,    2.,  ..., 1997., 1998., 1999.])"
+    );
+}

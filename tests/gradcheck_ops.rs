@@ -1,0 +1,397 @@
+//! Every primitive checked against central finite differences in f64 (ε 1e-6, atol 1e-5,
+//! rtol 1e-3), over random shapes, broadcasting, and values used more than once.
+
+// Each check takes its inputs as a fresh slice; `&[x.clone()]` reads better here than from_ref.
+#![allow(clippy::cloned_ref_to_slice_refs)]
+
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::{Rng, SeedableRng};
+use rewind::autograd::{
+    concat, gradcheck, stack, CrossEntropyOptions, CustomOp, Reduction, Tape, Tensor, Var,
+};
+
+const TRIALS: usize = 6;
+
+fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut StdRng) -> Tensor<f64> {
+    Tensor::uniform(shape, lo, hi, rng)
+}
+
+/// A random shape of 1 to 3 axes, each of size 1 to 4.
+fn random_shape(rng: &mut StdRng) -> Vec<usize> {
+    let ndim = rng.random_range(1..=3);
+    (0..ndim).map(|_| rng.random_range(1..=4)).collect()
+}
+
+/// A shape that broadcasts to `shape`: some axes set to 1, some leading axes dropped.
+fn broadcastable_to(shape: &[usize], rng: &mut StdRng) -> Vec<usize> {
+    let drop = rng.random_range(0..shape.len());
+    shape[drop..]
+        .iter()
+        .map(|&d| if rng.random_bool(0.5) { 1 } else { d })
+        .collect()
+}
+
+/// Values bounded away from zero: uniform in ±[0.5, 1.5].
+fn away_from_zero(shape: &[usize], rng: &mut StdRng) -> Tensor<f64> {
+    let mut t = uniform(shape, 0.5, 1.5, rng);
+    for v in t.data_mut() {
+        if rng.random_bool(0.5) {
+            *v = -*v;
+        }
+    }
+    t
+}
+
+#[track_caller]
+fn check<Fun>(f: Fun, inputs: &[Tensor<f64>])
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    if let Err(e) = gradcheck(f, inputs) {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+        panic!("{e} (input shapes {shapes:?})");
+    }
+}
+
+#[test]
+fn elementwise_binary_ops_with_broadcasting() {
+    let mut r = rng(1);
+    for _ in 0..TRIALS {
+        let s = random_shape(&mut r);
+        let b = broadcastable_to(&s, &mut r);
+        for (lhs, rhs) in [
+            (s.clone(), s.clone()),
+            (s.clone(), b.clone()),
+            (b.clone(), s.clone()),
+        ] {
+            let x = uniform(&lhs, -1.0, 1.0, &mut r);
+            let y = away_from_zero(&rhs, &mut r);
+            check(|_, v| v[0] + v[1], &[x.clone(), y.clone()]);
+            check(|_, v| v[0] - v[1], &[x.clone(), y.clone()]);
+            check(|_, v| v[0] * v[1], &[x.clone(), y.clone()]);
+            check(|_, v| v[0] / v[1], &[x.clone(), y.clone()]);
+        }
+    }
+}
+
+#[test]
+fn scalar_operands_on_either_side_and_negation() {
+    let mut r = rng(2);
+    for _ in 0..TRIALS {
+        let x = away_from_zero(&random_shape(&mut r), &mut r);
+        check(|_, v| -v[0], &[x.clone()]);
+        check(|_, v| v[0] + 2.0, &[x.clone()]);
+        check(|_, v| 2.0 + v[0], &[x.clone()]);
+        check(|_, v| v[0] - 2.0, &[x.clone()]);
+        check(|_, v| 2.0 - v[0], &[x.clone()]);
+        check(|_, v| v[0] * 3.0, &[x.clone()]);
+        check(|_, v| 3.0 * v[0], &[x.clone()]);
+        check(|_, v| v[0] / 4.0, &[x.clone()]);
+        check(|_, v| 4.0 / v[0], &[x.clone()]);
+        check(|_, v| v[0].affine(-0.5, 0.25), &[x.clone()]);
+    }
+}
+
+#[test]
+fn unary_functions() {
+    let mut r = rng(3);
+    for _ in 0..TRIALS {
+        let s = random_shape(&mut r);
+        let x = uniform(&s, -2.0, 2.0, &mut r);
+        let pos = uniform(&s, 0.5, 2.0, &mut r);
+        let off_kink = away_from_zero(&s, &mut r);
+        check(|_, v| v[0].exp(), &[x.clone()]);
+        check(|_, v| v[0].tanh(), &[x.clone()]);
+        check(|_, v| v[0].sigmoid(), &[x.clone()]);
+        check(|_, v| v[0].relu(), &[off_kink]);
+        check(|_, v| v[0].ln(), &[pos.clone()]);
+        check(|_, v| v[0].sqrt(), &[pos.clone()]);
+        check(|_, v| v[0].powf(3.0), &[x.clone()]);
+        check(|_, v| v[0].powf(-1.5), &[pos.clone()]);
+        check(|_, v| v[0].powf(0.5), &[pos]);
+    }
+}
+
+#[test]
+fn matmul_two_d_batched_and_broadcast() {
+    let mut r = rng(4);
+    for _ in 0..TRIALS {
+        let (b, m, k, n) = (
+            r.random_range(1..=3),
+            r.random_range(1..=4),
+            r.random_range(1..=5),
+            r.random_range(1..=4),
+        );
+        let a2 = uniform(&[m, k], -1.0, 1.0, &mut r);
+        let b2 = uniform(&[k, n], -1.0, 1.0, &mut r);
+        let a3 = uniform(&[b, m, k], -1.0, 1.0, &mut r);
+        let b3 = uniform(&[b, k, n], -1.0, 1.0, &mut r);
+        check(|_, v| v[0].matmul(v[1]), &[a2.clone(), b2.clone()]);
+        check(|_, v| v[0].matmul(v[1]), &[a3.clone(), b3.clone()]);
+        check(|_, v| v[0].matmul(v[1]), &[a3.clone(), b2.clone()]);
+        check(|_, v| v[0].matmul(v[1]), &[a2.clone(), b3.clone()]);
+    }
+}
+
+#[test]
+fn matmul_reads_transposed_operands_by_stride() {
+    let mut r = rng(5);
+    for _ in 0..TRIALS {
+        let (b, m, k, n) = (
+            r.random_range(1..=3),
+            r.random_range(1..=4),
+            r.random_range(1..=5),
+            r.random_range(1..=4),
+        );
+        let at = uniform(&[k, m], -1.0, 1.0, &mut r);
+        let bt = uniform(&[n, k], -1.0, 1.0, &mut r);
+        let b2 = uniform(&[k, n], -1.0, 1.0, &mut r);
+        let a2 = uniform(&[m, k], -1.0, 1.0, &mut r);
+        let at3 = uniform(&[b, k, m], -1.0, 1.0, &mut r);
+        let bt3 = uniform(&[b, n, k], -1.0, 1.0, &mut r);
+        check(|_, v| v[0].matmul(v[1].t()), &[a2.clone(), bt.clone()]);
+        check(|_, v| v[0].t().matmul(v[1]), &[at.clone(), b2.clone()]);
+        check(|_, v| v[0].t().matmul(v[1].t()), &[at.clone(), bt.clone()]);
+        check(
+            |_, v| v[0].t().matmul(v[1].t()),
+            &[at3.clone(), bt3.clone()],
+        );
+        check(|_, v| v[0].t().matmul(v[1]), &[at3.clone(), b2.clone()]);
+        check(|_, v| v[0].matmul(v[1].t()), &[a2.clone(), bt3.clone()]);
+        // A transpose read by matmul and by another op.
+        check(
+            |_, v| v[0].matmul(v[1].t()) + v[1].t().sum(),
+            &[a2.clone(), bt.clone()],
+        );
+        // A double transpose is the original.
+        check(|_, v| v[0].matmul(v[1].t().t()), &[a2.clone(), b2.clone()]);
+    }
+}
+
+#[test]
+fn reductions_sum_mean_max() {
+    let mut r = rng(6);
+    for _ in 0..TRIALS {
+        let s = random_shape(&mut r);
+        let x = uniform(&s, -1.0, 1.0, &mut r);
+        check(|_, v| v[0].sum(), &[x.clone()]);
+        check(|_, v| v[0].mean(), &[x.clone()]);
+        for axis in 0..s.len() {
+            for keepdim in [false, true] {
+                check(|_, v| v[0].sum_axis(axis, keepdim), &[x.clone()]);
+                check(|_, v| v[0].mean_axis(axis, keepdim), &[x.clone()]);
+                check(|_, v| v[0].max_axis(axis, keepdim), &[x.clone()]);
+            }
+        }
+        check(|_, v| v[0].sum_axis(-1, false), &[x.clone()]);
+    }
+}
+
+#[test]
+fn shape_ops_reshape_permute_narrow() {
+    let mut r = rng(7);
+    for _ in 0..TRIALS {
+        let s = [
+            r.random_range(1..=3),
+            r.random_range(2..=4),
+            r.random_range(1..=3),
+        ];
+        let x = uniform(&s, -1.0, 1.0, &mut r);
+        let w = uniform(&s, -1.0, 1.0, &mut r);
+        // Weighting by w makes every output element's gradient distinct.
+        check(
+            |t, v| v[0].reshape(&[s[0] * s[1], s[2]]) * t.constant(w.reshape(&[s[0] * s[1], s[2]])),
+            &[x.clone()],
+        );
+        check(|_, v| v[0].flatten().unsqueeze(0).squeeze(0), &[x.clone()]);
+        check(|_, v| v[0].permute(&[2, 0, 1]), &[x.clone()]);
+        check(|_, v| v[0].transpose(0, 2), &[x.clone()]);
+        check(|_, v| v[0].transpose(1, 2) * 2.0, &[x.clone()]);
+        check(|_, v| v[0].t().exp(), &[x.clone()]);
+        let start = r.random_range(0..s[1]);
+        let len = r.random_range(1..=s[1] - start);
+        check(|_, v| v[0].narrow(1, start, len), &[x.clone()]);
+        check(|_, v| v[0].narrow(-1, 0, 1), &[x.clone()]);
+    }
+}
+
+#[test]
+fn concat_stack_chunk_split() {
+    let mut r = rng(8);
+    for _ in 0..TRIALS {
+        let s = [r.random_range(1..=3), r.random_range(1..=4)];
+        let x = uniform(&s, -1.0, 1.0, &mut r);
+        let y = uniform(&[s[0], 3], -1.0, 1.0, &mut r);
+        let z = uniform(&s, -1.0, 1.0, &mut r);
+        check(|_, v| concat(&[v[0], v[1]], 1), &[x.clone(), y.clone()]);
+        check(
+            |_, v| concat(&[v[0], v[1], v[0]], -1),
+            &[x.clone(), y.clone()],
+        );
+        check(|_, v| concat(&[v[0], v[1]], 0), &[x.clone(), z.clone()]);
+        for axis in 0..=2 {
+            check(|_, v| stack(&[v[0], v[1]], axis), &[x.clone(), z.clone()]);
+        }
+        check(|_, v| v[0].chunk(2, 1)[0] * 3.0, &[y.clone()]);
+        check(|_, v| v[0].chunk(2, 1)[1].exp(), &[y.clone()]);
+        check(
+            |_, v| {
+                let p = v[0].split(2, 1);
+                concat(&[p[1], p[0]], 1)
+            },
+            &[y.clone()],
+        );
+    }
+}
+
+#[test]
+fn index_select_scatters_into_repeated_rows() {
+    let mut r = rng(9);
+    for _ in 0..TRIALS {
+        let rows = r.random_range(2..=6);
+        let x = uniform(&[rows, 3], -1.0, 1.0, &mut r);
+        let idx: Vec<usize> = (0..5).map(|_| r.random_range(0..rows)).collect();
+        check(
+            |_, v| v[0].index_select(&idx) * v[0].index_select(&idx),
+            &[x.clone()],
+        );
+        let x3 = uniform(&[rows, 2, 2], -1.0, 1.0, &mut r);
+        check(|_, v| v[0].index_select(&[rows - 1, 0, rows - 1]), &[x3]);
+    }
+}
+
+#[test]
+fn softmax_and_log_softmax_along_every_axis() {
+    let mut r = rng(10);
+    for _ in 0..TRIALS {
+        let s = random_shape(&mut r);
+        let x = uniform(&s, -3.0, 3.0, &mut r);
+        for axis in 0..s.len() {
+            check(|_, v| v[0].softmax(axis), &[x.clone()]);
+            check(|_, v| v[0].log_softmax(axis), &[x.clone()]);
+        }
+    }
+}
+
+#[test]
+fn cross_entropy_mean_sum_and_ignored_targets() {
+    let mut r = rng(11);
+    for _ in 0..TRIALS {
+        let (n, c) = (r.random_range(1..=5), r.random_range(2..=6));
+        let logits = uniform(&[n, c], -2.0, 2.0, &mut r);
+        let mut targets: Vec<i64> = (0..n).map(|_| r.random_range(0..c as i64)).collect();
+        check(|_, v| v[0].cross_entropy(&targets), &[logits.clone()]);
+        let sum = CrossEntropyOptions {
+            reduction: Reduction::Sum,
+            ..Default::default()
+        };
+        check(
+            |_, v| v[0].cross_entropy_with(&targets, sum),
+            &[logits.clone()],
+        );
+        targets[0] = -100;
+        if n > 1 {
+            check(|_, v| v[0].cross_entropy(&targets), &[logits.clone()]);
+        }
+        let custom = CrossEntropyOptions {
+            ignore_index: 1,
+            reduction: Reduction::Mean,
+        };
+        let all_counted: Vec<i64> = targets
+            .iter()
+            .map(|&t| if t == -100 { 0 } else { t })
+            .collect();
+        if all_counted.iter().any(|&t| t != 1) {
+            check(
+                |_, v| v[0].cross_entropy_with(&all_counted, custom),
+                &[logits.clone()],
+            );
+        }
+    }
+}
+
+#[test]
+fn where_and_masked_fill() {
+    let mut r = rng(12);
+    for _ in 0..TRIALS {
+        let s = random_shape(&mut r);
+        let cs = broadcastable_to(&s, &mut r);
+        let mut cond = Tensor::<f64>::zeros(&cs);
+        for c in cond.data_mut() {
+            *c = if r.random_bool(0.5) { 1.0 } else { 0.0 };
+        }
+        let x = uniform(&s, -1.0, 1.0, &mut r);
+        let y = uniform(&broadcastable_to(&s, &mut r), -1.0, 1.0, &mut r);
+        check(|_, v| v[0].where_cond(&cond, v[1]), &[x.clone(), y.clone()]);
+        check(|_, v| v[1].where_cond(&cond, v[0]), &[x.clone(), y.clone()]);
+        check(|_, v| v[0].masked_fill(&cond, -7.0), &[x.clone()]);
+    }
+}
+
+#[test]
+fn values_used_more_than_once_accumulate() {
+    let mut r = rng(13);
+    for _ in 0..TRIALS {
+        let s = random_shape(&mut r);
+        let x = uniform(&s, -1.0, 1.0, &mut r);
+        check(|_, v| v[0] * v[0] + v[0].tanh() * v[0] - v[0], &[x.clone()]);
+        check(
+            |_, v| {
+                let h = v[0].sigmoid();
+                h * h * h
+            },
+            &[x.clone()],
+        );
+        let m = uniform(&[3, 3], -1.0, 1.0, &mut r);
+        check(|_, v| v[0].matmul(v[0]), &[m.clone()]);
+        check(|_, v| v[0].matmul(v[0].t()), &[m.clone()]);
+        check(|_, v| (v[0].matmul(v[0]) + v[0]).tanh().matmul(v[0]), &[m]);
+    }
+}
+
+#[test]
+fn detach_stops_the_gradient() {
+    let x = Tensor::from_vec(vec![0.3, -0.8], &[2]).unwrap();
+    // d/dx [x · detach(x)] = detach(x) = x, not 2x.
+    let tape = Tape::<f64>::new();
+    let v = tape.var(x.clone());
+    let g = (v * v.detach()).sum().backward();
+    assert_eq!(g[v].data(), &[0.3, -0.8]);
+}
+
+/// y = x³ with its derivative 3x², written as a user op.
+struct Cube;
+
+impl CustomOp<f64> for Cube {
+    fn name(&self) -> &str {
+        "cube"
+    }
+    fn forward(&self, inputs: &[&Tensor<f64>]) -> Tensor<f64> {
+        inputs[0].map(|x| x * x * x)
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<f64>],
+        _: &Tensor<f64>,
+        g: &Tensor<f64>,
+    ) -> Vec<Option<Tensor<f64>>> {
+        let data = inputs[0]
+            .data()
+            .iter()
+            .zip(g.data())
+            .map(|(x, g)| 3.0 * x * x * g)
+            .collect();
+        vec![Some(Tensor::from_vec(data, inputs[0].shape()).unwrap())]
+    }
+}
+
+#[test]
+fn custom_op_gradient_checks() {
+    let mut r = rng(14);
+    let x = uniform(&[2, 3], -1.0, 1.0, &mut r);
+    check(|t, v| t.custom(Cube, &[v[0]]) * v[0], &[x]);
+}

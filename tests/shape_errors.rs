@@ -1,0 +1,131 @@
+//! Shape misuse panics at the caller's line, naming the op and both shapes.
+
+use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+use rewind::autograd::{concat, Tape, Tensor};
+
+thread_local! {
+    static LAST: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, expecting a panic; returns its message and the file and line it points at.
+fn panic_of(f: impl FnOnce()) -> (String, String, u32) {
+    // One hook for the whole binary, installed once: tests run on parallel threads, and each
+    // records its own panic's location in a thread-local.
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        panic::set_hook(Box::new(|info| {
+            let loc = info.location().map(|l| (l.file().to_string(), l.line()));
+            LAST.with(|last| *last.borrow_mut() = loc);
+        }))
+    });
+    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let (file, line) = LAST
+        .with(|last| last.borrow_mut().take())
+        .expect("a panic location");
+    (msg, file, line)
+}
+
+/// A misuse, the line it is on, and the message it must panic with.
+type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
+
+fn zeros(shape: &[usize]) -> Tensor {
+    Tensor::zeros(shape)
+}
+
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn misuse_panics_at_the_callers_line_with_op_and_shapes() {
+    let tape = Tape::new();
+    let a = tape.constant(zeros(&[2, 3]));
+    let b = tape.constant(zeros(&[4, 5]));
+    let c = tape.constant(zeros(&[4]));
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { a.matmul(b); }), line!(), "matmul: inner dimensions differ: lhs [2, 3] vs rhs [4, 5]"),
+        (Box::new(|| { let _ = a + c; }), line!(), "add: shapes cannot be broadcast together: lhs [2, 3] vs rhs [4]"),
+        (Box::new(|| { let _ = a * b; }), line!(), "mul: shapes cannot be broadcast together: lhs [2, 3] vs rhs [4, 5]"),
+        (Box::new(|| { a.reshape(&[4]); }), line!(), "reshape: cannot view [2, 3] (6 elements) as [4] (4 elements)"),
+        (Box::new(|| { a.sum_axis(2, false); }), line!(), "sum_axis: axis 2 out of range for shape [2, 3]"),
+        (Box::new(|| { a.narrow(1, 2, 2); }), line!(), "narrow: range 2..4 out of bounds along axis 1 of shape [2, 3]"),
+        (Box::new(|| { concat(&[a, b], 0); }), line!(), "concat: shapes differ outside axis 0: [2, 3] vs [4, 5]"),
+        (Box::new(|| { b.index_select(&[1, 4]); }), line!(), "index_select: index 4 out of range for 4 rows of shape [4, 5]"),
+        (Box::new(|| { a.cross_entropy(&[0, 1, 2]); }), line!(), "cross_entropy: expected logits [N, C] and N targets: logits [2, 3] vs targets [3]"),
+        (Box::new(|| { a.cross_entropy(&[0, 3]); }), line!(), "cross_entropy: target 3 at row 1 out of range for 3 classes (logits [2, 3])"),
+        (Box::new(|| { a.permute(&[0, 0]); }), line!(), "permute: [0, 0] is not a permutation of the 2 axes of shape [2, 3]"),
+        (Box::new(|| { a.backward(); }), line!(), "backward: output must be a scalar, got shape [2, 3]; use backward_with(seed)"),
+        (Box::new(|| { a.backward_with(&zeros(&[3])); }), line!(), "backward_with: shapes differ: lhs [2, 3] vs rhs [3]"),
+        (Box::new(|| { c.t(); }), line!(), "t: expected a 2-D or 3-D value, got shape [4]"),
+        (Box::new(|| { a.log_softmax(-3); }), line!(), "log_softmax: axis -3 out of range for shape [2, 3]"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, file, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert!(
+            file.ends_with("shape_errors.rs"),
+            "{expected}: panicked in {file}, not at the caller"
+        );
+        assert_eq!(
+            at, line,
+            "{expected}: panicked at line {at}, the call is on line {line}"
+        );
+    }
+}
+
+#[test]
+fn matmul_names_batch_and_rank_errors() {
+    let tape = Tape::new();
+    let a = tape.constant(zeros(&[2, 3, 4]));
+    let b = tape.constant(zeros(&[3, 4, 5]));
+    let v = tape.constant(zeros(&[4]));
+    let (msg, ..) = panic_of(|| {
+        a.matmul(b);
+    });
+    assert_eq!(
+        msg,
+        "matmul: batch sizes differ: lhs [2, 3, 4] vs rhs [3, 4, 5]"
+    );
+    let (msg, ..) = panic_of(|| {
+        a.matmul(v);
+    });
+    assert_eq!(
+        msg,
+        "matmul: operands must be 2-D or 3-D: lhs [2, 3, 4] vs rhs [4]"
+    );
+    // The message shows the transposed operand as the caller wrote it.
+    let w = tape.constant(zeros(&[5, 3]));
+    let x = tape.constant(zeros(&[2, 4]));
+    let (msg, ..) = panic_of(|| {
+        x.matmul(w.t());
+    });
+    assert_eq!(
+        msg,
+        "matmul: inner dimensions differ: lhs [2, 4] vs rhs [3, 5]"
+    );
+}
+
+#[test]
+fn ops_across_tapes_are_refused() {
+    let (t1, t2) = (Tape::<f32>::new(), Tape::<f32>::new());
+    let a = t1.constant(zeros(&[2]));
+    let b = t2.constant(zeros(&[2]));
+    let (msg, ..) = panic_of(|| {
+        let _ = a + b;
+    });
+    assert_eq!(msg, "add: operands are on different tapes");
+}
+
+#[test]
+fn from_vec_returns_a_typed_error() {
+    let err = Tensor::<f32>::from_vec(vec![1.0; 5], &[2, 3]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot build a tensor of shape [2, 3]: it holds 6 elements but 5 were given"
+    );
+}
