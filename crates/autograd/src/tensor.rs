@@ -207,6 +207,8 @@ impl<F: Float> PartialEq for Tensor<F> {
 const PRINT_THRESHOLD: usize = 1000;
 /// With more, each axis shows this many items at either end around `...`.
 const EDGE_ITEMS: usize = 3;
+/// Lines wrap at this many columns.
+const PRINT_LINE_WIDTH: usize = 80;
 
 impl<F: Float> fmt::Display for Tensor<F> {
     /// Prints as PyTorch does: `tensor([[1.0000, 2.5000], ...])`, integral values as `1.`,
@@ -276,33 +278,38 @@ fn write_axis<F: Float>(
     style: &NumberStyle,
     width: usize,
 ) -> fmt::Result {
-    let len = t.shape[axis];
+    let indices = shown_indices(t.shape[axis], summarize);
+    let gap = |n: usize| n > 0 && indices[n - 1] + 1 != indices[n];
+    let indent = "tensor(".len() + axis;
+    if axis + 1 == t.ndim() {
+        let mut items = Vec::with_capacity(indices.len() + 1);
+        for (n, &i) in indices.iter().enumerate() {
+            if gap(n) {
+                items.push(" ...".to_string());
+            }
+            items.push(format!("{:>width$}", style.format(t.data[offset + i])));
+        }
+        // As PyTorch: as many items per line as fit in 80 columns after the indent.
+        let per_line = (PRINT_LINE_WIDTH.saturating_sub(indent) / (width + 2)).max(1);
+        let lines: Vec<String> = items.chunks(per_line).map(|l| l.join(", ")).collect();
+        let separator = format!(",\n{}", " ".repeat(indent + 1));
+        return write!(f, "[{}]", lines.join(&separator));
+    }
     let stride = numel(&t.shape[axis + 1..]);
-    let last = axis + 1 == t.ndim();
-    let indent = " ".repeat("tensor(".len() + axis + 1);
-    let blank_lines = "\n".repeat(t.ndim().saturating_sub(axis + 2));
-    let indices = shown_indices(len, summarize);
+    let separator = format!(
+        ",{}\n{}",
+        "\n".repeat(t.ndim() - axis - 2),
+        " ".repeat(indent + 1)
+    );
     f.write_str("[")?;
     for (n, &i) in indices.iter().enumerate() {
         if n > 0 {
-            if last {
-                f.write_str(", ")?;
-            } else {
-                write!(f, ",{blank_lines}\n{indent}")?;
-            }
+            f.write_str(&separator)?;
         }
-        if n > 0 && indices[n - 1] + 1 != i {
-            if last {
-                f.write_str(" ..., ")?;
-            } else {
-                write!(f, "...,{blank_lines}\n{indent}")?;
-            }
+        if gap(n) {
+            write!(f, "...{separator}")?;
         }
-        if last {
-            write!(f, "{:>width$}", style.format(t.data[offset + i]))?;
-        } else {
-            write_axis(f, t, axis + 1, offset + i * stride, summarize, style, width)?;
-        }
+        write_axis(f, t, axis + 1, offset + i * stride, summarize, style, width)?;
     }
     f.write_str("]")
 }
@@ -324,14 +331,6 @@ impl NumberStyle {
             .map(|x| x.to_f64())
             .filter(|x| x.is_finite())
             .collect();
-        if finite.iter().all(|x| x.fract() == 0.0) {
-            let max = finite.iter().fold(0.0f64, |m, x| m.max(x.abs()));
-            return if max > 1e8 {
-                Self::Scientific
-            } else {
-                Self::Integral
-            };
-        }
         let nonzero: Vec<f64> = finite
             .iter()
             .map(|x| x.abs())
@@ -339,7 +338,14 @@ impl NumberStyle {
             .collect();
         let max = nonzero.iter().cloned().fold(0.0, f64::max);
         let min = nonzero.iter().cloned().fold(f64::INFINITY, f64::min);
-        if max / min > 1000.0 || max > 1e8 || min < 1e-4 {
+        let wide = !nonzero.is_empty() && (max / min > 1000.0 || max > 1e8);
+        if finite.iter().all(|x| x.fract() == 0.0) {
+            if wide {
+                Self::Scientific
+            } else {
+                Self::Integral
+            }
+        } else if wide || min < 1e-4 {
             Self::Scientific
         } else {
             Self::Fixed

@@ -1,5 +1,8 @@
 //! rewind-nn: layers and recurrent networks built as unrolled graphs of generic ops.
 //!
-//! This crate is being filled in; today it re-exports the engine it builds on.
+//! Today it holds [`Module`], the trait through which optimizers and checkpoints see a model's
+//! parameters; the layers and recurrent stacks come next.
 
-pub use rewind_autograd as autograd;
+mod module;
+
+pub use module::{nested, Module};
