@@ -11,7 +11,7 @@ fn main() {
     fit_a_neuron();
 }
 
-/// 1. An expression of two inputs and its gradients.
+/// Part 1: an expression of two inputs and its gradients.
 fn expression() {
     println!("1. An expression and its gradients");
     let tape = Tape::<f64>::new();
@@ -28,7 +28,7 @@ fn expression() {
     println!("   ({} nodes on the tape)", tape.len());
 }
 
-/// 2. A neuron y = tanh(w·x + b) fitted to four points by gradient descent. The gradients come
+/// Part 2: a neuron y = tanh(w·x + b) fitted to four points by gradient descent. The gradients come
 /// back as `Grads`, apart from the model; the update writes into the parameters in place.
 fn fit_a_neuron() {
     println!("2. Fitting y = tanh(w1·x1 + w2·x2 + b) by SGD");
