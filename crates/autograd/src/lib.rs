@@ -40,6 +40,7 @@ mod error;
 mod float;
 mod gradcheck;
 mod grads;
+pub mod io;
 mod kernels;
 mod op;
 mod ops;

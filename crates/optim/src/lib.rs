@@ -1,5 +1,41 @@
-//! rewind-optim: optimizers, gradient clipping and learning-rate schedules.
+//! rewind-optim: optimizers, gradient clipping and learning-rate schedules, matching PyTorch's
+//! update rules, defaults and order of operations.
 //!
-//! This crate is being filled in; today it re-exports the engine it builds on.
+//! An optimizer updates a [`Module`](rewind_nn::Module)'s parameters in place from the
+//! [`Grads`](rewind_autograd::Grads) of one backward pass:
+//!
+//! ```
+//! use rewind_autograd::{Param, Tape, Tensor};
+//! use rewind_optim::{clip_grad_norm, Adam, Optimizer};
+//!
+//! // Minimise (w - 3)² for a single weight.
+//! let mut model = vec![Param::named("w", Tensor::<f32>::scalar(0.0))];
+//! let mut opt = Adam::new(0.1);
+//! for _ in 0..200 {
+//!     let tape = Tape::new();
+//!     let w = tape.param(&model[0]);
+//!     let loss = (w - 3.0).powf(2.0);
+//!     let mut grads = loss.backward();
+//!     clip_grad_norm(&mut grads, 5.0);
+//!     opt.step(&mut model, &grads);
+//! }
+//! assert!((model[0].value().item() - 3.0).abs() < 1e-2);
+//! ```
 
-pub use rewind_autograd as autograd;
+mod adagrad;
+mod adam;
+mod clip;
+mod optimizer;
+mod rmsprop;
+mod schedule;
+mod sgd;
+
+pub use adagrad::Adagrad;
+pub use adam::Adam;
+pub use clip::{clip_grad_norm, clip_grad_norm_finite, clip_grad_value, grad_norm, NonFiniteNorm};
+pub use optimizer::{OptimState, Optimizer, ParamGroup, StateError};
+pub use rmsprop::RmsProp;
+pub use schedule::{
+    ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr, Warmup,
+};
+pub use sgd::Sgd;

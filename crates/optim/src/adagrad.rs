@@ -1,0 +1,125 @@
+//! Adagrad: per-element learning rates from the sum of squared gradients.
+
+use rewind_autograd::{Float, Grads};
+use rewind_nn::Module;
+
+use crate::optimizer::{with_grads, Buffers, Hyper, OptimState, Optimizer, ParamGroup, StateError};
+
+/// Adagrad as `torch.optim.Adagrad` [lr 1e-2, lr_decay 0, weight_decay 0,
+/// initial_accumulator_value 0, eps 1e-10]:
+///
+/// ```text
+/// g ← g + λθ
+/// clr = lr / (1 + (t - 1)·lr_decay)
+/// sum ← sum + g²
+/// θ ← θ - clr · g / (√sum + eps)          (eps outside the root)
+/// ```
+#[derive(Debug)]
+pub struct Adagrad<F: Float = f32> {
+    hyper: Hyper,
+    lr_decay: f64,
+    initial_accumulator_value: f64,
+    eps: f64,
+    buffers: Buffers<F>,
+}
+
+const KIND: &str = "adagrad";
+
+impl<F: Float> Default for Adagrad<F> {
+    fn default() -> Self {
+        Self::new(1e-2)
+    }
+}
+
+impl<F: Float> Adagrad<F> {
+    /// Adagrad with learning rate `lr` and PyTorch's other defaults.
+    pub fn new(lr: f64) -> Self {
+        Adagrad {
+            hyper: Hyper::new(lr, 0.0),
+            lr_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+            buffers: Buffers::default(),
+        }
+    }
+
+    /// Decay of the learning rate with the step count.
+    pub fn lr_decay(mut self, lr_decay: f64) -> Self {
+        self.lr_decay = lr_decay;
+        self
+    }
+
+    /// The starting value of the sum of squares.
+    pub fn initial_accumulator_value(mut self, value: f64) -> Self {
+        self.initial_accumulator_value = value;
+        self
+    }
+
+    /// The term added to the denominator.
+    pub fn eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+
+    /// L2 weight decay λ, added to the gradient.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.hyper.weight_decay = weight_decay;
+        self
+    }
+
+    /// Adds a parameter group with its own options.
+    pub fn group(mut self, group: ParamGroup) -> Self {
+        self.hyper.groups.push(group);
+        self
+    }
+}
+
+impl<F: Float> Optimizer<F> for Adagrad<F> {
+    fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
+        let eps = F::from_f64(self.eps);
+        let init = F::from_f64(self.initial_accumulator_value);
+        for (name, param, grad) in with_grads(model, grads) {
+            let (lr, wd) = self.hyper.for_param(&name);
+            let wd = F::from_f64(wd);
+            let state = self.buffers.get(&name);
+            state.step += 1;
+            let clr = F::from_f64(lr / (1.0 + (state.step - 1) as f64 * self.lr_decay));
+            let [sum] = state.buffers([("sum", true)], param.value(), init);
+            let sum = sum.expect("wanted");
+            for (i, (x, &g)) in param
+                .value_mut()
+                .data_mut()
+                .iter_mut()
+                .zip(grad.data())
+                .enumerate()
+            {
+                let g = if wd != F::ZERO { g + wd * *x } else { g };
+                sum[i] += g * g;
+                *x -= clr * g / (sum[i].sqrt() + eps);
+            }
+        }
+    }
+
+    fn lr(&self) -> f64 {
+        self.hyper.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.hyper.lr = lr;
+    }
+
+    fn state(&self) -> OptimState<F> {
+        let mut s = OptimState::new(KIND);
+        s.scalars.insert("lr".into(), self.hyper.lr);
+        self.buffers.save(&mut s);
+        s
+    }
+
+    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
+        state.check_kind(KIND)?;
+        let lr = state.scalar("lr")?;
+        self.buffers = self.buffers.load(state, &["sum"])?;
+        self.hyper.lr = lr;
+        Ok(())
+    }
+}

@@ -1,0 +1,373 @@
+//! The `Optimizer` trait, parameter groups, and the state an optimizer saves and loads.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use rewind_autograd::io::{load_tensors, save_tensors, IoError, TensorFile};
+use rewind_autograd::{Float, Grads, Param, Tensor};
+use rewind_nn::Module;
+
+/// An update rule. `step` changes, in place, every parameter of `model` that has a gradient in
+/// `grads`; parameters without one are left alone (and their state does not advance), as in
+/// PyTorch.
+pub trait Optimizer<F: Float = f32> {
+    /// One update.
+    fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>);
+
+    /// The learning rate (of the default group; other groups scale it, see [`ParamGroup`]).
+    fn lr(&self) -> f64;
+
+    /// Sets the learning rate, as a schedule does.
+    fn set_lr(&mut self, lr: f64);
+
+    /// Everything needed to resume exactly: hyperparameters and per-parameter buffers, keyed by
+    /// parameter name.
+    fn state(&self) -> OptimState<F>;
+
+    /// Restores what [`state`](Optimizer::state) returned. Fails, changing nothing, when the
+    /// state belongs to another kind of optimizer or a buffer's shape does not match.
+    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError>;
+}
+
+/// Options for the parameters whose names a rule selects: e.g. no weight decay on biases.
+pub struct ParamGroup {
+    selects: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    lr_scale: f64,
+    weight_decay: Option<f64>,
+}
+
+impl ParamGroup {
+    /// A group of the parameters whose dotted name satisfies `rule`.
+    pub fn matching(rule: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        ParamGroup {
+            selects: Box::new(rule),
+            lr_scale: 1.0,
+            weight_decay: None,
+        }
+    }
+
+    /// The biases: parameters whose last name component starts with `bias`
+    /// (`bias`, `bias_ih_l0`, `rnn.bias_hh_l1_reverse`).
+    pub fn biases() -> Self {
+        Self::matching(|name| {
+            name.rsplit('.')
+                .next()
+                .is_some_and(|last| last.starts_with("bias"))
+        })
+    }
+
+    /// This group's learning rate as a multiple of the optimizer's (PyTorch's per-group `lr` is
+    /// `lr_scale · lr`); a schedule moves every group by the same factor.
+    pub fn lr_scale(mut self, scale: f64) -> Self {
+        self.lr_scale = scale;
+        self
+    }
+
+    /// This group's weight decay, in place of the optimizer's.
+    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        self.weight_decay = Some(weight_decay);
+        self
+    }
+}
+
+impl fmt::Debug for ParamGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParamGroup")
+            .field("lr_scale", &self.lr_scale)
+            .field("weight_decay", &self.weight_decay)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The learning rate and weight decay every optimizer has, with its parameter groups. The first
+/// group that selects a parameter applies to it.
+#[derive(Debug)]
+pub(crate) struct Hyper {
+    pub(crate) lr: f64,
+    pub(crate) weight_decay: f64,
+    pub(crate) groups: Vec<ParamGroup>,
+}
+
+impl Hyper {
+    pub(crate) fn new(lr: f64, weight_decay: f64) -> Self {
+        Hyper {
+            lr,
+            weight_decay,
+            groups: Vec::new(),
+        }
+    }
+
+    /// (lr, weight decay) for the parameter named `name`.
+    pub(crate) fn for_param(&self, name: &str) -> (f64, f64) {
+        match self.groups.iter().find(|g| (g.selects)(name)) {
+            Some(g) => (
+                self.lr * g.lr_scale,
+                g.weight_decay.unwrap_or(self.weight_decay),
+            ),
+            None => (self.lr, self.weight_decay),
+        }
+    }
+}
+
+/// The parameters of `model` that have a gradient, with their names: what a step updates.
+///
+/// Panics if two parameters share a name, since state is keyed by name.
+pub(crate) fn with_grads<'m, F: Float>(
+    model: &'m mut dyn Module<F>,
+    grads: &'m Grads<F>,
+) -> Vec<(String, &'m mut Param<F>, &'m Tensor<F>)> {
+    let params = model.params_mut();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in &params {
+        assert!(
+            seen.insert(name.clone()),
+            "optimizer: two parameters are named `{name}`; state is keyed by name"
+        );
+    }
+    params
+        .into_iter()
+        .filter_map(|(name, p)| grads.get(p).map(|g| (name, p, g)))
+        .collect()
+}
+
+/// An optimizer's state: hyperparameters and step counts as numbers, buffers as tensors, both
+/// keyed by name (`lr`, `<param>.step`, `<param>.exp_avg`, ...).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OptimState<F: Float = f32> {
+    /// Which optimizer wrote it (`sgd`, `adam`, `adamw`, `adagrad`, `rmsprop`).
+    pub kind: String,
+    /// Numbers by name.
+    pub scalars: BTreeMap<String, f64>,
+    /// Buffers by name.
+    pub tensors: BTreeMap<String, Tensor<F>>,
+}
+
+impl<F: Float> OptimState<F> {
+    pub(crate) fn new(kind: &str) -> Self {
+        OptimState {
+            kind: kind.into(),
+            scalars: BTreeMap::new(),
+            tensors: BTreeMap::new(),
+        }
+    }
+
+    /// Writes the state as a safetensors file (buffers as tensors, numbers in the metadata),
+    /// atomically.
+    pub fn save(&self, path: &Path) -> Result<(), IoError> {
+        let mut file = TensorFile {
+            tensors: self.tensors.clone(),
+            metadata: BTreeMap::new(),
+        };
+        file.metadata.insert("optimizer".into(), self.kind.clone());
+        for (k, v) in &self.scalars {
+            // `{:e}` of an f64 round-trips exactly through parse.
+            file.metadata
+                .insert(format!("scalar.{k}"), format!("{v:e}"));
+        }
+        save_tensors(path, &file)
+    }
+
+    /// Reads a state written by [`save`](OptimState::save).
+    pub fn load(path: &Path) -> Result<Self, StateError> {
+        let file = load_tensors::<F>(path).map_err(StateError::Io)?;
+        let kind = file
+            .metadata
+            .get("optimizer")
+            .cloned()
+            .ok_or_else(|| StateError::NotAnOptimizerState(path.display().to_string()))?;
+        let mut state = OptimState::new(&kind);
+        state.tensors = file.tensors;
+        for (k, v) in &file.metadata {
+            if let Some(name) = k.strip_prefix("scalar.") {
+                let value = v.parse().map_err(|_| StateError::BadScalar {
+                    name: name.into(),
+                    value: v.clone(),
+                })?;
+                state.scalars.insert(name.into(), value);
+            }
+        }
+        Ok(state)
+    }
+
+    pub(crate) fn scalar(&self, name: &str) -> Result<f64, StateError> {
+        self.scalars
+            .get(name)
+            .copied()
+            .ok_or_else(|| StateError::Missing(name.into()))
+    }
+
+    pub(crate) fn check_kind(&self, kind: &str) -> Result<(), StateError> {
+        if self.kind == kind {
+            Ok(())
+        } else {
+            Err(StateError::WrongKind {
+                expected: kind.into(),
+                found: self.kind.clone(),
+            })
+        }
+    }
+}
+
+/// Why an optimizer state could not be loaded.
+#[derive(Debug)]
+pub enum StateError {
+    /// The file could not be read.
+    Io(IoError),
+    /// The file has no `optimizer` entry in its metadata.
+    NotAnOptimizerState(String),
+    /// The state was written by another kind of optimizer.
+    WrongKind {
+        /// This optimizer's kind.
+        expected: String,
+        /// The state's kind.
+        found: String,
+    },
+    /// A number the optimizer needs is missing.
+    Missing(String),
+    /// A number in the metadata does not parse.
+    BadScalar {
+        /// Its name.
+        name: String,
+        /// The text found.
+        value: String,
+    },
+    /// A buffer's shape differs from what this optimizer expects.
+    Shape {
+        /// The buffer.
+        name: String,
+        /// The shape this optimizer expects.
+        expected: Vec<usize>,
+        /// The shape in the state.
+        found: Vec<usize>,
+    },
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StateError::Io(e) => write!(f, "{e}"),
+            StateError::NotAnOptimizerState(path) => {
+                write!(
+                    f,
+                    "{path} holds no optimizer state (no `optimizer` metadata entry)"
+                )
+            }
+            StateError::WrongKind { expected, found } => {
+                write!(f, "optimizer state is for {found}, not {expected}")
+            }
+            StateError::Missing(name) => write!(f, "optimizer state lacks `{name}`"),
+            StateError::BadScalar { name, value } => {
+                write!(f, "optimizer state: `{name}` = {value:?} is not a number")
+            }
+            StateError::Shape {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "optimizer state: `{name}` has shape {found:?}, expected {expected:?}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// Per-parameter buffers of one optimizer, keyed by parameter name, with their save and load.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Buffers<F: Float> {
+    pub(crate) by_param: BTreeMap<String, ParamBuffers<F>>,
+}
+
+/// One parameter's step count and named buffers (`exp_avg`, `momentum_buffer`, ...).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ParamBuffers<F: Float> {
+    pub(crate) step: u64,
+    pub(crate) tensors: BTreeMap<&'static str, Tensor<F>>,
+}
+
+impl<F: Float> ParamBuffers<F> {
+    /// The buffers of the parameter `param` that are wanted, each `(name, wanted)`, in that
+    /// order (`None` where not wanted). Each is created full of `init` the first time.
+    ///
+    /// Panics if a loaded buffer's shape differs from the parameter's: the state was saved for
+    /// another model.
+    pub(crate) fn buffers<const N: usize>(
+        &mut self,
+        wanted: [(&'static str, bool); N],
+        param: &Tensor<F>,
+        init: F,
+    ) -> [Option<&mut [F]>; N] {
+        for (name, _) in wanted.iter().filter(|(_, w)| *w) {
+            let t = self
+                .tensors
+                .entry(name)
+                .or_insert_with(|| Tensor::full(param.shape(), init));
+            assert_eq!(
+                t.shape(),
+                param.shape(),
+                "optimizer buffer `{name}` has shape {:?} but its parameter has shape {:?}: the state was saved for another model",
+                t.shape(),
+                param.shape()
+            );
+        }
+        let mut out: [Option<&mut [F]>; N] = std::array::from_fn(|_| None);
+        for (name, t) in self.tensors.iter_mut() {
+            if let Some(i) = wanted.iter().position(|(n, w)| n == name && *w) {
+                out[i] = Some(t.data_mut());
+            }
+        }
+        out
+    }
+}
+
+impl<F: Float> Buffers<F> {
+    pub(crate) fn get(&mut self, param: &str) -> &mut ParamBuffers<F> {
+        self.by_param.entry(param.to_string()).or_default()
+    }
+
+    pub(crate) fn save(&self, state: &mut OptimState<F>) {
+        for (param, b) in &self.by_param {
+            state.scalars.insert(format!("{param}.step"), b.step as f64);
+            for (name, t) in &b.tensors {
+                state.tensors.insert(format!("{param}.{name}"), t.clone());
+            }
+        }
+    }
+
+    /// Rebuilds the buffers from a state, checking each against the shape it had here (if any).
+    pub(crate) fn load(
+        &self,
+        state: &OptimState<F>,
+        names: &[&'static str],
+    ) -> Result<Self, StateError> {
+        let mut out = Buffers::default();
+        for (key, &step) in &state.scalars {
+            let Some(param) = key.strip_suffix(".step") else {
+                continue;
+            };
+            let mut b = ParamBuffers {
+                step: step as u64,
+                tensors: BTreeMap::new(),
+            };
+            for &name in names {
+                let full = format!("{param}.{name}");
+                if let Some(t) = state.tensors.get(&full) {
+                    if let Some(mine) = self.by_param.get(param).and_then(|p| p.tensors.get(name)) {
+                        if mine.shape() != t.shape() {
+                            return Err(StateError::Shape {
+                                name: full,
+                                expected: mine.shape().to_vec(),
+                                found: t.shape().to_vec(),
+                            });
+                        }
+                    }
+                    b.tensors.insert(name, t.clone());
+                }
+            }
+            out.by_param.insert(param.to_string(), b);
+        }
+        Ok(out)
+    }
+}
