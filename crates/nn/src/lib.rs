@@ -1,8 +1,41 @@
 //! rewind-nn: layers and recurrent networks built as unrolled graphs of generic ops.
 //!
-//! Today it holds [`Module`], the trait through which optimizers and checkpoints see a model's
-//! parameters; the layers and recurrent stacks come next.
+//! A recurrent layer is a `for` loop over time that calls a cell's `step`; nothing here knows
+//! about gradients. Backpropagation through time is what the engine's backward does to that
+//! loop, and sharing a weight across time steps is ordinary fan-out. Equations, parameter names,
+//! shapes and initialisation follow PyTorch.
+//!
+//! ```
+//! use rewind_autograd::rand::{rngs::StdRng, SeedableRng};
+//! use rewind_autograd::{Tape, Tensor};
+//! use rewind_nn::{Lstm, Module, RecurrentConfig};
+//!
+//! let mut rng = StdRng::seed_from_u64(0);
+//! let lstm = Lstm::new(RecurrentConfig::new(8, 16).num_layers(2), &mut rng);
+//! let tape = Tape::new();
+//! let x = tape.constant(Tensor::uniform(&[5, 3, 8], -1.0, 1.0, &mut rng)); // [T, B, in]
+//! let out = lstm.forward(&tape, x, None, None);
+//! assert_eq!(&out.output.shape()[..], &[5, 3, 16]);
+//! assert_eq!(&out.state.h.shape()[..], &[2, 3, 16]);
+//! let grads = out.output.sum().backward(); // BPTT
+//! assert_eq!(grads.len(), lstm.params().len());
+//! ```
 
+mod cell;
+mod dropout;
+mod gradcheck;
+mod linear;
+pub mod loss;
 mod module;
+mod recurrent;
+mod weights;
 
+pub use cell::{Cell, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, State};
+pub use dropout::Dropout;
+pub use gradcheck::gradcheck_module;
+pub use linear::{Embedding, Linear};
 pub use module::{nested, Module};
+pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn, StackState};
+pub use weights::{
+    load_state_dict, load_weights, save_weights, state_dict, WeightProblem, WeightsError,
+};

@@ -1,0 +1,299 @@
+//! The recurrent cells: one time step of a vanilla RNN, an LSTM and a GRU, each written in the
+//! equations of PyTorch (gate order, names and init), with generic ops only.
+//!
+//! A cell computes its input projection `x W_ihᵀ + b_ih` in [`Cell::step`]; a stack computes that
+//! projection for all time steps in one matmul before its loop and calls
+//! [`Cell::step_projected`], so the gate equations live in one place.
+
+use rand::Rng;
+use rewind_autograd::{Float, Param, Tape, Tensor, Var};
+
+use crate::module::Module;
+
+/// The recurrent state carried from step to step: h, and c for an LSTM.
+#[derive(Clone, Copy, Debug)]
+pub struct State<'t, F: Float = f32> {
+    /// The hidden state [B, H].
+    pub h: Var<'t, F>,
+    /// The cell state [B, H] (LSTM only).
+    pub c: Option<Var<'t, F>>,
+}
+
+/// The activation of a vanilla RNN.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Nonlinearity {
+    /// tanh (PyTorch's default).
+    #[default]
+    Tanh,
+    /// max(x, 0).
+    Relu,
+}
+
+/// One time step of a recurrent network.
+pub trait Cell<F: Float>: Module<F> + Sized {
+    /// How many gate blocks are stacked in the weights: 1 (RNN), 4 (LSTM), 3 (GRU).
+    const GATES: usize;
+    /// True when the state has a cell state c (LSTM).
+    const HAS_CELL_STATE: bool;
+    /// A short name for messages (`rnn`, `lstm`, `gru`).
+    const NAME: &'static str;
+
+    /// A cell with every weight and bias ~ U(-1/√H, 1/√H), as PyTorch initialises them.
+    fn init<R: Rng + ?Sized>(
+        input_size: usize,
+        hidden_size: usize,
+        nonlinearity: Nonlinearity,
+        rng: &mut R,
+    ) -> Self;
+
+    /// W_ih [G·H, in].
+    fn weight_ih(&self) -> &Param<F>;
+    /// b_ih [G·H].
+    fn bias_ih(&self) -> &Param<F>;
+
+    /// One step given the input projection `xp = x W_ihᵀ + b_ih` [B, G·H].
+    fn step_projected<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        xp: Var<'t, F>,
+        state: State<'t, F>,
+    ) -> State<'t, F>;
+
+    /// The hidden size H.
+    fn hidden_size(&self) -> usize {
+        self.weight_ih().shape()[0] / Self::GATES
+    }
+
+    /// One step from the input x [B, in].
+    #[track_caller]
+    fn step<'t>(&self, tape: &'t Tape<F>, x: Var<'t, F>, state: State<'t, F>) -> State<'t, F> {
+        let xp = x.matmul(tape.param(self.weight_ih()).t()) + tape.param(self.bias_ih());
+        self.step_projected(tape, xp, state)
+    }
+}
+
+/// The four parameters every cell has, named as PyTorch names a cell's.
+#[derive(Debug)]
+pub struct CellParams<F: Float> {
+    /// [G·H, in]
+    pub weight_ih: Param<F>,
+    /// [G·H, H]
+    pub weight_hh: Param<F>,
+    /// [G·H]
+    pub bias_ih: Param<F>,
+    /// [G·H]
+    pub bias_hh: Param<F>,
+}
+
+impl<F: Float> CellParams<F> {
+    fn init<R: Rng + ?Sized>(gates: usize, input: usize, hidden: usize, rng: &mut R) -> Self {
+        let k = F::from_f64(1.0 / (hidden as f64).sqrt());
+        let mut u =
+            |name: &str, shape: &[usize]| Param::named(name, Tensor::uniform(shape, -k, k, rng));
+        CellParams {
+            weight_ih: u("weight_ih", &[gates * hidden, input]),
+            weight_hh: u("weight_hh", &[gates * hidden, hidden]),
+            bias_ih: u("bias_ih", &[gates * hidden]),
+            bias_hh: u("bias_hh", &[gates * hidden]),
+        }
+    }
+
+    /// h W_hhᵀ + b_hh, with W_hh read by stride.
+    fn hidden_projection<'t>(&self, tape: &'t Tape<F>, h: Var<'t, F>) -> Var<'t, F> {
+        h.matmul(tape.param(&self.weight_hh).t()) + tape.param(&self.bias_hh)
+    }
+
+    fn list(&self) -> Vec<(String, &Param<F>)> {
+        vec![
+            ("weight_ih".into(), &self.weight_ih),
+            ("weight_hh".into(), &self.weight_hh),
+            ("bias_ih".into(), &self.bias_ih),
+            ("bias_hh".into(), &self.bias_hh),
+        ]
+    }
+
+    fn list_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
+        vec![
+            ("weight_ih".into(), &mut self.weight_ih),
+            ("weight_hh".into(), &mut self.weight_hh),
+            ("bias_ih".into(), &mut self.bias_ih),
+            ("bias_hh".into(), &mut self.bias_hh),
+        ]
+    }
+}
+
+macro_rules! cell_module {
+    ($cell:ident) => {
+        impl<F: Float> Module<F> for $cell<F> {
+            fn params(&self) -> Vec<(String, &Param<F>)> {
+                self.params.list()
+            }
+
+            fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
+                self.params.list_mut()
+            }
+        }
+    };
+}
+
+/// A vanilla RNN step (`torch.nn.RNNCell`): `h' = tanh(x W_ihᵀ + b_ih + h W_hhᵀ + b_hh)`, or relu.
+#[derive(Debug)]
+pub struct RnnCell<F: Float = f32> {
+    /// The weights and biases.
+    pub params: CellParams<F>,
+    /// tanh or relu.
+    pub nonlinearity: Nonlinearity,
+}
+
+impl<F: Float> Cell<F> for RnnCell<F> {
+    const GATES: usize = 1;
+    const HAS_CELL_STATE: bool = false;
+    const NAME: &'static str = "rnn";
+
+    fn init<R: Rng + ?Sized>(
+        input: usize,
+        hidden: usize,
+        nonlinearity: Nonlinearity,
+        rng: &mut R,
+    ) -> Self {
+        RnnCell {
+            params: CellParams::init(1, input, hidden, rng),
+            nonlinearity,
+        }
+    }
+
+    fn weight_ih(&self) -> &Param<F> {
+        &self.params.weight_ih
+    }
+
+    fn bias_ih(&self) -> &Param<F> {
+        &self.params.bias_ih
+    }
+
+    fn step_projected<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        xp: Var<'t, F>,
+        state: State<'t, F>,
+    ) -> State<'t, F> {
+        let pre = xp + self.params.hidden_projection(tape, state.h);
+        let h = match self.nonlinearity {
+            Nonlinearity::Tanh => pre.tanh(),
+            Nonlinearity::Relu => pre.relu(),
+        };
+        State { h, c: None }
+    }
+}
+
+cell_module!(RnnCell);
+
+/// An LSTM step (`torch.nn.LSTMCell`), gates in the order i, f, g, o:
+///
+/// ```text
+/// [i f g o] = x W_ihᵀ + b_ih + h W_hhᵀ + b_hh
+/// i, f, o = σ(·);  g = tanh(·)
+/// c' = f ⊙ c + i ⊙ g
+/// h' = o ⊙ tanh(c')
+/// ```
+#[derive(Debug)]
+pub struct LstmCell<F: Float = f32> {
+    /// The weights and biases, gate blocks stacked by rows as i, f, g, o.
+    pub params: CellParams<F>,
+}
+
+impl<F: Float> Cell<F> for LstmCell<F> {
+    const GATES: usize = 4;
+    const HAS_CELL_STATE: bool = true;
+    const NAME: &'static str = "lstm";
+
+    fn init<R: Rng + ?Sized>(input: usize, hidden: usize, _: Nonlinearity, rng: &mut R) -> Self {
+        LstmCell {
+            params: CellParams::init(4, input, hidden, rng),
+        }
+    }
+
+    fn weight_ih(&self) -> &Param<F> {
+        &self.params.weight_ih
+    }
+
+    fn bias_ih(&self) -> &Param<F> {
+        &self.params.bias_ih
+    }
+
+    fn step_projected<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        xp: Var<'t, F>,
+        state: State<'t, F>,
+    ) -> State<'t, F> {
+        let gates = (xp + self.params.hidden_projection(tape, state.h)).chunk(4, 1);
+        let (i, f, g, o) = (
+            gates[0].sigmoid(),
+            gates[1].sigmoid(),
+            gates[2].tanh(),
+            gates[3].sigmoid(),
+        );
+        let c = state.c.expect("an LSTM state carries c");
+        let c = f * c + i * g;
+        State {
+            h: o * c.tanh(),
+            c: Some(c),
+        }
+    }
+}
+
+cell_module!(LstmCell);
+
+/// A GRU step (`torch.nn.GRUCell`), gates in the order r, z, n:
+///
+/// ```text
+/// r = σ(x W_irᵀ + b_ir + h W_hrᵀ + b_hr)
+/// z = σ(x W_izᵀ + b_iz + h W_hzᵀ + b_hz)
+/// n = tanh(x W_inᵀ + b_in + r ⊙ (h W_hnᵀ + b_hn))      (b_hn inside the product with r)
+/// h' = (1 - z) ⊙ n + z ⊙ h
+/// ```
+#[derive(Debug)]
+pub struct GruCell<F: Float = f32> {
+    /// The weights and biases, gate blocks stacked by rows as r, z, n.
+    pub params: CellParams<F>,
+}
+
+impl<F: Float> Cell<F> for GruCell<F> {
+    const GATES: usize = 3;
+    const HAS_CELL_STATE: bool = false;
+    const NAME: &'static str = "gru";
+
+    fn init<R: Rng + ?Sized>(input: usize, hidden: usize, _: Nonlinearity, rng: &mut R) -> Self {
+        GruCell {
+            params: CellParams::init(3, input, hidden, rng),
+        }
+    }
+
+    fn weight_ih(&self) -> &Param<F> {
+        &self.params.weight_ih
+    }
+
+    fn bias_ih(&self) -> &Param<F> {
+        &self.params.bias_ih
+    }
+
+    fn step_projected<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        xp: Var<'t, F>,
+        state: State<'t, F>,
+    ) -> State<'t, F> {
+        let x = xp.chunk(3, 1);
+        let hp = self.params.hidden_projection(tape, state.h).chunk(3, 1);
+        let r = (x[0] + hp[0]).sigmoid();
+        let z = (x[1] + hp[1]).sigmoid();
+        let n = (x[2] + r * hp[2]).tanh();
+        // (1 - z) ⊙ n + z ⊙ h, written with one fewer op.
+        State {
+            h: n + z * (state.h - n),
+            c: None,
+        }
+    }
+}
+
+cell_module!(GruCell);

@@ -1,0 +1,149 @@
+//! `Linear` and `Embedding`: the affine map and the lookup table.
+
+use rand::Rng;
+use rewind_autograd::{Float, Param, Tape, Tensor, Var};
+
+use crate::module::Module;
+
+/// `y = x Wᵀ + b`, W [out, in], b [out], over the last axis of x (any leading axes), as
+/// `torch.nn.Linear`. Init: W and b ~ U(-1/√in, 1/√in).
+#[derive(Debug)]
+pub struct Linear<F: Float = f32> {
+    /// [out_features, in_features].
+    pub weight: Param<F>,
+    /// [out_features], when the layer has a bias.
+    pub bias: Option<Param<F>>,
+}
+
+impl<F: Float> Linear<F> {
+    /// A layer from `in_features` to `out_features`, with a bias, initialised from `rng`.
+    pub fn new<R: Rng + ?Sized>(in_features: usize, out_features: usize, rng: &mut R) -> Self {
+        let bound = F::from_f64(1.0 / (in_features as f64).sqrt());
+        Linear {
+            weight: Param::named(
+                "weight",
+                Tensor::uniform(&[out_features, in_features], -bound, bound, rng),
+            ),
+            bias: Some(Param::named(
+                "bias",
+                Tensor::uniform(&[out_features], -bound, bound, rng),
+            )),
+        }
+    }
+
+    /// The same layer without a bias.
+    pub fn without_bias(mut self) -> Self {
+        self.bias = None;
+        self
+    }
+
+    /// Applies the layer to x [..., in] giving [..., out].
+    #[track_caller]
+    pub fn forward<'t>(&self, tape: &'t Tape<F>, x: Var<'t, F>) -> Var<'t, F> {
+        let shape = x.shape();
+        let (out, inp) = (self.weight.shape()[0], self.weight.shape()[1]);
+        if shape.last() != Some(&inp) {
+            panic!(
+                "linear: input's last axis must be in_features: input {:?} vs weight {:?}",
+                &shape[..],
+                self.weight.shape()
+            );
+        }
+        let rows = shape[..shape.len() - 1].iter().product();
+        let mut y = x.reshape(&[rows, inp]).matmul(tape.param(&self.weight).t());
+        if let Some(b) = &self.bias {
+            y = y + tape.param(b);
+        }
+        let mut out_shape = shape.clone();
+        *out_shape.last_mut().expect("non-empty") = out;
+        y.reshape(&out_shape)
+    }
+}
+
+impl<F: Float> Module<F> for Linear<F> {
+    fn params(&self) -> Vec<(String, &Param<F>)> {
+        let mut p = vec![("weight".to_string(), &self.weight)];
+        p.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
+        p
+    }
+
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
+        let mut p = vec![("weight".to_string(), &mut self.weight)];
+        p.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
+        p
+    }
+}
+
+/// A lookup table of `num_embeddings` vectors of size `embedding_dim`, as `torch.nn.Embedding`.
+/// Init: N(0, 1), with the `padding_idx` row zero. The padding row gets no gradient.
+#[derive(Debug)]
+pub struct Embedding<F: Float = f32> {
+    /// [num_embeddings, embedding_dim].
+    pub weight: Param<F>,
+    /// The index whose row stays fixed (zero at init) and gets no gradient.
+    pub padding_idx: Option<usize>,
+}
+
+impl<F: Float> Embedding<F> {
+    /// A table initialised from `rng`.
+    pub fn new<R: Rng + ?Sized>(num_embeddings: usize, embedding_dim: usize, rng: &mut R) -> Self {
+        Embedding {
+            weight: Param::named(
+                "weight",
+                Tensor::normal(&[num_embeddings, embedding_dim], F::ZERO, F::ONE, rng),
+            ),
+            padding_idx: None,
+        }
+    }
+
+    /// Marks `index` as padding: its row is zeroed and never updated.
+    #[track_caller]
+    pub fn with_padding_idx(mut self, index: usize) -> Self {
+        let (n, dim) = (self.weight.shape()[0], self.weight.shape()[1]);
+        assert!(
+            index < n,
+            "embedding: padding_idx {index} out of range for {n} embeddings"
+        );
+        self.weight.value_mut().data_mut()[index * dim..(index + 1) * dim].fill(F::ZERO);
+        self.padding_idx = Some(index);
+        self
+    }
+
+    /// The rows for `indices`, shaped `[shape..., embedding_dim]` where `shape` is the shape of the
+    /// index array (e.g. [T, B]).
+    #[track_caller]
+    pub fn forward<'t>(&self, tape: &'t Tape<F>, indices: &[usize], shape: &[usize]) -> Var<'t, F> {
+        let count: usize = shape.iter().product();
+        if count != indices.len() {
+            panic!(
+                "embedding: {} indices do not fill shape {shape:?}",
+                indices.len()
+            );
+        }
+        let dim = self.weight.shape()[1];
+        let mut rows = tape.param(&self.weight).index_select(indices);
+        if let Some(pad) = self.padding_idx.filter(|p| indices.contains(p)) {
+            let keep: Vec<F> = indices
+                .iter()
+                .map(|&i| if i == pad { F::ZERO } else { F::ONE })
+                .collect();
+            let keep = Tensor::from_vec(keep, &[indices.len(), 1]).expect("one per index");
+            let pad_row = self.weight.value().data()[pad * dim..(pad + 1) * dim].to_vec();
+            let pad_row = tape.constant(Tensor::from_vec(pad_row, &[1, dim]).expect("one row"));
+            rows = rows.where_cond(&keep, pad_row);
+        }
+        let mut out_shape = shape.to_vec();
+        out_shape.push(dim);
+        rows.reshape(&out_shape)
+    }
+}
+
+impl<F: Float> Module<F> for Embedding<F> {
+    fn params(&self) -> Vec<(String, &Param<F>)> {
+        vec![("weight".to_string(), &self.weight)]
+    }
+
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
+        vec![("weight".to_string(), &mut self.weight)]
+    }
+}

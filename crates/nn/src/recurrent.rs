@@ -1,0 +1,386 @@
+//! Recurrent stacks: `Rnn`, `Lstm`, `Gru` with layers, directions, dropout between layers,
+//! batch-first input, initial states and variable lengths. The time loop is a plain loop over
+//! [`Cell::step_projected`]; backpropagation through time is the engine rewinding that loop.
+
+use rand::Rng;
+use rewind_autograd::{concat, stack, Float, Param, Tape, Tensor, Var};
+
+use crate::cell::{Cell, GruCell, LstmCell, Nonlinearity, RnnCell, State};
+use crate::dropout::Dropout;
+use crate::module::Module;
+
+/// The shape and options of a recurrent stack, with PyTorch's defaults (1 layer, one direction,
+/// no dropout, time-major input).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecurrentConfig {
+    /// Features of the input.
+    pub input_size: usize,
+    /// Features of the hidden state H.
+    pub hidden_size: usize,
+    /// Stacked layers L.
+    pub num_layers: usize,
+    /// Run a second direction backwards in time (D = 2) and concatenate.
+    pub bidirectional: bool,
+    /// Dropout on the outputs of every layer but the last, in training mode.
+    pub dropout: f64,
+    /// Input and output as [B, T, ·] instead of [T, B, ·].
+    pub batch_first: bool,
+    /// Learn the initial state as parameters `h_0` (and `c_0`) [D·L, H] instead of zeros.
+    pub learn_initial_state: bool,
+    /// tanh or relu (vanilla RNN only).
+    pub nonlinearity: Nonlinearity,
+}
+
+impl RecurrentConfig {
+    /// A one-layer, one-direction stack.
+    pub fn new(input_size: usize, hidden_size: usize) -> Self {
+        RecurrentConfig {
+            input_size,
+            hidden_size,
+            num_layers: 1,
+            bidirectional: false,
+            dropout: 0.0,
+            batch_first: false,
+            learn_initial_state: false,
+            nonlinearity: Nonlinearity::Tanh,
+        }
+    }
+
+    /// Sets the number of layers.
+    pub fn num_layers(mut self, n: usize) -> Self {
+        self.num_layers = n;
+        self
+    }
+
+    /// Sets bidirectionality.
+    pub fn bidirectional(mut self, on: bool) -> Self {
+        self.bidirectional = on;
+        self
+    }
+
+    /// Sets the dropout between layers.
+    pub fn dropout(mut self, p: f64) -> Self {
+        self.dropout = p;
+        self
+    }
+
+    /// Sets batch-first layout.
+    pub fn batch_first(mut self, on: bool) -> Self {
+        self.batch_first = on;
+        self
+    }
+
+    /// Learns the initial state.
+    pub fn learn_initial_state(mut self, on: bool) -> Self {
+        self.learn_initial_state = on;
+        self
+    }
+
+    /// Sets the RNN nonlinearity.
+    pub fn nonlinearity(mut self, n: Nonlinearity) -> Self {
+        self.nonlinearity = n;
+        self
+    }
+
+    fn directions(&self) -> usize {
+        if self.bidirectional {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// A recurrent network of `num_layers` layers of cells `C`, one per direction.
+#[derive(Debug)]
+pub struct Recurrent<C, F: Float = f32> {
+    config: RecurrentConfig,
+    /// cells[layer][direction]
+    cells: Vec<Vec<C>>,
+    dropout: Dropout,
+    h_0: Option<Param<F>>,
+    c_0: Option<Param<F>>,
+}
+
+/// A vanilla RNN stack (`torch.nn.RNN`).
+pub type Rnn<F = f32> = Recurrent<RnnCell<F>, F>;
+/// An LSTM stack (`torch.nn.LSTM`).
+pub type Lstm<F = f32> = Recurrent<LstmCell<F>, F>;
+/// A GRU stack (`torch.nn.GRU`).
+pub type Gru<F = f32> = Recurrent<GruCell<F>, F>;
+
+/// States of a whole stack: h (and c) [D·L, B, H], ordered layer by layer, forward direction
+/// first, as PyTorch's h_n.
+#[derive(Clone, Copy, Debug)]
+pub struct StackState<'t, F: Float = f32> {
+    /// Hidden states [D·L, B, H].
+    pub h: Var<'t, F>,
+    /// Cell states [D·L, B, H] (LSTM only).
+    pub c: Option<Var<'t, F>>,
+}
+
+/// What a stack returns: the last layer's h at every step, and the final states.
+#[derive(Clone, Copy, Debug)]
+pub struct RecurrentOutput<'t, F: Float = f32> {
+    /// [T, B, D·H] (or [B, T, D·H] batch-first); zero past each sequence's length.
+    pub output: Var<'t, F>,
+    /// The final states, each taken at its sequence's own length.
+    pub state: StackState<'t, F>,
+}
+
+impl<C: Cell<F>, F: Float> Recurrent<C, F> {
+    /// A stack initialised from `rng` as PyTorch initialises one (every weight and bias
+    /// ~ U(-1/√H, 1/√H); a learned initial state starts at zero).
+    #[track_caller]
+    pub fn new<R: Rng + ?Sized>(config: RecurrentConfig, rng: &mut R) -> Self {
+        assert!(
+            config.num_layers >= 1,
+            "{}: needs at least one layer",
+            C::NAME
+        );
+        let (d, h) = (config.directions(), config.hidden_size);
+        let cells = (0..config.num_layers)
+            .map(|layer| {
+                let input = if layer == 0 { config.input_size } else { d * h };
+                (0..d)
+                    .map(|_| C::init(input, h, config.nonlinearity, rng))
+                    .collect()
+            })
+            .collect();
+        let learned = |name: &str| Param::named(name, Tensor::zeros(&[d * config.num_layers, h]));
+        Recurrent {
+            h_0: config.learn_initial_state.then(|| learned("h_0")),
+            c_0: (config.learn_initial_state && C::HAS_CELL_STATE).then(|| learned("c_0")),
+            dropout: Dropout::new(config.dropout, rng.random()),
+            cells,
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// The cell of one layer and direction (0 forward, 1 backward).
+    pub fn cell(&self, layer: usize, direction: usize) -> &C {
+        &self.cells[layer][direction]
+    }
+
+    /// Training mode (dropout between layers on) or evaluation mode.
+    pub fn set_training(&self, training: bool) {
+        self.dropout.set_training(training);
+    }
+
+    /// Runs the stack over `input` [T, B, in] ([B, T, in] batch-first).
+    ///
+    /// `initial` gives h_0 (and c_0) [D·L, B, H]; without it the state starts at zero, or at the
+    /// learned initial state. `lengths` gives each sequence's length: past it, the state passes
+    /// through unchanged and the output is zero, and the backward direction starts at each
+    /// sequence's own end.
+    #[track_caller]
+    pub fn forward<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        input: Var<'t, F>,
+        initial: Option<StackState<'t, F>>,
+        lengths: Option<&[usize]>,
+    ) -> RecurrentOutput<'t, F> {
+        let x = self.time_major(input);
+        let shape = x.shape();
+        let (steps, batch) = (shape[0], shape[1]);
+        let masks = lengths.map(|l| self.step_masks(l, steps, batch));
+        let (dirs, hidden) = (self.config.directions(), self.config.hidden_size);
+        self.check_initial(initial, batch);
+        let mut layer_input = x;
+        let mut finals = Vec::with_capacity(self.config.num_layers * dirs);
+        for (layer, cells) in self.cells.iter().enumerate() {
+            let features = layer_input.shape()[2];
+            let flat = layer_input.reshape(&[steps * batch, features]);
+            let mut outputs = Vec::with_capacity(dirs);
+            for (direction, cell) in cells.iter().enumerate() {
+                // The input projection of every step in one GEMM, before the loop.
+                let xp = flat.matmul(tape.param(cell.weight_ih()).t()) + tape.param(cell.bias_ih());
+                let mut state = self.initial_state(tape, initial, layer * dirs + direction, batch);
+                let mut hs = vec![None; steps];
+                for k in 0..steps {
+                    let t = if direction == 0 { k } else { steps - 1 - k };
+                    let next = cell.step_projected(tape, xp.narrow(0, t * batch, batch), state);
+                    let (next, out) = match &masks {
+                        Some(m) => masked(tape, &m[t], next, state),
+                        None => (next, next.h),
+                    };
+                    state = next;
+                    hs[t] = Some(out);
+                }
+                let hs: Vec<Var<'t, F>> =
+                    hs.into_iter().map(|h| h.expect("every step ran")).collect();
+                outputs.push(stack(&hs, 0));
+                finals.push(state);
+            }
+            let out = if dirs == 2 {
+                concat(&outputs, 2)
+            } else {
+                outputs[0]
+            };
+            let last = layer + 1 == self.config.num_layers;
+            layer_input = if last {
+                out
+            } else {
+                self.dropout.forward(tape, out)
+            };
+        }
+        debug_assert_eq!(layer_input.shape()[2], dirs * hidden);
+        let h: Vec<Var<'t, F>> = finals.iter().map(|s| s.h).collect();
+        let c: Option<Vec<Var<'t, F>>> = finals.iter().map(|s| s.c).collect();
+        RecurrentOutput {
+            output: self.time_major(layer_input),
+            state: StackState {
+                h: stack(&h, 0),
+                c: c.map(|c| stack(&c, 0)),
+            },
+        }
+    }
+
+    /// Swaps [B, T, ·] and [T, B, ·] when batch-first (its own inverse); checks the input shape.
+    #[track_caller]
+    fn time_major<'t>(&self, x: Var<'t, F>) -> Var<'t, F> {
+        let s = x.shape();
+        if s.len() != 3 {
+            panic!(
+                "{}: expected a 3-D input [T, B, {}], got {:?}",
+                C::NAME,
+                self.config.input_size,
+                &s[..]
+            );
+        }
+        if self.config.batch_first {
+            x.transpose(0, 1)
+        } else {
+            x
+        }
+    }
+
+    /// mask[t] is 1 for the sequences still running at step t, as [B, 1].
+    #[track_caller]
+    fn step_masks(&self, lengths: &[usize], steps: usize, batch: usize) -> Vec<Tensor<F>> {
+        if lengths.len() != batch || lengths.iter().any(|&l| l == 0 || l > steps) {
+            panic!(
+                "{}: lengths {lengths:?} must give each of the {batch} sequences a length in 1..={steps}",
+                C::NAME
+            );
+        }
+        (0..steps)
+            .map(|t| {
+                let m = lengths
+                    .iter()
+                    .map(|&l| if t < l { F::ONE } else { F::ZERO })
+                    .collect();
+                Tensor::from_vec(m, &[batch, 1]).expect("one per sequence")
+            })
+            .collect()
+    }
+
+    #[track_caller]
+    fn check_initial(&self, initial: Option<StackState<'_, F>>, batch: usize) {
+        let Some(s) = initial else { return };
+        let expected = [
+            self.config.directions() * self.config.num_layers,
+            batch,
+            self.config.hidden_size,
+        ];
+        let check = |name: &str, v: Var<'_, F>| {
+            if v.shape()[..] != expected {
+                panic!(
+                    "{}: initial {name} must be {expected:?}, got {:?}",
+                    C::NAME,
+                    &v.shape()[..]
+                );
+            }
+        };
+        check("h", s.h);
+        match (s.c, C::HAS_CELL_STATE) {
+            (Some(c), true) => check("c", c),
+            (None, true) => panic!("{}: the initial state needs c as well as h", C::NAME),
+            (Some(_), false) => panic!("{}: this cell has no c state", C::NAME),
+            (None, false) => {}
+        }
+    }
+
+    /// The starting state of layer-direction `index`, as [B, H].
+    fn initial_state<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        initial: Option<StackState<'t, F>>,
+        index: usize,
+        batch: usize,
+    ) -> State<'t, F> {
+        let hidden = self.config.hidden_size;
+        let zeros = || tape.constant(Tensor::zeros(&[batch, hidden]));
+        let pick = |v: Var<'t, F>| v.narrow(0, index, 1).reshape(&[batch, hidden]);
+        let learned = |p: &Param<F>| tape.param(p).narrow(0, index, 1) + zeros();
+        let h = match (initial, &self.h_0) {
+            (Some(s), _) => pick(s.h),
+            (None, Some(p)) => learned(p),
+            (None, None) => zeros(),
+        };
+        let c = C::HAS_CELL_STATE.then(|| match (initial.and_then(|s| s.c), &self.c_0) {
+            (Some(c), _) => pick(c),
+            (None, Some(p)) => learned(p),
+            (None, None) => zeros(),
+        });
+        State { h, c }
+    }
+}
+
+/// Where `mask` [B, 1] is 0 (the sequence has ended), keeps the previous state and outputs zero.
+fn masked<'t, F: Float>(
+    tape: &'t Tape<F>,
+    mask: &Tensor<F>,
+    next: State<'t, F>,
+    prev: State<'t, F>,
+) -> (State<'t, F>, Var<'t, F>) {
+    let zero = tape.constant(Tensor::scalar(F::ZERO));
+    let state = State {
+        h: next.h.where_cond(mask, prev.h),
+        c: next.c.zip(prev.c).map(|(n, p)| n.where_cond(mask, p)),
+    };
+    (state, next.h.where_cond(mask, zero))
+}
+
+impl<C: Cell<F>, F: Float> Module<F> for Recurrent<C, F> {
+    fn params(&self) -> Vec<(String, &Param<F>)> {
+        let mut out = Vec::new();
+        for (layer, cells) in self.cells.iter().enumerate() {
+            for (direction, cell) in cells.iter().enumerate() {
+                for (name, p) in cell.params() {
+                    out.push((stacked_name(&name, layer, direction), p));
+                }
+            }
+        }
+        out.extend(self.h_0.iter().map(|p| ("h_0".to_string(), p)));
+        out.extend(self.c_0.iter().map(|p| ("c_0".to_string(), p)));
+        out
+    }
+
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
+        let mut out = Vec::new();
+        for (layer, cells) in self.cells.iter_mut().enumerate() {
+            for (direction, cell) in cells.iter_mut().enumerate() {
+                for (name, p) in cell.params_mut() {
+                    out.push((stacked_name(&name, layer, direction), p));
+                }
+            }
+        }
+        out.extend(self.h_0.iter_mut().map(|p| ("h_0".to_string(), p)));
+        out.extend(self.c_0.iter_mut().map(|p| ("c_0".to_string(), p)));
+        out
+    }
+}
+
+/// PyTorch's name for a cell parameter in a stack: `weight_ih` of layer 1's backward direction
+/// is `weight_ih_l1_reverse`.
+fn stacked_name(name: &str, layer: usize, direction: usize) -> String {
+    let suffix = if direction == 1 { "_reverse" } else { "" };
+    format!("{name}_l{layer}{suffix}")
+}
