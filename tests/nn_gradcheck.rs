@@ -79,16 +79,20 @@ fn loss_gradients() {
     let mut r = rng(4);
     let logits = uniform(&[5, 4], &mut r);
     let targets = [0, 3, -100, 2, 1];
-    gradcheck(|_, v| cross_entropy(v[0], &targets), &[logits.clone()]).unwrap();
+    gradcheck(
+        |_, v| cross_entropy(v[0], &targets),
+        std::slice::from_ref(&logits),
+    )
+    .unwrap();
     gradcheck(
         |_, v| nll_loss(v[0].log_softmax(1), &targets),
-        &[logits.clone()],
+        std::slice::from_ref(&logits),
     )
     .unwrap();
     let target = uniform(&[5, 4], &mut r);
     gradcheck(
         |t, v| mse_loss(v[0], t.constant(target.clone())),
-        &[logits.clone()],
+        std::slice::from_ref(&logits),
     )
     .unwrap();
     let probs = Tensor::uniform(&[5, 4], 0.0, 1.0, &mut r);
