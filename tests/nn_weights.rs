@@ -1,0 +1,113 @@
+//! Weights as safetensors with PyTorch's state_dict names: a round trip, and every way a file
+//! can fail to fit, each an error that names the tensor, never a panic. (The file PyTorch wrote
+//! is read in nn_parity.rs.)
+
+use std::fs;
+use std::path::PathBuf;
+
+use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+use rewind::nn::{
+    load_weights, save_weights, Linear, Lstm, Module, RecurrentConfig, WeightProblem, WeightsError,
+};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rewind-weights-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn lstm(seed: u64, hidden: usize) -> Lstm {
+    Lstm::new(
+        RecurrentConfig::new(5, hidden)
+            .num_layers(2)
+            .bidirectional(true),
+        &mut StdRng::seed_from_u64(seed),
+    )
+}
+
+#[test]
+fn save_then_load_round_trips_every_parameter() {
+    let path = scratch("round_trip.safetensors");
+    let saved = lstm(1, 4);
+    save_weights(&saved, &path).unwrap();
+    let mut loaded = lstm(2, 4);
+    load_weights(&mut loaded, &path).unwrap();
+    for ((name, a), (_, b)) in saved.params().iter().zip(loaded.params()) {
+        assert_eq!(a.value(), b.value(), "{name}");
+    }
+    let names: Vec<String> = saved.params().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"weight_hh_l1_reverse".to_string()));
+}
+
+#[test]
+fn missing_extra_and_misshaped_tensors_are_named() {
+    let path = scratch("mismatch.safetensors");
+    save_weights(&lstm(1, 3), &path).unwrap();
+    let mut model = lstm(2, 4);
+    let before = model.params()[0].1.value().clone();
+    let err = load_weights(&mut model, &path).unwrap_err();
+    let WeightsError::Mismatch(problems) = &err else {
+        panic!("{err}")
+    };
+    assert!(problems.contains(&WeightProblem::Shape {
+        name: "weight_hh_l0".into(),
+        expected: vec![16, 4],
+        found: vec![12, 3],
+    }));
+    assert!(
+        err.to_string()
+            .contains("`weight_hh_l0` has shape [12, 3], the model expects [16, 4]"),
+        "{err}"
+    );
+    assert_eq!(
+        model.params()[0].1.value(),
+        &before,
+        "a failed load changes nothing"
+    );
+
+    let mut linear = Linear::<f32>::new(5, 3, &mut StdRng::seed_from_u64(0));
+    let err = load_weights(&mut linear, &path).unwrap_err().to_string();
+    assert!(
+        err.contains("missing `weight` (the model expects [3, 5])"),
+        "{err}"
+    );
+    assert!(err.contains("unexpected `bias_hh_l0` [12]"), "{err}");
+}
+
+#[test]
+fn a_truncated_or_corrupt_file_is_an_error() {
+    let path = scratch("good.safetensors");
+    save_weights(&lstm(1, 4), &path).unwrap();
+    let bytes = fs::read(&path).unwrap();
+    let cut = scratch("truncated.safetensors");
+    fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let err = load_weights(&mut lstm(1, 4), &cut).unwrap_err().to_string();
+    assert!(err.contains("is not a valid safetensors file"), "{err}");
+    let garbage = scratch("garbage.safetensors");
+    fs::write(&garbage, b"not a tensor file at all").unwrap();
+    assert!(load_weights(&mut lstm(1, 4), &garbage).is_err());
+    let empty = scratch("empty.safetensors");
+    fs::write(&empty, b"").unwrap();
+    assert!(load_weights(&mut lstm(1, 4), &empty).is_err());
+    let missing = load_weights(&mut lstm(1, 4), &scratch("absent.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(missing.starts_with("cannot read "), "{missing}");
+}
+
+#[test]
+fn a_failed_save_leaves_the_previous_file_intact() {
+    let path = scratch("kept.safetensors");
+    save_weights(&lstm(1, 4), &path).unwrap();
+    let before = fs::read(&path).unwrap();
+    // Saving into a directory that does not exist fails before touching anything.
+    let bad = scratch("no-such-dir").join("w.safetensors");
+    assert!(save_weights(&lstm(2, 4), &bad).is_err());
+    assert_eq!(fs::read(&path).unwrap(), before);
+    let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary files are left behind");
+}
