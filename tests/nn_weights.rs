@@ -10,8 +10,13 @@ use rewind::nn::{
     load_weights, save_weights, Linear, Lstm, Module, RecurrentConfig, WeightProblem, WeightsError,
 };
 
+/// A file in a directory of this test's own (tests run in parallel).
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rewind-weights-{}", std::process::id()));
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
+    let dir = std::env::temp_dir().join(format!("rewind-weights-{}-{test}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     dir.join(name)
 }

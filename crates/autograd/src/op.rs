@@ -135,6 +135,13 @@ fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F>
     nodes[x].value().map(f)
 }
 
+/// An element-wise binary op; generic over `f` so that it inlines into the loop.
+fn bin<F: Float>(nodes: &[Node<F>], a: usize, b: usize, f: impl Fn(F, F) -> F) -> Tensor<F> {
+    let (va, vb) = (nodes[a].value(), nodes[b].value());
+    let out = broadcast_shape(va.shape(), vb.shape()).expect("checked when recorded");
+    binary(va, vb, &out, f)
+}
+
 fn reduced_shape(shape: &[usize], axis: Option<usize>, keepdim: bool) -> Shape {
     match (axis, keepdim) {
         (None, false) => Shape::new(),

@@ -18,6 +18,11 @@ pub(crate) fn binary<F: Float>(
     } else if b.numel() == 1 {
         let q = y[0];
         x.iter().map(|&p| f(p, q)).collect()
+    } else if a.shape() == out && is_trailing(b.shape(), out) {
+        // A bias-like operand repeated over the leading axes: one pass over whole rows.
+        x.chunks_exact(y.len())
+            .flat_map(|row| row.iter().zip(y).map(|(&p, &q)| f(p, q)))
+            .collect()
     } else {
         let mut data = vec![F::ZERO; crate::shape::numel(out)];
         let (sa, sb) = (
@@ -44,6 +49,13 @@ pub(crate) fn accumulate_reduced<F: Float>(
         for (i, (d, &gi)) in dst.iter_mut().zip(g).enumerate() {
             *d += f(i, gi);
         }
+    } else if is_trailing(dst_shape, out) && !dst.is_empty() {
+        let n = dst.len();
+        for (r, row) in g.chunks_exact(n).enumerate() {
+            for (j, (d, &gi)) in dst.iter_mut().zip(row).enumerate() {
+                *d += f(r * n + j, gi);
+            }
+        }
     } else {
         let s = broadcast_strides(dst_shape, out);
         for_each_broadcast(out, [&s], |i, [id]| dst[id] += f(i, g[i]));
@@ -59,4 +71,12 @@ pub(crate) fn broadcast_index(shape: &[usize], out: &[usize]) -> Option<Vec<usiz
     let mut idx = vec![0; crate::shape::numel(out)];
     for_each_broadcast(out, [&s], |i, [o]| idx[i] = o);
     Some(idx)
+}
+
+/// True when `shape` is `out` with some leading axes removed or set to 1: each element is reused
+/// for every index of those leading axes, and the rest lines up with `out`'s trailing axes.
+fn is_trailing(shape: &[usize], out: &[usize]) -> bool {
+    let first = shape.iter().position(|&d| d != 1).unwrap_or(shape.len());
+    let rest = &shape[first..];
+    rest.len() <= out.len() && out[out.len() - rest.len()..] == *rest
 }
