@@ -15,7 +15,7 @@ use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index};
 use crate::kernels::matmul::{gemm, View};
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
-use crate::tape::Node;
+use crate::tape::{Node, Tape, Var};
 use crate::tensor::Tensor;
 
 /// How a loss over many targets is reduced to one number.
@@ -122,7 +122,18 @@ pub(crate) enum Op<F: Float> {
         op: Box<dyn CustomOp<F>>,
         inputs: SmallVec<[usize; 4]>,
     },
+    /// `f(inputs)` run on an inner tape that is dropped at once; the value is every output
+    /// flattened and concatenated. Backward re-runs `f` to get the gradients.
+    Checkpoint {
+        f: CheckpointFn<F>,
+        inputs: SmallVec<[usize; 4]>,
+        shapes: Vec<Shape>,
+    },
 }
+
+/// A function of Vars that `checkpoint` can run again during backward.
+pub(crate) type CheckpointFn<F> =
+    Box<dyn for<'s> Fn(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>>;
 
 /// True when `perm` swaps the last two axes and keeps the others: a transpose a matmul can read
 /// by stride.
@@ -169,17 +180,12 @@ impl<F: Float> Op<F> {
     /// Computes this op's value from its inputs' values.
     pub(crate) fn forward(&mut self, nodes: &[Node<F>]) -> Tensor<F> {
         let val = |i: usize| nodes[i].value();
-        let bin = |a: usize, b: usize, f: fn(F, F) -> F| {
-            let out =
-                broadcast_shape(val(a).shape(), val(b).shape()).expect("checked when recorded");
-            binary(val(a), val(b), &out, f)
-        };
         match self {
             Op::Leaf | Op::Param(_) => unreachable!("leaves are recorded with their values"),
-            Op::Add(a, b) => bin(*a, *b, |x, y| x + y),
-            Op::Sub(a, b) => bin(*a, *b, |x, y| x - y),
-            Op::Mul(a, b) => bin(*a, *b, |x, y| x * y),
-            Op::Div(a, b) => bin(*a, *b, |x, y| x / y),
+            Op::Add(a, b) => bin(nodes, *a, *b, |x, y| x + y),
+            Op::Sub(a, b) => bin(nodes, *a, *b, |x, y| x - y),
+            Op::Mul(a, b) => bin(nodes, *a, *b, |x, y| x * y),
+            Op::Div(a, b) => bin(nodes, *a, *b, |x, y| x / y),
             Op::Affine { x, scale, shift } => unary(nodes, *x, |v| *scale * v + *shift),
             Op::Powf { x, p } => unary(nodes, *x, |v| v.powf(*p)),
             Op::Exp(x) => unary(nodes, *x, F::exp),
@@ -315,6 +321,21 @@ impl<F: Float> Op<F> {
             Op::Custom { op, inputs } => {
                 let values: Vec<&Tensor<F>> = inputs.iter().map(|&i| val(i)).collect();
                 op.forward(&values)
+            }
+            Op::Checkpoint { f, inputs, shapes } => {
+                let inner = Tape::new();
+                let vars: Vec<Var<'_, F>> = inputs
+                    .iter()
+                    .map(|&i| inner.constant(val(i).clone()))
+                    .collect();
+                let outputs = f(&inner, &vars);
+                *shapes = outputs.iter().map(|o| o.shape()).collect();
+                let mut flat = Vec::with_capacity(shapes.iter().map(|s| numel(s)).sum());
+                for o in &outputs {
+                    flat.extend_from_slice(o.value().data());
+                }
+                let n = flat.len();
+                Tensor::new_unchecked(Shape::from_slice(&[n]), flat)
             }
         }
     }
@@ -583,6 +604,34 @@ impl<F: Float> Op<F> {
                     sink.add(i, gi);
                 }
             }
+            // Re-run f on a fresh tape with the inputs as leaves and backpropagate
+            // Σ_k ⟨output_k, g_k⟩ through it: the inputs' gradients, recomputed.
+            Op::Checkpoint { f, inputs, shapes } => {
+                let inner = Tape::new();
+                let vars: Vec<Var<'_, F>> = inputs
+                    .iter()
+                    .map(|&i| match nodes[i].requires_grad {
+                        true => inner.var(val(i).clone()),
+                        false => inner.constant(val(i).clone()),
+                    })
+                    .collect();
+                let outputs = f(&inner, &vars);
+                let mut offset = 0;
+                let mut total = inner.constant(Tensor::scalar(F::ZERO));
+                for (o, shape) in outputs.iter().zip(shapes) {
+                    let n = numel(shape);
+                    let gk = Tensor::new_unchecked(shape.clone(), gd[offset..offset + n].to_vec());
+                    total = total + (*o * inner.constant(gk)).sum();
+                    offset += n;
+                }
+                sink.note_inner_bytes(inner.stats().bytes);
+                let inner_grads = total.backward();
+                for (&i, v) in inputs.iter().zip(&vars) {
+                    if let Some(gi) = inner_grads.wrt(*v) {
+                        sink.add(i, gi.clone());
+                    }
+                }
+            }
         }
     }
 }
@@ -592,6 +641,8 @@ impl<F: Float> Op<F> {
 pub(crate) struct GradSink<'a, F: Float> {
     nodes: &'a [Node<F>],
     slots: Vec<Option<Tensor<F>>>,
+    /// The most bytes a checkpoint's recomputation held at once.
+    pub(crate) inner_peak: usize,
 }
 
 impl<'a, F: Float> GradSink<'a, F> {
@@ -599,7 +650,12 @@ impl<'a, F: Float> GradSink<'a, F> {
         GradSink {
             nodes,
             slots: (0..=root).map(|_| None).collect(),
+            inner_peak: 0,
         }
+    }
+
+    fn note_inner_bytes(&mut self, bytes: usize) {
+        self.inner_peak = self.inner_peak.max(bytes);
     }
 
     /// Removes node `i`'s finished gradient (every consumer of `i` comes after it on the tape).

@@ -39,9 +39,11 @@ pub struct TapeStats {
     /// Recorded nodes.
     pub nodes: usize,
     /// Bytes of node values the tape owns: not parameters (the model owns those) and not views
-    /// that share another node's storage (reshape, detach). A tape only grows, so this is also its
-    /// peak.
+    /// that share another node's storage (reshape, detach).
     pub bytes: usize,
+    /// The most bytes held at once: `bytes`, or more while a backward pass recomputed a
+    /// checkpointed function on an inner tape.
+    pub peak_bytes: usize,
 }
 
 /// The record of a forward pass: one node per op, in creation order.
@@ -62,6 +64,7 @@ pub struct Tape<F: Float = f32> {
     nodes: RefCell<Vec<Node<F>>>,
     params: RefCell<HashMap<ParamId, usize>>,
     bytes: Cell<usize>,
+    peak_bytes: Cell<usize>,
 }
 
 /// A handle to a node on a [`Tape`]: cheap to copy, and the thing model code computes with.
@@ -87,6 +90,7 @@ impl<F: Float> Tape<F> {
             nodes: RefCell::new(Vec::new()),
             params: RefCell::new(HashMap::new()),
             bytes: Cell::new(0),
+            peak_bytes: Cell::new(0),
         }
     }
 
@@ -136,6 +140,54 @@ impl<F: Float> Tape<F> {
         )
     }
 
+    /// Runs `f` on `inputs` without keeping anything it computes inside, only its outputs; during
+    /// backward, `f` runs again on a fresh tape to recompute what its gradients need (as
+    /// `jax.checkpoint` and `torch.utils.checkpoint`). Memory for a chain of such segments is
+    /// their outputs plus one segment's insides at a time.
+    ///
+    /// `f` must be a pure function of its inputs: pass parameters in as inputs
+    /// (`tape.param(&p)`), and derive any randomness from values it captures (a seed), so the
+    /// recomputation replays it exactly.
+    ///
+    /// ```
+    /// use rewind_autograd::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::scalar(0.5));
+    /// let y = tape.checkpoint(&[x], |_, v| vec![(v[0] * v[0]).tanh()])[0];
+    /// let g = y.backward()[x].item(); // d tanh(x²)/dx = 2x (1 - tanh²(x²))
+    /// assert!((g - (1.0 - 0.25f64.tanh().powi(2))).abs() < 1e-15);
+    /// ```
+    pub fn checkpoint<'t>(
+        &'t self,
+        inputs: &[Var<'t, F>],
+        f: impl for<'s> Fn(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>> + 'static,
+    ) -> Vec<Var<'t, F>> {
+        for v in inputs {
+            self.assert_owns("checkpoint", *v);
+        }
+        let indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
+        let op = Op::Checkpoint {
+            f: Box::new(f),
+            inputs: indices.clone(),
+            shapes: Vec::new(),
+        };
+        let flat = self.record(op, &indices);
+        let shapes = match &self.nodes.borrow()[flat.index].op {
+            Op::Checkpoint { shapes, .. } => shapes.clone(),
+            _ => unreachable!("just recorded"),
+        };
+        let mut offset = 0;
+        shapes
+            .iter()
+            .map(|s| {
+                let n = crate::shape::numel(s);
+                let out = flat.narrow(0, offset, n).reshape(s);
+                offset += n;
+                out
+            })
+            .collect()
+    }
+
     /// The number of recorded nodes.
     pub fn len(&self) -> usize {
         self.nodes.borrow().len()
@@ -151,6 +203,7 @@ impl<F: Float> Tape<F> {
         TapeStats {
             nodes: self.len(),
             bytes: self.bytes.get(),
+            peak_bytes: self.peak_bytes.get().max(self.bytes.get()),
         }
     }
 
@@ -183,6 +236,8 @@ impl<F: Float> Tape<F> {
         if owns {
             if let Some(v) = &value {
                 self.bytes.set(self.bytes.get() + v.nbytes());
+                self.peak_bytes
+                    .set(self.peak_bytes.get().max(self.bytes.get()));
             }
         }
         let mut nodes = self.nodes.borrow_mut();
@@ -285,6 +340,8 @@ impl<F: Float> Tape<F> {
             }
             node.op.backward(i, g, &nodes, &mut sink, &mut grads);
         }
+        let peak = self.bytes.get() + sink.inner_peak;
+        self.peak_bytes.set(self.peak_bytes.get().max(peak));
         grads
     }
 }
