@@ -46,10 +46,30 @@ pub trait Cell<F: Float>: Module<F> + Sized {
         rng: &mut R,
     ) -> Self;
 
+    /// What besides the weights defines a step (the RNN's nonlinearity), as a plain value, so a
+    /// step can be re-run from [`recur`](Cell::recur) alone (checkpointed segments do that).
+    type Kind: Copy + 'static;
+
+    /// This cell's kind.
+    fn kind(&self) -> Self::Kind;
     /// W_ih [G·H, in].
     fn weight_ih(&self) -> &Param<F>;
     /// b_ih [G·H].
     fn bias_ih(&self) -> &Param<F>;
+    /// W_hh [G·H, H].
+    fn weight_hh(&self) -> &Param<F>;
+    /// b_hh [G·H].
+    fn bias_hh(&self) -> &Param<F>;
+
+    /// The cell's equations: one step from the input projection `xp = x W_ihᵀ + b_ih` [B, G·H],
+    /// with W_hh and b_hh given as values on the tape.
+    fn recur<'t>(
+        kind: Self::Kind,
+        w_hh: Var<'t, F>,
+        b_hh: Var<'t, F>,
+        xp: Var<'t, F>,
+        state: State<'t, F>,
+    ) -> State<'t, F>;
 
     /// One step given the input projection `xp = x W_ihᵀ + b_ih` [B, G·H].
     fn step_projected<'t>(
@@ -57,7 +77,10 @@ pub trait Cell<F: Float>: Module<F> + Sized {
         tape: &'t Tape<F>,
         xp: Var<'t, F>,
         state: State<'t, F>,
-    ) -> State<'t, F>;
+    ) -> State<'t, F> {
+        let (w_hh, b_hh) = (tape.param(self.weight_hh()), tape.param(self.bias_hh()));
+        Self::recur(self.kind(), w_hh, b_hh, xp, state)
+    }
 
     /// The hidden size H.
     fn hidden_size(&self) -> usize {
@@ -98,11 +121,6 @@ impl<F: Float> CellParams<F> {
         }
     }
 
-    /// h W_hhᵀ + b_hh, with W_hh read by stride.
-    fn hidden_projection<'t>(&self, tape: &'t Tape<F>, h: Var<'t, F>) -> Var<'t, F> {
-        h.matmul(tape.param(&self.weight_hh).t()) + tape.param(&self.bias_hh)
-    }
-
     fn list(&self) -> Vec<(String, &Param<F>)> {
         vec![
             ("weight_ih".into(), &self.weight_ih),
@@ -120,6 +138,15 @@ impl<F: Float> CellParams<F> {
             ("bias_hh".into(), &mut self.bias_hh),
         ]
     }
+}
+
+/// h W_hhᵀ + b_hh, with W_hh read by stride.
+fn hidden_projection<'t, F: Float>(
+    w_hh: Var<'t, F>,
+    b_hh: Var<'t, F>,
+    h: Var<'t, F>,
+) -> Var<'t, F> {
+    h.matmul(w_hh.t()) + b_hh
 }
 
 macro_rules! cell_module {
@@ -149,6 +176,7 @@ impl<F: Float> Cell<F> for RnnCell<F> {
     const GATES: usize = 1;
     const HAS_CELL_STATE: bool = false;
     const NAME: &'static str = "rnn";
+    type Kind = Nonlinearity;
 
     fn init<R: Rng + ?Sized>(
         input: usize,
@@ -170,14 +198,27 @@ impl<F: Float> Cell<F> for RnnCell<F> {
         &self.params.bias_ih
     }
 
-    fn step_projected<'t>(
-        &self,
-        tape: &'t Tape<F>,
+    fn kind(&self) -> Nonlinearity {
+        self.nonlinearity
+    }
+
+    fn weight_hh(&self) -> &Param<F> {
+        &self.params.weight_hh
+    }
+
+    fn bias_hh(&self) -> &Param<F> {
+        &self.params.bias_hh
+    }
+
+    fn recur<'t>(
+        kind: Nonlinearity,
+        w_hh: Var<'t, F>,
+        b_hh: Var<'t, F>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let pre = xp + self.params.hidden_projection(tape, state.h);
-        let h = match self.nonlinearity {
+        let pre = xp + hidden_projection(w_hh, b_hh, state.h);
+        let h = match kind {
             Nonlinearity::Tanh => pre.tanh(),
             Nonlinearity::Relu => pre.relu(),
         };
@@ -205,6 +246,7 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     const GATES: usize = 4;
     const HAS_CELL_STATE: bool = true;
     const NAME: &'static str = "lstm";
+    type Kind = ();
 
     fn init<R: Rng + ?Sized>(input: usize, hidden: usize, _: Nonlinearity, rng: &mut R) -> Self {
         LstmCell {
@@ -220,13 +262,24 @@ impl<F: Float> Cell<F> for LstmCell<F> {
         &self.params.bias_ih
     }
 
-    fn step_projected<'t>(
-        &self,
-        tape: &'t Tape<F>,
+    fn kind(&self) {}
+
+    fn weight_hh(&self) -> &Param<F> {
+        &self.params.weight_hh
+    }
+
+    fn bias_hh(&self) -> &Param<F> {
+        &self.params.bias_hh
+    }
+
+    fn recur<'t>(
+        _: (),
+        w_hh: Var<'t, F>,
+        b_hh: Var<'t, F>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let gates = (xp + self.params.hidden_projection(tape, state.h)).chunk(4, 1);
+        let gates = (xp + hidden_projection(w_hh, b_hh, state.h)).chunk(4, 1);
         let (i, f, g, o) = (
             gates[0].sigmoid(),
             gates[1].sigmoid(),
@@ -262,6 +315,7 @@ impl<F: Float> Cell<F> for GruCell<F> {
     const GATES: usize = 3;
     const HAS_CELL_STATE: bool = false;
     const NAME: &'static str = "gru";
+    type Kind = ();
 
     fn init<R: Rng + ?Sized>(input: usize, hidden: usize, _: Nonlinearity, rng: &mut R) -> Self {
         GruCell {
@@ -277,14 +331,25 @@ impl<F: Float> Cell<F> for GruCell<F> {
         &self.params.bias_ih
     }
 
-    fn step_projected<'t>(
-        &self,
-        tape: &'t Tape<F>,
+    fn kind(&self) {}
+
+    fn weight_hh(&self) -> &Param<F> {
+        &self.params.weight_hh
+    }
+
+    fn bias_hh(&self) -> &Param<F> {
+        &self.params.bias_hh
+    }
+
+    fn recur<'t>(
+        _: (),
+        w_hh: Var<'t, F>,
+        b_hh: Var<'t, F>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
         let x = xp.chunk(3, 1);
-        let hp = self.params.hidden_projection(tape, state.h).chunk(3, 1);
+        let hp = hidden_projection(w_hh, b_hh, state.h).chunk(3, 1);
         let r = (x[0] + hp[0]).sigmoid();
         let z = (x[1] + hp[1]).sigmoid();
         let n = (x[2] + r * hp[2]).tanh();
