@@ -376,6 +376,22 @@ impl<'t, F: Float> Var<'t, F> {
         fill.where_cond(mask, self)
     }
 
+    /// The same value, with the gradient flowing back through it multiplied by `s`:
+    /// `detach(x) + s·(x - detach(x))`. With s = 0 it is `detach`, with s = 1 the identity (and
+    /// records nothing). Randomized truncation of BPTT scales the gradient into each state this
+    /// way.
+    pub fn scale_grad(self, s: F) -> Self {
+        if s == F::ONE {
+            return self;
+        }
+        let stopped = self.detach();
+        if s == F::ZERO {
+            return stopped;
+        }
+        // Forward: stopped + s·0 = x exactly. Backward: s·g reaches x.
+        stopped + (self - stopped) * s
+    }
+
     /// The same value with no gradient flowing back through it (shares storage).
     pub fn detach(self) -> Self {
         self.tape().constant_sharing(self.value())

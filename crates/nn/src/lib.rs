@@ -35,7 +35,7 @@ pub use dropout::Dropout;
 pub use gradcheck::gradcheck_module;
 pub use linear::{Embedding, Linear};
 pub use module::{nested, Module};
-pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn, StackState};
+pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn, Run, StackState};
 pub use weights::{
     load_state_dict, load_weights, save_weights, state_dict, WeightProblem, WeightsError,
 };

@@ -186,12 +186,43 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         initial: Option<StackState<'t, F>>,
         lengths: Option<&[usize]>,
     ) -> RecurrentOutput<'t, F> {
+        let run = Run {
+            initial,
+            lengths,
+            ..Run::default()
+        };
+        self.forward_with(tape, input, &run)
+    }
+
+    /// [`forward`](Recurrent::forward) with every option of [`Run`]: also gradient scaling per
+    /// step (randomized truncation) and checkpointed segments.
+    #[track_caller]
+    pub fn forward_with<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        input: Var<'t, F>,
+        run: &Run<'_, 't, F>,
+    ) -> RecurrentOutput<'t, F> {
         let x = self.time_major(input);
         let shape = x.shape();
         let (steps, batch) = (shape[0], shape[1]);
-        let masks = lengths.map(|l| self.step_masks(l, steps, batch));
-        let (dirs, hidden) = (self.config.directions(), self.config.hidden_size);
-        self.check_initial(initial, batch);
+        let masks = run.lengths.map(|l| self.step_masks(l, steps, batch));
+        if let Some(xi) = run.grad_scale {
+            assert_eq!(
+                xi.len(),
+                steps,
+                "{}: grad_scale needs one factor per step ({steps}), got {}",
+                C::NAME,
+                xi.len()
+            );
+        }
+        assert!(
+            run.checkpoint_every != Some(0),
+            "{}: checkpoint segments must be at least one step",
+            C::NAME
+        );
+        let dirs = self.config.directions();
+        self.check_initial(run.initial, batch);
         let mut layer_input = x;
         let mut finals = Vec::with_capacity(self.config.num_layers * dirs);
         for (layer, cells) in self.cells.iter().enumerate() {
@@ -199,23 +230,19 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             let flat = layer_input.reshape(&[steps * batch, features]);
             let mut outputs = Vec::with_capacity(dirs);
             for (direction, cell) in cells.iter().enumerate() {
-                // The input projection of every step in one GEMM, before the loop.
-                let xp = flat.matmul(tape.param(cell.weight_ih()).t()) + tape.param(cell.bias_ih());
-                let mut state = self.initial_state(tape, initial, layer * dirs + direction, batch);
-                let mut hs = vec![None; steps];
-                for k in 0..steps {
-                    let t = if direction == 0 { k } else { steps - 1 - k };
-                    let next = cell.step_projected(tape, xp.narrow(0, t * batch, batch), state);
-                    let (next, out) = match &masks {
-                        Some(m) => masked(tape, &m[t], next, state),
-                        None => (next, next.h),
-                    };
-                    state = next;
-                    hs[t] = Some(out);
-                }
-                let hs: Vec<Var<'t, F>> =
-                    hs.into_iter().map(|h| h.expect("every step ran")).collect();
-                outputs.push(stack(&hs, 0));
+                let start = self.initial_state(tape, run.initial, layer * dirs + direction, batch);
+                let lane = Lane {
+                    steps,
+                    batch,
+                    reverse: direction == 1,
+                    masks: masks.as_deref(),
+                    grad_scale: run.grad_scale,
+                };
+                let (hs, state) = match run.checkpoint_every {
+                    None => lane.run(tape, cell, flat, start),
+                    Some(k) => lane.run_checkpointed(tape, cell, flat, start, k),
+                };
+                outputs.push(hs);
                 finals.push(state);
             }
             let out = if dirs == 2 {
@@ -230,7 +257,6 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 self.dropout.forward(tape, out)
             };
         }
-        debug_assert_eq!(layer_input.shape()[2], dirs * hidden);
         let h: Vec<Var<'t, F>> = finals.iter().map(|s| s.h).collect();
         let c: Option<Vec<Var<'t, F>>> = finals.iter().map(|s| s.c).collect();
         RecurrentOutput {
@@ -331,6 +357,207 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         });
         State { h, c }
     }
+}
+
+/// How a stack runs over time, beyond its configuration. `Run::default()` is a plain forward
+/// pass from a zero (or learned) state.
+#[derive(Clone, Copy, Debug)]
+pub struct Run<'a, 't, F: Float = f32> {
+    /// h_0 (and c_0) [D·L, B, H].
+    pub initial: Option<StackState<'t, F>>,
+    /// Each sequence's length (1..=T).
+    pub lengths: Option<&'a [usize]>,
+    /// ξ_k for each step k of the loop (in each direction's own order): the gradient flowing
+    /// back into the state that enters step k is multiplied by ξ_k; 0 cuts it (truncation), 1
+    /// leaves it, 1/π rescales it (Tallec & Ollivier's unbiased randomized truncation). The
+    /// forward values are unchanged. ξ_0 is not used.
+    pub grad_scale: Option<&'a [F]>,
+    /// Keep the state only every k steps and recompute each segment's insides during backward
+    /// (checkpointed BPTT: memory O(T/k + k) per layer instead of O(T)).
+    pub checkpoint_every: Option<usize>,
+}
+
+impl<F: Float> Default for Run<'_, '_, F> {
+    fn default() -> Self {
+        Run {
+            initial: None,
+            lengths: None,
+            grad_scale: None,
+            checkpoint_every: None,
+        }
+    }
+}
+
+/// One direction of one layer over the whole sequence.
+struct Lane<'a, F: Float> {
+    steps: usize,
+    batch: usize,
+    reverse: bool,
+    /// By time step.
+    masks: Option<&'a [Tensor<F>]>,
+    /// By loop step.
+    grad_scale: Option<&'a [F]>,
+}
+
+impl<F: Float> Lane<'_, F> {
+    /// The time step that loop step `k` processes.
+    fn time(&self, k: usize) -> usize {
+        if self.reverse {
+            self.steps - 1 - k
+        } else {
+            k
+        }
+    }
+
+    /// The loop over time, every step recorded: returns h at every step [T, B, H] (time order)
+    /// and the final state.
+    fn run<'t, C: Cell<F>>(
+        &self,
+        tape: &'t Tape<F>,
+        cell: &C,
+        x: Var<'t, F>,
+        start: State<'t, F>,
+    ) -> (Var<'t, F>, State<'t, F>) {
+        // The input projection of every step in one GEMM, before the loop.
+        let xp = x.matmul(tape.param(cell.weight_ih()).t()) + tape.param(cell.bias_ih());
+        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), tape.param(cell.bias_hh()));
+        let steps: Vec<usize> = (0..self.steps).collect();
+        let (hs, state) =
+            steps_of::<C, F>(cell.kind(), tape, w_hh, b_hh, xp, start, self, &steps, 0);
+        (stack(&hs, 0), state)
+    }
+
+    /// The loop in checkpointed segments of `k` steps: the tape keeps each segment's input
+    /// rows, outputs and final state; its insides are recomputed during backward.
+    fn run_checkpointed<'t, C: Cell<F>>(
+        &self,
+        tape: &'t Tape<F>,
+        cell: &C,
+        x: Var<'t, F>,
+        start: State<'t, F>,
+        k: usize,
+    ) -> (Var<'t, F>, State<'t, F>) {
+        let weights = [
+            cell.weight_ih(),
+            cell.bias_ih(),
+            cell.weight_hh(),
+            cell.bias_hh(),
+        ]
+        .map(|p| tape.param(p));
+        let mut state = start;
+        let mut pieces = Vec::new();
+        for first in (0..self.steps).step_by(k) {
+            let n = k.min(self.steps - first);
+            // Rows of the segment in time order: steps first..first+n of the loop.
+            let t_lo = self.time(first).min(self.time(first + n - 1));
+            let rows = x.narrow(0, t_lo * self.batch, n * self.batch);
+            let segment = Segment {
+                kind: cell.kind(),
+                batch: self.batch,
+                reverse: self.reverse,
+                first,
+                masks: self.masks.map(|m| m[t_lo..t_lo + n].to_vec()),
+                grad_scale: self.grad_scale.map(|xi| xi[first..first + n].to_vec()),
+            };
+            let mut inputs = vec![
+                rows, weights[0], weights[1], weights[2], weights[3], state.h,
+            ];
+            inputs.extend(state.c);
+            let out = tape.checkpoint(&inputs, move |t, v| segment.run::<C>(t, v));
+            state = State {
+                h: out[1],
+                c: out.get(2).copied(),
+            };
+            pieces.push((t_lo, out[0]));
+        }
+        pieces.sort_by_key(|(t, _)| *t);
+        let hs: Vec<Var<'t, F>> = pieces.into_iter().map(|(_, h)| h).collect();
+        (concat(&hs, 0), state)
+    }
+}
+
+/// A checkpointed segment: everything it needs besides its input Vars, owned, so it can run again
+/// during backward.
+struct Segment<K, F: Float> {
+    kind: K,
+    batch: usize,
+    reverse: bool,
+    first: usize,
+    masks: Option<Vec<Tensor<F>>>,
+    grad_scale: Option<Vec<F>>,
+}
+
+impl<K: Copy, F: Float> Segment<K, F> {
+    /// inputs: [rows of x, W_ih, b_ih, W_hh, b_hh, h, (c)]; outputs: [h at each step [n, B, H]
+    /// in time order, final h, (final c)].
+    fn run<'s, C: Cell<F, Kind = K>>(
+        &self,
+        tape: &'s Tape<F>,
+        v: &[Var<'s, F>],
+    ) -> Vec<Var<'s, F>> {
+        let n = v[0].shape()[0] / self.batch;
+        let xp = v[0].matmul(v[1].t()) + v[2];
+        let lane = Lane {
+            steps: n,
+            batch: self.batch,
+            reverse: self.reverse,
+            masks: self.masks.as_deref(),
+            grad_scale: self.grad_scale.as_deref(),
+        };
+        let start = State {
+            h: v[5],
+            c: v.get(6).copied(),
+        };
+        let steps: Vec<usize> = (0..n).collect();
+        let (hs, state) = steps_of::<C, F>(
+            self.kind, tape, v[3], v[4], xp, start, &lane, &steps, self.first,
+        );
+        let mut out = vec![stack(&hs, 0), state.h];
+        out.extend(state.c);
+        out
+    }
+}
+
+/// Runs loop steps `ks` of `lane` from `state`, with the input projections `xp` (rows in time
+/// order); `offset` is the loop index of `ks[0]` in the whole sequence (the first step has no
+/// incoming gradient to scale). Returns h per step in time order, and the final state.
+#[allow(clippy::too_many_arguments)]
+fn steps_of<'t, C: Cell<F>, F: Float>(
+    kind: C::Kind,
+    tape: &'t Tape<F>,
+    w_hh: Var<'t, F>,
+    b_hh: Var<'t, F>,
+    xp: Var<'t, F>,
+    mut state: State<'t, F>,
+    lane: &Lane<'_, F>,
+    ks: &[usize],
+    offset: usize,
+) -> (Vec<Var<'t, F>>, State<'t, F>) {
+    let mut hs = vec![None; ks.len()];
+    for &k in ks {
+        if let Some(xi) = lane.grad_scale.filter(|_| offset + k > 0) {
+            state = State {
+                h: state.h.scale_grad(xi[k]),
+                c: state.c.map(|c| c.scale_grad(xi[k])),
+            };
+        }
+        let t = lane.time(k);
+        let next = C::recur(
+            kind,
+            w_hh,
+            b_hh,
+            xp.narrow(0, t * lane.batch, lane.batch),
+            state,
+        );
+        let (next, out) = match lane.masks {
+            Some(m) => masked(tape, &m[t], next, state),
+            None => (next, next.h),
+        };
+        state = next;
+        hs[t] = Some(out);
+    }
+    let hs = hs.into_iter().map(|h| h.expect("every step ran")).collect();
+    (hs, state)
 }
 
 /// Where `mask` [B, 1] is 0 (the sequence has ended), keeps the previous state and outputs zero.

@@ -1,0 +1,193 @@
+//! BPTT strategies as options of a stack's run: checkpointed segments equal full BPTT and hold
+//! far less; scaling the gradient into each state (randomized truncation) is unbiased, and with
+//! π = 1 it is full BPTT exactly.
+
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::{Rng, SeedableRng};
+use rewind::autograd::{Float, Grads, Tape, Tensor};
+use rewind::nn::{Cell, GruCell, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell, Run};
+
+fn uniform<F: Float>(shape: &[usize], seed: u64) -> Tensor<F> {
+    Tensor::uniform(
+        shape,
+        F::from_f64(-1.0),
+        F::from_f64(1.0),
+        &mut StdRng::seed_from_u64(seed),
+    )
+}
+
+/// Gradients of Σ output ⊙ R + Σ h_n ⊙ S for a 2-layer bidirectional stack.
+fn grads<C: Cell<F> + 'static, F: Float>(
+    model: &Recurrent<C, F>,
+    steps: usize,
+    run: &Run<'_, '_, F>,
+) -> Grads<F> {
+    let tape = Tape::new();
+    let x = tape.constant(uniform(&[steps, 3, 4], 1));
+    let out = model.forward_with(&tape, x, run);
+    let r = tape.constant(uniform(&out.output.shape(), 2));
+    let s = tape.constant(uniform(&out.state.h.shape(), 3));
+    ((out.output * r).sum() + (out.state.h * s).sum()).backward()
+}
+
+fn max_rel_diff<C: Cell<F>, F: Float>(model: &Recurrent<C, F>, a: &Grads<F>, b: &Grads<F>) -> f64 {
+    let mut worst: f64 = 0.0;
+    for (_, p) in model.params() {
+        let (x, y) = (a[p].data(), b[p].data());
+        let scale = y.iter().fold(0f64, |m, v| m.max(v.to_f64().abs()));
+        for (u, v) in x.iter().zip(y) {
+            worst = worst.max((u.to_f64() - v.to_f64()).abs() / scale);
+        }
+    }
+    worst
+}
+
+fn checkpointed_equals_full<C: Cell<F> + 'static, F: Float>(tolerance: f64) {
+    let config = RecurrentConfig::new(4, 5).num_layers(2).bidirectional(true);
+    let model = Recurrent::<C, F>::new(config, &mut StdRng::seed_from_u64(4));
+    let lengths = [23, 9, 17];
+    let full = grads(
+        &model,
+        23,
+        &Run {
+            lengths: Some(&lengths),
+            ..Run::default()
+        },
+    );
+    for k in [1, 4, 5, 23, 40] {
+        let run = Run {
+            lengths: Some(&lengths),
+            checkpoint_every: Some(k),
+            ..Run::default()
+        };
+        let ckpt = grads(&model, 23, &run);
+        let diff = max_rel_diff(&model, &ckpt, &full);
+        assert!(
+            diff <= tolerance,
+            "{} k={k}: differs from full BPTT by {diff:e}",
+            C::NAME
+        );
+    }
+}
+
+#[test]
+fn checkpointed_bptt_equals_full_for_every_cell() {
+    checkpointed_equals_full::<RnnCell<f64>, f64>(1e-12);
+    checkpointed_equals_full::<LstmCell<f64>, f64>(1e-12);
+    checkpointed_equals_full::<GruCell<f64>, f64>(1e-12);
+    checkpointed_equals_full::<RnnCell<f32>, f32>(1e-6);
+    checkpointed_equals_full::<LstmCell<f32>, f32>(1e-6);
+    checkpointed_equals_full::<GruCell<f32>, f32>(1e-6);
+}
+
+#[test]
+fn checkpointed_bptt_holds_five_times_less_at_a_thousand_steps() {
+    let model = Recurrent::<LstmCell<f32>, f32>::new(
+        RecurrentConfig::new(8, 32),
+        &mut StdRng::seed_from_u64(5),
+    );
+    let peak = |run: &Run<'_, '_, f32>| {
+        let tape = Tape::new();
+        let x = tape.constant(uniform(&[1000, 4, 8], 6));
+        let out = model.forward_with(&tape, x, run);
+        out.output.sum().backward();
+        tape.stats().peak_bytes
+    };
+    let full = peak(&Run::default());
+    let ckpt = peak(&Run {
+        checkpoint_every: Some(32),
+        ..Run::default()
+    });
+    assert!(
+        full >= 5 * ckpt,
+        "full {full} bytes vs checkpointed {ckpt}: less than 5x apart"
+    );
+}
+
+#[test]
+fn grad_scale_of_one_is_full_bptt_exactly() {
+    let model = Recurrent::<LstmCell<f64>, f64>::new(
+        RecurrentConfig::new(4, 5).num_layers(2),
+        &mut StdRng::seed_from_u64(7),
+    );
+    let ones = vec![1.0; 12];
+    let full = grads(&model, 12, &Run::default());
+    let scaled = grads(
+        &model,
+        12,
+        &Run {
+            grad_scale: Some(&ones),
+            ..Run::default()
+        },
+    );
+    for (_, p) in model.params() {
+        assert_eq!(full[p].data(), scaled[p].data());
+    }
+}
+
+/// Tallec & Ollivier: ξ_k ∈ {0, 1/π} with P(1/π) = π on the gradient into each state. The mean
+/// of 2,000 estimates of a fixed projection of the gradient lies within 3 standard errors of the
+/// full gradient's.
+#[test]
+fn randomized_truncation_is_unbiased() {
+    let model = Recurrent::<RnnCell<f64>, f64>::new(
+        RecurrentConfig::new(4, 5),
+        &mut StdRng::seed_from_u64(8),
+    );
+    let steps = 10;
+    let pi = 0.6;
+    let direction: Vec<Tensor<f64>> = model
+        .params()
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| uniform(p.shape(), 100 + i as u64))
+        .collect();
+    let project = |g: &Grads<f64>| -> f64 {
+        model
+            .params()
+            .iter()
+            .zip(&direction)
+            .map(|((_, p), d)| {
+                g[*p]
+                    .data()
+                    .iter()
+                    .zip(d.data())
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let full = project(&grads(&model, steps, &Run::default()));
+    let mut rng = StdRng::seed_from_u64(9);
+    let samples: Vec<f64> = (0..2000)
+        .map(|_| {
+            let xi: Vec<f64> = (0..steps)
+                .map(|_| {
+                    if rng.random::<f64>() < pi {
+                        1.0 / pi
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            project(&grads(
+                &model,
+                steps,
+                &Run {
+                    grad_scale: Some(&xi),
+                    ..Run::default()
+                },
+            ))
+        })
+        .collect();
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    let sd = (samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    let se = sd / n.sqrt();
+    assert!(sd > 0.0, "the estimates must vary");
+    assert!(
+        (mean - full).abs() <= 3.0 * se,
+        "mean {mean} vs full {full}: {} standard errors",
+        (mean - full).abs() / se
+    );
+}
