@@ -85,6 +85,16 @@ impl<F: Float> Grads<F> {
     }
 }
 
+impl<F: Float> std::fmt::Debug for Grads<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shapes: Vec<&[usize]> = self.params.values().map(|g| g.shape()).collect();
+        f.debug_struct("Grads")
+            .field("params", &shapes)
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
 impl<F: Float> Index<&Param<F>> for Grads<F> {
     type Output = Tensor<F>;
 

@@ -21,6 +21,7 @@
 //! assert_eq!(grads.len(), lstm.params().len());
 //! ```
 
+mod bptt;
 mod cell;
 mod dropout;
 mod gradcheck;
@@ -30,6 +31,7 @@ mod module;
 mod recurrent;
 mod weights;
 
+pub use bptt::{Bptt, Carry, Chunk, Strategy, Stream, Update};
 pub use cell::{Cell, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, State};
 pub use dropout::Dropout;
 pub use gradcheck::gradcheck_module;

@@ -1,0 +1,458 @@
+//! Training a recurrent model over a long stream: the stream cut into parallel lanes and read in
+//! chunks, the state carried from chunk to chunk and detached at each boundary, and the
+//! strategies of backpropagation through time (full, truncated, Williams and Peng's
+//! TBPTT(k1, k2), randomized, random-length and checkpointed) as one driver.
+
+use std::collections::BTreeMap;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rewind_autograd::{Float, Grads, Tape, Tensor, Var};
+
+use crate::cell::Cell;
+use crate::recurrent::{Recurrent, Run, StackState};
+
+/// A token stream cut into `lanes` contiguous lanes (lane b holds tokens b·L .. (b+1)·L), read
+/// in time-major chunks. The target of each input is the token after it.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    tokens: Vec<usize>,
+    lanes: usize,
+    lane_len: usize,
+    position: usize,
+}
+
+/// Steps `start .. start + steps` of every lane: `inputs[t·lanes + b]` is lane b's token at
+/// that step and `targets` the next token, or -100 where the step's loss does not count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Chunk {
+    /// Input tokens [steps, lanes], time-major.
+    pub inputs: Vec<usize>,
+    /// Target tokens [steps, lanes] (-100: not counted).
+    pub targets: Vec<i64>,
+    /// Time steps.
+    pub steps: usize,
+    /// Parallel lanes (the batch).
+    pub lanes: usize,
+    /// The stream position of the first step.
+    pub start: usize,
+}
+
+impl Stream {
+    /// Cuts `tokens` into `lanes` lanes of equal length (the remainder is dropped).
+    #[track_caller]
+    pub fn new(tokens: Vec<usize>, lanes: usize) -> Self {
+        assert!(lanes > 0, "stream: needs at least one lane");
+        let lane_len = tokens.len() / lanes;
+        assert!(
+            lane_len >= 2,
+            "stream: {} tokens are too few for {lanes} lanes of at least two tokens",
+            tokens.len()
+        );
+        Stream {
+            tokens,
+            lanes,
+            lane_len,
+            position: 0,
+        }
+    }
+
+    /// The number of lanes.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Steps in one pass over a lane (each step needs a next token as its target).
+    pub fn steps(&self) -> usize {
+        self.lane_len - 1
+    }
+
+    /// The next step to be read.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// Steps left in this pass.
+    pub fn remaining(&self) -> usize {
+        self.steps() - self.position
+    }
+
+    /// Starts a new pass from the first step.
+    pub fn rewind(&mut self) {
+        self.position = 0;
+    }
+
+    /// Steps `start .. start + steps` without moving the position.
+    #[track_caller]
+    pub fn chunk(&self, start: usize, steps: usize) -> Chunk {
+        assert!(
+            start + steps <= self.steps(),
+            "stream: steps {start}..{} past the end ({})",
+            start + steps,
+            self.steps()
+        );
+        let mut inputs = Vec::with_capacity(steps * self.lanes);
+        let mut targets = Vec::with_capacity(steps * self.lanes);
+        for t in start..start + steps {
+            for b in 0..self.lanes {
+                let at = b * self.lane_len + t;
+                inputs.push(self.tokens[at]);
+                targets.push(self.tokens[at + 1] as i64);
+            }
+        }
+        Chunk {
+            inputs,
+            targets,
+            steps,
+            lanes: self.lanes,
+            start,
+        }
+    }
+
+    /// The next `steps` steps (fewer at the end of the pass), advancing; `None` when the pass is
+    /// over.
+    pub fn take(&mut self, steps: usize) -> Option<Chunk> {
+        let n = steps.min(self.remaining());
+        if n == 0 {
+            return None;
+        }
+        let chunk = self.chunk(self.position, n);
+        self.position += n;
+        Some(chunk)
+    }
+}
+
+/// The recurrent state carried between chunks, as plain values: putting it on a new tape
+/// detaches it from the graph of the chunk that produced it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Carry<F: Float = f32> {
+    /// [D·L, lanes, H]
+    pub h: Tensor<F>,
+    /// [D·L, lanes, H] (LSTM only).
+    pub c: Option<Tensor<F>>,
+}
+
+impl<F: Float> Carry<F> {
+    /// The zero state of `stack` for `lanes` lanes.
+    pub fn zeros<C: Cell<F>>(stack: &Recurrent<C, F>, lanes: usize) -> Self {
+        let cfg = stack.config();
+        let d = if cfg.bidirectional { 2 } else { 1 };
+        let shape = [d * cfg.num_layers, lanes, cfg.hidden_size];
+        Carry {
+            h: Tensor::zeros(&shape),
+            c: C::HAS_CELL_STATE.then(|| Tensor::zeros(&shape)),
+        }
+    }
+
+    /// The values of a stack's final state.
+    pub fn of(state: StackState<'_, F>) -> Self {
+        Carry {
+            h: state.h.value(),
+            c: state.c.map(|c| c.value()),
+        }
+    }
+
+    /// This state as constants on `tape`: no gradient flows back past it.
+    pub fn on<'t>(&self, tape: &'t Tape<F>) -> StackState<'t, F> {
+        StackState {
+            h: tape.constant(self.h.clone()),
+            c: self.c.as_ref().map(|c| tape.constant(c.clone())),
+        }
+    }
+
+    /// Zeroes one lane's state (its document ended; the next starts fresh).
+    #[track_caller]
+    pub fn reset_lane(&mut self, lane: usize) {
+        for t in std::iter::once(&mut self.h).chain(self.c.as_mut()) {
+            let (layers, lanes, hidden) = (t.shape()[0], t.shape()[1], t.shape()[2]);
+            assert!(lane < lanes, "reset_lane: lane {lane} of {lanes}");
+            let data = t.data_mut();
+            for l in 0..layers {
+                data[(l * lanes + lane) * hidden..][..hidden].fill(F::ZERO);
+            }
+        }
+    }
+}
+
+/// How gradients flow back through time in each update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Strategy {
+    /// The whole (remaining) pass in one update.
+    Full,
+    /// Chunks of `k` steps; the state is carried across chunks and detached at each boundary.
+    Truncated {
+        /// Steps per chunk.
+        k: usize,
+    },
+    /// Williams and Peng's TBPTT(k1, k2): every `k1` new steps, backpropagate through the last
+    /// `k2` (k2 ≥ k1); the loss counts the `k1` new steps only.
+    Overlapping {
+        /// New steps per update.
+        k1: usize,
+        /// Steps backpropagated through.
+        k2: usize,
+    },
+    /// Chunks of `k` steps where the gradient into each state is multiplied by ξ, 0 with
+    /// probability 1 - π and 1/π with probability π (Tallec and Ollivier): unbiased, with long
+    /// paths rare but weighted up. π = 1 is truncated BPTT.
+    Randomized {
+        /// Steps per chunk.
+        k: usize,
+        /// The probability π of keeping the gradient at each step.
+        pi: f64,
+    },
+    /// Chunks of a length drawn uniformly from `min..=max`, so the cuts fall in different places
+    /// each pass.
+    RandomLength {
+        /// Shortest chunk.
+        min: usize,
+        /// Longest chunk.
+        max: usize,
+    },
+    /// Chunks of `k` steps, each run in checkpointed segments of `every` steps (√k by default):
+    /// the gradient of truncated BPTT with memory O(k/every + every).
+    Checkpointed {
+        /// Steps per chunk.
+        k: usize,
+        /// Steps per checkpointed segment.
+        every: Option<usize>,
+    },
+}
+
+/// What one update produced.
+#[derive(Debug)]
+pub struct Update<F: Float = f32> {
+    /// The gradients of the mean loss over the counted targets.
+    pub grads: Grads<F>,
+    /// That mean loss (nats per target for cross-entropy).
+    pub loss: f64,
+    /// Targets counted.
+    pub targets: usize,
+    /// New steps consumed from the stream.
+    pub steps: usize,
+}
+
+/// The driver: reads a [`Stream`] chunk by chunk, runs the model on a fresh tape from the
+/// carried state, and returns the gradients of each update.
+///
+/// The model is a closure `(tape, chunk, initial_state, run) -> (summed_loss, final_state)`:
+/// it must start its recurrent stack from `initial_state`, pass `run`'s options
+/// (`grad_scale`, `checkpoint_every`) to [`Recurrent::forward_with`], and return the loss summed
+/// over the chunk's counted targets (those that are not -100).
+#[derive(Debug)]
+pub struct Bptt<F: Float = f32> {
+    strategy: Strategy,
+    rng: StdRng,
+    /// Detached states by stream position (the last boundary; more for TBPTT(k1, k2)).
+    states: BTreeMap<usize, Carry<F>>,
+}
+
+impl<F: Float> Bptt<F> {
+    /// A driver starting from `start` (usually [`Carry::zeros`]) at stream position 0; `seed`
+    /// seeds the random strategies.
+    #[track_caller]
+    pub fn new(strategy: Strategy, start: Carry<F>, seed: u64) -> Self {
+        match strategy {
+            Strategy::Truncated { k }
+            | Strategy::Randomized { k, .. }
+            | Strategy::Checkpointed { k, .. } => {
+                assert!(k > 0, "bptt: chunks need at least one step")
+            }
+            Strategy::Overlapping { k1, k2 } => {
+                assert!(
+                    k1 > 0 && k2 >= k1,
+                    "bptt: TBPTT(k1, k2) needs 0 < k1 <= k2, got ({k1}, {k2})"
+                )
+            }
+            Strategy::RandomLength { min, max } => {
+                assert!(
+                    min > 0 && max >= min,
+                    "bptt: random lengths need 0 < min <= max, got {min}..={max}"
+                )
+            }
+            Strategy::Full => {}
+        }
+        if let Strategy::Randomized { pi, .. } = strategy {
+            assert!(pi > 0.0 && pi <= 1.0, "bptt: π must be in (0, 1], got {pi}");
+        }
+        Bptt {
+            strategy,
+            rng: StdRng::seed_from_u64(seed),
+            states: BTreeMap::from([(0, start)]),
+        }
+    }
+
+    /// The state carried into the next update.
+    pub fn carry(&self) -> &Carry<F> {
+        self.states
+            .values()
+            .next_back()
+            .expect("a state is always kept")
+    }
+
+    /// Zeroes one lane's carried state (its document ended).
+    pub fn reset_lane(&mut self, lane: usize) {
+        for carry in self.states.values_mut() {
+            carry.reset_lane(lane);
+        }
+    }
+
+    /// Starts over from `start` at the stream's beginning (a new pass).
+    pub fn restart(&mut self, start: Carry<F>) {
+        self.states = BTreeMap::from([(0, start)]);
+    }
+
+    /// One update: reads the next chunk of `stream` and returns its gradients, or `None` when the
+    /// pass is over.
+    pub fn step<M>(&mut self, stream: &mut Stream, mut model: M) -> Option<Update<F>>
+    where
+        M: for<'t> FnMut(
+            &'t Tape<F>,
+            &Chunk,
+            StackState<'t, F>,
+            &Run<'_, 't, F>,
+        ) -> (Var<'t, F>, StackState<'t, F>),
+    {
+        let begin = stream.position();
+        let new_steps = match self.strategy {
+            Strategy::Full => stream.remaining(),
+            Strategy::Truncated { k }
+            | Strategy::Randomized { k, .. }
+            | Strategy::Checkpointed { k, .. } => k,
+            Strategy::Overlapping { k1, .. } => k1,
+            Strategy::RandomLength { min, max } => self.rng.random_range(min..=max),
+        }
+        .min(stream.remaining());
+        if new_steps == 0 {
+            return None;
+        }
+        // TBPTT(k1, k2) starts k2 - k1 steps back, from a state kept then; the others start here.
+        let back = match self.strategy {
+            Strategy::Overlapping { k1, k2 } => (k2 - k1).min(begin),
+            _ => 0,
+        };
+        let from = self.start_position(begin - back);
+        let mut chunk = stream.chunk(from, begin + new_steps - from);
+        let overlap = (begin - from) * chunk.lanes;
+        chunk.targets[..overlap].fill(-100);
+        stream.take(new_steps);
+
+        let tape = Tape::new();
+        let state = self.states[&from].on(&tape);
+        let xi = self.grad_scale(chunk.steps);
+        let run = Run {
+            grad_scale: xi.as_deref(),
+            checkpoint_every: match self.strategy {
+                Strategy::Checkpointed { k, every } => {
+                    Some(every.unwrap_or_else(|| (k as f64).sqrt().ceil() as usize))
+                }
+                _ => None,
+            },
+            ..Run::default()
+        };
+        let (total, final_state) = match self.strategy {
+            Strategy::Overlapping { k1, k2 } => {
+                self.run_kept(&tape, &chunk, state, gcd(k1, k2), &mut model)
+            }
+            _ => model(&tape, &chunk, state, &run),
+        };
+        self.states
+            .insert(begin + new_steps, Carry::of(final_state));
+        self.forget_before(begin + new_steps);
+        let counted = chunk.targets.iter().filter(|&&t| t != -100).count();
+        let loss = total * F::from_f64(1.0 / counted as f64);
+        Some(Update {
+            loss: loss.item().to_f64(),
+            grads: loss.backward(),
+            targets: counted,
+            steps: new_steps,
+        })
+    }
+
+    /// The latest kept state at or before `position`.
+    fn start_position(&self, position: usize) -> usize {
+        *self
+            .states
+            .range(..=position)
+            .next_back()
+            .expect("position 0 is kept")
+            .0
+    }
+
+    /// Runs `chunk` in pieces of `g` steps on one tape, keeping the detached state at every piece
+    /// boundary for later overlapping updates; returns the summed loss and final state.
+    fn run_kept<'t, M>(
+        &mut self,
+        tape: &'t Tape<F>,
+        chunk: &Chunk,
+        mut state: StackState<'t, F>,
+        g: usize,
+        model: &mut M,
+    ) -> (Var<'t, F>, StackState<'t, F>)
+    where
+        M: for<'s> FnMut(
+            &'s Tape<F>,
+            &Chunk,
+            StackState<'s, F>,
+            &Run<'_, 's, F>,
+        ) -> (Var<'s, F>, StackState<'s, F>),
+    {
+        let mut total = tape.constant(Tensor::scalar(F::ZERO));
+        let lanes = chunk.lanes;
+        for first in (0..chunk.steps).step_by(g) {
+            let n = g.min(chunk.steps - first);
+            let piece = Chunk {
+                inputs: chunk.inputs[first * lanes..(first + n) * lanes].to_vec(),
+                targets: chunk.targets[first * lanes..(first + n) * lanes].to_vec(),
+                steps: n,
+                lanes,
+                start: chunk.start + first,
+            };
+            let (loss, next) = model(tape, &piece, state, &Run::default());
+            total = total + loss;
+            state = next;
+            self.states
+                .entry(piece.start + n)
+                .or_insert_with(|| Carry::of(next));
+        }
+        (total, state)
+    }
+
+    /// Drops states no later update can start from.
+    fn forget_before(&mut self, next: usize) {
+        let keep_from = match self.strategy {
+            Strategy::Overlapping { k1, k2 } => next.saturating_sub(k2 - k1),
+            _ => next,
+        };
+        let keep_from = self.start_position(keep_from);
+        self.states.retain(|&p, _| p >= keep_from);
+    }
+
+    fn grad_scale(&mut self, steps: usize) -> Option<Vec<F>> {
+        let Strategy::Randomized { pi, .. } = self.strategy else {
+            return None;
+        };
+        if pi == 1.0 {
+            return None;
+        }
+        let keep = F::from_f64(1.0 / pi);
+        Some(
+            (0..steps)
+                .map(|_| {
+                    if self.rng.random::<f64>() < pi {
+                        keep
+                    } else {
+                        F::ZERO
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}

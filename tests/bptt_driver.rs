@@ -1,0 +1,212 @@
+//! The BPTT driver over a token stream: truncation with k ≥ T is full BPTT, a chunk boundary cuts
+//! the gradient exactly, TBPTT(k1, k2) equals its definition, checkpointed and π = 1 chunks equal
+//! plain truncation, and lanes reset independently.
+
+use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+use rewind::autograd::{Grads, Tape, Var};
+use rewind::nn::{
+    Bptt, Carry, Chunk, Embedding, Linear, Lstm, Module, RecurrentConfig, Run, StackState,
+    Strategy, Stream,
+};
+
+const VOCAB: usize = 7;
+
+/// A tiny character model: embedding, LSTM, linear readout.
+struct CharModel {
+    embed: Embedding<f64>,
+    lstm: Lstm<f64>,
+    head: Linear<f64>,
+}
+
+impl CharModel {
+    fn new() -> Self {
+        let mut rng = StdRng::seed_from_u64(1);
+        CharModel {
+            embed: Embedding::new(VOCAB, 3, &mut rng),
+            lstm: Lstm::new(RecurrentConfig::new(3, 4), &mut rng),
+            head: Linear::new(4, VOCAB, &mut rng),
+        }
+    }
+
+    /// Summed cross-entropy over the chunk's counted targets, and the final state.
+    fn run<'t>(
+        &self,
+        tape: &'t Tape<f64>,
+        chunk: &Chunk,
+        state: StackState<'t, f64>,
+        run: &Run<'_, 't, f64>,
+    ) -> (Var<'t, f64>, StackState<'t, f64>) {
+        let x = self
+            .embed
+            .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
+        let run = Run {
+            initial: Some(state),
+            ..*run
+        };
+        let out = self.lstm.forward_with(tape, x, &run);
+        let logits = self
+            .head
+            .forward(tape, out.output)
+            .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
+        let sum = rewind::autograd::CrossEntropyOptions {
+            reduction: rewind::autograd::Reduction::Sum,
+            ..Default::default()
+        };
+        (logits.cross_entropy_with(&chunk.targets, sum), out.state)
+    }
+
+    fn params(&self) -> Vec<&rewind::autograd::Param<f64>> {
+        let mut p: Vec<_> = self.embed.params().into_iter().map(|(_, p)| p).collect();
+        p.extend(self.lstm.params().into_iter().map(|(_, p)| p));
+        p.extend(self.head.params().into_iter().map(|(_, p)| p));
+        p
+    }
+}
+
+fn stream() -> Stream {
+    let tokens: Vec<usize> = (0..3 * 25).map(|i| (i * i + 3 * i) % VOCAB).collect();
+    Stream::new(tokens, 3) // 3 lanes of 25 tokens: 24 steps
+}
+
+fn all_updates(model: &CharModel, strategy: Strategy) -> Vec<(Grads<f64>, f64, usize)> {
+    let mut s = stream();
+    let mut driver = Bptt::new(strategy, Carry::zeros(&model.lstm, 3), 0);
+    let mut out = Vec::new();
+    while let Some(u) = driver.step(&mut s, |t, c, st, r| model.run(t, c, st, r)) {
+        out.push((u.grads, u.loss, u.steps));
+    }
+    out
+}
+
+fn assert_same(model: &CharModel, a: &Grads<f64>, b: &Grads<f64>, tolerance: f64) {
+    for p in model.params() {
+        for (x, y) in a[p].data().iter().zip(b[p].data()) {
+            assert!(
+                (x - y).abs() <= tolerance * y.abs().max(1e-300),
+                "{x} vs {y}"
+            );
+        }
+    }
+}
+
+#[test]
+fn truncation_longer_than_the_sequence_is_full_bptt() {
+    let model = CharModel::new();
+    let full = all_updates(&model, Strategy::Full);
+    let long = all_updates(&model, Strategy::Truncated { k: 100 });
+    assert_eq!((full.len(), long.len()), (1, 1));
+    assert_eq!(full[0].1, long[0].1);
+    assert_same(&model, &long[0].0, &full[0].0, 0.0);
+}
+
+#[test]
+fn a_chunk_boundary_gives_exactly_the_gradient_of_that_chunk_alone() {
+    let model = CharModel::new();
+    let mut s = stream();
+    let mut driver = Bptt::new(
+        Strategy::Truncated { k: 10 },
+        Carry::zeros(&model.lstm, 3),
+        0,
+    );
+    driver
+        .step(&mut s, |t, c, st, r| model.run(t, c, st, r))
+        .unwrap();
+    let carried = driver.carry().clone();
+    let second = driver
+        .step(&mut s, |t, c, st, r| model.run(t, c, st, r))
+        .unwrap();
+    // The second chunk on its own, from the carried values.
+    let tape = Tape::new();
+    let (sum, _) = model.run(
+        &tape,
+        &stream().chunk(10, 10),
+        carried.on(&tape),
+        &Run::default(),
+    );
+    let alone = (sum * (1.0 / 30.0)).backward();
+    assert_eq!(second.steps, 10);
+    assert_same(&model, &second.grads, &alone, 0.0);
+}
+
+#[test]
+fn tbptt_k1_k2_backpropagates_k2_steps_with_the_loss_on_k1() {
+    let model = CharModel::new();
+    let (k1, k2) = (4, 10);
+    let updates = all_updates(&model, Strategy::Overlapping { k1, k2 });
+    assert_eq!(updates.len(), 6);
+    // The update at steps 12..16 by definition: from the state at step 6 (reached without
+    // gradient), run 10 steps, count the loss on the last 4.
+    let tape = Tape::new();
+    let mut state = Carry::zeros(&model.lstm, 3).on(&tape);
+    let warm = stream().chunk(0, 6);
+    state = model.run(&tape, &warm, state, &Run::default()).1;
+    let start = Carry::of(state);
+    let tape = Tape::new();
+    let mut chunk = stream().chunk(6, 10);
+    chunk.targets[..6 * 3].fill(-100);
+    let (sum, _) = model.run(&tape, &chunk, start.on(&tape), &Run::default());
+    let expected = (sum * (1.0 / 12.0)).backward();
+    assert_same(&model, &updates[3].0, &expected, 1e-12);
+    // With k2 = k1 it is plain truncation.
+    let same = all_updates(&model, Strategy::Overlapping { k1: 5, k2: 5 });
+    let truncated = all_updates(&model, Strategy::Truncated { k: 5 });
+    for (a, b) in same.iter().zip(&truncated) {
+        assert_same(&model, &a.0, &b.0, 1e-12);
+    }
+}
+
+#[test]
+fn checkpointed_and_pi_one_chunks_equal_plain_truncation() {
+    let model = CharModel::new();
+    let truncated = all_updates(&model, Strategy::Truncated { k: 9 });
+    let ckpt = all_updates(&model, Strategy::Checkpointed { k: 9, every: None });
+    let pi_one = all_updates(&model, Strategy::Randomized { k: 9, pi: 1.0 });
+    for ((a, b), c) in truncated.iter().zip(&ckpt).zip(&pi_one) {
+        assert_same(&model, &b.0, &a.0, 1e-12);
+        assert_same(&model, &c.0, &a.0, 0.0);
+    }
+}
+
+#[test]
+fn random_lengths_cover_the_pass_in_chunks_within_bounds() {
+    let model = CharModel::new();
+    let updates = all_updates(&model, Strategy::RandomLength { min: 3, max: 7 });
+    let steps: Vec<usize> = updates.iter().map(|u| u.2).collect();
+    assert_eq!(steps.iter().sum::<usize>(), 24);
+    assert!(
+        steps[..steps.len() - 1].iter().all(|s| (3..=7).contains(s)),
+        "{steps:?}"
+    );
+    assert!(
+        steps.windows(2).any(|w| w[0] != w[1]),
+        "lengths vary: {steps:?}"
+    );
+}
+
+#[test]
+fn resetting_a_lane_zeroes_only_that_lane() {
+    let model = CharModel::new();
+    let mut s = stream();
+    let mut driver = Bptt::new(
+        Strategy::Truncated { k: 5 },
+        Carry::zeros(&model.lstm, 3),
+        0,
+    );
+    driver
+        .step(&mut s, |t, c, st, r| model.run(t, c, st, r))
+        .unwrap();
+    let before = driver.carry().clone();
+    driver.reset_lane(1);
+    let after = driver.carry();
+    for (layer_b, (x, y)) in before.h.data().iter().zip(after.h.data()).enumerate() {
+        let lane = layer_b / 4 % 3;
+        if lane == 1 {
+            assert_eq!(*y, 0.0);
+        } else {
+            assert_eq!(x, y);
+        }
+    }
+    assert!(after.c.as_ref().unwrap().data()[4..8]
+        .iter()
+        .all(|&v| v == 0.0));
+}
