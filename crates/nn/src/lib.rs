@@ -23,6 +23,7 @@
 
 mod bptt;
 mod cell;
+mod diagnostics;
 mod dropout;
 mod gradcheck;
 mod linear;
@@ -33,6 +34,9 @@ mod weights;
 
 pub use bptt::{Bptt, Carry, Chunk, Strategy, Stream, Update};
 pub use cell::{Cell, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, State};
+pub use diagnostics::{
+    grad_norms_through_time, param_grad_norms, recurrent_spectral_radii, spectral_radius,
+};
 pub use dropout::Dropout;
 pub use gradcheck::gradcheck_module;
 pub use linear::{Embedding, Linear};

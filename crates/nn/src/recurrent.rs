@@ -120,12 +120,15 @@ pub struct StackState<'t, F: Float = f32> {
 }
 
 /// What a stack returns: the last layer's h at every step, and the final states.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RecurrentOutput<'t, F: Float = f32> {
     /// [T, B, D·H] (or [B, T, D·H] batch-first); zero past each sequence's length.
     pub output: Var<'t, F>,
     /// The final states, each taken at its sequence's own length.
     pub state: StackState<'t, F>,
+    /// With [`Run::keep_states`]: h_t of the last layer's forward direction at each step, with
+    /// its gradient kept (`grads[states[t]]` is ∂L/∂h_t, the gradient flowing back through time).
+    pub states: Vec<Var<'t, F>>,
 }
 
 impl<C: Cell<F>, F: Float> Recurrent<C, F> {
@@ -221,6 +224,12 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             "{}: checkpoint segments must be at least one step",
             C::NAME
         );
+        assert!(
+            !(run.keep_states && run.checkpoint_every.is_some()),
+            "{}: keep_states needs the states on the tape, which checkpointing recomputes instead",
+            C::NAME
+        );
+        let mut kept = Vec::new();
         let dirs = self.config.directions();
         self.check_initial(run.initial, batch);
         let mut layer_input = x;
@@ -238,8 +247,9 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                     masks: masks.as_deref(),
                     grad_scale: run.grad_scale,
                 };
+                let keep = run.keep_states && direction == 0 && layer + 1 == self.config.num_layers;
                 let (hs, state) = match run.checkpoint_every {
-                    None => lane.run(tape, cell, flat, start),
+                    None => lane.run(tape, cell, flat, start, keep.then_some(&mut kept)),
                     Some(k) => lane.run_checkpointed(tape, cell, flat, start, k),
                 };
                 outputs.push(hs);
@@ -265,6 +275,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 h: stack(&h, 0),
                 c: c.map(|c| stack(&c, 0)),
             },
+            states: kept,
         }
     }
 
@@ -375,6 +386,10 @@ pub struct Run<'a, 't, F: Float = f32> {
     /// Keep the state only every k steps and recompute each segment's insides during backward
     /// (checkpointed BPTT: memory O(T/k + k) per layer instead of O(T)).
     pub checkpoint_every: Option<usize>,
+    /// Return the last layer's forward-direction state h_t at every step in
+    /// [`RecurrentOutput::states`], each marked to keep its gradient, so ∂L/∂h_t can be read
+    /// after backward (not with checkpointing, whose states are recomputed).
+    pub keep_states: bool,
 }
 
 impl<F: Float> Default for Run<'_, '_, F> {
@@ -384,6 +399,7 @@ impl<F: Float> Default for Run<'_, '_, F> {
             lengths: None,
             grad_scale: None,
             checkpoint_every: None,
+            keep_states: false,
         }
     }
 }
@@ -417,13 +433,24 @@ impl<F: Float> Lane<'_, F> {
         cell: &C,
         x: Var<'t, F>,
         start: State<'t, F>,
+        keep: Option<&mut Vec<Var<'t, F>>>,
     ) -> (Var<'t, F>, State<'t, F>) {
         // The input projection of every step in one GEMM, before the loop.
         let xp = x.matmul(tape.param(cell.weight_ih()).t()) + tape.param(cell.bias_ih());
         let (w_hh, b_hh) = (tape.param(cell.weight_hh()), tape.param(cell.bias_hh()));
         let steps: Vec<usize> = (0..self.steps).collect();
-        let (hs, state) =
-            steps_of::<C, F>(cell.kind(), tape, w_hh, b_hh, xp, start, self, &steps, 0);
+        let (hs, state) = steps_of::<C, F>(
+            cell.kind(),
+            tape,
+            w_hh,
+            b_hh,
+            xp,
+            start,
+            self,
+            &steps,
+            0,
+            keep,
+        );
         (stack(&hs, 0), state)
     }
 
@@ -510,7 +537,7 @@ impl<K: Copy, F: Float> Segment<K, F> {
         };
         let steps: Vec<usize> = (0..n).collect();
         let (hs, state) = steps_of::<C, F>(
-            self.kind, tape, v[3], v[4], xp, start, &lane, &steps, self.first,
+            self.kind, tape, v[3], v[4], xp, start, &lane, &steps, self.first, None,
         );
         let mut out = vec![stack(&hs, 0), state.h];
         out.extend(state.c);
@@ -532,6 +559,7 @@ fn steps_of<'t, C: Cell<F>, F: Float>(
     lane: &Lane<'_, F>,
     ks: &[usize],
     offset: usize,
+    mut keep: Option<&mut Vec<Var<'t, F>>>,
 ) -> (Vec<Var<'t, F>>, State<'t, F>) {
     let mut hs = vec![None; ks.len()];
     for &k in ks {
@@ -554,6 +582,9 @@ fn steps_of<'t, C: Cell<F>, F: Float>(
             None => (next, next.h),
         };
         state = next;
+        if let Some(kept) = keep.as_deref_mut() {
+            kept.push(state.h.retain_grad());
+        }
         hs[t] = Some(out);
     }
     let hs = hs.into_iter().map(|h| h.expect("every step ran")).collect();
