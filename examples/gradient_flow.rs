@@ -1,0 +1,326 @@
+//! Gradient flow through time in a vanilla RNN, an LSTM and a GRU, on the adding problem: each
+//! step holds a value in [0, 1] and a marker; the target is the sum of the two marked values, one
+//! in each half of a sequence of T ≥ 100 steps. Each model is trained, its accuracy printed
+//! (|prediction - target| < 0.04 on fresh sequences), and ‖∂L/∂h_t‖ measured for every step t;
+//! an SVG plots that norm against t for the three.
+//!
+//! Run: `cargo run --release --example gradient_flow -- [--steps 3000] [--seq-len 100] [--seed 0]
+//! [--out gradient_flow.svg]`
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::{Rng, SeedableRng};
+use rewind::autograd::{io::write_atomic, Tape, Tensor};
+use rewind::nn::{
+    grad_norms_through_time, recurrent_spectral_radii, Cell, GruCell, Linear, LstmCell, Module,
+    Recurrent, RecurrentConfig, RnnCell, Run,
+};
+use rewind::optim::{clip_grad_norm, Adam, Optimizer};
+
+const HIDDEN: usize = 32;
+const BATCH: usize = 32;
+
+struct Options {
+    steps: usize,
+    seq_len: usize,
+    seed: u64,
+    out: PathBuf,
+}
+
+fn parse_args() -> Result<Options, String> {
+    let mut o = Options {
+        steps: 3000,
+        seq_len: 100,
+        seed: 0,
+        out: PathBuf::from("gradient_flow.svg"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let number = |v: String| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag}: `{v}` is not a whole number"))
+        };
+        match flag.as_str() {
+            "--steps" => o.steps = number(value()?)? as usize,
+            "--seq-len" => o.seq_len = number(value()?)? as usize,
+            "--seed" => o.seed = number(value()?)?,
+            "--out" => o.out = PathBuf::from(value()?),
+            "--help" | "-h" => {
+                return Err(
+                    "usage: gradient_flow [--steps N] [--seq-len T] [--seed S] [--out FILE.svg]"
+                        .into(),
+                )
+            }
+            other => return Err(format!("unknown flag `{other}` (try --help)")),
+        }
+    }
+    if o.seq_len < 4 {
+        return Err(format!(
+            "--seq-len {} is too short: the task needs at least 4 steps",
+            o.seq_len
+        ));
+    }
+    Ok(o)
+}
+
+/// A batch of the adding problem: inputs [T, B, 2] (value, marker) and targets [B, 1].
+fn adding_batch(t: usize, rng: &mut StdRng) -> (Tensor, Tensor) {
+    let mut x = vec![0.0f32; t * BATCH * 2];
+    let mut y = vec![0.0f32; BATCH];
+    for b in 0..BATCH {
+        let first = rng.random_range(0..t / 2);
+        let second = rng.random_range(t / 2..t);
+        for step in 0..t {
+            let v: f32 = rng.random();
+            x[(step * BATCH + b) * 2] = v;
+            if step == first || step == second {
+                x[(step * BATCH + b) * 2 + 1] = 1.0;
+                y[b] += v;
+            }
+        }
+    }
+    (
+        Tensor::from_vec(x, &[t, BATCH, 2]).unwrap(),
+        Tensor::from_vec(y, &[BATCH, 1]).unwrap(),
+    )
+}
+
+struct Model<C> {
+    rnn: Recurrent<C>,
+    head: Linear,
+}
+
+impl<C: Cell<f32>> Module for Model<C> {
+    fn params(&self) -> Vec<(String, &rewind::autograd::Param)> {
+        let mut p = rewind::nn::nested("rnn", self.rnn.params());
+        p.extend(rewind::nn::nested("head", self.head.params()));
+        p
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut rewind::autograd::Param)> {
+        let mut p = rewind::nn::nested("rnn", self.rnn.params_mut());
+        p.extend(rewind::nn::nested("head", self.head.params_mut()));
+        p
+    }
+}
+
+struct Report {
+    name: &'static str,
+    accuracy: f64,
+    mse: f64,
+    norms: Vec<f64>,
+    radius_before: f64,
+    radius_after: f64,
+}
+
+/// Trains one model and measures it.
+fn study<C: Cell<f32>>(name: &'static str, o: &Options) -> Report {
+    let mut rng = StdRng::seed_from_u64(o.seed);
+    let mut model = Model {
+        rnn: Recurrent::<C>::new(RecurrentConfig::new(2, HIDDEN), &mut rng),
+        head: Linear::new(HIDDEN, 1, &mut rng),
+    };
+    let radius = |m: &Model<C>| {
+        recurrent_spectral_radii(m.rnn.cell(0, 0), 200)
+            .into_iter()
+            .fold(0.0, f64::max)
+    };
+    let radius_before = radius(&model);
+    let mut opt = Adam::new(3e-3);
+    for step in 1..=o.steps {
+        let (x, y) = adding_batch(o.seq_len, &mut rng);
+        let tape = Tape::new();
+        let out = model.rnn.forward(&tape, tape.constant(x), None, None);
+        let last = out
+            .output
+            .narrow(0, o.seq_len - 1, 1)
+            .reshape(&[BATCH, HIDDEN]);
+        let loss = (model.head.forward(&tape, last) - tape.constant(y))
+            .powf(2.0)
+            .mean();
+        let mut grads = loss.backward();
+        clip_grad_norm(&mut grads, 1.0);
+        opt.step(&mut model, &grads);
+        if step % 250 == 0 {
+            println!("  {name:<5} step {step:>5}  mse {:.4}", loss.item());
+        }
+    }
+    // Measure on fresh sequences: accuracy, and the gradient of the final loss back through time.
+    let (x, y) = adding_batch(o.seq_len, &mut rng);
+    let tape = Tape::new();
+    let run = Run {
+        keep_states: true,
+        ..Run::default()
+    };
+    let out = model.rnn.forward_with(&tape, tape.constant(x), &run);
+    let last = out
+        .output
+        .narrow(0, o.seq_len - 1, 1)
+        .reshape(&[BATCH, HIDDEN]);
+    let prediction = model.head.forward(&tape, last);
+    let loss = (prediction - tape.constant(y.clone())).powf(2.0).mean();
+    let grads = loss.backward();
+    let correct = prediction
+        .value()
+        .data()
+        .iter()
+        .zip(y.data())
+        .filter(|(p, t)| (*p - *t).abs() < 0.04)
+        .count();
+    Report {
+        name,
+        accuracy: correct as f64 / BATCH as f64,
+        mse: loss.item() as f64,
+        norms: grad_norms_through_time(&grads, &out.states),
+        radius_before,
+        radius_after: radius(&model),
+    }
+}
+
+/// ‖∂L/∂h_t‖ against t on a log scale, one line per model.
+fn svg(reports: &[Report], t: usize) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 440.0, 80.0, 150.0, 40.0, 60.0);
+    let logs: Vec<f64> = reports
+        .iter()
+        .flat_map(|r| r.norms.iter())
+        .filter(|&&n| n > 0.0)
+        .map(|n| n.log10())
+        .collect();
+    let hi = logs.iter().cloned().fold(f64::MIN, f64::max).ceil();
+    let lo = logs
+        .iter()
+        .cloned()
+        .fold(f64::MAX, f64::min)
+        .floor()
+        .max(hi - 30.0);
+    let x = |step: usize| left + (w - left - right) * step as f64 / (t - 1) as f64;
+    let y = |log: f64| top + (h - top - bottom) * (hi - log.max(lo)) / (hi - lo).max(1.0);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="13">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">‖∂L/∂h_t‖ after training, adding problem, T = {t}</text>"#,
+        (left + w - right) / 2.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
+        h - bottom,
+        w - right,
+        h - bottom
+    );
+    let _ = writeln!(
+        s,
+        r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
+        h - bottom
+    );
+    let mut decade = lo;
+    while decade <= hi {
+        let yy = y(decade);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{yy}" x2="{}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">1e{}</text>"##,
+            w - right,
+            left - 6.0,
+            yy + 4.0,
+            decade
+        );
+        decade += ((hi - lo) / 6.0).ceil().max(1.0);
+    }
+    for step in (0..t).step_by((t / 5).max(1)) {
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{step}</text>"#,
+            x(step),
+            h - bottom + 18.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">time step t</text>"#,
+        (left + w - right) / 2.0,
+        h - 18.0
+    );
+    let colors = ["#d62728", "#1f77b4", "#2ca02c"];
+    for (r, color) in reports.iter().zip(colors) {
+        let points: Vec<String> = r
+            .norms
+            .iter()
+            .enumerate()
+            .map(|(step, &n)| {
+                format!(
+                    "{:.1},{:.1}",
+                    x(step),
+                    y(if n > 0.0 { n.log10() } else { lo })
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
+            points.join(" ")
+        );
+    }
+    for (i, (r, color)) in reports.iter().zip(colors).enumerate() {
+        let ly = top + 20.0 + 22.0 * i as f64;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{} ({:.0}%)</text>"#,
+            w - right + 10.0,
+            w - right + 34.0,
+            w - right + 40.0,
+            ly + 4.0,
+            r.name,
+            100.0 * r.accuracy
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn main() -> ExitCode {
+    let o = match parse_args() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("gradient_flow: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!(
+        "Adding problem, T = {}, {} training steps of batch {BATCH}, hidden {HIDDEN}",
+        o.seq_len, o.steps
+    );
+    let reports = [
+        study::<RnnCell<f32>>("RNN", &o),
+        study::<LstmCell<f32>>("LSTM", &o),
+        study::<GruCell<f32>>("GRU", &o),
+    ];
+    println!("\nmodel   accuracy   mse      ρ(W_hh) init→trained   ‖∂L/∂h_t‖ at t = 0, T/4, T/2, 3T/4, T-1");
+    for r in &reports {
+        let at = |f: usize| r.norms[(f * (o.seq_len - 1)) / 4];
+        println!(
+            "{:<6} {:>7.1}%   {:.4}   {:.3} → {:.3}          {:.2e}  {:.2e}  {:.2e}  {:.2e}  {:.2e}",
+            r.name, 100.0 * r.accuracy, r.mse, r.radius_before, r.radius_after, at(0), at(1), at(2), at(3), at(4)
+        );
+    }
+    println!(
+        "(a model that predicts the mean, 1.0, has mse 0.167; accuracy counts |error| < 0.04)"
+    );
+    match write_atomic(&o.out, svg(&reports, o.seq_len).as_bytes()) {
+        Ok(()) => {
+            println!("wrote {}", o.out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gradient_flow: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
