@@ -98,8 +98,12 @@ fn checkpointed_bptt_holds_five_times_less_at_a_thousand_steps() {
         checkpoint_every: Some(32),
         ..Run::default()
     });
+    let ratio = full as f64 / ckpt as f64;
+    println!(
+        "T = 1000 peak tape bytes: full {full}, checkpointed every 32 {ckpt} ({ratio:.1}x less)"
+    );
     assert!(
-        full >= 5 * ckpt,
+        ratio >= 5.0,
         "full {full} bytes vs checkpointed {ckpt}: less than 5x apart"
     );
 }
