@@ -319,3 +319,29 @@ fn checkpoint_recomputes_inside_backward_and_keeps_only_outputs() {
         "recomputation is counted in the peak"
     );
 }
+
+#[test]
+fn large_products_split_across_threads_match_a_plain_loop() {
+    // Above 2^26 flops a product is split into bands of rows (or of columns, when C is short);
+    // each element must equal the plain triple loop's, and backward uses the same path.
+    let mut rng = StdRng::seed_from_u64(11);
+    for (m, k, n) in [(400, 400, 400), (4, 4100, 4100)] {
+        let a = Tensor::<f64>::uniform(&[m, k], -1.0, 1.0, &mut rng);
+        let bt = Tensor::<f64>::uniform(&[n, k], -1.0, 1.0, &mut rng);
+        let tape = Tape::new();
+        let (av, bv) = (tape.var(a.clone()), tape.var(bt.clone()));
+        let c = av.matmul(bv.t()).value();
+        for i in (0..m).step_by(37) {
+            for j in (0..n).step_by(41) {
+                let plain: f64 = (0..k)
+                    .map(|p| a.data()[i * k + p] * bt.data()[j * k + p])
+                    .sum();
+                assert!((c.data()[i * n + j] - plain).abs() < 1e-9, "C[{i}, {j}]");
+            }
+        }
+        let g = av.matmul(bv.t()).sum().backward();
+        // ∂Σ(A·Bᵀ)/∂A[i, p] = Σ_j B[j, p].
+        let col_sum: f64 = (0..n).map(|j| bt.data()[j * k + 3]).sum();
+        assert!((g[av].data()[3] - col_sum).abs() < 1e-9);
+    }
+}
