@@ -241,3 +241,27 @@ fn gradient_norms_through_time_follow_powers_of_w_hh() {
     assert_eq!(by_name[1].0, "weight_hh_l0");
     assert!(by_name[1].1 > 0.0);
 }
+
+/// Randomness inside a checkpointed function replays identically when it comes from a captured
+/// seed: the dropout mask of the recomputation is the mask of the forward pass.
+#[test]
+fn dropout_inside_a_checkpoint_replays_its_mask() {
+    use rewind::nn::Dropout;
+    let x = uniform::<f64>(&[6, 5], 20);
+    let w = uniform::<f64>(&[5, 5], 21);
+    let reference = {
+        let tape = Tape::new();
+        let (xv, wv) = (tape.var(x.clone()), tape.var(w.clone()));
+        let y = Dropout::new(0.5, 77).forward(&tape, xv.matmul(wv).tanh());
+        let g = (y * y).sum().backward();
+        (g[xv].clone(), g[wv].clone())
+    };
+    let tape = Tape::new();
+    let (xv, wv) = (tape.var(x), tape.var(w));
+    let y = tape.checkpoint(&[xv, wv], |t, v| {
+        vec![Dropout::new(0.5, 77).forward(t, v[0].matmul(v[1]).tanh())]
+    })[0];
+    let g = (y * y).sum().backward();
+    assert_eq!(g[xv].data(), reference.0.data());
+    assert_eq!(g[wv].data(), reference.1.data());
+}
