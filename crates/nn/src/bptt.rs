@@ -282,6 +282,16 @@ impl<F: Float> Bptt<F> {
         }
     }
 
+    /// Restarts the generator of the random strategies from `seed`.
+    pub fn reseed(&mut self, seed: u64) {
+        self.rng = StdRng::seed_from_u64(seed);
+    }
+
+    /// Replaces the carried state (to resume a run where it stopped, at `position`).
+    pub fn resume_at(&mut self, position: usize, carry: Carry<F>) {
+        self.states = BTreeMap::from([(position, carry)]);
+    }
+
     /// The state carried into the next update.
     pub fn carry(&self) -> &Carry<F> {
         self.states

@@ -31,6 +31,12 @@ impl Dropout {
         }
     }
 
+    /// Restarts the mask generator from `seed` (to make a resumed run draw the masks an
+    /// uninterrupted one would).
+    pub fn reseed(&self, seed: u64) {
+        *self.rng.borrow_mut() = StdRng::seed_from_u64(seed);
+    }
+
     /// The drop probability.
     pub fn p(&self) -> f64 {
         self.p

@@ -170,6 +170,11 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         &self.cells[layer][direction]
     }
 
+    /// Restarts the generator of the dropout masks between layers from `seed`.
+    pub fn reseed_dropout(&self, seed: u64) {
+        self.dropout.reseed(seed);
+    }
+
     /// Training mode (dropout between layers on) or evaluation mode.
     pub fn set_training(&self, training: bool) {
         self.dropout.set_training(training);
