@@ -82,6 +82,17 @@ impl Stream {
         self.position = 0;
     }
 
+    /// Moves to `position` (to resume a pass where it stopped).
+    #[track_caller]
+    pub fn seek(&mut self, position: usize) {
+        assert!(
+            position <= self.steps(),
+            "stream: position {position} past the end ({})",
+            self.steps()
+        );
+        self.position = position;
+    }
+
     /// Steps `start .. start + steps` without moving the position.
     #[track_caller]
     pub fn chunk(&self, start: usize, steps: usize) -> Chunk {

@@ -1,0 +1,83 @@
+//! The example's program: command line in, exit code out. Tests drive it through [`run`].
+
+#[path = "checkpoint.rs"]
+mod checkpoint;
+#[path = "cli.rs"]
+pub mod cli;
+#[path = "data.rs"]
+pub mod data;
+#[path = "model.rs"]
+pub mod model;
+#[path = "sample.rs"]
+mod sample;
+#[path = "train.rs"]
+pub mod train;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::process::ExitCode;
+
+/// What went wrong, as one line a person can act on.
+#[derive(Debug)]
+pub enum Error {
+    /// A flag or its value is not acceptable.
+    Usage(String),
+    /// The text to learn from cannot be used.
+    Data(String),
+    /// A checkpoint cannot be read, written, or does not fit.
+    Checkpoint(String),
+    /// Training diverged or was interrupted.
+    Training(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(m) | Error::Data(m) | Error::Checkpoint(m) | Error::Training(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    /// Training stopped at its limit, at this step.
+    Trained { step: usize, val_loss: f64 },
+    /// Ctrl-C: a checkpoint was saved at this step.
+    Interrupted { step: usize },
+    /// Text was sampled.
+    Sampled(String),
+    /// Help or version was printed.
+    Informed,
+}
+
+/// Parses `args` (the program name first) and runs the command.
+pub fn run<I, T>(args: I) -> Result<Outcome, Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match cli::parse(args)? {
+        cli::Parsed::Train(t) => train::run(&t),
+        cli::Parsed::Sample(s) => sample::run(&s).map(Outcome::Sampled),
+        cli::Parsed::Informed => Ok(Outcome::Informed),
+    }
+}
+
+/// `run` with its result as an exit code: 0 done, 1 failed, 2 bad usage, 130 interrupted.
+pub fn main<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    match run(args) {
+        Ok(Outcome::Interrupted { .. }) => ExitCode::from(130),
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("char_rnn: {e}");
+            ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
+        }
+    }
+}

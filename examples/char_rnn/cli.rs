@@ -1,0 +1,373 @@
+//! The command line: `char_rnn [train flags]` or `char_rnn sample [flags]`, checked into plain
+//! settings before anything runs.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+
+use super::Error;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "char_rnn",
+    about = "Train a character-level language model on any text, watch it learn, sample from it.",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    train: TrainArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model (the default when no subcommand is given).
+    Train(TrainArgs),
+    /// Generate text from a checkpoint.
+    Sample(SampleArgs),
+}
+
+/// The recurrent cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CellKind {
+    /// Vanilla tanh RNN.
+    Rnn,
+    /// LSTM.
+    Lstm,
+    /// GRU.
+    Gru,
+}
+
+/// The optimizer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OptimKind {
+    /// Adam.
+    Adam,
+    /// Plain SGD.
+    Sgd,
+    /// Adagrad.
+    Adagrad,
+    /// RMSprop.
+    Rmsprop,
+}
+
+/// How gradients flow back through time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BpttKind {
+    /// Random windows of --seq-len from a zero state, backpropagated whole.
+    Full,
+    /// The text read as a stream in --batch lanes; state carried and detached every --seq-len.
+    Truncated,
+    /// Like truncated, with chunk lengths drawn from seq-len/2 ..= 3·seq-len/2.
+    Random,
+    /// Like truncated, each chunk recomputed in √seq-len segments during backward.
+    Checkpointed,
+}
+
+#[derive(Args, Debug, Clone)]
+struct TrainArgs {
+    /// UTF-8 text to learn; default: this project's Rust sources.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Recurrent cell.
+    #[arg(long, value_enum, default_value_t = CellKind::Lstm)]
+    cell: CellKind,
+    /// Stacked recurrent layers.
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    /// Hidden units per layer.
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    /// Embedding size (0: one-hot input).
+    #[arg(long, default_value_t = 32)]
+    embed: usize,
+    /// Dropout between layers.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Characters per chunk (the BPTT length).
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    /// Parallel sequences per step.
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimKind::Adam)]
+    optim: OptimKind,
+    /// Clip the global gradient norm to this (0: no clipping).
+    #[arg(long, default_value_t = 5.0)]
+    clip: f64,
+    /// Backpropagation through time.
+    #[arg(long, value_enum, default_value_t = BpttKind::Truncated)]
+    bptt: BpttKind,
+    /// Train until this many steps in all (default 1500).
+    #[arg(long, conflicts_with = "minutes")]
+    steps: Option<usize>,
+    /// Train for this many minutes.
+    #[arg(long)]
+    minutes: Option<f64>,
+    /// Seed of initialisation, dropout and data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where checkpoints are written (default: char_rnn.safetensors, or the --resume file).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Replace an existing checkpoint file that this run did not resume from.
+    #[arg(long)]
+    overwrite: bool,
+    /// Save a checkpoint every this many steps (and at the end).
+    #[arg(long, default_value_t = 500)]
+    save_every: usize,
+    /// Report validation loss and a sample every this many steps.
+    #[arg(long, default_value_t = 250)]
+    eval_every: usize,
+    /// Continue the run saved in this checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct SampleArgs {
+    /// The checkpoint to sample from.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Text to start from (default: a newline).
+    #[arg(long, default_value = "\n")]
+    prime: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 500)]
+    len: usize,
+    /// Softmax temperature: lower is more conservative.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f64,
+    /// Sample only among the k likeliest characters.
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Seed of the sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// The model's shape and how it is trained: saved in every checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hyper {
+    /// Recurrent cell.
+    pub cell: CellKind,
+    /// Layers.
+    pub layers: usize,
+    /// Hidden units.
+    pub hidden: usize,
+    /// Embedding size, 0 for one-hot.
+    pub embed: usize,
+    /// Dropout between layers.
+    pub dropout: f64,
+    /// Chunk length.
+    pub seq_len: usize,
+    /// Lanes.
+    pub batch: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Optimizer.
+    pub optim: OptimKind,
+    /// Global-norm clip (0: off).
+    pub clip: f64,
+    /// BPTT strategy.
+    pub bptt: BpttKind,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// When training stops.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Limit {
+    /// At this many steps in all.
+    Steps(usize),
+    /// After this many minutes of this run.
+    Minutes(f64),
+}
+
+/// A checked `train` command.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Model and training settings.
+    pub hyper: Hyper,
+    /// The names of the settings given on the command line (a resumed run must agree on them).
+    pub explicit: BTreeSet<&'static str>,
+    /// The text.
+    pub data: Option<PathBuf>,
+    /// Stop condition.
+    pub limit: Limit,
+    /// Checkpoint path.
+    pub checkpoint: PathBuf,
+    /// Replace an existing file at `checkpoint`.
+    pub overwrite: bool,
+    /// Save interval.
+    pub save_every: usize,
+    /// Evaluation interval.
+    pub eval_every: usize,
+    /// Checkpoint to resume.
+    pub resume: Option<PathBuf>,
+}
+
+/// A checked `sample` command.
+#[derive(Clone, Debug)]
+pub struct SampleConfig {
+    /// Checkpoint path.
+    pub checkpoint: PathBuf,
+    /// Starting text.
+    pub prime: String,
+    /// Characters to generate.
+    pub len: usize,
+    /// Softmax temperature.
+    pub temperature: f64,
+    /// Top-k filter.
+    pub top_k: Option<usize>,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Train.
+    Train(TrainConfig),
+    /// Sample.
+    Sample(SampleConfig),
+    /// Help or version was printed.
+    Informed,
+}
+
+/// Parses and checks the command line.
+pub fn parse<I, T>(args: I) -> Result<Parsed, Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = match Cli::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return Ok(Parsed::Informed);
+        }
+        Err(e) => return Err(Error::Usage(first_line(&e.to_string()))),
+    };
+    let cli =
+        Cli::from_arg_matches(&matches).map_err(|e| Error::Usage(first_line(&e.to_string())))?;
+    match cli.command {
+        Some(Command::Sample(s)) => check_sample(s).map(Parsed::Sample),
+        Some(Command::Train(t)) => {
+            let sub = matches
+                .subcommand_matches("train")
+                .expect("the train subcommand matched");
+            check_train(t, sub).map(Parsed::Train)
+        }
+        None => check_train(cli.train, &matches).map(Parsed::Train),
+    }
+}
+
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or(message);
+    line.trim_start_matches("error: ").to_string()
+}
+
+fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
+    let usage = |m: String| Err(Error::Usage(m));
+    if a.layers == 0 {
+        return usage("--layers must be at least 1".into());
+    }
+    if a.hidden == 0 {
+        return usage("--hidden must be at least 1".into());
+    }
+    if !(0.0..1.0).contains(&a.dropout) {
+        return usage(format!("--dropout {} must be in [0, 1)", a.dropout));
+    }
+    if a.seq_len < 2 {
+        return usage(format!("--seq-len {} must be at least 2", a.seq_len));
+    }
+    if a.batch == 0 {
+        return usage("--batch must be at least 1".into());
+    }
+    if !(a.lr > 0.0 && a.lr.is_finite()) {
+        return usage(format!("--lr {} must be a positive number", a.lr));
+    }
+    if !(a.clip >= 0.0 && a.clip.is_finite()) {
+        return usage(format!("--clip {} must be 0 (off) or positive", a.clip));
+    }
+    if a.save_every == 0 || a.eval_every == 0 {
+        return usage("--save-every and --eval-every must be at least 1".into());
+    }
+    let limit = match (a.steps, a.minutes) {
+        (_, Some(min)) if !(min > 0.0 && min.is_finite()) => {
+            return usage(format!("--minutes {min} must be positive"))
+        }
+        (_, Some(min)) => Limit::Minutes(min),
+        (Some(0), _) => return usage("--steps must be at least 1".into()),
+        (Some(s), None) => Limit::Steps(s),
+        (None, None) => Limit::Steps(1500),
+    };
+    let names = [
+        "cell", "layers", "hidden", "embed", "dropout", "seq_len", "batch", "lr", "optim", "clip",
+        "bptt", "seed",
+    ];
+    let explicit = names
+        .into_iter()
+        .filter(|n| m.value_source(n) == Some(ValueSource::CommandLine))
+        .collect();
+    let checkpoint = a
+        .checkpoint
+        .or_else(|| a.resume.clone())
+        .unwrap_or_else(|| PathBuf::from("char_rnn.safetensors"));
+    Ok(TrainConfig {
+        hyper: Hyper {
+            cell: a.cell,
+            layers: a.layers,
+            hidden: a.hidden,
+            embed: a.embed,
+            dropout: a.dropout,
+            seq_len: a.seq_len,
+            batch: a.batch,
+            lr: a.lr,
+            optim: a.optim,
+            clip: a.clip,
+            bptt: a.bptt,
+            seed: a.seed,
+        },
+        explicit,
+        data: a.data,
+        limit,
+        checkpoint,
+        overwrite: a.overwrite,
+        save_every: a.save_every,
+        eval_every: a.eval_every,
+        resume: a.resume,
+    })
+}
+
+fn check_sample(s: SampleArgs) -> Result<SampleConfig, Error> {
+    if !(s.temperature > 0.0 && s.temperature.is_finite()) {
+        return Err(Error::Usage(format!(
+            "--temperature {} must be positive",
+            s.temperature
+        )));
+    }
+    if s.top_k == Some(0) {
+        return Err(Error::Usage("--top-k must be at least 1".into()));
+    }
+    if s.prime.is_empty() {
+        return Err(Error::Usage("--prime must not be empty".into()));
+    }
+    Ok(SampleConfig {
+        checkpoint: s.checkpoint,
+        prime: s.prime,
+        len: s.len,
+        temperature: s.temperature,
+        top_k: s.top_k,
+        seed: s.seed,
+    })
+}

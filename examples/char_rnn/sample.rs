@@ -1,0 +1,93 @@
+//! Sampling: feed a priming text, then draw each next character from the model's softmax, with
+//! a temperature and an optional top-k filter.
+
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::{Rng, SeedableRng};
+use rewind::autograd::Tape;
+use rewind::nn::{Carry, Run};
+
+use super::cli::SampleConfig;
+use super::data::Corpus;
+use super::model::CharModel;
+use super::train::restore_model;
+use super::{checkpoint, Error};
+
+/// `sample`: loads the checkpoint and prints what the model writes after `--prime`.
+pub fn run(c: &SampleConfig) -> Result<String, Error> {
+    let saved = checkpoint::load(&c.checkpoint)?;
+    let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, &c.checkpoint)?;
+    let mut rng = StdRng::seed_from_u64(c.seed);
+    let text = generate(
+        &model,
+        &saved.vocab,
+        &c.prime,
+        c.len,
+        c.temperature,
+        c.top_k,
+        &mut rng,
+    )?;
+    println!("{}{text}", c.prime);
+    Ok(text)
+}
+
+/// `len` characters following `prime`.
+pub fn generate(
+    model: &CharModel,
+    vocab: &[char],
+    prime: &str,
+    len: usize,
+    temperature: f64,
+    top_k: Option<usize>,
+    rng: &mut StdRng,
+) -> Result<String, Error> {
+    let tokens = Corpus::encode(vocab, prime).map_err(|c| {
+        Error::Usage(format!(
+            "--prime contains {c:?}, which is not in the checkpoint's vocabulary of {} characters",
+            vocab.len()
+        ))
+    })?;
+    model.set_training(false);
+    let mut carry: Carry = model.zero_carry(1);
+    let mut input = tokens;
+    let mut out = String::with_capacity(len);
+    for _ in 0..len {
+        let tape = Tape::new();
+        let (logits, state) = model.logits(
+            &tape,
+            &input,
+            input.len(),
+            1,
+            carry.on(&tape),
+            &Run::default(),
+        );
+        carry = Carry::of(state);
+        let v = vocab.len();
+        let all = logits.value();
+        let last = &all.data()[(input.len() - 1) * v..];
+        let next = draw(last, temperature, top_k, rng);
+        out.push(vocab[next]);
+        input = vec![next];
+    }
+    model.set_training(true);
+    Ok(out)
+}
+
+/// An index drawn from softmax(logits / temperature), among the `top_k` largest if given.
+fn draw(logits: &[f32], temperature: f64, top_k: Option<usize>, rng: &mut StdRng) -> usize {
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    order.truncate(top_k.unwrap_or(logits.len()).min(logits.len()));
+    let best = logits[order[0]] as f64;
+    let weights: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i] as f64 - best) / temperature).exp())
+        .collect();
+    let mut pick = rng.random::<f64>() * weights.iter().sum::<f64>();
+    for (&i, w) in order.iter().zip(&weights) {
+        pick -= w;
+        if pick <= 0.0 {
+            return i;
+        }
+    }
+    order[order.len() - 1]
+}

@@ -1,0 +1,408 @@
+//! `train`: the loop. Reads the text as a stream in `--batch` lanes, runs the BPTT driver, clips,
+//! steps the optimizer, reports progress, evaluates, samples and saves; resumes exactly from a
+//! checkpoint; saves and stops on Ctrl-C.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::{Rng, SeedableRng};
+use rewind::autograd::{Tape, Tensor};
+use rewind::nn::{load_state_dict, Bptt, Carry, Run, Strategy, Stream};
+use rewind::optim::{clip_grad_norm_finite, Adagrad, Adam, Optimizer, RmsProp, Sgd};
+
+use super::checkpoint::{self, Progress, SaveParts};
+use super::cli::{BpttKind, Hyper, Limit, OptimKind, TrainConfig};
+use super::data::Corpus;
+use super::model::CharModel;
+use super::sample::generate;
+use super::{Error, Outcome};
+
+/// Set by the Ctrl-C handler; the loop saves and stops when it sees it.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Runs a training command.
+pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
+    let corpus = Corpus::load(c.data.as_deref())?;
+    let resumed = c.resume.as_deref().map(checkpoint::load).transpose()?;
+    let hyper = match &resumed {
+        Some(saved) => agree(c, &saved.hyper)?,
+        None => c.hyper.clone(),
+    };
+    corpus.check_length(hyper.batch, hyper.seq_len)?;
+    let resuming_here = c.resume.as_deref() == Some(c.checkpoint.as_path());
+    if c.checkpoint.exists() && !resuming_here && !c.overwrite {
+        return Err(Error::Checkpoint(format!(
+            "{} exists: pass --resume {0} to continue it, --overwrite to replace it, or another --checkpoint path",
+            c.checkpoint.display()
+        )));
+    }
+
+    let mut rng = StdRng::seed_from_u64(hyper.seed);
+    let mut model = CharModel::new(&hyper, corpus.vocab.len(), &mut rng);
+    let mut optimizer = make_optimizer(&hyper);
+    let mut stream = Stream::new(corpus.train.clone(), hyper.batch);
+    let mut driver = Bptt::new(strategy(&hyper), model.zero_carry(hyper.batch), hyper.seed);
+    let mut progress = Progress {
+        step: 0,
+        position: 0,
+        epoch: 0,
+    };
+    if let (Some(saved), Some(path)) = (resumed, c.resume.as_deref()) {
+        if saved.vocab != corpus.vocab {
+            return Err(Error::Checkpoint(format!(
+                "{} was trained on a vocabulary of {} characters, but {} has {}: resume with the same --data",
+                path.display(),
+                saved.vocab.len(),
+                corpus.source,
+                corpus.vocab.len()
+            )));
+        }
+        model = restore_model(&hyper, &saved.vocab, &saved.weights, path)?;
+        optimizer
+            .load_state(&saved.optimizer)
+            .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+        let expected = model.zero_carry(hyper.batch);
+        if saved.carry.h.shape() != expected.h.shape() || saved.progress.position > stream.steps() {
+            return Err(Error::Checkpoint(format!(
+                "{}: the saved stream state does not fit this text",
+                path.display()
+            )));
+        }
+        progress = saved.progress;
+        stream.seek(progress.position);
+        driver.resume_at(progress.position, saved.carry);
+        println!("resuming {} at step {}", path.display(), progress.step);
+    }
+
+    INTERRUPTED.store(false, Ordering::SeqCst);
+    // A second run in one process finds the handler installed already, which is fine.
+    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+
+    println!(
+        "training a {} × {} {:?} on {} ({} characters, vocabulary {}; last 10% held out): {} parameters",
+        hyper.layers,
+        hyper.hidden,
+        hyper.cell,
+        corpus.source,
+        corpus.train.len() + corpus.val.len(),
+        corpus.vocab.len(),
+        rewind::nn::Module::num_params(&model)
+    );
+    let mut report = Report::new(c.limit, progress.step);
+    let started = Instant::now();
+    let mut val_loss = f64::NAN;
+    let mut saved_once = false;
+    loop {
+        let done = match c.limit {
+            Limit::Steps(total) => progress.step >= total,
+            Limit::Minutes(m) => started.elapsed() >= Duration::from_secs_f64(m * 60.0),
+        };
+        if done {
+            break;
+        }
+        let step_seed = mix(hyper.seed, progress.step as u64);
+        model.reseed_dropout(step_seed);
+        let update = if hyper.bptt == BpttKind::Full {
+            full_update(&model, &hyper, &corpus.train, step_seed)
+        } else {
+            driver.reseed(step_seed);
+            match driver.step(&mut stream, |t, ch, s, r| model.loss_sum(t, ch, s, r)) {
+                Some(u) => u,
+                None => {
+                    stream.rewind();
+                    driver.restart(model.zero_carry(hyper.batch));
+                    progress.epoch += 1;
+                    continue;
+                }
+            }
+        };
+        let mut grads = update.grads;
+        if !update.loss.is_finite() {
+            return Err(Error::Training(format!(
+                "the loss became {} at step {}: lower --lr",
+                update.loss, progress.step
+            )));
+        }
+        if hyper.clip > 0.0 {
+            clip_grad_norm_finite(&mut grads, hyper.clip)
+                .map_err(|e| Error::Training(format!("step {}: {e}", progress.step)))?;
+        }
+        optimizer.step(&mut model, &grads);
+        progress.step += 1;
+        progress.position = stream.position();
+        report.step(progress.step, update.loss, update.targets);
+
+        let last = match c.limit {
+            Limit::Steps(total) => progress.step >= total,
+            Limit::Minutes(_) => false,
+        };
+        if progress.step % c.eval_every == 0 || last {
+            val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
+            let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
+            let sample = generate(&model, &corpus.vocab, "\n", 160, 0.8, None, &mut sample_rng)?;
+            report.eval(progress.step, val_loss, &sample);
+        }
+        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
+        if progress.step % c.save_every == 0 || last || interrupted {
+            save(
+                c,
+                &hyper,
+                &corpus,
+                progress,
+                &model,
+                optimizer.as_ref(),
+                &driver,
+            )?;
+            saved_once = true;
+        }
+        if interrupted {
+            report.finish();
+            println!(
+                "interrupted: saved {} at step {}",
+                c.checkpoint.display(),
+                progress.step
+            );
+            return Ok(Outcome::Interrupted {
+                step: progress.step,
+            });
+        }
+    }
+    if !saved_once && progress.step > 0 {
+        save(
+            c,
+            &hyper,
+            &corpus,
+            progress,
+            &model,
+            optimizer.as_ref(),
+            &driver,
+        )?;
+    }
+    if val_loss.is_nan() && progress.step > 0 {
+        val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
+    }
+    report.finish();
+    println!(
+        "step {}: validation {:.4} nats/char (perplexity {:.2}); checkpoint {}",
+        progress.step,
+        val_loss,
+        val_loss.exp(),
+        c.checkpoint.display()
+    );
+    Ok(Outcome::Trained {
+        step: progress.step,
+        val_loss,
+    })
+}
+
+/// The settings of a resumed run: the checkpoint's, refusing any flag given that differs.
+fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
+    let given = &c.hyper;
+    let differs = |name: &str| -> bool {
+        match name {
+            "cell" => given.cell != saved.cell,
+            "layers" => given.layers != saved.layers,
+            "hidden" => given.hidden != saved.hidden,
+            "embed" => given.embed != saved.embed,
+            "dropout" => given.dropout != saved.dropout,
+            "seq_len" => given.seq_len != saved.seq_len,
+            "batch" => given.batch != saved.batch,
+            "lr" => given.lr != saved.lr,
+            "optim" => given.optim != saved.optim,
+            "clip" => given.clip != saved.clip,
+            "bptt" => given.bptt != saved.bptt,
+            _ => given.seed != saved.seed,
+        }
+    };
+    if let Some(name) = c.explicit.iter().find(|n| differs(n)) {
+        return Err(Error::Checkpoint(format!(
+            "--{} differs from the checkpoint being resumed (see its settings with `sample`); drop the flag to keep the checkpoint's",
+            name.replace('_', "-")
+        )));
+    }
+    Ok(saved.clone())
+}
+
+/// A model of the checkpoint's shape with its weights, or an error naming what does not fit.
+pub fn restore_model(
+    hyper: &Hyper,
+    vocab: &[char],
+    weights: &BTreeMap<String, Tensor>,
+    path: &Path,
+) -> Result<CharModel, Error> {
+    let mut model = CharModel::new(hyper, vocab.len(), &mut StdRng::seed_from_u64(0));
+    load_state_dict(&mut model, weights)
+        .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+    Ok(model)
+}
+
+fn make_optimizer(h: &Hyper) -> Box<dyn Optimizer> {
+    match h.optim {
+        OptimKind::Adam => Box::new(Adam::new(h.lr)),
+        OptimKind::Sgd => Box::new(Sgd::new(h.lr)),
+        OptimKind::Adagrad => Box::new(Adagrad::new(h.lr)),
+        OptimKind::Rmsprop => Box::new(RmsProp::new(h.lr)),
+    }
+}
+
+fn strategy(h: &Hyper) -> Strategy {
+    match h.bptt {
+        BpttKind::Full | BpttKind::Truncated => Strategy::Truncated { k: h.seq_len },
+        BpttKind::Random => Strategy::RandomLength {
+            min: (h.seq_len / 2).max(1),
+            max: h.seq_len * 3 / 2,
+        },
+        BpttKind::Checkpointed => Strategy::Checkpointed {
+            k: h.seq_len,
+            every: None,
+        },
+    }
+}
+
+/// Full BPTT: `batch` random windows of `seq_len` from a zero state, backpropagated whole.
+fn full_update(model: &CharModel, h: &Hyper, train: &[usize], seed: u64) -> rewind::nn::Update {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let window = h.seq_len + 1;
+    let mut tokens = Vec::with_capacity(h.batch * window);
+    for _ in 0..h.batch {
+        let start = rng.random_range(0..=train.len() - window);
+        tokens.extend_from_slice(&train[start..start + window]);
+    }
+    let mut stream = Stream::new(tokens, h.batch);
+    let mut driver = Bptt::new(Strategy::Full, model.zero_carry(h.batch), seed);
+    driver
+        .step(&mut stream, |t, ch, s, r| model.loss_sum(t, ch, s, r))
+        .expect("one window per lane")
+}
+
+/// Mean cross-entropy in nats per character over the held-out text, read as a stream in
+/// evaluation mode with the state carried.
+pub fn evaluate(model: &CharModel, val: &[usize], batch: usize, seq_len: usize) -> f64 {
+    let lanes = batch.min(val.len() / 2).max(1);
+    let mut stream = Stream::new(val.to_vec(), lanes);
+    let mut carry: Carry = model.zero_carry(lanes);
+    let (mut total, mut count) = (0.0, 0usize);
+    model.set_training(false);
+    while let Some(chunk) = stream.take(seq_len) {
+        let tape = Tape::new();
+        let (loss, state) = model.loss_sum(&tape, &chunk, carry.on(&tape), &Run::default());
+        total += loss.item() as f64;
+        count += chunk.targets.len();
+        carry = Carry::of(state);
+    }
+    model.set_training(true);
+    total / count as f64
+}
+
+fn save(
+    c: &TrainConfig,
+    hyper: &Hyper,
+    corpus: &Corpus,
+    progress: Progress,
+    model: &CharModel,
+    optimizer: &dyn Optimizer,
+    driver: &Bptt,
+) -> Result<(), Error> {
+    checkpoint::save(
+        &c.checkpoint,
+        &SaveParts {
+            hyper,
+            vocab: &corpus.vocab,
+            progress,
+            model,
+            optimizer: &optimizer.state(),
+            carry: driver.carry(),
+        },
+    )
+}
+
+/// A seed for step `n` of a run seeded with `seed` (splitmix64), so a resumed run draws what an
+/// uninterrupted one would.
+fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Progress: a live bar on a terminal, plain lines otherwise.
+struct Report {
+    bar: Option<ProgressBar>,
+    started: Instant,
+    chars: usize,
+    loss: f64,
+}
+
+impl Report {
+    fn new(limit: Limit, first_step: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = match limit {
+                Limit::Steps(total) => ProgressBar::new(total as u64),
+                Limit::Minutes(_) => ProgressBar::no_length(),
+            };
+            let template = "{elapsed_precise} [{bar:30.cyan/blue}] step {pos} {msg}";
+            bar.set_style(
+                ProgressStyle::with_template(template)
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_position(first_step as u64);
+            bar
+        });
+        Report {
+            bar,
+            started: Instant::now(),
+            chars: 0,
+            loss: f64::NAN,
+        }
+    }
+
+    fn step(&mut self, step: usize, loss: f64, chars: usize) {
+        self.chars += chars;
+        self.loss = if self.loss.is_nan() {
+            loss
+        } else {
+            0.95 * self.loss + 0.05 * loss
+        };
+        let speed = self.chars as f64 / self.started.elapsed().as_secs_f64();
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step as u64);
+                bar.set_message(format!(
+                    "| train {:.3} nats/char | {:.0} chars/s",
+                    self.loss, speed
+                ));
+            }
+            None if step % 50 == 0 => println!(
+                "step {step:>6}  train {:.3} nats/char  {:.0} chars/s  {:.0}s",
+                self.loss,
+                speed,
+                self.started.elapsed().as_secs_f64()
+            ),
+            None => {}
+        }
+    }
+
+    fn eval(&self, step: usize, val: f64, sample: &str) {
+        let lines = format!(
+            "step {step:>6}  validation {val:.3} nats/char (perplexity {:.2})\n---\n{}\n---",
+            val.exp(),
+            sample.trim_end()
+        );
+        match &self.bar {
+            Some(bar) => bar.println(lines),
+            None => println!("{lines}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
