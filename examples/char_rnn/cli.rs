@@ -137,9 +137,10 @@ struct SampleArgs {
     /// The checkpoint to sample from.
     #[arg(long)]
     checkpoint: PathBuf,
-    /// Text to start from (default: a newline).
-    #[arg(long, default_value = "\n")]
-    prime: String,
+    /// Text to start from (default: a newline, or the vocabulary's first character if the text
+    /// had no newline).
+    #[arg(long)]
+    prime: Option<String>,
     /// Characters to generate.
     #[arg(long, default_value_t = 500)]
     len: usize,
@@ -220,8 +221,8 @@ pub struct TrainConfig {
 pub struct SampleConfig {
     /// Checkpoint path.
     pub checkpoint: PathBuf,
-    /// Starting text.
-    pub prime: String,
+    /// Starting text (`None`: a newline if the vocabulary has one).
+    pub prime: Option<String>,
     /// Characters to generate.
     pub len: usize,
     /// Softmax temperature.
@@ -359,7 +360,7 @@ fn check_sample(s: SampleArgs) -> Result<SampleConfig, Error> {
     if s.top_k == Some(0) {
         return Err(Error::Usage("--top-k must be at least 1".into()));
     }
-    if s.prime.is_empty() {
+    if s.prime.as_deref() == Some("") {
         return Err(Error::Usage("--prime must not be empty".into()));
     }
     Ok(SampleConfig {

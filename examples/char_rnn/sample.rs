@@ -17,16 +17,23 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
     let saved = checkpoint::load(&c.checkpoint)?;
     let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, &c.checkpoint)?;
     let mut rng = StdRng::seed_from_u64(c.seed);
+    let prime = c
+        .prime
+        .clone()
+        .unwrap_or_else(|| match saved.vocab.contains(&'\n') {
+            true => "\n".into(),
+            false => saved.vocab[0].to_string(),
+        });
     let text = generate(
         &model,
         &saved.vocab,
-        &c.prime,
+        &prime,
         c.len,
         c.temperature,
         c.top_k,
         &mut rng,
     )?;
-    println!("{}{text}", c.prime);
+    println!("{prime}{text}");
     Ok(text)
 }
 

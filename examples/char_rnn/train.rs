@@ -144,7 +144,17 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         if progress.step % c.eval_every == 0 || last {
             val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
             let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
-            let sample = generate(&model, &corpus.vocab, "\n", 160, 0.8, None, &mut sample_rng)?;
+            let prime = corpus.vocab[corpus.val[0]].to_string();
+            let sample = prime.clone()
+                + &generate(
+                    &model,
+                    &corpus.vocab,
+                    &prime,
+                    160,
+                    0.8,
+                    None,
+                    &mut sample_rng,
+                )?;
             report.eval(progress.step, val_loss, &sample);
         }
         let interrupted = INTERRUPTED.load(Ordering::SeqCst);
@@ -221,7 +231,7 @@ fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
     };
     if let Some(name) = c.explicit.iter().find(|n| differs(n)) {
         return Err(Error::Checkpoint(format!(
-            "--{} differs from the checkpoint being resumed (see its settings with `sample`); drop the flag to keep the checkpoint's",
+            "--{} differs from the checkpoint being resumed; drop the flag to keep the checkpoint's value",
             name.replace('_', "-")
         )));
     }
