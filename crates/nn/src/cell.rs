@@ -52,14 +52,25 @@ pub trait Cell<F: Float>: Module<F> + Sized {
 
     /// This cell's kind.
     fn kind(&self) -> Self::Kind;
+    /// The cell's four parameters.
+    fn cell_params(&self) -> &CellParams<F>;
+
     /// W_ih [G·H, in].
-    fn weight_ih(&self) -> &Param<F>;
+    fn weight_ih(&self) -> &Param<F> {
+        &self.cell_params().weight_ih
+    }
     /// b_ih [G·H].
-    fn bias_ih(&self) -> &Param<F>;
+    fn bias_ih(&self) -> &Param<F> {
+        &self.cell_params().bias_ih
+    }
     /// W_hh [G·H, H].
-    fn weight_hh(&self) -> &Param<F>;
+    fn weight_hh(&self) -> &Param<F> {
+        &self.cell_params().weight_hh
+    }
     /// b_hh [G·H].
-    fn bias_hh(&self) -> &Param<F>;
+    fn bias_hh(&self) -> &Param<F> {
+        &self.cell_params().bias_hh
+    }
 
     /// The cell's equations: one step from the input projection `xp = x W_ihᵀ + b_ih` [B, G·H],
     /// with W_hh and b_hh given as values on the tape.
@@ -190,24 +201,12 @@ impl<F: Float> Cell<F> for RnnCell<F> {
         }
     }
 
-    fn weight_ih(&self) -> &Param<F> {
-        &self.params.weight_ih
-    }
-
-    fn bias_ih(&self) -> &Param<F> {
-        &self.params.bias_ih
+    fn cell_params(&self) -> &CellParams<F> {
+        &self.params
     }
 
     fn kind(&self) -> Nonlinearity {
         self.nonlinearity
-    }
-
-    fn weight_hh(&self) -> &Param<F> {
-        &self.params.weight_hh
-    }
-
-    fn bias_hh(&self) -> &Param<F> {
-        &self.params.bias_hh
     }
 
     fn recur<'t>(
@@ -254,23 +253,11 @@ impl<F: Float> Cell<F> for LstmCell<F> {
         }
     }
 
-    fn weight_ih(&self) -> &Param<F> {
-        &self.params.weight_ih
-    }
-
-    fn bias_ih(&self) -> &Param<F> {
-        &self.params.bias_ih
+    fn cell_params(&self) -> &CellParams<F> {
+        &self.params
     }
 
     fn kind(&self) {}
-
-    fn weight_hh(&self) -> &Param<F> {
-        &self.params.weight_hh
-    }
-
-    fn bias_hh(&self) -> &Param<F> {
-        &self.params.bias_hh
-    }
 
     fn recur<'t>(
         _: (),
@@ -323,23 +310,11 @@ impl<F: Float> Cell<F> for GruCell<F> {
         }
     }
 
-    fn weight_ih(&self) -> &Param<F> {
-        &self.params.weight_ih
-    }
-
-    fn bias_ih(&self) -> &Param<F> {
-        &self.params.bias_ih
+    fn cell_params(&self) -> &CellParams<F> {
+        &self.params
     }
 
     fn kind(&self) {}
-
-    fn weight_hh(&self) -> &Param<F> {
-        &self.params.weight_hh
-    }
-
-    fn bias_hh(&self) -> &Param<F> {
-        &self.params.bias_hh
-    }
 
     fn recur<'t>(
         _: (),

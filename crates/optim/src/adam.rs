@@ -148,19 +148,16 @@ impl<F: Float> Optimizer<F> for Adam<F> {
     }
 
     fn state(&self) -> OptimState<F> {
-        let mut s = OptimState::new(self.kind());
-        s.scalars.insert("lr".into(), self.hyper.lr);
-        self.buffers.save(&mut s);
-        s
+        self.buffers.state(self.kind(), self.hyper.lr)
     }
 
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        state.check_kind(self.kind())?;
-        let lr = state.scalar("lr")?;
-        self.buffers = self
-            .buffers
-            .load(state, &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"])?;
-        self.hyper.lr = lr;
-        Ok(())
+        let kind = self.kind();
+        self.buffers.restore(
+            state,
+            kind,
+            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+            &mut self.hyper,
+        )
     }
 }

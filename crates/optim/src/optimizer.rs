@@ -327,7 +327,31 @@ impl<F: Float> Buffers<F> {
         self.by_param.entry(param.to_string()).or_default()
     }
 
-    pub(crate) fn save(&self, state: &mut OptimState<F>) {
+    /// The state of an optimizer of `kind` with these buffers and learning rate `lr`.
+    pub(crate) fn state(&self, kind: &str, lr: f64) -> OptimState<F> {
+        let mut s = OptimState::new(kind);
+        s.scalars.insert("lr".into(), lr);
+        self.save(&mut s);
+        s
+    }
+
+    /// Restores the learning rate and the buffers `names` from a state of `kind`; on error
+    /// nothing changes.
+    pub(crate) fn restore(
+        &mut self,
+        state: &OptimState<F>,
+        kind: &str,
+        names: &[&'static str],
+        hyper: &mut Hyper,
+    ) -> Result<(), StateError> {
+        state.check_kind(kind)?;
+        let lr = state.scalar("lr")?;
+        *self = self.load(state, names)?;
+        hyper.lr = lr;
+        Ok(())
+    }
+
+    fn save(&self, state: &mut OptimState<F>) {
         for (param, b) in &self.by_param {
             state.scalars.insert(format!("{param}.step"), b.step as f64);
             for (name, t) in &b.tensors {

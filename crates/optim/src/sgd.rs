@@ -110,17 +110,12 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
     }
 
     fn state(&self) -> OptimState<F> {
-        let mut s = OptimState::new(KIND);
-        s.scalars.insert("lr".into(), self.hyper.lr);
-        self.buffers.save(&mut s);
-        s
+        self.buffers.state(KIND, self.hyper.lr)
     }
 
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        state.check_kind(KIND)?;
-        let lr = state.scalar("lr")?;
-        self.buffers = self.buffers.load(state, &["momentum_buffer"])?;
-        self.hyper.lr = lr;
-        Ok(())
+        let kind = KIND;
+        self.buffers
+            .restore(state, kind, &["momentum_buffer"], &mut self.hyper)
     }
 }
