@@ -443,19 +443,8 @@ impl<F: Float> Lane<'_, F> {
         // The input projection of every step in one GEMM, before the loop.
         let xp = x.matmul(tape.param(cell.weight_ih()).t()) + tape.param(cell.bias_ih());
         let (w_hh, b_hh) = (tape.param(cell.weight_hh()), tape.param(cell.bias_hh()));
-        let steps: Vec<usize> = (0..self.steps).collect();
-        let (hs, state) = steps_of::<C, F>(
-            cell.kind(),
-            tape,
-            w_hh,
-            b_hh,
-            xp,
-            start,
-            self,
-            &steps,
-            0,
-            keep,
-        );
+        let weights = Weights { w_hh, b_hh, xp };
+        let (hs, state) = self.steps::<C>(cell.kind(), weights, start, 0, keep);
         (stack(&hs, 0), state)
     }
 
@@ -495,7 +484,7 @@ impl<F: Float> Lane<'_, F> {
                 rows, weights[0], weights[1], weights[2], weights[3], state.h,
             ];
             inputs.extend(state.c);
-            let out = tape.checkpoint(&inputs, move |t, v| segment.run::<C>(t, v));
+            let out = tape.checkpoint(&inputs, move |_, v| segment.run::<C>(v));
             state = State {
                 h: out[1],
                 c: out.get(2).copied(),
@@ -522,11 +511,7 @@ struct Segment<K, F: Float> {
 impl<K: Copy, F: Float> Segment<K, F> {
     /// inputs: [rows of x, W_ih, b_ih, W_hh, b_hh, h, (c)]; outputs: [h at each step [n, B, H]
     /// in time order, final h, (final c)].
-    fn run<'s, C: Cell<F, Kind = K>>(
-        &self,
-        tape: &'s Tape<F>,
-        v: &[Var<'s, F>],
-    ) -> Vec<Var<'s, F>> {
+    fn run<'s, C: Cell<F, Kind = K>>(&self, v: &[Var<'s, F>]) -> Vec<Var<'s, F>> {
         let n = v[0].shape()[0] / self.batch;
         let xp = v[0].matmul(v[1].t()) + v[2];
         let lane = Lane {
@@ -540,60 +525,62 @@ impl<K: Copy, F: Float> Segment<K, F> {
             h: v[5],
             c: v.get(6).copied(),
         };
-        let steps: Vec<usize> = (0..n).collect();
-        let (hs, state) = steps_of::<C, F>(
-            self.kind, tape, v[3], v[4], xp, start, &lane, &steps, self.first, None,
-        );
+        let weights = Weights {
+            w_hh: v[3],
+            b_hh: v[4],
+            xp,
+        };
+        let (hs, state) = lane.steps::<C>(self.kind, weights, start, self.first, None);
         let mut out = vec![stack(&hs, 0), state.h];
         out.extend(state.c);
         out
     }
 }
 
-/// Runs loop steps `ks` of `lane` from `state`, with the input projections `xp` (rows in time
-/// order); `offset` is the loop index of `ks[0]` in the whole sequence (the first step has no
-/// incoming gradient to scale). Returns h per step in time order, and the final state.
-#[allow(clippy::too_many_arguments)]
-fn steps_of<'t, C: Cell<F>, F: Float>(
-    kind: C::Kind,
-    tape: &'t Tape<F>,
+/// What a lane's steps read: the recurrent weight and bias, and the input projection of every
+/// step (rows in time order).
+struct Weights<'t, F: Float> {
     w_hh: Var<'t, F>,
     b_hh: Var<'t, F>,
     xp: Var<'t, F>,
-    mut state: State<'t, F>,
-    lane: &Lane<'_, F>,
-    ks: &[usize],
-    offset: usize,
-    mut keep: Option<&mut Vec<Var<'t, F>>>,
-) -> (Vec<Var<'t, F>>, State<'t, F>) {
-    let mut hs = vec![None; ks.len()];
-    for &k in ks {
-        if let Some(xi) = lane.grad_scale.filter(|_| offset + k > 0) {
-            state = State {
-                h: state.h.scale_grad(xi[k]),
-                c: state.c.map(|c| c.scale_grad(xi[k])),
+}
+
+impl<F: Float> Lane<'_, F> {
+    /// Runs every step of the lane from `state`; `offset` is the loop index of its first step in
+    /// the whole sequence (the sequence's first step has no incoming gradient to scale). Returns h
+    /// per step in time order, and the final state; pushes each state onto `keep` if given.
+    fn steps<'t, C: Cell<F>>(
+        &self,
+        kind: C::Kind,
+        w: Weights<'t, F>,
+        mut state: State<'t, F>,
+        offset: usize,
+        mut keep: Option<&mut Vec<Var<'t, F>>>,
+    ) -> (Vec<Var<'t, F>>, State<'t, F>) {
+        let mut hs = vec![None; self.steps];
+        for k in 0..self.steps {
+            if let Some(xi) = self.grad_scale.filter(|_| offset + k > 0) {
+                state = State {
+                    h: state.h.scale_grad(xi[k]),
+                    c: state.c.map(|c| c.scale_grad(xi[k])),
+                };
+            }
+            let t = self.time(k);
+            let xp_t = w.xp.narrow(0, t * self.batch, self.batch);
+            let next = C::recur(kind, w.w_hh, w.b_hh, xp_t, state);
+            let (next, out) = match self.masks {
+                Some(m) => masked(w.xp.tape(), &m[t], next, state),
+                None => (next, next.h),
             };
+            state = next;
+            if let Some(kept) = keep.as_deref_mut() {
+                kept.push(state.h.retain_grad());
+            }
+            hs[t] = Some(out);
         }
-        let t = lane.time(k);
-        let next = C::recur(
-            kind,
-            w_hh,
-            b_hh,
-            xp.narrow(0, t * lane.batch, lane.batch),
-            state,
-        );
-        let (next, out) = match lane.masks {
-            Some(m) => masked(tape, &m[t], next, state),
-            None => (next, next.h),
-        };
-        state = next;
-        if let Some(kept) = keep.as_deref_mut() {
-            kept.push(state.h.retain_grad());
-        }
-        hs[t] = Some(out);
+        let hs = hs.into_iter().map(|h| h.expect("every step ran")).collect();
+        (hs, state)
     }
-    let hs = hs.into_iter().map(|h| h.expect("every step ran")).collect();
-    (hs, state)
 }
 
 /// Where `mask` [B, 1] is 0 (the sequence has ended), keeps the previous state and outputs zero.
