@@ -115,7 +115,8 @@ struct TrainArgs {
     /// Seed of initialisation, dropout and data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where checkpoints are written (default: char_rnn.safetensors, or the --resume file).
+    /// Where checkpoints are written (default: the --resume file, else char_rnn.safetensors or
+    /// the first free char_rnn-N.safetensors).
     #[arg(long)]
     checkpoint: Option<PathBuf>,
     /// Replace an existing checkpoint file that this run did not resume from.
@@ -323,7 +324,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
     let checkpoint = a
         .checkpoint
         .or_else(|| a.resume.clone())
-        .unwrap_or_else(|| PathBuf::from("char_rnn.safetensors"));
+        .unwrap_or_else(free_default_path);
     Ok(TrainConfig {
         hyper: Hyper {
             cell: a.cell,
@@ -348,6 +349,18 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         eval_every: a.eval_every,
         resume: a.resume,
     })
+}
+
+/// `char_rnn.safetensors`, or `char_rnn-2.safetensors`, ... if that is taken: the bare command
+/// can run again without replacing what an earlier run saved.
+fn free_default_path() -> PathBuf {
+    let mut path = PathBuf::from("char_rnn.safetensors");
+    let mut n = 2;
+    while path.exists() {
+        path = PathBuf::from(format!("char_rnn-{n}.safetensors"));
+        n += 1;
+    }
+    path
 }
 
 fn check_sample(s: SampleArgs) -> Result<SampleConfig, Error> {
