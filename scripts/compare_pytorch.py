@@ -1,0 +1,115 @@
+"""PyTorch's side of rewind's benchmarks, on the same machine, with 2 threads.
+
+1. The training-step grid of benches/step.rs: one step (forward, cross-entropy, backward,
+   global-norm clip 5, Adam) of an embedding (V = 65) -> one recurrent layer -> linear readout,
+   B = 32, T = 64 (T = 32 at H = 1024), for H = 128, 256, 512, 1024; with the fused layer
+   (nn.LSTM / nn.GRU / nn.RNN) and with the unrolled cell loop (nn.LSTMCell / GRUCell / RNNCell).
+2. The sequence-length sweep of examples/bptt_report.rs: forward and backward ms of the fused
+   layer model (H = 256) for T = 16 ... 1024, full BPTT.
+
+Prints tables in the layout of benches/README.md. Medians over repeated runs.
+
+Run: python3 scripts/compare_pytorch.py [--quick]   (needs torch)
+"""
+
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+
+torch.set_num_threads(2)
+torch.manual_seed(0)
+V, B = 65, 32
+QUICK = "--quick" in sys.argv
+
+
+class Model(nn.Module):
+    def __init__(self, kind, hidden, unrolled):
+        super().__init__()
+        self.kind, self.unrolled = kind, unrolled
+        self.embed = nn.Embedding(V, hidden)
+        layer = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[kind]
+        cell = {"lstm": nn.LSTMCell, "gru": nn.GRUCell, "rnn": nn.RNNCell}[kind]
+        self.rnn = cell(hidden, hidden) if unrolled else layer(hidden, hidden)
+        self.head = nn.Linear(hidden, V)
+
+    def forward(self, tokens):
+        x = self.embed(tokens)  # [T, B, H]
+        if not self.unrolled:
+            out, _ = self.rnn(x)
+        else:
+            h = torch.zeros(B, self.rnn.hidden_size)
+            c = torch.zeros(B, self.rnn.hidden_size)
+            outs = []
+            for t in range(x.shape[0]):
+                if self.kind == "lstm":
+                    h, c = self.rnn(x[t], (h, c))
+                else:
+                    h = self.rnn(x[t], h)
+                outs.append(h)
+            out = torch.stack(outs)
+        return self.head(out)
+
+
+def median_ms(fn, repeats):
+    fn()  # warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def step_grid():
+    print("training step (forward, cross-entropy, backward, clip 5, Adam), B = 32, V = 65, ms")
+    print(f"{'cell':<5} {'H':>5} {'T':>4} {'fused':>9} {'unrolled':>9}")
+    for kind in ["lstm", "gru", "rnn"]:
+        for hidden in [128, 256, 512, 1024]:
+            steps = 32 if hidden == 1024 else 64
+            tokens = torch.randint(0, V, (steps + 1, B))
+            row = []
+            for unrolled in [False, True]:
+                model = Model(kind, hidden, unrolled)
+                opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+
+                def step():
+                    logits = model(tokens[:-1])
+                    loss = nn.functional.cross_entropy(logits.reshape(-1, V), tokens[1:].reshape(-1))
+                    opt.zero_grad()
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+                    opt.step()
+
+                row.append(median_ms(step, 5 if QUICK else 15))
+            print(f"{kind:<5} {hidden:>5} {steps:>4} {row[0]:>9.1f} {row[1]:>9.1f}")
+
+
+def sweep():
+    print("\nfull BPTT, fused layer, H = 256: forward and backward ms")
+    print(f"{'cell':<5} {'T':>6} {'forward':>9} {'backward':>9} {'bwd/fwd':>8}")
+    for kind in ["rnn", "lstm", "gru"]:
+        model = Model(kind, 256, False)
+        for steps in [16, 32, 64, 128, 256, 512, 1024]:
+            tokens = torch.randint(0, V, (steps + 1, B))
+            fwd, bwd = [], []
+            for _ in range(3 if QUICK else 5):
+                start = time.perf_counter()
+                logits = model(tokens[:-1])
+                loss = nn.functional.cross_entropy(logits.reshape(-1, V), tokens[1:].reshape(-1))
+                mid = time.perf_counter()
+                model.zero_grad()
+                loss.backward()
+                end = time.perf_counter()
+                fwd.append((mid - start) * 1e3)
+                bwd.append((end - mid) * 1e3)
+            f, b = statistics.median(fwd), statistics.median(bwd)
+            print(f"{kind:<5} {steps:>6} {f:>9.2f} {b:>9.2f} {b / f:>8.2f}")
+
+
+if __name__ == "__main__":
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    step_grid()
+    sweep()
