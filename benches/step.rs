@@ -1,0 +1,110 @@
+//! One full training step — forward, cross-entropy, backward, global-norm clip 5, Adam — of an
+//! embedding (V = 65) → one recurrent layer → linear readout model, B = 32, T = 64 (T = 32 at
+//! H = 1024), for each cell at H = 128, 256, 512, 1024. Beside each, the matmuls of that step
+//! alone (the per-step recurrent product and the hoisted ones, forward and backward, as GEMM
+//! calls of the same shapes) so the step reads as a fraction of its GEMM time.
+//!
+//! Run: `cargo bench --bench step`; compare with `python3 scripts/compare_pytorch.py`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::{Rng, SeedableRng};
+use rewind::autograd::{Param, Tape, Tensor};
+use rewind::nn::{
+    nested, Cell, Embedding, GruCell, Linear, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell,
+};
+use rewind::optim::{clip_grad_norm, Adam, Optimizer};
+
+const V: usize = 65;
+const B: usize = 32;
+
+struct Model<C> {
+    embed: Embedding,
+    rnn: Recurrent<C>,
+    head: Linear,
+}
+
+impl<C: Cell<f32>> Module for Model<C> {
+    fn params(&self) -> Vec<(String, &Param)> {
+        let mut p = nested("embed", self.embed.params());
+        p.extend(nested("rnn", self.rnn.params()));
+        p.extend(nested("head", self.head.params()));
+        p
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
+        let mut p = nested("embed", self.embed.params_mut());
+        p.extend(nested("rnn", self.rnn.params_mut()));
+        p.extend(nested("head", self.head.params_mut()));
+        p
+    }
+}
+
+fn steps_for(hidden: usize) -> usize {
+    if hidden == 1024 {
+        32
+    } else {
+        64
+    }
+}
+
+fn cell<C: Cell<f32> + 'static>(c: &mut Criterion, name: &str) {
+    let mut group = c.benchmark_group(format!("step_{name}"));
+    group.sample_size(10);
+    for hidden in [128, 256, 512, 1024] {
+        let t = steps_for(hidden);
+        let mut rng = StdRng::seed_from_u64(0);
+        let mut model = Model {
+            embed: Embedding::new(V, hidden, &mut rng),
+            rnn: Recurrent::<C>::new(RecurrentConfig::new(hidden, hidden), &mut rng),
+            head: Linear::new(hidden, V, &mut rng),
+        };
+        let tokens: Vec<usize> = (0..(t + 1) * B).map(|_| rng.random_range(0..V)).collect();
+        let targets: Vec<i64> = tokens[B..].iter().map(|&x| x as i64).collect();
+        let mut opt = Adam::new(2e-3);
+        group.bench_function(BenchmarkId::new("train_step", hidden), |b| {
+            b.iter(|| {
+                let tape = Tape::new();
+                let x = model.embed.forward(&tape, &tokens[..t * B], &[t, B]);
+                let out = model.rnn.forward(&tape, x, None, None);
+                let logits = model.head.forward(&tape, out.output).reshape(&[t * B, V]);
+                let mut grads = logits.cross_entropy(&targets).backward();
+                clip_grad_norm(&mut grads, 5.0);
+                opt.step(&mut model, &grads);
+                black_box(&grads);
+            })
+        });
+        // The step's matmuls alone: per step h·W_hhᵀ forward and its two backward products, the
+        // hoisted x·W_ihᵀ with its weight gradient, and the readout with its two gradients.
+        let g = C::GATES * hidden;
+        let h = Tensor::<f32>::uniform(&[B, hidden], -1.0, 1.0, &mut rng);
+        let w = Tensor::<f32>::uniform(&[g, hidden], -1.0, 1.0, &mut rng);
+        let x = Tensor::<f32>::uniform(&[t * B, hidden], -1.0, 1.0, &mut rng);
+        let head = Tensor::<f32>::uniform(&[V, hidden], -1.0, 1.0, &mut rng);
+        group.bench_function(BenchmarkId::new("gemm_only", hidden), |b| {
+            b.iter(|| {
+                let tape = Tape::new();
+                let (hv, wv) = (tape.var(h.clone()), tape.var(w.clone()));
+                for _ in 0..t {
+                    let y = hv.matmul(wv.t());
+                    black_box(y.sum().backward());
+                }
+                let (xv, wi) = (tape.constant(x.clone()), tape.var(w.clone()));
+                black_box(xv.matmul(wi.t()).sum().backward());
+                let (xo, wo) = (tape.var(x.clone()), tape.var(head.clone()));
+                black_box(xo.matmul(wo.t()).sum().backward());
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    cell::<LstmCell<f32>>(c, "lstm");
+    cell::<GruCell<f32>>(c, "gru");
+    cell::<RnnCell<f32>>(c, "rnn");
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
