@@ -82,7 +82,7 @@ fn cell<C: Cell<f32> + 'static>(c: &mut Criterion, name: &str) {
         let w = Tensor::<f32>::uniform(&[g, hidden], -1.0, 1.0, &mut rng);
         let x = Tensor::<f32>::uniform(&[t * B, hidden], -1.0, 1.0, &mut rng);
         let head = Tensor::<f32>::uniform(&[V, hidden], -1.0, 1.0, &mut rng);
-        group.bench_function(BenchmarkId::new("gemm_only", hidden), |b| {
+        group.bench_function(BenchmarkId::new("matmuls_only", hidden), |b| {
             b.iter(|| {
                 let tape = Tape::new();
                 let (hv, wv) = (tape.var(h.clone()), tape.var(w.clone()));
