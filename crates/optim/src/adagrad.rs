@@ -3,7 +3,9 @@
 use rewind_autograd::{Float, Grads};
 use rewind_nn::Module;
 
-use crate::optimizer::{with_grads, Buffers, Hyper, OptimState, Optimizer, ParamGroup, StateError};
+use crate::optimizer::{
+    shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
+};
 
 /// Adagrad as `torch.optim.Adagrad` [lr 1e-2, lr_decay 0, weight_decay 0,
 /// initial_accumulator_value 0, eps 1e-10]:
@@ -61,17 +63,7 @@ impl<F: Float> Adagrad<F> {
         self
     }
 
-    /// L2 weight decay λ, added to the gradient.
-    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
-        self.hyper.weight_decay = weight_decay;
-        self
-    }
-
-    /// Adds a parameter group with its own options.
-    pub fn group(mut self, group: ParamGroup) -> Self {
-        self.hyper.groups.push(group);
-        self
-    }
+    shared_options!("L2 weight decay λ, added to the gradient.");
 }
 
 impl<F: Float> Optimizer<F> for Adagrad<F> {

@@ -3,7 +3,9 @@
 use rewind_autograd::{Float, Grads};
 use rewind_nn::Module;
 
-use crate::optimizer::{with_grads, Buffers, Hyper, OptimState, Optimizer, ParamGroup, StateError};
+use crate::optimizer::{
+    shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
+};
 
 /// Adam as `torch.optim.Adam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
 /// amsgrad off], step t counted per parameter:
@@ -65,23 +67,15 @@ impl<F: Float> Adam<F> {
         self
     }
 
-    /// Weight decay λ: added to the gradient (Adam) or applied to the weights (AdamW).
-    pub fn weight_decay(mut self, weight_decay: f64) -> Self {
-        self.hyper.weight_decay = weight_decay;
-        self
-    }
-
     /// The AMSGrad variant: the running maximum of v in the denominator.
     pub fn amsgrad(mut self, amsgrad: bool) -> Self {
         self.amsgrad = amsgrad;
         self
     }
 
-    /// Adds a parameter group with its own options.
-    pub fn group(mut self, group: ParamGroup) -> Self {
-        self.hyper.groups.push(group);
-        self
-    }
+    shared_options!(
+        "Weight decay λ: added to the gradient (Adam) or applied to the weights (AdamW)."
+    );
 
     fn kind(&self) -> &'static str {
         if self.decoupled {

@@ -30,6 +30,25 @@ pub trait Optimizer<F: Float = f32> {
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError>;
 }
 
+/// The builder methods every optimizer has: `weight_decay` (documented by the literal given)
+/// and `group`.
+macro_rules! shared_options {
+    ($decay_doc:literal) => {
+        #[doc = $decay_doc]
+        pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+            self.hyper.weight_decay = weight_decay;
+            self
+        }
+
+        /// Adds a parameter group with its own options.
+        pub fn group(mut self, group: $crate::optimizer::ParamGroup) -> Self {
+            self.hyper.groups.push(group);
+            self
+        }
+    };
+}
+pub(crate) use shared_options;
+
 /// Options for the parameters whose names a rule selects: e.g. no weight decay on biases.
 pub struct ParamGroup {
     selects: Box<dyn Fn(&str) -> bool + Send + Sync>,
