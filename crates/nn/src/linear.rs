@@ -5,13 +5,13 @@ use rewind_autograd::{Float, Param, Tape, Tensor, Var};
 
 use crate::module::Module;
 
-/// `y = x Wᵀ + b`, W [out, in], b [out], over the last axis of x (any leading axes), as
+/// `y = x Wᵀ + b`, `W: [out, in]`, `b: [out]`, over the last axis of x (any leading axes), as
 /// `torch.nn.Linear`. Init: W and b ~ U(-1/√in, 1/√in).
 #[derive(Debug)]
 pub struct Linear<F: Float = f32> {
     /// [out_features, in_features].
     pub weight: Param<F>,
-    /// [out_features], when the layer has a bias.
+    /// `[out_features]`, when the layer has a bias.
     pub bias: Option<Param<F>>,
 }
 
