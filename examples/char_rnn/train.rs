@@ -96,7 +96,8 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     let mut report = Report::new(c.limit, progress.step);
     let started = Instant::now();
     let mut val_loss = f64::NAN;
-    let mut saved_once = false;
+    let (mut saved_at, mut evaluated_at) = (progress.step, None);
+    let mut interrupted = false;
     loop {
         let done = match c.limit {
             Limit::Steps(total) => progress.step >= total,
@@ -137,28 +138,23 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         progress.position = stream.position();
         report.step(progress.step, update.loss, update.targets);
 
-        let last = match c.limit {
-            Limit::Steps(total) => progress.step >= total,
-            Limit::Minutes(_) => false,
-        };
-        if progress.step % c.eval_every == 0 || last {
+        if progress.step % c.eval_every == 0 {
             val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
+            evaluated_at = Some(progress.step);
             let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
             let prime = corpus.vocab[corpus.val[0]].to_string();
-            let sample = prime.clone()
-                + &generate(
-                    &model,
-                    &corpus.vocab,
-                    &prime,
-                    160,
-                    0.8,
-                    None,
-                    &mut sample_rng,
-                )?;
-            report.eval(progress.step, val_loss, &sample);
+            let text = generate(
+                &model,
+                &corpus.vocab,
+                &prime,
+                160,
+                0.8,
+                None,
+                &mut sample_rng,
+            )?;
+            report.eval(progress.step, val_loss, &(prime + &text));
         }
-        let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-        if progress.step % c.save_every == 0 || last || interrupted {
+        if progress.step % c.save_every == 0 {
             save(
                 c,
                 &hyper,
@@ -168,21 +164,15 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
                 optimizer.as_ref(),
                 &driver,
             )?;
-            saved_once = true;
+            saved_at = progress.step;
         }
-        if interrupted {
-            report.finish();
-            println!(
-                "interrupted: saved {} at step {}",
-                c.checkpoint.display(),
-                progress.step
-            );
-            return Ok(Outcome::Interrupted {
-                step: progress.step,
-            });
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
         }
     }
-    if !saved_once && progress.step > 0 {
+    // The end of the run (its limit, or Ctrl-C) is always saved, and measured.
+    if saved_at != progress.step {
         save(
             c,
             &hyper,
@@ -193,7 +183,18 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
             &driver,
         )?;
     }
-    if val_loss.is_nan() && progress.step > 0 {
+    if interrupted {
+        report.finish();
+        println!(
+            "interrupted: saved {} at step {}",
+            c.checkpoint.display(),
+            progress.step
+        );
+        return Ok(Outcome::Interrupted {
+            step: progress.step,
+        });
+    }
+    if evaluated_at != Some(progress.step) && progress.step > 0 {
         val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
     }
     report.finish();
