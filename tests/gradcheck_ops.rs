@@ -173,6 +173,119 @@ fn matmul_reads_transposed_operands_by_stride() {
 }
 
 #[test]
+fn addmm_adds_a_broadcast_value_to_the_product() {
+    let mut r = rng(15);
+    for _ in 0..TRIALS {
+        let (m, k, n) = (
+            r.random_range(1..=4),
+            r.random_range(1..=5),
+            r.random_range(1..=4),
+        );
+        let a = uniform(&[m, k], -1.0, 1.0, &mut r);
+        let bt = uniform(&[n, k], -1.0, 1.0, &mut r);
+        let addend = broadcastable_to(&[m, n], &mut r);
+        let c = uniform(&addend, -1.0, 1.0, &mut r);
+        check(
+            |_, v| v[2].addmm(v[0], v[1].t()),
+            &[a.clone(), bt.clone(), c.clone()],
+        );
+        // The same value as adding a matmul, to the last bit of a sum computed the same way.
+        let tape = Tape::<f64>::new();
+        let (a, bt, c) = (tape.var(a), tape.var(bt), tape.var(c));
+        let fused = c.addmm(a, bt.t()).value();
+        let composed = (c + a.matmul(bt.t())).value();
+        assert_close(&fused, &composed, 1e-15);
+    }
+}
+
+/// The LSTM and GRU element-wise halves as the composed equations of REFERENCE.md.
+fn lstm_composed<'t>(gates: Var<'t, f64>, c: Var<'t, f64>) -> (Var<'t, f64>, Var<'t, f64>) {
+    let g = gates.chunk(4, 1);
+    let c = g[1].sigmoid() * c + g[0].sigmoid() * g[2].tanh();
+    (g[3].sigmoid() * c.tanh(), c)
+}
+
+fn gru_composed<'t>(xp: Var<'t, f64>, hp: Var<'t, f64>, h: Var<'t, f64>) -> Var<'t, f64> {
+    let (x, y) = (xp.chunk(3, 1), hp.chunk(3, 1));
+    let r = (x[0] + y[0]).sigmoid();
+    let z = (x[1] + y[1]).sigmoid();
+    let n = (x[2] + r * y[2]).tanh();
+    (1.0 - z) * n + z * h
+}
+
+#[track_caller]
+fn assert_close(a: &Tensor<f64>, b: &Tensor<f64>, tol: f64) {
+    assert_eq!(a.shape(), b.shape());
+    for (x, y) in a.data().iter().zip(b.data()) {
+        assert!((x - y).abs() <= tol, "{x} vs {y}");
+    }
+}
+
+#[test]
+fn fused_lstm_cell_checks_and_equals_the_composed_step() {
+    let mut r = rng(16);
+    for _ in 0..TRIALS {
+        let (b, h) = (r.random_range(1..=3), r.random_range(1..=4));
+        let gates = uniform(&[b, 4 * h], -2.0, 2.0, &mut r);
+        let c = uniform(&[b, h], -1.0, 1.0, &mut r);
+        // Both outputs reach the loss, each with its own weight; and each alone.
+        check(
+            |_, v| {
+                let (h, c) = v[0].lstm_cell(v[1]);
+                h.sum() + (c * c).sum()
+            },
+            &[gates.clone(), c.clone()],
+        );
+        check(|_, v| v[0].lstm_cell(v[1]).0, &[gates.clone(), c.clone()]);
+        check(|_, v| v[0].lstm_cell(v[1]).1, &[gates.clone(), c.clone()]);
+        // Two steps chained, c' feeding the next step as in a layer.
+        check(
+            |_, v| {
+                let (h1, c1) = v[0].lstm_cell(v[1]);
+                let (h2, _) = (v[0] * 0.5).lstm_cell(c1);
+                h1 * h2
+            },
+            &[gates.clone(), c.clone()],
+        );
+        let tape = Tape::<f64>::new();
+        let (g, c) = (tape.var(gates), tape.var(c));
+        let ((h1, c1), (h2, c2)) = (g.lstm_cell(c), lstm_composed(g, c));
+        assert_close(&h1.value(), &h2.value(), 1e-15);
+        assert_close(&c1.value(), &c2.value(), 1e-15);
+        let fused = (h1.sum() + (c1 * c1).sum()).backward();
+        let composed = (h2.sum() + (c2 * c2).sum()).backward();
+        assert_close(&fused[g], &composed[g], 1e-14);
+        assert_close(&fused[c], &composed[c], 1e-14);
+    }
+}
+
+#[test]
+fn fused_gru_cell_checks_and_equals_the_composed_step() {
+    let mut r = rng(17);
+    for _ in 0..TRIALS {
+        let (b, h) = (r.random_range(1..=3), r.random_range(1..=4));
+        let xp = uniform(&[b, 3 * h], -2.0, 2.0, &mut r);
+        let hp = uniform(&[b, 3 * h], -2.0, 2.0, &mut r);
+        let h0 = uniform(&[b, h], -1.0, 1.0, &mut r);
+        check(
+            |_, v| v[0].gru_cell(v[1], v[2]),
+            &[xp.clone(), hp.clone(), h0.clone()],
+        );
+        let tape = Tape::<f64>::new();
+        let (x, y, h) = (tape.var(xp), tape.var(hp), tape.var(h0));
+        let (fused, composed) = (x.gru_cell(y, h), gru_composed(x, y, h));
+        assert_close(&fused.value(), &composed.value(), 1e-15);
+        let (gf, gc) = (
+            (fused * fused).sum().backward(),
+            (composed * composed).sum().backward(),
+        );
+        for v in [x, y, h] {
+            assert_close(&gf[v], &gc[v], 1e-14);
+        }
+    }
+}
+
+#[test]
 fn reductions_sum_mean_max() {
     let mut r = rng(6);
     for _ in 0..TRIALS {

@@ -53,6 +53,22 @@ pub(crate) fn matmul(lhs: &[usize], ta: bool, rhs: &[usize], tb: bool) -> Shape 
     }
 }
 
+/// A value that must broadcast to `out` without growing it (the addend of `addmm`).
+#[track_caller]
+pub(crate) fn broadcasts_to(op: &str, shape: &[usize], out: &[usize]) {
+    if broadcast_shape(shape, out).as_deref() != Some(out) {
+        panic!("{op}: the addend {shape:?} does not broadcast to the product's shape {out:?}");
+    }
+}
+
+/// Gates [B, n·H] of a recurrent cell and its state [B, H].
+#[track_caller]
+pub(crate) fn gates(op: &str, gates: &[usize], n: usize, state: &[usize]) {
+    if state.len() != 2 || gates.len() != 2 || gates != [state[0], n * state[1]] {
+        panic!("{op}: expected gates [B, {n}·H] and a state [B, H]: gates {gates:?} vs state {state:?}");
+    }
+}
+
 /// Two shapes that must be equal.
 #[track_caller]
 pub(crate) fn same(op: &str, lhs: &[usize], rhs: &[usize]) {

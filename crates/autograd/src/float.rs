@@ -4,6 +4,8 @@ use std::fmt::{Debug, Display, LowerExp};
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
+use crate::kernels::activation as act;
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for f32 {}
@@ -78,6 +80,22 @@ pub trait Float:
         }
     }
 
+    /// `out[i] = e^x[i]`.
+    #[doc(hidden)]
+    fn exp_slice(x: &[Self], out: &mut [Self]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.exp());
+    }
+    /// `out[i] = tanh x[i]`.
+    #[doc(hidden)]
+    fn tanh_slice(x: &[Self], out: &mut [Self]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.tanh());
+    }
+    /// `out[i] = σ(x[i])`.
+    #[doc(hidden)]
+    fn sigmoid_slice(x: &[Self], out: &mut [Self]) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.sigmoid());
+    }
+
     /// `C ← alpha·A·B + beta·C` on strided matrices: A is m×k, B is k×n, C is m×n, each element
     /// (i, j) of a matrix at `ptr + i·rs + j·cs`.
     ///
@@ -105,7 +123,7 @@ pub trait Float:
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:literal, $gemm:path) => {
+    ($t:ty, $dtype:literal, $gemm:path, { $($fast:tt)* }) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -117,17 +135,12 @@ macro_rules! impl_float {
             fn to_f64(self) -> f64 {
                 self as f64
             }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
+            $($fast)*
             fn ln(self) -> Self {
                 <$t>::ln(self)
             }
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
-            }
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
             }
             fn powf(self, p: Self) -> Self {
                 <$t>::powf(self, p)
@@ -172,5 +185,33 @@ macro_rules! impl_float {
     };
 }
 
-impl_float!(f32, "float32", matrixmultiply::sgemm);
-impl_float!(f64, "float64", matrixmultiply::dgemm);
+// f32's exp, tanh and σ come from one vectorisable kernel, element and slice alike, so a value
+// does not depend on which path computed it; f64 keeps libm's, the reference for gradient checks.
+impl_float!(f32, "float32", matrixmultiply::sgemm, {
+    fn exp(self) -> Self {
+        act::exp(self)
+    }
+    fn tanh(self) -> Self {
+        act::tanh(self)
+    }
+    fn sigmoid(self) -> Self {
+        act::sigmoid(self)
+    }
+    fn exp_slice(x: &[Self], out: &mut [Self]) {
+        act::map(act::Unary::Exp, x, out);
+    }
+    fn tanh_slice(x: &[Self], out: &mut [Self]) {
+        act::map(act::Unary::Tanh, x, out);
+    }
+    fn sigmoid_slice(x: &[Self], out: &mut [Self]) {
+        act::map(act::Unary::Sigmoid, x, out);
+    }
+});
+impl_float!(f64, "float64", matrixmultiply::dgemm, {
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
+});

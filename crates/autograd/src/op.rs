@@ -11,7 +11,8 @@ use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::grads::Grads;
 use crate::kernels::axis::{self as ax, Window};
-use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index};
+use crate::kernels::cells;
+use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
 use crate::kernels::matmul::{gemm, View};
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
@@ -54,12 +55,36 @@ pub(crate) enum Op<F: Float> {
     Tanh(usize),
     Sigmoid(usize),
     Relu(usize),
-    /// `op(a) · op(b)`, `op` transposing the last two axes where the flag says, read by stride.
+    /// `add + op(a) · op(b)`, `op` transposing the last two axes where the flag says, read by
+    /// stride; `add`, when given, is broadcast to the product's shape and the product accumulated
+    /// onto it (GEMM with beta = 1).
     MatMul {
         a: usize,
         b: usize,
         ta: bool,
         tb: bool,
+        add: Option<usize>,
+    },
+    /// LSTM, first half: c' = σ(f)⊙c + σ(i)⊙tanh(g) from `gates` [B, 4H] (blocks i f g o) and `c`
+    /// [B, H]. `acts` keeps the activated gates, for backward and for `LstmHidden`.
+    LstmCell {
+        gates: usize,
+        c: usize,
+        acts: Tensor<F>,
+    },
+    /// LSTM, second half: h' = σ(o)⊙tanh(c'), from the `LstmCell` node `cell` (c' and σ(o)).
+    LstmHidden {
+        cell: usize,
+        gates: usize,
+        tanh_c: Tensor<F>,
+    },
+    /// GRU: h' = n + z⊙(h - n) from the projections `xp` = x W_ihᵀ + b_ih and
+    /// `hp` = h W_hhᵀ + b_hh [B, 3H] (blocks r z n) and `h` [B, H]; `acts` keeps r, z, n.
+    GruCell {
+        xp: usize,
+        hp: usize,
+        h: usize,
+        acts: Tensor<F>,
     },
     /// `scale · Σ x` over all elements (`axis: None`) or along one axis; `scale` is 1/n for a mean.
     Sum {
@@ -146,6 +171,14 @@ fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F>
     nodes[x].value().map(f)
 }
 
+/// An element-wise function with a slice kernel (exp, tanh, σ).
+fn unary_slice<F: Float>(nodes: &[Node<F>], x: usize, f: fn(&[F], &mut [F])) -> Tensor<F> {
+    let v = nodes[x].value();
+    let mut out = vec![F::ZERO; v.numel()];
+    f(v.data(), &mut out);
+    Tensor::new_unchecked(Shape::from_slice(v.shape()), out)
+}
+
 /// An element-wise binary op; generic over `f` so that it inlines into the loop.
 fn bin<F: Float>(nodes: &[Node<F>], a: usize, b: usize, f: impl Fn(F, F) -> F) -> Tensor<F> {
     let (va, vb) = (nodes[a].value(), nodes[b].value());
@@ -176,7 +209,24 @@ fn matmul_shape(a: &[usize], ta: bool, b: &[usize], tb: bool) -> Shape {
     crate::check::matmul(a, ta, b, tb)
 }
 
+/// The activated gates an `LstmCell` node keeps.
+fn lstm_acts<F: Float>(nodes: &[Node<F>], cell: usize) -> &[F] {
+    match &nodes[cell].op {
+        Op::LstmCell { acts, .. } => acts.data(),
+        _ => unreachable!("an LstmHidden node reads an LstmCell node"),
+    }
+}
+
 impl<F: Float> Op<F> {
+    /// Bytes this op keeps besides its value, for backward (the fused cells' activations).
+    pub(crate) fn saved_bytes(&self) -> usize {
+        match self {
+            Op::LstmCell { acts, .. } | Op::GruCell { acts, .. } => acts.nbytes(),
+            Op::LstmHidden { tanh_c, .. } => tanh_c.nbytes(),
+            _ => 0,
+        }
+    }
+
     /// Computes this op's value from its inputs' values.
     pub(crate) fn forward(&mut self, nodes: &[Node<F>]) -> Tensor<F> {
         let val = |i: usize| nodes[i].value();
@@ -188,25 +238,61 @@ impl<F: Float> Op<F> {
             Op::Div(a, b) => bin(nodes, *a, *b, |x, y| x / y),
             Op::Affine { x, scale, shift } => unary(nodes, *x, |v| *scale * v + *shift),
             Op::Powf { x, p } => unary(nodes, *x, |v| v.powf(*p)),
-            Op::Exp(x) => unary(nodes, *x, F::exp),
+            Op::Exp(x) => unary_slice(nodes, *x, F::exp_slice),
             Op::Ln(x) => unary(nodes, *x, F::ln),
             Op::Sqrt(x) => unary(nodes, *x, F::sqrt),
-            Op::Tanh(x) => unary(nodes, *x, F::tanh),
-            Op::Sigmoid(x) => unary(nodes, *x, F::sigmoid),
+            Op::Tanh(x) => unary_slice(nodes, *x, F::tanh_slice),
+            Op::Sigmoid(x) => unary_slice(nodes, *x, F::sigmoid_slice),
             Op::Relu(x) => unary(nodes, *x, |v| if v > F::ZERO { v } else { F::ZERO }),
-            Op::MatMul { a, b, ta, tb } => {
+            Op::MatMul { a, b, ta, tb, add } => {
                 let (va, vb) = (val(*a), val(*b));
                 let out = matmul_shape(va.shape(), *ta, vb.shape(), *tb);
                 let batch = if out.len() == 3 { out[0] } else { 1 };
-                let mut c = vec![F::ZERO; numel(&out)];
+                let (mut c, beta) = match add {
+                    Some(x) => (expand(val(*x), &out), F::ONE),
+                    None => (vec![F::ZERO; numel(&out)], F::ZERO),
+                };
                 gemm(
                     batch,
                     (va.data(), View::of(va.shape(), *ta)),
                     (vb.data(), View::of(vb.shape(), *tb)),
                     (&mut c, View::of(&out, false)),
-                    F::ZERO,
+                    beta,
                 );
                 Tensor::new_unchecked(out, c)
+            }
+            Op::LstmCell { gates, c, acts } => {
+                let (vg, vc) = (val(*gates), val(*c));
+                let mut a = vec![F::ZERO; vg.numel()];
+                let mut c_next = vec![F::ZERO; vc.numel()];
+                cells::lstm_cell(vc.shape()[1], vg.data(), vc.data(), &mut a, &mut c_next);
+                *acts = Tensor::new_unchecked(Shape::from_slice(vg.shape()), a);
+                Tensor::new_unchecked(Shape::from_slice(vc.shape()), c_next)
+            }
+            Op::LstmHidden { cell, tanh_c, .. } => {
+                let c_next = val(*cell);
+                let mut tc = vec![F::ZERO; c_next.numel()];
+                let mut h_next = vec![F::ZERO; c_next.numel()];
+                let h = c_next.shape()[1];
+                cells::lstm_hidden(
+                    h,
+                    lstm_acts(nodes, *cell),
+                    c_next.data(),
+                    &mut tc,
+                    &mut h_next,
+                );
+                let shape = Shape::from_slice(c_next.shape());
+                *tanh_c = Tensor::new_unchecked(shape.clone(), tc);
+                Tensor::new_unchecked(shape, h_next)
+            }
+            Op::GruCell { xp, hp, h, acts } => {
+                let (vx, vh) = (val(*xp), val(*h));
+                let mut a = vec![F::ZERO; vx.numel()];
+                let mut h_next = vec![F::ZERO; vh.numel()];
+                let (d, hs) = (vx.data(), vh.shape()[1]);
+                cells::gru_cell(hs, d, val(*hp).data(), vh.data(), &mut a, &mut h_next);
+                *acts = Tensor::new_unchecked(Shape::from_slice(vx.shape()), a);
+                Tensor::new_unchecked(Shape::from_slice(vh.shape()), h_next)
             }
             Op::Sum {
                 x,
@@ -431,7 +517,10 @@ impl<F: Float> Op<F> {
             }
             // C = op(A)·op(B): dA = dC·op(B)ᵀ, dB = op(A)ᵀ·dC, written in each operand's stored
             // layout and accumulated in place (GEMM with beta = 1); transposes are strides.
-            Op::MatMul { a, b, ta, tb } => {
+            Op::MatMul { a, b, ta, tb, add } => {
+                if let Some(x) = add {
+                    sink.add_reduced(*x, &g, out);
+                }
                 let (va, vb) = (val(*a), val(*b));
                 let batch = if out.len() == 3 { out[0] } else { 1 };
                 let vg = View::of(out, false);
@@ -452,6 +541,40 @@ impl<F: Float> Op<F> {
                         gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
                     }
                 }
+            }
+            // The derivatives of each gate are in kernels::cells, next to the forward.
+            Op::LstmCell { gates, c, acts } => {
+                let h = nodes[*c].shape[1];
+                if let Some(dg) = sink.acc(*gates) {
+                    cells::lstm_cell_dgates(h, gd, acts.data(), val(*c).data(), dg);
+                }
+                if let Some(dc) = sink.acc(*c) {
+                    cells::lstm_cell_dc(h, gd, acts.data(), dc);
+                }
+            }
+            Op::LstmHidden {
+                cell,
+                gates,
+                tanh_c,
+            } => {
+                let (h, acts) = (out[1], lstm_acts(nodes, *cell));
+                if let Some(dg) = sink.acc(*gates) {
+                    cells::lstm_hidden_dgates(h, gd, acts, tanh_c.data(), dg);
+                }
+                if let Some(dc) = sink.acc(*cell) {
+                    cells::lstm_hidden_dc(h, gd, acts, tanh_c.data(), dc);
+                }
+            }
+            Op::GruCell { xp, hp, h, acts } => {
+                let (hs, a) = (out[1], acts.data());
+                let dxp = cells::gru_dxp(hs, gd, a, val(*hp).data(), val(*h).data());
+                if let Some(d) = sink.acc(*hp) {
+                    cells::gru_dhp(hs, &dxp, a, d);
+                }
+                if let Some(d) = sink.acc(*h) {
+                    cells::gru_dh(hs, gd, a, d);
+                }
+                sink.add(*xp, Tensor::new_unchecked(nodes[*xp].shape.clone(), dxp));
             }
             // d(s·Σx) = s·dy broadcast back over the summed axis.
             Op::Sum { x, axis, scale, .. } => {

@@ -98,7 +98,94 @@ impl<'t, F: Float> Var<'t, F> {
         let (b, tb) = self.tape().matmul_operand(rhs.index());
         // Checked on the shapes as the caller sees them, so the message shows those.
         check::matmul(&self.shape(), false, &rhs.shape(), false);
-        self.tape().record(Op::MatMul { a, b, ta, tb }, &[a, b])
+        let op = Op::MatMul {
+            a,
+            b,
+            ta,
+            tb,
+            add: None,
+        };
+        self.tape().record(op, &[a, b])
+    }
+
+    /// `self + a·b` as one op (PyTorch's `addmm`): the product is accumulated onto `self`,
+    /// broadcast to the product's shape, so a bias or a precomputed projection costs no extra
+    /// pass. Operands as for [`matmul`](Var::matmul); gradients as for `+` and `matmul`.
+    #[track_caller]
+    pub fn addmm(self, a: Self, b: Self) -> Self {
+        self.tape().assert_owns("addmm", a);
+        self.tape().assert_owns("addmm", b);
+        let out = check::matmul(&a.shape(), false, &b.shape(), false);
+        check::broadcasts_to("addmm", &self.shape(), &out);
+        let (ia, ta) = self.tape().matmul_operand(a.index());
+        let (ib, tb) = self.tape().matmul_operand(b.index());
+        let op = Op::MatMul {
+            a: ia,
+            b: ib,
+            ta,
+            tb,
+            add: Some(self.index()),
+        };
+        self.tape().record(op, &[ia, ib, self.index()])
+    }
+
+    /// The element-wise half of an LSTM step, fused into two ops: from the pre-activation gates
+    /// `self` [B, 4H] (blocks i, f, g, o, PyTorch's order) and the cell state `c` [B, H], returns
+    /// `(h', c')` with
+    ///
+    /// ```text
+    /// c' = σ(f)⊙c + σ(i)⊙tanh(g)
+    /// h' = σ(o)⊙tanh(c')
+    /// ```
+    ///
+    /// It equals composing `chunk`, `sigmoid`, `tanh`, `*` and `+` (twelve ops), with one pass
+    /// over the gates forward and one backward, the derivatives reusing the saved activations.
+    #[track_caller]
+    pub fn lstm_cell(self, c: Self) -> (Self, Self) {
+        self.tape().assert_owns("lstm_cell", c);
+        check::gates("lstm_cell", &self.shape(), 4, &c.shape());
+        let tape = self.tape();
+        let empty = || Tensor::zeros(&[0]);
+        let cell = tape.record(
+            Op::LstmCell {
+                gates: self.index(),
+                c: c.index(),
+                acts: empty(),
+            },
+            &[self.index(), c.index()],
+        );
+        let hidden = Op::LstmHidden {
+            cell: cell.index(),
+            gates: self.index(),
+            tanh_c: empty(),
+        };
+        (tape.record(hidden, &[cell.index(), self.index()]), cell)
+    }
+
+    /// The element-wise half of a GRU step, fused into one op: from the input projection
+    /// `self` = x W_ihᵀ + b_ih and the hidden projection `hp` = h W_hhᵀ + b_hh [B, 3H] (blocks
+    /// r, z, n, PyTorch's order) and the state `h` [B, H],
+    ///
+    /// ```text
+    /// r = σ(x_r + h_r),  z = σ(x_z + h_z),  n = tanh(x_n + r⊙h_n)
+    /// h' = (1 - z)⊙n + z⊙h
+    /// ```
+    ///
+    /// It equals the composed equations, in one op whose backward reuses the saved r, z, n.
+    #[track_caller]
+    pub fn gru_cell(self, hp: Self, h: Self) -> Self {
+        self.tape().assert_owns("gru_cell", hp);
+        self.tape().assert_owns("gru_cell", h);
+        check::same("gru_cell", &self.shape(), &hp.shape());
+        check::gates("gru_cell", &self.shape(), 3, &h.shape());
+        let op = Op::GruCell {
+            xp: self.index(),
+            hp: hp.index(),
+            h: h.index(),
+            acts: Tensor::zeros(&[0]),
+        };
+        self.tape()
+            .record(op, &[self.index(), hp.index(), h.index()])
     }
 
     /// The transpose of the last two axes of a 2-D or 3-D value. It is computed only when an op

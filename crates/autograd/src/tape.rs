@@ -233,12 +233,8 @@ impl<F: Float> Tape<F> {
         requires_grad: bool,
         owns: bool,
     ) -> Var<'_, F> {
-        if owns {
-            if let Some(v) = &value {
-                self.bytes.set(self.bytes.get() + v.nbytes());
-                self.peak_bytes
-                    .set(self.peak_bytes.get().max(self.bytes.get()));
-            }
+        if let (true, Some(v)) = (owns, &value) {
+            self.note_bytes(v.nbytes());
         }
         let mut nodes = self.nodes.borrow_mut();
         nodes.push(Node {
@@ -257,10 +253,10 @@ impl<F: Float> Tape<F> {
     /// Computes `op` over the values of `inputs` and records it. The node needs a gradient when
     /// any input does; otherwise backward never visits it.
     pub(crate) fn record(&self, mut op: Op<F>, inputs: &[usize]) -> Var<'_, F> {
-        if !matches!(op, Op::MatMul { .. }) {
-            for &i in inputs {
-                self.materialize(i);
-            }
+        match op {
+            // A matmul reads its operands by stride; only the value it adds onto is read whole.
+            Op::MatMul { add, .. } => add.into_iter().for_each(|i| self.materialize(i)),
+            _ => inputs.iter().for_each(|&i| self.materialize(i)),
         }
         let nodes = self.nodes.borrow();
         let requires_grad = inputs.iter().any(|&i| nodes[i].requires_grad);
@@ -269,7 +265,14 @@ impl<F: Float> Tape<F> {
             .iter()
             .any(|&i| nodes[i].value().shares_storage(&value));
         drop(nodes);
+        self.note_bytes(op.saved_bytes());
         self.push(op, Some(value), requires_grad, !shares)
+    }
+
+    fn note_bytes(&self, n: usize) {
+        self.bytes.set(self.bytes.get() + n);
+        self.peak_bytes
+            .set(self.peak_bytes.get().max(self.bytes.get()));
     }
 
     /// Records a transpose of the last two axes without computing it: a matmul reads the source

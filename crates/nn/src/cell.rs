@@ -1,5 +1,7 @@
 //! The recurrent cells: one time step of a vanilla RNN, an LSTM and a GRU, each written in the
-//! equations of PyTorch (gate order, names and init), with generic ops only.
+//! equations of PyTorch (gate order, names and init) with the engine's ops: `addmm` for the
+//! recurrent product, and for the LSTM and GRU their element-wise half as one fused op
+//! (`lstm_cell`, `gru_cell`), which equals the composed equations and is several times cheaper.
 //!
 //! A cell computes its input projection `x W_ihᵀ + b_ih` in [`Cell::step`]; a stack computes that
 //! projection for all time steps in one matmul before its loop and calls
@@ -151,15 +153,6 @@ impl<F: Float> CellParams<F> {
     }
 }
 
-/// h W_hhᵀ + b_hh, with W_hh read by stride.
-fn hidden_projection<'t, F: Float>(
-    w_hh: Var<'t, F>,
-    b_hh: Var<'t, F>,
-    h: Var<'t, F>,
-) -> Var<'t, F> {
-    h.matmul(w_hh.t()) + b_hh
-}
-
 macro_rules! cell_module {
     ($cell:ident) => {
         impl<F: Float> Module<F> for $cell<F> {
@@ -216,7 +209,7 @@ impl<F: Float> Cell<F> for RnnCell<F> {
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let pre = xp + hidden_projection(w_hh, b_hh, state.h);
+        let pre = (xp + b_hh).addmm(state.h, w_hh.t());
         let h = match kind {
             Nonlinearity::Tanh => pre.tanh(),
             Nonlinearity::Relu => pre.relu(),
@@ -266,19 +259,9 @@ impl<F: Float> Cell<F> for LstmCell<F> {
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let gates = (xp + hidden_projection(w_hh, b_hh, state.h)).chunk(4, 1);
-        let (i, f, g, o) = (
-            gates[0].sigmoid(),
-            gates[1].sigmoid(),
-            gates[2].tanh(),
-            gates[3].sigmoid(),
-        );
-        let c = state.c.expect("an LSTM state carries c");
-        let c = f * c + i * g;
-        State {
-            h: o * c.tanh(),
-            c: Some(c),
-        }
+        let gates = (xp + b_hh).addmm(state.h, w_hh.t());
+        let (h, c) = gates.lstm_cell(state.c.expect("an LSTM state carries c"));
+        State { h, c: Some(c) }
     }
 }
 
@@ -323,14 +306,10 @@ impl<F: Float> Cell<F> for GruCell<F> {
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let x = xp.chunk(3, 1);
-        let hp = hidden_projection(w_hh, b_hh, state.h).chunk(3, 1);
-        let r = (x[0] + hp[0]).sigmoid();
-        let z = (x[1] + hp[1]).sigmoid();
-        let n = (x[2] + r * hp[2]).tanh();
-        // (1 - z) ⊙ n + z ⊙ h, written with one fewer op.
+        // b_hn stays inside r ⊙ (h W_hnᵀ + b_hn), so b_hh goes with the hidden projection.
+        let hp = b_hh.addmm(state.h, w_hh.t());
         State {
-            h: n + z * (state.h - n),
+            h: xp.gru_cell(hp, state.h),
             c: None,
         }
     }

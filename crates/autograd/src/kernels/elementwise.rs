@@ -35,6 +35,26 @@ pub(crate) fn binary<F: Float>(
     Tensor::new_unchecked(Shape::from_slice(out), data)
 }
 
+/// `a` broadcast to `out`, as a new buffer.
+pub(crate) fn expand<F: Float>(a: &Tensor<F>, out: &[usize]) -> Vec<F> {
+    let x = a.data();
+    if a.shape() == out {
+        x.to_vec()
+    } else if is_trailing(a.shape(), out) && !x.is_empty() {
+        let n = crate::shape::numel(out);
+        let mut data = Vec::with_capacity(n);
+        while data.len() < n {
+            data.extend_from_slice(x);
+        }
+        data
+    } else {
+        let mut data = vec![F::ZERO; crate::shape::numel(out)];
+        let s = broadcast_strides(a.shape(), out);
+        for_each_broadcast(out, [&s], |i, [ia]| data[i] = x[ia]);
+        data
+    }
+}
+
 /// `dst += Σ f(i, g[i])` where `dst` has shape `dst_shape`, which broadcasts to `out`, the shape of
 /// `g`; the sum runs over the broadcast axes. `f` also receives the output index `i`, so it can
 /// read the other operand.
