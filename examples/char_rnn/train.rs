@@ -138,7 +138,7 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         progress.position = stream.position();
         report.step(progress.step, update.loss, update.targets);
 
-        if progress.step % c.eval_every == 0 {
+        if progress.step.is_multiple_of(c.eval_every) {
             val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
             evaluated_at = Some(progress.step);
             let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
@@ -154,7 +154,7 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
             )?;
             report.eval(progress.step, val_loss, &(prime + &text));
         }
-        if progress.step % c.save_every == 0 {
+        if progress.step.is_multiple_of(c.save_every) {
             save(
                 c,
                 &hyper,
@@ -389,7 +389,7 @@ impl Report {
                     self.loss, speed
                 ));
             }
-            None if step % 50 == 0 => println!(
+            None if step.is_multiple_of(50) => println!(
                 "step {step:>6}  train {:.3} nats/char  {:.0} chars/s  {:.0}s",
                 self.loss,
                 speed,

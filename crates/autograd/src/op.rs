@@ -14,6 +14,7 @@ use crate::kernels::axis::{self as ax, Window};
 use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
 use crate::kernels::matmul::{gemm, View};
+use crate::kernels::packed;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
 use crate::tape::{Node, Tape, Var};
@@ -209,6 +210,27 @@ fn matmul_shape(a: &[usize], ta: bool, b: &[usize], tb: bool) -> Shape {
     crate::check::matmul(a, ta, b, tb)
 }
 
+/// `C ← A·op(B) + beta·C` where B is node `b`'s value, transposed if `tb`. A parameter read by a
+/// few rows (an RNN's per-step product) goes through the packed kernel, packed once per tape;
+/// everything else through the general GEMM.
+fn product<F: Float>(
+    nodes: &[Node<F>],
+    batch: usize,
+    a: (&[F], View),
+    b: usize,
+    tb: bool,
+    c: (&mut [F], View),
+    beta: F,
+) {
+    let vb = View::of(&nodes[b].shape, tb);
+    let small = batch == 1 && a.1.rows <= packed::MAX_ROWS && c.1.rows > 0;
+    if small && matches!(nodes[b].op, Op::Param(_)) && packed::available::<F>() {
+        packed::gemm(a.0, a.1, nodes[b].packed(tb), c.0, c.1, beta);
+    } else {
+        gemm(batch, a, (nodes[b].value().data(), vb), c, beta);
+    }
+}
+
 /// The activated gates an `LstmCell` node keeps.
 fn lstm_acts<F: Float>(nodes: &[Node<F>], cell: usize) -> &[F] {
     match &nodes[cell].op {
@@ -252,10 +274,13 @@ impl<F: Float> Op<F> {
                     Some(x) => (expand(val(*x), &out), F::ONE),
                     None => (vec![F::ZERO; numel(&out)], F::ZERO),
                 };
-                gemm(
+                let a = (va.data(), View::of(va.shape(), *ta));
+                product(
+                    nodes,
                     batch,
-                    (va.data(), View::of(va.shape(), *ta)),
-                    (vb.data(), View::of(vb.shape(), *tb)),
+                    a,
+                    *b,
+                    *tb,
                     (&mut c, View::of(&out, false)),
                     beta,
                 );
@@ -530,7 +555,7 @@ impl<F: Float> Op<F> {
                     if *ta {
                         gemm(batch, (vb.data(), opb), (gd, vg.t()), c, F::ONE);
                     } else {
-                        gemm(batch, (gd, vg), (vb.data(), opb.t()), c, F::ONE);
+                        product(nodes, batch, (gd, vg), *b, !*tb, c, F::ONE);
                     }
                 }
                 if let Some(gb) = sink.acc(*b) {

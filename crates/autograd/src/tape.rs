@@ -1,6 +1,6 @@
 //! `Tape` and `Var`: the record of a forward pass, and the one reverse loop that rewinds it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +10,8 @@ use smallvec::SmallVec;
 use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::grads::Grads;
+use crate::kernels::matmul::View;
+use crate::kernels::packed::Packed;
 use crate::op::{GradSink, Op};
 use crate::param::{Param, ParamId};
 use crate::shape::Shape;
@@ -23,6 +25,8 @@ pub(crate) struct Node<F: Float> {
     pub(crate) shape: Shape,
     pub(crate) requires_grad: bool,
     retain: bool,
+    /// The value packed for the small-row GEMM, as stored and transposed, made on first use.
+    packed: [OnceCell<Packed<F>>; 2],
 }
 
 impl<F: Float> Node<F> {
@@ -30,6 +34,12 @@ impl<F: Float> Node<F> {
         self.value
             .as_ref()
             .expect("a node's value is computed before any op reads it")
+    }
+
+    /// This node's value (a matrix), transposed if `trans`, packed for the small-row GEMM.
+    pub(crate) fn packed(&self, trans: bool) -> &Packed<F> {
+        self.packed[trans as usize]
+            .get_or_init(|| Packed::new(self.value().data(), View::of(&self.shape, trans)))
     }
 }
 
@@ -243,6 +253,7 @@ impl<F: Float> Tape<F> {
             shape,
             requires_grad,
             retain: false,
+            packed: Default::default(),
         });
         Var {
             tape: self,

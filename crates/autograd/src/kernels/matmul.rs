@@ -4,6 +4,7 @@
 //! view swaps its row and column strides.
 
 use crate::float::Float;
+use crate::kernels::pool;
 
 /// How a (possibly batched) matrix lies in a slice: element (b, i, j) sits at
 /// `b·bs + i·rs + j·cs`. A batch stride of 0 reuses one matrix for every batch entry.
@@ -11,8 +12,8 @@ use crate::float::Float;
 pub(crate) struct View {
     pub(crate) rows: usize,
     pub(crate) cols: usize,
-    rs: usize,
-    cs: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
     bs: usize,
 }
 
@@ -48,7 +49,7 @@ impl View {
     }
 
     #[track_caller]
-    fn assert_fits(&self, batch: usize, len: usize) {
+    pub(crate) fn assert_fits(&self, batch: usize, len: usize) {
         let last = if self.rows == 0 || self.cols == 0 {
             0
         } else {
@@ -133,52 +134,42 @@ pub(crate) fn gemm<F: Float>(
     }
 }
 
-/// Products of at least this many flops are split across threads; smaller ones (an RNN's
-/// per-step 32×256·256×1024 is 17 MFLOP) run faster on one, where no hand-off is paid.
-const PARALLEL_FLOPS: usize = 1 << 26;
+/// Products of at least this many flops are split across the cores; below it the hand-off to a
+/// worker (a few µs) costs more than it saves.
+pub(crate) const PARALLEL_FLOPS: usize = 1 << 21;
 
-/// The threads a large product is split over: this machine's cores, at most 4.
-fn threads() -> usize {
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
-}
-
-/// One large product split into bands of C's rows (or columns, when C has few rows), one band
-/// per thread. Each element of C is still one thread's full sum over k, so the result does not
-/// depend on the number of threads.
+/// One product split into bands of C's rows (or of its columns, when C is wider than tall, so
+/// that each thread packs only its share of the larger operand), one band per thread. Each
+/// element of C is still one thread's full sum over k, so the result does not depend on the
+/// number of threads.
 fn gemm_parallel<F: Float>(a: &[F], va: View, b: &[F], vb: View, c: &mut [F], vc: View, beta: F) {
-    let parts = threads();
-    let by_rows = vc.rows >= vc.cols.min(4 * parts);
+    let parts = pool::threads();
+    let by_rows = vc.rows >= vc.cols;
     let len = if by_rows { vc.rows } else { vc.cols };
-    if parts < 2 || len < 2 * parts {
+    if parts < 2 || len < 8 * parts {
         return gemm_one(a, va, b, vb, c, vc, beta);
     }
-    let band = len.div_ceil(parts);
+    // Bands of whole 8-row (or column) groups, so the kernels' edges do not multiply.
+    let band = len.div_ceil(8 * parts) * 8;
     let c_ptr = SendPtr(c.as_mut_ptr());
-    std::thread::scope(|scope| {
-        for p in 1..parts {
-            let lo = p * band;
-            if lo >= len {
-                break;
-            }
-            let hi = (lo + band).min(len);
-            scope.spawn(move || {
-                // SAFETY: bands [lo, hi) are disjoint rows (or columns) of C, so no two threads
-                // write the same element; C outlives the scope.
-                unsafe { gemm_band(a, va, b, vb, c_ptr, vc, beta, by_rows, lo, hi) }
-            });
+    pool::run(&|p| {
+        let (lo, hi) = ((p * band).min(len), ((p + 1) * band).min(len));
+        if lo < hi {
+            // SAFETY: bands [lo, hi) are disjoint rows (or columns) of C, so no two threads
+            // write the same element; C outlives `run`, which returns when every band is done.
+            unsafe { gemm_band(a, va, b, vb, c_ptr, vc, beta, by_rows, lo, hi) }
         }
-        // SAFETY: as above; this thread takes band 0.
-        unsafe { gemm_band(a, va, b, vb, c_ptr, vc, beta, by_rows, 0, band.min(len)) }
     });
 }
 
 /// A raw pointer to C that may cross to another thread; each thread writes its own band.
 #[derive(Clone, Copy)]
-struct SendPtr<F>(*mut F);
+pub(crate) struct SendPtr<F>(pub(crate) *mut F);
 
-// SAFETY: only used for disjoint bands within `std::thread::scope`.
+// SAFETY: only used for disjoint bands of one product while `pool::run` waits for them.
 unsafe impl<F> Send for SendPtr<F> {}
+// SAFETY: as above; each band is written by one thread.
+unsafe impl<F> Sync for SendPtr<F> {}
 
 /// C[band] ← A[band]·B (rows) or A·B[band] (columns), + beta·C[band].
 ///

@@ -6,3 +6,5 @@ pub(crate) mod axis;
 pub(crate) mod cells;
 pub(crate) mod elementwise;
 pub(crate) mod matmul;
+pub(crate) mod packed;
+pub(crate) mod pool;

@@ -1,0 +1,260 @@
+//! A GEMM for few rows against a weight packed once: `C ← A·B + beta·C` with A of M ≤ 64 rows
+//! (a batch of hidden states) and B a weight read by every time step.
+//!
+//! A general GEMM packs both operands on every call; for an RNN's per-step product the weight is
+//! by far the larger one, and packing it again each step costs about a third of the product. Here
+//! B is packed once per tape into panels of 32 columns (k-major, zero-padded), and an AVX-512
+//! kernel of 8 rows × 32 columns reads A in place. Each element of C is one sum over k in order,
+//! whatever the split across threads.
+
+use crate::float::Float;
+use crate::kernels::matmul::View;
+use crate::kernels::pool;
+
+/// Columns per panel: two 16-lane vectors.
+const NR: usize = 32;
+/// Rows per kernel call.
+const MR: usize = 8;
+/// Steps of k per block: a block of a panel is KC·NR·4 bytes = 16 KiB, held in L1.
+const KC: usize = 128;
+/// The most rows of A this path takes; larger products amortise packing themselves.
+pub(crate) const MAX_ROWS: usize = 64;
+
+/// B [k, n] in panels of `NR` columns: panel j holds B[p, j·NR + c] at `(j·k + p)·NR + c`.
+pub(crate) struct Packed<F> {
+    k: usize,
+    n: usize,
+    data: Vec<F>,
+}
+
+impl<F: Float> Packed<F> {
+    /// Packs the matrix `b` lies in as `vb`.
+    pub(crate) fn new(b: &[F], vb: View) -> Self {
+        let (k, n) = (vb.rows, vb.cols);
+        let mut data = vec![F::ZERO; n.div_ceil(NR) * k * NR];
+        for (j, panel) in data.chunks_exact_mut(k * NR).enumerate() {
+            let cols = NR.min(n - j * NR);
+            let at = |p: usize, c: usize| b[p * vb.rs + (j * NR + c) * vb.cs];
+            // Read along whichever axis of B is contiguous.
+            if vb.cs == 1 {
+                for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
+                    row[..cols]
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(c, d)| *d = at(p, c));
+                }
+            } else {
+                for c in 0..cols {
+                    (0..k).for_each(|p| panel[p * NR + c] = at(p, c));
+                }
+            }
+        }
+        Packed { k, n, data }
+    }
+}
+
+/// True when this CPU runs the packed kernel (f32 with AVX-512).
+pub(crate) fn available<F: Float>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        return std::arch::is_x86_feature_detected!("avx512f");
+    }
+    false
+}
+
+/// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
+/// beta is 0 or 1. The caller checked [`available`].
+pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: View, beta: F) {
+    assert!(available::<F>() && va.rows <= MAX_ROWS && vc.cs == 1);
+    assert!(va.cols == b.k && vc.rows == va.rows && vc.cols == b.n);
+    va.assert_fits(1, a.len());
+    vc.assert_fits(1, c.len());
+    let panels = b.n.div_ceil(NR);
+    let flops = 2 * va.rows * b.k * b.n;
+    let parts = if flops >= super::matmul::PARALLEL_FLOPS && panels >= 2 {
+        pool::threads()
+    } else {
+        1
+    };
+    let per = panels.div_ceil(parts);
+    let c_ptr = super::matmul::SendPtr(c.as_mut_ptr());
+    let share = |t: usize| {
+        let (lo, hi) = ((t * per).min(panels), ((t + 1) * per).min(panels));
+        for j in lo..hi {
+            // SAFETY: the views were checked to fit their slices; panel j writes only columns
+            // [j·NR, j·NR + NR) of C, disjoint between threads; F is f32 (checked above).
+            unsafe { panel(a, va, b, j, c_ptr, vc, beta == F::ONE) }
+        }
+    };
+    if parts > 1 {
+        pool::run(&share);
+    } else {
+        share(0);
+    }
+}
+
+/// Columns [j·NR, j·NR + NR) of C, every row, `MR` rows at a time.
+///
+/// # Safety
+/// As in [`gemm`]: valid views, F = f32, AVX-512 present, no other thread on these columns.
+unsafe fn panel<F: Float>(
+    a: &[F],
+    va: View,
+    b: &Packed<F>,
+    j: usize,
+    c: super::matmul::SendPtr<F>,
+    vc: View,
+    accumulate: bool,
+) {
+    let cols = NR.min(b.n - j * NR);
+    let bp = b.data[j * b.k * NR..].as_ptr() as *const f32;
+    let a = a.as_ptr() as *const f32;
+    let c = c.0 as *mut f32;
+    let m = va.rows;
+    // Blocks of KC steps of k keep the panel's block in L1 while every row block reads it.
+    for k0 in (0..b.k).step_by(KC) {
+        let kc = KC.min(b.k - k0);
+        let accumulate = accumulate || k0 > 0;
+        for i in (0..m).step_by(MR) {
+            // SAFETY: row block i..i+rows, steps k0..k0+kc and columns j·NR..+cols lie inside the
+            // checked views.
+            unsafe {
+                let ai = a.add(i * va.rs + k0 * va.cs);
+                let (bk, ci) = (bp.add(k0 * NR), c.add(i * vc.rs + j * NR));
+                let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, cols, accumulate);
+                row_block(m - i, args);
+            }
+        }
+    }
+}
+
+/// The kernel for the `rows` left (all `MR` of them when there are more).
+///
+/// # Safety
+/// As for [`kernel`].
+unsafe fn row_block(rows: usize, args: Args) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match rows {
+            1 => kernel::<1>(args),
+            2 => kernel::<2>(args),
+            3 => kernel::<3>(args),
+            4 => kernel::<4>(args),
+            5 => kernel::<5>(args),
+            6 => kernel::<6>(args),
+            7 => kernel::<7>(args),
+            _ => kernel::<MR>(args),
+        }
+    }
+}
+
+/// (k, A, A's row stride, A's column stride, packed panel, C, C's row stride, valid columns,
+/// accumulate onto C).
+type Args = (
+    usize,
+    *const f32,
+    usize,
+    usize,
+    *const f32,
+    *mut f32,
+    usize,
+    usize,
+    bool,
+);
+
+/// R rows × 32 columns of C from R rows of A and one panel: 2R accumulators of 16 lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate): Args) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for p in 0..k {
+        // SAFETY: p < k, r < R rows; the caller checked the views.
+        unsafe {
+            let b0 = _mm512_loadu_ps(bp.add(p * NR));
+            let b1 = _mm512_loadu_ps(bp.add(p * NR + 16));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*a.add(r * rsa + p * csa));
+                acc[0] = _mm512_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+    }
+    // Lanes past the last column are masked off.
+    let mask = |h: usize| -> __mmask16 {
+        let n = cols.saturating_sub(16 * h).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let masks = [mask(0), mask(1)];
+    for (r, acc) in acc.iter().enumerate() {
+        for (h, (&v, &m)) in acc.iter().zip(&masks).enumerate() {
+            // SAFETY: masked lanes are neither read nor written.
+            unsafe {
+                let dst = c.add(r * rsc + 16 * h);
+                let v = if accumulate {
+                    _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, dst))
+                } else {
+                    v
+                };
+                _mm512_mask_storeu_ps(dst, m, v);
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel<const R: usize>(_: Args) {
+    unreachable!("the packed kernel is only offered on x86_64 with AVX-512")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// The packed kernel against a plain triple loop in f64, over ragged rows and columns, both
+    /// layouts of A and B, beta 0 and 1, and products large enough to be split across threads.
+    #[test]
+    fn packed_gemm_equals_the_definition() {
+        if !available::<f32>() {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(3);
+        for (m, k, n) in [
+            (1, 1, 1),
+            (7, 5, 33),
+            (8, 16, 32),
+            (13, 40, 70),
+            (32, 256, 1024),
+        ] {
+            for (ta, tb, beta) in [(false, true, 0.0), (true, false, 1.0), (false, false, 1.0)] {
+                let sa: &[usize] = if ta { &[k, m] } else { &[m, k] };
+                let sb: &[usize] = if tb { &[n, k] } else { &[k, n] };
+                let mut rand = |len: usize| -> Vec<f32> {
+                    (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
+                };
+                let (a, b, c0) = (rand(m * k), rand(k * n), rand(m * n));
+                let (va, vb, vc) = (View::of(sa, ta), View::of(sb, tb), View::of(&[m, n], false));
+                let mut c = c0.clone();
+                gemm(&a, va, &Packed::new(&b, vb), &mut c, vc, beta);
+                for i in 0..m {
+                    for j in 0..n {
+                        let want = (0..k)
+                            .map(|p| {
+                                let x = a[i * va.rs + p * va.cs] as f64;
+                                x * b[p * vb.rs + j * vb.cs] as f64
+                            })
+                            .sum::<f64>()
+                            + beta as f64 * c0[i * n + j] as f64;
+                        let got = c[i * n + j] as f64;
+                        assert!(
+                            (got - want).abs() < 1e-5 * (1.0 + k as f64).sqrt(),
+                            "{m}×{k}×{n} ({ta}, {tb}, {beta}) at ({i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
