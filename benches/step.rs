@@ -75,22 +75,23 @@ fn cell<C: Cell<f32> + 'static>(c: &mut Criterion, name: &str) {
                 black_box(&grads);
             })
         });
-        // The step's matmuls alone: per step h·W_hhᵀ forward and its two backward products, the
-        // hoisted x·W_ihᵀ with its weight gradient, and the readout with its two gradients.
+        // The step's matmuls alone: per step h·W_hhᵀ forward and its two backward products (W_hh
+        // a parameter, as in the layer, so the same kernels run), the hoisted x·W_ihᵀ with its
+        // weight gradient, and the readout with its two gradients.
         let g = C::GATES * hidden;
         let h = Tensor::<f32>::uniform(&[B, hidden], -1.0, 1.0, &mut rng);
-        let w = Tensor::<f32>::uniform(&[g, hidden], -1.0, 1.0, &mut rng);
+        let w = Param::new(Tensor::<f32>::uniform(&[g, hidden], -1.0, 1.0, &mut rng));
         let x = Tensor::<f32>::uniform(&[t * B, hidden], -1.0, 1.0, &mut rng);
         let head = Tensor::<f32>::uniform(&[V, hidden], -1.0, 1.0, &mut rng);
         group.bench_function(BenchmarkId::new("matmuls_only", hidden), |b| {
             b.iter(|| {
                 let tape = Tape::new();
-                let (hv, wv) = (tape.var(h.clone()), tape.var(w.clone()));
+                let (hv, wv) = (tape.var(h.clone()), tape.param(&w));
                 for _ in 0..t {
                     let y = hv.matmul(wv.t());
                     black_box(y.sum().backward());
                 }
-                let (xv, wi) = (tape.constant(x.clone()), tape.var(w.clone()));
+                let (xv, wi) = (tape.constant(x.clone()), tape.var(w.value().clone()));
                 black_box(xv.matmul(wi.t()).sum().backward());
                 let (xo, wo) = (tape.var(x.clone()), tape.var(head.clone()));
                 black_box(xo.matmul(wo.t()).sum().backward());

@@ -5,6 +5,8 @@
 //! Backward always adds into the inputs' gradients (`+=`): that is what makes a value used twice,
 //! such as a weight shared by every time step, come out right.
 
+use std::collections::HashMap;
+
 use smallvec::SmallVec;
 
 use crate::custom::CustomOp;
@@ -558,7 +560,12 @@ impl<F: Float> Op<F> {
                         product(nodes, batch, (gd, vg), *b, !*tb, c, F::ONE);
                     }
                 }
-                if let Some(gb) = sink.acc(*b) {
+                // A parameter's per-step product (few rows, A as stored) waits to be stacked with
+                // the other steps': one GEMM over many steps' rows instead of one per step.
+                let per_step = batch == 1 && !*ta && out[0] <= packed::MAX_ROWS;
+                if per_step && matches!(nodes[*b].op, Op::Param(_)) && nodes[*b].requires_grad {
+                    sink.defer(*b, *tb, gd, va.data());
+                } else if let Some(gb) = sink.acc(*b) {
                     let c = (gb, View::of(vb.shape(), false));
                     if *tb {
                         gemm(batch, (gd, vg.t()), (va.data(), opa), c, F::ONE);
@@ -789,16 +796,77 @@ impl<F: Float> Op<F> {
 pub(crate) struct GradSink<'a, F: Float> {
     nodes: &'a [Node<F>],
     slots: Vec<Option<Tensor<F>>>,
+    /// Per parameter node, weight-gradient products put off to run as one GEMM.
+    stacked: HashMap<usize, Stacked<F>>,
     /// The most bytes a checkpoint's recomputation held at once.
     pub(crate) inner_peak: usize,
 }
+
+/// Rows of several products' weight gradients, stacked: dW += Gᵀ·A (W read transposed) or
+/// Aᵀ·G, G [rows, n] being the gradients of the products and A [rows, k] their left operands.
+/// Stacking T steps of batch B gives one GEMM with inner size T·B instead of T with inner size B.
+struct Stacked<F> {
+    tb: bool,
+    g: Vec<F>,
+    a: Vec<F>,
+}
+
+/// Rows stacked before a weight gradient is computed: enough for an efficient GEMM, few enough
+/// that the stacks stay small next to the tape.
+const STACK_ROWS: usize = 512;
 
 impl<'a, F: Float> GradSink<'a, F> {
     pub(crate) fn new(nodes: &'a [Node<F>], root: usize) -> Self {
         GradSink {
             nodes,
             slots: (0..=root).map(|_| None).collect(),
+            stacked: HashMap::new(),
             inner_peak: 0,
+        }
+    }
+
+    /// Puts off `dW += gᵀ·a` (`tb`) or `aᵀ·g` for the parameter node `w`, g [m, n] and a [m, k]
+    /// row-major: the rows join `w`'s stack, which is multiplied out when full or when `w` is
+    /// reached ([`flush`](GradSink::flush)).
+    fn defer(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) {
+        if self.stacked.get(&w).is_some_and(|s| s.tb != tb) {
+            self.flush(w);
+        }
+        let s = self.stacked.entry(w).or_insert_with(|| Stacked {
+            tb,
+            g: Vec::new(),
+            a: Vec::new(),
+        });
+        s.g.extend_from_slice(g);
+        s.a.extend_from_slice(a);
+        let n = self.nodes[w].shape[if tb { 0 } else { 1 }];
+        if s.g.len() >= STACK_ROWS * n {
+            self.flush(w);
+        }
+    }
+
+    /// Multiplies out node `w`'s stacked weight-gradient rows into its gradient.
+    pub(crate) fn flush(&mut self, w: usize) {
+        if self.stacked.is_empty() {
+            return;
+        }
+        let Some(s) = self.stacked.remove(&w) else {
+            return;
+        };
+        let shape = self.nodes[w].shape.clone();
+        let (n, k) = if s.tb {
+            (shape[0], shape[1])
+        } else {
+            (shape[1], shape[0])
+        };
+        let rows = s.g.len() / n;
+        let (vg, va) = (View::of(&[rows, n], false), View::of(&[rows, k], false));
+        let gw = self.acc(w).expect("only a gradient's parameter is stacked");
+        let c = (gw, View::of(&shape, false));
+        if s.tb {
+            gemm(1, (&s.g, vg.t()), (&s.a, va), c, F::ONE);
+        } else {
+            gemm(1, (&s.a, va.t()), (&s.g, vg), c, F::ONE);
         }
     }
 

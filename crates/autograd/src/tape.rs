@@ -346,6 +346,7 @@ impl<F: Float> Tape<F> {
             sink.add(root, seed);
         }
         for i in (0..=root).rev() {
+            sink.flush(i);
             let Some(g) = sink.take(i) else { continue };
             let node = &nodes[i];
             debug_assert_eq!(g.shape(), &node.shape[..]);
