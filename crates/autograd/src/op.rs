@@ -17,6 +17,7 @@ use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
 use crate::kernels::matmul::{gemm, View};
 use crate::kernels::packed;
+use crate::kernels::zeroed;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
 use crate::tape::{Node, Tape, Var};
@@ -177,7 +178,7 @@ fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F>
 /// An element-wise function with a slice kernel (exp, tanh, σ).
 fn unary_slice<F: Float>(nodes: &[Node<F>], x: usize, f: fn(&[F], &mut [F])) -> Tensor<F> {
     let v = nodes[x].value();
-    let mut out = vec![F::ZERO; v.numel()];
+    let mut out = zeroed(v.numel());
     f(v.data(), &mut out);
     Tensor::new_unchecked(Shape::from_slice(v.shape()), out)
 }
@@ -274,7 +275,7 @@ impl<F: Float> Op<F> {
                 let batch = if out.len() == 3 { out[0] } else { 1 };
                 let (mut c, beta) = match add {
                     Some(x) => (expand(val(*x), &out), F::ONE),
-                    None => (vec![F::ZERO; numel(&out)], F::ZERO),
+                    None => (zeroed(numel(&out)), F::ZERO),
                 };
                 let a = (va.data(), View::of(va.shape(), *ta));
                 product(
@@ -290,16 +291,16 @@ impl<F: Float> Op<F> {
             }
             Op::LstmCell { gates, c, acts } => {
                 let (vg, vc) = (val(*gates), val(*c));
-                let mut a = vec![F::ZERO; vg.numel()];
-                let mut c_next = vec![F::ZERO; vc.numel()];
+                let mut a = zeroed(vg.numel());
+                let mut c_next = zeroed(vc.numel());
                 cells::lstm_cell(vc.shape()[1], vg.data(), vc.data(), &mut a, &mut c_next);
                 *acts = Tensor::new_unchecked(Shape::from_slice(vg.shape()), a);
                 Tensor::new_unchecked(Shape::from_slice(vc.shape()), c_next)
             }
             Op::LstmHidden { cell, tanh_c, .. } => {
                 let c_next = val(*cell);
-                let mut tc = vec![F::ZERO; c_next.numel()];
-                let mut h_next = vec![F::ZERO; c_next.numel()];
+                let mut tc = zeroed(c_next.numel());
+                let mut h_next = zeroed(c_next.numel());
                 let h = c_next.shape()[1];
                 cells::lstm_hidden(
                     h,
@@ -314,8 +315,8 @@ impl<F: Float> Op<F> {
             }
             Op::GruCell { xp, hp, h, acts } => {
                 let (vx, vh) = (val(*xp), val(*h));
-                let mut a = vec![F::ZERO; vx.numel()];
-                let mut h_next = vec![F::ZERO; vh.numel()];
+                let mut a = zeroed(vx.numel());
+                let mut h_next = zeroed(vh.numel());
                 let (d, hs) = (vx.data(), vh.shape()[1]);
                 cells::gru_cell(hs, d, val(*hp).data(), vh.data(), &mut a, &mut h_next);
                 *acts = Tensor::new_unchecked(Shape::from_slice(vx.shape()), a);
@@ -362,14 +363,14 @@ impl<F: Float> Op<F> {
                 let v = val(*x);
                 let mut shape = Shape::from_slice(v.shape());
                 shape[*axis] = *len;
-                let mut data = vec![F::ZERO; numel(&shape)];
+                let mut data = zeroed(numel(&shape));
                 Window::new(v.shape(), *axis, *start, *len).gather(v.data(), &mut data, false);
                 Tensor::new_unchecked(shape, data)
             }
             Op::Concat { xs, axis } => {
                 let shapes: Vec<&[usize]> = xs.iter().map(|&i| val(i).shape()).collect();
                 let shape = crate::check::concat(&shapes, *axis);
-                let mut data = vec![F::ZERO; numel(&shape)];
+                let mut data = zeroed(numel(&shape));
                 let mut start = 0;
                 for &i in xs.iter() {
                     let v = val(i);
@@ -425,7 +426,7 @@ impl<F: Float> Op<F> {
                     .expect("checked when recorded");
                 let s = [cond.shape(), va.shape(), vb.shape()].map(|s| broadcast_strides(s, &out));
                 let (c, x, y) = (cond.data(), va.data(), vb.data());
-                let mut data = vec![F::ZERO; numel(&out)];
+                let mut data = zeroed(numel(&out));
                 for_each_broadcast(&out, [&s[0], &s[1], &s[2]], |i, [ic, ia, ib]| {
                     data[i] = if c[ic] != F::ZERO { x[ia] } else { y[ib] };
                 });
@@ -832,14 +833,17 @@ impl<'a, F: Float> GradSink<'a, F> {
         if self.stacked.get(&w).is_some_and(|s| s.tb != tb) {
             self.flush(w);
         }
+        let n = self.nodes[w].shape[if tb { 0 } else { 1 }];
+        let rows = g.len() / n;
+        // The stacks keep their capacity from flush to flush: no allocation after the first.
         let s = self.stacked.entry(w).or_insert_with(|| Stacked {
             tb,
-            g: Vec::new(),
-            a: Vec::new(),
+            g: Vec::with_capacity((STACK_ROWS + rows) * n),
+            a: Vec::with_capacity((STACK_ROWS + rows) * (a.len() / rows.max(1))),
         });
+        s.tb = tb;
         s.g.extend_from_slice(g);
         s.a.extend_from_slice(a);
-        let n = self.nodes[w].shape[if tb { 0 } else { 1 }];
         if s.g.len() >= STACK_ROWS * n {
             self.flush(w);
         }
@@ -850,24 +854,29 @@ impl<'a, F: Float> GradSink<'a, F> {
         if self.stacked.is_empty() {
             return;
         }
-        let Some(s) = self.stacked.remove(&w) else {
+        let Some(mut s) = self.stacked.remove(&w) else {
             return;
         };
-        let shape = self.nodes[w].shape.clone();
-        let (n, k) = if s.tb {
-            (shape[0], shape[1])
-        } else {
-            (shape[1], shape[0])
-        };
-        let rows = s.g.len() / n;
-        let (vg, va) = (View::of(&[rows, n], false), View::of(&[rows, k], false));
-        let gw = self.acc(w).expect("only a gradient's parameter is stacked");
-        let c = (gw, View::of(&shape, false));
-        if s.tb {
-            gemm(1, (&s.g, vg.t()), (&s.a, va), c, F::ONE);
-        } else {
-            gemm(1, (&s.a, va.t()), (&s.g, vg), c, F::ONE);
+        if !s.g.is_empty() {
+            let shape = self.nodes[w].shape.clone();
+            let (n, k) = if s.tb {
+                (shape[0], shape[1])
+            } else {
+                (shape[1], shape[0])
+            };
+            let rows = s.g.len() / n;
+            let (vg, va) = (View::of(&[rows, n], false), View::of(&[rows, k], false));
+            let gw = self.acc(w).expect("only a gradient's parameter is stacked");
+            let c = (gw, View::of(&shape, false));
+            if s.tb {
+                gemm(1, (&s.g, vg.t()), (&s.a, va), c, F::ONE);
+            } else {
+                gemm(1, (&s.a, va.t()), (&s.g, vg), c, F::ONE);
+            }
+            s.g.clear();
+            s.a.clear();
         }
+        self.stacked.insert(w, s);
     }
 
     fn note_inner_bytes(&mut self, bytes: usize) {

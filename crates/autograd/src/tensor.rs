@@ -37,7 +37,10 @@ impl<F: Float> Tensor<F> {
 
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize]) -> Self {
-        Self::full(shape, F::ZERO)
+        Self::from_parts(
+            Shape::from_slice(shape),
+            crate::kernels::zeroed(numel(shape)),
+        )
     }
 
     /// A tensor of ones.

@@ -2,12 +2,13 @@
 //! concat), permute.
 
 use crate::float::Float;
+use crate::kernels::zeroed;
 use crate::shape::{for_each_broadcast, numel, split_at_axis, Shape};
 
 /// Sum along `axis`: out[o, i] = Σ_j x[o, j, i].
 pub(crate) fn sum_axis<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
     let (outer, len, inner) = split_at_axis(shape, axis);
-    let mut out = vec![F::ZERO; outer * inner];
+    let mut out = zeroed(outer * inner);
     for o in 0..outer {
         let dst = &mut out[o * inner..(o + 1) * inner];
         for j in 0..len {
@@ -59,7 +60,7 @@ fn for_each_lane<F: Float>(
         }
         return;
     }
-    let (mut src, mut dst) = (vec![F::ZERO; len], vec![F::ZERO; len]);
+    let (mut src, mut dst) = (zeroed(len), zeroed(len));
     for o in 0..outer {
         for i in 0..inner {
             let base = o * len * inner + i;
@@ -86,7 +87,7 @@ pub(crate) fn max_and_log_sum<F: Float>(lane: &[F]) -> (F, F) {
 
 /// softmax along `axis`: y_j = e^{x_j - m} / Σ_k e^{x_k - m}, with m the lane's maximum.
 pub(crate) fn softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
-    let mut out = vec![F::ZERO; x.len()];
+    let mut out = zeroed(x.len());
     for_each_lane(x, shape, axis, &mut out, |src, dst| {
         let m = src.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
         let mut total = F::ZERO;
@@ -103,7 +104,7 @@ pub(crate) fn softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F>
 
 /// log_softmax along `axis`: y_j = x_j - log Σ_k e^{x_k}.
 pub(crate) fn log_softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
-    let mut out = vec![F::ZERO; x.len()];
+    let mut out = zeroed(x.len());
     for_each_lane(x, shape, axis, &mut out, |src, dst| {
         let (m, log_sum) = max_and_log_sum(src);
         for (d, &s) in dst.iter_mut().zip(src) {
@@ -155,7 +156,7 @@ fn lane_backward<F: Float>(
     f: impl Fn(&[F], &[F], &mut [F]),
 ) {
     let (outer, len, inner) = split_at_axis(shape, axis);
-    let (mut ly, mut lg, mut lo) = (vec![F::ZERO; len], vec![F::ZERO; len], vec![F::ZERO; len]);
+    let (mut ly, mut lg, mut lo) = (zeroed(len), zeroed(len), zeroed(len));
     for o in 0..outer {
         for i in 0..inner {
             let base = o * len * inner + i;
@@ -241,7 +242,7 @@ pub(crate) fn permuted_strides(shape: &[usize], perm: &[usize]) -> Shape {
 pub(crate) fn permute<F: Float>(x: &[F], shape: &[usize], perm: &[usize]) -> (Shape, Vec<F>) {
     let out_shape: Shape = perm.iter().map(|&p| shape[p]).collect();
     let strides = permuted_strides(shape, perm);
-    let mut out = vec![F::ZERO; numel(shape)];
+    let mut out = zeroed(numel(shape));
     for_each_broadcast(&out_shape, [&strides], |i, [o]| out[i] = x[o]);
     (out_shape, out)
 }

@@ -5,6 +5,7 @@
 
 use crate::float::Float;
 use crate::kernels::activation::vectorised;
+use crate::kernels::zeroed;
 
 /// σ'(x) from y = σ(x).
 #[inline(always)]
@@ -164,7 +165,7 @@ pub(crate) fn gru_cell<F: Float>(
         let outs = acts
             .chunks_exact_mut(3 * hs)
             .zip(h_next.chunks_exact_mut(hs));
-        let mut pre = vec![F::ZERO; 2 * hs];
+        let mut pre = zeroed(2 * hs);
         for (((x, hp), (act, out)), h) in rows.zip(outs).zip(h.chunks_exact(hs)) {
             let (rz, n) = act.split_at_mut(2 * hs);
             for ((p, &x), &y) in pre.iter_mut().zip(&x[..2 * hs]).zip(&hp[..2 * hs]) {
@@ -192,7 +193,7 @@ pub(crate) fn gru_cell<F: Float>(
 /// pre-activation gradient); ∂L/∂hp equals it with the n block multiplied by r
 /// ([`gru_dhp`]), and ∂L/∂h = g⊙z ([`gru_dh`]).
 pub(crate) fn gru_dxp<F: Float>(hs: usize, g: &[F], acts: &[F], hp: &[F], h: &[F]) -> Vec<F> {
-    let mut d = vec![F::ZERO; acts.len()];
+    let mut d = zeroed(acts.len());
     vectorised(|| {
         let rows = acts.chunks_exact(3 * hs).zip(hp.chunks_exact(3 * hs));
         let ins = g.chunks_exact(hs).zip(h.chunks_exact(hs));

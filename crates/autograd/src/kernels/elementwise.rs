@@ -2,6 +2,7 @@
 //! gradients need.
 
 use crate::float::Float;
+use crate::kernels::zeroed;
 use crate::shape::{broadcast_strides, for_each_broadcast, Shape};
 use crate::tensor::Tensor;
 
@@ -24,7 +25,7 @@ pub(crate) fn binary<F: Float>(
             .flat_map(|row| row.iter().zip(y).map(|(&p, &q)| f(p, q)))
             .collect()
     } else {
-        let mut data = vec![F::ZERO; crate::shape::numel(out)];
+        let mut data = zeroed(crate::shape::numel(out));
         let (sa, sb) = (
             broadcast_strides(a.shape(), out),
             broadcast_strides(b.shape(), out),
@@ -48,7 +49,7 @@ pub(crate) fn expand<F: Float>(a: &Tensor<F>, out: &[usize]) -> Vec<F> {
         }
         data
     } else {
-        let mut data = vec![F::ZERO; crate::shape::numel(out)];
+        let mut data = zeroed(crate::shape::numel(out));
         let s = broadcast_strides(a.shape(), out);
         for_each_broadcast(out, [&s], |i, [ia]| data[i] = x[ia]);
         data

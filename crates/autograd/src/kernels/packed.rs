@@ -10,6 +10,7 @@
 use crate::float::Float;
 use crate::kernels::matmul::View;
 use crate::kernels::pool;
+use crate::kernels::zeroed;
 
 /// Columns per panel: two 16-lane vectors.
 const NR: usize = 32;
@@ -31,7 +32,7 @@ impl<F: Float> Packed<F> {
     /// Packs the matrix `b` lies in as `vb`.
     pub(crate) fn new(b: &[F], vb: View) -> Self {
         let (k, n) = (vb.rows, vb.cols);
-        let mut data = vec![F::ZERO; n.div_ceil(NR) * k * NR];
+        let mut data = zeroed(n.div_ceil(NR) * k * NR);
         for (j, panel) in data.chunks_exact_mut(k * NR).enumerate() {
             let cols = NR.min(n - j * NR);
             let at = |p: usize, c: usize| b[p * vb.rs + (j * NR + c) * vb.cs];
