@@ -151,12 +151,19 @@ pub(crate) enum Op<F: Float> {
         op: Box<dyn CustomOp<F>>,
         inputs: SmallVec<[usize; 4]>,
     },
-    /// `f(inputs)` run on an inner tape that is dropped at once; the value is every output
-    /// flattened and concatenated. Backward re-runs `f` to get the gradients.
+    /// `f(inputs)` run on an inner tape that is dropped at once. Its gradient is every output's,
+    /// flattened and concatenated; its value holds nothing: `outputs` keeps the outputs until
+    /// `CheckpointOutput` nodes take them. Backward re-runs `f` to get the inputs' gradients.
     Checkpoint {
         f: CheckpointFn<F>,
         inputs: SmallVec<[usize; 4]>,
         shapes: Vec<Shape>,
+        outputs: Vec<Tensor<F>>,
+    },
+    /// One output of a `Checkpoint` node, at `offset` in its flattened gradient.
+    CheckpointOutput {
+        checkpoint: usize,
+        offset: usize,
     },
 }
 
@@ -436,20 +443,24 @@ impl<F: Float> Op<F> {
                 let values: Vec<&Tensor<F>> = inputs.iter().map(|&i| val(i)).collect();
                 op.forward(&values)
             }
-            Op::Checkpoint { f, inputs, shapes } => {
+            Op::Checkpoint {
+                f,
+                inputs,
+                shapes,
+                outputs,
+            } => {
                 let inner = Tape::new();
                 let vars: Vec<Var<'_, F>> = inputs
                     .iter()
                     .map(|&i| inner.constant(val(i).clone()))
                     .collect();
-                let outputs = f(&inner, &vars);
-                *shapes = outputs.iter().map(|o| o.shape()).collect();
-                let mut flat = Vec::with_capacity(shapes.iter().map(|s| numel(s)).sum());
-                for o in &outputs {
-                    flat.extend_from_slice(o.value().data());
-                }
-                let n = flat.len();
-                Tensor::new_unchecked(Shape::from_slice(&[n]), flat)
+                let out = f(&inner, &vars);
+                *shapes = out.iter().map(|o| o.shape()).collect();
+                *outputs = out.iter().map(|o| o.value()).collect();
+                Tensor::zeros(&[0])
+            }
+            Op::CheckpointOutput { .. } => {
+                unreachable!("recorded by Tape::checkpoint with its value")
             }
         }
     }
@@ -760,9 +771,17 @@ impl<F: Float> Op<F> {
                     sink.add(i, gi);
                 }
             }
+            Op::CheckpointOutput { checkpoint, offset } => {
+                if let Some(flat) = sink.acc(*checkpoint) {
+                    let dst = &mut flat[*offset..*offset + gd.len()];
+                    dst.iter_mut().zip(gd).for_each(|(d, &g)| *d += g);
+                }
+            }
             // Re-run f on a fresh tape with the inputs as leaves and backpropagate
             // Σ_k ⟨output_k, g_k⟩ through it: the inputs' gradients, recomputed.
-            Op::Checkpoint { f, inputs, shapes } => {
+            Op::Checkpoint {
+                f, inputs, shapes, ..
+            } => {
                 let inner = Tape::new();
                 let vars: Vec<Var<'_, F>> = inputs
                     .iter()

@@ -180,20 +180,27 @@ impl<F: Float> Tape<F> {
             f: Box::new(f),
             inputs: indices.clone(),
             shapes: Vec::new(),
+            outputs: Vec::new(),
         };
-        let flat = self.record(op, &indices);
-        let shapes = match &self.nodes.borrow()[flat.index].op {
-            Op::Checkpoint { shapes, .. } => shapes.clone(),
-            _ => unreachable!("just recorded"),
+        let checkpoint = self.record(op, &indices).index;
+        let (requires_grad, outputs) = {
+            let mut nodes = self.nodes.borrow_mut();
+            let node = &mut nodes[checkpoint];
+            let Op::Checkpoint { outputs, .. } = &mut node.op else {
+                unreachable!("just recorded")
+            };
+            let outputs = std::mem::take(outputs);
+            // The node's gradient is the outputs' gradients, flattened; it holds no value.
+            node.shape = Shape::from_slice(&[outputs.iter().map(Tensor::numel).sum()]);
+            (node.requires_grad, outputs)
         };
         let mut offset = 0;
-        shapes
-            .iter()
-            .map(|s| {
-                let n = crate::shape::numel(s);
-                let out = flat.narrow(0, offset, n).reshape(s);
-                offset += n;
-                out
+        outputs
+            .into_iter()
+            .map(|value| {
+                let op = Op::CheckpointOutput { checkpoint, offset };
+                offset += value.numel();
+                self.push(op, Some(value), requires_grad, true)
             })
             .collect()
     }

@@ -3,9 +3,10 @@
 //! recurrent product, and for the LSTM and GRU their element-wise half as one fused op
 //! (`lstm_cell`, `gru_cell`), which equals the composed equations and is several times cheaper.
 //!
-//! A cell computes its input projection `x W_ihᵀ + b_ih` in [`Cell::step`]; a stack computes that
-//! projection for all time steps in one matmul before its loop and calls
-//! [`Cell::step_projected`], so the gate equations live in one place.
+//! A cell's input projection ([`Cell::project`]: `x W_ihᵀ + b_ih`, plus `b_hh` where the cell adds
+//! it straight to the gates) is computed by [`Cell::step`] for one step, or by a stack for all
+//! time steps in one matmul before its loop, which then calls [`Cell::step_projected`]; the gate
+//! equations live in one place, [`Cell::recur`].
 
 use rand::Rng;
 use rewind_autograd::{Float, Param, Tape, Tensor, Var};
@@ -74,8 +75,18 @@ pub trait Cell<F: Float>: Module<F> + Sized {
         &self.cell_params().bias_hh
     }
 
-    /// The cell's equations: one step from the input projection `xp = x W_ihᵀ + b_ih` [B, G·H],
-    /// with W_hh and b_hh given as values on the tape.
+    /// The input projection of `x` [N, in] (one step's rows, or every step's): `x W_ihᵀ + b_ih`,
+    /// and `+ b_hh` too for cells that add b_hh straight to the gates (RNN, LSTM), so that a
+    /// stack adds it once for all steps instead of once per step. One GEMM onto the bias.
+    fn project<'t>(
+        x: Var<'t, F>,
+        w_ih: Var<'t, F>,
+        b_ih: Var<'t, F>,
+        b_hh: Var<'t, F>,
+    ) -> Var<'t, F>;
+
+    /// The cell's equations: one step from the input projection `xp` [B, G·H] made by
+    /// [`project`](Cell::project), with W_hh and b_hh given as values on the tape.
     fn recur<'t>(
         kind: Self::Kind,
         w_hh: Var<'t, F>,
@@ -84,7 +95,7 @@ pub trait Cell<F: Float>: Module<F> + Sized {
         state: State<'t, F>,
     ) -> State<'t, F>;
 
-    /// One step given the input projection `xp = x W_ihᵀ + b_ih` [B, G·H].
+    /// One step given the input projection `xp` [B, G·H] made by [`project`](Cell::project).
     fn step_projected<'t>(
         &self,
         tape: &'t Tape<F>,
@@ -103,7 +114,8 @@ pub trait Cell<F: Float>: Module<F> + Sized {
     /// One step from the input x [B, in].
     #[track_caller]
     fn step<'t>(&self, tape: &'t Tape<F>, x: Var<'t, F>, state: State<'t, F>) -> State<'t, F> {
-        let xp = x.matmul(tape.param(self.weight_ih()).t()) + tape.param(self.bias_ih());
+        let [w_ih, b_ih, b_hh] = [self.weight_ih(), self.bias_ih(), self.bias_hh()];
+        let xp = Self::project(x, tape.param(w_ih), tape.param(b_ih), tape.param(b_hh));
         self.step_projected(tape, xp, state)
     }
 }
@@ -202,14 +214,23 @@ impl<F: Float> Cell<F> for RnnCell<F> {
         self.nonlinearity
     }
 
+    fn project<'t>(
+        x: Var<'t, F>,
+        w_ih: Var<'t, F>,
+        b_ih: Var<'t, F>,
+        b_hh: Var<'t, F>,
+    ) -> Var<'t, F> {
+        (b_ih + b_hh).addmm(x, w_ih.t())
+    }
+
     fn recur<'t>(
         kind: Nonlinearity,
         w_hh: Var<'t, F>,
-        b_hh: Var<'t, F>,
+        _: Var<'t, F>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let pre = (xp + b_hh).addmm(state.h, w_hh.t());
+        let pre = xp.addmm(state.h, w_hh.t());
         let h = match kind {
             Nonlinearity::Tanh => pre.tanh(),
             Nonlinearity::Relu => pre.relu(),
@@ -252,14 +273,23 @@ impl<F: Float> Cell<F> for LstmCell<F> {
 
     fn kind(&self) {}
 
+    fn project<'t>(
+        x: Var<'t, F>,
+        w_ih: Var<'t, F>,
+        b_ih: Var<'t, F>,
+        b_hh: Var<'t, F>,
+    ) -> Var<'t, F> {
+        (b_ih + b_hh).addmm(x, w_ih.t())
+    }
+
     fn recur<'t>(
         _: (),
         w_hh: Var<'t, F>,
-        b_hh: Var<'t, F>,
+        _: Var<'t, F>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let gates = (xp + b_hh).addmm(state.h, w_hh.t());
+        let gates = xp.addmm(state.h, w_hh.t());
         let (h, c) = gates.lstm_cell(state.c.expect("an LSTM state carries c"));
         State { h, c: Some(c) }
     }
@@ -298,6 +328,10 @@ impl<F: Float> Cell<F> for GruCell<F> {
     }
 
     fn kind(&self) {}
+
+    fn project<'t>(x: Var<'t, F>, w_ih: Var<'t, F>, b_ih: Var<'t, F>, _: Var<'t, F>) -> Var<'t, F> {
+        b_ih.addmm(x, w_ih.t())
+    }
 
     fn recur<'t>(
         _: (),

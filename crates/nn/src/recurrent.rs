@@ -441,8 +441,9 @@ impl<F: Float> Lane<'_, F> {
         keep: Option<&mut Vec<Var<'t, F>>>,
     ) -> (Var<'t, F>, State<'t, F>) {
         // The input projection of every step in one GEMM, before the loop.
-        let xp = x.matmul(tape.param(cell.weight_ih()).t()) + tape.param(cell.bias_ih());
         let (w_hh, b_hh) = (tape.param(cell.weight_hh()), tape.param(cell.bias_hh()));
+        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), tape.param(cell.bias_ih()));
+        let xp = C::project(x, w_ih, b_ih, b_hh);
         let weights = Weights { w_hh, b_hh, xp };
         let (hs, state) = self.steps::<C>(cell.kind(), weights, start, 0, keep);
         (stack(&hs, 0), state)
@@ -513,7 +514,7 @@ impl<K: Copy, F: Float> Segment<K, F> {
     /// in time order, final h, (final c)].
     fn run<'s, C: Cell<F, Kind = K>>(&self, v: &[Var<'s, F>]) -> Vec<Var<'s, F>> {
         let n = v[0].shape()[0] / self.batch;
-        let xp = v[0].matmul(v[1].t()) + v[2];
+        let xp = C::project(v[0], v[1], v[2], v[4]);
         let lane = Lane {
             steps: n,
             batch: self.batch,
