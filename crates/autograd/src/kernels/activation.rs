@@ -77,18 +77,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 /// `out[i] = f(x[i])`.
 pub(crate) fn map(f: Unary, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the copy was compiled for.
-        return unsafe { map_avx2(f, x, out) };
-    }
-    map_plain(f, x, out);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn map_avx2(f: Unary, x: &[f32], out: &mut [f32]) {
-    map_plain(f, x, out);
+    vectorised(|| map_plain(f, x, out));
 }
 
 #[inline(always)]
