@@ -77,7 +77,18 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 /// `out[i] = f(x[i])`.
 pub(crate) fn map(f: Unary, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
-    vectorised(|| map_plain(f, x, out));
+    #[cfg(target_arch = "x86_64")]
+    if has_avx2() {
+        // SAFETY: the CPU has the features the copy was compiled for.
+        return unsafe { map_avx2(f, x, out) };
+    }
+    map_plain(f, x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn map_avx2(f: Unary, x: &[f32], out: &mut [f32]) {
+    map_plain(f, x, out);
 }
 
 #[inline(always)]
@@ -90,23 +101,40 @@ fn map_plain(f: Unary, x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Runs `f` inside a function compiled for AVX2 and FMA when the CPU has them, so loops that
-/// `f` inlines vectorise with the wider registers.
-#[inline(always)]
-pub(crate) fn vectorised<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has the features the copy was compiled for.
-        return unsafe { call_avx2(f) };
-    }
-    f()
+/// True when the CPU has AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn call_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
+/// Defines a kernel `fn name<F: Float>(…)` together with a copy of its body compiled for AVX2 and
+/// FMA, which it runs when the CPU has them, so that its loops vectorise with the wider
+/// registers. (A closure handed to a function with those features is not reliably inlined into
+/// it, and then runs without them.)
+macro_rules! avx2_copy {
+    (
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident<F: Float>($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$attr])*
+        $vis fn $name<F: Float>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn imp<F: Float>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2<F: Float>($($arg: $ty),*) $(-> $ret)? {
+                imp($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if $crate::kernels::activation::has_avx2() {
+                // SAFETY: the CPU has the features the copy was compiled for.
+                return unsafe { avx2($($arg),*) };
+            }
+            imp($($arg),*)
+        }
+    };
 }
+pub(crate) use avx2_copy;
 
 #[cfg(test)]
 mod tests {
