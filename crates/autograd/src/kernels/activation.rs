@@ -1,10 +1,11 @@
 //! exp, tanh and σ for f32, written so that a loop over a slice vectorises.
 //!
 //! Each is evaluated in f64 from a degree-10 polynomial of e^r on |r| ≤ ln2/2 (relative error
-//! below 1e-12) and rounded once to f32, so a result is the correctly rounded f32 value except
-//! within 1e-12 of a rounding tie: at least as exact as libm's f32 functions (≤ 1 ulp) and
-//! PyTorch's vectorised ones (≤ 1 ulp), and branch-free, so four or eight lanes run at once.
-//! Slices run through a copy of the loop compiled for AVX2 and FMA when the CPU has them.
+//! below 1e-12) and rounded once to f32, so a result is the correctly rounded f32 value unless the
+//! exact one lies within 1e-12 of a rounding tie (the tests check 1 ulp of the f64 functions): as
+//! exact as libm's f32 functions and PyTorch's vectorised ones (both ≤ 1 ulp), and branch-free,
+//! so a loop runs four f64 lanes at once. Slices run through a copy of the loop compiled for AVX2
+//! and FMA when the CPU has them.
 
 /// The element-wise functions with a vectorised f32 kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

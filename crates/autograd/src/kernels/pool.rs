@@ -68,9 +68,13 @@ pub(crate) fn run(share: Share<'_>) {
     pool.pending.store(workers.len(), Ordering::Relaxed);
     pool.epoch.fetch_add(1, Ordering::Release);
     workers.iter().for_each(Thread::unpark);
-    share(0);
+    // The workers borrow from this frame: wait for them even if this thread's share panics.
+    let mine = panic::catch_unwind(AssertUnwindSafe(|| share(0)));
     while pool.pending.load(Ordering::Acquire) != 0 {
         std::hint::spin_loop();
+    }
+    if let Err(payload) = mine {
+        panic::resume_unwind(payload);
     }
     if pool.failed.swap(false, Ordering::Relaxed) {
         panic!("a worker thread panicked in its share of a matrix product");
