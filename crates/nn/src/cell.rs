@@ -74,16 +74,18 @@ pub trait Cell<F: Float>: Module<F> + Sized {
     fn bias_hh(&self) -> &Param<F> {
         &self.cell_params().bias_hh
     }
-
-    /// The input projection of `x` [N, in] (one step's rows, or every step's): `x W_ihᵀ + b_ih`,
-    /// and `+ b_hh` too for cells that add b_hh straight to the gates (RNN, LSTM), so that a
-    /// stack adds it once for all steps instead of once per step. One GEMM onto the bias.
+    /// The input projection of `x` [N, in] (one step's rows, or every step's), one GEMM onto the
+    /// bias: `x W_ihᵀ + b_ih + b_hh` for cells that add b_hh straight to the gates (RNN, LSTM: the
+    /// default), so that a stack adds it once for all steps instead of once per step; a cell that
+    /// uses b_hh elsewhere (GRU) overrides it.
     fn project<'t>(
         x: Var<'t, F>,
         w_ih: Var<'t, F>,
         b_ih: Var<'t, F>,
         b_hh: Var<'t, F>,
-    ) -> Var<'t, F>;
+    ) -> Var<'t, F> {
+        (b_ih + b_hh).addmm(x, w_ih.t())
+    }
 
     /// The cell's equations: one step from the input projection `xp` [B, G·H] made by
     /// [`project`](Cell::project), with W_hh and b_hh given as values on the tape.
@@ -214,15 +216,6 @@ impl<F: Float> Cell<F> for RnnCell<F> {
         self.nonlinearity
     }
 
-    fn project<'t>(
-        x: Var<'t, F>,
-        w_ih: Var<'t, F>,
-        b_ih: Var<'t, F>,
-        b_hh: Var<'t, F>,
-    ) -> Var<'t, F> {
-        (b_ih + b_hh).addmm(x, w_ih.t())
-    }
-
     fn recur<'t>(
         kind: Nonlinearity,
         w_hh: Var<'t, F>,
@@ -272,15 +265,6 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     }
 
     fn kind(&self) {}
-
-    fn project<'t>(
-        x: Var<'t, F>,
-        w_ih: Var<'t, F>,
-        b_ih: Var<'t, F>,
-        b_hh: Var<'t, F>,
-    ) -> Var<'t, F> {
-        (b_ih + b_hh).addmm(x, w_ih.t())
-    }
 
     fn recur<'t>(
         _: (),
