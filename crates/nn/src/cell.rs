@@ -74,6 +74,7 @@ pub trait Cell<F: Float>: Module<F> + Sized {
     fn bias_hh(&self) -> &Param<F> {
         &self.cell_params().bias_hh
     }
+
     /// The input projection of `x` [N, in] (one step's rows, or every step's), one GEMM onto the
     /// bias: `x W_ihᵀ + b_ih + b_hh` for cells that add b_hh straight to the gates (RNN, LSTM: the
     /// default), so that a stack adds it once for all steps instead of once per step; a cell that
