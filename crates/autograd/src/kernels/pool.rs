@@ -137,3 +137,47 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every share of every job runs exactly once, with jobs posted from several threads at once
+    /// (those that find the pool busy run their shares themselves).
+    #[test]
+    fn every_share_runs_once_under_concurrent_jobs() {
+        let parts = threads();
+        let callers: Vec<_> = (0..4)
+            .map(|_| {
+                thread::spawn(move || {
+                    for _ in 0..500 {
+                        let runs: Vec<AtomicUsize> =
+                            (0..parts).map(|_| AtomicUsize::new(0)).collect();
+                        run(&|p| {
+                            runs[p].fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+                    }
+                })
+            })
+            .collect();
+        for c in callers {
+            c.join().expect("a caller thread failed");
+        }
+    }
+
+    /// A share that panics, on the caller's thread or a worker's, makes `run` panic after every
+    /// share has finished, and the pool keeps working.
+    #[test]
+    fn a_panicking_share_panics_the_caller_and_leaves_the_pool_usable() {
+        for bad in 0..threads() {
+            let caught = panic::catch_unwind(|| run(&|p| assert_ne!(p, bad, "share {p} fails")));
+            assert!(caught.is_err());
+            let done = AtomicUsize::new(0);
+            run(&|_| {
+                done.fetch_add(1, Ordering::Relaxed);
+            });
+            assert_eq!(done.load(Ordering::Relaxed), threads());
+        }
+    }
+}
