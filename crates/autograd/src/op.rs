@@ -852,19 +852,30 @@ impl<'a, F: Float> GradSink<'a, F> {
         if self.stacked.get(&w).is_some_and(|s| s.tb != tb) {
             self.flush(w);
         }
-        let n = self.nodes[w].shape[if tb { 0 } else { 1 }];
+        let (n, k) = self.stack_widths(w, tb);
         let rows = g.len() / n;
         // The stacks keep their capacity from flush to flush: no allocation after the first.
         let s = self.stacked.entry(w).or_insert_with(|| Stacked {
             tb,
             g: Vec::with_capacity((STACK_ROWS + rows) * n),
-            a: Vec::with_capacity((STACK_ROWS + rows) * (a.len() / rows.max(1))),
+            a: Vec::with_capacity((STACK_ROWS + rows) * k),
         });
         s.tb = tb;
         s.g.extend_from_slice(g);
         s.a.extend_from_slice(a);
         if s.g.len() >= STACK_ROWS * n {
             self.flush(w);
+        }
+    }
+
+    /// The row widths of `w`'s stacks: n of the gradients, k of the left operands. W is [n, k]
+    /// when the products read it transposed (`tb`), else [k, n].
+    fn stack_widths(&self, w: usize, tb: bool) -> (usize, usize) {
+        let shape = &self.nodes[w].shape;
+        if tb {
+            (shape[0], shape[1])
+        } else {
+            (shape[1], shape[0])
         }
     }
 
@@ -878,11 +889,7 @@ impl<'a, F: Float> GradSink<'a, F> {
         };
         if !s.g.is_empty() {
             let shape = self.nodes[w].shape.clone();
-            let (n, k) = if s.tb {
-                (shape[0], shape[1])
-            } else {
-                (shape[1], shape[0])
-            };
+            let (n, k) = self.stack_widths(w, s.tb);
             let rows = s.g.len() / n;
             let (vg, va) = (View::of(&[rows, n], false), View::of(&[rows, k], false));
             let gw = self.acc(w).expect("only a gradient's parameter is stacked");
