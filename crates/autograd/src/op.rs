@@ -61,13 +61,15 @@ pub(crate) enum Op<F: Float> {
     Relu(usize),
     /// `add + op(a) · op(b)`, `op` transposing the last two axes where the flag says, read by
     /// stride; `add`, when given, is broadcast to the product's shape and the product accumulated
-    /// onto it (GEMM with beta = 1).
+    /// onto it (GEMM with beta = 1). `a` and `b` are the sources of `operands`, the nodes the
+    /// caller passed, which may be chains of pending transposes.
     MatMul {
         a: usize,
         b: usize,
         ta: bool,
         tb: bool,
         add: Option<usize>,
+        operands: [usize; 2],
     },
     /// LSTM, first half: c' = σ(f)⊙c + σ(i)⊙tanh(g) from `gates` [B, 4H] (blocks i f g o) and `c`
     /// [B, H]. `acts` keeps the activated gates, for backward and for `LstmHidden`.
@@ -241,6 +243,23 @@ fn product<F: Float>(
     }
 }
 
+/// The matmul operand `v` itself when the chain of pending transposes from it to its `source`
+/// holds a node that keeps its gradient (`retain_grad`); `None` when the gradient may go
+/// straight to the source.
+fn retained_view<F: Float>(nodes: &[Node<F>], v: usize, source: usize) -> Option<usize> {
+    let mut i = v;
+    while i != source {
+        if nodes[i].retain {
+            return Some(v);
+        }
+        match &nodes[i].op {
+            Op::Permute { x, .. } => i = *x,
+            _ => unreachable!("a matmul operand's chain holds only transposes"),
+        }
+    }
+    None
+}
+
 /// The activated gates an `LstmCell` node keeps.
 fn lstm_acts<F: Float>(nodes: &[Node<F>], cell: usize) -> &[F] {
     match &nodes[cell].op {
@@ -276,7 +295,9 @@ impl<F: Float> Op<F> {
             Op::Tanh(x) => unary_slice(nodes, *x, F::tanh_slice),
             Op::Sigmoid(x) => unary_slice(nodes, *x, F::sigmoid_slice),
             Op::Relu(x) => unary(nodes, *x, |v| if v > F::ZERO { v } else { F::ZERO }),
-            Op::MatMul { a, b, ta, tb, add } => {
+            Op::MatMul {
+                a, b, ta, tb, add, ..
+            } => {
                 let (va, vb) = (val(*a), val(*b));
                 let out = matmul_shape(va.shape(), *ta, vb.shape(), *tb);
                 let batch = if out.len() == 3 { out[0] } else { 1 };
@@ -555,8 +576,18 @@ impl<F: Float> Op<F> {
                 sink.map_into(*x, gd, |i, g| if y[i] > F::ZERO { g } else { F::ZERO })
             }
             // C = op(A)·op(B): dA = dC·op(B)ᵀ, dB = op(A)ᵀ·dC, written in each operand's stored
-            // layout and accumulated in place (GEMM with beta = 1); transposes are strides.
-            Op::MatMul { a, b, ta, tb, add } => {
+            // layout and accumulated in place (GEMM with beta = 1); transposes are strides. An
+            // operand whose chain of pending transposes holds a retained node gets its gradient
+            // in the caller's layout instead, and the chain's own backward carries it to the
+            // source, so every retained view sees its whole gradient.
+            Op::MatMul {
+                a,
+                b,
+                ta,
+                tb,
+                add,
+                operands,
+            } => {
                 if let Some(x) = add {
                     sink.add_reduced(*x, &g, out);
                 }
@@ -564,7 +595,14 @@ impl<F: Float> Op<F> {
                 let batch = if out.len() == 3 { out[0] } else { 1 };
                 let vg = View::of(out, false);
                 let (opa, opb) = (View::of(va.shape(), *ta), View::of(vb.shape(), *tb));
-                if let Some(ga) = sink.acc(*a) {
+                let view_a = retained_view(nodes, operands[0], *a);
+                let view_b = retained_view(nodes, operands[1], *b);
+                if let Some(v) = view_a {
+                    if let Some(gv) = sink.acc(v) {
+                        let c = (gv, View::of(&nodes[v].shape, false));
+                        product(nodes, batch, (gd, vg), *b, !*tb, c, F::ONE);
+                    }
+                } else if let Some(ga) = sink.acc(*a) {
                     let c = (ga, View::of(va.shape(), false));
                     if *ta {
                         gemm(batch, (vb.data(), opb), (gd, vg.t()), c, F::ONE);
@@ -575,7 +613,15 @@ impl<F: Float> Op<F> {
                 // A parameter's per-step product (few rows, A as stored) waits to be stacked with
                 // the other steps': one GEMM over many steps' rows instead of one per step.
                 let per_step = batch == 1 && !*ta && out[0] <= packed::MAX_ROWS;
-                if per_step && matches!(nodes[*b].op, Op::Param(_)) && nodes[*b].requires_grad {
+                if let Some(v) = view_b {
+                    if let Some(gv) = sink.acc(v) {
+                        let c = (gv, View::of(&nodes[v].shape, false));
+                        gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
+                    }
+                } else if per_step
+                    && matches!(nodes[*b].op, Op::Param(_))
+                    && nodes[*b].requires_grad
+                {
                     sink.defer(*b, *tb, gd, va.data());
                 } else if let Some(gb) = sink.acc(*b) {
                     let c = (gb, View::of(vb.shape(), false));

@@ -104,6 +104,7 @@ impl<'t, F: Float> Var<'t, F> {
             ta,
             tb,
             add: None,
+            operands: [self.index(), rhs.index()],
         };
         self.tape().record(op, &[a, b])
     }
@@ -125,6 +126,7 @@ impl<'t, F: Float> Var<'t, F> {
             ta,
             tb,
             add: Some(self.index()),
+            operands: [a.index(), b.index()],
         };
         self.tape().record(op, &[ia, ib, self.index()])
     }

@@ -24,7 +24,7 @@ pub(crate) struct Node<F: Float> {
     value: Option<Tensor<F>>,
     pub(crate) shape: Shape,
     pub(crate) requires_grad: bool,
-    retain: bool,
+    pub(crate) retain: bool,
     /// The value packed for the small-row GEMM, as stored and transposed, made on first use.
     packed: [OnceCell<Packed<F>>; 2],
 }
@@ -300,16 +300,26 @@ impl<F: Float> Tape<F> {
         self.push_shaped(op, None, shape, requires_grad, true)
     }
 
+    /// Computes a pending transpose's value, and first those of the pending transposes it reads
+    /// (`x.t().t()` is a chain of two).
     fn materialize(&self, i: usize) {
         let mut nodes = self.nodes.borrow_mut();
-        if nodes[i].value.is_some() {
-            return;
+        let mut chain: SmallVec<[usize; 4]> = SmallVec::new();
+        let mut j = i;
+        while nodes[j].value.is_none() {
+            chain.push(j);
+            match &nodes[j].op {
+                Op::Permute { x, .. } => j = *x,
+                _ => unreachable!("only a transpose is recorded without its value"),
+            }
         }
-        let mut op = std::mem::replace(&mut nodes[i].op, Op::Leaf);
-        let value = op.forward(&nodes);
-        self.bytes.set(self.bytes.get() + value.nbytes());
-        nodes[i].op = op;
-        nodes[i].value = Some(value);
+        for &j in chain.iter().rev() {
+            let mut op = std::mem::replace(&mut nodes[j].op, Op::Leaf);
+            let value = op.forward(&nodes);
+            self.bytes.set(self.bytes.get() + value.nbytes());
+            nodes[j].op = op;
+            nodes[j].value = Some(value);
+        }
     }
 
     /// The node a matmul operand reads, and whether it reads it transposed: a chain of pending

@@ -1,0 +1,205 @@
+//! Views (transposes, permutes, reshapes) read by any op, and chains of views, with `retain_grad`
+//! anywhere along them: everything must behave as if every view were materialised.
+//!
+//! A transpose of the last two axes is recorded lazily so that a matmul can read its source by
+//! stride; these tests pin down that the laziness is invisible.
+
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::SeedableRng;
+use rewind::autograd::{gradcheck, Tape, Tensor, Var};
+
+fn random(shape: &[usize], seed: u64) -> Tensor<f64> {
+    Tensor::uniform(shape, -1.0, 1.0, &mut StdRng::seed_from_u64(seed))
+}
+
+/// A copy of `v` recorded as an ordinary (materialised) node: `1·v + 0`.
+fn materialised<'t>(v: Var<'t, f64>) -> Var<'t, f64> {
+    v.affine(1.0, 0.0)
+}
+
+fn assert_close(what: &str, a: &Tensor<f64>, b: &Tensor<f64>) {
+    assert_eq!(a.shape(), b.shape(), "{what}: shapes differ");
+    for (i, (x, y)) in a.data().iter().zip(b.data()).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+            "{what}: element {i}: {x} vs {y}"
+        );
+    }
+}
+
+#[test]
+fn a_transpose_of_a_transpose_is_the_value_for_every_reader() {
+    let x = random(&[3, 4], 1);
+    let tape = Tape::new();
+    let v = tape.var(x.clone());
+    let tt = v.t().t();
+    assert_eq!(tt.value(), x);
+    let y = (tt.exp() * tt).sum();
+    let g = y.backward();
+    // d/dx Σ x e^x = e^x (1 + x)
+    let expected = x.map(|a| a.exp() * (1.0 + a));
+    assert_close("d/dx", &g[v], &expected);
+}
+
+#[test]
+fn chains_of_views_read_by_any_op_match_finite_differences() {
+    let x = random(&[2, 3, 4], 2);
+    let chains: [(&str, fn(Var<'_, f64>) -> Var<'_, f64>); 6] = [
+        ("t().t()", |v| v.t().t()),
+        ("transpose(1, 2).permute([2, 0, 1])", |v| {
+            v.transpose(1, 2).permute(&[2, 0, 1])
+        }),
+        ("t().reshape", |v| v.t().reshape(&[6, 4])),
+        ("t().t().t() then sum_axis", |v| {
+            v.t().t().t().sum_axis(1, false)
+        }),
+        ("t().narrow", |v| v.t().narrow(1, 1, 2)),
+        ("t().t() * t().t()", |v| v.t().t() * v.t().t()),
+    ];
+    for (name, chain) in chains {
+        let weights = random(&chain(Tape::new().constant(x.clone())).shape(), 3);
+        let result = gradcheck(
+            |tape, v| (chain(v[0]).tanh() * tape.constant(weights.clone())).sum(),
+            &[x.clone()],
+        );
+        assert!(result.is_ok(), "{name}: {}", result.unwrap_err());
+    }
+}
+
+/// Runs `graph` twice, once with `view` lazy and once with it materialised, each retaining the
+/// view's gradient, and compares the retained gradient and the source's gradient.
+fn retained_matches_materialised(
+    name: &str,
+    x: &Tensor<f64>,
+    view: fn(Var<'_, f64>) -> Var<'_, f64>,
+    graph: for<'t> fn(&'t Tape<f64>, Var<'t, f64>) -> Var<'t, f64>,
+) {
+    let lazy = Tape::new();
+    let xl = lazy.var(x.clone());
+    let vl = view(xl).retain_grad();
+    let gl = graph(&lazy, vl).backward();
+
+    let plain = Tape::new();
+    let xp = plain.var(x.clone());
+    let vp = materialised(view(xp)).retain_grad();
+    let gp = graph(&plain, vp).backward();
+
+    let kept = gl
+        .wrt(vl)
+        .unwrap_or_else(|| panic!("{name}: the retained view got no gradient"));
+    assert_close(&format!("{name}: retained view"), kept, &gp[vp]);
+    assert_close(&format!("{name}: source"), &gl[xl], &gp[xp]);
+}
+
+#[test]
+fn retain_grad_on_a_pending_transpose_read_by_matmul_gives_its_whole_gradient() {
+    let w = random(&[5, 3], 4);
+    let a = random(&[4, 3], 5);
+    let b = random(&[3, 4], 6);
+    retained_matches_materialised(
+        "x·wᵀ",
+        &w,
+        |v| v.t(),
+        |tape, wt| {
+            let x = tape.constant(random(&[4, 3], 7));
+            x.matmul(wt).tanh().sum()
+        },
+    );
+    retained_matches_materialised(
+        "aᵀ·x (left operand)",
+        &a,
+        |v| v.t(),
+        |tape, at| {
+            let x = tape.constant(random(&[4, 2], 8));
+            at.matmul(x).tanh().sum()
+        },
+    );
+    // The view read twice: by matmul and by an element-wise op.
+    retained_matches_materialised(
+        "bᵀ read twice",
+        &b,
+        |v| v.t(),
+        |tape, bt| {
+            let x = tape.constant(random(&[2, 4], 9));
+            x.matmul(bt).sum() + (bt * bt).sum()
+        },
+    );
+    // A chain of two pending transposes, the outer one retained.
+    retained_matches_materialised(
+        "(wᵀ)ᵀ",
+        &w,
+        |v| v.t().t(),
+        |tape, w2| {
+            let x = tape.constant(random(&[2, 3], 10));
+            x.matmul(w2.t()).sum()
+        },
+    );
+    // addmm reads its operands the same way.
+    retained_matches_materialised(
+        "addmm",
+        &w,
+        |v| v.t(),
+        |tape, wt| {
+            let x = tape.constant(random(&[4, 3], 11));
+            let bias = tape.constant(random(&[5], 12));
+            bias.addmm(x, wt).powf(2.0).sum()
+        },
+    );
+}
+
+#[test]
+fn retain_grad_in_the_middle_of_a_chain_read_by_matmul() {
+    let w = random(&[3, 5], 13);
+    let lazy = Tape::new();
+    let wl = lazy.var(w.clone());
+    let mid = wl.t().retain_grad();
+    let x = lazy.constant(random(&[2, 3], 14));
+    let gl = x.matmul(mid.t()).sum().backward();
+
+    let plain = Tape::new();
+    let wp = plain.var(w.clone());
+    let midp = materialised(wp.t()).retain_grad();
+    let xp = plain.constant(random(&[2, 3], 14));
+    let gp = xp.matmul(materialised(midp.t())).sum().backward();
+
+    let kept = gl
+        .wrt(mid)
+        .expect("the middle of the chain got no gradient");
+    assert_close("middle", kept, &gp[midp]);
+    assert_close("source", &gl[wl], &gp[wp]);
+}
+
+#[test]
+fn retain_grad_after_the_matmul_was_recorded() {
+    let w = random(&[4, 3], 15);
+    let tape = Tape::new();
+    let wv = tape.var(w.clone());
+    let wt = wv.t();
+    let x = tape.constant(random(&[2, 3], 16));
+    let loss = x.matmul(wt).sum();
+    let wt = wt.retain_grad();
+    let g = loss.backward();
+    // d/d(wᵀ) Σ x·wᵀ = xᵀ·1: column sums of x repeated along each row.
+    let kept = g.wrt(wt).expect("no gradient for the retained transpose");
+    assert_eq!(kept.shape(), &[3, 4]);
+    assert_close("d/dwᵀ transposed back", &kept_t(kept), &g[wv]);
+}
+
+fn kept_t(t: &Tensor<f64>) -> Tensor<f64> {
+    let tape = Tape::new();
+    tape.constant(t.clone()).t().value()
+}
+
+#[test]
+fn batched_transposes_of_transposes() {
+    let x = random(&[2, 3, 4], 17);
+    let y = random(&[2, 3, 5], 18);
+    let result = gradcheck(
+        |_, v| {
+            let xt = v[0].t().t().t(); // [2, 4, 3]
+            (xt.matmul(v[1]).sigmoid() + xt.t().sum_axis(-1, true).sum()).sum()
+        },
+        &[x, y],
+    );
+    assert!(result.is_ok(), "{}", result.unwrap_err());
+}
