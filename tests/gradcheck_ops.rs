@@ -107,7 +107,12 @@ fn unary_functions() {
         check(|_, v| v[0].exp(), &[x.clone()]);
         check(|_, v| v[0].tanh(), &[x.clone()]);
         check(|_, v| v[0].sigmoid(), &[x.clone()]);
-        check(|_, v| v[0].relu(), &[off_kink]);
+        check(|_, v| v[0].relu(), &[off_kink.clone()]);
+        // ±[0.5, 1.5] against bounds at ±0.25 and ±2: both sides of each kink, none on it.
+        check(|_, v| v[0].clamp(-0.25, 0.25), &[off_kink.clone()]);
+        check(|_, v| v[0].clamp_min(0.25), &[off_kink.clone()]);
+        check(|_, v| v[0].clamp_max(-0.25), &[off_kink.clone()]);
+        check(|_, v| v[0].clamp(-2.0, 2.0), &[off_kink]);
         check(|_, v| v[0].ln(), &[pos.clone()]);
         check(|_, v| v[0].sqrt(), &[pos.clone()]);
         check(|_, v| v[0].powf(3.0), &[x.clone()]);

@@ -59,6 +59,12 @@ pub(crate) enum Op<F: Float> {
     Tanh(usize),
     Sigmoid(usize),
     Relu(usize),
+    /// `x` clamped to `[min, max]` (either bound may be infinite).
+    Clamp {
+        x: usize,
+        min: F,
+        max: F,
+    },
     /// `add + op(a) · op(b)`, `op` transposing the last two axes where the flag says, read by
     /// stride; `add`, when given, is broadcast to the product's shape and the product accumulated
     /// onto it (GEMM with beta = 1). `a` and `b` are the sources of `operands`, the nodes the
@@ -294,7 +300,17 @@ impl<F: Float> Op<F> {
             Op::Sqrt(x) => unary(nodes, *x, F::sqrt),
             Op::Tanh(x) => unary_slice(nodes, *x, F::tanh_slice),
             Op::Sigmoid(x) => unary_slice(nodes, *x, F::sigmoid_slice),
-            Op::Relu(x) => unary(nodes, *x, |v| if v > F::ZERO { v } else { F::ZERO }),
+            // Written so that NaN passes through, as in PyTorch (`x > 0 ? x : 0` would zero it).
+            Op::Relu(x) => unary(nodes, *x, |v| if v <= F::ZERO { F::ZERO } else { v }),
+            // min(max(x, min), max) as PyTorch: with min > max every element is max; NaN stays.
+            Op::Clamp { x, min, max } => unary(nodes, *x, |v| {
+                let v = if v < *min { *min } else { v };
+                if v > *max {
+                    *max
+                } else {
+                    v
+                }
+            }),
             Op::MatMul {
                 a, b, ta, tb, add, ..
             } => {
@@ -525,7 +541,7 @@ impl<F: Float> Op<F> {
                     }
                 }
             }
-            // d(a/b) = da/b - (a/b)·db/b
+            // d(a/b) = da/b - ((a/b)/b)·db, in PyTorch's order of operations (0/0: inf and NaN).
             Op::Div(a, b) => {
                 let bi = broadcast_index(&nodes[*b].shape, out);
                 let bd = val(*b).data();
@@ -535,15 +551,20 @@ impl<F: Float> Op<F> {
                 }
                 if let Some(gb) = sink.acc(*b) {
                     let y = val(me).data();
-                    accumulate_reduced(gb, &nodes[*b].shape, out, gd, |i, g| -g * y[i] / b_at(i));
+                    accumulate_reduced(gb, &nodes[*b].shape, out, gd, |i, g| -g * (y[i] / b_at(i)));
                 }
             }
             // d(s·x + t) = s·dx
             Op::Affine { x, scale, .. } => sink.map_into(*x, gd, |_, g| g * *scale),
-            // d(x^p) = p·x^(p-1)·dx
+            // d(x^p) = p·x^(p-1)·dx, and 0 for p = 0 even at x = 0 (not 0·0^-1 = NaN), as
+            // PyTorch. At x = 0 with p < 1 the formula's ±inf stands, as in PyTorch.
             Op::Powf { x, p } => {
                 let xd = val(*x).data();
-                sink.map_into(*x, gd, |i, g| g * *p * xd[i].powf(*p - F::ONE))
+                if *p == F::ZERO {
+                    sink.map_into(*x, gd, |_, _| F::ZERO)
+                } else {
+                    sink.map_into(*x, gd, |i, g| g * *p * xd[i].powf(*p - F::ONE))
+                }
             }
             // d(e^x) = y·dx
             Op::Exp(x) => {
@@ -574,6 +595,18 @@ impl<F: Float> Op<F> {
             Op::Relu(x) => {
                 let y = val(me).data();
                 sink.map_into(*x, gd, |i, g| if y[i] > F::ZERO { g } else { F::ZERO })
+            }
+            // d(clamp x) = [min ≤ x ≤ max]·dx: the bounds themselves pass the gradient, as in
+            // PyTorch; NaN, and every x when min > max, pass none.
+            Op::Clamp { x, min, max } => {
+                let xd = val(*x).data();
+                sink.map_into(*x, gd, |i, g| {
+                    if *min <= xd[i] && xd[i] <= *max {
+                        g
+                    } else {
+                        F::ZERO
+                    }
+                })
             }
             // C = op(A)·op(B): dA = dC·op(B)ᵀ, dB = op(A)ᵀ·dC, written in each operand's stored
             // layout and accumulated in place (GEMM with beta = 1); transposes are strides. An

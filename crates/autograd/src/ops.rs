@@ -51,7 +51,7 @@ impl<'t, F: Float> Var<'t, F> {
         })
     }
 
-    /// `self^p` element-wise; d = p·x^(p-1).
+    /// `self^p` element-wise; d = p·x^(p-1), and 0 when p = 0 (also at x = 0, as in PyTorch).
     pub fn powf(self, p: F) -> Self {
         self.unary(Op::Powf { x: self.index(), p })
     }
@@ -81,9 +81,30 @@ impl<'t, F: Float> Var<'t, F> {
         self.unary(Op::Sigmoid(self.index()))
     }
 
-    /// max(x, 0); d = 1 where x > 0, else 0 (0 at x = 0, as in PyTorch).
+    /// max(x, 0) (NaN stays NaN); d = 1 where x > 0, else 0 (0 at x = 0, as in PyTorch).
     pub fn relu(self) -> Self {
         self.unary(Op::Relu(self.index()))
+    }
+
+    /// `self` clamped to `[min, max]` element-wise (`min(max(x, min), max)`, as `torch.clamp`:
+    /// every element is `max` when min > max, and NaN stays NaN); d = 1 where min ≤ x ≤ max, the
+    /// bounds included, else 0.
+    pub fn clamp(self, min: F, max: F) -> Self {
+        self.unary(Op::Clamp {
+            x: self.index(),
+            min,
+            max,
+        })
+    }
+
+    /// max(self, min) element-wise; d = 1 where x ≥ min.
+    pub fn clamp_min(self, min: F) -> Self {
+        self.clamp(min, -F::neg_infinity())
+    }
+
+    /// min(self, max) element-wise; d = 1 where x ≤ max.
+    pub fn clamp_max(self, max: F) -> Self {
+        self.clamp(F::neg_infinity(), max)
     }
 
     /// Matrix product of 2-D operands ([m, k]·[k, n] → [m, n]) or batched 3-D ones

@@ -1,0 +1,223 @@
+//! Derivatives at the edge points of each primitive (0 for powf, sqrt and ln; relu at 0; ties in
+//! max; rows of -inf in softmax; 0/0; clamp at its bounds), against PyTorch's values.
+//!
+//! The expected values are PyTorch's conventions, from its derivative formulas
+//! (tools/autograd/derivatives.yaml): pow's gradient is 0 for exponent 0, relu's and clamp's
+//! masks are `x > 0` and `min <= x <= max`, max along a dimension sends the gradient to the index
+//! it returns (the first maximum), where sends none to the side it did not choose.
+
+use rewind::autograd::{Tape, Tensor};
+
+fn t(data: &[f64]) -> Tensor<f64> {
+    Tensor::from_vec(data.to_vec(), &[data.len()]).unwrap()
+}
+
+/// Bit-for-bit equality that treats NaN as equal to NaN and tells -0 from 0 apart only by value.
+#[track_caller]
+fn assert_same(what: &str, got: &Tensor<f64>, expected: &[f64]) {
+    assert_eq!(got.numel(), expected.len(), "{what}: length");
+    for (i, (&g, &e)) in got.data().iter().zip(expected).enumerate() {
+        let same = (g.is_nan() && e.is_nan()) || g == e || (g - e).abs() <= 1e-15 * e.abs();
+        assert!(same, "{what}: element {i}: got {g}, PyTorch gives {e}");
+    }
+}
+
+/// ∂(Σ f(x))/∂x at `x`.
+fn grad_of_sum(
+    x: &[f64],
+    f: for<'t> fn(rewind::autograd::Var<'t, f64>) -> rewind::autograd::Var<'t, f64>,
+) -> Tensor<f64> {
+    let tape = Tape::new();
+    let v = tape.var(t(x));
+    f(v).sum().backward()[v].clone()
+}
+
+#[test]
+fn powf_zero_has_a_zero_gradient_everywhere_including_x_zero() {
+    // torch.pow(x, 0).sum().backward() → zeros, also at x = 0 (not 0·0^-1 = NaN).
+    assert_same(
+        "x^0",
+        &grad_of_sum(&[0.0, 2.0, -3.0], |v| v.powf(0.0)),
+        &[0.0, 0.0, 0.0],
+    );
+}
+
+#[test]
+fn powf_at_zero_follows_the_formula_elsewhere() {
+    assert_same("x^2 at 0", &grad_of_sum(&[0.0], |v| v.powf(2.0)), &[0.0]);
+    assert_same("x^1 at 0", &grad_of_sum(&[0.0], |v| v.powf(1.0)), &[1.0]);
+    assert_same("x^3 at 0", &grad_of_sum(&[0.0], |v| v.powf(3.0)), &[0.0]);
+    assert_same(
+        "x^0.5 at 0",
+        &grad_of_sum(&[0.0], |v| v.powf(0.5)),
+        &[f64::INFINITY],
+    );
+    assert_same(
+        "x^-1 at 0",
+        &grad_of_sum(&[0.0], |v| v.powf(-1.0)),
+        &[f64::NEG_INFINITY],
+    );
+}
+
+#[test]
+fn sqrt_and_ln_at_zero_are_infinite() {
+    assert_same(
+        "sqrt at 0",
+        &grad_of_sum(&[0.0], |v| v.sqrt()),
+        &[f64::INFINITY],
+    );
+    assert_same(
+        "ln at 0",
+        &grad_of_sum(&[0.0], |v| v.ln()),
+        &[f64::INFINITY],
+    );
+}
+
+#[test]
+fn relu_at_zero_has_gradient_zero_and_nan_propagates() {
+    assert_same(
+        "relu'",
+        &grad_of_sum(&[0.0, -0.0, 1.0, -1.0], |v| v.relu()),
+        &[0.0, 0.0, 1.0, 0.0],
+    );
+    let tape = Tape::new();
+    let y = tape.constant(t(&[f64::NAN, -1.0])).relu().value();
+    assert_same("relu(NaN)", &y, &[f64::NAN, 0.0]);
+}
+
+#[test]
+fn max_with_ties_sends_the_gradient_to_the_first_maximum() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::from_vec(vec![1.0, 3.0, 3.0, 2.0, 2.0, 0.0], &[2, 3]).unwrap());
+    let g = x.max_axis(1, false).sum().backward();
+    assert_same("max ties", &g[x], &[0.0, 1.0, 0.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn softmax_and_log_softmax_with_minus_infinity_give_finite_gradients() {
+    let inf = f64::INFINITY;
+    let w = [0.3, -0.7, 1.1];
+    // softmax([-inf, 0, 1]) = [0, 1/(1+e), e/(1+e)]; d/dx_j Σ w_k y_k = y_j (w_j - Σ w_k y_k).
+    let (y1, y2) = (1.0 / (1.0 + 1f64.exp()), 1f64.exp() / (1.0 + 1f64.exp()));
+    let dot = w[1] * y1 + w[2] * y2;
+    let tape = Tape::new();
+    let x = tape.var(t(&[-inf, 0.0, 1.0]));
+    let s = x.softmax(0);
+    assert_same("softmax", &s.value(), &[0.0, y1, y2]);
+    let g = (s * tape.constant(t(&w))).sum().backward();
+    assert_same(
+        "softmax'",
+        &g[x],
+        &[0.0, y1 * (w[1] - dot), y2 * (w[2] - dot)],
+    );
+
+    // log_softmax: y_0 = -inf; d/dx_j Σ w_k y_k = w_j - softmax_j Σ w_k, so w_0 at the -inf.
+    let tape = Tape::new();
+    let x = tape.var(t(&[-inf, 0.0, 1.0]));
+    let ls = x.log_softmax(0);
+    assert_eq!(ls.value().data()[0], -inf);
+    let g = ls.backward_with(&t(&w))[x].clone();
+    let total: f64 = w.iter().sum();
+    assert_same(
+        "log_softmax'",
+        &g,
+        &[w[0], w[1] - y1 * total, w[2] - y2 * total],
+    );
+}
+
+#[test]
+fn a_row_of_minus_infinity_gives_nan_as_in_pytorch() {
+    let tape = Tape::new();
+    let x = tape.var(t(&[f64::NEG_INFINITY, f64::NEG_INFINITY]));
+    assert_same("softmax", &x.softmax(0).value(), &[f64::NAN, f64::NAN]);
+    assert_same(
+        "log_softmax",
+        &x.log_softmax(0).value(),
+        &[f64::NAN, f64::NAN],
+    );
+}
+
+#[test]
+fn masked_fill_with_minus_infinity_then_softmax_masks_the_gradient() {
+    let tape = Tape::new();
+    let x = tape.var(t(&[0.5, -0.2, 0.9]));
+    let mask = t(&[0.0, 1.0, 0.0]);
+    let p = x.masked_fill(&mask, f64::NEG_INFINITY).softmax(0);
+    let w = tape.constant(t(&[1.0, 2.0, -1.0]));
+    let g = (p * w).sum().backward();
+    let gx = &g[x];
+    assert!(gx.data().iter().all(|v| v.is_finite()), "{gx}");
+    assert_eq!(gx.data()[1], 0.0);
+}
+
+#[test]
+fn where_sends_nothing_to_the_unchosen_side_even_when_it_is_nan() {
+    // torch.where(cond, a, log(b)) with b < 0: log(b) is NaN, its gradient is 0.
+    let tape = Tape::new();
+    let a = tape.var(t(&[1.0, 2.0]));
+    let b = tape.var(t(&[-1.0, -2.0]));
+    let g = a.where_cond(&t(&[1.0, 1.0]), b.ln()).sum().backward();
+    assert_same("where, chosen", &g[a], &[1.0, 1.0]);
+    assert_same("where, unchosen", &g[b], &[0.0, 0.0]);
+}
+
+#[test]
+fn zero_over_zero() {
+    // a / b at a = b = 0: the value is NaN; PyTorch: da = g / b = inf, db = -g·(a/b)/b = NaN.
+    let tape = Tape::new();
+    let a = tape.var(t(&[0.0]));
+    let b = tape.var(t(&[0.0]));
+    let y = a / b;
+    assert!(y.item().is_nan());
+    let g = y.sum().backward();
+    assert_same("d/da", &g[a], &[f64::INFINITY]);
+    assert_same("d/db", &g[b], &[f64::NAN]);
+}
+
+#[test]
+fn clamp_passes_the_gradient_at_its_bounds() {
+    // torch.clamp(x, -1, 1): gradient 1 where -1 <= x <= 1, bounds included.
+    let x = [-2.0, -1.0, 0.0, 1.0, 2.0];
+    assert_same(
+        "clamp'",
+        &grad_of_sum(&x, |v| v.clamp(-1.0, 1.0)),
+        &[0.0, 1.0, 1.0, 1.0, 0.0],
+    );
+    assert_same(
+        "clamp_min'",
+        &grad_of_sum(&x, |v| v.clamp_min(0.0)),
+        &[0.0, 0.0, 1.0, 1.0, 1.0],
+    );
+    assert_same(
+        "clamp_max'",
+        &grad_of_sum(&x, |v| v.clamp_max(0.0)),
+        &[1.0, 1.0, 1.0, 0.0, 0.0],
+    );
+    let tape = Tape::new();
+    let y = tape
+        .constant(t(&[-2.0, 0.5, 2.0, f64::NAN]))
+        .clamp(-1.0, 1.0)
+        .value();
+    assert_same("clamp", &y, &[-1.0, 0.5, 1.0, f64::NAN]);
+    // min > max: PyTorch sets every element to max, and no gradient passes.
+    let tape = Tape::new();
+    let y = tape.constant(t(&[-2.0, 0.5, 2.0])).clamp(1.0, -1.0).value();
+    assert_same("clamp, min > max", &y, &[-1.0, -1.0, -1.0]);
+    assert_same(
+        "clamp', min > max",
+        &grad_of_sum(&x, |v| v.clamp(1.0, -1.0)),
+        &[0.0; 5],
+    );
+}
+
+#[test]
+fn cross_entropy_with_a_minus_infinity_logit_is_finite() {
+    let tape = Tape::new();
+    let x = tape.var(Tensor::from_vec(vec![f64::NEG_INFINITY, 0.0, 1.0], &[1, 3]).unwrap());
+    let loss = x.cross_entropy(&[2]);
+    let expected = (1.0 + 1f64.exp()).ln() - 1.0;
+    assert!((loss.item() - expected).abs() < 1e-15);
+    let g = loss.backward();
+    let y2 = 1f64.exp() / (1.0 + 1f64.exp());
+    assert_same("d/dlogits", &g[x], &[0.0, 1.0 - y2, y2 - 1.0]);
+}
