@@ -17,6 +17,7 @@ use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
 use crate::kernels::matmul::{gemm, View};
 use crate::kernels::packed;
+use crate::kernels::sum;
 use crate::kernels::zeroed;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
@@ -98,12 +99,13 @@ pub(crate) enum Op<F: Float> {
         h: usize,
         acts: Tensor<F>,
     },
-    /// `scale · Σ x` over all elements (`axis: None`) or along one axis; `scale` is 1/n for a mean.
+    /// `Σ x / divisor` over all elements (`axis: None`) or along one axis; `divisor` is 1 for a
+    /// sum and n for a mean. The sum accumulates in f64.
     Sum {
         x: usize,
         axis: Option<usize>,
         keepdim: bool,
-        scale: F,
+        divisor: F,
     },
     MaxAxis {
         x: usize,
@@ -142,12 +144,12 @@ pub(crate) enum Op<F: Float> {
         axis: usize,
     },
     /// Cross-entropy of logits [N, C] against class targets; rows whose target is `ignore` do not
-    /// count; the sum is multiplied by `scale` (1/count for a mean).
+    /// count; the sum (accumulated in f64) is divided by `divisor` (the count, for a mean).
     CrossEntropy {
         logits: usize,
         targets: Vec<i64>,
         ignore: i64,
-        scale: F,
+        divisor: F,
     },
     /// `cond ≠ 0 ? a : b`, all three broadcast together.
     Where {
@@ -370,15 +372,14 @@ impl<F: Float> Op<F> {
                 x,
                 axis,
                 keepdim,
-                scale,
+                divisor,
             } => {
                 let v = val(*x);
                 let shape = reduced_shape(v.shape(), *axis, *keepdim);
-                let mut data = match axis {
-                    None => vec![v.data().iter().copied().sum::<F>()],
-                    Some(a) => ax::sum_axis(v.data(), v.shape(), *a),
+                let data = match axis {
+                    None => vec![F::from_f64(sum::sum(v.data()) / divisor.to_f64())],
+                    Some(a) => ax::sum_axis(v.data(), v.shape(), *a, *divisor),
                 };
-                data.iter_mut().for_each(|d| *d *= *scale);
                 Tensor::new_unchecked(shape, data)
             }
             Op::MaxAxis {
@@ -450,18 +451,18 @@ impl<F: Float> Op<F> {
                 logits,
                 targets,
                 ignore,
-                scale,
+                divisor,
             } => {
                 let v = val(*logits);
                 let classes = v.shape()[1];
-                let mut total = F::ZERO;
+                let mut total = 0.0f64;
                 for (row, &t) in v.data().chunks_exact(classes).zip(targets.iter()) {
                     if t != *ignore {
                         let (m, log_sum) = ax::max_and_log_sum(row);
-                        total += log_sum - (row[t as usize] - m);
+                        total += (log_sum - (row[t as usize] - m)).to_f64();
                     }
                 }
-                Tensor::scalar(total * *scale)
+                Tensor::scalar(F::from_f64(total / divisor.to_f64()))
             }
             Op::Where { cond, a, b } => {
                 let (va, vb) = (val(*a), val(*b));
@@ -699,11 +700,16 @@ impl<F: Float> Op<F> {
                 }
                 sink.add(*xp, Tensor::new_unchecked(nodes[*xp].shape.clone(), dxp));
             }
-            // d(s·Σx) = s·dy broadcast back over the summed axis.
-            Op::Sum { x, axis, scale, .. } => {
+            // d(Σx / n) = dy / n broadcast back over the summed axis (divided, as PyTorch's mean).
+            Op::Sum {
+                x, axis, divisor, ..
+            } => {
                 if let Some(gx) = sink.acc(*x) {
                     match axis {
-                        None => gx.iter_mut().for_each(|v| *v += gd[0] * *scale),
+                        None => {
+                            let g = gd[0] / *divisor;
+                            gx.iter_mut().for_each(|v| *v += g)
+                        }
                         Some(a) => {
                             let (outer, len, inner) =
                                 crate::shape::split_at_axis(&nodes[*x].shape, *a);
@@ -711,7 +717,7 @@ impl<F: Float> Op<F> {
                                 for j in 0..len {
                                     let dst = &mut gx[(o * len + j) * inner..][..inner];
                                     for (d, &s) in dst.iter_mut().zip(&gd[o * inner..][..inner]) {
-                                        *d += s * *scale;
+                                        *d += s / *divisor;
                                     }
                                 }
                             }
@@ -777,17 +783,17 @@ impl<F: Float> Op<F> {
                     ax::log_softmax_backward(val(me).data(), gd, out, *axis, gx);
                 }
             }
-            // d/dx_c of (lse(x) - x_t) = softmax(x)_c - [c = t], per counted row, times scale.
+            // d/dx_c of (lse(x) - x_t) = softmax(x)_c - [c = t], per counted row, over the divisor.
             Op::CrossEntropy {
                 logits,
                 targets,
                 ignore,
-                scale,
+                divisor,
             } => {
                 if let Some(gx) = sink.acc(*logits) {
                     let v = val(*logits);
                     let classes = v.shape()[1];
-                    let factor = gd[0] * *scale;
+                    let factor = gd[0] / *divisor;
                     for (n, &t) in targets.iter().enumerate() {
                         if t == *ignore {
                             continue;

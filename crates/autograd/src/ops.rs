@@ -262,7 +262,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// The mean of all elements, as a 0-d value.
     pub fn mean(self) -> Self {
         let n = numel(&self.shape());
-        self.reduce(None, false, F::ONE / F::from_usize(n))
+        self.reduce(None, false, F::from_usize(n))
     }
 
     /// The sum along `axis`, keeping it as size 1 when `keepdim`.
@@ -277,15 +277,15 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn mean_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
         let shape = self.shape();
         let a = check::axis("mean_axis", &shape, axis);
-        self.reduce(Some(a), keepdim, F::ONE / F::from_usize(shape[a]))
+        self.reduce(Some(a), keepdim, F::from_usize(shape[a]))
     }
 
-    fn reduce(self, axis: Option<usize>, keepdim: bool, scale: F) -> Self {
+    fn reduce(self, axis: Option<usize>, keepdim: bool, divisor: F) -> Self {
         self.unary(Op::Sum {
             x: self.index(),
             axis,
             keepdim,
-            scale,
+            divisor,
         })
     }
 
@@ -440,16 +440,16 @@ impl<'t, F: Float> Var<'t, F> {
             .iter()
             .filter(|&&t| t != options.ignore_index)
             .count();
-        let scale = match options.reduction {
+        let divisor = match options.reduction {
             // With nothing to count, the mean is 0/0 = NaN, as in PyTorch.
-            Reduction::Mean => F::ONE / F::from_usize(count),
+            Reduction::Mean => F::from_usize(count),
             Reduction::Sum => F::ONE,
         };
         self.unary(Op::CrossEntropy {
             logits: self.index(),
             targets: targets.to_vec(),
             ignore: options.ignore_index,
-            scale,
+            divisor,
         })
     }
 

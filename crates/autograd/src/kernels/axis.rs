@@ -2,20 +2,31 @@
 //! concat), permute.
 
 use crate::float::Float;
-use crate::kernels::zeroed;
+use crate::kernels::{sum, zeroed};
 use crate::shape::{for_each_broadcast, numel, split_at_axis, Shape};
 
-/// Sum along `axis`: out[o, i] = Σ_j x[o, j, i].
-pub(crate) fn sum_axis<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
+/// Sum along `axis` over `divisor`: out[o, i] = Σ_j x[o, j, i] / divisor, accumulated in f64.
+pub(crate) fn sum_axis<F: Float>(x: &[F], shape: &[usize], axis: usize, divisor: F) -> Vec<F> {
     let (outer, len, inner) = split_at_axis(shape, axis);
+    let d = divisor.to_f64();
     let mut out = zeroed(outer * inner);
+    if inner == 1 {
+        for (o, dst) in out.iter_mut().enumerate() {
+            *dst = F::from_f64(sum::sum(&x[o * len..(o + 1) * len]) / d);
+        }
+        return out;
+    }
+    let mut acc = vec![0.0f64; inner];
     for o in 0..outer {
-        let dst = &mut out[o * inner..(o + 1) * inner];
+        acc.iter_mut().for_each(|a| *a = 0.0);
         for j in 0..len {
             let src = &x[(o * len + j) * inner..][..inner];
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d += s;
+            for (a, &s) in acc.iter_mut().zip(src) {
+                *a += s.to_f64();
             }
+        }
+        for (dst, &a) in out[o * inner..(o + 1) * inner].iter_mut().zip(&acc) {
+            *dst = F::from_f64(a / d);
         }
     }
     out
@@ -82,7 +93,7 @@ pub(crate) fn max_and_log_sum<F: Float>(lane: &[F]) -> (F, F) {
     if !m.is_finite() {
         return (m, F::ZERO);
     }
-    (m, lane.iter().map(|&v| (v - m).exp()).sum::<F>().ln())
+    (m, F::from_f64(sum::sum_map(lane, |v| (v - m).exp()).ln()))
 }
 
 /// softmax along `axis`: y_j = e^{x_j - m} / Σ_k e^{x_k - m}, with m the lane's maximum.
@@ -90,11 +101,10 @@ pub(crate) fn softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F>
     let mut out = zeroed(x.len());
     for_each_lane(x, shape, axis, &mut out, |src, dst| {
         let m = src.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
-        let mut total = F::ZERO;
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = (s - m).exp();
-            total += *d;
         }
+        let total = F::from_f64(sum::sum(dst));
         for d in dst.iter_mut() {
             *d /= total;
         }
@@ -123,7 +133,7 @@ pub(crate) fn softmax_backward<F: Float>(
     gx: &mut [F],
 ) {
     lane_backward(y, g, shape, axis, gx, |y, g, out| {
-        let dot: F = y.iter().zip(g).map(|(&a, &b)| a * b).sum();
+        let dot = F::from_f64(sum::dot(y, g));
         for j in 0..y.len() {
             out[j] = y[j] * (g[j] - dot);
         }
@@ -139,7 +149,7 @@ pub(crate) fn log_softmax_backward<F: Float>(
     gx: &mut [F],
 ) {
     lane_backward(y, g, shape, axis, gx, |y, g, out| {
-        let total: F = g.iter().copied().sum();
+        let total = F::from_f64(sum::sum(g));
         for j in 0..y.len() {
             out[j] = g[j] - y[j].exp() * total;
         }

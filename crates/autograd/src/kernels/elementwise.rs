@@ -2,7 +2,7 @@
 //! gradients need.
 
 use crate::float::Float;
-use crate::kernels::zeroed;
+use crate::kernels::{sum, zeroed};
 use crate::shape::{broadcast_strides, for_each_broadcast, Shape};
 use crate::tensor::Tensor;
 
@@ -58,7 +58,7 @@ pub(crate) fn expand<F: Float>(a: &Tensor<F>, out: &[usize]) -> Vec<F> {
 
 /// `dst += Σ f(i, g[i])` where `dst` has shape `dst_shape`, which broadcasts to `out`, the shape of
 /// `g`; the sum runs over the broadcast axes. `f` also receives the output index `i`, so it can
-/// read the other operand.
+/// read the other operand. Sums over broadcast axes accumulate in f64.
 pub(crate) fn accumulate_reduced<F: Float>(
     dst: &mut [F],
     dst_shape: &[usize],
@@ -71,15 +71,14 @@ pub(crate) fn accumulate_reduced<F: Float>(
             *d += f(i, gi);
         }
     } else if is_trailing(dst_shape, out) && !dst.is_empty() {
-        let n = dst.len();
-        for (r, row) in g.chunks_exact(n).enumerate() {
-            for (j, (d, &gi)) in dst.iter_mut().zip(row).enumerate() {
-                *d += f(r * n + j, gi);
-            }
-        }
+        sum::add_rows(g, dst, f);
     } else {
         let s = broadcast_strides(dst_shape, out);
-        for_each_broadcast(out, [&s], |i, [id]| dst[id] += f(i, g[i]));
+        let mut acc = vec![0.0f64; dst.len()];
+        for_each_broadcast(out, [&s], |i, [id]| acc[id] += f(i, g[i]).to_f64());
+        for (d, a) in dst.iter_mut().zip(acc) {
+            *d = F::from_f64(d.to_f64() + a);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod elementwise;
 pub(crate) mod matmul;
 pub(crate) mod packed;
 pub(crate) mod pool;
+pub(crate) mod sum;
 
 use crate::float::Float;
 
