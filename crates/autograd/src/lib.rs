@@ -34,6 +34,7 @@
 //! Shape misuse is a programming error and panics at the caller's line with the op and both
 //! shapes; building a tensor from data returns a [`TensorError`].
 
+mod anomaly;
 mod check;
 mod custom;
 mod error;

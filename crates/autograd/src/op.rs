@@ -277,6 +277,88 @@ fn lstm_acts<F: Float>(nodes: &[Node<F>], cell: usize) -> &[F] {
 }
 
 impl<F: Float> Op<F> {
+    /// The op's name as the API spells it, for messages.
+    pub(crate) fn name(&self) -> &str {
+        match self {
+            Op::Leaf => "leaf",
+            Op::Param(_) => "param",
+            Op::Add(..) => "add",
+            Op::Sub(..) => "sub",
+            Op::Mul(..) => "mul",
+            Op::Div(..) => "div",
+            Op::Affine { .. } => "affine",
+            Op::Powf { .. } => "powf",
+            Op::Exp(_) => "exp",
+            Op::Ln(_) => "ln",
+            Op::Sqrt(_) => "sqrt",
+            Op::Tanh(_) => "tanh",
+            Op::Sigmoid(_) => "sigmoid",
+            Op::Relu(_) => "relu",
+            Op::Clamp { .. } => "clamp",
+            Op::MatMul { add: None, .. } => "matmul",
+            Op::MatMul { add: Some(_), .. } => "addmm",
+            Op::LstmCell { .. } => "lstm_cell (c')",
+            Op::LstmHidden { .. } => "lstm_cell (h')",
+            Op::GruCell { .. } => "gru_cell",
+            Op::Sum { .. } => "sum",
+            Op::MaxAxis { .. } => "max_axis",
+            Op::Reshape { .. } => "reshape",
+            Op::Permute { .. } => "permute",
+            Op::Narrow { .. } => "narrow",
+            Op::Concat { .. } => "concat",
+            Op::IndexSelect { .. } => "index_select",
+            Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::CrossEntropy { .. } => "cross_entropy",
+            Op::Where { .. } => "where_cond",
+            Op::Custom { op, .. } => op.name(),
+            Op::Checkpoint { .. } => "checkpoint",
+            Op::CheckpointOutput { .. } => "checkpoint output",
+        }
+    }
+
+    /// The nodes this op reads (for a matmul, the sources it reads and the operands as passed).
+    pub(crate) fn inputs(&self) -> SmallVec<[usize; 4]> {
+        match self {
+            Op::Leaf | Op::Param(_) => SmallVec::new(),
+            Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => {
+                [*a, *b].into_iter().collect()
+            }
+            Op::Affine { x, .. }
+            | Op::Powf { x, .. }
+            | Op::Exp(x)
+            | Op::Ln(x)
+            | Op::Sqrt(x)
+            | Op::Tanh(x)
+            | Op::Sigmoid(x)
+            | Op::Relu(x)
+            | Op::Clamp { x, .. }
+            | Op::Sum { x, .. }
+            | Op::MaxAxis { x, .. }
+            | Op::Reshape { x, .. }
+            | Op::Permute { x, .. }
+            | Op::Narrow { x, .. }
+            | Op::IndexSelect { x, .. }
+            | Op::Softmax { x, .. }
+            | Op::LogSoftmax { x, .. }
+            | Op::CrossEntropy { logits: x, .. } => [*x].into_iter().collect(),
+            Op::MatMul {
+                a,
+                b,
+                add,
+                operands,
+                ..
+            } => [*a, *b].into_iter().chain(*add).chain(*operands).collect(),
+            Op::LstmCell { gates, c, .. } => [*gates, *c].into_iter().collect(),
+            Op::LstmHidden { cell, gates, .. } => [*cell, *gates].into_iter().collect(),
+            Op::GruCell { xp, hp, h, .. } => [*xp, *hp, *h].into_iter().collect(),
+            Op::Where { a, b, .. } => [*a, *b].into_iter().collect(),
+            Op::Concat { xs, .. } => xs.clone(),
+            Op::Custom { inputs, .. } | Op::Checkpoint { inputs, .. } => inputs.clone(),
+            Op::CheckpointOutput { checkpoint, .. } => [*checkpoint].into_iter().collect(),
+        }
+    }
+
     /// Bytes this op keeps besides its value, for backward (the fused cells' activations).
     pub(crate) fn saved_bytes(&self) -> usize {
         match self {
@@ -653,6 +735,7 @@ impl<F: Float> Op<F> {
                         gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
                     }
                 } else if per_step
+                    && sink.stack_weight_gradients
                     && matches!(nodes[*b].op, Op::Param(_))
                     && nodes[*b].requires_grad
                 {
@@ -905,6 +988,9 @@ pub(crate) struct GradSink<'a, F: Float> {
     stacked: HashMap<usize, Stacked<F>>,
     /// The most bytes a checkpoint's recomputation held at once.
     pub(crate) inner_peak: usize,
+    /// Whether per-step weight-gradient products are put off and stacked (off in anomaly mode,
+    /// which checks each gradient where it is made).
+    pub(crate) stack_weight_gradients: bool,
 }
 
 /// Rows of several products' weight gradients, stacked: dW += Gᵀ·A (W read transposed) or
@@ -927,6 +1013,7 @@ impl<'a, F: Float> GradSink<'a, F> {
             slots: (0..=root).map(|_| None).collect(),
             stacked: HashMap::new(),
             inner_peak: 0,
+            stack_weight_gradients: true,
         }
     }
 
@@ -992,6 +1079,11 @@ impl<'a, F: Float> GradSink<'a, F> {
 
     fn note_inner_bytes(&mut self, bytes: usize) {
         self.inner_peak = self.inner_peak.max(bytes);
+    }
+
+    /// Node `i`'s gradient so far, if any.
+    pub(crate) fn slot(&self, i: usize) -> Option<&Tensor<F>> {
+        self.slots[i].as_ref()
     }
 
     /// Removes node `i`'s finished gradient (every consumer of `i` comes after it on the tape).

@@ -30,6 +30,7 @@ impl Default for CrossEntropyOptions {
 }
 
 impl<'t, F: Float> Var<'t, F> {
+    #[track_caller]
     fn unary(self, op: Op<F>) -> Self {
         self.tape().record(op, &[self.index()])
     }
@@ -43,6 +44,7 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// `scale·self + shift`, with scalar `scale` and `shift`; d = scale.
+    #[track_caller]
     pub fn affine(self, scale: F, shift: F) -> Self {
         self.unary(Op::Affine {
             x: self.index(),
@@ -52,36 +54,43 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// `self^p` element-wise; d = p·x^(p-1), and 0 when p = 0 (also at x = 0, as in PyTorch).
+    #[track_caller]
     pub fn powf(self, p: F) -> Self {
         self.unary(Op::Powf { x: self.index(), p })
     }
 
     /// `e^self`; d = e^x (the output, reused).
+    #[track_caller]
     pub fn exp(self) -> Self {
         self.unary(Op::Exp(self.index()))
     }
 
     /// Natural logarithm; d = 1/x.
+    #[track_caller]
     pub fn ln(self) -> Self {
         self.unary(Op::Ln(self.index()))
     }
 
     /// Square root; d = 1/(2y).
+    #[track_caller]
     pub fn sqrt(self) -> Self {
         self.unary(Op::Sqrt(self.index()))
     }
 
     /// Hyperbolic tangent; d = 1 - y².
+    #[track_caller]
     pub fn tanh(self) -> Self {
         self.unary(Op::Tanh(self.index()))
     }
 
     /// Logistic sigmoid 1/(1 + e^-x); d = y(1 - y).
+    #[track_caller]
     pub fn sigmoid(self) -> Self {
         self.unary(Op::Sigmoid(self.index()))
     }
 
     /// max(x, 0) (NaN stays NaN); d = 1 where x > 0, else 0 (0 at x = 0, as in PyTorch).
+    #[track_caller]
     pub fn relu(self) -> Self {
         self.unary(Op::Relu(self.index()))
     }
@@ -89,6 +98,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// `self` clamped to `[min, max]` element-wise (`min(max(x, min), max)`, as `torch.clamp`:
     /// every element is `max` when min > max, and NaN stays NaN); d = 1 where min ≤ x ≤ max, the
     /// bounds included, else 0.
+    #[track_caller]
     pub fn clamp(self, min: F, max: F) -> Self {
         self.unary(Op::Clamp {
             x: self.index(),
@@ -98,11 +108,13 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// max(self, min) element-wise; d = 1 where x ≥ min.
+    #[track_caller]
     pub fn clamp_min(self, min: F) -> Self {
         self.clamp(min, -F::neg_infinity())
     }
 
     /// min(self, max) element-wise; d = 1 where x ≤ max.
+    #[track_caller]
     pub fn clamp_max(self, max: F) -> Self {
         self.clamp(F::neg_infinity(), max)
     }
@@ -255,11 +267,13 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// The sum of all elements, as a 0-d value.
+    #[track_caller]
     pub fn sum(self) -> Self {
         self.reduce(None, false, F::ONE)
     }
 
     /// The mean of all elements, as a 0-d value.
+    #[track_caller]
     pub fn mean(self) -> Self {
         let n = numel(&self.shape());
         self.reduce(None, false, F::from_usize(n))
@@ -280,6 +294,7 @@ impl<'t, F: Float> Var<'t, F> {
         self.reduce(Some(a), keepdim, F::from_usize(shape[a]))
     }
 
+    #[track_caller]
     fn reduce(self, axis: Option<usize>, keepdim: bool, divisor: F) -> Self {
         self.unary(Op::Sum {
             x: self.index(),
@@ -342,6 +357,7 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// All elements as one axis.
+    #[track_caller]
     pub fn flatten(self) -> Self {
         let n = numel(&self.shape());
         self.reshape(&[n])
@@ -490,6 +506,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// `detach(x) + s·(x - detach(x))`. With s = 0 it is `detach`, with s = 1 the identity (and
     /// records nothing). Randomized truncation of BPTT scales the gradient into each state this
     /// way.
+    #[track_caller]
     pub fn scale_grad(self, s: F) -> Self {
         if s == F::ONE {
             return self;
@@ -503,6 +520,7 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// The same value with no gradient flowing back through it (shares storage).
+    #[track_caller]
     pub fn detach(self) -> Self {
         self.tape().constant_sharing(self.value())
     }

@@ -30,6 +30,7 @@ var_op!(Div, div, Div);
 impl<'t, F: Float> Neg for Var<'t, F> {
     type Output = Var<'t, F>;
 
+    #[track_caller]
     fn neg(self) -> Self {
         self.affine(-F::ONE, F::ZERO)
     }
@@ -38,6 +39,7 @@ impl<'t, F: Float> Neg for Var<'t, F> {
 impl<'t, F: Float> Add<F> for Var<'t, F> {
     type Output = Var<'t, F>;
 
+    #[track_caller]
     fn add(self, s: F) -> Self {
         self.affine(F::ONE, s)
     }
@@ -46,6 +48,7 @@ impl<'t, F: Float> Add<F> for Var<'t, F> {
 impl<'t, F: Float> Sub<F> for Var<'t, F> {
     type Output = Var<'t, F>;
 
+    #[track_caller]
     fn sub(self, s: F) -> Self {
         self.affine(F::ONE, -s)
     }
@@ -54,6 +57,7 @@ impl<'t, F: Float> Sub<F> for Var<'t, F> {
 impl<'t, F: Float> Mul<F> for Var<'t, F> {
     type Output = Var<'t, F>;
 
+    #[track_caller]
     fn mul(self, s: F) -> Self {
         self.affine(s, F::ZERO)
     }
@@ -62,6 +66,7 @@ impl<'t, F: Float> Mul<F> for Var<'t, F> {
 impl<'t, F: Float> Div<F> for Var<'t, F> {
     type Output = Var<'t, F>;
 
+    #[track_caller]
     fn div(self, s: F) -> Self {
         self.affine(F::ONE / s, F::ZERO)
     }
@@ -74,6 +79,7 @@ macro_rules! scalar_lhs {
         impl<'t> Add<Var<'t, $t>> for $t {
             type Output = Var<'t, $t>;
 
+            #[track_caller]
             fn add(self, v: Var<'t, $t>) -> Var<'t, $t> {
                 v.affine(1.0, self)
             }
@@ -82,6 +88,7 @@ macro_rules! scalar_lhs {
         impl<'t> Sub<Var<'t, $t>> for $t {
             type Output = Var<'t, $t>;
 
+            #[track_caller]
             fn sub(self, v: Var<'t, $t>) -> Var<'t, $t> {
                 v.affine(-1.0, self)
             }
@@ -90,6 +97,7 @@ macro_rules! scalar_lhs {
         impl<'t> Mul<Var<'t, $t>> for $t {
             type Output = Var<'t, $t>;
 
+            #[track_caller]
             fn mul(self, v: Var<'t, $t>) -> Var<'t, $t> {
                 v.affine(self, 0.0)
             }
@@ -99,6 +107,7 @@ macro_rules! scalar_lhs {
         impl<'t> Div<Var<'t, $t>> for $t {
             type Output = Var<'t, $t>;
 
+            #[track_caller]
             fn div(self, v: Var<'t, $t>) -> Var<'t, $t> {
                 v.powf(-1.0).affine(self, 0.0)
             }

@@ -3,7 +3,9 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
+use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 use smallvec::SmallVec;
 
@@ -25,6 +27,8 @@ pub(crate) struct Node<F: Float> {
     pub(crate) shape: Shape,
     pub(crate) requires_grad: bool,
     pub(crate) retain: bool,
+    /// The line of code that recorded this node, for anomaly mode's messages.
+    pub(crate) at: &'static Location<'static>,
     /// The value packed for the small-row GEMM, as stored and transposed, made on first use.
     packed: [OnceCell<Packed<F>>; 2],
 }
@@ -75,6 +79,16 @@ pub struct Tape<F: Float = f32> {
     params: RefCell<HashMap<ParamId, usize>>,
     bytes: Cell<usize>,
     peak_bytes: Cell<usize>,
+    anomaly: Cell<bool>,
+}
+
+/// True when the environment variable `REWIND_DETECT_ANOMALY` is set to anything but `0` or an
+/// empty string: every new tape then starts in anomaly mode.
+fn anomaly_by_default() -> bool {
+    static DEFAULT: OnceLock<bool> = OnceLock::new();
+    *DEFAULT.get_or_init(|| {
+        std::env::var_os("REWIND_DETECT_ANOMALY").is_some_and(|v| !v.is_empty() && v != "0")
+    })
 }
 
 /// A handle to a node on a [`Tape`]: cheap to copy, and the thing model code computes with.
@@ -101,7 +115,35 @@ impl<F: Float> Tape<F> {
             params: RefCell::new(HashMap::new()),
             bytes: Cell::new(0),
             peak_bytes: Cell::new(0),
+            anomaly: Cell::new(anomaly_by_default()),
         }
+    }
+
+    /// Turns anomaly mode on or off for this tape (off by default; the environment variable
+    /// `REWIND_DETECT_ANOMALY=1` turns it on for every new tape, so a whole program can be run
+    /// under it).
+    ///
+    /// In anomaly mode, the first op whose value has a NaN or an infinity that its inputs did not
+    /// have, and the first op whose backward makes an input's gradient non-finite from a finite
+    /// gradient, panic with the op's name, the element, the shapes, and the line of code that
+    /// recorded the op. Values that are non-finite on purpose (an attention mask of -inf) pass
+    /// while their inputs carry them in. It costs a scan of every value and gradient, and turns
+    /// off the stacking of per-step weight gradients, so that each is checked where it is made.
+    ///
+    /// ```should_panic
+    /// use rewind_autograd::{Tape, Tensor};
+    /// let tape = Tape::<f64>::new();
+    /// tape.detect_anomaly(true);
+    /// let x = tape.var(Tensor::from_vec(vec![1.0, 0.0], &[2]).unwrap());
+    /// let y = x.ln(); // panics: anomaly: `ln` recorded at src/main.rs:6:11 produced -inf at ...
+    /// ```
+    pub fn detect_anomaly(&self, on: bool) {
+        self.anomaly.set(on);
+    }
+
+    /// Whether anomaly mode is on ([`detect_anomaly`](Tape::detect_anomaly)).
+    pub fn detects_anomaly(&self) -> bool {
+        self.anomaly.get()
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -109,22 +151,26 @@ impl<F: Float> Tape<F> {
     }
 
     /// A value that gets no gradient (data, targets, masks).
+    #[track_caller]
     pub fn constant(&self, value: Tensor<F>) -> Var<'_, F> {
         self.push(Op::Leaf, Some(value), false, true)
     }
 
     /// A constant that shares storage with a value already on the tape (`detach`).
+    #[track_caller]
     pub(crate) fn constant_sharing(&self, value: Tensor<F>) -> Var<'_, F> {
         self.push(Op::Leaf, Some(value), false, false)
     }
 
     /// A leaf whose gradient is requested: `grads[v]` holds ∂L/∂v after backward.
+    #[track_caller]
     pub fn var(&self, value: Tensor<F>) -> Var<'_, F> {
         self.push(Op::Leaf, Some(value), true, true)
     }
 
     /// A parameter as a leaf, sharing its storage. Asking twice for one parameter on one tape
     /// returns the same node.
+    #[track_caller]
     pub fn param(&self, p: &Param<F>) -> Var<'_, F> {
         if let Some(&index) = self.params.borrow().get(&p.id()) {
             return Var { tape: self, index };
@@ -167,6 +213,7 @@ impl<F: Float> Tape<F> {
     /// let g = y.backward()[x].item(); // d tanh(x²)/dx = 2x (1 - tanh²(x²))
     /// assert!((g - (1.0 - 0.25f64.tanh().powi(2))).abs() < 1e-15);
     /// ```
+    #[track_caller]
     pub fn checkpoint<'t>(
         &'t self,
         inputs: &[Var<'t, F>],
@@ -231,6 +278,7 @@ impl<F: Float> Tape<F> {
         }
     }
 
+    #[track_caller]
     fn push(
         &self,
         op: Op<F>,
@@ -242,6 +290,7 @@ impl<F: Float> Tape<F> {
         self.push_shaped(op, value, shape, requires_grad, owns)
     }
 
+    #[track_caller]
     fn push_shaped(
         &self,
         op: Op<F>,
@@ -260,6 +309,7 @@ impl<F: Float> Tape<F> {
             shape,
             requires_grad,
             retain: false,
+            at: Location::caller(),
             packed: Default::default(),
         });
         Var {
@@ -270,6 +320,7 @@ impl<F: Float> Tape<F> {
 
     /// Computes `op` over the values of `inputs` and records it. The node needs a gradient when
     /// any input does; otherwise backward never visits it.
+    #[track_caller]
     pub(crate) fn record(&self, mut op: Op<F>, inputs: &[usize]) -> Var<'_, F> {
         match op {
             // A matmul reads its operands by stride; only the value it adds onto is read whole.
@@ -282,6 +333,9 @@ impl<F: Float> Tape<F> {
         let shares = inputs
             .iter()
             .any(|&i| nodes[i].value().shares_storage(&value));
+        if self.anomaly.get() {
+            crate::anomaly::check_value(&op, &value, inputs, &nodes, Location::caller());
+        }
         drop(nodes);
         self.note_bytes(op.saved_bytes());
         self.push(op, Some(value), requires_grad, !shares)
@@ -295,6 +349,7 @@ impl<F: Float> Tape<F> {
 
     /// Records a transpose of the last two axes without computing it: a matmul reads the source
     /// by stride, and any other op computes it on first read.
+    #[track_caller]
     pub(crate) fn record_lazy(&self, op: Op<F>, input: usize, shape: Shape) -> Var<'_, F> {
         let requires_grad = self.nodes.borrow()[input].requires_grad;
         self.push_shaped(op, None, shape, requires_grad, true)
@@ -358,7 +413,12 @@ impl<F: Float> Tape<F> {
     pub(crate) fn backward(&self, root: usize, seed: Tensor<F>) -> Grads<F> {
         let nodes = self.nodes.borrow();
         let mut grads = Grads::new(self.id);
+        let anomaly = self.anomaly.get();
         let mut sink = GradSink::new(&nodes, root);
+        sink.stack_weight_gradients = !anomaly;
+        if anomaly {
+            crate::anomaly::check_seed(&seed);
+        }
         if nodes[root].requires_grad {
             sink.add(root, seed);
         }
@@ -371,6 +431,9 @@ impl<F: Float> Tape<F> {
                 grads.insert_node(i, g.clone());
             }
             node.op.backward(i, g, &nodes, &mut sink, &mut grads);
+            if anomaly {
+                crate::anomaly::check_gradients(i, &nodes, &sink);
+            }
         }
         let peak = self.bytes.get() + sink.inner_peak;
         self.peak_bytes.set(self.peak_bytes.get().max(peak));
