@@ -120,3 +120,14 @@ fn off_by_default_non_finite_values_flow_silently() {
     let g = x.sqrt().sum().backward();
     assert_eq!(g[x].data()[0], f64::INFINITY);
 }
+
+#[test]
+fn checkpointed_functions_are_checked_inside_too() {
+    let tape = Tape::new();
+    tape.detect_anomaly(true);
+    let x = tape.var(t(&[1.0, -1.0], &[2]));
+    let message = panic_message(|| {
+        drop(tape.checkpoint(&[x], |_, v| vec![v[0].sqrt()]));
+    });
+    assert_mentions(&message, &["anomaly", "`sqrt`", "NaN", "[1]"]);
+}

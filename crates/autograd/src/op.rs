@@ -169,6 +169,8 @@ pub(crate) enum Op<F: Float> {
         inputs: SmallVec<[usize; 4]>,
         shapes: Vec<Shape>,
         outputs: Vec<Tensor<F>>,
+        /// The outer tape's anomaly mode, which the inner tapes take on.
+        anomaly: bool,
     },
     /// One output of a `Checkpoint` node, at `offset` in its flattened gradient.
     CheckpointOutput {
@@ -568,8 +570,10 @@ impl<F: Float> Op<F> {
                 inputs,
                 shapes,
                 outputs,
+                anomaly,
             } => {
                 let inner = Tape::new();
+                inner.detect_anomaly(*anomaly);
                 let vars: Vec<Var<'_, F>> = inputs
                     .iter()
                     .map(|&i| inner.constant(val(i).clone()))
@@ -948,9 +952,14 @@ impl<F: Float> Op<F> {
             // Re-run f on a fresh tape with the inputs as leaves and backpropagate
             // Σ_k ⟨output_k, g_k⟩ through it: the inputs' gradients, recomputed.
             Op::Checkpoint {
-                f, inputs, shapes, ..
+                f,
+                inputs,
+                shapes,
+                anomaly,
+                ..
             } => {
                 let inner = Tape::new();
+                inner.detect_anomaly(*anomaly);
                 let vars: Vec<Var<'_, F>> = inputs
                     .iter()
                     .map(|&i| match nodes[i].requires_grad {

@@ -228,6 +228,7 @@ impl<F: Float> Tape<F> {
             inputs: indices.clone(),
             shapes: Vec::new(),
             outputs: Vec::new(),
+            anomaly: self.anomaly.get(),
         };
         let checkpoint = self.record(op, &indices).index;
         let (requires_grad, outputs) = {
