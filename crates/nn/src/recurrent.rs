@@ -126,8 +126,9 @@ pub struct RecurrentOutput<'t, F: Float = f32> {
     pub output: Var<'t, F>,
     /// The final states, each taken at its sequence's own length.
     pub state: StackState<'t, F>,
-    /// With [`Run::keep_states`]: h_t of the last layer's forward direction at each step, with
-    /// its gradient kept (`grads[states[t]]` is ∂L/∂h_t, the gradient flowing back through time).
+    /// With [`Run::keep_states`]: h_t [B, H] of the last layer's forward direction at each step,
+    /// in time order, with its gradient kept: `grads[states[t]]` is the total ∂L/∂h_t (what it
+    /// means past a sequence's length is said at [`Run::keep_states`]).
     pub states: Vec<Var<'t, F>>,
 }
 
@@ -392,8 +393,20 @@ pub struct Run<'a, 't, F: Float = f32> {
     /// (checkpointed BPTT: memory O(T/k + k) per layer instead of O(T)).
     pub checkpoint_every: Option<usize>,
     /// Return the last layer's forward-direction state h_t at every step in
-    /// [`RecurrentOutput::states`], each marked to keep its gradient, so ∂L/∂h_t can be read
-    /// after backward (not with checkpointing, whose states are recomputed).
+    /// [`RecurrentOutput::states`] ([B, H] each, in time order, batch-first or not), each marked
+    /// to keep its gradient. After backward, `grads[states[t]]` is the total derivative ∂L/∂h_t:
+    /// every path from h_t to the loss, through the output at t and through the steps after t,
+    /// as in the same network unrolled by hand with `retain_grad` on each h_t.
+    ///
+    /// With `lengths`, a sequence's state is frozen at its last valid step and its output past
+    /// that step is zero (PyTorch's semantics). Its state at a step t past the length is a copy
+    /// of the state at t - 1, which reaches the loss only through the final state h_n: there
+    /// ∂L/∂h_t is the gradient reaching h_n (zero when the loss does not read h_n), and at the
+    /// last valid step it is that plus the path through the step's own output.
+    ///
+    /// With `grad_scale`, the gradient from the steps after t arrives multiplied by ξ_{t+1}, as
+    /// the weights see it. Not with `checkpoint_every` (it panics): checkpointed segments
+    /// recompute their states during backward, so no node on the tape carries every path.
     pub keep_states: bool,
 }
 
@@ -559,6 +572,9 @@ impl<F: Float> Lane<'_, F> {
         mut keep: Option<&mut Vec<Var<'t, F>>>,
     ) -> (Vec<Var<'t, F>>, State<'t, F>) {
         let mut hs = vec![None; self.steps];
+        let masks = self
+            .masks
+            .map(|m| (m, w.xp.tape().constant(Tensor::scalar(F::ZERO))));
         for k in 0..self.steps {
             if let Some(xi) = self.grad_scale.filter(|_| offset + k > 0) {
                 state = State {
@@ -569,34 +585,32 @@ impl<F: Float> Lane<'_, F> {
             let t = self.time(k);
             let xp_t = w.xp.narrow(0, t * self.batch, self.batch);
             let next = C::recur(kind, w.w_hh, w.b_hh, xp_t, state);
-            let (next, out) = match self.masks {
-                Some(m) => masked(w.xp.tape(), &m[t], next, state),
-                None => (next, next.h),
+            state = match masks {
+                Some((m, _)) => masked(&m[t], next, state),
+                None => next,
             };
-            state = next;
             if let Some(kept) = keep.as_deref_mut() {
                 kept.push(state.h.retain_grad());
             }
-            hs[t] = Some(out);
+            // The output reads the state node itself, not the cell's `next.h` (equal where the
+            // sequence runs): then h_t is one node that every path to the loss passes through,
+            // and a kept state's gradient is the total ∂L/∂h_t.
+            hs[t] = Some(match masks {
+                Some((m, zero)) => state.h.where_cond(&m[t], zero),
+                None => state.h,
+            });
         }
         let hs = hs.into_iter().map(|h| h.expect("every step ran")).collect();
         (hs, state)
     }
 }
 
-/// Where `mask` [B, 1] is 0 (the sequence has ended), keeps the previous state and outputs zero.
-fn masked<'t, F: Float>(
-    tape: &'t Tape<F>,
-    mask: &Tensor<F>,
-    next: State<'t, F>,
-    prev: State<'t, F>,
-) -> (State<'t, F>, Var<'t, F>) {
-    let zero = tape.constant(Tensor::scalar(F::ZERO));
-    let state = State {
+/// Where `mask` [B, 1] is 0 (the sequence has ended), keeps the previous state.
+fn masked<'t, F: Float>(mask: &Tensor<F>, next: State<'t, F>, prev: State<'t, F>) -> State<'t, F> {
+    State {
         h: next.h.where_cond(mask, prev.h),
         c: next.c.zip(prev.c).map(|(n, p)| n.where_cond(mask, p)),
-    };
-    (state, next.h.where_cond(mask, zero))
+    }
 }
 
 impl<C: Cell<F>, F: Float> Module<F> for Recurrent<C, F> {
