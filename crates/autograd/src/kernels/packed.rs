@@ -9,8 +9,7 @@
 
 use crate::float::Float;
 use crate::kernels::matmul::View;
-use crate::kernels::pool;
-use crate::kernels::zeroed;
+use crate::kernels::{pool, simd, zeroed, Simd};
 
 /// Columns per panel: two 16-lane vectors.
 const NR: usize = 32;
@@ -54,13 +53,10 @@ impl<F: Float> Packed<F> {
     }
 }
 
-/// True when this CPU runs the packed kernel (f32 with AVX-512).
+/// True when the packed kernel runs here: f32, on a CPU with AVX-512 that `REWIND_SIMD` does not
+/// cap below it. Otherwise the general GEMM takes these products.
 pub(crate) fn available<F: Float>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
-        return std::arch::is_x86_feature_detected!("avx512f");
-    }
-    false
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && simd() >= Simd::Avx512
 }
 
 /// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
@@ -211,17 +207,26 @@ unsafe fn kernel<const R: usize>(_: Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::{for_each_simd, matmul};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    /// The packed kernel against a plain triple loop in f64, over ragged rows and columns, both
-    /// layouts of A and B, beta 0 and 1, and products large enough to be split across threads.
-    #[test]
-    fn packed_gemm_equals_the_definition() {
-        if !available::<f32>() {
-            return;
-        }
+    /// One product's operands and the definition's C in f64.
+    struct Case {
+        label: String,
+        a: Vec<f32>,
+        va: View,
+        b: Vec<f32>,
+        vb: View,
+        c0: Vec<f32>,
+        vc: View,
+        beta: f32,
+        want: Vec<f64>,
+    }
+
+    fn cases() -> Vec<Case> {
         let mut rng = StdRng::seed_from_u64(3);
+        let mut cases = Vec::new();
         for (m, k, n) in [
             (1, 1, 1),
             (7, 5, 33),
@@ -237,25 +242,62 @@ mod tests {
                 };
                 let (a, b, c0) = (rand(m * k), rand(k * n), rand(m * n));
                 let (va, vb, vc) = (View::of(sa, ta), View::of(sb, tb), View::of(&[m, n], false));
-                let mut c = c0.clone();
-                gemm(&a, va, &Packed::new(&b, vb), &mut c, vc, beta);
-                for i in 0..m {
-                    for j in 0..n {
-                        let want = (0..k)
+                let want = (0..m * n)
+                    .map(|e| {
+                        let (i, j) = (e / n, e % n);
+                        (0..k)
                             .map(|p| {
-                                let x = a[i * va.rs + p * va.cs] as f64;
-                                x * b[p * vb.rs + j * vb.cs] as f64
+                                a[i * va.rs + p * va.cs] as f64 * b[p * vb.rs + j * vb.cs] as f64
                             })
                             .sum::<f64>()
-                            + beta as f64 * c0[i * n + j] as f64;
-                        let got = c[i * n + j] as f64;
-                        assert!(
-                            (got - want).abs() < 1e-5 * (1.0 + k as f64).sqrt(),
-                            "{m}×{k}×{n} ({ta}, {tb}, {beta}) at ({i}, {j}): {got} vs {want}"
-                        );
-                    }
-                }
+                            + beta as f64 * c0[e] as f64
+                    })
+                    .collect();
+                let label = format!("{m}×{k}×{n} (ta {ta}, tb {tb}, beta {beta})");
+                cases.push(Case {
+                    label,
+                    a,
+                    va,
+                    b,
+                    vb,
+                    c0,
+                    vc,
+                    beta,
+                    want,
+                });
             }
         }
+        cases
+    }
+
+    /// A parameter's product with few rows, as the engine runs it on each path this CPU allows:
+    /// the packed kernel with AVX-512, otherwise the general GEMM. Against the definition in f64,
+    /// over ragged rows and columns, both layouts of A and B, beta 0 and 1, and products large
+    /// enough to be split across threads.
+    #[test]
+    fn packed_gemm_and_its_fallback_equal_the_definition() {
+        let cases = cases();
+        for_each_simd("packed_gemm_and_its_fallback_equal_the_definition", |s| {
+            assert_eq!(available::<f32>(), s == Simd::Avx512, "{s:?}");
+            assert!(!available::<f64>());
+            for case in &cases {
+                let mut c = case.c0.clone();
+                if available::<f32>() {
+                    let b = Packed::new(&case.b, case.vb);
+                    gemm(&case.a, case.va, &b, &mut c, case.vc, case.beta);
+                } else {
+                    let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
+                    matmul::gemm(1, a, b, (&mut c, case.vc), case.beta);
+                }
+                let k = case.va.cols as f64;
+                for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
+                    assert!(
+                        (got as f64 - want).abs() < 1e-5 * (1.0 + k).sqrt(),
+                        "{} on {s:?}, element {e}: {got} vs {want}",
+                        case.label
+                    );
+                }
+            }
+        });
     }
 }
