@@ -345,3 +345,18 @@ fn large_products_split_across_threads_match_a_plain_loop() {
         assert!((g[av].data()[3] - col_sum).abs() < 1e-9);
     }
 }
+
+#[test]
+fn a_parameter_product_over_an_empty_inner_dimension_is_zero() {
+    // x [2, 0] · W [0, 3]: every element is an empty sum, and both gradients are empty. (A
+    // parameter read by few rows takes the packed kernel, which once failed to pack a weight
+    // of no rows.)
+    let w = Param::new(Tensor::<f32>::zeros(&[0, 3]));
+    let tape = Tape::new();
+    let x = tape.var(Tensor::<f32>::zeros(&[2, 0]));
+    let y = x.matmul(tape.param(&w));
+    assert_eq!(y.value().data(), &[0.0; 6]);
+    let g = y.sum().backward();
+    assert_eq!(g[x].shape(), &[2, 0]);
+    assert_eq!(g[&w].shape(), &[0, 3]);
+}
