@@ -362,6 +362,7 @@ mod tests {
         let mut runs = Vec::new();
         for_each_simd(
             "every_path_of_the_cell_kernels_equals_the_scalar_path",
+            &[Simd::Avx2, Simd::Scalar],
             |s| {
                 runs.push((s, every_output(&x32), every_output(&x64)));
             },

@@ -95,11 +95,12 @@ thread_local! {
     static FORCED: std::cell::Cell<Option<Simd>> = const { std::cell::Cell::new(None) };
 }
 
-/// Runs `check` on this thread once per path that this process may take, widest first, with
-/// [`simd`] returning that path, then prints which paths ran and why any did not. The line goes
-/// to stderr uncaptured, so a run on a CPU without AVX-512 says so instead of passing silently.
+/// Runs `check` on this thread once for each of `paths` that this process may take, in the
+/// order given, with [`simd`] returning that path; then prints which paths ran and why any did
+/// not. The line goes to stderr uncaptured, so a run on a CPU without AVX-512 says so instead of
+/// passing silently.
 #[cfg(test)]
-pub(crate) fn for_each_simd(test: &str, mut check: impl FnMut(Simd)) {
+pub(crate) fn for_each_simd(test: &str, paths: &[Simd], mut check: impl FnMut(Simd)) {
     use std::io::Write;
     struct Unforce;
     impl Drop for Unforce {
@@ -109,25 +110,27 @@ pub(crate) fn for_each_simd(test: &str, mut check: impl FnMut(Simd)) {
     }
     let _unforce = Unforce;
     let (cpu, cap) = limits();
-    let mut ran = Vec::new();
-    for s in Simd::ALL.into_iter().rev().filter(|&s| s <= cpu.min(cap)) {
+    let (allowed, skipped): (Vec<Simd>, Vec<Simd>) =
+        paths.iter().partition(|&&s| s <= cpu.min(cap));
+    for &s in &allowed {
         FORCED.set(Some(s));
         check(s);
-        ran.push(s.name());
     }
-    let mut line = format!("{test}: ran {}", ran.join(", "));
-    let skipped: Vec<&str> = Simd::ALL
-        .into_iter()
-        .filter(|&s| s > cpu.min(cap))
-        .map(Simd::name)
-        .collect();
+    let names = |paths: &[Simd]| {
+        paths
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = format!("{test}: ran {}", names(&allowed));
     if !skipped.is_empty() {
         let why = if cap < cpu {
             format!("REWIND_SIMD={}", cap.name())
         } else {
             "not on this CPU".to_string()
         };
-        line += &format!("; skipped {} ({why})", skipped.join(", "));
+        line += &format!("; skipped {} ({why})", names(&skipped));
     }
     // One write, so that the line is not split by the harness's own output.
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
@@ -167,7 +170,7 @@ mod tests {
             .and_then(|v| Simd::parse(&v))
             .unwrap_or(Simd::Avx512);
         assert_eq!(simd(), cpu().min(cap));
-        for_each_simd("the_environment_caps_the_path", |s| {
+        for_each_simd("the_environment_caps_the_path", &Simd::ALL, |s| {
             assert!(s <= cap);
             assert_eq!(simd(), s);
         });

@@ -354,28 +354,32 @@ mod tests {
     #[test]
     fn packed_gemm_and_its_fallback_equal_the_definition() {
         let cases = cases();
-        for_each_simd("packed_gemm_and_its_fallback_equal_the_definition", |s| {
-            assert_eq!(available::<f32>(), s == Simd::Avx512, "{s:?}");
-            assert!(!available::<f64>());
-            for case in &cases {
-                let mut c = case.c0.clone();
-                if available::<f32>() {
-                    let b = Packed::new(&case.b, case.vb);
-                    gemm(&case.a, case.va, &b, &mut c, case.vc, case.beta);
-                } else {
-                    let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
-                    matmul::gemm(1, a, b, (&mut c, case.vc), case.beta);
+        for_each_simd(
+            "packed_gemm_and_its_fallback_equal_the_definition",
+            &Simd::ALL,
+            |s| {
+                assert_eq!(available::<f32>(), s == Simd::Avx512, "{s:?}");
+                assert!(!available::<f64>());
+                for case in &cases {
+                    let mut c = case.c0.clone();
+                    if available::<f32>() {
+                        let b = Packed::new(&case.b, case.vb);
+                        gemm(&case.a, case.va, &b, &mut c, case.vc, case.beta);
+                    } else {
+                        let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
+                        matmul::gemm(1, a, b, (&mut c, case.vc), case.beta);
+                    }
+                    let k = case.va.cols as f64;
+                    for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
+                        assert!(
+                            (got as f64 - want).abs() < 1e-5 * (1.0 + k).sqrt(),
+                            "{} on {s:?}, element {e}: {got} vs {want}",
+                            case.label
+                        );
+                    }
                 }
-                let k = case.va.cols as f64;
-                for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
-                    assert!(
-                        (got as f64 - want).abs() < 1e-5 * (1.0 + k).sqrt(),
-                        "{} on {s:?}, element {e}: {got} vs {want}",
-                        case.label
-                    );
-                }
-            }
-        });
+            },
+        );
     }
 
     /// A's strides put its last element past usize: a panic that names the op and the operand,
