@@ -3,7 +3,9 @@
 
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
-use rewind::autograd::{gradcheck, CustomOp, GradcheckOptions, Param, Tape, TapeStats, Tensor};
+use rewind::autograd::{
+    gradcheck, CustomOp, Float, GradcheckOptions, Param, Tape, TapeStats, Tensor,
+};
 
 fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
     Tensor::from_vec(data.to_vec(), shape).unwrap()
@@ -320,28 +322,74 @@ fn checkpoint_recomputes_inside_backward_and_keeps_only_outputs() {
     );
 }
 
-#[test]
-fn large_products_split_across_threads_match_a_plain_loop() {
-    // Above 2^26 flops a product is split into bands of rows (or of columns, when C is short);
-    // each element must equal the plain triple loop's, and backward uses the same path.
+/// `A·Bᵀ` and its gradients against plain loops, at sizes on both sides of the point where a
+/// product is split across threads: at least 2^21 flops (`2·m·k·n`, matmul.rs's
+/// `PARALLEL_FLOPS`), split into bands of C's rows, or of its columns when C is wider than tall.
+/// Each element is still one thread's whole sum, so it stays within rounding of the plain loop.
+fn large_products_match_plain_loops<F: Float>(eps: f64) {
     let mut rng = StdRng::seed_from_u64(11);
-    for (m, k, n) in [(400, 400, 400), (4, 4100, 4100)] {
-        let a = Tensor::<f64>::uniform(&[m, k], -1.0, 1.0, &mut rng);
-        let bt = Tensor::<f64>::uniform(&[n, k], -1.0, 1.0, &mut rng);
+    for (m, k, n) in [
+        (64, 128, 127), // 2^21 - 16,384 flops: one thread
+        (128, 128, 64), // 2^21: bands of rows
+        (64, 128, 128), // 2^21: bands of columns
+        (4, 512, 1024), // 2^22: bands of columns of a short C
+    ] {
+        let what = format!("{} {m}×{k}×{n}", F::DTYPE);
+        let one = F::from_f64(1.0);
+        let a = Tensor::<F>::uniform(&[m, k], -one, one, &mut rng);
+        let bt = Tensor::<F>::uniform(&[n, k], -one, one, &mut rng);
+        let (ad, bd) = (a.data(), bt.data());
+        // A sum of rounded products is within `count·eps·Σ|term|` of the exact one; the plain
+        // loop in f64 and the product under test each get that much.
+        let near = |got: F, terms: &mut dyn Iterator<Item = f64>| {
+            let (exact, size, count) = terms.fold((0.0, 0.0, 0.0), |(s, z, c), t: f64| {
+                (s + t, z + t.abs(), c + 1.0)
+            });
+            (got.to_f64() - exact).abs() <= 2.0 * count * eps * size
+        };
         let tape = Tape::new();
         let (av, bv) = (tape.var(a.clone()), tape.var(bt.clone()));
-        let c = av.matmul(bv.t()).value();
-        for i in (0..m).step_by(37) {
-            for j in (0..n).step_by(41) {
-                let plain: f64 = (0..k)
-                    .map(|p| a.data()[i * k + p] * bt.data()[j * k + p])
-                    .sum();
-                assert!((c.data()[i * n + j] - plain).abs() < 1e-9, "C[{i}, {j}]");
+        let c = av.matmul(bv.t());
+        let value = c.value();
+        let cd = value.data();
+        for (i, j) in (0..m).flat_map(|i| (0..n).map(move |j| (i, j))) {
+            let mut terms = (0..k).map(|p| ad[i * k + p].to_f64() * bd[j * k + p].to_f64());
+            assert!(near(cd[i * n + j], &mut terms), "{what}: C[{i}, {j}]");
+        }
+        // ∂ΣC/∂A[i, p] = Σ_j B[j, p] and ∂ΣC/∂B[j, p] = Σ_i A[i, p]: the backward products
+        // cross the same threshold.
+        let g = c.sum().backward();
+        let (ga, gb) = (g[av].data(), g[bv].data());
+        for p in 0..k {
+            for i in 0..m {
+                let mut terms = (0..n).map(|j| bd[j * k + p].to_f64());
+                assert!(near(ga[i * k + p], &mut terms), "{what}: ∂A[{i}, {p}]");
+            }
+            for j in 0..n {
+                let mut terms = (0..m).map(|i| ad[i * k + p].to_f64());
+                assert!(near(gb[j * k + p], &mut terms), "{what}: ∂B[{j}, {p}]");
             }
         }
-        let g = av.matmul(bv.t()).sum().backward();
-        // ∂Σ(A·Bᵀ)/∂A[i, p] = Σ_j B[j, p].
-        let col_sum: f64 = (0..n).map(|j| bt.data()[j * k + 3]).sum();
-        assert!((g[av].data()[3] - col_sum).abs() < 1e-9);
     }
+}
+
+#[test]
+fn large_products_split_across_threads_match_a_plain_loop() {
+    large_products_match_plain_loops::<f64>(f64::EPSILON);
+    large_products_match_plain_loops::<f32>(f32::EPSILON as f64);
+}
+
+#[test]
+fn a_parameter_product_over_an_empty_inner_dimension_is_zero() {
+    // x [2, 0] · W [0, 3]: every element is an empty sum, and both gradients are empty. (A
+    // parameter read by few rows takes the packed kernel, which once failed to pack a weight
+    // of no rows.)
+    let w = Param::new(Tensor::<f32>::zeros(&[0, 3]));
+    let tape = Tape::new();
+    let x = tape.var(Tensor::<f32>::zeros(&[2, 0]));
+    let y = x.matmul(tape.param(&w));
+    assert_eq!(y.value().data(), &[0.0; 6]);
+    let g = y.sum().backward();
+    assert_eq!(g[x].shape(), &[2, 0]);
+    assert_eq!(g[&w].shape(), &[0, 3]);
 }

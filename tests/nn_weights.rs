@@ -100,19 +100,45 @@ fn a_truncated_or_corrupt_file_is_an_error() {
     assert!(missing.starts_with("cannot read "), "{missing}");
 }
 
+/// Where the child process of [`a_failed_save_leaves_the_previous_file_intact`] saves.
+const SAVE_INTO: &str = "REWIND_TEST_SAVE_INTO";
+
+/// A save over an existing file that fails half-way through writing leaves that file as it was
+/// and nothing else beside it. The write fails for real: this test binary runs this test again
+/// as a child under `ulimit -f 1` (no file past one block of 512 or 1024 bytes; the weights take
+/// a few KB), with SIGXFSZ ignored so that the write returns EFBIG instead of killing it.
+#[cfg(unix)]
 #[test]
 fn a_failed_save_leaves_the_previous_file_intact() {
+    if let Some(path) = std::env::var_os(SAVE_INTO) {
+        let err = save_weights(&lstm(2, 4), &PathBuf::from(path)).unwrap_err();
+        assert!(err.to_string().starts_with("cannot write "), "{err}");
+        return;
+    }
     let path = scratch("kept.safetensors");
     save_weights(&lstm(1, 4), &path).unwrap();
     let before = fs::read(&path).unwrap();
-    // Saving into a directory that does not exist fails before touching anything.
-    let bad = scratch("no-such-dir").join("w.safetensors");
-    assert!(save_weights(&lstm(2, 4), &bad).is_err());
-    assert_eq!(fs::read(&path).unwrap(), before);
-    let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap())
+    let child = std::process::Command::new("sh")
+        .args(["-c", "trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\""])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "a_failed_save_leaves_the_previous_file_intact"])
+        .args(["--test-threads=1", "--nocapture"])
+        .env(SAVE_INTO, &path)
+        .output()
+        .unwrap();
+    let output = String::from_utf8_lossy(&child.stdout) + String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "the save under ulimit:\n{output}");
+    assert!(
+        output.contains("1 passed"),
+        "the child ran no test:\n{output}"
+    );
+    assert!(
+        fs::read(&path).unwrap() == before,
+        "the earlier file changed"
+    );
+    let dir: Vec<_> = fs::read_dir(path.parent().unwrap())
         .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .map(|e| e.unwrap().file_name())
         .collect();
-    assert!(leftovers.is_empty(), "no temporary files are left behind");
+    assert_eq!(dir, ["kept.safetensors"], "only the earlier file is left");
 }

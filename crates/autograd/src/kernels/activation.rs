@@ -5,7 +5,10 @@
 //! exact one lies within 1e-12 of a rounding tie (the tests check 1 ulp of the f64 functions): as
 //! exact as libm's f32 functions and PyTorch's vectorised ones (both ≤ 1 ulp), and branch-free,
 //! so a loop runs four f64 lanes at once. Slices run through a copy of the loop compiled for AVX2
-//! and FMA when the CPU has them.
+//! and FMA when the CPU has them and `REWIND_SIMD` allows them.
+
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::{simd, Simd};
 
 /// The element-wise functions with a vectorised f32 kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +82,7 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 pub(crate) fn map(f: Unary, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     #[cfg(target_arch = "x86_64")]
-    if has_avx2() {
+    if simd() >= Simd::Avx2 {
         // SAFETY: the CPU has the features the copy was compiled for.
         return unsafe { map_avx2(f, x, out) };
     }
@@ -102,14 +105,8 @@ fn map_plain(f: Unary, x: &[f32], out: &mut [f32]) {
     }
 }
 
-/// True when the CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx2() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
 /// Defines a kernel `fn name<F: Float>(…)` together with a copy of its body compiled for AVX2 and
-/// FMA, which it runs when the CPU has them, so that its loops vectorise with the wider
+/// FMA, which it runs when [`simd`] allows them, so that its loops vectorise with the wider
 /// registers. (A closure handed to a function with those features is not reliably inlined into
 /// it, and then runs without them.)
 macro_rules! avx2_copy {
@@ -127,7 +124,7 @@ macro_rules! avx2_copy {
                 imp($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::activation::has_avx2() {
+            if $crate::kernels::simd() >= $crate::kernels::Simd::Avx2 {
                 // SAFETY: the CPU has the features the copy was compiled for.
                 return unsafe { avx2($($arg),*) };
             }
@@ -140,6 +137,7 @@ pub(crate) use avx2_copy;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::{for_each_simd, Simd};
 
     /// Distance in units in the last place between two finite f32 of the same sign.
     fn ulps(a: f32, b: f32) -> u32 {
@@ -185,19 +183,26 @@ mod tests {
         assert_eq!([sigmoid(-200.0), sigmoid(200.0)], [0.0, 1.0]);
     }
 
+    /// On each path the CPU allows, a slice's values are bit for bit the scalar functions'.
     #[test]
     fn slices_equal_the_scalar_functions() {
         let x: Vec<f32> = sweep().take(10_007).collect();
         let mut out = vec![0.0; x.len()];
-        for (f, scalar) in [
-            (Unary::Exp, exp as fn(f32) -> f32),
-            (Unary::Tanh, tanh),
-            (Unary::Sigmoid, sigmoid),
-        ] {
-            map(f, &x, &mut out);
-            for (&o, &v) in out.iter().zip(&x) {
-                assert_eq!(o.to_bits(), scalar(v).to_bits(), "{f:?}({v:e})");
-            }
-        }
+        for_each_simd(
+            "slices_equal_the_scalar_functions",
+            &[Simd::Avx2, Simd::Scalar],
+            |s| {
+                for (f, scalar) in [
+                    (Unary::Exp, exp as fn(f32) -> f32),
+                    (Unary::Tanh, tanh),
+                    (Unary::Sigmoid, sigmoid),
+                ] {
+                    map(f, &x, &mut out);
+                    for (&o, &v) in out.iter().zip(&x) {
+                        assert_eq!(o.to_bits(), scalar(v).to_bits(), "{f:?}({v:e}) on {s:?}");
+                    }
+                }
+            },
+        );
     }
 }

@@ -243,3 +243,141 @@ avx2_copy! {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::{for_each_simd, Simd};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Batch and hidden size: 19 leaves a ragged tail after every vector width.
+    const B: usize = 3;
+    const H: usize = 19;
+
+    /// One LSTM step's and one GRU step's inputs, and the gradients the backward kernels add to.
+    struct Inputs<F> {
+        gates: Vec<F>,
+        c: Vec<F>,
+        g: Vec<F>,
+        d_gates: Vec<F>,
+        d_c_next: Vec<F>,
+        d_c: Vec<F>,
+        xp: Vec<F>,
+        hp: Vec<F>,
+        h: Vec<F>,
+        d_hp: Vec<F>,
+        d_h: Vec<F>,
+    }
+
+    fn inputs<F: Float>() -> Inputs<F> {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut rand = |len: usize| -> Vec<F> {
+            (0..len)
+                .map(|_| F::from_f64(rng.random_range(-3.0..3.0)))
+                .collect()
+        };
+        Inputs {
+            gates: rand(B * 4 * H),
+            c: rand(B * H),
+            g: rand(B * H),
+            d_gates: rand(B * 4 * H),
+            d_c_next: rand(B * H),
+            d_c: rand(B * H),
+            xp: rand(B * 3 * H),
+            hp: rand(B * 3 * H),
+            h: rand(B * H),
+            d_hp: rand(B * 3 * H),
+            d_h: rand(B * H),
+        }
+    }
+
+    /// Every output of every kernel, forward and backward: LSTM acts, c', tanh c', h', ∂gates,
+    /// ∂c', ∂c, then GRU acts, h', ∂xp, ∂hp, ∂h.
+    fn every_output<F: Float>(x: &Inputs<F>) -> Vec<Vec<F>> {
+        let (mut acts, mut c_next) = (zeroed(B * 4 * H), zeroed(B * H));
+        lstm_cell(H, &x.gates, &x.c, &mut acts, &mut c_next);
+        let (mut tanh_c, mut h_next) = (zeroed(B * H), zeroed(B * H));
+        lstm_hidden(H, &acts, &c_next, &mut tanh_c, &mut h_next);
+        let (mut d_gates, mut d_c_next, mut d_c) =
+            (x.d_gates.clone(), x.d_c_next.clone(), x.d_c.clone());
+        lstm_hidden_dgates(H, &x.g, &acts, &tanh_c, &mut d_gates);
+        lstm_hidden_dc(H, &x.g, &acts, &tanh_c, &mut d_c_next);
+        lstm_cell_dgates(H, &x.g, &acts, &x.c, &mut d_gates);
+        lstm_cell_dc(H, &x.g, &acts, &mut d_c);
+
+        let (mut gru_acts, mut gru_h_next) = (zeroed(B * 3 * H), zeroed(B * H));
+        gru_cell(H, &x.xp, &x.hp, &x.h, &mut gru_acts, &mut gru_h_next);
+        let dxp = gru_dxp(H, &x.g, &gru_acts, &x.hp, &x.h);
+        let (mut d_hp, mut d_h) = (x.d_hp.clone(), x.d_h.clone());
+        gru_dhp(H, &dxp, &gru_acts, &mut d_hp);
+        gru_dh(H, &x.g, &gru_acts, &mut d_h);
+
+        let lstm = [acts, c_next, tanh_c, h_next, d_gates, d_c_next, d_c];
+        let gru = [gru_acts, gru_h_next, dxp, d_hp, d_h];
+        lstm.into_iter().chain(gru).collect()
+    }
+
+    /// c', h' of the LSTM and h' of the GRU against their equations, evaluated in f64.
+    fn check_forward<F: Float>(x: &Inputs<F>, out: &[Vec<F>], tol: f64) {
+        let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let close = |got: F, want: f64, what: &str| {
+            assert!(
+                (got.to_f64() - want).abs() <= tol,
+                "{what}: {got} vs {want}"
+            );
+        };
+        for (b, j) in (0..B).flat_map(|b| (0..H).map(move |j| (b, j))) {
+            let gate = |q: usize| x.gates[b * 4 * H + q * H + j].to_f64();
+            let c_next =
+                sigmoid(gate(1)) * x.c[b * H + j].to_f64() + sigmoid(gate(0)) * gate(2).tanh();
+            close(out[1][b * H + j], c_next, "LSTM c'");
+            close(
+                out[3][b * H + j],
+                sigmoid(gate(3)) * c_next.tanh(),
+                "LSTM h'",
+            );
+
+            let xp = |q: usize| x.xp[b * 3 * H + q * H + j].to_f64();
+            let hp = |q: usize| x.hp[b * 3 * H + q * H + j].to_f64();
+            let (r, z) = (sigmoid(xp(0) + hp(0)), sigmoid(xp(1) + hp(1)));
+            let n = (xp(2) + r * hp(2)).tanh();
+            close(
+                out[8][b * H + j],
+                n + z * (x.h[b * H + j].to_f64() - n),
+                "GRU h'",
+            );
+        }
+    }
+
+    fn bits<F: Float>(v: &[F]) -> Vec<u64> {
+        v.iter().map(|x| x.to_f64().to_bits()).collect()
+    }
+
+    /// Each path the CPU allows computes, bit for bit, what the scalar path computes, in f32 and
+    /// f64; the scalar path's forward values follow the equations.
+    #[test]
+    fn every_path_of_the_cell_kernels_equals_the_scalar_path() {
+        let (x32, x64) = (inputs::<f32>(), inputs::<f64>());
+        let mut runs = Vec::new();
+        for_each_simd(
+            "every_path_of_the_cell_kernels_equals_the_scalar_path",
+            &[Simd::Avx2, Simd::Scalar],
+            |s| {
+                runs.push((s, every_output(&x32), every_output(&x64)));
+            },
+        );
+        let (scalar, out32, out64) = runs.pop().expect("the scalar path always runs");
+        assert_eq!(scalar, Simd::Scalar);
+        check_forward(&x32, &out32, 1e-6);
+        check_forward(&x64, &out64, 1e-14);
+        for (s, got32, got64) in &runs {
+            for (k, (got, want)) in got32.iter().zip(&out32).enumerate() {
+                assert_eq!(bits(got), bits(want), "f32 output {k} on {s:?}");
+            }
+            for (k, (got, want)) in got64.iter().zip(&out64).enumerate() {
+                assert_eq!(bits(got), bits(want), "f64 output {k} on {s:?}");
+            }
+        }
+    }
+}

@@ -9,8 +9,7 @@
 
 use crate::float::Float;
 use crate::kernels::matmul::View;
-use crate::kernels::pool;
-use crate::kernels::zeroed;
+use crate::kernels::{pool, simd, zeroed, Simd};
 
 /// Columns per panel: two 16-lane vectors.
 const NR: usize = 32;
@@ -30,11 +29,21 @@ pub(crate) struct Packed<F> {
 
 impl<F: Float> Packed<F> {
     /// Packs the matrix `b` lies in as `vb`.
+    #[track_caller]
     pub(crate) fn new(b: &[F], vb: View) -> Self {
+        assert_fits("B", vb, b.len());
         let (k, n) = (vb.rows, vb.cols);
-        let mut data = zeroed(n.div_ceil(NR) * k * NR);
-        for (j, panel) in data.chunks_exact_mut(k * NR).enumerate() {
+        let panels = n.div_ceil(NR);
+        let per_panel = k.checked_mul(NR);
+        let len = per_panel.and_then(|p| p.checked_mul(panels));
+        let (Some(per_panel), Some(len)) = (per_panel, len) else {
+            panic!("packed matmul: B [{k}, {n}] packs into more than usize::MAX elements");
+        };
+        let mut data = zeroed(len);
+        for j in 0..panels {
+            let panel = &mut data[j * per_panel..][..per_panel];
             let cols = NR.min(n - j * NR);
+            // In bounds and without overflow: every (p, column) lies inside the checked view.
             let at = |p: usize, c: usize| b[p * vb.rs + (j * NR + c) * vb.cs];
             // Read along whichever axis of B is contiguous.
             if vb.cs == 1 {
@@ -54,24 +63,80 @@ impl<F: Float> Packed<F> {
     }
 }
 
-/// True when this CPU runs the packed kernel (f32 with AVX-512).
-pub(crate) fn available<F: Float>() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
-        return std::arch::is_x86_feature_detected!("avx512f");
+/// Panics, naming the operand, its shape and strides, unless the matrix `v` describes lies
+/// inside a slice of `len` elements. Every offset the kernels compute is at most the last
+/// element's, so once this holds none of them wraps.
+#[track_caller]
+fn assert_fits(operand: &str, v: View, len: usize) {
+    let View {
+        rows, cols, rs, cs, ..
+    } = v;
+    let described =
+        || format!("packed matmul: {operand} [{rows}, {cols}] with strides ({rs}, {cs})");
+    if rows == 0 || cols == 0 {
+        return;
     }
-    false
+    let last = (rows - 1)
+        .checked_mul(rs)
+        .zip((cols - 1).checked_mul(cs))
+        .and_then(|(r, c)| r.checked_add(c));
+    let Some(need) = last.and_then(|l| l.checked_add(1)) else {
+        panic!("{} addresses elements past usize::MAX", described());
+    };
+    assert!(
+        need <= len,
+        "{} needs {need} elements, its buffer holds {len}",
+        described()
+    );
+}
+
+/// True when the packed kernel runs here: f32, on a CPU with AVX-512 that `REWIND_SIMD` does not
+/// cap below it. Otherwise the general GEMM takes these products.
+pub(crate) fn available<F: Float>() -> bool {
+    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && simd() >= Simd::Avx512
 }
 
 /// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
 /// beta is 0 or 1. The caller checked [`available`].
+#[track_caller]
 pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: View, beta: F) {
-    assert!(available::<F>() && va.rows <= MAX_ROWS && vc.cs == 1);
-    assert!(va.cols == b.k && vc.rows == va.rows && vc.cols == b.n);
-    va.assert_fits(1, a.len());
-    vc.assert_fits(1, c.len());
-    let panels = b.n.div_ceil(NR);
-    let flops = 2 * va.rows * b.k * b.n;
+    let (m, k, n) = (va.rows, b.k, b.n);
+    assert!(
+        va.cols == k && vc.rows == m && vc.cols == n,
+        "packed matmul: A [{m}, {}] · B [{k}, {n}] does not give C [{}, {}]",
+        va.cols,
+        vc.rows,
+        vc.cols
+    );
+    assert!(
+        m <= MAX_ROWS,
+        "packed matmul: A [{m}, {k}] has more than {MAX_ROWS} rows"
+    );
+    assert!(
+        vc.cs == 1,
+        "packed matmul: C [{m}, {n}] must be row-major (column stride 1), not of column stride {}",
+        vc.cs
+    );
+    assert!(
+        beta == F::ZERO || beta == F::ONE,
+        "packed matmul: beta must be 0 or 1, not {beta}"
+    );
+    assert_fits("A", va, a.len());
+    assert_fits("C", vc, c.len());
+    assert!(
+        available::<F>(),
+        "packed matmul: the packed kernel is not available here (f32 with AVX-512 only)"
+    );
+    if k == 0 {
+        // An empty sum: C ← beta·C.
+        if beta == F::ZERO {
+            (0..m).for_each(|i| c[i * vc.rs..][..n].fill(F::ZERO));
+        }
+        return;
+    }
+    let panels = n.div_ceil(NR);
+    // Only compared with a threshold, so saturating is exact enough.
+    let flops = 2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n);
     let parts = if flops >= super::matmul::PARALLEL_FLOPS && panels >= 2 {
         pool::threads()
     } else {
@@ -82,8 +147,8 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     let share = |t: usize| {
         let (lo, hi) = ((t * per).min(panels), ((t + 1) * per).min(panels));
         for j in lo..hi {
-            // SAFETY: the views were checked to fit their slices; panel j writes only columns
-            // [j·NR, j·NR + NR) of C, disjoint between threads; F is f32 (checked above).
+            // SAFETY: the views were checked to fit their slices, with k > 0; panel j writes only
+            // columns [j·NR, j·NR + NR) of C, disjoint between threads; F is f32 (checked above).
             unsafe { panel(a, va, b, j, c_ptr, vc, beta == F::ONE) }
         }
     };
@@ -97,7 +162,8 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
 /// Columns [j·NR, j·NR + NR) of C, every row, `MR` rows at a time.
 ///
 /// # Safety
-/// As in [`gemm`]: valid views, F = f32, AVX-512 present, no other thread on these columns.
+/// As in [`gemm`]: views checked by [`assert_fits`], k > 0, j < the number of panels, F = f32,
+/// AVX-512 present, no other thread on these columns.
 unsafe fn panel<F: Float>(
     a: &[F],
     va: View,
@@ -118,7 +184,7 @@ unsafe fn panel<F: Float>(
         let accumulate = accumulate || k0 > 0;
         for i in (0..m).step_by(MR) {
             // SAFETY: row block i..i+rows, steps k0..k0+kc and columns j·NR..+cols lie inside the
-            // checked views.
+            // checked views, so each offset is at most a view's last element's and cannot wrap.
             unsafe {
                 let ai = a.add(i * va.rs + k0 * va.cs);
                 let (bk, ci) = (bp.add(k0 * NR), c.add(i * vc.rs + j * NR));
@@ -189,7 +255,13 @@ unsafe fn kernel<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate):
     let masks = [mask(0), mask(1)];
     for (r, acc) in acc.iter().enumerate() {
         for (h, (&v, &m)) in acc.iter().zip(&masks).enumerate() {
-            // SAFETY: masked lanes are neither read nor written.
+            // With 16 columns or fewer the second half's address may lie past C's end: not
+            // even formed, let alone used.
+            if m == 0 {
+                continue;
+            }
+            // SAFETY: lane 0 is column 16h < cols of row r, inside C; masked lanes are neither
+            // read nor written.
             unsafe {
                 let dst = c.add(r * rsc + 16 * h);
                 let v = if accumulate {
@@ -211,19 +283,29 @@ unsafe fn kernel<const R: usize>(_: Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::{for_each_simd, matmul};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    /// The packed kernel against a plain triple loop in f64, over ragged rows and columns, both
-    /// layouts of A and B, beta 0 and 1, and products large enough to be split across threads.
-    #[test]
-    fn packed_gemm_equals_the_definition() {
-        if !available::<f32>() {
-            return;
-        }
+    /// One product's operands and the definition's C in f64.
+    struct Case {
+        label: String,
+        a: Vec<f32>,
+        va: View,
+        b: Vec<f32>,
+        vb: View,
+        c0: Vec<f32>,
+        vc: View,
+        beta: f32,
+        want: Vec<f64>,
+    }
+
+    fn cases() -> Vec<Case> {
         let mut rng = StdRng::seed_from_u64(3);
+        let mut cases = Vec::new();
         for (m, k, n) in [
             (1, 1, 1),
+            (3, 0, 5),
             (7, 5, 33),
             (8, 16, 32),
             (13, 40, 70),
@@ -237,25 +319,108 @@ mod tests {
                 };
                 let (a, b, c0) = (rand(m * k), rand(k * n), rand(m * n));
                 let (va, vb, vc) = (View::of(sa, ta), View::of(sb, tb), View::of(&[m, n], false));
-                let mut c = c0.clone();
-                gemm(&a, va, &Packed::new(&b, vb), &mut c, vc, beta);
-                for i in 0..m {
-                    for j in 0..n {
-                        let want = (0..k)
+                let want = (0..m * n)
+                    .map(|e| {
+                        let (i, j) = (e / n, e % n);
+                        (0..k)
                             .map(|p| {
-                                let x = a[i * va.rs + p * va.cs] as f64;
-                                x * b[p * vb.rs + j * vb.cs] as f64
+                                a[i * va.rs + p * va.cs] as f64 * b[p * vb.rs + j * vb.cs] as f64
                             })
                             .sum::<f64>()
-                            + beta as f64 * c0[i * n + j] as f64;
-                        let got = c[i * n + j] as f64;
+                            + beta as f64 * c0[e] as f64
+                    })
+                    .collect();
+                let label = format!("{m}×{k}×{n} (ta {ta}, tb {tb}, beta {beta})");
+                cases.push(Case {
+                    label,
+                    a,
+                    va,
+                    b,
+                    vb,
+                    c0,
+                    vc,
+                    beta,
+                    want,
+                });
+            }
+        }
+        cases
+    }
+
+    /// A parameter's product with few rows, as the engine runs it on each path this CPU allows:
+    /// the packed kernel with AVX-512, otherwise the general GEMM. Against the definition in f64,
+    /// over ragged rows and columns, an empty inner dimension, both layouts of A and B, beta 0
+    /// and 1, and products large enough to be split across threads.
+    #[test]
+    fn packed_gemm_and_its_fallback_equal_the_definition() {
+        let cases = cases();
+        for_each_simd(
+            "packed_gemm_and_its_fallback_equal_the_definition",
+            &Simd::ALL,
+            |s| {
+                assert_eq!(available::<f32>(), s == Simd::Avx512, "{s:?}");
+                assert!(!available::<f64>());
+                for case in &cases {
+                    let mut c = case.c0.clone();
+                    if available::<f32>() {
+                        let b = Packed::new(&case.b, case.vb);
+                        gemm(&case.a, case.va, &b, &mut c, case.vc, case.beta);
+                    } else {
+                        let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
+                        matmul::gemm(1, a, b, (&mut c, case.vc), case.beta);
+                    }
+                    let k = case.va.cols as f64;
+                    for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
                         assert!(
-                            (got - want).abs() < 1e-5 * (1.0 + k as f64).sqrt(),
-                            "{m}×{k}×{n} ({ta}, {tb}, {beta}) at ({i}, {j}): {got} vs {want}"
+                            (got as f64 - want).abs() < 1e-5 * (1.0 + k).sqrt(),
+                            "{} on {s:?}, element {e}: {got} vs {want}",
+                            case.label
                         );
                     }
                 }
-            }
-        }
+            },
+        );
+    }
+
+    /// A's strides put its last element past usize: a panic that names the op and the operand,
+    /// not a wrapped offset.
+    #[test]
+    #[should_panic(expected = "packed matmul: A [3, 2] with strides (")]
+    fn an_a_whose_offsets_overflow_panics_naming_it() {
+        let mut va = View::of(&[3, 2], false);
+        va.rs = usize::MAX / 2 + 1;
+        let b = Packed::new(&[0.0f32; 2 * 4], View::of(&[2, 4], false));
+        gemm(
+            &[0.0; 6],
+            va,
+            &b,
+            &mut [0.0; 12],
+            View::of(&[3, 4], false),
+            0.0,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "packed matmul: C [3, 4] with strides (4, 1) needs 12 elements")]
+    fn a_c_past_its_buffer_panics_naming_it() {
+        let b = Packed::new(&[0.0f32; 2 * 4], View::of(&[2, 4], false));
+        gemm(
+            &[0.0; 6],
+            View::of(&[3, 2], false),
+            &b,
+            &mut [0.0; 11],
+            View::of(&[3, 4], false),
+            0.0,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "packed matmul: B [")]
+    fn a_weight_too_large_to_pack_panics_naming_it() {
+        // One row of 96 columns read again for every row: three panels of usize::MAX / 64 rows.
+        let mut vb = View::of(&[1, 96], false);
+        vb.rows = usize::MAX / 64;
+        vb.rs = 0;
+        Packed::new(&[0.0f32; 96], vb);
     }
 }

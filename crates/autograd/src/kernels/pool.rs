@@ -10,7 +10,7 @@
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, TryLockError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
@@ -51,8 +51,14 @@ pub(crate) fn run(share: Share<'_>) {
     let parts = threads();
     let pool = pool();
     let workers = pool.workers();
+    // The mutex guards no data, only the right to post a job. A share's panic re-raised below
+    // poisons it, yet leaves nothing half-done (every share had finished), so poisoning is
+    // ignored: otherwise every later job would find the pool "busy" and run on one thread.
     let busy = match pool.busy.try_lock() {
         Ok(guard) if workers.len() + 1 == parts => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) if workers.len() + 1 == parts => {
+            Some(poisoned.into_inner())
+        }
         _ => None,
     };
     let Some(_busy) = busy else {
@@ -141,43 +147,79 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+    use std::thread::ThreadId;
 
-    /// Every share of every job runs exactly once, with jobs posted from several threads at once
-    /// (those that find the pool busy run their shares themselves).
+    /// The thread each share of one job ran on.
+    fn threads_of_one_job() -> Vec<ThreadId> {
+        let ran: Vec<Mutex<Option<ThreadId>>> = (0..threads()).map(|_| Mutex::new(None)).collect();
+        run(&|p| {
+            let previous = ran[p].lock().unwrap().replace(thread::current().id());
+            assert!(previous.is_none(), "share {p} ran twice");
+        });
+        ran.into_iter()
+            .map(|r| r.into_inner().unwrap().expect("every share runs"))
+            .collect()
+    }
+
+    /// True once a job runs each share on a thread of its own. Another test's job may hold the
+    /// pool for a while, and a job that finds it busy runs every share on its caller's thread, so
+    /// this tries for up to two seconds.
+    fn a_job_spreads_across_threads() -> bool {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(2) {
+            let distinct: HashSet<ThreadId> = threads_of_one_job().into_iter().collect();
+            if distinct.len() == threads() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
+    /// Every share of every job runs exactly once, with jobs posted from several threads at once:
+    /// a job that gets the pool runs share 0 on its caller and each other share on a worker of its
+    /// own, one that finds it busy runs all its shares on its caller.
     #[test]
     fn every_share_runs_once_under_concurrent_jobs() {
         let parts = threads();
-        let callers: Vec<_> = (0..4)
-            .map(|_| {
-                thread::spawn(move || {
+        let spread = AtomicUsize::new(0);
+        thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    let me = thread::current().id();
                     for _ in 0..500 {
-                        let runs: Vec<AtomicUsize> =
-                            (0..parts).map(|_| AtomicUsize::new(0)).collect();
-                        run(&|p| {
-                            runs[p].fetch_add(1, Ordering::Relaxed);
-                        });
-                        assert!(runs.iter().all(|r| r.load(Ordering::Relaxed) == 1));
+                        let ran = threads_of_one_job();
+                        assert_eq!(ran[0], me, "share 0 runs on the caller");
+                        let on_workers = ran[1..].iter().all(|&t| t != me);
+                        let here = ran[1..].iter().all(|&t| t == me);
+                        assert!(on_workers || here, "a job is split whole or not at all");
+                        let distinct: HashSet<_> = ran.iter().collect();
+                        assert!(here || distinct.len() == parts, "one worker per share");
+                        if on_workers && parts > 1 {
+                            spread.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
-                })
-            })
-            .collect();
-        for c in callers {
-            c.join().expect("a caller thread failed");
-        }
+                });
+            }
+        });
+        assert!(
+            parts == 1 || spread.load(Ordering::Relaxed) > 0 || a_job_spreads_across_threads(),
+            "no job ran on the workers"
+        );
     }
 
     /// A share that panics, on the caller's thread or a worker's, makes `run` panic after every
-    /// share has finished, and the pool keeps working.
+    /// share has finished, and later jobs are still split across the threads.
     #[test]
     fn a_panicking_share_panics_the_caller_and_leaves_the_pool_usable() {
         for bad in 0..threads() {
             let caught = panic::catch_unwind(|| run(&|p| assert_ne!(p, bad, "share {p} fails")));
             assert!(caught.is_err());
-            let done = AtomicUsize::new(0);
-            run(&|_| {
-                done.fetch_add(1, Ordering::Relaxed);
-            });
-            assert_eq!(done.load(Ordering::Relaxed), threads());
+            assert!(
+                a_job_spreads_across_threads(),
+                "after share {bad} panicked, jobs run on one thread"
+            );
         }
     }
 }
