@@ -280,3 +280,19 @@ fn safetensors_file_declaring_a_huge_shape_is_an_error() {
          multiply past usize::MAX"
     );
 }
+
+/// An empty tensor prints as PyTorch prints it, `tensor([], size=(…))`, without walking its axes:
+/// one of them may be huge, and listing its 2³² indices would take 32 GiB.
+#[test]
+fn an_empty_tensor_with_a_huge_axis_prints_its_shape() {
+    assert_eq!(
+        Tensor::<f32>::zeros(&[BIG, 0]).to_string(),
+        "tensor([], size=(4294967296, 0))"
+    );
+    // torch.zeros(0), torch.zeros(2, 0, 3, dtype=torch.float64)
+    assert_eq!(Tensor::<f32>::zeros(&[0]).to_string(), "tensor([])");
+    assert_eq!(
+        Tensor::<f64>::zeros(&[2, 0, 3]).to_string(),
+        "tensor([], size=(2, 0, 3), dtype=torch.float64)"
+    );
+}

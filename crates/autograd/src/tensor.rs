@@ -230,21 +230,31 @@ const PRINT_LINE_WIDTH: usize = 80;
 
 impl<F: Float> fmt::Display for Tensor<F> {
     /// Prints as PyTorch does: `tensor([[1.0000, 2.5000], ...])`, integral values as `1.`,
-    /// scientific notation for very large or small magnitudes, `...` past 1000 elements.
+    /// scientific notation for very large or small magnitudes, `...` past 1000 elements, and an
+    /// empty tensor as `tensor([], size=(2, 0))` (the size left out for shape `[0]`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let summarize = self.numel() > PRINT_THRESHOLD;
-        let shown: Vec<F> = shown_values(self, summarize);
-        let style = NumberStyle::for_values(&shown);
-        let width = shown
-            .iter()
-            .map(|&x| style.format(x).len())
-            .max()
-            .unwrap_or(0);
         f.write_str("tensor(")?;
-        if self.ndim() == 0 {
-            f.write_str(&style.format(self.data[0]))?;
+        if self.numel() == 0 {
+            // No axis is walked: an empty tensor's other axes may be as long as 2⁶³.
+            f.write_str("[]")?;
+            if self.ndim() != 1 {
+                let dims: Vec<String> = self.shape.iter().map(usize::to_string).collect();
+                write!(f, ", size=({})", dims.join(", "))?;
+            }
         } else {
-            write_axis(f, self, 0, 0, summarize, &style, width)?;
+            let summarize = self.numel() > PRINT_THRESHOLD;
+            let shown: Vec<F> = shown_values(self, summarize);
+            let style = NumberStyle::for_values(&shown);
+            let width = shown
+                .iter()
+                .map(|&x| style.format(x).len())
+                .max()
+                .unwrap_or(0);
+            if self.ndim() == 0 {
+                f.write_str(&style.format(self.data[0]))?;
+            } else {
+                write_axis(f, self, 0, 0, summarize, &style, width)?;
+            }
         }
         if F::DTYPE != "float32" {
             write!(f, ", dtype=torch.{}", F::DTYPE)?;
