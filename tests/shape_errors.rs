@@ -78,6 +78,29 @@ fn misuse_panics_at_the_callers_line_with_op_and_shapes() {
     }
 }
 
+/// A shape too large for a `usize` is misuse too, and panics at the caller's line like the rest
+/// (tests/shape_overflow.rs has every case; these follow the panic through the check layer).
+#[test]
+#[cfg(target_pointer_width = "64")]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn overflowing_shapes_panic_at_the_callers_line() {
+    let tape = Tape::new();
+    let a = tape.constant(zeros(&[2, 3]));
+    let big = 1 << 32;
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { a.reshape(&[big, big]); }), line!(), "reshape: shape [4294967296, 4294967296] is too large: its dimensions multiply past usize::MAX"),
+        (Box::new(|| { a.narrow(1, usize::MAX, 2); }), line!(), "narrow: range 18446744073709551615..18446744073709551617 out of bounds along axis 1 of shape [2, 3]"),
+        (Box::new(|| { Tensor::<f32>::zeros(&[big, big]); }), line!(), "zeros: shape [4294967296, 4294967296] is too large: its dimensions multiply past usize::MAX"),
+        (Box::new(|| { Tensor::<f32>::zeros(&[0]).reshape(&[big, big]); }), line!(), "reshape: shape [4294967296, 4294967296] is too large: its dimensions multiply past usize::MAX"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, file, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert!(file.ends_with("shape_errors.rs"), "{expected}: panicked in {file}");
+        assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
+    }
+}
+
 #[test]
 fn matmul_names_batch_and_rank_errors() {
     let tape = Tape::new();

@@ -4,15 +4,43 @@
 //! Each function is `#[track_caller]`, as is every public op that calls it, so the panic location
 //! is the line of user code that misused the op.
 
-use crate::shape::{broadcast_shape, numel, Axis, Shape};
+use std::fmt;
+
+use crate::shape::{broadcast_shape, checked_numel, Axis, Shape};
+
+/// The element count of a shape a tensor is to be made with. A shape whose dimensions multiply
+/// past `usize::MAX` would wrap into a small count that the kernels then trust (see
+/// [`checked_numel`]), so it panics here instead.
+#[track_caller]
+pub(crate) fn numel(op: &str, shape: &[usize]) -> usize {
+    match checked_numel(shape) {
+        Some(n) => n,
+        None => {
+            panic!("{op}: shape {shape:?} is too large: its dimensions multiply past usize::MAX")
+        }
+    }
+}
+
+/// A shape an op computed from its operands, which must be able to be a tensor's too.
+#[track_caller]
+fn result_fits(op: &str, out: &[usize], operands: fmt::Arguments<'_>) {
+    if checked_numel(out).is_none() {
+        panic!(
+            "{op}: the result's shape {out:?} is too large (its dimensions multiply past \
+             usize::MAX): {operands}"
+        );
+    }
+}
 
 /// The broadcast shape of two operands of an element-wise op.
 #[track_caller]
 pub(crate) fn broadcast(op: &str, lhs: &[usize], rhs: &[usize]) -> Shape {
-    match broadcast_shape(lhs, rhs) {
-        Some(s) => s,
-        None => panic!("{op}: shapes cannot be broadcast together: lhs {lhs:?} vs rhs {rhs:?}"),
-    }
+    let Some(out) = broadcast_shape(lhs, rhs) else {
+        panic!("{op}: shapes cannot be broadcast together: lhs {lhs:?} vs rhs {rhs:?}");
+    };
+    // [2³², 1, 0] and [1, 2³², 0] are both valid; what they broadcast to is not.
+    result_fits(op, &out, format_args!("lhs {lhs:?} vs rhs {rhs:?}"));
+    out
 }
 
 /// An axis resolved against a shape.
@@ -45,12 +73,15 @@ pub(crate) fn matmul(lhs: &[usize], ta: bool, rhs: &[usize], tb: bool) -> Shape 
     if k1 != k2 {
         panic!("matmul: inner dimensions differ: lhs {l:?} vs rhs {r:?}");
     }
-    match (l.len(), r.len()) {
+    let out = match (l.len(), r.len()) {
         (2, 2) => Shape::from_slice(&[m, n]),
         (3, 3) if l[0] != r[0] => panic!("matmul: batch sizes differ: lhs {l:?} vs rhs {r:?}"),
         (3, _) => Shape::from_slice(&[l[0], m, n]),
         _ => Shape::from_slice(&[r[0], m, n]),
-    }
+    };
+    // With k = 0, [m, 0]·[0, n] holds no elements on either side, yet m·n can overflow.
+    result_fits("matmul", &out, format_args!("lhs {l:?} vs rhs {r:?}"));
+    out
 }
 
 /// A value that must broadcast to `out` without growing it (the addend of `addmm`).
@@ -64,7 +95,8 @@ pub(crate) fn broadcasts_to(op: &str, shape: &[usize], out: &[usize]) {
 /// Gates [B, n·H] of a recurrent cell and its state [B, H].
 #[track_caller]
 pub(crate) fn gates(op: &str, gates: &[usize], n: usize, state: &[usize]) {
-    if state.len() != 2 || gates.len() != 2 || gates != [state[0], n * state[1]] {
+    let width = state.get(1).and_then(|&h| h.checked_mul(n));
+    if state.len() != 2 || gates.len() != 2 || Some(gates[1]) != width || gates[0] != state[0] {
         panic!("{op}: expected gates [B, {n}·H] and a state [B, H]: gates {gates:?} vs state {state:?}");
     }
 }
@@ -80,12 +112,9 @@ pub(crate) fn same(op: &str, lhs: &[usize], rhs: &[usize]) {
 /// A new shape with as many elements as the old one.
 #[track_caller]
 pub(crate) fn reshape(from: &[usize], to: &[usize]) {
-    if numel(from) != numel(to) {
-        panic!(
-            "reshape: cannot view {from:?} ({} elements) as {to:?} ({} elements)",
-            numel(from),
-            numel(to)
-        );
+    let (n_to, n_from) = (numel("reshape", to), numel("reshape", from));
+    if n_from != n_to {
+        panic!("reshape: cannot view {from:?} ({n_from} elements) as {to:?} ({n_to} elements)");
     }
 }
 
@@ -108,10 +137,11 @@ pub(crate) fn permutation(shape: &[usize], perm: &[usize]) {
 /// A range `start..start + len` inside axis `axis` of `shape`.
 #[track_caller]
 pub(crate) fn narrow(shape: &[usize], axis: usize, start: usize, len: usize) {
-    if start + len > shape[axis] {
+    if start.checked_add(len).is_none_or(|end| end > shape[axis]) {
+        // In u128, so that an end past usize::MAX shows as asked rather than wrapped.
         panic!(
             "narrow: range {start}..{} out of bounds along axis {axis} of shape {shape:?}",
-            start + len
+            start as u128 + len as u128
         );
     }
 }
@@ -128,8 +158,18 @@ pub(crate) fn concat(shapes: &[&[usize]], axis: usize) -> Shape {
         if !agrees {
             panic!("concat: shapes differ outside axis {axis}: {first:?} vs {s:?}");
         }
-        out[axis] += s[axis];
+        out[axis] = match out[axis].checked_add(s[axis]) {
+            Some(n) => n,
+            None => {
+                panic!("concat: the sizes along axis {axis} add past usize::MAX: {out:?} and {s:?}")
+            }
+        };
     }
+    result_fits(
+        "concat",
+        &out,
+        format_args!("joining {} inputs along axis {axis}", shapes.len()),
+    );
     out
 }
 
@@ -145,6 +185,13 @@ pub(crate) fn rows(op: &str, shape: &[usize], indices: &[usize]) {
             shape[0]
         );
     }
+    let mut out = Shape::from_slice(shape);
+    out[0] = indices.len();
+    result_fits(
+        op,
+        &out,
+        format_args!("{} rows of shape {shape:?}", indices.len()),
+    );
 }
 
 /// Logits [N, C] against N integer targets, each a class in 0..C or the ignore index.
@@ -156,7 +203,7 @@ pub(crate) fn class_targets(op: &str, logits: &[usize], targets: &[i64], ignore_
             targets.len()
         );
     }
-    let classes = logits[1] as i64;
+    let classes = i64::try_from(logits[1]).unwrap_or(i64::MAX);
     if let Some((row, &t)) = targets
         .iter()
         .enumerate()

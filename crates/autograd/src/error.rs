@@ -14,6 +14,11 @@ pub enum TensorError {
         /// The number of elements supplied.
         found: usize,
     },
+    /// The shape's dimensions multiply past `usize::MAX`, so no tensor can have it.
+    TooLarge {
+        /// The requested shape.
+        shape: Vec<usize>,
+    },
 }
 
 impl fmt::Display for TensorError {
@@ -26,6 +31,10 @@ impl fmt::Display for TensorError {
             } => write!(
                 f,
                 "cannot build a tensor of shape {shape:?}: it holds {expected} elements but {found} were given"
+            ),
+            TensorError::TooLarge { shape } => write!(
+                f,
+                "cannot build a tensor of shape {shape:?}: its dimensions multiply past usize::MAX"
             ),
         }
     }

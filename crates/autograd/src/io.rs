@@ -192,6 +192,8 @@ pub fn load_tensors<F: Float>(path: &Path) -> Result<TensorFile<F>, IoError> {
                 })
             }
         };
+        // safetensors accepts a shape of 0 bytes whatever its other dimensions ([0, 2³², 2³²]);
+        // from_vec refuses one that no tensor can have, as a corrupt file.
         let tensor = Tensor::from_vec(data, view.shape()).map_err(|e| IoError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("tensor `{name}`: {e}"),

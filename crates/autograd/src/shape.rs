@@ -3,11 +3,33 @@
 use smallvec::SmallVec;
 
 /// The dimensions of a tensor, outermost first. Up to four dimensions live inline.
+///
+/// Every tensor's shape was checked when the tensor was made: its nonzero dimensions multiply to
+/// at most `usize::MAX`. So any product of its dimensions fits, and strides, counts and offsets
+/// inside one tensor are computed with plain arithmetic, which cannot wrap.
 pub type Shape = SmallVec<[usize; 4]>;
 
 /// Number of elements of a tensor with this shape (1 for a 0-d tensor).
+///
+/// Panics, rather than wrap, when no tensor can have the shape: when its nonzero dimensions
+/// multiply past `usize::MAX`.
+#[track_caller]
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    crate::check::numel("numel", shape)
+}
+
+/// Number of elements of a tensor with this shape, or `None` when no tensor can have it: when
+/// its nonzero dimensions multiply past `usize::MAX`.
+///
+/// A zero-sized axis makes the count 0 but does not excuse the others: a kernel that works along
+/// one axis multiplies the rest, so [0, 2³², 2³²] is refused as [2³², 2³²] is. That is what makes
+/// every product of a valid shape's dimensions fit.
+pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
+    let nonzero = shape
+        .iter()
+        .filter(|&&d| d != 0)
+        .try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    Some(if shape.contains(&0) { 0 } else { nonzero })
 }
 
 /// An axis argument: a `usize`, or a signed integer where -1 is the last axis, as in PyTorch.
@@ -62,7 +84,8 @@ fn dim_from_end(shape: &[usize], from_end: usize) -> usize {
 }
 
 /// Strides that read a tensor of shape `input` as if it had shape `out` (which it broadcasts
-/// to): contiguous strides, with 0 on every broadcast axis.
+/// to): contiguous strides, with 0 on every broadcast axis. (`step` is a product of `input`'s
+/// dimensions, a tensor's shape: it fits.)
 pub(crate) fn broadcast_strides(input: &[usize], out: &[usize]) -> Shape {
     let offset = out.len() - input.len();
     let mut strides: Shape = smallvec::smallvec![0; out.len()];
@@ -77,7 +100,8 @@ pub(crate) fn broadcast_strides(input: &[usize], out: &[usize]) -> Shape {
 }
 
 /// Splits a shape around `axis` into (outer, len, inner) element counts, so that element
-/// (o, j, i) sits at `(o * len + j) * inner + i`.
+/// (o, j, i) sits at `(o * len + j) * inner + i`. For a tensor's shape, every such position is
+/// below its element count and cannot wrap.
 pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usize) {
     (
         numel(&shape[..axis]),
@@ -88,6 +112,10 @@ pub(crate) fn split_at_axis(shape: &[usize], axis: usize) -> (usize, usize, usiz
 
 /// Calls `f(out_index, offsets)` for every element of `out`, in row-major order, where
 /// `offsets[k]` is that element's position in operand k read with `strides[k]`.
+///
+/// The offsets cannot wrap: with `out` non-empty, each operand is a non-empty tensor whose buffer
+/// holds at most `isize::MAX` elements, and an offset, even one axis past its end on the way to
+/// the next element, stays below twice that.
 pub(crate) fn for_each_broadcast<const N: usize>(
     out: &[usize],
     strides: [&[usize]; N],

@@ -6,11 +6,15 @@ use std::sync::Arc;
 use rand::Rng;
 use rand_distr::{Distribution, Normal, Uniform};
 
+use crate::check;
 use crate::error::TensorError;
 use crate::float::Float;
-use crate::shape::{numel, Shape};
+use crate::shape::{checked_numel, numel, Shape};
 
 /// An n-dimensional array of `F` (f32 by default), stored row-major and contiguous.
+///
+/// Its shape's dimensions multiply to a count that fits in a `usize`, even with a zero-sized
+/// axis among them: every constructor checks that, and every op checks the shape it makes.
 ///
 /// Cloning is cheap: the storage is shared and copied only when a clone is written to
 /// ([`data_mut`](Tensor::data_mut)). That is how a parameter enters a tape without a copy and is
@@ -23,7 +27,7 @@ pub struct Tensor<F: Float = f32> {
 
 impl<F: Float> Tensor<F> {
     fn from_parts(shape: Shape, data: Vec<F>) -> Self {
-        debug_assert_eq!(numel(&shape), data.len());
+        debug_assert_eq!(checked_numel(&shape), Some(data.len()));
         Tensor {
             shape,
             data: Arc::new(data),
@@ -31,21 +35,26 @@ impl<F: Float> Tensor<F> {
     }
 
     /// A tensor of the given shape filled with `value`.
+    ///
+    /// Panics when the shape's dimensions multiply past `usize::MAX`, as do all constructors.
+    #[track_caller]
     pub fn full(shape: &[usize], value: F) -> Self {
-        Self::from_parts(Shape::from_slice(shape), vec![value; numel(shape)])
+        let n = check::numel("full", shape);
+        Self::from_parts(Shape::from_slice(shape), vec![value; n])
     }
 
     /// A tensor of zeros.
+    #[track_caller]
     pub fn zeros(shape: &[usize]) -> Self {
-        Self::from_parts(
-            Shape::from_slice(shape),
-            crate::kernels::zeroed(numel(shape)),
-        )
+        let n = check::numel("zeros", shape);
+        Self::from_parts(Shape::from_slice(shape), crate::kernels::zeroed(n))
     }
 
     /// A tensor of ones.
+    #[track_caller]
     pub fn ones(shape: &[usize]) -> Self {
-        Self::full(shape, F::ONE)
+        let n = check::numel("ones", shape);
+        Self::from_parts(Shape::from_slice(shape), vec![F::ONE; n])
     }
 
     /// A 0-d tensor holding one value.
@@ -55,9 +64,14 @@ impl<F: Float> Tensor<F> {
 
     /// A tensor of the given shape over `data`, in row-major order.
     ///
-    /// Fails when `data` does not hold exactly as many elements as the shape.
+    /// Fails when `data` does not hold exactly as many elements as the shape, or when the shape's
+    /// dimensions multiply past `usize::MAX`.
     pub fn from_vec(data: Vec<F>, shape: &[usize]) -> Result<Self, TensorError> {
-        let expected = numel(shape);
+        let Some(expected) = checked_numel(shape) else {
+            return Err(TensorError::TooLarge {
+                shape: shape.to_vec(),
+            });
+        };
         if data.len() != expected {
             return Err(TensorError::LengthMismatch {
                 shape: shape.to_vec(),
@@ -68,33 +82,33 @@ impl<F: Float> Tensor<F> {
         Ok(Self::from_parts(Shape::from_slice(shape), data))
     }
 
-    /// The 1-d tensor `[0, 1, ..., n - 1]`.
+    /// The 1-d tensor `[0, 1, ..., n - 1]`. (A shape `[n]` always fits: nothing to check.)
     pub fn arange(n: usize) -> Self {
         Self::from_parts(Shape::from_slice(&[n]), (0..n).map(F::from_usize).collect())
     }
 
     /// Samples from U(low, high) drawn from `rng` (seed it for reproducible values).
+    #[track_caller]
     pub fn uniform<R: Rng + ?Sized>(shape: &[usize], low: F, high: F, rng: &mut R) -> Self {
+        let n = check::numel("uniform", shape);
         let (lo, hi) = (low.to_f64(), high.to_f64());
         assert!(lo <= hi, "uniform: low {lo} exceeds high {hi}");
         let data = if lo == hi {
-            vec![low; numel(shape)]
+            vec![low; n]
         } else {
             let dist = Uniform::new(lo, hi).expect("uniform: bounds are finite and ordered");
-            (0..numel(shape))
-                .map(|_| F::from_f64(dist.sample(rng)))
-                .collect()
+            (0..n).map(|_| F::from_f64(dist.sample(rng))).collect()
         };
         Self::from_parts(Shape::from_slice(shape), data)
     }
 
     /// Samples from N(mean, std²) drawn from `rng` (seed it for reproducible values).
+    #[track_caller]
     pub fn normal<R: Rng + ?Sized>(shape: &[usize], mean: F, std: F, rng: &mut R) -> Self {
+        let n = check::numel("normal", shape);
         let dist = Normal::new(mean.to_f64(), std.to_f64())
             .unwrap_or_else(|e| panic!("normal: invalid std {std}: {e}"));
-        let data = (0..numel(shape))
-            .map(|_| F::from_f64(dist.sample(rng)))
-            .collect();
+        let data = (0..n).map(|_| F::from_f64(dist.sample(rng))).collect();
         Self::from_parts(Shape::from_slice(shape), data)
     }
 
@@ -139,6 +153,7 @@ impl<F: Float> Tensor<F> {
                 self.shape
             );
         }
+        // Below the element count, which fits: this cannot wrap.
         let flat = index
             .iter()
             .zip(&self.shape)
@@ -215,21 +230,31 @@ const PRINT_LINE_WIDTH: usize = 80;
 
 impl<F: Float> fmt::Display for Tensor<F> {
     /// Prints as PyTorch does: `tensor([[1.0000, 2.5000], ...])`, integral values as `1.`,
-    /// scientific notation for very large or small magnitudes, `...` past 1000 elements.
+    /// scientific notation for very large or small magnitudes, `...` past 1000 elements, and an
+    /// empty tensor as `tensor([], size=(2, 0))` (the size left out for shape `[0]`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let summarize = self.numel() > PRINT_THRESHOLD;
-        let shown: Vec<F> = shown_values(self, summarize);
-        let style = NumberStyle::for_values(&shown);
-        let width = shown
-            .iter()
-            .map(|&x| style.format(x).len())
-            .max()
-            .unwrap_or(0);
         f.write_str("tensor(")?;
-        if self.ndim() == 0 {
-            f.write_str(&style.format(self.data[0]))?;
+        if self.numel() == 0 {
+            // No axis is walked: an empty tensor's other axes may be as long as 2⁶³.
+            f.write_str("[]")?;
+            if self.ndim() != 1 {
+                let dims: Vec<String> = self.shape.iter().map(usize::to_string).collect();
+                write!(f, ", size=({})", dims.join(", "))?;
+            }
         } else {
-            write_axis(f, self, 0, 0, summarize, &style, width)?;
+            let summarize = self.numel() > PRINT_THRESHOLD;
+            let shown: Vec<F> = shown_values(self, summarize);
+            let style = NumberStyle::for_values(&shown);
+            let width = shown
+                .iter()
+                .map(|&x| style.format(x).len())
+                .max()
+                .unwrap_or(0);
+            if self.ndim() == 0 {
+                f.write_str(&style.format(self.data[0]))?;
+            } else {
+                write_axis(f, self, 0, 0, summarize, &style, width)?;
+            }
         }
         if F::DTYPE != "float32" {
             write!(f, ", dtype=torch.{}", F::DTYPE)?;

@@ -183,6 +183,9 @@ fn lane_backward<F: Float>(
 }
 
 /// A range `start..start + len` along one axis of a larger tensor, as runs of contiguous memory.
+///
+/// check::narrow proved, without wrapping, that `start + len` is at most the axis's size, so
+/// every run's bounds are at most the larger tensor's element count and cannot wrap.
 pub(crate) struct Window {
     outer: usize,
     inner: usize,
@@ -237,7 +240,8 @@ fn copy_or_add<F: Float>(src: &[F], dst: &mut [F], accumulate: bool) {
     }
 }
 
-/// Strides that read a tensor of shape `shape` in the axis order `perm`.
+/// Strides that read a tensor of shape `shape` in the axis order `perm`. (`step` ends at the
+/// element count of a tensor's shape, which fits.)
 pub(crate) fn permuted_strides(shape: &[usize], perm: &[usize]) -> Shape {
     let mut strides: Shape = smallvec::smallvec![0; shape.len()];
     let mut step = 1;

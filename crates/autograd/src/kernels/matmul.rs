@@ -1,7 +1,9 @@
 //! Batched, strided GEMM: every matrix product in the engine, forward and backward, runs here.
 //!
 //! Operands are read through strides, so a transposed operand is never copied: transposing a
-//! view swaps its row and column strides.
+//! view swaps its row and column strides. Every raw pointer offset here is bounded by
+//! [`View::assert_fits`], whose arithmetic is checked: a view that reaches past `usize::MAX`
+//! panics instead of wrapping into one that seems to fit.
 
 use crate::float::Float;
 use crate::kernels::pool;
@@ -19,7 +21,7 @@ pub(crate) struct View {
 
 impl View {
     /// A row-major tensor of shape [r, c] or [batch, r, c], transposed in its last two axes when
-    /// `trans` is set.
+    /// `trans` is set. (r·c is a product of a tensor's dimensions: it fits.)
     pub(crate) fn of(shape: &[usize], trans: bool) -> Self {
         let (r, c) = (shape[shape.len() - 2], shape[shape.len() - 1]);
         let bs = if shape.len() == 3 { r * c } else { 0 };
@@ -48,26 +50,89 @@ impl View {
         }
     }
 
+    /// How many elements a slice needs to hold `batch` entries of this view: one past the last
+    /// element addressed, or `None` when that is past `usize::MAX`.
+    fn extent(&self, batch: usize) -> Option<usize> {
+        if batch == 0 || self.rows == 0 || self.cols == 0 {
+            return Some(0);
+        }
+        let last_entry = (batch - 1).checked_mul(self.bs)?;
+        let last_row = (self.rows - 1).checked_mul(self.rs)?;
+        let last_col = (self.cols - 1).checked_mul(self.cs)?;
+        last_entry
+            .checked_add(last_row)?
+            .checked_add(last_col)?
+            .checked_add(1)
+    }
+
+    /// Panics unless `batch` entries of this view lie inside a slice of `len` elements. Then any
+    /// offset `e·bs + i·rs + j·cs` with e < batch, i < rows, j < cols is below `len`, and so is
+    /// each of its terms. A stride of an axis longer than 1 is then below `len`, at most
+    /// `isize::MAX` for a slice, so its `as isize` is exact; one of an axis of size 1 is only
+    /// ever multiplied by 0.
     #[track_caller]
     pub(crate) fn assert_fits(&self, batch: usize, len: usize) {
-        let last = if self.rows == 0 || self.cols == 0 {
-            0
-        } else {
-            (batch - 1) * self.bs + (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
-        };
-        assert!(
-            last <= len,
-            "gemm view {self:?} x{batch} exceeds a buffer of {len}"
-        );
+        match self.extent(batch) {
+            Some(n) => assert!(
+                n <= len,
+                "gemm: view {self:?} x{batch} exceeds a buffer of {len}"
+            ),
+            None => panic!("gemm: view {self:?} x{batch} reaches past usize::MAX"),
+        }
     }
+
+    /// `batch` entries of this view read as one matrix, of batch·rows rows (`by_rows`) or
+    /// batch·cols columns, when each entry starts where the previous one's rows (columns) end;
+    /// `None` when they do not, or when that matrix would have more than `usize::MAX` of them.
+    fn stacked(self, batch: usize, by_rows: bool) -> Option<Self> {
+        let (n, stride) = if by_rows {
+            (self.rows, self.rs)
+        } else {
+            (self.cols, self.cs)
+        };
+        if Some(self.bs) != n.checked_mul(stride) {
+            return None;
+        }
+        let n = n.checked_mul(batch)?;
+        Some(if by_rows {
+            View { rows: n, ..self }
+        } else {
+            View { cols: n, ..self }
+        })
+    }
+}
+
+/// Batches that are rows of one larger matrix, as a single product: a shared B with A and C
+/// stacked by rows (an input projection over all time steps), or a shared C with A and B stacked
+/// along the inner dimension (that projection's weight gradient).
+fn fold_batches(batch: usize, va: View, vb: View, vc: View) -> Option<(View, View, View)> {
+    if batch <= 1 {
+        return None;
+    }
+    if vb.bs == 0 {
+        if let (Some(a), Some(c)) = (va.stacked(batch, true), vc.stacked(batch, true)) {
+            return Some((a, vb, c));
+        }
+    }
+    if vc.bs == 0 {
+        if let (Some(a), Some(b)) = (va.stacked(batch, false), vb.stacked(batch, true)) {
+            return Some((a, b, vc));
+        }
+    }
+    None
+}
+
+/// The flops of an m×k by k×n product, saturating: it only chooses a path, and must not wrap
+/// into a small count.
+pub(crate) fn flops(m: usize, k: usize, n: usize) -> usize {
+    m.saturating_mul(k).saturating_mul(n).saturating_mul(2)
 }
 
 /// `C_b ← A_b · B_b + beta · C_b` for each of `batch` entries. When C's batch stride is 0 the
 /// products of all entries are summed into one C (a weight gradient over a batch).
 ///
-/// Batches that are rows of one larger matrix are folded into a single GEMM call: a shared B with
-/// A and C stacked by rows (an input projection over all time steps), or a shared C with A and B
-/// stacked along the inner dimension (that projection's weight gradient).
+/// Batches that are rows of one larger matrix are folded into a single GEMM call
+/// ([`fold_batches`]).
 pub(crate) fn gemm<F: Float>(
     batch: usize,
     a: (&[F], View),
@@ -80,13 +145,8 @@ pub(crate) fn gemm<F: Float>(
     let (c, mut vc) = c;
     assert!(va.rows == vc.rows && vb.cols == vc.cols && va.cols == vb.rows);
     let mut batch = batch.max(1);
-    if batch > 1 && vb.bs == 0 && va.bs == va.rows * va.rs && vc.bs == vc.rows * vc.rs {
-        va.rows *= batch;
-        vc.rows *= batch;
-        batch = 1;
-    } else if batch > 1 && vc.bs == 0 && va.bs == va.cols * va.cs && vb.bs == vb.rows * vb.rs {
-        va.cols *= batch;
-        vb.rows *= batch;
+    if let Some(folded) = fold_batches(batch, va, vb, vc) {
+        (va, vb, vc) = folded;
         batch = 1;
     }
     va.assert_fits(batch, a.len());
@@ -96,7 +156,7 @@ pub(crate) fn gemm<F: Float>(
     if m == 0 || n == 0 {
         return;
     }
-    if batch == 1 && k > 0 && 2 * m * n * k >= PARALLEL_FLOPS {
+    if batch == 1 && k > 0 && flops(m, k, n) >= PARALLEL_FLOPS {
         return gemm_parallel(a, va, b, vb, c, vc, beta);
     }
     for e in 0..batch {
@@ -111,8 +171,10 @@ pub(crate) fn gemm<F: Float>(
             }
             continue;
         }
-        // SAFETY: assert_fits checked that every view, over every batch entry, stays inside its
-        // slice; C is a distinct `&mut` slice, so it aliases neither A nor B.
+        // SAFETY: assert_fits checked, without wrapping, that every view over every batch entry
+        // stays inside its slice, so each offset `e·bs` and every element the GEMM reads or
+        // writes from there is in bounds; C is a distinct `&mut` slice, so it aliases neither A
+        // nor B.
         unsafe {
             F::gemm(
                 m,
@@ -198,8 +260,9 @@ unsafe fn gemm_band<F: Float>(
     } else {
         (0, lo * vb.cs, lo * vc.cs)
     };
-    // SAFETY: the caller guarantees the band is valid and exclusive; offsets stay inside the
-    // views checked by the caller of gemm.
+    // SAFETY: the caller guarantees the band is valid and exclusive; lo < rows (or cols), so
+    // each offset is at most a term of the last element's offset, which the caller of gemm
+    // checked with assert_fits to lie inside its slice without wrapping.
     unsafe {
         F::gemm(
             m,
@@ -236,5 +299,42 @@ fn gemm_one<F: Float>(a: &[F], va: View, b: &[F], vb: View, c: &mut [F], vc: Vie
             0,
             vc.rows,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2³²: a view of [2³², 2³²] spans 2⁶⁴ elements, which wraps to 0 in a `usize`.
+    const BIG: usize = 1 << 32;
+
+    #[test]
+    #[should_panic(expected = "reaches past usize::MAX")]
+    fn a_view_whose_extent_wraps_does_not_fit_an_empty_buffer() {
+        View::of(&[BIG, BIG], false).assert_fits(1, 0);
+    }
+
+    #[test]
+    #[should_panic(expected = "reaches past usize::MAX")]
+    fn gemm_refuses_views_whose_extent_wraps() {
+        let v = View::of(&[BIG, BIG], false);
+        gemm::<f32>(1, (&[], v), (&[], v), (&mut [], v), 0.0);
+    }
+
+    /// A shared B with A and C stacked by rows is folded into one product of batch·m rows; that
+    /// product must not wrap to 0 rows and skip the check.
+    #[test]
+    #[should_panic(expected = "reaches past usize::MAX")]
+    fn folding_batches_into_rows_does_not_wrap() {
+        let stacked = View::of(&[BIG, BIG, 1], false);
+        let shared = View::of(&[1, 1], false);
+        gemm::<f32>(
+            BIG,
+            (&[], stacked),
+            (&[1.0], shared),
+            (&mut [], stacked),
+            0.0,
+        );
     }
 }
