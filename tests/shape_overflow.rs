@@ -296,3 +296,22 @@ fn an_empty_tensor_with_a_huge_axis_prints_its_shape() {
         "tensor([], size=(2, 0, 3), dtype=torch.float64)"
     );
 }
+
+#[test]
+fn a_parameter_with_an_empty_axis_gets_an_empty_gradient() {
+    // Per-step products stack their weight gradients by row width; a width of 0 must not divide.
+    use rewind::autograd::Param;
+    for shape in [[3, 0], [0, 3]] {
+        let w = Param::named("w", Tensor::<f64>::zeros(&shape));
+        let tape = Tape::new();
+        let x = tape.constant(Tensor::<f64>::ones(&[2, 3]));
+        let wv = tape.param(&w);
+        let y = if shape[0] == 3 {
+            x.matmul(wv)
+        } else {
+            x.matmul(wv.t())
+        };
+        let g = y.sum().backward();
+        assert_eq!(g[&w].shape(), &shape);
+    }
+}

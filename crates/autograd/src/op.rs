@@ -1034,6 +1034,11 @@ impl<'a, F: Float> GradSink<'a, F> {
             self.flush(w);
         }
         let (n, k) = self.stack_widths(w, tb);
+        if n == 0 || k == 0 {
+            // An empty weight: nothing to stack; its gradient is an empty tensor.
+            self.acc(w);
+            return;
+        }
         let rows = g.len() / n;
         // The stacks keep their capacity from flush to flush: no allocation after the first.
         let s = self.stacked.entry(w).or_insert_with(|| Stacked {

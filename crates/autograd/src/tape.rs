@@ -239,7 +239,11 @@ impl<F: Float> Tape<F> {
             };
             let outputs = std::mem::take(outputs);
             // The node's gradient is the outputs' gradients, flattened; it holds no value.
-            node.shape = Shape::from_slice(&[outputs.iter().map(Tensor::numel).sum()]);
+            let total = outputs
+                .iter()
+                .try_fold(0usize, |n, t| n.checked_add(t.numel()))
+                .expect("checkpoint: the outputs hold more than usize::MAX elements");
+            node.shape = Shape::from_slice(&[total]);
             (node.requires_grad, outputs)
         };
         let mut offset = 0;
