@@ -1,25 +1,31 @@
-//! rewind-optim against PyTorch: 20-step trajectories of every optimizer configuration, clipping
-//! and schedules, from the data `scripts/golden_optim.py` wrote (torch, float64). Each must match
-//! to 1e-6 relative.
+//! rewind-optim against PyTorch: 100-step trajectories of every optimizer configuration, clipping
+//! and schedules, from the data `scripts/golden_optim.py` wrote with torch's single-tensor
+//! (foreach=False) optimizers: tests/data/optim_golden.safetensors in float64 and
+//! tests/data/optim_golden_f32.safetensors in float32. Float64 runs must match torch's float64 to
+//! 1e-12 relative; float32 runs must match torch's own float32 results (not the exact values), so
+//! they also check that rewind rounds where torch does.
 
 use std::path::Path;
 
 use rewind::autograd::io::{load_tensors, TensorFile};
-use rewind::autograd::{Grads, Param, Tape, Tensor};
+use rewind::autograd::{Float, Grads, Param, Tape, Tensor};
 use rewind::optim::{
     clip_grad_norm, clip_grad_norm_finite, clip_grad_value, Adagrad, Adam, CosineAnnealingLr,
     ExponentialLr, LinearLr, LrSchedule, OptimState, Optimizer, ParamGroup, RmsProp, Scheduler,
     Sgd, StepLr, Warmup,
 };
 
-const STEPS: usize = 20;
+const STEPS: usize = 100;
+const SCHEDULE_STEPS: usize = 20;
+const GOLDEN_F64: &str = "tests/data/optim_golden.safetensors";
+const GOLDEN_F32: &str = "tests/data/optim_golden_f32.safetensors";
 
-fn golden() -> TensorFile<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/optim_golden.safetensors");
+fn golden<F: Float>(file: &str) -> TensorFile<F> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
     load_tensors(&path).expect("golden data from scripts/golden_optim.py")
 }
 
-fn tensor(g: &TensorFile<f64>, name: &str) -> Tensor<f64> {
+fn tensor<F: Float>(g: &TensorFile<F>, name: &str) -> Tensor<F> {
     g.tensors
         .get(name)
         .unwrap_or_else(|| panic!("golden data lacks {name}"))
@@ -27,13 +33,13 @@ fn tensor(g: &TensorFile<f64>, name: &str) -> Tensor<f64> {
 }
 
 /// Row `t` of a [T, ...] tensor.
-fn row(t: &Tensor<f64>, i: usize) -> Tensor<f64> {
+fn row<F: Float>(t: &Tensor<F>, i: usize) -> Tensor<F> {
     let inner: Vec<usize> = t.shape()[1..].to_vec();
     let n: usize = inner.iter().product();
     Tensor::from_vec(t.data()[i * n..(i + 1) * n].to_vec(), &inner).unwrap()
 }
 
-fn model(g: &TensorFile<f64>) -> Vec<Param<f64>> {
+fn model<F: Float>(g: &TensorFile<F>) -> Vec<Param<F>> {
     vec![
         Param::named("weight", tensor(g, "params.weight")),
         Param::named("bias", tensor(g, "params.bias")),
@@ -41,9 +47,9 @@ fn model(g: &TensorFile<f64>) -> Vec<Param<f64>> {
 }
 
 /// Gradients equal to the golden ones at step `t`: the gradient of Σ p ⊙ G with respect to p is G.
-fn grads_at(g: &TensorFile<f64>, model: &[Param<f64>], t: usize) -> Grads<f64> {
+fn grads_at<F: Float>(g: &TensorFile<F>, model: &[Param<F>], t: usize) -> Grads<F> {
     let tape = Tape::new();
-    let mut loss = tape.constant(Tensor::scalar(0.0));
+    let mut loss = tape.constant(Tensor::scalar(F::ZERO));
     for p in model {
         let gt = row(&tensor(g, &format!("grads.{}", p.name().unwrap())), t);
         loss = loss + (tape.param(p) * tape.constant(gt)).sum();
@@ -51,16 +57,17 @@ fn grads_at(g: &TensorFile<f64>, model: &[Param<f64>], t: usize) -> Grads<f64> {
     loss.backward()
 }
 
-fn max_rel_error(actual: &[f64], expected: &[f64]) -> f64 {
+fn max_rel_error<F: Float>(actual: &[F], expected: &[F]) -> f64 {
     assert_eq!(actual.len(), expected.len());
     actual
         .iter()
         .zip(expected)
-        .map(|(a, e)| (a - e).abs() / e.abs().max(1e-12))
+        .map(|(a, e)| (a.to_f64() - e.to_f64()).abs() / e.to_f64().abs().max(1e-12))
         .fold(0.0, f64::max)
 }
 
-fn configs() -> Vec<(&'static str, Box<dyn Optimizer<f64>>)> {
+/// The configurations of scripts/golden_optim.py's CONFIGS, by the same names.
+fn configs<F: Float>() -> Vec<(&'static str, Box<dyn Optimizer<F>>)> {
     vec![
         ("sgd", Box::new(Sgd::new(0.1))),
         ("sgd_momentum", Box::new(Sgd::new(0.1).momentum(0.9))),
@@ -76,7 +83,12 @@ fn configs() -> Vec<(&'static str, Box<dyn Optimizer<f64>>)> {
             "sgd_weight_decay",
             Box::new(Sgd::new(0.1).momentum(0.5).weight_decay(0.1)),
         ),
+        ("adam_defaults", Box::new(Adam::default())),
         ("adam", Box::new(Adam::new(0.01))),
+        (
+            "adam_beta2_0.9999",
+            Box::new(Adam::new(0.01).betas(0.9, 0.9999)),
+        ),
         (
             "adam_weight_decay",
             Box::new(Adam::new(0.01).weight_decay(0.1)),
@@ -85,6 +97,7 @@ fn configs() -> Vec<(&'static str, Box<dyn Optimizer<f64>>)> {
             "adam_amsgrad",
             Box::new(Adam::new(0.01).amsgrad(true).betas(0.8, 0.99).eps(1e-6)),
         ),
+        ("adamw_defaults", Box::new(Adam::adamw(1e-3))),
         ("adamw", Box::new(Adam::adamw(0.01))),
         (
             "adamw_amsgrad",
@@ -110,6 +123,10 @@ fn configs() -> Vec<(&'static str, Box<dyn Optimizer<f64>>)> {
         ),
         ("rmsprop", Box::new(RmsProp::new(0.01))),
         (
+            "rmsprop_alpha_0.999",
+            Box::new(RmsProp::new(0.01).alpha(0.999)),
+        ),
+        (
             "rmsprop_momentum",
             Box::new(RmsProp::new(0.01).momentum(0.9).weight_decay(0.1)),
         ),
@@ -124,36 +141,112 @@ fn configs() -> Vec<(&'static str, Box<dyn Optimizer<f64>>)> {
     ]
 }
 
-#[test]
-fn every_optimizer_matches_pytorch_for_twenty_steps() {
-    let g = golden();
-    let mut report = Vec::new();
-    for (name, mut opt) in configs() {
-        let mut m = model(&g);
-        let mut worst: f64 = 0.0;
-        for t in 0..STEPS {
-            let grads = grads_at(&g, &m, t);
-            opt.step(&mut m, &grads);
-            for p in &m {
-                let expected = row(&tensor(&g, &format!("{name}.{}", p.name().unwrap())), t);
-                worst = worst.max(max_rel_error(p.value().data(), expected.data()));
-            }
+/// How far a run is from torch's, over every parameter and step: the largest error of one
+/// element relative to that element (`elementwise`), and relative to the largest element of its
+/// tensor at that step (`normwise`, ‖a - e‖∞ / ‖e‖∞). The first blows up where a weight passes
+/// near zero; the second does not.
+#[derive(Clone, Copy, Debug, Default)]
+struct Distance {
+    elementwise: f64,
+    normwise: f64,
+}
+
+impl Distance {
+    fn of<F: Float>(actual: &[F], expected: &[F]) -> Self {
+        let largest = expected.iter().fold(0.0, |m, e| e.to_f64().abs().max(m));
+        let worst_abs = actual
+            .iter()
+            .zip(expected)
+            .fold(0.0, |m, (a, e)| (a.to_f64() - e.to_f64()).abs().max(m));
+        Distance {
+            elementwise: max_rel_error(actual, expected),
+            normwise: worst_abs / largest,
         }
-        report.push(format!("{name:<28} {worst:.2e}"));
-        assert!(
-            worst <= 1e-6,
-            "{name}: largest relative error {worst:e} exceeds 1e-6"
-        );
     }
+
+    fn max(self, other: Self) -> Self {
+        Distance {
+            elementwise: self.elementwise.max(other.elementwise),
+            normwise: self.normwise.max(other.normwise),
+        }
+    }
+}
+
+/// Runs every configuration for [`STEPS`] steps on the golden start and gradients of `file`, and
+/// returns, per configuration, its distance from torch's trajectory.
+fn trajectory_distances<F: Float>(file: &str) -> Vec<(&'static str, Distance)> {
+    let g = golden::<F>(file);
+    configs::<F>()
+        .into_iter()
+        .map(|(name, mut opt)| {
+            let mut m = model(&g);
+            let mut worst = Distance::default();
+            for t in 0..STEPS {
+                let grads = grads_at(&g, &m, t);
+                opt.step(&mut m, &grads);
+                for p in &m {
+                    let expected = row(&tensor(&g, &format!("{name}.{}", p.name().unwrap())), t);
+                    worst = worst.max(Distance::of(p.value().data(), expected.data()));
+                }
+            }
+            (name, worst)
+        })
+        .collect()
+}
+
+/// Prints every configuration's distance, then checks the chosen measure of each against
+/// `tolerance`.
+fn assert_within(
+    distances: &[(&str, Distance)],
+    dtype: &str,
+    measure: fn(&Distance) -> f64,
+    tolerance: f64,
+) {
+    let report: Vec<String> = distances
+        .iter()
+        .map(|(name, d)| format!("{name:<28} {:>9.2e} {:>9.2e}", d.elementwise, d.normwise))
+        .collect();
     println!(
-        "optimizer parity (largest relative error over 20 steps):\n{}",
+        "{dtype} optimizer parity over {STEPS} steps, largest relative error\n{:<28} {:>9} {:>9}\n{}",
+        "",
+        "element",
+        "normwise",
         report.join("\n")
     );
+    for (name, d) in distances {
+        let worst = measure(d);
+        assert!(
+            worst <= tolerance,
+            "{name} in {dtype}: relative error {worst:e} exceeds {tolerance:e}"
+        );
+    }
+}
+
+/// In f64 every element stays within 1e-12 of torch's, relative to itself (the runs agree to
+/// the last bit or two).
+#[test]
+fn every_optimizer_matches_pytorch_f64_for_a_hundred_steps() {
+    let distances = trajectory_distances::<f64>(GOLDEN_F64);
+    assert_within(&distances, "f64", |d| d.elementwise, 1e-12);
+}
+
+/// In f32, within 2e-7 of the largest weight of its tensor (‖a - e‖∞ / ‖e‖∞, a few ulps). The
+/// runs agree to the bit except where torch's f32 `sqrt` (not correctly rounded here: 0.56 ulp
+/// at worst, one result in about 150 an ulp low) differs from the correctly rounded one; measured
+/// element by element, that ulp reaches 1.3e-5 on a weight passing near zero.
+///
+/// Before each constant such as 1 - β2 was computed in f64 and rounded once (1 - β2 from an f32
+/// β2 = 0.999 is 1.3e-5 off), and before the multiply-adds were rounded once as torch's kernels
+/// round them, f32 runs were up to 1.3e-5 away by this measure (Adam at β2 = 0.9999).
+#[test]
+fn every_optimizer_matches_pytorch_f32_for_a_hundred_steps() {
+    let distances = trajectory_distances::<f32>(GOLDEN_F32);
+    assert_within(&distances, "f32", |d| d.normwise, 2e-7);
 }
 
 #[test]
 fn clipping_matches_pytorch() {
-    let g = golden();
+    let g = golden::<f64>(GOLDEN_F64);
     let m = model(&g);
     for (label, max_norm) in [("clip.norm_1", 1.0), ("clip.norm_100", 100.0)] {
         let mut grads = grads_at(&g, &m, 0);
@@ -195,10 +288,12 @@ fn clip_grad_norm_finite_refuses_a_diverged_step() {
 
 #[test]
 fn schedules_match_pytorch() {
-    let g = golden();
+    let g = golden::<f64>(GOLDEN_F64);
     let check = |name: &str, schedule: &dyn LrSchedule| {
         let want = tensor(&g, &format!("sched.{name}"));
-        let got: Vec<f64> = (0..=STEPS).map(|s| schedule.lr_at(0.1, s)).collect();
+        let got: Vec<f64> = (0..=SCHEDULE_STEPS)
+            .map(|s| schedule.lr_at(0.1, s))
+            .collect();
         for (s, (a, e)) in got.iter().zip(want.data()).enumerate() {
             assert!(
                 (a - e).abs() <= 1e-6 * e.abs() + 1e-12,
@@ -259,10 +354,10 @@ fn a_scheduler_drives_any_optimizer() {
 
 #[test]
 fn saving_at_step_ten_and_resuming_equals_an_uninterrupted_run() {
-    let g = golden();
+    let g = golden::<f64>(GOLDEN_F64);
     let dir = std::env::temp_dir().join(format!("rewind-optim-resume-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    for ((name, mut whole), (_, mut first_half)) in configs().into_iter().zip(configs()) {
+    for ((name, mut whole), (_, mut first_half)) in configs::<f64>().into_iter().zip(configs()) {
         let mut straight = model(&g);
         for t in 0..STEPS {
             let grads = grads_at(&g, &straight, t);
@@ -275,7 +370,10 @@ fn saving_at_step_ten_and_resuming_equals_an_uninterrupted_run() {
         }
         let file = dir.join(format!("{name}.safetensors"));
         first_half.state().save(&file).unwrap();
-        let (_, mut second_half) = configs().into_iter().find(|(n, _)| *n == name).unwrap();
+        let (_, mut second_half) = configs::<f64>()
+            .into_iter()
+            .find(|(n, _)| *n == name)
+            .unwrap();
         second_half.set_lr(123.0); // the saved state must restore it
         second_half
             .load_state(&OptimState::load(&file).unwrap())

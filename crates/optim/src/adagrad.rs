@@ -3,6 +3,7 @@
 use rewind_autograd::{Float, Grads};
 use rewind_nn::Module;
 
+use crate::fused::mul_add;
 use crate::optimizer::{
     shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
 };
@@ -16,6 +17,9 @@ use crate::optimizer::{
 /// sum ← sum + g²
 /// θ ← θ - clr · g / (√sum + eps)          (eps outside the root)
 /// ```
+///
+/// Each step rounds like torch's single-tensor loop (`foreach=False`): clr is computed in f64 and
+/// rounded to `F` once, and `g + λθ` and `sum + g²` are multiply-adds rounded once.
 #[derive(Debug)]
 pub struct Adagrad<F: Float = f32> {
     hyper: Hyper,
@@ -72,23 +76,19 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         let init = F::from_f64(self.initial_accumulator_value);
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
-            let wd = F::from_f64(wd);
             let state = self.buffers.get(&name);
             state.step += 1;
-            let clr = F::from_f64(lr / (1.0 + (state.step - 1) as f64 * self.lr_decay));
+            let k = AdagradStep {
+                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                clr: F::from_f64(lr / (1.0 + (state.step - 1) as f64 * self.lr_decay)),
+                eps,
+            };
             let [sum] = state.buffers([("sum", true)], param.value(), init);
-            let sum = sum.expect("wanted");
-            for (i, (x, &g)) in param
-                .value_mut()
-                .data_mut()
-                .iter_mut()
-                .zip(grad.data())
-                .enumerate()
-            {
-                let g = if wd != F::ZERO { g + wd * *x } else { g };
-                sum[i] += g * g;
-                *x -= clr * g / (sum[i].sqrt() + eps);
-            }
+            k.apply(
+                param.value_mut().data_mut(),
+                grad.data(),
+                sum.expect("wanted"),
+            );
         }
     }
 
@@ -107,5 +107,32 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
         let kind = KIND;
         self.buffers.restore(state, kind, &["sum"], &mut self.hyper)
+    }
+}
+
+/// One step's constants for one parameter, each rounded to `F` once.
+#[derive(Clone, Copy)]
+struct AdagradStep<F> {
+    l2: Option<F>,
+    clr: F,
+    eps: F,
+}
+
+impl<F: Float> AdagradStep<F> {
+    /// Updates θ and the sum of squares in place.
+    // Not inlined: as parameters of their own function the slices are known not to overlap, so
+    // the loop vectorises.
+    #[inline(never)]
+    fn apply(self, theta: &mut [F], grad: &[F], sum: &mut [F]) {
+        let n = theta.len();
+        let (grad, sum) = (&grad[..n], &mut sum[..n]);
+        for i in 0..n {
+            let g = match self.l2 {
+                Some(wd) => mul_add(theta[i], wd, grad[i]),
+                None => grad[i],
+            };
+            sum[i] = mul_add(g, g, sum[i]);
+            theta[i] -= self.clr * g / (sum[i].sqrt() + self.eps);
+        }
     }
 }

@@ -25,6 +25,7 @@
 mod adagrad;
 mod adam;
 mod clip;
+mod fused;
 mod optimizer;
 mod rmsprop;
 mod schedule;

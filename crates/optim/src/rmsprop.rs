@@ -4,6 +4,7 @@
 use rewind_autograd::{Float, Grads};
 use rewind_nn::Module;
 
+use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
     shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
 };
@@ -17,6 +18,11 @@ use crate::optimizer::{
 /// centered: ḡ ← ḡ + (1 - α)(g - ḡ);  d = √(v - ḡ²) + eps,   else d = √v + eps
 /// momentum μ: b ← μ·b + g/d;  θ ← θ - lr·b,                 else θ ← θ - lr·g/d
 /// ```
+///
+/// Each step rounds like torch's single-tensor loop (`foreach=False`): 1 - α is computed in f64
+/// and rounded to `F` once (rounding α = 0.999 to f32 before subtracting it from 1 would put
+/// 1 - α 1.3e-5 off), ḡ is updated with `torch.lerp`, and `g + λθ`, `α·v + (1 - α)·g·g`,
+/// `v - ḡ²` and `θ - lr·b` are multiply-adds rounded once.
 #[derive(Debug)]
 pub struct RmsProp<F: Float = f32> {
     hyper: Hyper,
@@ -77,14 +83,19 @@ impl<F: Float> RmsProp<F> {
 
 impl<F: Float> Optimizer<F> for RmsProp<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        let (alpha, eps, mu) = (
-            F::from_f64(self.alpha),
-            F::from_f64(self.eps),
-            F::from_f64(self.momentum),
-        );
+        let w = F::from_f64(1.0 - self.alpha);
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
-            let (lr, wd) = (F::from_f64(lr), F::from_f64(wd));
+            let k = RmsPropStep {
+                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                alpha: F::from_f64(self.alpha),
+                w,
+                towards_g: Lerp::new(w),
+                eps: F::from_f64(self.eps),
+                mu: F::from_f64(self.momentum),
+                lr: F::from_f64(lr),
+                neg_lr: F::from_f64(-lr),
+            };
             let state = self.buffers.get(&name);
             state.step += 1;
             let wanted = [
@@ -92,31 +103,18 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
                 ("grad_avg", self.centered),
                 ("momentum_buffer", self.momentum > 0.0),
             ];
-            let [v, mut g_avg, mut buf] = state.buffers(wanted, param.value(), F::ZERO);
-            let v = v.expect("wanted");
-            for (i, (x, &g)) in param
-                .value_mut()
-                .data_mut()
-                .iter_mut()
-                .zip(grad.data())
-                .enumerate()
-            {
-                let g = if wd != F::ZERO { g + wd * *x } else { g };
-                v[i] = v[i] * alpha + (F::ONE - alpha) * g * g;
-                let avg = match g_avg.as_deref_mut() {
-                    Some(ga) => {
-                        ga[i] += (F::ONE - alpha) * (g - ga[i]);
-                        (v[i] - ga[i] * ga[i]).sqrt()
-                    }
-                    None => v[i].sqrt(),
-                } + eps;
-                match buf.as_deref_mut() {
-                    Some(b) => {
-                        b[i] = b[i] * mu + g / avg;
-                        *x -= lr * b[i];
-                    }
-                    None => *x -= lr * g / avg,
-                }
+            let [v, g_avg, buf] = state.buffers(wanted, param.value(), F::ZERO);
+            let (theta, grad, v) = (
+                param.value_mut().data_mut(),
+                grad.data(),
+                v.expect("wanted"),
+            );
+            let (ga, b) = (g_avg.unwrap_or_default(), buf.unwrap_or_default());
+            match (self.centered, self.momentum > 0.0) {
+                (false, false) => k.apply::<false, false>(theta, grad, v, ga, b),
+                (true, false) => k.apply::<true, false>(theta, grad, v, ga, b),
+                (false, true) => k.apply::<false, true>(theta, grad, v, ga, b),
+                (true, true) => k.apply::<true, true>(theta, grad, v, ga, b),
             }
         }
     }
@@ -141,5 +139,61 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
             &["square_avg", "grad_avg", "momentum_buffer"],
             &mut self.hyper,
         )
+    }
+}
+
+/// One step's constants for one parameter, each rounded to `F` once.
+#[derive(Clone, Copy)]
+struct RmsPropStep<F> {
+    l2: Option<F>,
+    alpha: F,
+    /// 1 - α.
+    w: F,
+    /// ḡ's step towards g, by 1 - α.
+    towards_g: Lerp<F>,
+    eps: F,
+    mu: F,
+    lr: F,
+    neg_lr: F,
+}
+
+impl<F: Float> RmsPropStep<F> {
+    /// Updates θ, v, and with `CENTERED` ḡ (`g_avg`) and with `MOMENTUM` the buffer `buf` (each
+    /// empty without), in place.
+    // Not inlined, and one copy per variant: as parameters of their own function the slices are
+    // known not to overlap, and with no optional buffer in the loop it vectorises.
+    #[inline(never)]
+    fn apply<const CENTERED: bool, const MOMENTUM: bool>(
+        self,
+        theta: &mut [F],
+        grad: &[F],
+        v: &mut [F],
+        g_avg: &mut [F],
+        buf: &mut [F],
+    ) {
+        let n = theta.len();
+        let (grad, v) = (&grad[..n], &mut v[..n]);
+        let g_avg = if CENTERED { &mut g_avg[..n] } else { g_avg };
+        let buf = if MOMENTUM { &mut buf[..n] } else { buf };
+        for i in 0..n {
+            let g = match self.l2 {
+                Some(wd) => mul_add(theta[i], wd, grad[i]),
+                None => grad[i],
+            };
+            v[i] = mul_add(self.w * g, g, v[i] * self.alpha);
+            let root = if CENTERED {
+                g_avg[i] = self.towards_g.at(g_avg[i], g);
+                mul_add(-g_avg[i], g_avg[i], v[i]).sqrt()
+            } else {
+                v[i].sqrt()
+            };
+            let d = root + self.eps;
+            if MOMENTUM {
+                buf[i] = buf[i] * self.mu + g / d;
+                theta[i] = mul_add(buf[i], self.neg_lr, theta[i]);
+            } else {
+                theta[i] -= self.lr * g / d;
+            }
+        }
     }
 }

@@ -3,6 +3,7 @@
 use rewind_autograd::{Float, Grads};
 use rewind_nn::Module;
 
+use crate::fused::mul_add;
 use crate::optimizer::{
     shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
 };
@@ -15,6 +16,10 @@ use crate::optimizer::{
 /// g ← g + μb with nesterov, else b
 /// θ ← θ - lr·g
 /// ```
+///
+/// Each step rounds like torch's single-tensor loop (`foreach=False`): 1 - dampening and -lr are
+/// computed in f64 and rounded to `F` once, and every line above is one multiply-add rounded
+/// once (after μb is rounded).
 #[derive(Debug)]
 pub struct Sgd<F: Float = f32> {
     hyper: Hyper,
@@ -72,23 +77,25 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         );
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
-            let (lr, wd) = (F::from_f64(lr), F::from_f64(wd));
             let state = self.buffers.get(&name);
             state.step += 1;
-            let first = state.step == 1;
-            let [mut buf] = state.buffers(
+            let k = SgdStep {
+                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                neg_lr: F::from_f64(-lr),
+                mu,
+                damp,
+                first: state.step == 1,
+                nesterov: self.nesterov,
+            };
+            let [buf] = state.buffers(
                 [("momentum_buffer", self.momentum != 0.0)],
                 param.value(),
                 F::ZERO,
             );
-            let theta = param.value_mut().data_mut();
-            for (i, (t, &g)) in theta.iter_mut().zip(grad.data()).enumerate() {
-                let mut g = if wd != F::ZERO { g + wd * *t } else { g };
-                if let Some(b) = buf.as_deref_mut() {
-                    b[i] = if first { g } else { mu * b[i] + damp * g };
-                    g = if self.nesterov { g + mu * b[i] } else { b[i] };
-                }
-                *t -= lr * g;
+            let (theta, grad) = (param.value_mut().data_mut(), grad.data());
+            match buf {
+                Some(b) => k.apply::<true>(theta, grad, b),
+                None => k.apply::<false>(theta, grad, &mut []),
             }
         }
     }
@@ -109,5 +116,47 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         let kind = KIND;
         self.buffers
             .restore(state, kind, &["momentum_buffer"], &mut self.hyper)
+    }
+}
+
+/// One step's constants for one parameter, each rounded to `F` once.
+#[derive(Clone, Copy)]
+struct SgdStep<F> {
+    l2: Option<F>,
+    neg_lr: F,
+    mu: F,
+    /// 1 - dampening.
+    damp: F,
+    /// The momentum buffer starts as the first gradient.
+    first: bool,
+    nesterov: bool,
+}
+
+impl<F: Float> SgdStep<F> {
+    /// Updates θ, and with `MOMENTUM` the buffer `buf` (empty without), in place.
+    // Not inlined, and one copy per variant: as parameters of their own function the slices are
+    // known not to overlap, and with no optional buffer in the loop it vectorises.
+    #[inline(never)]
+    fn apply<const MOMENTUM: bool>(self, theta: &mut [F], grad: &[F], buf: &mut [F]) {
+        let n = theta.len();
+        let grad = &grad[..n];
+        let buf = if MOMENTUM { &mut buf[..n] } else { buf };
+        for i in 0..n {
+            let mut g = match self.l2 {
+                Some(wd) => mul_add(theta[i], wd, grad[i]),
+                None => grad[i],
+            };
+            if MOMENTUM {
+                // Both values, then a choice: with a branch here the loop does not vectorise.
+                let later = mul_add(g, self.damp, buf[i] * self.mu);
+                buf[i] = if self.first { g } else { later };
+                g = if self.nesterov {
+                    mul_add(buf[i], self.mu, g)
+                } else {
+                    buf[i]
+                };
+            }
+            theta[i] = mul_add(g, self.neg_lr, theta[i]);
+        }
     }
 }
