@@ -34,8 +34,10 @@ fn a_forward_value_that_turns_non_finite_names_the_op_its_shapes_and_line() {
     tape.detect_anomaly(true);
     let x = tape.var(t(&[1.0, 0.0, 2.0, 3.0], &[2, 2]));
     let y = x.exp();
-    let line = line!() + 1;
-    let message = panic_message(|| drop(y.ln() * x.ln()));
+    let message = panic_message(|| {
+        let _ = y.ln() * x.ln(); // the line named below
+    });
+    let line = line!() - 2;
     assert_mentions(
         &message,
         &[

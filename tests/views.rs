@@ -12,6 +12,9 @@ fn random(shape: &[usize], seed: u64) -> Tensor<f64> {
     Tensor::uniform(shape, -1.0, 1.0, &mut StdRng::seed_from_u64(seed))
 }
 
+/// A chain of views applied to a value.
+type View = fn(Var<'_, f64>) -> Var<'_, f64>;
+
 /// A copy of `v` recorded as an ordinary (materialised) node: `1·v + 0`.
 fn materialised<'t>(v: Var<'t, f64>) -> Var<'t, f64> {
     v.affine(1.0, 0.0)
@@ -44,7 +47,7 @@ fn a_transpose_of_a_transpose_is_the_value_for_every_reader() {
 #[test]
 fn chains_of_views_read_by_any_op_match_finite_differences() {
     let x = random(&[2, 3, 4], 2);
-    let chains: [(&str, fn(Var<'_, f64>) -> Var<'_, f64>); 6] = [
+    let chains: [(&str, View); 6] = [
         ("t().t()", |v| v.t().t()),
         ("transpose(1, 2).permute([2, 0, 1])", |v| {
             v.transpose(1, 2).permute(&[2, 0, 1])
@@ -60,7 +63,7 @@ fn chains_of_views_read_by_any_op_match_finite_differences() {
         let weights = random(&chain(Tape::new().constant(x.clone())).shape(), 3);
         let result = gradcheck(
             |tape, v| (chain(v[0]).tanh() * tape.constant(weights.clone())).sum(),
-            &[x.clone()],
+            std::slice::from_ref(&x),
         );
         assert!(result.is_ok(), "{name}: {}", result.unwrap_err());
     }
@@ -71,7 +74,7 @@ fn chains_of_views_read_by_any_op_match_finite_differences() {
 fn retained_matches_materialised(
     name: &str,
     x: &Tensor<f64>,
-    view: fn(Var<'_, f64>) -> Var<'_, f64>,
+    view: View,
     graph: for<'t> fn(&'t Tape<f64>, Var<'t, f64>) -> Var<'t, f64>,
 ) {
     let lazy = Tape::new();
