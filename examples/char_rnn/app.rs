@@ -1,7 +1,7 @@
 //! The example's program: command line in, exit code out. Tests drive it through [`run`].
 
 #[path = "checkpoint.rs"]
-mod checkpoint;
+pub mod checkpoint;
 #[path = "cli.rs"]
 pub mod cli;
 #[path = "data.rs"]
