@@ -3,6 +3,7 @@
 //! SIGHUP as on Ctrl-C, and reads a checkpoint as untrusted input; killed with SIGKILL at any
 //! moment, it leaves a checkpoint that loads and resumes; no truncation or flipped bit of a
 //! checkpoint makes the loader panic or pass damaged data.
+#![cfg(unix)]
 
 // The example's modules, compiled here as they are in the example; a test uses only part of them.
 #[allow(dead_code)]

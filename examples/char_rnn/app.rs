@@ -45,7 +45,7 @@ impl fmt::Display for Error {
 pub enum Outcome {
     /// Training stopped at its limit, at this step.
     Trained { step: usize, val_loss: f64 },
-    /// Ctrl-C: a checkpoint was saved at this step.
+    /// Ctrl-C, SIGTERM or SIGHUP: a checkpoint was saved at this step.
     Interrupted { step: usize },
     /// Text was sampled.
     Sampled(String),
