@@ -413,12 +413,12 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         position: meta.number("run.position")?,
         epoch: meta.number("run.epoch")?,
     };
-    let vocab: Vec<char> = meta.get("vocab")?.chars().collect();
+    let text = meta.get("vocab")?;
+    let vocab: Vec<char> = text.chars().collect();
     if vocab.is_empty() || vocab.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(
-            "`vocab` is not a text's characters: expected them sorted, each once, at least one"
-                .into(),
-        );
+        return Err(format!(
+            "`vocab` is {text:?}, expected a text's characters: sorted, each once, at least one"
+        ));
     }
     check_sizes(&hyper, vocab.len(), &file.tensors)?;
     for (name, t) in &file.tensors {
@@ -491,7 +491,7 @@ fn check_settings(h: &Hyper) -> Result<(), String> {
         (
             "dropout",
             (0.0..1.0).contains(&h.dropout),
-            h.dropout.to_string(),
+            format!("{:?}", h.dropout),
             "in [0, 1)",
         ),
         (
@@ -504,13 +504,13 @@ fn check_settings(h: &Hyper) -> Result<(), String> {
         (
             "lr",
             lr32 > 0.0 && lr32.is_finite(),
-            h.lr.to_string(),
+            format!("{:?}", h.lr),
             "a positive number within f32's range",
         ),
         (
             "clip",
             h.clip >= 0.0 && h.clip.is_finite(),
-            h.clip.to_string(),
+            format!("{:?}", h.clip),
             "0 (off) or a positive number",
         ),
     ];
@@ -528,7 +528,9 @@ fn check_settings(h: &Hyper) -> Result<(), String> {
 /// holds. The remaining weights' names and shapes are checked when they are loaded into a model.
 fn check_sizes(h: &Hyper, vocab: usize, tensors: &BTreeMap<String, Tensor>) -> Result<(), String> {
     let expect = |name: &str, shape: &[usize], because: &str| match tensors.get(name) {
-        None => Err(format!("`{name}` is missing ({because})")),
+        None => Err(format!(
+            "`{name}` is missing, but {because} call for it as {shape:?}"
+        )),
         Some(t) if t.shape() != shape => Err(format!(
             "`{name}` is {:?}, but {because} make it {shape:?}",
             t.shape()
