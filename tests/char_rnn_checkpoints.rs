@@ -27,8 +27,10 @@ use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
 use rewind::autograd::Tensor;
 use safetensors::SafeTensors;
 
-/// A directory of this test's own (tests run in parallel).
-fn scratch() -> PathBuf {
+/// A directory of this test's own (tests run in parallel), removed when the test passes.
+struct Scratch(PathBuf);
+
+fn scratch() -> Scratch {
     let test = std::thread::current()
         .name()
         .unwrap_or("main")
@@ -36,7 +38,23 @@ fn scratch() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("rewind-ckpt-{}-{test}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        // A failed test's files are kept, to look at.
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 fn tiny_text(dir: &Path) -> PathBuf {
@@ -230,7 +248,7 @@ fn concurrent_bare_runs_claim_distinct_default_names() {
     let held = Lock::claim(&dir.join("char_rnn-2.safetensors")).unwrap();
     let claims: Vec<_> = (0..6)
         .map(|_| {
-            let dir = dir.clone();
+            let dir = dir.to_path_buf();
             std::thread::spawn(move || Lock::claim_default(&dir).unwrap())
         })
         .collect();
@@ -270,7 +288,7 @@ fn the_temporary_file_is_never_a_planted_one_and_stale_ones_are_removed() {
     assert_eq!(fs::read_to_string(&victim).unwrap(), "not a checkpoint");
     assert!(fs::symlink_metadata(&ckpt).unwrap().file_type().is_file());
     assert_eq!(checkpoint::load(&ckpt).unwrap().progress.step, 3);
-    let left: Vec<String> = fs::read_dir(&dir)
+    let left: Vec<String> = fs::read_dir(&*dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".tmp-"))
@@ -292,7 +310,7 @@ fn an_unwritable_checkpoint_path_fails_before_training() {
     let mut paths = vec![
         dir.join("missing").join("c.safetensors"),
         dir.join("a-file").join("c.safetensors"),
-        dir.clone(),
+        dir.to_path_buf(),
     ];
     if !privileged {
         paths.push(read_only.join("c.safetensors"));
@@ -551,7 +569,7 @@ fn killed_at_twenty_random_moments_the_checkpoint_always_loads_and_resumes() {
         ]))
     .unwrap();
     assert!(matches!(resumed, Outcome::Trained { step, .. } if step == last_step + 2));
-    let left: Vec<String> = fs::read_dir(&dir)
+    let left: Vec<String> = fs::read_dir(&*dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".tmp-") || n.ends_with(".lock"))
@@ -576,6 +594,8 @@ fn every_truncation_and_a_thousand_bit_flips_are_clean_errors() {
     let data_start = ranges.iter().map(|(r, _)| r.start).min().unwrap();
     let damaged = dir.join("damaged.safetensors");
     let load = |bytes: &[u8], what: &str| -> String {
+        // A new file each time: ext4 flushes a file rewritten in place to disk on close.
+        let _ = fs::remove_file(&damaged);
         fs::write(&damaged, bytes).unwrap();
         match std::panic::catch_unwind(|| checkpoint::load(&damaged)) {
             Err(_) => panic!("{what}: the loader panicked"),
