@@ -29,13 +29,6 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     // Held until this function returns: no other run writes this path meanwhile.
     let _lock = checkpoint::Lock::claim(&c.checkpoint)?;
-    let resuming_here = c.resume.as_deref() == Some(c.checkpoint.as_path());
-    if c.checkpoint.exists() && !resuming_here && !c.overwrite {
-        return Err(Error::Checkpoint(format!(
-            "{} exists: pass --resume {0} to continue it, --overwrite to replace it, or another --checkpoint path",
-            c.checkpoint.display()
-        )));
-    }
     let corpus = Corpus::load(c.data.as_deref())?;
     let resumed = c.resume.as_deref().map(checkpoint::load).transpose()?;
     let hyper = match &resumed {
@@ -43,6 +36,13 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         None => c.hyper.clone(),
     };
     corpus.check_length(hyper.batch, hyper.seq_len)?;
+    let resuming_here = c.resume.as_deref() == Some(c.checkpoint.as_path());
+    if c.checkpoint.exists() && !resuming_here && !c.overwrite {
+        return Err(Error::Checkpoint(format!(
+            "{} exists: pass --resume {0} to continue it, --overwrite to replace it, or another --checkpoint path",
+            c.checkpoint.display()
+        )));
+    }
 
     let mut rng = StdRng::seed_from_u64(hyper.seed);
     let mut model = CharModel::new(&hyper, corpus.vocab.len(), &mut rng);
