@@ -1,7 +1,7 @@
 //! The example's program: command line in, exit code out. Tests drive it through [`run`].
 
 #[path = "checkpoint.rs"]
-mod checkpoint;
+pub mod checkpoint;
 #[path = "cli.rs"]
 pub mod cli;
 #[path = "data.rs"]
@@ -45,7 +45,7 @@ impl fmt::Display for Error {
 pub enum Outcome {
     /// Training stopped at its limit, at this step.
     Trained { step: usize, val_loss: f64 },
-    /// Ctrl-C: a checkpoint was saved at this step.
+    /// Ctrl-C, SIGTERM or SIGHUP: a checkpoint was saved at this step.
     Interrupted { step: usize },
     /// Text was sampled.
     Sampled(String),

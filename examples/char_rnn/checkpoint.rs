@@ -1,18 +1,25 @@
 //! One checkpoint file per run: the model's weights under PyTorch's names (`embed.weight`,
 //! `rnn.weight_ih_l0`, `head.weight`, ...), the optimizer's buffers (`optimizer.*`), the carried
-//! state (`carry.*`), and in the metadata the vocabulary, the hyperparameters and the progress.
-//! Written atomically: a temporary file, then a rename.
+//! state (`carry.*`), and in the metadata the vocabulary, the hyperparameters, the progress and
+//! checksums. A run holds its checkpoint path's [`Lock`] from start to end; it writes through a new
+//! temporary file and a rename; a file is read as untrusted input, every field checked.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
-use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
+use rewind::autograd::io::{
+    check_writable, load_tensors, remove_temporaries, save_tensors, TensorFile,
+};
 use rewind::autograd::Tensor;
 use rewind::nn::{state_dict, Carry, Module};
 use rewind::optim::OptimState;
 
-use super::cli::Hyper;
+use super::cli::{CellKind, Hyper, OptimKind};
 use super::Error;
 
 const FORMAT: &str = "rewind-char-rnn/1";
@@ -44,6 +51,163 @@ pub struct Saved {
     pub carry: Carry,
 }
 
+/// A run's hold on its checkpoint path, from its start to its end: an OS lock on
+/// `<checkpoint>.lock`, which holds the run's pid and start time. The OS releases it when the
+/// process ends, however it ends (kill -9 included), so a lock is never stale.
+#[derive(Debug)]
+pub struct Lock {
+    file: File,
+    path: PathBuf,
+}
+
+impl Lock {
+    /// Takes `checkpoint` for this run, or fails naming the run that has it. Holding it, removes
+    /// the temporary files a killed run left and checks that `checkpoint` can be written, so a
+    /// path that cannot be saved to fails now, not after training.
+    pub fn claim(checkpoint: &Path) -> Result<Lock, Error> {
+        match Lock::try_take(checkpoint)? {
+            Some(lock) => {
+                prepare(checkpoint)?;
+                Ok(lock)
+            }
+            None => Err(Error::Checkpoint(format!(
+                "{} is in use by another run ({}): wait for it to end, or pass another --checkpoint",
+                checkpoint.display(),
+                holder(&lock_path(checkpoint))
+            ))),
+        }
+    }
+
+    /// The first of `char_rnn.safetensors`, `char_rnn-2.safetensors`, ... in `dir` that no file
+    /// has and no run holds, claimed: two runs started together get two names.
+    // The example calls it once cli.rs leaves an unset --checkpoint to train::run (issue 12).
+    #[allow(dead_code)]
+    pub fn claim_default(dir: &Path) -> Result<(PathBuf, Lock), Error> {
+        let mut n = 1;
+        loop {
+            let name = match n {
+                1 => "char_rnn.safetensors".to_string(),
+                _ => format!("char_rnn-{n}.safetensors"),
+            };
+            let path = dir.join(name);
+            if let Some(lock) = Lock::try_take(&path)? {
+                if fs::symlink_metadata(&path).is_err() {
+                    prepare(&path)?;
+                    return Ok((path, lock));
+                }
+            }
+            n += 1;
+        }
+    }
+
+    /// The lock of `checkpoint`, or `None` if another run holds it.
+    fn try_take(checkpoint: &Path) -> Result<Option<Lock>, Error> {
+        let path = lock_path(checkpoint);
+        let failed = |e: std::io::Error| {
+            Error::Checkpoint(format!(
+                "cannot write the checkpoint {}: creating its lock file {} failed: {e}; {WRITABLE}",
+                checkpoint.display(),
+                path.display()
+            ))
+        };
+        // A lock file its holder removed between our open and our lock is no longer the path's:
+        // open the path again.
+        for _ in 0..100 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(failed)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::Error(e)) => return Err(failed(e)),
+            }
+            if still_at(&file, &path) {
+                sign(&mut file).map_err(failed)?;
+                return Ok(Some(Lock { file, path }));
+            }
+        }
+        Err(failed(std::io::Error::other(
+            "it was removed and recreated 100 times while we tried to lock it",
+        )))
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        // Removed while still locked: a run that opened the file meanwhile finds, once it has the
+        // lock, that the file is no longer at the path (`still_at`), and opens the path again.
+        if cfg!(unix) {
+            let _ = fs::remove_file(&self.path);
+        }
+        let _ = self.file.unlock();
+    }
+}
+
+/// Writes this process's pid and start time into a lock file it holds, for a run refused the path.
+fn sign(lock: &mut File) -> std::io::Result<()> {
+    lock.set_len(0)?;
+    writeln!(lock, "pid {}\nstarted {}", std::process::id(), unix_time())
+}
+
+fn unix_time() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn lock_path(checkpoint: &Path) -> PathBuf {
+    let mut name = checkpoint.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+/// True if `file` is still the file at `path`: its holder did not remove it while we waited.
+#[cfg(unix)]
+fn still_at(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Elsewhere a lock file is never removed, so it is always the path's.
+#[cfg(not(unix))]
+fn still_at(_: &File, _: &Path) -> bool {
+    true
+}
+
+/// "pid 4242, started 35 s ago", from a held lock file.
+fn holder(lock: &Path) -> String {
+    let text = fs::read_to_string(lock).unwrap_or_default();
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+    };
+    let Some(pid) = field("pid ") else {
+        return format!("its lock file {} does not say which", lock.display());
+    };
+    match field("started ").map(|s| unix_time().saturating_sub(s)) {
+        Some(s) if s < 120 => format!("pid {pid}, started {s} s ago"),
+        Some(s) if s < 7200 => format!("pid {pid}, started {} min ago", s / 60),
+        Some(s) => format!("pid {pid}, started {} h ago", s / 3600),
+        None => format!("pid {pid}"),
+    }
+}
+
+/// Under the lock: clears what a killed run left, and fails now if `checkpoint` cannot be saved.
+fn prepare(checkpoint: &Path) -> Result<(), Error> {
+    // Best effort: a leftover temporary wastes space but endangers nothing.
+    let _ = remove_temporaries(checkpoint);
+    check_writable(checkpoint).map_err(|e| Error::Checkpoint(format!("{e}; {WRITABLE}")))
+}
+
+const WRITABLE: &str = "--checkpoint must name a file in an existing, writable directory";
+
 /// Writes a checkpoint.
 pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
     let mut file = TensorFile::<f32> {
@@ -62,7 +226,7 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
     m.insert("vocab".into(), s.vocab.iter().collect());
     let h = s.hyper;
     for (k, v) in [
-        ("cell", name_of(h.cell)),
+        ("cell", name_of(&h.cell)),
         ("layers", h.layers.to_string()),
         ("hidden", h.hidden.to_string()),
         ("embed", h.embed.to_string()),
@@ -70,9 +234,9 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
         ("seq_len", h.seq_len.to_string()),
         ("batch", h.batch.to_string()),
         ("lr", h.lr.to_string()),
-        ("optim", name_of(h.optim)),
+        ("optim", name_of(&h.optim)),
         ("clip", h.clip.to_string()),
-        ("bptt", name_of(h.bptt)),
+        ("bptt", name_of(&h.bptt)),
         ("seed", h.seed.to_string()),
         ("step", s.progress.step.to_string()),
         ("position", s.progress.position.to_string()),
@@ -84,6 +248,7 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
     for (k, v) in &s.optimizer.scalars {
         m.insert(format!("optimizer.scalar.{k}"), v.to_string());
     }
+    seal(&mut file);
     save_tensors(path, &file)
         .map_err(|e| Error::Checkpoint(format!("cannot save the checkpoint: {e}")))
 }
@@ -104,110 +269,417 @@ pub struct SaveParts<'a> {
     pub carry: &'a Carry,
 }
 
-fn name_of<E: ValueEnum>(e: E) -> String {
+fn name_of<E: ValueEnum>(e: &E) -> String {
     e.to_possible_value()
         .expect("every variant has a name")
         .get_name()
         .to_string()
 }
 
-/// Reads a checkpoint written by [`save`].
+/// Adds the checksums [`verify`] checks: `checksum.tensor.<name>` for each tensor (its shape and
+/// its f32 bytes), and `checksum.metadata` for every other metadata entry.
+fn seal(file: &mut TensorFile) {
+    let sums: Vec<(String, String)> = file
+        .tensors
+        .iter()
+        .map(|(name, t)| (format!("checksum.tensor.{name}"), hex(tensor_checksum(t))))
+        .collect();
+    let metadata = hex(metadata_checksum(&file.metadata));
+    file.metadata.extend(sums);
+    file.metadata.insert("checksum.metadata".into(), metadata);
+}
+
+/// Checks the checksums [`seal`] wrote; `Ok(false)` if the file has none (it was written before
+/// they were added). The error names what is damaged.
+fn verify(file: &TensorFile) -> Result<bool, String> {
+    let mut keys = file
+        .metadata
+        .keys()
+        .filter_map(|k| k.strip_prefix("checksum."))
+        .peekable();
+    if keys.peek().is_none() {
+        return Ok(false);
+    }
+    for key in keys {
+        let known = key == "metadata"
+            || key
+                .strip_prefix("tensor.")
+                .is_some_and(|name| file.tensors.contains_key(name));
+        if !known {
+            return Err(format!("`checksum.{key}` belongs to no tensor of the file"));
+        }
+    }
+    let check = |key: &str, computed: u64, what: &str| match file.metadata.get(key) {
+        None => Err(format!("{what} has no checksum: `{key}` is missing")),
+        Some(stored) if *stored == hex(computed) => Ok(()),
+        Some(stored) => Err(format!(
+            "{what} fails its checksum (stored {stored}, computed {}): the file is damaged",
+            hex(computed)
+        )),
+    };
+    check(
+        "checksum.metadata",
+        metadata_checksum(&file.metadata),
+        "the metadata",
+    )?;
+    for (name, t) in &file.tensors {
+        check(
+            &format!("checksum.tensor.{name}"),
+            tensor_checksum(t),
+            &format!("tensor `{name}`"),
+        )?;
+    }
+    Ok(true)
+}
+
+fn tensor_checksum(t: &Tensor) -> u64 {
+    let mut h = FNV_OFFSET;
+    for &d in t.shape() {
+        h = fnv1a(h, &(d as u64).to_le_bytes());
+    }
+    for &x in t.data() {
+        h = fnv1a(h, &x.to_le_bytes());
+    }
+    h
+}
+
+/// Over every entry but the checksums, in key order; 0xff (never in UTF-8) ends each string.
+fn metadata_checksum(metadata: &BTreeMap<String, String>) -> u64 {
+    metadata
+        .iter()
+        .filter(|(k, _)| !k.starts_with("checksum."))
+        .fold(FNV_OFFSET, |h, (k, v)| {
+            let h = fnv1a(fnv1a(h, k.as_bytes()), &[0xff]);
+            fnv1a(fnv1a(h, v.as_bytes()), &[0xff])
+        })
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, 64-bit: each byte is xored in, then the state multiplied by an odd prime. Both steps
+/// are one-to-one, so any change to a single byte changes the result; it guards against damage,
+/// not against forgery.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(hash, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+fn hex(sum: u64) -> String {
+    format!("{sum:016x}")
+}
+
+/// Reads a checkpoint written by [`save`], trusting nothing in it: the checksums, then every
+/// setting by the rules of its flag, every size against the tensors that carry it (before
+/// anything of that size is allocated), every tensor's shape and finiteness, and the optimizer's
+/// state for every parameter. An error names the file and the field.
 pub fn load(path: &Path) -> Result<Saved, Error> {
     let file = load_tensors::<f32>(path).map_err(|e| Error::Checkpoint(e.to_string()))?;
-    let bad = |what: &str| {
-        Error::Checkpoint(format!(
-            "{} is not a char_rnn checkpoint: {what}",
+    let fail = |what: String| Error::Checkpoint(format!("{}: {what}", path.display()));
+    let format = file.metadata.get("format").map_or("none", String::as_str);
+    if format != FORMAT {
+        return Err(fail(format!(
+            "not a char_rnn checkpoint: `format` is {format:?}, expected {FORMAT:?}"
+        )));
+    }
+    if !verify(&file).map_err(fail)? {
+        eprintln!(
+            "char_rnn: note: {} has no checksums (it predates them): damage to it cannot be detected",
             path.display()
-        ))
-    };
-    if file.metadata.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bad("no `format` entry saying rewind-char-rnn/1"));
+        );
     }
-    let meta = |k: &str| {
-        file.metadata
-            .get(&format!("run.{k}"))
-            .ok_or_else(|| bad(&format!("`run.{k}` is missing")))
-    };
-    let number = |k: &str| -> Result<usize, Error> {
-        meta(k)?
-            .parse()
-            .map_err(|_| bad(&format!("`run.{k}` is not a number")))
-    };
-    let real = |k: &str| -> Result<f64, Error> {
-        meta(k)?
-            .parse()
-            .map_err(|_| bad(&format!("`run.{k}` is not a number")))
-    };
-    fn choice<E: ValueEnum>(v: &str) -> Option<E> {
-        E::from_str(v, false).ok()
-    }
+    read(file).map_err(fail)
+}
+
+fn read(file: TensorFile) -> Result<Saved, String> {
+    let meta = Meta(&file.metadata);
     let hyper = Hyper {
-        cell: choice(meta("cell")?).ok_or_else(|| bad("unknown cell"))?,
-        layers: number("layers")?,
-        hidden: number("hidden")?,
-        embed: number("embed")?,
-        dropout: real("dropout")?,
-        seq_len: number("seq_len")?,
-        batch: number("batch")?,
-        lr: real("lr")?,
-        optim: choice(meta("optim")?).ok_or_else(|| bad("unknown optimizer"))?,
-        clip: real("clip")?,
-        bptt: choice(meta("bptt")?).ok_or_else(|| bad("unknown bptt"))?,
-        seed: meta("seed")?
-            .parse()
-            .map_err(|_| bad("`run.seed` is not a number"))?,
+        cell: meta.choice("run.cell")?,
+        layers: meta.number("run.layers")?,
+        hidden: meta.number("run.hidden")?,
+        embed: meta.number("run.embed")?,
+        dropout: meta.number("run.dropout")?,
+        seq_len: meta.number("run.seq_len")?,
+        batch: meta.number("run.batch")?,
+        lr: meta.number("run.lr")?,
+        optim: meta.choice("run.optim")?,
+        clip: meta.number("run.clip")?,
+        bptt: meta.choice("run.bptt")?,
+        seed: meta.number("run.seed")?,
     };
+    check_settings(&hyper)?;
     let progress = Progress {
-        step: number("step")?,
-        position: number("position")?,
-        epoch: number("epoch")?,
+        step: meta.number("run.step")?,
+        position: meta.number("run.position")?,
+        epoch: meta.number("run.epoch")?,
     };
-    let vocab: Vec<char> = file
-        .metadata
-        .get("vocab")
-        .ok_or_else(|| bad("no vocabulary"))?
-        .chars()
-        .collect();
-    let mut optimizer = OptimState {
-        kind: file
-            .metadata
-            .get("optimizer.kind")
-            .cloned()
-            .ok_or_else(|| bad("no optimizer kind"))?,
-        scalars: BTreeMap::new(),
-        tensors: BTreeMap::new(),
-    };
-    for (k, v) in &file.metadata {
-        if let Some(name) = k.strip_prefix("optimizer.scalar.") {
-            let value = v
-                .parse()
-                .map_err(|_| bad(&format!("`{k}` is not a number")))?;
-            optimizer.scalars.insert(name.to_string(), value);
+    let text = meta.get("vocab")?;
+    let vocab: Vec<char> = text.chars().collect();
+    if vocab.is_empty() || vocab.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!(
+            "`vocab` is {text:?}, expected a text's characters: sorted, each once, at least one"
+        ));
+    }
+    check_sizes(&hyper, vocab.len(), &file.tensors)?;
+    for (name, t) in &file.tensors {
+        if let Some(i) = t.data().iter().position(|x| !x.is_finite()) {
+            return Err(format!(
+                "`{name}` holds {} at index {i}: expected finite numbers",
+                t.data()[i]
+            ));
         }
     }
+    let mut tensors = file.tensors;
+    let carry = Carry {
+        h: tensors
+            .remove("carry.h")
+            .expect("check_sizes found `carry.h`"),
+        c: tensors.remove("carry.c"),
+    };
     let mut weights = BTreeMap::new();
-    let mut carry_h = None;
-    let mut carry_c = None;
-    for (name, t) in file.tensors {
-        if let Some(rest) = name.strip_prefix("optimizer.") {
-            optimizer.tensors.insert(rest.to_string(), t);
-        } else if name == "carry.h" {
-            carry_h = Some(t);
-        } else if name == "carry.c" {
-            carry_c = Some(t);
-        } else {
-            weights.insert(name, t);
-        }
+    let mut buffers = BTreeMap::new();
+    for (name, t) in tensors {
+        match name.strip_prefix("optimizer.") {
+            Some(buffer) => buffers.insert(buffer.to_string(), t),
+            None => weights.insert(name, t),
+        };
     }
+    let optimizer = read_optimizer(&meta, &hyper, progress.step, &weights, buffers)?;
     Ok(Saved {
         hyper,
         vocab,
         progress,
         weights,
         optimizer,
-        carry: Carry {
-            h: carry_h.ok_or_else(|| bad("no carried state"))?,
-            c: carry_c,
-        },
+        carry,
+    })
+}
+
+/// The metadata, read entry by entry; an error names the entry and what it should be.
+struct Meta<'a>(&'a BTreeMap<String, String>);
+
+impl Meta<'_> {
+    fn get(&self, key: &str) -> Result<&str, String> {
+        self.0
+            .get(key)
+            .map(String::as_str)
+            .ok_or_else(|| format!("`{key}` is missing"))
+    }
+
+    fn number<T: FromStr>(&self, key: &str) -> Result<T, String> {
+        let v = self.get(key)?;
+        v.parse()
+            .map_err(|_| format!("`{key}` is {v:?}, expected a number"))
+    }
+
+    fn choice<E: ValueEnum>(&self, key: &str) -> Result<E, String> {
+        let v = self.get(key)?;
+        E::from_str(v, false).map_err(|_| {
+            let names: Vec<String> = E::value_variants().iter().map(name_of).collect();
+            format!("`{key}` is {v:?}, expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// The training flags' rules, applied to the settings of a file, in the type each is used in:
+/// the learning rate reaches the optimizers as an f32.
+fn check_settings(h: &Hyper) -> Result<(), String> {
+    let lr32 = h.lr as f32;
+    let rules = [
+        ("layers", h.layers >= 1, h.layers.to_string(), "at least 1"),
+        ("hidden", h.hidden >= 1, h.hidden.to_string(), "at least 1"),
+        (
+            "dropout",
+            (0.0..1.0).contains(&h.dropout),
+            format!("{:?}", h.dropout),
+            "in [0, 1)",
+        ),
+        (
+            "seq_len",
+            h.seq_len >= 2,
+            h.seq_len.to_string(),
+            "at least 2",
+        ),
+        ("batch", h.batch >= 1, h.batch.to_string(), "at least 1"),
+        (
+            "lr",
+            lr32 > 0.0 && lr32.is_finite(),
+            format!("{:?}", h.lr),
+            "a positive number within f32's range",
+        ),
+        (
+            "clip",
+            h.clip >= 0.0 && h.clip.is_finite(),
+            format!("{:?}", h.clip),
+            "0 (off) or a positive number",
+        ),
+    ];
+    match rules.into_iter().find(|(_, ok, _, _)| !ok) {
+        Some((key, _, found, expected)) => Err(format!(
+            "`run.{key}` is {found}, expected {expected} (the rule of --{})",
+            key.replace('_', "-")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Each size of the settings against the tensors that carry it, before a model of that size is
+/// built: a forged `run.hidden` or `run.layers` cannot make a loader allocate more than the file
+/// holds. The remaining weights' names and shapes are checked when they are loaded into a model.
+fn check_sizes(h: &Hyper, vocab: usize, tensors: &BTreeMap<String, Tensor>) -> Result<(), String> {
+    let expect = |name: &str, shape: &[usize], because: &str| match tensors.get(name) {
+        None => Err(format!(
+            "`{name}` is missing, but {because} call for it as {shape:?}"
+        )),
+        Some(t) if t.shape() != shape => Err(format!(
+            "`{name}` is {:?}, but {because} make it {shape:?}",
+            t.shape()
+        )),
+        Some(_) => Ok(()),
+    };
+    let absent = |name: &str, because: &str| {
+        if tensors.contains_key(name) {
+            Err(format!("`{name}` is present, but {because}"))
+        } else {
+            Ok(())
+        }
+    };
+    let (v, hidden, layers) = (vocab, h.hidden, h.layers);
+    expect(
+        "head.weight",
+        &[v, hidden],
+        &format!("`vocab` ({v} characters) and `run.hidden` ({hidden})"),
+    )?;
+    match h.embed {
+        0 => absent("embed.weight", "`run.embed` is 0 (one-hot input)")?,
+        e => expect(
+            "embed.weight",
+            &[v, e],
+            &format!("`vocab` ({v} characters) and `run.embed` ({e})"),
+        )?,
+    }
+    let gates = match h.cell {
+        CellKind::Rnn => 1,
+        CellKind::Gru => 3,
+        CellKind::Lstm => 4,
+    };
+    let cell = name_of(&h.cell);
+    expect(
+        &format!("rnn.weight_hh_l{}", layers - 1),
+        &[gates * hidden, hidden],
+        &format!("`run.cell` ({cell}, {gates} gates), `run.layers` ({layers}) and `run.hidden` ({hidden})"),
+    )?;
+    absent(
+        &format!("rnn.weight_hh_l{layers}"),
+        &format!("`run.layers` is {layers}"),
+    )?;
+    let state = [layers, h.batch, hidden];
+    let because = format!(
+        "`run.layers` ({layers}), `run.batch` ({}) and `run.hidden` ({hidden})",
+        h.batch
+    );
+    expect("carry.h", &state, &because)?;
+    match h.cell {
+        CellKind::Lstm => expect("carry.c", &state, &because),
+        _ => absent(
+            "carry.c",
+            &format!("`run.cell` is {cell}, which carries no cell state"),
+        ),
+    }
+}
+
+/// The optimizer's state, checked against the model's weights: the kind of `run.optim`, finite
+/// numbers, each buffer shaped as its parameter, and after the first step every parameter's step
+/// count and buffers (a missing one would silently restart that parameter's statistics).
+fn read_optimizer(
+    meta: &Meta<'_>,
+    h: &Hyper,
+    step: usize,
+    weights: &BTreeMap<String, Tensor>,
+    buffers: BTreeMap<String, Tensor>,
+) -> Result<OptimState, String> {
+    let kind = meta.get("optimizer.kind")?;
+    let expected = name_of(&h.optim);
+    if kind != expected {
+        return Err(format!(
+            "`optimizer.kind` is {kind:?}, but `run.optim` is {expected}"
+        ));
+    }
+    let wanted: &[&str] = match h.optim {
+        OptimKind::Adam => &["exp_avg", "exp_avg_sq"],
+        OptimKind::Sgd => &[],
+        OptimKind::Adagrad => &["sum"],
+        OptimKind::Rmsprop => &["square_avg"],
+    };
+    let mut scalars = BTreeMap::new();
+    for (key, v) in meta.0 {
+        let Some(name) = key.strip_prefix("optimizer.scalar.") else {
+            continue;
+        };
+        let value: f64 = meta.number(key)?;
+        let per_param = name
+            .strip_suffix(".step")
+            .filter(|p| weights.contains_key(*p));
+        let ok = match (name, per_param) {
+            ("lr", _) => value > 0.0 && (value as f32).is_finite(),
+            (_, Some(_)) => value.fract() == 0.0 && (1.0..=step as f64).contains(&value),
+            _ => return Err(format!("`{key}` belongs to no parameter of the model")),
+        };
+        if !ok {
+            let expected = match name {
+                "lr" => "a positive number within f32's range".to_string(),
+                _ => format!("a whole number from 1 to `run.step` ({step})"),
+            };
+            return Err(format!("`{key}` is {v}, expected {expected}"));
+        }
+        scalars.insert(name.to_string(), value);
+    }
+    if !scalars.contains_key("lr") {
+        return Err("`optimizer.scalar.lr` is missing".into());
+    }
+    for (name, t) in &buffers {
+        let param = name
+            .rsplit_once('.')
+            .filter(|(_, b)| wanted.contains(b))
+            .and_then(|(p, _)| weights.get_key_value(p));
+        let Some((param, w)) = param else {
+            return Err(format!(
+                "`optimizer.{name}` is no {kind} buffer of a parameter of the model"
+            ));
+        };
+        if t.shape() != w.shape() {
+            return Err(format!(
+                "`optimizer.{name}` is {:?}, expected {:?}, the shape of `{param}`",
+                t.shape(),
+                w.shape()
+            ));
+        }
+        if !scalars.contains_key(&format!("{param}.step")) {
+            return Err(format!(
+                "`optimizer.scalar.{param}.step` is missing, but `optimizer.{name}` is present"
+            ));
+        }
+    }
+    if step > 0 {
+        for param in weights.keys() {
+            let count = format!("{param}.step");
+            if !scalars.contains_key(&count) {
+                return Err(format!(
+                    "`optimizer.scalar.{count}` is missing after {step} steps: `{param}`'s optimizer state would restart"
+                ));
+            }
+            for b in wanted {
+                if !buffers.contains_key(&format!("{param}.{b}")) {
+                    return Err(format!(
+                        "`optimizer.{param}.{b}` is missing after {step} steps: `{param}`'s optimizer state would restart"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(OptimState {
+        kind: kind.to_string(),
+        scalars,
+        tensors: buffers,
     })
 }

@@ -27,6 +27,8 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Runs a training command.
 pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
+    // Held until this function returns: no other run writes this path meanwhile.
+    let _lock = checkpoint::Lock::claim(&c.checkpoint)?;
     let corpus = Corpus::load(c.data.as_deref())?;
     let resumed = c.resume.as_deref().map(checkpoint::load).transpose()?;
     let hyper = match &resumed {

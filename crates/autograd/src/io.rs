@@ -1,6 +1,6 @@
 //! Named tensors on disk as safetensors files, the format PyTorch's `safetensors.torch` writes.
-//! Writes are atomic: a temporary file beside the target, then a rename, so a failed save never
-//! leaves a half-written file where a good one was.
+//! Writes are atomic: a new temporary file beside the target, then a rename, so a failed save
+//! never leaves a half-written file where a good one was.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -131,28 +131,127 @@ pub fn save_tensors<F: Float>(path: &Path, file: &TensorFile<F>) -> Result<(), I
     write_atomic(path, &buffer)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, flushes it to disk, then renames it over
-/// `path`. On failure the temporary file is removed and `path` is untouched.
+/// Writes `bytes` to `path` atomically and durably: into a new temporary file beside it, flushed
+/// to disk, renamed over `path`, and the directory flushed so that the rename survives a crash.
+/// On failure the temporary file is removed and `path` is untouched.
+///
+/// The temporary file is created exclusively (never an existing file, never through a symlink)
+/// under a name ending in 64 random bits, so nothing planted in advance can be written through.
+/// One left by a killed process is named `.<name>.tmp-<hex>`: see [`remove_temporaries`].
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
-    let name = path
-        .file_name()
-        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let os = |action, source| IoError::Os {
         path: path.to_path_buf(),
         action,
         source,
     };
-    let result = (|| {
-        let mut f = fs::File::create(&tmp).map_err(|e| os("create a temporary file beside", e))?;
-        f.write_all(bytes).map_err(|e| os("write", e))?;
-        f.sync_all().map_err(|e| os("flush", e))?;
-        fs::rename(&tmp, path).map_err(|e| os("replace", e))
-    })();
-    if result.is_err() {
+    let (mut file, tmp) = create_temporary(path)?;
+    let written = file
+        .write_all(bytes)
+        .map_err(|e| os("write", e))
+        .and_then(|()| file.sync_all().map_err(|e| os("flush", e)))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| os("replace", e)));
+    if written.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result
+    written?;
+    sync_directory(path).map_err(|e| os("flush the directory of", e))
+}
+
+/// Checks that [`write_atomic`] can write `path`: it is not a directory, and a temporary file can
+/// be created beside it (the directory exists and is writable). Leaves nothing behind.
+pub fn check_writable(path: &Path) -> Result<(), IoError> {
+    if path.is_dir() {
+        return Err(IoError::Os {
+            path: path.to_path_buf(),
+            action: "write",
+            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a directory"),
+        });
+    }
+    let (_, tmp) = create_temporary(path)?;
+    let _ = fs::remove_file(tmp);
+    Ok(())
+}
+
+/// Removes the temporary files that [`write_atomic`] calls on `path` left behind when their
+/// process was killed. Only safe while no other process writes `path`: a live write's temporary
+/// looks the same.
+pub fn remove_temporaries(path: &Path) -> Result<(), IoError> {
+    let os = |action, source| IoError::Os {
+        path: path.to_path_buf(),
+        action,
+        source,
+    };
+    let prefix = temporary_prefix(path);
+    let entries = fs::read_dir(directory_of(path)).map_err(|e| os("list the directory of", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| os("list the directory of", e))?;
+        let ours = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(&prefix));
+        // A symlink is removed, never followed; a directory is someone else's.
+        if ours && !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            fs::remove_file(entry.path()).map_err(|e| os("remove a temporary file beside", e))?;
+        }
+    }
+    Ok(())
+}
+
+/// `.<name>.tmp-`: what every temporary file of `path` is named, before its random suffix.
+fn temporary_prefix(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    format!(".{name}.tmp-")
+}
+
+/// A new file beside `path`, created exclusively under a random name.
+fn create_temporary(path: &Path) -> Result<(fs::File, PathBuf), IoError> {
+    let prefix = temporary_prefix(path);
+    let mut last = None;
+    // A clash of 64 random bits means someone is guessing; a few tries outlast them.
+    for _ in 0..8 {
+        let tmp = path.with_file_name(format!("{prefix}{:016x}", rand::random::<u64>()));
+        match fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(file) => return Ok((file, tmp)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(temporary_error(path, e)),
+        }
+    }
+    Err(temporary_error(path, last.expect("a failed try")))
+}
+
+fn temporary_error(path: &Path, source: std::io::Error) -> IoError {
+    IoError::Os {
+        path: path.to_path_buf(),
+        action: "create a temporary file beside",
+        source,
+    }
+}
+
+/// The directory `path` is in (`.` for a bare file name).
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Flushes the directory entry of `path` to disk: without it, a crash just after a rename can
+/// bring back the old file.
+#[cfg(unix)]
+fn sync_directory(path: &Path) -> std::io::Result<()> {
+    fs::File::open(directory_of(path))?.sync_all()
+}
+
+/// Other systems cannot open a directory as a file; their rename is as durable as it gets.
+#[cfg(not(unix))]
+fn sync_directory(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 /// Reads a safetensors file, converting F32 or F64 tensors to `F`.
