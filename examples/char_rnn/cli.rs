@@ -72,6 +72,8 @@ pub enum BpttKind {
     Checkpointed,
 }
 
+// Numeric flags allow negative numbers so that `--lr -1` is read as a value and refused by its
+// range, instead of being taken for an unknown flag `-1`.
 #[derive(Args, Debug, Clone)]
 struct TrainArgs {
     /// UTF-8 text to learn; default: this project's Rust sources.
@@ -286,8 +288,8 @@ impl Hyper {
         Ok(())
     }
 
-    /// Refuses a shape whose `need` exceeds the memory this machine has, naming the setting
-    /// whose smallest value would shrink it most.
+    /// Refuses a shape whose `need` exceeds the memory available, naming the setting whose
+    /// smallest value would shrink it most.
     fn check_fits(
         &self,
         vocab: usize,
