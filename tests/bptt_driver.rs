@@ -1,12 +1,12 @@
 //! The BPTT driver over a token stream: truncation with k ≥ T is full BPTT, a chunk boundary cuts
 //! the gradient exactly, TBPTT(k1, k2) equals its definition, checkpointed and π = 1 chunks equal
-//! plain truncation, and lanes reset independently.
+//! plain truncation, lanes reset independently, and token ids of any width read back the same.
 
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Grads, Tape, Var};
 use rewind::nn::{
     Bptt, Carry, Chunk, Embedding, Linear, Lstm, Module, RecurrentConfig, Run, StackState,
-    Strategy, Stream,
+    Strategy, Stream, Tokens,
 };
 
 const VOCAB: usize = 7;
@@ -209,4 +209,26 @@ fn resetting_a_lane_zeroes_only_that_lane() {
     assert!(after.c.as_ref().unwrap().data()[4..8]
         .iter()
         .all(|&v| v == 0.0));
+}
+
+#[test]
+fn tokens_take_the_narrowest_width_and_read_back_the_same_chunks() {
+    let width = |ids: Vec<usize>| match Tokens::from(ids) {
+        Tokens::U8(_) => 1,
+        Tokens::U16(_) => 2,
+        Tokens::U32(_) => 4,
+    };
+    assert_eq!(width(vec![0, 255]), 1);
+    assert_eq!(width(vec![0, 256]), 2);
+    assert_eq!(width(vec![65_535]), 2);
+    assert_eq!(width(vec![65_536]), 4);
+    // The same ids as u8 and as u16 (a vocabulary of 300 declared) cut into the same chunks.
+    let ids: Vec<usize> = (0..3 * 25).map(|i| (i * i + 3 * i) % VOCAB).collect();
+    let mut wide = Tokens::for_vocab(300, ids.len());
+    ids.iter().for_each(|&id| wide.push(id));
+    assert!(matches!(wide, Tokens::U16(_)));
+    let (mut a, mut b) = (stream(), Stream::new(wide, 3));
+    while let Some(chunk) = a.take(5) {
+        assert_eq!(Some(chunk), b.take(5));
+    }
 }

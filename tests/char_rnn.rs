@@ -173,7 +173,7 @@ fn each_bad_input_is_a_one_line_error() {
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let cases: Vec<(Vec<String>, &str)> = vec![
         (args(&["--data", &path("absent.txt")]), "cannot read"),
-        (args(&["--layers", "0"]), "--layers must be at least 1"),
+        (args(&["--layers", "0"]), "--layers 0 must be at least 1"),
         (
             args(&["--dropout", "1.5"]),
             "--dropout 1.5 must be in [0, 1)",

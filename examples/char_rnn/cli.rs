@@ -3,11 +3,15 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
+use super::model::{sampling_bytes, training_bytes};
 use super::Error;
 
 #[derive(Parser, Debug)]
@@ -68,6 +72,8 @@ pub enum BpttKind {
     Checkpointed,
 }
 
+// Numeric flags allow negative numbers so that `--lr -1` is read as a value and refused by its
+// range, instead of being taken for an unknown flag `-1`.
 #[derive(Args, Debug, Clone)]
 struct TrainArgs {
     /// UTF-8 text to learn; default: this project's Rust sources.
@@ -77,43 +83,43 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = CellKind::Lstm)]
     cell: CellKind,
     /// Stacked recurrent layers.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1)]
     layers: usize,
     /// Hidden units per layer.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 128)]
     hidden: usize,
     /// Embedding size (0: one-hot input).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
     embed: usize,
     /// Dropout between layers.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     dropout: f64,
     /// Characters per chunk (the BPTT length).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
     seq_len: usize,
     /// Parallel sequences per step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
     batch: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2e-3)]
     lr: f64,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimKind::Adam)]
     optim: OptimKind,
     /// Clip the global gradient norm to this (0: no clipping).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
     clip: f64,
     /// Backpropagation through time.
     #[arg(long, value_enum, default_value_t = BpttKind::Truncated)]
     bptt: BpttKind,
     /// Train until this many steps in all (default 1500).
-    #[arg(long, conflicts_with = "minutes")]
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "minutes")]
     steps: Option<usize>,
     /// Train for this many minutes.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     minutes: Option<f64>,
     /// Seed of initialisation, dropout and data order.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
     /// Where checkpoints are written (default: the --resume file, else char_rnn.safetensors or
     /// the first free char_rnn-N.safetensors).
@@ -123,10 +129,10 @@ struct TrainArgs {
     #[arg(long)]
     overwrite: bool,
     /// Save a checkpoint every this many steps (and at the end).
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 500)]
     save_every: usize,
     /// Report validation loss and a sample every this many steps.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 250)]
     eval_every: usize,
     /// Continue the run saved in this checkpoint.
     #[arg(long)]
@@ -143,16 +149,16 @@ struct SampleArgs {
     #[arg(long)]
     prime: Option<String>,
     /// Characters to generate.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 500)]
     len: usize,
     /// Softmax temperature: lower is more conservative.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.8)]
     temperature: f64,
     /// Sample only among the k likeliest characters.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     top_k: Option<usize>,
     /// Seed of the sampling.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
 }
 
@@ -184,6 +190,187 @@ pub struct Hyper {
     /// Seed.
     pub seed: u64,
 }
+
+/// A setting that cannot be used: its name as a field of [`Hyper`], its value, and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadSetting {
+    /// The field, as `seq_len`.
+    pub name: &'static str,
+    /// Its value, as written in messages.
+    pub value: String,
+    /// What is wrong, as "must be at least 2".
+    pub reason: String,
+}
+
+impl BadSetting {
+    fn new(name: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        BadSetting {
+            name,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// As a bad flag: `--seq-len 1 must be at least 2`.
+    pub fn as_flag(&self) -> Error {
+        Error::Usage(format!(
+            "--{} {} {}",
+            self.name.replace('_', "-"),
+            self.value,
+            self.reason
+        ))
+    }
+
+    /// As a bad entry of the checkpoint at `path`: `path: run.seq_len 1 must be at least 2`.
+    pub fn in_checkpoint(&self, path: &Path) -> Error {
+        Error::Checkpoint(format!(
+            "{}: run.{} {} {}",
+            path.display(),
+            self.name,
+            self.value,
+            self.reason
+        ))
+    }
+}
+
+impl Hyper {
+    /// Checks every setting and that a model of this shape over `vocab` characters fits in
+    /// memory to be loaded and sampled: what a checkpoint's settings must pass before anything
+    /// is allocated.
+    pub fn check(&self, vocab: usize) -> Result<(), BadSetting> {
+        self.check_values()?;
+        self.check_fits(vocab, sampling_bytes, "the model")
+    }
+
+    /// [`Hyper::check`], and that training it (weights, gradients, optimizer state and one
+    /// chunk's activations) fits in memory.
+    pub fn check_training(&self, vocab: usize) -> Result<(), BadSetting> {
+        self.check(vocab)?;
+        self.check_fits(vocab, training_bytes, "the model and one training step")
+    }
+
+    /// Each value in its range, in the type it is used in (the learning rate scales f32
+    /// updates; dropout and clipping are applied in f64).
+    pub(crate) fn check_values(&self) -> Result<(), BadSetting> {
+        let at_least = |name, value: usize, min: usize| match value >= min {
+            true => Ok(()),
+            false => Err(BadSetting::new(
+                name,
+                value,
+                format!("must be at least {min}"),
+            )),
+        };
+        at_least("layers", self.layers, 1)?;
+        at_least("hidden", self.hidden, 1)?;
+        at_least("seq_len", self.seq_len, 2)?;
+        at_least("batch", self.batch, 1)?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            let d = number(self.dropout);
+            return Err(BadSetting::new("dropout", d, "must be in [0, 1)"));
+        }
+        let lr = number(self.lr);
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(BadSetting::new("lr", lr, "must be a positive number"));
+        }
+        let in_f32 = self.lr as f32;
+        if in_f32.is_infinite() || in_f32 == 0.0 {
+            let reason = format!(
+                "is {in_f32} in f32, the type updates are computed in: it must be between {:.1e} and {:.1e}",
+                f32::from_bits(1),
+                f32::MAX
+            );
+            return Err(BadSetting::new("lr", lr, reason));
+        }
+        if !(self.clip >= 0.0 && self.clip.is_finite()) {
+            let clip = number(self.clip);
+            return Err(BadSetting::new("clip", clip, "must be 0 (off) or positive"));
+        }
+        Ok(())
+    }
+
+    /// Refuses a shape whose `need` exceeds the memory available, naming the setting whose
+    /// smallest value would shrink it most.
+    fn check_fits(
+        &self,
+        vocab: usize,
+        need: fn(&Hyper, usize) -> Option<u64>,
+        what: &str,
+    ) -> Result<(), BadSetting> {
+        let (limit, source) = memory_limit();
+        let bytes = need(self, vocab);
+        if bytes.is_some_and(|b| b <= limit) {
+            return Ok(());
+        }
+        let least = |name: &'static str| {
+            let mut h = self.clone();
+            let value = match name {
+                "layers" => std::mem::replace(&mut h.layers, 1),
+                "hidden" => std::mem::replace(&mut h.hidden, 1),
+                "embed" => std::mem::replace(&mut h.embed, 1),
+                "seq_len" => std::mem::replace(&mut h.seq_len, 2),
+                _ => std::mem::replace(&mut h.batch, 1),
+            };
+            (need(&h, vocab).unwrap_or(u64::MAX), name, value)
+        };
+        let (_, name, value) = ["hidden", "layers", "embed", "seq_len", "batch"]
+            .into_iter()
+            .map(least)
+            .min_by_key(|&(bytes, ..)| bytes)
+            .expect("five candidates");
+        let size = match bytes {
+            Some(b) => format!("about {}", human(b)),
+            None => format!("more than {}", human(u64::MAX)),
+        };
+        Err(BadSetting::new(
+            name,
+            value,
+            format!(
+                "needs {size} of memory for {what} (vocabulary {vocab}), but at most {} is available ({source})",
+                human(limit)
+            ),
+        ))
+    }
+}
+
+/// The memory a run may plan to use: /proc/meminfo's MemAvailable where there is one, else a
+/// fixed 16 GiB.
+pub fn memory_limit() -> (u64, &'static str) {
+    let available = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        kib.checked_mul(1024)
+    });
+    match available {
+        Some(bytes) => (bytes, "MemAvailable in /proc/meminfo"),
+        None => (16 << 30, "the fixed limit where /proc/meminfo is missing"),
+    }
+}
+
+/// `bytes` in decimal units: `21.9 GB`.
+pub fn human(bytes: u64) -> String {
+    let units = ["bytes", "KB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    match unit {
+        0 => format!("{bytes} bytes"),
+        _ => format!("{value:.1} {}", units[unit]),
+    }
+}
+
+/// A float as a person would type it: `1.5`, `0.002`, `1e-9`, `1e300`, `NaN`.
+pub fn number(x: f64) -> String {
+    match x != 0.0 && (x.abs() < 1e-4 || x.abs() >= 1e9) {
+        true => format!("{x:e}"),
+        false => x.to_string(),
+    }
+}
+
+/// The most `--minutes` a `Duration` holds.
+const MAX_MINUTES: f64 = u64::MAX as f64 / 60.0;
 
 /// When training stops.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -280,33 +467,15 @@ fn first_line(message: &str) -> String {
 
 fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
     let usage = |m: String| Err(Error::Usage(m));
-    if a.layers == 0 {
-        return usage("--layers must be at least 1".into());
-    }
-    if a.hidden == 0 {
-        return usage("--hidden must be at least 1".into());
-    }
-    if !(0.0..1.0).contains(&a.dropout) {
-        return usage(format!("--dropout {} must be in [0, 1)", a.dropout));
-    }
-    if a.seq_len < 2 {
-        return usage(format!("--seq-len {} must be at least 2", a.seq_len));
-    }
-    if a.batch == 0 {
-        return usage("--batch must be at least 1".into());
-    }
-    if !(a.lr > 0.0 && a.lr.is_finite()) {
-        return usage(format!("--lr {} must be a positive number", a.lr));
-    }
-    if !(a.clip >= 0.0 && a.clip.is_finite()) {
-        return usage(format!("--clip {} must be 0 (off) or positive", a.clip));
-    }
     if a.save_every == 0 || a.eval_every == 0 {
         return usage("--save-every and --eval-every must be at least 1".into());
     }
     let limit = match (a.steps, a.minutes) {
-        (_, Some(min)) if !(min > 0.0 && min.is_finite()) => {
-            return usage(format!("--minutes {min} must be positive"))
+        (_, Some(min)) if !(min > 0.0 && Duration::try_from_secs_f64(min * 60.0).is_ok()) => {
+            return usage(format!(
+                "--minutes {} must be positive and at most {MAX_MINUTES:.1e} (the longest a timer counts)",
+                number(min)
+            ))
         }
         (_, Some(min)) => Limit::Minutes(min),
         (Some(0), _) => return usage("--steps must be at least 1".into()),
@@ -325,21 +494,23 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         .checkpoint
         .or_else(|| a.resume.clone())
         .unwrap_or_else(free_default_path);
+    let hyper = Hyper {
+        cell: a.cell,
+        layers: a.layers,
+        hidden: a.hidden,
+        embed: a.embed,
+        dropout: a.dropout,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        lr: a.lr,
+        optim: a.optim,
+        clip: a.clip,
+        bptt: a.bptt,
+        seed: a.seed,
+    };
+    hyper.check_values().map_err(|b| b.as_flag())?;
     Ok(TrainConfig {
-        hyper: Hyper {
-            cell: a.cell,
-            layers: a.layers,
-            hidden: a.hidden,
-            embed: a.embed,
-            dropout: a.dropout,
-            seq_len: a.seq_len,
-            batch: a.batch,
-            lr: a.lr,
-            optim: a.optim,
-            clip: a.clip,
-            bptt: a.bptt,
-            seed: a.seed,
-        },
+        hyper,
         explicit,
         data: a.data,
         limit,
@@ -367,7 +538,7 @@ fn check_sample(s: SampleArgs) -> Result<SampleConfig, Error> {
     if !(s.temperature > 0.0 && s.temperature.is_finite()) {
         return Err(Error::Usage(format!(
             "--temperature {} must be positive",
-            s.temperature
+            number(s.temperature)
         )));
     }
     if s.top_k == Some(0) {

@@ -1,9 +1,11 @@
 //! The text: read from a file or from this project's Rust sources, its characters as the
 //! vocabulary, and the last 10% held out for validation.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+
+use rewind::nn::Tokens;
 
 use super::Error;
 
@@ -13,9 +15,9 @@ pub struct Corpus {
     /// The characters, sorted; a token is an index into this.
     pub vocab: Vec<char>,
     /// The first 90% of the text.
-    pub train: Vec<usize>,
+    pub train: Tokens,
     /// The last 10%.
-    pub val: Vec<usize>,
+    pub val: Tokens,
     /// Where the text came from, for messages.
     pub source: String,
 }
@@ -30,23 +32,34 @@ impl Corpus {
         Self::from_text(&text, source)
     }
 
-    /// Builds the vocabulary and the split from a text.
+    /// Builds the vocabulary and the split from a text. Beside the text it holds one token id
+    /// per character, in the narrowest integer that fits the vocabulary (a byte for most texts).
     pub fn from_text(text: &str, source: String) -> Result<Self, Error> {
         if text.is_empty() {
             return Err(Error::Data(format!(
                 "{source} is empty: there is nothing to learn from"
             )));
         }
-        let mut vocab: Vec<char> = text.chars().collect();
-        vocab.sort_unstable();
-        vocab.dedup();
-        let index: HashMap<char, usize> = vocab.iter().enumerate().map(|(i, &c)| (c, i)).collect();
-        let tokens: Vec<usize> = text.chars().map(|c| index[&c]).collect();
-        let split = tokens.len() - tokens.len() / 10;
+        let vocab = vocabulary(text);
+        // ASCII, most of most texts, is looked up in a table; the rest by binary search.
+        let mut ascii = [0usize; 128];
+        for (i, &c) in vocab.iter().enumerate().filter(|(_, c)| c.is_ascii()) {
+            ascii[c as usize] = i;
+        }
+        let mut train = Tokens::for_vocab(vocab.len(), text.chars().count());
+        for c in text.chars() {
+            train.push(match c.is_ascii() {
+                true => ascii[c as usize],
+                false => vocab
+                    .binary_search(&c)
+                    .expect("every character is in the vocabulary"),
+            });
+        }
+        let val = train.split_off(train.len() - train.len() / 10);
         Ok(Corpus {
             vocab,
-            val: tokens[split..].to_vec(),
-            train: tokens[..split].to_vec(),
+            train,
+            val,
             source,
         })
     }
@@ -61,17 +74,37 @@ impl Corpus {
     /// Checks that the text is long enough for `batch` lanes of `seq_len` steps, and the held-out
     /// tenth for one step.
     pub fn check_length(&self, batch: usize, seq_len: usize) -> Result<(), Error> {
-        let need = batch * (seq_len + 1);
-        if self.train.len() < need || self.val.len() < 2 {
-            let total = self.train.len() + self.val.len();
-            let want = need + need / 9 + 2;
-            return Err(Error::Data(format!(
-                "{} has {total} characters; --batch {batch} × (--seq-len {seq_len} + 1) needs at least {want} with the held-out tenth: use a longer text or lower --batch or --seq-len",
-                self.source
-            )));
+        let need = seq_len.checked_add(1).and_then(|w| w.checked_mul(batch));
+        if need.is_some_and(|n| self.train.len() >= n) && self.val.len() >= 2 {
+            return Ok(());
         }
-        Ok(())
+        let total = self.train.len() + self.val.len();
+        let want = match need.and_then(|n| n.checked_add(n / 9 + 2)) {
+            Some(w) => format!("at least {w}"),
+            None => "more than a usize can count".to_string(),
+        };
+        Err(Error::Data(format!(
+            "{} has {total} characters; --batch {batch} × (--seq-len {seq_len} + 1) needs {want} with the held-out tenth: use a longer text or lower --batch or --seq-len",
+            self.source
+        )))
     }
+}
+
+/// The distinct characters of `text`, sorted, found without a copy of the text.
+fn vocabulary(text: &str) -> Vec<char> {
+    let mut ascii = [false; 128];
+    let mut other = BTreeSet::new();
+    for c in text.chars() {
+        match c.is_ascii() {
+            true => ascii[c as usize] = true,
+            false => {
+                other.insert(c);
+            }
+        }
+    }
+    let ascii = (0..128u8).filter(|&b| ascii[b as usize]).map(char::from);
+    // Every non-ASCII character sorts after every ASCII one.
+    ascii.chain(other).collect()
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {

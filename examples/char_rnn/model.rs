@@ -8,7 +8,7 @@ use rewind::nn::{
     StackState,
 };
 
-use super::cli::{CellKind, Hyper};
+use super::cli::{BpttKind, CellKind, Hyper};
 
 /// The recurrent stack, of the cell chosen at run time.
 pub enum Stack {
@@ -120,6 +120,75 @@ impl CharModel {
         };
         (logits.cross_entropy_with(&chunk.targets, sum), state)
     }
+}
+
+/// The parameters of a model of shape `h` over `vocab` characters: the embedding V·E, then per
+/// layer G·H·(input + H + 2) for G gates (w_ih, w_hh and two biases; the input is E, or V one-hot,
+/// then H), and the head V·(H + 1). `None` if the count overflows.
+pub fn param_count(h: &Hyper, vocab: usize) -> Option<usize> {
+    let gates: usize = match h.cell {
+        CellKind::Rnn => 1,
+        CellKind::Gru => 3,
+        CellKind::Lstm => 4,
+    };
+    let input = if h.embed > 0 { h.embed } else { vocab };
+    let layer = |inp: usize| {
+        let width = inp.checked_add(h.hidden)?.checked_add(2)?;
+        gates.checked_mul(h.hidden)?.checked_mul(width)
+    };
+    let rest = layer(h.hidden)?.checked_mul(h.layers.saturating_sub(1))?;
+    let head = vocab.checked_mul(h.hidden.checked_add(1)?)?;
+    vocab
+        .checked_mul(h.embed)?
+        .checked_add(layer(input)?)?
+        .checked_add(rest)?
+        .checked_add(head)
+}
+
+/// Bytes one step of one lane needs, in f32s: per layer (6G + 3)·H for the gates, states and
+/// their gradients; 3·V for the logits, their softmax and its gradient; the input, one-hot V or
+/// an embedding row and its gradient. Fitted to the peak memory of runs of this example.
+fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
+    let gates: u64 = match h.cell {
+        CellKind::Rnn => 1,
+        CellKind::Gru => 3,
+        CellKind::Lstm => 4,
+    };
+    let layers = (h.layers as u64).checked_mul(h.hidden as u64)?;
+    let input = match h.embed {
+        0 => vocab as u64,
+        e => (e as u64).checked_mul(2)?,
+    };
+    (6 * gates + 3)
+        .checked_mul(layers)?
+        .checked_add((vocab as u64).checked_mul(3)?)?
+        .checked_add(input)
+}
+
+/// Bytes training needs beyond the text: five copies of the parameters (weights, gradients,
+/// Adam's two moments, a checkpoint's copy) and the activations of a chunk of the longest
+/// `steps` (3/2 of `--seq-len` for random lengths) in `--batch` lanes. `None` if it overflows.
+pub fn training_bytes(h: &Hyper, vocab: usize) -> Option<u64> {
+    let steps = match h.bptt {
+        BpttKind::Random => (h.seq_len as u64).checked_mul(3)? / 2,
+        _ => h.seq_len as u64,
+    };
+    let activations = floats_per_step(h, vocab)?
+        .checked_mul(steps)?
+        .checked_mul(h.batch as u64)?;
+    (param_count(h, vocab)? as u64)
+        .checked_mul(5)?
+        .checked_add(activations)?
+        .checked_mul(4)
+}
+
+/// Bytes loading and sampling need: the parameters twice (the loaded tensors and the model) and
+/// one step of one lane. `None` if it overflows.
+pub fn sampling_bytes(h: &Hyper, vocab: usize) -> Option<u64> {
+    (param_count(h, vocab)? as u64)
+        .checked_mul(2)?
+        .checked_add(floats_per_step(h, vocab)?)?
+        .checked_mul(4)
 }
 
 fn one_hot(tokens: &[usize], steps: usize, lanes: usize, vocab: usize) -> Tensor {

@@ -3,10 +3,12 @@
 
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
-use rewind::autograd::Tape;
-use rewind::nn::{Carry, Run};
+use std::path::Path;
 
-use super::cli::SampleConfig;
+use rewind::autograd::Tape;
+use rewind::nn::{Carry, Module, Run};
+
+use super::cli::{human, memory_limit, SampleConfig};
 use super::data::Corpus;
 use super::model::CharModel;
 use super::train::restore_model;
@@ -15,7 +17,14 @@ use super::{checkpoint, Error};
 /// `sample`: loads the checkpoint and prints what the model writes after `--prime`.
 pub fn run(c: &SampleConfig) -> Result<String, Error> {
     let saved = checkpoint::load(&c.checkpoint)?;
+    check_vocab(&saved.vocab, &c.checkpoint)?;
+    saved
+        .hyper
+        .check(saved.vocab.len())
+        .map_err(|b| b.in_checkpoint(&c.checkpoint))?;
+    check_len(c.len, &saved.vocab)?;
     let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, &c.checkpoint)?;
+    check_finite(&model, &c.checkpoint)?;
     let mut rng = StdRng::seed_from_u64(c.seed);
     let prime = c
         .prime
@@ -37,6 +46,61 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
     Ok(text)
 }
 
+/// A vocabulary as char_rnn writes it: not empty, sorted, each character once (tokens are
+/// found by binary search).
+fn check_vocab(vocab: &[char], path: &Path) -> Result<(), Error> {
+    let bad = |what: String| {
+        Err(Error::Checkpoint(format!(
+            "{}: the vocabulary {what}; char_rnn writes it sorted, each character once",
+            path.display()
+        )))
+    };
+    if vocab.is_empty() {
+        return bad("is empty".into());
+    }
+    match vocab.windows(2).position(|w| w[0] >= w[1]) {
+        Some(i) => bad(format!(
+            "has {:?} before {:?} at position {}",
+            vocab[i],
+            vocab[i + 1],
+            i + 1
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Refuses a `--len` whose text would not fit in memory (up to 4 bytes a character).
+fn check_len(len: usize, vocab: &[char]) -> Result<(), Error> {
+    let (limit, source) = memory_limit();
+    let widest = vocab.iter().map(|c| c.len_utf8()).max().unwrap_or(1);
+    let bytes = len.checked_mul(widest).map(|b| b as u64);
+    if bytes.is_some_and(|b| b <= limit) {
+        return Ok(());
+    }
+    let size = match bytes {
+        Some(b) => format!("about {}", human(b)),
+        None => format!("more than {}", human(u64::MAX)),
+    };
+    Err(Error::Usage(format!(
+        "--len {len} needs {size} of memory for the text, but at most {} is available ({source})",
+        human(limit)
+    )))
+}
+
+/// Refuses weights that are NaN or infinite: they sample noise.
+fn check_finite(model: &CharModel, path: &Path) -> Result<(), Error> {
+    for (name, p) in model.params() {
+        if let Some(i) = p.value().data().iter().position(|x| !x.is_finite()) {
+            return Err(Error::Checkpoint(format!(
+                "{}: {name} holds {} at index {i}: the weights are damaged or come from a diverged run",
+                path.display(),
+                p.value().data()[i]
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `len` characters following `prime`.
 pub fn generate(
     model: &CharModel,
@@ -56,7 +120,7 @@ pub fn generate(
     model.set_training(false);
     let mut carry: Carry = model.zero_carry(1);
     let mut input = tokens;
-    let mut out = String::with_capacity(len);
+    let mut out = String::new();
     for _ in 0..len {
         let tape = Tape::new();
         let (logits, state) = model.logits(

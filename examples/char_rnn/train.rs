@@ -12,11 +12,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{Tape, Tensor};
-use rewind::nn::{load_state_dict, Bptt, Carry, Run, Strategy, Stream};
-use rewind::optim::{clip_grad_norm_finite, Adagrad, Adam, Optimizer, RmsProp, Sgd};
+use rewind::nn::{load_state_dict, Bptt, Carry, Run, Strategy, Stream, Tokens};
+use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp, Sgd};
 
 use super::checkpoint::{self, Progress, SaveParts};
-use super::cli::{BpttKind, Hyper, Limit, OptimKind, TrainConfig};
+use super::cli::{number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
 use super::data::Corpus;
 use super::model::CharModel;
 use super::sample::generate;
@@ -35,6 +35,12 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         Some(saved) => agree(c, &saved.hyper)?,
         None => c.hyper.clone(),
     };
+    hyper
+        .check_training(corpus.vocab.len())
+        .map_err(|b| match c.resume.as_deref() {
+            Some(path) => b.in_checkpoint(path),
+            None => b.as_flag(),
+        })?;
     corpus.check_length(hyper.batch, hyper.seq_len)?;
     let resuming_here = c.resume.as_deref() == Some(c.checkpoint.as_path());
     if c.checkpoint.exists() && !resuming_here && !c.overwrite {
@@ -68,6 +74,8 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         optimizer
             .load_state(&saved.optimizer)
             .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+        // A new --lr leaves the saved moments as valid as they were.
+        optimizer.set_lr(hyper.lr);
         let expected = model.zero_carry(hyper.batch);
         if saved.carry.h.shape() != expected.h.shape() || saved.progress.position > stream.steps() {
             return Err(Error::Checkpoint(format!(
@@ -98,12 +106,26 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     let mut report = Report::new(c.limit, progress.step);
     let started = Instant::now();
     let mut val_loss = f64::NAN;
-    let (mut saved_at, mut evaluated_at) = (progress.step, None);
+    let (mut saved_at, mut evaluated_at) = (resuming_here.then_some(progress.step), None);
+    let uniform = (corpus.vocab.len() as f64).ln();
+    let mut guard = Guard {
+        uniform,
+        limit: 10.0 * uniform.max(1.0),
+        good: c.resume.as_deref().map(|p| (p, progress.step)),
+        clipped: hyper.clip > 0.0,
+    };
+    let time_limit = match c.limit {
+        Limit::Minutes(m) => Duration::try_from_secs_f64(m * 60.0).unwrap_or(Duration::MAX),
+        Limit::Steps(_) => Duration::MAX,
+    };
+    // A save point's checkpoint is written once the next step's loss shows its weights are
+    // sound, so a diverging run never leaves a checkpoint it cannot resume from.
+    let mut pending: Option<(Progress, Carry)> = None;
     let mut interrupted = false;
     loop {
         let done = match c.limit {
             Limit::Steps(total) => progress.step >= total,
-            Limit::Minutes(m) => started.elapsed() >= Duration::from_secs_f64(m * 60.0),
+            Limit::Minutes(_) => started.elapsed() >= time_limit,
         };
         if done {
             break;
@@ -125,26 +147,32 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
             }
         };
         let mut grads = update.grads;
-        if !update.loss.is_finite() {
-            return Err(Error::Training(format!(
-                "the loss became {} at step {}: lower --lr",
-                update.loss, progress.step
-            )));
+        let step = progress.step + 1;
+        guard.loss(step, "training", update.loss)?;
+        guard.norm(step, grad_norm(&grads))?;
+        if let Some((at, carry)) = pending.take() {
+            guard.state(at.step, optimizer.as_ref(), &carry)?;
+            // `save` reads the carried state from a driver.
+            let held = Bptt::new(Strategy::Full, carry, hyper.seed);
+            save(c, &hyper, &corpus, at, &model, optimizer.as_ref(), &held)?;
+            saved_at = Some(at.step);
+            guard.good = Some((&c.checkpoint, at.step));
         }
         if hyper.clip > 0.0 {
-            clip_grad_norm_finite(&mut grads, hyper.clip)
-                .map_err(|e| Error::Training(format!("step {}: {e}", progress.step)))?;
+            clip_grad_norm(&mut grads, hyper.clip);
         }
         optimizer.step(&mut model, &grads);
-        progress.step += 1;
+        guard.weights(step, &model)?;
+        progress.step = step;
         progress.position = stream.position();
         report.step(progress.step, update.loss, update.targets);
 
         if progress.step.is_multiple_of(c.eval_every) {
             val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
+            guard.loss(progress.step, "validation", val_loss)?;
             evaluated_at = Some(progress.step);
             let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
-            let prime = corpus.vocab[corpus.val[0]].to_string();
+            let prime = corpus.vocab[corpus.val.get(0)].to_string();
             let text = generate(
                 &model,
                 &corpus.vocab,
@@ -157,24 +185,30 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
             report.eval(progress.step, val_loss, &(prime + &text));
         }
         if progress.step.is_multiple_of(c.save_every) {
-            save(
-                c,
-                &hyper,
-                &corpus,
-                progress,
-                &model,
-                optimizer.as_ref(),
-                &driver,
-            )?;
-            saved_at = progress.step;
+            pending = Some((progress, driver.carry().clone()));
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
             interrupted = true;
             break;
         }
     }
-    // The end of the run (its limit, or Ctrl-C) is always saved, and measured.
-    if saved_at != progress.step {
+    if progress.step == 0 {
+        let limit = match c.limit {
+            Limit::Minutes(m) => format!("--minutes {}", number(m)),
+            Limit::Steps(s) => format!("--steps {s}"),
+        };
+        return Err(Error::Training(format!(
+            "{limit} ran out before the first step: nothing was trained and no checkpoint was written"
+        )));
+    }
+    // The end of the run (its limit, or Ctrl-C; a pending save is this same state) is always
+    // saved, and measured first unless Ctrl-C.
+    if !interrupted && evaluated_at != Some(progress.step) {
+        val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
+        guard.loss(progress.step, "validation", val_loss)?;
+    }
+    if saved_at != Some(progress.step) {
+        guard.state(progress.step, optimizer.as_ref(), driver.carry())?;
         save(
             c,
             &hyper,
@@ -196,9 +230,6 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
             step: progress.step,
         });
     }
-    if evaluated_at != Some(progress.step) && progress.step > 0 {
-        val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
-    }
     report.finish();
     println!(
         "step {}: validation {:.4} nats/char (perplexity {:.2}); checkpoint {}",
@@ -213,7 +244,8 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     })
 }
 
-/// The settings of a resumed run: the checkpoint's, refusing any flag given that differs.
+/// The settings of a resumed run: the checkpoint's, with `--lr` and `--clip` as given (neither
+/// changes what the saved optimizer state means); any other flag given must agree.
 fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
     let given = &c.hyper;
     let differs = |name: &str| -> bool {
@@ -225,11 +257,10 @@ fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
             "dropout" => given.dropout != saved.dropout,
             "seq_len" => given.seq_len != saved.seq_len,
             "batch" => given.batch != saved.batch,
-            "lr" => given.lr != saved.lr,
             "optim" => given.optim != saved.optim,
-            "clip" => given.clip != saved.clip,
             "bptt" => given.bptt != saved.bptt,
-            _ => given.seed != saved.seed,
+            "seed" => given.seed != saved.seed,
+            _ => false,
         }
     };
     if let Some(name) = c.explicit.iter().find(|n| differs(n)) {
@@ -238,7 +269,94 @@ fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
             name.replace('_', "-")
         )));
     }
-    Ok(saved.clone())
+    let mut hyper = saved.clone();
+    if c.explicit.contains("lr") {
+        hyper.lr = given.lr;
+    }
+    if c.explicit.contains("clip") {
+        hyper.clip = given.clip;
+    }
+    Ok(hyper)
+}
+
+/// Stops a diverging run before anything non-finite reaches a checkpoint: a loss far above a
+/// uniform guess's, a non-finite loss, gradient norm, weight or optimizer state. Its error says
+/// which checkpoint is still good.
+struct Guard<'a> {
+    /// A uniform guess's loss, ln V nats per character: where an untrained model starts.
+    uniform: f64,
+    /// The loss above which the run has exploded: 10 × ln V, at least 10.
+    limit: f64,
+    /// The newest checkpoint of this run's weights known good, and its step.
+    good: Option<(&'a Path, usize)>,
+    /// Whether the gradient norm is clipped (the advice differs).
+    clipped: bool,
+}
+
+impl Guard<'_> {
+    fn loss(&self, step: usize, which: &str, loss: f64) -> Result<(), Error> {
+        if loss.is_finite() && loss <= self.limit {
+            return Ok(());
+        }
+        let value = match loss.is_finite() {
+            true => format!(
+                "{loss:.3e} nats/char (a uniform guess scores {:.2}; the limit is {:.1})",
+                self.uniform, self.limit
+            ),
+            false => loss.to_string(),
+        };
+        Err(self.diverged(step, format!("the {which} loss is {value}")))
+    }
+
+    fn norm(&self, step: usize, norm: f64) -> Result<(), Error> {
+        match norm.is_finite() {
+            true => Ok(()),
+            false => Err(self.diverged(step, format!("the gradient norm is {norm}"))),
+        }
+    }
+
+    fn weights(&self, step: usize, model: &CharModel) -> Result<(), Error> {
+        let params = rewind::nn::Module::params(model);
+        match params.iter().find(|(_, p)| !all_finite(p.value())) {
+            Some((name, _)) => {
+                Err(self.diverged(step, format!("the update made {name} non-finite")))
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn state(&self, step: usize, optimizer: &dyn Optimizer, carry: &Carry) -> Result<(), Error> {
+        let state = optimizer.state();
+        let tensors = state
+            .tensors
+            .iter()
+            .map(|(n, t)| (format!("optimizer.{n}"), t));
+        let carried = std::iter::once(&carry.h).chain(&carry.c);
+        let carried = carried.map(|t| ("the carried state".to_string(), t));
+        if let Some((name, _)) = tensors.chain(carried).find(|(_, t)| !all_finite(t)) {
+            return Err(self.diverged(step, format!("{name} is not finite")));
+        }
+        match state.scalars.iter().find(|(_, v)| !v.is_finite()) {
+            Some((name, _)) => Err(self.diverged(step, format!("optimizer.{name} is not finite"))),
+            None => Ok(()),
+        }
+    }
+
+    fn diverged(&self, step: usize, what: String) -> Error {
+        let clip = if self.clipped { "" } else { " or --clip 5" };
+        let kept = match self.good {
+            Some((path, at)) => format!(
+                "{} still holds step {at}, the last good one: resume it with a lower --lr{clip}",
+                path.display()
+            ),
+            None => format!("no checkpoint was written: start again with a lower --lr{clip}"),
+        };
+        Error::Training(format!("training diverged at step {step}: {what}; {kept}"))
+    }
+}
+
+fn all_finite(t: &Tensor) -> bool {
+    t.data().iter().all(|x| x.is_finite())
 }
 
 /// A model of the checkpoint's shape with its weights, or an error naming what does not fit.
@@ -278,13 +396,13 @@ fn strategy(h: &Hyper) -> Strategy {
 }
 
 /// Full BPTT: `batch` random windows of `seq_len` from a zero state, backpropagated whole.
-fn full_update(model: &CharModel, h: &Hyper, train: &[usize], seed: u64) -> rewind::nn::Update {
+fn full_update(model: &CharModel, h: &Hyper, train: &Tokens, seed: u64) -> rewind::nn::Update {
     let mut rng = StdRng::seed_from_u64(seed);
     let window = h.seq_len + 1;
     let mut tokens = Vec::with_capacity(h.batch * window);
     for _ in 0..h.batch {
         let start = rng.random_range(0..=train.len() - window);
-        tokens.extend_from_slice(&train[start..start + window]);
+        tokens.extend((start..start + window).map(|i| train.get(i)));
     }
     let mut stream = Stream::new(tokens, h.batch);
     let mut driver = Bptt::new(Strategy::Full, model.zero_carry(h.batch), seed);
@@ -295,9 +413,9 @@ fn full_update(model: &CharModel, h: &Hyper, train: &[usize], seed: u64) -> rewi
 
 /// Mean cross-entropy in nats per character over the held-out text, read as a stream in
 /// evaluation mode with the state carried.
-pub fn evaluate(model: &CharModel, val: &[usize], batch: usize, seq_len: usize) -> f64 {
+pub fn evaluate(model: &CharModel, val: &Tokens, batch: usize, seq_len: usize) -> f64 {
     let lanes = batch.min(val.len() / 2).max(1);
-    let mut stream = Stream::new(val.to_vec(), lanes);
+    let mut stream = Stream::new(val.clone(), lanes);
     let mut carry: Carry = model.zero_carry(lanes);
     let (mut total, mut count) = (0.0, 0usize);
     model.set_training(false);

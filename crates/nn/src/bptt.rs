@@ -12,11 +12,98 @@ use rewind_autograd::{Float, Grads, Tape, Tensor, Var};
 use crate::cell::Cell;
 use crate::recurrent::{Recurrent, Run, StackState};
 
+/// Token ids in the narrowest unsigned integer that holds every id of a vocabulary: one byte a
+/// token for up to 256 symbols, two for up to 65,536, else four. A stream over a long text then
+/// costs about a byte a character instead of a `usize`'s eight.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tokens {
+    /// Ids below 2⁸.
+    U8(Vec<u8>),
+    /// Ids below 2¹⁶.
+    U16(Vec<u16>),
+    /// Ids below 2³².
+    U32(Vec<u32>),
+}
+
+macro_rules! each_width {
+    ($tokens:expr, $v:ident => $body:expr) => {
+        match $tokens {
+            Tokens::U8($v) => $body,
+            Tokens::U16($v) => $body,
+            Tokens::U32($v) => $body,
+        }
+    };
+}
+
+impl Tokens {
+    /// No tokens yet, in the width for ids below `vocab`, with room for `capacity`.
+    #[track_caller]
+    pub fn for_vocab(vocab: usize, capacity: usize) -> Self {
+        if vocab <= 1 << 8 {
+            Tokens::U8(Vec::with_capacity(capacity))
+        } else if vocab <= 1 << 16 {
+            Tokens::U16(Vec::with_capacity(capacity))
+        } else {
+            assert!(
+                vocab as u64 <= 1 << 32,
+                "tokens: a vocabulary of {vocab} symbols needs ids wider than u32"
+            );
+            Tokens::U32(Vec::with_capacity(capacity))
+        }
+    }
+
+    /// Appends `id`, which must fit the width chosen for the vocabulary.
+    #[track_caller]
+    pub fn push(&mut self, id: usize) {
+        each_width!(self, v => v.push(id.try_into().unwrap_or_else(|_| {
+            panic!("tokens: id {id} does not fit the vocabulary's width")
+        })))
+    }
+
+    /// The number of tokens.
+    pub fn len(&self) -> usize {
+        each_width!(self, v => v.len())
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The id at `index`.
+    #[track_caller]
+    pub fn get(&self, index: usize) -> usize {
+        each_width!(self, v => v[index] as usize)
+    }
+
+    /// The tokens from `at` on, removed from `self` (as `Vec::split_off`).
+    #[track_caller]
+    pub fn split_off(&mut self, at: usize) -> Tokens {
+        match self {
+            Tokens::U8(v) => Tokens::U8(v.split_off(at)),
+            Tokens::U16(v) => Tokens::U16(v.split_off(at)),
+            Tokens::U32(v) => Tokens::U32(v.split_off(at)),
+        }
+    }
+}
+
+impl From<Vec<usize>> for Tokens {
+    /// The ids in the narrowest width that holds the largest.
+    fn from(ids: Vec<usize>) -> Self {
+        let vocab = ids.iter().max().map_or(0, |&m| m + 1);
+        let mut tokens = Tokens::for_vocab(vocab, ids.len());
+        for id in ids {
+            tokens.push(id);
+        }
+        tokens
+    }
+}
+
 /// A token stream cut into `lanes` contiguous lanes (lane b holds tokens b·L .. (b+1)·L), read
 /// in time-major chunks. The target of each input is the token after it.
 #[derive(Clone, Debug)]
 pub struct Stream {
-    tokens: Vec<usize>,
+    tokens: Tokens,
     lanes: usize,
     lane_len: usize,
     position: usize,
@@ -41,7 +128,8 @@ pub struct Chunk {
 impl Stream {
     /// Cuts `tokens` into `lanes` lanes of equal length (the remainder is dropped).
     #[track_caller]
-    pub fn new(tokens: Vec<usize>, lanes: usize) -> Self {
+    pub fn new(tokens: impl Into<Tokens>, lanes: usize) -> Self {
+        let tokens = tokens.into();
         assert!(lanes > 0, "stream: needs at least one lane");
         let lane_len = tokens.len() / lanes;
         assert!(
@@ -107,8 +195,8 @@ impl Stream {
         for t in start..start + steps {
             for b in 0..self.lanes {
                 let at = b * self.lane_len + t;
-                inputs.push(self.tokens[at]);
-                targets.push(self.tokens[at + 1] as i64);
+                inputs.push(self.tokens.get(at));
+                targets.push(self.tokens.get(at + 1) as i64);
             }
         }
         Chunk {

@@ -32,7 +32,7 @@ mod module;
 mod recurrent;
 mod weights;
 
-pub use bptt::{Bptt, Carry, Chunk, Strategy, Stream, Update};
+pub use bptt::{Bptt, Carry, Chunk, Strategy, Stream, Tokens, Update};
 pub use cell::{Cell, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, State};
 pub use diagnostics::{
     grad_norms_through_time, param_grad_norms, recurrent_spectral_radii, spectral_radius,
