@@ -80,8 +80,6 @@ impl Lock {
 
     /// The first of `char_rnn.safetensors`, `char_rnn-2.safetensors`, ... in `dir` that no file
     /// has and no run holds, claimed: two runs started together get two names.
-    // The example calls it once cli.rs leaves an unset --checkpoint to train::run (issue 12).
-    #[allow(dead_code)]
     pub fn claim_default(dir: &Path) -> Result<(PathBuf, Lock), Error> {
         let mut n = 1;
         loop {
@@ -484,43 +482,15 @@ impl Meta<'_> {
 /// The training flags' rules, applied to the settings of a file, in the type each is used in:
 /// the learning rate reaches the optimizers as an f32.
 fn check_settings(h: &Hyper) -> Result<(), String> {
-    let lr32 = h.lr as f32;
-    let rules = [
-        ("layers", h.layers >= 1, h.layers.to_string(), "at least 1"),
-        ("hidden", h.hidden >= 1, h.hidden.to_string(), "at least 1"),
-        (
-            "dropout",
-            (0.0..1.0).contains(&h.dropout),
-            format!("{:?}", h.dropout),
-            "in [0, 1)",
-        ),
-        (
-            "seq_len",
-            h.seq_len >= 2,
-            h.seq_len.to_string(),
-            "at least 2",
-        ),
-        ("batch", h.batch >= 1, h.batch.to_string(), "at least 1"),
-        (
-            "lr",
-            lr32 > 0.0 && lr32.is_finite(),
-            format!("{:?}", h.lr),
-            "a positive number within f32's range",
-        ),
-        (
-            "clip",
-            h.clip >= 0.0 && h.clip.is_finite(),
-            format!("{:?}", h.clip),
-            "0 (off) or a positive number",
-        ),
-    ];
-    match rules.into_iter().find(|(_, ok, _, _)| !ok) {
-        Some((key, _, found, expected)) => Err(format!(
-            "`run.{key}` is {found}, expected {expected} (the rule of --{})",
-            key.replace('_', "-")
-        )),
-        None => Ok(()),
-    }
+    h.check_values().map_err(|b| {
+        format!(
+            "`run.{}` is {}: it {} (the rule of --{})",
+            b.name,
+            b.value,
+            b.reason,
+            b.name.replace('_', "-")
+        )
+    })
 }
 
 /// Each size of the settings against the tensors that carry it, before a model of that size is

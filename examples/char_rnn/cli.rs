@@ -392,8 +392,9 @@ pub struct TrainConfig {
     pub data: Option<PathBuf>,
     /// Stop condition.
     pub limit: Limit,
-    /// Checkpoint path.
-    pub checkpoint: PathBuf,
+    /// Checkpoint path; `None` for the first free default name (`char_rnn.safetensors`,
+    /// `char_rnn-2.safetensors`, ...), claimed when the run starts.
+    pub checkpoint: Option<PathBuf>,
     /// Replace an existing file at `checkpoint`.
     pub overwrite: bool,
     /// Save interval.
@@ -490,10 +491,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         .into_iter()
         .filter(|n| m.value_source(n) == Some(ValueSource::CommandLine))
         .collect();
-    let checkpoint = a
-        .checkpoint
-        .or_else(|| a.resume.clone())
-        .unwrap_or_else(free_default_path);
+    let checkpoint = a.checkpoint.or_else(|| a.resume.clone());
     let hyper = Hyper {
         cell: a.cell,
         layers: a.layers,
@@ -520,18 +518,6 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         eval_every: a.eval_every,
         resume: a.resume,
     })
-}
-
-/// `char_rnn.safetensors`, or `char_rnn-2.safetensors`, ... if that is taken: the bare command
-/// can run again without replacing what an earlier run saved.
-fn free_default_path() -> PathBuf {
-    let mut path = PathBuf::from("char_rnn.safetensors");
-    let mut n = 2;
-    while path.exists() {
-        path = PathBuf::from(format!("char_rnn-{n}.safetensors"));
-        n += 1;
-    }
-    path
 }
 
 fn check_sample(s: SampleArgs) -> Result<SampleConfig, Error> {

@@ -1,6 +1,6 @@
 //! `train`: the loop. Reads the text as a stream in `--batch` lanes, runs the BPTT driver, clips,
 //! steps the optimizer, reports progress, evaluates, samples and saves; resumes exactly from a
-//! checkpoint; saves and stops on Ctrl-C.
+//! checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -22,13 +22,23 @@ use super::model::CharModel;
 use super::sample::generate;
 use super::{Error, Outcome};
 
-/// Set by the Ctrl-C handler; the loop saves and stops when it sees it.
+/// Set by the handler of Ctrl-C, SIGTERM and SIGHUP; the loop saves and stops when it sees it.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Runs a training command.
 pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
-    // Held until this function returns: no other run writes this path meanwhile.
-    let _lock = checkpoint::Lock::claim(&c.checkpoint)?;
+    // Held until the run returns: no other run writes this path meanwhile. Without
+    // --checkpoint, the first free default name is claimed atomically, so two bare runs started
+    // together get two files.
+    let (path, _lock) = match &c.checkpoint {
+        Some(path) => (path.clone(), checkpoint::Lock::claim(path)?),
+        None => checkpoint::Lock::claim_default(Path::new(""))?,
+    };
+    train(c, &path)
+}
+
+/// The run itself, on the checkpoint path it holds.
+fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
     let corpus = Corpus::load(c.data.as_deref())?;
     let resumed = c.resume.as_deref().map(checkpoint::load).transpose()?;
     let hyper = match &resumed {
@@ -42,11 +52,11 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
             None => b.as_flag(),
         })?;
     corpus.check_length(hyper.batch, hyper.seq_len)?;
-    let resuming_here = c.resume.as_deref() == Some(c.checkpoint.as_path());
-    if c.checkpoint.exists() && !resuming_here && !c.overwrite {
+    let resuming_here = c.resume.as_deref() == Some(checkpoint_path);
+    if checkpoint_path.exists() && !resuming_here && !c.overwrite {
         return Err(Error::Checkpoint(format!(
             "{} exists: pass --resume {0} to continue it, --overwrite to replace it, or another --checkpoint path",
-            c.checkpoint.display()
+            checkpoint_path.display()
         )));
     }
 
@@ -154,9 +164,17 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
             guard.state(at.step, optimizer.as_ref(), &carry)?;
             // `save` reads the carried state from a driver.
             let held = Bptt::new(Strategy::Full, carry, hyper.seed);
-            save(c, &hyper, &corpus, at, &model, optimizer.as_ref(), &held)?;
+            save(
+                checkpoint_path,
+                &hyper,
+                &corpus,
+                at,
+                &model,
+                optimizer.as_ref(),
+                &held,
+            )?;
             saved_at = Some(at.step);
-            guard.good = Some((&c.checkpoint, at.step));
+            guard.good = Some((checkpoint_path, at.step));
         }
         if hyper.clip > 0.0 {
             clip_grad_norm(&mut grads, hyper.clip);
@@ -210,7 +228,7 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     if saved_at != Some(progress.step) {
         guard.state(progress.step, optimizer.as_ref(), driver.carry())?;
         save(
-            c,
+            checkpoint_path,
             &hyper,
             &corpus,
             progress,
@@ -223,7 +241,7 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         report.finish();
         println!(
             "interrupted: saved {} at step {}",
-            c.checkpoint.display(),
+            checkpoint_path.display(),
             progress.step
         );
         return Ok(Outcome::Interrupted {
@@ -236,7 +254,7 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         progress.step,
         val_loss,
         val_loss.exp(),
-        c.checkpoint.display()
+        checkpoint_path.display()
     );
     Ok(Outcome::Trained {
         step: progress.step,
@@ -431,7 +449,7 @@ pub fn evaluate(model: &CharModel, val: &Tokens, batch: usize, seq_len: usize) -
 }
 
 fn save(
-    c: &TrainConfig,
+    checkpoint_path: &Path,
     hyper: &Hyper,
     corpus: &Corpus,
     progress: Progress,
@@ -440,7 +458,7 @@ fn save(
     driver: &Bptt,
 ) -> Result<(), Error> {
     checkpoint::save(
-        &c.checkpoint,
+        checkpoint_path,
         &SaveParts {
             hyper,
             vocab: &corpus.vocab,
