@@ -5,13 +5,15 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
+    check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer,
+    StateError,
 };
 
 /// Adagrad as `torch.optim.Adagrad` [lr 1e-2, lr_decay 0, weight_decay 0,
-/// initial_accumulator_value 0, eps 1e-10]:
+/// initial_accumulator_value 0, eps 1e-10, maximize off]:
 ///
 /// ```text
+/// g ← -g                                  (with maximize)
 /// g ← g + λθ
 /// clr = lr / (1 + (t - 1)·lr_decay)
 /// sum ← sum + g²
@@ -20,6 +22,9 @@ use crate::optimizer::{
 ///
 /// Each step rounds like torch's single-tensor loop (`foreach=False`): clr is computed in f64 and
 /// rounded to `F` once, and `g + λθ` and `sum + g²` are multiply-adds rounded once.
+///
+/// The builders panic at the caller's line on what PyTorch refuses: a learning rate, lr_decay,
+/// initial accumulator value, eps or weight decay below 0.
 #[derive(Debug)]
 pub struct Adagrad<F: Float = f32> {
     hyper: Hyper,
@@ -39,7 +44,9 @@ impl<F: Float> Default for Adagrad<F> {
 
 impl<F: Float> Adagrad<F> {
     /// Adagrad with learning rate `lr` and PyTorch's other defaults.
+    #[track_caller]
     pub fn new(lr: f64) -> Self {
+        check_non_negative("Adagrad", "lr", lr);
         Adagrad {
             hyper: Hyper::new(lr, 0.0),
             lr_decay: 0.0,
@@ -50,35 +57,43 @@ impl<F: Float> Adagrad<F> {
     }
 
     /// Decay of the learning rate with the step count.
+    #[track_caller]
     pub fn lr_decay(mut self, lr_decay: f64) -> Self {
+        check_non_negative("Adagrad", "lr_decay", lr_decay);
         self.lr_decay = lr_decay;
         self
     }
 
     /// The starting value of the sum of squares.
+    #[track_caller]
     pub fn initial_accumulator_value(mut self, value: f64) -> Self {
+        check_non_negative("Adagrad", "initial_accumulator_value", value);
         self.initial_accumulator_value = value;
         self
     }
 
     /// The term added to the denominator.
+    #[track_caller]
     pub fn eps(mut self, eps: f64) -> Self {
+        check_non_negative("Adagrad", "eps", eps);
         self.eps = eps;
         self
     }
 
-    shared_options!("L2 weight decay λ, added to the gradient.");
+    shared_options!("Adagrad", "L2 weight decay λ, added to the gradient.");
 }
 
 impl<F: Float> Optimizer<F> for Adagrad<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let eps = F::from_f64(self.eps);
         let init = F::from_f64(self.initial_accumulator_value);
+        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
             state.step += 1;
             let k = AdagradStep {
+                sign,
                 l2: (wd != 0.0).then(|| F::from_f64(wd)),
                 clr: F::from_f64(lr / (1.0 + (state.step - 1) as f64 * self.lr_decay)),
                 eps,
@@ -113,6 +128,8 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct AdagradStep<F> {
+    /// -1 to maximize, else 1.
+    sign: F,
     l2: Option<F>,
     clr: F,
     eps: F,
@@ -127,9 +144,10 @@ impl<F: Float> AdagradStep<F> {
         let n = theta.len();
         let (grad, sum) = (&grad[..n], &mut sum[..n]);
         for i in 0..n {
+            let g = grad[i] * self.sign;
             let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, grad[i]),
-                None => grad[i],
+                Some(wd) => mul_add(theta[i], wd, g),
+                None => g,
             };
             sum[i] = mul_add(g, g, sum[i]);
             theta[i] -= self.clr * g / (sum[i].sqrt() + self.eps);

@@ -5,13 +5,15 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
+    check_beta, check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState,
+    Optimizer, StateError,
 };
 
 /// Adam as `torch.optim.Adam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
-/// amsgrad off], step t counted per parameter:
+/// amsgrad off, maximize off], step t counted per parameter:
 ///
 /// ```text
+/// g ← -g                              (with maximize)
 /// g ← g + λθ                          (Adam; AdamW instead first does θ ← θ(1 - lr·λ))
 /// m ← β1·m + (1 - β1)·g
 /// v ← β2·v + (1 - β2)·g²              (AMSGrad: v̂ ← max(v̂, v), used below in place of v)
@@ -23,6 +25,9 @@ use crate::optimizer::{
 /// √(1 - β2^t) and 1 - lr·λ are computed in f64 and rounded to `F` once (rounding β2 = 0.999 to
 /// f32 before subtracting it from 1 would put 1 - β2 1.3e-5 off), m is updated with `torch.lerp`,
 /// and `g + λθ` and `β2·v + (1 - β2)·g·g` with one rounding of their last multiply-add.
+///
+/// The builders panic at the caller's line on what PyTorch refuses: a learning rate, eps or weight
+/// decay below 0, a beta outside [0, 1).
 #[derive(Debug)]
 pub struct Adam<F: Float = f32> {
     hyper: Hyper,
@@ -41,7 +46,9 @@ impl<F: Float> Default for Adam<F> {
 
 impl<F: Float> Adam<F> {
     /// Adam with learning rate `lr` and PyTorch's other defaults.
+    #[track_caller]
     pub fn new(lr: f64) -> Self {
+        check_non_negative("Adam", "lr", lr);
         Adam {
             hyper: Hyper::new(lr, 0.0),
             betas: (0.9, 0.999),
@@ -53,6 +60,7 @@ impl<F: Float> Adam<F> {
     }
 
     /// AdamW (`torch.optim.AdamW`): decoupled weight decay, 1e-2 by default.
+    #[track_caller]
     pub fn adamw(lr: f64) -> Self {
         Adam {
             decoupled: true,
@@ -61,13 +69,18 @@ impl<F: Float> Adam<F> {
     }
 
     /// The decay rates of the first and second moments.
+    #[track_caller]
     pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        check_beta("Adam", "beta1", beta1);
+        check_beta("Adam", "beta2", beta2);
         self.betas = (beta1, beta2);
         self
     }
 
     /// The term added to the denominator.
+    #[track_caller]
     pub fn eps(mut self, eps: f64) -> Self {
+        check_non_negative("Adam", "eps", eps);
         self.eps = eps;
         self
     }
@@ -79,6 +92,7 @@ impl<F: Float> Adam<F> {
     }
 
     shared_options!(
+        "Adam",
         "Weight decay λ: added to the gradient (Adam) or applied to the weights (AdamW)."
     );
 
@@ -97,6 +111,7 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         let w1 = F::from_f64(1.0 - beta1);
         let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
         let eps = F::from_f64(self.eps);
+        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
@@ -113,6 +128,7 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let [m, v, v_max] = state.buffers(wanted, param.value(), F::ZERO);
             let (m, v) = (m.expect("wanted"), v.expect("wanted"));
             let k = AdamStep {
+                sign,
                 // Multiplying by 1 changes nothing, so Adam runs AdamW's decay too.
                 keep: F::from_f64(if self.decoupled { 1.0 - lr * wd } else { 1.0 }),
                 l2: (!self.decoupled && wd != 0.0).then(|| F::from_f64(wd)),
@@ -157,6 +173,8 @@ impl<F: Float> Optimizer<F> for Adam<F> {
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct AdamStep<F> {
+    /// -1 to maximize, else 1.
+    sign: F,
     /// AdamW's 1 - lr·λ; 1 for Adam.
     keep: F,
     /// Adam's λ.
@@ -188,9 +206,10 @@ impl<F: Float> AdamStep<F> {
         let v_max = if AMSGRAD { &mut v_max[..n] } else { v_max };
         for i in 0..n {
             theta[i] *= self.keep;
+            let g = grad[i] * self.sign;
             let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, grad[i]),
-                None => grad[i],
+                Some(wd) => mul_add(theta[i], wd, g),
+                None => g,
             };
             m[i] = self.w1.at(m[i], g);
             v[i] = mul_add(self.w2 * g, g, v[i] * self.b2);

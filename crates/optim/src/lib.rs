@@ -24,17 +24,23 @@
 
 mod adagrad;
 mod adam;
+mod adamax;
 mod clip;
 mod fused;
+mod nadam;
 mod optimizer;
+mod radam;
 mod rmsprop;
 mod schedule;
 mod sgd;
 
 pub use adagrad::Adagrad;
 pub use adam::Adam;
+pub use adamax::Adamax;
 pub use clip::{clip_grad_norm, clip_grad_norm_finite, clip_grad_value, grad_norm, NonFiniteNorm};
+pub use nadam::NAdam;
 pub use optimizer::{OptimState, Optimizer, ParamGroup, StateError};
+pub use radam::RAdam;
 pub use rmsprop::RmsProp;
 pub use schedule::{
     ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr, Warmup,

@@ -30,13 +30,25 @@ pub trait Optimizer<F: Float = f32> {
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError>;
 }
 
-/// The builder methods every optimizer has: `weight_decay` (documented by the literal given)
-/// and `group`.
+/// The builder methods every optimizer has: `weight_decay` (documented by the literal given,
+/// refused below 0 with a message naming the optimizer `$name`), `maximize` and `group`.
 macro_rules! shared_options {
-    ($decay_doc:literal) => {
+    ($name:literal, $decay_doc:literal) => {
         #[doc = $decay_doc]
+        ///
+        /// Panics if it is negative or NaN, as PyTorch refuses it.
+        #[track_caller]
         pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+            $crate::optimizer::check_non_negative($name, "weight_decay", weight_decay);
             self.hyper.weight_decay = weight_decay;
+            self
+        }
+
+        /// Ascends the objective instead of descending it (PyTorch's `maximize`, off by
+        /// default): the gradient is negated, `g ← -g`, before anything else, weight decay
+        /// included, so the step is the one the same rule takes to minimise `-f`.
+        pub fn maximize(mut self, maximize: bool) -> Self {
+            self.hyper.maximize = maximize;
             self
         }
 
@@ -48,6 +60,25 @@ macro_rules! shared_options {
     };
 }
 pub(crate) use shared_options;
+
+/// Panics, at the caller's line, unless `value` ≥ 0: PyTorch's `ValueError` for a learning rate,
+/// an eps or a weight decay below 0 (and NaN, which no comparison admits).
+#[track_caller]
+pub(crate) fn check_non_negative(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        value >= 0.0,
+        "{optimizer}: {name} must be >= 0, got {value:?}"
+    );
+}
+
+/// Panics, at the caller's line, unless 0 ≤ `value` < 1, as PyTorch requires of each beta.
+#[track_caller]
+pub(crate) fn check_beta(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        (0.0..1.0).contains(&value),
+        "{optimizer}: {name} must be in [0, 1), got {value:?}"
+    );
+}
 
 /// Options for the parameters whose names a rule selects: e.g. no weight decay on biases.
 pub struct ParamGroup {
@@ -105,6 +136,7 @@ impl fmt::Debug for ParamGroup {
 pub(crate) struct Hyper {
     pub(crate) lr: f64,
     pub(crate) weight_decay: f64,
+    pub(crate) maximize: bool,
     pub(crate) groups: Vec<ParamGroup>,
 }
 
@@ -113,7 +145,18 @@ impl Hyper {
         Hyper {
             lr,
             weight_decay,
+            maximize: false,
             groups: Vec::new(),
+        }
+    }
+
+    /// What the gradient is multiplied by before anything else: -1 to maximize, else 1 (exact
+    /// either way, so this is torch's `-grad`).
+    pub(crate) fn sign<F: Float>(&self) -> F {
+        if self.maximize {
+            -F::ONE
+        } else {
+            F::ONE
         }
     }
 
@@ -154,7 +197,8 @@ pub(crate) fn with_grads<'m, F: Float>(
 /// keyed by name (`lr`, `<param>.step`, `<param>.exp_avg`, ...).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimState<F: Float = f32> {
-    /// Which optimizer wrote it (`sgd`, `adam`, `adamw`, `adagrad`, `rmsprop`).
+    /// Which optimizer wrote it (`sgd`, `adam`, `adamw`, `adagrad`, `rmsprop`, `adamax`,
+    /// `nadam`, `nadamw`, `radam`, `radamw`).
     pub kind: String,
     /// Numbers by name.
     pub scalars: BTreeMap<String, f64>,

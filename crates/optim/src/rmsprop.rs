@@ -6,13 +6,15 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
+    check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer,
+    StateError,
 };
 
 /// RMSprop as `torch.optim.RMSprop` [lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0,
-/// centered off]:
+/// centered off, maximize off]:
 ///
 /// ```text
+/// g ← -g                                                    (with maximize)
 /// g ← g + λθ
 /// v ← α·v + (1 - α)·g²
 /// centered: ḡ ← ḡ + (1 - α)(g - ḡ);  d = √(v - ḡ²) + eps,   else d = √v + eps
@@ -23,6 +25,9 @@ use crate::optimizer::{
 /// and rounded to `F` once (rounding α = 0.999 to f32 before subtracting it from 1 would put
 /// 1 - α 1.3e-5 off), ḡ is updated with `torch.lerp`, and `g + λθ`, `α·v + (1 - α)·g·g`,
 /// `v - ḡ²` and `θ - lr·b` are multiply-adds rounded once.
+///
+/// The builders panic at the caller's line on what PyTorch refuses: a learning rate, alpha, eps,
+/// momentum or weight decay below 0.
 #[derive(Debug)]
 pub struct RmsProp<F: Float = f32> {
     hyper: Hyper,
@@ -43,7 +48,9 @@ impl<F: Float> Default for RmsProp<F> {
 
 impl<F: Float> RmsProp<F> {
     /// RMSprop with learning rate `lr` and PyTorch's other defaults.
+    #[track_caller]
     pub fn new(lr: f64) -> Self {
+        check_non_negative("RmsProp", "lr", lr);
         RmsProp {
             hyper: Hyper::new(lr, 0.0),
             alpha: 0.99,
@@ -55,19 +62,25 @@ impl<F: Float> RmsProp<F> {
     }
 
     /// The decay rate α of the running mean of g².
+    #[track_caller]
     pub fn alpha(mut self, alpha: f64) -> Self {
+        check_non_negative("RmsProp", "alpha", alpha);
         self.alpha = alpha;
         self
     }
 
     /// The term added to the denominator.
+    #[track_caller]
     pub fn eps(mut self, eps: f64) -> Self {
+        check_non_negative("RmsProp", "eps", eps);
         self.eps = eps;
         self
     }
 
     /// Momentum μ.
+    #[track_caller]
     pub fn momentum(mut self, momentum: f64) -> Self {
+        check_non_negative("RmsProp", "momentum", momentum);
         self.momentum = momentum;
         self
     }
@@ -78,15 +91,17 @@ impl<F: Float> RmsProp<F> {
         self
     }
 
-    shared_options!("L2 weight decay λ, added to the gradient.");
+    shared_options!("RmsProp", "L2 weight decay λ, added to the gradient.");
 }
 
 impl<F: Float> Optimizer<F> for RmsProp<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let w = F::from_f64(1.0 - self.alpha);
+        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let k = RmsPropStep {
+                sign,
                 l2: (wd != 0.0).then(|| F::from_f64(wd)),
                 alpha: F::from_f64(self.alpha),
                 w,
@@ -145,6 +160,8 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct RmsPropStep<F> {
+    /// -1 to maximize, else 1.
+    sign: F,
     l2: Option<F>,
     alpha: F,
     /// 1 - α.
@@ -176,9 +193,10 @@ impl<F: Float> RmsPropStep<F> {
         let g_avg = if CENTERED { &mut g_avg[..n] } else { g_avg };
         let buf = if MOMENTUM { &mut buf[..n] } else { buf };
         for i in 0..n {
+            let g = grad[i] * self.sign;
             let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, grad[i]),
-                None => grad[i],
+                Some(wd) => mul_add(theta[i], wd, g),
+                None => g,
             };
             v[i] = mul_add(self.w * g, g, v[i] * self.alpha);
             let root = if CENTERED {

@@ -5,12 +5,15 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer, StateError,
+    check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer,
+    StateError,
 };
 
-/// SGD as `torch.optim.SGD` [momentum 0, dampening 0, weight_decay 0, nesterov off]:
+/// SGD as `torch.optim.SGD` [momentum 0, dampening 0, weight_decay 0, nesterov off, maximize
+/// off]:
 ///
 /// ```text
+/// g ← -g                                                     (with maximize)
 /// g ← g + λθ
 /// b ← g on the first step, then μb + (1 - dampening)g        (with momentum μ)
 /// g ← g + μb with nesterov, else b
@@ -18,8 +21,11 @@ use crate::optimizer::{
 /// ```
 ///
 /// Each step rounds like torch's single-tensor loop (`foreach=False`): 1 - dampening and -lr are
-/// computed in f64 and rounded to `F` once, and every line above is one multiply-add rounded
-/// once (after μb is rounded).
+/// computed in f64 and rounded to `F` once, and every line above after the exact negation is one
+/// multiply-add rounded once (after μb is rounded).
+///
+/// The builders panic at the caller's line on what PyTorch refuses: a learning rate, momentum or
+/// weight decay below 0.
 #[derive(Debug)]
 pub struct Sgd<F: Float = f32> {
     hyper: Hyper,
@@ -33,7 +39,9 @@ const KIND: &str = "sgd";
 
 impl<F: Float> Sgd<F> {
     /// Plain SGD with learning rate `lr`.
+    #[track_caller]
     pub fn new(lr: f64) -> Self {
+        check_non_negative("Sgd", "lr", lr);
         Sgd {
             hyper: Hyper::new(lr, 0.0),
             momentum: 0.0,
@@ -44,7 +52,9 @@ impl<F: Float> Sgd<F> {
     }
 
     /// Momentum μ.
+    #[track_caller]
     pub fn momentum(mut self, momentum: f64) -> Self {
+        check_non_negative("Sgd", "momentum", momentum);
         self.momentum = momentum;
         self
     }
@@ -61,7 +71,7 @@ impl<F: Float> Sgd<F> {
         self
     }
 
-    shared_options!("L2 weight decay λ, added to the gradient.");
+    shared_options!("Sgd", "L2 weight decay λ, added to the gradient.");
 }
 
 impl<F: Float> Optimizer<F> for Sgd<F> {
@@ -75,11 +85,13 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
             F::from_f64(self.momentum),
             F::from_f64(1.0 - self.dampening),
         );
+        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
             state.step += 1;
             let k = SgdStep {
+                sign,
                 l2: (wd != 0.0).then(|| F::from_f64(wd)),
                 neg_lr: F::from_f64(-lr),
                 mu,
@@ -122,6 +134,8 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct SgdStep<F> {
+    /// -1 to maximize, else 1.
+    sign: F,
     l2: Option<F>,
     neg_lr: F,
     mu: F,
@@ -142,9 +156,10 @@ impl<F: Float> SgdStep<F> {
         let grad = &grad[..n];
         let buf = if MOMENTUM { &mut buf[..n] } else { buf };
         for i in 0..n {
+            let g = grad[i] * self.sign;
             let mut g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, grad[i]),
-                None => grad[i],
+                Some(wd) => mul_add(theta[i], wd, g),
+                None => g,
             };
             if MOMENTUM {
                 // Both values, then a choice: with a branch here the loop does not vectorise.

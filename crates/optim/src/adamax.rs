@@ -1,0 +1,160 @@
+//! Adamax: Adam with a decaying infinity norm of the gradients in place of their root mean square.
+
+use rewind_autograd::{Float, Grads};
+use rewind_nn::Module;
+
+use crate::fused::{mul_add, Lerp};
+use crate::optimizer::{
+    check_beta, check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState,
+    Optimizer, StateError,
+};
+
+/// Adamax as `torch.optim.Adamax` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
+/// maximize off], step t counted per parameter:
+///
+/// ```text
+/// g ← -g                              (with maximize)
+/// g ← g + λθ
+/// m ← β1·m + (1 - β1)·g
+/// u ← max(β2·u, |g| + eps)            (eps inside the max, as PyTorch adds it)
+/// θ ← θ - (lr / (1 - β1^t)) · m / u
+/// ```
+///
+/// Each step rounds like torch's single-tensor loop (`foreach=False`): 1 - β1 and
+/// lr / (1 - β1^t) are computed in f64 and rounded to `F` once, m is updated with `torch.lerp`,
+/// `g + λθ` is a multiply-add rounded once, and β2·u, |g| + eps and the update are each rounded.
+///
+/// The builders panic at the caller's line on what PyTorch refuses: a learning rate, eps or weight
+/// decay below 0, a beta outside [0, 1).
+#[derive(Debug)]
+pub struct Adamax<F: Float = f32> {
+    hyper: Hyper,
+    betas: (f64, f64),
+    eps: f64,
+    buffers: Buffers<F>,
+}
+
+const KIND: &str = "adamax";
+
+impl<F: Float> Default for Adamax<F> {
+    fn default() -> Self {
+        Self::new(2e-3)
+    }
+}
+
+impl<F: Float> Adamax<F> {
+    /// Adamax with learning rate `lr` and PyTorch's other defaults.
+    #[track_caller]
+    pub fn new(lr: f64) -> Self {
+        check_non_negative("Adamax", "lr", lr);
+        Adamax {
+            hyper: Hyper::new(lr, 0.0),
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            buffers: Buffers::default(),
+        }
+    }
+
+    /// The decay rates of the first moment and of the infinity norm.
+    #[track_caller]
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        check_beta("Adamax", "beta1", beta1);
+        check_beta("Adamax", "beta2", beta2);
+        self.betas = (beta1, beta2);
+        self
+    }
+
+    /// The term added to |g| before the maximum.
+    #[track_caller]
+    pub fn eps(mut self, eps: f64) -> Self {
+        check_non_negative("Adamax", "eps", eps);
+        self.eps = eps;
+        self
+    }
+
+    shared_options!("Adamax", "L2 weight decay λ, added to the gradient.");
+}
+
+impl<F: Float> Optimizer<F> for Adamax<F> {
+    fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
+        let (beta1, beta2) = self.betas;
+        let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
+        let (b2, eps, sign) = (F::from_f64(beta2), F::from_f64(self.eps), self.hyper.sign());
+        for (name, param, grad) in with_grads(model, grads) {
+            let (lr, wd) = self.hyper.for_param(&name);
+            let state = self.buffers.get(&name);
+            state.step += 1;
+            // `powf`, not `powi`: libm's pow, as Python's `beta ** step`.
+            let clr = lr / (1.0 - beta1.powf(state.step as f64));
+            let k = AdamaxStep {
+                sign,
+                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                towards_g,
+                b2,
+                eps,
+                neg_clr: F::from_f64(-clr),
+            };
+            let wanted = [("exp_avg", true), ("exp_inf", true)];
+            let [m, u] = state.buffers(wanted, param.value(), F::ZERO);
+            k.apply(
+                param.value_mut().data_mut(),
+                grad.data(),
+                m.expect("wanted"),
+                u.expect("wanted"),
+            );
+        }
+    }
+
+    fn lr(&self) -> f64 {
+        self.hyper.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.hyper.lr = lr;
+    }
+
+    fn state(&self) -> OptimState<F> {
+        self.buffers.state(KIND, self.hyper.lr)
+    }
+
+    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
+        self.buffers
+            .restore(state, KIND, &["exp_avg", "exp_inf"], &mut self.hyper)
+    }
+}
+
+/// One step's constants for one parameter, each rounded to `F` once.
+#[derive(Clone, Copy)]
+struct AdamaxStep<F> {
+    /// -1 to maximize, else 1.
+    sign: F,
+    l2: Option<F>,
+    /// m's step towards g, by 1 - β1.
+    towards_g: Lerp<F>,
+    b2: F,
+    eps: F,
+    /// -lr / (1 - β1^t).
+    neg_clr: F,
+}
+
+impl<F: Float> AdamaxStep<F> {
+    /// Updates θ, m and u in place.
+    // Not inlined: as parameters of their own function the slices are known not to overlap, so
+    // the loop vectorises.
+    #[inline(never)]
+    fn apply(self, theta: &mut [F], grad: &[F], m: &mut [F], u: &mut [F]) {
+        let n = theta.len();
+        let (grad, m, u) = (&grad[..n], &mut m[..n], &mut u[..n]);
+        for i in 0..n {
+            let g = grad[i] * self.sign;
+            let g = match self.l2 {
+                Some(wd) => mul_add(theta[i], wd, g),
+                None => g,
+            };
+            m[i] = self.towards_g.at(m[i], g);
+            // torch.maximum: NaN if either is.
+            u[i] = (u[i] * self.b2).max(g.abs() + self.eps);
+            theta[i] += self.neg_clr * m[i] / u[i];
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! NAdam: Adam with Nesterov momentum and a warming-up momentum schedule (Dozat, 2016).
+
+use rewind_autograd::{Float, Grads, Tensor};
+use rewind_nn::Module;
+
+use crate::fused::{mul_add, Lerp};
+use crate::optimizer::{
+    check_beta, check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState,
+    Optimizer, StateError,
+};
+
+/// NAdam as `torch.optim.NAdam` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
+/// momentum_decay ψ = 4e-3, decoupled_weight_decay off, maximize off], step t counted per
+/// parameter:
+///
+/// ```text
+/// g ← -g                                      (with maximize)
+/// g ← g + λθ                                  (NAdamW, decoupled: θ ← θ(1 - lr·λ) instead)
+/// μ_t = β1·(1 - ½·0.96^(t·ψ)),   μ_{t+1} = β1·(1 - ½·0.96^((t+1)·ψ))
+/// Π ← Π·μ_t                                   (Π starts at 1: the product μ_1 ⋯ μ_t)
+/// m ← β1·m + (1 - β1)·g
+/// v ← β2·v + (1 - β2)·g²
+/// d = √(v / (1 - β2^t)) + eps
+/// θ ← θ - (lr·(1 - μ_t) / (1 - Π)) · g / d - (lr·μ_{t+1} / (1 - Π·μ_{t+1})) · m / d
+/// ```
+///
+/// Π is kept per parameter in `F`, as torch keeps `mu_product` in its default dtype (so an f32
+/// run rounds it at every step, as torch's does). Each step rounds like torch's single-tensor
+/// loop (`foreach=False`): μ_t, the two step sizes, 1 - β1, 1 - β2, 1 - β2^t and 1 - lr·λ are
+/// computed in f64 and rounded to `F` once, m is updated with `torch.lerp`, `g + λθ` and
+/// `β2·v + (1 - β2)·g·g` are multiply-adds rounded once, and θ takes the two terms one after the
+/// other, each rounded.
+///
+/// The builders panic at the caller's line on what PyTorch refuses: a learning rate, eps, weight
+/// decay or momentum decay below 0, a beta outside [0, 1).
+#[derive(Debug)]
+pub struct NAdam<F: Float = f32> {
+    hyper: Hyper,
+    betas: (f64, f64),
+    eps: f64,
+    momentum_decay: f64,
+    decoupled: bool,
+    buffers: Buffers<F>,
+}
+
+impl<F: Float> Default for NAdam<F> {
+    fn default() -> Self {
+        Self::new(2e-3)
+    }
+}
+
+impl<F: Float> NAdam<F> {
+    /// NAdam with learning rate `lr` and PyTorch's other defaults.
+    #[track_caller]
+    pub fn new(lr: f64) -> Self {
+        check_non_negative("NAdam", "lr", lr);
+        NAdam {
+            hyper: Hyper::new(lr, 0.0),
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            momentum_decay: 4e-3,
+            decoupled: false,
+            buffers: Buffers::default(),
+        }
+    }
+
+    /// The decay rates of the first and second moments (β1 also scales every μ_t).
+    #[track_caller]
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        check_beta("NAdam", "beta1", beta1);
+        check_beta("NAdam", "beta2", beta2);
+        self.betas = (beta1, beta2);
+        self
+    }
+
+    /// The term added to the denominator.
+    #[track_caller]
+    pub fn eps(mut self, eps: f64) -> Self {
+        check_non_negative("NAdam", "eps", eps);
+        self.eps = eps;
+        self
+    }
+
+    /// ψ, how fast μ_t rises from β1/2 towards β1.
+    #[track_caller]
+    pub fn momentum_decay(mut self, momentum_decay: f64) -> Self {
+        check_non_negative("NAdam", "momentum_decay", momentum_decay);
+        self.momentum_decay = momentum_decay;
+        self
+    }
+
+    /// NAdamW: apply the weight decay to the weights, θ ← θ(1 - lr·λ), as AdamW does, instead
+    /// of adding λθ to the gradient.
+    pub fn decoupled_weight_decay(mut self, decoupled: bool) -> Self {
+        self.decoupled = decoupled;
+        self
+    }
+
+    shared_options!(
+        "NAdam",
+        "Weight decay λ: added to the gradient, or applied to the weights with \
+         [`decoupled_weight_decay`](NAdam::decoupled_weight_decay)."
+    );
+
+    fn kind(&self) -> &'static str {
+        if self.decoupled {
+            "nadamw"
+        } else {
+            "nadam"
+        }
+    }
+}
+
+impl<F: Float> Optimizer<F> for NAdam<F> {
+    fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
+        let (beta1, beta2) = self.betas;
+        let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
+        let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
+        let (eps, sign) = (F::from_f64(self.eps), self.hyper.sign());
+        let momentum_decay = self.momentum_decay;
+        let mu_at = |t: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(t * momentum_decay));
+        for (name, param, grad) in with_grads(model, grads) {
+            let (lr, wd) = self.hyper.for_param(&name);
+            let state = self.buffers.get(&name);
+            state.step += 1;
+            let t = state.step as f64;
+            let (mu, mu_next) = (mu_at(t), mu_at(t + 1.0));
+            let product = state
+                .tensors
+                .entry("mu_product")
+                .or_insert_with(|| Tensor::scalar(F::ONE));
+            assert_eq!(
+                product.numel(),
+                1,
+                "optimizer buffer `mu_product` of `{name}` has shape {:?}, not one number: the state was saved for another optimizer",
+                product.shape()
+            );
+            let product = &mut product.data_mut()[0];
+            *product *= F::from_f64(mu);
+            let product = product.to_f64();
+            let k = NAdamStep {
+                sign,
+                keep: F::from_f64(if self.decoupled { 1.0 - lr * wd } else { 1.0 }),
+                l2: (!self.decoupled && wd != 0.0).then(|| F::from_f64(wd)),
+                towards_g,
+                b2,
+                w2,
+                // `powf`, not `powi`: libm's pow, as Python's `beta ** step`.
+                bc2: F::from_f64(1.0 - beta2.powf(t)),
+                eps,
+                neg_g_size: F::from_f64(-lr * (1.0 - mu) / (1.0 - product)),
+                neg_m_size: F::from_f64((-lr * mu_next) / (1.0 - product * mu_next)),
+            };
+            let wanted = [("exp_avg", true), ("exp_avg_sq", true)];
+            let [m, v] = state.buffers(wanted, param.value(), F::ZERO);
+            k.apply(
+                param.value_mut().data_mut(),
+                grad.data(),
+                m.expect("wanted"),
+                v.expect("wanted"),
+            );
+        }
+    }
+
+    fn lr(&self) -> f64 {
+        self.hyper.lr
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.hyper.lr = lr;
+    }
+
+    fn state(&self) -> OptimState<F> {
+        self.buffers.state(self.kind(), self.hyper.lr)
+    }
+
+    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
+        let kind = self.kind();
+        self.buffers.restore(
+            state,
+            kind,
+            &["exp_avg", "exp_avg_sq", "mu_product"],
+            &mut self.hyper,
+        )
+    }
+}
+
+/// One step's constants for one parameter, each rounded to `F` once.
+#[derive(Clone, Copy)]
+struct NAdamStep<F> {
+    /// -1 to maximize, else 1.
+    sign: F,
+    /// NAdamW's 1 - lr·λ; 1 for NAdam.
+    keep: F,
+    /// NAdam's λ.
+    l2: Option<F>,
+    /// m's step towards g, by 1 - β1.
+    towards_g: Lerp<F>,
+    b2: F,
+    w2: F,
+    /// 1 - β2^t.
+    bc2: F,
+    eps: F,
+    /// -lr·(1 - μ_t) / (1 - Π).
+    neg_g_size: F,
+    /// -lr·μ_{t+1} / (1 - Π·μ_{t+1}).
+    neg_m_size: F,
+}
+
+impl<F: Float> NAdamStep<F> {
+    /// Updates θ, m and v in place.
+    // Not inlined: as parameters of their own function the slices are known not to overlap, so
+    // the loop vectorises.
+    #[inline(never)]
+    fn apply(self, theta: &mut [F], grad: &[F], m: &mut [F], v: &mut [F]) {
+        let n = theta.len();
+        let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
+        for i in 0..n {
+            theta[i] *= self.keep;
+            let g = grad[i] * self.sign;
+            let g = match self.l2 {
+                Some(wd) => mul_add(theta[i], wd, g),
+                None => g,
+            };
+            m[i] = self.towards_g.at(m[i], g);
+            v[i] = mul_add(self.w2 * g, g, v[i] * self.b2);
+            let d = (v[i] / self.bc2).sqrt() + self.eps;
+            theta[i] += self.neg_g_size * g / d;
+            theta[i] += self.neg_m_size * m[i] / d;
+        }
+    }
+}

@@ -1,0 +1,126 @@
+"""Golden values for Adamax, NAdam and RAdam, and for `maximize` in every optimizer, from PyTorch.
+
+Writes two files read by tests/optim_more_parity.rs. tests/data/optim_more_golden.safetensors
+(float64):
+
+- `params.weight` [3, 4], `params.bias` [4]: the starting parameters;
+- `grads.weight` [100, 3, 4], `grads.bias` [100, 4]: the gradient fed at each of 100 steps;
+- `<config>.weight` [100, 3, 4], `<config>.bias` [100, 4]: the parameters after each step, for
+  every optimizer configuration in CONFIGS (each one's options are in the metadata as
+  `config.<config>`).
+
+tests/data/optim_more_golden_f32.safetensors (float32) holds the same names, with every tensor
+rounded to float32 before the run and the run done in float32: what a user of torch's float32
+optimizers gets, rounding included.
+
+Every optimizer runs its single-tensor loop (foreach=False), the one PyTorch picks on the CPU.
+The float64 run sets torch's default dtype to float64, as a float64 user does: NAdam keeps its
+running product of momentum coefficients, `mu_product`, in the default dtype, so without it a
+float64 NAdam would round that product to float32 at every step.
+
+Run: python3 scripts/golden_optim_more.py   (needs torch and safetensors)
+"""
+
+import json
+import pathlib
+import struct
+
+import torch
+from safetensors.torch import save_file
+
+torch.manual_seed(14)
+STEPS = 100
+DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
+OUT = DATA / "optim_more_golden.safetensors"
+OUT_F32 = DATA / "optim_more_golden_f32.safetensors"
+
+init = {"weight": torch.randn(3, 4, dtype=torch.float64), "bias": torch.randn(4, dtype=torch.float64)}
+grads = {
+    "weight": torch.randn(STEPS, 3, 4, dtype=torch.float64),
+    "bias": torch.randn(STEPS, 4, dtype=torch.float64),
+}
+
+O = torch.optim
+# name -> (constructor, options). `bias_group` puts the bias in a parameter group of its own with
+# these options; the weight stays in the default group.
+CONFIGS = {
+    "adamax_defaults": (O.Adamax, dict()),
+    "adamax": (O.Adamax, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    "adamax_groups": (O.Adamax, dict(lr=0.01, weight_decay=0.1, bias_group=dict(lr=0.005, weight_decay=0.0))),
+    "nadam_defaults": (O.NAdam, dict()),
+    "nadam": (O.NAdam, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1, momentum_decay=0.01)),
+    "nadamw": (O.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    "nadam_groups": (O.NAdam, dict(lr=0.01, weight_decay=0.1, bias_group=dict(lr=0.005, weight_decay=0.0))),
+    "radam_defaults": (O.RAdam, dict()),
+    "radam": (O.RAdam, dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.1)),
+    "radamw": (O.RAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True)),
+    "radam_groups": (O.RAdam, dict(lr=0.01, weight_decay=0.1, bias_group=dict(lr=0.005, weight_decay=0.0))),
+    # maximize: each optimizer negates the gradient before its weight decay.
+    "sgd_maximize": (O.SGD, dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.1, maximize=True)),
+    "adam_maximize": (O.Adam, dict(lr=0.01, weight_decay=0.1, maximize=True)),
+    "adamw_amsgrad_maximize": (O.AdamW, dict(lr=0.01, weight_decay=0.1, amsgrad=True, maximize=True)),
+    "adagrad_maximize": (O.Adagrad, dict(lr=0.1, lr_decay=0.01, weight_decay=0.1, maximize=True)),
+    "rmsprop_maximize": (
+        O.RMSprop,
+        dict(lr=0.01, centered=True, momentum=0.5, weight_decay=0.1, maximize=True),
+    ),
+    "adamax_maximize": (O.Adamax, dict(lr=0.01, weight_decay=0.1, maximize=True)),
+    "nadam_maximize": (O.NAdam, dict(lr=0.01, weight_decay=0.1, maximize=True)),
+    "nadamw_maximize": (O.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True, maximize=True)),
+    "radam_maximize": (O.RAdam, dict(lr=0.01, weight_decay=0.1, maximize=True)),
+}
+
+
+def trajectories(dtype):
+    """`params.*`, `grads.*` and every configuration's trajectory, computed in `dtype`."""
+    torch.set_default_dtype(dtype)
+    start = {k: v.to(dtype) for k, v in init.items()}
+    fed = {k: v.to(dtype) for k, v in grads.items()}
+    out = {f"params.{k}": v for k, v in start.items()}
+    out.update({f"grads.{k}": v for k, v in fed.items()})
+    for name, (ctor, opts) in CONFIGS.items():
+        opts = dict(opts)
+        params = {k: torch.nn.Parameter(v.clone()) for k, v in start.items()}
+        bias_group = opts.pop("bias_group", None)
+        if bias_group is None:
+            groups = [params["weight"], params["bias"]]
+        else:
+            groups = [{"params": [params["weight"]]}, {"params": [params["bias"]], **bias_group}]
+        opt = ctor(groups, foreach=False, **opts)
+        trajectory = {k: [] for k in params}
+        for t in range(STEPS):
+            for k, p in params.items():
+                p.grad = fed[k][t].clone()
+            opt.step()
+            for k, p in params.items():
+                trajectory[k].append(p.detach().clone())
+        for k, values in trajectory.items():
+            out[f"{name}.{k}"] = torch.stack(values)
+    torch.set_default_dtype(torch.float32)
+    return out
+
+
+def sort_metadata(path):
+    """Rewrite the header with its metadata keys sorted, in place, so that regenerating gives the
+    same bytes (safetensors writes the metadata in hash-map order). The header keeps its length,
+    so the tensor data does not move."""
+    with open(path, "r+b") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":")).encode()
+        assert len(text) <= size, "rewritten header grew"
+        f.seek(8)
+        f.write(text.ljust(size, b" "))
+
+
+metadata = {"generator": "scripts/golden_optim_more.py", "torch": torch.__version__}
+for name, (ctor, opts) in CONFIGS.items():
+    metadata[f"config.{name}"] = json.dumps({"optimizer": ctor.__name__, **opts}, sort_keys=True)
+
+DATA.mkdir(parents=True, exist_ok=True)
+for path, dtype in [(OUT, torch.float64), (OUT_F32, torch.float32)]:
+    tensors = trajectories(dtype)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    sort_metadata(path)
+    print(f"wrote {len(tensors)} tensors to {path}")
