@@ -11,7 +11,9 @@ tests/clip_parity.rs:
 - `clip.<dtype>.grads.<name>`: three gradients (float64, and the same rounded to float32);
 - `clip.<dtype>.<case>.total` [1] and `clip.<dtype>.<case>.<name>`: clip_grad_norm_'s returned
   norm and the clipped gradients for norm types 1, 2, 3.5 and inf (CLIPS), and
-  `clip.<dtype>.value.<name>` for clip_grad_value_(0.5), each computed by torch in that dtype.
+  `clip.<dtype>.value.<name>` for clip_grad_value_(0.5), each computed by torch in that dtype;
+- `clip.nonfinite_<inf|nan>.<case>.total` [1] and `.grad` [3] (float64): clip_grad_norm_ of
+  each case with error_if_nonfinite=False on the single gradient [1, inf, -2] or [1, nan, -2].
 
 Warm-up is torch's SequentialLR of LinearLR(1/w, 1, w - 1) and the schedule, with the milestone
 at w (what rewind's `Warmup { steps: w, .. }` is). SequentialLR refuses ReduceLROnPlateau, so
@@ -197,6 +199,16 @@ def clip_cases(out, grads, dtype):
     out.update({f"clip.{label}.value.{k}": p.grad for k, p in ps.items()})
 
 
+def nonfinite_cases(out):
+    for label, bad in [("inf", math.inf), ("nan", math.nan)]:
+        for case, (norm_type, max_norm) in CLIPS.items():
+            p = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+            p.grad = torch.tensor([1.0, bad, -2.0], dtype=torch.float64)
+            total = torch.nn.utils.clip_grad_norm_([p], max_norm, norm_type=norm_type, foreach=False)
+            out[f"clip.nonfinite_{label}.{case}.total"] = total.reshape(1)
+            out[f"clip.nonfinite_{label}.{case}.grad"] = p.grad
+
+
 def sort_metadata(path):
     """Rewrite the header with its metadata keys sorted, in place, so that regenerating gives
     identical bytes (safetensors writes __metadata__ in hash-map order). The header keeps its
@@ -227,6 +239,7 @@ def main():
     }
     clip_cases(out, grads, torch.float64)
     clip_cases(out, grads, torch.float32)
+    nonfinite_cases(out)
 
     DATA.mkdir(parents=True, exist_ok=True)
     metadata = {"generator": "scripts/golden_schedules.py", "torch": torch.__version__}

@@ -34,6 +34,7 @@ mod sgd;
 pub use adagrad::Adagrad;
 pub use adam::Adam;
 pub use clip::{clip_grad_norm, clip_grad_norm_finite, clip_grad_value, grad_norm, NonFiniteNorm};
+pub use clip::{clip_grad_norm_with, ClipOptions};
 pub use optimizer::{OptimState, Optimizer, ParamGroup, StateError};
 pub use rmsprop::RmsProp;
 pub use schedule::{
