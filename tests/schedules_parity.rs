@@ -4,9 +4,11 @@
 //! from tests/data/schedules_golden.safetensors, which `scripts/golden_schedules.py` wrote (its
 //! docstring says how each case was run in torch). Each schedule is driven as a user drives it,
 //! by a `Scheduler` over an optimizer, and the rates match torch's float64 ones to 1e-15
-//! relative (the warm-up ramp, which torch computes by repeated multiplication, to 1e-14).
+//! relative. On the machine that wrote the data they agree bit for bit, except that the
+//! warm-up ramp, which torch's LinearLR builds by repeated multiplication, is an ulp away at
+//! one step; the tolerance also leaves room for another platform's `cos`.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Once;
@@ -198,7 +200,7 @@ fn reduce_lr_on_plateau_matches_pytorch() {
 #[test]
 fn warmup_composes_with_each_new_schedule_boxed_or_not() {
     let g = golden();
-    let tol = 1e-14;
+    let tol = 1e-15;
     check(&g, "warmup_multistep", BASE_LR, tol, || Warmup {
         steps: WARMUP,
         then: MultiStepLr::new([3, 6]).gamma(0.5),
@@ -286,20 +288,30 @@ fn a_metric_is_ignored_by_schedules_that_read_none() {
 
 thread_local! {
     static LAST: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
+    static EXPECTING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Runs `f`, expecting a panic; returns its message and the file and line it points at.
 fn panic_of(f: impl FnOnce()) -> (String, String, u32) {
     // One hook for the whole binary: tests run on parallel threads, each recording its own
-    // panic's location in a thread-local.
+    // expected panic's location in a thread-local. Any other panic (a failing assertion) is
+    // reported by the default hook, so its message still shows.
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
-        panic::set_hook(Box::new(|info| {
-            let loc = info.location().map(|l| (l.file().to_string(), l.line()));
-            LAST.with(|last| *last.borrow_mut() = loc);
+        let report = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if EXPECTING.get() {
+                let loc = info.location().map(|l| (l.file().to_string(), l.line()));
+                LAST.with(|last| *last.borrow_mut() = loc);
+            } else {
+                report(info);
+            }
         }))
     });
-    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    EXPECTING.set(true);
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    EXPECTING.set(false);
+    let err = result.expect_err("expected a panic");
     let msg = err
         .downcast_ref::<String>()
         .cloned()

@@ -27,6 +27,7 @@ mod adam;
 mod clip;
 mod fused;
 mod optimizer;
+mod plateau;
 mod rmsprop;
 mod schedule;
 mod sgd;
@@ -36,7 +37,9 @@ pub use adam::Adam;
 pub use clip::{clip_grad_norm, clip_grad_norm_finite, clip_grad_value, grad_norm, NonFiniteNorm};
 pub use clip::{clip_grad_norm_with, ClipOptions};
 pub use optimizer::{OptimState, Optimizer, ParamGroup, StateError};
+pub use plateau::{PlateauMode, PlateauState, ReduceLrOnPlateau, ThresholdMode};
 pub use rmsprop::RmsProp;
+pub use schedule::{Anneal, CosineAnnealingWarmRestarts, MultiStepLr, OneCycleLr};
 pub use schedule::{
     ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr, Warmup,
 };
