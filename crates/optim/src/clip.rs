@@ -1,4 +1,4 @@
-//! Gradient clipping: by global L2 norm, and by value.
+//! Gradient clipping: by global p-norm (L2 by default, any p > 0, or the max norm), and by value.
 
 use std::fmt;
 
@@ -18,34 +18,136 @@ pub fn grad_norm<F: Float>(grads: &Grads<F>) -> f64 {
         .sqrt()
 }
 
+/// The global p-norm of all gradients, as if they were one vector: (Σ |g|^p)^(1/p), or max |g|
+/// for p = ∞ (NaN if any element is NaN), accumulated in f64. p = 2 is [`grad_norm`].
+fn p_norm<F: Float>(grads: &Grads<F>, p: f64) -> f64 {
+    let elements = || {
+        grads
+            .iter()
+            .flat_map(|(_, g)| g.data())
+            .map(|x| x.to_f64().abs())
+    };
+    if p == 2.0 {
+        grad_norm(grads)
+    } else if p == f64::INFINITY {
+        // f64::max drops NaN; a NaN gradient must give a NaN norm, as torch's does.
+        elements().fold(0.0, |m, x| if x > m || x.is_nan() { x } else { m })
+    } else if p == 1.0 {
+        elements().fold(0.0, |sum, x| sum + x)
+    } else {
+        elements().fold(0.0, |sum, x| sum + x.powf(p)).powf(1.0 / p)
+    }
+}
+
 /// Scales every gradient by `min(1, max_norm / (total + 1e-6))`, as `torch.nn.utils.clip_grad_norm_`,
-/// and returns `total`, the global norm before clipping. A non-finite norm is returned as is
-/// (and, as in PyTorch, turns the gradients to NaN); use [`clip_grad_norm_finite`] to refuse it.
+/// and returns `total`, the global L2 norm before clipping. A non-finite norm is returned as is
+/// (and, as in PyTorch, turns the gradients to NaN); use [`clip_grad_norm_finite`] to refuse it,
+/// and [`clip_grad_norm_with`] for another norm.
+///
+/// Panics if `max_norm` is negative or NaN.
+#[track_caller]
 pub fn clip_grad_norm<F: Float>(grads: &mut Grads<F>, max_norm: f64) -> f64 {
+    check_max_norm(max_norm);
     let total = grad_norm(grads);
-    let coef = (max_norm / (total + 1e-6)).min(1.0);
+    scale_to(grads, max_norm, total);
+    total
+}
+
+/// [`clip_grad_norm`] that fails, leaving the gradients untouched, when the norm is NaN or
+/// infinite (PyTorch's `error_if_nonfinite=True`).
+#[track_caller]
+pub fn clip_grad_norm_finite<F: Float>(
+    grads: &mut Grads<F>,
+    max_norm: f64,
+) -> Result<f64, NonFiniteNorm> {
+    clip_grad_norm_with(grads, ClipOptions::new(max_norm).error_if_nonfinite(true))
+}
+
+/// The arguments of `torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type,
+/// error_if_nonfinite)`, for [`clip_grad_norm_with`]. [`ClipOptions::new`] takes PyTorch's
+/// defaults: the L2 norm, no error.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ClipOptions {
+    /// The largest norm the gradients may have after clipping (≥ 0).
+    pub max_norm: f64,
+    /// p of the p-norm: any p > 0, or `f64::INFINITY` for the largest absolute element.
+    pub norm_type: f64,
+    /// Refuse a NaN or infinite norm with [`NonFiniteNorm`] instead of scaling by it.
+    pub error_if_nonfinite: bool,
+}
+
+impl ClipOptions {
+    /// Clip to `max_norm` in L2, with no error on a non-finite norm.
+    pub fn new(max_norm: f64) -> Self {
+        ClipOptions {
+            max_norm,
+            norm_type: 2.0,
+            error_if_nonfinite: false,
+        }
+    }
+
+    /// Measures with the p-norm, p = `norm_type` (> 0, or `f64::INFINITY`).
+    pub fn norm_type(mut self, norm_type: f64) -> Self {
+        self.norm_type = norm_type;
+        self
+    }
+
+    /// Whether a NaN or infinite norm is an error.
+    pub fn error_if_nonfinite(mut self, error: bool) -> Self {
+        self.error_if_nonfinite = error;
+        self
+    }
+}
+
+/// Clips all gradients together by their global p-norm, as `torch.nn.utils.clip_grad_norm_`:
+/// `total = (Σ over every element of every gradient of |g|^p)^(1/p)` (`max |g|` for p = ∞),
+/// accumulated in f64 whatever `F` is; then every gradient is multiplied by
+/// `min(1, max_norm / (total + 1e-6))`. Returns `total`, the norm before clipping.
+///
+/// A NaN or infinite `total` is an error ([`NonFiniteNorm`], gradients untouched) when
+/// `error_if_nonfinite` is set; otherwise it is returned, and scaling by it makes the gradients
+/// NaN (a NaN norm) or zero and NaN where they were infinite (an infinite one), as in PyTorch.
+///
+/// Panics if `norm_type` is not positive (0, negative, NaN) or `max_norm` is negative or NaN.
+#[track_caller]
+pub fn clip_grad_norm_with<F: Float>(
+    grads: &mut Grads<F>,
+    options: ClipOptions,
+) -> Result<f64, NonFiniteNorm> {
+    let p = options.norm_type;
+    assert!(
+        p > 0.0,
+        "clip_grad_norm: norm_type must be positive (a p-norm with p > 0, or inf), got {p}"
+    );
+    check_max_norm(options.max_norm);
+    let total = p_norm(grads, p);
+    if options.error_if_nonfinite && !total.is_finite() {
+        return Err(NonFiniteNorm(total));
+    }
+    scale_to(grads, options.max_norm, total);
+    Ok(total)
+}
+
+#[track_caller]
+fn check_max_norm(max_norm: f64) {
+    assert!(
+        max_norm >= 0.0,
+        "clip_grad_norm: max_norm must be non-negative, got {max_norm}"
+    );
+}
+
+/// Multiplies every gradient by `min(1, max_norm / (total + 1e-6))`.
+fn scale_to<F: Float>(grads: &mut Grads<F>, max_norm: f64, total: f64) {
     // Multiplying by 1 changes nothing, so an unclipped step skips the pass. A NaN coefficient
-    // (from a NaN norm) fails `< 1.0` but must still poison the gradients, as PyTorch's does.
+    // (from a NaN norm) must poison the gradients, as torch.clamp keeps it NaN; `f64::min`
+    // would turn it into 1.
+    let coef = max_norm / (total + 1e-6);
     if coef < 1.0 || coef.is_nan() {
         let c = F::from_f64(coef);
         for (_, g) in grads.iter_mut() {
             g.data_mut().iter_mut().for_each(|x| *x *= c);
         }
     }
-    total
-}
-
-/// [`clip_grad_norm`] that fails, leaving the gradients untouched, when the norm is NaN or
-/// infinite (PyTorch's `error_if_nonfinite=True`).
-pub fn clip_grad_norm_finite<F: Float>(
-    grads: &mut Grads<F>,
-    max_norm: f64,
-) -> Result<f64, NonFiniteNorm> {
-    let total = grad_norm(grads);
-    if !total.is_finite() {
-        return Err(NonFiniteNorm(total));
-    }
-    Ok(clip_grad_norm(grads, max_norm))
 }
 
 /// The gradients' global norm was NaN or infinite: the step diverged.
@@ -65,8 +167,15 @@ impl fmt::Display for NonFiniteNorm {
 impl std::error::Error for NonFiniteNorm {}
 
 /// Clamps every gradient element to [-clip_value, clip_value] (`torch.nn.utils.clip_grad_value_`;
-/// min-char-rnn and char-rnn use 5).
+/// min-char-rnn and char-rnn use 5). NaN elements stay NaN, as with `torch.clamp`.
+///
+/// Panics if `clip_value` is negative or NaN.
+#[track_caller]
 pub fn clip_grad_value<F: Float>(grads: &mut Grads<F>, clip_value: f64) {
+    assert!(
+        clip_value >= 0.0,
+        "clip_grad_value: clip_value must be non-negative, got {clip_value}"
+    );
     let (lo, hi) = (F::from_f64(-clip_value), F::from_f64(clip_value));
     for (_, g) in grads.iter_mut() {
         for x in g.data_mut() {

@@ -1,15 +1,47 @@
-//! Learning-rate schedules, in closed form, and the `Scheduler` that applies one to any
-//! optimizer.
+//! Learning-rate schedules, in closed form or driven by a metric, and the `Scheduler` that
+//! applies one to any optimizer.
+
+use std::f64::consts::PI;
 
 use rewind_autograd::Float;
 
 use crate::optimizer::Optimizer;
 
 /// A learning rate as a function of the scheduler's step count (0 before its first step) and
-/// the optimizer's initial learning rate.
+/// the optimizer's initial learning rate; for a schedule that reads a metric
+/// ([`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau)), also of the metrics it has observed.
 pub trait LrSchedule {
     /// The learning rate after `step` scheduler steps.
+    #[track_caller]
     fn lr_at(&self, base_lr: f64, step: usize) -> f64;
+
+    /// Takes the metric reported with the scheduler step that reached `step` (≥ 1), before the
+    /// rate of that step is asked for. Schedules that read no metric ignore it (the default).
+    fn observe(&mut self, step: usize, metric: f64) {
+        let _ = (step, metric);
+    }
+
+    /// Whether the schedule needs a metric at every step, so that [`Scheduler::step`] refuses
+    /// to advance it without one. False by default.
+    fn reads_metric(&self) -> bool {
+        false
+    }
+}
+
+/// A boxed schedule is a schedule, so `Scheduler<Box<dyn LrSchedule>>` and
+/// `Warmup<Box<dyn LrSchedule>>` can hold one chosen at run time.
+impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
+    fn lr_at(&self, base_lr: f64, step: usize) -> f64 {
+        (**self).lr_at(base_lr, step)
+    }
+
+    fn observe(&mut self, step: usize, metric: f64) {
+        (**self).observe(step, metric)
+    }
+
+    fn reads_metric(&self) -> bool {
+        (**self).reads_metric()
+    }
 }
 
 /// `base · γ^⌊step / step_size⌋` (`torch.optim.lr_scheduler.StepLR`, γ 0.1 by default).
@@ -51,7 +83,7 @@ pub struct CosineAnnealingLr {
 
 impl LrSchedule for CosineAnnealingLr {
     fn lr_at(&self, base: f64, step: usize) -> f64 {
-        let phase = std::f64::consts::PI * step as f64 / self.t_max as f64;
+        let phase = PI * step as f64 / self.t_max as f64;
         self.eta_min + (base - self.eta_min) * (1.0 + phase.cos()) / 2.0
     }
 }
@@ -85,6 +117,277 @@ impl LrSchedule for LinearLr {
     }
 }
 
+/// `base · γ^k`, k the number of milestones ≤ `step` (`MultiStepLR`, γ 0.1 by default): the
+/// rate drops by γ at each milestone, by γ^n at one listed n times. Like torch, it multiplies by
+/// γ^n milestone after milestone, so the rates round as torch's do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiStepLr {
+    /// Distinct milestones, ascending, each with the number of times it was listed.
+    milestones: Vec<(usize, u32)>,
+    gamma: f64,
+}
+
+impl MultiStepLr {
+    /// Decays by γ = 0.1 at each of `milestones` (steps, in any order; a repeated one decays
+    /// once per listing, as with torch's `Counter`).
+    pub fn new(milestones: impl IntoIterator<Item = usize>) -> Self {
+        let mut sorted: Vec<usize> = milestones.into_iter().collect();
+        sorted.sort_unstable();
+        let mut counted: Vec<(usize, u32)> = Vec::new();
+        for m in sorted {
+            match counted.last_mut() {
+                Some((last, n)) if *last == m => *n += 1,
+                _ => counted.push((m, 1)),
+            }
+        }
+        MultiStepLr {
+            milestones: counted,
+            gamma: 0.1,
+        }
+    }
+
+    /// The factor of each decay. Panics unless positive and finite.
+    #[track_caller]
+    pub fn gamma(mut self, gamma: f64) -> Self {
+        positive("MultiStepLr", "gamma", gamma);
+        self.gamma = gamma;
+        self
+    }
+}
+
+impl LrSchedule for MultiStepLr {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        self.milestones
+            .iter()
+            .take_while(|&&(m, _)| m <= step)
+            .fold(base, |lr, &(_, n)| lr * self.gamma.powf(n as f64))
+    }
+}
+
+/// How [`OneCycleLr`] goes from one rate to another over a phase, as `pct` goes from 0 to 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Anneal {
+    /// `end + (start - end)/2 · (1 + cos(π·pct))` (torch's `anneal_strategy="cos"`, the default).
+    #[default]
+    Cos,
+    /// `start + (end - start)·pct` (`"linear"`).
+    Linear,
+}
+
+impl Anneal {
+    fn between(self, start: f64, end: f64, pct: f64) -> f64 {
+        match self {
+            Anneal::Cos => end + (start - end) / 2.0 * ((PI * pct).cos() + 1.0),
+            Anneal::Linear => (end - start) * pct + start,
+        }
+    }
+}
+
+/// The 1cycle policy (`OneCycleLR`; Smith and Topin 2017), over `total_steps` steps T with
+/// `p = pct_start`: from `initial = max_lr / div_factor` up to `max_lr` until step `p·T - 1`,
+/// then down to `min = initial / final_div_factor` at step `T - 1`. With `three_phase`, the
+/// rise is mirrored back down to `initial` at step `2·p·T - 2`, and the last phase goes from
+/// there to `min`. Within a phase from step a to step b, the rate moves from its start to its
+/// end by [`Anneal`] with `pct = (step - a)/(b - a)`.
+///
+/// PyTorch's defaults: pct_start 0.3, [`Anneal::Cos`], div_factor 25, final_div_factor 1e4,
+/// two phases. The optimizer's own rate is ignored: the cycle sets every rate. Steps 0 to T
+/// are defined (step T lies one step past the last phase's end, as in torch); stepping past T
+/// panics, as torch raises. torch also cycles the momentum (`cycle_momentum`, 0.95 down to 0.85
+/// and back); a schedule here drives only the learning rate, so this one does not.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OneCycleLr {
+    max_lr: f64,
+    total_steps: usize,
+    pct_start: f64,
+    anneal: Anneal,
+    div_factor: f64,
+    final_div_factor: f64,
+    three_phase: bool,
+}
+
+impl OneCycleLr {
+    /// A cycle peaking at `max_lr` over `total_steps` steps (torch's `epochs · steps_per_epoch`
+    /// is the same number), with PyTorch's defaults. Panics unless `max_lr` is positive and
+    /// finite and `total_steps` at least 1.
+    #[track_caller]
+    pub fn new(max_lr: f64, total_steps: usize) -> Self {
+        positive("OneCycleLr", "max_lr", max_lr);
+        assert!(
+            total_steps >= 1,
+            "OneCycleLr: total_steps must be at least 1, got {total_steps}"
+        );
+        OneCycleLr {
+            max_lr,
+            total_steps,
+            pct_start: 0.3,
+            anneal: Anneal::Cos,
+            div_factor: 25.0,
+            final_div_factor: 1e4,
+            three_phase: false,
+        }
+    }
+
+    /// The fraction of the cycle spent rising, in [0, 1] (0.3).
+    #[track_caller]
+    pub fn pct_start(mut self, pct_start: f64) -> Self {
+        assert!(
+            (0.0..=1.0).contains(&pct_start),
+            "OneCycleLr: pct_start must be in [0, 1], got {pct_start}"
+        );
+        self.pct_start = pct_start;
+        self
+    }
+
+    /// How each phase moves between its rates ([`Anneal::Cos`]).
+    pub fn anneal(mut self, anneal: Anneal) -> Self {
+        self.anneal = anneal;
+        self
+    }
+
+    /// The starting rate is `max_lr / div_factor` (25). Panics unless positive and finite.
+    #[track_caller]
+    pub fn div_factor(mut self, div_factor: f64) -> Self {
+        positive("OneCycleLr", "div_factor", div_factor);
+        self.div_factor = div_factor;
+        self
+    }
+
+    /// The final rate is the starting rate over `final_div_factor` (1e4). Panics unless
+    /// positive and finite.
+    #[track_caller]
+    pub fn final_div_factor(mut self, final_div_factor: f64) -> Self {
+        positive("OneCycleLr", "final_div_factor", final_div_factor);
+        self.final_div_factor = final_div_factor;
+        self
+    }
+
+    /// Three phases (up, back down to the start, then to the minimum), as in the 1cycle paper,
+    /// instead of two (false, as in fastai and torch by default).
+    pub fn three_phase(mut self, three_phase: bool) -> Self {
+        self.three_phase = three_phase;
+        self
+    }
+}
+
+impl LrSchedule for OneCycleLr {
+    fn lr_at(&self, _: f64, step: usize) -> f64 {
+        let (t, p) = (self.total_steps, self.pct_start);
+        assert!(
+            step <= t,
+            "OneCycleLr: step {step} is past the end of the cycle (total_steps {t})"
+        );
+        let initial = self.max_lr / self.div_factor;
+        let min = initial / self.final_div_factor;
+        let tf = t as f64;
+        // (last step, from, to) of each phase, computed as torch computes them.
+        let phases = if self.three_phase {
+            vec![
+                (p * tf - 1.0, initial, self.max_lr),
+                (2.0 * p * tf - 2.0, self.max_lr, initial),
+                (tf - 1.0, initial, min),
+            ]
+        } else {
+            vec![
+                (p * tf - 1.0, initial, self.max_lr),
+                (tf - 1.0, self.max_lr, min),
+            ]
+        };
+        let s = step as f64;
+        let mut start = 0.0;
+        for (i, &(end, from, to)) in phases.iter().enumerate() {
+            if s <= end || i == phases.len() - 1 {
+                // torch divides by zero here.
+                assert!(
+                    end != start,
+                    "OneCycleLr: phase {} of the cycle is empty (pct_start {p} of total_steps {t} \
+                     ends it at step {end}); choose another pct_start",
+                    i + 1
+                );
+                return self.anneal.between(from, to, (s - start) / (end - start));
+            }
+            start = end;
+        }
+        unreachable!("the last phase takes every step past the others")
+    }
+}
+
+/// Cosine annealing with warm restarts (`CosineAnnealingWarmRestarts`; SGDR, Loshchilov and
+/// Hutter 2017): `η_min + (base - η_min)(1 + cos(π·T_cur / T_i)) / 2`, where the i-th period
+/// (from 0) lasts `T_i = t_0 · t_mult^i` steps and `T_cur` counts the steps since the last
+/// restart, at which the rate jumps back to base. Defaults t_mult 1, eta_min 0. torch also
+/// accepts fractional epochs; steps here are whole.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CosineAnnealingWarmRestarts {
+    t_0: usize,
+    t_mult: usize,
+    eta_min: f64,
+}
+
+impl CosineAnnealingWarmRestarts {
+    /// Restarts every `t_0` steps (≥ 1), annealing to 0 each time.
+    #[track_caller]
+    pub fn new(t_0: usize) -> Self {
+        assert!(
+            t_0 >= 1,
+            "CosineAnnealingWarmRestarts: t_0 must be at least 1, got {t_0}"
+        );
+        CosineAnnealingWarmRestarts {
+            t_0,
+            t_mult: 1,
+            eta_min: 0.0,
+        }
+    }
+
+    /// Each period is `t_mult` (≥ 1) times the one before.
+    #[track_caller]
+    pub fn t_mult(mut self, t_mult: usize) -> Self {
+        assert!(
+            t_mult >= 1,
+            "CosineAnnealingWarmRestarts: t_mult must be at least 1, got {t_mult}"
+        );
+        self.t_mult = t_mult;
+        self
+    }
+
+    /// The lowest rate, approached at the end of each period.
+    #[track_caller]
+    pub fn eta_min(mut self, eta_min: f64) -> Self {
+        assert!(
+            eta_min.is_finite(),
+            "CosineAnnealingWarmRestarts: eta_min must be finite, got {eta_min}"
+        );
+        self.eta_min = eta_min;
+        self
+    }
+}
+
+impl LrSchedule for CosineAnnealingWarmRestarts {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        let (t_cur, t_i) = if self.t_mult == 1 {
+            (step % self.t_0, self.t_0)
+        } else {
+            let (mut t_cur, mut t_i) = (step, self.t_0);
+            while t_cur >= t_i {
+                t_cur -= t_i;
+                t_i = t_i.saturating_mul(self.t_mult);
+            }
+            (t_cur, t_i)
+        };
+        let phase = PI * t_cur as f64 / t_i as f64;
+        self.eta_min + (base - self.eta_min) * (1.0 + phase.cos()) / 2.0
+    }
+}
+
+/// Panics unless `value` is positive and finite, naming the schedule and the argument.
+#[track_caller]
+fn positive(schedule: &str, name: &str, value: f64) {
+    assert!(
+        value > 0.0 && value.is_finite(),
+        "{schedule}: {name} must be a positive finite number, got {value}"
+    );
+}
+
 /// A constant learning rate: the base.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct ConstantLr;
@@ -97,7 +400,10 @@ impl LrSchedule for ConstantLr {
 
 /// Linear warmup, then another schedule: `base·(step + 1)/steps` for the first `steps` steps,
 /// then `then` counted from the end of the warmup. (PyTorch: `SequentialLR` of
-/// `LinearLR(1/steps, 1, steps - 1)` and `then`, with the milestone at `steps`.)
+/// `LinearLR(1/steps, 1, steps - 1)` and `then`, with the milestone at `steps`.) A schedule
+/// that reads a metric sees only those reported after the warm-up: its step 0 is step `steps`,
+/// its step 1 the first step with a metric it reads. `then` may be boxed
+/// (`Box<dyn LrSchedule>`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Warmup<S> {
     /// Steps of warmup.
@@ -114,10 +420,21 @@ impl<S: LrSchedule> LrSchedule for Warmup<S> {
             self.then.lr_at(base, step - self.steps)
         }
     }
+
+    fn observe(&mut self, step: usize, metric: f64) {
+        if step > self.steps {
+            self.then.observe(step - self.steps, metric);
+        }
+    }
+
+    fn reads_metric(&self) -> bool {
+        self.then.reads_metric()
+    }
 }
 
 /// Applies a schedule to an optimizer: call [`step`](Scheduler::step) once per epoch or
-/// iteration, after the optimizer's step, as with PyTorch's schedulers.
+/// iteration, after the optimizer's step, as with PyTorch's schedulers; a schedule that reads a
+/// metric takes it through [`step_with_metric`](Scheduler::step_with_metric) instead.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scheduler<S> {
     schedule: S,
@@ -127,11 +444,15 @@ pub struct Scheduler<S> {
 
 impl<S: LrSchedule> Scheduler<S> {
     /// Starts the schedule from the optimizer's current learning rate, and sets its step-0 value.
+    #[track_caller]
     pub fn new<F: Float>(schedule: S, optimizer: &mut dyn Optimizer<F>) -> Self {
         Self::resume(schedule, optimizer.lr(), 0, optimizer)
     }
 
-    /// Continues a schedule that had taken `steps` steps from `base_lr` (for resuming a run).
+    /// Continues a schedule that had taken `steps` steps from `base_lr` (for resuming a run; a
+    /// [`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau) also needs its saved
+    /// [`state`](crate::ReduceLrOnPlateau::state)).
+    #[track_caller]
     pub fn resume<F: Float>(
         schedule: S,
         base_lr: f64,
@@ -147,12 +468,31 @@ impl<S: LrSchedule> Scheduler<S> {
     }
 
     /// Advances one step and sets the optimizer's learning rate.
+    ///
+    /// Panics if the schedule reads a metric: use [`step_with_metric`](Scheduler::step_with_metric).
+    #[track_caller]
     pub fn step<F: Float>(&mut self, optimizer: &mut dyn Optimizer<F>) {
+        assert!(
+            !self.schedule.reads_metric(),
+            "Scheduler::step: this schedule reads a metric (ReduceLrOnPlateau); \
+             call step_with_metric(metric, optimizer)"
+        );
         self.steps += 1;
         optimizer.set_lr(self.lr());
     }
 
+    /// Advances one step, reporting `metric` (e.g. the validation loss; PyTorch's
+    /// `scheduler.step(metric)`), and sets the optimizer's learning rate. Schedules that read
+    /// no metric ignore it, so a training loop may report one to whichever schedule it has.
+    #[track_caller]
+    pub fn step_with_metric<F: Float>(&mut self, metric: f64, optimizer: &mut dyn Optimizer<F>) {
+        self.steps += 1;
+        self.schedule.observe(self.steps, metric);
+        optimizer.set_lr(self.lr());
+    }
+
     /// The learning rate at the current step.
+    #[track_caller]
     pub fn lr(&self) -> f64 {
         self.schedule.lr_at(self.base_lr, self.steps)
     }
@@ -165,5 +505,10 @@ impl<S: LrSchedule> Scheduler<S> {
     /// The learning rate the schedule started from.
     pub fn base_lr(&self) -> f64 {
         self.base_lr
+    }
+
+    /// The schedule (to save a [`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau)'s state).
+    pub fn schedule(&self) -> &S {
+        &self.schedule
     }
 }

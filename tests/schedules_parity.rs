@@ -1,0 +1,373 @@
+//! rewind-optim's MultiStepLr, OneCycleLr, CosineAnnealingWarmRestarts and ReduceLrOnPlateau
+//! against PyTorch's MultiStepLR, OneCycleLR, CosineAnnealingWarmRestarts and ReduceLROnPlateau,
+//! alone, behind a `Warmup`, and boxed as `Box<dyn LrSchedule>`: the learning rate at every step,
+//! from tests/data/schedules_golden.safetensors, which `scripts/golden_schedules.py` wrote (its
+//! docstring says how each case was run in torch). Each schedule is driven as a user drives it,
+//! by a `Scheduler` over an optimizer, and the rates match torch's float64 ones to 1e-15
+//! relative. On the machine that wrote the data they agree bit for bit, except that the
+//! warm-up ramp, which torch's LinearLR builds by repeated multiplication, is an ulp away at
+//! one step; the tolerance also leaves room for another platform's `cos`.
+
+use std::cell::{Cell, RefCell};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Once;
+
+use rewind::autograd::io::{load_tensors, TensorFile};
+use rewind::optim::{
+    Anneal, CosineAnnealingWarmRestarts, LrSchedule, MultiStepLr, OneCycleLr, Optimizer,
+    PlateauMode, ReduceLrOnPlateau, Scheduler, Sgd, ThresholdMode, Warmup,
+};
+
+const GOLDEN: &str = "tests/data/schedules_golden.safetensors";
+/// The base learning rate of every case but the one-cycle ones (scripts/golden_schedules.py's
+/// BASE_LR).
+const BASE_LR: f64 = 0.1;
+/// The warm-up of the `warmup_*` cases (WARMUP in the script).
+const WARMUP: usize = 4;
+
+fn golden() -> TensorFile<f64> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    load_tensors(&path).expect("golden data from scripts/golden_schedules.py")
+}
+
+fn values(g: &TensorFile<f64>, name: &str) -> Vec<f64> {
+    g.tensors
+        .get(name)
+        .unwrap_or_else(|| panic!("golden data lacks {name}"))
+        .data()
+        .to_vec()
+}
+
+/// The rate before any step, then after each of `steps` steps (the golden sequences' layout).
+fn drive<S: LrSchedule>(schedule: S, base_lr: f64, steps: usize) -> Vec<f64> {
+    let mut opt = Sgd::<f64>::new(base_lr);
+    let mut sched = Scheduler::new(schedule, &mut opt);
+    let mut lrs = vec![opt.lr()];
+    for _ in 0..steps {
+        sched.step(&mut opt);
+        lrs.push(opt.lr());
+    }
+    lrs
+}
+
+/// As [`drive`], reporting one metric per step.
+fn drive_with_metrics<S: LrSchedule>(schedule: S, base_lr: f64, metrics: &[f64]) -> Vec<f64> {
+    let mut opt = Sgd::<f64>::new(base_lr);
+    let mut sched = Scheduler::new(schedule, &mut opt);
+    let mut lrs = vec![opt.lr()];
+    for &m in metrics {
+        sched.step_with_metric(m, &mut opt);
+        lrs.push(opt.lr());
+    }
+    lrs
+}
+
+/// Asserts that every rate of `got` is within `tolerance` of torch's, relative to torch's.
+fn assert_matches(case: &str, got: &[f64], want: &[f64], tolerance: f64) {
+    assert_eq!(got.len(), want.len(), "{case}: number of steps");
+    for (step, (a, e)) in got.iter().zip(want).enumerate() {
+        let err = (a - e).abs() / e.abs().max(f64::MIN_POSITIVE);
+        assert!(
+            err <= tolerance,
+            "{case} at step {step}: {a:e} vs torch's {e:e} ({err:.1e} relative)"
+        );
+    }
+}
+
+/// Checks `make()`'s schedule against `sched.<case>`, both as itself and boxed.
+fn check<S: LrSchedule + 'static>(
+    g: &TensorFile<f64>,
+    case: &str,
+    base_lr: f64,
+    tolerance: f64,
+    make: impl Fn() -> S,
+) {
+    let want = values(g, &format!("sched.{case}"));
+    let steps = want.len() - 1;
+    assert_matches(case, &drive(make(), base_lr, steps), &want, tolerance);
+    let boxed: Box<dyn LrSchedule> = Box::new(make());
+    assert_matches(
+        &format!("{case} (boxed)"),
+        &drive(boxed, base_lr, steps),
+        &want,
+        tolerance,
+    );
+}
+
+/// Checks `make()`'s schedule against `plateau.<case>.lr`, fed `plateau.<case>.metrics`, both as
+/// itself and boxed.
+fn check_plateau<S: LrSchedule + 'static>(
+    g: &TensorFile<f64>,
+    case: &str,
+    tolerance: f64,
+    make: impl Fn() -> S,
+) {
+    let metrics = values(g, &format!("plateau.{case}.metrics"));
+    let want = values(g, &format!("plateau.{case}.lr"));
+    let got = drive_with_metrics(make(), BASE_LR, &metrics);
+    assert_matches(case, &got, &want, tolerance);
+    let boxed: Box<dyn LrSchedule> = Box::new(make());
+    let got = drive_with_metrics(boxed, BASE_LR, &metrics);
+    assert_matches(&format!("{case} (boxed)"), &got, &want, tolerance);
+}
+
+#[test]
+fn multistep_lr_matches_pytorch() {
+    let g = golden();
+    check(&g, "multistep", BASE_LR, 1e-15, || {
+        MultiStepLr::new([2, 5, 5, 9]).gamma(0.3)
+    });
+    // Default γ 0.1; a milestone at 0 already applies at step 0, as in torch.
+    check(&g, "multistep_defaults_from_0", BASE_LR, 1e-15, || {
+        MultiStepLr::new([4, 0])
+    });
+}
+
+/// Two phases with PyTorch's defaults, and three phases with linear and cosine annealing, up to
+/// and including step `total_steps` (torch allows that step, which lies past the end of the last
+/// phase: the linear case ends below zero there, as torch's does).
+#[test]
+fn one_cycle_lr_matches_pytorch() {
+    let g = golden();
+    // The optimizer's own rate is ignored: the cycle starts at max_lr / div_factor.
+    check(&g, "onecycle_defaults", BASE_LR, 1e-15, || {
+        OneCycleLr::new(0.5, 20)
+    });
+    check(&g, "onecycle_linear_three_phase", BASE_LR, 1e-15, || {
+        OneCycleLr::new(0.3, 25)
+            .pct_start(0.25)
+            .anneal(Anneal::Linear)
+            .div_factor(10.0)
+            .final_div_factor(100.0)
+            .three_phase(true)
+    });
+    check(&g, "onecycle_cos_three_phase", BASE_LR, 1e-15, || {
+        OneCycleLr::new(0.3, 17).three_phase(true)
+    });
+}
+
+/// Restarts at steps 3, 9 and 21 (T_0 3, T_mult 2), and every 4 steps (T_mult 1).
+#[test]
+fn cosine_annealing_warm_restarts_match_pytorch() {
+    let g = golden();
+    check(&g, "restarts_t0_3_mult_2", BASE_LR, 1e-15, || {
+        CosineAnnealingWarmRestarts::new(3).t_mult(2).eta_min(0.001)
+    });
+    check(&g, "restarts_t0_4", BASE_LR, 1e-15, || {
+        CosineAnnealingWarmRestarts::new(4)
+    });
+}
+
+/// Fixed metric sequences (in the golden file) through every option: both modes, both threshold
+/// modes, cooldown, the min_lr floor, eps skipping a cut too small to matter, and a NaN metric
+/// (counted as no improvement, as in torch).
+#[test]
+fn reduce_lr_on_plateau_matches_pytorch() {
+    let g = golden();
+    check_plateau(&g, "defaults", 1e-15, ReduceLrOnPlateau::new);
+    check_plateau(&g, "min_rel", 1e-15, || {
+        ReduceLrOnPlateau::new()
+            .factor(0.5)
+            .patience(2)
+            .threshold(0.01)
+    });
+    check_plateau(&g, "max_abs_cooldown_min_lr", 1e-15, || {
+        ReduceLrOnPlateau::new()
+            .mode(PlateauMode::Max)
+            .threshold_mode(ThresholdMode::Abs)
+            .threshold(0.05)
+            .factor(0.2)
+            .patience(1)
+            .cooldown(2)
+            .min_lr(0.001)
+    });
+    check_plateau(&g, "max_rel", 1e-15, || {
+        ReduceLrOnPlateau::new()
+            .mode(PlateauMode::Max)
+            .factor(0.5)
+            .patience(1)
+            .threshold(0.1)
+    });
+    check_plateau(&g, "eps", 1e-15, || {
+        ReduceLrOnPlateau::new().patience(0).eps(1e-3)
+    });
+}
+
+/// Each new schedule behind a 4-step warm-up, around the concrete schedule and around a boxed
+/// one: torch's SequentialLR(LinearLR, schedule) (for the plateau, its hand-made equivalent; see
+/// the script). The plateau sees only the metrics reported after the warm-up.
+#[test]
+fn warmup_composes_with_each_new_schedule_boxed_or_not() {
+    let g = golden();
+    let tol = 1e-15;
+    check(&g, "warmup_multistep", BASE_LR, tol, || Warmup {
+        steps: WARMUP,
+        then: MultiStepLr::new([3, 6]).gamma(0.5),
+    });
+    check(&g, "warmup_multistep", BASE_LR, tol, || Warmup {
+        steps: WARMUP,
+        then: Box::new(MultiStepLr::new([3, 6]).gamma(0.5)) as Box<dyn LrSchedule>,
+    });
+    // Warm up to the rate the cycle starts from: max_lr / div_factor = 0.5 / 25.
+    check(&g, "warmup_onecycle", 0.02, tol, || Warmup {
+        steps: WARMUP,
+        then: OneCycleLr::new(0.5, 20),
+    });
+    check(&g, "warmup_onecycle", 0.02, tol, || Warmup {
+        steps: WARMUP,
+        then: Box::new(OneCycleLr::new(0.5, 20)) as Box<dyn LrSchedule>,
+    });
+    check(&g, "warmup_restarts", BASE_LR, tol, || Warmup {
+        steps: WARMUP,
+        then: CosineAnnealingWarmRestarts::new(3).t_mult(2),
+    });
+    check(&g, "warmup_restarts", BASE_LR, tol, || Warmup {
+        steps: WARMUP,
+        then: Box::new(CosineAnnealingWarmRestarts::new(3).t_mult(2)) as Box<dyn LrSchedule>,
+    });
+    let plateau = || {
+        ReduceLrOnPlateau::new()
+            .threshold_mode(ThresholdMode::Abs)
+            .threshold(0.1)
+            .factor(0.5)
+            .patience(1)
+    };
+    check_plateau(&g, "warmup_min_abs", tol, || Warmup {
+        steps: WARMUP,
+        then: plateau(),
+    });
+    check_plateau(&g, "warmup_min_abs", tol, || Warmup {
+        steps: WARMUP,
+        then: Box::new(plateau()) as Box<dyn LrSchedule>,
+    });
+}
+
+/// A plateau schedule's memory (best metric, bad steps, cooldown, cuts made) is part of what a
+/// checkpoint must keep: saving it at step 10 and resuming from it gives the uninterrupted run.
+#[test]
+fn a_plateau_resumed_from_its_state_continues_the_run() {
+    let g = golden();
+    let metrics = values(&g, "plateau.min_rel.metrics");
+    let make = || {
+        ReduceLrOnPlateau::new()
+            .factor(0.5)
+            .patience(2)
+            .threshold(0.01)
+    };
+    let straight = drive_with_metrics(make(), BASE_LR, &metrics);
+
+    let mut opt = Sgd::<f64>::new(BASE_LR);
+    let mut first = Scheduler::new(make(), &mut opt);
+    for &m in &metrics[..10] {
+        first.step_with_metric(m, &mut opt);
+    }
+    let saved = first.schedule().state();
+    let mut fresh = Sgd::<f64>::new(123.0);
+    let mut second = Scheduler::resume(make().with_state(saved), BASE_LR, 10, &mut fresh);
+    let mut resumed = straight[..=10].to_vec();
+    assert_eq!(fresh.lr(), straight[10], "the resumed rate");
+    for &m in &metrics[10..] {
+        second.step_with_metric(m, &mut fresh);
+        resumed.push(fresh.lr());
+    }
+    assert_eq!(resumed, straight);
+}
+
+/// A schedule that reads no metric ignores one, so a training loop can report its validation
+/// loss to whichever schedule it was configured with.
+#[test]
+fn a_metric_is_ignored_by_schedules_that_read_none() {
+    let metrics = [3.0, 2.0, 1.0, 5.0, 4.0, 3.0, 2.0];
+    let make = || MultiStepLr::new([2, 4]);
+    assert_eq!(
+        drive_with_metrics(make(), BASE_LR, &metrics),
+        drive(make(), BASE_LR, metrics.len())
+    );
+}
+
+thread_local! {
+    static LAST: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
+    static EXPECTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, expecting a panic; returns its message and the file and line it points at.
+fn panic_of(f: impl FnOnce()) -> (String, String, u32) {
+    // One hook for the whole binary: tests run on parallel threads, each recording its own
+    // expected panic's location in a thread-local. Any other panic (a failing assertion) is
+    // reported by the default hook, so its message still shows.
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let report = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if EXPECTING.get() {
+                let loc = info.location().map(|l| (l.file().to_string(), l.line()));
+                LAST.with(|last| *last.borrow_mut() = loc);
+            } else {
+                report(info);
+            }
+        }))
+    });
+    EXPECTING.set(true);
+    let result = panic::catch_unwind(AssertUnwindSafe(f));
+    EXPECTING.set(false);
+    let err = result.expect_err("expected a panic");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let (file, line) = LAST
+        .with(|last| last.borrow_mut().take())
+        .expect("a panic location");
+    (msg, file, line)
+}
+
+/// A misuse, the line it is on, and the message it must panic with.
+type Case = (Box<dyn FnOnce()>, u32, &'static str);
+
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn bad_arguments_panic_at_the_callers_line_with_a_message() {
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { MultiStepLr::new([3]).gamma(0.0); }), line!(), "MultiStepLr: gamma must be a positive finite number, got 0"),
+        (Box::new(|| { OneCycleLr::new(0.0, 10); }), line!(), "OneCycleLr: max_lr must be a positive finite number, got 0"),
+        (Box::new(|| { OneCycleLr::new(0.1, 0); }), line!(), "OneCycleLr: total_steps must be at least 1, got 0"),
+        (Box::new(|| { OneCycleLr::new(0.1, 10).pct_start(1.5); }), line!(), "OneCycleLr: pct_start must be in [0, 1], got 1.5"),
+        (Box::new(|| { OneCycleLr::new(0.1, 10).div_factor(-1.0); }), line!(), "OneCycleLr: div_factor must be a positive finite number, got -1"),
+        (Box::new(|| { OneCycleLr::new(0.1, 10).final_div_factor(f64::NAN); }), line!(), "OneCycleLr: final_div_factor must be a positive finite number, got NaN"),
+        (Box::new(|| { CosineAnnealingWarmRestarts::new(0); }), line!(), "CosineAnnealingWarmRestarts: t_0 must be at least 1, got 0"),
+        (Box::new(|| { CosineAnnealingWarmRestarts::new(3).t_mult(0); }), line!(), "CosineAnnealingWarmRestarts: t_mult must be at least 1, got 0"),
+        (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(f64::INFINITY); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be finite, got inf"),
+        (Box::new(|| { ReduceLrOnPlateau::new().factor(1.0); }), line!(), "ReduceLrOnPlateau: factor must be in [0, 1), got 1"),
+        (Box::new(|| { ReduceLrOnPlateau::new().threshold(-0.1); }), line!(), "ReduceLrOnPlateau: threshold must be a non-negative finite number, got -0.1"),
+        (Box::new(|| { ReduceLrOnPlateau::new().min_lr(-1.0); }), line!(), "ReduceLrOnPlateau: min_lr must be a non-negative finite number, got -1"),
+        (Box::new(|| { ReduceLrOnPlateau::new().eps(f64::NAN); }), line!(), "ReduceLrOnPlateau: eps must be a non-negative finite number, got NaN"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            let mut sched = Scheduler::new(OneCycleLr::new(0.5, 2), &mut opt);
+            sched.step(&mut opt);
+            sched.step(&mut opt);
+            sched.step(&mut opt); }), line!(), "OneCycleLr: step 3 is past the end of the cycle (total_steps 2)"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            Scheduler::new(OneCycleLr::new(0.5, 10).pct_start(0.1), &mut opt); }), line!(),
+            "OneCycleLr: phase 1 of the cycle is empty (pct_start 0.1 of total_steps 10 ends it at step 0); choose another pct_start"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            let mut sched = Scheduler::new(ReduceLrOnPlateau::new(), &mut opt);
+            sched.step(&mut opt); }), line!(),
+            "Scheduler::step: this schedule reads a metric (ReduceLrOnPlateau); call step_with_metric(metric, optimizer)"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            let boxed: Box<dyn LrSchedule> = Box::new(Warmup { steps: 2, then: ReduceLrOnPlateau::new() });
+            let mut sched = Scheduler::new(boxed, &mut opt);
+            sched.step(&mut opt); }), line!(),
+            "Scheduler::step: this schedule reads a metric (ReduceLrOnPlateau); call step_with_metric(metric, optimizer)"),
+    ];
+    for (misuse, line, expected) in cases {
+        let (msg, file, at) = panic_of(misuse);
+        assert_eq!(msg, expected);
+        assert!(file.ends_with("schedules_parity.rs") && at == line, "`{expected}` panicked at {file}:{at}, not at this file's line {line}");
+    }
+}
