@@ -29,11 +29,8 @@ mod clip;
 mod fused;
 mod nadam;
 mod optimizer;
-<<<<<<< HEAD
-mod radam;
-=======
 mod plateau;
->>>>>>> wt-i14sched
+mod radam;
 mod rmsprop;
 mod schedule;
 mod sgd;
@@ -42,15 +39,11 @@ pub use adagrad::Adagrad;
 pub use adam::Adam;
 pub use adamax::Adamax;
 pub use clip::{clip_grad_norm, clip_grad_norm_finite, clip_grad_value, grad_norm, NonFiniteNorm};
-<<<<<<< HEAD
+pub use clip::{clip_grad_norm_with, ClipOptions};
 pub use nadam::NAdam;
 pub use optimizer::{OptimState, Optimizer, ParamGroup, StateError};
-pub use radam::RAdam;
-=======
-pub use clip::{clip_grad_norm_with, ClipOptions};
-pub use optimizer::{OptimState, Optimizer, ParamGroup, StateError};
 pub use plateau::{PlateauMode, PlateauState, ReduceLrOnPlateau, ThresholdMode};
->>>>>>> wt-i14sched
+pub use radam::RAdam;
 pub use rmsprop::RmsProp;
 pub use schedule::{Anneal, CosineAnnealingWarmRestarts, MultiStepLr, OneCycleLr};
 pub use schedule::{
