@@ -19,8 +19,8 @@ Writes two files into tests/data/, read by tests/nn_more_parity.rs:
       fed gradients by name ("grads0.{name}", "grads1.{name}"; the second omits
       weight_hh_l0_reverse, whose grad is None and which Adam leaves alone), with the parameters
       before ("param.{name}") and after each step ("after0.{name}", "after1.{name}");
-    - "load": the input [6, 3, 5] and the outputs of the model in nn_more_state_dict (float32
-      only, under "f32.load.*"; the "f64.load.*" keys hold the same float32 values widened).
+    - "load": an input [6, 3, 5] and the outputs of the model in nn_more_state_dict.safetensors
+      (its float32 weights, widened to float64 for the float64 run).
   The metadata holds "generator", "torch" and, per case, "case.{case}": a JSON description of
   its configuration.
 - nn_more_state_dict.safetensors: the state_dict of
@@ -30,6 +30,7 @@ Writes two files into tests/data/, read by tests/nn_more_parity.rs:
 Run: python3 scripts/golden_nn_more.py   (needs torch and safetensors)
 """
 
+import copy
 import json
 import struct
 import zlib
@@ -263,15 +264,20 @@ def adam_case(record, dtype, case="adam"):
 
 
 def write_state_dict():
-    """The bias-free LSTM a PyTorch user saves, and its outputs on a fixed input."""
+    """Saves the bias-free LSTM as a PyTorch user would; returns it and an input for it."""
     torch.manual_seed(44)
     model = nn.LSTM(INPUT, HIDDEN, num_layers=2, bidirectional=True, bias=False)
     save_file(model.state_dict(), STATE_DICT)
     torch.manual_seed(45)
-    x = torch.randn(SEQ, BATCH, INPUT)
+    return model, torch.randn(SEQ, BATCH, INPUT)
+
+
+def load_case(record, dtype, model, x):
+    """The saved model's outputs on `x`, computed in `dtype`."""
+    model, x = copy.deepcopy(model).to(dtype), x.to(dtype)
     with torch.no_grad():
         output, (h_n, c_n) = model(x)
-    return {"input": x, "output": output, "h_n": h_n, "c_n": c_n}
+    record("load", {"input": x, "output": output, "h_n": h_n, "c_n": c_n})
 
 
 def sort_metadata(path):
@@ -293,7 +299,7 @@ def sort_metadata(path):
 
 def write_golden():
     tensors, configs = {}, {}
-    loaded = write_state_dict()
+    saved_model, saved_input = write_state_dict()
     for prefix, dtype in DTYPES.items():
         record = Recorder(tensors, prefix, dtype)
         for case, opts in STACKS.items():
@@ -302,8 +308,7 @@ def write_golden():
             configs[case] = cell_case(record, dtype, case, kind)
         configs["linear_nobias"] = linear_case(record, dtype)
         configs["adam"] = adam_case(record, dtype)
-        # The float32 file loaded as a PyTorch user would; float64 keys widen the same values.
-        Recorder(tensors, prefix, torch.float64 if prefix == "f64" else torch.float32)("load", loaded)
+        load_case(record, dtype, saved_model, saved_input)
     configs["load"] = dict(kind="lstm", input_size=INPUT, hidden_size=HIDDEN, num_layers=2,
                            bidirectional=True, bias=False)
 

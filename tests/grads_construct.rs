@@ -40,7 +40,10 @@ fn gradients_by_name_step_like_a_backward_pass() {
     Sgd::new(0.1).step(&mut a, &from_backward);
     Sgd::new(0.1).step(&mut b, &by_name);
     assert_eq!(a.weight.value(), b.weight.value());
-    assert_eq!(a.bias.as_ref().unwrap().value(), b.bias.as_ref().unwrap().value());
+    assert_eq!(
+        a.bias.as_ref().unwrap().value(),
+        b.bias.as_ref().unwrap().value()
+    );
 }
 
 /// A parameter given no gradient keeps its value, as a PyTorch parameter whose grad is None.
@@ -91,8 +94,8 @@ fn unknown_names_misshapen_and_repeated_tensors_are_listed() {
     assert_eq!(
         err.to_string(),
         "the gradients do not fit the parameters: `weight` has shape [3, 2], the parameter is \
-         [2, 3]; unknown `wieght` [2, 3] (no parameter has that name; the parameters are \
-         `weight`, `bias`); `bias` is given twice"
+         [2, 3]; unknown `wieght` [2, 3] (no parameter has that name); `bias` is given twice. \
+         The parameters are `weight`, `bias`"
     );
 }
 
@@ -111,7 +114,10 @@ fn a_name_two_parameters_share_is_ambiguous() {
             count: 2
         }]
     );
-    assert!(err.to_string().contains("2 parameters are named `p`"), "{err}");
+    assert!(
+        err.to_string().contains("2 parameters are named `p`"),
+        "{err}"
+    );
 }
 
 /// `insert` keys a gradient by the parameter itself, checks its shape, and replaces an earlier
@@ -137,7 +143,10 @@ fn insert_checks_the_shape_and_replaces() {
 
     let unnamed = Param::new(filled(&[4], 0.0));
     let err = grads.insert(&unnamed, filled(&[2], 0.0)).unwrap_err();
-    assert!(err.to_string().contains("`(unnamed)` has shape [2]"), "{err}");
+    assert!(
+        err.to_string().contains("`(unnamed)` has shape [2]"),
+        "{err}"
+    );
 
     let tape = Tape::new();
     let mut from_backward = tape.param(&model.weight).sum().backward();
@@ -151,7 +160,8 @@ fn insert_checks_the_shape_and_replaces() {
 #[test]
 #[should_panic(expected = "Grads: these gradients were built by hand, not by a backward pass")]
 fn a_node_gradient_from_hand_built_grads_panics() {
-    let grads: Grads<f64> = Grads::from_named(layer().params(), BTreeMap::new()).unwrap();
+    let grads: Grads<f64> =
+        Grads::from_named(layer().params(), BTreeMap::<String, _>::new()).unwrap();
     let tape = Tape::new();
     let x = tape.var(Tensor::scalar(1.0));
     let _ = &grads[x];

@@ -61,7 +61,10 @@ fn every_layer_loads_from_a_file_without_a_generator() {
     let path = scratch("rnn.safetensors");
     let rnn = Rnn::<f64>::new(config.clone().bias(false), &mut rng(4));
     save_weights(&rnn, &path).unwrap();
-    same_params(&rnn, &Rnn::<f64>::load(config.clone().bias(false), &path).unwrap());
+    same_params(
+        &rnn,
+        &Rnn::<f64>::load(config.clone().bias(false), &path).unwrap(),
+    );
 
     let path = scratch("gru.safetensors");
     let gru = Gru::<f64>::new(config.clone().learn_initial_state(true), &mut rng(5));
@@ -128,7 +131,9 @@ fn any_module_loads_through_its_own_constructor() {
 
     let other = scratch("other.safetensors");
     save_weights(&Linear::<f32>::new(4, 2, &mut rng(8)), &other).unwrap();
-    let err = load_module(&other, Model::new).err().expect("a Linear's file");
+    let err = load_module(&other, Model::new)
+        .err()
+        .expect("a Linear's file");
     assert!(err.to_string().contains("missing"), "{err}");
 }
 
@@ -162,7 +167,11 @@ fn a_strict_load_lists_missing_unexpected_and_misshapen_names() {
         panic!("a mismatch")
     };
     assert_eq!(problems.len(), 3);
-    assert_eq!(model.head.weight.value(), &before, "a failed load changes nothing");
+    assert_eq!(
+        model.head.weight.value(),
+        &before,
+        "a failed load changes nothing"
+    );
 }
 
 /// PyTorch's `strict=False`: what matches loads; the missing and unexpected names come back.

@@ -111,7 +111,10 @@ impl<F: Float> Errors<'_, F> {
         let theirs = self.golden.get(&self.case, what);
         let label = format!("{}.{}.{what}", self.golden.prefix, self.case);
         assert_eq!(ours.shape(), theirs.shape(), "{label}: shapes differ");
-        let scale = theirs.data().iter().fold(0f64, |m, v| m.max(v.to_f64().abs()));
+        let scale = theirs
+            .data()
+            .iter()
+            .fold(0f64, |m, v| m.max(v.to_f64().abs()));
         let diff = ours
             .data()
             .iter()
@@ -173,7 +176,8 @@ fn run_stack<C: Cell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
     let mut e = g.errors(case);
     e.compare("output", &out.output.value());
     e.compare("h_n", &out.state.h.value());
-    let mut loss = projected(g, case, "output", out.output) + projected(g, case, "h_n", out.state.h);
+    let mut loss =
+        projected(g, case, "output", out.output) + projected(g, case, "h_n", out.state.h);
     if let Some(c) = out.state.c {
         e.compare("c_n", &c.value());
         loss = loss + projected(g, case, "c_n", c);
@@ -290,9 +294,18 @@ fn run_cell<C: Cell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
 
 fn cells<F: Float>(g: &Golden<F>) {
     for (case, worst) in [
-        ("rnn_cell_nobias", run_cell::<RnnCell<F>, F>(g, "rnn_cell_nobias")),
-        ("lstm_cell_nobias", run_cell::<LstmCell<F>, F>(g, "lstm_cell_nobias")),
-        ("gru_cell_nobias", run_cell::<GruCell<F>, F>(g, "gru_cell_nobias")),
+        (
+            "rnn_cell_nobias",
+            run_cell::<RnnCell<F>, F>(g, "rnn_cell_nobias"),
+        ),
+        (
+            "lstm_cell_nobias",
+            run_cell::<LstmCell<F>, F>(g, "lstm_cell_nobias"),
+        ),
+        (
+            "gru_cell_nobias",
+            run_cell::<GruCell<F>, F>(g, "gru_cell_nobias"),
+        ),
     ] {
         println!("{}.{case:<34} {worst:.2e}", g.prefix);
     }
@@ -384,26 +397,35 @@ fn a_bias_free_state_dict_from_pytorch_loads_without_a_generator() {
 
 /// Runs `f`, expecting a panic; returns its message and the line it points at.
 fn panic_of(f: impl FnOnce()) -> (String, u32) {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::panic::{self, AssertUnwindSafe};
     use std::sync::Once;
     thread_local! {
+        static EXPECTING: Cell<bool> = const { Cell::new(false) };
         static LINE: RefCell<Option<u32>> = const { RefCell::new(None) };
     }
+    // One hook for the whole binary: it records the location of an expected panic on this
+    // thread, and reports any other panic as the default hook would.
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
-        panic::set_hook(Box::new(|info| {
-            let line = info.location().map(|l| l.line());
-            LINE.with(|last| *last.borrow_mut() = line);
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if EXPECTING.get() {
+                LINE.set(info.location().map(|l| l.line()));
+            } else {
+                default(info);
+            }
         }))
     });
+    EXPECTING.set(true);
     let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    EXPECTING.set(false);
     let msg = err
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_default();
-    (msg, LINE.with(|l| l.borrow_mut().take()).expect("a location"))
+    (msg, LINE.take().expect("a location"))
 }
 
 /// Unbatched input takes an unbatched state and no lengths; every other shape is refused at the
