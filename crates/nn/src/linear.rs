@@ -44,7 +44,7 @@ impl<F: Float> Linear<F> {
         }
     }
 
-    /// The layer with a bias whose `weight` [out, in] and `bias` [out] are read from the
+    /// The layer with a bias whose `weight` `[out, in]` and `bias` `[out]` are read from the
     /// safetensors file at `path` (what PyTorch saves for `nn.Linear(in, out).state_dict()`).
     /// The file must hold exactly those; otherwise the error lists every missing, unexpected
     /// and misshapen name.

@@ -143,9 +143,8 @@ pub struct RecurrentOutput<'t, F: Float = f32> {
     /// The final states, each taken at its sequence's own length.
     pub state: StackState<'t, F>,
     /// With [`Run::keep_states`]: h_t [B, H] ([1, H] unbatched) of the last layer's forward
-    /// direction at each step,
-    /// in time order, with its gradient kept: `grads[states[t]]` is the total ∂L/∂h_t (what it
-    /// means past a sequence's length is said at [`Run::keep_states`]).
+    /// direction at each step, in time order, with its gradient kept: `grads[states[t]]` is the
+    /// total ∂L/∂h_t (what it means past a sequence's length is said at [`Run::keep_states`]).
     pub states: Vec<Var<'t, F>>,
 }
 
@@ -287,9 +286,10 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         run: &Run<'_, 't, F>,
     ) -> RecurrentOutput<'t, F> {
         let unbatched = self.check_input(input);
-        let x = match unbatched {
-            true => input.reshape(&[input.shape()[0], 1, self.config.input_size]),
-            false => self.time_major(input),
+        let x = if unbatched {
+            input.reshape(&[input.shape()[0], 1, self.config.input_size])
+        } else {
+            self.time_major(input)
         };
         let shape = x.shape();
         let (steps, batch) = (shape[0], shape[1]);
@@ -442,12 +442,11 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         let layers = self.config.directions() * self.config.num_layers;
         let hidden = self.config.hidden_size;
         let input = input.shape();
-        let (expected, kind) = match unbatched {
-            true => (vec![layers, hidden], "an unbatched input"),
-            false => {
-                let batch = input[usize::from(!self.config.batch_first)];
-                (vec![layers, batch, hidden], "an input")
-            }
+        let (expected, kind) = if unbatched {
+            (vec![layers, hidden], "an unbatched input")
+        } else {
+            let batch = input[usize::from(!self.config.batch_first)];
+            (vec![layers, batch, hidden], "an input")
         };
         match (s.c, C::HAS_CELL_STATE) {
             (None, true) => panic!("{}: the initial state needs c as well as h", C::NAME),
@@ -574,8 +573,9 @@ impl<F: Float> Lane<'_, F> {
         keep: Option<&mut Vec<Var<'t, F>>>,
     ) -> (Var<'t, F>, State<'t, F>) {
         // The input projection of every step in one GEMM, before the loop.
-        let (w_ih, w_hh) = (tape.param(cell.weight_ih()), tape.param(cell.weight_hh()));
-        let [b_ih, b_hh] = [cell.bias_ih(), cell.bias_hh()].map(|b| b.map(|b| tape.param(b)));
+        let param = |p: Option<&Param<F>>| p.map(|p| tape.param(p));
+        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), param(cell.bias_hh()));
+        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), param(cell.bias_ih()));
         let xp = C::project(x, w_ih, b_ih, b_hh);
         let weights = Weights { w_hh, b_hh, xp };
         let (hs, state) = self.steps::<C>(cell.kind(), weights, start, 0, keep);
@@ -592,8 +592,9 @@ impl<F: Float> Lane<'_, F> {
         start: State<'t, F>,
         k: usize,
     ) -> (Var<'t, F>, State<'t, F>) {
-        let (w_ih, w_hh) = (tape.param(cell.weight_ih()), tape.param(cell.weight_hh()));
-        let [b_ih, b_hh] = [cell.bias_ih(), cell.bias_hh()].map(|b| b.map(|b| tape.param(b)));
+        let param = |p: Option<&Param<F>>| p.map(|p| tape.param(p));
+        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), param(cell.bias_ih()));
+        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), param(cell.bias_hh()));
         let mut state = start;
         let mut pieces = Vec::new();
         for first in (0..self.steps).step_by(k) {
