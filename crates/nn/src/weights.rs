@@ -29,7 +29,11 @@ pub fn load_state_dict<F: Float>(
     model: &mut dyn Module<F>,
     tensors: &BTreeMap<String, Tensor<F>>,
 ) -> Result<(), WeightsError> {
-    let problems = compare(model, tensors);
+    let fit = Fit::of(model, tensors);
+    let problems: Vec<WeightProblem> = (fit.missing.into_iter())
+        .chain(fit.unexpected)
+        .chain(fit.shapes)
+        .collect();
     if !problems.is_empty() {
         return Err(WeightsError::Mismatch(problems));
     }
@@ -47,66 +51,71 @@ pub fn load_state_dict_non_strict<F: Float>(
     model: &mut dyn Module<F>,
     tensors: &BTreeMap<String, Tensor<F>>,
 ) -> Result<Unmatched, WeightsError> {
-    let problems = compare(model, tensors);
-    let shapes: Vec<WeightProblem> = problems
-        .iter()
-        .filter(|p| matches!(p, WeightProblem::Shape { .. }))
-        .cloned()
-        .collect();
-    if !shapes.is_empty() {
-        return Err(WeightsError::Mismatch(shapes));
+    let fit = Fit::of(model, tensors);
+    if !fit.shapes.is_empty() {
+        return Err(WeightsError::Mismatch(fit.shapes));
     }
     for (name, p) in model.params_mut() {
         if let Some(t) = tensors.get(&name) {
             p.set(t.clone());
         }
     }
-    let mut unmatched = Unmatched::default();
-    for problem in problems {
-        match problem {
-            WeightProblem::Missing { name, .. } => unmatched.missing.push(name),
-            WeightProblem::Unexpected { name, .. } => unmatched.unexpected.push(name),
-            WeightProblem::Shape { .. } => unreachable!("refused above"),
-        }
-    }
-    Ok(unmatched)
+    Ok(Unmatched {
+        missing: fit
+            .missing
+            .into_iter()
+            .map(WeightProblem::into_name)
+            .collect(),
+        unexpected: fit
+            .unexpected
+            .into_iter()
+            .map(WeightProblem::into_name)
+            .collect(),
+    })
 }
 
-/// Every way `tensors` does not fit `model`: missing names in the model's order, then unexpected
-/// names, then misshapen tensors, as PyTorch lists them.
-fn compare<F: Float>(
-    model: &dyn Module<F>,
-    tensors: &BTreeMap<String, Tensor<F>>,
-) -> Vec<WeightProblem> {
-    let params = model.params();
-    let mut missing = Vec::new();
-    let mut shapes = Vec::new();
-    for (name, p) in &params {
-        match tensors.get(name) {
-            None => missing.push(WeightProblem::Missing {
-                name: name.clone(),
-                expected: p.shape().to_vec(),
-            }),
-            Some(t) if t.shape() != p.shape() => shapes.push(WeightProblem::Shape {
-                name: name.clone(),
-                expected: p.shape().to_vec(),
-                found: t.shape().to_vec(),
-            }),
-            Some(_) => {}
+/// How a set of tensors fits a model: each kind of problem, in the order PyTorch lists them.
+struct Fit {
+    /// The model's parameters the tensors lack, in the model's order.
+    missing: Vec<WeightProblem>,
+    /// The tensors no parameter has, in name order.
+    unexpected: Vec<WeightProblem>,
+    /// The tensors whose shape is not their parameter's, in the model's order.
+    shapes: Vec<WeightProblem>,
+}
+
+impl Fit {
+    fn of<F: Float>(model: &dyn Module<F>, tensors: &BTreeMap<String, Tensor<F>>) -> Self {
+        let params = model.params();
+        let mut fit = Fit {
+            missing: Vec::new(),
+            unexpected: Vec::new(),
+            shapes: Vec::new(),
+        };
+        for (name, p) in &params {
+            match tensors.get(name) {
+                None => fit.missing.push(WeightProblem::Missing {
+                    name: name.clone(),
+                    expected: p.shape().to_vec(),
+                }),
+                Some(t) if t.shape() != p.shape() => fit.shapes.push(WeightProblem::Shape {
+                    name: name.clone(),
+                    expected: p.shape().to_vec(),
+                    found: t.shape().to_vec(),
+                }),
+                Some(_) => {}
+            }
         }
+        for (name, t) in tensors {
+            if !params.iter().any(|(n, _)| n == name) {
+                fit.unexpected.push(WeightProblem::Unexpected {
+                    name: name.clone(),
+                    shape: t.shape().to_vec(),
+                });
+            }
+        }
+        fit
     }
-    let unexpected = tensors
-        .iter()
-        .filter(|(name, _)| !params.iter().any(|(n, _)| n == *name))
-        .map(|(name, t)| WeightProblem::Unexpected {
-            name: name.clone(),
-            shape: t.shape().to_vec(),
-        });
-    missing
-        .into_iter()
-        .chain(unexpected)
-        .chain(shapes)
-        .collect()
 }
 
 /// Writes the model's weights to `path` as safetensors (atomically: a failed save leaves any
@@ -201,6 +210,17 @@ pub enum WeightProblem {
         /// Its shape in the file.
         found: Vec<usize>,
     },
+}
+
+impl WeightProblem {
+    /// The name of the parameter or tensor.
+    fn into_name(self) -> String {
+        match self {
+            WeightProblem::Missing { name, .. }
+            | WeightProblem::Unexpected { name, .. }
+            | WeightProblem::Shape { name, .. } => name,
+        }
+    }
 }
 
 impl fmt::Display for WeightProblem {
