@@ -48,8 +48,8 @@ fn projections<'t, C: Cell<f64>>(
 ) -> (Var<'t, f64>, Var<'t, f64>) {
     let p = |p| tape.param(p);
     (
-        x.matmul(p(cell.weight_ih()).t()) + p(cell.bias_ih()),
-        h.matmul(p(cell.weight_hh()).t()) + p(cell.bias_hh()),
+        x.matmul(p(cell.weight_ih()).t()) + p(cell.bias_ih().expect("biases")),
+        h.matmul(p(cell.weight_hh()).t()) + p(cell.bias_hh().expect("biases")),
     )
 }
 

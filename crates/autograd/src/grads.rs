@@ -1,6 +1,8 @@
-//! `Grads`: the gradients one backward pass produced, kept apart from the model.
+//! `Grads`: the gradients one backward pass produced (or a user gathered), kept apart from the
+//! model.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::ops::Index;
 
 use crate::float::Float;
@@ -14,8 +16,27 @@ use crate::tensor::Tensor;
 ///
 /// There is no `zero_grad`: every backward pass returns a fresh `Grads`. Parameters iterate in
 /// creation order, so sums over them (a global norm) are deterministic.
+///
+/// Gradients that come from elsewhere (another process, a second-order method, a test) make a
+/// `Grads` too, for an optimizer to apply: by the names the model gives its parameters
+/// ([`from_named`](Grads::from_named)), or one parameter at a time from [`Grads::default()`]
+/// with [`insert`](Grads::insert). A parameter given no gradient is one an optimizer leaves
+/// alone, as PyTorch's does a parameter whose `grad` is `None`.
+///
+/// ```
+/// use rewind_autograd::{Grads, Param, Tensor};
+///
+/// let w = Param::named("weight", Tensor::<f64>::zeros(&[2, 3]));
+/// let b = Param::named("bias", Tensor::<f64>::zeros(&[2]));
+/// let params = vec![("weight".to_string(), &w), ("bias".to_string(), &b)];
+/// let grads = Grads::from_named(params, [("weight", Tensor::full(&[2, 3], 0.5))])?;
+/// assert_eq!(grads[&w].data()[0], 0.5);
+/// assert!(grads.get(&b).is_none());
+/// # Ok::<(), rewind_autograd::GradsError>(())
+/// ```
 pub struct Grads<F: Float = f32> {
-    tape_id: u64,
+    /// The tape whose backward pass made these gradients; `None` when built by hand.
+    tape_id: Option<u64>,
     params: BTreeMap<ParamId, Tensor<F>>,
     nodes: HashMap<usize, Tensor<F>>,
 }
@@ -23,10 +44,96 @@ pub struct Grads<F: Float = f32> {
 impl<F: Float> Grads<F> {
     pub(crate) fn new(tape_id: u64) -> Self {
         Grads {
-            tape_id,
-            params: BTreeMap::new(),
-            nodes: HashMap::new(),
+            tape_id: Some(tape_id),
+            ..Grads::default()
         }
+    }
+
+    /// Gradients given by the parameters' names: `params` lists the parameters with their names
+    /// (what a model's `params()` returns, or any `(name, &Param)` list), `grads` the tensors by
+    /// those names. Each tensor must have its parameter's shape; a parameter that
+    /// is given none gets no gradient.
+    ///
+    /// Fails, listing every problem, when a name is no parameter's, a shape differs, a name is
+    /// given twice, or a name given belongs to more than one parameter.
+    pub fn from_named<'p, N: AsRef<str>>(
+        params: impl IntoIterator<Item = (String, &'p Param<F>)>,
+        grads: impl IntoIterator<Item = (N, Tensor<F>)>,
+    ) -> Result<Self, GradsError>
+    where
+        F: 'p,
+    {
+        let params: Vec<(String, &Param<F>)> = params.into_iter().collect();
+        let mut out = Grads::default();
+        let mut problems = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, g) in grads {
+            let name = name.as_ref();
+            let mut owners = params.iter().filter(|(n, _)| n == name).map(|(_, p)| *p);
+            let (Some(p), rest) = (owners.next(), owners.count()) else {
+                problems.push(GradProblem::Unknown {
+                    name: name.to_string(),
+                    shape: g.shape().to_vec(),
+                });
+                continue;
+            };
+            if !seen.insert(name.to_string()) {
+                problems.push(GradProblem::Repeated {
+                    name: name.to_string(),
+                });
+            } else if rest > 0 {
+                problems.push(GradProblem::Ambiguous {
+                    name: name.to_string(),
+                    count: rest + 1,
+                });
+            } else if g.shape() != p.shape() {
+                problems.push(GradProblem::Shape {
+                    name: name.to_string(),
+                    expected: p.shape().to_vec(),
+                    found: g.shape().to_vec(),
+                });
+            } else {
+                out.params.insert(p.id(), g);
+            }
+        }
+        if problems.is_empty() {
+            Ok(out)
+        } else {
+            let names = params.into_iter().map(|(n, _)| n).collect();
+            Err(GradsError { problems, names })
+        }
+    }
+
+    /// Sets ∂L/∂p to `g`, replacing any gradient `p` had. Fails, keeping nothing, when `g` is
+    /// not `p`'s shape.
+    pub fn insert(&mut self, p: &Param<F>, g: Tensor<F>) -> Result<(), GradsError> {
+        if g.shape() != p.shape() {
+            return Err(GradsError {
+                problems: vec![GradProblem::Shape {
+                    name: p.name().unwrap_or("(unnamed)").to_string(),
+                    expected: p.shape().to_vec(),
+                    found: g.shape().to_vec(),
+                }],
+                names: Vec::new(),
+            });
+        }
+        self.params.insert(p.id(), g);
+        Ok(())
+    }
+
+    /// The gradients of `params` by their names, for the parameters that have one: what
+    /// [`from_named`](Grads::from_named) reads back (to send them elsewhere, or save them).
+    pub fn named<'p>(
+        &self,
+        params: impl IntoIterator<Item = (String, &'p Param<F>)>,
+    ) -> BTreeMap<String, Tensor<F>>
+    where
+        F: 'p,
+    {
+        params
+            .into_iter()
+            .filter_map(|(name, p)| self.get(p).map(|g| (name, g.clone())))
+            .collect()
     }
 
     pub(crate) fn insert_param(&mut self, id: ParamId, g: Tensor<F>) {
@@ -55,13 +162,19 @@ impl<F: Float> Grads<F> {
     /// ∂L/∂v for a requested leaf or a node marked with `retain_grad`; `None` when `v` has no
     /// kept gradient (it is an intermediate node, or the output does not depend on it).
     ///
-    /// Panics if `v` lives on another tape than the one these gradients came from.
+    /// Panics if `v` lives on another tape than the one these gradients came from, or these
+    /// gradients were built by hand.
     #[track_caller]
     pub fn wrt(&self, v: Var<'_, F>) -> Option<&Tensor<F>> {
-        if v.tape().id() != self.tape_id {
-            panic!("Grads: the Var belongs to another tape than these gradients");
+        match self.tape_id {
+            None => panic!(
+                "Grads: these gradients were built by hand, not by a backward pass; they hold no node's gradient"
+            ),
+            Some(id) if id != v.tape().id() => {
+                panic!("Grads: the Var belongs to another tape than these gradients")
+            }
+            Some(_) => self.nodes.get(&v.index()),
         }
-        self.nodes.get(&v.index())
     }
 
     /// The parameters' gradients in creation order.
@@ -85,6 +198,18 @@ impl<F: Float> Grads<F> {
     }
 }
 
+/// No gradients, from no tape: the start of a `Grads` built by hand with
+/// [`insert`](Grads::insert).
+impl<F: Float> Default for Grads<F> {
+    fn default() -> Self {
+        Grads {
+            tape_id: None,
+            params: BTreeMap::new(),
+            nodes: HashMap::new(),
+        }
+    }
+}
+
 impl<F: Float> std::fmt::Debug for Grads<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let shapes: Vec<&[usize]> = self.params.values().map(|g| g.shape()).collect();
@@ -102,7 +227,7 @@ impl<F: Float> Index<&Param<F>> for Grads<F> {
     fn index(&self, p: &Param<F>) -> &Tensor<F> {
         self.get(p).unwrap_or_else(|| {
             panic!(
-                "Grads: no gradient for parameter {} {:?}: it was not put on the tape, or the output does not depend on it",
+                "Grads: no gradient for parameter {} {:?}: it was not put on the tape, the output does not depend on it, or (built by hand) none was given",
                 p.name().unwrap_or("(unnamed)"),
                 p.shape()
             )
@@ -124,3 +249,86 @@ impl<'t, F: Float> Index<Var<'t, F>> for Grads<F> {
         })
     }
 }
+
+/// Why gradients given by hand do not fit the parameters: every problem found, in the order the
+/// gradients were given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GradsError {
+    /// Each problem.
+    pub problems: Vec<GradProblem>,
+    /// The parameters' names, to show beside an unknown one.
+    names: Vec<String>,
+}
+
+/// One way a named gradient does not fit the parameters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GradProblem {
+    /// No parameter has this name.
+    Unknown {
+        /// The name given.
+        name: String,
+        /// The gradient's shape.
+        shape: Vec<usize>,
+    },
+    /// The gradient's shape is not its parameter's.
+    Shape {
+        /// The parameter (`(unnamed)` for one without a name).
+        name: String,
+        /// The parameter's shape.
+        expected: Vec<usize>,
+        /// The gradient's shape.
+        found: Vec<usize>,
+    },
+    /// The name is given more than once.
+    Repeated {
+        /// The name.
+        name: String,
+    },
+    /// More than one parameter has this name, so it does not say which one is meant.
+    Ambiguous {
+        /// The name.
+        name: String,
+        /// How many parameters have it.
+        count: usize,
+    },
+}
+
+impl fmt::Display for GradProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GradProblem::Unknown { name, shape } => {
+                write!(f, "unknown `{name}` {shape:?} (no parameter has that name)")
+            }
+            GradProblem::Shape {
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "`{name}` has shape {found:?}, the parameter is {expected:?}"
+            ),
+            GradProblem::Repeated { name } => write!(f, "`{name}` is given twice"),
+            GradProblem::Ambiguous { name, count } => {
+                write!(f, "{count} parameters are named `{name}`")
+            }
+        }
+    }
+}
+
+impl fmt::Display for GradsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list: Vec<String> = self.problems.iter().map(|p| p.to_string()).collect();
+        write!(
+            f,
+            "the gradients do not fit the parameters: {}",
+            list.join("; ")
+        )?;
+        if list.iter().any(|p| p.starts_with("unknown")) {
+            let names: Vec<String> = self.names.iter().map(|n| format!("`{n}`")).collect();
+            write!(f, ". The parameters are {}", names.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for GradsError {}

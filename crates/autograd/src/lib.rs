@@ -55,7 +55,7 @@ pub use custom::CustomOp;
 pub use error::TensorError;
 pub use float::Float;
 pub use gradcheck::{gradcheck, gradcheck_with, GradcheckError, GradcheckOptions};
-pub use grads::Grads;
+pub use grads::{GradProblem, Grads, GradsError};
 pub use op::Reduction;
 pub use ops::{concat, stack, CrossEntropyOptions};
 pub use param::{Param, ParamId};

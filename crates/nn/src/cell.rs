@@ -6,7 +6,8 @@
 //! A cell's input projection ([`Cell::project`]: `x W_ihᵀ + b_ih`, plus `b_hh` where the cell adds
 //! it straight to the gates) is computed by [`Cell::step`] for one step, or by a stack for all
 //! time steps in one matmul before its loop, which then calls [`Cell::step_projected`]; the gate
-//! equations live in one place, [`Cell::recur`].
+//! equations live in one place, [`Cell::recur`]. A cell without biases (PyTorch's `bias=False`)
+//! has no `b_ih`, `b_hh` parameters at all, and its equations drop them.
 
 use rand::Rng;
 use rewind_autograd::{Float, Param, Tape, Tensor, Var};
@@ -41,13 +42,29 @@ pub trait Cell<F: Float>: Module<F> + Sized {
     /// A short name for messages (`rnn`, `lstm`, `gru`).
     const NAME: &'static str;
 
+    /// The cell made of `params` (W_ih [G·H, in], W_hh [G·H, H], biases [G·H] or none);
+    /// `nonlinearity` is read by the vanilla RNN only.
+    fn from_params(params: CellParams<F>, nonlinearity: Nonlinearity) -> Self;
+
     /// A cell with every weight and bias ~ U(-1/√H, 1/√H), as PyTorch initialises them.
     fn init<R: Rng + ?Sized>(
         input_size: usize,
         hidden_size: usize,
         nonlinearity: Nonlinearity,
         rng: &mut R,
-    ) -> Self;
+    ) -> Self {
+        let params = CellParams::init(Self::GATES, input_size, hidden_size, true, rng);
+        Self::from_params(params, nonlinearity)
+    }
+
+    /// The same cell without `b_ih` and `b_hh` (PyTorch's `bias=False`): its gates are
+    /// `x W_ihᵀ + h W_hhᵀ` (for the GRU's n, `x W_inᵀ + r ⊙ (h W_hnᵀ)`).
+    fn without_bias(mut self) -> Self {
+        let params = self.cell_params_mut();
+        params.bias_ih = None;
+        params.bias_hh = None;
+        self
+    }
 
     /// What besides the weights defines a step (the RNN's nonlinearity), as a plain value, so a
     /// step can be re-run from [`recur`](Cell::recur) alone (checkpointed segments do that).
@@ -55,45 +72,51 @@ pub trait Cell<F: Float>: Module<F> + Sized {
 
     /// This cell's kind.
     fn kind(&self) -> Self::Kind;
-    /// The cell's four parameters.
+    /// The cell's parameters.
     fn cell_params(&self) -> &CellParams<F>;
+    /// The cell's parameters, mutably.
+    fn cell_params_mut(&mut self) -> &mut CellParams<F>;
 
     /// W_ih [G·H, in].
     fn weight_ih(&self) -> &Param<F> {
         &self.cell_params().weight_ih
     }
-    /// b_ih [G·H].
-    fn bias_ih(&self) -> &Param<F> {
-        &self.cell_params().bias_ih
+    /// b_ih [G·H], if the cell has biases.
+    fn bias_ih(&self) -> Option<&Param<F>> {
+        self.cell_params().bias_ih.as_ref()
     }
     /// W_hh [G·H, H].
     fn weight_hh(&self) -> &Param<F> {
         &self.cell_params().weight_hh
     }
-    /// b_hh [G·H].
-    fn bias_hh(&self) -> &Param<F> {
-        &self.cell_params().bias_hh
+    /// b_hh [G·H], if the cell has biases.
+    fn bias_hh(&self) -> Option<&Param<F>> {
+        self.cell_params().bias_hh.as_ref()
     }
 
     /// The input projection of `x` [N, in] (one step's rows, or every step's), one GEMM onto the
     /// bias: `x W_ihᵀ + b_ih + b_hh` for cells that add b_hh straight to the gates (RNN, LSTM: the
     /// default), so that a stack adds it once for all steps instead of once per step; a cell that
-    /// uses b_hh elsewhere (GRU) overrides it.
+    /// uses b_hh elsewhere (GRU) overrides it. Without biases it is `x W_ihᵀ`.
     fn project<'t>(
         x: Var<'t, F>,
         w_ih: Var<'t, F>,
-        b_ih: Var<'t, F>,
-        b_hh: Var<'t, F>,
+        b_ih: Option<Var<'t, F>>,
+        b_hh: Option<Var<'t, F>>,
     ) -> Var<'t, F> {
-        (b_ih + b_hh).addmm(x, w_ih.t())
+        let bias = match (b_ih, b_hh) {
+            (Some(b_ih), Some(b_hh)) => Some(b_ih + b_hh),
+            (b_ih, b_hh) => b_ih.or(b_hh),
+        };
+        affine(x, w_ih, bias)
     }
 
     /// The cell's equations: one step from the input projection `xp` [B, G·H] made by
-    /// [`project`](Cell::project), with W_hh and b_hh given as values on the tape.
+    /// [`project`](Cell::project), with W_hh and b_hh (if any) given as values on the tape.
     fn recur<'t>(
         kind: Self::Kind,
         w_hh: Var<'t, F>,
-        b_hh: Var<'t, F>,
+        b_hh: Option<Var<'t, F>>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F>;
@@ -105,7 +128,8 @@ pub trait Cell<F: Float>: Module<F> + Sized {
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
-        let (w_hh, b_hh) = (tape.param(self.weight_hh()), tape.param(self.bias_hh()));
+        let w_hh = tape.param(self.weight_hh());
+        let b_hh = self.bias_hh().map(|b| tape.param(b));
         Self::recur(self.kind(), w_hh, b_hh, xp, state)
     }
 
@@ -117,13 +141,23 @@ pub trait Cell<F: Float>: Module<F> + Sized {
     /// One step from the input x [B, in].
     #[track_caller]
     fn step<'t>(&self, tape: &'t Tape<F>, x: Var<'t, F>, state: State<'t, F>) -> State<'t, F> {
-        let [w_ih, b_ih, b_hh] = [self.weight_ih(), self.bias_ih(), self.bias_hh()];
-        let xp = Self::project(x, tape.param(w_ih), tape.param(b_ih), tape.param(b_hh));
+        let w_ih = tape.param(self.weight_ih());
+        let [b_ih, b_hh] = [self.bias_ih(), self.bias_hh()].map(|b| b.map(|b| tape.param(b)));
+        let xp = Self::project(x, w_ih, b_ih, b_hh);
         self.step_projected(tape, xp, state)
     }
 }
 
-/// The four parameters every cell has, named as PyTorch names a cell's.
+/// `x Wᵀ + b` as one GEMM onto the bias, or `x Wᵀ` without one.
+fn affine<'t, F: Float>(x: Var<'t, F>, w: Var<'t, F>, b: Option<Var<'t, F>>) -> Var<'t, F> {
+    match b {
+        Some(b) => b.addmm(x, w.t()),
+        None => x.matmul(w.t()),
+    }
+}
+
+/// A cell's parameters, named as PyTorch names a cell's: two weights, and two biases unless the
+/// cell has none (`bias=False`).
 #[derive(Debug)]
 pub struct CellParams<F: Float> {
     /// [G·H, in]
@@ -131,40 +165,60 @@ pub struct CellParams<F: Float> {
     /// [G·H, H]
     pub weight_hh: Param<F>,
     /// [G·H]
-    pub bias_ih: Param<F>,
+    pub bias_ih: Option<Param<F>>,
     /// [G·H]
-    pub bias_hh: Param<F>,
+    pub bias_hh: Option<Param<F>>,
 }
 
 impl<F: Float> CellParams<F> {
-    fn init<R: Rng + ?Sized>(gates: usize, input: usize, hidden: usize, rng: &mut R) -> Self {
+    /// Drawn ~ U(-1/√H, 1/√H) in PyTorch's order (W_ih, W_hh, b_ih, b_hh), biases only if `bias`.
+    pub(crate) fn init<R: Rng + ?Sized>(
+        gates: usize,
+        input: usize,
+        hidden: usize,
+        bias: bool,
+        rng: &mut R,
+    ) -> Self {
         let k = F::from_f64(1.0 / (hidden as f64).sqrt());
         let mut u =
             |name: &str, shape: &[usize]| Param::named(name, Tensor::uniform(shape, -k, k, rng));
         CellParams {
             weight_ih: u("weight_ih", &[gates * hidden, input]),
             weight_hh: u("weight_hh", &[gates * hidden, hidden]),
-            bias_ih: u("bias_ih", &[gates * hidden]),
-            bias_hh: u("bias_hh", &[gates * hidden]),
+            bias_ih: bias.then(|| u("bias_ih", &[gates * hidden])),
+            bias_hh: bias.then(|| u("bias_hh", &[gates * hidden])),
+        }
+    }
+
+    /// Every parameter zero: the shapes of [`init`](CellParams::init), to be loaded.
+    pub(crate) fn zeros(gates: usize, input: usize, hidden: usize, bias: bool) -> Self {
+        let z = |name: &str, shape: &[usize]| Param::named(name, Tensor::zeros(shape));
+        CellParams {
+            weight_ih: z("weight_ih", &[gates * hidden, input]),
+            weight_hh: z("weight_hh", &[gates * hidden, hidden]),
+            bias_ih: bias.then(|| z("bias_ih", &[gates * hidden])),
+            bias_hh: bias.then(|| z("bias_hh", &[gates * hidden])),
         }
     }
 
     fn list(&self) -> Vec<(String, &Param<F>)> {
-        vec![
+        let mut out = vec![
             ("weight_ih".into(), &self.weight_ih),
             ("weight_hh".into(), &self.weight_hh),
-            ("bias_ih".into(), &self.bias_ih),
-            ("bias_hh".into(), &self.bias_hh),
-        ]
+        ];
+        out.extend(self.bias_ih.iter().map(|b| ("bias_ih".into(), b)));
+        out.extend(self.bias_hh.iter().map(|b| ("bias_hh".into(), b)));
+        out
     }
 
     fn list_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        vec![
+        let mut out = vec![
             ("weight_ih".into(), &mut self.weight_ih),
             ("weight_hh".into(), &mut self.weight_hh),
-            ("bias_ih".into(), &mut self.bias_ih),
-            ("bias_hh".into(), &mut self.bias_hh),
-        ]
+        ];
+        out.extend(self.bias_ih.iter_mut().map(|b| ("bias_ih".into(), b)));
+        out.extend(self.bias_hh.iter_mut().map(|b| ("bias_hh".into(), b)));
+        out
     }
 }
 
@@ -197,20 +251,19 @@ impl<F: Float> Cell<F> for RnnCell<F> {
     const NAME: &'static str = "rnn";
     type Kind = Nonlinearity;
 
-    fn init<R: Rng + ?Sized>(
-        input: usize,
-        hidden: usize,
-        nonlinearity: Nonlinearity,
-        rng: &mut R,
-    ) -> Self {
+    fn from_params(params: CellParams<F>, nonlinearity: Nonlinearity) -> Self {
         RnnCell {
-            params: CellParams::init(1, input, hidden, rng),
+            params,
             nonlinearity,
         }
     }
 
     fn cell_params(&self) -> &CellParams<F> {
         &self.params
+    }
+
+    fn cell_params_mut(&mut self) -> &mut CellParams<F> {
+        &mut self.params
     }
 
     fn kind(&self) -> Nonlinearity {
@@ -220,7 +273,7 @@ impl<F: Float> Cell<F> for RnnCell<F> {
     fn recur<'t>(
         kind: Nonlinearity,
         w_hh: Var<'t, F>,
-        _: Var<'t, F>,
+        _: Option<Var<'t, F>>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
@@ -255,14 +308,16 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     const NAME: &'static str = "lstm";
     type Kind = ();
 
-    fn init<R: Rng + ?Sized>(input: usize, hidden: usize, _: Nonlinearity, rng: &mut R) -> Self {
-        LstmCell {
-            params: CellParams::init(4, input, hidden, rng),
-        }
+    fn from_params(params: CellParams<F>, _: Nonlinearity) -> Self {
+        LstmCell { params }
     }
 
     fn cell_params(&self) -> &CellParams<F> {
         &self.params
+    }
+
+    fn cell_params_mut(&mut self) -> &mut CellParams<F> {
+        &mut self.params
     }
 
     fn kind(&self) {}
@@ -270,7 +325,7 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     fn recur<'t>(
         _: (),
         w_hh: Var<'t, F>,
-        _: Var<'t, F>,
+        _: Option<Var<'t, F>>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
@@ -302,31 +357,38 @@ impl<F: Float> Cell<F> for GruCell<F> {
     const NAME: &'static str = "gru";
     type Kind = ();
 
-    fn init<R: Rng + ?Sized>(input: usize, hidden: usize, _: Nonlinearity, rng: &mut R) -> Self {
-        GruCell {
-            params: CellParams::init(3, input, hidden, rng),
-        }
+    fn from_params(params: CellParams<F>, _: Nonlinearity) -> Self {
+        GruCell { params }
     }
 
     fn cell_params(&self) -> &CellParams<F> {
         &self.params
     }
 
+    fn cell_params_mut(&mut self) -> &mut CellParams<F> {
+        &mut self.params
+    }
+
     fn kind(&self) {}
 
-    fn project<'t>(x: Var<'t, F>, w_ih: Var<'t, F>, b_ih: Var<'t, F>, _: Var<'t, F>) -> Var<'t, F> {
-        b_ih.addmm(x, w_ih.t())
+    fn project<'t>(
+        x: Var<'t, F>,
+        w_ih: Var<'t, F>,
+        b_ih: Option<Var<'t, F>>,
+        _: Option<Var<'t, F>>,
+    ) -> Var<'t, F> {
+        affine(x, w_ih, b_ih)
     }
 
     fn recur<'t>(
         _: (),
         w_hh: Var<'t, F>,
-        b_hh: Var<'t, F>,
+        b_hh: Option<Var<'t, F>>,
         xp: Var<'t, F>,
         state: State<'t, F>,
     ) -> State<'t, F> {
         // b_hn stays inside r ⊙ (h W_hnᵀ + b_hn), so b_hh goes with the hidden projection.
-        let hp = b_hh.addmm(state.h, w_hh.t());
+        let hp = affine(state.h, w_hh, b_hh);
         State {
             h: xp.gru_cell(hp, state.h),
             c: None,

@@ -43,5 +43,6 @@ pub use linear::{Embedding, Linear};
 pub use module::{nested, Module};
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn, Run, StackState};
 pub use weights::{
-    load_state_dict, load_weights, save_weights, state_dict, WeightProblem, WeightsError,
+    load_module, load_state_dict, load_state_dict_non_strict, load_weights,
+    load_weights_non_strict, save_weights, state_dict, Unmatched, WeightProblem, WeightsError,
 };

@@ -1,12 +1,16 @@
 //! `Linear` and `Embedding`: the affine map and the lookup table.
 
+use std::path::Path;
+
 use rand::Rng;
 use rewind_autograd::{Float, Param, Tape, Tensor, Var};
 
 use crate::module::Module;
+use crate::weights::{load_weights, WeightsError};
 
 /// `y = x Wᵀ + b`, `W: [out, in]`, `b: [out]`, over the last axis of x (any leading axes), as
-/// `torch.nn.Linear`. Init: W and b ~ U(-1/√in, 1/√in).
+/// `torch.nn.Linear`. Init: W and b ~ U(-1/√in, 1/√in). Without a bias (PyTorch's
+/// `bias=False`) it is `y = x Wᵀ`, and the layer has no `bias` parameter at all.
 #[derive(Debug)]
 pub struct Linear<F: Float = f32> {
     /// [out_features, in_features].
@@ -29,6 +33,41 @@ impl<F: Float> Linear<F> {
                 Tensor::uniform(&[out_features], -bound, bound, rng),
             )),
         }
+    }
+
+    /// A layer from `in_features` to `out_features`, with a bias, every parameter zero: the
+    /// layer to load weights into, built without a generator.
+    pub fn zeros(in_features: usize, out_features: usize) -> Self {
+        Linear {
+            weight: Param::named("weight", Tensor::zeros(&[out_features, in_features])),
+            bias: Some(Param::named("bias", Tensor::zeros(&[out_features]))),
+        }
+    }
+
+    /// The layer with a bias whose `weight` `[out, in]` and `bias` `[out]` are read from the
+    /// safetensors file at `path` (what PyTorch saves for `nn.Linear(in, out).state_dict()`).
+    /// The file must hold exactly those; otherwise the error lists every missing, unexpected
+    /// and misshapen name.
+    pub fn load(
+        in_features: usize,
+        out_features: usize,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, WeightsError> {
+        let mut layer = Self::zeros(in_features, out_features);
+        load_weights(&mut layer, path.as_ref())?;
+        Ok(layer)
+    }
+
+    /// The layer without a bias (`nn.Linear(in, out, bias=False)`), its `weight` read from the
+    /// file at `path`, strictly, as [`load`](Linear::load).
+    pub fn load_without_bias(
+        in_features: usize,
+        out_features: usize,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, WeightsError> {
+        let mut layer = Self::zeros(in_features, out_features).without_bias();
+        load_weights(&mut layer, path.as_ref())?;
+        Ok(layer)
     }
 
     /// The same layer without a bias.
@@ -94,6 +133,29 @@ impl<F: Float> Embedding<F> {
             ),
             padding_idx: None,
         }
+    }
+
+    /// A table of zeros: the table to load weights into, built without a generator.
+    pub fn zeros(num_embeddings: usize, embedding_dim: usize) -> Self {
+        Embedding {
+            weight: Param::named("weight", Tensor::zeros(&[num_embeddings, embedding_dim])),
+            padding_idx: None,
+        }
+    }
+
+    /// The table whose `weight` [num_embeddings, embedding_dim] is read from the safetensors file
+    /// at `path` (what PyTorch saves for `nn.Embedding(n, dim).state_dict()`), strictly: the error
+    /// lists every missing, unexpected and misshapen name. For a padding index, load into
+    /// `Embedding::zeros(n, dim).with_padding_idx(i)` with [`load_weights`], which keeps the
+    /// file's padding row as PyTorch does (`with_padding_idx` after loading would zero it).
+    pub fn load(
+        num_embeddings: usize,
+        embedding_dim: usize,
+        path: impl AsRef<Path>,
+    ) -> Result<Self, WeightsError> {
+        let mut table = Self::zeros(num_embeddings, embedding_dim);
+        load_weights(&mut table, path.as_ref())?;
+        Ok(table)
     }
 
     /// Marks `index` as padding: its row is zeroed and never updated.

@@ -1,16 +1,21 @@
 //! Recurrent stacks: `Rnn`, `Lstm`, `Gru` with layers, directions, dropout between layers,
-//! batch-first input, initial states and variable lengths. The time loop is a plain loop over
-//! [`Cell::step_projected`]; backpropagation through time is the engine rewinding that loop.
+//! batch-first or unbatched input, biases or none, initial states and variable lengths. The time
+//! loop is a plain loop over [`Cell::step_projected`]; backpropagation through time is the engine
+//! rewinding that loop.
+
+use std::collections::BTreeMap;
+use std::path::Path;
 
 use rand::Rng;
 use rewind_autograd::{concat, stack, Float, Param, Tape, Tensor, Var};
 
-use crate::cell::{Cell, GruCell, LstmCell, Nonlinearity, RnnCell, State};
+use crate::cell::{Cell, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, State};
 use crate::dropout::Dropout;
 use crate::module::Module;
+use crate::weights::{load_state_dict, load_weights, WeightsError};
 
 /// The shape and options of a recurrent stack, with PyTorch's defaults (1 layer, one direction,
-/// no dropout, time-major input).
+/// biases, no dropout, time-major input).
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecurrentConfig {
     /// Features of the input.
@@ -29,6 +34,9 @@ pub struct RecurrentConfig {
     pub learn_initial_state: bool,
     /// tanh or relu (vanilla RNN only).
     pub nonlinearity: Nonlinearity,
+    /// Give every cell the biases b_ih and b_hh (PyTorch's `bias`); without them the stack has
+    /// no bias parameters at all.
+    pub bias: bool,
 }
 
 impl RecurrentConfig {
@@ -43,6 +51,7 @@ impl RecurrentConfig {
             batch_first: false,
             learn_initial_state: false,
             nonlinearity: Nonlinearity::Tanh,
+            bias: true,
         }
     }
 
@@ -82,6 +91,12 @@ impl RecurrentConfig {
         self
     }
 
+    /// Gives the cells biases (the default) or none (PyTorch's `bias=False`).
+    pub fn bias(mut self, on: bool) -> Self {
+        self.bias = on;
+        self
+    }
+
     fn directions(&self) -> usize {
         if self.bidirectional {
             2
@@ -109,53 +124,109 @@ pub type Lstm<F = f32> = Recurrent<LstmCell<F>, F>;
 /// A GRU stack (`torch.nn.GRU`).
 pub type Gru<F = f32> = Recurrent<GruCell<F>, F>;
 
-/// States of a whole stack: h (and c) [D·L, B, H], ordered layer by layer, forward direction
-/// first, as PyTorch's h_n.
+/// States of a whole stack: h (and c) [D·L, B, H] ([D·L, H] for an unbatched input), ordered
+/// layer by layer, forward direction first, as PyTorch's h_n.
 #[derive(Clone, Copy, Debug)]
 pub struct StackState<'t, F: Float = f32> {
-    /// Hidden states [D·L, B, H].
+    /// Hidden states [D·L, B, H] or [D·L, H].
     pub h: Var<'t, F>,
-    /// Cell states [D·L, B, H] (LSTM only).
+    /// Cell states [D·L, B, H] or [D·L, H] (LSTM only).
     pub c: Option<Var<'t, F>>,
 }
 
 /// What a stack returns: the last layer's h at every step, and the final states.
 #[derive(Clone, Debug)]
 pub struct RecurrentOutput<'t, F: Float = f32> {
-    /// [T, B, D·H] (or [B, T, D·H] batch-first); zero past each sequence's length.
+    /// [T, B, D·H] (or [B, T, D·H] batch-first, [T, D·H] unbatched); zero past each sequence's
+    /// length.
     pub output: Var<'t, F>,
     /// The final states, each taken at its sequence's own length.
     pub state: StackState<'t, F>,
-    /// With [`Run::keep_states`]: h_t [B, H] of the last layer's forward direction at each step,
-    /// in time order, with its gradient kept: `grads[states[t]]` is the total ∂L/∂h_t (what it
-    /// means past a sequence's length is said at [`Run::keep_states`]).
+    /// With [`Run::keep_states`]: h_t [B, H] ([1, H] unbatched) of the last layer's forward
+    /// direction at each step, in time order, with its gradient kept: `grads[states[t]]` is the
+    /// total ∂L/∂h_t (what it means past a sequence's length is said at [`Run::keep_states`]).
     pub states: Vec<Var<'t, F>>,
 }
 
 impl<C: Cell<F>, F: Float> Recurrent<C, F> {
     /// A stack initialised from `rng` as PyTorch initialises one (every weight and bias
-    /// ~ U(-1/√H, 1/√H); a learned initial state starts at zero).
+    /// ~ U(-1/√H, 1/√H), drawn layer by layer in PyTorch's order; a learned initial state starts
+    /// at zero).
     #[track_caller]
     pub fn new<R: Rng + ?Sized>(config: RecurrentConfig, rng: &mut R) -> Self {
+        let (h, bias) = (config.hidden_size, config.bias);
+        let cells = Self::layers(&config, |input| {
+            CellParams::init(C::GATES, input, h, bias, rng)
+        });
+        let seed = rng.random();
+        Self::assemble(config, cells, seed)
+    }
+
+    /// A stack whose every parameter is zero, with the names and shapes of
+    /// [`new`](Recurrent::new): the model to load weights into, built without a generator. The
+    /// dropout masks between layers come from seed 0 ([`reseed_dropout`](Recurrent::reseed_dropout)
+    /// changes it).
+    #[track_caller]
+    pub fn zeros(config: RecurrentConfig) -> Self {
+        let (h, bias) = (config.hidden_size, config.bias);
+        let cells = Self::layers(&config, |input| CellParams::zeros(C::GATES, input, h, bias));
+        Self::assemble(config, cells, 0)
+    }
+
+    /// The stack of `config` with its weights read from the safetensors file at `path`, which
+    /// must hold exactly the stack's parameters, by PyTorch's state_dict names, in their shapes
+    /// (what `safetensors.torch.save_file(lstm.state_dict(), path)` writes for the matching
+    /// `torch.nn.LSTM`). No generator is needed; a file that does not fit is an error listing
+    /// every missing, unexpected and misshapen name.
+    #[track_caller]
+    pub fn load(config: RecurrentConfig, path: impl AsRef<Path>) -> Result<Self, WeightsError> {
+        let mut stack = Self::zeros(config);
+        load_weights(&mut stack, path.as_ref())?;
+        Ok(stack)
+    }
+
+    /// The stack of `config` with its weights taken from `tensors` (a state_dict by PyTorch's
+    /// names), strictly, as [`load`](Recurrent::load) takes them from a file.
+    #[track_caller]
+    pub fn from_state_dict(
+        config: RecurrentConfig,
+        tensors: &BTreeMap<String, Tensor<F>>,
+    ) -> Result<Self, WeightsError> {
+        let mut stack = Self::zeros(config);
+        load_state_dict(&mut stack, tensors)?;
+        Ok(stack)
+    }
+
+    /// cells[layer][direction], each from `params(input size of its layer)`, in PyTorch's order.
+    #[track_caller]
+    fn layers(
+        config: &RecurrentConfig,
+        mut params: impl FnMut(usize) -> CellParams<F>,
+    ) -> Vec<Vec<C>> {
         assert!(
             config.num_layers >= 1,
             "{}: needs at least one layer",
             C::NAME
         );
         let (d, h) = (config.directions(), config.hidden_size);
-        let cells = (0..config.num_layers)
+        (0..config.num_layers)
             .map(|layer| {
                 let input = if layer == 0 { config.input_size } else { d * h };
                 (0..d)
-                    .map(|_| C::init(input, h, config.nonlinearity, rng))
+                    .map(|_| C::from_params(params(input), config.nonlinearity))
                     .collect()
             })
-            .collect();
-        let learned = |name: &str| Param::named(name, Tensor::zeros(&[d * config.num_layers, h]));
+            .collect()
+    }
+
+    #[track_caller]
+    fn assemble(config: RecurrentConfig, cells: Vec<Vec<C>>, dropout_seed: u64) -> Self {
+        let shape = [config.directions() * config.num_layers, config.hidden_size];
+        let learned = |name: &str| Param::named(name, Tensor::zeros(&shape));
         Recurrent {
             h_0: config.learn_initial_state.then(|| learned("h_0")),
             c_0: (config.learn_initial_state && C::HAS_CELL_STATE).then(|| learned("c_0")),
-            dropout: Dropout::new(config.dropout, rng.random()),
+            dropout: Dropout::new(config.dropout, dropout_seed),
             cells,
             config,
         }
@@ -181,12 +252,14 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         self.dropout.set_training(training);
     }
 
-    /// Runs the stack over `input` [T, B, in] ([B, T, in] batch-first).
+    /// Runs the stack over `input` [T, B, in] ([B, T, in] batch-first), or over one unbatched
+    /// sequence [T, in] (batch-first or not), as `torch.nn.LSTM` and its siblings do.
     ///
-    /// `initial` gives h_0 (and c_0) [D·L, B, H]; without it the state starts at zero, or at the
-    /// learned initial state. `lengths` gives each sequence's length: past it, the state passes
-    /// through unchanged and the output is zero, and the backward direction starts at each
-    /// sequence's own end.
+    /// `initial` gives h_0 (and c_0) [D·L, B, H] ([D·L, H] unbatched); without it the state
+    /// starts at zero, or at the learned initial state. `lengths` gives each sequence's length:
+    /// past it, the state passes through unchanged and the output is zero, and the backward
+    /// direction starts at each sequence's own end. An unbatched input gives an unbatched output
+    /// [T, D·H] and states [D·L, H], and takes no `lengths`.
     #[track_caller]
     pub fn forward<'t>(
         &self,
@@ -212,9 +285,21 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         input: Var<'t, F>,
         run: &Run<'_, 't, F>,
     ) -> RecurrentOutput<'t, F> {
-        let x = self.time_major(input);
+        let unbatched = self.check_input(input);
+        let x = if unbatched {
+            input.reshape(&[input.shape()[0], 1, self.config.input_size])
+        } else {
+            self.time_major(input)
+        };
         let shape = x.shape();
         let (steps, batch) = (shape[0], shape[1]);
+        if unbatched && run.lengths.is_some() {
+            panic!(
+                "{}: lengths need a batch; an unbatched input {:?} is one sequence of its own length",
+                C::NAME,
+                &input.shape()[..]
+            );
+        }
         let masks = run.lengths.map(|l| self.step_masks(l, steps, batch));
         if let Some(xi) = run.grad_scale {
             assert_eq!(
@@ -237,7 +322,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         );
         let mut kept = Vec::new();
         let dirs = self.config.directions();
-        self.check_initial(run.initial, batch);
+        self.check_initial(run.initial, input, unbatched);
         let mut layer_input = x;
         let mut finals = Vec::with_capacity(self.config.num_layers * dirs);
         for (layer, cells) in self.cells.iter().enumerate() {
@@ -275,28 +360,49 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         }
         let h: Vec<Var<'t, F>> = finals.iter().map(|s| s.h).collect();
         let c: Option<Vec<Var<'t, F>>> = finals.iter().map(|s| s.c).collect();
+        let (h, c) = (stack(&h, 0), c.map(|c| stack(&c, 0)));
+        if unbatched {
+            let state = [finals.len(), self.config.hidden_size];
+            let features = layer_input.shape()[2];
+            return RecurrentOutput {
+                output: layer_input.reshape(&[steps, features]),
+                state: StackState {
+                    h: h.reshape(&state),
+                    c: c.map(|c| c.reshape(&state)),
+                },
+                states: kept,
+            };
+        }
         RecurrentOutput {
             output: self.time_major(layer_input),
-            state: StackState {
-                h: stack(&h, 0),
-                c: c.map(|c| stack(&c, 0)),
-            },
+            state: StackState { h, c },
             states: kept,
         }
     }
 
-    /// Swaps [B, T, ·] and [T, B, ·] when batch-first (its own inverse); checks the input shape.
+    /// Checks that `input` is [T, B, in] ([B, T, in] batch-first) or unbatched [T, in]; returns
+    /// true when unbatched.
     #[track_caller]
-    fn time_major<'t>(&self, x: Var<'t, F>) -> Var<'t, F> {
-        let s = x.shape();
-        if s.len() != 3 {
+    fn check_input(&self, input: Var<'_, F>) -> bool {
+        let s = input.shape();
+        let features = self.config.input_size;
+        if !(2..=3).contains(&s.len()) || s[s.len() - 1] != features {
+            let batched = if self.config.batch_first {
+                "B, T"
+            } else {
+                "T, B"
+            };
             panic!(
-                "{}: expected a 3-D input [T, B, {}], got {:?}",
+                "{}: expected an input [{batched}, {features}] or unbatched [T, {features}], got {:?}",
                 C::NAME,
-                self.config.input_size,
                 &s[..]
             );
         }
+        s.len() == 2
+    }
+
+    /// Swaps [B, T, ·] and [T, B, ·] when batch-first (its own inverse).
+    fn time_major<'t>(&self, x: Var<'t, F>) -> Var<'t, F> {
         if self.config.batch_first {
             x.transpose(0, 1)
         } else {
@@ -324,33 +430,46 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             .collect()
     }
 
+    /// Checks the initial state against the input: [D·L, B, H], or [D·L, H] when unbatched.
     #[track_caller]
-    fn check_initial(&self, initial: Option<StackState<'_, F>>, batch: usize) {
+    fn check_initial(
+        &self,
+        initial: Option<StackState<'_, F>>,
+        input: Var<'_, F>,
+        unbatched: bool,
+    ) {
         let Some(s) = initial else { return };
-        let expected = [
-            self.config.directions() * self.config.num_layers,
-            batch,
-            self.config.hidden_size,
-        ];
-        let check = |name: &str, v: Var<'_, F>| {
-            if v.shape()[..] != expected {
-                panic!(
-                    "{}: initial {name} must be {expected:?}, got {:?}",
-                    C::NAME,
-                    &v.shape()[..]
-                );
-            }
+        let layers = self.config.directions() * self.config.num_layers;
+        let hidden = self.config.hidden_size;
+        let input = input.shape();
+        let (expected, kind) = if unbatched {
+            (vec![layers, hidden], "an unbatched input")
+        } else {
+            let batch = input[usize::from(!self.config.batch_first)];
+            (vec![layers, batch, hidden], "an input")
         };
-        check("h", s.h);
         match (s.c, C::HAS_CELL_STATE) {
-            (Some(c), true) => check("c", c),
             (None, true) => panic!("{}: the initial state needs c as well as h", C::NAME),
             (Some(_), false) => panic!("{}: this cell has no c state", C::NAME),
-            (None, false) => {}
+            _ => {}
+        }
+        for (name, v) in [("h", Some(s.h)), ("c", s.c)] {
+            let Some(shape) = v.map(|v| v.shape()) else {
+                continue;
+            };
+            if shape[..] != expected[..] {
+                panic!(
+                    "{}: initial {name} must be {expected:?} for {kind} {:?}, got {:?}",
+                    C::NAME,
+                    &input[..],
+                    &shape[..]
+                );
+            }
         }
     }
 
-    /// The starting state of layer-direction `index`, as [B, H].
+    /// The starting state of layer-direction `index`, as [B, H] (B = 1 for an unbatched input,
+    /// whose initial state [D·L, H] gives the same [1, H] slices).
     fn initial_state<'t>(
         &self,
         tape: &'t Tape<F>,
@@ -380,7 +499,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
 /// pass from a zero (or learned) state.
 #[derive(Clone, Copy, Debug)]
 pub struct Run<'a, 't, F: Float = f32> {
-    /// h_0 (and c_0) [D·L, B, H].
+    /// h_0 (and c_0) [D·L, B, H] ([D·L, H] for an unbatched input).
     pub initial: Option<StackState<'t, F>>,
     /// Each sequence's length (1..=T).
     pub lengths: Option<&'a [usize]>,
@@ -454,8 +573,9 @@ impl<F: Float> Lane<'_, F> {
         keep: Option<&mut Vec<Var<'t, F>>>,
     ) -> (Var<'t, F>, State<'t, F>) {
         // The input projection of every step in one GEMM, before the loop.
-        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), tape.param(cell.bias_hh()));
-        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), tape.param(cell.bias_ih()));
+        let param = |p: Option<&Param<F>>| p.map(|p| tape.param(p));
+        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), param(cell.bias_hh()));
+        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), param(cell.bias_ih()));
         let xp = C::project(x, w_ih, b_ih, b_hh);
         let weights = Weights { w_hh, b_hh, xp };
         let (hs, state) = self.steps::<C>(cell.kind(), weights, start, 0, keep);
@@ -472,13 +592,9 @@ impl<F: Float> Lane<'_, F> {
         start: State<'t, F>,
         k: usize,
     ) -> (Var<'t, F>, State<'t, F>) {
-        let weights = [
-            cell.weight_ih(),
-            cell.bias_ih(),
-            cell.weight_hh(),
-            cell.bias_hh(),
-        ]
-        .map(|p| tape.param(p));
+        let param = |p: Option<&Param<F>>| p.map(|p| tape.param(p));
+        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), param(cell.bias_ih()));
+        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), param(cell.bias_hh()));
         let mut state = start;
         let mut pieces = Vec::new();
         for first in (0..self.steps).step_by(k) {
@@ -493,11 +609,12 @@ impl<F: Float> Lane<'_, F> {
                 first,
                 masks: self.masks.map(|m| m[t_lo..t_lo + n].to_vec()),
                 grad_scale: self.grad_scale.map(|xi| xi[first..first + n].to_vec()),
+                biases: [b_ih.is_some(), b_hh.is_some()],
             };
-            let mut inputs = vec![
-                rows, weights[0], weights[1], weights[2], weights[3], state.h,
-            ];
+            let mut inputs = vec![rows, w_ih, w_hh, state.h];
             inputs.extend(state.c);
+            inputs.extend(b_ih);
+            inputs.extend(b_hh);
             let out = tape.checkpoint(&inputs, move |_, v| segment.run::<C>(v));
             state = State {
                 h: out[1],
@@ -520,14 +637,21 @@ struct Segment<K, F: Float> {
     first: usize,
     masks: Option<Vec<Tensor<F>>>,
     grad_scale: Option<Vec<F>>,
+    /// Whether the cell has b_ih and b_hh.
+    biases: [bool; 2],
 }
 
 impl<K: Copy, F: Float> Segment<K, F> {
-    /// inputs: [rows of x, W_ih, b_ih, W_hh, b_hh, h, (c)]; outputs: [h at each step [n, B, H]
-    /// in time order, final h, (final c)].
+    /// inputs: [rows of x, W_ih, W_hh, h, (c), (b_ih), (b_hh)]; outputs: [h at each step
+    /// [n, B, H] in time order, final h, (final c)].
     fn run<'s, C: Cell<F, Kind = K>>(&self, v: &[Var<'s, F>]) -> Vec<Var<'s, F>> {
         let n = v[0].shape()[0] / self.batch;
-        let xp = C::project(v[0], v[1], v[2], v[4]);
+        let c = C::HAS_CELL_STATE.then(|| v[4]);
+        let mut rest = v[4 + usize::from(C::HAS_CELL_STATE)..].iter().copied();
+        let [b_ih, b_hh] = self
+            .biases
+            .map(|has| has.then(|| rest.next().expect("a bias")));
+        let xp = C::project(v[0], v[1], b_ih, b_hh);
         let lane = Lane {
             steps: n,
             batch: self.batch,
@@ -535,13 +659,10 @@ impl<K: Copy, F: Float> Segment<K, F> {
             masks: self.masks.as_deref(),
             grad_scale: self.grad_scale.as_deref(),
         };
-        let start = State {
-            h: v[5],
-            c: v.get(6).copied(),
-        };
+        let start = State { h: v[3], c };
         let weights = Weights {
-            w_hh: v[3],
-            b_hh: v[4],
+            w_hh: v[2],
+            b_hh,
             xp,
         };
         let (hs, state) = lane.steps::<C>(self.kind, weights, start, self.first, None);
@@ -555,7 +676,7 @@ impl<K: Copy, F: Float> Segment<K, F> {
 /// step (rows in time order).
 struct Weights<'t, F: Float> {
     w_hh: Var<'t, F>,
-    b_hh: Var<'t, F>,
+    b_hh: Option<Var<'t, F>>,
     xp: Var<'t, F>,
 }
 

@@ -1,10 +1,13 @@
 //! A model's weights as a safetensors file with PyTorch's state_dict names, in both directions:
-//! a file written from `model.state_dict()` in PyTorch loads into the matching model here.
+//! a file written from `model.state_dict()` in PyTorch loads into the matching model here,
+//! strictly (every name, nothing else, each shape) or not (PyTorch's `strict=False`).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use rewind_autograd::io::{load_tensors, save_tensors, IoError, TensorFile};
 use rewind_autograd::{Float, Tensor};
 
@@ -20,42 +23,99 @@ pub fn state_dict<F: Float>(model: &dyn Module<F>) -> BTreeMap<String, Tensor<F>
 }
 
 /// Sets every parameter from `tensors`, which must hold exactly the model's names with the
-/// model's shapes; otherwise nothing changes and the error lists each problem.
+/// model's shapes (`torch.nn.Module.load_state_dict`, strict); otherwise nothing changes and the
+/// error lists each problem: the missing names, then the unexpected ones, then the misshapen.
 pub fn load_state_dict<F: Float>(
     model: &mut dyn Module<F>,
     tensors: &BTreeMap<String, Tensor<F>>,
 ) -> Result<(), WeightsError> {
-    let mut problems = Vec::new();
-    let mut params = model.params_mut();
-    for (name, p) in &params {
-        match tensors.get(name) {
-            None => problems.push(WeightProblem::Missing {
-                name: name.clone(),
-                expected: p.shape().to_vec(),
-            }),
-            Some(t) if t.shape() != p.shape() => problems.push(WeightProblem::Shape {
-                name: name.clone(),
-                expected: p.shape().to_vec(),
-                found: t.shape().to_vec(),
-            }),
-            Some(_) => {}
-        }
-    }
-    for (name, t) in tensors {
-        if !params.iter().any(|(n, _)| n == name) {
-            problems.push(WeightProblem::Unexpected {
-                name: name.clone(),
-                shape: t.shape().to_vec(),
-            });
-        }
-    }
+    let fit = Fit::of(model, tensors);
+    let problems: Vec<WeightProblem> = (fit.missing.into_iter())
+        .chain(fit.unexpected)
+        .chain(fit.shapes)
+        .collect();
     if !problems.is_empty() {
         return Err(WeightsError::Mismatch(problems));
     }
-    for (name, p) in params.iter_mut() {
-        p.set(tensors[name].clone());
+    for (name, p) in model.params_mut() {
+        p.set(tensors[&name].clone());
     }
     Ok(())
+}
+
+/// Sets the parameters whose names are in `tensors` and returns the names that did not match
+/// (`load_state_dict(..., strict=False)`): the model's parameters the tensors lack, which keep
+/// their values, and the tensors no parameter has, which are ignored. As in PyTorch, a tensor
+/// whose shape differs from its parameter's is still an error, and then nothing changes.
+pub fn load_state_dict_non_strict<F: Float>(
+    model: &mut dyn Module<F>,
+    tensors: &BTreeMap<String, Tensor<F>>,
+) -> Result<Unmatched, WeightsError> {
+    let fit = Fit::of(model, tensors);
+    if !fit.shapes.is_empty() {
+        return Err(WeightsError::Mismatch(fit.shapes));
+    }
+    for (name, p) in model.params_mut() {
+        if let Some(t) = tensors.get(&name) {
+            p.set(t.clone());
+        }
+    }
+    Ok(Unmatched {
+        missing: fit
+            .missing
+            .into_iter()
+            .map(WeightProblem::into_name)
+            .collect(),
+        unexpected: fit
+            .unexpected
+            .into_iter()
+            .map(WeightProblem::into_name)
+            .collect(),
+    })
+}
+
+/// How a set of tensors fits a model: each kind of problem, in the order PyTorch lists them.
+struct Fit {
+    /// The model's parameters the tensors lack, in the model's order.
+    missing: Vec<WeightProblem>,
+    /// The tensors no parameter has, in name order.
+    unexpected: Vec<WeightProblem>,
+    /// The tensors whose shape is not their parameter's, in the model's order.
+    shapes: Vec<WeightProblem>,
+}
+
+impl Fit {
+    fn of<F: Float>(model: &dyn Module<F>, tensors: &BTreeMap<String, Tensor<F>>) -> Self {
+        let params = model.params();
+        let mut fit = Fit {
+            missing: Vec::new(),
+            unexpected: Vec::new(),
+            shapes: Vec::new(),
+        };
+        for (name, p) in &params {
+            match tensors.get(name) {
+                None => fit.missing.push(WeightProblem::Missing {
+                    name: name.clone(),
+                    expected: p.shape().to_vec(),
+                }),
+                Some(t) if t.shape() != p.shape() => fit.shapes.push(WeightProblem::Shape {
+                    name: name.clone(),
+                    expected: p.shape().to_vec(),
+                    found: t.shape().to_vec(),
+                }),
+                Some(_) => {}
+            }
+        }
+        for (name, t) in tensors {
+            if !params.iter().any(|(n, _)| n == name) {
+                fit.unexpected.push(WeightProblem::Unexpected {
+                    name: name.clone(),
+                    shape: t.shape().to_vec(),
+                });
+            }
+        }
+        fit
+    }
 }
 
 /// Writes the model's weights to `path` as safetensors (atomically: a failed save leaves any
@@ -68,10 +128,51 @@ pub fn save_weights<F: Float>(model: &dyn Module<F>, path: &Path) -> Result<(), 
     save_tensors(path, &file).map_err(WeightsError::Io)
 }
 
-/// Loads weights written by [`save_weights`] or by PyTorch's `safetensors.torch.save_file(model.state_dict(), path)`.
+/// Loads weights written by [`save_weights`] or by PyTorch's `safetensors.torch.save_file(model.state_dict(), path)`,
+/// strictly, as [`load_state_dict`].
 pub fn load_weights<F: Float>(model: &mut dyn Module<F>, path: &Path) -> Result<(), WeightsError> {
     let file = load_tensors::<F>(path).map_err(WeightsError::Io)?;
     load_state_dict(model, &file.tensors)
+}
+
+/// Loads the weights in the file at `path` whose names the model has, as
+/// [`load_state_dict_non_strict`], and returns the names that did not match.
+pub fn load_weights_non_strict<F: Float>(
+    model: &mut dyn Module<F>,
+    path: &Path,
+) -> Result<Unmatched, WeightsError> {
+    let file = load_tensors::<F>(path).map_err(WeightsError::Io)?;
+    load_state_dict_non_strict(model, &file.tensors)
+}
+
+/// Builds a model with `build` and loads every parameter from the file at `path`, strictly (as
+/// [`load_weights`]): any [`Module`] loads with its own constructor, and the caller needs no
+/// generator. `build` is handed one seeded with 0, whose draws the file then overwrites; a model
+/// with parts that are not parameters (dropout's masks) keeps what that seed gave them.
+///
+/// ```no_run
+/// use std::path::Path;
+/// use rewind_nn::{load_module, Linear};
+///
+/// let head = load_module(Path::new("head.safetensors"), |rng| Linear::<f32>::new(16, 4, rng))?;
+/// # Ok::<(), rewind_nn::WeightsError>(())
+/// ```
+pub fn load_module<F: Float, M: Module<F>>(
+    path: &Path,
+    build: impl FnOnce(&mut StdRng) -> M,
+) -> Result<M, WeightsError> {
+    let mut model = build(&mut StdRng::seed_from_u64(0));
+    load_weights(&mut model, path)?;
+    Ok(model)
+}
+
+/// What a non-strict load did not match (PyTorch's `missing_keys` and `unexpected_keys`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Unmatched {
+    /// The model's parameters that were not loaded, in the model's order.
+    pub missing: Vec<String>,
+    /// The tensors no parameter has, in name order.
+    pub unexpected: Vec<String>,
 }
 
 /// Why weights could not be loaded.
@@ -109,6 +210,17 @@ pub enum WeightProblem {
         /// Its shape in the file.
         found: Vec<usize>,
     },
+}
+
+impl WeightProblem {
+    /// The name of the parameter or tensor.
+    fn into_name(self) -> String {
+        match self {
+            WeightProblem::Missing { name, .. }
+            | WeightProblem::Unexpected { name, .. }
+            | WeightProblem::Shape { name, .. } => name,
+        }
+    }
 }
 
 impl fmt::Display for WeightProblem {

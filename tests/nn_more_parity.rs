@@ -1,0 +1,470 @@
+//! Bias-free layers, unbatched recurrent input, gradients built by hand and loading without a
+//! generator, against PyTorch: the data `scripts/golden_nn_more.py` wrote (torch 2.15) into
+//! tests/data/nn_more_golden.safetensors, every case in float64 and in float32, and
+//! tests/data/nn_more_state_dict.safetensors, a bias-free LSTM's state_dict saved by PyTorch.
+//! Each tensor must match to 1e-13 (float64) or 1e-5 (float32), measured as
+//! max |ours - torch| / max |torch|.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rewind::autograd::io::{load_tensors, TensorFile};
+use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+use rewind::autograd::{Float, Grads, Tape, Tensor, Var};
+use rewind::nn::{
+    load_state_dict, Cell, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
+    RecurrentConfig, RnnCell, Run, StackState, State,
+};
+use rewind::optim::{Adam, Optimizer};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+/// One dtype's half of the golden file: keys `{prefix}.{case}.{what}`.
+struct Golden<F: Float> {
+    file: TensorFile<F>,
+    prefix: &'static str,
+    tolerance: f64,
+}
+
+impl<F: Float> Golden<F> {
+    fn load(prefix: &'static str, tolerance: f64) -> Self {
+        Golden {
+            file: load_tensors(&data("nn_more_golden.safetensors"))
+                .expect("golden data from scripts/golden_nn_more.py"),
+            prefix,
+            tolerance,
+        }
+    }
+
+    fn key(&self, case: &str, what: &str) -> String {
+        format!("{}.{case}.{what}", self.prefix)
+    }
+
+    fn get(&self, case: &str, what: &str) -> Tensor<F> {
+        let key = self.key(case, what);
+        self.file
+            .tensors
+            .get(&key)
+            .unwrap_or_else(|| panic!("golden data lacks {key}"))
+            .clone()
+    }
+
+    fn has(&self, case: &str, what: &str) -> bool {
+        self.file.tensors.contains_key(&self.key(case, what))
+    }
+
+    /// A field of the case's JSON configuration (flat, written with sorted keys).
+    fn field(&self, case: &str, name: &str) -> String {
+        let json = &self.file.metadata[&format!("case.{case}")];
+        let start = json
+            .find(&format!("\"{name}\": "))
+            .unwrap_or_else(|| panic!("{case} lacks {name}"));
+        let rest = &json[start + name.len() + 4..];
+        let end = rest.find([',', '}']).unwrap();
+        rest[..end].trim_matches('"').to_string()
+    }
+
+    fn flag(&self, case: &str, name: &str) -> bool {
+        self.field(case, name) == "true"
+    }
+
+    fn number(&self, case: &str, name: &str) -> usize {
+        self.field(case, name).parse().unwrap()
+    }
+
+    /// The tensors `{prefix}.{case}.{group}.*`, by their PyTorch names.
+    fn group(&self, case: &str, group: &str) -> BTreeMap<String, Tensor<F>> {
+        let start = self.key(case, &format!("{group}."));
+        self.file
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&start).map(|n| (n.to_string(), v.clone())))
+            .collect()
+    }
+
+    fn params(&self, case: &str) -> BTreeMap<String, Tensor<F>> {
+        self.group(case, "param")
+    }
+
+    fn errors(&self, case: &str) -> Errors<'_, F> {
+        Errors {
+            golden: self,
+            case: case.into(),
+            worst: 0.0,
+        }
+    }
+}
+
+/// Collects the largest error of a case, failing on any tensor beyond the tolerance.
+struct Errors<'g, F: Float> {
+    golden: &'g Golden<F>,
+    case: String,
+    worst: f64,
+}
+
+impl<F: Float> Errors<'_, F> {
+    fn compare(&mut self, what: &str, ours: &Tensor<F>) {
+        let theirs = self.golden.get(&self.case, what);
+        let label = format!("{}.{}.{what}", self.golden.prefix, self.case);
+        assert_eq!(ours.shape(), theirs.shape(), "{label}: shapes differ");
+        let scale = theirs
+            .data()
+            .iter()
+            .fold(0f64, |m, v| m.max(v.to_f64().abs()));
+        let diff = ours
+            .data()
+            .iter()
+            .zip(theirs.data())
+            .fold(0f64, |m, (a, b)| m.max((a.to_f64() - b.to_f64()).abs()));
+        let err = diff / scale.max(1e-30);
+        let tolerance = self.golden.tolerance;
+        assert!(
+            err <= tolerance,
+            "{label}: relative error {err:e} exceeds {tolerance:e}"
+        );
+        self.worst = self.worst.max(err);
+    }
+
+    fn compare_grads(&mut self, model: &dyn Module<F>, grads: &Grads<F>) {
+        for (name, p) in model.params() {
+            self.compare(&format!("grad.{name}"), &grads[p]);
+        }
+    }
+}
+
+fn projected<'t, F: Float>(g: &Golden<F>, case: &str, what: &str, y: Var<'t, F>) -> Var<'t, F> {
+    (y * y.tape().constant(g.get(case, &format!("proj_{what}")))).sum()
+}
+
+fn config<F: Float>(g: &Golden<F>, case: &str) -> RecurrentConfig {
+    let mut config =
+        RecurrentConfig::new(g.number(case, "input_size"), g.number(case, "hidden_size"))
+            .num_layers(g.number(case, "num_layers"))
+            .bidirectional(g.flag(case, "bidirectional"))
+            .batch_first(g.flag(case, "batch_first"))
+            .bias(g.flag(case, "bias"));
+    if g.field(case, "nonlinearity") == "relu" {
+        config = config.nonlinearity(Nonlinearity::Relu);
+    }
+    config
+}
+
+/// Runs one stack case: PyTorch's parameters loaded strictly (so the names and the absence of
+/// biases match too), then outputs, final states and every gradient compared; with
+/// `checkpoint_every`, through checkpointed segments (which re-run the cell during backward).
+fn run_stack<C: Cell<F>, F: Float>(
+    g: &Golden<F>,
+    case: &str,
+    checkpoint_every: Option<usize>,
+) -> f64 {
+    let mut model = Recurrent::<C, F>::new(config(g, case), &mut StdRng::seed_from_u64(0));
+    load_state_dict(&mut model, &g.params(case)).expect("PyTorch's names and shapes");
+    let lengths: Option<Vec<usize>> = g.has(case, "lengths").then(|| {
+        g.get(case, "lengths")
+            .data()
+            .iter()
+            .map(|l| l.to_f64() as usize)
+            .collect()
+    });
+
+    let tape = Tape::new();
+    let input = tape.var(g.get(case, "input"));
+    let h0 = g.has(case, "h0").then(|| tape.var(g.get(case, "h0")));
+    let c0 = g.has(case, "c0").then(|| tape.var(g.get(case, "c0")));
+    let initial = h0.map(|h| StackState { h, c: c0 });
+    let run = Run {
+        initial,
+        lengths: lengths.as_deref(),
+        checkpoint_every,
+        ..Run::default()
+    };
+    let out = model.forward_with(&tape, input, &run);
+
+    let mut e = g.errors(case);
+    e.compare("output", &out.output.value());
+    e.compare("h_n", &out.state.h.value());
+    let mut loss =
+        projected(g, case, "output", out.output) + projected(g, case, "h_n", out.state.h);
+    if let Some(c) = out.state.c {
+        e.compare("c_n", &c.value());
+        loss = loss + projected(g, case, "c_n", c);
+    }
+    let grads = loss.backward();
+    e.compare_grads(&model, &grads);
+    e.compare("grad_input", &grads[input]);
+    for (name, v) in [("grad_h0", h0), ("grad_c0", c0)] {
+        if let Some(v) = v {
+            e.compare(name, &grads[v]);
+        }
+    }
+    e.worst
+}
+
+/// Every case plain and in checkpointed segments of 4 steps (6 = 4 + 2: one segment is short).
+fn stacks<F: Float>(g: &Golden<F>, cases: &[&str]) {
+    for &case in cases {
+        for k in [None, Some(4)] {
+            let worst = match g.field(case, "kind").as_str() {
+                "rnn" => run_stack::<RnnCell<F>, F>(g, case, k),
+                "lstm" => run_stack::<LstmCell<F>, F>(g, case, k),
+                "gru" => run_stack::<GruCell<F>, F>(g, case, k),
+                other => panic!("unknown kind {other}"),
+            };
+            let how = k.map_or("plain".into(), |k| format!("checkpoint_every {k}"));
+            println!("{}.{case:<34} {how:<18} {worst:.2e}", g.prefix);
+        }
+    }
+}
+
+fn both_dtypes(test: impl Fn(&Golden<f64>), test32: impl Fn(&Golden<f32>)) {
+    test(&Golden::load("f64", 1e-13));
+    test32(&Golden::load("f32", 1e-5));
+}
+
+const BIAS_FREE_STACKS: [&str; 6] = [
+    "rnn_nobias_l1",
+    "rnn_nobias_relu_l2_bi",
+    "lstm_nobias_l1",
+    "lstm_nobias_l2_bi_h0",
+    "gru_nobias_l1",
+    "gru_nobias_l2_bi_lengths",
+];
+
+const UNBATCHED_STACKS: [&str; 5] = [
+    "rnn_unbatched_l2_bi_h0",
+    "lstm_unbatched_l1",
+    "lstm_unbatched_nobias_l2_bi_h0",
+    "gru_unbatched_batch_first_l2",
+    "gru_unbatched_nobias_bi_h0",
+];
+
+#[test]
+fn bias_free_stacks_match_pytorch() {
+    both_dtypes(
+        |g| stacks(g, &BIAS_FREE_STACKS),
+        |g| stacks(g, &BIAS_FREE_STACKS),
+    );
+}
+
+#[test]
+fn unbatched_stacks_match_pytorch() {
+    both_dtypes(
+        |g| stacks(g, &UNBATCHED_STACKS),
+        |g| stacks(g, &UNBATCHED_STACKS),
+    );
+}
+
+/// PyTorch's `bias=False` stack has no bias parameters at all: its state_dict names are ours.
+#[test]
+fn bias_free_stacks_have_pytorchs_names() {
+    let g = Golden::<f64>::load("f64", 1e-13);
+    let model = Lstm::<f64>::new(
+        config(&g, "lstm_nobias_l2_bi_h0"),
+        &mut StdRng::seed_from_u64(0),
+    );
+    let ours: Vec<String> = model.params().into_iter().map(|(n, _)| n).collect();
+    let mut theirs: Vec<String> = g.params("lstm_nobias_l2_bi_h0").into_keys().collect();
+    let mut sorted = ours.clone();
+    sorted.sort();
+    theirs.sort();
+    assert_eq!(sorted, theirs);
+    assert_eq!(ours.len(), 8, "w_ih and w_hh per layer and direction");
+}
+
+fn run_cell<C: Cell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
+    let mut cell = C::init(
+        g.number(case, "input_size"),
+        g.number(case, "hidden_size"),
+        Nonlinearity::Tanh,
+        &mut StdRng::seed_from_u64(0),
+    )
+    .without_bias();
+    assert!(cell.bias_ih().is_none() && cell.bias_hh().is_none());
+    load_state_dict(&mut cell, &g.params(case)).expect("PyTorch's names and shapes");
+    let tape = Tape::new();
+    let x = tape.var(g.get(case, "x"));
+    let h = tape.var(g.get(case, "h"));
+    let c = C::HAS_CELL_STATE.then(|| tape.var(g.get(case, "c")));
+    let next = cell.step(&tape, x, State { h, c });
+    let mut e = g.errors(case);
+    e.compare("h_next", &next.h.value());
+    let mut loss = projected(g, case, "h", next.h);
+    if let Some(cn) = next.c {
+        e.compare("c_next", &cn.value());
+        loss = loss + projected(g, case, "c", cn);
+    }
+    let grads = loss.backward();
+    e.compare_grads(&cell, &grads);
+    e.compare("grad_x", &grads[x]);
+    e.compare("grad_h", &grads[h]);
+    if let Some(c) = c {
+        e.compare("grad_c", &grads[c]);
+    }
+    e.worst
+}
+
+fn cells<F: Float>(g: &Golden<F>) {
+    for (case, worst) in [
+        (
+            "rnn_cell_nobias",
+            run_cell::<RnnCell<F>, F>(g, "rnn_cell_nobias"),
+        ),
+        (
+            "lstm_cell_nobias",
+            run_cell::<LstmCell<F>, F>(g, "lstm_cell_nobias"),
+        ),
+        (
+            "gru_cell_nobias",
+            run_cell::<GruCell<F>, F>(g, "gru_cell_nobias"),
+        ),
+    ] {
+        println!("{}.{case:<34} {worst:.2e}", g.prefix);
+    }
+}
+
+#[test]
+fn bias_free_cells_match_pytorch() {
+    both_dtypes(cells, cells);
+}
+
+fn linear<F: Float>(g: &Golden<F>) {
+    let case = "linear_nobias";
+    let mut layer = Linear::<F>::new(5, 3, &mut StdRng::seed_from_u64(0)).without_bias();
+    load_state_dict(&mut layer, &g.params(case)).expect("only `weight`");
+    let tape = Tape::new();
+    let x = tape.var(g.get(case, "input"));
+    let y = layer.forward(&tape, x);
+    let mut e = g.errors(case);
+    e.compare("output", &y.value());
+    let grads = projected(g, case, "output", y).backward();
+    e.compare_grads(&layer, &grads);
+    e.compare("grad_input", &grads[x]);
+    println!("{}.{case:<34} {:.2e}", g.prefix, e.worst);
+}
+
+#[test]
+fn bias_free_linear_matches_pytorch() {
+    both_dtypes(linear, linear);
+}
+
+/// Two Adam steps fed gradients by name, as they would arrive from another process: the second
+/// leaves out `weight_hh_l0_reverse`, which Adam then leaves alone, as torch does for a
+/// parameter whose grad is None.
+fn adam<F: Float>(g: &Golden<F>) {
+    let case = "adam";
+    let mut model = Lstm::<F>::from_state_dict(
+        RecurrentConfig::new(5, 4)
+            .num_layers(2)
+            .bidirectional(true)
+            .bias(false),
+        &g.params(case),
+    )
+    .expect("PyTorch's names and shapes");
+    let mut opt = Adam::new(0.01);
+    let mut e = g.errors(case);
+    for step in 0..2 {
+        let fed = g.group(case, &format!("grads{step}"));
+        assert_eq!(fed.len(), 8 - step);
+        let grads = Grads::from_named(model.params(), fed).expect("the model's names and shapes");
+        assert_eq!(grads.len(), 8 - step);
+        opt.step(&mut model, &grads);
+        for (name, p) in model.params() {
+            e.compare(&format!("after{step}.{name}"), p.value());
+        }
+    }
+    println!("{}.{case:<34} {:.2e}", g.prefix, e.worst);
+}
+
+#[test]
+fn an_optimizer_applies_gradients_given_by_name_as_pytorch_does() {
+    both_dtypes(adam, adam);
+}
+
+/// A state_dict PyTorch saved from `nn.LSTM(5, 4, num_layers=2, bidirectional=True,
+/// bias=False)` loads with `Lstm::load`, no generator needed, and reproduces PyTorch's outputs.
+fn load<F: Float>(g: &Golden<F>) {
+    let case = "load";
+    let lstm = Lstm::<F>::load(
+        RecurrentConfig::new(5, 4)
+            .num_layers(2)
+            .bidirectional(true)
+            .bias(false),
+        data("nn_more_state_dict.safetensors"),
+    )
+    .expect("a bias-free LSTM's state_dict");
+    let tape = Tape::new();
+    let out = lstm.forward(&tape, tape.constant(g.get(case, "input")), None, None);
+    let mut e = g.errors(case);
+    e.compare("output", &out.output.value());
+    e.compare("h_n", &out.state.h.value());
+    e.compare("c_n", &out.state.c.expect("an LSTM's c").value());
+    println!("{}.{case:<34} {:.2e}", g.prefix, e.worst);
+}
+
+#[test]
+fn a_bias_free_state_dict_from_pytorch_loads_without_a_generator() {
+    both_dtypes(load, load);
+}
+
+/// Runs `f`, expecting a panic; returns its message and the line it points at.
+fn panic_of(f: impl FnOnce()) -> (String, u32) {
+    use std::cell::{Cell, RefCell};
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::Once;
+    thread_local! {
+        static EXPECTING: Cell<bool> = const { Cell::new(false) };
+        static LINE: RefCell<Option<u32>> = const { RefCell::new(None) };
+    }
+    // One hook for the whole binary: it records the location of an expected panic on this
+    // thread, and reports any other panic as the default hook would.
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if EXPECTING.get() {
+                LINE.set(info.location().map(|l| l.line()));
+            } else {
+                default(info);
+            }
+        }))
+    });
+    EXPECTING.set(true);
+    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    EXPECTING.set(false);
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    (msg, LINE.take().expect("a location"))
+}
+
+/// Unbatched input takes an unbatched state and no lengths; every other shape is refused at the
+/// caller's line with both shapes named.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn misshapen_recurrent_input_panics_at_the_callers_line() {
+    let mut rng = StdRng::seed_from_u64(0);
+    let lstm = Lstm::<f64>::new(RecurrentConfig::new(5, 4).num_layers(2), &mut rng);
+    let tape = Tape::new();
+    let zeros = |shape: &[usize]| tape.constant(Tensor::zeros(shape));
+    let (x2, x3) = (zeros(&[6, 5]), zeros(&[6, 3, 5]));
+    let state = |shape: &[usize]| Some(StackState { h: zeros(shape), c: Some(zeros(shape)) });
+    type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { lstm.forward(&tape, zeros(&[5]), None, None); }), line!(), "lstm: expected an input [T, B, 5] or unbatched [T, 5], got [5]"),
+        (Box::new(|| { lstm.forward(&tape, zeros(&[6, 3, 7]), None, None); }), line!(), "lstm: expected an input [T, B, 5] or unbatched [T, 5], got [6, 3, 7]"),
+        (Box::new(|| { lstm.forward(&tape, x2, state(&[2, 1, 4]), None); }), line!(), "lstm: initial h must be [2, 4] for an unbatched input [6, 5], got [2, 1, 4]"),
+        (Box::new(|| { lstm.forward(&tape, x3, state(&[2, 4]), None); }), line!(), "lstm: initial h must be [2, 3, 4] for an input [6, 3, 5], got [2, 4]"),
+        (Box::new(|| { lstm.forward(&tape, x2, None, Some(&[6])); }), line!(), "lstm: lengths need a batch; an unbatched input [6, 5] is one sequence of its own length"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert_eq!(at, line, "{expected}: reported at line {at}, not the caller's {line}");
+    }
+}
