@@ -90,7 +90,10 @@ fn matmul_broadcasts_batch_dimensions_and_sums_their_gradients() {
         let a = uniform(&with(&ba, &[m, k]), &mut r);
         let b = uniform(&with(&bb, &[k, n]), &mut r);
         check(|_, x| x[0].matmul(x[1]), &[a.clone(), b.clone()]);
-        check(|_, x| x[1].transpose(-1, -2).matmul(x[0].transpose(-2, -1)), &[a.clone(), b.clone()]);
+        check(
+            |_, x| x[1].transpose(-1, -2).matmul(x[0].transpose(-2, -1)),
+            &[a.clone(), b.clone()],
+        );
     }
     // The example: [2, 1, 3, 4]·[5, 4, 6] → [2, 5, 3, 6].
     let a = uniform(&[2, 1, 3, 4], &mut r);
@@ -118,7 +121,8 @@ fn matmul_reads_a_pending_transpose_beside_a_one_d_operand() {
 }
 
 /// A vector times a parameter takes the per-step path (the packed product, the stacked weight
-/// gradient); its value and gradients are those of the same product on plain leaves.
+/// gradient) and reads the transposed parameter by stride; its value and gradients are those of
+/// the same product on plain leaves.
 #[test]
 fn vector_times_a_parameter_equals_the_product_on_leaves() {
     let mut r = rng(104);
@@ -129,6 +133,8 @@ fn vector_times_a_parameter_equals_the_product_on_leaves() {
         let tape = Tape::<f64>::new();
         let (x, pw) = (tape.var(v.clone()), tape.param(&p));
         let y = x.matmul(pw.t());
+        // The tape holds the vector and the product, never a copy of the transposed weight.
+        assert_eq!(tape.stats().bytes, (k + n) * 8);
         let g = (y * y).sum().backward();
 
         let plain = Tape::<f64>::new();
@@ -179,7 +185,10 @@ fn index_select_along_every_axis_with_repeats() {
                 &[x.clone()],
             );
         }
-        check(|_, v| v[0].index_select_dim(1, &[]).sum() + v[0].sum(), &[x.clone()]);
+        check(
+            |_, v| v[0].index_select_dim(1, &[]).sum() + v[0].sum(),
+            &[x.clone()],
+        );
     }
 }
 
@@ -190,7 +199,10 @@ fn unsqueeze_and_stack_take_negative_axes_up_to_after_the_last() {
     let y = uniform(&[2, 3], &mut r);
     for axis in -3isize..=2 {
         check(|_, v| v[0].unsqueeze(axis) * 2.0, &[x.clone()]);
-        check(|_, v| stack(&[v[0], v[1], v[0]], axis), &[x.clone(), y.clone()]);
+        check(
+            |_, v| stack(&[v[0], v[1], v[0]], axis),
+            &[x.clone(), y.clone()],
+        );
     }
     let tape = Tape::<f64>::new();
     let v = tape.constant(x);
@@ -289,7 +301,10 @@ fn smoothed_cross_entropy_equals_its_composition_from_nll() {
         );
         // Σ_c w_c (-log p_c) per counted row, reduced as the nll is: a mean divides by the summed
         // weights of the counted targets.
-        let w = case.weight.clone().unwrap_or_else(|| Tensor::full(&[c], 1.0));
+        let w = case
+            .weight
+            .clone()
+            .unwrap_or_else(|| Tensor::full(&[c], 1.0));
         let counted: Vec<f64> = case
             .targets
             .iter()

@@ -8,8 +8,11 @@
 //! tensor as max |ours - torch| / max |torch|: to 1e-12 in f64, 1e-5 in f32. Every case in the
 //! file is run, so a case added to the script fails here until it is given its op.
 
+use std::cell::Cell;
 use std::collections::BTreeSet;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Once;
 
 use rewind::autograd::io::{load_tensors, TensorFile};
 use rewind::autograd::{concat, stack, CrossEntropyOptions, Float, Reduction, Tape, Tensor, Var};
@@ -62,7 +65,9 @@ impl<F: Float> Golden<F> {
     }
 
     fn count(&self, case: &str, what: &str) -> usize {
-        (0..).take_while(|k| self.has(case, &format!("{what}.{k}"))).count()
+        (0..)
+            .take_while(|k| self.has(case, &format!("{what}.{k}")))
+            .count()
     }
 
     #[track_caller]
@@ -135,11 +140,19 @@ fn goldens(check: fn(&Golden<f64>), check32: fn(&Golden<f32>)) {
 fn matmul_case<'t, F: Float>(case: &str, x: &[Var<'t, F>]) -> Var<'t, F> {
     let (a, b) = (x[0], x[1]);
     match case {
-        "matmul.dot" | "matmul.mv" | "matmul.vm" | "matmul.v_batched" | "matmul.batched_v"
-        | "matmul.v_nd" | "matmul.nd_v" | "matmul.broadcast" | "matmul.batch_of_one"
-        | "matmul.nd_2d" | "matmul.2d_nd" | "matmul.nd_nd" | "matmul.nd_broadcast_both" => {
-            a.matmul(b)
-        }
+        "matmul.dot"
+        | "matmul.mv"
+        | "matmul.vm"
+        | "matmul.v_batched"
+        | "matmul.batched_v"
+        | "matmul.v_nd"
+        | "matmul.nd_v"
+        | "matmul.broadcast"
+        | "matmul.batch_of_one"
+        | "matmul.nd_2d"
+        | "matmul.2d_nd"
+        | "matmul.nd_nd"
+        | "matmul.nd_broadcast_both" => a.matmul(b),
         "matmul.transposed_v" | "matmul.batched_transposed_v" => a.t().matmul(b),
         "matmul.v_transposed" => a.matmul(b.t()),
         "matmul.broadcast_transposed" => a.transpose(-1, -2).matmul(b.t()),
@@ -277,11 +290,123 @@ fn check_nll<F: Float>(g: &Golden<F>) {
             reduction,
         };
         let targets = g.targets(&case);
-        g.run(&case, |x| vec![nll_loss_with(x[0], &targets, options.clone())]);
+        g.run(&case, |x| {
+            vec![nll_loss_with(x[0], &targets, options.clone())]
+        });
     }
 }
 
 #[test]
 fn nll_loss_with_weights_ignore_index_and_reductions_matches_pytorch() {
     goldens(check_nll, check_nll);
+}
+
+/// With every target ignored, PyTorch's mean is 0/0 = NaN and its gradient 0 (torch 2.15, with and
+/// without weights and smoothing): so are these.
+#[test]
+fn a_mean_over_no_counted_targets_is_nan_with_a_zero_gradient() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, -0.5], &[2, 3]).unwrap());
+    let ignored = [-100, -100];
+    let weight = Some(Tensor::from_vec(vec![0.5, 1.0, 2.0], &[3]).unwrap());
+    let losses = [
+        x.cross_entropy(&ignored),
+        x.cross_entropy_with(
+            &ignored,
+            CrossEntropyOptions {
+                weight: weight.clone(),
+                label_smoothing: 0.2,
+                ..Default::default()
+            },
+        ),
+        nll_loss_with(
+            x,
+            &ignored,
+            NllOptions {
+                weight,
+                ..Default::default()
+            },
+        ),
+    ];
+    for loss in losses {
+        assert!(loss.item().is_nan());
+        assert!(loss.backward()[x].data().iter().all(|&g| g == 0.0));
+    }
+}
+
+/// Runs `f`, expecting a panic; returns its message and the line it points at.
+fn panic_of(f: impl FnOnce()) -> (String, u32) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let line = info
+                .location()
+                .filter(|l| l.file().ends_with("ops_parity.rs"));
+            LAST_LINE.with(|last| last.set(line.map(|l| l.line())));
+            if line.is_none() {
+                default(info);
+            }
+        }))
+    });
+    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let line = LAST_LINE
+        .with(|last| last.take())
+        .unwrap_or_else(|| panic!("{msg}: did not panic at the caller's line"));
+    (msg, line)
+}
+
+thread_local! {
+    static LAST_LINE: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// What PyTorch refuses is refused here too, at the caller's line, naming the op and the shapes
+/// or the argument.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
+    let tape = Tape::<f64>::new();
+    let z = |shape: &[usize]| tape.constant(Tensor::zeros(shape));
+    let (m, v, b4) = (z(&[2, 3]), z(&[4]), z(&[2, 1, 3, 4]));
+    let weighted = |w: &[usize], eps: f64| CrossEntropyOptions {
+        weight: Some(Tensor::zeros(w)),
+        label_smoothing: eps,
+        ..Default::default()
+    };
+    let nll_weighted = |w: &[usize]| NllOptions { weight: Some(Tensor::zeros(w)), ..Default::default() };
+    type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { m.matmul(v); }), line!(), "matmul: inner dimensions differ: lhs [2, 3] vs rhs [4]"),
+        (Box::new(|| { v.matmul(m); }), line!(), "matmul: inner dimensions differ: lhs [4] vs rhs [2, 3]"),
+        (Box::new(|| { v.matmul(z(&[3])); }), line!(), "matmul: inner dimensions differ: lhs [4] vs rhs [3]"),
+        (Box::new(|| { b4.matmul(z(&[3, 2, 4, 5])); }), line!(), "matmul: batch dimensions cannot be broadcast together: lhs [2, 1, 3, 4] vs rhs [3, 2, 4, 5]"),
+        (Box::new(|| { z(&[]).matmul(v); }), line!(), "matmul: operands must be at least 1-D: lhs [] vs rhs [4]"),
+        (Box::new(|| { m.broadcast_to(&[4, 3]); }), line!(), "broadcast_to: shape [2, 3] cannot be broadcast to [4, 3]"),
+        (Box::new(|| { m.broadcast_to(&[3]); }), line!(), "broadcast_to: shape [2, 3] cannot be broadcast to [3]"),
+        (Box::new(|| { m.index_select_dim(1, &[0, 3]); }), line!(), "index_select: index 3 out of range for 3 entries along axis 1 of shape [2, 3]"),
+        (Box::new(|| { m.index_select_dim(-3, &[0]); }), line!(), "index_select: axis -3 out of range for shape [2, 3]"),
+        (Box::new(|| { m.unsqueeze(-4); }), line!(), "unsqueeze: axis -4 out of range for inserting an axis into shape [2, 3] (expected -3..=2)"),
+        (Box::new(|| { m.unsqueeze(3); }), line!(), "unsqueeze: axis 3 out of range for inserting an axis into shape [2, 3] (expected -3..=2)"),
+        (Box::new(|| { stack(&[v, v], -3); }), line!(), "stack: axis -3 out of range for inserting an axis into shape [4] (expected -2..=1)"),
+        (Box::new(|| { m.permute(&[-1, 1]); }), line!(), "permute: [-1, 1] is not a permutation of the 2 axes of shape [2, 3]"),
+        (Box::new(|| { m.permute(&[0, 1, 2]); }), line!(), "permute: [0, 1, 2] is not a permutation of the 2 axes of shape [2, 3]"),
+        (Box::new(|| { m.sum_axis(-3, false); }), line!(), "sum_axis: axis -3 out of range for shape [2, 3]"),
+        (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[4], 0.0)); }), line!(), "cross_entropy: expected class weights [C]: logits [2, 3] vs weight [4]"),
+        (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[3], 1.5)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got 1.5"),
+        (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[3], f64::NAN)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got NaN"),
+        (Box::new(|| { m.cross_entropy_with(&[0, -100], CrossEntropyOptions { ignore_index: 1, ..Default::default() }); }), line!(), "cross_entropy: target -100 at row 1 out of range for 3 classes (logits [2, 3])"),
+        (Box::new(|| { nll_loss_with(m, &[0, 1], nll_weighted(&[2])); }), line!(), "nll_loss: expected class weights [C]: input [2, 3] vs weight [2]"),
+        (Box::new(|| { nll_loss_with(m, &[0, 1, 2], NllOptions::default()); }), line!(), "nll_loss: expected log-probabilities [N, C] and N targets: input [2, 3] vs targets [3]"),
+        (Box::new(|| { nll_loss_with(m, &[3, 0], NllOptions { ignore_index: 0, ..Default::default() }); }), line!(), "nll_loss: target 3 at row 0 out of range for 3 classes"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
+    }
 }
