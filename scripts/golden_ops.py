@@ -13,6 +13,7 @@ The cases:
 
 - `matmul.*`: torch.matmul with 1-D operands, batch dimensions that broadcast, and operands
   read transposed (the test transposes them as stored; the script applies the same transpose);
+- `broadcast_to.*`: Tensor.broadcast_to, repeating size-1 axes and adding leading ones;
 - `index_select.*`: torch.index_select along every dimension, negative ones included;
 - `axes.*`: every op that takes a dimension, given a negative one;
 - `ce.*`: F.cross_entropy with class weights, ignore_index, label_smoothing and every reduction;
@@ -69,6 +70,11 @@ MATMUL = {
     "matmul.batched_transposed_v": ([[2, 4, 3], [4]], lambda x, v: T(x) @ v),
     "matmul.v_transposed": ([[4], [5, 4]], lambda v, y: v @ T(y)),
     "matmul.broadcast_transposed": ([[2, 1, 4, 3], [5, 6, 4]], lambda x, y: T(x) @ T(y)),
+}
+
+BROADCAST_TO = {
+    "broadcast_to.inner_and_leading": ([[3, 1, 4]], lambda x: x.broadcast_to(2, 3, 5, 4)),
+    "broadcast_to.one_element": ([[1]], lambda x: x.broadcast_to(3, 2)),
 }
 
 INDEX_SELECT = {
@@ -190,7 +196,7 @@ def loss_case(out, dtype, case, options, nll):
 def write_golden():
     out = {}
     for dtype in DTYPES:
-        for case, (shapes, f) in {**MATMUL, **AXES}.items():
+        for case, (shapes, f) in {**MATMUL, **BROADCAST_TO, **AXES}.items():
             seed(case)
             run(out, dtype, case, [randn(*s) for s in shapes], f)
         for case, (dim, indices) in INDEX_SELECT.items():

@@ -1,6 +1,7 @@
 //! rewind's ops against PyTorch where they follow its wider rules: matmul with 1-D operands and
-//! broadcast batch dimensions, index_select along any axis, negative axes, and cross_entropy and
-//! nll_loss with class weights, ignore_index, label smoothing and every reduction.
+//! broadcast batch dimensions, broadcast_to, index_select along any axis, negative axes, and
+//! cross_entropy and nll_loss with class weights, ignore_index, label smoothing and every
+//! reduction.
 //!
 //! The data is what `scripts/golden_ops.py` wrote (torch 2.15) into
 //! tests/data/ops_golden.safetensors, every case in float64 and in float32. Each output and the
@@ -169,6 +170,22 @@ fn check_matmul<F: Float>(g: &Golden<F>) {
 #[test]
 fn matmul_with_one_d_and_broadcast_operands_matches_pytorch() {
     goldens(check_matmul, check_matmul);
+}
+
+fn check_broadcast_to<F: Float>(g: &Golden<F>) {
+    for case in g.cases("broadcast_to") {
+        let shape: &[usize] = match case.as_str() {
+            "broadcast_to.inner_and_leading" => &[2, 3, 5, 4],
+            "broadcast_to.one_element" => &[3, 2],
+            _ => panic!("no shape for golden case {case}"),
+        };
+        g.run(&case, |x| vec![x[0].broadcast_to(shape)]);
+    }
+}
+
+#[test]
+fn broadcast_to_matches_pytorch() {
+    goldens(check_broadcast_to, check_broadcast_to);
 }
 
 fn check_index_select<F: Float>(g: &Golden<F>) {
