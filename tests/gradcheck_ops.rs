@@ -408,7 +408,7 @@ fn cross_entropy_mean_sum_and_ignored_targets() {
             ..Default::default()
         };
         check(
-            |_, v| v[0].cross_entropy_with(&targets, sum),
+            |_, v| v[0].cross_entropy_with(&targets, sum.clone()),
             &[logits.clone()],
         );
         targets[0] = -100;
@@ -418,6 +418,7 @@ fn cross_entropy_mean_sum_and_ignored_targets() {
         let custom = CrossEntropyOptions {
             ignore_index: 1,
             reduction: Reduction::Mean,
+            ..Default::default()
         };
         let all_counted: Vec<i64> = targets
             .iter()
@@ -425,7 +426,7 @@ fn cross_entropy_mean_sum_and_ignored_targets() {
             .collect();
         if all_counted.iter().any(|&t| t != 1) {
             check(
-                |_, v| v[0].cross_entropy_with(&all_counted, custom),
+                |_, v| v[0].cross_entropy_with(&all_counted, custom.clone()),
                 &[logits.clone()],
             );
         }

@@ -106,20 +106,20 @@ fn matmul_names_batch_and_rank_errors() {
     let tape = Tape::new();
     let a = tape.constant(zeros(&[2, 3, 4]));
     let b = tape.constant(zeros(&[3, 4, 5]));
-    let v = tape.constant(zeros(&[4]));
+    let s = tape.constant(zeros(&[]));
     let (msg, ..) = panic_of(|| {
         a.matmul(b);
     });
     assert_eq!(
         msg,
-        "matmul: batch sizes differ: lhs [2, 3, 4] vs rhs [3, 4, 5]"
+        "matmul: batch dimensions cannot be broadcast together: lhs [2, 3, 4] vs rhs [3, 4, 5]"
     );
     let (msg, ..) = panic_of(|| {
-        a.matmul(v);
+        a.matmul(s);
     });
     assert_eq!(
         msg,
-        "matmul: operands must be 2-D or 3-D: lhs [2, 3, 4] vs rhs [4]"
+        "matmul: operands must be at least 1-D: lhs [2, 3, 4] vs rhs []"
     );
     // The message shows the transposed operand as the caller wrote it.
     let w = tape.constant(zeros(&[5, 3]));

@@ -52,6 +52,47 @@ pub(crate) fn axis(op: &str, shape: &[usize], axis: impl Axis + std::fmt::Debug)
     }
 }
 
+/// An axis at which an op inserts a new one (`unsqueeze`, `stack`): one of the ndim + 1 gaps,
+/// `0..=ndim`, or `-ndim - 1..=-1` counted from the end (-1 is after the last axis).
+#[track_caller]
+pub(crate) fn new_axis(op: &str, shape: &[usize], axis: impl Axis + std::fmt::Debug) -> usize {
+    match axis.resolve(shape.len() + 1) {
+        Some(a) => a,
+        None => panic!(
+            "{op}: axis {axis:?} out of range for inserting an axis into shape {shape:?} \
+             (expected {}..={})",
+            -(shape.len() as i128) - 1,
+            shape.len()
+        ),
+    }
+}
+
+/// The output shape of `lhs · rhs` under PyTorch's matmul rules: a 1-D lhs is a row and a 1-D
+/// rhs a column, each removed from the result again; the axes before the last two are batch
+/// axes, and they broadcast.
+#[track_caller]
+pub(crate) fn matmul_broadcast(lhs: &[usize], rhs: &[usize]) -> Shape {
+    if lhs.is_empty() || rhs.is_empty() {
+        panic!("matmul: operands must be at least 1-D: lhs {lhs:?} vs rhs {rhs:?}");
+    }
+    // The inner size is lhs's last axis and rhs's first of its last two (its only one if 1-D).
+    if lhs[lhs.len() - 1] != rhs[rhs.len().saturating_sub(2)] {
+        panic!("matmul: inner dimensions differ: lhs {lhs:?} vs rhs {rhs:?}");
+    }
+    let batch = |s: &[usize]| s.len().saturating_sub(2);
+    let Some(mut out) = broadcast_shape(&lhs[..batch(lhs)], &rhs[..batch(rhs)]) else {
+        panic!("matmul: batch dimensions cannot be broadcast together: lhs {lhs:?} vs rhs {rhs:?}");
+    };
+    if lhs.len() >= 2 {
+        out.push(lhs[lhs.len() - 2]);
+    }
+    if rhs.len() >= 2 {
+        out.push(rhs[rhs.len() - 1]);
+    }
+    result_fits("matmul", &out, format_args!("lhs {lhs:?} vs rhs {rhs:?}"));
+    out
+}
+
 /// The output shape of `op(a) · op(b)` for 2-D or batched 3-D operands, where `op` transposes the
 /// last two axes when the flag is set.
 #[track_caller]
@@ -82,6 +123,15 @@ pub(crate) fn matmul(lhs: &[usize], ta: bool, rhs: &[usize], tb: bool) -> Shape 
     // With k = 0, [m, 0]·[0, n] holds no elements on either side, yet m·n can overflow.
     result_fits("matmul", &out, format_args!("lhs {l:?} vs rhs {r:?}"));
     out
+}
+
+/// A shape that broadcasts to `to` without growing it (`broadcast_to`).
+#[track_caller]
+pub(crate) fn broadcast_to(from: &[usize], to: &[usize]) {
+    numel("broadcast_to", to);
+    if broadcast_shape(from, to).as_deref() != Some(to) {
+        panic!("broadcast_to: shape {from:?} cannot be broadcast to {to:?}");
+    }
 }
 
 /// A value that must broadcast to `out` without growing it (the addend of `addmm`).
@@ -118,19 +168,23 @@ pub(crate) fn reshape(from: &[usize], to: &[usize]) {
     }
 }
 
-/// A permutation of the axes of `shape`.
+/// A permutation of the axes of `shape` (negative ones counting from the end), resolved.
 #[track_caller]
-pub(crate) fn permutation(shape: &[usize], perm: &[usize]) {
+pub(crate) fn permutation<A: Axis + fmt::Debug>(shape: &[usize], perm: &[A]) -> Shape {
     let mut seen = vec![false; shape.len()];
-    let ok = perm.len() == shape.len()
-        && perm
-            .iter()
-            .all(|&p| p < shape.len() && !std::mem::replace(&mut seen[p], true));
-    if !ok {
-        panic!(
-            "permute: {perm:?} is not a permutation of the {} axes of shape {shape:?}",
-            shape.len()
-        );
+    let resolved: Option<Shape> = perm
+        .iter()
+        .map(|&p| p.resolve(shape.len()))
+        .collect::<Option<Shape>>()
+        .filter(|r| r.iter().all(|&p| !std::mem::replace(&mut seen[p], true)));
+    match resolved {
+        Some(r) if r.len() == shape.len() => r,
+        _ => {
+            panic!(
+                "permute: {perm:?} is not a permutation of the {} axes of shape {shape:?}",
+                shape.len()
+            );
+        }
     }
 }
 
@@ -173,25 +227,27 @@ pub(crate) fn concat(shapes: &[&[usize]], axis: usize) -> Shape {
     out
 }
 
-/// Row indices into the first axis of `shape`.
+/// Indices into axis `axis` of `shape` (rows, along the first).
 #[track_caller]
-pub(crate) fn rows(op: &str, shape: &[usize], indices: &[usize]) {
-    if shape.is_empty() {
-        panic!("{op}: cannot select rows of a 0-d tensor: shape {shape:?}");
-    }
-    if let Some(&bad) = indices.iter().find(|&&i| i >= shape[0]) {
-        panic!(
-            "{op}: index {bad} out of range for {} rows of shape {shape:?}",
-            shape[0]
-        );
+pub(crate) fn indices(op: &str, shape: &[usize], axis: usize, indices: &[usize]) {
+    let what = |n: usize| match axis {
+        0 => format!("{n} rows of shape {shape:?}"),
+        _ => format!("{n} entries along axis {axis} of shape {shape:?}"),
+    };
+    if let Some(&bad) = indices.iter().find(|&&i| i >= shape[axis]) {
+        panic!("{op}: index {bad} out of range for {}", what(shape[axis]));
     }
     let mut out = Shape::from_slice(shape);
-    out[0] = indices.len();
-    result_fits(
-        op,
-        &out,
-        format_args!("{} rows of shape {shape:?}", indices.len()),
-    );
+    out[axis] = indices.len();
+    result_fits(op, &out, format_args!("{}", what(indices.len())));
+}
+
+/// Class weights [C] for logits [N, C].
+#[track_caller]
+pub(crate) fn class_weights(op: &str, logits: &[usize], weight: &[usize]) {
+    if weight != [logits[1]] {
+        panic!("{op}: expected class weights [C]: logits {logits:?} vs weight {weight:?}");
+    }
 }
 
 /// Logits [N, C] against N integer targets, each a class in 0..C or the ignore index.

@@ -24,14 +24,17 @@ use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel
 use crate::tape::{Node, Tape, Var};
 use crate::tensor::Tensor;
 
-/// How a loss over many targets is reduced to one number.
+/// How a loss over many targets is reduced, as PyTorch's `reduction` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Reduction {
-    /// The mean over the targets that count (PyTorch's default).
+    /// The mean over the targets that count (PyTorch's default); with class weights, the sum
+    /// divided by the summed weights of the targets that count.
     #[default]
     Mean,
     /// The sum over the targets that count.
     Sum,
+    /// No reduction: the loss of each target, of shape `[N]`, 0 where a target does not count.
+    None,
 }
 
 /// One recorded primitive. Inputs are node indices on the same tape.
@@ -117,6 +120,11 @@ pub(crate) enum Op<F: Float> {
         x: usize,
         shape: Shape,
     },
+    /// `x` broadcast to `shape`, as a new buffer.
+    Expand {
+        x: usize,
+        shape: Shape,
+    },
     Permute {
         x: usize,
         perm: Shape,
@@ -131,8 +139,10 @@ pub(crate) enum Op<F: Float> {
         xs: SmallVec<[usize; 4]>,
         axis: usize,
     },
+    /// The entries of `x` along `axis` at `indices`.
     IndexSelect {
         x: usize,
+        axis: usize,
         indices: Vec<usize>,
     },
     Softmax {
@@ -143,12 +153,17 @@ pub(crate) enum Op<F: Float> {
         x: usize,
         axis: usize,
     },
-    /// Cross-entropy of logits [N, C] against class targets; rows whose target is `ignore` do not
-    /// count; the sum (accumulated in f64) is divided by `divisor` (the count, for a mean).
+    /// Cross-entropy of logits [N, C] against class targets, each row's loss weighted by its
+    /// target's class weight and smoothed by `smoothing` (see `Var::cross_entropy_with`); rows
+    /// whose target is `ignore` do not count. Reduced by `reduction`: for a mean or a sum, the
+    /// sum (accumulated in f64) is divided by `divisor` (the summed weights, for a mean).
     CrossEntropy {
         logits: usize,
         targets: Vec<i64>,
         ignore: i64,
+        weight: Option<Vec<F>>,
+        smoothing: F,
+        reduction: Reduction,
         divisor: F,
     },
     /// `cond ≠ 0 ? a : b`, all three broadcast together.
@@ -305,6 +320,7 @@ impl<F: Float> Op<F> {
             Op::Sum { .. } => "sum",
             Op::MaxAxis { .. } => "max_axis",
             Op::Reshape { .. } => "reshape",
+            Op::Expand { .. } => "broadcast_to",
             Op::Permute { .. } => "permute",
             Op::Narrow { .. } => "narrow",
             Op::Concat { .. } => "concat",
@@ -338,6 +354,7 @@ impl<F: Float> Op<F> {
             | Op::Sum { x, .. }
             | Op::MaxAxis { x, .. }
             | Op::Reshape { x, .. }
+            | Op::Expand { x, .. }
             | Op::Permute { x, .. }
             | Op::Narrow { x, .. }
             | Op::IndexSelect { x, .. }
@@ -478,6 +495,7 @@ impl<F: Float> Op<F> {
                 Tensor::new_unchecked(reduced_shape(v.shape(), Some(*axis), *keepdim), data)
             }
             Op::Reshape { x, shape } => val(*x).reshape(shape),
+            Op::Expand { x, shape } => Tensor::new_unchecked(shape.clone(), expand(val(*x), shape)),
             Op::Permute { x, perm } => {
                 let v = val(*x);
                 let (shape, data) = ax::permute(v.data(), v.shape(), perm);
@@ -509,15 +527,17 @@ impl<F: Float> Op<F> {
                 }
                 Tensor::new_unchecked(shape, data)
             }
-            Op::IndexSelect { x, indices } => {
+            Op::IndexSelect { x, axis, indices } => {
                 let v = val(*x);
-                let row = numel(&v.shape()[1..]);
-                let mut data = Vec::with_capacity(indices.len() * row);
-                for &r in indices.iter() {
-                    data.extend_from_slice(&v.data()[r * row..(r + 1) * row]);
+                let (outer, len, inner) = crate::shape::split_at_axis(v.shape(), *axis);
+                let mut data = Vec::with_capacity(outer * indices.len() * inner);
+                for o in 0..outer {
+                    for &r in indices.iter() {
+                        data.extend_from_slice(&v.data()[(o * len + r) * inner..][..inner]);
+                    }
                 }
                 let mut shape = Shape::from_slice(v.shape());
-                shape[0] = indices.len();
+                shape[*axis] = indices.len();
                 Tensor::new_unchecked(shape, data)
             }
             Op::Softmax { x, axis } => {
@@ -535,18 +555,41 @@ impl<F: Float> Op<F> {
                 logits,
                 targets,
                 ignore,
+                weight,
+                smoothing,
+                reduction,
                 divisor,
             } => {
                 let v = val(*logits);
                 let classes = v.shape()[1];
-                let mut total = 0.0f64;
-                for (row, &t) in v.data().chunks_exact(classes).zip(targets.iter()) {
-                    if t != *ignore {
-                        let (m, log_sum) = ax::max_and_log_sum(row);
-                        total += (log_sum - (row[t as usize] - m)).to_f64();
+                let w = |c: usize| weight.as_ref().map_or(F::ONE, |w| w[c]);
+                let eps = *smoothing;
+                let per_row = targets.iter().enumerate().map(|(n, &t)| {
+                    if t == *ignore {
+                        return 0.0;
+                    }
+                    let row = &v.data()[n * classes..(n + 1) * classes];
+                    let (m, log_sum) = ax::max_and_log_sum(row);
+                    // -log p_c = log Σ e^(x - m) - (x_c - m)
+                    let nll = |c: usize| log_sum - (row[c] - m);
+                    let t = t as usize;
+                    if eps == F::ZERO {
+                        return (w(t) * nll(t)).to_f64();
+                    }
+                    let smooth = (0..classes).map(|c| (w(c) * nll(c)).to_f64()).sum::<f64>();
+                    ((F::ONE - eps) * w(t) * nll(t)).to_f64()
+                        + (eps / F::from_usize(classes)).to_f64() * smooth
+                });
+                match reduction {
+                    Reduction::None => {
+                        let losses: Vec<F> = per_row.map(F::from_f64).collect();
+                        Tensor::new_unchecked(Shape::from_slice(&[targets.len()]), losses)
+                    }
+                    Reduction::Mean | Reduction::Sum => {
+                        let total: f64 = per_row.sum();
+                        Tensor::scalar(F::from_f64(total / divisor.to_f64()))
                     }
                 }
-                Tensor::scalar(F::from_f64(total / divisor.to_f64()))
             }
             Op::Where { cond, a, b } => {
                 let (va, vb) = (val(*a), val(*b));
@@ -821,6 +864,8 @@ impl<F: Float> Op<F> {
                 }
             }
             Op::Reshape { x, .. } => sink.add(*x, g.reshape(&nodes[*x].shape)),
+            // Each element was repeated along the broadcast axes: its gradient sums over them.
+            Op::Expand { x, .. } => sink.add_reduced(*x, &g, out),
             Op::Permute { x, perm } => {
                 if let Some(gx) = sink.acc(*x) {
                     ax::permute_backward(gd, &nodes[*x].shape, perm, gx);
@@ -846,14 +891,18 @@ impl<F: Float> Op<F> {
                     start += len;
                 }
             }
-            // Scatter-add: a row selected twice gets both gradients.
-            Op::IndexSelect { x, indices } => {
+            // Scatter-add: an entry selected twice gets both gradients.
+            Op::IndexSelect { x, axis, indices } => {
                 if let Some(gx) = sink.acc(*x) {
-                    let row = numel(&nodes[*x].shape[1..]);
-                    for (k, &r) in indices.iter().enumerate() {
-                        let dst = &mut gx[r * row..(r + 1) * row];
-                        for (d, &s) in dst.iter_mut().zip(&gd[k * row..(k + 1) * row]) {
-                            *d += s;
+                    let (outer, len, inner) = crate::shape::split_at_axis(&nodes[*x].shape, *axis);
+                    let picked = indices.len();
+                    for o in 0..outer {
+                        for (k, &r) in indices.iter().enumerate() {
+                            let dst = &mut gx[(o * len + r) * inner..][..inner];
+                            let src = &gd[(o * picked + k) * inner..][..inner];
+                            for (d, &s) in dst.iter_mut().zip(src) {
+                                *d += s;
+                            }
                         }
                     }
                 }
@@ -870,27 +919,45 @@ impl<F: Float> Op<F> {
                     ax::log_softmax_backward(val(me).data(), gd, out, *axis, gx);
                 }
             }
-            // d/dx_c of (lse(x) - x_t) = softmax(x)_c - [c = t], per counted row, over the divisor.
+            // Per counted row, with p = softmax(x), w_t the target's weight and W = Σ_j w_j:
+            // ∂l/∂x_c = (1 - ε)·w_t·(p_c - [c = t]) + (ε/C)·(W·p_c - w_c)
+            //         = a·p_c - (1 - ε)·w_t·[c = t] - (ε/C)·w_c,  a = (1 - ε)·w_t + (ε/C)·W,
+            // times the row's gradient: its own for `None`, else the output's over the divisor.
             Op::CrossEntropy {
                 logits,
                 targets,
                 ignore,
+                weight,
+                smoothing,
+                reduction,
                 divisor,
             } => {
                 if let Some(gx) = sink.acc(*logits) {
                     let v = val(*logits);
                     let classes = v.shape()[1];
-                    let factor = gd[0] / *divisor;
+                    let w = |c: usize| weight.as_ref().map_or(F::ONE, |w| w[c]);
+                    let spread = *smoothing / F::from_usize(classes);
+                    let all = match weight {
+                        Some(w) => F::from_f64(sum::sum(w)),
+                        None => F::from_usize(classes),
+                    };
                     for (n, &t) in targets.iter().enumerate() {
                         if t == *ignore {
                             continue;
                         }
-                        let row = &v.data()[n * classes..(n + 1) * classes];
+                        let scale = match reduction {
+                            Reduction::None => gd[n],
+                            Reduction::Mean | Reduction::Sum => gd[0] / *divisor,
+                        };
+                        let (t, row) = (t as usize, &v.data()[n * classes..(n + 1) * classes]);
                         let dst = &mut gx[n * classes..(n + 1) * classes];
                         let (m, log_sum) = ax::max_and_log_sum(row);
+                        let hit = (F::ONE - *smoothing) * w(t);
+                        let a = hit + spread * all;
                         for (c, (d, &z)) in dst.iter_mut().zip(row).enumerate() {
-                            let target = if c == t as usize { F::ONE } else { F::ZERO };
-                            *d += factor * (((z - m) - log_sum).exp() - target);
+                            let target = if c == t { hit } else { F::ZERO };
+                            let p = ((z - m) - log_sum).exp();
+                            *d += scale * (a * p - target - spread * w(c));
                         }
                     }
                 }

@@ -7,24 +7,44 @@ use crate::check;
 use crate::float::Float;
 use crate::op::{swaps_last_two, Op, Reduction};
 
-use crate::shape::{numel, Axis, Shape};
+use crate::shape::{broadcast_shape, numel, Axis, Shape};
 use crate::tape::Var;
 use crate::tensor::Tensor;
 
-/// Options of [`Var::cross_entropy_with`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CrossEntropyOptions {
-    /// Targets equal to this do not count (PyTorch's default: -100).
+/// Options of [`Var::cross_entropy_with`]: the keywords of PyTorch's `F.cross_entropy`, with its
+/// defaults (no weights, ignore index -100, mean, no label smoothing).
+///
+/// ```
+/// use rewind_autograd::{CrossEntropyOptions, Reduction, Tensor};
+/// let options = CrossEntropyOptions {
+///     weight: Some(Tensor::from_vec(vec![1.0, 2.0, 0.5], &[3]).unwrap()),
+///     label_smoothing: 0.1,
+///     reduction: Reduction::Sum,
+///     ..Default::default()
+/// };
+/// # let _: CrossEntropyOptions<f32> = options;
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct CrossEntropyOptions<F: Float = f32> {
+    /// A weight per class, of shape `[C]`; `None` weighs every class 1. It is data: no gradient
+    /// flows to it.
+    pub weight: Option<Tensor<F>>,
+    /// Targets equal to this do not count: their loss is 0 and their weight is left out of the
+    /// mean's divisor (PyTorch's default: -100).
     pub ignore_index: i64,
-    /// Mean (the default) or sum over the targets that count.
+    /// Mean (the default), sum, or none (the loss of each target, `[N]`).
     pub reduction: Reduction,
+    /// ε in [0, 1]: the target distribution is (1 - ε)·one-hot + ε/C·uniform (0 by default).
+    pub label_smoothing: F,
 }
 
-impl Default for CrossEntropyOptions {
+impl<F: Float> Default for CrossEntropyOptions<F> {
     fn default() -> Self {
         CrossEntropyOptions {
+            weight: None,
             ignore_index: -100,
             reduction: Reduction::Mean,
+            label_smoothing: F::ZERO,
         }
     }
 }
@@ -119,14 +139,79 @@ impl<'t, F: Float> Var<'t, F> {
         self.clamp(F::neg_infinity(), max)
     }
 
-    /// Matrix product of 2-D operands ([m, k]·[k, n] → [m, n]) or batched 3-D ones
-    /// ([b, m, k]·[b, k, n] → [b, m, n]; a 2-D operand is shared by every batch entry).
+    /// Matrix product under PyTorch's `matmul` rules:
+    ///
+    /// ```text
+    /// [m, k]·[k, n] → [m, n]         [k]·[k] → []    (the dot product)
+    /// [m, k]·[k] → [m]               [k]·[k, n] → [n]
+    /// [2, 1, 3, 4]·[5, 4, 6] → [2, 5, 3, 6]
+    /// ```
+    ///
+    /// A 1-D lhs is a row [1, k] and a 1-D rhs a column [k, 1], each removed from the result
+    /// again. The axes before the last two are batch axes, and they broadcast; a 1-D or 2-D
+    /// operand is shared by every batch entry.
     ///
     /// An operand that is a transpose of the last two axes ([`t`](Var::t)) is read by stride,
-    /// never copied, so `x.matmul(w.t())` costs one GEMM. dA = dC·Bᵀ, dB = Aᵀ·dC.
+    /// never copied, so `x.matmul(w.t())` costs one GEMM. dA = dC·Bᵀ, dB = Aᵀ·dC, each summed
+    /// over the batch axes along which its operand was broadcast.
     #[track_caller]
     pub fn matmul(self, rhs: Self) -> Self {
         self.tape().assert_owns("matmul", rhs);
+        let (ls, rs) = (self.shape(), rhs.shape());
+        let out = check::matmul_broadcast(&ls, &rs);
+        let primitive = |s: &[usize]| (2..=3).contains(&s.len());
+        if primitive(&ls) && primitive(&rs) && (ls.len() == 2 || rs.len() == 2 || ls[0] == rs[0]) {
+            return self.mm(rhs);
+        }
+        // Everything else is reshaped to that primitive: a row or a column for a 1-D operand,
+        // and one batch axis of the broadcast batch's size (or none, for an operand shared by
+        // every entry); the result is reshaped back.
+        let a = if ls.len() == 1 {
+            self.unsqueeze(0)
+        } else {
+            self
+        };
+        let b = if rs.len() == 1 { rhs.unsqueeze(1) } else { rhs };
+        let (sa, sb) = (a.shape(), b.shape());
+        let batch = broadcast_shape(&sa[..sa.len() - 2], &sb[..sb.len() - 2])
+            .expect("checked by matmul_broadcast");
+        let y = a.as_batch(&batch).mm(b.as_batch(&batch));
+        if y.shape() == out {
+            y
+        } else {
+            y.reshape(&out)
+        }
+    }
+
+    /// A matrix or a batch of them as a matmul operand over the broadcast batch axes `batch`:
+    /// the matrix itself when its own batch holds one entry, else [Π batch, r, c], broadcast
+    /// first if its own batch is smaller. A 2-D or 3-D value that is already so is passed as it
+    /// is, so a pending transpose stays one.
+    #[track_caller]
+    fn as_batch(self, batch: &[usize]) -> Self {
+        let s = self.shape();
+        let n = s.len();
+        let matrix = [s[n - 2], s[n - 1]];
+        let own = numel(&s[..n - 2]);
+        if own == 1 {
+            return if n == 2 { self } else { self.reshape(&matrix) };
+        }
+        let entries = numel(batch);
+        if own == entries && n == 3 {
+            return self;
+        }
+        let full = if own == entries {
+            self
+        } else {
+            let shape: Shape = batch.iter().chain(&matrix).copied().collect();
+            self.broadcast_to(&shape)
+        };
+        full.reshape(&[entries, matrix[0], matrix[1]])
+    }
+
+    /// The matmul primitive: 2-D operands, or 3-D ones of one batch size, or a 3-D and a 2-D one.
+    #[track_caller]
+    fn mm(self, rhs: Self) -> Self {
         let (a, ta) = self.tape().matmul_operand(self.index());
         let (b, tb) = self.tape().matmul_operand(rhs.index());
         // Checked on the shapes as the caller sees them, so the message shows those.
@@ -223,6 +308,21 @@ impl<'t, F: Float> Var<'t, F> {
             .record(op, &[self.index(), hp.index(), h.index()])
     }
 
+    /// `self` repeated along the axes where its shape has size 1 (or has no axis, at the front)
+    /// to the shape `shape`, as NumPy broadcasting and PyTorch's `broadcast_to`. The gradient is
+    /// summed over those axes.
+    #[track_caller]
+    pub fn broadcast_to(self, shape: &[usize]) -> Self {
+        check::broadcast_to(&self.shape(), shape);
+        if self.shape()[..] == *shape {
+            return self;
+        }
+        self.unary(Op::Expand {
+            x: self.index(),
+            shape: Shape::from_slice(shape),
+        })
+    }
+
     /// The transpose of the last two axes of a 2-D or 3-D value. It is computed only when an op
     /// other than `matmul` reads it.
     #[track_caller]
@@ -237,7 +337,7 @@ impl<'t, F: Float> Var<'t, F> {
         self.transpose(n - 2, n - 1)
     }
 
-    /// Swaps two axes.
+    /// Swaps two axes (negative ones count from the end).
     #[track_caller]
     pub fn transpose(self, a: impl Axis + std::fmt::Debug, b: impl Axis + std::fmt::Debug) -> Self {
         let shape = self.shape();
@@ -247,23 +347,28 @@ impl<'t, F: Float> Var<'t, F> {
         );
         let mut perm: Shape = (0..shape.len()).collect();
         perm.swap(a, b);
-        self.permute(&perm)
+        self.permute(&perm[..])
     }
 
-    /// Reorders the axes: output axis i is input axis `perm[i]`. Backward applies the inverse.
+    /// Reorders the axes: output axis i is input axis `perm[i]` (negative ones count from the
+    /// end, as in PyTorch: `permute(&[-1, 0, 1])` moves the last axis first). Backward applies
+    /// the inverse.
     #[track_caller]
-    pub fn permute(self, perm: &[usize]) -> Self {
+    pub fn permute<A: Axis + std::fmt::Debug>(self, perm: &[A]) -> Self {
         let shape = self.shape();
-        check::permutation(&shape, perm);
-        let op = Op::Permute {
-            x: self.index(),
-            perm: Shape::from_slice(perm),
-        };
-        if swaps_last_two(perm) && shape.len() <= 3 {
+        let perm = check::permutation(&shape, perm);
+        if swaps_last_two(&perm) && shape.len() <= 3 {
             let out: Shape = perm.iter().map(|&p| shape[p]).collect();
+            let op = Op::Permute {
+                x: self.index(),
+                perm,
+            };
             return self.tape().record_lazy(op, self.index(), out);
         }
-        self.unary(op)
+        self.unary(Op::Permute {
+            x: self.index(),
+            perm,
+        })
     }
 
     /// The sum of all elements, as a 0-d value.
@@ -279,14 +384,15 @@ impl<'t, F: Float> Var<'t, F> {
         self.reduce(None, false, F::from_usize(n))
     }
 
-    /// The sum along `axis`, keeping it as size 1 when `keepdim`.
+    /// The sum along `axis` (negative counts from the end), keeping it as size 1 when `keepdim`.
     #[track_caller]
     pub fn sum_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
         let a = check::axis("sum_axis", &self.shape(), axis);
         self.reduce(Some(a), keepdim, F::ONE)
     }
 
-    /// The mean along `axis`, keeping it as size 1 when `keepdim`.
+    /// The mean along `axis` (negative counts from the end), keeping it as size 1 when
+    /// `keepdim`.
     #[track_caller]
     pub fn mean_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
         let shape = self.shape();
@@ -304,7 +410,8 @@ impl<'t, F: Float> Var<'t, F> {
         })
     }
 
-    /// The maximum along `axis`; the gradient flows to the first maximum of each lane.
+    /// The maximum along `axis` (negative counts from the end); the gradient flows to the first
+    /// maximum of each lane.
     #[track_caller]
     pub fn max_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
         let shape = self.shape();
@@ -330,18 +437,17 @@ impl<'t, F: Float> Var<'t, F> {
         })
     }
 
-    /// Inserts an axis of size 1 at `axis` (0..=ndim).
+    /// Inserts an axis of size 1 at `axis`, one of the ndim + 1 gaps: 0..=ndim, or -ndim - 1..=-1
+    /// counted from the end, so -1 appends an axis after the last (as PyTorch).
     #[track_caller]
-    pub fn unsqueeze(self, axis: usize) -> Self {
+    pub fn unsqueeze(self, axis: impl Axis + std::fmt::Debug) -> Self {
         let mut shape = self.shape();
-        if axis > shape.len() {
-            panic!("unsqueeze: axis {axis} out of range for shape {shape:?}");
-        }
-        shape.insert(axis, 1);
+        let a = check::new_axis("unsqueeze", &shape, axis);
+        shape.insert(a, 1);
         self.reshape(&shape)
     }
 
-    /// Removes an axis of size 1.
+    /// Removes an axis of size 1 (negative counts from the end).
     #[track_caller]
     pub fn squeeze(self, axis: impl Axis + std::fmt::Debug) -> Self {
         let mut shape = self.shape();
@@ -363,7 +469,8 @@ impl<'t, F: Float> Var<'t, F> {
         self.reshape(&[n])
     }
 
-    /// The slice `start..start + len` along `axis`. Backward adds into that range.
+    /// The slice `start..start + len` along `axis` (negative counts from the end). Backward adds
+    /// into that range.
     #[track_caller]
     pub fn narrow(self, axis: impl Axis + std::fmt::Debug, start: usize, len: usize) -> Self {
         let shape = self.shape();
@@ -377,8 +484,8 @@ impl<'t, F: Float> Var<'t, F> {
         })
     }
 
-    /// `chunks` pieces of equal size along `axis` (the last smaller if it does not divide), as
-    /// `torch.chunk`.
+    /// `chunks` pieces of equal size along `axis` (negative counts from the end; the last piece
+    /// smaller if it does not divide), as `torch.chunk`.
     #[track_caller]
     pub fn chunk(self, chunks: usize, axis: impl Axis + std::fmt::Debug) -> Vec<Self> {
         let shape = self.shape();
@@ -389,7 +496,8 @@ impl<'t, F: Float> Var<'t, F> {
         self.split(shape[a].div_ceil(chunks).max(1), a)
     }
 
-    /// Pieces of `size` along `axis` (the last smaller if it does not divide), as `torch.split`.
+    /// Pieces of `size` along `axis` (negative counts from the end; the last piece smaller if it
+    /// does not divide), as `torch.split`.
     #[track_caller]
     pub fn split(self, size: usize, axis: impl Axis + std::fmt::Debug) -> Vec<Self> {
         let shape = self.shape();
@@ -403,18 +511,31 @@ impl<'t, F: Float> Var<'t, F> {
             .collect()
     }
 
-    /// Rows of the first axis, in the order of `indices` (an embedding lookup). Backward
-    /// scatter-adds into the selected rows.
+    /// Rows of the first axis, in the order of `indices` (an embedding lookup):
+    /// [`index_select_dim`](Var::index_select_dim) along axis 0.
     #[track_caller]
     pub fn index_select(self, indices: &[usize]) -> Self {
-        check::rows("index_select", &self.shape(), indices);
+        self.index_select_dim(0, indices)
+    }
+
+    /// The entries along `axis` (negative counts from the end) at `indices`, in their order and
+    /// repeats allowed, as PyTorch's `index_select(dim, index)`: the result has the input's
+    /// shape with `axis` of size `indices.len()`, and `out[.., k, ..] = x[.., indices[k], ..]`.
+    /// Backward scatter-adds, so an entry selected twice gets both gradients.
+    #[track_caller]
+    pub fn index_select_dim(self, axis: impl Axis + std::fmt::Debug, indices: &[usize]) -> Self {
+        let shape = self.shape();
+        let a = check::axis("index_select", &shape, axis);
+        check::indices("index_select", &shape, a, indices);
         self.unary(Op::IndexSelect {
             x: self.index(),
+            axis: a,
             indices: indices.to_vec(),
         })
     }
 
-    /// softmax along `axis`, computed with the lane maximum subtracted. dx = y ⊙ (g - Σ g ⊙ y).
+    /// softmax along `axis` (negative counts from the end), computed with the lane maximum
+    /// subtracted. dx = y ⊙ (g - Σ g ⊙ y).
     #[track_caller]
     pub fn softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
         let a = check::axis("softmax", &self.shape(), axis);
@@ -424,7 +545,8 @@ impl<'t, F: Float> Var<'t, F> {
         })
     }
 
-    /// log_softmax along `axis`: x - logsumexp(x). dx = g - softmax(x)·Σ g.
+    /// log_softmax along `axis` (negative counts from the end): x - logsumexp(x).
+    /// dx = g - softmax(x)·Σ g.
     #[track_caller]
     pub fn log_softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
         let a = check::axis("log_softmax", &self.shape(), axis);
@@ -442,29 +564,51 @@ impl<'t, F: Float> Var<'t, F> {
         self.cross_entropy_with(targets, CrossEntropyOptions::default())
     }
 
-    /// Cross-entropy with an ignore index and a reduction of your choice.
-    /// ∂/∂x_c = (softmax(x)_c - [c = target]) per counted row, scaled by the reduction.
+    /// Cross-entropy of logits x [N, C] against class indices t `[N]` with PyTorch's options
+    /// ([`CrossEntropyOptions`]): class weights w `[C]` (1 without), an ignore index, label
+    /// smoothing ε and a reduction. With log p = log_softmax(x) along C, each target that counts
+    /// has the loss
+    ///
+    /// ```text
+    /// l_n = (1 - ε)·w_t·(-log p_t) + (ε/C)·Σ_c w_c·(-log p_c)        (t = t_n)
+    /// ```
+    ///
+    /// and an ignored one 0. `Mean` is Σ_n l_n / Σ_n w_(t_n) over the targets that count (with
+    /// nothing counted, 0/0 = NaN, as PyTorch); `Sum` is Σ_n l_n; `None` returns l `[N]`.
+    /// ∂l_n/∂x_c = (1 - ε)·w_t·(p_c - [c = t]) + (ε/C)·(p_c·Σ_j w_j - w_c), scaled as reduced.
+    ///
+    /// Panics, at the caller's line, unless targets are class indices or the ignore index,
+    /// the weights are `[C]` and ε is in [0, 1].
     #[track_caller]
-    pub fn cross_entropy_with(self, targets: &[i64], options: CrossEntropyOptions) -> Self {
-        check::class_targets(
-            "cross_entropy",
-            &self.shape(),
-            targets,
-            options.ignore_index,
-        );
-        let count = targets
-            .iter()
-            .filter(|&&t| t != options.ignore_index)
-            .count();
+    pub fn cross_entropy_with(self, targets: &[i64], options: CrossEntropyOptions<F>) -> Self {
+        let shape = self.shape();
+        check::class_targets("cross_entropy", &shape, targets, options.ignore_index);
+        if let Some(w) = &options.weight {
+            check::class_weights("cross_entropy", &shape, w.shape());
+        }
+        let eps = options.label_smoothing;
+        if !(F::ZERO..=F::ONE).contains(&eps) {
+            panic!("cross_entropy: label_smoothing must be in [0, 1], got {eps:?}");
+        }
+        let weight = options.weight.map(|w| w.data().to_vec());
         let divisor = match options.reduction {
-            // With nothing to count, the mean is 0/0 = NaN, as in PyTorch.
-            Reduction::Mean => F::from_usize(count),
-            Reduction::Sum => F::ONE,
+            Reduction::Mean => {
+                let counted = targets.iter().filter(|&&t| t != options.ignore_index);
+                let total: f64 = match &weight {
+                    Some(w) => counted.map(|&t| w[t as usize].to_f64()).sum(),
+                    None => counted.count() as f64,
+                };
+                F::from_f64(total)
+            }
+            Reduction::Sum | Reduction::None => F::ONE,
         };
         self.unary(Op::CrossEntropy {
             logits: self.index(),
             targets: targets.to_vec(),
             ignore: options.ignore_index,
+            weight,
+            smoothing: eps,
+            reduction: options.reduction,
             divisor,
         })
     }
@@ -526,8 +670,8 @@ impl<'t, F: Float> Var<'t, F> {
     }
 }
 
-/// Joins values along an existing `axis`; all other axes must agree. Backward hands each input
-/// its slice of the gradient.
+/// Joins values along an existing `axis` (negative counts from the end); all other axes must
+/// agree. Backward hands each input its slice of the gradient.
 #[track_caller]
 pub fn concat<'t, F: Float>(xs: &[Var<'t, F>], axis: impl Axis + std::fmt::Debug) -> Var<'t, F> {
     let Some(first) = xs.first() else {
@@ -551,9 +695,10 @@ pub fn concat<'t, F: Float>(xs: &[Var<'t, F>], axis: impl Axis + std::fmt::Debug
     )
 }
 
-/// Stacks values of one shape along a new `axis` (0..=ndim).
+/// Stacks values of one shape along a new `axis`, one of the ndim + 1 gaps: 0..=ndim, or
+/// -ndim - 1..=-1 counted from the end, so -1 stacks along a new last axis (as PyTorch).
 #[track_caller]
-pub fn stack<'t, F: Float>(xs: &[Var<'t, F>], axis: usize) -> Var<'t, F> {
+pub fn stack<'t, F: Float>(xs: &[Var<'t, F>], axis: impl Axis + std::fmt::Debug) -> Var<'t, F> {
     let Some(first) = xs.first() else {
         panic!("stack: needs at least one input");
     };
@@ -561,6 +706,7 @@ pub fn stack<'t, F: Float>(xs: &[Var<'t, F>], axis: usize) -> Var<'t, F> {
     for v in xs {
         check::same("stack", &shape, &v.shape());
     }
-    let expanded: Vec<Var<'t, F>> = xs.iter().map(|v| v.unsqueeze(axis)).collect();
-    concat(&expanded, axis)
+    let a = check::new_axis("stack", &shape, axis);
+    let expanded: Vec<Var<'t, F>> = xs.iter().map(|v| v.unsqueeze(a)).collect();
+    concat(&expanded, a)
 }

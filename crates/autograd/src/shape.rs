@@ -33,8 +33,12 @@ pub(crate) fn checked_numel(shape: &[usize]) -> Option<usize> {
 }
 
 /// An axis argument: a `usize`, or a signed integer where -1 is the last axis, as in PyTorch.
+///
+/// Every op that takes an axis takes one of these. An op that inserts an axis (`unsqueeze`,
+/// `stack`) resolves it against ndim + 1 positions, so there -1 puts the new axis after the last.
 pub trait Axis: Copy {
-    /// The axis as an index into a shape of `ndim` dimensions, or `None` when out of range.
+    /// The axis as an index into a shape of `ndim` dimensions, or `None` when out of range:
+    /// `0..ndim`, or `-ndim..=-1` counted from the end.
     fn resolve(self, ndim: usize) -> Option<usize>;
 }
 
@@ -55,6 +59,13 @@ impl Axis for isize {
 impl Axis for i32 {
     fn resolve(self, ndim: usize) -> Option<usize> {
         (self as isize).resolve(ndim)
+    }
+}
+
+impl Axis for i64 {
+    fn resolve(self, ndim: usize) -> Option<usize> {
+        // An i64 beyond isize's range is out of range of any shape.
+        isize::try_from(self).ok()?.resolve(ndim)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Losses: cross-entropy, negative log-likelihood, mean squared error, and binary cross-entropy
-//! on logits. Each is a composition of engine ops, reduced by the mean as PyTorch's defaults.
+//! on logits. Each is an engine op or a composition of them, reduced by the mean as PyTorch's
+//! defaults; cross-entropy and nll also take PyTorch's weights, ignore index and reductions.
 
-use rewind_autograd::{concat, Float, Tensor, Var};
+use rewind_autograd::{concat, CrossEntropyOptions, Float, Reduction, Tensor, Var};
 
 /// Cross-entropy of logits [N, C] against class indices, averaged over the targets that are not
 /// -100 (`F.cross_entropy`).
@@ -10,10 +11,62 @@ pub fn cross_entropy<'t, F: Float>(logits: Var<'t, F>, targets: &[i64]) -> Var<'
     logits.cross_entropy(targets)
 }
 
+/// Cross-entropy with class weights, an ignore index, label smoothing and a reduction
+/// (`F.cross_entropy(weight=, ignore_index=, reduction=, label_smoothing=)`); the math is at
+/// [`Var::cross_entropy_with`].
+#[track_caller]
+pub fn cross_entropy_with<'t, F: Float>(
+    logits: Var<'t, F>,
+    targets: &[i64],
+    options: CrossEntropyOptions<F>,
+) -> Var<'t, F> {
+    logits.cross_entropy_with(targets, options)
+}
+
+/// Options of [`nll_loss_with`]: the keywords of PyTorch's `F.nll_loss`, with its defaults (no
+/// weights, ignore index -100, mean).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NllOptions<F: Float = f32> {
+    /// A weight per class, of shape `[C]`; `None` weighs every class 1. No gradient flows to it.
+    pub weight: Option<Tensor<F>>,
+    /// Targets equal to this do not count: their loss is 0 and their weight is left out of the
+    /// mean's divisor.
+    pub ignore_index: i64,
+    /// Mean (the default), sum, or none (the loss of each target, `[N]`).
+    pub reduction: Reduction,
+}
+
+impl<F: Float> Default for NllOptions<F> {
+    fn default() -> Self {
+        NllOptions {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+        }
+    }
+}
+
 /// Negative log-likelihood of log-probabilities [N, C]: -mean over counted rows of
 /// `log_probs[n, target_n]`, skipping targets equal to -100 (`F.nll_loss`).
 #[track_caller]
 pub fn nll_loss<'t, F: Float>(log_probs: Var<'t, F>, targets: &[i64]) -> Var<'t, F> {
+    nll_loss_with(log_probs, targets, NllOptions::default())
+}
+
+/// Negative log-likelihood of log-probabilities [N, C] against class indices t `[N]` with
+/// PyTorch's options ([`NllOptions`]): each target that counts has the loss
+/// l_n = -w_(t_n)·log_probs[n, t_n] (w = 1 without weights), an ignored one 0. `Mean` is
+/// Σ_n l_n / Σ_n w_(t_n) over the targets that count (0/0 = NaN when none does, as PyTorch);
+/// `Sum` is Σ_n l_n; `None` returns l `[N]`. ∂l_n/∂log_probs[n, c] = -w_c·[c = t_n].
+///
+/// Panics, at the caller's line, unless the input is [N, C] with N targets, each a class index
+/// or the ignore index, and the weights are `[C]`.
+#[track_caller]
+pub fn nll_loss_with<'t, F: Float>(
+    log_probs: Var<'t, F>,
+    targets: &[i64],
+    options: NllOptions<F>,
+) -> Var<'t, F> {
     let shape = log_probs.shape();
     if shape.len() != 2 || shape[0] != targets.len() {
         panic!(
@@ -23,22 +76,50 @@ pub fn nll_loss<'t, F: Float>(log_probs: Var<'t, F>, targets: &[i64]) -> Var<'t,
         );
     }
     let classes = shape[1];
-    let counted = targets.iter().filter(|&&t| t != -100).count();
-    // The loss is -Σ log_probs ⊙ W with W[n, t_n] = 1/count: its gradient is exactly -W.
-    let mut weights = vec![F::ZERO; targets.len() * classes];
+    if let Some(w) = &options.weight {
+        if w.shape() != [classes] {
+            panic!(
+                "nll_loss: expected class weights [C]: input {:?} vs weight {:?}",
+                &shape[..],
+                w.shape()
+            );
+        }
+    }
+    let w = |c: usize| options.weight.as_ref().map_or(F::ONE, |w| w.data()[c]);
+    let mut total = 0.0f64;
     for (n, &t) in targets.iter().enumerate() {
-        if t == -100 {
+        if t == options.ignore_index {
             continue;
         }
         if !(0..classes as i64).contains(&t) {
             panic!("nll_loss: target {t} at row {n} out of range for {classes} classes");
         }
-        weights[n * classes + t as usize] = F::ONE / F::from_usize(counted);
+        total += w(t as usize).to_f64();
     }
-    let w = log_probs
-        .tape()
-        .constant(Tensor::from_vec(weights, &shape).expect("N·C weights"));
-    -(log_probs * w).sum()
+    let divisor = match options.reduction {
+        Reduction::Mean => F::from_f64(total),
+        Reduction::Sum | Reduction::None => F::ONE,
+    };
+    // The loss is -Σ log_probs ⊙ W, with W[n, t_n] = w_(t_n) / divisor and 0 elsewhere, summed
+    // per row or in all: its gradient is exactly -W.
+    let mut picked = vec![F::ZERO; targets.len() * classes];
+    for (n, &t) in targets.iter().enumerate() {
+        if t != options.ignore_index {
+            picked[n * classes + t as usize] = w(t as usize) / divisor;
+        }
+    }
+    let tape = log_probs.tape();
+    let picked = tape.constant(Tensor::from_vec(picked, &shape).expect("N·C weights"));
+    let terms = log_probs * picked;
+    match options.reduction {
+        Reduction::None => -terms.sum_axis(1, false),
+        Reduction::Sum => -terms.sum(),
+        // With nothing counted, the mean is 0/0 = NaN and its gradient 0, as PyTorch's.
+        Reduction::Mean if total == 0.0 => {
+            -terms.sum() + tape.constant(Tensor::scalar(F::from_f64(f64::NAN)))
+        }
+        Reduction::Mean => -terms.sum(),
+    }
 }
 
 /// mean((input - target)²) (`F.mse_loss`).

@@ -1,0 +1,429 @@
+//! rewind's ops against PyTorch where they follow its wider rules: matmul with 1-D operands and
+//! broadcast batch dimensions, broadcast_to, index_select along any axis, negative axes, and
+//! cross_entropy and nll_loss with class weights, ignore_index, label smoothing and every
+//! reduction.
+//!
+//! The data is what `scripts/golden_ops.py` wrote (torch 2.15) into
+//! tests/data/ops_golden.safetensors, every case in float64 and in float32. Each output and the
+//! gradient of L = Σ_k Σ out_k ⊙ proj_k with respect to each input must match, measured per
+//! tensor as max |ours - torch| / max |torch|: to 1e-12 in f64, 1e-5 in f32. Every case in the
+//! file is run, so a case added to the script fails here until it is given its op.
+
+use std::cell::Cell;
+use std::collections::BTreeSet;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Once;
+
+use rewind::autograd::io::{load_tensors, TensorFile};
+use rewind::autograd::{concat, stack, CrossEntropyOptions, Float, Reduction, Tape, Tensor, Var};
+use rewind::nn::loss::{nll_loss_with, NllOptions};
+
+struct Golden<F: Float> {
+    file: TensorFile<F>,
+    dtype: &'static str,
+    tolerance: f64,
+}
+
+impl<F: Float> Golden<F> {
+    fn load(dtype: &'static str, tolerance: f64) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ops_golden.safetensors");
+        Golden {
+            file: load_tensors(&path).expect("golden data from scripts/golden_ops.py"),
+            dtype,
+            tolerance,
+        }
+    }
+
+    fn get(&self, case: &str, what: &str) -> Tensor<F> {
+        let key = format!("{}.{case}.{what}", self.dtype);
+        self.file
+            .tensors
+            .get(&key)
+            .unwrap_or_else(|| panic!("golden data lacks {key}"))
+            .clone()
+    }
+
+    fn has(&self, case: &str, what: &str) -> bool {
+        let key = format!("{}.{case}.{what}", self.dtype);
+        self.file.tensors.contains_key(&key)
+    }
+
+    /// The names of this dtype's cases of one family (`matmul`, `axes`, ...): every case has an
+    /// input 0.
+    fn cases(&self, family: &str) -> BTreeSet<String> {
+        let dtype = format!("{}.", self.dtype);
+        let cases: BTreeSet<String> = self
+            .file
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(&dtype)?.strip_suffix(".in.0"))
+            .filter(|case| case.starts_with(&format!("{family}.")))
+            .map(str::to_string)
+            .collect();
+        assert!(!cases.is_empty(), "golden data has no {family} cases");
+        cases
+    }
+
+    fn count(&self, case: &str, what: &str) -> usize {
+        (0..)
+            .take_while(|k| self.has(case, &format!("{what}.{k}")))
+            .count()
+    }
+
+    #[track_caller]
+    fn compare(&self, case: &str, what: &str, ours: &Tensor<F>) -> f64 {
+        let theirs = self.get(case, what);
+        assert_eq!(
+            ours.shape(),
+            theirs.shape(),
+            "{} {case}.{what}: shapes differ",
+            self.dtype
+        );
+        let scale = theirs
+            .data()
+            .iter()
+            .fold(0f64, |m, &v| m.max(v.to_f64().abs()));
+        let diff = ours
+            .data()
+            .iter()
+            .zip(theirs.data())
+            .fold(0f64, |m, (&a, &b)| m.max((a.to_f64() - b.to_f64()).abs()));
+        let err = diff / scale.max(1e-300);
+        assert!(
+            err <= self.tolerance,
+            "{} {case}.{what}: relative error {err:e} exceeds {:e}\nours {ours}\ntorch {theirs}",
+            self.dtype,
+            self.tolerance
+        );
+        err
+    }
+
+    /// Runs `f` on the case's inputs and compares its outputs and the inputs' gradients.
+    fn run(&self, case: &str, f: impl for<'t> Fn(&[Var<'t, F>]) -> Vec<Var<'t, F>>) -> f64 {
+        let tape = Tape::new();
+        let inputs: Vec<Var<'_, F>> = (0..self.count(case, "in"))
+            .map(|k| tape.var(self.get(case, &format!("in.{k}"))))
+            .collect();
+        let outputs = f(&inputs);
+        assert_eq!(outputs.len(), self.count(case, "out"), "{case}: outputs");
+        let mut worst = 0f64;
+        let mut loss = tape.constant(Tensor::scalar(F::ZERO));
+        for (k, o) in outputs.iter().enumerate() {
+            worst = worst.max(self.compare(case, &format!("out.{k}"), &o.value()));
+            let proj = tape.constant(self.get(case, &format!("proj.{k}")));
+            loss = loss + (*o * proj).sum();
+        }
+        let grads = loss.backward();
+        for (k, x) in inputs.iter().enumerate() {
+            worst = worst.max(self.compare(case, &format!("grad.{k}"), &grads[*x]));
+        }
+        println!("{} {case:<36} {worst:.1e}", self.dtype);
+        worst
+    }
+
+    fn targets(&self, case: &str) -> Vec<i64> {
+        let t = self.get(case, "targets");
+        t.data().iter().map(|v| v.to_f64() as i64).collect()
+    }
+
+    fn weight(&self, case: &str) -> Option<Tensor<F>> {
+        self.has(case, "weight").then(|| self.get(case, "weight"))
+    }
+}
+
+fn goldens(check: fn(&Golden<f64>), check32: fn(&Golden<f32>)) {
+    check(&Golden::load("f64", 1e-12));
+    check32(&Golden::load("f32", 1e-5));
+}
+
+/// The op of each `matmul.*` case of the script, operands transposed where it transposes them.
+fn matmul_case<'t, F: Float>(case: &str, x: &[Var<'t, F>]) -> Var<'t, F> {
+    let (a, b) = (x[0], x[1]);
+    match case {
+        "matmul.dot"
+        | "matmul.mv"
+        | "matmul.vm"
+        | "matmul.v_batched"
+        | "matmul.batched_v"
+        | "matmul.v_nd"
+        | "matmul.nd_v"
+        | "matmul.broadcast"
+        | "matmul.batch_of_one"
+        | "matmul.nd_2d"
+        | "matmul.2d_nd"
+        | "matmul.nd_nd"
+        | "matmul.nd_broadcast_both" => a.matmul(b),
+        "matmul.transposed_v" | "matmul.batched_transposed_v" => a.t().matmul(b),
+        "matmul.v_transposed" => a.matmul(b.t()),
+        "matmul.broadcast_transposed" => a.transpose(-1, -2).matmul(b.t()),
+        _ => panic!("no op for golden case {case}"),
+    }
+}
+
+fn check_matmul<F: Float>(g: &Golden<F>) {
+    for case in g.cases("matmul") {
+        g.run(&case, |x| vec![matmul_case(&case, x)]);
+    }
+}
+
+#[test]
+fn matmul_with_one_d_and_broadcast_operands_matches_pytorch() {
+    goldens(check_matmul, check_matmul);
+}
+
+fn check_broadcast_to<F: Float>(g: &Golden<F>) {
+    for case in g.cases("broadcast_to") {
+        let shape: &[usize] = match case.as_str() {
+            "broadcast_to.inner_and_leading" => &[2, 3, 5, 4],
+            "broadcast_to.one_element" => &[3, 2],
+            _ => panic!("no shape for golden case {case}"),
+        };
+        g.run(&case, |x| vec![x[0].broadcast_to(shape)]);
+    }
+}
+
+#[test]
+fn broadcast_to_matches_pytorch() {
+    goldens(check_broadcast_to, check_broadcast_to);
+}
+
+fn check_index_select<F: Float>(g: &Golden<F>) {
+    for case in g.cases("index_select") {
+        let axis: isize = match case.as_str() {
+            "index_select.dim0" => 0,
+            "index_select.dim1" => 1,
+            "index_select.dim2" => 2,
+            "index_select.dim_minus1" => -1,
+            "index_select.dim_minus2" => -2,
+            "index_select.dim_minus3" => -3,
+            _ => panic!("no axis for golden case {case}"),
+        };
+        let indices: Vec<usize> = g
+            .get(&case, "indices")
+            .data()
+            .iter()
+            .map(|v| v.to_f64() as usize)
+            .collect();
+        g.run(&case, |x| vec![x[0].index_select_dim(axis, &indices)]);
+    }
+}
+
+#[test]
+fn index_select_along_every_axis_matches_pytorch() {
+    goldens(check_index_select, check_index_select);
+}
+
+/// The op of each `axes.*` case of the script, with the same negative axes.
+fn axes_case<'t, F: Float>(case: &str, x: &[Var<'t, F>]) -> Vec<Var<'t, F>> {
+    let a = x[0];
+    let one = |v: Var<'t, F>| vec![v];
+    match case {
+        "axes.transpose" => one(a.transpose(-1, -3)),
+        "axes.permute" => one(a.permute(&[-1, 0, -2])),
+        "axes.sum_axis" => one(a.sum_axis(-2, false)),
+        "axes.sum_axis_keepdim" => one(a.sum_axis(-1, true)),
+        "axes.mean_axis" => one(a.mean_axis(-3, false)),
+        "axes.max_axis" => one(a.max_axis(-2, true)),
+        "axes.softmax" => one(a.softmax(-2)),
+        "axes.log_softmax" => one(a.log_softmax(-1)),
+        "axes.narrow" => one(a.narrow(-1, 1, 2)),
+        "axes.chunk" => a.chunk(2, -1),
+        "axes.split" => a.split(2, -2),
+        "axes.concat" => one(concat(&[a, x[1]], -2)),
+        "axes.stack_last" => one(stack(&[a, x[1]], -1)),
+        "axes.stack_first" => one(stack(&[a, x[1]], -4)),
+        "axes.stack_middle" => one(stack(&[a, x[1]], -2)),
+        "axes.unsqueeze_last" => one(a.unsqueeze(-1)),
+        "axes.unsqueeze_first" => one(a.unsqueeze(-4)),
+        "axes.unsqueeze_middle" => one(a.unsqueeze(-3)),
+        "axes.squeeze" => one(a.squeeze(-2)),
+        _ => panic!("no op for golden case {case}"),
+    }
+}
+
+fn check_axes<F: Float>(g: &Golden<F>) {
+    for case in g.cases("axes") {
+        g.run(&case, |x| axes_case(&case, x));
+    }
+}
+
+#[test]
+fn negative_axes_match_pytorch_in_every_op_that_takes_an_axis() {
+    goldens(check_axes, check_axes);
+}
+
+/// The script's CROSS_ENTROPY and NLL options of each case: (ignore_index, reduction,
+/// label_smoothing); the class weights come with the data.
+fn loss_options(case: &str) -> (i64, Reduction, f64) {
+    let (mean, sum, none) = (Reduction::Mean, Reduction::Sum, Reduction::None);
+    match case.split_once('.').map(|(_, c)| c) {
+        Some("weight_mean") => (-100, mean, 0.0),
+        Some("weight_sum") => (-100, sum, 0.0),
+        Some("weight_none") | Some("none") => (-100, none, 0.0),
+        Some("sum") => (-100, sum, 0.0),
+        Some("ignore_weight_mean") => (-100, mean, 0.0),
+        Some("ignore_custom_weight_mean") => (2, mean, 0.0),
+        Some("ignore_custom_weight_sum") => (0, sum, 0.0),
+        Some("ignore_none") if case.starts_with("nll") => (-100, none, 0.0),
+        Some("smoothing") => (-100, mean, 0.1),
+        Some("smoothing_weight_mean") => (-100, mean, 0.25),
+        Some("smoothing_weight_ignore_mean") => (-100, mean, 0.2),
+        Some("smoothing_weight_ignore_sum") => (-100, sum, 0.2),
+        Some("smoothing_weight_ignore_none") => (3, none, 0.2),
+        Some("smoothing_ignore_none") => (1, none, 0.3),
+        Some("full_smoothing_weight") => (-100, mean, 1.0),
+        _ => panic!("no options for golden case {case}"),
+    }
+}
+
+fn check_cross_entropy<F: Float>(g: &Golden<F>) {
+    for case in g.cases("ce") {
+        let (ignore_index, reduction, smoothing) = loss_options(&case);
+        let options = CrossEntropyOptions {
+            weight: g.weight(&case),
+            ignore_index,
+            reduction,
+            label_smoothing: F::from_f64(smoothing),
+        };
+        let targets = g.targets(&case);
+        g.run(&case, |x| {
+            vec![x[0].cross_entropy_with(&targets, options.clone())]
+        });
+    }
+}
+
+#[test]
+fn cross_entropy_with_weights_ignore_index_smoothing_and_reductions_matches_pytorch() {
+    goldens(check_cross_entropy, check_cross_entropy);
+}
+
+fn check_nll<F: Float>(g: &Golden<F>) {
+    for case in g.cases("nll") {
+        let (ignore_index, reduction, _) = loss_options(&case);
+        let options = NllOptions {
+            weight: g.weight(&case),
+            ignore_index,
+            reduction,
+        };
+        let targets = g.targets(&case);
+        g.run(&case, |x| {
+            vec![nll_loss_with(x[0], &targets, options.clone())]
+        });
+    }
+}
+
+#[test]
+fn nll_loss_with_weights_ignore_index_and_reductions_matches_pytorch() {
+    goldens(check_nll, check_nll);
+}
+
+/// With every target ignored, PyTorch's mean is 0/0 = NaN and its gradient 0 (torch 2.15, with and
+/// without weights and smoothing): so are these.
+#[test]
+fn a_mean_over_no_counted_targets_is_nan_with_a_zero_gradient() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, -0.5], &[2, 3]).unwrap());
+    let ignored = [-100, -100];
+    let weight = Some(Tensor::from_vec(vec![0.5, 1.0, 2.0], &[3]).unwrap());
+    let losses = [
+        x.cross_entropy(&ignored),
+        x.cross_entropy_with(
+            &ignored,
+            CrossEntropyOptions {
+                weight: weight.clone(),
+                label_smoothing: 0.2,
+                ..Default::default()
+            },
+        ),
+        nll_loss_with(
+            x,
+            &ignored,
+            NllOptions {
+                weight,
+                ..Default::default()
+            },
+        ),
+    ];
+    for loss in losses {
+        assert!(loss.item().is_nan());
+        assert!(loss.backward()[x].data().iter().all(|&g| g == 0.0));
+    }
+}
+
+/// Runs `f`, expecting a panic; returns its message and the line it points at.
+fn panic_of(f: impl FnOnce()) -> (String, u32) {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            let line = info
+                .location()
+                .filter(|l| l.file().ends_with("ops_parity.rs"));
+            LAST_LINE.with(|last| last.set(line.map(|l| l.line())));
+            if line.is_none() {
+                default(info);
+            }
+        }))
+    });
+    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    let line = LAST_LINE
+        .with(|last| last.take())
+        .unwrap_or_else(|| panic!("{msg}: did not panic at the caller's line"));
+    (msg, line)
+}
+
+thread_local! {
+    static LAST_LINE: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// What PyTorch refuses is refused here too, at the caller's line, naming the op and the shapes
+/// or the argument.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
+    let tape = Tape::<f64>::new();
+    let z = |shape: &[usize]| tape.constant(Tensor::zeros(shape));
+    let (m, v, b4) = (z(&[2, 3]), z(&[4]), z(&[2, 1, 3, 4]));
+    let weighted = |w: &[usize], eps: f64| CrossEntropyOptions {
+        weight: Some(Tensor::zeros(w)),
+        label_smoothing: eps,
+        ..Default::default()
+    };
+    let nll_weighted = |w: &[usize]| NllOptions { weight: Some(Tensor::zeros(w)), ..Default::default() };
+    type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { m.matmul(v); }), line!(), "matmul: inner dimensions differ: lhs [2, 3] vs rhs [4]"),
+        (Box::new(|| { v.matmul(m); }), line!(), "matmul: inner dimensions differ: lhs [4] vs rhs [2, 3]"),
+        (Box::new(|| { v.matmul(z(&[3])); }), line!(), "matmul: inner dimensions differ: lhs [4] vs rhs [3]"),
+        (Box::new(|| { b4.matmul(z(&[3, 2, 4, 5])); }), line!(), "matmul: batch dimensions cannot be broadcast together: lhs [2, 1, 3, 4] vs rhs [3, 2, 4, 5]"),
+        (Box::new(|| { z(&[]).matmul(v); }), line!(), "matmul: operands must be at least 1-D: lhs [] vs rhs [4]"),
+        (Box::new(|| { m.broadcast_to(&[4, 3]); }), line!(), "broadcast_to: shape [2, 3] cannot be broadcast to [4, 3]"),
+        (Box::new(|| { m.broadcast_to(&[3]); }), line!(), "broadcast_to: shape [2, 3] cannot be broadcast to [3]"),
+        (Box::new(|| { m.index_select_dim(1, &[0, 3]); }), line!(), "index_select: index 3 out of range for 3 entries along axis 1 of shape [2, 3]"),
+        (Box::new(|| { m.index_select_dim(-3, &[0]); }), line!(), "index_select: axis -3 out of range for shape [2, 3]"),
+        (Box::new(|| { m.unsqueeze(-4); }), line!(), "unsqueeze: axis -4 out of range for inserting an axis into shape [2, 3] (expected -3..=2)"),
+        (Box::new(|| { m.unsqueeze(3); }), line!(), "unsqueeze: axis 3 out of range for inserting an axis into shape [2, 3] (expected -3..=2)"),
+        (Box::new(|| { stack(&[v, v], -3); }), line!(), "stack: axis -3 out of range for inserting an axis into shape [4] (expected -2..=1)"),
+        (Box::new(|| { m.permute(&[-1, 1]); }), line!(), "permute: [-1, 1] is not a permutation of the 2 axes of shape [2, 3]"),
+        (Box::new(|| { m.permute(&[0, 1, 2]); }), line!(), "permute: [0, 1, 2] is not a permutation of the 2 axes of shape [2, 3]"),
+        (Box::new(|| { m.sum_axis(-3, false); }), line!(), "sum_axis: axis -3 out of range for shape [2, 3]"),
+        (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[4], 0.0)); }), line!(), "cross_entropy: expected class weights [C]: logits [2, 3] vs weight [4]"),
+        (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[3], 1.5)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got 1.5"),
+        (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[3], f64::NAN)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got NaN"),
+        (Box::new(|| { m.cross_entropy_with(&[0, -100], CrossEntropyOptions { ignore_index: 1, ..Default::default() }); }), line!(), "cross_entropy: target -100 at row 1 out of range for 3 classes (logits [2, 3])"),
+        (Box::new(|| { nll_loss_with(m, &[0, 1], nll_weighted(&[2])); }), line!(), "nll_loss: expected class weights [C]: input [2, 3] vs weight [2]"),
+        (Box::new(|| { nll_loss_with(m, &[0, 1, 2], NllOptions::default()); }), line!(), "nll_loss: expected log-probabilities [N, C] and N targets: input [2, 3] vs targets [3]"),
+        (Box::new(|| { nll_loss_with(m, &[3, 0], NllOptions { ignore_index: 0, ..Default::default() }); }), line!(), "nll_loss: target 3 at row 0 out of range for 3 classes"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
+    }
+}
