@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer,
-    StateError,
+    check_non_negative, lr_and_state, non_negative_options, shared_options, with_grads, Buffers,
+    Decay, Hyper, Optimizer,
 };
 
 /// Adagrad as `torch.optim.Adagrad` [lr 1e-2, lr_decay 0, weight_decay 0,
@@ -34,8 +34,6 @@ pub struct Adagrad<F: Float = f32> {
     buffers: Buffers<F>,
 }
 
-const KIND: &str = "adagrad";
-
 impl<F: Float> Default for Adagrad<F> {
     fn default() -> Self {
         Self::new(1e-2)
@@ -56,29 +54,14 @@ impl<F: Float> Adagrad<F> {
         }
     }
 
-    /// Decay of the learning rate with the step count.
-    #[track_caller]
-    pub fn lr_decay(mut self, lr_decay: f64) -> Self {
-        check_non_negative("Adagrad", "lr_decay", lr_decay);
-        self.lr_decay = lr_decay;
-        self
-    }
-
-    /// The starting value of the sum of squares.
-    #[track_caller]
-    pub fn initial_accumulator_value(mut self, value: f64) -> Self {
-        check_non_negative("Adagrad", "initial_accumulator_value", value);
-        self.initial_accumulator_value = value;
-        self
-    }
-
-    /// The term added to the denominator.
-    #[track_caller]
-    pub fn eps(mut self, eps: f64) -> Self {
-        check_non_negative("Adagrad", "eps", eps);
-        self.eps = eps;
-        self
-    }
+    non_negative_options!("Adagrad";
+        /// Decay of the learning rate with the step count.
+        lr_decay,
+        /// The starting value of the sum of squares.
+        initial_accumulator_value,
+        /// The term added to the denominator.
+        eps,
+    );
 
     shared_options!("Adagrad", "L2 weight decay λ, added to the gradient.");
 }
@@ -87,14 +70,12 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let eps = F::from_f64(self.eps);
         let init = F::from_f64(self.initial_accumulator_value);
-        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
             state.step += 1;
             let k = AdagradStep {
-                sign,
-                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                decay: self.hyper.decay(lr, wd, false),
                 clr: F::from_f64(lr / (1.0 + (state.step - 1) as f64 * self.lr_decay)),
                 eps,
             };
@@ -107,30 +88,13 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.hyper.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.hyper.lr = lr;
-    }
-
-    fn state(&self) -> OptimState<F> {
-        self.buffers.state(KIND, self.hyper.lr)
-    }
-
-    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        let kind = KIND;
-        self.buffers.restore(state, kind, &["sum"], &mut self.hyper)
-    }
+    lr_and_state!("adagrad", ["sum"]);
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct AdagradStep<F> {
-    /// -1 to maximize, else 1.
-    sign: F,
-    l2: Option<F>,
+    decay: Decay<F>,
     clr: F,
     eps: F,
 }
@@ -144,11 +108,7 @@ impl<F: Float> AdagradStep<F> {
         let n = theta.len();
         let (grad, sum) = (&grad[..n], &mut sum[..n]);
         for i in 0..n {
-            let g = grad[i] * self.sign;
-            let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, g),
-                None => g,
-            };
+            let g = self.decay.grad(theta[i], grad[i]);
             sum[i] = mul_add(g, g, sum[i]);
             theta[i] -= self.clr * g / (sum[i].sqrt() + self.eps);
         }

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    check_beta, check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState,
-    Optimizer, StateError,
+    betas_option, check_non_negative, lr_and_state, non_negative_options, shared_options,
+    with_grads, Buffers, Decay, Hyper, Optimizer,
 };
 
 /// Adam as `torch.optim.Adam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -68,22 +68,14 @@ impl<F: Float> Adam<F> {
         }
     }
 
-    /// The decay rates of the first and second moments.
-    #[track_caller]
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        check_beta("Adam", "beta1", beta1);
-        check_beta("Adam", "beta2", beta2);
-        self.betas = (beta1, beta2);
-        self
-    }
+    betas_option!("Adam";
+        /// The decay rates of the first and second moments.
+    );
 
-    /// The term added to the denominator.
-    #[track_caller]
-    pub fn eps(mut self, eps: f64) -> Self {
-        check_non_negative("Adam", "eps", eps);
-        self.eps = eps;
-        self
-    }
+    non_negative_options!("Adam";
+        /// The term added to the denominator.
+        eps,
+    );
 
     /// The AMSGrad variant: the running maximum of v in the denominator.
     pub fn amsgrad(mut self, amsgrad: bool) -> Self {
@@ -95,14 +87,6 @@ impl<F: Float> Adam<F> {
         "Adam",
         "Weight decay λ: added to the gradient (Adam) or applied to the weights (AdamW)."
     );
-
-    fn kind(&self) -> &'static str {
-        if self.decoupled {
-            "adamw"
-        } else {
-            "adam"
-        }
-    }
 }
 
 impl<F: Float> Optimizer<F> for Adam<F> {
@@ -111,7 +95,6 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         let w1 = F::from_f64(1.0 - beta1);
         let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
         let eps = F::from_f64(self.eps);
-        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
@@ -128,10 +111,8 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             let [m, v, v_max] = state.buffers(wanted, param.value(), F::ZERO);
             let (m, v) = (m.expect("wanted"), v.expect("wanted"));
             let k = AdamStep {
-                sign,
                 // Multiplying by 1 changes nothing, so Adam runs AdamW's decay too.
-                keep: F::from_f64(if self.decoupled { 1.0 - lr * wd } else { 1.0 }),
-                l2: (!self.decoupled && wd != 0.0).then(|| F::from_f64(wd)),
+                decay: self.hyper.decay(lr, wd, self.decoupled),
                 w1: Lerp::new(w1),
                 b2,
                 w2,
@@ -147,38 +128,13 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.hyper.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.hyper.lr = lr;
-    }
-
-    fn state(&self) -> OptimState<F> {
-        self.buffers.state(self.kind(), self.hyper.lr)
-    }
-
-    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        let kind = self.kind();
-        self.buffers.restore(
-            state,
-            kind,
-            &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
-            &mut self.hyper,
-        )
-    }
+    lr_and_state!("adam" or decoupled "adamw", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]);
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct AdamStep<F> {
-    /// -1 to maximize, else 1.
-    sign: F,
-    /// AdamW's 1 - lr·λ; 1 for Adam.
-    keep: F,
-    /// Adam's λ.
-    l2: Option<F>,
+    decay: Decay<F>,
     w1: Lerp<F>,
     b2: F,
     w2: F,
@@ -205,12 +161,8 @@ impl<F: Float> AdamStep<F> {
         let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
         let v_max = if AMSGRAD { &mut v_max[..n] } else { v_max };
         for i in 0..n {
-            theta[i] *= self.keep;
-            let g = grad[i] * self.sign;
-            let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, g),
-                None => g,
-            };
+            theta[i] *= self.decay.keep;
+            let g = self.decay.grad(theta[i], grad[i]);
             m[i] = self.w1.at(m[i], g);
             v[i] = mul_add(self.w2 * g, g, v[i] * self.b2);
             let second = if AMSGRAD {

@@ -3,10 +3,10 @@
 use rewind_autograd::{Float, Grads};
 use rewind_nn::Module;
 
-use crate::fused::{mul_add, Lerp};
+use crate::fused::Lerp;
 use crate::optimizer::{
-    check_beta, check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState,
-    Optimizer, StateError,
+    betas_option, check_non_negative, lr_and_state, non_negative_options, shared_options,
+    with_grads, Buffers, Decay, Hyper, Optimizer,
 };
 
 /// Adamax as `torch.optim.Adamax` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -34,8 +34,6 @@ pub struct Adamax<F: Float = f32> {
     buffers: Buffers<F>,
 }
 
-const KIND: &str = "adamax";
-
 impl<F: Float> Default for Adamax<F> {
     fn default() -> Self {
         Self::new(2e-3)
@@ -55,22 +53,14 @@ impl<F: Float> Adamax<F> {
         }
     }
 
-    /// The decay rates of the first moment and of the infinity norm.
-    #[track_caller]
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        check_beta("Adamax", "beta1", beta1);
-        check_beta("Adamax", "beta2", beta2);
-        self.betas = (beta1, beta2);
-        self
-    }
+    betas_option!("Adamax";
+        /// The decay rates of the first moment and of the infinity norm.
+    );
 
-    /// The term added to |g| before the maximum.
-    #[track_caller]
-    pub fn eps(mut self, eps: f64) -> Self {
-        check_non_negative("Adamax", "eps", eps);
-        self.eps = eps;
-        self
-    }
+    non_negative_options!("Adamax";
+        /// The term added to |g| before the maximum.
+        eps,
+    );
 
     shared_options!("Adamax", "L2 weight decay λ, added to the gradient.");
 }
@@ -79,7 +69,7 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let (beta1, beta2) = self.betas;
         let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
-        let (b2, eps, sign) = (F::from_f64(beta2), F::from_f64(self.eps), self.hyper.sign());
+        let (b2, eps) = (F::from_f64(beta2), F::from_f64(self.eps));
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
@@ -87,8 +77,7 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
             // `powf`, not `powi`: libm's pow, as Python's `beta ** step`.
             let clr = lr / (1.0 - beta1.powf(state.step as f64));
             let k = AdamaxStep {
-                sign,
-                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                decay: self.hyper.decay(lr, wd, false),
                 towards_g,
                 b2,
                 eps,
@@ -105,30 +94,13 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.hyper.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.hyper.lr = lr;
-    }
-
-    fn state(&self) -> OptimState<F> {
-        self.buffers.state(KIND, self.hyper.lr)
-    }
-
-    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        self.buffers
-            .restore(state, KIND, &["exp_avg", "exp_inf"], &mut self.hyper)
-    }
+    lr_and_state!("adamax", ["exp_avg", "exp_inf"]);
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct AdamaxStep<F> {
-    /// -1 to maximize, else 1.
-    sign: F,
-    l2: Option<F>,
+    decay: Decay<F>,
     /// m's step towards g, by 1 - β1.
     towards_g: Lerp<F>,
     b2: F,
@@ -146,11 +118,7 @@ impl<F: Float> AdamaxStep<F> {
         let n = theta.len();
         let (grad, m, u) = (&grad[..n], &mut m[..n], &mut u[..n]);
         for i in 0..n {
-            let g = grad[i] * self.sign;
-            let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, g),
-                None => g,
-            };
+            let g = self.decay.grad(theta[i], grad[i]);
             m[i] = self.towards_g.at(m[i], g);
             // torch.maximum: NaN if either is.
             u[i] = (u[i] * self.b2).max(g.abs() + self.eps);

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    check_beta, check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState,
-    Optimizer, StateError,
+    betas_option, check_non_negative, decoupled_weight_decay_option, lr_and_state,
+    non_negative_options, shared_options, with_grads, Buffers, Decay, Hyper, Optimizer,
 };
 
 /// NAdam as `torch.optim.NAdam` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -64,51 +64,24 @@ impl<F: Float> NAdam<F> {
         }
     }
 
-    /// The decay rates of the first and second moments (β1 also scales every μ_t).
-    #[track_caller]
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        check_beta("NAdam", "beta1", beta1);
-        check_beta("NAdam", "beta2", beta2);
-        self.betas = (beta1, beta2);
-        self
-    }
+    betas_option!("NAdam";
+        /// The decay rates of the first and second moments (β1 also scales every μ_t).
+    );
 
-    /// The term added to the denominator.
-    #[track_caller]
-    pub fn eps(mut self, eps: f64) -> Self {
-        check_non_negative("NAdam", "eps", eps);
-        self.eps = eps;
-        self
-    }
+    non_negative_options!("NAdam";
+        /// The term added to the denominator.
+        eps,
+        /// ψ, how fast μ_t rises from β1/2 towards β1.
+        momentum_decay,
+    );
 
-    /// ψ, how fast μ_t rises from β1/2 towards β1.
-    #[track_caller]
-    pub fn momentum_decay(mut self, momentum_decay: f64) -> Self {
-        check_non_negative("NAdam", "momentum_decay", momentum_decay);
-        self.momentum_decay = momentum_decay;
-        self
-    }
-
-    /// NAdamW: apply the weight decay to the weights, θ ← θ(1 - lr·λ), as AdamW does, instead
-    /// of adding λθ to the gradient.
-    pub fn decoupled_weight_decay(mut self, decoupled: bool) -> Self {
-        self.decoupled = decoupled;
-        self
-    }
+    decoupled_weight_decay_option!("NAdamW");
 
     shared_options!(
         "NAdam",
         "Weight decay λ: added to the gradient, or applied to the weights with \
          [`decoupled_weight_decay`](NAdam::decoupled_weight_decay)."
     );
-
-    fn kind(&self) -> &'static str {
-        if self.decoupled {
-            "nadamw"
-        } else {
-            "nadam"
-        }
-    }
 }
 
 impl<F: Float> Optimizer<F> for NAdam<F> {
@@ -116,7 +89,7 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
         let (beta1, beta2) = self.betas;
         let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
         let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
-        let (eps, sign) = (F::from_f64(self.eps), self.hyper.sign());
+        let eps = F::from_f64(self.eps);
         let momentum_decay = self.momentum_decay;
         let mu_at = |t: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(t * momentum_decay));
         for (name, param, grad) in with_grads(model, grads) {
@@ -139,9 +112,7 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
             *product *= F::from_f64(mu);
             let product = product.to_f64();
             let k = NAdamStep {
-                sign,
-                keep: F::from_f64(if self.decoupled { 1.0 - lr * wd } else { 1.0 }),
-                l2: (!self.decoupled && wd != 0.0).then(|| F::from_f64(wd)),
+                decay: self.hyper.decay(lr, wd, self.decoupled),
                 towards_g,
                 b2,
                 w2,
@@ -162,38 +133,13 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.hyper.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.hyper.lr = lr;
-    }
-
-    fn state(&self) -> OptimState<F> {
-        self.buffers.state(self.kind(), self.hyper.lr)
-    }
-
-    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        let kind = self.kind();
-        self.buffers.restore(
-            state,
-            kind,
-            &["exp_avg", "exp_avg_sq", "mu_product"],
-            &mut self.hyper,
-        )
-    }
+    lr_and_state!("nadam" or decoupled "nadamw", ["exp_avg", "exp_avg_sq", "mu_product"]);
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct NAdamStep<F> {
-    /// -1 to maximize, else 1.
-    sign: F,
-    /// NAdamW's 1 - lr·λ; 1 for NAdam.
-    keep: F,
-    /// NAdam's λ.
-    l2: Option<F>,
+    decay: Decay<F>,
     /// m's step towards g, by 1 - β1.
     towards_g: Lerp<F>,
     b2: F,
@@ -216,12 +162,8 @@ impl<F: Float> NAdamStep<F> {
         let n = theta.len();
         let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
         for i in 0..n {
-            theta[i] *= self.keep;
-            let g = grad[i] * self.sign;
-            let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, g),
-                None => g,
-            };
+            theta[i] *= self.decay.keep;
+            let g = self.decay.grad(theta[i], grad[i]);
             m[i] = self.towards_g.at(m[i], g);
             v[i] = mul_add(self.w2 * g, g, v[i] * self.b2);
             let d = (v[i] / self.bc2).sqrt() + self.eps;

@@ -8,6 +8,8 @@ use rewind_autograd::io::{load_tensors, save_tensors, IoError, TensorFile};
 use rewind_autograd::{Float, Grads, Param, Tensor};
 use rewind_nn::Module;
 
+use crate::fused::mul_add;
+
 /// An update rule. `step` changes, in place, every parameter of `model` that has a gradient in
 /// `grads`; parameters without one are left alone (and their state does not advance), as in
 /// PyTorch.
@@ -60,6 +62,93 @@ macro_rules! shared_options {
     };
 }
 pub(crate) use shared_options;
+
+/// Builder methods that each set one `f64` hyperparameter `$field` (documented by the doc comments
+/// given), refused below 0 at the caller's line with a message naming the optimizer `$name`.
+macro_rules! non_negative_options {
+    ($name:literal; $($(#[$doc:meta])* $field:ident),+ $(,)?) => {
+        $(
+            $(#[$doc])*
+            #[track_caller]
+            pub fn $field(mut self, $field: f64) -> Self {
+                $crate::optimizer::check_non_negative($name, stringify!($field), $field);
+                self.$field = $field;
+                self
+            }
+        )+
+    };
+}
+pub(crate) use non_negative_options;
+
+/// The builder method `betas` of the Adam family (documented by the doc comments given), each
+/// beta refused outside [0, 1) at the caller's line with a message naming the optimizer `$name`.
+macro_rules! betas_option {
+    ($name:literal; $(#[$doc:meta])*) => {
+        $(#[$doc])*
+        #[track_caller]
+        pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+            $crate::optimizer::check_beta($name, "beta1", beta1);
+            $crate::optimizer::check_beta($name, "beta2", beta2);
+            self.betas = (beta1, beta2);
+            self
+        }
+    };
+}
+pub(crate) use betas_option;
+
+/// The builder method `decoupled_weight_decay`, which makes an optimizer its `$variant` (RAdamW,
+/// NAdamW): weight decay applied to the weights, as AdamW does.
+macro_rules! decoupled_weight_decay_option {
+    ($variant:literal) => {
+        #[doc = concat!(
+            $variant,
+            ": apply the weight decay to the weights, θ ← θ(1 - lr·λ), as AdamW does, instead\n",
+            "of adding λθ to the gradient."
+        )]
+        pub fn decoupled_weight_decay(mut self, decoupled: bool) -> Self {
+            self.decoupled = decoupled;
+            self
+        }
+    };
+}
+pub(crate) use decoupled_weight_decay_option;
+
+/// The [`Optimizer`] methods that only read or write the learning rate and the buffers: `lr`,
+/// `set_lr`, `state` and `load_state`, the state holding the buffers named in `$buffers` under
+/// the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set).
+macro_rules! lr_and_state {
+    ($kind:literal, $buffers:expr) => {
+        $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $buffers);
+    };
+    ($kind:literal or decoupled $decoupled:literal, $buffers:expr) => {
+        $crate::optimizer::lr_and_state!(
+            @ |o: &Self| if o.decoupled { $decoupled } else { $kind },
+            $buffers
+        );
+    };
+    (@ $kind_of:expr, $buffers:expr) => {
+        fn lr(&self) -> f64 {
+            self.hyper.lr
+        }
+
+        fn set_lr(&mut self, lr: f64) {
+            self.hyper.lr = lr;
+        }
+
+        fn state(&self) -> $crate::optimizer::OptimState<F> {
+            self.buffers.state(($kind_of)(self), self.hyper.lr)
+        }
+
+        fn load_state(
+            &mut self,
+            state: &$crate::optimizer::OptimState<F>,
+        ) -> Result<(), $crate::optimizer::StateError> {
+            let kind = ($kind_of)(self);
+            self.buffers.restore(state, kind, &$buffers, &mut self.hyper)
+        }
+    };
+}
+pub(crate) use lr_and_state;
 
 /// Panics, at the caller's line, unless `value` ≥ 0: PyTorch's `ValueError` for a learning rate,
 /// an eps or a weight decay below 0 (and NaN, which no comparison admits).
@@ -160,6 +249,16 @@ impl Hyper {
         }
     }
 
+    /// The weight decay `wd` at learning rate `lr` as a step applies it: added to the gradient,
+    /// or with `decoupled` (AdamW) applied to the weights.
+    pub(crate) fn decay<F: Float>(&self, lr: f64, wd: f64, decoupled: bool) -> Decay<F> {
+        Decay {
+            sign: self.sign(),
+            l2: (!decoupled && wd != 0.0).then(|| F::from_f64(wd)),
+            keep: F::from_f64(if decoupled { 1.0 - lr * wd } else { 1.0 }),
+        }
+    }
+
     /// (lr, weight decay) for the parameter named `name`.
     pub(crate) fn for_param(&self, name: &str) -> (f64, f64) {
         match self.groups.iter().find(|g| (g.selects)(name)) {
@@ -168,6 +267,36 @@ impl Hyper {
                 g.weight_decay.unwrap_or(self.weight_decay),
             ),
             None => (self.lr, self.weight_decay),
+        }
+    }
+}
+
+/// What every rule does to the gradient and weights before its own equations, for one parameter,
+/// its constants rounded to `F` once:
+///
+/// ```text
+/// θ ← θ·keep       keep = 1 - lr·λ with decoupled weight decay (AdamW), else 1
+/// g ← -g           (with maximize)
+/// g ← g + λθ       (coupled weight decay; a multiply-add rounded once)
+/// ```
+#[derive(Clone, Copy)]
+pub(crate) struct Decay<F> {
+    /// -1 to maximize, else 1.
+    sign: F,
+    /// λ, with coupled weight decay.
+    l2: Option<F>,
+    /// 1 - lr·λ with decoupled weight decay; 1 (which changes nothing) without.
+    pub(crate) keep: F,
+}
+
+impl<F: Float> Decay<F> {
+    /// The gradient the rule's equations see, from the raw `grad` of the weight `theta`.
+    #[inline(always)]
+    pub(crate) fn grad(self, theta: F, grad: F) -> F {
+        let g = grad * self.sign;
+        match self.l2 {
+            Some(wd) => mul_add(theta, wd, g),
+            None => g,
         }
     }
 }

@@ -6,8 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    check_beta, check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState,
-    Optimizer, StateError,
+    betas_option, check_non_negative, decoupled_weight_decay_option, lr_and_state,
+    non_negative_options, shared_options, with_grads, Buffers, Decay, Hyper, Optimizer,
 };
 
 /// RAdam as `torch.optim.RAdam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -62,43 +62,22 @@ impl<F: Float> RAdam<F> {
         }
     }
 
-    /// The decay rates of the first and second moments.
-    #[track_caller]
-    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
-        check_beta("RAdam", "beta1", beta1);
-        check_beta("RAdam", "beta2", beta2);
-        self.betas = (beta1, beta2);
-        self
-    }
+    betas_option!("RAdam";
+        /// The decay rates of the first and second moments.
+    );
 
-    /// The term added to the denominator.
-    #[track_caller]
-    pub fn eps(mut self, eps: f64) -> Self {
-        check_non_negative("RAdam", "eps", eps);
-        self.eps = eps;
-        self
-    }
+    non_negative_options!("RAdam";
+        /// The term added to the denominator.
+        eps,
+    );
 
-    /// RAdamW: apply the weight decay to the weights, θ ← θ(1 - lr·λ), as AdamW does, instead
-    /// of adding λθ to the gradient.
-    pub fn decoupled_weight_decay(mut self, decoupled: bool) -> Self {
-        self.decoupled = decoupled;
-        self
-    }
+    decoupled_weight_decay_option!("RAdamW");
 
     shared_options!(
         "RAdam",
         "Weight decay λ: added to the gradient, or applied to the weights with \
          [`decoupled_weight_decay`](RAdam::decoupled_weight_decay)."
     );
-
-    fn kind(&self) -> &'static str {
-        if self.decoupled {
-            "radamw"
-        } else {
-            "radam"
-        }
-    }
 }
 
 /// The rectification r at step `t`, or `None` while ρ_t ≤ 5; in torch's order of operations.
@@ -116,7 +95,7 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
         let (beta1, beta2) = self.betas;
         let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
         let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
-        let (eps, sign) = (F::from_f64(self.eps), self.hyper.sign());
+        let eps = F::from_f64(self.eps);
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
@@ -124,9 +103,7 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
             // `powf`, not `powi`: libm's pow, as Python's `beta ** step` and `x ** 0.5`.
             let t = state.step as f64;
             let k = RAdamStep {
-                sign,
-                keep: F::from_f64(if self.decoupled { 1.0 - lr * wd } else { 1.0 }),
-                l2: (!self.decoupled && wd != 0.0).then(|| F::from_f64(wd)),
+                decay: self.hyper.decay(lr, wd, self.decoupled),
                 towards_g,
                 b2,
                 w2,
@@ -146,34 +123,13 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.hyper.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.hyper.lr = lr;
-    }
-
-    fn state(&self) -> OptimState<F> {
-        self.buffers.state(self.kind(), self.hyper.lr)
-    }
-
-    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        let kind = self.kind();
-        self.buffers
-            .restore(state, kind, &["exp_avg", "exp_avg_sq"], &mut self.hyper)
-    }
+    lr_and_state!("radam" or decoupled "radamw", ["exp_avg", "exp_avg_sq"]);
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct RAdamStep<F> {
-    /// -1 to maximize, else 1.
-    sign: F,
-    /// RAdamW's 1 - lr·λ; 1 for RAdam.
-    keep: F,
-    /// RAdam's λ.
-    l2: Option<F>,
+    decay: Decay<F>,
     /// m's step towards g, by 1 - β1.
     towards_g: Lerp<F>,
     b2: F,
@@ -203,12 +159,8 @@ impl<F: Float> RAdamStep<F> {
         let n = theta.len();
         let (grad, m, v) = (&grad[..n], &mut m[..n], &mut v[..n]);
         for i in 0..n {
-            theta[i] *= self.keep;
-            let g = grad[i] * self.sign;
-            let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, g),
-                None => g,
-            };
+            theta[i] *= self.decay.keep;
+            let g = self.decay.grad(theta[i], grad[i]);
             m[i] = self.towards_g.at(m[i], g);
             v[i] = mul_add(self.w2 * g, g, v[i] * self.b2);
             let step = m[i] / self.bc1 * self.lr;

@@ -6,8 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer,
-    StateError,
+    check_non_negative, lr_and_state, non_negative_options, shared_options, with_grads, Buffers,
+    Decay, Hyper, Optimizer,
 };
 
 /// RMSprop as `torch.optim.RMSprop` [lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0,
@@ -38,8 +38,6 @@ pub struct RmsProp<F: Float = f32> {
     buffers: Buffers<F>,
 }
 
-const KIND: &str = "rmsprop";
-
 impl<F: Float> Default for RmsProp<F> {
     fn default() -> Self {
         Self::new(1e-2)
@@ -61,29 +59,14 @@ impl<F: Float> RmsProp<F> {
         }
     }
 
-    /// The decay rate α of the running mean of g².
-    #[track_caller]
-    pub fn alpha(mut self, alpha: f64) -> Self {
-        check_non_negative("RmsProp", "alpha", alpha);
-        self.alpha = alpha;
-        self
-    }
-
-    /// The term added to the denominator.
-    #[track_caller]
-    pub fn eps(mut self, eps: f64) -> Self {
-        check_non_negative("RmsProp", "eps", eps);
-        self.eps = eps;
-        self
-    }
-
-    /// Momentum μ.
-    #[track_caller]
-    pub fn momentum(mut self, momentum: f64) -> Self {
-        check_non_negative("RmsProp", "momentum", momentum);
-        self.momentum = momentum;
-        self
-    }
+    non_negative_options!("RmsProp";
+        /// The decay rate α of the running mean of g².
+        alpha,
+        /// The term added to the denominator.
+        eps,
+        /// Momentum μ.
+        momentum,
+    );
 
     /// Divide by the centered second moment (an estimate of the variance).
     pub fn centered(mut self, centered: bool) -> Self {
@@ -97,12 +80,10 @@ impl<F: Float> RmsProp<F> {
 impl<F: Float> Optimizer<F> for RmsProp<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let w = F::from_f64(1.0 - self.alpha);
-        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let k = RmsPropStep {
-                sign,
-                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                decay: self.hyper.decay(lr, wd, false),
                 alpha: F::from_f64(self.alpha),
                 w,
                 towards_g: Lerp::new(w),
@@ -134,35 +115,13 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.hyper.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.hyper.lr = lr;
-    }
-
-    fn state(&self) -> OptimState<F> {
-        self.buffers.state(KIND, self.hyper.lr)
-    }
-
-    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        let kind = KIND;
-        self.buffers.restore(
-            state,
-            kind,
-            &["square_avg", "grad_avg", "momentum_buffer"],
-            &mut self.hyper,
-        )
-    }
+    lr_and_state!("rmsprop", ["square_avg", "grad_avg", "momentum_buffer"]);
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct RmsPropStep<F> {
-    /// -1 to maximize, else 1.
-    sign: F,
-    l2: Option<F>,
+    decay: Decay<F>,
     alpha: F,
     /// 1 - α.
     w: F,
@@ -193,11 +152,7 @@ impl<F: Float> RmsPropStep<F> {
         let g_avg = if CENTERED { &mut g_avg[..n] } else { g_avg };
         let buf = if MOMENTUM { &mut buf[..n] } else { buf };
         for i in 0..n {
-            let g = grad[i] * self.sign;
-            let g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, g),
-                None => g,
-            };
+            let g = self.decay.grad(theta[i], grad[i]);
             v[i] = mul_add(self.w * g, g, v[i] * self.alpha);
             let root = if CENTERED {
                 g_avg[i] = self.towards_g.at(g_avg[i], g);

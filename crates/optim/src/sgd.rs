@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    check_non_negative, shared_options, with_grads, Buffers, Hyper, OptimState, Optimizer,
-    StateError,
+    check_non_negative, lr_and_state, non_negative_options, shared_options, with_grads, Buffers,
+    Decay, Hyper, Optimizer,
 };
 
 /// SGD as `torch.optim.SGD` [momentum 0, dampening 0, weight_decay 0, nesterov off, maximize
@@ -35,8 +35,6 @@ pub struct Sgd<F: Float = f32> {
     buffers: Buffers<F>,
 }
 
-const KIND: &str = "sgd";
-
 impl<F: Float> Sgd<F> {
     /// Plain SGD with learning rate `lr`.
     #[track_caller]
@@ -51,13 +49,10 @@ impl<F: Float> Sgd<F> {
         }
     }
 
-    /// Momentum μ.
-    #[track_caller]
-    pub fn momentum(mut self, momentum: f64) -> Self {
-        check_non_negative("Sgd", "momentum", momentum);
-        self.momentum = momentum;
-        self
-    }
+    non_negative_options!("Sgd";
+        /// Momentum μ.
+        momentum,
+    );
 
     /// Dampening of the momentum update.
     pub fn dampening(mut self, dampening: f64) -> Self {
@@ -85,14 +80,12 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
             F::from_f64(self.momentum),
             F::from_f64(1.0 - self.dampening),
         );
-        let sign = self.hyper.sign();
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
             let state = self.buffers.get(&name);
             state.step += 1;
             let k = SgdStep {
-                sign,
-                l2: (wd != 0.0).then(|| F::from_f64(wd)),
+                decay: self.hyper.decay(lr, wd, false),
                 neg_lr: F::from_f64(-lr),
                 mu,
                 damp,
@@ -112,31 +105,13 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         }
     }
 
-    fn lr(&self) -> f64 {
-        self.hyper.lr
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.hyper.lr = lr;
-    }
-
-    fn state(&self) -> OptimState<F> {
-        self.buffers.state(KIND, self.hyper.lr)
-    }
-
-    fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError> {
-        let kind = KIND;
-        self.buffers
-            .restore(state, kind, &["momentum_buffer"], &mut self.hyper)
-    }
+    lr_and_state!("sgd", ["momentum_buffer"]);
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
 #[derive(Clone, Copy)]
 struct SgdStep<F> {
-    /// -1 to maximize, else 1.
-    sign: F,
-    l2: Option<F>,
+    decay: Decay<F>,
     neg_lr: F,
     mu: F,
     /// 1 - dampening.
@@ -156,11 +131,7 @@ impl<F: Float> SgdStep<F> {
         let grad = &grad[..n];
         let buf = if MOMENTUM { &mut buf[..n] } else { buf };
         for i in 0..n {
-            let g = grad[i] * self.sign;
-            let mut g = match self.l2 {
-                Some(wd) => mul_add(theta[i], wd, g),
-                None => g,
-            };
+            let mut g = self.decay.grad(theta[i], grad[i]);
             if MOMENTUM {
                 // Both values, then a choice: with a branch here the loop does not vectorise.
                 let later = mul_add(g, self.damp, buf[i] * self.mu);
