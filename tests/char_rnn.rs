@@ -6,59 +6,31 @@
 #[allow(dead_code)]
 #[path = "../examples/char_rnn/app.rs"]
 mod app;
+mod support;
 
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use app::{run, Error, Outcome};
 use rewind::autograd::io::load_tensors;
+use support::char_rnn::{args, scratch_dir, tiny_text, train_args};
 
-/// A directory of this test's own (tests run in parallel).
+/// A directory of this test's own.
 fn scratch() -> PathBuf {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("main")
-        .replace("::", "-");
-    let dir = std::env::temp_dir().join(format!("rewind-char-rnn-{}-{test}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
+    scratch_dir("rewind-char-rnn")
 }
 
-fn tiny_text(dir: &std::path::Path) -> PathBuf {
-    let path = dir.join("tiny.txt");
-    fs::write(
-        &path,
-        "the cat sat on the mat. the dog sat on the log. ".repeat(30),
-    )
-    .unwrap();
-    path
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    std::iter::once("char_rnn")
-        .chain(list.iter().copied())
-        .map(String::from)
-        .collect()
-}
-
-fn small(data: &std::path::Path, checkpoint: &std::path::Path, extra: &[&str]) -> Vec<String> {
-    let mut a = vec![
-        "--data",
-        data.to_str().unwrap(),
-        "--checkpoint",
-        checkpoint.to_str().unwrap(),
-        "--batch",
-        "4",
-        "--seq-len",
-        "16",
-        "--hidden",
-        "32",
-        "--embed",
-        "8",
+/// A small run on `data` saving to `checkpoint`, with the flags `extra` added.
+fn small(data: &Path, checkpoint: &Path, extra: &[&str]) -> Vec<String> {
+    let defaults = [
+        ("--data", data.to_str().unwrap()),
+        ("--checkpoint", checkpoint.to_str().unwrap()),
+        ("--batch", "4"),
+        ("--seq-len", "16"),
+        ("--hidden", "32"),
+        ("--embed", "8"),
     ];
-    a.extend_from_slice(extra);
-    args(&a)
+    train_args(&defaults, extra)
 }
 
 #[test]

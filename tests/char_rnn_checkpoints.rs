@@ -9,6 +9,7 @@
 #[allow(dead_code)]
 #[path = "../examples/char_rnn/app.rs"]
 mod app;
+mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -26,19 +27,13 @@ use rand::{Rng, SeedableRng};
 use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
 use rewind::autograd::Tensor;
 use safetensors::SafeTensors;
+use support::char_rnn::{scratch_dir, tiny_text};
 
 /// A directory of this test's own (tests run in parallel), removed when the test passes.
 struct Scratch(PathBuf);
 
 fn scratch() -> Scratch {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("main")
-        .replace("::", "-");
-    let dir = std::env::temp_dir().join(format!("rewind-ckpt-{}-{test}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+    Scratch(scratch_dir("rewind-ckpt"))
 }
 
 impl std::ops::Deref for Scratch {
@@ -55,16 +50,6 @@ impl Drop for Scratch {
             let _ = fs::remove_dir_all(&self.0);
         }
     }
-}
-
-fn tiny_text(dir: &Path) -> PathBuf {
-    let path = dir.join("tiny.txt");
-    fs::write(
-        &path,
-        "the cat sat on the mat. the dog sat on the log. ".repeat(30),
-    )
-    .unwrap();
-    path
 }
 
 fn text(p: &Path) -> &str {

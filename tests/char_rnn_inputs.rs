@@ -6,6 +6,7 @@
 #[allow(dead_code)]
 #[path = "../examples/char_rnn/app.rs"]
 mod app;
+mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -15,37 +16,11 @@ use std::path::{Path, PathBuf};
 
 use app::{run, Error, Outcome};
 use rewind::autograd::io::{load_tensors, save_tensors};
+use support::char_rnn::{args, scratch_dir, tiny_lines, train_args};
 
-/// A directory of this test's own (tests run in parallel).
+/// A directory of this test's own.
 fn scratch() -> PathBuf {
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("main")
-        .replace("::", "-");
-    let dir = std::env::temp_dir().join(format!(
-        "rewind-char-rnn-inputs-{}-{test}",
-        std::process::id()
-    ));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn tiny_text(dir: &Path) -> PathBuf {
-    let path = dir.join("tiny.txt");
-    fs::write(
-        &path,
-        "the cat sat on the mat.\nthe dog sat on the log.\n".repeat(30),
-    )
-    .unwrap();
-    path
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    std::iter::once("char_rnn")
-        .chain(list.iter().copied())
-        .map(String::from)
-        .collect()
+    scratch_dir("rewind-char-rnn-inputs")
 }
 
 /// A small, fast run on `data` saving to `checkpoint`; a flag in `extra` replaces its default.
@@ -59,13 +34,7 @@ fn small(data: &Path, checkpoint: &Path, extra: &[&str]) -> Vec<String> {
         ("--embed", "8"),
         ("--eval-every", "1000"),
     ];
-    let mut a: Vec<&str> = defaults
-        .iter()
-        .filter(|(flag, _)| !extra.contains(flag))
-        .flat_map(|&(flag, value)| [flag, value])
-        .collect();
-    a.extend_from_slice(extra);
-    args(&a)
+    train_args(&defaults, extra)
 }
 
 fn sample_args(checkpoint: &Path, extra: &[&str]) -> Vec<String> {
@@ -117,7 +86,7 @@ fn a_learning_rate_beyond_f32_is_refused_as_f32_sees_it() {
 #[test]
 fn a_diverging_run_writes_nothing_non_finite_and_keeps_the_last_good_checkpoint() {
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     // Adam divides 1e38 by 1 - β1 = 0.1: the first update is infinite in f32 although the loss
     // and the gradients were finite.
     let fresh = dir.join("fresh.safetensors");
@@ -172,7 +141,7 @@ fn a_diverging_run_writes_nothing_non_finite_and_keeps_the_last_good_checkpoint(
 #[test]
 fn sample_refuses_a_checkpoint_with_a_non_finite_weight() {
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     let ckpt = dir.join("c.safetensors");
     run(small(&data, &ckpt, &["--steps", "2"])).unwrap();
     let mut file = load_tensors::<f32>(&ckpt).unwrap();
@@ -187,7 +156,7 @@ fn a_loss_far_above_the_uniform_models_is_divergence() {
     // --lr 1e6 without clipping used to train on to a validation loss of ~7e5 nats/char (a
     // uniform guess over the 15 characters scores ln 15 = 2.7) and exit 0.
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     let ckpt = dir.join("c.safetensors");
     let list = small(
         &data,
@@ -211,7 +180,7 @@ fn a_loss_far_above_the_uniform_models_is_divergence() {
 #[test]
 fn absurd_sizes_are_one_line_errors_naming_the_size_and_the_limit() {
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     let ckpt = dir.join("c.safetensors");
     let max = usize::MAX.to_string();
     let two62 = (1usize << 62).to_string();
@@ -253,7 +222,7 @@ fn absurd_sizes_are_one_line_errors_naming_the_size_and_the_limit() {
 #[test]
 fn a_time_limit_that_ends_before_the_first_step_says_nothing_was_saved() {
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     let ckpt = dir.join("c.safetensors");
     let message = one_line_error(&small(&data, &ckpt, &["--minutes", "1e-9"]));
     assert!(
@@ -267,7 +236,7 @@ fn a_time_limit_that_ends_before_the_first_step_says_nothing_was_saved() {
 fn a_resume_may_change_the_learning_rate() {
     // The hint after a divergence is to lower --lr; a resume must accept that.
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     let ckpt = dir.join("c.safetensors");
     run(small(&data, &ckpt, &["--steps", "3"])).unwrap();
     let resume = args(&[
@@ -290,7 +259,7 @@ fn a_resume_may_change_the_learning_rate() {
 #[test]
 fn an_unsorted_vocabulary_is_reported_as_such_not_as_a_bad_prime() {
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     let ckpt = dir.join("c.safetensors");
     run(small(&data, &ckpt, &["--steps", "1"])).unwrap();
     let mut file = load_tensors::<f32>(&ckpt).unwrap();
@@ -416,7 +385,7 @@ fn a_text_costs_at_most_two_bytes_a_character_beyond_itself() {
 #[test]
 fn every_numeric_flag_at_its_extremes_is_a_result_never_a_panic() {
     let dir = scratch();
-    let data = tiny_text(&dir);
+    let data = tiny_lines(&dir);
     let ckpt = dir.join("sampled.safetensors");
     run(small(&data, &ckpt, &["--steps", "2"])).unwrap();
     let max = usize::MAX.to_string();

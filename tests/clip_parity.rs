@@ -5,18 +5,17 @@
 //! the more accurate of the two (torch's f32 norm for p = 3.5 is 1.8e-7 off) and they agree to
 //! 1e-6 relative; in f64 to 1e-15. Non-finite norms follow torch too.
 
-use std::cell::{Cell, RefCell};
-use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
-use std::sync::Once;
+mod support;
 
-use rewind::autograd::io::{load_tensors, TensorFile};
+use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Float, Grads, Param, Tape, Tensor};
 use rewind::optim::{
     clip_grad_norm, clip_grad_norm_with, clip_grad_value, ClipOptions, NonFiniteNorm,
 };
+use support::golden::{load, tensor};
+use support::panics::panic_of;
 
-const GOLDEN: &str = "tests/data/schedules_golden.safetensors";
+const GOLDEN: &str = "schedules_golden.safetensors";
 /// The gradients' names in the golden file.
 const NAMES: [&str; 3] = ["weight", "bias", "proj"];
 /// scripts/golden_schedules.py's CLIPS: (case, norm_type, max_norm).
@@ -31,9 +30,7 @@ const CLIPS: [(&str, f64, f64); 5] = [
 /// The golden tensors, as `F`. The f32 cases were stored as f32, so reading them through f64 is
 /// exact.
 fn golden<F: Float>() -> TensorFile<F> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    let file: TensorFile<f64> =
-        load_tensors(&path).expect("golden data from scripts/golden_schedules.py");
+    let file: TensorFile<f64> = load(GOLDEN, "golden_schedules.py");
     TensorFile {
         tensors: file
             .tensors
@@ -45,13 +42,6 @@ fn golden<F: Float>() -> TensorFile<F> {
             .collect(),
         metadata: file.metadata,
     }
-}
-
-fn tensor<F: Float>(g: &TensorFile<F>, name: &str) -> Tensor<F> {
-    g.tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("golden data lacks {name}"))
-        .clone()
 }
 
 fn dtype<F: Float>() -> &'static str {
@@ -216,43 +206,6 @@ fn a_nonfinite_norm_is_refused_on_request_and_otherwise_scaled_as_pytorch() {
             );
         }
     }
-}
-
-thread_local! {
-    static LAST: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
-    static EXPECTING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, expecting a panic; returns its message and the file and line it points at.
-fn panic_of(f: impl FnOnce()) -> (String, String, u32) {
-    // One hook for the whole binary: tests run on parallel threads, each recording its own
-    // expected panic's location in a thread-local. Any other panic (a failing assertion) is
-    // reported by the default hook, so its message still shows.
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let report = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if EXPECTING.get() {
-                let loc = info.location().map(|l| (l.file().to_string(), l.line()));
-                LAST.with(|last| *last.borrow_mut() = loc);
-            } else {
-                report(info);
-            }
-        }))
-    });
-    EXPECTING.set(true);
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    EXPECTING.set(false);
-    let err = result.expect_err("expected a panic");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    let (file, line) = LAST
-        .with(|last| last.borrow_mut().take())
-        .expect("a panic location");
-    (msg, file, line)
 }
 
 /// A misuse, the line it is on, and the message it must panic with.

@@ -5,10 +5,11 @@
 //! Each tensor must match to 1e-13 (float64) or 1e-5 (float32), measured as
 //! max |ours - torch| / max |torch|.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+mod support;
 
-use rewind::autograd::io::{load_tensors, TensorFile};
+use std::collections::BTreeMap;
+
+use rewind::autograd::io::TensorFile;
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Float, Grads, Tape, Tensor, Var};
 use rewind::nn::{
@@ -16,12 +17,8 @@ use rewind::nn::{
     RecurrentConfig, RnnCell, Run, StackState, State,
 };
 use rewind::optim::{Adam, Optimizer};
-
-fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(name)
-}
+use support::golden::{self, data, tensor, Cases};
+use support::panics::panic_of;
 
 /// One dtype's half of the golden file: keys `{prefix}.{case}.{what}`.
 struct Golden<F: Float> {
@@ -33,8 +30,7 @@ struct Golden<F: Float> {
 impl<F: Float> Golden<F> {
     fn load(prefix: &'static str, tolerance: f64) -> Self {
         Golden {
-            file: load_tensors(&data("nn_more_golden.safetensors"))
-                .expect("golden data from scripts/golden_nn_more.py"),
+            file: golden::load("nn_more_golden.safetensors", "golden_nn_more.py"),
             prefix,
             tolerance,
         }
@@ -45,35 +41,11 @@ impl<F: Float> Golden<F> {
     }
 
     fn get(&self, case: &str, what: &str) -> Tensor<F> {
-        let key = self.key(case, what);
-        self.file
-            .tensors
-            .get(&key)
-            .unwrap_or_else(|| panic!("golden data lacks {key}"))
-            .clone()
+        tensor(&self.file, &self.key(case, what))
     }
 
     fn has(&self, case: &str, what: &str) -> bool {
         self.file.tensors.contains_key(&self.key(case, what))
-    }
-
-    /// A field of the case's JSON configuration (flat, written with sorted keys).
-    fn field(&self, case: &str, name: &str) -> String {
-        let json = &self.file.metadata[&format!("case.{case}")];
-        let start = json
-            .find(&format!("\"{name}\": "))
-            .unwrap_or_else(|| panic!("{case} lacks {name}"));
-        let rest = &json[start + name.len() + 4..];
-        let end = rest.find([',', '}']).unwrap();
-        rest[..end].trim_matches('"').to_string()
-    }
-
-    fn flag(&self, case: &str, name: &str) -> bool {
-        self.field(case, name) == "true"
-    }
-
-    fn number(&self, case: &str, name: &str) -> usize {
-        self.field(case, name).parse().unwrap()
     }
 
     /// The tensors `{prefix}.{case}.{group}.*`, by their PyTorch names.
@@ -96,6 +68,12 @@ impl<F: Float> Golden<F> {
             case: case.into(),
             worst: 0.0,
         }
+    }
+}
+
+impl<F: Float> Cases for Golden<F> {
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.file.metadata
     }
 }
 
@@ -410,39 +388,6 @@ fn a_bias_free_state_dict_from_pytorch_loads_without_a_generator() {
     both_dtypes(load, load);
 }
 
-/// Runs `f`, expecting a panic; returns its message and the line it points at.
-fn panic_of(f: impl FnOnce()) -> (String, u32) {
-    use std::cell::{Cell, RefCell};
-    use std::panic::{self, AssertUnwindSafe};
-    use std::sync::Once;
-    thread_local! {
-        static EXPECTING: Cell<bool> = const { Cell::new(false) };
-        static LINE: RefCell<Option<u32>> = const { RefCell::new(None) };
-    }
-    // One hook for the whole binary: it records the location of an expected panic on this
-    // thread, and reports any other panic as the default hook would.
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if EXPECTING.get() {
-                LINE.set(info.location().map(|l| l.line()));
-            } else {
-                default(info);
-            }
-        }))
-    });
-    EXPECTING.set(true);
-    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    EXPECTING.set(false);
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    (msg, LINE.take().expect("a location"))
-}
-
 /// Unbatched input takes an unbatched state and no lengths; every other shape is refused at the
 /// caller's line with both shapes named.
 #[test]
@@ -463,7 +408,7 @@ fn misshapen_recurrent_input_panics_at_the_callers_line() {
         (Box::new(|| { lstm.forward(&tape, x2, None, Some(&[6])); }), line!(), "lstm: lengths need a batch; an unbatched input [6, 5] is one sequence of its own length"),
     ];
     for (f, line, expected) in cases {
-        let (msg, at) = panic_of(f);
+        let (msg, _, at) = panic_of(f);
         assert_eq!(msg, expected);
         assert_eq!(at, line, "{expected}: reported at line {at}, not the caller's {line}");
     }

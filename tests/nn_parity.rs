@@ -2,6 +2,8 @@
 //! that `scripts/golden_nn.py` wrote (torch 2.15, float32). Outputs, final states and every
 //! gradient must match to 1e-5, measured per tensor as max |ours - torch| / max |torch|.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,6 +15,7 @@ use rewind::nn::{
     load_state_dict, Cell, Embedding, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity,
     Recurrent, RecurrentConfig, RnnCell, StackState, State,
 };
+use support::golden::{load, tensor, Cases};
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -22,41 +25,17 @@ struct Golden {
 
 impl Golden {
     fn load() -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/nn_golden.safetensors");
         Golden {
-            file: load_tensors(&path).expect("golden data from scripts/golden_nn.py"),
+            file: load("nn_golden.safetensors", "golden_nn.py"),
         }
     }
 
     fn get(&self, key: &str) -> Tensor<f32> {
-        self.file
-            .tensors
-            .get(key)
-            .unwrap_or_else(|| panic!("golden data lacks {key}"))
-            .clone()
+        tensor(&self.file, key)
     }
 
     fn has(&self, key: &str) -> bool {
         self.file.tensors.contains_key(key)
-    }
-
-    /// A field of the case's JSON configuration (flat, written with sorted keys).
-    fn field(&self, case: &str, name: &str) -> String {
-        let json = &self.file.metadata[&format!("case.{case}")];
-        let start = json
-            .find(&format!("\"{name}\": "))
-            .unwrap_or_else(|| panic!("{case} lacks {name}"));
-        let rest = &json[start + name.len() + 4..];
-        let end = rest.find([',', '}']).unwrap();
-        rest[..end].trim_matches('"').to_string()
-    }
-
-    fn flag(&self, case: &str, name: &str) -> bool {
-        self.field(case, name) == "true"
-    }
-
-    fn number(&self, case: &str, name: &str) -> usize {
-        self.field(case, name).parse().unwrap()
     }
 
     /// The parameters `{case}.param.*`, by their PyTorch names.
@@ -67,6 +46,12 @@ impl Golden {
             .iter()
             .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|n| (n.to_string(), v.clone())))
             .collect()
+    }
+}
+
+impl Cases for Golden {
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.file.metadata
     }
 }
 

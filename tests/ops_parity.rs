@@ -9,15 +9,15 @@
 //! tensor as max |ours - torch| / max |torch|: to 1e-12 in f64, 1e-5 in f32. Every case in the
 //! file is run, so a case added to the script fails here until it is given its op.
 
-use std::cell::Cell;
-use std::collections::BTreeSet;
-use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
-use std::sync::Once;
+mod support;
 
-use rewind::autograd::io::{load_tensors, TensorFile};
+use std::collections::BTreeSet;
+
+use rewind::autograd::io::TensorFile;
 use rewind::autograd::{concat, stack, CrossEntropyOptions, Float, Reduction, Tape, Tensor, Var};
 use rewind::nn::loss::{nll_loss_with, NllOptions};
+use support::golden;
+use support::panics::panic_of;
 
 struct Golden<F: Float> {
     file: TensorFile<F>,
@@ -27,21 +27,15 @@ struct Golden<F: Float> {
 
 impl<F: Float> Golden<F> {
     fn load(dtype: &'static str, tolerance: f64) -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ops_golden.safetensors");
         Golden {
-            file: load_tensors(&path).expect("golden data from scripts/golden_ops.py"),
+            file: golden::load("ops_golden.safetensors", "golden_ops.py"),
             dtype,
             tolerance,
         }
     }
 
     fn get(&self, case: &str, what: &str) -> Tensor<F> {
-        let key = format!("{}.{case}.{what}", self.dtype);
-        self.file
-            .tensors
-            .get(&key)
-            .unwrap_or_else(|| panic!("golden data lacks {key}"))
-            .clone()
+        golden::tensor(&self.file, &format!("{}.{case}.{what}", self.dtype))
     }
 
     fn has(&self, case: &str, what: &str) -> bool {
@@ -351,37 +345,6 @@ fn a_mean_over_no_counted_targets_is_nan_with_a_zero_gradient() {
     }
 }
 
-/// Runs `f`, expecting a panic; returns its message and the line it points at.
-fn panic_of(f: impl FnOnce()) -> (String, u32) {
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let default = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let line = info
-                .location()
-                .filter(|l| l.file().ends_with("ops_parity.rs"));
-            LAST_LINE.with(|last| last.set(line.map(|l| l.line())));
-            if line.is_none() {
-                default(info);
-            }
-        }))
-    });
-    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    let line = LAST_LINE
-        .with(|last| last.take())
-        .unwrap_or_else(|| panic!("{msg}: did not panic at the caller's line"));
-    (msg, line)
-}
-
-thread_local! {
-    static LAST_LINE: Cell<Option<u32>> = const { Cell::new(None) };
-}
-
 /// What PyTorch refuses is refused here too, at the caller's line, naming the op and the shapes
 /// or the argument.
 #[test]
@@ -422,7 +385,8 @@ fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
         (Box::new(|| { nll_loss_with(m, &[3, 0], NllOptions { ignore_index: 0, ..Default::default() }); }), line!(), "nll_loss: target 3 at row 0 out of range for 3 classes"),
     ];
     for (f, line, expected) in cases {
-        let (msg, at) = panic_of(f);
+        let (msg, file, at) = panic_of(f);
+        assert!(file.ends_with("ops_parity.rs"), "{msg}: did not panic at the caller's line");
         assert_eq!(msg, expected);
         assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
     }

@@ -5,53 +5,22 @@
 //! float64 to 1e-12 relative; float32 runs must match torch's own float32 results (not the exact
 //! values), so they also check that rewind rounds where torch does.
 
-use std::path::Path;
+mod support;
 
-use rewind::autograd::io::{load_tensors, TensorFile};
-use rewind::autograd::{Float, Grads, Param, Tape, Tensor};
-use rewind::optim::{
-    Adagrad, Adam, Adamax, NAdam, OptimState, Optimizer, ParamGroup, RAdam, RmsProp, Sgd,
+use rewind::autograd::io::TensorFile;
+use rewind::autograd::{Float, Param, Tape, Tensor};
+use rewind::optim::{Adagrad, Adam, Adamax, NAdam, Optimizer, ParamGroup, RAdam, RmsProp, Sgd};
+use support::golden::load;
+use support::trajectories::{
+    assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at, model,
+    trajectory_distances, Configs,
 };
 
-const STEPS: usize = 100;
-const GOLDEN_F64: &str = "tests/data/optim_more_golden.safetensors";
-const GOLDEN_F32: &str = "tests/data/optim_more_golden_f32.safetensors";
+const GOLDEN_F64: &str = "optim_more_golden.safetensors";
+const GOLDEN_F32: &str = "optim_more_golden_f32.safetensors";
 
-fn golden<F: Float>(file: &str) -> TensorFile<F> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    load_tensors(&path).expect("golden data from scripts/golden_optim_more.py")
-}
-
-fn tensor<F: Float>(g: &TensorFile<F>, name: &str) -> Tensor<F> {
-    g.tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("golden data lacks {name}"))
-        .clone()
-}
-
-/// Step `t` of a [T, ...] tensor.
-fn row<F: Float>(t: &Tensor<F>, i: usize) -> Tensor<F> {
-    let inner = t.shape()[1..].to_vec();
-    let n: usize = inner.iter().product();
-    Tensor::from_vec(t.data()[i * n..(i + 1) * n].to_vec(), &inner).unwrap()
-}
-
-fn model<F: Float>(g: &TensorFile<F>) -> Vec<Param<F>> {
-    vec![
-        Param::named("weight", tensor(g, "params.weight")),
-        Param::named("bias", tensor(g, "params.bias")),
-    ]
-}
-
-/// Gradients equal to the golden ones at step `t`: the gradient of Σ p ⊙ G with respect to p is G.
-fn grads_at<F: Float>(g: &TensorFile<F>, model: &[Param<F>], t: usize) -> Grads<F> {
-    let tape = Tape::new();
-    let mut loss = tape.constant(Tensor::scalar(F::ZERO));
-    for p in model {
-        let gt = row(&tensor(g, &format!("grads.{}", p.name().unwrap())), t);
-        loss = loss + (tape.param(p) * tape.constant(gt)).sum();
-    }
-    loss.backward()
+fn golden<F: Float>(name: &str) -> TensorFile<F> {
+    load(name, "golden_optim_more.py")
 }
 
 /// The bias in a group of its own at half the learning rate and without weight decay, as the
@@ -61,7 +30,7 @@ fn bias_group() -> ParamGroup {
 }
 
 /// The configurations of scripts/golden_optim_more.py's CONFIGS, by the same names.
-fn configs<F: Float>() -> Vec<(&'static str, Box<dyn Optimizer<F>>)> {
+fn configs<F: Float>() -> Configs<F> {
     vec![
         ("adamax_defaults", Box::new(Adamax::default())),
         (
@@ -188,75 +157,11 @@ fn configs<F: Float>() -> Vec<(&'static str, Box<dyn Optimizer<F>>)> {
     ]
 }
 
-/// The largest distance of a run from torch's over every parameter and step: element by
-/// element relative to the element (`elementwise`), and relative to the largest element of its
-/// tensor at that step (`normwise`, ‖a - e‖∞ / ‖e‖∞), which does not blow up where a weight
-/// passes near zero.
-#[derive(Clone, Copy, Debug, Default)]
-struct Distance {
-    elementwise: f64,
-    normwise: f64,
-}
-
-impl Distance {
-    fn of<F: Float>(actual: &[F], expected: &[F]) -> Self {
-        assert_eq!(actual.len(), expected.len());
-        let pairs = || {
-            actual
-                .iter()
-                .zip(expected)
-                .map(|(a, e)| (a.to_f64(), e.to_f64()))
-        };
-        let largest = pairs().fold(0.0, |m, (_, e)| e.abs().max(m));
-        Distance {
-            elementwise: pairs().fold(0.0, |m, (a, e)| ((a - e).abs() / e.abs().max(1e-12)).max(m)),
-            normwise: pairs().fold(0.0, |m, (a, e)| (a - e).abs().max(m)) / largest,
-        }
-    }
-
-    fn max(self, other: Self) -> Self {
-        Distance {
-            elementwise: self.elementwise.max(other.elementwise),
-            normwise: self.normwise.max(other.normwise),
-        }
-    }
-}
-
-/// Runs every configuration for [`STEPS`] steps on the golden start and gradients of `file`, and
-/// checks `measure` of its distance from torch's trajectory against `tolerance`.
-fn assert_trajectories_within<F: Float>(file: &str, measure: fn(&Distance) -> f64, tolerance: f64) {
-    let g = golden::<F>(file);
-    let mut report = Vec::new();
-    for (name, mut opt) in configs::<F>() {
-        let mut m = model(&g);
-        let mut worst = Distance::default();
-        for t in 0..STEPS {
-            let grads = grads_at(&g, &m, t);
-            opt.step(&mut m, &grads);
-            for p in &m {
-                let expected = row(&tensor(&g, &format!("{name}.{}", p.name().unwrap())), t);
-                worst = worst.max(Distance::of(p.value().data(), expected.data()));
-            }
-        }
-        report.push((name, worst));
-    }
-    println!("{file}: largest relative error over {STEPS} steps (element, normwise)");
-    for (name, d) in &report {
-        println!("{name:<24} {:>9.2e} {:>9.2e}", d.elementwise, d.normwise);
-    }
-    for (name, d) in &report {
-        assert!(
-            measure(d) <= tolerance,
-            "{name} in {file}: relative error {:e} exceeds {tolerance:e}",
-            measure(d)
-        );
-    }
-}
-
 /// In f64 every element stays within 1e-12 of torch's, relative to itself.
 #[test]
 fn new_optimizers_and_maximize_match_pytorch_f64_for_a_hundred_steps() {
-    assert_trajectories_within::<f64>(GOLDEN_F64, |d| d.elementwise, 1e-12);
+    let distances = trajectory_distances(&golden::<f64>(GOLDEN_F64), configs());
+    assert_within(&distances, GOLDEN_F64, |d| d.elementwise, 1e-12);
 }
 
 /// In f32, within 2e-7 of the largest weight of its tensor (a few ulps): the step constants are
@@ -264,46 +169,17 @@ fn new_optimizers_and_maximize_match_pytorch_f64_for_a_hundred_steps() {
 /// (see tests/optim_parity.rs for why the measure is normwise).
 #[test]
 fn new_optimizers_and_maximize_match_pytorch_f32_for_a_hundred_steps() {
-    assert_trajectories_within::<f32>(GOLDEN_F32, |d| d.normwise, 2e-7);
+    let distances = trajectory_distances(&golden::<f32>(GOLDEN_F32), configs());
+    assert_within(&distances, GOLDEN_F32, |d| d.normwise, 2e-7);
 }
 
 #[test]
 fn saving_at_step_ten_and_resuming_equals_an_uninterrupted_run() {
-    let g = golden::<f64>(GOLDEN_F64);
-    let dir = std::env::temp_dir().join(format!("rewind-optim-more-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for ((name, mut whole), (_, mut first_part)) in configs::<f64>().into_iter().zip(configs()) {
-        let mut straight = model(&g);
-        for t in 0..STEPS {
-            let grads = grads_at(&g, &straight, t);
-            whole.step(&mut straight, &grads);
-        }
-        let mut resumed = model(&g);
-        for t in 0..10 {
-            let grads = grads_at(&g, &resumed, t);
-            first_part.step(&mut resumed, &grads);
-        }
-        let file = dir.join(format!("{name}.safetensors"));
-        first_part.state().save(&file).unwrap();
-        let (_, mut rest) = configs::<f64>()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .unwrap();
-        rest.set_lr(123.0); // the saved state must restore it
-        rest.load_state(&OptimState::load(&file).unwrap()).unwrap();
-        for t in 10..STEPS {
-            let grads = grads_at(&g, &resumed, t);
-            rest.step(&mut resumed, &grads);
-        }
-        for (a, b) in straight.iter().zip(&resumed) {
-            assert_eq!(
-                a.value().data(),
-                b.value().data(),
-                "{name}: resumed run differs"
-            );
-        }
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_resuming_at_step_ten_equals_an_uninterrupted_run(
+        &golden(GOLDEN_F64),
+        configs::<f64>,
+        "rewind-optim-more",
+    );
 }
 
 /// The state holds each parameter's buffers under its name, as torch's state_dict holds them per

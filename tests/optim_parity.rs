@@ -5,69 +5,33 @@
 //! 1e-12 relative; float32 runs must match torch's own float32 results (not the exact values), so
 //! they also check that rewind rounds where torch does.
 
+mod support;
+
 use std::path::Path;
 
-use rewind::autograd::io::{load_tensors, TensorFile};
-use rewind::autograd::{Float, Grads, Param, Tape, Tensor};
+use rewind::autograd::io::TensorFile;
+use rewind::autograd::{Float, Param, Tape, Tensor};
 use rewind::optim::{
     clip_grad_norm, clip_grad_norm_finite, clip_grad_value, Adagrad, Adam, CosineAnnealingLr,
     ExponentialLr, LinearLr, LrSchedule, OptimState, Optimizer, ParamGroup, RmsProp, Scheduler,
     Sgd, StepLr, Warmup,
 };
+use support::golden::{load, tensor};
+use support::trajectories::{
+    assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at,
+    max_rel_error, model, trajectory_distances, Configs,
+};
 
-const STEPS: usize = 100;
 const SCHEDULE_STEPS: usize = 20;
-const GOLDEN_F64: &str = "tests/data/optim_golden.safetensors";
-const GOLDEN_F32: &str = "tests/data/optim_golden_f32.safetensors";
+const GOLDEN_F64: &str = "optim_golden.safetensors";
+const GOLDEN_F32: &str = "optim_golden_f32.safetensors";
 
-fn golden<F: Float>(file: &str) -> TensorFile<F> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    load_tensors(&path).expect("golden data from scripts/golden_optim.py")
-}
-
-fn tensor<F: Float>(g: &TensorFile<F>, name: &str) -> Tensor<F> {
-    g.tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("golden data lacks {name}"))
-        .clone()
-}
-
-/// Row `t` of a [T, ...] tensor.
-fn row<F: Float>(t: &Tensor<F>, i: usize) -> Tensor<F> {
-    let inner: Vec<usize> = t.shape()[1..].to_vec();
-    let n: usize = inner.iter().product();
-    Tensor::from_vec(t.data()[i * n..(i + 1) * n].to_vec(), &inner).unwrap()
-}
-
-fn model<F: Float>(g: &TensorFile<F>) -> Vec<Param<F>> {
-    vec![
-        Param::named("weight", tensor(g, "params.weight")),
-        Param::named("bias", tensor(g, "params.bias")),
-    ]
-}
-
-/// Gradients equal to the golden ones at step `t`: the gradient of Σ p ⊙ G with respect to p is G.
-fn grads_at<F: Float>(g: &TensorFile<F>, model: &[Param<F>], t: usize) -> Grads<F> {
-    let tape = Tape::new();
-    let mut loss = tape.constant(Tensor::scalar(F::ZERO));
-    for p in model {
-        let gt = row(&tensor(g, &format!("grads.{}", p.name().unwrap())), t);
-        loss = loss + (tape.param(p) * tape.constant(gt)).sum();
-    }
-    loss.backward()
-}
-
-fn max_rel_error<F: Float>(actual: &[F], expected: &[F]) -> f64 {
-    assert_eq!(actual.len(), expected.len());
-    actual
-        .iter()
-        .zip(expected)
-        .map(|(a, e)| (a.to_f64() - e.to_f64()).abs() / e.to_f64().abs().max(1e-12))
-        .fold(0.0, f64::max)
+fn golden<F: Float>(name: &str) -> TensorFile<F> {
+    load(name, "golden_optim.py")
 }
 
 /// The configurations of scripts/golden_optim.py's CONFIGS, by the same names.
-fn configs<F: Float>() -> Vec<(&'static str, Box<dyn Optimizer<F>>)> {
+fn configs<F: Float>() -> Configs<F> {
     vec![
         ("sgd", Box::new(Sgd::new(0.1))),
         ("sgd_momentum", Box::new(Sgd::new(0.1).momentum(0.9))),
@@ -141,92 +105,11 @@ fn configs<F: Float>() -> Vec<(&'static str, Box<dyn Optimizer<F>>)> {
     ]
 }
 
-/// How far a run is from torch's, over every parameter and step: the largest error of one
-/// element relative to that element (`elementwise`), and relative to the largest element of its
-/// tensor at that step (`normwise`, ‖a - e‖∞ / ‖e‖∞). The first blows up where a weight passes
-/// near zero; the second does not.
-#[derive(Clone, Copy, Debug, Default)]
-struct Distance {
-    elementwise: f64,
-    normwise: f64,
-}
-
-impl Distance {
-    fn of<F: Float>(actual: &[F], expected: &[F]) -> Self {
-        let largest = expected.iter().fold(0.0, |m, e| e.to_f64().abs().max(m));
-        let worst_abs = actual
-            .iter()
-            .zip(expected)
-            .fold(0.0, |m, (a, e)| (a.to_f64() - e.to_f64()).abs().max(m));
-        Distance {
-            elementwise: max_rel_error(actual, expected),
-            normwise: worst_abs / largest,
-        }
-    }
-
-    fn max(self, other: Self) -> Self {
-        Distance {
-            elementwise: self.elementwise.max(other.elementwise),
-            normwise: self.normwise.max(other.normwise),
-        }
-    }
-}
-
-/// Runs every configuration for [`STEPS`] steps on the golden start and gradients of `file`, and
-/// returns, per configuration, its distance from torch's trajectory.
-fn trajectory_distances<F: Float>(file: &str) -> Vec<(&'static str, Distance)> {
-    let g = golden::<F>(file);
-    configs::<F>()
-        .into_iter()
-        .map(|(name, mut opt)| {
-            let mut m = model(&g);
-            let mut worst = Distance::default();
-            for t in 0..STEPS {
-                let grads = grads_at(&g, &m, t);
-                opt.step(&mut m, &grads);
-                for p in &m {
-                    let expected = row(&tensor(&g, &format!("{name}.{}", p.name().unwrap())), t);
-                    worst = worst.max(Distance::of(p.value().data(), expected.data()));
-                }
-            }
-            (name, worst)
-        })
-        .collect()
-}
-
-/// Prints every configuration's distance, then checks the chosen measure of each against
-/// `tolerance`.
-fn assert_within(
-    distances: &[(&str, Distance)],
-    dtype: &str,
-    measure: fn(&Distance) -> f64,
-    tolerance: f64,
-) {
-    let report: Vec<String> = distances
-        .iter()
-        .map(|(name, d)| format!("{name:<28} {:>9.2e} {:>9.2e}", d.elementwise, d.normwise))
-        .collect();
-    println!(
-        "{dtype} optimizer parity over {STEPS} steps, largest relative error\n{:<28} {:>9} {:>9}\n{}",
-        "",
-        "element",
-        "normwise",
-        report.join("\n")
-    );
-    for (name, d) in distances {
-        let worst = measure(d);
-        assert!(
-            worst <= tolerance,
-            "{name} in {dtype}: relative error {worst:e} exceeds {tolerance:e}"
-        );
-    }
-}
-
 /// In f64 every element stays within 1e-12 of torch's, relative to itself (the runs agree to
 /// the last bit or two).
 #[test]
 fn every_optimizer_matches_pytorch_f64_for_a_hundred_steps() {
-    let distances = trajectory_distances::<f64>(GOLDEN_F64);
+    let distances = trajectory_distances(&golden::<f64>(GOLDEN_F64), configs());
     assert_within(&distances, "f64", |d| d.elementwise, 1e-12);
 }
 
@@ -240,7 +123,7 @@ fn every_optimizer_matches_pytorch_f64_for_a_hundred_steps() {
 /// round them, f32 runs were up to 1.3e-5 away by this measure (Adam at β2 = 0.9999).
 #[test]
 fn every_optimizer_matches_pytorch_f32_for_a_hundred_steps() {
-    let distances = trajectory_distances::<f32>(GOLDEN_F32);
+    let distances = trajectory_distances(&golden::<f32>(GOLDEN_F32), configs());
     assert_within(&distances, "f32", |d| d.normwise, 2e-7);
 }
 
@@ -354,43 +237,11 @@ fn a_scheduler_drives_any_optimizer() {
 
 #[test]
 fn saving_at_step_ten_and_resuming_equals_an_uninterrupted_run() {
-    let g = golden::<f64>(GOLDEN_F64);
-    let dir = std::env::temp_dir().join(format!("rewind-optim-resume-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for ((name, mut whole), (_, mut first_half)) in configs::<f64>().into_iter().zip(configs()) {
-        let mut straight = model(&g);
-        for t in 0..STEPS {
-            let grads = grads_at(&g, &straight, t);
-            whole.step(&mut straight, &grads);
-        }
-        let mut resumed = model(&g);
-        for t in 0..10 {
-            let grads = grads_at(&g, &resumed, t);
-            first_half.step(&mut resumed, &grads);
-        }
-        let file = dir.join(format!("{name}.safetensors"));
-        first_half.state().save(&file).unwrap();
-        let (_, mut second_half) = configs::<f64>()
-            .into_iter()
-            .find(|(n, _)| *n == name)
-            .unwrap();
-        second_half.set_lr(123.0); // the saved state must restore it
-        second_half
-            .load_state(&OptimState::load(&file).unwrap())
-            .unwrap();
-        for t in 10..STEPS {
-            let grads = grads_at(&g, &resumed, t);
-            second_half.step(&mut resumed, &grads);
-        }
-        for (a, b) in straight.iter().zip(&resumed) {
-            assert_eq!(
-                a.value().data(),
-                b.value().data(),
-                "{name}: resumed run differs"
-            );
-        }
-    }
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_resuming_at_step_ten_equals_an_uninterrupted_run(
+        &golden(GOLDEN_F64),
+        configs::<f64>,
+        "rewind-optim-resume",
+    );
 }
 
 #[test]

@@ -8,18 +8,17 @@
 //! warm-up ramp, which torch's LinearLR builds by repeated multiplication, is an ulp away at
 //! one step; the tolerance also leaves room for another platform's `cos`.
 
-use std::cell::{Cell, RefCell};
-use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
-use std::sync::Once;
+mod support;
 
-use rewind::autograd::io::{load_tensors, TensorFile};
+use rewind::autograd::io::TensorFile;
 use rewind::optim::{
     Anneal, CosineAnnealingWarmRestarts, LrSchedule, MultiStepLr, OneCycleLr, Optimizer,
     PlateauMode, ReduceLrOnPlateau, Scheduler, Sgd, ThresholdMode, Warmup,
 };
+use support::golden::{load, tensor};
+use support::panics::panic_of;
 
-const GOLDEN: &str = "tests/data/schedules_golden.safetensors";
+const GOLDEN: &str = "schedules_golden.safetensors";
 /// The base learning rate of every case but the one-cycle ones (scripts/golden_schedules.py's
 /// BASE_LR).
 const BASE_LR: f64 = 0.1;
@@ -27,16 +26,11 @@ const BASE_LR: f64 = 0.1;
 const WARMUP: usize = 4;
 
 fn golden() -> TensorFile<f64> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
-    load_tensors(&path).expect("golden data from scripts/golden_schedules.py")
+    load(GOLDEN, "golden_schedules.py")
 }
 
 fn values(g: &TensorFile<f64>, name: &str) -> Vec<f64> {
-    g.tensors
-        .get(name)
-        .unwrap_or_else(|| panic!("golden data lacks {name}"))
-        .data()
-        .to_vec()
+    tensor(g, name).data().to_vec()
 }
 
 /// The rate before any step, then after each of `steps` steps (the golden sequences' layout).
@@ -284,43 +278,6 @@ fn a_metric_is_ignored_by_schedules_that_read_none() {
         drive_with_metrics(make(), BASE_LR, &metrics),
         drive(make(), BASE_LR, metrics.len())
     );
-}
-
-thread_local! {
-    static LAST: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
-    static EXPECTING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `f`, expecting a panic; returns its message and the file and line it points at.
-fn panic_of(f: impl FnOnce()) -> (String, String, u32) {
-    // One hook for the whole binary: tests run on parallel threads, each recording its own
-    // expected panic's location in a thread-local. Any other panic (a failing assertion) is
-    // reported by the default hook, so its message still shows.
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        let report = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if EXPECTING.get() {
-                let loc = info.location().map(|l| (l.file().to_string(), l.line()));
-                LAST.with(|last| *last.borrow_mut() = loc);
-            } else {
-                report(info);
-            }
-        }))
-    });
-    EXPECTING.set(true);
-    let result = panic::catch_unwind(AssertUnwindSafe(f));
-    EXPECTING.set(false);
-    let err = result.expect_err("expected a panic");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    let (file, line) = LAST
-        .with(|last| last.borrow_mut().take())
-        .expect("a panic location");
-    (msg, file, line)
 }
 
 /// A misuse, the line it is on, and the message it must panic with.

@@ -1,37 +1,9 @@
 //! Shape misuse panics at the caller's line, naming the op and both shapes.
 
-use std::cell::RefCell;
-use std::panic::{self, AssertUnwindSafe};
-use std::sync::Once;
+mod support;
 
 use rewind::autograd::{concat, Tape, Tensor};
-
-thread_local! {
-    static LAST: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
-}
-
-/// Runs `f`, expecting a panic; returns its message and the file and line it points at.
-fn panic_of(f: impl FnOnce()) -> (String, String, u32) {
-    // One hook for the whole binary, installed once: tests run on parallel threads, and each
-    // records its own panic's location in a thread-local.
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| {
-        panic::set_hook(Box::new(|info| {
-            let loc = info.location().map(|l| (l.file().to_string(), l.line()));
-            LAST.with(|last| *last.borrow_mut() = loc);
-        }))
-    });
-    let err = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("expected a panic");
-    let msg = err
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_default();
-    let (file, line) = LAST
-        .with(|last| last.borrow_mut().take())
-        .expect("a panic location");
-    (msg, file, line)
-}
+use support::panics::panic_of;
 
 /// A misuse, the line it is on, and the message it must panic with.
 type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);

@@ -1,0 +1,54 @@
+//! The char_rnn example's tests: a scratch directory per test, a tiny text and argument lists.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A fresh directory `{prefix}-{process}-{test}` of the calling test's own (tests run in
+/// parallel), emptied if a previous run left it.
+pub fn scratch_dir(prefix: &str) -> PathBuf {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}-{test}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `dir/tiny.txt`: two short sentences thirty times over, on one line.
+pub fn tiny_text(dir: &Path) -> PathBuf {
+    tiny(dir, " ")
+}
+
+/// `dir/tiny.txt`: two short sentences thirty times over, one a line.
+pub fn tiny_lines(dir: &Path) -> PathBuf {
+    tiny(dir, "\n")
+}
+
+fn tiny(dir: &Path, separator: &str) -> PathBuf {
+    let path = dir.join("tiny.txt");
+    let text = format!("the cat sat on the mat.{separator}the dog sat on the log.{separator}");
+    fs::write(&path, text.repeat(30)).unwrap();
+    path
+}
+
+/// The command line `char_rnn <list>`.
+pub fn args(list: &[&str]) -> Vec<String> {
+    std::iter::once("char_rnn")
+        .chain(list.iter().copied())
+        .map(String::from)
+        .collect()
+}
+
+/// The command line of a training run: the flags `defaults`, less those `extra` gives, then
+/// `extra`.
+pub fn train_args(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<&str> = defaults
+        .iter()
+        .filter(|(flag, _)| !extra.contains(flag))
+        .flat_map(|&(flag, value)| [flag, value])
+        .collect();
+    a.extend_from_slice(extra);
+    args(&a)
+}
