@@ -19,7 +19,6 @@ Run: python3 scripts/golden_nn.py   (needs torch and safetensors)
 """
 
 import json
-import struct
 import zlib
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from safetensors_metadata import sort_metadata
 
 torch.set_default_dtype(torch.float32)
 
@@ -237,23 +238,6 @@ def loss_case(out, case):
     (grad,) = torch.autograd.grad(loss, [x])
     record(out, case, {"input": x, **extra, "loss": loss.reshape(1), "grad_input": grad})
     return dict(kind="loss")
-
-
-def sort_metadata(path):
-    """Rewrite the header with its metadata keys sorted, in place.
-
-    safetensors writes __metadata__ in hash-map order, which changes from run to run; sorting
-    it makes the files byte-for-byte reproducible (no spurious git diffs). The header keeps
-    its length, so the tensor data does not move.
-    """
-    with open(path, "r+b") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        text = json.dumps(header, separators=(",", ":")).encode()
-        assert len(text) <= size, "rewritten header grew"
-        f.seek(8)
-        f.write(text.ljust(size, b" "))
 
 
 def write_golden():

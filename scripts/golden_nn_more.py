@@ -32,7 +32,6 @@ Run: python3 scripts/golden_nn_more.py   (needs torch and safetensors)
 
 import copy
 import json
-import struct
 import zlib
 from pathlib import Path
 
@@ -40,6 +39,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from safetensors_metadata import sort_metadata
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 GOLDEN = DATA / "nn_more_golden.safetensors"
@@ -278,23 +279,6 @@ def load_case(record, dtype, model, x):
     with torch.no_grad():
         output, (h_n, c_n) = model(x)
     record("load", {"input": x, "output": output, "h_n": h_n, "c_n": c_n})
-
-
-def sort_metadata(path):
-    """Rewrite the header with its metadata keys sorted, in place.
-
-    safetensors writes __metadata__ in hash-map order, which changes from run to run; sorting
-    it makes the files byte-for-byte reproducible (no spurious git diffs). The header keeps
-    its length, so the tensor data does not move.
-    """
-    with open(path, "r+b") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        text = json.dumps(header, separators=(",", ":")).encode()
-        assert len(text) <= size, "rewritten header grew"
-        f.seek(8)
-        f.write(text.ljust(size, b" "))
 
 
 def write_golden():

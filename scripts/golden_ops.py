@@ -25,14 +25,14 @@ identical bytes.
 Run: python3 scripts/golden_ops.py   (needs torch and safetensors)
 """
 
-import json
-import struct
 import zlib
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
+
+from safetensors_metadata import sort_metadata
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 GOLDEN = DATA / "ops_golden.safetensors"
@@ -220,23 +220,6 @@ def write_golden():
     sort_metadata(GOLDEN)
     print(f"{GOLDEN.relative_to(DATA.parent.parent)}: {len(tensors)} tensors, "
           f"{GOLDEN.stat().st_size} bytes")
-
-
-def sort_metadata(path):
-    """Rewrite the header with its metadata keys sorted, in place.
-
-    safetensors writes __metadata__ in hash-map order, which changes from run to run; sorting
-    it makes the file byte-for-byte reproducible. The header keeps its length, so the tensor data
-    does not move.
-    """
-    with open(path, "r+b") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        text = json.dumps(header, separators=(",", ":")).encode()
-        assert len(text) <= size, "rewritten header grew"
-        f.seek(8)
-        f.write(text.ljust(size, b" "))
 
 
 if __name__ == "__main__":

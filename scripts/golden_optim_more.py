@@ -23,10 +23,11 @@ Run: python3 scripts/golden_optim_more.py   (needs torch and safetensors)
 
 import json
 import pathlib
-import struct
 
 import torch
 from safetensors.torch import save_file
+
+from safetensors_metadata import sort_metadata
 
 torch.manual_seed(14)
 STEPS = 100
@@ -98,20 +99,6 @@ def trajectories(dtype):
             out[f"{name}.{k}"] = torch.stack(values)
     torch.set_default_dtype(torch.float32)
     return out
-
-
-def sort_metadata(path):
-    """Rewrite the header with its metadata keys sorted, in place, so that regenerating gives the
-    same bytes (safetensors writes the metadata in hash-map order). The header keeps its length,
-    so the tensor data does not move."""
-    with open(path, "r+b") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        text = json.dumps(header, separators=(",", ":")).encode()
-        assert len(text) <= size, "rewritten header grew"
-        f.seek(8)
-        f.write(text.ljust(size, b" "))
 
 
 metadata = {"generator": "scripts/golden_optim_more.py", "torch": torch.__version__}

@@ -27,10 +27,11 @@ Run: python3 scripts/golden_schedules.py   (needs torch and safetensors)
 import json
 import math
 import pathlib
-import struct
 
 import torch
 from safetensors.torch import save_file
+
+from safetensors_metadata import sort_metadata
 
 DATA = pathlib.Path(__file__).resolve().parent.parent / "tests" / "data"
 OUT = DATA / "schedules_golden.safetensors"
@@ -207,20 +208,6 @@ def nonfinite_cases(out):
             total = torch.nn.utils.clip_grad_norm_([p], max_norm, norm_type=norm_type, foreach=False)
             out[f"clip.nonfinite_{label}.{case}.total"] = total.reshape(1)
             out[f"clip.nonfinite_{label}.{case}.grad"] = p.grad
-
-
-def sort_metadata(path):
-    """Rewrite the header with its metadata keys sorted, in place, so that regenerating gives
-    identical bytes (safetensors writes __metadata__ in hash-map order). The header keeps its
-    length, so the tensor data does not move."""
-    with open(path, "r+b") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(size))
-        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
-        text = json.dumps(header, separators=(",", ":")).encode()
-        assert len(text) <= size, "rewritten header grew"
-        f.seek(8)
-        f.write(text.ljust(size, b" "))
 
 
 def main():
