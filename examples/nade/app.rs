@@ -146,7 +146,10 @@ where
     };
     check(&cli)?;
     let (train, test) = data::split(&data::load(&cli.data)?);
-    let (x_train, x_test) = (data::to_tensor::<f32>(&train), data::to_tensor::<f32>(&test));
+    let (x_train, x_test) = (
+        data::to_tensor::<f32>(&train),
+        data::to_tensor::<f32>(&test),
+    );
     println!(
         "{} training and {} test images, binarized at pixel >= {}; NADE H = {}, {} epochs, batch {}, Adam lr {}, seed {}",
         train.len(),

@@ -29,8 +29,7 @@ pub fn load(path: &Path) -> Result<Vec<[bool; PIXELS]>, Error> {
         .enumerate()
         .filter(|(_, line)| !line.trim().is_empty())
         .map(|(i, line)| {
-            parse_line(line)
-                .map_err(|m| Error::Data(format!("{}:{}: {m}", path.display(), i + 1)))
+            parse_line(line).map_err(|m| Error::Data(format!("{}:{}: {m}", path.display(), i + 1)))
         })
         .collect::<Result<Vec<_>, _>>()?;
     if images.len() < 2 {

@@ -19,7 +19,10 @@ pub fn grid(rows: &[(&str, Vec<Vec<f64>>)]) -> String {
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
     );
-    let _ = writeln!(s, r#"<rect width="{width}" height="{height}" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<rect width="{width}" height="{height}" fill="white"/>"#
+    );
     for (r, (label, images)) in rows.iter().enumerate() {
         let y0 = GAP + r * tile;
         let _ = writeln!(
