@@ -6,7 +6,7 @@ use super::data::SIDE;
 
 const CELL: usize = 4;
 const GAP: usize = 4;
-const LABEL: usize = 110;
+const LABEL: usize = 140;
 
 /// An SVG of labelled rows of images, each row's images side by side; an image is 64 values
 /// read as on when at least ½, row-major.
