@@ -224,21 +224,35 @@ pub fn spread<C: Cell<F>, F: Float>(
     draws: usize,
 ) -> Spread {
     let full = estimate(net, Method::Full, stream, position, window, 0);
-    let estimates: Vec<Vec<f64>> = (0..draws as u64)
-        .map(|seed| estimate(net, method, stream, position, window, seed))
+    // Deviations from g, so that identical estimates give exactly zero bias and variance.
+    let deviations: Vec<Vec<f64>> = (0..draws as u64)
+        .map(|seed| {
+            let e = estimate(net, method, stream, position, window, seed);
+            e.iter().zip(&full).map(|(x, g)| x - g).collect()
+        })
         .collect();
-    let n = estimates.len() as f64;
+    let n = deviations.len() as f64;
     let mut mean = vec![0.0; full.len()];
-    for e in &estimates {
-        for (m, v) in mean.iter_mut().zip(e) {
-            *m += v / n;
+    for d in &deviations {
+        for (m, v) in mean.iter_mut().zip(d) {
+            *m += v;
         }
     }
-    let sq = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>();
+    mean.iter_mut().for_each(|m| *m /= n);
+    let norm_sq = |a: &[f64]| a.iter().map(|x| x * x).sum::<f64>();
     Spread {
-        full_sq: full.iter().map(|v| v * v).sum(),
-        msd: estimates.iter().map(|e| sq(e, &full)).sum::<f64>() / n,
-        bias_sq: sq(&mean, &full),
-        variance: estimates.iter().map(|e| sq(e, &mean)).sum::<f64>() / n,
+        full_sq: norm_sq(&full),
+        msd: deviations.iter().map(|d| norm_sq(d)).sum::<f64>() / n,
+        bias_sq: norm_sq(&mean),
+        variance: deviations
+            .iter()
+            .map(|d| {
+                d.iter()
+                    .zip(&mean)
+                    .map(|(x, m)| (x - m) * (x - m))
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / n,
     }
 }
