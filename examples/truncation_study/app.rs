@@ -86,7 +86,7 @@ struct Cli {
     #[arg(long, default_value = "../shared/data/timemachine.txt")]
     data: PathBuf,
     /// Passes over the training tokens per run (the equal-characters mode).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 2)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 5)]
     epochs: usize,
     /// Train each run for this many minutes of training time instead of --epochs (the
     /// equal-wall-clock mode); validation after every epoch and at the end.
@@ -133,9 +133,10 @@ struct Cli {
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     clip: f64,
     /// Draws of the randomized gradient at the fixed point.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 50)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100)]
     draws: usize,
-    /// The directory the SVG and the markdown tables are written into.
+    /// The directory the SVG and the markdown tables are written into (truncation_study.svg and
+    /// .md; truncation_study_wallclock.* with --minutes).
     #[arg(long, default_value = ".")]
     out_dir: PathBuf,
 }
@@ -273,8 +274,12 @@ where
     tables.push('\n');
     tables.push_str(&grad_table(&grads));
     println!("\n{tables}");
-    let svg = cli.out_dir.join("truncation_study.svg");
-    let tables_path = cli.out_dir.join("truncation_study.md");
+    let stem = match cli.minutes {
+        Some(_) => "truncation_study_wallclock",
+        None => "truncation_study",
+    };
+    let svg = cli.out_dir.join(format!("{stem}.svg"));
+    let tables_path = cli.out_dir.join(format!("{stem}.md"));
     write(&svg, &svg::curves(&curves, cli.minutes.is_some()))?;
     write(&tables_path, &tables)?;
     println!("wrote {} and {}", svg.display(), tables_path.display());
