@@ -206,3 +206,30 @@ fn batched_transposes_of_transposes() {
     );
     assert!(result.is_ok(), "{}", result.unwrap_err());
 }
+
+#[test]
+fn select_takes_one_index_along_an_axis_and_drops_the_axis() {
+    // torch.select(x, dim, i) = x.narrow(dim, i, 1).squeeze(dim)
+    let x = random(&[2, 3, 4], 19);
+    let tape = Tape::new();
+    let v = tape.constant(x.clone());
+    let s = v.select(1, 2);
+    assert_eq!(s.shape().as_slice(), &[2, 4]);
+    assert_eq!(s.value(), v.narrow(1, 2, 1).squeeze(1).value());
+    assert_eq!(
+        v.select(-1, 0).value(),
+        v.narrow(2, 0, 1).squeeze(2).value()
+    );
+    let result = gradcheck(
+        |tape, v| (v[0].select(0, 1).tanh() * tape.constant(random(&[3, 4], 20))).sum(),
+        std::slice::from_ref(&x),
+    );
+    assert!(result.is_ok(), "{}", result.unwrap_err());
+}
+
+#[test]
+#[should_panic(expected = "select: index 3 out of range for axis 1 of shape [2, 3, 4]")]
+fn select_out_of_range_names_the_index_axis_and_shape() {
+    let tape = Tape::new();
+    tape.constant(random(&[2, 3, 4], 21)).select(1, 3);
+}

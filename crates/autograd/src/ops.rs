@@ -484,6 +484,19 @@ impl<'t, F: Float> Var<'t, F> {
         })
     }
 
+    /// The entry `index` along `axis` (negative counts from the end), with that axis removed:
+    /// `torch.select`, i.e. `narrow(axis, index, 1).squeeze(axis)`. One time step of a sequence
+    /// `[T, B, H]` is `x.select(0, t)`. Backward adds into that entry.
+    #[track_caller]
+    pub fn select(self, axis: impl Axis + std::fmt::Debug, index: usize) -> Self {
+        let shape = self.shape();
+        let a = check::axis("select", &shape, axis);
+        if index >= shape[a] {
+            panic!("select: index {index} out of range for axis {a} of shape {shape:?}");
+        }
+        self.narrow(a, index, 1).squeeze(a)
+    }
+
     /// `chunks` pieces of equal size along `axis` (negative counts from the end; the last piece
     /// smaller if it does not divide), as `torch.chunk`.
     #[track_caller]
