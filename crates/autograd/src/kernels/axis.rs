@@ -16,18 +16,10 @@ pub(crate) fn sum_axis<F: Float>(x: &[F], shape: &[usize], axis: usize, divisor:
         }
         return out;
     }
-    let mut acc = vec![0.0f64; inner];
     for o in 0..outer {
-        acc.iter_mut().for_each(|a| *a = 0.0);
-        for j in 0..len {
-            let src = &x[(o * len + j) * inner..][..inner];
-            for (a, &s) in acc.iter_mut().zip(src) {
-                *a += s.to_f64();
-            }
-        }
-        for (dst, &a) in out[o * inner..(o + 1) * inner].iter_mut().zip(&acc) {
-            *dst = F::from_f64(a / d);
-        }
+        let block = &x[o * len * inner..(o + 1) * len * inner];
+        let dst = &mut out[o * inner..(o + 1) * inner];
+        sum::column_sums(block, inner, |_, v| v, |i, a| dst[i] = F::from_f64(a / d));
     }
     out
 }

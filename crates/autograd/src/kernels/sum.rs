@@ -50,16 +50,42 @@ pub(crate) fn dot<F: Float>(a: &[F], b: &[F]) -> f64 {
     total
 }
 
-/// `dst[j] += Σ_r rows[r][j]` over the rows of `src` (each `dst.len()` wide), accumulated in f64.
-pub(crate) fn add_rows<F: Float>(src: &[F], dst: &mut [F], f: impl Fn(usize, F) -> F) {
-    let n = dst.len();
-    let mut acc = vec![0.0f64; n];
-    for (r, row) in src.chunks_exact(n).enumerate() {
-        for (j, (a, &g)) in acc.iter_mut().zip(row).enumerate() {
-            *a += f(r * n + j, g).to_f64();
+/// Columns summed at a time: their f64 accumulators live on the stack, and each row is read in
+/// runs of this many contiguous elements.
+const BLOCK: usize = 64;
+
+/// For each column j of `src` (rows `n` wide), `out(j, Σ_r f(r·n + j, src[r·n + j]))`, the sum
+/// taken in f64 in row order; no buffer is allocated.
+pub(crate) fn column_sums<F: Float>(
+    src: &[F],
+    n: usize,
+    f: impl Fn(usize, F) -> F,
+    mut out: impl FnMut(usize, f64),
+) {
+    let rows = src.len().checked_div(n).unwrap_or(0);
+    for start in (0..n).step_by(BLOCK) {
+        let width = BLOCK.min(n - start);
+        let mut acc = [0.0f64; BLOCK];
+        for r in 0..rows {
+            let at = r * n + start;
+            for (j, (a, &v)) in acc[..width]
+                .iter_mut()
+                .zip(&src[at..at + width])
+                .enumerate()
+            {
+                *a += f(at + j, v).to_f64();
+            }
+        }
+        for (j, &a) in acc[..width].iter().enumerate() {
+            out(start + j, a);
         }
     }
-    for (d, a) in dst.iter_mut().zip(acc) {
-        *d = F::from_f64(d.to_f64() + a);
-    }
+}
+
+/// `dst[j] += Σ_r f(r·n + j, src[r·n + j])` over the rows of `src` (each `n = dst.len()` wide),
+/// accumulated in f64.
+pub(crate) fn add_rows<F: Float>(src: &[F], dst: &mut [F], f: impl Fn(usize, F) -> F) {
+    column_sums(src, dst.len(), f, |j, a| {
+        dst[j] = F::from_f64(dst[j].to_f64() + a)
+    });
 }
