@@ -6,12 +6,13 @@
 // Each check takes its inputs as a fresh slice; `&[x.clone()]` reads better here than from_ref.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
+mod support;
+
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
-use rewind::autograd::{
-    gradcheck, stack, CrossEntropyOptions, Param, Reduction, Tape, Tensor, Var,
-};
+use rewind::autograd::{stack, CrossEntropyOptions, Param, Reduction, Tape, Tensor};
 use rewind::nn::loss::{nll_loss_with, NllOptions};
+use support::gradcheck::{assert_close, check};
 
 const TRIALS: usize = 6;
 
@@ -21,17 +22,6 @@ fn rng(seed: u64) -> StdRng {
 
 fn uniform(shape: &[usize], rng: &mut StdRng) -> Tensor<f64> {
     Tensor::uniform(shape, -1.0, 1.0, rng)
-}
-
-#[track_caller]
-fn check<Fun>(f: Fun, inputs: &[Tensor<f64>])
-where
-    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
-{
-    if let Err(e) = gradcheck(f, inputs) {
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-        panic!("{e} (input shapes {shapes:?})");
-    }
 }
 
 /// Random batch dimensions (0 to 2 of them, each 1 to 3) and a copy with some set to 1 and some
@@ -145,14 +135,6 @@ fn vector_times_a_parameter_equals_the_product_on_leaves() {
         assert_close(&y.value(), &y2.value(), 1e-14);
         assert_close(&g[x], &g2[x2], 1e-14);
         assert_close(&g[&p], &g2[w2], 1e-14);
-    }
-}
-
-#[track_caller]
-fn assert_close(a: &Tensor<f64>, b: &Tensor<f64>, tol: f64) {
-    assert_eq!(a.shape(), b.shape());
-    for (x, y) in a.data().iter().zip(b.data()) {
-        assert!((x - y).abs() <= tol, "{a} vs {b}");
     }
 }
 

@@ -4,11 +4,14 @@
 // Each check takes its inputs as a fresh slice; `&[x.clone()]` reads better here than from_ref.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
+mod support;
+
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{
-    concat, gradcheck, stack, CrossEntropyOptions, CustomOp, Reduction, Tape, Tensor, Var,
+    concat, stack, CrossEntropyOptions, CustomOp, Reduction, Tape, Tensor, Var,
 };
+use support::gradcheck::{assert_close, check};
 
 const TRIALS: usize = 6;
 
@@ -44,17 +47,6 @@ fn away_from_zero(shape: &[usize], rng: &mut StdRng) -> Tensor<f64> {
         }
     }
     t
-}
-
-#[track_caller]
-fn check<Fun>(f: Fun, inputs: &[Tensor<f64>])
-where
-    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
-{
-    if let Err(e) = gradcheck(f, inputs) {
-        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
-        panic!("{e} (input shapes {shapes:?})");
-    }
 }
 
 #[test]
@@ -216,14 +208,6 @@ fn gru_composed<'t>(xp: Var<'t, f64>, hp: Var<'t, f64>, h: Var<'t, f64>) -> Var<
     let z = (x[1] + y[1]).sigmoid();
     let n = (x[2] + r * y[2]).tanh();
     (1.0 - z) * n + z * h
-}
-
-#[track_caller]
-fn assert_close(a: &Tensor<f64>, b: &Tensor<f64>, tol: f64) {
-    assert_eq!(a.shape(), b.shape());
-    for (x, y) in a.data().iter().zip(b.data()) {
-        assert!((x - y).abs() <= tol, "{x} vs {y}");
-    }
 }
 
 #[test]

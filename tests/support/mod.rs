@@ -4,5 +4,6 @@
 
 pub mod char_rnn;
 pub mod golden;
+pub mod gradcheck;
 pub mod panics;
 pub mod trajectories;
