@@ -9,9 +9,9 @@ mod grid;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use grid::{Bench, Mode, LENGTHS};
-use rewind::nn::{Cell, GruCell, LstmCell, RnnCell};
+use rewind::nn::{GruCell, LstmCell, RnnCell, StandardCell};
 
-fn cell<C: Cell<f32> + 'static>(c: &mut Criterion, name: &str) {
+fn cell<C: StandardCell<f32> + 'static>(c: &mut Criterion, name: &str) {
     let bench = Bench::<C>::new(*LENGTHS.last().unwrap());
     let mut group = c.benchmark_group(name);
     group.sample_size(10);

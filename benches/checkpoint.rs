@@ -22,7 +22,7 @@ fn pass(lstm: &Lstm, x: &Tensor, every: Option<usize>) -> usize {
         checkpoint_every: every,
         ..Run::default()
     };
-    let out = lstm.forward_with(&tape, tape.constant(x.clone()), &run);
+    let out = lstm.forward_with(&tape, tape.constant(x.clone()), None, &run);
     black_box(out.output.sum().backward());
     tape.stats().peak_bytes
 }

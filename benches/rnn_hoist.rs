@@ -1,6 +1,6 @@
 //! The hoisted input projection: an LSTM layer's forward + backward when x·W_ihᵀ for all T steps
 //! is one GEMM before the loop (what `Lstm::forward` does), against the naive form that projects
-//! each step's input inside the loop (`Cell::step`). B = 32, T = 64, H = 256, with in = 65
+//! each step's input inside the loop (`Cell::forward`). B = 32, T = 64, H = 256, with in = 65
 //! (one-hot characters) and in = 256 (an embedding as wide as the state).
 //!
 //! Run: `cargo bench --bench rnn_hoist`
@@ -48,7 +48,7 @@ fn bench_input(c: &mut Criterion, input: usize) {
             let mut hs = Vec::with_capacity(T);
             for t in 0..T {
                 let x_t = xs.narrow(0, t, 1).reshape(&[B, input]);
-                state = cell.step(&tape, x_t, state);
+                state = cell.forward(&tape, x_t, state);
                 hs.push(state.h);
             }
             black_box(stack(&hs, 0).sum().backward());

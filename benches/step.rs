@@ -13,7 +13,8 @@ use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{Param, Tape, Tensor};
 use rewind::nn::{
-    nested, Cell, Embedding, GruCell, Linear, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell,
+    nested, Embedding, GruCell, Linear, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell,
+    StandardCell,
 };
 use rewind::optim::{clip_grad_norm, Adam, Optimizer};
 
@@ -26,7 +27,7 @@ struct Model<C> {
     head: Linear,
 }
 
-impl<C: Cell<f32>> Module for Model<C> {
+impl<C: StandardCell<f32>> Module for Model<C> {
     fn params(&self) -> Vec<(String, &Param)> {
         let mut p = nested("embed", self.embed.params());
         p.extend(nested("rnn", self.rnn.params()));
@@ -49,7 +50,7 @@ fn steps_for(hidden: usize) -> usize {
     }
 }
 
-fn cell<C: Cell<f32> + 'static>(c: &mut Criterion, name: &str) {
+fn cell<C: StandardCell<f32> + 'static>(c: &mut Criterion, name: &str) {
     let mut group = c.benchmark_group(format!("step_{name}"));
     group.sample_size(10);
     for hidden in [128, 256, 512, 1024] {

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use grid::{Bench, Measurement, Mode, LENGTHS};
 use rewind::autograd::io::write_atomic;
-use rewind::nn::{Cell, GruCell, LstmCell, RnnCell};
+use rewind::nn::{GruCell, LstmCell, RnnCell, StandardCell};
 
 /// Full-BPTT figures of one cell, for the plot.
 struct Series {
@@ -46,7 +46,7 @@ fn fit(x: &[f64], y: &[f64]) -> (f64, f64, f64) {
     (a, b, 1.0 - ss_res / ss_tot)
 }
 
-fn cell<C: Cell<f32> + 'static>(name: &'static str, repeats: usize) -> Series {
+fn cell<C: StandardCell<f32> + 'static>(name: &'static str, repeats: usize) -> Series {
     let bench = Bench::<C>::new(*LENGTHS.last().unwrap());
     let mut series = Series {
         name,

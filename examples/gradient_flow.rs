@@ -15,8 +15,8 @@ use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{io::write_atomic, Tape, Tensor};
 use rewind::nn::{
-    grad_norms_through_time, recurrent_spectral_radii, Cell, GruCell, Linear, LstmCell, Module,
-    Recurrent, RecurrentConfig, RnnCell, Run,
+    grad_norms_through_time, recurrent_spectral_radii, GruCell, Linear, LstmCell, Module,
+    Recurrent, RecurrentConfig, RnnCell, Run, StandardCell,
 };
 use rewind::optim::{clip_grad_norm, Adam, Optimizer};
 
@@ -94,7 +94,7 @@ struct Model<C> {
     head: Linear,
 }
 
-impl<C: Cell<f32>> Module for Model<C> {
+impl<C: StandardCell<f32>> Module for Model<C> {
     fn params(&self) -> Vec<(String, &rewind::autograd::Param)> {
         let mut p = rewind::nn::nested("rnn", self.rnn.params());
         p.extend(rewind::nn::nested("head", self.head.params()));
@@ -117,7 +117,7 @@ struct Report {
 }
 
 /// Trains one model and measures it.
-fn study<C: Cell<f32>>(name: &'static str, o: &Options) -> Report {
+fn study<C: StandardCell<f32>>(name: &'static str, o: &Options) -> Report {
     let mut rng = StdRng::seed_from_u64(o.seed);
     let mut model = Model {
         rnn: Recurrent::<C>::new(RecurrentConfig::new(2, HIDDEN), &mut rng),
@@ -155,7 +155,7 @@ fn study<C: Cell<f32>>(name: &'static str, o: &Options) -> Report {
         keep_states: true,
         ..Run::default()
     };
-    let out = model.rnn.forward_with(&tape, tape.constant(x), &run);
+    let out = model.rnn.forward_with(&tape, tape.constant(x), None, &run);
     let last = out
         .output
         .narrow(0, o.seq_len - 1, 1)

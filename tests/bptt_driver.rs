@@ -34,16 +34,13 @@ impl CharModel {
         tape: &'t Tape<f64>,
         chunk: &Chunk,
         state: StackState<'t, f64>,
-        run: &Run<'_, 't, f64>,
+        run: &Run<'_, f64>,
     ) -> (Var<'t, f64>, StackState<'t, f64>) {
         let x = self
             .embed
             .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
-        let run = Run {
-            initial: Some(state),
-            ..*run
-        };
-        let out = self.lstm.forward_with(tape, x, &run);
+        let run = Run { ..*run };
+        let out = self.lstm.forward_with(tape, x, Some(state), &run);
         let logits = self
             .head
             .forward(tape, out.output)
@@ -198,7 +195,7 @@ fn resetting_a_lane_zeroes_only_that_lane() {
     let before = driver.carry().clone();
     driver.reset_lane(1);
     let after = driver.carry();
-    for (layer_b, (x, y)) in before.h.data().iter().zip(after.h.data()).enumerate() {
+    for (layer_b, (x, y)) in before.h().data().iter().zip(after.h().data()).enumerate() {
         let lane = layer_b / 4 % 3;
         if lane == 1 {
             assert_eq!(*y, 0.0);
@@ -206,9 +203,7 @@ fn resetting_a_lane_zeroes_only_that_lane() {
             assert_eq!(x, y);
         }
     }
-    assert!(after.c.as_ref().unwrap().data()[4..8]
-        .iter()
-        .all(|&v| v == 0.0));
+    assert!(after.c().unwrap().data()[4..8].iter().all(|&v| v == 0.0));
 }
 
 #[test]

@@ -14,7 +14,8 @@
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{concat, Grads, Tape, Tensor, Var};
 use rewind::nn::{
-    Cell, GruCell, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell, Run, StackState, State,
+    GruCell, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell, Run, StackState, StandardCell,
+    State,
 };
 
 const T: usize = 5;
@@ -30,7 +31,7 @@ fn uniform(shape: &[usize], seed: u64) -> Tensor<f64> {
 }
 
 /// A cell's equations for one sequence, in plain ops: `x` is [1, in], the state [1, H].
-trait Unrolled: Cell<f64> {
+trait Unrolled: StandardCell<f64> {
     fn unrolled<'t>(
         &self,
         tape: &'t Tape<f64>,
@@ -40,7 +41,7 @@ trait Unrolled: Cell<f64> {
 }
 
 /// x W_ihᵀ + b_ih and h W_hhᵀ + b_hh, [1, G·H] each.
-fn projections<'t, C: Cell<f64>>(
+fn projections<'t, C: StandardCell<f64>>(
     cell: &C,
     tape: &'t Tape<f64>,
     x: Var<'t, f64>,
@@ -150,7 +151,7 @@ struct Gradients {
     params: Vec<(String, Vec<f64>)>,
 }
 
-fn param_grads<C: Cell<f64>>(
+fn param_grads<C: StandardCell<f64>>(
     model: &Recurrent<C, f64>,
     grads: &Grads<f64>,
 ) -> Vec<(String, Vec<f64>)> {
@@ -162,7 +163,7 @@ fn param_grads<C: Cell<f64>>(
 }
 
 /// The stack itself, with `keep_states`.
-fn by_library<C: Cell<f64>>(
+fn by_library<C: StandardCell<f64>>(
     model: &Recurrent<C, f64>,
     data: &Data,
     lengths: Option<&[usize]>,
@@ -171,16 +172,16 @@ fn by_library<C: Cell<f64>>(
     let batch_first = model.config().batch_first;
     let x = tape.constant(data.x.clone());
     let x = if batch_first { x.transpose(0, 1) } else { x };
+    let initial = StackState {
+        h: tape.constant(data.h_0.clone()),
+        c: (C::GATES == 4).then(|| tape.constant(data.c_0.clone())),
+    };
     let run = Run {
-        initial: Some(StackState {
-            h: tape.constant(data.h_0.clone()),
-            c: C::HAS_CELL_STATE.then(|| tape.constant(data.c_0.clone())),
-        }),
         lengths,
         keep_states: true,
         ..Run::default()
     };
-    let out = model.forward_with(&tape, x, &run);
+    let out = model.forward_with(&tape, x, Some(initial), &run);
     let output = if batch_first {
         out.output.transpose(0, 1)
     } else {
@@ -192,7 +193,12 @@ fn by_library<C: Cell<f64>>(
         loss = loss + (c * tape.constant(data.r.clone())).sum();
     }
     let grads = loss.backward();
-    assert_eq!(out.states.len(), T, "{}: one kept state per step", C::NAME);
+    assert_eq!(
+        out.states.len(),
+        T,
+        "{}: one kept state per step",
+        std::any::type_name::<C>()
+    );
     Gradients {
         loss: loss.item(),
         kept: out
@@ -245,7 +251,7 @@ fn by_hand<C: Unrolled>(
                 let index = layer * d + direction;
                 let start = State {
                     h: tape.constant(row(&data.h_0, index, b)),
-                    c: C::HAS_CELL_STATE.then(|| tape.constant(row(&data.c_0, index, b))),
+                    c: (C::GATES == 4).then(|| tape.constant(row(&data.c_0, index, b))),
                 };
                 let cell = model.cell(layer, direction);
                 let (hs, mut last) = unroll(cell, &tape, &input, start, direction == 1);
@@ -339,7 +345,7 @@ fn kept_gradients_equal_the_hand_unrolled_network<C: Unrolled>() {
             let lengths = lengths.as_ref().map(|l| &l[..]);
             let what = format!(
                 "{} layers={} bidirectional={} batch_first={} lengths={lengths:?}",
-                C::NAME,
+                std::any::type_name::<C>(),
                 config.num_layers,
                 config.bidirectional,
                 config.batch_first
@@ -366,14 +372,17 @@ fn gru_kept_gradients_equal_the_hand_unrolled_network() {
     kept_gradients_equal_the_hand_unrolled_network::<GruCell<f64>>();
 }
 
-fn lengths_that_mask_nothing_change_nothing<C: Cell<f64>>() {
+fn lengths_that_mask_nothing_change_nothing<C: StandardCell<f64>>() {
     for (seed, config) in configs().into_iter().enumerate() {
         let model =
             Recurrent::<C, f64>::new(config.clone(), &mut StdRng::seed_from_u64(seed as u64));
         let data = Data::new(&config);
         let without = by_library(&model, &data, None);
         let with = by_library(&model, &data, Some(&[T; B]));
-        let what = format!("{} {config:?}: lengths [T; B] against none", C::NAME);
+        let what = format!(
+            "{} {config:?}: lengths [T; B] against none",
+            std::any::type_name::<C>()
+        );
         assert_same_gradients(&what, &with, &without);
     }
 }
@@ -425,5 +434,5 @@ fn keep_states_refuses_checkpointed_segments() {
         checkpoint_every: Some(2),
         ..Run::default()
     };
-    model.forward_with(&tape, tape.constant(uniform(&[T, B, IN], 9)), &run);
+    model.forward_with(&tape, tape.constant(uniform(&[T, B, IN], 9)), None, &run);
 }

@@ -6,8 +6,8 @@ use rewind::autograd::rand::SeedableRng;
 use rewind::autograd::{gradcheck, Tape, Tensor, Var};
 use rewind::nn::loss::{bce_with_logits, cross_entropy, mse_loss, nll_loss};
 use rewind::nn::{
-    gradcheck_module, Cell, Dropout, Embedding, Gru, GruCell, Linear, Lstm, LstmCell, Module,
-    Nonlinearity, RecurrentConfig, Rnn, RnnCell, StackState, State,
+    gradcheck_module, Dropout, Embedding, Gru, GruCell, Linear, Lstm, LstmCell, Module,
+    Nonlinearity, RecurrentConfig, Rnn, RnnCell, StackState, StandardCell, State,
 };
 
 fn rng(seed: u64) -> StdRng {
@@ -105,20 +105,20 @@ fn loss_gradients() {
     .unwrap();
 }
 
-fn check_cell<C: Cell<f64>>(mut cell: C, has_c: bool, seed: u64) {
+fn check_cell<C: StandardCell<f64>>(mut cell: C, has_c: bool, seed: u64) {
     let mut r = rng(seed);
     let (x, h, c) = (
         uniform(&[3, 4], &mut r),
         uniform(&[3, 2], &mut r),
         uniform(&[3, 2], &mut r),
     );
-    fn run<'t, C: Cell<f64>>(
+    fn run<'t, C: StandardCell<f64>>(
         t: &'t Tape<f64>,
         cell: &C,
         has_c: bool,
         v: [Var<'t, f64>; 3],
     ) -> Var<'t, f64> {
-        let s = cell.step(
+        let s = cell.forward(
             t,
             v[0],
             State {

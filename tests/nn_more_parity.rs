@@ -13,8 +13,8 @@ use rewind::autograd::io::TensorFile;
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Float, Grads, Tape, Tensor, Var};
 use rewind::nn::{
-    load_state_dict, Cell, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
-    RecurrentConfig, RnnCell, Run, StackState, State,
+    load_state_dict, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
+    RecurrentConfig, RnnCell, Run, StackState, StandardCell, State,
 };
 use rewind::optim::{Adam, Optimizer};
 use support::golden::{self, data, tensor, Cases};
@@ -134,7 +134,7 @@ fn config<F: Float>(g: &Golden<F>, case: &str) -> RecurrentConfig {
 /// Runs one stack case: PyTorch's parameters loaded strictly (so the names and the absence of
 /// biases match too), then outputs, final states and every gradient compared; with
 /// `checkpoint_every`, through checkpointed segments (which re-run the cell during backward).
-fn run_stack<C: Cell<F>, F: Float>(
+fn run_stack<C: StandardCell<F>, F: Float>(
     g: &Golden<F>,
     case: &str,
     checkpoint_every: Option<usize>,
@@ -155,12 +155,11 @@ fn run_stack<C: Cell<F>, F: Float>(
     let c0 = g.has(case, "c0").then(|| tape.var(g.get(case, "c0")));
     let initial = h0.map(|h| StackState { h, c: c0 });
     let run = Run {
-        initial,
         lengths: lengths.as_deref(),
         checkpoint_every,
         ..Run::default()
     };
-    let out = model.forward_with(&tape, input, &run);
+    let out = model.forward_with(&tape, input, initial, &run);
 
     let mut e = g.errors(case);
     e.compare("output", &out.output.value());
@@ -253,7 +252,7 @@ fn bias_free_stacks_have_pytorchs_names() {
     assert_eq!(ours.len(), 8, "w_ih and w_hh per layer and direction");
 }
 
-fn run_cell<C: Cell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
+fn run_cell<C: StandardCell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
     let mut cell = C::init(
         g.number(case, "input_size"),
         g.number(case, "hidden_size"),
@@ -266,8 +265,8 @@ fn run_cell<C: Cell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
     let tape = Tape::new();
     let x = tape.var(g.get(case, "x"));
     let h = tape.var(g.get(case, "h"));
-    let c = C::HAS_CELL_STATE.then(|| tape.var(g.get(case, "c")));
-    let next = cell.step(&tape, x, State { h, c });
+    let c = (C::GATES == 4).then(|| tape.var(g.get(case, "c")));
+    let next = cell.forward(&tape, x, State { h, c });
     let mut e = g.errors(case);
     e.compare("h_next", &next.h.value());
     let mut loss = projected(g, case, "h", next.h);

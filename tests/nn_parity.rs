@@ -12,8 +12,8 @@ use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Grads, Tape, Tensor, Var};
 use rewind::nn::loss::{bce_with_logits, cross_entropy, mse_loss, nll_loss};
 use rewind::nn::{
-    load_state_dict, Cell, Embedding, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity,
-    Recurrent, RecurrentConfig, RnnCell, StackState, State,
+    load_state_dict, Embedding, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
+    RecurrentConfig, RnnCell, StackState, StandardCell, State,
 };
 use support::golden::{load, tensor, Cases};
 
@@ -100,7 +100,7 @@ fn projected<'t>(golden: &Golden, key: &str, y: Var<'t, f32>) -> Var<'t, f32> {
     (y * y.tape().constant(golden.get(key))).sum()
 }
 
-fn run_stack<C: Cell<f32>>(golden: &Golden, case: &str) -> f64 {
+fn run_stack<C: StandardCell<f32>>(golden: &Golden, case: &str) -> f64 {
     let g = golden;
     let mut config =
         RecurrentConfig::new(g.number(case, "input_size"), g.number(case, "hidden_size"))
@@ -156,7 +156,7 @@ fn run_stack<C: Cell<f32>>(golden: &Golden, case: &str) -> f64 {
     e.worst
 }
 
-fn run_cell<C: Cell<f32>>(golden: &Golden, case: &str, nonlinearity: Nonlinearity) -> f64 {
+fn run_cell<C: StandardCell<f32>>(golden: &Golden, case: &str, nonlinearity: Nonlinearity) -> f64 {
     let g = golden;
     let mut cell = C::init(
         g.number(case, "input_size"),
@@ -168,8 +168,8 @@ fn run_cell<C: Cell<f32>>(golden: &Golden, case: &str, nonlinearity: Nonlinearit
     let tape = Tape::new();
     let x = tape.var(g.get(&format!("{case}.x")));
     let h = tape.var(g.get(&format!("{case}.h")));
-    let c = C::HAS_CELL_STATE.then(|| tape.var(g.get(&format!("{case}.c"))));
-    let next = cell.step(&tape, x, State { h, c });
+    let c = (C::GATES == 4).then(|| tape.var(g.get(&format!("{case}.c"))));
+    let next = cell.forward(&tape, x, State { h, c });
     let mut e = Errors {
         golden: g,
         case: case.into(),

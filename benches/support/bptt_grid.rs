@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::Tape;
-use rewind::nn::{Carry, Cell, Embedding, Linear, Recurrent, RecurrentConfig, Run};
+use rewind::nn::{Carry, Embedding, Linear, Recurrent, RecurrentConfig, Run, StandardCell};
 
 pub const VOCAB: usize = 65;
 pub const BATCH: usize = 32;
@@ -53,7 +53,7 @@ pub struct Measurement {
     pub peak_bytes: usize,
 }
 
-impl<C: Cell<f32> + 'static> Bench<C> {
+impl<C: StandardCell<f32> + 'static> Bench<C> {
     pub fn new(max_steps: usize) -> Self {
         let mut rng = StdRng::seed_from_u64(0);
         Bench {
@@ -91,11 +91,10 @@ impl<C: Cell<f32> + 'static> Bench<C> {
                 .collect();
             let x = self.embed.forward(&tape, inputs, &[n, BATCH]);
             let run = Run {
-                initial: Some(carry.on(&tape)),
                 checkpoint_every: every,
                 ..Run::default()
             };
-            let out = self.rnn.forward_with(&tape, x, &run);
+            let out = self.rnn.forward_with(&tape, x, Some(carry.on(&tape)), &run);
             let logits = self
                 .head
                 .forward(&tape, out.output)

@@ -215,8 +215,8 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
     for (name, t) in &s.optimizer.tensors {
         file.tensors.insert(format!("optimizer.{name}"), t.clone());
     }
-    file.tensors.insert("carry.h".into(), s.carry.h.clone());
-    if let Some(c) = &s.carry.c {
+    file.tensors.insert("carry.h".into(), s.carry.h().clone());
+    if let Some(c) = s.carry.c() {
         file.tensors.insert("carry.c".into(), c.clone());
     }
     let m = &mut file.metadata;
@@ -428,12 +428,14 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         }
     }
     let mut tensors = file.tensors;
-    let carry = Carry {
-        h: tensors
-            .remove("carry.h")
-            .expect("check_sizes found `carry.h`"),
-        c: tensors.remove("carry.c"),
-    };
+    let h = tensors
+        .remove("carry.h")
+        .expect("check_sizes found `carry.h`");
+    let carry = Carry::from_parts(
+        std::iter::once(h)
+            .chain(tensors.remove("carry.c"))
+            .collect(),
+    );
     let mut weights = BTreeMap::new();
     let mut buffers = BTreeMap::new();
     for (name, t) in tensors {

@@ -85,17 +85,14 @@ impl CharModel {
         steps: usize,
         lanes: usize,
         state: StackState<'t>,
-        run: &Run<'_, 't>,
+        run: &Run<'_>,
     ) -> (Var<'t>, StackState<'t>) {
         let x = match &self.embed {
             Some(e) => e.forward(tape, tokens, &[steps, lanes]),
             None => tape.constant(one_hot(tokens, steps, lanes, self.vocab)),
         };
-        let run = Run {
-            initial: Some(state),
-            ..*run
-        };
-        let out = each!(&self.rnn, s => s.forward_with(tape, x, &run));
+        let run = Run { ..*run };
+        let out = each!(&self.rnn, s => s.forward_with(tape, x, Some(state), &run));
         let logits = self
             .head
             .forward(tape, out.output)
@@ -110,7 +107,7 @@ impl CharModel {
         tape: &'t Tape,
         chunk: &Chunk,
         state: StackState<'t>,
-        run: &Run<'_, 't>,
+        run: &Run<'_>,
     ) -> (Var<'t>, StackState<'t>) {
         let (logits, state) =
             self.logits(tape, &chunk.inputs, chunk.steps, chunk.lanes, state, run);

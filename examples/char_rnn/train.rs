@@ -87,7 +87,9 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         // A new --lr leaves the saved moments as valid as they were.
         optimizer.set_lr(hyper.lr);
         let expected = model.zero_carry(hyper.batch);
-        if saved.carry.h.shape() != expected.h.shape() || saved.progress.position > stream.steps() {
+        if saved.carry.h().shape() != expected.h().shape()
+            || saved.progress.position > stream.steps()
+        {
             return Err(Error::Checkpoint(format!(
                 "{}: the saved stream state does not fit this text",
                 path.display()
@@ -349,7 +351,7 @@ impl Guard<'_> {
             .tensors
             .iter()
             .map(|(n, t)| (format!("optimizer.{n}"), t));
-        let carried = std::iter::once(&carry.h).chain(&carry.c);
+        let carried = carry.parts().iter();
         let carried = carried.map(|t| ("the carried state".to_string(), t));
         if let Some((name, _)) = tensors.chain(carried).find(|(_, t)| !all_finite(t)) {
             return Err(self.diverged(step, format!("{name} is not finite")));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
-use rewind::nn::{Cell, GruCell, RnnCell, Stream};
+use rewind::nn::{GruCell, RnnCell, StandardCell, Stream};
 use rewind::optim::{clip_grad_norm, Adam, Optimizer, Sgd};
 
 use study::{perplexity, spread, Method, Net, Spread};
@@ -352,7 +352,7 @@ fn method(kind: StrategyKind, cli: &Cli) -> Method {
 
 /// Every run of one cell, and the gradient spreads at the weights its full-strategy run with
 /// the first optimizer reached (or its initial weights when full is not among the strategies).
-fn study_cell<C: Cell<f32>>(
+fn study_cell<C: StandardCell<f32>>(
     cell: CellKind,
     cli: &Cli,
     train: &mut Stream,
@@ -412,7 +412,7 @@ fn study_cell<C: Cell<f32>>(
 
 /// Trains `net` for --epochs passes or --minutes of training time, validating after each epoch.
 #[allow(clippy::too_many_arguments)]
-fn train_run<C: Cell<f32>>(
+fn train_run<C: StandardCell<f32>>(
     net: &mut Net<C, f32>,
     cell: CellKind,
     optim: OptimKind,

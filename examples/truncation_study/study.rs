@@ -5,8 +5,8 @@ use std::fmt;
 
 use rewind::autograd::rand::Rng;
 use rewind::nn::{
-    nested, Bptt, Carry, Cell, Chunk, Linear, Module, Recurrent, RecurrentConfig, StackState,
-    Strategy, Stream, Update,
+    nested, Bptt, Carry, Chunk, Linear, Module, Recurrent, RecurrentConfig, StackState,
+    StandardCell, Strategy, Stream, Update,
 };
 use rewind::prelude::*;
 
@@ -20,7 +20,7 @@ pub struct Net<C, F: Float> {
     vocab: usize,
 }
 
-impl<C: Cell<F>, F: Float> Net<C, F> {
+impl<C: StandardCell<F>, F: Float> Net<C, F> {
     /// A net over `vocab` symbols with `hidden` units, initialised as PyTorch does.
     pub fn new<R: Rng + ?Sized>(vocab: usize, hidden: usize, rng: &mut R) -> Self {
         Net {
@@ -46,11 +46,12 @@ impl<C: Cell<F>, F: Float> Net<C, F> {
         let x = Tensor::from_vec(x, &[chunk.steps, chunk.lanes, self.vocab])
             .expect("one-hot inputs fill their shape");
         let run = rewind::nn::Run {
-            initial: Some(state),
             grad_scale: xi,
             ..Default::default()
         };
-        let out = self.rnn.forward_with(tape, tape.constant(x), &run);
+        let out = self
+            .rnn
+            .forward_with(tape, tape.constant(x), Some(state), &run);
         let hidden = self.rnn.config().hidden_size;
         let h = out.output.reshape(&[chunk.steps * chunk.lanes, hidden]);
         let loss = self.head.forward(tape, h).cross_entropy_with(
@@ -64,7 +65,7 @@ impl<C: Cell<F>, F: Float> Net<C, F> {
     }
 }
 
-impl<C: Cell<F>, F: Float> Module<F> for Net<C, F> {
+impl<C: StandardCell<F>, F: Float> Module<F> for Net<C, F> {
     fn params(&self) -> Vec<(String, &Param<F>)> {
         let mut all = nested("rnn", self.rnn.params());
         all.extend(nested("head", self.head.params()));
@@ -109,7 +110,7 @@ impl fmt::Display for Method {
 
 impl Method {
     /// The driver over windows of `window` steps, carrying the state across windows detached.
-    pub fn driver<C: Cell<F>, F: Float>(
+    pub fn driver<C: StandardCell<F>, F: Float>(
         &self,
         net: &Net<C, F>,
         window: usize,
@@ -125,7 +126,7 @@ impl Method {
 
     /// One update on the next window of `stream`: its gradients and mean loss, or `None` at the
     /// end of the pass. `peak_bytes` rises to the tape's peak after the forward pass.
-    pub fn update<C: Cell<F>, F: Float>(
+    pub fn update<C: StandardCell<F>, F: Float>(
         &self,
         net: &Net<C, F>,
         bptt: &mut Bptt<F>,
@@ -150,7 +151,7 @@ impl Method {
 }
 
 /// Perplexity of `net` on `stream` (one pass from a zero state, carried across windows).
-pub fn perplexity<C: Cell<F>, F: Float>(
+pub fn perplexity<C: StandardCell<F>, F: Float>(
     net: &Net<C, F>,
     stream: &mut Stream,
     window: usize,
@@ -197,7 +198,7 @@ pub fn flatten<F: Float>(net: &dyn Module<F>, grads: &Grads<F>) -> Vec<f64> {
 
 /// The gradient of the window at stream step `position` (from a zero state) by `method`, for
 /// the random draw `seed`.
-pub fn estimate<C: Cell<F>, F: Float>(
+pub fn estimate<C: StandardCell<F>, F: Float>(
     net: &Net<C, F>,
     method: Method,
     stream: &mut Stream,
@@ -215,7 +216,7 @@ pub fn estimate<C: Cell<F>, F: Float>(
 
 /// `method`'s [`Spread`] against the full gradient over `draws` draws (seeds 0..draws) of the
 /// window at `position`.
-pub fn spread<C: Cell<F>, F: Float>(
+pub fn spread<C: StandardCell<F>, F: Float>(
     net: &Net<C, F>,
     method: Method,
     stream: &mut Stream,

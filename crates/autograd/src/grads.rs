@@ -144,6 +144,11 @@ impl<F: Float> Grads<F> {
         self.nodes.insert(node, g);
     }
 
+    /// The gradient kept for node `node` of the tape these gradients came from.
+    pub(crate) fn node(&self, node: usize) -> Option<&Tensor<F>> {
+        self.nodes.get(&node)
+    }
+
     /// ∂L/∂p, or `None` when the output does not depend on `p` on this tape.
     pub fn get(&self, p: &Param<F>) -> Option<&Tensor<F>> {
         self.params.get(&p.id())

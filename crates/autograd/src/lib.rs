@@ -36,6 +36,7 @@
 
 mod anomaly;
 mod check;
+mod checkpoint;
 mod custom;
 mod error;
 mod float;

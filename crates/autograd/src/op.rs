@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use smallvec::SmallVec;
 
+use crate::checkpoint::Region;
 use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::grads::Grads;
@@ -21,7 +22,7 @@ use crate::kernels::sum;
 use crate::kernels::zeroed;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
-use crate::tape::{Node, Tape, Var};
+use crate::tape::Node;
 use crate::tensor::Tensor;
 
 /// How a loss over many targets is reduced, as PyTorch's `reduction` argument.
@@ -176,27 +177,23 @@ pub(crate) enum Op<F: Float> {
         op: Box<dyn CustomOp<F>>,
         inputs: SmallVec<[usize; 4]>,
     },
-    /// `f(inputs)` run on an inner tape that is dropped at once. Its gradient is every output's,
-    /// flattened and concatenated; its value holds nothing: `outputs` keeps the outputs until
-    /// `CheckpointOutput` nodes take them. Backward re-runs `f` to get the inputs' gradients.
+    /// A checkpointed region over `inputs` (the caller's, then the parameters the region read):
+    /// its record, without its inner values. Its gradient is every output's, flattened and
+    /// concatenated; its value holds nothing: `outputs` keeps the outputs until
+    /// `CheckpointOutput` nodes take them. Backward replays the record to get the inputs'
+    /// gradients.
     Checkpoint {
-        f: CheckpointFn<F>,
+        region: Box<Region<F>>,
         inputs: SmallVec<[usize; 4]>,
-        shapes: Vec<Shape>,
         outputs: Vec<Tensor<F>>,
-        /// The outer tape's anomaly mode, which the inner tapes take on.
-        anomaly: bool,
     },
-    /// One output of a `Checkpoint` node, at `offset` in its flattened gradient.
+    /// Output number `output` of a `Checkpoint` node, at `offset` in its flattened gradient.
     CheckpointOutput {
         checkpoint: usize,
         offset: usize,
+        output: usize,
     },
 }
-
-/// A function of Vars that `checkpoint` can run again during backward.
-pub(crate) type CheckpointFn<F> =
-    Box<dyn for<'s> Fn(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>>;
 
 /// True when `perm` swaps the last two axes and keeps the others: a transpose a matmul can read
 /// by stride.
@@ -384,6 +381,17 @@ impl<F: Float> Op<F> {
             Op::LstmCell { acts, .. } | Op::GruCell { acts, .. } => acts.nbytes(),
             Op::LstmHidden { tanh_c, .. } => tanh_c.nbytes(),
             _ => 0,
+        }
+    }
+
+    /// Drops what forward saved for backward (a checkpointed region's insides between replays);
+    /// forward saves it again.
+    pub(crate) fn forget_saved(&mut self) {
+        match self {
+            Op::LstmCell { acts, .. } | Op::GruCell { acts, .. } => *acts = Tensor::zeros(&[0]),
+            Op::LstmHidden { tanh_c, .. } => *tanh_c = Tensor::zeros(&[0]),
+            Op::Checkpoint { outputs, .. } => outputs.clear(),
+            _ => {}
         }
     }
 
@@ -608,27 +616,19 @@ impl<F: Float> Op<F> {
                 let values: Vec<&Tensor<F>> = inputs.iter().map(|&i| val(i)).collect();
                 op.forward(&values)
             }
+            // Only a region inside a region being replayed is computed again.
             Op::Checkpoint {
-                f,
-                inputs,
-                shapes,
-                outputs,
-                anomaly,
+                region, outputs, ..
             } => {
-                let inner = Tape::new();
-                inner.detect_anomaly(*anomaly);
-                let vars: Vec<Var<'_, F>> = inputs
-                    .iter()
-                    .map(|&i| inner.constant(val(i).clone()))
-                    .collect();
-                let out = f(&inner, &vars);
-                *shapes = out.iter().map(|o| o.shape()).collect();
-                *outputs = out.iter().map(|o| o.value()).collect();
+                *outputs = region.rerun();
                 Tensor::zeros(&[0])
             }
-            Op::CheckpointOutput { .. } => {
-                unreachable!("recorded by Tape::checkpoint with its value")
-            }
+            Op::CheckpointOutput {
+                checkpoint, output, ..
+            } => match &nodes[*checkpoint].op {
+                Op::Checkpoint { outputs, .. } => outputs[*output].clone(),
+                _ => unreachable!("a checkpoint output reads its checkpoint"),
+            },
         }
     }
 
@@ -1010,44 +1010,22 @@ impl<F: Float> Op<F> {
                     sink.add(i, gi);
                 }
             }
-            Op::CheckpointOutput { checkpoint, offset } => {
+            Op::CheckpointOutput {
+                checkpoint, offset, ..
+            } => {
                 if let Some(flat) = sink.acc(*checkpoint) {
                     let dst = &mut flat[*offset..*offset + gd.len()];
                     dst.iter_mut().zip(gd).for_each(|(d, &g)| *d += g);
                 }
             }
-            // Re-run f on a fresh tape with the inputs as leaves and backpropagate
-            // Σ_k ⟨output_k, g_k⟩ through it: the inputs' gradients, recomputed.
-            Op::Checkpoint {
-                f,
-                inputs,
-                shapes,
-                anomaly,
-                ..
-            } => {
-                let inner = Tape::new();
-                inner.detect_anomaly(*anomaly);
-                let vars: Vec<Var<'_, F>> = inputs
-                    .iter()
-                    .map(|&i| match nodes[i].requires_grad {
-                        true => inner.var(val(i).clone()),
-                        false => inner.constant(val(i).clone()),
-                    })
-                    .collect();
-                let outputs = f(&inner, &vars);
-                let mut offset = 0;
-                let mut total = inner.constant(Tensor::scalar(F::ZERO));
-                for (o, shape) in outputs.iter().zip(shapes) {
-                    let n = numel(shape);
-                    let gk = Tensor::new_unchecked(shape.clone(), gd[offset..offset + n].to_vec());
-                    total = total + (*o * inner.constant(gk)).sum();
-                    offset += n;
-                }
-                sink.note_inner_bytes(inner.stats().bytes);
-                let inner_grads = total.backward();
-                for (&i, v) in inputs.iter().zip(&vars) {
-                    if let Some(gi) = inner_grads.wrt(*v) {
-                        sink.add(i, gi.clone());
+            // Replay the region's record and backpropagate every output's gradient through it:
+            // the inputs' gradients, recomputed.
+            Op::Checkpoint { region, inputs, .. } => {
+                let (leaf_grads, bytes) = region.backward(gd);
+                sink.note_inner_bytes(bytes);
+                for (&i, g) in inputs.iter().zip(leaf_grads) {
+                    if let Some(g) = g.filter(|_| nodes[i].requires_grad) {
+                        sink.add(i, g);
                     }
                 }
             }

@@ -9,6 +9,7 @@ use std::sync::OnceLock;
 
 use smallvec::SmallVec;
 
+use crate::checkpoint::Region;
 use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::grads::Grads;
@@ -196,41 +197,80 @@ impl<F: Float> Tape<F> {
         )
     }
 
-    /// Runs `f` on `inputs` without keeping anything it computes inside, only its outputs; during
-    /// backward, `f` runs again on a fresh tape to recompute what its gradients need (as
-    /// `jax.checkpoint` and `torch.utils.checkpoint`). Memory for a chain of such segments is
-    /// their outputs plus one segment's insides at a time.
+    /// Runs `f` on `inputs` and keeps only its outputs and its record: the values `f` computes
+    /// inside are dropped at once, and during backward the recorded ops run again to recompute
+    /// what its gradients need (as `jax.checkpoint` and `torch.utils.checkpoint`). Memory for a
+    /// chain of such segments is their outputs plus one segment's insides at a time.
     ///
-    /// `f` must be a pure function of its inputs: pass parameters in as inputs
-    /// (`tape.param(&p)`), and derive any randomness from values it captures (a seed), so the
-    /// recomputation replays it exactly.
+    /// `f` runs once, now, on an inner tape whose leaves are `inputs`; it may borrow anything,
+    /// and it may read parameters itself (`inner.param(&p)`): those become inputs of the
+    /// checkpoint, and their gradients reach the caller's tape. Whatever `f` draws at random is
+    /// in its record as constants, so the recomputation reproduces it exactly.
     ///
     /// ```
-    /// use rewind_autograd::{Tape, Tensor};
-    /// let tape = Tape::<f64>::new();
+    /// use rewind_autograd::{Param, Tape, Tensor};
+    /// let w = Param::new(Tensor::scalar(3.0f64));
+    /// let tape = Tape::new();
     /// let x = tape.var(Tensor::scalar(0.5));
-    /// let y = tape.checkpoint(&[x], |_, v| vec![(v[0] * v[0]).tanh()])[0];
-    /// let g = y.backward()[x].item(); // d tanh(x²)/dx = 2x (1 - tanh²(x²))
-    /// assert!((g - (1.0 - 0.25f64.tanh().powi(2))).abs() < 1e-15);
+    /// let y = tape.checkpoint(&[x], |inner, v| vec![(v[0] * inner.param(&w)).tanh()])[0];
+    /// let grads = y.backward();
+    /// let slope = 1.0 - 1.5f64.tanh().powi(2); // d tanh(wx) = (1 - tanh²(wx)) (w dx + x dw)
+    /// assert!((grads[x].item() - 3.0 * slope).abs() < 1e-15);
+    /// assert!((grads[&w].item() - 0.5 * slope).abs() < 1e-15);
     /// ```
     #[track_caller]
     pub fn checkpoint<'t>(
         &'t self,
         inputs: &[Var<'t, F>],
-        f: impl for<'s> Fn(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>> + 'static,
+        f: impl for<'s> FnOnce(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>,
     ) -> Vec<Var<'t, F>> {
         for v in inputs {
             self.assert_owns("checkpoint", *v);
         }
-        let indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
+        let inner = Tape::new();
+        inner.detect_anomaly(self.anomaly.get());
+        let vars: Vec<Var<'_, F>> = inputs
+            .iter()
+            .map(|v| match v.requires_grad() {
+                true => inner.var(v.value()),
+                false => inner.constant(v.value()),
+            })
+            .collect();
+        let returned: Vec<usize> = f(&inner, &vars)
+            .into_iter()
+            .map(|o| {
+                inner.assert_owns("checkpoint's function output", o);
+                o.index
+            })
+            .collect();
+        let mut leaves: Vec<usize> = vars.iter().map(|v| v.index).collect();
+        let mut indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
+        let mut read: Vec<(ParamId, usize)> = inner
+            .params
+            .borrow()
+            .iter()
+            .map(|(&id, &i)| (id, i))
+            .collect();
+        read.sort_by_key(|&(_, i)| i);
+        for (id, i) in read {
+            let value = inner.nodes.borrow()[i].value().clone();
+            leaves.push(i);
+            indices.push(self.param_by_id(id, value));
+        }
+        let (region, outputs) = Region::new(inner, leaves, returned);
         let op = Op::Checkpoint {
-            f: Box::new(f),
+            region: Box::new(region),
             inputs: indices.clone(),
-            shapes: Vec::new(),
-            outputs: Vec::new(),
-            anomaly: self.anomaly.get(),
+            outputs,
         };
-        let checkpoint = self.record(op, &indices).index;
+        // Recorded without `record`, whose forward would replay the region it just ran.
+        let requires_grad = {
+            let nodes = self.nodes.borrow();
+            indices.iter().any(|&i| nodes[i].requires_grad)
+        };
+        let checkpoint = self
+            .push(op, Some(Tensor::zeros(&[0])), requires_grad, false)
+            .index;
         let (requires_grad, outputs) = {
             let mut nodes = self.nodes.borrow_mut();
             let node = &mut nodes[checkpoint];
@@ -249,12 +289,72 @@ impl<F: Float> Tape<F> {
         let mut offset = 0;
         outputs
             .into_iter()
-            .map(|value| {
-                let op = Op::CheckpointOutput { checkpoint, offset };
+            .enumerate()
+            .map(|(output, value)| {
+                let op = Op::CheckpointOutput {
+                    checkpoint,
+                    offset,
+                    output,
+                };
                 offset += value.numel();
                 self.push(op, Some(value), requires_grad, true)
             })
             .collect()
+    }
+
+    /// The node of parameter `id` on this tape, recorded with `value` if it is not yet.
+    fn param_by_id(&self, id: ParamId, value: Tensor<F>) -> usize {
+        if let Some(&index) = self.params.borrow().get(&id) {
+            return index;
+        }
+        let index = self.push(Op::Param(id), Some(value), true, false).index;
+        self.params.borrow_mut().insert(id, index);
+        index
+    }
+
+    /// The nodes whose values an op computed (every node but leaves and pending transposes).
+    pub(crate) fn computed_nodes(&self) -> Vec<usize> {
+        let nodes = self.nodes.borrow();
+        (0..nodes.len())
+            .filter(|&i| {
+                nodes[i].value.is_some() && !matches!(nodes[i].op, Op::Leaf | Op::Param(_))
+            })
+            .collect()
+    }
+
+    /// Computes the values of `indices` again, in order, from their ops; returns their bytes.
+    pub(crate) fn recompute(&self, indices: &[usize]) -> usize {
+        let mut nodes = self.nodes.borrow_mut();
+        let mut bytes = 0;
+        for &i in indices {
+            let mut op = std::mem::replace(&mut nodes[i].op, Op::Leaf);
+            let value = op.forward(&nodes);
+            bytes += value.nbytes() + op.saved_bytes();
+            nodes[i].op = op;
+            nodes[i].value = Some(value);
+        }
+        bytes
+    }
+
+    /// Drops the values of `indices` and what their ops saved for backward, and every node's
+    /// packed copy.
+    pub(crate) fn forget(&self, indices: &[usize]) {
+        let mut nodes = self.nodes.borrow_mut();
+        for &i in indices {
+            nodes[i].value = None;
+            nodes[i].op.forget_saved();
+        }
+        for node in nodes.iter_mut() {
+            node.packed = Default::default();
+        }
+    }
+
+    /// The parameter a node stands for, if it is a parameter's leaf.
+    pub(crate) fn op_param(&self, index: usize) -> Option<ParamId> {
+        match self.nodes.borrow()[index].op {
+            Op::Param(id) => Some(id),
+            _ => None,
+        }
     }
 
     /// The number of recorded nodes.
@@ -416,16 +516,25 @@ impl<F: Float> Tape<F> {
     /// node adds its inputs' gradients. Nodes that lead to no requested leaf or parameter were
     /// recorded without `requires_grad` and are skipped.
     pub(crate) fn backward(&self, root: usize, seed: Tensor<F>) -> Grads<F> {
+        self.backward_seeds(vec![(root, seed)])
+    }
+
+    /// Rewinds the tape from several nodes at once, each seeded with its own gradient: the
+    /// backward pass of Σ_k ⟨node_k, seed_k⟩.
+    pub(crate) fn backward_seeds(&self, seeds: Vec<(usize, Tensor<F>)>) -> Grads<F> {
         let nodes = self.nodes.borrow();
         let mut grads = Grads::new(self.id);
         let anomaly = self.anomaly.get();
+        let root = seeds.iter().map(|&(i, _)| i).max().unwrap_or(0);
         let mut sink = GradSink::new(&nodes, root);
         sink.stack_weight_gradients = !anomaly;
-        if anomaly {
-            crate::anomaly::check_seed(&seed);
-        }
-        if nodes[root].requires_grad {
-            sink.add(root, seed);
+        for (i, seed) in seeds {
+            if anomaly {
+                crate::anomaly::check_seed(&seed);
+            }
+            if nodes[i].requires_grad {
+                sink.add(i, seed);
+            }
         }
         for i in (0..=root).rev() {
             sink.flush(i);

@@ -4,13 +4,15 @@
 //! TBPTT(k1, k2), randomized, random-length and checkpointed) as one driver.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rewind_autograd::{Float, Grads, Tape, Tensor, Var};
 
-use crate::cell::Cell;
-use crate::recurrent::{Recurrent, Run, StackState};
+use crate::cell::{Cell, CellState, State};
+use crate::recurrent::{Recurrent, Run};
 
 /// Token ids in the narrowest unsigned integer that holds every id of a vocabulary: one byte a
 /// token for up to 256 symbols, two for up to 65,536, else four. A stream over a long text then
@@ -221,55 +223,200 @@ impl Stream {
     }
 }
 
-/// The recurrent state carried between chunks, as plain values: putting it on a new tape
-/// detaches it from the graph of the chunk that produced it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Carry<F: Float = f32> {
-    /// [D·L, lanes, H]
-    pub h: Tensor<F>,
-    /// [D·L, lanes, H] (LSTM only).
-    pub c: Option<Tensor<F>>,
+/// A recurrent state carried from one tape to the next as plain values: what the BPTT driver
+/// keeps between updates, and what a model says about its state to be driven. Putting it on a
+/// new tape detaches it from the graph that produced it.
+///
+/// [`Carry`] is this for any [`Recurrent`] stack. A model whose state is more than one stack's
+/// (two stacks, or a stack and a memory of past states) implements it for its own values:
+///
+/// ```
+/// use rewind_autograd::{Tape, Tensor, Var};
+/// use rewind_nn::{Carried, Carry, State};
+///
+/// /// An LSTM's state and the last few hidden states, each lane's [W, H] rows in `memory`.
+/// #[derive(Clone)]
+/// struct Remembering {
+///     lstm: Carry,
+///     memory: Tensor, // [lanes, W, H]
+/// }
+///
+/// impl Carried<f32> for Remembering {
+///     type Live<'t> = (State<'t>, Var<'t>);
+///     fn on<'t>(&self, tape: &'t Tape) -> Self::Live<'t> {
+///         (self.lstm.on(tape), tape.constant(self.memory.clone()))
+///     }
+///     fn of((lstm, memory): Self::Live<'_>) -> Self {
+///         Remembering { lstm: Carry::of(lstm), memory: memory.value() }
+///     }
+///     fn reset_lane(&mut self, lane: usize) {
+///         self.lstm.reset_lane(lane);
+///         let per_lane = self.memory.numel() / self.memory.shape()[0];
+///         self.memory.data_mut()[lane * per_lane..][..per_lane].fill(0.0);
+///     }
+/// }
+/// ```
+pub trait Carried<F: Float>: Clone {
+    /// The state on a tape borrowed for `'t`.
+    type Live<'t>: Copy;
+
+    /// This state as constants on `tape`: no gradient flows back past it.
+    fn on<'t>(&self, tape: &'t Tape<F>) -> Self::Live<'t>;
+
+    /// The values of a state on a tape.
+    fn of(state: Self::Live<'_>) -> Self;
+
+    /// Zeroes one lane's state (its document ended; the next starts fresh).
+    fn reset_lane(&mut self, lane: usize);
 }
 
-impl<F: Float> Carry<F> {
-    /// The zero state of `stack` for `lanes` lanes.
-    pub fn zeros<C: Cell<F>>(stack: &Recurrent<C, F>, lanes: usize) -> Self {
-        let cfg = stack.config();
-        let d = if cfg.bidirectional { 2 } else { 1 };
-        let shape = [d * cfg.num_layers, lanes, cfg.hidden_size];
+/// The state of a [`Recurrent`] stack of any cell, carried between tapes as plain values: each
+/// part of the cell's state ([`CellState::parts`], h first) as a tensor [D·L, lanes, ·].
+///
+/// `S` names the stack's state type by its `'static` member: `State<'static, F>` (the default)
+/// for the built-in cells, which share it, and the cell's own state type for any other.
+///
+/// This is also how a stack's final state reaches the next call on a new tape (the next chunk of
+/// a long sequence): `Carry::of(out.state)` keeps the values, `carry.on(&tape)` puts them on the
+/// new tape. (Passing `out.state` itself to a later tape does not compile: a `Var` belongs to
+/// its tape.)
+///
+/// ```
+/// use rewind_autograd::rand::{rngs::StdRng, SeedableRng};
+/// use rewind_autograd::{Tape, Tensor};
+/// use rewind_nn::{Carry, Lstm, RecurrentConfig};
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let lstm: Lstm = Lstm::new(RecurrentConfig::new(4, 8), &mut rng);
+/// let mut carry = Carry::zeros(&lstm, 2);
+/// for _chunk in 0..3 {
+///     let tape = Tape::new();
+///     let x = tape.constant(Tensor::uniform(&[5, 2, 4], -1.0, 1.0, &mut rng));
+///     let out = lstm.forward(&tape, x, Some(carry.on(&tape)), None);
+///     let grads = out.output.sum().backward(); // BPTT through this chunk only
+///     carry = Carry::of(out.state);
+/// #   let _ = grads;
+/// }
+/// assert_eq!(carry.h().shape(), &[1, 2, 8]);
+/// ```
+pub struct Carry<F: Float = f32, S = State<'static, F>> {
+    parts: Vec<Tensor<F>>,
+    state: PhantomData<fn() -> S>,
+}
+
+impl<F: Float, S> Carry<F, S> {
+    /// A carry of these values, each part [D·L, lanes, ·], h first (as a checkpoint stored them).
+    #[track_caller]
+    pub fn from_parts(parts: Vec<Tensor<F>>) -> Self {
+        assert!(
+            !parts.is_empty() && parts.iter().all(|p| p.ndim() >= 3),
+            "carry: needs at least one part, each [D·L, lanes, ·]"
+        );
         Carry {
-            h: Tensor::zeros(&shape),
-            c: C::HAS_CELL_STATE.then(|| Tensor::zeros(&shape)),
+            parts,
+            state: PhantomData,
         }
+    }
+
+    /// The parts, h first, each [D·L, lanes, ·].
+    pub fn parts(&self) -> &[Tensor<F>] {
+        &self.parts
+    }
+
+    /// h [D·L, lanes, H].
+    pub fn h(&self) -> &Tensor<F> {
+        &self.parts[0]
+    }
+
+    /// The second part (an LSTM's c [D·L, lanes, H]), if the state has one.
+    pub fn c(&self) -> Option<&Tensor<F>> {
+        self.parts.get(1)
+    }
+}
+
+impl<F: Float, S: CellState<'static, F>> Carry<F, S> {
+    /// The zero state of `stack` for `lanes` lanes.
+    pub fn zeros<C>(stack: &Recurrent<C, F>, lanes: usize) -> Self
+    where
+        C: Cell<F, State<'static> = S>,
+    {
+        let layers = stack.config().directions() * stack.config().num_layers;
+        let parts = stack
+            .state_parts()
+            .iter()
+            .map(|part| {
+                let mut shape = vec![layers];
+                shape.extend(part.batched(lanes));
+                Tensor::zeros(&shape)
+            })
+            .collect();
+        Carry::from_parts(parts)
     }
 
     /// The values of a stack's final state.
-    pub fn of(state: StackState<'_, F>) -> Self {
-        Carry {
-            h: state.h.value(),
-            c: state.c.map(|c| c.value()),
-        }
+    pub fn of<'t, T: CellState<'t, F, On<'static> = S>>(state: T) -> Self {
+        Carry::from_parts(state.parts().iter().map(Var::value).collect())
     }
 
     /// This state as constants on `tape`: no gradient flows back past it.
-    pub fn on<'t>(&self, tape: &'t Tape<F>) -> StackState<'t, F> {
-        StackState {
-            h: tape.constant(self.h.clone()),
-            c: self.c.as_ref().map(|c| tape.constant(c.clone())),
-        }
+    pub fn on<'t>(&self, tape: &'t Tape<F>) -> S::On<'t> {
+        let parts: Vec<Var<'t, F>> = self
+            .parts
+            .iter()
+            .map(|p| tape.constant(p.clone()))
+            .collect();
+        S::On::from_parts(&parts)
     }
 
     /// Zeroes one lane's state (its document ended; the next starts fresh).
     #[track_caller]
     pub fn reset_lane(&mut self, lane: usize) {
-        for t in std::iter::once(&mut self.h).chain(self.c.as_mut()) {
-            let (layers, lanes, hidden) = (t.shape()[0], t.shape()[1], t.shape()[2]);
+        for t in &mut self.parts {
+            let (layers, lanes) = (t.shape()[0], t.shape()[1]);
             assert!(lane < lanes, "reset_lane: lane {lane} of {lanes}");
+            let per_lane = t.numel() / (layers * lanes);
             let data = t.data_mut();
             for l in 0..layers {
-                data[(l * lanes + lane) * hidden..][..hidden].fill(F::ZERO);
+                data[(l * lanes + lane) * per_lane..][..per_lane].fill(F::ZERO);
             }
         }
+    }
+}
+
+impl<F: Float, S: CellState<'static, F>> Carried<F> for Carry<F, S> {
+    type Live<'t> = S::On<'t>;
+
+    fn on<'t>(&self, tape: &'t Tape<F>) -> S::On<'t> {
+        Carry::on(self, tape)
+    }
+
+    fn of(state: S::On<'_>) -> Self {
+        Carry::from_parts(state.parts().iter().map(Var::value).collect())
+    }
+
+    fn reset_lane(&mut self, lane: usize) {
+        Carry::reset_lane(self, lane)
+    }
+}
+
+impl<F: Float, S> Clone for Carry<F, S> {
+    fn clone(&self) -> Self {
+        Carry {
+            parts: self.parts.clone(),
+            state: PhantomData,
+        }
+    }
+}
+
+impl<F: Float, S> PartialEq for Carry<F, S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts == other.parts
+    }
+}
+
+impl<F: Float, S> fmt::Debug for Carry<F, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Carry").field("parts", &self.parts).finish()
     }
 }
 
@@ -338,19 +485,23 @@ pub struct Update<F: Float = f32> {
 /// it must start its recurrent stack from `initial_state`, pass `run`'s options
 /// (`grad_scale`, `checkpoint_every`) to [`Recurrent::forward_with`], and return the loss summed
 /// over the chunk's counted targets (those that are not -100).
+///
+/// The carried state `K` is a [`Carry`] for a model around one [`Recurrent`] stack of any cell,
+/// or any [`Carried`] state a model defines for itself.
 #[derive(Debug)]
-pub struct Bptt<F: Float = f32> {
+pub struct Bptt<F: Float = f32, K = Carry<F>> {
     strategy: Strategy,
     rng: StdRng,
     /// Detached states by stream position (the last boundary; more for TBPTT(k1, k2)).
-    states: BTreeMap<usize, Carry<F>>,
+    states: BTreeMap<usize, K>,
+    precision: PhantomData<F>,
 }
 
-impl<F: Float> Bptt<F> {
+impl<F: Float, K: Carried<F>> Bptt<F, K> {
     /// A driver starting from `start` (usually [`Carry::zeros`]) at stream position 0; `seed`
     /// seeds the random strategies.
     #[track_caller]
-    pub fn new(strategy: Strategy, start: Carry<F>, seed: u64) -> Self {
+    pub fn new(strategy: Strategy, start: K, seed: u64) -> Self {
         match strategy {
             Strategy::Truncated { k }
             | Strategy::Randomized { k, .. }
@@ -378,6 +529,7 @@ impl<F: Float> Bptt<F> {
             strategy,
             rng: StdRng::seed_from_u64(seed),
             states: BTreeMap::from([(0, start)]),
+            precision: PhantomData,
         }
     }
 
@@ -387,12 +539,12 @@ impl<F: Float> Bptt<F> {
     }
 
     /// Replaces the carried state (to resume a run where it stopped, at `position`).
-    pub fn resume_at(&mut self, position: usize, carry: Carry<F>) {
+    pub fn resume_at(&mut self, position: usize, carry: K) {
         self.states = BTreeMap::from([(position, carry)]);
     }
 
     /// The state carried into the next update.
-    pub fn carry(&self) -> &Carry<F> {
+    pub fn carry(&self) -> &K {
         self.states
             .values()
             .next_back()
@@ -407,7 +559,7 @@ impl<F: Float> Bptt<F> {
     }
 
     /// Starts over from `start` at the stream's beginning (a new pass).
-    pub fn restart(&mut self, start: Carry<F>) {
+    pub fn restart(&mut self, start: K) {
         self.states = BTreeMap::from([(0, start)]);
     }
 
@@ -418,9 +570,9 @@ impl<F: Float> Bptt<F> {
         M: for<'t> FnMut(
             &'t Tape<F>,
             &Chunk,
-            StackState<'t, F>,
-            &Run<'_, 't, F>,
-        ) -> (Var<'t, F>, StackState<'t, F>),
+            K::Live<'t>,
+            &Run<'_, F>,
+        ) -> (Var<'t, F>, K::Live<'t>),
     {
         let begin = stream.position();
         let new_steps = match self.strategy {
@@ -465,8 +617,7 @@ impl<F: Float> Bptt<F> {
             }
             _ => model(&tape, &chunk, state, &run),
         };
-        self.states
-            .insert(begin + new_steps, Carry::of(final_state));
+        self.states.insert(begin + new_steps, K::of(final_state));
         self.forget_before(begin + new_steps);
         let counted = chunk.targets.iter().filter(|&&t| t != -100).count();
         let loss = total * F::from_f64(1.0 / counted as f64);
@@ -494,17 +645,17 @@ impl<F: Float> Bptt<F> {
         &mut self,
         tape: &'t Tape<F>,
         chunk: &Chunk,
-        mut state: StackState<'t, F>,
+        mut state: K::Live<'t>,
         g: usize,
         model: &mut M,
-    ) -> (Var<'t, F>, StackState<'t, F>)
+    ) -> (Var<'t, F>, K::Live<'t>)
     where
         M: for<'s> FnMut(
             &'s Tape<F>,
             &Chunk,
-            StackState<'s, F>,
-            &Run<'_, 's, F>,
-        ) -> (Var<'s, F>, StackState<'s, F>),
+            K::Live<'s>,
+            &Run<'_, F>,
+        ) -> (Var<'s, F>, K::Live<'s>),
     {
         let mut total = tape.constant(Tensor::scalar(F::ZERO));
         let lanes = chunk.lanes;
@@ -522,7 +673,7 @@ impl<F: Float> Bptt<F> {
             state = next;
             self.states
                 .entry(piece.start + n)
-                .or_insert_with(|| Carry::of(next));
+                .or_insert_with(|| K::of(next));
         }
         (total, state)
     }

@@ -4,8 +4,8 @@
 
 use rewind_autograd::{Float, Grads, Tensor, Var};
 
-use crate::cell::Cell;
 use crate::module::Module;
+use crate::standard_cells::StandardCell;
 
 /// ‖∂L/∂h_t‖ for each kept state (`Run { keep_states: true }`), in time order: how much gradient
 /// flows back to each step. A state the loss does not depend on gives 0.
@@ -79,7 +79,10 @@ fn normalize(v: &mut [f64]) -> f64 {
 
 /// The spectral radius of each gate's block of a cell's W_hh ([H, H] each; one block for a vanilla
 /// RNN, i f g o for an LSTM, r z n for a GRU).
-pub fn recurrent_spectral_radii<C: Cell<F>, F: Float>(cell: &C, iterations: usize) -> Vec<f64> {
+pub fn recurrent_spectral_radii<C: StandardCell<F>, F: Float>(
+    cell: &C,
+    iterations: usize,
+) -> Vec<f64> {
     let w = cell.weight_hh().value();
     let h = w.shape()[1];
     (0..C::GATES)

@@ -26,14 +26,16 @@ mod cell;
 mod diagnostics;
 mod dropout;
 mod gradcheck;
+mod lane;
 mod linear;
 pub mod loss;
 mod module;
 mod recurrent;
+mod standard_cells;
 mod weights;
 
-pub use bptt::{Bptt, Carry, Chunk, Strategy, Stream, Tokens, Update};
-pub use cell::{Cell, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, State};
+pub use bptt::{Bptt, Carried, Carry, Chunk, Strategy, Stream, Tokens, Update};
+pub use cell::{Cell, CellState, State, StatePart};
 pub use diagnostics::{
     grad_norms_through_time, param_grad_norms, recurrent_spectral_radii, spectral_radius,
 };
@@ -42,6 +44,7 @@ pub use gradcheck::gradcheck_module;
 pub use linear::{Embedding, Linear};
 pub use module::{nested, Module};
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn, Run, StackState};
+pub use standard_cells::{CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, StandardCell};
 pub use weights::{
     load_module, load_state_dict, load_state_dict_non_strict, load_weights,
     load_weights_non_strict, save_weights, state_dict, Unmatched, WeightProblem, WeightsError,

@@ -1,7 +1,7 @@
-//! Recurrent stacks: `Rnn`, `Lstm`, `Gru` with layers, directions, dropout between layers,
-//! batch-first or unbatched input, biases or none, initial states and variable lengths. The time
-//! loop is a plain loop over [`Cell::step_projected`]; backpropagation through time is the engine
-//! rewinding that loop.
+//! Recurrent stacks of any [`Cell`]: `Rnn`, `Lstm`, `Gru` and a user's own cells, with layers,
+//! directions, dropout between layers, batch-first or unbatched input, initial states (given or
+//! learned), variable lengths, per-step gradient scaling, kept states and checkpointed segments.
+//! The time loop itself is in `lane.rs`; backpropagation through time is the engine rewinding it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,9 +9,11 @@ use std::path::Path;
 use rand::Rng;
 use rewind_autograd::{concat, stack, Float, Param, Tape, Tensor, Var};
 
-use crate::cell::{Cell, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, State};
+use crate::cell::{Cell, CellState, State, StatePart};
 use crate::dropout::Dropout;
+use crate::lane::Lane;
 use crate::module::Module;
+use crate::standard_cells::{CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, StandardCell};
 use crate::weights::{load_state_dict, load_weights, WeightsError};
 
 /// The shape and options of a recurrent stack, with PyTorch's defaults (1 layer, one direction,
@@ -32,10 +34,11 @@ pub struct RecurrentConfig {
     pub batch_first: bool,
     /// Learn the initial state as parameters `h_0` (and `c_0`) [D·L, H] instead of zeros.
     pub learn_initial_state: bool,
-    /// tanh or relu (vanilla RNN only).
+    /// tanh or relu (built-in vanilla RNN cells only).
     pub nonlinearity: Nonlinearity,
-    /// Give every cell the biases b_ih and b_hh (PyTorch's `bias`); without them the stack has
-    /// no bias parameters at all.
+    /// Give every built-in cell the biases b_ih and b_hh (PyTorch's `bias`); without them the
+    /// stack has no bias parameters at all. A stack of one's own cells
+    /// ([`Recurrent::with_cells`]) reads neither this nor `nonlinearity`.
     pub bias: bool,
 }
 
@@ -97,7 +100,7 @@ impl RecurrentConfig {
         self
     }
 
-    fn directions(&self) -> usize {
+    pub(crate) fn directions(&self) -> usize {
         if self.bidirectional {
             2
         } else {
@@ -112,9 +115,11 @@ pub struct Recurrent<C, F: Float = f32> {
     config: RecurrentConfig,
     /// cells[layer][direction]
     cells: Vec<Vec<C>>,
+    /// The cells' state parts, the same for every cell.
+    parts: Vec<StatePart>,
     dropout: Dropout,
-    h_0: Option<Param<F>>,
-    c_0: Option<Param<F>>,
+    /// With a learned initial state, one parameter `{part}_0` [D·L, ·] per state part.
+    initial: Vec<Param<F>>,
 }
 
 /// A vanilla RNN stack (`torch.nn.RNN`).
@@ -124,39 +129,38 @@ pub type Lstm<F = f32> = Recurrent<LstmCell<F>, F>;
 /// A GRU stack (`torch.nn.GRU`).
 pub type Gru<F = f32> = Recurrent<GruCell<F>, F>;
 
-/// States of a whole stack: h (and c) [D·L, B, H] ([D·L, H] for an unbatched input), ordered
-/// layer by layer, forward direction first, as PyTorch's h_n.
-#[derive(Clone, Copy, Debug)]
-pub struct StackState<'t, F: Float = f32> {
-    /// Hidden states [D·L, B, H] or [D·L, H].
-    pub h: Var<'t, F>,
-    /// Cell states [D·L, B, H] or [D·L, H] (LSTM only).
-    pub c: Option<Var<'t, F>>,
-}
+/// The states of a whole stack of built-in cells: h (and c) [D·L, B, H] ([D·L, H] for an
+/// unbatched input), ordered layer by layer, forward direction first, as PyTorch's h_n (and c_n).
+/// A stack of any cell returns its cell's state type the same way, each part stacked.
+pub type StackState<'t, F = f32> = State<'t, F>;
 
 /// What a stack returns: the last layer's h at every step, and the final states.
 #[derive(Clone, Debug)]
-pub struct RecurrentOutput<'t, F: Float = f32> {
+pub struct RecurrentOutput<'t, F: Float = f32, S = State<'t, F>> {
     /// [T, B, D·H] (or [B, T, D·H] batch-first, [T, D·H] unbatched); zero past each sequence's
     /// length.
     pub output: Var<'t, F>,
-    /// The final states, each taken at its sequence's own length.
-    pub state: StackState<'t, F>,
+    /// The final state, each part [D·L, B, ·] ([D·L, ·] unbatched) ordered layer by layer,
+    /// forward direction first, each sequence's taken at its own length.
+    pub state: S,
     /// With [`Run::keep_states`]: h_t [B, H] ([1, H] unbatched) of the last layer's forward
     /// direction at each step, in time order, with its gradient kept: `grads[states[t]]` is the
     /// total ∂L/∂h_t (what it means past a sequence's length is said at [`Run::keep_states`]).
     pub states: Vec<Var<'t, F>>,
 }
 
-impl<C: Cell<F>, F: Float> Recurrent<C, F> {
+impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
     /// A stack initialised from `rng` as PyTorch initialises one (every weight and bias
     /// ~ U(-1/√H, 1/√H), drawn layer by layer in PyTorch's order; a learned initial state starts
     /// at zero).
     #[track_caller]
     pub fn new<R: Rng + ?Sized>(config: RecurrentConfig, rng: &mut R) -> Self {
-        let (h, bias) = (config.hidden_size, config.bias);
-        let cells = Self::layers(&config, |input| {
-            CellParams::init(C::GATES, input, h, bias, rng)
+        let (hidden, bias, nonlinearity) = (config.hidden_size, config.bias, config.nonlinearity);
+        let cells = layers(&config, |input, _| {
+            C::from_params(
+                CellParams::init(C::GATES, input, hidden, bias, rng),
+                nonlinearity,
+            )
         });
         let seed = rng.random();
         Self::assemble(config, cells, seed)
@@ -168,8 +172,13 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
     /// changes it).
     #[track_caller]
     pub fn zeros(config: RecurrentConfig) -> Self {
-        let (h, bias) = (config.hidden_size, config.bias);
-        let cells = Self::layers(&config, |input| CellParams::zeros(C::GATES, input, h, bias));
+        let (hidden, bias, nonlinearity) = (config.hidden_size, config.bias, config.nonlinearity);
+        let cells = layers(&config, |input, _| {
+            C::from_params(
+                CellParams::zeros(C::GATES, input, hidden, bias),
+                nonlinearity,
+            )
+        });
         Self::assemble(config, cells, 0)
     }
 
@@ -196,37 +205,84 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         load_state_dict(&mut stack, tensors)?;
         Ok(stack)
     }
+}
 
-    /// cells[layer][direction], each from `params(input size of its layer)`, in PyTorch's order.
+/// cells[layer][direction], each from `make(input size of its layer, hidden size)`, in PyTorch's
+/// order (layer by layer, forward direction first).
+#[track_caller]
+fn layers<C>(config: &RecurrentConfig, mut make: impl FnMut(usize, usize) -> C) -> Vec<Vec<C>> {
+    assert!(
+        config.num_layers >= 1,
+        "recurrent: needs at least one layer, got num_layers = 0"
+    );
+    let (d, h) = (config.directions(), config.hidden_size);
+    (0..config.num_layers)
+        .map(|layer| {
+            let input = if layer == 0 { config.input_size } else { d * h };
+            (0..d).map(|_| make(input, h)).collect()
+        })
+        .collect()
+}
+
+impl<C: Cell<F>, F: Float> Recurrent<C, F> {
+    /// A stack of one's own cells: `make(input_size, hidden_size)` builds the cell of each layer
+    /// and direction, in PyTorch's order (layer by layer, forward direction first), where a
+    /// layer's input size is `config.input_size` for the first and D·H after it. Every option
+    /// of `config` applies except `nonlinearity` and `bias`, which belong to the built-in cells.
+    /// The dropout masks between layers come from seed 0
+    /// ([`reseed_dropout`](Recurrent::reseed_dropout) changes it).
+    ///
+    /// Panics, naming the layer, if a cell's input size or H is not what its place needs, or
+    /// if the cells' state parts differ.
     #[track_caller]
-    fn layers(
-        config: &RecurrentConfig,
-        mut params: impl FnMut(usize) -> CellParams<F>,
-    ) -> Vec<Vec<C>> {
-        assert!(
-            config.num_layers >= 1,
-            "{}: needs at least one layer",
-            C::NAME
-        );
-        let (d, h) = (config.directions(), config.hidden_size);
-        (0..config.num_layers)
-            .map(|layer| {
-                let input = if layer == 0 { config.input_size } else { d * h };
-                (0..d)
-                    .map(|_| C::from_params(params(input), config.nonlinearity))
-                    .collect()
-            })
-            .collect()
+    pub fn with_cells(config: RecurrentConfig, make: impl FnMut(usize, usize) -> C) -> Self {
+        let cells = layers(&config, make);
+        Self::assemble(config, cells, 0)
     }
 
     #[track_caller]
     fn assemble(config: RecurrentConfig, cells: Vec<Vec<C>>, dropout_seed: u64) -> Self {
-        let shape = [config.directions() * config.num_layers, config.hidden_size];
-        let learned = |name: &str| Param::named(name, Tensor::zeros(&shape));
+        let parts = cells[0][0].state_parts();
+        let d = config.directions();
+        for (layer, row) in cells.iter().enumerate() {
+            let input = if layer == 0 {
+                config.input_size
+            } else {
+                d * config.hidden_size
+            };
+            for cell in row {
+                let name = cell.name();
+                let found = (cell.input_size(), cell.hidden_size());
+                assert!(
+                    found == (input, config.hidden_size),
+                    "{name}: layer {layer} needs a cell of input size {input} and H = {}, got \
+                     input size {} and H = {}",
+                    config.hidden_size,
+                    found.0,
+                    found.1
+                );
+                let own = cell.state_parts();
+                assert!(
+                    own == parts && own[0].shape.len() == 1,
+                    "{name}: every cell of a stack needs the same state parts, h first as a \
+                     vector [H]; layer {layer} has {own:?}, the first cell {parts:?}"
+                );
+            }
+        }
+        let learned = |part: &StatePart| {
+            let shape: Vec<usize> = std::iter::once(d * config.num_layers)
+                .chain(part.shape.iter().copied())
+                .collect();
+            Param::named(format!("{}_0", part.name), Tensor::zeros(&shape))
+        };
         Recurrent {
-            h_0: config.learn_initial_state.then(|| learned("h_0")),
-            c_0: (config.learn_initial_state && C::HAS_CELL_STATE).then(|| learned("c_0")),
+            initial: if config.learn_initial_state {
+                parts.iter().map(learned).collect()
+            } else {
+                Vec::new()
+            },
             dropout: Dropout::new(config.dropout, dropout_seed),
+            parts,
             cells,
             config,
         }
@@ -242,6 +298,11 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         &self.cells[layer][direction]
     }
 
+    /// The parts of each cell's state, h first, with their shapes for one sequence.
+    pub fn state_parts(&self) -> &[StatePart] {
+        &self.parts
+    }
+
     /// Restarts the generator of the dropout masks between layers from `seed`.
     pub fn reseed_dropout(&self, seed: u64) {
         self.dropout.reseed(seed);
@@ -252,39 +313,50 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         self.dropout.set_training(training);
     }
 
+    fn name(&self) -> &'static str {
+        self.cells[0][0].name()
+    }
+
     /// Runs the stack over `input` [T, B, in] ([B, T, in] batch-first), or over one unbatched
     /// sequence [T, in] (batch-first or not), as `torch.nn.LSTM` and its siblings do.
     ///
-    /// `initial` gives h_0 (and c_0) [D·L, B, H] ([D·L, H] unbatched); without it the state
-    /// starts at zero, or at the learned initial state. `lengths` gives each sequence's length:
-    /// past it, the state passes through unchanged and the output is zero, and the backward
-    /// direction starts at each sequence's own end. An unbatched input gives an unbatched output
-    /// [T, D·H] and states [D·L, H], and takes no `lengths`.
+    /// `initial` gives the initial state, each part [D·L, B, ·] ([D·L, ·] unbatched): h_0 (and
+    /// c_0) for the built-in cells. Without it the state starts at zero, or at the learned
+    /// initial state. `lengths` gives each sequence's length: past it, the state passes through
+    /// unchanged and the output is zero, and the backward direction starts at each sequence's
+    /// own end. An unbatched input gives an unbatched output [T, D·H] and state, and takes no
+    /// `lengths`.
+    ///
+    /// To carry the final state into the next call on a new tape (the next chunk of a long
+    /// sequence, detached), keep its values with [`Carry::of`](crate::Carry::of) and put them on
+    /// the new tape with [`Carry::on`](crate::Carry::on): a `Var` belongs to its tape and cannot
+    /// outlive it.
     #[track_caller]
     pub fn forward<'t>(
         &self,
         tape: &'t Tape<F>,
         input: Var<'t, F>,
-        initial: Option<StackState<'t, F>>,
+        initial: Option<C::State<'t>>,
         lengths: Option<&[usize]>,
-    ) -> RecurrentOutput<'t, F> {
+    ) -> RecurrentOutput<'t, F, C::State<'t>> {
         let run = Run {
-            initial,
             lengths,
             ..Run::default()
         };
-        self.forward_with(tape, input, &run)
+        self.forward_with(tape, input, initial, &run)
     }
 
     /// [`forward`](Recurrent::forward) with every option of [`Run`]: also gradient scaling per
-    /// step (randomized truncation) and checkpointed segments.
+    /// step (randomized truncation), kept states and checkpointed segments.
     #[track_caller]
     pub fn forward_with<'t>(
         &self,
         tape: &'t Tape<F>,
         input: Var<'t, F>,
-        run: &Run<'_, 't, F>,
-    ) -> RecurrentOutput<'t, F> {
+        initial: Option<C::State<'t>>,
+        run: &Run<'_, F>,
+    ) -> RecurrentOutput<'t, F, C::State<'t>> {
+        let name = self.name();
         let unbatched = self.check_input(input);
         let x = if unbatched {
             input.reshape(&[input.shape()[0], 1, self.config.input_size])
@@ -295,8 +367,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         let (steps, batch) = (shape[0], shape[1]);
         if unbatched && run.lengths.is_some() {
             panic!(
-                "{}: lengths need a batch; an unbatched input {:?} is one sequence of its own length",
-                C::NAME,
+                "{name}: lengths need a batch; an unbatched input {:?} is one sequence of its own length",
                 &input.shape()[..]
             );
         }
@@ -305,32 +376,35 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             assert_eq!(
                 xi.len(),
                 steps,
-                "{}: grad_scale needs one factor per step ({steps}), got {}",
-                C::NAME,
+                "{name}: grad_scale needs one factor per step ({steps}), got {}",
                 xi.len()
             );
         }
         assert!(
             run.checkpoint_every != Some(0),
-            "{}: checkpoint segments must be at least one step",
-            C::NAME
+            "{name}: checkpoint segments must be at least one step"
         );
         assert!(
             !(run.keep_states && run.checkpoint_every.is_some()),
-            "{}: keep_states needs the states on the tape, which checkpointing recomputes instead",
-            C::NAME
+            "{name}: keep_states needs the states on the tape, which checkpointing recomputes instead"
         );
+        // Not `Option::map`: a closure would lose the caller's line in the shape check's panic.
+        #[allow(clippy::manual_map)]
+        let initial = match initial {
+            Some(s) => Some(self.check_initial(s, input, unbatched)),
+            None => None,
+        };
         let mut kept = Vec::new();
         let dirs = self.config.directions();
-        self.check_initial(run.initial, input, unbatched);
         let mut layer_input = x;
-        let mut finals = Vec::with_capacity(self.config.num_layers * dirs);
+        let mut finals: Vec<Vec<Var<'t, F>>> = Vec::with_capacity(self.config.num_layers * dirs);
         for (layer, cells) in self.cells.iter().enumerate() {
             let features = layer_input.shape()[2];
             let flat = layer_input.reshape(&[steps * batch, features]);
             let mut outputs = Vec::with_capacity(dirs);
             for (direction, cell) in cells.iter().enumerate() {
-                let start = self.initial_state(tape, run.initial, layer * dirs + direction, batch);
+                let index = layer * dirs + direction;
+                let start = self.initial_state(tape, initial.as_deref(), index, batch);
                 let lane = Lane {
                     steps,
                     batch,
@@ -344,7 +418,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                     Some(k) => lane.run_checkpointed(tape, cell, flat, start, k),
                 };
                 outputs.push(hs);
-                finals.push(state);
+                finals.push(state.parts());
             }
             let out = if dirs == 2 {
                 concat(&outputs, 2)
@@ -358,24 +432,28 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 self.dropout.forward(tape, out)
             };
         }
-        let h: Vec<Var<'t, F>> = finals.iter().map(|s| s.h).collect();
-        let c: Option<Vec<Var<'t, F>>> = finals.iter().map(|s| s.c).collect();
-        let (h, c) = (stack(&h, 0), c.map(|c| stack(&c, 0)));
-        if unbatched {
-            let state = [finals.len(), self.config.hidden_size];
+        let stacked: Vec<Var<'t, F>> = (0..self.parts.len())
+            .map(|p| {
+                let across: Vec<Var<'t, F>> = finals.iter().map(|parts| parts[p]).collect();
+                let s = stack(&across, 0);
+                if unbatched {
+                    let mut shape = vec![finals.len()];
+                    shape.extend(&self.parts[p].shape);
+                    s.reshape(&shape)
+                } else {
+                    s
+                }
+            })
+            .collect();
+        let output = if unbatched {
             let features = layer_input.shape()[2];
-            return RecurrentOutput {
-                output: layer_input.reshape(&[steps, features]),
-                state: StackState {
-                    h: h.reshape(&state),
-                    c: c.map(|c| c.reshape(&state)),
-                },
-                states: kept,
-            };
-        }
+            layer_input.reshape(&[steps, features])
+        } else {
+            self.time_major(layer_input)
+        };
         RecurrentOutput {
-            output: self.time_major(layer_input),
-            state: StackState { h, c },
+            output,
+            state: C::State::from_parts(&stacked),
             states: kept,
         }
     }
@@ -394,7 +472,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             };
             panic!(
                 "{}: expected an input [{batched}, {features}] or unbatched [T, {features}], got {:?}",
-                C::NAME,
+                self.name(),
                 &s[..]
             );
         }
@@ -416,7 +494,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         if lengths.len() != batch || lengths.iter().any(|&l| l == 0 || l > steps) {
             panic!(
                 "{}: lengths {lengths:?} must give each of the {batch} sequences a length in 1..={steps}",
-                C::NAME
+                self.name()
             );
         }
         (0..steps)
@@ -430,77 +508,82 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             .collect()
     }
 
-    /// Checks the initial state against the input: [D·L, B, H], or [D·L, H] when unbatched.
+    /// Checks the initial state against the input: each part [D·L, B, ·], or [D·L, ·] when
+    /// unbatched; returns its parts.
     #[track_caller]
-    fn check_initial(
+    fn check_initial<'t>(
         &self,
-        initial: Option<StackState<'_, F>>,
+        initial: C::State<'t>,
         input: Var<'_, F>,
         unbatched: bool,
-    ) {
-        let Some(s) = initial else { return };
+    ) -> Vec<Var<'t, F>> {
+        let name = self.name();
+        let parts = initial.parts();
+        let names: Vec<&str> = self.parts.iter().map(|p| p.name).collect();
+        assert!(
+            parts.len() == self.parts.len(),
+            "{name}: the initial state needs the parts {names:?}, got {} parts",
+            parts.len()
+        );
         let layers = self.config.directions() * self.config.num_layers;
-        let hidden = self.config.hidden_size;
         let input = input.shape();
-        let (expected, kind) = if unbatched {
-            (vec![layers, hidden], "an unbatched input")
+        let batch = (!unbatched).then(|| input[usize::from(!self.config.batch_first)]);
+        let kind = if unbatched {
+            "an unbatched input"
         } else {
-            let batch = input[usize::from(!self.config.batch_first)];
-            (vec![layers, batch, hidden], "an input")
+            "an input"
         };
-        match (s.c, C::HAS_CELL_STATE) {
-            (None, true) => panic!("{}: the initial state needs c as well as h", C::NAME),
-            (Some(_), false) => panic!("{}: this cell has no c state", C::NAME),
-            _ => {}
-        }
-        for (name, v) in [("h", Some(s.h)), ("c", s.c)] {
-            let Some(shape) = v.map(|v| v.shape()) else {
-                continue;
-            };
+        for (part, v) in self.parts.iter().zip(&parts) {
+            let expected: Vec<usize> = std::iter::once(layers)
+                .chain(batch)
+                .chain(part.shape.iter().copied())
+                .collect();
+            let shape = v.shape();
             if shape[..] != expected[..] {
                 panic!(
-                    "{}: initial {name} must be {expected:?} for {kind} {:?}, got {:?}",
-                    C::NAME,
+                    "{name}: initial {} must be {expected:?} for {kind} {:?}, got {:?}",
+                    part.name,
                     &input[..],
                     &shape[..]
                 );
             }
         }
+        parts
     }
 
-    /// The starting state of layer-direction `index`, as [B, H] (B = 1 for an unbatched input,
-    /// whose initial state [D·L, H] gives the same [1, H] slices).
+    /// The starting state of layer-direction `index`, each part [B, ·] (B = 1 for an unbatched
+    /// input, whose initial state [D·L, ·] gives the same [1, ·] slices).
     fn initial_state<'t>(
         &self,
         tape: &'t Tape<F>,
-        initial: Option<StackState<'t, F>>,
+        initial: Option<&[Var<'t, F>]>,
         index: usize,
         batch: usize,
-    ) -> State<'t, F> {
-        let hidden = self.config.hidden_size;
-        let zeros = || tape.constant(Tensor::zeros(&[batch, hidden]));
-        let pick = |v: Var<'t, F>| v.narrow(0, index, 1).reshape(&[batch, hidden]);
-        let learned = |p: &Param<F>| tape.param(p).narrow(0, index, 1) + zeros();
-        let h = match (initial, &self.h_0) {
-            (Some(s), _) => pick(s.h),
-            (None, Some(p)) => learned(p),
-            (None, None) => zeros(),
-        };
-        let c = C::HAS_CELL_STATE.then(|| match (initial.and_then(|s| s.c), &self.c_0) {
-            (Some(c), _) => pick(c),
-            (None, Some(p)) => learned(p),
-            (None, None) => zeros(),
-        });
-        State { h, c }
+    ) -> C::State<'t> {
+        let parts: Vec<Var<'t, F>> = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(p, part)| {
+                let shape = part.batched(batch);
+                match (initial, self.initial.get(p)) {
+                    (Some(given), _) => given[p].narrow(0, index, 1).reshape(&shape),
+                    (None, Some(learned)) => {
+                        tape.param(learned).narrow(0, index, 1)
+                            + tape.constant(Tensor::zeros(&shape))
+                    }
+                    (None, None) => tape.constant(Tensor::zeros(&shape)),
+                }
+            })
+            .collect();
+        C::State::from_parts(&parts)
     }
 }
 
 /// How a stack runs over time, beyond its configuration. `Run::default()` is a plain forward
 /// pass from a zero (or learned) state.
 #[derive(Clone, Copy, Debug)]
-pub struct Run<'a, 't, F: Float = f32> {
-    /// h_0 (and c_0) [D·L, B, H] ([D·L, H] for an unbatched input).
-    pub initial: Option<StackState<'t, F>>,
+pub struct Run<'a, F: Float = f32> {
     /// Each sequence's length (1..=T).
     pub lengths: Option<&'a [usize]>,
     /// ξ_k for each step k of the loop (in each direction's own order): the gradient flowing
@@ -509,7 +592,8 @@ pub struct Run<'a, 't, F: Float = f32> {
     /// forward values are unchanged. ξ_0 is not used.
     pub grad_scale: Option<&'a [F]>,
     /// Keep the state only every k steps and recompute each segment's insides during backward
-    /// (checkpointed BPTT: memory O(T/k + k) per layer instead of O(T)).
+    /// (checkpointed BPTT: memory O(T/k + k) per layer instead of O(T)). Any cell is
+    /// checkpointed: the parameters its step reads become the segment's inputs.
     pub checkpoint_every: Option<usize>,
     /// Return the last layer's forward-direction state h_t at every step in
     /// [`RecurrentOutput::states`] ([B, H] each, in time order, batch-first or not), each marked
@@ -529,208 +613,14 @@ pub struct Run<'a, 't, F: Float = f32> {
     pub keep_states: bool,
 }
 
-impl<F: Float> Default for Run<'_, '_, F> {
+impl<F: Float> Default for Run<'_, F> {
     fn default() -> Self {
         Run {
-            initial: None,
             lengths: None,
             grad_scale: None,
             checkpoint_every: None,
             keep_states: false,
         }
-    }
-}
-
-/// One direction of one layer over the whole sequence.
-struct Lane<'a, F: Float> {
-    steps: usize,
-    batch: usize,
-    reverse: bool,
-    /// By time step.
-    masks: Option<&'a [Tensor<F>]>,
-    /// By loop step.
-    grad_scale: Option<&'a [F]>,
-}
-
-impl<F: Float> Lane<'_, F> {
-    /// The time step that loop step `k` processes.
-    fn time(&self, k: usize) -> usize {
-        if self.reverse {
-            self.steps - 1 - k
-        } else {
-            k
-        }
-    }
-
-    /// The loop over time, every step recorded: returns h at every step [T, B, H] (time order)
-    /// and the final state.
-    fn run<'t, C: Cell<F>>(
-        &self,
-        tape: &'t Tape<F>,
-        cell: &C,
-        x: Var<'t, F>,
-        start: State<'t, F>,
-        keep: Option<&mut Vec<Var<'t, F>>>,
-    ) -> (Var<'t, F>, State<'t, F>) {
-        // The input projection of every step in one GEMM, before the loop.
-        let param = |p: Option<&Param<F>>| p.map(|p| tape.param(p));
-        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), param(cell.bias_hh()));
-        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), param(cell.bias_ih()));
-        let xp = C::project(x, w_ih, b_ih, b_hh);
-        let weights = Weights { w_hh, b_hh, xp };
-        let (hs, state) = self.steps::<C>(cell.kind(), weights, start, 0, keep);
-        (stack(&hs, 0), state)
-    }
-
-    /// The loop in checkpointed segments of `k` steps: the tape keeps each segment's input
-    /// rows, outputs and final state; its insides are recomputed during backward.
-    fn run_checkpointed<'t, C: Cell<F>>(
-        &self,
-        tape: &'t Tape<F>,
-        cell: &C,
-        x: Var<'t, F>,
-        start: State<'t, F>,
-        k: usize,
-    ) -> (Var<'t, F>, State<'t, F>) {
-        let param = |p: Option<&Param<F>>| p.map(|p| tape.param(p));
-        let (w_ih, b_ih) = (tape.param(cell.weight_ih()), param(cell.bias_ih()));
-        let (w_hh, b_hh) = (tape.param(cell.weight_hh()), param(cell.bias_hh()));
-        let mut state = start;
-        let mut pieces = Vec::new();
-        for first in (0..self.steps).step_by(k) {
-            let n = k.min(self.steps - first);
-            // Rows of the segment in time order: steps first..first+n of the loop.
-            let t_lo = self.time(first).min(self.time(first + n - 1));
-            let rows = x.narrow(0, t_lo * self.batch, n * self.batch);
-            let segment = Segment {
-                kind: cell.kind(),
-                batch: self.batch,
-                reverse: self.reverse,
-                first,
-                masks: self.masks.map(|m| m[t_lo..t_lo + n].to_vec()),
-                grad_scale: self.grad_scale.map(|xi| xi[first..first + n].to_vec()),
-                biases: [b_ih.is_some(), b_hh.is_some()],
-            };
-            let mut inputs = vec![rows, w_ih, w_hh, state.h];
-            inputs.extend(state.c);
-            inputs.extend(b_ih);
-            inputs.extend(b_hh);
-            let out = tape.checkpoint(&inputs, move |_, v| segment.run::<C>(v));
-            state = State {
-                h: out[1],
-                c: out.get(2).copied(),
-            };
-            pieces.push((t_lo, out[0]));
-        }
-        pieces.sort_by_key(|(t, _)| *t);
-        let hs: Vec<Var<'t, F>> = pieces.into_iter().map(|(_, h)| h).collect();
-        (concat(&hs, 0), state)
-    }
-}
-
-/// A checkpointed segment: everything it needs besides its input Vars, owned, so it can run again
-/// during backward.
-struct Segment<K, F: Float> {
-    kind: K,
-    batch: usize,
-    reverse: bool,
-    first: usize,
-    masks: Option<Vec<Tensor<F>>>,
-    grad_scale: Option<Vec<F>>,
-    /// Whether the cell has b_ih and b_hh.
-    biases: [bool; 2],
-}
-
-impl<K: Copy, F: Float> Segment<K, F> {
-    /// inputs: [rows of x, W_ih, W_hh, h, (c), (b_ih), (b_hh)]; outputs: [h at each step
-    /// [n, B, H] in time order, final h, (final c)].
-    fn run<'s, C: Cell<F, Kind = K>>(&self, v: &[Var<'s, F>]) -> Vec<Var<'s, F>> {
-        let n = v[0].shape()[0] / self.batch;
-        let c = C::HAS_CELL_STATE.then(|| v[4]);
-        let mut rest = v[4 + usize::from(C::HAS_CELL_STATE)..].iter().copied();
-        let [b_ih, b_hh] = self
-            .biases
-            .map(|has| has.then(|| rest.next().expect("a bias")));
-        let xp = C::project(v[0], v[1], b_ih, b_hh);
-        let lane = Lane {
-            steps: n,
-            batch: self.batch,
-            reverse: self.reverse,
-            masks: self.masks.as_deref(),
-            grad_scale: self.grad_scale.as_deref(),
-        };
-        let start = State { h: v[3], c };
-        let weights = Weights {
-            w_hh: v[2],
-            b_hh,
-            xp,
-        };
-        let (hs, state) = lane.steps::<C>(self.kind, weights, start, self.first, None);
-        let mut out = vec![stack(&hs, 0), state.h];
-        out.extend(state.c);
-        out
-    }
-}
-
-/// What a lane's steps read: the recurrent weight and bias, and the input projection of every
-/// step (rows in time order).
-struct Weights<'t, F: Float> {
-    w_hh: Var<'t, F>,
-    b_hh: Option<Var<'t, F>>,
-    xp: Var<'t, F>,
-}
-
-impl<F: Float> Lane<'_, F> {
-    /// Runs every step of the lane from `state`; `offset` is the loop index of its first step in
-    /// the whole sequence (the sequence's first step has no incoming gradient to scale). Returns h
-    /// per step in time order, and the final state; pushes each state onto `keep` if given.
-    fn steps<'t, C: Cell<F>>(
-        &self,
-        kind: C::Kind,
-        w: Weights<'t, F>,
-        mut state: State<'t, F>,
-        offset: usize,
-        mut keep: Option<&mut Vec<Var<'t, F>>>,
-    ) -> (Vec<Var<'t, F>>, State<'t, F>) {
-        let mut hs = vec![None; self.steps];
-        let masks = self
-            .masks
-            .map(|m| (m, w.xp.tape().constant(Tensor::scalar(F::ZERO))));
-        for k in 0..self.steps {
-            if let Some(xi) = self.grad_scale.filter(|_| offset + k > 0) {
-                state = State {
-                    h: state.h.scale_grad(xi[k]),
-                    c: state.c.map(|c| c.scale_grad(xi[k])),
-                };
-            }
-            let t = self.time(k);
-            let xp_t = w.xp.narrow(0, t * self.batch, self.batch);
-            let next = C::recur(kind, w.w_hh, w.b_hh, xp_t, state);
-            state = match masks {
-                Some((m, _)) => masked(&m[t], next, state),
-                None => next,
-            };
-            if let Some(kept) = keep.as_deref_mut() {
-                kept.push(state.h.retain_grad());
-            }
-            // The output reads the state node itself, not the cell's `next.h` (equal where the
-            // sequence runs): then h_t is one node that every path to the loss passes through,
-            // and a kept state's gradient is the total ∂L/∂h_t.
-            hs[t] = Some(match masks {
-                Some((m, zero)) => state.h.where_cond(&m[t], zero),
-                None => state.h,
-            });
-        }
-        let hs = hs.into_iter().map(|h| h.expect("every step ran")).collect();
-        (hs, state)
-    }
-}
-
-/// Where `mask` [B, 1] is 0 (the sequence has ended), keeps the previous state.
-fn masked<'t, F: Float>(mask: &Tensor<F>, next: State<'t, F>, prev: State<'t, F>) -> State<'t, F> {
-    State {
-        h: next.h.where_cond(mask, prev.h),
-        c: next.c.zip(prev.c).map(|(n, p)| n.where_cond(mask, p)),
     }
 }
 
@@ -744,8 +634,7 @@ impl<C: Cell<F>, F: Float> Module<F> for Recurrent<C, F> {
                 }
             }
         }
-        out.extend(self.h_0.iter().map(|p| ("h_0".to_string(), p)));
-        out.extend(self.c_0.iter().map(|p| ("c_0".to_string(), p)));
+        out.extend(self.initial.iter().map(|p| (own_name(p), p)));
         out
     }
 
@@ -758,10 +647,15 @@ impl<C: Cell<F>, F: Float> Module<F> for Recurrent<C, F> {
                 }
             }
         }
-        out.extend(self.h_0.iter_mut().map(|p| ("h_0".to_string(), p)));
-        out.extend(self.c_0.iter_mut().map(|p| ("c_0".to_string(), p)));
+        out.extend(self.initial.iter_mut().map(|p| (own_name(p), p)));
         out
     }
+}
+
+fn own_name<F: Float>(p: &Param<F>) -> String {
+    p.name()
+        .expect("a learned initial state is named")
+        .to_string()
 }
 
 /// PyTorch's name for a cell parameter in a stack: `weight_ih` of layer 1's backward direction
