@@ -322,6 +322,52 @@ fn checkpoint_recomputes_inside_backward_and_keeps_only_outputs() {
     );
 }
 
+#[test]
+fn checkpoint_runs_its_function_once_and_replays_the_record() {
+    // f borrows a counter and reads the parameter itself; backward replays what f recorded
+    // (twice, for two backward passes) without calling f again, and the parameter's gradient
+    // reaches the caller's tape.
+    let w = Param::new(Tensor::<f64>::from_vec(vec![0.3, -0.7], &[1, 2]).unwrap());
+    let calls = std::cell::Cell::new(0);
+    let tape = Tape::new();
+    let x = tape.var(t(&[0.5, 2.0], &[1, 2]));
+    let y = tape.checkpoint(&[x], |inner, v| {
+        calls.set(calls.get() + 1);
+        vec![(v[0] * inner.param(&w)).tanh().sum()]
+    })[0];
+    let first = y.backward();
+    let second = y.backward();
+    assert_eq!(calls.get(), 1);
+    // ∂/∂x_j Σ tanh(x_j w_j) = w_j (1 - tanh²(x_j w_j)), and symmetrically for w.
+    let (xs, ws): ([f64; 2], [f64; 2]) = ([0.5, 2.0], [0.3, -0.7]);
+    for j in 0..2 {
+        let slope = 1.0 - (xs[j] * ws[j]).tanh().powi(2);
+        for g in [&first, &second] {
+            assert!((g[x].data()[j] - ws[j] * slope).abs() < 1e-15);
+            assert!((g[&w].data()[j] - xs[j] * slope).abs() < 1e-15);
+        }
+    }
+}
+
+#[test]
+fn a_checkpoint_inside_a_checkpoint_replays_both() {
+    // tanh(tanh(x·w)·w) with the inner tanh in its own region, against the same recorded whole.
+    let w = Param::new(Tensor::<f64>::scalar(0.8));
+    let whole = Tape::new();
+    let x = whole.var(Tensor::scalar(0.4));
+    let wv = whole.param(&w);
+    let expected = ((x * wv).tanh() * wv).tanh().backward();
+    let tape = Tape::new();
+    let xv = tape.var(Tensor::scalar(0.4));
+    let y = tape.checkpoint(&[xv], |outer, v| {
+        let inner = outer.checkpoint(&[v[0]], |t, u| vec![(u[0] * t.param(&w)).tanh()])[0];
+        vec![(inner * outer.param(&w)).tanh()]
+    })[0];
+    let got = y.backward();
+    assert!((got[xv].item() - expected[x].item()).abs() < 1e-15);
+    assert!((got[&w].item() - expected[&w].item()).abs() < 1e-15);
+}
+
 /// `A·Bᵀ` and its gradients against plain loops, at sizes on both sides of the point where a
 /// product is split across threads: at least 2^21 flops (`2·m·k·n`, matmul.rs's
 /// `PARALLEL_FLOPS`), split into bands of C's rows, or of its columns when C is wider than tall.
