@@ -210,16 +210,6 @@ impl<F: Float> CellParams<F> {
         out.extend(self.bias_hh.iter().map(|b| ("bias_hh".into(), b)));
         out
     }
-
-    fn list_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        let mut out = vec![
-            ("weight_ih".into(), &mut self.weight_ih),
-            ("weight_hh".into(), &mut self.weight_hh),
-        ];
-        out.extend(self.bias_ih.iter_mut().map(|b| ("bias_ih".into(), b)));
-        out.extend(self.bias_hh.iter_mut().map(|b| ("bias_hh".into(), b)));
-        out
-    }
 }
 
 macro_rules! cell_module {
@@ -227,10 +217,6 @@ macro_rules! cell_module {
         impl<F: Float> Module<F> for $cell<F> {
             fn params(&self) -> Vec<(String, &Param<F>)> {
                 self.params.list()
-            }
-
-            fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-                self.params.list_mut()
             }
         }
     };

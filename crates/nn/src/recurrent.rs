@@ -748,20 +748,6 @@ impl<C: Cell<F>, F: Float> Module<F> for Recurrent<C, F> {
         out.extend(self.c_0.iter().map(|p| ("c_0".to_string(), p)));
         out
     }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        let mut out = Vec::new();
-        for (layer, cells) in self.cells.iter_mut().enumerate() {
-            for (direction, cell) in cells.iter_mut().enumerate() {
-                for (name, p) in cell.params_mut() {
-                    out.push((stacked_name(&name, layer, direction), p));
-                }
-            }
-        }
-        out.extend(self.h_0.iter_mut().map(|p| ("h_0".to_string(), p)));
-        out.extend(self.c_0.iter_mut().map(|p| ("c_0".to_string(), p)));
-        out
-    }
 }
 
 /// PyTorch's name for a cell parameter in a stack: `weight_ih` of layer 1's backward direction

@@ -14,7 +14,9 @@ use crate::fused::mul_add;
 /// `grads`; parameters without one are left alone (and their state does not advance), as in
 /// PyTorch.
 pub trait Optimizer<F: Float = f32> {
-    /// One update.
+    /// One update, to each parameter `model.params()` lists (through [`Param::update`]). The model
+    /// is taken exclusively, though a `Param` can be updated through a shared reference, to say
+    /// that the step changes it.
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>);
 
     /// The learning rate (of the default group; other groups scale it, see [`ParamGroup`]).
@@ -305,10 +307,10 @@ impl<F: Float> Decay<F> {
 ///
 /// Panics if two parameters share a name, since state is keyed by name.
 pub(crate) fn with_grads<'m, F: Float>(
-    model: &'m mut dyn Module<F>,
+    model: &'m dyn Module<F>,
     grads: &'m Grads<F>,
-) -> Vec<(String, &'m mut Param<F>, &'m Tensor<F>)> {
-    let params = model.params_mut();
+) -> Vec<(String, &'m Param<F>, &'m Tensor<F>)> {
+    let params = model.params();
     let mut seen = std::collections::BTreeSet::new();
     for (name, _) in &params {
         assert!(
