@@ -163,3 +163,33 @@ fn params_and_layers_can_be_shared_across_threads() {
     send_sync::<Linear>();
     send_sync::<Embedding>();
 }
+
+/// An embedding whose table is also the output projection, listed under both names.
+struct Tied {
+    embed: Embedding,
+}
+
+impl Module for Tied {
+    fn params(&self) -> Vec<(String, &Param)> {
+        vec![
+            ("embed.weight".into(), &self.embed.weight),
+            ("head.weight".into(), &self.embed.weight),
+        ]
+    }
+}
+
+/// A weight listed twice gets one step, as PyTorch's `named_parameters` lists a tied weight once:
+/// its gradient already holds both uses.
+#[test]
+fn a_tied_weight_listed_under_two_names_is_stepped_once() {
+    let mut model = Tied {
+        embed: Embedding::new(3, 2, &mut StdRng::seed_from_u64(5)),
+    };
+    let before = model.embed.weight.value();
+    let mut grads = Grads::default();
+    grads
+        .insert(&model.embed.weight, Tensor::ones(&[3, 2]))
+        .unwrap();
+    Sgd::new(0.5).step(&mut model, &grads);
+    assert_eq!(model.embed.weight.value(), before.map(|w| w - 0.5));
+}
