@@ -34,12 +34,6 @@ impl<C: StandardCell<f32>> Module for Model<C> {
         p.extend(nested("head", self.head.params()));
         p
     }
-    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut p = nested("embed", self.embed.params_mut());
-        p.extend(nested("rnn", self.rnn.params_mut()));
-        p.extend(nested("head", self.head.params_mut()));
-        p
-    }
 }
 
 fn steps_for(hidden: usize) -> usize {
@@ -92,7 +86,7 @@ fn cell<C: StandardCell<f32> + 'static>(c: &mut Criterion, name: &str) {
                     let y = hv.matmul(wv.t());
                     black_box(y.sum().backward());
                 }
-                let (xv, wi) = (tape.constant(x.clone()), tape.var(w.value().clone()));
+                let (xv, wi) = (tape.constant(x.clone()), tape.var(w.value()));
                 black_box(xv.matmul(wi.t()).sum().backward());
                 let (xo, wo) = (tape.var(x.clone()), tape.var(head.clone()));
                 black_box(xo.matmul(wo.t()).sum().backward());

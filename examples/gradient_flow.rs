@@ -100,11 +100,6 @@ impl<C: StandardCell<f32>> Module for Model<C> {
         p.extend(rewind::nn::nested("head", self.head.params()));
         p
     }
-    fn params_mut(&mut self) -> Vec<(String, &mut rewind::autograd::Param)> {
-        let mut p = rewind::nn::nested("rnn", self.rnn.params_mut());
-        p.extend(rewind::nn::nested("head", self.head.params_mut()));
-        p
-    }
 }
 
 struct Report {

@@ -34,9 +34,9 @@ fn fit_a_neuron() {
     println!("2. Fitting y = tanh(w1·x1 + w2·x2 + b) by SGD");
     let xs = [[2.0, 3.0], [3.0, -1.0], [0.5, 1.0], [1.0, 1.0]];
     let ys = [1.0, -1.0, -1.0, 1.0];
-    let mut w1 = Param::named("w1", Tensor::scalar(0.1));
-    let mut w2 = Param::named("w2", Tensor::scalar(-0.2));
-    let mut b = Param::named("b", Tensor::scalar(0.0));
+    let w1 = Param::named("w1", Tensor::scalar(0.1));
+    let w2 = Param::named("w2", Tensor::scalar(-0.2));
+    let b = Param::named("b", Tensor::scalar(0.0));
     let lr = 0.1;
     for step in 0..=300 {
         let tape = Tape::<f64>::new();
@@ -50,9 +50,9 @@ fn fit_a_neuron() {
         if step % 50 == 0 {
             println!("   step {step:>3}  loss {:.5}", loss.item());
         }
-        for p in [&mut w1, &mut w2, &mut b] {
-            let g = grads[&*p].item();
-            p.value_mut().data_mut()[0] -= lr * g;
+        for p in [&w1, &w2, &b] {
+            let g = grads[p].item();
+            p.update(|t| t.data_mut()[0] -= lr * g);
         }
     }
     let (w1, w2, b) = (w1.value().item(), w2.value().item(), b.value().item());

@@ -56,12 +56,6 @@ impl Module for Model {
         p.extend(nested("head", self.head.params()));
         p
     }
-    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut p = nested("embed", self.embed.params_mut());
-        p.extend(nested("rnn", self.lstm.params_mut()));
-        p.extend(nested("head", self.head.params_mut()));
-        p
-    }
 }
 
 #[test]

@@ -150,7 +150,7 @@ fn randomized_truncation_is_unbiased() {
         .params()
         .iter()
         .enumerate()
-        .map(|(i, (_, p))| uniform(p.shape(), 100 + i as u64))
+        .map(|(i, (_, p))| uniform(&p.shape(), 100 + i as u64))
         .collect();
     let project = |g: &Grads<f64>| -> f64 {
         model
@@ -220,11 +220,11 @@ fn spectral_radius_of_known_matrices() {
 fn gradient_norms_through_time_follow_powers_of_w_hh() {
     use rewind::nn::{grad_norms_through_time, param_grad_norms, Nonlinearity, Rnn, StackState};
     let config = RecurrentConfig::new(1, 2).nonlinearity(Nonlinearity::Relu);
-    let mut rnn = Rnn::<f64>::new(config, &mut StdRng::seed_from_u64(10));
-    for (name, p) in rnn.params_mut() {
+    let rnn = Rnn::<f64>::new(config, &mut StdRng::seed_from_u64(10));
+    for (name, p) in rnn.params() {
         let value = match name.as_str() {
             "weight_hh_l0" => Tensor::from_vec(vec![0.5, 0.0, 0.0, 0.5], &[2, 2]).unwrap(),
-            _ => Tensor::zeros(p.shape()),
+            _ => Tensor::zeros(&p.shape()),
         };
         p.set(value);
     }

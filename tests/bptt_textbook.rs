@@ -97,9 +97,9 @@ fn linear_rnn_gradients_equal_the_textbook_recursion() {
     let grads = loss.backward();
 
     let (m_hx, m_hh, m_qh) = (
-        to_matrix(w_hx.value()),
-        to_matrix(w_hh.value()),
-        to_matrix(w_qh.value()),
+        to_matrix(&w_hx.value()),
+        to_matrix(&w_hh.value()),
+        to_matrix(&w_qh.value()),
     );
     let mut hs = vec![vec![0.0; H]]; // hs[t + 1] = h_t, hs[0] = h_0 = 0
     for t in 0..T {
@@ -147,9 +147,9 @@ fn rnn_layer_gradients_equal_the_textbook_recursion_with_tanh() {
 
     let p = |name: &str| rnn.params().into_iter().find(|(n, _)| n == name).unwrap().1;
     let (m_hx, m_hh, m_qh) = (
-        to_matrix(p("weight_ih_l0").value()),
-        to_matrix(p("weight_hh_l0").value()),
-        to_matrix(readout.weight.value()),
+        to_matrix(&p("weight_ih_l0").value()),
+        to_matrix(&p("weight_hh_l0").value()),
+        to_matrix(&readout.weight.value()),
     );
     let (b_ih, b_hh) = (
         p("bias_ih_l0").value().data().to_vec(),

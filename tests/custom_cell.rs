@@ -188,12 +188,6 @@ impl Module<f64> for Tagger {
         all.extend(nested("head", self.head.params()));
         all
     }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<f64>)> {
-        let mut all = nested("rnn", self.rnn.params_mut());
-        all.extend(nested("head", self.head.params_mut()));
-        all
-    }
 }
 
 impl Tagger {

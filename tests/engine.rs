@@ -101,11 +101,11 @@ fn params_are_leaves_indexed_by_param() {
 
 #[test]
 fn a_param_enters_the_tape_without_a_copy_and_updates_copy_on_write() {
-    let mut w = Param::new(Tensor::<f32>::ones(&[4]));
+    let w = Param::new(Tensor::<f32>::ones(&[4]));
     let tape = Tape::new();
     let v = tape.param(&w);
-    assert!(v.value().shares_storage(w.value()));
-    w.value_mut().data_mut()[0] = 5.0;
+    assert!(v.value().shares_storage(&w.value()));
+    w.update(|t| t.data_mut()[0] = 5.0);
     assert_eq!(
         v.value().data()[0],
         1.0,

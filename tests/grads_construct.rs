@@ -50,12 +50,12 @@ fn gradients_by_name_step_like_a_backward_pass() {
 #[test]
 fn a_parameter_without_a_gradient_is_left_alone() {
     let mut model = layer();
-    let bias_before = model.bias.as_ref().unwrap().value().clone();
-    let weight_before = model.weight.value().clone();
+    let bias_before = model.bias.as_ref().unwrap().value();
+    let weight_before = model.weight.value();
     let grads = Grads::from_named(model.params(), [("weight", filled(&[2, 3], 1.0))]).unwrap();
     assert_eq!(grads.len(), 1);
     Sgd::new(0.5).step(&mut model, &grads);
-    assert_eq!(model.bias.as_ref().unwrap().value(), &bias_before);
+    assert_eq!(model.bias.as_ref().unwrap().value(), bias_before);
     let moved: Vec<f64> = weight_before.data().iter().map(|w| w - 0.5).collect();
     assert_eq!(model.weight.value().data(), &moved[..]);
 }

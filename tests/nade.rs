@@ -143,7 +143,7 @@ fn input_jacobian(
 #[test]
 fn every_conditional_reads_only_earlier_pixels() {
     let [x, w, c, v, b] = case(1, 6, 3, 5);
-    let mut fvsbn = Fvsbn::<f64>::new(6);
+    let fvsbn = Fvsbn::<f64>::new(6);
     fvsbn.w.set(Tensor::uniform(
         &[6, 6],
         -1.0,

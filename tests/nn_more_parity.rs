@@ -350,7 +350,7 @@ fn adam<F: Float>(g: &Golden<F>) {
         assert_eq!(grads.len(), 8 - step);
         opt.step(&mut model, &grads);
         for (name, p) in model.params() {
-            e.compare(&format!("after{step}.{name}"), p.value());
+            e.compare(&format!("after{step}.{name}"), &p.value());
         }
     }
     println!("{}.{case:<34} {:.2e}", g.prefix, e.worst);

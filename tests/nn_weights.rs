@@ -49,7 +49,7 @@ fn missing_extra_and_misshaped_tensors_are_named() {
     let path = scratch("mismatch.safetensors");
     save_weights(&lstm(1, 3), &path).unwrap();
     let mut model = lstm(2, 4);
-    let before = model.params()[0].1.value().clone();
+    let before = model.params()[0].1.value();
     let err = load_weights(&mut model, &path).unwrap_err();
     let WeightsError::Mismatch(problems) = &err else {
         panic!("{err}")
@@ -66,7 +66,7 @@ fn missing_extra_and_misshaped_tensors_are_named() {
     );
     assert_eq!(
         model.params()[0].1.value(),
-        &before,
+        before,
         "a failed load changes nothing"
     );
 

@@ -206,14 +206,4 @@ impl Module for CharModel {
         p.extend(nested("head", self.head.params()));
         p
     }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut p = Vec::new();
-        if let Some(e) = &mut self.embed {
-            p.extend(nested("embed", e.params_mut()));
-        }
-        p.extend(nested("rnn", each!(&mut self.rnn, s => s.params_mut())));
-        p.extend(nested("head", self.head.params_mut()));
-        p
-    }
 }

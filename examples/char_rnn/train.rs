@@ -337,7 +337,7 @@ impl Guard<'_> {
 
     fn weights(&self, step: usize, model: &CharModel) -> Result<(), Error> {
         let params = rewind::nn::Module::params(model);
-        match params.iter().find(|(_, p)| !all_finite(p.value())) {
+        match params.iter().find(|(_, p)| !all_finite(&p.value())) {
             Some((name, _)) => {
                 Err(self.diverged(step, format!("the update made {name} non-finite")))
             }

@@ -161,13 +161,6 @@ impl<C: Cell> Module for Restorer<C> {
         all.extend(nested("head", self.head.params()));
         all
     }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-        let mut all = nested("embed", self.embed.params_mut());
-        all.extend(nested("rnn", self.rnn.params_mut()));
-        all.extend(nested("head", self.head.params_mut()));
-        all
-    }
 }
 
 /// What a chunk gives: the summed loss over counted characters, the final state, and for the

@@ -68,20 +68,6 @@ impl<F: Float> Module<F> for Peephole<F> {
             .map(|p| (p.name().expect("named").to_string(), p))
             .collect()
     }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        let all = [
-            &mut self.weight_ih,
-            &mut self.weight_hh,
-            &mut self.bias,
-            &mut self.w_ci,
-            &mut self.w_cf,
-            &mut self.w_co,
-        ];
-        all.into_iter()
-            .map(|p| (p.name().expect("named").to_string(), p))
-            .collect()
-    }
 }
 
 impl<F: Float> Cell<F> for Peephole<F> {

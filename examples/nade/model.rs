@@ -48,10 +48,6 @@ impl<F: Float> Module<F> for Bernoulli<F> {
     fn params(&self) -> Vec<(String, &Param<F>)> {
         vec![("b".into(), &self.b)]
     }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        vec![("b".into(), &mut self.b)]
-    }
 }
 
 impl<F: Float> Autoregressive<F> for Bernoulli<F> {
@@ -96,10 +92,6 @@ impl<F: Float> Fvsbn<F> {
 impl<F: Float> Module<F> for Fvsbn<F> {
     fn params(&self) -> Vec<(String, &Param<F>)> {
         vec![("w".into(), &self.w), ("b".into(), &self.b)]
-    }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        vec![("w".into(), &mut self.w), ("b".into(), &mut self.b)]
     }
 }
 
@@ -156,15 +148,6 @@ impl<F: Float> Module<F> for Nade<F> {
             ("c".into(), &self.c),
             ("v".into(), &self.v),
             ("b".into(), &self.b),
-        ]
-    }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        vec![
-            ("w".into(), &mut self.w),
-            ("c".into(), &mut self.c),
-            ("v".into(), &mut self.v),
-            ("b".into(), &mut self.b),
         ]
     }
 }

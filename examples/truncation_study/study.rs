@@ -71,11 +71,6 @@ impl<C: StandardCell<F>, F: Float> Module<F> for Net<C, F> {
         all.extend(nested("head", self.head.params()));
         all
     }
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        let mut all = nested("rnn", self.rnn.params_mut());
-        all.extend(nested("head", self.head.params_mut()));
-        all
-    }
 }
 
 /// How the gradient of one window's loss is computed. Every method reads the same windows and

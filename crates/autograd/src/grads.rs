@@ -86,7 +86,7 @@ impl<F: Float> Grads<F> {
                     name: name.to_string(),
                     count: rest + 1,
                 });
-            } else if g.shape() != p.shape() {
+            } else if g.shape() != p.shape().as_slice() {
                 problems.push(GradProblem::Shape {
                     name: name.to_string(),
                     expected: p.shape().to_vec(),
@@ -107,7 +107,7 @@ impl<F: Float> Grads<F> {
     /// Sets ∂L/∂p to `g`, replacing any gradient `p` had. Fails, keeping nothing, when `g` is
     /// not `p`'s shape.
     pub fn insert(&mut self, p: &Param<F>, g: Tensor<F>) -> Result<(), GradsError> {
-        if g.shape() != p.shape() {
+        if g.shape() != p.shape().as_slice() {
             return Err(GradsError {
                 problems: vec![GradProblem::Shape {
                     name: p.name().unwrap_or("(unnamed)").to_string(),

@@ -2,8 +2,10 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::float::Float;
+use crate::shape::Shape;
 use crate::tensor::Tensor;
 
 /// A parameter's identity: unique for the life of the process, increasing in creation order.
@@ -18,14 +20,19 @@ impl ParamId {
 }
 
 /// A trainable tensor. `tape.param(&p)` puts it on a tape as a leaf (without copying its data);
-/// the [`Grads`](crate::Grads) returned by `backward` are indexed by it; an optimizer updates it in
-/// place through [`value_mut`](Param::value_mut) once the tape is gone.
+/// the [`Grads`](crate::Grads) returned by `backward` are indexed by it; an optimizer updates it
+/// through [`update`](Param::update) or [`set`](Param::set).
+///
+/// As with PyTorch's parameters, the value can be changed through a shared reference: it sits
+/// behind a lock, so a model lists its parameters once (`&Param`) for reading and updating alike,
+/// and stays `Send + Sync`. The tensor is copy-on-write, so a tape that took the old value keeps
+/// it unchanged whatever is done to the parameter afterwards.
 ///
 /// A `Param` is deliberately not `Clone`: two parameters with one identity would share gradients.
 pub struct Param<F: Float = f32> {
     id: ParamId,
     name: Option<String>,
-    value: Tensor<F>,
+    value: Mutex<Tensor<F>>,
 }
 
 impl<F: Float> Param<F> {
@@ -34,7 +41,7 @@ impl<F: Float> Param<F> {
         Param {
             id: ParamId::fresh(),
             name: None,
-            value,
+            value: Mutex::new(value),
         }
     }
 
@@ -56,27 +63,37 @@ impl<F: Float> Param<F> {
         self.name.as_deref()
     }
 
-    /// The current value.
-    pub fn value(&self) -> &Tensor<F> {
-        &self.value
-    }
-
-    /// The value, for updating in place (copy-on-write: a tape still holding the old value keeps
-    /// it unchanged).
-    pub fn value_mut(&mut self) -> &mut Tensor<F> {
-        &mut self.value
+    /// A snapshot of the current value: a clone that shares the storage (no data is copied), and
+    /// that a later [`update`](Param::update) or [`set`](Param::set) leaves unchanged.
+    pub fn value(&self) -> Tensor<F> {
+        self.lock().clone()
     }
 
     /// Replaces the value with one of the same shape.
     #[track_caller]
-    pub fn set(&mut self, value: Tensor<F>) {
-        crate::check::same("Param::set", self.value.shape(), value.shape());
-        self.value = value;
+    pub fn set(&self, value: Tensor<F>) {
+        let mut current = self.lock();
+        crate::check::same("Param::set", current.shape(), value.shape());
+        *current = value;
+    }
+
+    /// Runs `f` on the value, for updating it in place (`t.data_mut()`). Copy-on-write: a tape or
+    /// a snapshot still holding the old value keeps it unchanged. `f` must not touch this
+    /// parameter again (the lock is held while it runs).
+    pub fn update<R>(&self, f: impl FnOnce(&mut Tensor<F>) -> R) -> R {
+        f(&mut self.lock())
     }
 
     /// The shape of the value.
-    pub fn shape(&self) -> &[usize] {
-        self.value.shape()
+    pub fn shape(&self) -> Shape {
+        Shape::from_slice(self.lock().shape())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tensor<F>> {
+        // A poisoned lock only means a panic happened mid-update (in `update`'s `f`, or `set`'s
+        // shape check before anything was written). The tensor is still a whole tensor of its
+        // shape, so the value is taken as it stands rather than failing every later access.
+        self.value.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -85,7 +102,7 @@ impl<F: Float> fmt::Debug for Param<F> {
         f.debug_struct("Param")
             .field("id", &self.id.0)
             .field("name", &self.name)
-            .field("shape", &self.value.shape())
+            .field("shape", &self.lock().shape())
             .finish()
     }
 }

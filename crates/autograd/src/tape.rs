@@ -176,7 +176,7 @@ impl<F: Float> Tape<F> {
         if let Some(&index) = self.params.borrow().get(&p.id()) {
             return Var { tape: self, index };
         }
-        let v = self.push(Op::Param(p.id()), Some(p.value().clone()), true, false);
+        let v = self.push(Op::Param(p.id()), Some(p.value()), true, false);
         self.params.borrow_mut().insert(p.id(), v.index);
         v
     }

@@ -34,9 +34,6 @@ use crate::module::Module;
 ///     fn params(&self) -> Vec<(String, &Param)> {
 ///         vec![("w_x".into(), &self.w_x), ("w_h".into(), &self.w_h)]
 ///     }
-///     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-///         vec![("w_x".into(), &mut self.w_x), ("w_h".into(), &mut self.w_h)]
-///     }
 /// }
 ///
 /// impl Cell for Elman {

@@ -55,8 +55,10 @@ where
     Ok(())
 }
 
-fn set_element<M: Module<f64>>(model: &mut M, param: usize, element: usize, value: f64) {
-    model.params_mut()[param].1.value_mut().data_mut()[element] = value;
+fn set_element<M: Module<f64>>(model: &M, param: usize, element: usize, value: f64) {
+    model.params()[param]
+        .1
+        .update(|t| t.data_mut()[element] = value);
 }
 
 fn unflatten(mut flat: usize, shape: &[usize]) -> Vec<usize> {

@@ -79,13 +79,13 @@ impl<F: Float> Linear<F> {
     /// Applies the layer to x [..., in] giving [..., out].
     #[track_caller]
     pub fn forward<'t>(&self, tape: &'t Tape<F>, x: Var<'t, F>) -> Var<'t, F> {
-        let shape = x.shape();
-        let (out, inp) = (self.weight.shape()[0], self.weight.shape()[1]);
+        let (shape, weight) = (x.shape(), self.weight.shape());
+        let (out, inp) = (weight[0], weight[1]);
         if shape.last() != Some(&inp) {
             panic!(
                 "linear: input's last axis must be in_features: input {:?} vs weight {:?}",
                 &shape[..],
-                self.weight.shape()
+                &weight[..]
             );
         }
         let rows = shape[..shape.len() - 1].iter().product();
@@ -103,12 +103,6 @@ impl<F: Float> Module<F> for Linear<F> {
     fn params(&self) -> Vec<(String, &Param<F>)> {
         let mut p = vec![("weight".to_string(), &self.weight)];
         p.extend(self.bias.iter().map(|b| ("bias".to_string(), b)));
-        p
-    }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        let mut p = vec![("weight".to_string(), &mut self.weight)];
-        p.extend(self.bias.iter_mut().map(|b| ("bias".to_string(), b)));
         p
     }
 }
@@ -166,7 +160,8 @@ impl<F: Float> Embedding<F> {
             index < n,
             "embedding: padding_idx {index} out of range for {n} embeddings"
         );
-        self.weight.value_mut().data_mut()[index * dim..(index + 1) * dim].fill(F::ZERO);
+        self.weight
+            .update(|w| w.data_mut()[index * dim..(index + 1) * dim].fill(F::ZERO));
         self.padding_idx = Some(index);
         self
     }
@@ -203,9 +198,5 @@ impl<F: Float> Embedding<F> {
 impl<F: Float> Module<F> for Embedding<F> {
     fn params(&self) -> Vec<(String, &Param<F>)> {
         vec![("weight".to_string(), &self.weight)]
-    }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        vec![("weight".to_string(), &mut self.weight)]
     }
 }

@@ -4,9 +4,11 @@ use rewind_autograd::{Float, Param};
 
 /// Anything that owns parameters: a layer, a stack of layers, a whole model.
 ///
-/// Both methods list the same parameters in the same order, each with its dotted name as in
-/// PyTorch's `state_dict` (`encoder.rnn.weight_ih_l0`). A model made of parts prefixes each part's
-/// names with the field that holds it, using [`nested`]:
+/// A module declares its parameters once, in [`params`](Module::params): each with its dotted name
+/// as in PyTorch's `state_dict` (`encoder.rnn.weight_ih_l0`), in a fixed order. Everything else
+/// follows from that one list: counting, saving and loading, gradient checks, and optimizer
+/// updates (a [`Param`] is updated through a shared reference, as PyTorch's are). A model made of
+/// parts prefixes each part's names with the field that holds it, using [`nested`]:
 ///
 /// ```
 /// use rewind_autograd::{Param, Tensor};
@@ -21,9 +23,6 @@ use rewind_autograd::{Float, Param};
 ///     fn params(&self) -> Vec<(String, &Param)> {
 ///         vec![("weight".into(), &self.weight), ("bias".into(), &self.bias)]
 ///     }
-///     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-///         vec![("weight".into(), &mut self.weight), ("bias".into(), &mut self.bias)]
-///     }
 /// }
 ///
 /// struct Model {
@@ -34,9 +33,6 @@ use rewind_autograd::{Float, Param};
 ///     fn params(&self) -> Vec<(String, &Param)> {
 ///         nested("head", self.head.params())
 ///     }
-///     fn params_mut(&mut self) -> Vec<(String, &mut Param)> {
-///         nested("head", self.head.params_mut())
-///     }
 /// }
 ///
 /// let model = Model {
@@ -45,13 +41,16 @@ use rewind_autograd::{Float, Param};
 /// let names: Vec<String> = model.params().into_iter().map(|(n, _)| n).collect();
 /// assert_eq!(names, ["head.weight", "head.bias"]);
 /// assert_eq!(model.num_params(), 8);
+///
+/// // The same list updates the parameters, as an optimizer or a load does.
+/// for (_, p) in model.params() {
+///     p.set(Tensor::ones(&p.shape()));
+/// }
+/// assert_eq!(model.head.bias.value().data(), &[1.0, 1.0]);
 /// ```
 pub trait Module<F: Float = f32> {
-    /// Every parameter with its dotted name, in a fixed order.
+    /// Every parameter with its dotted name, in a fixed order, each listed once.
     fn params(&self) -> Vec<(String, &Param<F>)>;
-
-    /// The same parameters, mutably, in the same order.
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)>;
 
     /// The total number of scalar parameters.
     fn num_params(&self) -> usize {
@@ -71,13 +70,6 @@ pub fn nested<T>(prefix: &str, items: Vec<(String, T)>) -> Vec<(String, T)> {
 impl<F: Float> Module<F> for Vec<Param<F>> {
     fn params(&self) -> Vec<(String, &Param<F>)> {
         self.iter()
-            .enumerate()
-            .map(|(i, p)| (own_name(i, p), p))
-            .collect()
-    }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        self.iter_mut()
             .enumerate()
             .map(|(i, p)| (own_name(i, p), p))
             .collect()

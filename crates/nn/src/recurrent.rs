@@ -637,19 +637,6 @@ impl<C: Cell<F>, F: Float> Module<F> for Recurrent<C, F> {
         out.extend(self.initial.iter().map(|p| (own_name(p), p)));
         out
     }
-
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        let mut out = Vec::new();
-        for (layer, cells) in self.cells.iter_mut().enumerate() {
-            for (direction, cell) in cells.iter_mut().enumerate() {
-                for (name, p) in cell.params_mut() {
-                    out.push((stacked_name(&name, layer, direction), p));
-                }
-            }
-        }
-        out.extend(self.initial.iter_mut().map(|p| (own_name(p), p)));
-        out
-    }
 }
 
 fn own_name<F: Float>(p: &Param<F>) -> String {

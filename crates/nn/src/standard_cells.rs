@@ -137,16 +137,6 @@ impl<F: Float> CellParams<F> {
         out
     }
 
-    fn list_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-        let mut out = vec![
-            ("weight_ih".into(), &mut self.weight_ih),
-            ("weight_hh".into(), &mut self.weight_hh),
-        ];
-        out.extend(self.bias_ih.iter_mut().map(|b| ("bias_ih".into(), b)));
-        out.extend(self.bias_hh.iter_mut().map(|b| ("bias_hh".into(), b)));
-        out
-    }
-
     /// The input size.
     fn input_size(&self) -> usize {
         self.weight_ih.shape()[1]
@@ -186,10 +176,6 @@ macro_rules! standard_cell {
         impl<F: Float> Module<F> for $cell<F> {
             fn params(&self) -> Vec<(String, &Param<F>)> {
                 self.params.list()
-            }
-
-            fn params_mut(&mut self) -> Vec<(String, &mut Param<F>)> {
-                self.params.list_mut()
             }
         }
 

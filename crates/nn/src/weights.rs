@@ -18,7 +18,7 @@ pub fn state_dict<F: Float>(model: &dyn Module<F>) -> BTreeMap<String, Tensor<F>
     model
         .params()
         .into_iter()
-        .map(|(name, p)| (name, p.value().clone()))
+        .map(|(name, p)| (name, p.value()))
         .collect()
 }
 
@@ -37,7 +37,7 @@ pub fn load_state_dict<F: Float>(
     if !problems.is_empty() {
         return Err(WeightsError::Mismatch(problems));
     }
-    for (name, p) in model.params_mut() {
+    for (name, p) in model.params() {
         p.set(tensors[&name].clone());
     }
     Ok(())
@@ -55,7 +55,7 @@ pub fn load_state_dict_non_strict<F: Float>(
     if !fit.shapes.is_empty() {
         return Err(WeightsError::Mismatch(fit.shapes));
     }
-    for (name, p) in model.params_mut() {
+    for (name, p) in model.params() {
         if let Some(t) = tensors.get(&name) {
             p.set(t.clone());
         }
@@ -93,14 +93,15 @@ impl Fit {
             shapes: Vec::new(),
         };
         for (name, p) in &params {
+            let expected = p.shape().to_vec();
             match tensors.get(name) {
                 None => fit.missing.push(WeightProblem::Missing {
                     name: name.clone(),
-                    expected: p.shape().to_vec(),
+                    expected,
                 }),
-                Some(t) if t.shape() != p.shape() => fit.shapes.push(WeightProblem::Shape {
+                Some(t) if t.shape() != expected => fit.shapes.push(WeightProblem::Shape {
                     name: name.clone(),
-                    expected: p.shape().to_vec(),
+                    expected,
                     found: t.shape().to_vec(),
                 }),
                 Some(_) => {}

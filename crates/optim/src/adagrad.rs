@@ -79,12 +79,10 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
                 clr: F::from_f64(lr / (1.0 + (state.step - 1) as f64 * self.lr_decay)),
                 eps,
             };
-            let [sum] = state.buffers([("sum", true)], param.value(), init);
-            k.apply(
-                param.value_mut().data_mut(),
-                grad.data(),
-                sum.expect("wanted"),
-            );
+            param.update(|theta| {
+                let [sum] = state.buffers([("sum", true)], theta, init);
+                k.apply(theta.data_mut(), grad.data(), sum.expect("wanted"));
+            });
         }
     }
 

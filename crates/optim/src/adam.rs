@@ -108,8 +108,6 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                 ("exp_avg_sq", true),
                 ("max_exp_avg_sq", self.amsgrad),
             ];
-            let [m, v, v_max] = state.buffers(wanted, param.value(), F::ZERO);
-            let (m, v) = (m.expect("wanted"), v.expect("wanted"));
             let k = AdamStep {
                 // Multiplying by 1 changes nothing, so Adam runs AdamW's decay too.
                 decay: self.hyper.decay(lr, wd, self.decoupled),
@@ -120,11 +118,15 @@ impl<F: Float> Optimizer<F> for Adam<F> {
                 bc2_sqrt,
                 eps,
             };
-            let (theta, grad) = (param.value_mut().data_mut(), grad.data());
-            match v_max {
-                Some(vm) => k.apply::<true>(theta, grad, m, v, vm),
-                None => k.apply::<false>(theta, grad, m, v, &mut []),
-            }
+            param.update(|theta| {
+                let [m, v, v_max] = state.buffers(wanted, theta, F::ZERO);
+                let (m, v) = (m.expect("wanted"), v.expect("wanted"));
+                let (theta, grad) = (theta.data_mut(), grad.data());
+                match v_max {
+                    Some(vm) => k.apply::<true>(theta, grad, m, v, vm),
+                    None => k.apply::<false>(theta, grad, m, v, &mut []),
+                }
+            });
         }
     }
 

@@ -84,13 +84,15 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
                 neg_clr: F::from_f64(-clr),
             };
             let wanted = [("exp_avg", true), ("exp_inf", true)];
-            let [m, u] = state.buffers(wanted, param.value(), F::ZERO);
-            k.apply(
-                param.value_mut().data_mut(),
-                grad.data(),
-                m.expect("wanted"),
-                u.expect("wanted"),
-            );
+            param.update(|theta| {
+                let [m, u] = state.buffers(wanted, theta, F::ZERO);
+                k.apply(
+                    theta.data_mut(),
+                    grad.data(),
+                    m.expect("wanted"),
+                    u.expect("wanted"),
+                );
+            });
         }
     }
 

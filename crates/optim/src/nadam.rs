@@ -123,13 +123,15 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
                 neg_m_size: F::from_f64((-lr * mu_next) / (1.0 - product * mu_next)),
             };
             let wanted = [("exp_avg", true), ("exp_avg_sq", true)];
-            let [m, v] = state.buffers(wanted, param.value(), F::ZERO);
-            k.apply(
-                param.value_mut().data_mut(),
-                grad.data(),
-                m.expect("wanted"),
-                v.expect("wanted"),
-            );
+            param.update(|theta| {
+                let [m, v] = state.buffers(wanted, theta, F::ZERO);
+                k.apply(
+                    theta.data_mut(),
+                    grad.data(),
+                    m.expect("wanted"),
+                    v.expect("wanted"),
+                );
+            });
         }
     }
 

@@ -14,7 +14,10 @@ use crate::fused::mul_add;
 /// `grads`; parameters without one are left alone (and their state does not advance), as in
 /// PyTorch.
 pub trait Optimizer<F: Float = f32> {
-    /// One update.
+    /// One update, to each parameter `model.params()` lists (through [`Param::update`]); one
+    /// listed under two names (a tied weight) is updated once. The model is taken exclusively,
+    /// though a `Param` can be updated through a shared reference, to say that the step changes
+    /// it.
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>);
 
     /// The learning rate (of the default group; other groups scale it, see [`ParamGroup`]).
@@ -303,12 +306,16 @@ impl<F: Float> Decay<F> {
 
 /// The parameters of `model` that have a gradient, with their names: what a step updates.
 ///
+/// A parameter listed under two names (a weight tied between two layers) is updated once, under
+/// its first name, as PyTorch's `named_parameters` lists it once: its gradient already sums both
+/// uses, and a second update would apply it twice.
+///
 /// Panics if two parameters share a name, since state is keyed by name.
 pub(crate) fn with_grads<'m, F: Float>(
-    model: &'m mut dyn Module<F>,
+    model: &'m dyn Module<F>,
     grads: &'m Grads<F>,
-) -> Vec<(String, &'m mut Param<F>, &'m Tensor<F>)> {
-    let params = model.params_mut();
+) -> Vec<(String, &'m Param<F>, &'m Tensor<F>)> {
+    let params = model.params();
     let mut seen = std::collections::BTreeSet::new();
     for (name, _) in &params {
         assert!(
@@ -316,8 +323,10 @@ pub(crate) fn with_grads<'m, F: Float>(
             "optimizer: two parameters are named `{name}`; state is keyed by name"
         );
     }
+    let mut ids = std::collections::BTreeSet::new();
     params
         .into_iter()
+        .filter(|(_, p)| ids.insert(p.id()))
         .filter_map(|(name, p)| grads.get(p).map(|g| (name, p, g)))
         .collect()
 }

@@ -113,13 +113,16 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
                 eps,
             };
             let wanted = [("exp_avg", true), ("exp_avg_sq", true)];
-            let [m, v] = state.buffers(wanted, param.value(), F::ZERO);
-            let (theta, grad) = (param.value_mut().data_mut(), grad.data());
-            let (m, v) = (m.expect("wanted"), v.expect("wanted"));
-            match rectification(beta2, t) {
-                Some(r) => k.apply::<true>(theta, grad, m, v, F::from_f64(r)),
-                None => k.apply::<false>(theta, grad, m, v, F::ONE),
-            }
+            let rectified = rectification(beta2, t);
+            param.update(|theta| {
+                let [m, v] = state.buffers(wanted, theta, F::ZERO);
+                let (theta, grad) = (theta.data_mut(), grad.data());
+                let (m, v) = (m.expect("wanted"), v.expect("wanted"));
+                match rectified {
+                    Some(r) => k.apply::<true>(theta, grad, m, v, F::from_f64(r)),
+                    None => k.apply::<false>(theta, grad, m, v, F::ONE),
+                }
+            });
         }
     }
 

@@ -99,19 +99,18 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
                 ("grad_avg", self.centered),
                 ("momentum_buffer", self.momentum > 0.0),
             ];
-            let [v, g_avg, buf] = state.buffers(wanted, param.value(), F::ZERO);
-            let (theta, grad, v) = (
-                param.value_mut().data_mut(),
-                grad.data(),
-                v.expect("wanted"),
-            );
-            let (ga, b) = (g_avg.unwrap_or_default(), buf.unwrap_or_default());
-            match (self.centered, self.momentum > 0.0) {
-                (false, false) => k.apply::<false, false>(theta, grad, v, ga, b),
-                (true, false) => k.apply::<true, false>(theta, grad, v, ga, b),
-                (false, true) => k.apply::<false, true>(theta, grad, v, ga, b),
-                (true, true) => k.apply::<true, true>(theta, grad, v, ga, b),
-            }
+            let variant = (self.centered, self.momentum > 0.0);
+            param.update(|theta| {
+                let [v, g_avg, buf] = state.buffers(wanted, theta, F::ZERO);
+                let (theta, grad, v) = (theta.data_mut(), grad.data(), v.expect("wanted"));
+                let (ga, b) = (g_avg.unwrap_or_default(), buf.unwrap_or_default());
+                match variant {
+                    (false, false) => k.apply::<false, false>(theta, grad, v, ga, b),
+                    (true, false) => k.apply::<true, false>(theta, grad, v, ga, b),
+                    (false, true) => k.apply::<false, true>(theta, grad, v, ga, b),
+                    (true, true) => k.apply::<true, true>(theta, grad, v, ga, b),
+                }
+            });
         }
     }
 

@@ -92,16 +92,15 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
                 first: state.step == 1,
                 nesterov: self.nesterov,
             };
-            let [buf] = state.buffers(
-                [("momentum_buffer", self.momentum != 0.0)],
-                param.value(),
-                F::ZERO,
-            );
-            let (theta, grad) = (param.value_mut().data_mut(), grad.data());
-            match buf {
-                Some(b) => k.apply::<true>(theta, grad, b),
-                None => k.apply::<false>(theta, grad, &mut []),
-            }
+            let wanted = [("momentum_buffer", self.momentum != 0.0)];
+            param.update(|theta| {
+                let [buf] = state.buffers(wanted, theta, F::ZERO);
+                let (theta, grad) = (theta.data_mut(), grad.data());
+                match buf {
+                    Some(b) => k.apply::<true>(theta, grad, b),
+                    None => k.apply::<false>(theta, grad, &mut []),
+                }
+            });
         }
     }
 

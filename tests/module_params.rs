@@ -1,0 +1,195 @@
+//! A model declares its parameters once, in `Module::params`: that one list names them for saving
+//! and loading, and an optimizer updates through it. A `Param` changes through `&Param` (`set`,
+//! `update`), copy-on-write, so a tape that recorded the old value keeps it.
+
+mod support;
+
+use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+use rewind::autograd::{Grads, Param, Tape, Tensor};
+use rewind::nn::{
+    load_weights, nested, save_weights, state_dict, Embedding, Gru, Linear, Module, RecurrentConfig,
+};
+use rewind::optim::{Optimizer, Sgd};
+use support::char_rnn::scratch_dir;
+use support::panics::panic_of;
+
+/// An embedding, a GRU and a head, listed in that order.
+struct Tagger {
+    embed: Embedding,
+    rnn: Gru,
+    head: Linear,
+}
+
+impl Tagger {
+    fn new(seed: u64) -> Self {
+        let rng = &mut StdRng::seed_from_u64(seed);
+        Tagger {
+            embed: Embedding::new(7, 3, rng),
+            rnn: Gru::new(RecurrentConfig::new(3, 4), rng),
+            head: Linear::new(4, 2, rng),
+        }
+    }
+}
+
+impl Module for Tagger {
+    fn params(&self) -> Vec<(String, &Param)> {
+        let mut p = nested("embed", self.embed.params());
+        p.extend(nested("rnn", self.rnn.params()));
+        p.extend(nested("head", self.head.params()));
+        p
+    }
+}
+
+/// The same parts as `Tagger`, listed head first.
+struct HeadFirst(Tagger);
+
+impl Module for HeadFirst {
+    fn params(&self) -> Vec<(String, &Param)> {
+        let mut p = nested("head", self.0.head.params());
+        p.extend(nested("embed", self.0.embed.params()));
+        p.extend(nested("rnn", self.0.rnn.params()));
+        p
+    }
+}
+
+fn names(model: &dyn Module) -> Vec<String> {
+    model.params().into_iter().map(|(n, _)| n).collect()
+}
+
+#[test]
+fn params_names_every_parameter_once_in_declaration_order() {
+    let model = Tagger::new(0);
+    assert_eq!(
+        names(&model),
+        [
+            "embed.weight",
+            "rnn.weight_ih_l0",
+            "rnn.weight_hh_l0",
+            "rnn.bias_ih_l0",
+            "rnn.bias_hh_l0",
+            "head.weight",
+            "head.bias",
+        ]
+    );
+    // 7·3 + 12·3 + 12·4 + 12 + 12 + 2·4 + 2
+    assert_eq!(model.num_params(), 139);
+}
+
+/// What is saved is `params()` under its names; what is loaded is matched by name, whatever
+/// order the loading model lists its parameters in.
+#[test]
+fn save_and_load_round_trip_through_the_names_params_gives() {
+    let path = scratch_dir("rewind-module-params").join("tagger.safetensors");
+    let saved = Tagger::new(1);
+    save_weights(&saved, &path).unwrap();
+    let file: Vec<String> = state_dict(&saved).into_keys().collect();
+    let mut sorted = names(&saved);
+    sorted.sort();
+    assert_eq!(file, sorted, "the file holds exactly the listed names");
+
+    let mut same = Tagger::new(2);
+    load_weights(&mut same, &path).unwrap();
+    let mut reordered = HeadFirst(Tagger::new(3));
+    load_weights(&mut reordered, &path).unwrap();
+    for (name, p) in saved.params() {
+        let find = |m: &dyn Module| {
+            let params = m.params();
+            let (_, q) = params.iter().find(|(n, _)| *n == name).expect("same names");
+            q.value()
+        };
+        assert_eq!(find(&same), p.value(), "{name}");
+        assert_eq!(
+            find(&reordered),
+            p.value(),
+            "{name} (listed in another order)"
+        );
+    }
+}
+
+/// SGD with lr 0.5 and every gradient 1 moves each listed parameter by exactly -0.5: each is
+/// updated, and only once.
+#[test]
+fn an_optimizer_step_through_dyn_module_updates_every_listed_parameter_once() {
+    let mut model = Tagger::new(4);
+    let before: Vec<Tensor> = model.params().iter().map(|(_, p)| p.value()).collect();
+    let ones = model
+        .params()
+        .into_iter()
+        .map(|(name, p)| (name, Tensor::ones(&p.shape())));
+    let grads = Grads::from_named(model.params(), ones).unwrap();
+    let dyn_model: &mut dyn Module = &mut model;
+    Sgd::new(0.5).step(dyn_model, &grads);
+    for ((name, p), old) in model.params().into_iter().zip(&before) {
+        let expected = old.map(|w| w - 0.5);
+        assert_eq!(p.value(), expected, "{name}");
+    }
+}
+
+#[test]
+#[rustfmt::skip] // the `line!()` must stay on the line of the call
+fn setting_a_value_of_another_shape_panics_at_the_callers_line_naming_both_shapes() {
+    let p = Param::named("weight", Tensor::<f32>::zeros(&[2, 3]));
+    let (msg, file, line) = panic_of(|| p.set(Tensor::ones(&[3, 2]))); let expected = line!();
+    assert_eq!(msg, "Param::set: shapes differ: lhs [2, 3] vs rhs [3, 2]");
+    assert!(file.ends_with("module_params.rs"), "panicked in {file}, not at the caller");
+    assert_eq!(line, expected);
+    // The panic happened with the value locked; it is still there, unchanged, and settable.
+    assert_eq!(p.value(), Tensor::zeros(&[2, 3]));
+    p.set(Tensor::ones(&[2, 3]));
+    assert_eq!(p.value(), Tensor::ones(&[2, 3]));
+}
+
+/// `update` writes copy-on-write: a tape that recorded w = [1, 2] keeps it, and the backward of
+/// Σ w² gives 2w at the recorded value, not at the updated one.
+#[test]
+fn update_leaves_the_value_a_tape_recorded_unchanged() {
+    let w = Param::new(Tensor::<f64>::from_vec(vec![1.0, 2.0], &[2]).unwrap());
+    let snapshot = w.value();
+    let tape = Tape::new();
+    let v = tape.param(&w);
+    let loss = (v * v).sum();
+    w.update(|t| t.data_mut().fill(10.0));
+    assert_eq!(w.value().data(), &[10.0, 10.0]);
+    assert_eq!(v.value().data(), &[1.0, 2.0], "the tape's value");
+    assert_eq!(snapshot.data(), &[1.0, 2.0], "an earlier snapshot");
+    assert_eq!(loss.backward()[&w].data(), &[2.0, 4.0]);
+}
+
+/// The lock keeps a parameter, and a layer made of parameters, shareable across threads.
+#[test]
+fn params_and_layers_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Param>();
+    send_sync::<Linear>();
+    send_sync::<Embedding>();
+}
+
+/// An embedding whose table is also the output projection, listed under both names.
+struct Tied {
+    embed: Embedding,
+}
+
+impl Module for Tied {
+    fn params(&self) -> Vec<(String, &Param)> {
+        vec![
+            ("embed.weight".into(), &self.embed.weight),
+            ("head.weight".into(), &self.embed.weight),
+        ]
+    }
+}
+
+/// A weight listed twice gets one step, as PyTorch's `named_parameters` lists a tied weight once:
+/// its gradient already holds both uses.
+#[test]
+fn a_tied_weight_listed_under_two_names_is_stepped_once() {
+    let mut model = Tied {
+        embed: Embedding::new(3, 2, &mut StdRng::seed_from_u64(5)),
+    };
+    let before = model.embed.weight.value();
+    let mut grads = Grads::default();
+    grads
+        .insert(&model.embed.weight, Tensor::ones(&[3, 2]))
+        .unwrap();
+    Sgd::new(0.5).step(&mut model, &grads);
+    assert_eq!(model.embed.weight.value(), before.map(|w| w - 0.5));
+}
