@@ -22,9 +22,9 @@ impl CharModel {
     fn new() -> Self {
         let mut rng = StdRng::seed_from_u64(1);
         CharModel {
-            embed: Embedding::new(VOCAB, 3, &mut rng),
-            lstm: Lstm::new(RecurrentConfig::new(3, 4), &mut rng),
-            head: Linear::new(4, VOCAB, &mut rng),
+            embed: Embedding::init(VOCAB, 3, &mut rng),
+            lstm: Lstm::init(RecurrentConfig::new(3, 4), &mut rng),
+            head: Linear::init(4, VOCAB, &mut rng),
         }
     }
 

@@ -50,7 +50,7 @@ fn max_rel_diff<C: StandardCell<F>, F: Float>(
 
 fn checkpointed_equals_full<C: StandardCell<F> + 'static, F: Float>(tolerance: f64) {
     let config = RecurrentConfig::new(4, 5).num_layers(2).bidirectional(true);
-    let model = Recurrent::<C, F>::new(config, &mut StdRng::seed_from_u64(4));
+    let model = Recurrent::<C, F>::init(config, &mut StdRng::seed_from_u64(4));
     let lengths = [23, 9, 17];
     let full = grads(
         &model,
@@ -116,7 +116,7 @@ fn checkpointed_bptt_holds_five_times_less_at_a_thousand_steps() {
 
 #[test]
 fn grad_scale_of_one_is_full_bptt_exactly() {
-    let model = Recurrent::<LstmCell<f64>, f64>::new(
+    let model = Recurrent::<LstmCell<f64>, f64>::init(
         RecurrentConfig::new(4, 5).num_layers(2),
         &mut StdRng::seed_from_u64(7),
     );
@@ -140,7 +140,7 @@ fn grad_scale_of_one_is_full_bptt_exactly() {
 /// full gradient's.
 #[test]
 fn randomized_truncation_is_unbiased() {
-    let model = Recurrent::<RnnCell<f64>, f64>::new(
+    let model = Recurrent::<RnnCell<f64>, f64>::init(
         RecurrentConfig::new(4, 5),
         &mut StdRng::seed_from_u64(8),
     );
@@ -220,7 +220,7 @@ fn spectral_radius_of_known_matrices() {
 fn gradient_norms_through_time_follow_powers_of_w_hh() {
     use rewind::nn::{grad_norms_through_time, param_grad_norms, Nonlinearity, Rnn, StackState};
     let config = RecurrentConfig::new(1, 2).nonlinearity(Nonlinearity::Relu);
-    let rnn = Rnn::<f64>::new(config, &mut StdRng::seed_from_u64(10));
+    let rnn = Rnn::<f64>::init(config, &mut StdRng::seed_from_u64(10));
     for (name, p) in rnn.params() {
         let value = match name.as_str() {
             "weight_hh_l0" => Tensor::from_vec(vec![0.5, 0.0, 0.0, 0.5], &[2, 2]).unwrap(),

@@ -133,8 +133,8 @@ fn linear_rnn_gradients_equal_the_textbook_recursion() {
 #[test]
 fn rnn_layer_gradients_equal_the_textbook_recursion_with_tanh() {
     let mut rng = StdRng::seed_from_u64(3);
-    let rnn = Rnn::<f64>::new(RecurrentConfig::new(IN, H), &mut rng);
-    let readout = Linear::<f64>::new(H, Q, &mut rng).without_bias();
+    let rnn = Rnn::<f64>::init(RecurrentConfig::new(IN, H), &mut rng);
+    let readout = Linear::<f64>::init(H, Q, &mut rng).without_bias();
     let (x, y) = data(4);
 
     let tape = Tape::new();

@@ -230,7 +230,7 @@ fn tagger(bidirectional: bool) -> Tagger {
         rnn: Recurrent::with_cells(config, |input, hidden| {
             Peephole::new(input, hidden, &mut rng)
         }),
-        head: Linear::new(d * 6, vocab, &mut rng),
+        head: Linear::init(d * 6, vocab, &mut rng),
         vocab,
     }
 }

@@ -11,7 +11,7 @@ use rewind::nn::{Linear, Module};
 use rewind::optim::{Optimizer, Sgd};
 
 fn layer() -> Linear<f64> {
-    Linear::new(3, 2, &mut StdRng::seed_from_u64(0))
+    Linear::init(3, 2, &mut StdRng::seed_from_u64(0))
 }
 
 fn filled(shape: &[usize], v: f64) -> Tensor<f64> {

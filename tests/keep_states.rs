@@ -339,7 +339,7 @@ fn configs() -> [RecurrentConfig; 4] {
 fn kept_gradients_equal_the_hand_unrolled_network<C: Unrolled>() {
     for (seed, config) in configs().into_iter().enumerate() {
         let model =
-            Recurrent::<C, f64>::new(config.clone(), &mut StdRng::seed_from_u64(seed as u64));
+            Recurrent::<C, f64>::init(config.clone(), &mut StdRng::seed_from_u64(seed as u64));
         let data = Data::new(&config);
         for lengths in LENGTHS {
             let lengths = lengths.as_ref().map(|l| &l[..]);
@@ -375,7 +375,7 @@ fn gru_kept_gradients_equal_the_hand_unrolled_network() {
 fn lengths_that_mask_nothing_change_nothing<C: StandardCell<f64>>() {
     for (seed, config) in configs().into_iter().enumerate() {
         let model =
-            Recurrent::<C, f64>::new(config.clone(), &mut StdRng::seed_from_u64(seed as u64));
+            Recurrent::<C, f64>::init(config.clone(), &mut StdRng::seed_from_u64(seed as u64));
         let data = Data::new(&config);
         let without = by_library(&model, &data, None);
         let with = by_library(&model, &data, Some(&[T; B]));
@@ -401,7 +401,8 @@ fn lengths_that_mask_nothing_keep_the_gradients_of_no_lengths() {
 #[test]
 fn kept_gradient_past_a_length_is_the_one_reaching_the_final_state() {
     let config = RecurrentConfig::new(IN, H);
-    let model = Recurrent::<LstmCell<f64>, f64>::new(config.clone(), &mut StdRng::seed_from_u64(7));
+    let model =
+        Recurrent::<LstmCell<f64>, f64>::init(config.clone(), &mut StdRng::seed_from_u64(7));
     let data = Data::new(&config);
     let lengths = [3, T, 1];
     let got = by_library(&model, &data, Some(&lengths));
@@ -424,7 +425,7 @@ fn kept_gradient_past_a_length_is_the_one_reaching_the_final_state() {
 #[test]
 #[should_panic(expected = "keep_states")]
 fn keep_states_refuses_checkpointed_segments() {
-    let model = Recurrent::<RnnCell<f64>, f64>::new(
+    let model = Recurrent::<RnnCell<f64>, f64>::init(
         RecurrentConfig::new(IN, H),
         &mut StdRng::seed_from_u64(8),
     );

@@ -59,7 +59,7 @@ fn every_layer_loads_from_a_file_without_a_generator() {
 
     let config = RecurrentConfig::new(5, 4).num_layers(2).bidirectional(true);
     let path = scratch("rnn.safetensors");
-    let rnn = Rnn::<f64>::new(config.clone().bias(false), &mut rng(4));
+    let rnn = Rnn::<f64>::init(config.clone().bias(false), &mut rng(4));
     save_weights(&rnn, &path).unwrap();
     same_params(
         &rnn,
@@ -67,7 +67,7 @@ fn every_layer_loads_from_a_file_without_a_generator() {
     );
 
     let path = scratch("gru.safetensors");
-    let gru = Gru::<f64>::new(config.clone().learn_initial_state(true), &mut rng(5));
+    let gru = Gru::<f64>::init(config.clone().learn_initial_state(true), &mut rng(5));
     save_weights(&gru, &path).unwrap();
     let loaded = Gru::<f64>::load(config.clone().learn_initial_state(true), &path).unwrap();
     same_params(&gru, &loaded);
@@ -82,7 +82,7 @@ fn every_layer_loads_from_a_file_without_a_generator() {
 #[test]
 fn zeros_has_the_shapes_of_new_and_no_randomness() {
     let config = RecurrentConfig::new(3, 2).num_layers(2).bidirectional(true);
-    let drawn = Lstm::<f64>::new(config.clone(), &mut rng(0));
+    let drawn = Lstm::<f64>::init(config.clone(), &mut rng(0));
     let zeros = Lstm::<f64>::zeros(config);
     for ((na, pa), (nb, pb)) in drawn.params().iter().zip(zeros.params()) {
         assert_eq!((na, pa.shape()), (&nb, pb.shape()));

@@ -35,19 +35,19 @@ fn ok<M: Module<f64>>(model: &mut M, loss: impl for<'t> Fn(&'t Tape<f64>, &M) ->
 #[test]
 fn linear_gradients() {
     let mut r = rng(1);
-    let mut layer = Linear::<f64>::new(4, 3, &mut r);
+    let mut layer = Linear::<f64>::init(4, 3, &mut r);
     let x = uniform(&[2, 5, 4], &mut r);
     ok(&mut layer, |t, l| {
         project(l.forward(t, t.constant(x.clone())), 7)
     });
-    let layer = Linear::<f64>::new(4, 3, &mut r).without_bias();
+    let layer = Linear::<f64>::init(4, 3, &mut r).without_bias();
     gradcheck(|t, v| project(layer.forward(t, v[0]), 8), &[x]).unwrap();
 }
 
 #[test]
 fn embedding_gradients_skip_the_padding_row() {
     let mut r = rng(2);
-    let mut emb = Embedding::<f64>::new(6, 3, &mut r);
+    let mut emb = Embedding::<f64>::init(6, 3, &mut r);
     let idx = [1, 0, 4, 4, 0, 5];
     ok(&mut emb, |t, e| project(e.forward(t, &idx, &[2, 3]), 9));
     // With row 0 as padding, its gradient is zero by definition (so finite differences, which
@@ -168,7 +168,7 @@ fn cell_gradients() {
 fn two_layer_bidirectional_lstm_with_variable_lengths() {
     let mut r = rng(6);
     let config = RecurrentConfig::new(3, 2).num_layers(2).bidirectional(true);
-    let mut lstm = Lstm::<f64>::new(config, &mut r);
+    let mut lstm = Lstm::<f64>::init(config, &mut r);
     let x = uniform(&[5, 3, 3], &mut r);
     let (h0, c0) = (uniform(&[4, 3, 2], &mut r), uniform(&[4, 3, 2], &mut r));
     let lengths = [5, 2, 4];
@@ -205,12 +205,12 @@ fn rnn_and_gru_stacks_bidirectional_batch_first_with_lengths() {
         .num_layers(2)
         .bidirectional(true)
         .batch_first(true);
-    let mut rnn = Rnn::<f64>::new(config.clone().nonlinearity(Nonlinearity::Tanh), &mut r);
+    let mut rnn = Rnn::<f64>::init(config.clone().nonlinearity(Nonlinearity::Tanh), &mut r);
     ok(&mut rnn, |t, m| {
         let out = m.forward(t, t.constant(x.clone()), None, Some(&lengths));
         project(out.output, 40) + project(out.state.h, 41)
     });
-    let mut gru = Gru::<f64>::new(config, &mut r);
+    let mut gru = Gru::<f64>::init(config, &mut r);
     ok(&mut gru, |t, m| {
         let out = m.forward(t, t.constant(x.clone()), None, Some(&lengths));
         project(out.output, 42) + project(out.state.h, 43)
@@ -228,7 +228,7 @@ fn learned_initial_state_gets_gradients() {
     let config = RecurrentConfig::new(3, 2)
         .learn_initial_state(true)
         .bidirectional(true);
-    let mut lstm = Lstm::<f64>::new(config, &mut r);
+    let mut lstm = Lstm::<f64>::init(config, &mut r);
     let names: Vec<String> = lstm.params().into_iter().map(|(n, _)| n).collect();
     assert!(names.contains(&"h_0".to_string()) && names.contains(&"c_0".to_string()));
     let x = uniform(&[4, 2, 3], &mut r);

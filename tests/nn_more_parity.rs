@@ -139,7 +139,7 @@ fn run_stack<C: StandardCell<F>, F: Float>(
     case: &str,
     checkpoint_every: Option<usize>,
 ) -> f64 {
-    let mut model = Recurrent::<C, F>::new(config(g, case), &mut StdRng::seed_from_u64(0));
+    let mut model = Recurrent::<C, F>::init(config(g, case), &mut StdRng::seed_from_u64(0));
     load_state_dict(&mut model, &g.params(case)).expect("PyTorch's names and shapes");
     let lengths: Option<Vec<usize>> = g.has(case, "lengths").then(|| {
         g.get(case, "lengths")
@@ -239,7 +239,7 @@ fn unbatched_stacks_match_pytorch() {
 #[test]
 fn bias_free_stacks_have_pytorchs_names() {
     let g = Golden::<f64>::load("f64", 1e-13);
-    let model = Lstm::<f64>::new(
+    let model = Lstm::<f64>::init(
         config(&g, "lstm_nobias_l2_bi_h0"),
         &mut StdRng::seed_from_u64(0),
     );
@@ -310,7 +310,7 @@ fn bias_free_cells_match_pytorch() {
 
 fn linear<F: Float>(g: &Golden<F>) {
     let case = "linear_nobias";
-    let mut layer = Linear::<F>::new(5, 3, &mut StdRng::seed_from_u64(0)).without_bias();
+    let mut layer = Linear::<F>::init(5, 3, &mut StdRng::seed_from_u64(0)).without_bias();
     load_state_dict(&mut layer, &g.params(case)).expect("only `weight`");
     let tape = Tape::new();
     let x = tape.var(g.get(case, "input"));
@@ -393,7 +393,7 @@ fn a_bias_free_state_dict_from_pytorch_loads_without_a_generator() {
 #[rustfmt::skip] // each case's `line!()` must stay on the line of its call
 fn misshapen_recurrent_input_panics_at_the_callers_line() {
     let mut rng = StdRng::seed_from_u64(0);
-    let lstm = Lstm::<f64>::new(RecurrentConfig::new(5, 4).num_layers(2), &mut rng);
+    let lstm = Lstm::<f64>::init(RecurrentConfig::new(5, 4).num_layers(2), &mut rng);
     let tape = Tape::new();
     let zeros = |shape: &[usize]| tape.constant(Tensor::zeros(shape));
     let (x2, x3) = (zeros(&[6, 5]), zeros(&[6, 3, 5]));

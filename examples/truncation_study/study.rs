@@ -24,8 +24,8 @@ impl<C: StandardCell<F>, F: Float> Net<C, F> {
     /// A net over `vocab` symbols with `hidden` units, initialised as PyTorch does.
     pub fn new<R: Rng + ?Sized>(vocab: usize, hidden: usize, rng: &mut R) -> Self {
         Net {
-            rnn: Recurrent::new(RecurrentConfig::new(vocab, hidden), rng),
-            head: Linear::new(hidden, vocab, rng),
+            rnn: Recurrent::init(RecurrentConfig::new(vocab, hidden), rng),
+            head: Linear::init(hidden, vocab, rng),
             vocab,
         }
     }

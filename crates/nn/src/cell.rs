@@ -208,7 +208,32 @@ pub trait CellState<'t, F: Float>: Copy {
     }
 }
 
-/// The recurrent state of the built-in cells: h, and c for an LSTM.
+/// The recurrent state of the built-in cells: h, and c for an LSTM; for a whole stack
+/// ([`StackState`](crate::StackState)), each [D·L, B, H].
+///
+/// A state's Vars belong to the tape they were recorded on. To carry a stack's final state into
+/// the next chunk on a new tape (detached, as truncated BPTT does), keep its values and put them
+/// on the new tape, one call each way:
+///
+/// ```
+/// use rewind_autograd::rand::{rngs::StdRng, SeedableRng};
+/// use rewind_autograd::{Tape, Tensor};
+/// use rewind_nn::{Carry, Lstm, RecurrentConfig};
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let lstm = Lstm::new(RecurrentConfig::new(4, 8), &mut rng);
+/// let first = Tape::new();
+/// let out = lstm.forward(&first, first.constant(Tensor::zeros(&[5, 2, 4])), None, None);
+/// let carry = Carry::of(out.state); // the values, off the first tape
+///
+/// let next = Tape::new();
+/// let x = next.constant(Tensor::zeros(&[5, 2, 4]));
+/// let out = lstm.forward(&next, x, Some(carry.on(&next)), None); // on the next tape, detached
+/// assert_eq!(&out.state.h.shape()[..], &[1, 2, 8]);
+/// ```
+///
+/// (Handing `out.state` itself to a forward pass on `next` does not compile: the first tape's
+/// Vars cannot outlive it, and a gradient cannot flow between tapes.)
 #[derive(Clone, Copy, Debug)]
 pub struct State<'t, F: Float = f32> {
     /// The hidden state [B, H].

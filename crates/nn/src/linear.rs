@@ -19,9 +19,19 @@ pub struct Linear<F: Float = f32> {
     pub bias: Option<Param<F>>,
 }
 
-impl<F: Float> Linear<F> {
-    /// A layer from `in_features` to `out_features`, with a bias, initialised from `rng`.
+impl Linear {
+    /// An f32 layer: [`init`](Linear::init) in the precision a program gets without a type
+    /// annotation, as `torch.nn.Linear` is float32. Another precision is
+    /// `Linear::<f64>::init(in_features, out_features, &mut rng)`.
     pub fn new<R: Rng + ?Sized>(in_features: usize, out_features: usize, rng: &mut R) -> Self {
+        Self::init(in_features, out_features, rng)
+    }
+}
+
+impl<F: Float> Linear<F> {
+    /// A layer from `in_features` to `out_features` in any precision, with a bias, every
+    /// parameter ~ U(-1/√in, 1/√in) from `rng`, as PyTorch initialises one.
+    pub fn init<R: Rng + ?Sized>(in_features: usize, out_features: usize, rng: &mut R) -> Self {
         let bound = F::from_f64(1.0 / (in_features as f64).sqrt());
         Linear {
             weight: Param::named(
@@ -117,9 +127,17 @@ pub struct Embedding<F: Float = f32> {
     pub padding_idx: Option<usize>,
 }
 
-impl<F: Float> Embedding<F> {
-    /// A table initialised from `rng`.
+impl Embedding {
+    /// An f32 table: [`init`](Embedding::init) in the precision a program gets without a type
+    /// annotation. Another precision is `Embedding::<f64>::init(num, dim, &mut rng)`.
     pub fn new<R: Rng + ?Sized>(num_embeddings: usize, embedding_dim: usize, rng: &mut R) -> Self {
+        Self::init(num_embeddings, embedding_dim, rng)
+    }
+}
+
+impl<F: Float> Embedding<F> {
+    /// A table in any precision, every entry ~ N(0, 1) from `rng`, as PyTorch initialises one.
+    pub fn init<R: Rng + ?Sized>(num_embeddings: usize, embedding_dim: usize, rng: &mut R) -> Self {
         Embedding {
             weight: Param::named(
                 "weight",

@@ -149,12 +149,23 @@ pub struct RecurrentOutput<'t, F: Float = f32, S = State<'t, F>> {
     pub states: Vec<Var<'t, F>>,
 }
 
-impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
-    /// A stack initialised from `rng` as PyTorch initialises one (every weight and bias
-    /// ~ U(-1/√H, 1/√H), drawn layer by layer in PyTorch's order; a learned initial state starts
-    /// at zero).
+impl<C: StandardCell<f32>> Recurrent<C, f32> {
+    /// A stack in f32, initialised from `rng` as PyTorch initialises one:
+    /// [`init`](Recurrent::init) in the precision a program gets without a type annotation
+    /// (`Lstm::new(config, &mut rng)` is an f32 LSTM, as `torch.nn.LSTM` is float32). Another
+    /// precision is `Lstm::<f64>::init(config, &mut rng)`.
     #[track_caller]
     pub fn new<R: Rng + ?Sized>(config: RecurrentConfig, rng: &mut R) -> Self {
+        Self::init(config, rng)
+    }
+}
+
+impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
+    /// A stack in any precision, initialised from `rng` as PyTorch initialises one (every weight
+    /// and bias ~ U(-1/√H, 1/√H), drawn layer by layer in PyTorch's order; a learned initial
+    /// state starts at zero).
+    #[track_caller]
+    pub fn init<R: Rng + ?Sized>(config: RecurrentConfig, rng: &mut R) -> Self {
         let (hidden, bias, nonlinearity) = (config.hidden_size, config.bias, config.nonlinearity);
         let cells = layers(&config, |input, _| {
             C::from_params(
