@@ -198,13 +198,6 @@ pub(crate) enum Op<F: Float> {
 pub(crate) type CheckpointFn<F> =
     Box<dyn for<'s> Fn(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>>;
 
-/// True when `perm` swaps the last two axes and keeps the others: a transpose a matmul can read
-/// by stride.
-pub(crate) fn swaps_last_two(perm: &[usize]) -> bool {
-    let n = perm.len();
-    n >= 2 && perm[n - 2] == n - 1 && perm[n - 1] == n - 2 && (0..n - 2).all(|d| perm[d] == d)
-}
-
 fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
     nodes[x].value().map(f)
 }

@@ -5,9 +5,8 @@ use smallvec::SmallVec;
 
 use crate::check;
 use crate::float::Float;
-use crate::op::{swaps_last_two, Op, Reduction};
-
-use crate::shape::{broadcast_shape, numel, Axis, Shape};
+use crate::op::{Op, Reduction};
+use crate::shape::{broadcast_shape, numel, swaps_last_two, Axis, Shape};
 use crate::tape::Var;
 use crate::tensor::Tensor;
 

@@ -388,7 +388,7 @@ impl<F: Float> Tape<F> {
         let nodes = self.nodes.borrow();
         let (mut i, mut trans) = (index, false);
         while let (Op::Permute { x, perm }, None) = (&nodes[i].op, &nodes[i].value) {
-            debug_assert!(crate::op::swaps_last_two(perm));
+            debug_assert!(crate::shape::swaps_last_two(perm));
             i = *x;
             trans = !trans;
         }
