@@ -18,10 +18,10 @@ use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, e
 use crate::kernels::matmul::{gemm, View};
 use crate::kernels::packed;
 use crate::kernels::sum;
-use crate::kernels::zeroed;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
 use crate::tape::{Node, Tape, Var};
+use crate::tensor::zeroed;
 use crate::tensor::Tensor;
 
 /// How a loss over many targets is reduced, as PyTorch's `reduction` argument.

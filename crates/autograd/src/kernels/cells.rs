@@ -5,7 +5,7 @@
 
 use crate::float::Float;
 use crate::kernels::activation::avx2_copy;
-use crate::kernels::zeroed;
+use crate::tensor::zeroed;
 
 /// σ'(x) from y = σ(x).
 #[inline(always)]

@@ -12,8 +12,6 @@ pub(crate) mod sum;
 
 use std::sync::OnceLock;
 
-use crate::float::Float;
-
 /// The instruction sets a kernel may be compiled for, narrowest first. A kernel takes the widest
 /// path that both the CPU and the environment variable `REWIND_SIMD` allow (see [`simd`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -135,18 +133,6 @@ pub(crate) fn for_each_simd(test: &str, paths: &[Simd], mut check: impl FnMut(Si
     }
     // One write, so that the line is not split by the harness's own output.
     let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
-}
-
-/// `n` zeros, written here rather than taken as the allocator's zeroed pages. A fresh mapping of
-/// zero pages turns the first write after a read of each page (`+=` into a gradient) into a
-/// copy-on-write fault whose TLB flush interrupts every other core running this process (the
-/// GEMM workers); on a long tape those interrupts cost more than the backward pass itself.
-pub(crate) fn zeroed<F: Float>(n: usize) -> Vec<F> {
-    let mut v = Vec::with_capacity(n);
-    // Escapes, as far as the optimiser knows, so allocation and fill are not folded into calloc.
-    std::hint::black_box(v.as_mut_ptr());
-    v.resize(n, F::ZERO);
-    v
 }
 
 #[cfg(test)]

@@ -9,7 +9,8 @@
 
 use crate::float::Float;
 use crate::kernels::matmul::View;
-use crate::kernels::{pool, simd, zeroed, Simd};
+use crate::kernels::{pool, simd, Simd};
+use crate::tensor::zeroed;
 
 /// Columns per panel: two 16-lane vectors.
 const NR: usize = 32;
