@@ -4,7 +4,9 @@ use std::fmt::{Debug, Display, LowerExp};
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
-use crate::kernels::activation as act;
+pub(crate) mod f32_activation;
+
+use f32_activation as act;
 
 mod sealed {
     pub trait Sealed {}
@@ -78,22 +80,6 @@ pub trait Float:
             let e = self.exp();
             e / (Self::ONE + e)
         }
-    }
-
-    /// `out[i] = e^x[i]`.
-    #[doc(hidden)]
-    fn exp_slice(x: &[Self], out: &mut [Self]) {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.exp());
-    }
-    /// `out[i] = tanh x[i]`.
-    #[doc(hidden)]
-    fn tanh_slice(x: &[Self], out: &mut [Self]) {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.tanh());
-    }
-    /// `out[i] = σ(x[i])`.
-    #[doc(hidden)]
-    fn sigmoid_slice(x: &[Self], out: &mut [Self]) {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.sigmoid());
     }
 
     /// `C ← alpha·A·B + beta·C` on strided matrices: A is m×k, B is k×n, C is m×n, each element
@@ -185,8 +171,9 @@ macro_rules! impl_float {
     };
 }
 
-// f32's exp, tanh and σ come from one vectorisable kernel, element and slice alike, so a value
-// does not depend on which path computed it; f64 keeps libm's, the reference for gradient checks.
+// f32's exp, tanh and σ are the bodies of the vectorised slice kernels, element and slice alike,
+// so a value does not depend on which path computed it; f64 keeps libm's, the reference for
+// gradient checks.
 impl_float!(f32, "float32", matrixmultiply::sgemm, {
     fn exp(self) -> Self {
         act::exp(self)
@@ -196,15 +183,6 @@ impl_float!(f32, "float32", matrixmultiply::sgemm, {
     }
     fn sigmoid(self) -> Self {
         act::sigmoid(self)
-    }
-    fn exp_slice(x: &[Self], out: &mut [Self]) {
-        act::map(act::Unary::Exp, x, out);
-    }
-    fn tanh_slice(x: &[Self], out: &mut [Self]) {
-        act::map(act::Unary::Tanh, x, out);
-    }
-    fn sigmoid_slice(x: &[Self], out: &mut [Self]) {
-        act::map(act::Unary::Sigmoid, x, out);
     }
 });
 impl_float!(f64, "float64", matrixmultiply::dgemm, {

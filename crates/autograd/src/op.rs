@@ -12,6 +12,7 @@ use smallvec::SmallVec;
 use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::grads::Grads;
+use crate::kernels::activation;
 use crate::kernels::axis::{self as ax, Window};
 use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
@@ -391,11 +392,11 @@ impl<F: Float> Op<F> {
             Op::Div(a, b) => bin(nodes, *a, *b, |x, y| x / y),
             Op::Affine { x, scale, shift } => unary(nodes, *x, |v| *scale * v + *shift),
             Op::Powf { x, p } => unary(nodes, *x, |v| v.powf(*p)),
-            Op::Exp(x) => unary_slice(nodes, *x, F::exp_slice),
+            Op::Exp(x) => unary_slice(nodes, *x, activation::exp),
             Op::Ln(x) => unary(nodes, *x, F::ln),
             Op::Sqrt(x) => unary(nodes, *x, F::sqrt),
-            Op::Tanh(x) => unary_slice(nodes, *x, F::tanh_slice),
-            Op::Sigmoid(x) => unary_slice(nodes, *x, F::sigmoid_slice),
+            Op::Tanh(x) => unary_slice(nodes, *x, activation::tanh),
+            Op::Sigmoid(x) => unary_slice(nodes, *x, activation::sigmoid),
             // Written so that NaN passes through, as in PyTorch (`x > 0 ? x : 0` would zero it).
             Op::Relu(x) => unary(nodes, *x, |v| if v <= F::ZERO { F::ZERO } else { v }),
             // min(max(x, min), max) as PyTorch: with min > max every element is max; NaN stays.

@@ -9,6 +9,7 @@ pub(crate) mod matmul;
 pub(crate) mod packed;
 pub(crate) mod pool;
 pub(crate) mod sum;
+mod typed;
 
 use std::sync::OnceLock;
 

@@ -9,7 +9,7 @@
 
 use crate::float::Float;
 use crate::kernels::matmul::View;
-use crate::kernels::{pool, simd, Simd};
+use crate::kernels::{pool, simd, typed, Simd};
 use crate::tensor::zeroed;
 
 /// Columns per panel: two 16-lane vectors.
@@ -94,7 +94,7 @@ fn assert_fits(operand: &str, v: View, len: usize) {
 /// True when the packed kernel runs here: f32, on a CPU with AVX-512 that `REWIND_SIMD` does not
 /// cap below it. Otherwise the general GEMM takes these products.
 pub(crate) fn available<F: Float>() -> bool {
-    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && simd() >= Simd::Avx512
+    typed::is::<F, f32>() && simd() >= Simd::Avx512
 }
 
 /// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
