@@ -15,7 +15,7 @@ mod sealed {
 }
 
 /// An element type of [`Tensor`](crate::Tensor): `f32` (the default everywhere) or `f64` (for exact
-/// gradient checks). The trait is sealed; the GEMM kernel behind it is chosen per type.
+/// gradient checks). The trait is sealed: the kernels are written for these two types.
 pub trait Float:
     sealed::Sealed
     + Copy
@@ -81,35 +81,10 @@ pub trait Float:
             e / (Self::ONE + e)
         }
     }
-
-    /// `C ← alpha·A·B + beta·C` on strided matrices: A is m×k, B is k×n, C is m×n, each element
-    /// (i, j) of a matrix at `ptr + i·rs + j·cs`.
-    ///
-    /// # Safety
-    /// Every pointer with its strides must address valid memory for the given dimensions, and C
-    /// must not alias A or B.
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:literal, $gemm:path, { $($fast:tt)* }) => {
+    ($t:ty, $dtype:literal, { $($fast:tt)* }) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -147,26 +122,6 @@ macro_rules! impl_float {
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
             }
-
-            unsafe fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
-            ) {
-                // SAFETY: the caller upholds the contract stated on the trait method.
-                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
-            }
         }
     };
 }
@@ -174,7 +129,7 @@ macro_rules! impl_float {
 // f32's exp, tanh and σ are the bodies of the vectorised slice kernels, element and slice alike,
 // so a value does not depend on which path computed it; f64 keeps libm's, the reference for
 // gradient checks.
-impl_float!(f32, "float32", matrixmultiply::sgemm, {
+impl_float!(f32, "float32", {
     fn exp(self) -> Self {
         act::exp(self)
     }
@@ -185,7 +140,7 @@ impl_float!(f32, "float32", matrixmultiply::sgemm, {
         act::sigmoid(self)
     }
 });
-impl_float!(f64, "float64", matrixmultiply::dgemm, {
+impl_float!(f64, "float64", {
     fn exp(self) -> Self {
         f64::exp(self)
     }

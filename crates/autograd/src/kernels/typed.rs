@@ -29,3 +29,10 @@ pub(crate) fn slice_mut<F: Float, T: Float>(x: &mut [F]) -> Option<&mut [T]> {
     // `x` is handed on whole.
     is::<F, T>().then(|| unsafe { std::slice::from_raw_parts_mut(x.as_mut_ptr().cast(), x.len()) })
 }
+
+/// `x` as a `T`, when `F` is `T`.
+#[inline(always)]
+pub(crate) fn value<F: Float, T: Float>(x: F) -> Option<T> {
+    // SAFETY: F and T are one type, so the value is copied as itself.
+    is::<F, T>().then(|| unsafe { std::mem::transmute_copy::<F, T>(&x) })
+}
