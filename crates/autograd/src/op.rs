@@ -16,9 +16,8 @@ use crate::kernels::activation;
 use crate::kernels::axis::{self as ax, Window};
 use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
-use crate::kernels::matmul::{gemm, View};
-use crate::kernels::packed;
 use crate::kernels::sum;
+use crate::kernels::{self, Rhs, View};
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
 use crate::tape::{Node, Tape, Var};
@@ -241,24 +240,14 @@ fn matmul_shape(a: &[usize], ta: bool, b: &[usize], tb: bool) -> Shape {
     crate::check::matmul(a, ta, b, tb)
 }
 
-/// `C ← A·op(B) + beta·C` where B is node `b`'s value, transposed if `tb`. A parameter read by a
-/// few rows (an RNN's per-step product) goes through the packed kernel, packed once per tape;
-/// everything else through the general GEMM.
-fn product<F: Float>(
-    nodes: &[Node<F>],
-    batch: usize,
-    a: (&[F], View),
-    b: usize,
-    tb: bool,
-    c: (&mut [F], View),
-    beta: F,
-) {
-    let vb = View::of(&nodes[b].shape, tb);
-    let small = batch == 1 && a.1.rows <= packed::MAX_ROWS && c.1.rows > 0;
-    if small && matches!(nodes[b].op, Op::Param(_)) && packed::available::<F>() {
-        packed::gemm(a.0, a.1, nodes[b].packed(tb), c.0, c.1, beta);
-    } else {
-        gemm(batch, a, (nodes[b].value().data(), vb), c, beta);
+/// Node `b`'s value as the right operand of a product, transposed if `tb`: a parameter is a
+/// weight, which many products read.
+fn rhs<F: Float>(nodes: &[Node<F>], b: usize, tb: bool) -> Rhs<'_, F> {
+    let node = &nodes[b];
+    let (data, view) = (node.value().data(), View::of(&node.shape, tb));
+    match node.op {
+        Op::Param(_) => Rhs::Weight(data, view, node.packed(tb)),
+        _ => Rhs::Plain(data, view),
     }
 }
 
@@ -419,15 +408,8 @@ impl<F: Float> Op<F> {
                     None => (zeroed(numel(&out)), F::ZERO),
                 };
                 let a = (va.data(), View::of(va.shape(), *ta));
-                product(
-                    nodes,
-                    batch,
-                    a,
-                    *b,
-                    *tb,
-                    (&mut c, View::of(&out, false)),
-                    beta,
-                );
+                let c_view = View::of(&out, false);
+                kernels::matmul(batch, a, rhs(nodes, *b, *tb), (&mut c, c_view), beta);
                 Tensor::new_unchecked(out, c)
             }
             Op::LstmCell { gates, c, acts } => {
@@ -757,23 +739,23 @@ impl<F: Float> Op<F> {
                 if let Some(v) = view_a {
                     if let Some(gv) = sink.acc(v) {
                         let c = (gv, View::of(&nodes[v].shape, false));
-                        product(nodes, batch, (gd, vg), *b, !*tb, c, F::ONE);
+                        kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
                     }
                 } else if let Some(ga) = sink.acc(*a) {
                     let c = (ga, View::of(va.shape(), false));
                     if *ta {
-                        gemm(batch, (vb.data(), opb), (gd, vg.t()), c, F::ONE);
+                        kernels::matmul(batch, (vb.data(), opb), Rhs::Plain(gd, vg.t()), c, F::ONE);
                     } else {
-                        product(nodes, batch, (gd, vg), *b, !*tb, c, F::ONE);
+                        kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
                     }
                 }
                 // A parameter's per-step product (few rows, A as stored) waits to be stacked with
                 // the other steps': one GEMM over many steps' rows instead of one per step.
-                let per_step = batch == 1 && !*ta && out[0] <= packed::MAX_ROWS;
+                let per_step = batch == 1 && !*ta && out[0] <= kernels::PER_STEP_ROWS;
                 if let Some(v) = view_b {
                     if let Some(gv) = sink.acc(v) {
                         let c = (gv, View::of(&nodes[v].shape, false));
-                        gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
+                        kernels::matmul(batch, (va.data(), opa.t()), Rhs::Plain(gd, vg), c, F::ONE);
                     }
                 } else if per_step
                     && sink.stack_weight_gradients
@@ -784,9 +766,9 @@ impl<F: Float> Op<F> {
                 } else if let Some(gb) = sink.acc(*b) {
                     let c = (gb, View::of(vb.shape(), false));
                     if *tb {
-                        gemm(batch, (gd, vg.t()), (va.data(), opa), c, F::ONE);
+                        kernels::matmul(batch, (gd, vg.t()), Rhs::Plain(va.data(), opa), c, F::ONE);
                     } else {
-                        gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
+                        kernels::matmul(batch, (va.data(), opa.t()), Rhs::Plain(gd, vg), c, F::ONE);
                     }
                 }
             }
@@ -1142,9 +1124,9 @@ impl<'a, F: Float> GradSink<'a, F> {
             let gw = self.acc(w).expect("only a gradient's parameter is stacked");
             let c = (gw, View::of(&shape, false));
             if s.tb {
-                gemm(1, (&s.g, vg.t()), (&s.a, va), c, F::ONE);
+                kernels::matmul(1, (&s.g, vg.t()), Rhs::Plain(&s.a, va), c, F::ONE);
             } else {
-                gemm(1, (&s.a, va.t()), (&s.g, vg), c, F::ONE);
+                kernels::matmul(1, (&s.a, va.t()), Rhs::Plain(&s.g, vg), c, F::ONE);
             }
             s.g.clear();
             s.a.clear();

@@ -12,8 +12,7 @@ use smallvec::SmallVec;
 use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::grads::Grads;
-use crate::kernels::matmul::View;
-use crate::kernels::packed::Packed;
+use crate::kernels::Packed;
 use crate::op::{GradSink, Op};
 use crate::param::{Param, ParamId};
 use crate::shape::Shape;
@@ -40,10 +39,10 @@ impl<F: Float> Node<F> {
             .expect("a node's value is computed before any op reads it")
     }
 
-    /// This node's value (a matrix), transposed if `trans`, packed for the small-row GEMM.
-    pub(crate) fn packed(&self, trans: bool) -> &Packed<F> {
-        self.packed[trans as usize]
-            .get_or_init(|| Packed::new(self.value().data(), View::of(&self.shape, trans)))
+    /// The cell that keeps this node's value (a matrix), transposed if `trans`, packed for the
+    /// small-row GEMM.
+    pub(crate) fn packed(&self, trans: bool) -> &OnceCell<Packed<F>> {
+        &self.packed[trans as usize]
     }
 }
 

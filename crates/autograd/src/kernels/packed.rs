@@ -8,7 +8,7 @@
 //! whatever the split across threads.
 
 use crate::float::Float;
-use crate::kernels::matmul::View;
+use crate::kernels::gemm::View;
 use crate::kernels::{pool, simd, typed, Simd};
 use crate::tensor::zeroed;
 
@@ -138,13 +138,13 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     let panels = n.div_ceil(NR);
     // Only compared with a threshold, so saturating is exact enough.
     let flops = 2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n);
-    let parts = if flops >= super::matmul::PARALLEL_FLOPS && panels >= 2 {
+    let parts = if flops >= super::gemm::PARALLEL_FLOPS && panels >= 2 {
         pool::threads()
     } else {
         1
     };
     let per = panels.div_ceil(parts);
-    let c_ptr = super::matmul::SendPtr(c.as_mut_ptr());
+    let c_ptr = super::gemm::SendPtr(c.as_mut_ptr());
     let share = |t: usize| {
         let (lo, hi) = ((t * per).min(panels), ((t + 1) * per).min(panels));
         for j in lo..hi {
@@ -170,7 +170,7 @@ unsafe fn panel<F: Float>(
     va: View,
     b: &Packed<F>,
     j: usize,
-    c: super::matmul::SendPtr<F>,
+    c: super::gemm::SendPtr<F>,
     vc: View,
     accumulate: bool,
 ) {
@@ -284,7 +284,7 @@ unsafe fn kernel<const R: usize>(_: Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{for_each_simd, matmul};
+    use crate::kernels::{for_each_simd, gemm as general};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -368,7 +368,7 @@ mod tests {
                         gemm(&case.a, case.va, &b, &mut c, case.vc, case.beta);
                     } else {
                         let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
-                        matmul::gemm(1, a, b, (&mut c, case.vc), case.beta);
+                        general::gemm(1, a, b, (&mut c, case.vc), case.beta);
                     }
                     let k = case.va.cols as f64;
                     for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {

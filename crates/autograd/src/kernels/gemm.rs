@@ -1,4 +1,5 @@
-//! Batched, strided GEMM: every matrix product in the engine, forward and backward, runs here.
+//! The general GEMM: batched and strided, on matrixmultiply. Every matrix product that the packed
+//! kernel does not take runs here; [`matmul`](super::matmul) chooses.
 //!
 //! Operands are read through strides, so a transposed operand is never copied: transposing a
 //! view swaps its row and column strides. Every raw pointer offset here is bounded by
@@ -124,7 +125,7 @@ fn fold_batches(batch: usize, va: View, vb: View, vc: View) -> Option<(View, Vie
 
 /// The flops of an m×k by k×n product, saturating: it only chooses a path, and must not wrap
 /// into a small count.
-pub(crate) fn flops(m: usize, k: usize, n: usize) -> usize {
+fn flops(m: usize, k: usize, n: usize) -> usize {
     m.saturating_mul(k).saturating_mul(n).saturating_mul(2)
 }
 
