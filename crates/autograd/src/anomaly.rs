@@ -4,7 +4,7 @@
 use std::panic::Location;
 
 use crate::float::Float;
-use crate::op::{GradSink, Op};
+use crate::op::Op;
 use crate::tape::Node;
 use crate::tensor::Tensor;
 
@@ -79,11 +79,15 @@ pub(crate) fn check_seed<F: Float>(seed: &Tensor<F>) {
 }
 
 /// Panics when node `me`'s backward, just run from a finite gradient, left a non-finite value in
-/// one of its inputs' gradients.
-pub(crate) fn check_gradients<F: Float>(me: usize, nodes: &[Node<F>], sink: &GradSink<'_, F>) {
+/// one of its inputs' gradients, which `grad` returns by node.
+pub(crate) fn check_gradients<'g, F: Float>(
+    me: usize,
+    nodes: &[Node<F>],
+    grad: impl Fn(usize) -> Option<&'g Tensor<F>>,
+) {
     let op = &nodes[me].op;
     for (k, i) in op.inputs().into_iter().enumerate() {
-        let Some(g) = sink.slot(i) else { continue };
+        let Some(g) = grad(i) else { continue };
         if let Some((flat, v)) = first_non_finite(g.data()) {
             panic!(
                 "anomaly: the backward of `{}` recorded at {} produced {} at element {:?} in the gradient of its input {k} (shape {:?}) from a finite gradient of shape {:?}",

@@ -35,6 +35,7 @@
 //! shapes; building a tensor from data returns a [`TensorError`].
 
 mod anomaly;
+mod backward;
 mod check;
 mod custom;
 mod error;

@@ -5,13 +5,10 @@
 //! Backward always adds into the inputs' gradients (`+=`): that is what makes a value used twice,
 //! such as a weight shared by every time step, come out right.
 
-use std::collections::HashMap;
-
 use smallvec::SmallVec;
 
 use crate::custom::CustomOp;
 use crate::float::Float;
-use crate::grads::Grads;
 use crate::kernels::activation;
 use crate::kernels::axis::{self as ax, Window};
 use crate::kernels::cells;
@@ -238,6 +235,56 @@ fn reduced_shape(shape: &[usize], axis: Option<usize>, keepdim: bool) -> Shape {
 /// The shape of `op(a) · op(b)`; the operands were checked when the op was recorded.
 fn matmul_shape(a: &[usize], ta: bool, b: &[usize], tb: bool) -> Shape {
     crate::check::matmul(a, ta, b, tb)
+}
+
+/// Where a derivative puts the gradients it computes: the backward pass's `GradSink`. Every
+/// gradient is added into what the node holds so far.
+pub(crate) trait Sink<F: Float> {
+    /// The gradient buffer of node `i` to add into, zeroed on first use, or `None` when `i` needs
+    /// no gradient.
+    fn acc(&mut self, i: usize) -> Option<&mut [F]>;
+
+    /// Adds a whole gradient tensor to node `i`.
+    fn add(&mut self, i: usize, g: Tensor<F>);
+
+    /// Hands out the finished gradient of leaf node `i`.
+    fn leaf(&mut self, i: usize, g: Tensor<F>);
+
+    /// Hands out the finished gradient of a parameter.
+    fn param(&mut self, id: ParamId, g: Tensor<F>);
+
+    /// Offers `dW += gᵀ·a` (W read transposed, `tb`) or `aᵀ·g` for node `w`, the right operand of
+    /// a per-step product, g [m, n] and a [m, k] row-major: the sink may put it off and stack it
+    /// with other steps' rows. False when it does not take it, and the caller adds it now.
+    fn defer_weight_grad(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) -> bool;
+
+    /// Notes the bytes a checkpoint's recomputation held at once.
+    fn note_inner_bytes(&mut self, bytes: usize);
+}
+
+/// Adds `g` (of shape `out`) into node `i`'s gradient, summed over the axes along which `i` was
+/// broadcast.
+fn add_reduced<F: Float>(
+    sink: &mut impl Sink<F>,
+    nodes: &[Node<F>],
+    i: usize,
+    g: &Tensor<F>,
+    out: &[usize],
+) {
+    if nodes[i].shape[..] == *out {
+        sink.add(i, g.clone());
+    } else if let Some(gi) = sink.acc(i) {
+        accumulate_reduced(gi, &nodes[i].shape, out, g.data(), |_, g| g);
+    }
+}
+
+/// `grad[i] += f(k, g[k])` element by element, for an input of the output's shape.
+fn map_into<F: Float>(sink: &mut impl Sink<F>, i: usize, g: &[F], f: impl Fn(usize, F) -> F) {
+    if let Some(gi) = sink.acc(i) {
+        for (k, (d, &gk)) in gi.iter_mut().zip(g).enumerate() {
+            *d += f(k, gk);
+        }
+    }
 }
 
 /// Node `b`'s value as the right operand of a product, transposed if `tb`: a parameter is a
@@ -609,28 +656,27 @@ impl<F: Float> Op<F> {
     }
 
     /// Adds this op's inputs' gradients into `sink`, given `g` = ∂L/∂(this node's value). Leaves
-    /// hand their gradient to `grads` instead.
+    /// hand their gradient out through `sink` instead.
     pub(crate) fn backward(
         &self,
         me: usize,
         g: Tensor<F>,
         nodes: &[Node<F>],
-        sink: &mut GradSink<'_, F>,
-        grads: &mut Grads<F>,
+        sink: &mut impl Sink<F>,
     ) {
         let val = |i: usize| nodes[i].value();
         let out = &nodes[me].shape;
         let gd = g.data();
         match self {
-            Op::Leaf => grads.insert_node(me, g),
-            Op::Param(id) => grads.insert_param(*id, g),
+            Op::Leaf => sink.leaf(me, g),
+            Op::Param(id) => sink.param(*id, g),
             // d(a + b) = da + db, each summed over the axes it was broadcast along.
             Op::Add(a, b) => {
-                sink.add_reduced(*a, &g, out);
-                sink.add_reduced(*b, &g, out);
+                add_reduced(sink, nodes, *a, &g, out);
+                add_reduced(sink, nodes, *b, &g, out);
             }
             Op::Sub(a, b) => {
-                sink.add_reduced(*a, &g, out);
+                add_reduced(sink, nodes, *a, &g, out);
                 if let Some(gb) = sink.acc(*b) {
                     accumulate_reduced(gb, &nodes[*b].shape, out, gd, |_, g| -g);
                 }
@@ -661,52 +707,57 @@ impl<F: Float> Op<F> {
                 }
             }
             // d(s·x + t) = s·dx
-            Op::Affine { x, scale, .. } => sink.map_into(*x, gd, |_, g| g * *scale),
+            Op::Affine { x, scale, .. } => map_into(sink, *x, gd, |_, g| g * *scale),
             // d(x^p) = p·x^(p-1)·dx, and 0 for p = 0 even at x = 0 (not 0·0^-1 = NaN), as
             // PyTorch. At x = 0 with p < 1 the formula's ±inf stands, as in PyTorch.
             Op::Powf { x, p } => {
                 let xd = val(*x).data();
                 if *p == F::ZERO {
-                    sink.map_into(*x, gd, |_, _| F::ZERO)
+                    map_into(sink, *x, gd, |_, _| F::ZERO)
                 } else {
-                    sink.map_into(*x, gd, |i, g| g * *p * xd[i].powf(*p - F::ONE))
+                    map_into(sink, *x, gd, |i, g| g * *p * xd[i].powf(*p - F::ONE))
                 }
             }
             // d(e^x) = y·dx
             Op::Exp(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g * y[i])
+                map_into(sink, *x, gd, |i, g| g * y[i])
             }
             // d(ln x) = dx/x
             Op::Ln(x) => {
                 let xd = val(*x).data();
-                sink.map_into(*x, gd, |i, g| g / xd[i])
+                map_into(sink, *x, gd, |i, g| g / xd[i])
             }
             // d(√x) = dx/(2y)
             Op::Sqrt(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g / (y[i] + y[i]))
+                map_into(sink, *x, gd, |i, g| g / (y[i] + y[i]))
             }
             // d(tanh x) = (1 - y²)·dx
             Op::Tanh(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g * (F::ONE - y[i] * y[i]))
+                map_into(sink, *x, gd, |i, g| g * (F::ONE - y[i] * y[i]))
             }
             // d(σ(x)) = y(1 - y)·dx
             Op::Sigmoid(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g * y[i] * (F::ONE - y[i]))
+                map_into(sink, *x, gd, |i, g| g * y[i] * (F::ONE - y[i]))
             }
             // d(relu x) = [x > 0]·dx; the derivative at 0 is taken as 0, as in PyTorch.
             Op::Relu(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| if y[i] > F::ZERO { g } else { F::ZERO })
+                map_into(
+                    sink,
+                    *x,
+                    gd,
+                    |i, g| if y[i] > F::ZERO { g } else { F::ZERO },
+                )
             }
             // d(clamp x) = [min ≤ x ≤ max]·dx: the bounds themselves pass the gradient, as in
             // PyTorch; NaN, and every x when min > max, pass none.
             Op::Clamp { x, min, max } => {
                 let xd = val(*x).data();
-                sink.map_into(*x, gd, |i, g| {
+                map_into(sink, *x, gd, |i, g| {
                     if *min <= xd[i] && xd[i] <= *max {
                         g
                     } else {
@@ -728,7 +779,7 @@ impl<F: Float> Op<F> {
                 operands,
             } => {
                 if let Some(x) = add {
-                    sink.add_reduced(*x, &g, out);
+                    add_reduced(sink, nodes, *x, &g, out);
                 }
                 let (va, vb) = (val(*a), val(*b));
                 let batch = if out.len() == 3 { out[0] } else { 1 };
@@ -749,20 +800,16 @@ impl<F: Float> Op<F> {
                         kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
                     }
                 }
-                // A parameter's per-step product (few rows, A as stored) waits to be stacked with
-                // the other steps': one GEMM over many steps' rows instead of one per step.
+                // A per-step product (few rows, A as stored) may leave dB to the sink, which puts
+                // off a parameter's to stack it with the other steps'.
                 let per_step = batch == 1 && !*ta && out[0] <= kernels::PER_STEP_ROWS;
                 if let Some(v) = view_b {
                     if let Some(gv) = sink.acc(v) {
                         let c = (gv, View::of(&nodes[v].shape, false));
                         kernels::matmul(batch, (va.data(), opa.t()), Rhs::Plain(gd, vg), c, F::ONE);
                     }
-                } else if per_step
-                    && sink.stack_weight_gradients
-                    && matches!(nodes[*b].op, Op::Param(_))
-                    && nodes[*b].requires_grad
-                {
-                    sink.defer(*b, *tb, gd, va.data());
+                } else if per_step && sink.defer_weight_grad(*b, *tb, gd, va.data()) {
+                    // Stacked; multiplied out when B is reached.
                 } else if let Some(gb) = sink.acc(*b) {
                     let c = (gb, View::of(vb.shape(), false));
                     if *tb {
@@ -841,7 +888,7 @@ impl<F: Float> Op<F> {
             }
             Op::Reshape { x, .. } => sink.add(*x, g.reshape(&nodes[*x].shape)),
             // Each element was repeated along the broadcast axes: its gradient sums over them.
-            Op::Expand { x, .. } => sink.add_reduced(*x, &g, out),
+            Op::Expand { x, .. } => add_reduced(sink, nodes, *x, &g, out),
             Op::Permute { x, perm } => {
                 if let Some(gx) = sink.acc(*x) {
                     ax::permute_backward(gd, &nodes[*x].shape, perm, gx);
@@ -1026,168 +1073,6 @@ impl<F: Float> Op<F> {
                         sink.add(i, gi.clone());
                     }
                 }
-            }
-        }
-    }
-}
-
-/// The gradients in flight during one backward pass, one slot per node. A slot is created on
-/// first use, zeroed, and every op adds into it.
-pub(crate) struct GradSink<'a, F: Float> {
-    nodes: &'a [Node<F>],
-    slots: Vec<Option<Tensor<F>>>,
-    /// Per parameter node, weight-gradient products put off to run as one GEMM.
-    stacked: HashMap<usize, Stacked<F>>,
-    /// The most bytes a checkpoint's recomputation held at once.
-    pub(crate) inner_peak: usize,
-    /// Whether per-step weight-gradient products are put off and stacked (off in anomaly mode,
-    /// which checks each gradient where it is made).
-    pub(crate) stack_weight_gradients: bool,
-}
-
-/// Rows of several products' weight gradients, stacked: dW += Gᵀ·A (W read transposed) or
-/// Aᵀ·G, G [rows, n] being the gradients of the products and A [rows, k] their left operands.
-/// Stacking T steps of batch B gives one GEMM with inner size T·B instead of T with inner size B.
-struct Stacked<F> {
-    tb: bool,
-    g: Vec<F>,
-    a: Vec<F>,
-}
-
-/// Rows stacked before a weight gradient is computed: enough for an efficient GEMM, few enough
-/// that the stacks stay small next to the tape.
-const STACK_ROWS: usize = 512;
-
-impl<'a, F: Float> GradSink<'a, F> {
-    pub(crate) fn new(nodes: &'a [Node<F>], root: usize) -> Self {
-        GradSink {
-            nodes,
-            slots: (0..=root).map(|_| None).collect(),
-            stacked: HashMap::new(),
-            inner_peak: 0,
-            stack_weight_gradients: true,
-        }
-    }
-
-    /// Puts off `dW += gᵀ·a` (`tb`) or `aᵀ·g` for the parameter node `w`, g [m, n] and a [m, k]
-    /// row-major: the rows join `w`'s stack, which is multiplied out when full or when `w` is
-    /// reached ([`flush`](GradSink::flush)).
-    fn defer(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) {
-        if self.stacked.get(&w).is_some_and(|s| s.tb != tb) {
-            self.flush(w);
-        }
-        let (n, k) = self.stack_widths(w, tb);
-        if n == 0 || k == 0 {
-            // An empty weight: nothing to stack; its gradient is an empty tensor.
-            self.acc(w);
-            return;
-        }
-        let rows = g.len() / n;
-        // The stacks keep their capacity from flush to flush: no allocation after the first.
-        let s = self.stacked.entry(w).or_insert_with(|| Stacked {
-            tb,
-            g: Vec::with_capacity((STACK_ROWS + rows) * n),
-            a: Vec::with_capacity((STACK_ROWS + rows) * k),
-        });
-        s.tb = tb;
-        s.g.extend_from_slice(g);
-        s.a.extend_from_slice(a);
-        if s.g.len() >= STACK_ROWS * n {
-            self.flush(w);
-        }
-    }
-
-    /// The row widths of `w`'s stacks: n of the gradients, k of the left operands. W is [n, k]
-    /// when the products read it transposed (`tb`), else [k, n].
-    fn stack_widths(&self, w: usize, tb: bool) -> (usize, usize) {
-        let shape = &self.nodes[w].shape;
-        if tb {
-            (shape[0], shape[1])
-        } else {
-            (shape[1], shape[0])
-        }
-    }
-
-    /// Multiplies out node `w`'s stacked weight-gradient rows into its gradient.
-    pub(crate) fn flush(&mut self, w: usize) {
-        if self.stacked.is_empty() {
-            return;
-        }
-        let Some(mut s) = self.stacked.remove(&w) else {
-            return;
-        };
-        if !s.g.is_empty() {
-            let shape = self.nodes[w].shape.clone();
-            let (n, k) = self.stack_widths(w, s.tb);
-            let rows = s.g.len() / n;
-            let (vg, va) = (View::of(&[rows, n], false), View::of(&[rows, k], false));
-            let gw = self.acc(w).expect("only a gradient's parameter is stacked");
-            let c = (gw, View::of(&shape, false));
-            if s.tb {
-                kernels::matmul(1, (&s.g, vg.t()), Rhs::Plain(&s.a, va), c, F::ONE);
-            } else {
-                kernels::matmul(1, (&s.a, va.t()), Rhs::Plain(&s.g, vg), c, F::ONE);
-            }
-            s.g.clear();
-            s.a.clear();
-        }
-        self.stacked.insert(w, s);
-    }
-
-    fn note_inner_bytes(&mut self, bytes: usize) {
-        self.inner_peak = self.inner_peak.max(bytes);
-    }
-
-    /// Node `i`'s gradient so far, if any.
-    pub(crate) fn slot(&self, i: usize) -> Option<&Tensor<F>> {
-        self.slots[i].as_ref()
-    }
-
-    /// Removes node `i`'s finished gradient (every consumer of `i` comes after it on the tape).
-    pub(crate) fn take(&mut self, i: usize) -> Option<Tensor<F>> {
-        self.slots[i].take()
-    }
-
-    /// The gradient buffer of node `i` to add into, or `None` when `i` needs no gradient.
-    pub(crate) fn acc(&mut self, i: usize) -> Option<&mut [F]> {
-        let node = &self.nodes[i];
-        if !node.requires_grad {
-            return None;
-        }
-        let slot = self.slots[i].get_or_insert_with(|| Tensor::zeros(&node.shape));
-        Some(slot.data_mut())
-    }
-
-    /// Adds a whole gradient tensor to node `i`; the first one is kept without a copy.
-    pub(crate) fn add(&mut self, i: usize, g: Tensor<F>) {
-        if !self.nodes[i].requires_grad {
-            return;
-        }
-        match &mut self.slots[i] {
-            slot @ None => *slot = Some(g),
-            Some(acc) => {
-                for (d, &s) in acc.data_mut().iter_mut().zip(g.data()) {
-                    *d += s;
-                }
-            }
-        }
-    }
-
-    /// Adds `g` (of shape `out`) to node `i`, summed over the axes along which `i` was broadcast.
-    fn add_reduced(&mut self, i: usize, g: &Tensor<F>, out: &[usize]) {
-        let nodes = self.nodes;
-        if nodes[i].shape[..] == *out {
-            self.add(i, g.clone());
-        } else if let Some(gi) = self.acc(i) {
-            accumulate_reduced(gi, &nodes[i].shape, out, g.data(), |_, g| g);
-        }
-    }
-
-    /// `grad[i] += f(k, g[k])` element by element, for an input of the output's shape.
-    fn map_into(&mut self, i: usize, g: &[F], f: impl Fn(usize, F) -> F) {
-        if let Some(gi) = self.acc(i) {
-            for (k, (d, &gk)) in gi.iter_mut().zip(g).enumerate() {
-                *d += f(k, gk);
             }
         }
     }

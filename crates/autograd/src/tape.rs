@@ -1,6 +1,6 @@
 //! `Tape` and `Var`: the record of a forward pass, and the one reverse loop that rewinds it.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, Ref, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
@@ -11,9 +11,8 @@ use smallvec::SmallVec;
 
 use crate::custom::CustomOp;
 use crate::float::Float;
-use crate::grads::Grads;
 use crate::kernels::Packed;
-use crate::op::{GradSink, Op};
+use crate::op::Op;
 use crate::param::{Param, ParamId};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -411,37 +410,16 @@ impl<F: Float> Tape<F> {
         self.nodes.borrow_mut()[index].retain = true;
     }
 
-    /// Rewinds the tape from `root`, seeded with ∂L/∂root = `seed`: one reverse loop in which each
-    /// node adds its inputs' gradients. Nodes that lead to no requested leaf or parameter were
-    /// recorded without `requires_grad` and are skipped.
-    pub(crate) fn backward(&self, root: usize, seed: Tensor<F>) -> Grads<F> {
-        let nodes = self.nodes.borrow();
-        let mut grads = Grads::new(self.id);
-        let anomaly = self.anomaly.get();
-        let mut sink = GradSink::new(&nodes, root);
-        sink.stack_weight_gradients = !anomaly;
-        if anomaly {
-            crate::anomaly::check_seed(&seed);
-        }
-        if nodes[root].requires_grad {
-            sink.add(root, seed);
-        }
-        for i in (0..=root).rev() {
-            sink.flush(i);
-            let Some(g) = sink.take(i) else { continue };
-            let node = &nodes[i];
-            debug_assert_eq!(g.shape(), &node.shape[..]);
-            if node.retain {
-                grads.insert_node(i, g.clone());
-            }
-            node.op.backward(i, g, &nodes, &mut sink, &mut grads);
-            if anomaly {
-                crate::anomaly::check_gradients(i, &nodes, &sink);
-            }
-        }
-        let peak = self.bytes.get() + sink.inner_peak;
+    /// The recorded nodes, in creation order.
+    pub(crate) fn nodes(&self) -> Ref<'_, Vec<Node<F>>> {
+        self.nodes.borrow()
+    }
+
+    /// Notes that `extra` bytes were held at once on top of the tape's own (a checkpoint's
+    /// recomputation during backward).
+    pub(crate) fn note_peak(&self, extra: usize) {
+        let peak = self.bytes.get() + extra;
         self.peak_bytes.set(self.peak_bytes.get().max(peak));
-        grads
     }
 }
 
@@ -489,27 +467,6 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn retain_grad(self) -> Self {
         self.tape.retain(self.index);
         self
-    }
-
-    /// Backpropagates from this scalar: returns ∂self/∂p for every parameter and requested leaf
-    /// that self depends on.
-    #[track_caller]
-    pub fn backward(self) -> Grads<F> {
-        let shape = self.shape();
-        if crate::shape::numel(&shape) != 1 {
-            panic!(
-                "backward: output must be a scalar, got shape {shape:?}; use backward_with(seed)"
-            );
-        }
-        self.tape.backward(self.index, Tensor::ones(&shape))
-    }
-
-    /// Backpropagates from a non-scalar output, with `seed` = ∂L/∂self (a vector-Jacobian
-    /// product).
-    #[track_caller]
-    pub fn backward_with(self, seed: &Tensor<F>) -> Grads<F> {
-        crate::check::same("backward_with", &self.shape(), seed.shape());
-        self.tape.backward(self.index, seed.clone())
     }
 }
 
