@@ -37,6 +37,7 @@
 mod anomaly;
 mod backward;
 mod check;
+mod checkpoint;
 mod custom;
 mod error;
 mod float;

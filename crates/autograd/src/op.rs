@@ -17,7 +17,7 @@ use crate::kernels::sum;
 use crate::kernels::{self, Rhs, View};
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
-use crate::tape::{Node, Tape, Var};
+use crate::tape::Node;
 use crate::tensor::zeroed;
 use crate::tensor::Tensor;
 
@@ -177,12 +177,10 @@ pub(crate) enum Op<F: Float> {
     /// flattened and concatenated; its value holds nothing: `outputs` keeps the outputs until
     /// `CheckpointOutput` nodes take them. Backward re-runs `f` to get the inputs' gradients.
     Checkpoint {
-        f: CheckpointFn<F>,
+        f: Box<dyn Segment<F>>,
         inputs: SmallVec<[usize; 4]>,
         shapes: Vec<Shape>,
         outputs: Vec<Tensor<F>>,
-        /// The outer tape's anomaly mode, which the inner tapes take on.
-        anomaly: bool,
     },
     /// One output of a `Checkpoint` node, at `offset` in its flattened gradient.
     CheckpointOutput {
@@ -191,9 +189,21 @@ pub(crate) enum Op<F: Float> {
     },
 }
 
-/// A function of Vars that `checkpoint` can run again during backward.
-pub(crate) type CheckpointFn<F> =
-    Box<dyn for<'s> Fn(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>>;
+/// The function of a `Checkpoint` node, supplied by `Tape::checkpoint`: only the tape can build
+/// the inner tapes it runs on.
+pub(crate) trait Segment<F: Float> {
+    /// The outputs of the function on `inputs`, computed on an inner tape that is dropped at once.
+    fn run(&self, inputs: &[&Tensor<F>]) -> Vec<Tensor<F>>;
+
+    /// The gradient of Σ_k ⟨output_k, g_k⟩ with respect to each input that needs one (the flag
+    /// beside it), the function run again on a fresh tape; `None` for any other input. Also the
+    /// bytes that tape held before its backward pass.
+    fn rerun(
+        &self,
+        inputs: &[(&Tensor<F>, bool)],
+        g: Vec<Tensor<F>>,
+    ) -> (Vec<Option<Tensor<F>>>, usize);
+}
 
 fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
     nodes[x].value().map(f)
@@ -636,17 +646,13 @@ impl<F: Float> Op<F> {
                 inputs,
                 shapes,
                 outputs,
-                anomaly,
             } => {
-                let inner = Tape::new();
-                inner.detect_anomaly(*anomaly);
-                let vars: Vec<Var<'_, F>> = inputs
+                let values: Vec<&Tensor<F>> = inputs.iter().map(|&i| val(i)).collect();
+                *outputs = f.run(&values);
+                *shapes = outputs
                     .iter()
-                    .map(|&i| inner.constant(val(i).clone()))
+                    .map(|o| Shape::from_slice(o.shape()))
                     .collect();
-                let out = f(&inner, &vars);
-                *shapes = out.iter().map(|o| o.shape()).collect();
-                *outputs = out.iter().map(|o| o.value()).collect();
                 Tensor::zeros(&[0])
             }
             Op::CheckpointOutput { .. } => {
@@ -1042,35 +1048,28 @@ impl<F: Float> Op<F> {
             // Re-run f on a fresh tape with the inputs as leaves and backpropagate
             // Σ_k ⟨output_k, g_k⟩ through it: the inputs' gradients, recomputed.
             Op::Checkpoint {
-                f,
-                inputs,
-                shapes,
-                anomaly,
-                ..
+                f, inputs, shapes, ..
             } => {
-                let inner = Tape::new();
-                inner.detect_anomaly(*anomaly);
-                let vars: Vec<Var<'_, F>> = inputs
+                let mut offset = 0;
+                let per_output = shapes
                     .iter()
-                    .map(|&i| match nodes[i].requires_grad {
-                        true => inner.var(val(i).clone()),
-                        false => inner.constant(val(i).clone()),
+                    .map(|shape| {
+                        let n = numel(shape);
+                        let gk =
+                            Tensor::new_unchecked(shape.clone(), gd[offset..offset + n].to_vec());
+                        offset += n;
+                        gk
                     })
                     .collect();
-                let outputs = f(&inner, &vars);
-                let mut offset = 0;
-                let mut total = inner.constant(Tensor::scalar(F::ZERO));
-                for (o, shape) in outputs.iter().zip(shapes) {
-                    let n = numel(shape);
-                    let gk = Tensor::new_unchecked(shape.clone(), gd[offset..offset + n].to_vec());
-                    total = total + (*o * inner.constant(gk)).sum();
-                    offset += n;
-                }
-                sink.note_inner_bytes(inner.stats().bytes);
-                let inner_grads = total.backward();
-                for (&i, v) in inputs.iter().zip(&vars) {
-                    if let Some(gi) = inner_grads.wrt(*v) {
-                        sink.add(i, gi.clone());
+                let values: Vec<(&Tensor<F>, bool)> = inputs
+                    .iter()
+                    .map(|&i| (val(i), nodes[i].requires_grad))
+                    .collect();
+                let (input_grads, bytes) = f.rerun(&values, per_output);
+                sink.note_inner_bytes(bytes);
+                for (&i, gi) in inputs.iter().zip(input_grads) {
+                    if let Some(gi) = gi {
+                        sink.add(i, gi);
                     }
                 }
             }

@@ -194,67 +194,6 @@ impl<F: Float> Tape<F> {
         )
     }
 
-    /// Runs `f` on `inputs` without keeping anything it computes inside, only its outputs; during
-    /// backward, `f` runs again on a fresh tape to recompute what its gradients need (as
-    /// `jax.checkpoint` and `torch.utils.checkpoint`). Memory for a chain of such segments is
-    /// their outputs plus one segment's insides at a time.
-    ///
-    /// `f` must be a pure function of its inputs: pass parameters in as inputs
-    /// (`tape.param(&p)`), and derive any randomness from values it captures (a seed), so the
-    /// recomputation replays it exactly.
-    ///
-    /// ```
-    /// use rewind_autograd::{Tape, Tensor};
-    /// let tape = Tape::<f64>::new();
-    /// let x = tape.var(Tensor::scalar(0.5));
-    /// let y = tape.checkpoint(&[x], |_, v| vec![(v[0] * v[0]).tanh()])[0];
-    /// let g = y.backward()[x].item(); // d tanh(x²)/dx = 2x (1 - tanh²(x²))
-    /// assert!((g - (1.0 - 0.25f64.tanh().powi(2))).abs() < 1e-15);
-    /// ```
-    #[track_caller]
-    pub fn checkpoint<'t>(
-        &'t self,
-        inputs: &[Var<'t, F>],
-        f: impl for<'s> Fn(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>> + 'static,
-    ) -> Vec<Var<'t, F>> {
-        for v in inputs {
-            self.assert_owns("checkpoint", *v);
-        }
-        let indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
-        let op = Op::Checkpoint {
-            f: Box::new(f),
-            inputs: indices.clone(),
-            shapes: Vec::new(),
-            outputs: Vec::new(),
-            anomaly: self.anomaly.get(),
-        };
-        let checkpoint = self.record(op, &indices).index;
-        let (requires_grad, outputs) = {
-            let mut nodes = self.nodes.borrow_mut();
-            let node = &mut nodes[checkpoint];
-            let Op::Checkpoint { outputs, .. } = &mut node.op else {
-                unreachable!("just recorded")
-            };
-            let outputs = std::mem::take(outputs);
-            // The node's gradient is the outputs' gradients, flattened; it holds no value.
-            let total = outputs
-                .iter()
-                .try_fold(0usize, |n, t| n.checked_add(t.numel()))
-                .expect("checkpoint: the outputs hold more than usize::MAX elements");
-            node.shape = Shape::from_slice(&[total]);
-            (node.requires_grad, outputs)
-        };
-        let mut offset = 0;
-        outputs
-            .into_iter()
-            .map(|value| {
-                let op = Op::CheckpointOutput { checkpoint, offset };
-                offset += value.numel();
-                self.push(op, Some(value), requires_grad, true)
-            })
-            .collect()
-    }
-
     /// The number of recorded nodes.
     pub fn len(&self) -> usize {
         self.nodes.borrow().len()
@@ -356,6 +295,37 @@ impl<F: Float> Tape<F> {
     pub(crate) fn record_lazy(&self, op: Op<F>, input: usize, shape: Shape) -> Var<'_, F> {
         let requires_grad = self.nodes.borrow()[input].requires_grad;
         self.push_shaped(op, None, shape, requires_grad, true)
+    }
+
+    /// Records a `Checkpoint` op over `inputs`, then one `CheckpointOutput` node for each output
+    /// its forward left in it: the outputs' Vars. The checkpoint node holds no value; its
+    /// gradient is the outputs', flattened and concatenated.
+    #[track_caller]
+    pub(crate) fn record_checkpoint(&self, op: Op<F>, inputs: &[usize]) -> Vec<Var<'_, F>> {
+        let checkpoint = self.record(op, inputs).index;
+        let (requires_grad, outputs) = {
+            let mut nodes = self.nodes.borrow_mut();
+            let node = &mut nodes[checkpoint];
+            let Op::Checkpoint { outputs, .. } = &mut node.op else {
+                unreachable!("just recorded")
+            };
+            let outputs = std::mem::take(outputs);
+            let total = outputs
+                .iter()
+                .try_fold(0usize, |n, t| n.checked_add(t.numel()))
+                .expect("checkpoint: the outputs hold more than usize::MAX elements");
+            node.shape = Shape::from_slice(&[total]);
+            (node.requires_grad, outputs)
+        };
+        let mut offset = 0;
+        outputs
+            .into_iter()
+            .map(|value| {
+                let op = Op::CheckpointOutput { checkpoint, offset };
+                offset += value.numel();
+                self.push(op, Some(value), requires_grad, true)
+            })
+            .collect()
     }
 
     /// Computes a pending transpose's value, and first those of the pending transposes it reads
