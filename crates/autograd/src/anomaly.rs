@@ -4,8 +4,7 @@
 use std::panic::Location;
 
 use crate::float::Float;
-use crate::op::Op;
-use crate::tape::Node;
+use crate::op::{Nodes, Op};
 use crate::tensor::Tensor;
 
 /// The first non-finite element of `data`: its flat position and its value.
@@ -44,7 +43,7 @@ pub(crate) fn check_value<F: Float>(
     op: &Op<F>,
     value: &Tensor<F>,
     inputs: &[usize],
-    nodes: &[Node<F>],
+    nodes: &Nodes<F>,
     at: &Location<'_>,
 ) {
     let Some((flat, v)) = first_non_finite(value.data()) else {
@@ -82,7 +81,7 @@ pub(crate) fn check_seed<F: Float>(seed: &Tensor<F>) {
 /// one of its inputs' gradients, which `grad` returns by node.
 pub(crate) fn check_gradients<'g, F: Float>(
     me: usize,
-    nodes: &[Node<F>],
+    nodes: &Nodes<F>,
     grad: impl Fn(usize) -> Option<&'g Tensor<F>>,
 ) {
     let op = &nodes[me].op;

@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use crate::float::Float;
 use crate::grads::Grads;
 use crate::kernels::{self, Rhs, View};
-use crate::op::{Op, Sink};
+use crate::op::{Nodes, Op, Sink};
 use crate::param::ParamId;
-use crate::tape::{Node, Tape, Var};
+use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
 impl<'t, F: Float> Var<'t, F> {
@@ -67,7 +67,7 @@ fn rewind<F: Float>(tape: &Tape<F>, root: usize, seed: Tensor<F>) -> Grads<F> {
 /// The gradients in flight during one backward pass, one slot per node. A slot is created on
 /// first use, zeroed, and every op adds into it.
 struct GradSink<'a, F: Float> {
-    nodes: &'a [Node<F>],
+    nodes: &'a Nodes<F>,
     slots: Vec<Option<Tensor<F>>>,
     /// The finished gradients of leaves and parameters, and those kept by `retain_grad`.
     grads: Grads<F>,
@@ -94,7 +94,7 @@ struct Stacked<F> {
 const STACK_ROWS: usize = 512;
 
 impl<'a, F: Float> GradSink<'a, F> {
-    fn new(nodes: &'a [Node<F>], root: usize, grads: Grads<F>, stack: bool) -> Self {
+    fn new(nodes: &'a Nodes<F>, root: usize, grads: Grads<F>, stack: bool) -> Self {
         GradSink {
             nodes,
             slots: (0..=root).map(|_| None).collect(),

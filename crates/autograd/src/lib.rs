@@ -45,6 +45,7 @@ mod gradcheck;
 mod grads;
 pub mod io;
 mod kernels;
+mod node;
 mod op;
 mod ops;
 mod overload;

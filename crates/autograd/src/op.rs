@@ -15,9 +15,9 @@ use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
 use crate::kernels::sum;
 use crate::kernels::{self, Rhs, View};
+use crate::node::Node;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
-use crate::tape::Node;
 use crate::tensor::zeroed;
 use crate::tensor::Tensor;
 
@@ -189,6 +189,9 @@ pub(crate) enum Op<F: Float> {
     },
 }
 
+/// A tape's nodes, each holding one of these ops.
+pub(crate) type Nodes<F> = [Node<F, Op<F>>];
+
 /// The function of a `Checkpoint` node, supplied by `Tape::checkpoint`: only the tape can build
 /// the inner tapes it runs on.
 pub(crate) trait Segment<F: Float> {
@@ -205,12 +208,12 @@ pub(crate) trait Segment<F: Float> {
     ) -> (Vec<Option<Tensor<F>>>, usize);
 }
 
-fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
+fn unary<F: Float>(nodes: &Nodes<F>, x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
     nodes[x].value().map(f)
 }
 
 /// An element-wise function with a slice kernel (exp, tanh, σ).
-fn unary_slice<F: Float>(nodes: &[Node<F>], x: usize, f: fn(&[F], &mut [F])) -> Tensor<F> {
+fn unary_slice<F: Float>(nodes: &Nodes<F>, x: usize, f: fn(&[F], &mut [F])) -> Tensor<F> {
     let v = nodes[x].value();
     let mut out = zeroed(v.numel());
     f(v.data(), &mut out);
@@ -218,7 +221,7 @@ fn unary_slice<F: Float>(nodes: &[Node<F>], x: usize, f: fn(&[F], &mut [F])) -> 
 }
 
 /// An element-wise binary op; generic over `f` so that it inlines into the loop.
-fn bin<F: Float>(nodes: &[Node<F>], a: usize, b: usize, f: impl Fn(F, F) -> F) -> Tensor<F> {
+fn bin<F: Float>(nodes: &Nodes<F>, a: usize, b: usize, f: impl Fn(F, F) -> F) -> Tensor<F> {
     let (va, vb) = (nodes[a].value(), nodes[b].value());
     let out = broadcast_shape(va.shape(), vb.shape()).expect("checked when recorded");
     binary(va, vb, &out, f)
@@ -276,7 +279,7 @@ pub(crate) trait Sink<F: Float> {
 /// broadcast.
 fn add_reduced<F: Float>(
     sink: &mut impl Sink<F>,
-    nodes: &[Node<F>],
+    nodes: &Nodes<F>,
     i: usize,
     g: &Tensor<F>,
     out: &[usize],
@@ -299,7 +302,7 @@ fn map_into<F: Float>(sink: &mut impl Sink<F>, i: usize, g: &[F], f: impl Fn(usi
 
 /// Node `b`'s value as the right operand of a product, transposed if `tb`: a parameter is a
 /// weight, which many products read.
-fn rhs<F: Float>(nodes: &[Node<F>], b: usize, tb: bool) -> Rhs<'_, F> {
+fn rhs<F: Float>(nodes: &Nodes<F>, b: usize, tb: bool) -> Rhs<'_, F> {
     let node = &nodes[b];
     let (data, view) = (node.value().data(), View::of(&node.shape, tb));
     match node.op {
@@ -311,7 +314,7 @@ fn rhs<F: Float>(nodes: &[Node<F>], b: usize, tb: bool) -> Rhs<'_, F> {
 /// The matmul operand `v` itself when the chain of pending transposes from it to its `source`
 /// holds a node that keeps its gradient (`retain_grad`); `None` when the gradient may go
 /// straight to the source.
-fn retained_view<F: Float>(nodes: &[Node<F>], v: usize, source: usize) -> Option<usize> {
+fn retained_view<F: Float>(nodes: &Nodes<F>, v: usize, source: usize) -> Option<usize> {
     let mut i = v;
     while i != source {
         if nodes[i].retain {
@@ -326,7 +329,7 @@ fn retained_view<F: Float>(nodes: &[Node<F>], v: usize, source: usize) -> Option
 }
 
 /// The activated gates an `LstmCell` node keeps.
-fn lstm_acts<F: Float>(nodes: &[Node<F>], cell: usize) -> &[F] {
+fn lstm_acts<F: Float>(nodes: &Nodes<F>, cell: usize) -> &[F] {
     match &nodes[cell].op {
         Op::LstmCell { acts, .. } => acts.data(),
         _ => unreachable!("an LstmHidden node reads an LstmCell node"),
@@ -428,7 +431,7 @@ impl<F: Float> Op<F> {
     }
 
     /// Computes this op's value from its inputs' values.
-    pub(crate) fn forward(&mut self, nodes: &[Node<F>]) -> Tensor<F> {
+    pub(crate) fn forward(&mut self, nodes: &Nodes<F>) -> Tensor<F> {
         let val = |i: usize| nodes[i].value();
         match self {
             Op::Leaf | Op::Param(_) => unreachable!("leaves are recorded with their values"),
@@ -667,7 +670,7 @@ impl<F: Float> Op<F> {
         &self,
         me: usize,
         g: Tensor<F>,
-        nodes: &[Node<F>],
+        nodes: &Nodes<F>,
         sink: &mut impl Sink<F>,
     ) {
         let val = |i: usize| nodes[i].value();

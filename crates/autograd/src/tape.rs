@@ -1,6 +1,6 @@
 //! `Tape` and `Var`: the record of a forward pass, and the one reverse loop that rewinds it.
 
-use std::cell::{Cell, OnceCell, Ref, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
@@ -11,39 +11,11 @@ use smallvec::SmallVec;
 
 use crate::custom::CustomOp;
 use crate::float::Float;
-use crate::kernels::Packed;
+use crate::node::Node;
 use crate::op::Op;
 use crate::param::{Param, ParamId};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
-
-/// One recorded value and the op that produced it.
-pub(crate) struct Node<F: Float> {
-    pub(crate) op: Op<F>,
-    /// `None` only for a transpose that no op has read yet: a matmul reads its source by stride.
-    value: Option<Tensor<F>>,
-    pub(crate) shape: Shape,
-    pub(crate) requires_grad: bool,
-    pub(crate) retain: bool,
-    /// The line of code that recorded this node, for anomaly mode's messages.
-    pub(crate) at: &'static Location<'static>,
-    /// The value packed for the small-row GEMM, as stored and transposed, made on first use.
-    packed: [OnceCell<Packed<F>>; 2],
-}
-
-impl<F: Float> Node<F> {
-    pub(crate) fn value(&self) -> &Tensor<F> {
-        self.value
-            .as_ref()
-            .expect("a node's value is computed before any op reads it")
-    }
-
-    /// The cell that keeps this node's value (a matrix), transposed if `trans`, packed for the
-    /// small-row GEMM.
-    pub(crate) fn packed(&self, trans: bool) -> &OnceCell<Packed<F>> {
-        &self.packed[trans as usize]
-    }
-}
 
 /// What a tape holds, for memory benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +45,7 @@ pub struct TapeStats {
 /// ```
 pub struct Tape<F: Float = f32> {
     id: u64,
-    nodes: RefCell<Vec<Node<F>>>,
+    nodes: RefCell<Vec<Node<F, Op<F>>>>,
     params: RefCell<HashMap<ParamId, usize>>,
     bytes: Cell<usize>,
     peak_bytes: Cell<usize>,
@@ -245,15 +217,13 @@ impl<F: Float> Tape<F> {
             self.note_bytes(v.nbytes());
         }
         let mut nodes = self.nodes.borrow_mut();
-        nodes.push(Node {
+        nodes.push(Node::new(
             op,
             value,
             shape,
             requires_grad,
-            retain: false,
-            at: Location::caller(),
-            packed: Default::default(),
-        });
+            Location::caller(),
+        ));
         Var {
             tape: self,
             index: nodes.len() - 1,
@@ -334,7 +304,7 @@ impl<F: Float> Tape<F> {
         let mut nodes = self.nodes.borrow_mut();
         let mut chain: SmallVec<[usize; 4]> = SmallVec::new();
         let mut j = i;
-        while nodes[j].value.is_none() {
+        while nodes[j].is_pending() {
             chain.push(j);
             match &nodes[j].op {
                 Op::Permute { x, .. } => j = *x,
@@ -346,7 +316,7 @@ impl<F: Float> Tape<F> {
             let value = op.forward(&nodes);
             self.bytes.set(self.bytes.get() + value.nbytes());
             nodes[j].op = op;
-            nodes[j].value = Some(value);
+            nodes[j].set_value(value);
         }
     }
 
@@ -355,7 +325,7 @@ impl<F: Float> Tape<F> {
     pub(crate) fn matmul_operand(&self, index: usize) -> (usize, bool) {
         let nodes = self.nodes.borrow();
         let (mut i, mut trans) = (index, false);
-        while let (Op::Permute { x, perm }, None) = (&nodes[i].op, &nodes[i].value) {
+        while let (Op::Permute { x, perm }, true) = (&nodes[i].op, nodes[i].is_pending()) {
             debug_assert!(crate::shape::swaps_last_two(perm));
             i = *x;
             trans = !trans;
@@ -381,7 +351,7 @@ impl<F: Float> Tape<F> {
     }
 
     /// The recorded nodes, in creation order.
-    pub(crate) fn nodes(&self) -> Ref<'_, Vec<Node<F>>> {
+    pub(crate) fn nodes(&self) -> Ref<'_, Vec<Node<F, Op<F>>>> {
         self.nodes.borrow()
     }
 
