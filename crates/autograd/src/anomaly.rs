@@ -4,7 +4,7 @@
 use std::panic::Location;
 
 use crate::float::Float;
-use crate::op::{Nodes, Op};
+use crate::primitives::{Nodes, Op};
 use crate::tensor::Tensor;
 
 /// The first non-finite element of `data`: its flat position and its value.

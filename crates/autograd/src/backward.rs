@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use crate::float::Float;
 use crate::grads::Grads;
 use crate::kernels::{self, Rhs, View};
-use crate::op::{Nodes, Op, Sink};
 use crate::param::ParamId;
+use crate::primitives::{Nodes, Op, Sink};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 

@@ -4,7 +4,7 @@
 use smallvec::SmallVec;
 
 use crate::float::Float;
-use crate::op::{Op, Segment};
+use crate::primitives::{Op, Segment};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 

@@ -5,9 +5,21 @@
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
+use crate::check;
 use crate::float::Float;
-use crate::op::Op;
+use crate::primitives::Op;
 use crate::tape::Var;
+
+impl<'t, F: Float> Var<'t, F> {
+    /// Records `op` over `self` and `rhs`, which must broadcast together.
+    #[track_caller]
+    fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Op<F>) -> Self {
+        self.tape().assert_owns(name, rhs);
+        check::broadcast(name, &self.shape(), &rhs.shape());
+        self.tape()
+            .record(op(self.index(), rhs.index()), &[self.index(), rhs.index()])
+    }
+}
 
 macro_rules! var_op {
     ($trait:ident, $method:ident, $op:ident) => {

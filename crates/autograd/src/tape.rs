@@ -12,8 +12,8 @@ use smallvec::SmallVec;
 use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::node::Node;
-use crate::op::Op;
 use crate::param::{Param, ParamId};
+use crate::primitives::Op;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 

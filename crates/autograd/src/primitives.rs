@@ -1,6 +1,8 @@
-//! `Op`: the primitives. `forward` and `backward` are two matches over the same variants in the
-//! same order, so each derivative reads next to its forward and a new op cannot compile without
-//! one.
+//! `Op`, the primitives a tape records, and their derivative table: `forward` and `backward` are
+//! two matches over the same variants in the same order, so each derivative reads next to its
+//! forward and a new op cannot compile without one. The arithmetic is the kernels'; all a
+//! derivative sees of the backward pass is [`Sink`], and all a checkpoint sees of the tape is
+//! [`Segment`].
 //!
 //! Backward always adds into the inputs' gradients (`+=`): that is what makes a value used twice,
 //! such as a weight shared by every time step, come out right.
@@ -18,8 +20,7 @@ use crate::kernels::{self, Rhs, View};
 use crate::node::Node;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
-use crate::tensor::zeroed;
-use crate::tensor::Tensor;
+use crate::tensor::{zeroed, Tensor};
 
 /// How a loss over many targets is reduced, as PyTorch's `reduction` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
