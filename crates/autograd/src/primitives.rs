@@ -829,7 +829,9 @@ impl<F: Float> Op<F> {
                     }
                 }
             }
-            // The derivatives of each gate are in kernels::cells, next to the forward.
+            // With i f g o the activated gates (`acts`), c' = f⊙c + i⊙g, and "pre" the gate before
+            // its activation: d(i pre) = dc'⊙g⊙i(1 - i), d(f pre) = dc'⊙c⊙f(1 - f),
+            // d(g pre) = dc'⊙i⊙(1 - g²), dc = dc'⊙f. kernels::cells runs each input's in one pass.
             Op::LstmCell { gates, c, acts } => {
                 let h = nodes[*c].shape[1];
                 if let Some(dg) = sink.acc(*gates) {
@@ -839,6 +841,7 @@ impl<F: Float> Op<F> {
                     cells::lstm_cell_dc(h, gd, acts.data(), dc);
                 }
             }
+            // h' = o⊙tanh(c'): d(o pre) = dh'⊙tanh(c')⊙o(1 - o), dc' = dh'⊙o⊙(1 - tanh²(c')).
             Op::LstmHidden {
                 cell,
                 gates,
@@ -852,6 +855,10 @@ impl<F: Float> Op<F> {
                     cells::lstm_hidden_dc(h, gd, acts, tanh_c.data(), dc);
                 }
             }
+            // With r z n the activated gates (`acts`) and h' = n + z⊙(h - n):
+            // d(n pre) = dh'⊙(1 - z)⊙(1 - n²), d(z pre) = dh'⊙(h - n)⊙z(1 - z),
+            // d(r pre) = d(n pre)⊙h_n⊙r(1 - r). Each pre-activation is x_k + h_k, but n's is
+            // x_n + r⊙h_n: dxp = d(pre), dhp = d(pre) with its n block times r; dh = dh'⊙z.
             Op::GruCell { xp, hp, h, acts } => {
                 let (hs, a) = (out[1], acts.data());
                 let dxp = cells::gru_dxp(hs, gd, a, val(*hp).data(), val(*h).data());
@@ -899,6 +906,7 @@ impl<F: Float> Op<F> {
             Op::Reshape { x, .. } => sink.add(*x, g.reshape(&nodes[*x].shape)),
             // Each element was repeated along the broadcast axes: its gradient sums over them.
             Op::Expand { x, .. } => add_reduced(sink, nodes, *x, &g, out),
+            // The gradient goes back through the inverse permutation.
             Op::Permute { x, perm } => {
                 if let Some(gx) = sink.acc(*x) {
                     ax::permute_backward(gd, &nodes[*x].shape, perm, gx);
