@@ -1,4 +1,5 @@
-//! `Tape` and `Var`: the record of a forward pass, and the one reverse loop that rewinds it.
+//! `Tape` and `Var`: the record of a forward pass, one node per op, and the handles model code
+//! computes with. Rewinding it is `backward.rs`.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;

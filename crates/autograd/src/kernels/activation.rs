@@ -6,9 +6,9 @@
 
 use crate::float::f32_activation::{exp as exp32, sigmoid as sigmoid32, tanh as tanh32};
 use crate::float::Float;
-use crate::kernels::typed;
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::{simd, Simd};
+use crate::kernels::cpu::{simd, Simd};
+use crate::kernels::typed;
 
 /// The element-wise functions with a vectorised f32 kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +88,7 @@ macro_rules! avx2_copy {
                 imp($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::simd() >= $crate::kernels::Simd::Avx2 {
+            if $crate::kernels::cpu::simd() >= $crate::kernels::cpu::Simd::Avx2 {
                 // SAFETY: the CPU has the features the copy was compiled for.
                 return unsafe { avx2($($arg),*) };
             }
@@ -102,7 +102,7 @@ pub(crate) use avx2_copy;
 mod tests {
     use super::*;
     use crate::float::f32_activation::sweep;
-    use crate::kernels::{for_each_simd, Simd};
+    use crate::kernels::cpu::{for_each_simd, Simd};
 
     /// On each path the CPU allows, a slice's values are bit for bit the scalar functions'.
     #[test]

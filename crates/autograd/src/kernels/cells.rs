@@ -247,7 +247,7 @@ avx2_copy! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{for_each_simd, Simd};
+    use crate::kernels::cpu::{for_each_simd, Simd};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 

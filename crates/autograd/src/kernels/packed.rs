@@ -8,8 +8,9 @@
 //! whatever the split across threads.
 
 use crate::float::Float;
+use crate::kernels::cpu::{simd, Simd};
 use crate::kernels::gemm::View;
-use crate::kernels::{pool, simd, typed, Simd};
+use crate::kernels::{pool, typed};
 use crate::tensor::zeroed;
 
 /// Columns per panel: two 16-lane vectors.
@@ -284,7 +285,8 @@ unsafe fn kernel<const R: usize>(_: Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{for_each_simd, gemm as general};
+    use crate::kernels::cpu::for_each_simd;
+    use crate::kernels::gemm as general;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
