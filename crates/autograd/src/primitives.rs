@@ -209,6 +209,31 @@ pub(crate) trait Segment<F: Float> {
     ) -> (Vec<Option<Tensor<F>>>, usize);
 }
 
+/// Where a derivative puts the gradients it computes: the backward pass's `GradSink`. Every
+/// gradient is added into what the node holds so far.
+pub(crate) trait Sink<F: Float> {
+    /// The gradient buffer of node `i` to add into, zeroed on first use, or `None` when `i` needs
+    /// no gradient.
+    fn acc(&mut self, i: usize) -> Option<&mut [F]>;
+
+    /// Adds a whole gradient tensor to node `i`.
+    fn add(&mut self, i: usize, g: Tensor<F>);
+
+    /// Hands out the finished gradient of leaf node `i`.
+    fn leaf(&mut self, i: usize, g: Tensor<F>);
+
+    /// Hands out the finished gradient of a parameter.
+    fn param(&mut self, id: ParamId, g: Tensor<F>);
+
+    /// Offers `dW += gᵀ·a` (W read transposed, `tb`) or `aᵀ·g` for node `w`, the right operand of
+    /// a per-step product, g [m, n] and a [m, k] row-major: the sink may put it off and stack it
+    /// with other steps' rows. False when it does not take it, and the caller adds it now.
+    fn defer_weight_grad(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) -> bool;
+
+    /// Notes the bytes a checkpoint's recomputation held at once.
+    fn note_inner_bytes(&mut self, bytes: usize);
+}
+
 fn unary<F: Float>(nodes: &Nodes<F>, x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
     nodes[x].value().map(f)
 }
@@ -249,31 +274,6 @@ fn reduced_shape(shape: &[usize], axis: Option<usize>, keepdim: bool) -> Shape {
 /// The shape of `op(a) · op(b)`; the operands were checked when the op was recorded.
 fn matmul_shape(a: &[usize], ta: bool, b: &[usize], tb: bool) -> Shape {
     crate::check::matmul(a, ta, b, tb)
-}
-
-/// Where a derivative puts the gradients it computes: the backward pass's `GradSink`. Every
-/// gradient is added into what the node holds so far.
-pub(crate) trait Sink<F: Float> {
-    /// The gradient buffer of node `i` to add into, zeroed on first use, or `None` when `i` needs
-    /// no gradient.
-    fn acc(&mut self, i: usize) -> Option<&mut [F]>;
-
-    /// Adds a whole gradient tensor to node `i`.
-    fn add(&mut self, i: usize, g: Tensor<F>);
-
-    /// Hands out the finished gradient of leaf node `i`.
-    fn leaf(&mut self, i: usize, g: Tensor<F>);
-
-    /// Hands out the finished gradient of a parameter.
-    fn param(&mut self, id: ParamId, g: Tensor<F>);
-
-    /// Offers `dW += gᵀ·a` (W read transposed, `tb`) or `aᵀ·g` for node `w`, the right operand of
-    /// a per-step product, g [m, n] and a [m, k] row-major: the sink may put it off and stack it
-    /// with other steps' rows. False when it does not take it, and the caller adds it now.
-    fn defer_weight_grad(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) -> bool;
-
-    /// Notes the bytes a checkpoint's recomputation held at once.
-    fn note_inner_bytes(&mut self, bytes: usize);
 }
 
 /// Adds `g` (of shape `out`) into node `i`'s gradient, summed over the axes along which `i` was
