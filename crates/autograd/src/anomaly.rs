@@ -4,8 +4,7 @@
 use std::panic::Location;
 
 use crate::float::Float;
-use crate::op::{GradSink, Op};
-use crate::tape::Node;
+use crate::primitives::{Nodes, Op};
 use crate::tensor::Tensor;
 
 /// The first non-finite element of `data`: its flat position and its value.
@@ -44,7 +43,7 @@ pub(crate) fn check_value<F: Float>(
     op: &Op<F>,
     value: &Tensor<F>,
     inputs: &[usize],
-    nodes: &[Node<F>],
+    nodes: &Nodes<F>,
     at: &Location<'_>,
 ) {
     let Some((flat, v)) = first_non_finite(value.data()) else {
@@ -79,11 +78,15 @@ pub(crate) fn check_seed<F: Float>(seed: &Tensor<F>) {
 }
 
 /// Panics when node `me`'s backward, just run from a finite gradient, left a non-finite value in
-/// one of its inputs' gradients.
-pub(crate) fn check_gradients<F: Float>(me: usize, nodes: &[Node<F>], sink: &GradSink<'_, F>) {
+/// one of its inputs' gradients, which `grad` returns by node.
+pub(crate) fn check_gradients<'g, F: Float>(
+    me: usize,
+    nodes: &Nodes<F>,
+    grad: impl Fn(usize) -> Option<&'g Tensor<F>>,
+) {
     let op = &nodes[me].op;
     for (k, i) in op.inputs().into_iter().enumerate() {
-        let Some(g) = sink.slot(i) else { continue };
+        let Some(g) = grad(i) else { continue };
         if let Some((flat, v)) = first_non_finite(g.data()) {
             panic!(
                 "anomaly: the backward of `{}` recorded at {} produced {} at element {:?} in the gradient of its input {k} (shape {:?}) from a finite gradient of shape {:?}",

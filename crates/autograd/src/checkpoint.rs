@@ -1,27 +1,87 @@
-//! Checkpointed regions: a function recorded once on an inner tape, whose inner values are
-//! dropped at once and recomputed from the recorded ops when backward needs them.
+//! `Tape::checkpoint`: a function recorded once on an inner tape, whose inner values are dropped
+//! at once and recomputed from the record when backward needs them.
 //!
-//! Replaying the recorded ops, rather than calling the function again, is what lets the function
+//! Replaying the record, rather than calling the function again, is what lets the function
 //! borrow anything (a model's cell, a slice of masks) and read parameters straight from the model:
-//! nothing of it is kept but its record. Randomness it drew is in that record as constants, so a
-//! replay reproduces the forward pass exactly.
+//! nothing of it is kept but what it recorded. Randomness it drew is in that record as constants,
+//! so a replay reproduces the forward pass exactly.
 
+use smallvec::SmallVec;
+
+use crate::backward::rewind_from;
 use crate::float::Float;
-use crate::grads::Grads;
+use crate::primitives::Segment;
 use crate::shape::{numel, Shape};
-use crate::tape::Tape;
+use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
+
+impl<F: Float> Tape<F> {
+    /// Runs `f` on `inputs` and keeps only its outputs and its record: the values `f` computes
+    /// inside are dropped at once, and during backward the recorded ops run again to recompute
+    /// what its gradients need (as `jax.checkpoint` and `torch.utils.checkpoint`). Memory for a
+    /// chain of such segments is their outputs plus one segment's insides at a time.
+    ///
+    /// `f` runs once, now, on an inner tape whose leaves are `inputs`; it may borrow anything,
+    /// and it may read parameters itself (`inner.param(&p)`): those become inputs of the
+    /// checkpoint, and their gradients reach the caller's tape. Whatever `f` draws at random is
+    /// in its record as constants, so the recomputation reproduces it exactly.
+    ///
+    /// ```
+    /// use rewind_autograd::{Param, Tape, Tensor};
+    /// let w = Param::new(Tensor::scalar(3.0f64));
+    /// let tape = Tape::new();
+    /// let x = tape.var(Tensor::scalar(0.5));
+    /// let y = tape.checkpoint(&[x], |inner, v| vec![(v[0] * inner.param(&w)).tanh()])[0];
+    /// let grads = y.backward();
+    /// let slope = 1.0 - 1.5f64.tanh().powi(2); // d tanh(wx) = (1 - tanh²(wx)) (w dx + x dw)
+    /// assert!((grads[x].item() - 3.0 * slope).abs() < 1e-15);
+    /// assert!((grads[&w].item() - 0.5 * slope).abs() < 1e-15);
+    /// ```
+    #[track_caller]
+    pub fn checkpoint<'t>(
+        &'t self,
+        inputs: &[Var<'t, F>],
+        f: impl for<'s> FnOnce(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>,
+    ) -> Vec<Var<'t, F>> {
+        for v in inputs {
+            self.assert_owns("checkpoint", *v);
+        }
+        let inner = Tape::new();
+        inner.detect_anomaly(self.detects_anomaly());
+        let vars: Vec<Var<'_, F>> = inputs
+            .iter()
+            .map(|v| match v.requires_grad() {
+                true => inner.var(v.value()),
+                false => inner.constant(v.value()),
+            })
+            .collect();
+        let returned: Vec<usize> = f(&inner, &vars)
+            .into_iter()
+            .map(|o| {
+                inner.assert_owns("checkpoint's function output", o);
+                o.index()
+            })
+            .collect();
+        let mut leaves: Vec<usize> = vars.iter().map(|v| v.index()).collect();
+        let mut indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index()).collect();
+        for (id, i) in inner.params_read() {
+            let value = inner.nodes()[i].value().clone();
+            leaves.push(i);
+            indices.push(self.param_by_id(id, value));
+        }
+        let (region, outputs) = Region::new(inner, leaves, returned);
+        self.record_checkpoint(Box::new(region), indices, outputs)
+    }
+}
 
 /// A recorded region: its inner tape, which of its nodes stand for the checkpoint's inputs, and
 /// which are its outputs.
-pub(crate) struct Region<F: Float> {
+struct Region<F: Float> {
     tape: Tape<F>,
     /// Inner leaf nodes, one per input of the checkpoint node, in the same order.
-    pub(crate) leaves: Vec<usize>,
-    /// Inner nodes the region returns.
-    outputs: Vec<usize>,
-    /// Their shapes.
-    pub(crate) shapes: Vec<Shape>,
+    leaves: Vec<usize>,
+    /// Inner nodes the region returns, and their shapes.
+    outputs: Vec<(usize, Shape)>,
     /// Inner nodes whose values are dropped after each use: every computed node that is not a
     /// leaf.
     computed: Vec<usize>,
@@ -31,60 +91,47 @@ impl<F: Float> Region<F> {
     /// A region of `tape`, an inner tape on which the function has just run: `leaves` are the
     /// inner nodes of its inputs (parameters included), `outputs` the nodes it returned. Drops
     /// every inner value but the leaves' and returns the outputs' values.
-    pub(crate) fn new(
-        tape: Tape<F>,
-        leaves: Vec<usize>,
-        outputs: Vec<usize>,
-    ) -> (Self, Vec<Tensor<F>>) {
+    fn new(tape: Tape<F>, leaves: Vec<usize>, outputs: Vec<usize>) -> (Self, Vec<Tensor<F>>) {
         let values = outputs.iter().map(|&i| tape.value(i)).collect();
-        let shapes = outputs.iter().map(|&i| tape.shape(i)).collect();
+        let outputs = outputs.iter().map(|&i| (i, tape.shape(i))).collect();
         let computed = tape.computed_nodes();
         let region = Region {
             tape,
             leaves,
             outputs,
-            shapes,
             computed,
         };
-        region.forget();
+        region.tape.forget(&region.computed);
         (region, values)
     }
+}
 
-    /// Recomputes the dropped values in recording order; returns the bytes they hold.
-    fn replay(&self) -> usize {
-        self.tape.recompute(&self.computed)
-    }
-
-    /// Drops the recomputed values again, and the leaves' packed copies.
-    fn forget(&self) {
+impl<F: Float> Segment<F> for Region<F> {
+    fn rerun(&self) -> Vec<Tensor<F>> {
+        self.tape.recompute(&self.computed);
+        let values = self
+            .outputs
+            .iter()
+            .map(|&(i, _)| self.tape.value(i))
+            .collect();
         self.tape.forget(&self.computed);
-    }
-
-    /// The outputs' values, recomputed (a region inside a region being replayed).
-    pub(crate) fn rerun(&self) -> Vec<Tensor<F>> {
-        self.replay();
-        let values = self.outputs.iter().map(|&i| self.tape.value(i)).collect();
-        self.forget();
         values
     }
 
-    /// The gradient of each leaf, given the outputs' gradients flattened and concatenated in
-    /// `flat`; `None` where a leaf gets none. Also returns the most bytes the recomputation held.
-    pub(crate) fn backward(&self, flat: &[F]) -> (Vec<Option<Tensor<F>>>, usize) {
-        let bytes = self.replay();
+    fn backward(&self, flat: &[F]) -> (Vec<Option<Tensor<F>>>, usize) {
+        let bytes = self.tape.recompute(&self.computed);
         let mut offset = 0;
         let seeds = self
             .outputs
             .iter()
-            .zip(&self.shapes)
-            .map(|(&i, shape)| {
+            .map(|(i, shape)| {
                 let n = numel(shape);
                 let g = Tensor::new_unchecked(shape.clone(), flat[offset..offset + n].to_vec());
                 offset += n;
-                (i, g)
+                (*i, g)
             })
             .collect();
-        let grads: Grads<F> = self.tape.backward_seeds(seeds);
+        let grads = rewind_from(&self.tape, seeds);
         let peak = bytes + self.tape.stats().peak_bytes;
         let out = self
             .leaves
@@ -94,7 +141,7 @@ impl<F: Float> Region<F> {
                 None => grads.node(i).cloned(),
             })
             .collect();
-        self.forget();
+        self.tape.forget(&self.computed);
         (out, peak)
     }
 }

@@ -4,7 +4,9 @@ use std::fmt::{Debug, Display, LowerExp};
 use std::iter::Sum;
 use std::ops::{Add, AddAssign, Div, DivAssign, Mul, MulAssign, Neg, Sub, SubAssign};
 
-use crate::kernels::activation as act;
+pub(crate) mod f32_activation;
+
+use f32_activation as act;
 
 mod sealed {
     pub trait Sealed {}
@@ -13,7 +15,7 @@ mod sealed {
 }
 
 /// An element type of [`Tensor`](crate::Tensor): `f32` (the default everywhere) or `f64` (for exact
-/// gradient checks). The trait is sealed; the GEMM kernel behind it is chosen per type.
+/// gradient checks). The trait is sealed: the kernels are written for these two types.
 pub trait Float:
     sealed::Sealed
     + Copy
@@ -79,51 +81,10 @@ pub trait Float:
             e / (Self::ONE + e)
         }
     }
-
-    /// `out[i] = e^x[i]`.
-    #[doc(hidden)]
-    fn exp_slice(x: &[Self], out: &mut [Self]) {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.exp());
-    }
-    /// `out[i] = tanh x[i]`.
-    #[doc(hidden)]
-    fn tanh_slice(x: &[Self], out: &mut [Self]) {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.tanh());
-    }
-    /// `out[i] = σ(x[i])`.
-    #[doc(hidden)]
-    fn sigmoid_slice(x: &[Self], out: &mut [Self]) {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.sigmoid());
-    }
-
-    /// `C ← alpha·A·B + beta·C` on strided matrices: A is m×k, B is k×n, C is m×n, each element
-    /// (i, j) of a matrix at `ptr + i·rs + j·cs`.
-    ///
-    /// # Safety
-    /// Every pointer with its strides must address valid memory for the given dimensions, and C
-    /// must not alias A or B.
-    #[doc(hidden)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: *const Self,
-        rsa: isize,
-        csa: isize,
-        b: *const Self,
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: *mut Self,
-        rsc: isize,
-        csc: isize,
-    );
 }
 
 macro_rules! impl_float {
-    ($t:ty, $dtype:literal, $gemm:path, { $($fast:tt)* }) => {
+    ($t:ty, $dtype:literal, { $($fast:tt)* }) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -161,33 +122,14 @@ macro_rules! impl_float {
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
             }
-
-            unsafe fn gemm(
-                m: usize,
-                k: usize,
-                n: usize,
-                alpha: Self,
-                a: *const Self,
-                rsa: isize,
-                csa: isize,
-                b: *const Self,
-                rsb: isize,
-                csb: isize,
-                beta: Self,
-                c: *mut Self,
-                rsc: isize,
-                csc: isize,
-            ) {
-                // SAFETY: the caller upholds the contract stated on the trait method.
-                unsafe { $gemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
-            }
         }
     };
 }
 
-// f32's exp, tanh and σ come from one vectorisable kernel, element and slice alike, so a value
-// does not depend on which path computed it; f64 keeps libm's, the reference for gradient checks.
-impl_float!(f32, "float32", matrixmultiply::sgemm, {
+// f32's exp, tanh and σ are the bodies of the vectorised slice kernels, element and slice alike,
+// so a value does not depend on which path computed it; f64 keeps libm's, the reference for
+// gradient checks.
+impl_float!(f32, "float32", {
     fn exp(self) -> Self {
         act::exp(self)
     }
@@ -197,17 +139,8 @@ impl_float!(f32, "float32", matrixmultiply::sgemm, {
     fn sigmoid(self) -> Self {
         act::sigmoid(self)
     }
-    fn exp_slice(x: &[Self], out: &mut [Self]) {
-        act::map(act::Unary::Exp, x, out);
-    }
-    fn tanh_slice(x: &[Self], out: &mut [Self]) {
-        act::map(act::Unary::Tanh, x, out);
-    }
-    fn sigmoid_slice(x: &[Self], out: &mut [Self]) {
-        act::map(act::Unary::Sigmoid, x, out);
-    }
 });
-impl_float!(f64, "float64", matrixmultiply::dgemm, {
+impl_float!(f64, "float64", {
     fn exp(self) -> Self {
         f64::exp(self)
     }

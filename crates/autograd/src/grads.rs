@@ -201,6 +201,26 @@ impl<F: Float> Grads<F> {
     pub fn is_empty(&self) -> bool {
         self.params.is_empty()
     }
+
+    /// What these gradients hold, for a message about one they do not.
+    fn contents(&self) -> String {
+        let origin = match self.tape_id {
+            Some(_) => "from a backward pass",
+            None => "built by hand",
+        };
+        let shapes: Vec<&[usize]> = self.params.values().map(|g| g.shape()).collect();
+        let params = match shapes[..] {
+            [] => "no parameter".to_string(),
+            [shape] => format!("1 parameter (shape {shape:?})"),
+            _ => format!("{} parameters (shapes {shapes:?})", shapes.len()),
+        };
+        let nodes = match self.nodes.len() {
+            0 => "no node".to_string(),
+            1 => "1 node".to_string(),
+            n => format!("{n} nodes"),
+        };
+        format!("these Grads ({origin}) hold the gradients of {params} and of {nodes}")
+    }
 }
 
 /// No gradients, from no tape: the start of a `Grads` built by hand with
@@ -228,15 +248,20 @@ impl<F: Float> std::fmt::Debug for Grads<F> {
 impl<F: Float> Index<&Param<F>> for Grads<F> {
     type Output = Tensor<F>;
 
+    // A panic inside a closure would point at the closure; here it points at `grads[&p]`.
     #[track_caller]
     fn index(&self, p: &Param<F>) -> &Tensor<F> {
-        self.get(p).unwrap_or_else(|| {
+        let Some(g) = self.get(p) else {
+            let name = p
+                .name()
+                .map_or("(unnamed)".to_string(), |n| format!("`{n}`"));
             panic!(
-                "Grads: no gradient for parameter {} {:?}: it was not put on the tape, the output does not depend on it, or (built by hand) none was given",
-                p.name().unwrap_or("(unnamed)"),
-                p.shape()
+                "Grads: no gradient for parameter {name} {:?}: it was not put on the tape, the output does not depend on it, or (built by hand) none was given; {}",
+                p.shape(),
+                self.contents()
             )
-        })
+        };
+        g
     }
 }
 
@@ -245,13 +270,15 @@ impl<'t, F: Float> Index<Var<'t, F>> for Grads<F> {
 
     #[track_caller]
     fn index(&self, v: Var<'t, F>) -> &Tensor<F> {
-        self.wrt(v).unwrap_or_else(|| {
+        let Some(g) = self.wrt(v) else {
             panic!(
-                "Grads: no gradient kept for node {} {:?}: only requested leaves (tape.var) and nodes marked retain_grad keep one, and only if the output depends on them",
+                "Grads: no gradient kept for node {} {:?}: only requested leaves (tape.var) and nodes marked retain_grad keep one, and only if the output depends on them; {}",
                 v.index(),
-                v.shape()
+                v.shape(),
+                self.contents()
             )
-        })
+        };
+        g
     }
 }
 
@@ -337,3 +364,89 @@ impl fmt::Display for GradsError {
 }
 
 impl std::error::Error for GradsError {}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::{Cell, RefCell};
+    use std::panic::{self, AssertUnwindSafe, Location};
+    use std::sync::Once;
+
+    use super::*;
+    use crate::tape::Tape;
+
+    thread_local! {
+        /// Whether this thread's next panic is expected, and where it said it happened.
+        static EXPECTED: Cell<bool> = const { Cell::new(false) };
+        static SITE: RefCell<Option<(String, u32)>> = const { RefCell::new(None) };
+    }
+
+    /// The message of the panic `f` raises and the file and line it reports. The panic hook is
+    /// global and tests run on parallel threads, so it records only a panic its thread expects
+    /// and hands every other one to the hook it replaced.
+    fn panic_site(f: impl FnOnce()) -> (String, String, u32) {
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let others = panic::take_hook();
+            panic::set_hook(Box::new(move |info| {
+                if EXPECTED.get() {
+                    let at = info.location().map(|l| (l.file().to_string(), l.line()));
+                    SITE.set(at);
+                } else {
+                    others(info);
+                }
+            }));
+        });
+        EXPECTED.set(true);
+        let payload = panic::catch_unwind(AssertUnwindSafe(f)).expect_err("no panic");
+        EXPECTED.set(false);
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        let (file, line) = SITE.take().expect("the hook saw the panic");
+        (message, file, line)
+    }
+
+    #[test]
+    fn a_missing_parameter_panics_at_the_indexing_line_naming_it_and_what_grads_holds() {
+        let weight = Param::named("weight", Tensor::<f64>::zeros(&[2, 3]));
+        let bias = Param::named("bias", Tensor::<f64>::zeros(&[2]));
+        let mut grads = Grads::default();
+        grads.insert(&bias, Tensor::ones(&[2])).unwrap();
+        let here = Location::caller();
+        let (message, file, line) = panic_site(|| _ = &grads[&weight]);
+        assert_eq!((file.as_str(), line), (here.file(), here.line() + 1));
+        assert!(
+            message.starts_with("Grads: no gradient for parameter `weight` [2, 3]:"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(
+                "these Grads (built by hand) hold the gradients of 1 parameter (shape [2]) and of no node"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_var_without_a_kept_gradient_panics_at_the_indexing_line() {
+        let tape = Tape::<f64>::new();
+        let w = Param::new(Tensor::ones(&[3]));
+        let x = tape.var(Tensor::ones(&[3]));
+        let hidden = tape.param(&w) * x;
+        let grads = hidden.sum().backward();
+        let here = Location::caller();
+        let (message, file, line) = panic_site(|| _ = &grads[hidden]);
+        assert_eq!((file.as_str(), line), (here.file(), here.line() + 1));
+        assert!(
+            message.starts_with("Grads: no gradient kept for node 2 [3]:"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with(
+                "these Grads (from a backward pass) hold the gradients of 1 parameter (shape [3]) and of 1 node"
+            ),
+            "{message}"
+        );
+    }
+}

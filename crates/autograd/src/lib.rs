@@ -34,35 +34,45 @@
 //! Shape misuse is a programming error and panics at the caller's line with the op and both
 //! shapes; building a tensor from data returns a [`TensorError`].
 
-mod anomaly;
+// The modules in layers: a module imports only from its own group and the groups before it,
+// and no two modules import each other.
+// Base types:
 mod check;
-mod checkpoint;
 mod custom;
 mod error;
 mod float;
-mod gradcheck;
-mod grads;
-pub mod io;
-mod kernels;
-mod op;
-mod ops;
-mod overload;
 mod param;
 mod shape;
-mod tape;
 mod tensor;
+// Plain numeric kernels, and the choice of which one runs:
+mod kernels;
+// The tape's entries, and the op table with each primitive's forward and derivative:
+mod node;
+mod primitives;
+// Recording a forward pass, and rewinding it:
+mod anomaly;
+mod backward;
+mod grads;
+mod tape;
+// The ops and operators on `Var` that user code calls:
+mod overload;
+mod var_ops;
+// Built on top: checkpointing, gradient checking, tensor files:
+mod checkpoint;
+mod gradcheck;
+pub mod io;
 
 pub use custom::CustomOp;
 pub use error::TensorError;
 pub use float::Float;
 pub use gradcheck::{gradcheck, gradcheck_with, GradcheckError, GradcheckOptions};
 pub use grads::{GradProblem, Grads, GradsError};
-pub use op::Reduction;
-pub use ops::{concat, stack, CrossEntropyOptions};
 pub use param::{Param, ParamId};
+pub use primitives::Reduction;
 pub use shape::{numel, Axis, Shape};
 pub use tape::{Tape, TapeStats, Var};
 pub use tensor::Tensor;
+pub use var_ops::{concat, stack, CrossEntropyOptions};
 
 /// The random-number crate the constructors take generators from, re-exported so that seeding
 /// (`rand::rngs::StdRng::seed_from_u64`) uses the same version.

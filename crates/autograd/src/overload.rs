@@ -2,12 +2,31 @@
 //! side over the axes it was broadcast along), with a scalar on either side, and unary `-`.
 //!
 //! d(a + b) = da + db; d(a - b) = da - db; d(a·b) = b·da + a·db; d(a/b) = da/b - (a/b²)·db.
+//!
+//! A scalar on the left (`2.0 * x`) works for f32 and f64, the two `Float` types, but not in code
+//! generic over `F: Float`: Rust's orphan rule refuses `impl<F: Float> Mul<Var<F>> for F` (E0210:
+//! the uncovered `F` comes before the first local type), so each type has its own impl and a
+//! generic `F` is not known to have one. Generic code puts the scalar on the right (`x * s`,
+//! `x + s`), or writes the affine map: `s - x` is `x.affine(-F::ONE, s)`, and `s / x` is
+//! `x.powf(-F::ONE) * s`.
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
+use crate::check;
 use crate::float::Float;
-use crate::op::Op;
+use crate::primitives::Op;
 use crate::tape::Var;
+
+impl<'t, F: Float> Var<'t, F> {
+    /// Records `op` over `self` and `rhs`, which must broadcast together.
+    #[track_caller]
+    fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Op<F>) -> Self {
+        self.tape().assert_owns(name, rhs);
+        check::broadcast(name, &self.shape(), &rhs.shape());
+        self.tape()
+            .record(op(self.index(), rhs.index()), &[self.index(), rhs.index()])
+    }
+}
 
 macro_rules! var_op {
     ($trait:ident, $method:ident, $op:ident) => {
@@ -72,8 +91,7 @@ impl<'t, F: Float> Div<F> for Var<'t, F> {
     }
 }
 
-// A scalar on the left needs one impl per concrete type: `impl<F> Add<Var<F>> for F` is not
-// allowed for a foreign `F`.
+// A scalar on the left needs one impl per concrete type (see the module's doc).
 macro_rules! scalar_lhs {
     ($t:ty) => {
         impl<'t> Add<Var<'t, $t>> for $t {

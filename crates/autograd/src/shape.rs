@@ -15,7 +15,12 @@ pub type Shape = SmallVec<[usize; 4]>;
 /// multiply past `usize::MAX`.
 #[track_caller]
 pub fn numel(shape: &[usize]) -> usize {
-    crate::check::numel("numel", shape)
+    match checked_numel(shape) {
+        Some(n) => n,
+        None => {
+            panic!("numel: shape {shape:?} is too large: its dimensions multiply past usize::MAX")
+        }
+    }
 }
 
 /// Number of elements of a tensor with this shape, or `None` when no tensor can have it: when
@@ -108,6 +113,13 @@ pub(crate) fn broadcast_strides(input: &[usize], out: &[usize]) -> Shape {
         step *= input[i];
     }
     strides
+}
+
+/// True when `perm` swaps the last two axes and keeps the others: a transpose a matmul can read
+/// by stride.
+pub(crate) fn swaps_last_two(perm: &[usize]) -> bool {
+    let n = perm.len();
+    n >= 2 && perm[n - 2] == n - 1 && perm[n - 1] == n - 2 && (0..n - 2).all(|d| perm[d] == d)
 }
 
 /// Splits a shape around `axis` into (outer, len, inner) element counts, so that element

@@ -1,6 +1,7 @@
-//! `Tape` and `Var`: the record of a forward pass, and the one reverse loop that rewinds it.
+//! `Tape` and `Var`: the record of a forward pass, one node per op, and the handles model code
+//! computes with. Rewinding it is `backward.rs`.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
@@ -9,44 +10,13 @@ use std::sync::OnceLock;
 
 use smallvec::SmallVec;
 
-use crate::checkpoint::Region;
 use crate::custom::CustomOp;
 use crate::float::Float;
-use crate::grads::Grads;
-use crate::kernels::matmul::View;
-use crate::kernels::packed::Packed;
-use crate::op::{GradSink, Op};
+use crate::node::Node;
 use crate::param::{Param, ParamId};
+use crate::primitives::{Op, Segment};
 use crate::shape::Shape;
 use crate::tensor::Tensor;
-
-/// One recorded value and the op that produced it.
-pub(crate) struct Node<F: Float> {
-    pub(crate) op: Op<F>,
-    /// `None` only for a transpose that no op has read yet: a matmul reads its source by stride.
-    value: Option<Tensor<F>>,
-    pub(crate) shape: Shape,
-    pub(crate) requires_grad: bool,
-    pub(crate) retain: bool,
-    /// The line of code that recorded this node, for anomaly mode's messages.
-    pub(crate) at: &'static Location<'static>,
-    /// The value packed for the small-row GEMM, as stored and transposed, made on first use.
-    packed: [OnceCell<Packed<F>>; 2],
-}
-
-impl<F: Float> Node<F> {
-    pub(crate) fn value(&self) -> &Tensor<F> {
-        self.value
-            .as_ref()
-            .expect("a node's value is computed before any op reads it")
-    }
-
-    /// This node's value (a matrix), transposed if `trans`, packed for the small-row GEMM.
-    pub(crate) fn packed(&self, trans: bool) -> &Packed<F> {
-        self.packed[trans as usize]
-            .get_or_init(|| Packed::new(self.value().data(), View::of(&self.shape, trans)))
-    }
-}
 
 /// What a tape holds, for memory benchmarks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,7 +46,7 @@ pub struct TapeStats {
 /// ```
 pub struct Tape<F: Float = f32> {
     id: u64,
-    nodes: RefCell<Vec<Node<F>>>,
+    nodes: RefCell<Vec<Node<F, Op<F>>>>,
     params: RefCell<HashMap<ParamId, usize>>,
     bytes: Cell<usize>,
     peak_bytes: Cell<usize>,
@@ -197,166 +167,6 @@ impl<F: Float> Tape<F> {
         )
     }
 
-    /// Runs `f` on `inputs` and keeps only its outputs and its record: the values `f` computes
-    /// inside are dropped at once, and during backward the recorded ops run again to recompute
-    /// what its gradients need (as `jax.checkpoint` and `torch.utils.checkpoint`). Memory for a
-    /// chain of such segments is their outputs plus one segment's insides at a time.
-    ///
-    /// `f` runs once, now, on an inner tape whose leaves are `inputs`; it may borrow anything,
-    /// and it may read parameters itself (`inner.param(&p)`): those become inputs of the
-    /// checkpoint, and their gradients reach the caller's tape. Whatever `f` draws at random is
-    /// in its record as constants, so the recomputation reproduces it exactly.
-    ///
-    /// ```
-    /// use rewind_autograd::{Param, Tape, Tensor};
-    /// let w = Param::new(Tensor::scalar(3.0f64));
-    /// let tape = Tape::new();
-    /// let x = tape.var(Tensor::scalar(0.5));
-    /// let y = tape.checkpoint(&[x], |inner, v| vec![(v[0] * inner.param(&w)).tanh()])[0];
-    /// let grads = y.backward();
-    /// let slope = 1.0 - 1.5f64.tanh().powi(2); // d tanh(wx) = (1 - tanh²(wx)) (w dx + x dw)
-    /// assert!((grads[x].item() - 3.0 * slope).abs() < 1e-15);
-    /// assert!((grads[&w].item() - 0.5 * slope).abs() < 1e-15);
-    /// ```
-    #[track_caller]
-    pub fn checkpoint<'t>(
-        &'t self,
-        inputs: &[Var<'t, F>],
-        f: impl for<'s> FnOnce(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>,
-    ) -> Vec<Var<'t, F>> {
-        for v in inputs {
-            self.assert_owns("checkpoint", *v);
-        }
-        let inner = Tape::new();
-        inner.detect_anomaly(self.anomaly.get());
-        let vars: Vec<Var<'_, F>> = inputs
-            .iter()
-            .map(|v| match v.requires_grad() {
-                true => inner.var(v.value()),
-                false => inner.constant(v.value()),
-            })
-            .collect();
-        let returned: Vec<usize> = f(&inner, &vars)
-            .into_iter()
-            .map(|o| {
-                inner.assert_owns("checkpoint's function output", o);
-                o.index
-            })
-            .collect();
-        let mut leaves: Vec<usize> = vars.iter().map(|v| v.index).collect();
-        let mut indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
-        let mut read: Vec<(ParamId, usize)> = inner
-            .params
-            .borrow()
-            .iter()
-            .map(|(&id, &i)| (id, i))
-            .collect();
-        read.sort_by_key(|&(_, i)| i);
-        for (id, i) in read {
-            let value = inner.nodes.borrow()[i].value().clone();
-            leaves.push(i);
-            indices.push(self.param_by_id(id, value));
-        }
-        let (region, outputs) = Region::new(inner, leaves, returned);
-        let op = Op::Checkpoint {
-            region: Box::new(region),
-            inputs: indices.clone(),
-            outputs,
-        };
-        // Recorded without `record`, whose forward would replay the region it just ran.
-        let requires_grad = {
-            let nodes = self.nodes.borrow();
-            indices.iter().any(|&i| nodes[i].requires_grad)
-        };
-        let checkpoint = self
-            .push(op, Some(Tensor::zeros(&[0])), requires_grad, false)
-            .index;
-        let (requires_grad, outputs) = {
-            let mut nodes = self.nodes.borrow_mut();
-            let node = &mut nodes[checkpoint];
-            let Op::Checkpoint { outputs, .. } = &mut node.op else {
-                unreachable!("just recorded")
-            };
-            let outputs = std::mem::take(outputs);
-            // The node's gradient is the outputs' gradients, flattened; it holds no value.
-            let total = outputs
-                .iter()
-                .try_fold(0usize, |n, t| n.checked_add(t.numel()))
-                .expect("checkpoint: the outputs hold more than usize::MAX elements");
-            node.shape = Shape::from_slice(&[total]);
-            (node.requires_grad, outputs)
-        };
-        let mut offset = 0;
-        outputs
-            .into_iter()
-            .enumerate()
-            .map(|(output, value)| {
-                let op = Op::CheckpointOutput {
-                    checkpoint,
-                    offset,
-                    output,
-                };
-                offset += value.numel();
-                self.push(op, Some(value), requires_grad, true)
-            })
-            .collect()
-    }
-
-    /// The node of parameter `id` on this tape, recorded with `value` if it is not yet.
-    fn param_by_id(&self, id: ParamId, value: Tensor<F>) -> usize {
-        if let Some(&index) = self.params.borrow().get(&id) {
-            return index;
-        }
-        let index = self.push(Op::Param(id), Some(value), true, false).index;
-        self.params.borrow_mut().insert(id, index);
-        index
-    }
-
-    /// The nodes whose values an op computed (every node but leaves and pending transposes).
-    pub(crate) fn computed_nodes(&self) -> Vec<usize> {
-        let nodes = self.nodes.borrow();
-        (0..nodes.len())
-            .filter(|&i| {
-                nodes[i].value.is_some() && !matches!(nodes[i].op, Op::Leaf | Op::Param(_))
-            })
-            .collect()
-    }
-
-    /// Computes the values of `indices` again, in order, from their ops; returns their bytes.
-    pub(crate) fn recompute(&self, indices: &[usize]) -> usize {
-        let mut nodes = self.nodes.borrow_mut();
-        let mut bytes = 0;
-        for &i in indices {
-            let mut op = std::mem::replace(&mut nodes[i].op, Op::Leaf);
-            let value = op.forward(&nodes);
-            bytes += value.nbytes() + op.saved_bytes();
-            nodes[i].op = op;
-            nodes[i].value = Some(value);
-        }
-        bytes
-    }
-
-    /// Drops the values of `indices` and what their ops saved for backward, and every node's
-    /// packed copy.
-    pub(crate) fn forget(&self, indices: &[usize]) {
-        let mut nodes = self.nodes.borrow_mut();
-        for &i in indices {
-            nodes[i].value = None;
-            nodes[i].op.forget_saved();
-        }
-        for node in nodes.iter_mut() {
-            node.packed = Default::default();
-        }
-    }
-
-    /// The parameter a node stands for, if it is a parameter's leaf.
-    pub(crate) fn op_param(&self, index: usize) -> Option<ParamId> {
-        match self.nodes.borrow()[index].op {
-            Op::Param(id) => Some(id),
-            _ => None,
-        }
-    }
-
     /// The number of recorded nodes.
     pub fn len(&self) -> usize {
         self.nodes.borrow().len()
@@ -408,15 +218,13 @@ impl<F: Float> Tape<F> {
             self.note_bytes(v.nbytes());
         }
         let mut nodes = self.nodes.borrow_mut();
-        nodes.push(Node {
+        nodes.push(Node::new(
             op,
             value,
             shape,
             requires_grad,
-            retain: false,
-            at: Location::caller(),
-            packed: Default::default(),
-        });
+            Location::caller(),
+        ));
         Var {
             tape: self,
             index: nodes.len() - 1,
@@ -460,13 +268,127 @@ impl<F: Float> Tape<F> {
         self.push_shaped(op, None, shape, requires_grad, true)
     }
 
+    /// Records a `Checkpoint` node over `inputs` whose region returned `outputs`, then one
+    /// `CheckpointOutput` node for each output holding its value. The node is pushed, not
+    /// recorded: recording computes a node's value, which here would replay the region that has
+    /// just run.
+    pub(crate) fn record_checkpoint(
+        &self,
+        region: Box<dyn Segment<F>>,
+        inputs: SmallVec<[usize; 4]>,
+        outputs: Vec<Tensor<F>>,
+    ) -> Vec<Var<'_, F>> {
+        let requires_grad = {
+            let nodes = self.nodes.borrow();
+            inputs.iter().any(|&i| nodes[i].requires_grad)
+        };
+        // The node's gradient is the outputs' gradients, flattened; it holds no value.
+        let total = outputs
+            .iter()
+            .try_fold(0usize, |n, t| n.checked_add(t.numel()))
+            .expect("checkpoint: the outputs hold more than usize::MAX elements");
+        let op = Op::Checkpoint {
+            region,
+            inputs,
+            outputs: Vec::new(),
+        };
+        let checkpoint = self
+            .push_shaped(
+                op,
+                Some(Tensor::zeros(&[0])),
+                Shape::from_slice(&[total]),
+                requires_grad,
+                false,
+            )
+            .index;
+        let mut offset = 0;
+        outputs
+            .into_iter()
+            .enumerate()
+            .map(|(output, value)| {
+                let op = Op::CheckpointOutput {
+                    checkpoint,
+                    offset,
+                    output,
+                };
+                offset += value.numel();
+                self.push(op, Some(value), requires_grad, true)
+            })
+            .collect()
+    }
+
+    /// The node of parameter `id` on this tape, recorded with `value` if it is not yet.
+    pub(crate) fn param_by_id(&self, id: ParamId, value: Tensor<F>) -> usize {
+        if let Some(&index) = self.params.borrow().get(&id) {
+            return index;
+        }
+        let index = self.push(Op::Param(id), Some(value), true, false).index;
+        self.params.borrow_mut().insert(id, index);
+        index
+    }
+
+    /// The parameters read on this tape and their nodes, in recording order.
+    pub(crate) fn params_read(&self) -> Vec<(ParamId, usize)> {
+        let mut read: Vec<(ParamId, usize)> = self
+            .params
+            .borrow()
+            .iter()
+            .map(|(&id, &i)| (id, i))
+            .collect();
+        read.sort_by_key(|&(_, i)| i);
+        read
+    }
+
+    /// The nodes whose values an op computed: every node but leaves and pending transposes.
+    pub(crate) fn computed_nodes(&self) -> Vec<usize> {
+        let nodes = self.nodes.borrow();
+        (0..nodes.len())
+            .filter(|&i| !nodes[i].is_pending() && !matches!(nodes[i].op, Op::Leaf | Op::Param(_)))
+            .collect()
+    }
+
+    /// Computes the values of `indices` again, in order, from their ops; returns their bytes.
+    pub(crate) fn recompute(&self, indices: &[usize]) -> usize {
+        let mut nodes = self.nodes.borrow_mut();
+        let mut bytes = 0;
+        for &i in indices {
+            let mut op = std::mem::replace(&mut nodes[i].op, Op::Leaf);
+            let value = op.forward(&nodes);
+            bytes += value.nbytes() + op.saved_bytes();
+            nodes[i].op = op;
+            nodes[i].set_value(value);
+        }
+        bytes
+    }
+
+    /// Drops the values of `indices` and what their ops saved for backward, and every node's
+    /// packed copy.
+    pub(crate) fn forget(&self, indices: &[usize]) {
+        let mut nodes = self.nodes.borrow_mut();
+        for &i in indices {
+            nodes[i].clear_value();
+            nodes[i].op.forget_saved();
+        }
+        for node in nodes.iter_mut() {
+            node.clear_packed();
+        }
+    }
+
+    /// The parameter a node stands for, if it is a parameter's leaf.
+    pub(crate) fn op_param(&self, index: usize) -> Option<ParamId> {
+        match self.nodes.borrow()[index].op {
+            Op::Param(id) => Some(id),
+            _ => None,
+        }
+    }
+
     /// Computes a pending transpose's value, and first those of the pending transposes it reads
     /// (`x.t().t()` is a chain of two).
     fn materialize(&self, i: usize) {
         let mut nodes = self.nodes.borrow_mut();
         let mut chain: SmallVec<[usize; 4]> = SmallVec::new();
         let mut j = i;
-        while nodes[j].value.is_none() {
+        while nodes[j].is_pending() {
             chain.push(j);
             match &nodes[j].op {
                 Op::Permute { x, .. } => j = *x,
@@ -478,7 +400,7 @@ impl<F: Float> Tape<F> {
             let value = op.forward(&nodes);
             self.bytes.set(self.bytes.get() + value.nbytes());
             nodes[j].op = op;
-            nodes[j].value = Some(value);
+            nodes[j].set_value(value);
         }
     }
 
@@ -487,8 +409,8 @@ impl<F: Float> Tape<F> {
     pub(crate) fn matmul_operand(&self, index: usize) -> (usize, bool) {
         let nodes = self.nodes.borrow();
         let (mut i, mut trans) = (index, false);
-        while let (Op::Permute { x, perm }, None) = (&nodes[i].op, &nodes[i].value) {
-            debug_assert!(crate::op::swaps_last_two(perm));
+        while let (Op::Permute { x, perm }, true) = (&nodes[i].op, nodes[i].is_pending()) {
+            debug_assert!(crate::shape::swaps_last_two(perm));
             i = *x;
             trans = !trans;
         }
@@ -512,46 +434,16 @@ impl<F: Float> Tape<F> {
         self.nodes.borrow_mut()[index].retain = true;
     }
 
-    /// Rewinds the tape from `root`, seeded with ∂L/∂root = `seed`: one reverse loop in which each
-    /// node adds its inputs' gradients. Nodes that lead to no requested leaf or parameter were
-    /// recorded without `requires_grad` and are skipped.
-    pub(crate) fn backward(&self, root: usize, seed: Tensor<F>) -> Grads<F> {
-        self.backward_seeds(vec![(root, seed)])
+    /// The recorded nodes, in creation order.
+    pub(crate) fn nodes(&self) -> Ref<'_, Vec<Node<F, Op<F>>>> {
+        self.nodes.borrow()
     }
 
-    /// Rewinds the tape from several nodes at once, each seeded with its own gradient: the
-    /// backward pass of Σ_k ⟨node_k, seed_k⟩.
-    pub(crate) fn backward_seeds(&self, seeds: Vec<(usize, Tensor<F>)>) -> Grads<F> {
-        let nodes = self.nodes.borrow();
-        let mut grads = Grads::new(self.id);
-        let anomaly = self.anomaly.get();
-        let root = seeds.iter().map(|&(i, _)| i).max().unwrap_or(0);
-        let mut sink = GradSink::new(&nodes, root);
-        sink.stack_weight_gradients = !anomaly;
-        for (i, seed) in seeds {
-            if anomaly {
-                crate::anomaly::check_seed(&seed);
-            }
-            if nodes[i].requires_grad {
-                sink.add(i, seed);
-            }
-        }
-        for i in (0..=root).rev() {
-            sink.flush(i);
-            let Some(g) = sink.take(i) else { continue };
-            let node = &nodes[i];
-            debug_assert_eq!(g.shape(), &node.shape[..]);
-            if node.retain {
-                grads.insert_node(i, g.clone());
-            }
-            node.op.backward(i, g, &nodes, &mut sink, &mut grads);
-            if anomaly {
-                crate::anomaly::check_gradients(i, &nodes, &sink);
-            }
-        }
-        let peak = self.bytes.get() + sink.inner_peak;
+    /// Notes that `extra` bytes were held at once on top of the tape's own (a checkpoint's
+    /// recomputation during backward).
+    pub(crate) fn note_peak(&self, extra: usize) {
+        let peak = self.bytes.get() + extra;
         self.peak_bytes.set(self.peak_bytes.get().max(peak));
-        grads
     }
 }
 
@@ -599,27 +491,6 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn retain_grad(self) -> Self {
         self.tape.retain(self.index);
         self
-    }
-
-    /// Backpropagates from this scalar: returns ∂self/∂p for every parameter and requested leaf
-    /// that self depends on.
-    #[track_caller]
-    pub fn backward(self) -> Grads<F> {
-        let shape = self.shape();
-        if crate::shape::numel(&shape) != 1 {
-            panic!(
-                "backward: output must be a scalar, got shape {shape:?}; use backward_with(seed)"
-            );
-        }
-        self.tape.backward(self.index, Tensor::ones(&shape))
-    }
-
-    /// Backpropagates from a non-scalar output, with `seed` = ∂L/∂self (a vector-Jacobian
-    /// product).
-    #[track_caller]
-    pub fn backward_with(self, seed: &Tensor<F>) -> Grads<F> {
-        crate::check::same("backward_with", &self.shape(), seed.shape());
-        self.tape.backward(self.index, seed.clone())
     }
 }
 

@@ -47,7 +47,7 @@ impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn zeros(shape: &[usize]) -> Self {
         let n = check::numel("zeros", shape);
-        Self::from_parts(Shape::from_slice(shape), crate::kernels::zeroed(n))
+        Self::from_parts(Shape::from_slice(shape), zeroed(n))
     }
 
     /// A tensor of ones.
@@ -219,6 +219,18 @@ impl<F: Float> PartialEq for Tensor<F> {
     fn eq(&self, other: &Self) -> bool {
         self.shape == other.shape && self.data == other.data
     }
+}
+
+/// `n` zeros, written here rather than taken as the allocator's zeroed pages. A fresh mapping of
+/// zero pages turns the first write after a read of each page (`+=` into a gradient) into a
+/// copy-on-write fault whose TLB flush interrupts every other core running this process (the
+/// GEMM workers); on a long tape those interrupts cost more than the backward pass itself.
+pub(crate) fn zeroed<F: Float>(n: usize) -> Vec<F> {
+    let mut v = Vec::with_capacity(n);
+    // Escapes, as far as the optimiser knows, so allocation and fill are not folded into calloc.
+    std::hint::black_box(v.as_mut_ptr());
+    v.resize(n, F::ZERO);
+    v
 }
 
 /// PyTorch's print options: at most this many elements are printed in full.

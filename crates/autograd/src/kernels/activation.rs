@@ -1,14 +1,14 @@
-//! exp, tanh and σ for f32, written so that a loop over a slice vectorises.
+//! exp, tanh and σ over slices: f32's through a loop compiled for AVX2 and FMA when the CPU has
+//! them and `REWIND_SIMD` allows them, f64's through libm, the reference for gradient checks. An
+//! f32 slice holds exactly what f32's `Float::exp` (`tanh`, `sigmoid`) gives element by element.
 //!
-//! Each is evaluated in f64 from a degree-10 polynomial of e^r on |r| ≤ ln2/2 (relative error
-//! below 1e-12) and rounded once to f32, so a result is the correctly rounded f32 value unless the
-//! exact one lies within 1e-12 of a rounding tie (the tests check 1 ulp of the f64 functions): as
-//! exact as libm's f32 functions and PyTorch's vectorised ones (both ≤ 1 ulp), and branch-free,
-//! so a loop runs four f64 lanes at once. Slices run through a copy of the loop compiled for AVX2
-//! and FMA when the CPU has them and `REWIND_SIMD` allows them.
+//! Also [`avx2_copy`], which gives any generic kernel such a second copy.
 
+use crate::float::f32_activation::{exp as exp32, sigmoid as sigmoid32, tanh as tanh32};
+use crate::float::Float;
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::{simd, Simd};
+use crate::kernels::cpu::{simd, Simd};
+use crate::kernels::typed;
 
 /// The element-wise functions with a vectorised f32 kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,68 +18,32 @@ pub(crate) enum Unary {
     Sigmoid,
 }
 
-/// e^x in f64 for x clamped to [-700, 700] (NaN stays NaN), relative error below 1e-12.
+/// `out[i] = e^x[i]`.
+pub(crate) fn exp<F: Float>(x: &[F], out: &mut [F]) {
+    apply(Unary::Exp, x, out, F::exp);
+}
+
+/// `out[i] = tanh x[i]`.
+pub(crate) fn tanh<F: Float>(x: &[F], out: &mut [F]) {
+    apply(Unary::Tanh, x, out, F::tanh);
+}
+
+/// `out[i] = σ(x[i])`.
+pub(crate) fn sigmoid<F: Float>(x: &[F], out: &mut [F]) {
+    apply(Unary::Sigmoid, x, out, F::sigmoid);
+}
+
+/// `out[i] = f(x[i])`: the vectorised kernel for f32, `element` one by one for f64.
 #[inline(always)]
-fn exp_f64(x: f64) -> f64 {
-    const LOG2_E: f64 = std::f64::consts::LOG2_E;
-    // ln 2 split so that n·LN2_HI is exact for |n| < 2^11 (Cody and Waite).
-    const LN2_HI: f64 = 0.693_147_180_369_123_8;
-    const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
-    // Adding 1.5·2^52 rounds to an integer, which lands in the low mantissa bits.
-    const ROUND: f64 = 6_755_399_441_055_744.0;
-    let x = x.clamp(-700.0, 700.0);
-    let t = x * LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // Taylor coefficients 1/k! of e^r; the k = 11 term is below 2.2e-13 on |r| ≤ ln2/2.
-    let mut p = 1.0 / 3_628_800.0;
-    for c in [
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
+fn apply<F: Float>(f: Unary, x: &[F], out: &mut [F], element: impl Fn(F) -> F) {
+    match (typed::slice::<F, f32>(x), typed::slice_mut::<F, f32>(out)) {
+        (Some(x), Some(out)) => map(f, x, out),
+        _ => out.iter_mut().zip(x).for_each(|(o, &v)| *o = element(v)),
     }
-    // 2^n from n's bits: the low bits of t hold n (two's complement), shifted into the exponent.
-    let two_n = f64::from_bits((t.to_bits() << 52).wrapping_add(1.0f64.to_bits()));
-    p * two_n
-}
-
-/// e^x, correctly rounded to f32 but for near-ties; overflows to +inf past ~88.7.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    exp_f64(x as f64) as f32
-}
-
-/// tanh x: `1 - 2/(e^2|x| + 1)` with x's sign, or its odd Taylor series near 0, where the first
-/// form would lose digits to cancellation.
-#[inline(always)]
-pub(crate) fn tanh(x: f32) -> f32 {
-    let x = x as f64;
-    let a = x.abs();
-    let far = 1.0 - 2.0 / (exp_f64(2.0 * a) + 1.0);
-    // tanh a = a - a³/3 + 2a⁵/15 - 17a⁷/315 + …; the a⁹ term is < 1e-13 relative for a < 2^-5.
-    let a2 = a * a;
-    let near = a * (1.0 + a2 * (-1.0 / 3.0 + a2 * (2.0 / 15.0 + a2 * (-17.0 / 315.0))));
-    let y = if a < 0.031_25 { near } else { far };
-    y.copysign(x) as f32
-}
-
-/// σ(x) = 1 / (1 + e^-x).
-#[inline(always)]
-pub(crate) fn sigmoid(x: f32) -> f32 {
-    (1.0 / (1.0 + exp_f64(-(x as f64)))) as f32
 }
 
 /// `out[i] = f(x[i])`.
-pub(crate) fn map(f: Unary, x: &[f32], out: &mut [f32]) {
+fn map(f: Unary, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     #[cfg(target_arch = "x86_64")]
     if simd() >= Simd::Avx2 {
@@ -99,9 +63,9 @@ fn map_avx2(f: Unary, x: &[f32], out: &mut [f32]) {
 fn map_plain(f: Unary, x: &[f32], out: &mut [f32]) {
     let pairs = out.iter_mut().zip(x);
     match f {
-        Unary::Exp => pairs.for_each(|(o, &v)| *o = exp(v)),
-        Unary::Tanh => pairs.for_each(|(o, &v)| *o = tanh(v)),
-        Unary::Sigmoid => pairs.for_each(|(o, &v)| *o = sigmoid(v)),
+        Unary::Exp => pairs.for_each(|(o, &v)| *o = exp32(v)),
+        Unary::Tanh => pairs.for_each(|(o, &v)| *o = tanh32(v)),
+        Unary::Sigmoid => pairs.for_each(|(o, &v)| *o = sigmoid32(v)),
     }
 }
 
@@ -124,7 +88,7 @@ macro_rules! avx2_copy {
                 imp($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
-            if $crate::kernels::simd() >= $crate::kernels::Simd::Avx2 {
+            if $crate::kernels::cpu::simd() >= $crate::kernels::cpu::Simd::Avx2 {
                 // SAFETY: the CPU has the features the copy was compiled for.
                 return unsafe { avx2($($arg),*) };
             }
@@ -137,51 +101,8 @@ pub(crate) use avx2_copy;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{for_each_simd, Simd};
-
-    /// Distance in units in the last place between two finite f32 of the same sign.
-    fn ulps(a: f32, b: f32) -> u32 {
-        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
-    }
-
-    fn sweep() -> impl Iterator<Item = f32> {
-        // Every 997th f32 bit pattern in [-30, 30], both signs, plus the edges of the branches.
-        (0..0x41f0_0000u32)
-            .step_by(997)
-            .flat_map(|b| [f32::from_bits(b), -f32::from_bits(b)])
-            .chain([
-                0.031_25,
-                -0.031_25,
-                0.031_249_998,
-                1e-30,
-                88.0,
-                -87.0,
-                100.0,
-                -100.0,
-            ])
-    }
-
-    #[test]
-    fn within_one_ulp_of_the_f64_functions() {
-        for x in sweep() {
-            let d = x as f64;
-            let reference = [d.exp(), d.tanh(), 1.0 / (1.0 + (-d).exp())].map(|v| v as f32);
-            for (got, want) in [exp(x), tanh(x), sigmoid(x)].into_iter().zip(reference) {
-                assert!(ulps(got, want) <= 1, "x = {x:e}: {got:e} vs {want:e}");
-            }
-        }
-    }
-
-    #[test]
-    fn edge_values() {
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp(f32::INFINITY), f32::INFINITY);
-        assert_eq!(exp(100.0), f32::INFINITY);
-        assert!(exp(f32::NAN).is_nan() && tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan());
-        assert_eq!(tanh(-0.0).to_bits(), (-0.0f32).to_bits());
-        assert_eq!([tanh(20.0), tanh(-20.0)], [1.0, -1.0]);
-        assert_eq!([sigmoid(-200.0), sigmoid(200.0)], [0.0, 1.0]);
-    }
+    use crate::float::f32_activation::sweep;
+    use crate::kernels::cpu::{for_each_simd, Simd};
 
     /// On each path the CPU allows, a slice's values are bit for bit the scalar functions'.
     #[test]
@@ -193,9 +114,9 @@ mod tests {
             &[Simd::Avx2, Simd::Scalar],
             |s| {
                 for (f, scalar) in [
-                    (Unary::Exp, exp as fn(f32) -> f32),
-                    (Unary::Tanh, tanh),
-                    (Unary::Sigmoid, sigmoid),
+                    (Unary::Exp, exp32 as fn(f32) -> f32),
+                    (Unary::Tanh, tanh32),
+                    (Unary::Sigmoid, sigmoid32),
                 ] {
                     map(f, &x, &mut out);
                     for (&o, &v) in out.iter().zip(&x) {

@@ -2,8 +2,9 @@
 //! concat), permute.
 
 use crate::float::Float;
-use crate::kernels::{sum, zeroed};
+use crate::kernels::sum;
 use crate::shape::{for_each_broadcast, numel, split_at_axis, Shape};
+use crate::tensor::zeroed;
 
 /// Sum along `axis` over `divisor`: out[o, i] = Σ_j x[o, j, i] / divisor, accumulated in f64.
 pub(crate) fn sum_axis<F: Float>(x: &[F], shape: &[usize], axis: usize, divisor: F) -> Vec<F> {

@@ -4,8 +4,8 @@
 //! Rows are batch entries; a gates row holds the gate blocks side by side, H values each.
 
 use crate::float::Float;
-use crate::kernels::activation::avx2_copy;
-use crate::kernels::zeroed;
+use crate::kernels::activation::{self, avx2_copy};
+use crate::tensor::zeroed;
 
 /// σ'(x) from y = σ(x).
 #[inline(always)]
@@ -31,9 +31,9 @@ avx2_copy! {
     ) {
         let rows = gates.chunks_exact(4 * h).zip(acts.chunks_exact_mut(4 * h));
         for ((pre, act), (c, cn)) in rows.zip(c.chunks_exact(h).zip(c_next.chunks_exact_mut(h))) {
-            F::sigmoid_slice(&pre[..2 * h], &mut act[..2 * h]);
-            F::tanh_slice(&pre[2 * h..3 * h], &mut act[2 * h..3 * h]);
-            F::sigmoid_slice(&pre[3 * h..], &mut act[3 * h..]);
+            activation::sigmoid(&pre[..2 * h], &mut act[..2 * h]);
+            activation::tanh(&pre[2 * h..3 * h], &mut act[2 * h..3 * h]);
+            activation::sigmoid(&pre[3 * h..], &mut act[3 * h..]);
             let (i, f, g) = (&act[..h], &act[h..2 * h], &act[2 * h..3 * h]);
             for ((out, &c), ((&i, &f), &g)) in cn.iter_mut().zip(c).zip(i.iter().zip(f).zip(g)) {
                 *out = f * c + i * g;
@@ -51,7 +51,7 @@ avx2_copy! {
         tanh_c: &mut [F],
         h_next: &mut [F],
     ) {
-        F::tanh_slice(c_next, tanh_c);
+        activation::tanh(c_next, tanh_c);
         let rows = acts.chunks_exact(4 * h).zip(tanh_c.chunks_exact(h));
         for ((act, tc), out) in rows.zip(h_next.chunks_exact_mut(h)) {
             for ((out, &o), &tc) in out.iter_mut().zip(&act[3 * h..]).zip(tc) {
@@ -171,7 +171,7 @@ avx2_copy! {
             for ((p, &x), &y) in pre.iter_mut().zip(&x[..2 * hs]).zip(&hp[..2 * hs]) {
                 *p = x + y;
             }
-            F::sigmoid_slice(&pre, rz);
+            activation::sigmoid(&pre, rz);
             let (r, z) = rz.split_at(hs);
             let pn = &mut pre[..hs];
             for ((p, &x), (&r, &y)) in pn
@@ -181,7 +181,7 @@ avx2_copy! {
             {
                 *p = x + r * y;
             }
-            F::tanh_slice(pn, n);
+            activation::tanh(pn, n);
             for ((out, &n), (&z, &h)) in out.iter_mut().zip(&*n).zip(z.iter().zip(h)) {
                 *out = n + z * (h - n);
             }
@@ -247,7 +247,7 @@ avx2_copy! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{for_each_simd, Simd};
+    use crate::kernels::cpu::{for_each_simd, Simd};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 

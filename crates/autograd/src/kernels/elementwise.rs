@@ -2,8 +2,9 @@
 //! gradients need.
 
 use crate::float::Float;
-use crate::kernels::{sum, zeroed};
+use crate::kernels::sum;
 use crate::shape::{broadcast_strides, for_each_broadcast, Shape};
+use crate::tensor::zeroed;
 use crate::tensor::Tensor;
 
 /// `f(a, b)` element by element, with `a` and `b` broadcast to `out`.

@@ -8,8 +8,10 @@
 //! whatever the split across threads.
 
 use crate::float::Float;
-use crate::kernels::matmul::View;
-use crate::kernels::{pool, simd, zeroed, Simd};
+use crate::kernels::cpu::{simd, Simd};
+use crate::kernels::gemm::View;
+use crate::kernels::{pool, typed};
+use crate::tensor::zeroed;
 
 /// Columns per panel: two 16-lane vectors.
 const NR: usize = 32;
@@ -93,7 +95,7 @@ fn assert_fits(operand: &str, v: View, len: usize) {
 /// True when the packed kernel runs here: f32, on a CPU with AVX-512 that `REWIND_SIMD` does not
 /// cap below it. Otherwise the general GEMM takes these products.
 pub(crate) fn available<F: Float>() -> bool {
-    std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && simd() >= Simd::Avx512
+    typed::is::<F, f32>() && simd() >= Simd::Avx512
 }
 
 /// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
@@ -137,13 +139,13 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     let panels = n.div_ceil(NR);
     // Only compared with a threshold, so saturating is exact enough.
     let flops = 2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n);
-    let parts = if flops >= super::matmul::PARALLEL_FLOPS && panels >= 2 {
+    let parts = if flops >= super::gemm::PARALLEL_FLOPS && panels >= 2 {
         pool::threads()
     } else {
         1
     };
     let per = panels.div_ceil(parts);
-    let c_ptr = super::matmul::SendPtr(c.as_mut_ptr());
+    let c_ptr = super::gemm::SendPtr(c.as_mut_ptr());
     let share = |t: usize| {
         let (lo, hi) = ((t * per).min(panels), ((t + 1) * per).min(panels));
         for j in lo..hi {
@@ -169,7 +171,7 @@ unsafe fn panel<F: Float>(
     va: View,
     b: &Packed<F>,
     j: usize,
-    c: super::matmul::SendPtr<F>,
+    c: super::gemm::SendPtr<F>,
     vc: View,
     accumulate: bool,
 ) {
@@ -283,7 +285,8 @@ unsafe fn kernel<const R: usize>(_: Args) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{for_each_simd, matmul};
+    use crate::kernels::cpu::for_each_simd;
+    use crate::kernels::gemm as general;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -367,7 +370,7 @@ mod tests {
                         gemm(&case.a, case.va, &b, &mut c, case.vc, case.beta);
                     } else {
                         let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
-                        matmul::gemm(1, a, b, (&mut c, case.vc), case.beta);
+                        general::gemm(1, a, b, (&mut c, case.vc), case.beta);
                     }
                     let k = case.va.cols as f64;
                     for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {

@@ -1,4 +1,5 @@
-//! Batched, strided GEMM: every matrix product in the engine, forward and backward, runs here.
+//! The general GEMM: batched and strided, on matrixmultiply. Every matrix product that the packed
+//! kernel does not take runs here; [`matmul`](super::matmul) chooses.
 //!
 //! Operands are read through strides, so a transposed operand is never copied: transposing a
 //! view swaps its row and column strides. Every raw pointer offset here is bounded by
@@ -6,7 +7,7 @@
 //! panics instead of wrapping into one that seems to fit.
 
 use crate::float::Float;
-use crate::kernels::pool;
+use crate::kernels::{pool, typed};
 
 /// How a (possibly batched) matrix lies in a slice: element (b, i, j) sits at
 /// `b·bs + i·rs + j·cs`. A batch stride of 0 reuses one matrix for every batch entry.
@@ -124,7 +125,7 @@ fn fold_batches(batch: usize, va: View, vb: View, vc: View) -> Option<(View, Vie
 
 /// The flops of an m×k by k×n product, saturating: it only chooses a path, and must not wrap
 /// into a small count.
-pub(crate) fn flops(m: usize, k: usize, n: usize) -> usize {
+fn flops(m: usize, k: usize, n: usize) -> usize {
     m.saturating_mul(k).saturating_mul(n).saturating_mul(2)
 }
 
@@ -176,7 +177,7 @@ pub(crate) fn gemm<F: Float>(
         // writes from there is in bounds; C is a distinct `&mut` slice, so it aliases neither A
         // nor B.
         unsafe {
-            F::gemm(
+            strided(
                 m,
                 k,
                 n,
@@ -192,6 +193,46 @@ pub(crate) fn gemm<F: Float>(
                 vc.rs as isize,
                 vc.cs as isize,
             );
+        }
+    }
+}
+
+/// matrixmultiply's GEMM for `F`, sgemm or dgemm: `C ← alpha·A·B + beta·C` on strided matrices,
+/// A m×k, B k×n and C m×n, element (i, j) of each at `ptr + i·rs + j·cs`.
+///
+/// # Safety
+/// Every pointer with its strides must address valid memory for the given dimensions, and C
+/// must not alias A or B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn strided<F: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    alpha: F,
+    a: *const F,
+    rsa: isize,
+    csa: isize,
+    b: *const F,
+    rsb: isize,
+    csb: isize,
+    beta: F,
+    c: *mut F,
+    rsc: isize,
+    csc: isize,
+) {
+    let f32s = typed::value::<F, f32>(alpha).zip(typed::value::<F, f32>(beta));
+    let f64s = typed::value::<F, f64>(alpha).zip(typed::value::<F, f64>(beta));
+    // SAFETY: the caller upholds the contract above; each branch runs only when F is its type,
+    // so the pointers are reinterpreted as themselves.
+    unsafe {
+        if let Some((alpha, beta)) = f32s {
+            let (a, b, c) = (a.cast(), b.cast(), c.cast());
+            matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        } else if let Some((alpha, beta)) = f64s {
+            let (a, b, c) = (a.cast(), b.cast(), c.cast());
+            matrixmultiply::dgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
+        } else {
+            unreachable!("Float is sealed to f32 and f64")
         }
     }
 }
@@ -264,7 +305,7 @@ unsafe fn gemm_band<F: Float>(
     // each offset is at most a term of the last element's offset, which the caller of gemm
     // checked with assert_fits to lie inside its slice without wrapping.
     unsafe {
-        F::gemm(
+        strided(
             m,
             k,
             n,

@@ -1,29 +1,26 @@
-//! `Op`: the primitives. `forward` and `backward` are two matches over the same variants in the
-//! same order, so each derivative reads next to its forward and a new op cannot compile without
-//! one.
+//! `Op`, the primitives a tape records, and their derivative table: `forward` and `backward` are
+//! two matches over the same variants in the same order, so each derivative reads next to its
+//! forward and a new op cannot compile without one. The arithmetic is the kernels'; all a
+//! derivative sees of the backward pass is [`Sink`], and all a checkpoint sees of the tape is
+//! [`Segment`].
 //!
 //! Backward always adds into the inputs' gradients (`+=`): that is what makes a value used twice,
 //! such as a weight shared by every time step, come out right.
 
-use std::collections::HashMap;
-
 use smallvec::SmallVec;
 
-use crate::checkpoint::Region;
 use crate::custom::CustomOp;
 use crate::float::Float;
-use crate::grads::Grads;
+use crate::kernels::activation;
 use crate::kernels::axis::{self as ax, Window};
 use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
-use crate::kernels::matmul::{gemm, View};
-use crate::kernels::packed;
 use crate::kernels::sum;
-use crate::kernels::zeroed;
+use crate::kernels::{self, Rhs, View};
+use crate::node::Node;
 use crate::param::ParamId;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
-use crate::tape::Node;
-use crate::tensor::Tensor;
+use crate::tensor::{zeroed, Tensor};
 
 /// How a loss over many targets is reduced, as PyTorch's `reduction` argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -179,11 +176,11 @@ pub(crate) enum Op<F: Float> {
     },
     /// A checkpointed region over `inputs` (the caller's, then the parameters the region read):
     /// its record, without its inner values. Its gradient is every output's, flattened and
-    /// concatenated; its value holds nothing: `outputs` keeps the outputs until
-    /// `CheckpointOutput` nodes take them. Backward replays the record to get the inputs'
-    /// gradients.
+    /// concatenated; its value holds nothing, and `outputs` holds the outputs only while a
+    /// replay hands them to the `CheckpointOutput` nodes. Backward replays the record to get the
+    /// inputs' gradients.
     Checkpoint {
-        region: Box<Region<F>>,
+        region: Box<dyn Segment<F>>,
         inputs: SmallVec<[usize; 4]>,
         outputs: Vec<Tensor<F>>,
     },
@@ -195,19 +192,52 @@ pub(crate) enum Op<F: Float> {
     },
 }
 
-/// True when `perm` swaps the last two axes and keeps the others: a transpose a matmul can read
-/// by stride.
-pub(crate) fn swaps_last_two(perm: &[usize]) -> bool {
-    let n = perm.len();
-    n >= 2 && perm[n - 2] == n - 1 && perm[n - 1] == n - 2 && (0..n - 2).all(|d| perm[d] == d)
+/// A tape's nodes, each holding one of these ops.
+pub(crate) type Nodes<F> = [Node<F, Op<F>>];
+
+/// The record of a `Checkpoint` node's region, kept by `Tape::checkpoint`: only the tape can
+/// replay the inner tape it holds.
+pub(crate) trait Segment<F: Float> {
+    /// The region's outputs, its record replayed (a region inside a region being replayed).
+    fn rerun(&self) -> Vec<Tensor<F>>;
+
+    /// The gradient of each of the region's inputs, `None` where it gets none, given its
+    /// outputs' gradients flattened and concatenated in `flat`; the record replayed. Also the
+    /// most bytes the replay held.
+    fn backward(&self, flat: &[F]) -> (Vec<Option<Tensor<F>>>, usize);
 }
 
-fn unary<F: Float>(nodes: &[Node<F>], x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
+/// Where a derivative puts the gradients it computes: the backward pass's `GradSink`. Every
+/// gradient is added into what the node holds so far.
+pub(crate) trait Sink<F: Float> {
+    /// The gradient buffer of node `i` to add into, zeroed on first use, or `None` when `i` needs
+    /// no gradient.
+    fn acc(&mut self, i: usize) -> Option<&mut [F]>;
+
+    /// Adds a whole gradient tensor to node `i`.
+    fn add(&mut self, i: usize, g: Tensor<F>);
+
+    /// Hands out the finished gradient of leaf node `i`.
+    fn leaf(&mut self, i: usize, g: Tensor<F>);
+
+    /// Hands out the finished gradient of a parameter.
+    fn param(&mut self, id: ParamId, g: Tensor<F>);
+
+    /// Offers `dW += gᵀ·a` (W read transposed, `tb`) or `aᵀ·g` for node `w`, the right operand of
+    /// a per-step product, g [m, n] and a [m, k] row-major: the sink may put it off and stack it
+    /// with other steps' rows. False when it does not take it, and the caller adds it now.
+    fn defer_weight_grad(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) -> bool;
+
+    /// Notes the bytes a checkpoint's recomputation held at once.
+    fn note_inner_bytes(&mut self, bytes: usize);
+}
+
+fn unary<F: Float>(nodes: &Nodes<F>, x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
     nodes[x].value().map(f)
 }
 
 /// An element-wise function with a slice kernel (exp, tanh, σ).
-fn unary_slice<F: Float>(nodes: &[Node<F>], x: usize, f: fn(&[F], &mut [F])) -> Tensor<F> {
+fn unary_slice<F: Float>(nodes: &Nodes<F>, x: usize, f: fn(&[F], &mut [F])) -> Tensor<F> {
     let v = nodes[x].value();
     let mut out = zeroed(v.numel());
     f(v.data(), &mut out);
@@ -215,7 +245,7 @@ fn unary_slice<F: Float>(nodes: &[Node<F>], x: usize, f: fn(&[F], &mut [F])) -> 
 }
 
 /// An element-wise binary op; generic over `f` so that it inlines into the loop.
-fn bin<F: Float>(nodes: &[Node<F>], a: usize, b: usize, f: impl Fn(F, F) -> F) -> Tensor<F> {
+fn bin<F: Float>(nodes: &Nodes<F>, a: usize, b: usize, f: impl Fn(F, F) -> F) -> Tensor<F> {
     let (va, vb) = (nodes[a].value(), nodes[b].value());
     let out = broadcast_shape(va.shape(), vb.shape()).expect("checked when recorded");
     binary(va, vb, &out, f)
@@ -244,31 +274,46 @@ fn matmul_shape(a: &[usize], ta: bool, b: &[usize], tb: bool) -> Shape {
     crate::check::matmul(a, ta, b, tb)
 }
 
-/// `C ← A·op(B) + beta·C` where B is node `b`'s value, transposed if `tb`. A parameter read by a
-/// few rows (an RNN's per-step product) goes through the packed kernel, packed once per tape;
-/// everything else through the general GEMM.
-fn product<F: Float>(
-    nodes: &[Node<F>],
-    batch: usize,
-    a: (&[F], View),
-    b: usize,
-    tb: bool,
-    c: (&mut [F], View),
-    beta: F,
+/// Adds `g` (of shape `out`) into node `i`'s gradient, summed over the axes along which `i` was
+/// broadcast.
+fn add_reduced<F: Float>(
+    sink: &mut impl Sink<F>,
+    nodes: &Nodes<F>,
+    i: usize,
+    g: &Tensor<F>,
+    out: &[usize],
 ) {
-    let vb = View::of(&nodes[b].shape, tb);
-    let small = batch == 1 && a.1.rows <= packed::MAX_ROWS && c.1.rows > 0;
-    if small && matches!(nodes[b].op, Op::Param(_)) && packed::available::<F>() {
-        packed::gemm(a.0, a.1, nodes[b].packed(tb), c.0, c.1, beta);
-    } else {
-        gemm(batch, a, (nodes[b].value().data(), vb), c, beta);
+    if nodes[i].shape[..] == *out {
+        sink.add(i, g.clone());
+    } else if let Some(gi) = sink.acc(i) {
+        accumulate_reduced(gi, &nodes[i].shape, out, g.data(), |_, g| g);
+    }
+}
+
+/// `grad[i] += f(k, g[k])` element by element, for an input of the output's shape.
+fn map_into<F: Float>(sink: &mut impl Sink<F>, i: usize, g: &[F], f: impl Fn(usize, F) -> F) {
+    if let Some(gi) = sink.acc(i) {
+        for (k, (d, &gk)) in gi.iter_mut().zip(g).enumerate() {
+            *d += f(k, gk);
+        }
+    }
+}
+
+/// Node `b`'s value as the right operand of a product, transposed if `tb`: a parameter is a
+/// weight, which many products read.
+fn rhs<F: Float>(nodes: &Nodes<F>, b: usize, tb: bool) -> Rhs<'_, F> {
+    let node = &nodes[b];
+    let (data, view) = (node.value().data(), View::of(&node.shape, tb));
+    match node.op {
+        Op::Param(_) => Rhs::Weight(data, view, node.packed(tb)),
+        _ => Rhs::Plain(data, view),
     }
 }
 
 /// The matmul operand `v` itself when the chain of pending transposes from it to its `source`
 /// holds a node that keeps its gradient (`retain_grad`); `None` when the gradient may go
 /// straight to the source.
-fn retained_view<F: Float>(nodes: &[Node<F>], v: usize, source: usize) -> Option<usize> {
+fn retained_view<F: Float>(nodes: &Nodes<F>, v: usize, source: usize) -> Option<usize> {
     let mut i = v;
     while i != source {
         if nodes[i].retain {
@@ -283,7 +328,7 @@ fn retained_view<F: Float>(nodes: &[Node<F>], v: usize, source: usize) -> Option
 }
 
 /// The activated gates an `LstmCell` node keeps.
-fn lstm_acts<F: Float>(nodes: &[Node<F>], cell: usize) -> &[F] {
+fn lstm_acts<F: Float>(nodes: &Nodes<F>, cell: usize) -> &[F] {
     match &nodes[cell].op {
         Op::LstmCell { acts, .. } => acts.data(),
         _ => unreachable!("an LstmHidden node reads an LstmCell node"),
@@ -396,7 +441,7 @@ impl<F: Float> Op<F> {
     }
 
     /// Computes this op's value from its inputs' values.
-    pub(crate) fn forward(&mut self, nodes: &[Node<F>]) -> Tensor<F> {
+    pub(crate) fn forward(&mut self, nodes: &Nodes<F>) -> Tensor<F> {
         let val = |i: usize| nodes[i].value();
         match self {
             Op::Leaf | Op::Param(_) => unreachable!("leaves are recorded with their values"),
@@ -406,11 +451,11 @@ impl<F: Float> Op<F> {
             Op::Div(a, b) => bin(nodes, *a, *b, |x, y| x / y),
             Op::Affine { x, scale, shift } => unary(nodes, *x, |v| *scale * v + *shift),
             Op::Powf { x, p } => unary(nodes, *x, |v| v.powf(*p)),
-            Op::Exp(x) => unary_slice(nodes, *x, F::exp_slice),
+            Op::Exp(x) => unary_slice(nodes, *x, activation::exp),
             Op::Ln(x) => unary(nodes, *x, F::ln),
             Op::Sqrt(x) => unary(nodes, *x, F::sqrt),
-            Op::Tanh(x) => unary_slice(nodes, *x, F::tanh_slice),
-            Op::Sigmoid(x) => unary_slice(nodes, *x, F::sigmoid_slice),
+            Op::Tanh(x) => unary_slice(nodes, *x, activation::tanh),
+            Op::Sigmoid(x) => unary_slice(nodes, *x, activation::sigmoid),
             // Written so that NaN passes through, as in PyTorch (`x > 0 ? x : 0` would zero it).
             Op::Relu(x) => unary(nodes, *x, |v| if v <= F::ZERO { F::ZERO } else { v }),
             // min(max(x, min), max) as PyTorch: with min > max every element is max; NaN stays.
@@ -433,15 +478,8 @@ impl<F: Float> Op<F> {
                     None => (zeroed(numel(&out)), F::ZERO),
                 };
                 let a = (va.data(), View::of(va.shape(), *ta));
-                product(
-                    nodes,
-                    batch,
-                    a,
-                    *b,
-                    *tb,
-                    (&mut c, View::of(&out, false)),
-                    beta,
-                );
+                let c_view = View::of(&out, false);
+                kernels::matmul(batch, a, rhs(nodes, *b, *tb), (&mut c, c_view), beta);
                 Tensor::new_unchecked(out, c)
             }
             Op::LstmCell { gates, c, acts } => {
@@ -633,28 +671,27 @@ impl<F: Float> Op<F> {
     }
 
     /// Adds this op's inputs' gradients into `sink`, given `g` = ∂L/∂(this node's value). Leaves
-    /// hand their gradient to `grads` instead.
+    /// hand their gradient out through `sink` instead.
     pub(crate) fn backward(
         &self,
         me: usize,
         g: Tensor<F>,
-        nodes: &[Node<F>],
-        sink: &mut GradSink<'_, F>,
-        grads: &mut Grads<F>,
+        nodes: &Nodes<F>,
+        sink: &mut impl Sink<F>,
     ) {
         let val = |i: usize| nodes[i].value();
         let out = &nodes[me].shape;
         let gd = g.data();
         match self {
-            Op::Leaf => grads.insert_node(me, g),
-            Op::Param(id) => grads.insert_param(*id, g),
+            Op::Leaf => sink.leaf(me, g),
+            Op::Param(id) => sink.param(*id, g),
             // d(a + b) = da + db, each summed over the axes it was broadcast along.
             Op::Add(a, b) => {
-                sink.add_reduced(*a, &g, out);
-                sink.add_reduced(*b, &g, out);
+                add_reduced(sink, nodes, *a, &g, out);
+                add_reduced(sink, nodes, *b, &g, out);
             }
             Op::Sub(a, b) => {
-                sink.add_reduced(*a, &g, out);
+                add_reduced(sink, nodes, *a, &g, out);
                 if let Some(gb) = sink.acc(*b) {
                     accumulate_reduced(gb, &nodes[*b].shape, out, gd, |_, g| -g);
                 }
@@ -685,52 +722,57 @@ impl<F: Float> Op<F> {
                 }
             }
             // d(s·x + t) = s·dx
-            Op::Affine { x, scale, .. } => sink.map_into(*x, gd, |_, g| g * *scale),
+            Op::Affine { x, scale, .. } => map_into(sink, *x, gd, |_, g| g * *scale),
             // d(x^p) = p·x^(p-1)·dx, and 0 for p = 0 even at x = 0 (not 0·0^-1 = NaN), as
             // PyTorch. At x = 0 with p < 1 the formula's ±inf stands, as in PyTorch.
             Op::Powf { x, p } => {
                 let xd = val(*x).data();
                 if *p == F::ZERO {
-                    sink.map_into(*x, gd, |_, _| F::ZERO)
+                    map_into(sink, *x, gd, |_, _| F::ZERO)
                 } else {
-                    sink.map_into(*x, gd, |i, g| g * *p * xd[i].powf(*p - F::ONE))
+                    map_into(sink, *x, gd, |i, g| g * *p * xd[i].powf(*p - F::ONE))
                 }
             }
             // d(e^x) = y·dx
             Op::Exp(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g * y[i])
+                map_into(sink, *x, gd, |i, g| g * y[i])
             }
             // d(ln x) = dx/x
             Op::Ln(x) => {
                 let xd = val(*x).data();
-                sink.map_into(*x, gd, |i, g| g / xd[i])
+                map_into(sink, *x, gd, |i, g| g / xd[i])
             }
             // d(√x) = dx/(2y)
             Op::Sqrt(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g / (y[i] + y[i]))
+                map_into(sink, *x, gd, |i, g| g / (y[i] + y[i]))
             }
             // d(tanh x) = (1 - y²)·dx
             Op::Tanh(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g * (F::ONE - y[i] * y[i]))
+                map_into(sink, *x, gd, |i, g| g * (F::ONE - y[i] * y[i]))
             }
             // d(σ(x)) = y(1 - y)·dx
             Op::Sigmoid(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| g * y[i] * (F::ONE - y[i]))
+                map_into(sink, *x, gd, |i, g| g * y[i] * (F::ONE - y[i]))
             }
             // d(relu x) = [x > 0]·dx; the derivative at 0 is taken as 0, as in PyTorch.
             Op::Relu(x) => {
                 let y = val(me).data();
-                sink.map_into(*x, gd, |i, g| if y[i] > F::ZERO { g } else { F::ZERO })
+                map_into(
+                    sink,
+                    *x,
+                    gd,
+                    |i, g| if y[i] > F::ZERO { g } else { F::ZERO },
+                )
             }
             // d(clamp x) = [min ≤ x ≤ max]·dx: the bounds themselves pass the gradient, as in
             // PyTorch; NaN, and every x when min > max, pass none.
             Op::Clamp { x, min, max } => {
                 let xd = val(*x).data();
-                sink.map_into(*x, gd, |i, g| {
+                map_into(sink, *x, gd, |i, g| {
                     if *min <= xd[i] && xd[i] <= *max {
                         g
                     } else {
@@ -752,7 +794,7 @@ impl<F: Float> Op<F> {
                 operands,
             } => {
                 if let Some(x) = add {
-                    sink.add_reduced(*x, &g, out);
+                    add_reduced(sink, nodes, *x, &g, out);
                 }
                 let (va, vb) = (val(*a), val(*b));
                 let batch = if out.len() == 3 { out[0] } else { 1 };
@@ -763,40 +805,38 @@ impl<F: Float> Op<F> {
                 if let Some(v) = view_a {
                     if let Some(gv) = sink.acc(v) {
                         let c = (gv, View::of(&nodes[v].shape, false));
-                        product(nodes, batch, (gd, vg), *b, !*tb, c, F::ONE);
+                        kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
                     }
                 } else if let Some(ga) = sink.acc(*a) {
                     let c = (ga, View::of(va.shape(), false));
                     if *ta {
-                        gemm(batch, (vb.data(), opb), (gd, vg.t()), c, F::ONE);
+                        kernels::matmul(batch, (vb.data(), opb), Rhs::Plain(gd, vg.t()), c, F::ONE);
                     } else {
-                        product(nodes, batch, (gd, vg), *b, !*tb, c, F::ONE);
+                        kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
                     }
                 }
-                // A parameter's per-step product (few rows, A as stored) waits to be stacked with
-                // the other steps': one GEMM over many steps' rows instead of one per step.
-                let per_step = batch == 1 && !*ta && out[0] <= packed::MAX_ROWS;
+                // A per-step product (few rows, A as stored) may leave dB to the sink, which puts
+                // off a parameter's to stack it with the other steps'.
+                let per_step = batch == 1 && !*ta && out[0] <= kernels::PER_STEP_ROWS;
                 if let Some(v) = view_b {
                     if let Some(gv) = sink.acc(v) {
                         let c = (gv, View::of(&nodes[v].shape, false));
-                        gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
+                        kernels::matmul(batch, (va.data(), opa.t()), Rhs::Plain(gd, vg), c, F::ONE);
                     }
-                } else if per_step
-                    && sink.stack_weight_gradients
-                    && matches!(nodes[*b].op, Op::Param(_))
-                    && nodes[*b].requires_grad
-                {
-                    sink.defer(*b, *tb, gd, va.data());
+                } else if per_step && sink.defer_weight_grad(*b, *tb, gd, va.data()) {
+                    // Stacked; multiplied out when B is reached.
                 } else if let Some(gb) = sink.acc(*b) {
                     let c = (gb, View::of(vb.shape(), false));
                     if *tb {
-                        gemm(batch, (gd, vg.t()), (va.data(), opa), c, F::ONE);
+                        kernels::matmul(batch, (gd, vg.t()), Rhs::Plain(va.data(), opa), c, F::ONE);
                     } else {
-                        gemm(batch, (va.data(), opa.t()), (gd, vg), c, F::ONE);
+                        kernels::matmul(batch, (va.data(), opa.t()), Rhs::Plain(gd, vg), c, F::ONE);
                     }
                 }
             }
-            // The derivatives of each gate are in kernels::cells, next to the forward.
+            // With i f g o the activated gates (`acts`), c' = f⊙c + i⊙g, and "pre" the gate before
+            // its activation: d(i pre) = dc'⊙g⊙i(1 - i), d(f pre) = dc'⊙c⊙f(1 - f),
+            // d(g pre) = dc'⊙i⊙(1 - g²), dc = dc'⊙f. kernels::cells runs each input's in one pass.
             Op::LstmCell { gates, c, acts } => {
                 let h = nodes[*c].shape[1];
                 if let Some(dg) = sink.acc(*gates) {
@@ -806,6 +846,7 @@ impl<F: Float> Op<F> {
                     cells::lstm_cell_dc(h, gd, acts.data(), dc);
                 }
             }
+            // h' = o⊙tanh(c'): d(o pre) = dh'⊙tanh(c')⊙o(1 - o), dc' = dh'⊙o⊙(1 - tanh²(c')).
             Op::LstmHidden {
                 cell,
                 gates,
@@ -819,6 +860,10 @@ impl<F: Float> Op<F> {
                     cells::lstm_hidden_dc(h, gd, acts, tanh_c.data(), dc);
                 }
             }
+            // With r z n the activated gates (`acts`) and h' = n + z⊙(h - n):
+            // d(n pre) = dh'⊙(1 - z)⊙(1 - n²), d(z pre) = dh'⊙(h - n)⊙z(1 - z),
+            // d(r pre) = d(n pre)⊙h_n⊙r(1 - r). Each pre-activation is x_k + h_k, but n's is
+            // x_n + r⊙h_n: dxp = d(pre), dhp = d(pre) with its n block times r; dh = dh'⊙z.
             Op::GruCell { xp, hp, h, acts } => {
                 let (hs, a) = (out[1], acts.data());
                 let dxp = cells::gru_dxp(hs, gd, a, val(*hp).data(), val(*h).data());
@@ -865,7 +910,8 @@ impl<F: Float> Op<F> {
             }
             Op::Reshape { x, .. } => sink.add(*x, g.reshape(&nodes[*x].shape)),
             // Each element was repeated along the broadcast axes: its gradient sums over them.
-            Op::Expand { x, .. } => sink.add_reduced(*x, &g, out),
+            Op::Expand { x, .. } => add_reduced(sink, nodes, *x, &g, out),
+            // The gradient goes back through the inverse permutation.
             Op::Permute { x, perm } => {
                 if let Some(gx) = sink.acc(*x) {
                     ax::permute_backward(gd, &nodes[*x].shape, perm, gx);
@@ -1021,175 +1067,13 @@ impl<F: Float> Op<F> {
             // Replay the region's record and backpropagate every output's gradient through it:
             // the inputs' gradients, recomputed.
             Op::Checkpoint { region, inputs, .. } => {
-                let (leaf_grads, bytes) = region.backward(gd);
+                let (input_grads, bytes) = region.backward(gd);
                 sink.note_inner_bytes(bytes);
-                for (&i, g) in inputs.iter().zip(leaf_grads) {
-                    if let Some(g) = g.filter(|_| nodes[i].requires_grad) {
-                        sink.add(i, g);
+                for (&i, gi) in inputs.iter().zip(input_grads) {
+                    if let Some(gi) = gi.filter(|_| nodes[i].requires_grad) {
+                        sink.add(i, gi);
                     }
                 }
-            }
-        }
-    }
-}
-
-/// The gradients in flight during one backward pass, one slot per node. A slot is created on
-/// first use, zeroed, and every op adds into it.
-pub(crate) struct GradSink<'a, F: Float> {
-    nodes: &'a [Node<F>],
-    slots: Vec<Option<Tensor<F>>>,
-    /// Per parameter node, weight-gradient products put off to run as one GEMM.
-    stacked: HashMap<usize, Stacked<F>>,
-    /// The most bytes a checkpoint's recomputation held at once.
-    pub(crate) inner_peak: usize,
-    /// Whether per-step weight-gradient products are put off and stacked (off in anomaly mode,
-    /// which checks each gradient where it is made).
-    pub(crate) stack_weight_gradients: bool,
-}
-
-/// Rows of several products' weight gradients, stacked: dW += Gᵀ·A (W read transposed) or
-/// Aᵀ·G, G [rows, n] being the gradients of the products and A [rows, k] their left operands.
-/// Stacking T steps of batch B gives one GEMM with inner size T·B instead of T with inner size B.
-struct Stacked<F> {
-    tb: bool,
-    g: Vec<F>,
-    a: Vec<F>,
-}
-
-/// Rows stacked before a weight gradient is computed: enough for an efficient GEMM, few enough
-/// that the stacks stay small next to the tape.
-const STACK_ROWS: usize = 512;
-
-impl<'a, F: Float> GradSink<'a, F> {
-    pub(crate) fn new(nodes: &'a [Node<F>], root: usize) -> Self {
-        GradSink {
-            nodes,
-            slots: (0..=root).map(|_| None).collect(),
-            stacked: HashMap::new(),
-            inner_peak: 0,
-            stack_weight_gradients: true,
-        }
-    }
-
-    /// Puts off `dW += gᵀ·a` (`tb`) or `aᵀ·g` for the parameter node `w`, g [m, n] and a [m, k]
-    /// row-major: the rows join `w`'s stack, which is multiplied out when full or when `w` is
-    /// reached ([`flush`](GradSink::flush)).
-    fn defer(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) {
-        if self.stacked.get(&w).is_some_and(|s| s.tb != tb) {
-            self.flush(w);
-        }
-        let (n, k) = self.stack_widths(w, tb);
-        if n == 0 || k == 0 {
-            // An empty weight: nothing to stack; its gradient is an empty tensor.
-            self.acc(w);
-            return;
-        }
-        let rows = g.len() / n;
-        // The stacks keep their capacity from flush to flush: no allocation after the first.
-        let s = self.stacked.entry(w).or_insert_with(|| Stacked {
-            tb,
-            g: Vec::with_capacity((STACK_ROWS + rows) * n),
-            a: Vec::with_capacity((STACK_ROWS + rows) * k),
-        });
-        s.tb = tb;
-        s.g.extend_from_slice(g);
-        s.a.extend_from_slice(a);
-        if s.g.len() >= STACK_ROWS * n {
-            self.flush(w);
-        }
-    }
-
-    /// The row widths of `w`'s stacks: n of the gradients, k of the left operands. W is [n, k]
-    /// when the products read it transposed (`tb`), else [k, n].
-    fn stack_widths(&self, w: usize, tb: bool) -> (usize, usize) {
-        let shape = &self.nodes[w].shape;
-        if tb {
-            (shape[0], shape[1])
-        } else {
-            (shape[1], shape[0])
-        }
-    }
-
-    /// Multiplies out node `w`'s stacked weight-gradient rows into its gradient.
-    pub(crate) fn flush(&mut self, w: usize) {
-        if self.stacked.is_empty() {
-            return;
-        }
-        let Some(mut s) = self.stacked.remove(&w) else {
-            return;
-        };
-        if !s.g.is_empty() {
-            let shape = self.nodes[w].shape.clone();
-            let (n, k) = self.stack_widths(w, s.tb);
-            let rows = s.g.len() / n;
-            let (vg, va) = (View::of(&[rows, n], false), View::of(&[rows, k], false));
-            let gw = self.acc(w).expect("only a gradient's parameter is stacked");
-            let c = (gw, View::of(&shape, false));
-            if s.tb {
-                gemm(1, (&s.g, vg.t()), (&s.a, va), c, F::ONE);
-            } else {
-                gemm(1, (&s.a, va.t()), (&s.g, vg), c, F::ONE);
-            }
-            s.g.clear();
-            s.a.clear();
-        }
-        self.stacked.insert(w, s);
-    }
-
-    fn note_inner_bytes(&mut self, bytes: usize) {
-        self.inner_peak = self.inner_peak.max(bytes);
-    }
-
-    /// Node `i`'s gradient so far, if any.
-    pub(crate) fn slot(&self, i: usize) -> Option<&Tensor<F>> {
-        self.slots[i].as_ref()
-    }
-
-    /// Removes node `i`'s finished gradient (every consumer of `i` comes after it on the tape).
-    pub(crate) fn take(&mut self, i: usize) -> Option<Tensor<F>> {
-        self.slots[i].take()
-    }
-
-    /// The gradient buffer of node `i` to add into, or `None` when `i` needs no gradient.
-    pub(crate) fn acc(&mut self, i: usize) -> Option<&mut [F]> {
-        let node = &self.nodes[i];
-        if !node.requires_grad {
-            return None;
-        }
-        let slot = self.slots[i].get_or_insert_with(|| Tensor::zeros(&node.shape));
-        Some(slot.data_mut())
-    }
-
-    /// Adds a whole gradient tensor to node `i`; the first one is kept without a copy.
-    pub(crate) fn add(&mut self, i: usize, g: Tensor<F>) {
-        if !self.nodes[i].requires_grad {
-            return;
-        }
-        match &mut self.slots[i] {
-            slot @ None => *slot = Some(g),
-            Some(acc) => {
-                for (d, &s) in acc.data_mut().iter_mut().zip(g.data()) {
-                    *d += s;
-                }
-            }
-        }
-    }
-
-    /// Adds `g` (of shape `out`) to node `i`, summed over the axes along which `i` was broadcast.
-    fn add_reduced(&mut self, i: usize, g: &Tensor<F>, out: &[usize]) {
-        let nodes = self.nodes;
-        if nodes[i].shape[..] == *out {
-            self.add(i, g.clone());
-        } else if let Some(gi) = self.acc(i) {
-            accumulate_reduced(gi, &nodes[i].shape, out, g.data(), |_, g| g);
-        }
-    }
-
-    /// `grad[i] += f(k, g[k])` element by element, for an input of the output's shape.
-    fn map_into(&mut self, i: usize, g: &[F], f: impl Fn(usize, F) -> F) {
-        if let Some(gi) = self.acc(i) {
-            for (k, (d, &gk)) in gi.iter_mut().zip(g).enumerate() {
-                *d += f(k, gk);
             }
         }
     }

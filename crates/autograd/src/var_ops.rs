@@ -1,13 +1,12 @@
 //! The ops on `Var`: each checks shapes (panicking at the caller's line), records one node, and
-//! returns its `Var`. The derivatives live in `op.rs`.
+//! returns its `Var`. The derivatives live in `primitives.rs`.
 
 use smallvec::SmallVec;
 
 use crate::check;
 use crate::float::Float;
-use crate::op::{swaps_last_two, Op, Reduction};
-
-use crate::shape::{broadcast_shape, numel, Axis, Shape};
+use crate::primitives::{Op, Reduction};
+use crate::shape::{broadcast_shape, numel, swaps_last_two, Axis, Shape};
 use crate::tape::Var;
 use crate::tensor::Tensor;
 
@@ -53,14 +52,6 @@ impl<'t, F: Float> Var<'t, F> {
     #[track_caller]
     fn unary(self, op: Op<F>) -> Self {
         self.tape().record(op, &[self.index()])
-    }
-
-    #[track_caller]
-    pub(crate) fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Op<F>) -> Self {
-        self.tape().assert_owns(name, rhs);
-        check::broadcast(name, &self.shape(), &rhs.shape());
-        self.tape()
-            .record(op(self.index(), rhs.index()), &[self.index(), rhs.index()])
     }
 
     /// `scale·self + shift`, with scalar `scale` and `shift`; d = scale.

@@ -1,0 +1,241 @@
+//! The backward pass: one reverse loop over the tape, and `GradSink`, the gradients in flight
+//! during it, which puts off a parameter's per-step weight gradients and stacks them into one GEMM.
+
+use std::collections::HashMap;
+
+use crate::float::Float;
+use crate::grads::Grads;
+use crate::kernels::{self, Rhs, View};
+use crate::param::ParamId;
+use crate::primitives::{Nodes, Op, Sink};
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+impl<'t, F: Float> Var<'t, F> {
+    /// Backpropagates from this scalar: returns ∂self/∂p for every parameter and requested leaf
+    /// that self depends on.
+    #[track_caller]
+    pub fn backward(self) -> Grads<F> {
+        let shape = self.shape();
+        if crate::shape::numel(&shape) != 1 {
+            panic!(
+                "backward: output must be a scalar, got shape {shape:?}; use backward_with(seed)"
+            );
+        }
+        rewind(self.tape(), self.index(), Tensor::ones(&shape))
+    }
+
+    /// Backpropagates from a non-scalar output, with `seed` = ∂L/∂self (a vector-Jacobian
+    /// product).
+    #[track_caller]
+    pub fn backward_with(self, seed: &Tensor<F>) -> Grads<F> {
+        crate::check::same("backward_with", &self.shape(), seed.shape());
+        rewind(self.tape(), self.index(), seed.clone())
+    }
+}
+
+/// Rewinds `tape` from `root`, seeded with ∂L/∂root = `seed`: one reverse loop in which each node
+/// adds its inputs' gradients. Nodes that lead to no requested leaf or parameter were recorded
+/// without `requires_grad` and are skipped.
+fn rewind<F: Float>(tape: &Tape<F>, root: usize, seed: Tensor<F>) -> Grads<F> {
+    rewind_from(tape, vec![(root, seed)])
+}
+
+/// Rewinds `tape` from several nodes at once, each seeded with its own gradient: the backward
+/// pass of Σ_k ⟨node_k, seed_k⟩ (a checkpointed region's outputs).
+pub(crate) fn rewind_from<F: Float>(tape: &Tape<F>, seeds: Vec<(usize, Tensor<F>)>) -> Grads<F> {
+    let nodes = tape.nodes();
+    let anomaly = tape.detects_anomaly();
+    let root = seeds.iter().map(|&(i, _)| i).max().unwrap_or(0);
+    let mut sink = GradSink::new(&nodes, root, Grads::new(tape.id()), !anomaly);
+    for (i, seed) in seeds {
+        if anomaly {
+            crate::anomaly::check_seed(&seed);
+        }
+        if nodes[i].requires_grad {
+            sink.add(i, seed);
+        }
+    }
+    for i in (0..=root).rev() {
+        sink.flush(i);
+        let Some(g) = sink.take(i) else { continue };
+        let node = &nodes[i];
+        debug_assert_eq!(g.shape(), &node.shape[..]);
+        if node.retain {
+            sink.grads.insert_node(i, g.clone());
+        }
+        node.op.backward(i, g, &nodes, &mut sink);
+        if anomaly {
+            crate::anomaly::check_gradients(i, &nodes, |k| sink.slot(k));
+        }
+    }
+    tape.note_peak(sink.inner_peak);
+    sink.grads
+}
+
+/// The gradients in flight during one backward pass, one slot per node. A slot is created on
+/// first use, zeroed, and every op adds into it.
+struct GradSink<'a, F: Float> {
+    nodes: &'a Nodes<F>,
+    slots: Vec<Option<Tensor<F>>>,
+    /// The finished gradients of leaves and parameters, and those kept by `retain_grad`.
+    grads: Grads<F>,
+    /// Per parameter node, weight-gradient products put off to run as one GEMM.
+    stacked: HashMap<usize, Stacked<F>>,
+    /// The most bytes a checkpoint's recomputation held at once.
+    inner_peak: usize,
+    /// Whether per-step weight-gradient products are put off and stacked (off in anomaly mode,
+    /// which checks each gradient where it is made).
+    stack_weight_gradients: bool,
+}
+
+/// Rows of several products' weight gradients, stacked: dW += Gᵀ·A (W read transposed) or
+/// Aᵀ·G, G [rows, n] being the gradients of the products and A [rows, k] their left operands.
+/// Stacking T steps of batch B gives one GEMM with inner size T·B instead of T with inner size B.
+struct Stacked<F> {
+    tb: bool,
+    g: Vec<F>,
+    a: Vec<F>,
+}
+
+/// Rows stacked before a weight gradient is computed: enough for an efficient GEMM, few enough
+/// that the stacks stay small next to the tape.
+const STACK_ROWS: usize = 512;
+
+impl<'a, F: Float> GradSink<'a, F> {
+    fn new(nodes: &'a Nodes<F>, root: usize, grads: Grads<F>, stack: bool) -> Self {
+        GradSink {
+            nodes,
+            slots: (0..=root).map(|_| None).collect(),
+            grads,
+            stacked: HashMap::new(),
+            inner_peak: 0,
+            stack_weight_gradients: stack,
+        }
+    }
+
+    /// Puts off `dW += gᵀ·a` (`tb`) or `aᵀ·g` for the parameter node `w`, g [m, n] and a [m, k]
+    /// row-major: the rows join `w`'s stack, which is multiplied out when full or when `w` is
+    /// reached ([`flush`](GradSink::flush)).
+    fn defer(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) {
+        if self.stacked.get(&w).is_some_and(|s| s.tb != tb) {
+            self.flush(w);
+        }
+        let (n, k) = self.stack_widths(w, tb);
+        if n == 0 || k == 0 {
+            // An empty weight: nothing to stack; its gradient is an empty tensor.
+            self.acc(w);
+            return;
+        }
+        let rows = g.len() / n;
+        // The stacks keep their capacity from flush to flush: no allocation after the first.
+        let s = self.stacked.entry(w).or_insert_with(|| Stacked {
+            tb,
+            g: Vec::with_capacity((STACK_ROWS + rows) * n),
+            a: Vec::with_capacity((STACK_ROWS + rows) * k),
+        });
+        s.tb = tb;
+        s.g.extend_from_slice(g);
+        s.a.extend_from_slice(a);
+        if s.g.len() >= STACK_ROWS * n {
+            self.flush(w);
+        }
+    }
+
+    /// The row widths of `w`'s stacks: n of the gradients, k of the left operands. W is [n, k]
+    /// when the products read it transposed (`tb`), else [k, n].
+    fn stack_widths(&self, w: usize, tb: bool) -> (usize, usize) {
+        let shape = &self.nodes[w].shape;
+        if tb {
+            (shape[0], shape[1])
+        } else {
+            (shape[1], shape[0])
+        }
+    }
+
+    /// Multiplies out node `w`'s stacked weight-gradient rows into its gradient.
+    fn flush(&mut self, w: usize) {
+        if self.stacked.is_empty() {
+            return;
+        }
+        let Some(mut s) = self.stacked.remove(&w) else {
+            return;
+        };
+        if !s.g.is_empty() {
+            let shape = self.nodes[w].shape.clone();
+            let (n, k) = self.stack_widths(w, s.tb);
+            let rows = s.g.len() / n;
+            let (vg, va) = (View::of(&[rows, n], false), View::of(&[rows, k], false));
+            let gw = self.acc(w).expect("only a gradient's parameter is stacked");
+            let c = (gw, View::of(&shape, false));
+            if s.tb {
+                kernels::matmul(1, (&s.g, vg.t()), Rhs::Plain(&s.a, va), c, F::ONE);
+            } else {
+                kernels::matmul(1, (&s.a, va.t()), Rhs::Plain(&s.g, vg), c, F::ONE);
+            }
+            s.g.clear();
+            s.a.clear();
+        }
+        self.stacked.insert(w, s);
+    }
+
+    /// Node `i`'s gradient so far, if any.
+    fn slot(&self, i: usize) -> Option<&Tensor<F>> {
+        self.slots[i].as_ref()
+    }
+
+    /// Removes node `i`'s finished gradient (every consumer of `i` comes after it on the tape).
+    fn take(&mut self, i: usize) -> Option<Tensor<F>> {
+        self.slots[i].take()
+    }
+}
+
+impl<F: Float> Sink<F> for GradSink<'_, F> {
+    fn acc(&mut self, i: usize) -> Option<&mut [F]> {
+        let node = &self.nodes[i];
+        if !node.requires_grad {
+            return None;
+        }
+        let slot = self.slots[i].get_or_insert_with(|| Tensor::zeros(&node.shape));
+        Some(slot.data_mut())
+    }
+
+    // The first gradient is kept without a copy.
+    fn add(&mut self, i: usize, g: Tensor<F>) {
+        if !self.nodes[i].requires_grad {
+            return;
+        }
+        match &mut self.slots[i] {
+            slot @ None => *slot = Some(g),
+            Some(acc) => {
+                for (d, &s) in acc.data_mut().iter_mut().zip(g.data()) {
+                    *d += s;
+                }
+            }
+        }
+    }
+
+    fn leaf(&mut self, i: usize, g: Tensor<F>) {
+        self.grads.insert_node(i, g);
+    }
+
+    fn param(&mut self, id: ParamId, g: Tensor<F>) {
+        self.grads.insert_param(id, g);
+    }
+
+    // A parameter's rows wait to be stacked with the other steps': one GEMM over many steps'
+    // rows instead of one per step.
+    fn defer_weight_grad(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) -> bool {
+        let node = &self.nodes[w];
+        let stacks =
+            self.stack_weight_gradients && matches!(node.op, Op::Param(_)) && node.requires_grad;
+        if stacks {
+            self.defer(w, tb, g, a);
+        }
+        stacks
+    }
+
+    fn note_inner_bytes(&mut self, bytes: usize) {
+        self.inner_peak = self.inner_peak.max(bytes);
+    }
+}
