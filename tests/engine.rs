@@ -439,3 +439,25 @@ fn a_parameter_product_over_an_empty_inner_dimension_is_zero() {
     assert_eq!(g[x].shape(), &[2, 0]);
     assert_eq!(g[&w].shape(), &[0, 3]);
 }
+
+#[test]
+fn cross_entropy_takes_targets_of_any_integer_type() {
+    // A stream's tokens are usize; PyTorch's targets are i64 (with -100 to skip): both serve,
+    // and give the same loss and gradient.
+    let logits = t(&[0.3, -1.2, 2.0, 0.5, 0.1, -0.4], &[2, 3]);
+    let run = |f: &dyn Fn(rewind::autograd::Var<'_, f64>) -> rewind::autograd::Var<'_, f64>| {
+        let tape = Tape::new();
+        let x = tape.var(logits.clone());
+        let loss = f(x);
+        (loss.item(), loss.backward()[x].clone())
+    };
+    let wide = run(&|x| x.cross_entropy(&[2i64, 0]));
+    for other in [
+        run(&|x| x.cross_entropy(&[2usize, 0])),
+        run(&|x| x.cross_entropy(&[2u8, 0])),
+        run(&|x| x.cross_entropy(&[2i32, 0])),
+    ] {
+        assert_eq!(other.0, wide.0);
+        assert_eq!(other.1.data(), wide.1.data());
+    }
+}

@@ -38,6 +38,7 @@
 // and no two modules import each other.
 // Base types:
 mod check;
+mod class_index;
 mod custom;
 mod error;
 mod float;
@@ -62,6 +63,7 @@ mod checkpoint;
 mod gradcheck;
 pub mod io;
 
+pub use class_index::ClassIndex;
 pub use custom::CustomOp;
 pub use error::TensorError;
 pub use float::Float;

@@ -4,6 +4,7 @@
 use smallvec::SmallVec;
 
 use crate::check;
+use crate::class_index::{classes, ClassIndex};
 use crate::float::Float;
 use crate::primitives::{Op, Reduction};
 use crate::shape::{broadcast_shape, numel, swaps_last_two, Axis, Shape};
@@ -562,9 +563,10 @@ impl<'t, F: Float> Var<'t, F> {
 
     /// Cross-entropy of logits [N, C] against class indices, averaged over the targets that are
     /// not -100 (PyTorch's `F.cross_entropy` defaults). For a sequence [T, B, V], reshape to
-    /// [T·B, V] first.
+    /// [T·B, V] first. Targets may be any integer type ([`ClassIndex`]): a stream's `usize`
+    /// tokens as well as `i64`s.
     #[track_caller]
-    pub fn cross_entropy(self, targets: &[i64]) -> Self {
+    pub fn cross_entropy<T: ClassIndex>(self, targets: &[T]) -> Self {
         self.cross_entropy_with(targets, CrossEntropyOptions::default())
     }
 
@@ -584,9 +586,14 @@ impl<'t, F: Float> Var<'t, F> {
     /// Panics, at the caller's line, unless targets are class indices or the ignore index,
     /// the weights are `[C]` and ε is in [0, 1].
     #[track_caller]
-    pub fn cross_entropy_with(self, targets: &[i64], options: CrossEntropyOptions<F>) -> Self {
+    pub fn cross_entropy_with<T: ClassIndex>(
+        self,
+        targets: &[T],
+        options: CrossEntropyOptions<F>,
+    ) -> Self {
+        let targets = classes(targets);
         let shape = self.shape();
-        check::class_targets("cross_entropy", &shape, targets, options.ignore_index);
+        check::class_targets("cross_entropy", &shape, &targets, options.ignore_index);
         if let Some(w) = &options.weight {
             check::class_weights("cross_entropy", &shape, w.shape());
         }
@@ -608,7 +615,7 @@ impl<'t, F: Float> Var<'t, F> {
         };
         self.unary(Op::CrossEntropy {
             logits: self.index(),
-            targets: targets.to_vec(),
+            targets,
             ignore: options.ignore_index,
             weight,
             smoothing: eps,

@@ -2,12 +2,12 @@
 //! on logits. Each is an engine op or a composition of them, reduced by the mean as PyTorch's
 //! defaults; cross-entropy and nll also take PyTorch's weights, ignore index and reductions.
 
-use rewind_autograd::{concat, CrossEntropyOptions, Float, Reduction, Tensor, Var};
+use rewind_autograd::{concat, ClassIndex, CrossEntropyOptions, Float, Reduction, Tensor, Var};
 
 /// Cross-entropy of logits [N, C] against class indices, averaged over the targets that are not
 /// -100 (`F.cross_entropy`).
 #[track_caller]
-pub fn cross_entropy<'t, F: Float>(logits: Var<'t, F>, targets: &[i64]) -> Var<'t, F> {
+pub fn cross_entropy<'t, F: Float, T: ClassIndex>(logits: Var<'t, F>, targets: &[T]) -> Var<'t, F> {
     logits.cross_entropy(targets)
 }
 
@@ -15,9 +15,9 @@ pub fn cross_entropy<'t, F: Float>(logits: Var<'t, F>, targets: &[i64]) -> Var<'
 /// (`F.cross_entropy(weight=, ignore_index=, reduction=, label_smoothing=)`); the math is at
 /// [`Var::cross_entropy_with`].
 #[track_caller]
-pub fn cross_entropy_with<'t, F: Float>(
+pub fn cross_entropy_with<'t, F: Float, T: ClassIndex>(
     logits: Var<'t, F>,
-    targets: &[i64],
+    targets: &[T],
     options: CrossEntropyOptions<F>,
 ) -> Var<'t, F> {
     logits.cross_entropy_with(targets, options)
@@ -49,7 +49,7 @@ impl<F: Float> Default for NllOptions<F> {
 /// Negative log-likelihood of log-probabilities [N, C]: -mean over counted rows of
 /// `log_probs[n, target_n]`, skipping targets equal to -100 (`F.nll_loss`).
 #[track_caller]
-pub fn nll_loss<'t, F: Float>(log_probs: Var<'t, F>, targets: &[i64]) -> Var<'t, F> {
+pub fn nll_loss<'t, F: Float, T: ClassIndex>(log_probs: Var<'t, F>, targets: &[T]) -> Var<'t, F> {
     nll_loss_with(log_probs, targets, NllOptions::default())
 }
 
@@ -62,11 +62,12 @@ pub fn nll_loss<'t, F: Float>(log_probs: Var<'t, F>, targets: &[i64]) -> Var<'t,
 /// Panics, at the caller's line, unless the input is [N, C] with N targets, each a class index
 /// or the ignore index, and the weights are `[C]`.
 #[track_caller]
-pub fn nll_loss_with<'t, F: Float>(
+pub fn nll_loss_with<'t, F: Float, T: ClassIndex>(
     log_probs: Var<'t, F>,
-    targets: &[i64],
+    targets: &[T],
     options: NllOptions<F>,
 ) -> Var<'t, F> {
+    let targets = &targets.iter().map(|t| t.class()).collect::<Vec<i64>>()[..];
     let shape = log_probs.shape();
     if shape.len() != 2 || shape[0] != targets.len() {
         panic!(
