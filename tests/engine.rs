@@ -461,3 +461,17 @@ fn cross_entropy_takes_targets_of_any_integer_type() {
         assert_eq!(other.1.data(), wide.1.data());
     }
 }
+
+#[test]
+fn a_batched_parameter_on_the_right_of_a_matmul_gets_its_gradient() {
+    // A parameter [1, 3, 2] read by a product of batch one (3-D, so its first axis counts
+    // batches, not rows) once panicked in backward, where per-step weight gradients are stacked.
+    let w = Param::new(t(&[0.1, -0.2, 0.3, 0.4, -0.5, 0.6], &[1, 3, 2]));
+    let x = t(&[1.0, 2.0, 3.0, -1.0, 0.5, 2.0], &[1, 2, 3]);
+    let tape = Tape::new();
+    let y = tape.constant(x).matmul(tape.param(&w));
+    let g = y.sum().backward()[&w].clone();
+    // ∂Σ(xW)/∂W[0, k, j] = Σ_i x[0, i, k]: column sums 0, 2.5, 5 of x, repeated along j.
+    assert_eq!(g.shape(), &[1, 3, 2]);
+    assert_eq!(g.data(), &[0.0, 0.0, 2.5, 2.5, 5.0, 5.0]);
+}

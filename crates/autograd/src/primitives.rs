@@ -815,9 +815,13 @@ impl<F: Float> Op<F> {
                         kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
                     }
                 }
-                // A per-step product (few rows, A as stored) may leave dB to the sink, which puts
-                // off a parameter's to stack it with the other steps'.
-                let per_step = batch == 1 && !*ta && out[0] <= kernels::PER_STEP_ROWS;
+                // A per-step product (a 2-D product of few rows, A as stored, B a matrix) may leave
+                // dB to the sink, which puts off a parameter's to stack it with the other steps'.
+                // A batch of one [1, m, n] is 3-D: its out[0] counts batches, not rows.
+                let per_step = out.len() == 2
+                    && vb.shape().len() == 2
+                    && !*ta
+                    && out[0] <= kernels::PER_STEP_ROWS;
                 if let Some(v) = view_b {
                     if let Some(gv) = sink.acc(v) {
                         let c = (gv, View::of(&nodes[v].shape, false));
