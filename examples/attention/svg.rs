@@ -19,14 +19,16 @@ pub struct Map<'a> {
 const CELL_W: usize = 11;
 const CELL_H: usize = 14;
 const LEFT: usize = 44;
-const TOP: usize = 58;
+const TOP: usize = 72;
+/// Room for the caption and the legend.
+const MIN_WIDTH: usize = 780;
 
 /// The SVG document. Shades are linear in α, the darkest being the largest α in the figure
 /// (its value is printed), so a flat row of W equal weights is pale.
 pub fn render(map: &Map) -> String {
     let window = map.weights.first().map_or(0, Vec::len);
     let rows = map.weights.len();
-    let width = LEFT + window * CELL_W + 20;
+    let width = (LEFT + window * CELL_W + 20).max(MIN_WIDTH);
     let height = TOP + rows * CELL_H + 20;
     let top = map.weights.iter().flatten().fold(0.0f64, |m, &a| m.max(a));
     let mut svg = String::new();
@@ -41,7 +43,11 @@ pub fn render(map: &Map) -> String {
     );
     let _ = writeln!(
         svg,
-        r#"<text x="8" y="36" font-size="11" fill="dimgray">row: the character just read; column: a past step, t-{window} (left) to t-1 (right), labelled with what it read; darkest: α = {top:.3}</text>"#
+        r#"<text x="8" y="36" font-size="11" fill="dimgray">row: the character just read; column: a past step, t-{window} (left) to t-1 (right),</text>"#
+    );
+    let _ = writeln!(
+        svg,
+        r#"<text x="8" y="50" font-size="11" fill="dimgray">labelled with the character it read; shade: α, darkest = {top:.3}</text>"#
     );
     for (r, row) in map.weights.iter().enumerate() {
         let t = map.first + r;
