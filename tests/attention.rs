@@ -1,7 +1,8 @@
 //! The attention example through the code its binary runs: one step follows the equations of
 //! additive and scaled dot-product attention; the loss at step t never depends on a later input,
 //! within a chunk or across a carried chunk boundary; the window carried between chunks gives
-//! the values of one long chunk, by hand and through the BPTT driver; the weights are a
+//! the values of one long chunk, by hand and through the BPTT driver, and checkpointed segments
+//! its gradients; the weights are a
 //! distribution over the filled slots and zero where nothing is filled; the attentive cell and
 //! the whole model pass gradcheck in f64; bad flags are one-line errors.
 
@@ -19,8 +20,8 @@ use app::{run, Error, Outcome};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{
-    gradcheck_module, Bptt, Carried, Cell, CellState, Recurrent, RecurrentConfig, Run, Strategy,
-    Stream,
+    gradcheck_module, Bptt, Carried, Cell, CellState, Module, Recurrent, RecurrentConfig, Run,
+    Strategy, Stream,
 };
 use rewind::prelude::*;
 
@@ -353,6 +354,50 @@ fn truncated_bptt_through_the_driver_measures_the_loss_of_full_bptt() {
             (full - truncated).abs() < 1e-10,
             "{kind:?}: {full} vs {truncated}"
         );
+    }
+}
+
+#[test]
+fn checkpointed_segments_give_the_gradients_of_truncated_bptt() {
+    let tokens: Vec<usize> = (0..40).map(|i| (i * 7 + i / 4) % 5).collect();
+    for kind in KINDS {
+        let model = tiny(kind, 4, 43);
+        let updates = |strategy: Strategy| {
+            let mut stream = Stream::new(tokens.clone(), 2);
+            let mut driver = Bptt::new(strategy, model.zero_carry(2), 0);
+            let mut all = Vec::new();
+            while let Some(u) = driver.step(&mut stream, |tape, chunk, state, run| {
+                model.loss_sum(tape, chunk, state, run)
+            }) {
+                let grads: Vec<f64> = model
+                    .params()
+                    .iter()
+                    // The last chunk is one step long: it never reads the key it makes, so W_k
+                    // gets no gradient there.
+                    .flat_map(|(_, p)| {
+                        u.grads
+                            .get(p)
+                            .map_or_else(|| vec![0.0; p.value().numel()], |g| g.data().to_vec())
+                    })
+                    .collect();
+                all.push((u.loss, grads));
+            }
+            all
+        };
+        let plain = updates(Strategy::Truncated { k: 6 });
+        let checkpointed = updates(Strategy::Checkpointed {
+            k: 6,
+            every: Some(2),
+        });
+        assert_eq!(plain.len(), checkpointed.len());
+        for ((loss, grads), (loss_c, grads_c)) in plain.iter().zip(&checkpointed) {
+            assert!(
+                (loss - loss_c).abs() < 1e-12,
+                "{kind:?}: {loss} vs {loss_c}"
+            );
+            let diff = max_abs_diff(grads, grads_c);
+            assert!(diff < 1e-12, "{kind:?}: gradients differ by {diff:e}");
+        }
     }
 }
 

@@ -5,8 +5,8 @@
 //! Built on rewind's open `Cell`: the attentive top layer is a cell of this example's own
 //! (`cell.rs`, `Attentive`), whose state holds the LSTM's h and c together with the window of the
 //! last W hidden states, their keys and a mask of the slots filled so far. Because the window is
-//! part of the cell's state, rewind's `Recurrent` stack runs it like any other state (lengths,
-//! checkpointing and randomized truncation included) and a `Carry` of that state takes it from
+//! part of the cell's state, rewind's `Recurrent` stack runs it like any other state (in
+//! checkpointed segments too) and a `Carry` of that state takes it from
 //! one chunk's tape to the next as plain values, detached, like h and c; the empty window at the
 //! start of a stream is simply the zero state, and `reset_lane` empties it. The layers below are
 //! rewind's plain LSTM, so the model has two stacks, and `model.rs` says what the BPTT driver

@@ -25,12 +25,15 @@ pub fn run(cli: &Cli) -> Result<Summary, Error> {
     let began = Instant::now();
     let corpus = Corpus::load(&cli.data)?;
     if corpus.train.len() / cli.lanes < 2 || corpus.val.len() < 2 {
+        let need = (20..)
+            .find(|&n| n - n / 10 >= 2 * cli.lanes)
+            .expect("some length is enough");
         return Err(Error::Data(format!(
-            "{} has {} characters: --lanes {} needs at least {} (two a lane, and a tenth held out)",
+            "{} has {} characters: --lanes {} needs at least {need} (two a lane, and a tenth \
+             held out)",
             cli.data.display(),
             corpus.train.len() + corpus.val.len(),
             cli.lanes,
-            (2 * cli.lanes).max(18) * 10 / 9 + 1
         )));
     }
     let shape = Shape {
@@ -74,7 +77,6 @@ pub fn run(cli: &Cli) -> Result<Summary, Error> {
     let eval_every = Duration::try_from_secs_f64(cli.eval_every).unwrap_or(Duration::MAX);
     let (mut trained, mut next_eval) = (Duration::ZERO, eval_every);
     let (mut updates, mut train_loss, mut best) = (0, f64::NAN, f64::INFINITY);
-    let mut evaluated_at = None;
     println!("update  train nats/char  valid nats/char  training s");
     while trained < budget && cli.updates.is_none_or(|n| updates < n) {
         let clock = Instant::now();
@@ -107,18 +109,12 @@ pub fn run(cli: &Cli) -> Result<Summary, Error> {
         if trained >= next_eval || last {
             let val = evaluate(&model, &corpus.val, cli.lanes, cli.chunk);
             best = best.min(val);
-            evaluated_at = Some(updates);
             next_eval = trained + eval_every;
             println!(
                 "{updates:>6}  {train_loss:>15.4}  {val:>15.4}  {:>10.1}",
                 trained.as_secs_f64()
             );
         }
-    }
-    if evaluated_at.is_none() {
-        return Err(Error::Training(
-            "no update was done: give more --minutes".into(),
-        ));
     }
     if let Some(path) = &cli.svg {
         draw(&model, &corpus, cli, updates, best, path)?;
