@@ -6,7 +6,8 @@
 //! q_t  = h_t W_qᵀ                       [A]
 //! k_j  = h_j W_kᵀ                       [A]   (computed once, when h_j enters the window)
 //! e_tj = v · tanh(q_t + k_j)                  additive (Bahdanau et al. 2015)
-//! e_tj = q_t · k_j / √A                       scaled dot product (Luong et al. 2015)
+//! e_tj = q_t · k_j / √A                       scaled dot product (Luong et al. 2015;
+//!                                             Vaswani et al. 2017)
 //! α_t  = softmax_j(e_t), over the filled slots j ∈ {t-W, …, t-1} only (the rest are -inf)
 //! ctx_t = Σ_j α_tj h_j                  [H]
 //! out_t = tanh([h_t; ctx_t] W_cᵀ + b_c) [H]   (without attention: tanh(h_t W_cᵀ + b_c))
@@ -225,15 +226,14 @@ impl<F: Float> Attentive<F> {
                 };
                 (next, Some(alpha))
             }
-            (attention, window) => panic!(
-                "attentive: a cell {} attention needs a state {} a window",
-                if attention.is_some() {
+            (attention, _) => {
+                let with = if attention.is_some() {
                     "with"
                 } else {
                     "without"
-                },
-                if window.is_some() { "without" } else { "with" },
-            ),
+                };
+                panic!("attentive: a cell {with} attention needs a state {with} a window")
+            }
         }
     }
 }
@@ -256,9 +256,9 @@ impl<F: Float> Attention<F> {
 /// softmax of the scores `e` [B, W] over each row's filled slots (`filled` [B, W] is 1 there),
 /// the others set to -inf first; a row with no filled slot gets all-zero weights.
 fn masked_softmax<'t, F: Float>(e: Var<'t, F>, filled: &Tensor<F>) -> Var<'t, F> {
-    // A row that is -inf everywhere has a softmax of NaN (-inf minus its max, -inf), and NaN
-    // would reach the gradient through backward's 0 · NaN. So an empty row keeps its finite
-    // scores, and its weights are multiplied by its mask, 0, afterwards.
+    // A row that is -inf everywhere has a softmax of NaN (-inf minus its max, -inf), which no
+    // mask multiplies away (0 · NaN is NaN). So an empty row keeps its finite scores, and its
+    // weights are zeroed by its mask afterwards.
     let w = filled.shape()[1];
     let blocked: Vec<F> = filled
         .data()

@@ -108,6 +108,12 @@ pub fn run(cli: &Cli) -> Result<Summary, Error> {
         let last = trained >= budget || cli.updates == Some(updates);
         if trained >= next_eval || last {
             let val = evaluate(&model, &corpus.val, cli.lanes, cli.chunk);
+            if !val.is_finite() {
+                return Err(Error::Training(format!(
+                    "training diverged by update {updates}: the validation loss is {val}; try a \
+                     lower --lr"
+                )));
+            }
             best = best.min(val);
             next_eval = trained + eval_every;
             println!(
