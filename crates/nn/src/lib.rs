@@ -3,7 +3,9 @@
 //! A recurrent layer is a `for` loop over time that calls a cell's `step`; nothing here knows
 //! about gradients. Backpropagation through time is what the engine's backward does to that
 //! loop, and sharing a weight across time steps is ordinary fan-out. Equations, parameter names,
-//! shapes and initialisation follow PyTorch.
+//! shapes and initialisation follow PyTorch. A cell is parameters plus a step ([`Cell`]): the
+//! built-in RNN, LSTM and GRU are three, and a user's own cell gets the same stacks
+//! ([`Recurrent::with_cells`]) and BPTT driver ([`Bptt`]).
 //!
 //! ```
 //! use rewind_autograd::rand::{rngs::StdRng, SeedableRng};
