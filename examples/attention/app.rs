@@ -5,6 +5,8 @@
 pub mod cell;
 #[path = "data.rs"]
 pub mod data;
+#[path = "../support/flags.rs"]
+mod flags;
 #[path = "model.rs"]
 pub mod model;
 #[path = "svg.rs"]
@@ -17,7 +19,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 
 use cell::Kind;
 
@@ -173,13 +175,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::command().try_get_matches_from(args) {
-        Ok(m) => Cli::from_arg_matches(&m).map_err(|e| Error::Usage(first_line(&e.to_string())))?,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return Ok(Outcome::Informed);
-        }
-        Err(e) => return Err(Error::Usage(first_line(&e.to_string()))),
+    let Some((cli, _)) = flags::parse::<Cli, _, _>(args).map_err(Error::Usage)? else {
+        return Ok(Outcome::Informed);
     };
     check(&cli)?;
     train::run(&cli).map(Outcome::Trained)
@@ -228,9 +225,4 @@ fn check(cli: &Cli) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or("").trim();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }

@@ -6,6 +6,8 @@ pub mod checkpoint;
 pub mod cli;
 #[path = "data.rs"]
 pub mod data;
+#[path = "../support/flags.rs"]
+mod flags;
 #[path = "model.rs"]
 pub mod model;
 #[path = "sample.rs"]

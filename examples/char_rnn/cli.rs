@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 
+use super::flags;
 use super::model::{sampling_bytes, training_bytes};
 use super::Error;
 
@@ -439,16 +440,9 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let matches = match Cli::command().try_get_matches_from(args) {
-        Ok(m) => m,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return Ok(Parsed::Informed);
-        }
-        Err(e) => return Err(Error::Usage(first_line(&e.to_string()))),
+    let Some((cli, matches)) = flags::parse::<Cli, _, _>(args).map_err(Error::Usage)? else {
+        return Ok(Parsed::Informed);
     };
-    let cli =
-        Cli::from_arg_matches(&matches).map_err(|e| Error::Usage(first_line(&e.to_string())))?;
     match cli.command {
         Some(Command::Sample(s)) => check_sample(s).map(Parsed::Sample),
         Some(Command::Train(t)) => {
@@ -459,11 +453,6 @@ where
         }
         None => check_train(cli.train, &matches).map(Parsed::Train),
     }
-}
-
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or(message);
-    line.trim_start_matches("error: ").to_string()
 }
 
 fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {

@@ -3,6 +3,8 @@
 
 #[path = "data.rs"]
 pub mod data;
+#[path = "../support/flags.rs"]
+mod flags;
 #[path = "model.rs"]
 pub mod model;
 #[path = "svg.rs"]
@@ -14,7 +16,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{CommandFactory, FromArgMatches, Parser};
+use clap::Parser;
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::seq::SliceRandom;
 use rewind::autograd::rand::SeedableRng;
@@ -136,13 +138,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::command().try_get_matches_from(args) {
-        Ok(m) => Cli::from_arg_matches(&m).map_err(|e| Error::Usage(first_line(&e.to_string())))?,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return Ok(Outcome::Informed);
-        }
-        Err(e) => return Err(Error::Usage(first_line(&e.to_string()))),
+    let Some((cli, _)) = flags::parse::<Cli, _, _>(args).map_err(Error::Usage)? else {
+        return Ok(Outcome::Informed);
     };
     check(&cli)?;
     let (train, test) = data::split(&data::load(&cli.data)?);
@@ -271,9 +268,4 @@ fn print_table(rows: &[Row]) {
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
     fs::write(path, contents)
         .map_err(|e| Error::Output(format!("cannot write {}: {e}", path.display())))
-}
-
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or("").trim();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }

@@ -4,6 +4,8 @@
 
 #[path = "data.rs"]
 pub mod data;
+#[path = "../support/flags.rs"]
+mod flags;
 #[path = "study.rs"]
 pub mod study;
 #[path = "svg.rs"]
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{Parser, ValueEnum};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{GruCell, RnnCell, StandardCell, Stream};
@@ -224,13 +226,8 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
-    let cli = match Cli::command().try_get_matches_from(args) {
-        Ok(m) => Cli::from_arg_matches(&m).map_err(|e| Error::Usage(first_line(&e.to_string())))?,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return Ok(Outcome::Informed);
-        }
-        Err(e) => return Err(Error::Usage(first_line(&e.to_string()))),
+    let Some((cli, _)) = flags::parse::<Cli, _, _>(args).map_err(Error::Usage)? else {
+        return Ok(Outcome::Informed);
     };
     check(&cli)?;
     let (mut train, valid) = data::load(&cli.data, cli.batch, cli.seq).map_err(Error::Data)?;
@@ -594,9 +591,4 @@ fn grad_table(rows: &[GradRow]) -> String {
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
     fs::write(path, contents)
         .map_err(|e| Error::Output(format!("cannot write {}: {e}", path.display())))
-}
-
-fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or("").trim();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
 }

@@ -1,0 +1,32 @@
+//! The command-line reading the examples share: flags parsed without ending the process, so that
+//! tests can drive an example's `run`; help and version printed; a usage error as one line.
+
+use std::ffi::OsString;
+
+use clap::{ArgMatches, Parser};
+
+/// The flags in `args` (the program name first) as `C`, with the matches they came from; `None`
+/// when help or version was asked for and printed; a usage error as its first line, without
+/// clap's `error: `.
+pub fn parse<C, I, T>(args: I) -> Result<Option<(C, ArgMatches)>, String>
+where
+    C: Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let matches = match C::command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return Ok(None);
+        }
+        Err(e) => return Err(first_line(&e.to_string())),
+    };
+    let flags = C::from_arg_matches(&matches).map_err(|e| first_line(&e.to_string()))?;
+    Ok(Some((flags, matches)))
+}
+
+fn first_line(message: &str) -> String {
+    let line = message.lines().next().unwrap_or("").trim();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
