@@ -43,12 +43,3 @@ fn float_literals_follow_the_model_into_f32() {
     assert!(is::<f32, _>(&loss.item()));
     assert_eq!(grads.len(), lstm.params().len() + head.params().len());
 }
-
-#[test]
-fn another_precision_is_asked_for_by_name() {
-    let mut rng = StdRng::seed_from_u64(0);
-    let lstm = Lstm::<f64>::init(RecurrentConfig::new(8, 16), &mut rng);
-    let head = Linear::<f64>::init(16, 4, &mut rng);
-    assert!(is::<Lstm<f64>, _>(&lstm));
-    assert!(is::<Linear<f64>, _>(&head));
-}
