@@ -44,10 +44,22 @@ fn rewind<F: Float>(tape: &Tape<F>, root: usize, seed: Tensor<F>) -> Grads<F> {
 /// Rewinds `tape` from several nodes at once, each seeded with its own gradient: the backward
 /// pass of Σ_k ⟨node_k, seed_k⟩ (a checkpointed region's outputs).
 pub(crate) fn rewind_from<F: Float>(tape: &Tape<F>, seeds: Vec<(usize, Tensor<F>)>) -> Grads<F> {
+    rewind_pruned(tape, seeds, None)
+}
+
+/// [`rewind_from`], visiting only the nodes that depend on a node of `only` when it is given.
+fn rewind_pruned<F: Float>(
+    tape: &Tape<F>,
+    seeds: Vec<(usize, Tensor<F>)>,
+    only: Option<&[usize]>,
+) -> Grads<F> {
     let nodes = tape.nodes();
     let anomaly = tape.detects_anomaly();
     let root = seeds.iter().map(|&(i, _)| i).max().unwrap_or(0);
     let mut sink = GradSink::new(&nodes, root, Grads::new(tape.id()), !anomaly);
+    if let Some(only) = only {
+        sink.wanted = Some(depending_on(&nodes, only, root));
+    }
     for (i, seed) in seeds {
         if anomaly {
             crate::anomaly::check_seed(&seed);
@@ -73,6 +85,38 @@ pub(crate) fn rewind_from<F: Float>(tape: &Tape<F>, seeds: Vec<(usize, Tensor<F>
     sink.grads
 }
 
+/// The plain backward pass from `root`, seeded with `seed`, returning the gradients of the nodes
+/// `wrt` (any nodes: leaves, parameters or intermediate ones), `None` where none arrives.
+pub(crate) fn gradients_at<F: Float>(
+    tape: &Tape<F>,
+    root: usize,
+    seed: Tensor<F>,
+    wrt: &[usize],
+) -> Vec<Option<Tensor<F>>> {
+    let kept: Vec<bool> = wrt.iter().map(|&i| tape.set_retain(i, true)).collect();
+    let grads = rewind_pruned(tape, vec![(root, seed)], Some(wrt));
+    // In reverse, so a node listed twice gets back what it had before the first.
+    for (&i, was) in wrt.iter().zip(kept).rev() {
+        tape.set_retain(i, was);
+    }
+    wrt.iter().map(|&i| grads.node(i).cloned()).collect()
+}
+
+/// Per node up to `root`: whether it is one of `wrt` or reads a node that depends on one.
+fn depending_on<F: Float>(nodes: &Nodes<F>, wrt: &[usize], root: usize) -> Vec<bool> {
+    let mut depends = vec![false; root + 1];
+    wrt.iter()
+        .filter(|&&w| w <= root)
+        .for_each(|&w| depends[w] = true);
+    let floor = wrt.iter().copied().min().unwrap_or(root + 1);
+    for i in floor..=root {
+        if !depends[i] {
+            depends[i] = nodes[i].op.inputs().iter().any(|&j| depends[j]);
+        }
+    }
+    depends
+}
+
 /// The gradients in flight during one backward pass, one slot per node. A slot is created on
 /// first use, zeroed, and every op adds into it.
 struct GradSink<'a, F: Float> {
@@ -87,6 +131,8 @@ struct GradSink<'a, F: Float> {
     /// Whether per-step weight-gradient products are put off and stacked (off in anomaly mode,
     /// which checks each gradient where it is made).
     stack_weight_gradients: bool,
+    /// When set, only these nodes get gradients (those on a path to the ones asked for).
+    wanted: Option<Vec<bool>>,
 }
 
 /// Rows of several products' weight gradients, stacked: dW += Gᵀ·A (W read transposed) or
@@ -111,6 +157,7 @@ impl<'a, F: Float> GradSink<'a, F> {
             stacked: HashMap::new(),
             inner_peak: 0,
             stack_weight_gradients: stack,
+            wanted: None,
         }
     }
 
@@ -179,6 +226,11 @@ impl<'a, F: Float> GradSink<'a, F> {
         self.stacked.insert(w, s);
     }
 
+    /// Whether node `i` is on a path to the nodes asked for (every node, unless pruned).
+    fn wants(&self, i: usize) -> bool {
+        self.wanted.as_ref().is_none_or(|w| w[i])
+    }
+
     /// Node `i`'s gradient so far, if any.
     fn slot(&self, i: usize) -> Option<&Tensor<F>> {
         self.slots[i].as_ref()
@@ -193,7 +245,7 @@ impl<'a, F: Float> GradSink<'a, F> {
 impl<F: Float> Sink<F> for GradSink<'_, F> {
     fn acc(&mut self, i: usize) -> Option<&mut [F]> {
         let node = &self.nodes[i];
-        if !node.requires_grad {
+        if !node.requires_grad || !self.wants(i) {
             return None;
         }
         let slot = self.slots[i].get_or_insert_with(|| Tensor::zeros(&node.shape));
@@ -202,7 +254,7 @@ impl<F: Float> Sink<F> for GradSink<'_, F> {
 
     // The first gradient is kept without a copy.
     fn add(&mut self, i: usize, g: Tensor<F>) {
-        if !self.nodes[i].requires_grad {
+        if !self.nodes[i].requires_grad || !self.wants(i) {
             return;
         }
         match &mut self.slots[i] {
@@ -227,8 +279,10 @@ impl<F: Float> Sink<F> for GradSink<'_, F> {
     // rows instead of one per step.
     fn defer_weight_grad(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) -> bool {
         let node = &self.nodes[w];
-        let stacks =
-            self.stack_weight_gradients && matches!(node.op, Op::Param(_)) && node.requires_grad;
+        let stacks = self.stack_weight_gradients
+            && matches!(node.op, Op::Param(_))
+            && node.requires_grad
+            && self.wants(w);
         if stacks {
             self.defer(w, tb, g, a);
         }

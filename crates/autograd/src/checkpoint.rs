@@ -6,11 +6,16 @@
 //! nothing of it is kept but what it recorded. Randomness it drew is in that record as constants,
 //! so a replay reproduces the forward pass exactly.
 
+use std::any::Any;
+use std::rc::Rc;
+
+use std::collections::HashMap;
+
 use smallvec::SmallVec;
 
 use crate::backward::rewind_from;
 use crate::float::Float;
-use crate::primitives::Segment;
+use crate::primitives::{Op, Segment};
 use crate::shape::{numel, Shape};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -70,7 +75,7 @@ impl<F: Float> Tape<F> {
             indices.push(self.param_by_id(id, value));
         }
         let (region, outputs) = Region::new(inner, leaves, returned);
-        self.record_checkpoint(Box::new(region), indices, outputs)
+        self.record_checkpoint(Rc::new(region), indices, outputs)
     }
 }
 
@@ -144,4 +149,63 @@ impl<F: Float> Segment<F> for Region<F> {
         self.tape.forget(&self.computed);
         (out, peak)
     }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// Records `segment`'s ops again on `tape`, reading the nodes `inputs` (the checkpoint node's
+/// inputs) where the region read its leaves, and returns its outputs there: the region as
+/// ordinary nodes, which a recorded backward differentiates any number of times. A region inside
+/// it is recorded the same way.
+pub(crate) fn transplant<'t, F: Float>(
+    segment: &dyn Segment<F>,
+    tape: &'t Tape<F>,
+    inputs: &[usize],
+) -> Vec<Var<'t, F>> {
+    let region = segment
+        .as_any()
+        .downcast_ref::<Region<F>>()
+        .expect("every checkpoint's record is a Region");
+    let nodes = region.tape.nodes();
+    let mut at = vec![usize::MAX; nodes.len()];
+    for (&leaf, &outer) in region.leaves.iter().zip(inputs) {
+        at[leaf] = outer;
+    }
+    let mut regions: HashMap<usize, Vec<Var<'t, F>>> = HashMap::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if at[i] != usize::MAX {
+            continue;
+        }
+        at[i] = match &node.op {
+            // A constant the function made (data, a dropout mask), or a leaf it asked a gradient
+            // of itself, which the caller cannot read: a constant either way.
+            Op::Leaf | Op::Param(_) => tape.constant(node.value().clone()).index(),
+            Op::Checkpoint {
+                region: inner,
+                inputs,
+                ..
+            } => {
+                let inputs: Vec<usize> = inputs.iter().map(|&j| at[j]).collect();
+                regions.insert(i, transplant(inner.as_ref(), tape, &inputs));
+                // Stands in for the inner checkpoint node, which only its outputs read.
+                tape.constant(Tensor::zeros(&[0])).index()
+            }
+            Op::CheckpointOutput {
+                checkpoint, output, ..
+            } => regions[checkpoint][*output].index(),
+            op => {
+                let mut op = op.clone();
+                op.map_inputs(|j| at[j]);
+                let reads = op.inputs();
+                tape.record(op, &reads).index()
+            }
+        };
+    }
+    region
+        .outputs
+        .iter()
+        .map(|&(i, _)| tape.var_at(at[i]))
+        .collect()
 }

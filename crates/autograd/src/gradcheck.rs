@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -120,6 +123,59 @@ where
         }
     }
     Ok(())
+}
+
+/// Checks the second derivatives of `f` at `inputs` against finite differences of its recorded
+/// gradient, as `torch.autograd.gradgradcheck` does, with its defaults (ε 1e-6, atol 1e-5,
+/// rtol 1e-3): [`gradcheck`] of the function (inputs, u) ↦ uᵀ·∂f/∂inputs, the vector-Jacobian
+/// product recorded with [`Var::grad_graph_with`], where u, the output's gradient, is a random
+/// normal tensor (seeded, so the check is the same on every run) taken as one more input. Every
+/// entry of its Jacobian is checked: ∂²f/∂inputs² contracted with u, and the mixed terms in u.
+///
+/// ```
+/// use rewind_autograd::{gradgradcheck, Tensor};
+/// let x = Tensor::from_vec(vec![0.3, -1.2, 2.0], &[3]).unwrap();
+/// gradgradcheck(|_, v| v[0].tanh() * v[0].sigmoid(), &[x]).unwrap();
+/// ```
+pub fn gradgradcheck<Fun>(f: Fun, inputs: &[Tensor<f64>]) -> Result<(), GradcheckError>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    gradgradcheck_with(f, inputs, GradcheckOptions::default())
+}
+
+/// [`gradgradcheck`] with tolerances of your choice. An error's `input` counts the output's
+/// gradient u as the input after the last of `inputs`.
+pub fn gradgradcheck_with<Fun>(
+    f: Fun,
+    inputs: &[Tensor<f64>],
+    options: GradcheckOptions,
+) -> Result<(), GradcheckError>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    let shape = evaluate(&f, inputs).shape().to_vec();
+    let mut rng = StdRng::seed_from_u64(0x9ad9_9ad);
+    let u = Tensor::normal(&shape, 0.0, 1.0, &mut rng);
+    let n = inputs.len();
+    let vjp = for_every_tape(|tape, vars| {
+        let (xs, u) = vars.split_at(n);
+        let grads = f(tape, xs).grad_graph_with(u[0], xs);
+        let flat: Vec<Var<'_, f64>> = grads.into_iter().map(|g| g.flatten()).collect();
+        crate::var_ops::concat(&flat, 0)
+    });
+    let mut all = inputs.to_vec();
+    all.push(u);
+    gradcheck_with(vjp, &all, options)
+}
+
+/// Gives a closure the signature gradcheck takes (a lifetime for every tape), which the compiler
+/// does not infer for a closure by itself.
+fn for_every_tape<Fun>(f: Fun) -> Fun
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    f
 }
 
 fn evaluate<Fun>(f: &Fun, inputs: &[Tensor<f64>]) -> Tensor<f64>

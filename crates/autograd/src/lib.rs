@@ -60,14 +60,18 @@ mod overload;
 mod var_ops;
 // Built on top: checkpointing, gradient checking, tensor files:
 mod checkpoint;
+mod grad_graph;
 mod gradcheck;
 pub mod io;
+mod second_order;
 
 pub use class_index::ClassIndex;
 pub use custom::CustomOp;
 pub use error::TensorError;
 pub use float::Float;
-pub use gradcheck::{gradcheck, gradcheck_with, GradcheckError, GradcheckOptions};
+pub use gradcheck::{
+    gradcheck, gradcheck_with, gradgradcheck, gradgradcheck_with, GradcheckError, GradcheckOptions,
+};
 pub use grads::{GradProblem, Grads, GradsError};
 pub use param::{Param, ParamId};
 pub use primitives::Reduction;

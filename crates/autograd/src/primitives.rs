@@ -7,6 +7,9 @@
 //! Backward always adds into the inputs' gradients (`+=`): that is what makes a value used twice,
 //! such as a weight shared by every time step, come out right.
 
+use std::any::Any;
+use std::rc::Rc;
+
 use smallvec::SmallVec;
 
 use crate::custom::CustomOp;
@@ -35,7 +38,9 @@ pub enum Reduction {
     None,
 }
 
-/// One recorded primitive. Inputs are node indices on the same tape.
+/// One recorded primitive. Inputs are node indices on the same tape. A clone shares what it
+/// saved (tensors are copy-on-write, a custom op and a region are shared).
+#[derive(Clone)]
 pub(crate) enum Op<F: Float> {
     /// A constant or a requested leaf.
     Leaf,
@@ -143,6 +148,14 @@ pub(crate) enum Op<F: Float> {
         axis: usize,
         indices: Vec<usize>,
     },
+    /// `index_select`'s backward as an op: zeros with `len` entries along `axis`, into which
+    /// entry k of `x` along `axis` is added at `indices[k]` (PyTorch's `index_add` onto zeros).
+    IndexAdd {
+        x: usize,
+        axis: usize,
+        indices: Vec<usize>,
+        len: usize,
+    },
     Softmax {
         x: usize,
         axis: usize,
@@ -171,7 +184,7 @@ pub(crate) enum Op<F: Float> {
         b: usize,
     },
     Custom {
-        op: Box<dyn CustomOp<F>>,
+        op: Rc<dyn CustomOp<F>>,
         inputs: SmallVec<[usize; 4]>,
     },
     /// A checkpointed region over `inputs` (the caller's, then the parameters the region read):
@@ -180,7 +193,7 @@ pub(crate) enum Op<F: Float> {
     /// replay hands them to the `CheckpointOutput` nodes. Backward replays the record to get the
     /// inputs' gradients.
     Checkpoint {
-        region: Box<dyn Segment<F>>,
+        region: Rc<dyn Segment<F>>,
         inputs: SmallVec<[usize; 4]>,
         outputs: Vec<Tensor<F>>,
     },
@@ -205,6 +218,10 @@ pub(crate) trait Segment<F: Float> {
     /// outputs' gradients flattened and concatenated in `flat`; the record replayed. Also the
     /// most bytes the replay held.
     fn backward(&self, flat: &[F]) -> (Vec<Option<Tensor<F>>>, usize);
+
+    /// The region itself, for the one place that reads its record (recording its ops again on
+    /// the outer tape, to differentiate through it any number of times).
+    fn as_any(&self) -> &dyn Any;
 }
 
 /// Where a derivative puts the gradients it computes: the backward pass's `GradSink`. Every
@@ -367,6 +384,7 @@ impl<F: Float> Op<F> {
             Op::Narrow { .. } => "narrow",
             Op::Concat { .. } => "concat",
             Op::IndexSelect { .. } => "index_select",
+            Op::IndexAdd { .. } => "index_add",
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
             Op::CrossEntropy { .. } => "cross_entropy",
@@ -400,6 +418,7 @@ impl<F: Float> Op<F> {
             | Op::Permute { x, .. }
             | Op::Narrow { x, .. }
             | Op::IndexSelect { x, .. }
+            | Op::IndexAdd { x, .. }
             | Op::Softmax { x, .. }
             | Op::LogSoftmax { x, .. }
             | Op::CrossEntropy { logits: x, .. } => [*x].into_iter().collect(),
@@ -417,6 +436,56 @@ impl<F: Float> Op<F> {
             Op::Concat { xs, .. } => xs.clone(),
             Op::Custom { inputs, .. } | Op::Checkpoint { inputs, .. } => inputs.clone(),
             Op::CheckpointOutput { checkpoint, .. } => [*checkpoint].into_iter().collect(),
+        }
+    }
+
+    /// Renumbers every node this op reads through `f` (a region's record copied onto another
+    /// tape).
+    pub(crate) fn map_inputs(&mut self, f: impl Fn(usize) -> usize) {
+        match self {
+            Op::Leaf | Op::Param(_) => {}
+            Op::Add(a, b) | Op::Sub(a, b) | Op::Mul(a, b) | Op::Div(a, b) => {
+                (*a, *b) = (f(*a), f(*b));
+            }
+            Op::Affine { x, .. }
+            | Op::Powf { x, .. }
+            | Op::Exp(x)
+            | Op::Ln(x)
+            | Op::Sqrt(x)
+            | Op::Tanh(x)
+            | Op::Sigmoid(x)
+            | Op::Relu(x)
+            | Op::Clamp { x, .. }
+            | Op::Sum { x, .. }
+            | Op::MaxAxis { x, .. }
+            | Op::Reshape { x, .. }
+            | Op::Expand { x, .. }
+            | Op::Permute { x, .. }
+            | Op::Narrow { x, .. }
+            | Op::IndexSelect { x, .. }
+            | Op::IndexAdd { x, .. }
+            | Op::Softmax { x, .. }
+            | Op::LogSoftmax { x, .. }
+            | Op::CrossEntropy { logits: x, .. } => *x = f(*x),
+            Op::MatMul {
+                a,
+                b,
+                add,
+                operands,
+                ..
+            } => {
+                (*a, *b) = (f(*a), f(*b));
+                *add = add.map(&f);
+                *operands = operands.map(&f);
+            }
+            Op::LstmCell { gates, c, .. } => (*gates, *c) = (f(*gates), f(*c)),
+            Op::LstmHidden { cell, gates, .. } => (*cell, *gates) = (f(*cell), f(*gates)),
+            Op::GruCell { xp, hp, h, .. } => (*xp, *hp, *h) = (f(*xp), f(*hp), f(*h)),
+            Op::Where { a, b, .. } => (*a, *b) = (f(*a), f(*b)),
+            Op::Concat { xs: inputs, .. }
+            | Op::Custom { inputs, .. }
+            | Op::Checkpoint { inputs, .. } => inputs.iter_mut().for_each(|i| *i = f(*i)),
+            Op::CheckpointOutput { checkpoint, .. } => *checkpoint = f(*checkpoint),
         }
     }
 
@@ -584,6 +653,19 @@ impl<F: Float> Op<F> {
                 }
                 let mut shape = Shape::from_slice(v.shape());
                 shape[*axis] = indices.len();
+                Tensor::new_unchecked(shape, data)
+            }
+            Op::IndexAdd {
+                x,
+                axis,
+                indices,
+                len,
+            } => {
+                let v = val(*x);
+                let mut shape = Shape::from_slice(v.shape());
+                shape[*axis] = *len;
+                let mut data = zeroed(numel(&shape));
+                ax::index_add(v.data(), v.shape(), *axis, indices, *len, &mut data);
                 Tensor::new_unchecked(shape, data)
             }
             Op::Softmax { x, axis } => {
@@ -944,17 +1026,15 @@ impl<F: Float> Op<F> {
             // Scatter-add: an entry selected twice gets both gradients.
             Op::IndexSelect { x, axis, indices } => {
                 if let Some(gx) = sink.acc(*x) {
-                    let (outer, len, inner) = crate::shape::split_at_axis(&nodes[*x].shape, *axis);
-                    let picked = indices.len();
-                    for o in 0..outer {
-                        for (k, &r) in indices.iter().enumerate() {
-                            let dst = &mut gx[(o * len + r) * inner..][..inner];
-                            let src = &gd[(o * picked + k) * inner..][..inner];
-                            for (d, &s) in dst.iter_mut().zip(src) {
-                                *d += s;
-                            }
-                        }
-                    }
+                    ax::index_add(gd, out, *axis, indices, nodes[*x].shape[*axis], gx);
+                }
+            }
+            // Each added entry reads its gradient back where it was added: an index_select.
+            Op::IndexAdd {
+                x, axis, indices, ..
+            } => {
+                if let Some(gx) = sink.acc(*x) {
+                    ax::index_select_add(gd, out, *axis, indices, gx);
                 }
             }
             // dx_j = y_j (g_j - Σ_k g_k y_k)

@@ -5,6 +5,7 @@ use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::panic::Location;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -160,7 +161,7 @@ impl<F: Float> Tape<F> {
         let indices: SmallVec<[usize; 4]> = inputs.iter().map(|v| v.index).collect();
         self.record(
             Op::Custom {
-                op: Box::new(op),
+                op: Rc::new(op),
                 inputs: indices.clone(),
             },
             &indices,
@@ -274,7 +275,7 @@ impl<F: Float> Tape<F> {
     /// just run.
     pub(crate) fn record_checkpoint(
         &self,
-        region: Box<dyn Segment<F>>,
+        region: Rc<dyn Segment<F>>,
         inputs: SmallVec<[usize; 4]>,
         outputs: Vec<Tensor<F>>,
     ) -> Vec<Var<'_, F>> {
@@ -417,6 +418,12 @@ impl<F: Float> Tape<F> {
         (i, trans)
     }
 
+    /// The handle of node `index`.
+    pub(crate) fn var_at(&self, index: usize) -> Var<'_, F> {
+        debug_assert!(index < self.len());
+        Var { tape: self, index }
+    }
+
     pub(crate) fn value(&self, index: usize) -> Tensor<F> {
         self.materialize(index);
         self.nodes.borrow()[index].value().clone()
@@ -432,6 +439,11 @@ impl<F: Float> Tape<F> {
 
     pub(crate) fn retain(&self, index: usize) {
         self.nodes.borrow_mut()[index].retain = true;
+    }
+
+    /// Sets whether node `index` keeps its gradient; returns what it was.
+    pub(crate) fn set_retain(&self, index: usize, on: bool) -> bool {
+        std::mem::replace(&mut self.nodes.borrow_mut()[index].retain, on)
     }
 
     /// The recorded nodes, in creation order.

@@ -260,3 +260,42 @@ pub(crate) fn permute_backward<F: Float>(g: &[F], shape: &[usize], perm: &[usize
     let strides = permuted_strides(shape, perm);
     for_each_broadcast(&out_shape, [&strides], |i, [o]| gx[o] += g[i]);
 }
+
+/// `dst[.., indices[k], ..] += src[.., k, ..]` along `axis`: `src` has `indices.len()` entries
+/// along it (its shape `src_shape`), `dst` has `len`. An index given twice adds twice.
+pub(crate) fn index_add<F: Float>(
+    src: &[F],
+    src_shape: &[usize],
+    axis: usize,
+    indices: &[usize],
+    len: usize,
+    dst: &mut [F],
+) {
+    let (outer, picked, inner) = split_at_axis(src_shape, axis);
+    for o in 0..outer {
+        for (k, &r) in indices.iter().enumerate() {
+            let to = &mut dst[(o * len + r) * inner..][..inner];
+            let from = &src[(o * picked + k) * inner..][..inner];
+            to.iter_mut().zip(from).for_each(|(d, &s)| *d += s);
+        }
+    }
+}
+
+/// `dst[.., k, ..] += full[.., indices[k], ..]` along `axis`: an index_select added into `dst`.
+pub(crate) fn index_select_add<F: Float>(
+    full: &[F],
+    full_shape: &[usize],
+    axis: usize,
+    indices: &[usize],
+    dst: &mut [F],
+) {
+    let (outer, len, inner) = split_at_axis(full_shape, axis);
+    let picked = indices.len();
+    for o in 0..outer {
+        for (k, &r) in indices.iter().enumerate() {
+            let to = &mut dst[(o * picked + k) * inner..][..inner];
+            let from = &full[(o * len + r) * inner..][..inner];
+            to.iter_mut().zip(from).for_each(|(d, &s)| *d += s);
+        }
+    }
+}

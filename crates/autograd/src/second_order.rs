@@ -1,0 +1,128 @@
+//! Second-order products built on [`Var::grad_graph`]: the Hessian-vector product and the
+//! Gauss-Newton vector product, each costing a few gradients and never forming a matrix.
+
+use crate::backward::gradients_at;
+use crate::float::Float;
+use crate::tape::Var;
+use crate::tensor::Tensor;
+
+impl<'t, F: Float> Var<'t, F> {
+    /// The Hessian-vector product H·v of this scalar with respect to `wrt`, by double backward:
+    /// the gradient g = ∂self/∂wrt is recorded ([`grad_graph`](Var::grad_graph)), and one more
+    /// backward pass of ⟨g, v⟩ gives ∂⟨g, v⟩/∂wrt = H·v (Pearlmutter's identity). `v` holds one
+    /// tensor per `wrt`, of its shape; the result likewise.
+    ///
+    /// The tape keeps the recorded gradient's nodes afterwards; a fresh tape per product keeps
+    /// memory flat.
+    ///
+    /// ```
+    /// use rewind_autograd::{Tape, Tensor};
+    /// // f(x) = Σ x_i³: H = diag(6 x_i).
+    /// let tape = Tape::<f64>::new();
+    /// let x = tape.var(Tensor::from_vec(vec![1.0, -2.0], &[2]).unwrap());
+    /// let f = x.powf(3.0).sum();
+    /// let hv = f.hvp(&[x], &[Tensor::from_vec(vec![1.0, 1.0], &[2]).unwrap()]);
+    /// assert_eq!(hv[0].data(), &[6.0, -12.0]);
+    /// ```
+    #[track_caller]
+    pub fn hvp(self, wrt: &[Var<'t, F>], v: &[Tensor<F>]) -> Vec<Tensor<F>> {
+        check_directions("hvp", wrt, v);
+        let grads = self.grad_graph(wrt);
+        let dot = inner(&grads, v);
+        backward_to(dot, wrt)
+    }
+
+    /// The Gauss-Newton vector product G·v = Jᵀ·H_L·J·v for this scalar loss L computed from the
+    /// network output `output`: J = ∂output/∂wrt, H_L = ∂²L/∂output². G is the Hessian with the
+    /// network's own curvature left out, positive semi-definite when L is convex in the output
+    /// (squared error, cross-entropy on logits): what Hessian-free optimisation multiplies by.
+    ///
+    /// Three passes past the forward one: J·v by the double-backward trick (the recorded
+    /// vector-Jacobian product Jᵀ·u is linear in a dummy u, and differentiating ⟨Jᵀ·u, v⟩ with
+    /// respect to u gives J·v), H_L·(J·v) by double backward through the loss alone, and Jᵀ·(…)
+    /// by a plain backward pass from `output`.
+    ///
+    /// ```
+    /// use rewind_autograd::{Tape, Tensor};
+    /// // L = ½‖W x‖², output z = W x: G = Jᵀ J, and for v = W itself, G·v = (W x) xᵀ.
+    /// let tape = Tape::<f64>::new();
+    /// let w = tape.var(Tensor::from_vec(vec![1.0, 2.0], &[1, 2]).unwrap());
+    /// let x = tape.constant(Tensor::from_vec(vec![3.0, 4.0], &[2, 1]).unwrap());
+    /// let z = w.matmul(x);
+    /// let loss = (z * z).sum() * 0.5;
+    /// let gv = loss.gnvp(z, &[w], &[w.value()]);
+    /// assert_eq!(gv[0].data(), &[33.0, 44.0]); // (1·3 + 2·4)·[3, 4]
+    /// ```
+    #[track_caller]
+    pub fn gnvp(self, output: Var<'t, F>, wrt: &[Var<'t, F>], v: &[Tensor<F>]) -> Vec<Tensor<F>> {
+        check_directions("gnvp", wrt, v);
+        let tape = self.tape();
+        tape.assert_owns("gnvp", output);
+        if crate::shape::numel(&self.shape()) != 1 {
+            panic!(
+                "gnvp: the loss must be a scalar, got shape {:?}",
+                self.shape()
+            );
+        }
+        // J·v: Jᵀ·u recorded with u a leaf, then ⟨Jᵀ·u, v⟩ differentiated with respect to u.
+        let u = tape.var(Tensor::zeros(&output.shape()));
+        let jt_u = output.grad_graph_with(u, wrt);
+        let jv = backward_to(inner(&jt_u, v), &[u]).remove(0);
+        // H_L·(J·v): the loss's gradient in the output, recorded, then differentiated along J·v.
+        let dl = self.grad_graph(&[output])[0];
+        let hjv = backward_to(inner(&[dl], &[jv]), &[output]).remove(0);
+        // Jᵀ·(H_L·J·v)
+        let found = gradients_at(tape, output.index(), hjv, &indices(wrt));
+        zeros_where_none(found, wrt)
+    }
+}
+
+/// Panics at the caller's line unless `v` holds one tensor of each `wrt`'s shape.
+#[track_caller]
+fn check_directions<F: Float>(op: &str, wrt: &[Var<'_, F>], v: &[Tensor<F>]) {
+    if wrt.len() != v.len() {
+        panic!(
+            "{op}: {} directions for {} variables; give one per variable",
+            v.len(),
+            wrt.len()
+        );
+    }
+    for (k, (w, d)) in wrt.iter().zip(v).enumerate() {
+        if w.shape()[..] != *d.shape() {
+            panic!(
+                "{op}: direction {k} has shape {:?}, its variable {:?}",
+                d.shape(),
+                &w.shape()[..]
+            );
+        }
+    }
+}
+
+/// Σ_k ⟨xs_k, vs_k⟩ as a scalar Var, the vs constants.
+fn inner<'t, F: Float>(xs: &[Var<'t, F>], vs: &[Tensor<F>]) -> Var<'t, F> {
+    let tape = xs[0].tape();
+    xs.iter()
+        .zip(vs)
+        .map(|(&x, v)| (x * tape.constant(v.clone())).sum())
+        .reduce(|a, b| a + b)
+        .expect("at least one variable")
+}
+
+fn indices<F: Float>(vars: &[Var<'_, F>]) -> Vec<usize> {
+    vars.iter().map(|v| v.index()).collect()
+}
+
+/// The plain backward pass of the scalar `root` to the nodes `wrt`, zeros where none arrives.
+fn backward_to<'t, F: Float>(root: Var<'t, F>, wrt: &[Var<'t, F>]) -> Vec<Tensor<F>> {
+    let seed = Tensor::ones(&root.shape());
+    let found = gradients_at(root.tape(), root.index(), seed, &indices(wrt));
+    zeros_where_none(found, wrt)
+}
+
+fn zeros_where_none<F: Float>(found: Vec<Option<Tensor<F>>>, wrt: &[Var<'_, F>]) -> Vec<Tensor<F>> {
+    found
+        .into_iter()
+        .zip(wrt)
+        .map(|(g, w)| g.unwrap_or_else(|| Tensor::zeros(&w.shape())))
+        .collect()
+}
