@@ -22,8 +22,8 @@ pub use rewind_optim as optim;
 /// The types most programs use.
 pub mod prelude {
     pub use rewind_autograd::{
-        concat, gradcheck, stack, ClassIndex, CrossEntropyOptions, CustomOp, Float, Grads, Param,
-        Reduction, Tape, Tensor, Var,
+        concat, gradcheck, gradgradcheck, stack, ClassIndex, CrossEntropyOptions, CustomOp, Float,
+        Grads, Param, Reduction, Tape, Tensor, Var,
     };
 }
 

@@ -75,6 +75,7 @@ pub use gradcheck::{
 pub use grads::{GradProblem, Grads, GradsError};
 pub use param::{Param, ParamId};
 pub use primitives::Reduction;
+pub use second_order::{GaussNewton, Hessian};
 pub use shape::{numel, Axis, Shape};
 pub use tape::{Tape, TapeStats, Var};
 pub use tensor::Tensor;

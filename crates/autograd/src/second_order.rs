@@ -10,10 +10,8 @@ impl<'t, F: Float> Var<'t, F> {
     /// The Hessian-vector product H·v of this scalar with respect to `wrt`, by double backward:
     /// the gradient g = ∂self/∂wrt is recorded ([`grad_graph`](Var::grad_graph)), and one more
     /// backward pass of ⟨g, v⟩ gives ∂⟨g, v⟩/∂wrt = H·v (Pearlmutter's identity). `v` holds one
-    /// tensor per `wrt`, of its shape; the result likewise.
-    ///
-    /// The tape keeps the recorded gradient's nodes afterwards; a fresh tape per product keeps
-    /// memory flat.
+    /// tensor per `wrt`, of its shape; the result likewise. For several products at one point
+    /// (conjugate gradient), [`hessian`](Var::hessian) records the gradient once.
     ///
     /// ```
     /// use rewind_autograd::{Tape, Tensor};
@@ -26,21 +24,24 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     #[track_caller]
     pub fn hvp(self, wrt: &[Var<'t, F>], v: &[Tensor<F>]) -> Vec<Tensor<F>> {
-        check_directions("hvp", wrt, v);
-        let grads = self.grad_graph(wrt);
-        let dot = inner(&grads, v);
-        backward_to(dot, wrt)
+        self.hessian(wrt).product(v)
+    }
+
+    /// This scalar's Hessian with respect to `wrt`, as an operator: the gradient is recorded
+    /// once, and each [`product`](Hessian::product) is one backward pass through it.
+    #[track_caller]
+    pub fn hessian(self, wrt: &[Var<'t, F>]) -> Hessian<'t, F> {
+        Hessian {
+            wrt: wrt.to_vec(),
+            grads: self.grad_graph(wrt),
+        }
     }
 
     /// The Gauss-Newton vector product G·v = Jᵀ·H_L·J·v for this scalar loss L computed from the
     /// network output `output`: J = ∂output/∂wrt, H_L = ∂²L/∂output². G is the Hessian with the
     /// network's own curvature left out, positive semi-definite when L is convex in the output
     /// (squared error, cross-entropy on logits): what Hessian-free optimisation multiplies by.
-    ///
-    /// Three passes past the forward one: J·v by the double-backward trick (the recorded
-    /// vector-Jacobian product Jᵀ·u is linear in a dummy u, and differentiating ⟨Jᵀ·u, v⟩ with
-    /// respect to u gives J·v), H_L·(J·v) by double backward through the loss alone, and Jᵀ·(…)
-    /// by a plain backward pass from `output`.
+    /// For several products at one point, [`gauss_newton`](Var::gauss_newton).
     ///
     /// ```
     /// use rewind_autograd::{Tape, Tensor};
@@ -55,25 +56,87 @@ impl<'t, F: Float> Var<'t, F> {
     /// ```
     #[track_caller]
     pub fn gnvp(self, output: Var<'t, F>, wrt: &[Var<'t, F>], v: &[Tensor<F>]) -> Vec<Tensor<F>> {
-        check_directions("gnvp", wrt, v);
+        self.gauss_newton(output, wrt).product(v)
+    }
+
+    /// The Gauss-Newton matrix of this scalar loss computed from `output`, with respect to
+    /// `wrt`, as an operator ([`gnvp`](Var::gnvp)): the two recorded passes it needs are made
+    /// once, and each [`product`](GaussNewton::product) is three backward passes.
+    #[track_caller]
+    pub fn gauss_newton(self, output: Var<'t, F>, wrt: &[Var<'t, F>]) -> GaussNewton<'t, F> {
         let tape = self.tape();
-        tape.assert_owns("gnvp", output);
+        tape.assert_owns("gauss_newton", output);
         if crate::shape::numel(&self.shape()) != 1 {
             panic!(
-                "gnvp: the loss must be a scalar, got shape {:?}",
+                "gauss_newton: the loss must be a scalar, got shape {:?}",
                 self.shape()
             );
         }
-        // J·v: Jᵀ·u recorded with u a leaf, then ⟨Jᵀ·u, v⟩ differentiated with respect to u.
         let u = tape.var(Tensor::zeros(&output.shape()));
-        let jt_u = output.grad_graph_with(u, wrt);
-        let jv = backward_to(inner(&jt_u, v), &[u]).remove(0);
-        // H_L·(J·v): the loss's gradient in the output, recorded, then differentiated along J·v.
-        let dl = self.grad_graph(&[output])[0];
-        let hjv = backward_to(inner(&[dl], &[jv]), &[output]).remove(0);
-        // Jᵀ·(H_L·J·v)
-        let found = gradients_at(tape, output.index(), hjv, &indices(wrt));
-        zeros_where_none(found, wrt)
+        GaussNewton {
+            wrt: wrt.to_vec(),
+            output,
+            u,
+            jt_u: output.grad_graph_with(u, wrt),
+            loss_grad: self.grad_graph(&[output])[0],
+        }
+    }
+}
+
+/// A scalar's Hessian at the point recorded on its tape, as an operator: the gradient recorded
+/// as `Var`s ([`Var::hessian`]).
+pub struct Hessian<'t, F: Float = f32> {
+    wrt: Vec<Var<'t, F>>,
+    grads: Vec<Var<'t, F>>,
+}
+
+impl<'t, F: Float> Hessian<'t, F> {
+    /// H·v, one tensor per variable: ∂⟨g, v⟩/∂wrt by one backward pass.
+    #[track_caller]
+    pub fn product(&self, v: &[Tensor<F>]) -> Vec<Tensor<F>> {
+        check_directions("Hessian::product", &self.wrt, v);
+        backward_to(inner(&self.grads, v), &self.wrt)
+    }
+
+    /// The gradient ∂f/∂wrt at this point.
+    pub fn gradient(&self) -> Vec<Tensor<F>> {
+        self.grads.iter().map(|g| g.value()).collect()
+    }
+}
+
+/// A loss's Gauss-Newton matrix G = Jᵀ·H_L·J at the point recorded on its tape, as an operator
+/// ([`Var::gauss_newton`]).
+pub struct GaussNewton<'t, F: Float = f32> {
+    wrt: Vec<Var<'t, F>>,
+    output: Var<'t, F>,
+    /// A leaf standing for the output's gradient: Jᵀ·u is linear in it.
+    u: Var<'t, F>,
+    /// Jᵀ·u, recorded.
+    jt_u: Vec<Var<'t, F>>,
+    /// ∂L/∂output, recorded.
+    loss_grad: Var<'t, F>,
+}
+
+impl<'t, F: Float> GaussNewton<'t, F> {
+    /// G·v, one tensor per variable. J·v by the double-backward trick (⟨Jᵀ·u, v⟩ differentiated
+    /// with respect to u), H_L·(J·v) by differentiating ⟨∂L/∂output, J·v⟩ in the output, and
+    /// Jᵀ·(H_L·J·v) by a backward pass from the output.
+    #[track_caller]
+    pub fn product(&self, v: &[Tensor<F>]) -> Vec<Tensor<F>> {
+        check_directions("GaussNewton::product", &self.wrt, v);
+        let jv = backward_to(inner(&self.jt_u, v), &[self.u]).remove(0);
+        let hjv = backward_to(inner(&[self.loss_grad], &[jv]), &[self.output]).remove(0);
+        let tape = self.output.tape();
+        let found = gradients_at(tape, self.output.index(), hjv, &indices(&self.wrt));
+        zeros_where_none(found, &self.wrt)
+    }
+
+    /// The loss's gradient ∂L/∂wrt at this point (one plain backward pass).
+    pub fn gradient(&self) -> Vec<Tensor<F>> {
+        let dl = self.loss_grad.value();
+        let tape = self.output.tape();
+        let found = gradients_at(tape, self.output.index(), dl, &indices(&self.wrt));
+        zeros_where_none(found, &self.wrt)
     }
 }
 
