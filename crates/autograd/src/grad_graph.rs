@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use crate::checkpoint::transplant;
 use crate::float::Float;
 use crate::primitives::{Op, Reduction};
+use crate::shape::Shape;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 use crate::var_ops::concat;
@@ -101,6 +102,7 @@ fn rewind_graph<'t, F: Float>(
             sink.checkpoint(i, outputs);
             continue;
         }
+        sink.settle(i);
         let Some(g) = sink.slots.remove(&i) else {
             continue;
         };
@@ -115,6 +117,11 @@ fn rewind_graph<'t, F: Float>(
             op => derivative(&mut sink, i, &op, g),
         }
     }
+    for &w in wrt {
+        if w < floor {
+            sink.settle(w);
+        }
+    }
     wrt.iter()
         .map(|w| found.get(w).or_else(|| sink.slots.get(w)).copied())
         .collect()
@@ -122,9 +129,20 @@ fn rewind_graph<'t, F: Float>(
 
 /// The gradients in flight during a recorded backward pass: one `Var` per node reached so far,
 /// kept only for nodes that depend on a node of `wrt`.
+///
+/// Two kinds of gradient wait until their node is reached, so that they are put together by one
+/// op rather than summed one step at a time (which would hold a whole-sized tensor per step):
+/// windows of a node (each time step's slice of a hoisted projection, the gate blocks of a
+/// fused cell) are concatenated, and per-step products' weight gradients are stacked into one
+/// product over all steps' rows, as the plain backward pass does.
 struct GraphSink<'t, F: Float> {
     tape: &'t Tape<F>,
     slots: HashMap<usize, Var<'t, F>>,
+    /// Per node: gradients of windows of it, (axis, start, gradient).
+    windows: HashMap<usize, Vec<(usize, usize, Var<'t, F>)>>,
+    /// Per matrix read as a product's right operand (transposed if the flag says): the left
+    /// operands and the products' gradients, dB = Σ Aᵀ·G taken as one product.
+    stacked: HashMap<usize, (bool, Vec<Var<'t, F>>, Vec<Var<'t, F>>)>,
     wrt: HashSet<usize>,
     floor: usize,
     /// `depends[i - floor]`: node i is one of `wrt` or reads one that depends on one.
@@ -136,6 +154,8 @@ impl<'t, F: Float> GraphSink<'t, F> {
         let mut sink = GraphSink {
             tape,
             slots: HashMap::new(),
+            windows: HashMap::new(),
+            stacked: HashMap::new(),
             wrt: wrt.iter().copied().collect(),
             floor,
             depends: Vec::new(),
@@ -180,6 +200,81 @@ impl<'t, F: Float> GraphSink<'t, F> {
             let g = sum_to(g, &self.tape.shape(j));
             self.add(j, g);
         }
+    }
+
+    /// Adds `g` as the gradient of the window of node `j` along `axis` from `start`, to be
+    /// joined with the node's other windows when it is reached.
+    fn add_window(&mut self, j: usize, axis: usize, start: usize, g: Var<'t, F>) {
+        if self.needs(j) {
+            self.windows.entry(j).or_default().push((axis, start, g));
+        }
+    }
+
+    /// Puts off dB += op(A)ᵀ·G for the matrix `b`, read transposed by the product if `tb`.
+    fn stack(&mut self, b: usize, tb: bool, a: Var<'t, F>, g: Var<'t, F>) {
+        if self.stacked.get(&b).is_some_and(|s| s.0 != tb) {
+            self.settle(b);
+        }
+        let entry = self
+            .stacked
+            .entry(b)
+            .or_insert_with(|| (tb, Vec::new(), Vec::new()));
+        entry.1.push(a);
+        entry.2.push(g);
+    }
+
+    /// Adds node `j`'s waiting gradients into its slot: its windows' gradients joined (by one
+    /// concat where they are disjoint windows along one axis, zeros between them) and its
+    /// stacked products' weight gradient.
+    fn settle(&mut self, j: usize) {
+        if let Some((tb, a, g)) = self.stacked.remove(&j) {
+            let (a, g) = (concat(&a, 0), concat(&g, 0));
+            // B read transposed: op(B) = Bᵀ, so dB = (Aᵀ·G)ᵀ = Gᵀ·A.
+            let db = if tb { g.t().matmul(a) } else { a.t().matmul(g) };
+            self.add(j, db);
+        }
+        let Some(mut windows) = self.windows.remove(&j) else {
+            return;
+        };
+        let shape = self.tape.shape(j);
+        let axis = windows[0].0;
+        windows.sort_by_key(|w| (w.0, w.1));
+        let disjoint = windows.iter().all(|w| w.0 == axis)
+            && windows
+                .windows(2)
+                .all(|p| p[0].1 + p[0].2.shape()[axis] <= p[1].1);
+        let pieces: Vec<Vec<(usize, usize, Var<'t, F>)>> = if disjoint {
+            vec![windows]
+        } else {
+            windows.into_iter().map(|w| vec![w]).collect()
+        };
+        for piece in pieces {
+            let axis = piece[0].0;
+            let mut parts = Vec::with_capacity(2 * piece.len() + 1);
+            let mut at = 0;
+            for (_, start, g) in piece {
+                if start > at {
+                    parts.push(self.gap(&shape, axis, start - at));
+                }
+                at = start + g.shape()[axis];
+                parts.push(g);
+            }
+            if shape[axis] > at {
+                parts.push(self.gap(&shape, axis, shape[axis] - at));
+            }
+            let whole = match parts.len() {
+                1 => parts[0],
+                _ => concat(&parts, axis),
+            };
+            self.add(j, whole);
+        }
+    }
+
+    /// Zeros of `shape` with `len` entries along `axis`.
+    fn gap(&self, shape: &[usize], axis: usize, len: usize) -> Var<'t, F> {
+        let mut s = Shape::from_slice(shape);
+        s[axis] = len;
+        self.zeros(&s)
     }
 
     fn var(&self, j: usize) -> Var<'t, F> {
@@ -322,7 +417,13 @@ fn derivative<'t, F: Float>(sink: &mut GraphSink<'t, F>, me: usize, op: &Op<F>, 
         }
         // C = A·B with A, B the operands as the caller passed them (pending transposes are read
         // by stride): dA = dC·Bᵀ, dB = Aᵀ·dC, summed over a batch an operand was shared by.
-        Op::MatMul { add, operands, .. } => {
+        Op::MatMul {
+            b: source,
+            tb,
+            add,
+            operands,
+            ..
+        } => {
             if let Some(x) = add {
                 sink.add_reduced(*x, g);
             }
@@ -332,17 +433,37 @@ fn derivative<'t, F: Float>(sink: &mut GraphSink<'t, F>, me: usize, op: &Op<F>, 
             if sink.needs(a) {
                 sink.add_reduced(a, g.matmul(vb.t()));
             }
+            // A matrix B read by many 2-D products (a weight, by every time step): its
+            // gradient goes to B's source, stacked with the other products' rows.
+            let chain_free = || {
+                let nodes = tape.nodes();
+                let mut i = b;
+                while i != *source {
+                    if sink.wrt.contains(&i) {
+                        return false;
+                    }
+                    match &nodes[i].op {
+                        Op::Permute { x, .. } => i = *x,
+                        _ => return false,
+                    }
+                }
+                true
+            };
             if sink.needs(b) {
-                let db = if sa.len() == 3 && sb.len() == 2 {
-                    // Every batch entry read the same B: one product over all entries' rows.
-                    let rows = sa[0] * sa[1];
-                    let gs = g.shape();
-                    let a2 = va.reshape(&[rows, sa[2]]);
-                    a2.t().matmul(g.reshape(&[rows, gs[2]]))
+                if sa.len() == 2 && sb.len() == 2 && chain_free() {
+                    sink.stack(*source, *tb, va, g);
                 } else {
-                    va.t().matmul(g)
-                };
-                sink.add_reduced(b, db);
+                    let db = if sa.len() == 3 && sb.len() == 2 {
+                        // Every batch entry read the same B: one product over all entries' rows.
+                        let rows = sa[0] * sa[1];
+                        let gs = g.shape();
+                        let a2 = va.reshape(&[rows, sa[2]]);
+                        a2.t().matmul(g.reshape(&[rows, gs[2]]))
+                    } else {
+                        va.t().matmul(g)
+                    };
+                    sink.add_reduced(b, db);
+                }
             }
         }
         // c' = σ(f)⊙c + σ(i)⊙tanh(g), the gates recomputed from their pre-activations.
@@ -353,11 +474,9 @@ fn derivative<'t, F: Float>(sink: &mut GraphSink<'t, F>, me: usize, op: &Op<F>, 
             let (i, f, gg) = (block(0).sigmoid(), block(1).sigmoid(), block(2).tanh());
             if sink.needs(*gates) {
                 let one_minus = |v: Var<'t, F>| v.affine(-F::ONE, F::ONE);
-                let di = g * gg * i * one_minus(i);
-                let df = g * vc * f * one_minus(f);
-                let dg = g * i * one_minus(gg * gg);
-                let zero = sink.zeros(&vc.shape());
-                sink.add(*gates, concat(&[di, df, dg, zero], 1));
+                sink.add_window(*gates, 1, 0, g * gg * i * one_minus(i));
+                sink.add_window(*gates, 1, h, g * vc * f * one_minus(f));
+                sink.add_window(*gates, 1, 2 * h, g * i * one_minus(gg * gg));
             }
             if sink.needs(*c) {
                 sink.add(*c, g * f);
@@ -369,10 +488,8 @@ fn derivative<'t, F: Float>(sink: &mut GraphSink<'t, F>, me: usize, op: &Op<F>, 
             let o = sink.var(*gates).narrow(1, 3 * h, h).sigmoid();
             let tc = sink.var(*cell).tanh();
             if sink.needs(*gates) {
-                let b = shape_of(*cell)[0];
                 let d_o = g * tc * o * o.affine(-F::ONE, F::ONE);
-                let zero = sink.zeros(&[b, 3 * h]);
-                sink.add(*gates, concat(&[zero, d_o], 1));
+                sink.add_window(*gates, 1, 3 * h, d_o);
             }
             if sink.needs(*cell) {
                 sink.add(*cell, g * o * (tc * tc).affine(-F::ONE, F::ONE));
@@ -434,35 +551,9 @@ fn derivative<'t, F: Float>(sink: &mut GraphSink<'t, F>, me: usize, op: &Op<F>, 
             perm.iter().enumerate().for_each(|(d, &p)| inverse[p] = d);
             sink.add(*x, g.permute(&inverse));
         }
-        // The window's gradient, padded with zeros to the whole.
-        Op::Narrow {
-            x,
-            axis,
-            start,
-            len,
-        } => {
-            let shape = shape_of(*x);
-            let mut parts = Vec::with_capacity(3);
-            let pad = |n: usize| {
-                let mut s = shape.clone();
-                s[*axis] = n;
-                sink.zeros(&s)
-            };
-            if *start > 0 {
-                parts.push(pad(*start));
-            }
-            parts.push(g);
-            let after = shape[*axis] - start - len;
-            if after > 0 {
-                parts.push(pad(after));
-            }
-            let dx = if parts.len() == 1 {
-                g
-            } else {
-                concat(&parts, *axis)
-            };
-            sink.add(*x, dx);
-        }
+        // The window's gradient, joined with the node's other windows' (zeros elsewhere) when
+        // the node is reached.
+        Op::Narrow { x, axis, start, .. } => sink.add_window(*x, *axis, *start, g),
         Op::Concat { xs, axis } => {
             let mut start = 0;
             for &i in xs.iter() {
