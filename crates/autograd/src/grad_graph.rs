@@ -142,11 +142,18 @@ struct GraphSink<'t, F: Float> {
     windows: HashMap<usize, Vec<(usize, usize, Var<'t, F>)>>,
     /// Per matrix read as a product's right operand (transposed if the flag says): the left
     /// operands and the products' gradients, dB = Σ Aᵀ·G taken as one product.
-    stacked: HashMap<usize, (bool, Vec<Var<'t, F>>, Vec<Var<'t, F>>)>,
+    stacked: HashMap<usize, Stack<'t, F>>,
     wrt: HashSet<usize>,
     floor: usize,
     /// `depends[i - floor]`: node i is one of `wrt` or reads one that depends on one.
     depends: Vec<bool>,
+}
+
+/// The products put off for one matrix B: dB = Σ op(A)ᵀ·G, B read transposed if `tb`.
+struct Stack<'t, F: Float> {
+    tb: bool,
+    a: Vec<Var<'t, F>>,
+    g: Vec<Var<'t, F>>,
 }
 
 impl<'t, F: Float> GraphSink<'t, F> {
@@ -212,22 +219,23 @@ impl<'t, F: Float> GraphSink<'t, F> {
 
     /// Puts off dB += op(A)ᵀ·G for the matrix `b`, read transposed by the product if `tb`.
     fn stack(&mut self, b: usize, tb: bool, a: Var<'t, F>, g: Var<'t, F>) {
-        if self.stacked.get(&b).is_some_and(|s| s.0 != tb) {
+        if self.stacked.get(&b).is_some_and(|s| s.tb != tb) {
             self.settle(b);
         }
-        let entry = self
-            .stacked
-            .entry(b)
-            .or_insert_with(|| (tb, Vec::new(), Vec::new()));
-        entry.1.push(a);
-        entry.2.push(g);
+        let entry = self.stacked.entry(b).or_insert_with(|| Stack {
+            tb,
+            a: Vec::new(),
+            g: Vec::new(),
+        });
+        entry.a.push(a);
+        entry.g.push(g);
     }
 
     /// Adds node `j`'s waiting gradients into its slot: its windows' gradients joined (by one
     /// concat where they are disjoint windows along one axis, zeros between them) and its
     /// stacked products' weight gradient.
     fn settle(&mut self, j: usize) {
-        if let Some((tb, a, g)) = self.stacked.remove(&j) {
+        if let Some(Stack { tb, a, g }) = self.stacked.remove(&j) {
             let (a, g) = (concat(&a, 0), concat(&g, 0));
             // B read transposed: op(B) = Bᵀ, so dB = (Aᵀ·G)ᵀ = Gᵀ·A.
             let db = if tb { g.t().matmul(a) } else { a.t().matmul(g) };

@@ -155,7 +155,7 @@ where
     Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
 {
     let shape = evaluate(&f, inputs).shape().to_vec();
-    let mut rng = StdRng::seed_from_u64(0x9ad9_9ad);
+    let mut rng = StdRng::seed_from_u64(0x09ad_99ad);
     let u = Tensor::normal(&shape, 0.0, 1.0, &mut rng);
     let n = inputs.len();
     let vjp = for_every_tape(|tape, vars| {
