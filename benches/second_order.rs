@@ -61,7 +61,7 @@ impl Setup {
         let direction = model
             .params()
             .iter()
-            .map(|(_, p)| Tensor::normal(&p.value().shape().to_vec(), 0.0, 1.0, &mut rng))
+            .map(|(_, p)| Tensor::normal(p.value().shape(), 0.0, 1.0, &mut rng))
             .collect();
         Setup {
             model,
