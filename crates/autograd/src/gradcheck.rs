@@ -173,7 +173,7 @@ where
     Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
 {
     let shape = evaluate(&f, inputs).shape().to_vec();
-    let mut rng = StdRng::seed_from_u64(0x9ad9_9ad);
+    let mut rng = StdRng::seed_from_u64(0x09ad_99ad);
     let u = Tensor::normal(&shape, 0.0, 1.0, &mut rng);
     let dot = for_every_tape(|tape, xs| (f(tape, xs) * tape.constant(u.clone())).sum());
     compare(&dot, inputs, &recorded_vjp(&f, inputs, &u), options)?;
