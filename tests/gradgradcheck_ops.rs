@@ -126,6 +126,7 @@ fn relu_and_clamp_away_from_their_kinks() {
     check(|_, v| v[0].clamp(-2.0, 2.0).tanh(), &[x]);
 }
 
+/// `v[0]·v[1]`, through which every layout below is checked.
 fn mm<'t>(_: &'t Tape<f64>, v: &[Var<'t, f64>]) -> Var<'t, f64> {
     v[0].matmul(v[1])
 }

@@ -6,7 +6,7 @@ use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::autograd::{CrossEntropyOptions, Reduction, Tape, Tensor, Var};
 
-/// A square matrix, row-major, as nested rows.
+/// A matrix as its rows.
 type Matrix = Vec<Vec<f64>>;
 
 fn rng(seed: u64) -> StdRng {
