@@ -310,7 +310,11 @@ impl<'t, F: Float> GraphSink<'t, F> {
             .into_iter()
             .map(|(k, g)| (outs[k].index(), g))
             .collect();
-        let wanted: Vec<usize> = inputs.iter().copied().filter(|&j| self.needs(j)).collect();
+        // A node passed twice (or a parameter passed and also read inside) has one slot, which
+        // collects both of its leaves' gradients: it is handed on once.
+        let mut wanted: Vec<usize> = inputs.iter().copied().filter(|&j| self.needs(j)).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
         let grads = rewind_graph(self.tape, seeds, &wanted, top);
         for (j, g) in wanted.into_iter().zip(grads) {
             if let Some(g) = g {

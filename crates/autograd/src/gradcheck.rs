@@ -93,16 +93,29 @@ pub fn gradcheck_with<Fun>(
 where
     Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
 {
-    let analytical = analytical_jacobian(&f, inputs);
+    compare(&f, inputs, &analytical_jacobian(&f, inputs), options)
+}
+
+/// `jac[input][output][element]`, a Jacobian of `f` at `inputs` computed some other way, against
+/// central finite differences of `f`: the first entry out of tolerance, if any.
+fn compare<Fun>(
+    f: &Fun,
+    inputs: &[Tensor<f64>],
+    analytical: &[Vec<Vec<f64>>],
+    options: GradcheckOptions,
+) -> Result<(), GradcheckError>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
     let outputs = analytical.first().map_or(0, |rows| rows.len());
     let mut probe: Vec<Tensor<f64>> = inputs.to_vec();
     for (j, input) in inputs.iter().enumerate() {
         for e in 0..input.numel() {
             let x = input.data()[e];
             probe[j].data_mut()[e] = x + options.eps;
-            let plus = evaluate(&f, &probe);
+            let plus = evaluate(f, &probe);
             probe[j].data_mut()[e] = x - options.eps;
-            let minus = evaluate(&f, &probe);
+            let minus = evaluate(f, &probe);
             probe[j].data_mut()[e] = x;
             for o in 0..outputs {
                 let numerical = (plus.data()[o] - minus.data()[o]) / (2.0 * options.eps);
@@ -132,6 +145,11 @@ where
 /// normal tensor (seeded, so the check is the same on every run) taken as one more input. Every
 /// entry of its Jacobian is checked: ∂²f/∂inputs² contracted with u, and the mixed terms in u.
 ///
+/// First, the recorded product's value itself is checked against finite differences of ⟨u, f⟩
+/// (an error there names output 0 and never u). PyTorch has no such step, since its recorded
+/// backward is its backward; here it is other code, and a wrong formula in it would otherwise
+/// pass, being differentiated as consistently as a right one.
+///
 /// ```
 /// use rewind_autograd::{gradgradcheck, Tensor};
 /// let x = Tensor::from_vec(vec![0.3, -1.2, 2.0], &[3]).unwrap();
@@ -157,6 +175,8 @@ where
     let shape = evaluate(&f, inputs).shape().to_vec();
     let mut rng = StdRng::seed_from_u64(0x09ad_99ad);
     let u = Tensor::normal(&shape, 0.0, 1.0, &mut rng);
+    let dot = for_every_tape(|tape, xs| (f(tape, xs) * tape.constant(u.clone())).sum());
+    compare(&dot, inputs, &recorded_vjp(&f, inputs, &u), options)?;
     let n = inputs.len();
     let vjp = for_every_tape(|tape, vars| {
         let (xs, u) = vars.split_at(n);
@@ -176,6 +196,22 @@ where
     Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
 {
     f
+}
+
+/// uᵀ·∂f/∂inputs as [`Var::grad_graph_with`] records it, as the Jacobian of ⟨u, f⟩: one output
+/// per input.
+fn recorded_vjp<Fun>(f: &Fun, inputs: &[Tensor<f64>], u: &Tensor<f64>) -> Vec<Vec<Vec<f64>>>
+where
+    Fun: for<'t> Fn(&'t Tape<f64>, &[Var<'t, f64>]) -> Var<'t, f64>,
+{
+    let tape = Tape::new();
+    let vars: Vec<Var<'_, f64>> = inputs.iter().map(|x| tape.var(x.clone())).collect();
+    let seed = tape.constant(u.clone());
+    f(&tape, &vars)
+        .grad_graph_with(seed, &vars)
+        .into_iter()
+        .map(|g| vec![g.value().data().to_vec()])
+        .collect()
 }
 
 fn evaluate<Fun>(f: &Fun, inputs: &[Tensor<f64>]) -> Tensor<f64>
