@@ -35,3 +35,13 @@ fn smoke_hvp() {
     let hv = f.hvp(&[x], &[t(&[1.0, 1.0], &[2])]);
     assert_eq!(hv[0].data(), &[6.0, -12.0]);
 }
+
+#[test]
+#[should_panic(expected = "variable 1 needs no gradient (a constant)")]
+fn a_constant_among_the_variables_is_refused() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(t(&[1.0, 2.0], &[2]));
+    let c = tape.constant(t(&[3.0], &[1]));
+    let f = (x * c).powf(2.0).sum();
+    f.hvp(&[x, c], &[t(&[1.0, 0.0], &[2]), t(&[1.0], &[1])]);
+}

@@ -31,6 +31,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// once, and each [`product`](Hessian::product) is one backward pass through it.
     #[track_caller]
     pub fn hessian(self, wrt: &[Var<'t, F>]) -> Hessian<'t, F> {
+        check_variables("hessian", wrt);
         Hessian {
             wrt: wrt.to_vec(),
             grads: self.grad_graph(wrt),
@@ -66,6 +67,7 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn gauss_newton(self, output: Var<'t, F>, wrt: &[Var<'t, F>]) -> GaussNewton<'t, F> {
         let tape = self.tape();
         tape.assert_owns("gauss_newton", output);
+        check_variables("gauss_newton", wrt);
         if crate::shape::numel(&self.shape()) != 1 {
             panic!(
                 "gauss_newton: the loss must be a scalar, got shape {:?}",
@@ -137,6 +139,20 @@ impl<'t, F: Float> GaussNewton<'t, F> {
         let tape = self.output.tape();
         let found = gradients_at(tape, self.output.index(), dl, &indices(&self.wrt));
         zeros_where_none(found, &self.wrt)
+    }
+}
+
+/// Panics at the caller's line when a variable needs no gradient: a constant's second
+/// derivatives are not followed by the backward passes a product takes (PyTorch refuses too).
+#[track_caller]
+fn check_variables<F: Float>(op: &str, wrt: &[Var<'_, F>]) {
+    if wrt.is_empty() {
+        panic!("{op}: no variables given");
+    }
+    if let Some(k) = wrt.iter().position(|w| !w.requires_grad()) {
+        panic!(
+            "{op}: variable {k} needs no gradient (a constant); record it with tape.var or tape.param"
+        );
     }
 }
 
