@@ -8,10 +8,10 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
-use rewind::autograd::{Param, Tape, Tensor};
+use rewind::autograd::{kernel_path, Param, Tape, Tensor};
 use rewind::nn::{
     nested, Embedding, GruCell, Linear, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell,
     StandardCell,
@@ -58,6 +58,15 @@ fn cell<C: StandardCell<f32> + 'static>(c: &mut Criterion, name: &str) {
         let tokens: Vec<usize> = (0..(t + 1) * B).map(|_| rng.random_range(0..V)).collect();
         let targets: Vec<i64> = tokens[B..].iter().map(|&x| x as i64).collect();
         let mut opt = Adam::new(2e-3);
+        // The step's GEMM flops: forward x·W_ihᵀ, h·W_hhᵀ and the readout, 2·m·n·k each, and
+        // backward twice that (each product's two gradients). Criterion's "elem/s" is FLOP/s.
+        let flops = 3 * 2 * t * B * hidden * (2 * C::GATES * hidden + V);
+        println!(
+            "step_{name} H {hidden}: kernels {} ({:.2} GFLOP per step in GEMMs; thrpt below is GFLOP/s)",
+            kernel_path(),
+            flops as f64 / 1e9
+        );
+        group.throughput(Throughput::Elements(flops as u64));
         group.bench_function(BenchmarkId::new("train_step", hidden), |b| {
             b.iter(|| {
                 let tape = Tape::new();

@@ -73,6 +73,7 @@ pub use gradcheck::{
     gradcheck, gradcheck_with, gradgradcheck, gradgradcheck_with, GradcheckError, GradcheckOptions,
 };
 pub use grads::{GradProblem, Grads, GradsError};
+pub use kernels::kernel_path;
 pub use param::{Param, ParamId};
 pub use primitives::Reduction;
 pub use second_order::{GaussNewton, Hessian};

@@ -130,6 +130,18 @@ pub(crate) fn for_each_simd(test: &str, paths: &[Simd], mut check: impl FnMut(Si
 mod tests {
     use super::*;
 
+    // Under `REWIND_SIMD=scalar` (as CI reruns these tests) the path printed must be "scalar".
+    #[test]
+    fn kernel_path_is_never_wider_than_the_cpu_or_rewind_simd() {
+        let path = Simd::parse(kernel_path()).expect("a path's own name parses");
+        let (cpu, cap) = limits();
+        assert!(
+            path <= cpu && path <= cap,
+            "{path:?} with cpu {cpu:?}, cap {cap:?}"
+        );
+        assert_eq!(path, cpu.min(cap));
+    }
+
     #[test]
     fn rewind_simd_names_each_path() {
         assert_eq!(Simd::parse("avx512"), Some(Simd::Avx512));
@@ -153,4 +165,11 @@ mod tests {
             assert_eq!(simd(), s);
         });
     }
+}
+
+/// The widest instruction set the kernels take in this process, as `REWIND_SIMD` names it:
+/// `"avx512"`, `"avx2"` or `"scalar"` (the CPU's, capped by `REWIND_SIMD`). Benchmarks print it so
+/// that a table says which path it measured.
+pub fn kernel_path() -> &'static str {
+    simd().name()
 }

@@ -18,6 +18,7 @@ use std::cell::OnceCell;
 
 use crate::float::Float;
 
+pub use cpu::kernel_path;
 pub(crate) use gemm::View;
 pub(crate) use packed::Packed;
 
