@@ -67,6 +67,13 @@ fn limits() -> (Simd, Simd) {
     })
 }
 
+/// The widest instruction set the kernels take in this process, as `REWIND_SIMD` names it:
+/// `"avx512"`, `"avx2"` or `"scalar"` (the CPU's, capped by `REWIND_SIMD`). Benchmarks print it so
+/// that a table says which path it measured.
+pub fn kernel_path() -> &'static str {
+    simd().name()
+}
+
 /// The widest path a kernel may take here: the CPU's, capped by `REWIND_SIMD`, and in this
 /// crate's tests narrowed further on one thread by [`for_each_simd`].
 pub(crate) fn simd() -> Simd {
@@ -165,11 +172,4 @@ mod tests {
             assert_eq!(simd(), s);
         });
     }
-}
-
-/// The widest instruction set the kernels take in this process, as `REWIND_SIMD` names it:
-/// `"avx512"`, `"avx2"` or `"scalar"` (the CPU's, capped by `REWIND_SIMD`). Benchmarks print it so
-/// that a table says which path it measured.
-pub fn kernel_path() -> &'static str {
-    simd().name()
 }
