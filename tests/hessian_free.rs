@@ -29,7 +29,12 @@ fn cg_solves_a_known_spd_system() {
     // b = A·(1, -2, 3) = (2, -2, 4).
     let a = [[4.0, 1.0, 0.0], [1.0, 3.0, 1.0], [0.0, 1.0, 2.0]];
     let product = |v: &[f64]| -> Vec<f64> { a.iter().map(|row| cg::dot(row, v)).collect() };
-    let solution = cg::solve(product, &[2.0, -2.0, 4.0], &[0.0; 3], &cg::Options::default());
+    let solution = cg::solve(
+        product,
+        &[2.0, -2.0, 4.0],
+        &[0.0; 3],
+        &cg::Options::default(),
+    );
     assert_eq!(solution.stop, Stop::Solved);
     // Exact arithmetic needs at most n = 3 steps.
     assert!(solution.last().iteration <= 3);
@@ -190,15 +195,27 @@ fn args(extra: &[&str]) -> Vec<String> {
 fn bad_flags_are_one_line_errors() {
     for (flags, says) in [
         (&["--method", "sgd"][..], "sgd"),
-        (&["--seconds", "0"][..], "--seconds must be a positive number, got 0"),
-        (&["--lambda", "-1"][..], "--lambda must be a positive number, got -1"),
+        (
+            &["--seconds", "0"][..],
+            "--seconds must be a positive number, got 0",
+        ),
+        (
+            &["--lambda", "-1"][..],
+            "--lambda must be a positive number, got -1",
+        ),
         (&["--seq-len", "1"][..], "--seq-len must be at least 2"),
-        (&["--cg-iterations", "0"][..], "--cg-iterations must be at least 1, got 0"),
+        (
+            &["--cg-iterations", "0"][..],
+            "--cg-iterations must be at least 1, got 0",
+        ),
         (
             &["--grad-batch", "10", "--curvature-batch", "20"][..],
             "--curvature-batch 20 is more than --grad-batch 10",
         ),
-        (&["--structural", "-0.5"][..], "--structural must be a number ≥ 0"),
+        (
+            &["--structural", "-0.5"][..],
+            "--structural must be a number ≥ 0",
+        ),
         (&["--no-such-flag"][..], "--no-such-flag"),
     ] {
         match run(args(flags)) {

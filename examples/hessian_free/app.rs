@@ -214,11 +214,7 @@ where
     }
     let mut curves = Vec::new();
     for trainer in &mut trainers {
-        let mut net: Net = Net::new(
-            cli.hidden,
-            cli.radius,
-            &mut StdRng::seed_from_u64(cli.seed),
-        );
+        let mut net: Net = Net::new(cli.hidden, cli.radius, &mut StdRng::seed_from_u64(cli.seed));
         if curves.is_empty() {
             println!(
                 "Adding problem, T = {}: tanh RNN, H = {} ({} parameters, W_hh at spectral radius \
@@ -231,7 +227,7 @@ where
                 cli.seconds
             );
         }
-        println!("{}", describe(trainer.name(), &cli));
+        println!("{}", trainer.describe());
         let mut rng = StdRng::seed_from_u64(cli.seed.wrapping_add(1));
         let curve = train::run(trainer.as_mut(), &mut net, &heldout, clock, &mut rng)
             .map_err(Error::Training)?;
@@ -249,20 +245,6 @@ where
         curves,
         svg: cli.svg.clone(),
     }))
-}
-
-fn describe(method: &str, cli: &Cli) -> String {
-    match method {
-        "adam" => format!(
-            "adam: batches of {}, lr {}, gradient norm clipped at {}",
-            cli.batch, cli.lr, cli.clip
-        ),
-        _ => format!(
-            "hf: gradient on {} sequences, Gauss-Newton products on {}, CG ≤ {} iterations, \
-             λ from {}, structural damping μ = {}",
-            cli.grad_batch, cli.curvature_batch, cli.cg_iterations, cli.lambda, cli.structural
-        ),
-    }
 }
 
 /// The final measurements, a row per method.

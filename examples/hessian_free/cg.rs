@@ -95,7 +95,14 @@ pub fn solve(
         products += 1;
         r.iter_mut().zip(&ax).for_each(|(r, a)| *r -= a);
     }
-    let value = |x: &[f64], r: &[f64]| -0.5 * x.iter().zip(r).zip(b).map(|((x, r), b)| x * (r + b)).sum::<f64>();
+    let value = |x: &[f64], r: &[f64]| {
+        -0.5 * x
+            .iter()
+            .zip(r)
+            .zip(b)
+            .map(|((x, r), b)| x * (r + b))
+            .sum::<f64>()
+    };
     let solved = options.residual * options.residual * dot(b, b);
     let mut values = vec![value(&x, &r)];
     let mut iterates = vec![Iterate {
@@ -232,7 +239,11 @@ mod tests {
         let solution = solve(|v| times(&a, v), &b, &x0, &Options::default());
         for it in &solution.iterates {
             let direct = 0.5 * dot(&it.x, &times(&a, &it.x)) - dot(&b, &it.x);
-            assert!((it.value - direct).abs() < 1e-12, "iteration {}", it.iteration);
+            assert!(
+                (it.value - direct).abs() < 1e-12,
+                "iteration {}",
+                it.iteration
+            );
         }
     }
 
@@ -247,7 +258,12 @@ mod tests {
             ..Options::default()
         };
         let solution = solve(
-            |v| v.iter().enumerate().map(|(i, x)| (1.0 + i as f64) * x).collect(),
+            |v| {
+                v.iter()
+                    .enumerate()
+                    .map(|(i, x)| (1.0 + i as f64) * x)
+                    .collect()
+            },
             &vec![1.0; n],
             &vec![0.0; n],
             &options,

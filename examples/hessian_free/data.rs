@@ -47,7 +47,10 @@ impl<F: Float> Batch<F> {
     /// The first `n` sequences.
     pub fn head(&self, n: usize) -> Self {
         let (steps, batch) = (self.x.shape()[0], self.sequences());
-        assert!(n <= batch, "adding problem: {n} sequences asked of a batch of {batch}");
+        assert!(
+            n <= batch,
+            "adding problem: {n} sequences asked of a batch of {batch}"
+        );
         let mut x = Vec::with_capacity(steps * n * 2);
         for t in 0..steps {
             x.extend_from_slice(&self.x.data()[t * batch * 2..(t * batch + n) * 2]);

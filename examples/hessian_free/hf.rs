@@ -46,8 +46,9 @@ pub struct Report {
     pub loss: f64,
     /// The loss on the gradient batch after it.
     pub loss_after: f64,
-    /// The reduction ratio ρ = (f(θ+δ) - f(θ)) / (M(δ) - M(0)), M the undamped quadratic model,
-    /// δ the backtracked iterate.
+    /// The reduction ratio ρ = (f(θ+δ) - f(θ)) / (M(δ) - M(0)) for the backtracked iterate δ,
+    /// M the quadratic model without its Tikhonov term (with the structural one, which is part
+    /// of the curvature operator CG is given).
     pub rho: f64,
     /// λ during this iteration (the next one uses [`HessianFree::lambda`]).
     pub lambda: f64,
@@ -100,6 +101,11 @@ impl HessianFree {
         }
     }
 
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// λ for the next outer iteration.
     pub fn lambda(&self) -> f64 {
         self.lambda
@@ -114,7 +120,9 @@ impl HessianFree {
             let tape = Tape::new();
             let loss = net.forward(&tape, batch).loss;
             let grads = loss.backward();
-            let g = params.iter().map(|p| grads.get(p).expect("every parameter is used"));
+            let g = params
+                .iter()
+                .map(|p| grads.get(p).expect("every parameter is used"));
             (loss.item().to_f64(), flatten(g))
         };
 
@@ -154,7 +162,7 @@ impl HessianFree {
             }
             (best, best_loss) = (earlier, l);
         }
-        // φ is the damped model ½δᵀ(G + λI)δ + gᵀδ; the reduction ratio leaves the damping out.
+        // φ is the damped model ½δᵀ(G + λI)δ + gᵀδ; the reduction ratio leaves λI out.
         let undamped = best.value - 0.5 * lambda * dot(&best.x, &best.x);
         let rho = (best_loss - loss) / undamped;
         self.lambda = adapt(lambda, rho);
@@ -214,7 +222,9 @@ pub fn gauss_newton<'t, F: Float>(
     );
     let prediction = z.narrow(0, 0, b).reshape(&[b, 1]);
     let two = F::from_f64(2.0);
-    let fit = (prediction - tape.constant(batch.y.clone())).powf(two).mean();
+    let fit = (prediction - tape.constant(batch.y.clone()))
+        .powf(two)
+        .mean();
     let h = z.narrow(0, b, states);
     let drift = (h - tape.constant(h.value())).powf(two).sum();
     let loss = fit + drift * F::from_f64(structural / (2.0 * b as f64));
@@ -223,7 +233,9 @@ pub fn gauss_newton<'t, F: Float>(
 
 /// The tensors laid end to end, as f64.
 pub fn flatten<'a, F: Float + 'a>(tensors: impl Iterator<Item = &'a Tensor<F>>) -> Vec<f64> {
-    tensors.flat_map(|t| t.data().iter().map(|v| v.to_f64())).collect()
+    tensors
+        .flat_map(|t| t.data().iter().map(|v| v.to_f64()))
+        .collect()
 }
 
 /// `flat` cut into tensors of the shapes of `like`.

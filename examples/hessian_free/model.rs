@@ -38,16 +38,20 @@ impl<F: Float> Net<F> {
         let w_hh = &net.rnn.cell(0, 0).params.weight_hh;
         let now = spectral_radius(&w_hh.value(), 400);
         let scale = F::from_f64(radius / now);
-        w_hh.update(|w| w.data_mut().iter_mut().for_each(|v| *v = *v * scale));
+        w_hh.update(|w| w.data_mut().iter_mut().for_each(|v| *v *= scale));
         net
     }
 
     /// The forward pass over `batch` on `tape`.
     pub fn forward<'t>(&self, tape: &'t Tape<F>, batch: &Batch<F>) -> Forward<'t, F> {
-        let out = self.rnn.forward(tape, tape.constant(batch.x.clone()), None, None);
+        let out = self
+            .rnn
+            .forward(tape, tape.constant(batch.x.clone()), None, None);
         let last = out.state.h.reshape(&[batch.sequences(), self.hidden()]);
         let prediction = self.head.forward(tape, last);
-        let loss = (prediction - tape.constant(batch.y.clone())).powf(F::from_f64(2.0)).mean();
+        let loss = (prediction - tape.constant(batch.y.clone()))
+            .powf(F::from_f64(2.0))
+            .mean();
         Forward {
             prediction,
             hidden: out.output,

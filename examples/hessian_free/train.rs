@@ -45,6 +45,9 @@ pub trait Trainer {
 
     /// The trainer's own state, for a progress line.
     fn status(&self) -> String;
+
+    /// The trainer and its settings, in a line.
+    fn describe(&self) -> String;
 }
 
 /// Adam on fresh minibatches, the global gradient norm clipped.
@@ -79,7 +82,16 @@ impl Trainer for AdamTrainer {
     }
 
     fn status(&self) -> String {
-        format!("lr {}", self.adam.lr())
+        String::new()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "adam: batches of {}, lr {}, gradient norm clipped at {}",
+            self.batch,
+            self.adam.lr(),
+            self.clip
+        )
     }
 }
 
@@ -131,11 +143,26 @@ impl Trainer for HfTrainer {
     fn status(&self) -> String {
         match &self.last {
             Some(r) => format!(
-                "λ {:.3e}  ρ {:>6.3}  CG {:>2} ({:?}), back to {:>2}, step {:.2}",
-                r.lambda, r.rho, r.cg_iterations, r.stop, r.chosen, r.step
+                "ρ {:>7.3}  λ {:.2e} → {:.2e}  CG {:>2} ({:?}), back to {:>2}, step {:.2}",
+                r.rho,
+                r.lambda,
+                self.hf.lambda(),
+                r.cg_iterations,
+                r.stop,
+                r.chosen,
+                r.step
             ),
             None => String::new(),
         }
+    }
+
+    fn describe(&self) -> String {
+        let s = self.hf.settings();
+        format!(
+            "hf: gradient on {} sequences, Gauss-Newton products on {}, CG ≤ {} iterations, λ \
+             from {}, structural damping μ = {}",
+            self.batch, s.curvature_batch, s.cg.max_iterations, s.lambda, s.structural
+        )
     }
 }
 
