@@ -84,7 +84,7 @@ pub struct Cli {
     #[arg(long, allow_negative_numbers = true)]
     pub updates: Option<usize>,
     /// T, the steps of each sequence.
-    #[arg(long, allow_negative_numbers = true, default_value_t = 80)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 100)]
     pub seq_len: usize,
     /// Seed of the initial weights and of the data.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
@@ -126,7 +126,7 @@ pub struct Cli {
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub lambda: f64,
     /// HF: μ of structural damping (0: none).
-    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
     pub structural: f64,
 }
 

@@ -28,13 +28,14 @@ pub struct Settings {
 }
 
 impl Default for Settings {
+    /// The command line's defaults.
     fn default() -> Self {
         Settings {
             curvature_batch: 200,
             cg: cg::Options::default(),
             lambda: 1.0,
             decay: 0.95,
-            structural: 0.0,
+            structural: 0.1,
         }
     }
 }

@@ -5,10 +5,10 @@ use std::fmt::Write;
 
 use super::train::Curve;
 
-const W: f64 = 720.0;
+const W: f64 = 760.0;
 const H: f64 = 440.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 170.0;
+const RIGHT: f64 = 200.0;
 const TOP: f64 = 44.0;
 const BOTTOM: f64 = 56.0;
 const COLOURS: [&str; 2] = ["#1f77b4", "#d62728"];
@@ -27,7 +27,7 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
     let (lo, hi) = logs.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), l| {
         (lo.min(l), hi.max(l))
     });
-    let (lo, hi) = (lo.floor(), hi.ceil().max(lo.floor() + 1.0));
+    let (lo, hi) = (lo - 0.05, hi + 0.05);
     let x = |s: f64| LEFT + (W - LEFT - RIGHT) * s / seconds;
     let y = |mse: f64| {
         let l = if mse > 0.0 { mse.log10().max(lo) } else { lo };
@@ -44,17 +44,16 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
         r#"<text x="{}" y="24" text-anchor="middle" font-size="14">Adding problem, T = {steps}: held-out MSE against training time</text>"#,
         (LEFT + W - RIGHT) / 2.0
     );
-    let mut decade = lo;
-    while decade <= hi {
-        let yy = y(10f64.powf(decade));
+    for tick in log_ticks(lo, hi) {
+        let yy = y(tick);
         let _ = writeln!(
             s,
-            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">1e{decade}</text>"##,
+            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{}" y2="{yy:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
             W - RIGHT,
             LEFT - 6.0,
-            yy + 4.0
+            yy + 4.0,
+            number(tick)
         );
-        decade += 1.0;
     }
     let step = nice_step(seconds / 6.0);
     let decimals = (-step.log10()).ceil().max(0.0) as usize;
@@ -86,11 +85,11 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#888" stroke-dasharray="5 4"/><text x="{2}" y="{3:.1}" fill="#555">predict the mean</text>"##,
+        r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#888" stroke-dasharray="5 4"/><text x="{2}" y="{3:.1}" fill="#555" font-size="11">predict the mean (1/6)</text>"##,
         y(BASELINE),
         W - RIGHT,
-        W - RIGHT + 8.0,
-        y(BASELINE) + 4.0
+        LEFT + 6.0,
+        y(BASELINE) - 5.0
     );
     for (c, colour) in curves.iter().zip(COLOURS.iter().cycle()) {
         let line: Vec<String> = c
@@ -122,6 +121,29 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// 1, 2 and 5 times the powers of ten between 10^lo and 10^hi; only the powers of ten when the
+/// range spans more than three decades.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let multiples: &[f64] = if hi - lo > 3.0 {
+        &[1.0]
+    } else {
+        &[1.0, 2.0, 5.0]
+    };
+    (lo.floor() as i32..=hi.ceil() as i32)
+        .flat_map(|k| multiples.iter().map(move |m| m * 10f64.powi(k)))
+        .filter(|v| (lo..=hi).contains(&v.log10()))
+        .collect()
+}
+
+/// A tick label: plain down to 0.01, then as 2e-3.
+fn number(v: f64) -> String {
+    if v >= 0.01 {
+        format!("{}", (v * 1e6).round() / 1e6)
+    } else {
+        format!("{v:.0e}")
+    }
 }
 
 fn label(method: &str) -> &str {

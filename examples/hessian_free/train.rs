@@ -244,7 +244,7 @@ pub fn run(
         let last = trained >= budget || clock.updates == Some(updates);
         if trained >= next || last {
             let point = measure(net, trained, updates);
-            println!(
+            let line = format!(
                 "{:<4} {:>6.1} s  update {updates:>6}  train mse {loss:.5}  held-out mse {:.5}  \
                  accuracy {:>5.1}%  {}",
                 trainer.name(),
@@ -253,6 +253,7 @@ pub fn run(
                 100.0 * point.accuracy,
                 trainer.status()
             );
+            println!("{}", line.trim_end());
             points.push(point);
             next = trained + every;
         }
