@@ -7,7 +7,7 @@ use rewind::autograd::GaussNewton;
 use rewind::nn::Module;
 use rewind::prelude::*;
 
-use super::cg::{self, dot, Stop};
+use super::cg::{self, dot, Iterate, Stop};
 use super::data::Batch;
 use super::model::Net;
 
@@ -117,70 +117,23 @@ impl HessianFree {
     pub fn step<F: Float>(&mut self, net: &Net<F>, batch: &Batch<F>) -> Report {
         let params: Vec<&Param<F>> = net.params().into_iter().map(|(_, p)| p).collect();
         let theta: Vec<Tensor<F>> = params.iter().map(|p| p.value()).collect();
-        let (loss, gradient) = {
-            let tape = Tape::new();
-            let loss = net.forward(&tape, batch).loss;
-            let grads = loss.backward();
-            let g = params
-                .iter()
-                .map(|p| grads.get(p).expect("every parameter is used"));
-            (loss.item().to_f64(), flatten(g))
-        };
-
+        let (loss, gradient) = loss_and_gradient(net, &params, batch);
         let lambda = self.lambda;
-        let start = match &self.previous {
-            Some(p) => p.iter().map(|v| v * self.settings.decay).collect(),
-            None => vec![0.0; gradient.len()],
-        };
-        let minus_g: Vec<f64> = gradient.iter().map(|g| -g).collect();
-        let solution = {
-            let curvature = batch.head(self.settings.curvature_batch.min(batch.sequences()));
-            let tape = Tape::new();
-            let wrt: Vec<Var<F>> = params.iter().map(|p| tape.param(p)).collect();
-            let structural = lambda * self.settings.structural;
-            let gn = gauss_newton(net, &tape, &curvature, &wrt, structural);
-            let damped = |v: &[f64]| {
-                let mut gv = flatten(gn.product(&shaped(v, &theta)).iter());
-                cg::axpy(lambda, v, &mut gv);
-                gv
-            };
-            cg::solve(damped, &minus_g, &start, &self.settings.cg)
-        };
+        let solution = self.solve(net, &params, &theta, batch, &gradient);
         self.previous = Some(solution.last().x.clone());
 
-        // Backtrack: from the last kept iterate to earlier ones while the loss keeps falling.
         let loss_at = |delta: &[f64], alpha: f64| {
             move_to(&params, &theta, delta, alpha);
             net.loss(batch)
         };
-        let mut kept = solution.iterates.iter().rev();
-        let mut best = kept.next().expect("the last iterate is kept");
-        let mut best_loss = loss_at(&best.x, 1.0);
-        for earlier in kept {
-            let l = loss_at(&earlier.x, 1.0);
-            if l >= best_loss {
-                break;
-            }
-            (best, best_loss) = (earlier, l);
-        }
+        let (best, best_loss) = backtrack(&solution, |x| loss_at(x, 1.0));
         // φ is the damped model ½δᵀ(G + λI)δ + gᵀδ; the reduction ratio leaves λI out.
         let undamped = best.value - 0.5 * lambda * dot(&best.x, &best.x);
         let rho = (best_loss - loss) / undamped;
         self.lambda = adapt(lambda, rho);
-
         let slope = dot(&gradient, &best.x);
-        let mut step = 1.0;
-        let mut loss_after = best_loss;
-        let mut tries = 0;
-        let sufficient = |l: f64, step: f64| l <= loss + ARMIJO * step * slope;
-        while !sufficient(loss_after, step) && tries < LINE_SEARCH {
-            step *= SHRINK;
-            loss_after = loss_at(&best.x, step);
-            tries += 1;
-        }
-        if loss_after.is_nan() || loss_after > loss {
-            (step, loss_after) = (0.0, loss);
-        }
+        let (step, loss_after) =
+            line_search(loss, best_loss, slope, |alpha| loss_at(&best.x, alpha));
         move_to(&params, &theta, &best.x, step);
         Report {
             loss,
@@ -193,6 +146,96 @@ impl HessianFree {
             step,
             products: solution.products,
         }
+    }
+
+    /// Truncated CG on (G + λI)δ = -∇f, G on the curvature minibatch, from the previous
+    /// solution decayed.
+    fn solve<F: Float>(
+        &self,
+        net: &Net<F>,
+        params: &[&Param<F>],
+        theta: &[Tensor<F>],
+        batch: &Batch<F>,
+        gradient: &[f64],
+    ) -> cg::Solution {
+        let start = match &self.previous {
+            Some(p) => p.iter().map(|v| v * self.settings.decay).collect(),
+            None => vec![0.0; gradient.len()],
+        };
+        let minus_g: Vec<f64> = gradient.iter().map(|g| -g).collect();
+        let curvature = batch.head(self.settings.curvature_batch.min(batch.sequences()));
+        let tape = Tape::new();
+        let wrt: Vec<Var<F>> = params.iter().map(|p| tape.param(p)).collect();
+        let lambda = self.lambda;
+        let gn = gauss_newton(
+            net,
+            &tape,
+            &curvature,
+            &wrt,
+            lambda * self.settings.structural,
+        );
+        let damped = |v: &[f64]| {
+            let mut gv = flatten(gn.product(&shaped(v, theta)).iter());
+            cg::axpy(lambda, v, &mut gv);
+            gv
+        };
+        cg::solve(damped, &minus_g, &start, &self.settings.cg)
+    }
+}
+
+/// The loss on `batch` and its gradient with respect to `params`, laid end to end.
+fn loss_and_gradient<F: Float>(
+    net: &Net<F>,
+    params: &[&Param<F>],
+    batch: &Batch<F>,
+) -> (f64, Vec<f64>) {
+    let tape = Tape::new();
+    let loss = net.forward(&tape, batch).loss;
+    let grads = loss.backward();
+    let g = params
+        .iter()
+        .map(|p| grads.get(p).expect("every parameter is used"));
+    (loss.item().to_f64(), flatten(g))
+}
+
+/// Martens' backtracking: from the last kept CG iterate to earlier ones while the loss keeps
+/// falling; the iterate where it stops, with its loss.
+fn backtrack(solution: &cg::Solution, mut loss_at: impl FnMut(&[f64]) -> f64) -> (&Iterate, f64) {
+    let mut kept = solution.iterates.iter().rev();
+    let mut best = kept.next().expect("the last iterate is kept");
+    let mut best_loss = loss_at(&best.x);
+    for earlier in kept {
+        let l = loss_at(&earlier.x);
+        if l >= best_loss {
+            break;
+        }
+        (best, best_loss) = (earlier, l);
+    }
+    (best, best_loss)
+}
+
+/// The step α along δ: 1 if it decreases the loss enough (Armijo), else shrunk until it does;
+/// 0 if none of the tries decreases it at all. `loss` is f(θ), `full` f(θ + δ), `slope` ∇fᵀδ.
+/// Returns α and f(θ + αδ).
+fn line_search(
+    loss: f64,
+    full: f64,
+    slope: f64,
+    mut loss_at: impl FnMut(f64) -> f64,
+) -> (f64, f64) {
+    let sufficient = |l: f64, step: f64| l <= loss + ARMIJO * step * slope;
+    let (mut step, mut after) = (1.0, full);
+    for _ in 0..LINE_SEARCH {
+        if sufficient(after, step) {
+            break;
+        }
+        step *= SHRINK;
+        after = loss_at(step);
+    }
+    if after.is_nan() || after > loss {
+        (0.0, loss)
+    } else {
+        (step, after)
     }
 }
 

@@ -85,7 +85,7 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#888" stroke-dasharray="5 4"/><text x="{2}" y="{3:.1}" fill="#555" font-size="11">predict the mean (1/6)</text>"##,
+        r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#888" stroke-dasharray="5 4"/><text x="{2}" y="{3:.1}" fill="#555" font-size="11" stroke="white" stroke-width="3" paint-order="stroke">predict the mean (1/6)</text>"##,
         y(BASELINE),
         W - RIGHT,
         LEFT + 6.0,
