@@ -781,9 +781,16 @@ impl<F: Float> Op<F> {
             // d(a·b) = b·da + a·db
             Op::Mul(a, b) => {
                 for (x, y) in [(*a, *b), (*b, *a)] {
-                    if let Some(gx) = sink.acc(x) {
+                    let yd = val(y).data();
+                    if nodes[x].shape == *out && nodes[y].shape == *out {
+                        // No broadcasting: one pass the compiler vectorizes.
+                        if let Some(gx) = sink.acc(x) {
+                            for ((d, &g), &v) in gx.iter_mut().zip(gd).zip(yd) {
+                                *d += g * v;
+                            }
+                        }
+                    } else if let Some(gx) = sink.acc(x) {
                         let other = broadcast_index(&nodes[y].shape, out);
-                        let yd = val(y).data();
                         accumulate_reduced(gx, &nodes[x].shape, out, gd, |i, g| {
                             g * yd[other.as_ref().map_or(i, |o| o[i])]
                         });
