@@ -237,25 +237,33 @@ unsafe fn strided<F: Float>(
     }
 }
 
+/// Bands a parallel product is cut into per thread. More (2 or 4) were measured to balance a core
+/// shared with another process no better (a worker taken off its core holds its band for the
+/// other process's whole time slice, whatever the band's size) and cost 3-10% on a quiet machine.
+pub(crate) const BANDS_PER_THREAD: usize = 1;
+
 /// Products of at least this many flops are split across the cores; below it the hand-off to a
 /// worker (a few µs) costs more than it saves.
 pub(crate) const PARALLEL_FLOPS: usize = 1 << 21;
 
 /// One product split into bands of C's rows (or of its columns, when C is wider than tall, so
-/// that each thread packs only its share of the larger operand), one band per thread. Each
-/// element of C is still one thread's full sum over k, so the result does not depend on the
-/// number of threads.
+/// that each thread packs only its share of the larger operand), taken by whichever thread is
+/// free. Each element of C is still one band's full sum over k, so the
+/// result does not depend on the number of threads or on who ran which band.
 fn gemm_parallel<F: Float>(a: &[F], va: View, b: &[F], vb: View, c: &mut [F], vc: View, beta: F) {
-    let parts = pool::threads();
+    let threads = pool::threads();
     let by_rows = vc.rows >= vc.cols;
     let len = if by_rows { vc.rows } else { vc.cols };
-    if parts < 2 || len < 8 * parts {
+    if threads < 2 || len < 8 * threads {
         return gemm_one(a, va, b, vb, c, vc, beta);
     }
     // Bands of whole 8-row (or column) groups, so the kernels' edges do not multiply.
-    let band = len.div_ceil(8 * parts) * 8;
+    let groups = len.div_ceil(8);
+    let parts = (threads * BANDS_PER_THREAD).min(groups);
+    let band = groups.div_ceil(parts) * 8;
+    let parts = len.div_ceil(band);
     let c_ptr = SendPtr(c.as_mut_ptr());
-    pool::run(&|p| {
+    pool::run(parts, &|p| {
         let (lo, hi) = ((p * band).min(len), ((p + 1) * band).min(len));
         if lo < hi {
             // SAFETY: bands [lo, hi) are disjoint rows (or columns) of C, so no two threads

@@ -139,8 +139,9 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     let panels = n.div_ceil(NR);
     // Only compared with a threshold, so saturating is exact enough.
     let flops = 2usize.saturating_mul(m).saturating_mul(k).saturating_mul(n);
+    // Shares taken by whichever thread is free (see pool::run).
     let parts = if flops >= super::gemm::PARALLEL_FLOPS && panels >= 2 {
-        pool::threads()
+        (pool::threads() * super::gemm::BANDS_PER_THREAD).min(panels)
     } else {
         1
     };
@@ -155,7 +156,7 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
         }
     };
     if parts > 1 {
-        pool::run(&share);
+        pool::run(parts, &share);
     } else {
         share(0);
     }

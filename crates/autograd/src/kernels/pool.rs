@@ -6,6 +6,12 @@
 //! product inside a share) runs the whole job itself. A worker spins for a short while after
 //! each share, since the next product of a time step usually follows within microseconds, then
 //! parks until woken.
+//!
+//! Shares are claimed, not assigned: the caller and the workers each take the next unclaimed
+//! share until none is left. A worker that the scheduler has put aside (another process on its
+//! core) claims nothing, and the caller runs its share instead of waiting a whole time slice for
+//! it to come back: on a busy machine a product runs at one core's speed, never at the
+//! scheduler's.
 
 use std::cell::UnsafeCell;
 use std::panic::{self, AssertUnwindSafe};
@@ -17,27 +23,41 @@ use std::time::{Duration, Instant};
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
 
-/// A share of a job: called with the share's index, from 0 (the caller's) to `parts - 1`.
+/// A share of a job: called with the share's index, from 0 to `parts - 1`.
 type Share<'a> = &'a (dyn Fn(usize) + Sync);
 
 struct Pool {
     workers: OnceLock<Vec<Thread>>,
     /// Held by the caller whose job is running.
     busy: Mutex<()>,
-    /// Bumped once per job; every worker runs its share of each job once it sees the new epoch.
+    /// Bumped once per job; a worker looks for shares to claim once it sees the new epoch.
     epoch: AtomicU64,
+    /// The running job's number (the epoch's low 32 bits), its number of shares and its next
+    /// unclaimed share, packed as `number << 32 | parts << 16 | share`: a claim is one
+    /// compare-and-swap, and a claim made for a job that has since finished fails on the number.
+    claim: AtomicU64,
     /// The running job; written only while `busy` is held and no worker is running.
     job: UnsafeCell<Option<Share<'static>>>,
-    /// Workers that have not yet finished their share of the running job.
+    /// Shares of the running job not yet finished.
     pending: AtomicUsize,
     /// Set when a worker's share panicked; the caller panics in turn.
     failed: AtomicBool,
 }
 
-// SAFETY: `job` is written by the holder of `busy` before the epoch is bumped (Release) and read
-// by workers after they observe the new epoch (Acquire); the caller waits for `pending` to reach
-// zero, that is for every worker to be done with the job, before it releases `busy`.
+// SAFETY: `job` is written by the holder of `busy` before the epoch is bumped (Release), while no
+// share of any job is pending. A worker reads it only after claiming a share of the current job
+// (the claim's number matches, Acquire after the caller's Release), and that share keeps
+// `pending` above zero until it is done; the caller waits for `pending` to reach zero, that is
+// for every share to be done with the job, before it releases `busy` or writes `job` again.
 unsafe impl Sync for Pool {}
+
+/// The most shares one job is split into (they are counted in 16 bits).
+pub(crate) const MAX_PARTS: usize = 1 << 15;
+
+fn pack(job: u32, parts: usize, share: usize) -> u64 {
+    debug_assert!(parts <= MAX_PARTS && share <= parts);
+    (u64::from(job) << 32) | ((parts as u64) << 16) | share as u64
+}
 
 /// The number of threads a product may be split over: the cores, at most 4.
 pub(crate) fn threads() -> usize {
@@ -45,41 +65,51 @@ pub(crate) fn threads() -> usize {
     *THREADS.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get().min(4)))
 }
 
-/// Runs `share(0)`, …, `share(threads() - 1)`, share 0 on this thread and one on each worker when
-/// the pool is free (else all here), and returns when all have finished.
-pub(crate) fn run(share: Share<'_>) {
-    let parts = threads();
+/// Runs `share(0)`, …, `share(parts - 1)`, each once, on this thread and the workers, which
+/// claim them one at a time while any is left (all here when the pool is busy), and returns when
+/// all have finished. More shares than threads balance the load when a core is also running
+/// something else: the thread that has the core takes the shares the other does not get to.
+pub(crate) fn run(parts: usize, share: Share<'_>) {
+    let parts = parts.min(MAX_PARTS);
     let pool = pool();
     let workers = pool.workers();
     // The mutex guards no data, only the right to post a job. A share's panic re-raised below
     // poisons it, yet leaves nothing half-done (every share had finished), so poisoning is
     // ignored: otherwise every later job would find the pool "busy" and run on one thread.
+    let complete = workers.len() + 1 == threads() && parts > 1;
     let busy = match pool.busy.try_lock() {
-        Ok(guard) if workers.len() + 1 == parts => Some(guard),
-        Err(TryLockError::Poisoned(poisoned)) if workers.len() + 1 == parts => {
-            Some(poisoned.into_inner())
-        }
+        Ok(guard) if complete => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) if complete => Some(poisoned.into_inner()),
         _ => None,
     };
     let Some(_busy) = busy else {
         (0..parts).for_each(share);
         return;
     };
-    // SAFETY: the lifetime is erased only for the duration of this call: workers read the job
-    // after the epoch bump below and are done with it when `pending` reaches zero, which this
-    // function waits for before returning.
+    // SAFETY: the lifetime is erased only for the duration of this call: shares are claimed
+    // and run before `pending` reaches zero, which this function waits for before returning.
     let erased = unsafe { std::mem::transmute::<Share<'_>, Share<'static>>(share) };
-    // SAFETY: we hold `busy` and every worker has finished the previous job, so none reads `job`.
+    // SAFETY: we hold `busy` and every share of the previous job has finished, so none reads `job`.
     unsafe { *pool.job.get() = Some(erased) };
-    pool.pending.store(workers.len(), Ordering::Relaxed);
+    let number = pool.epoch.load(Ordering::Relaxed).wrapping_add(1) as u32;
+    pool.pending.store(parts, Ordering::Relaxed);
+    pool.claim.store(pack(number, parts, 0), Ordering::Relaxed);
     pool.epoch.fetch_add(1, Ordering::Release);
     workers.iter().for_each(Thread::unpark);
-    // The workers borrow from this frame: wait for them even if this thread's share panics.
-    let mine = panic::catch_unwind(AssertUnwindSafe(|| share(0)));
+    // The workers borrow from this frame: run shares while any is left, then wait for those the
+    // workers claimed, even if one of this thread's panicked.
+    let mut panicked = None;
+    while let Some(i) = pool.take(number) {
+        let result = panic::catch_unwind(AssertUnwindSafe(|| share(i)));
+        pool.pending.fetch_sub(1, Ordering::Release);
+        if let Err(payload) = result {
+            panicked.get_or_insert(payload);
+        }
+    }
     while pool.pending.load(Ordering::Acquire) != 0 {
         std::hint::spin_loop();
     }
-    if let Err(payload) = mine {
+    if let Some(payload) = panicked {
         panic::resume_unwind(payload);
     }
     if pool.failed.swap(false, Ordering::Relaxed) {
@@ -92,6 +122,7 @@ fn pool() -> &'static Pool {
         workers: OnceLock::new(),
         busy: Mutex::new(()),
         epoch: AtomicU64::new(0),
+        claim: AtomicU64::new(0),
         job: UnsafeCell::new(None),
         pending: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
@@ -109,7 +140,7 @@ impl Pool {
                 .map_while(|index| {
                     thread::Builder::new()
                         .name(format!("rewind-gemm-{index}"))
-                        .spawn(move || self.work(index, epoch))
+                        .spawn(move || self.work(epoch))
                         .ok()
                         .map(|h| h.thread().clone())
                 })
@@ -117,8 +148,30 @@ impl Pool {
         })
     }
 
-    /// A worker's loop: wait for a new epoch, run its share, report.
-    fn work(&'static self, index: usize, mut seen: u64) {
+    /// Claims the next share of job `number`: `None` once all are claimed or the job is no
+    /// longer the running one.
+    fn take(&self, number: u32) -> Option<usize> {
+        let mut current = self.claim.load(Ordering::Acquire);
+        loop {
+            let share = (current & 0xffff) as usize;
+            let parts = ((current >> 16) & 0xffff) as usize;
+            if (current >> 32) as u32 != number || share >= parts {
+                return None;
+            }
+            match self.claim.compare_exchange_weak(
+                current,
+                pack(number, parts, share + 1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(share),
+                Err(now) => current = now,
+            }
+        }
+    }
+
+    /// A worker's loop: wait for a new epoch, run shares of its job while any is unclaimed.
+    fn work(&'static self, mut seen: u64) {
         loop {
             let since = Instant::now();
             let mut now = seen;
@@ -134,12 +187,15 @@ impl Pool {
                 now = self.epoch.load(Ordering::Acquire);
             }
             seen = now;
-            // SAFETY: the new epoch was published after `job` was written; see `Pool`.
-            let share = unsafe { (*self.job.get()).expect("a job is posted before its epoch") };
-            if panic::catch_unwind(AssertUnwindSafe(|| share(index))).is_err() {
-                self.failed.store(true, Ordering::Relaxed);
+            let number = now as u32;
+            while let Some(i) = self.take(number) {
+                // SAFETY: a share of the running job is claimed and pending; see `Pool`.
+                let share = unsafe { (*self.job.get()).expect("a job is posted before its epoch") };
+                if panic::catch_unwind(AssertUnwindSafe(|| share(i))).is_err() {
+                    self.failed.store(true, Ordering::Relaxed);
+                }
+                self.pending.fetch_sub(1, Ordering::Release);
             }
-            self.pending.fetch_sub(1, Ordering::Release);
         }
     }
 }
@@ -153,9 +209,14 @@ mod tests {
     /// The thread each share of one job ran on.
     fn threads_of_one_job() -> Vec<ThreadId> {
         let ran: Vec<Mutex<Option<ThreadId>>> = (0..threads()).map(|_| Mutex::new(None)).collect();
-        run(&|p| {
+        run(threads(), &|p| {
             let previous = ran[p].lock().unwrap().replace(thread::current().id());
             assert!(previous.is_none(), "share {p} ran twice");
+            // As long as a small product's band: a woken worker claims a share meanwhile.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_micros(100) {
+                std::hint::spin_loop();
+            }
         });
         ran.into_iter()
             .map(|r| r.into_inner().unwrap().expect("every share runs"))
@@ -177,9 +238,9 @@ mod tests {
         false
     }
 
-    /// Every share of every job runs exactly once, with jobs posted from several threads at once:
-    /// a job that gets the pool runs share 0 on its caller and each other share on a worker of its
-    /// own, one that finds it busy runs all its shares on its caller.
+    /// Every share of every job runs exactly once, with jobs posted from several threads at once
+    /// (a job that finds the pool busy runs all its shares on its caller), and jobs do spread
+    /// over the threads.
     #[test]
     fn every_share_runs_once_under_concurrent_jobs() {
         let parts = threads();
@@ -187,16 +248,11 @@ mod tests {
         thread::scope(|s| {
             for _ in 0..4 {
                 s.spawn(|| {
-                    let me = thread::current().id();
-                    for _ in 0..500 {
+                    for _ in 0..200 {
+                        // threads_of_one_job asserts that no share runs twice and all run.
                         let ran = threads_of_one_job();
-                        assert_eq!(ran[0], me, "share 0 runs on the caller");
-                        let on_workers = ran[1..].iter().all(|&t| t != me);
-                        let here = ran[1..].iter().all(|&t| t == me);
-                        assert!(on_workers || here, "a job is split whole or not at all");
                         let distinct: HashSet<_> = ran.iter().collect();
-                        assert!(here || distinct.len() == parts, "one worker per share");
-                        if on_workers && parts > 1 {
+                        if distinct.len() > 1 {
                             spread.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -209,12 +265,52 @@ mod tests {
         );
     }
 
+    /// Shares are claimed once each, in order, and only for the running job: a worker that
+    /// wakes after its job has finished claims nothing of the next.
+    #[test]
+    fn shares_are_claimed_once_and_only_for_the_running_job() {
+        let pool = Pool {
+            workers: OnceLock::new(),
+            busy: Mutex::new(()),
+            epoch: AtomicU64::new(0),
+            claim: AtomicU64::new(pack(7, 3, 0)),
+            job: UnsafeCell::new(None),
+            pending: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+        };
+        assert_eq!(pool.take(6), None, "a finished job's number claims nothing");
+        assert_eq!(pool.take(7), Some(0));
+        assert_eq!(pool.take(7), Some(1));
+        assert_eq!(pool.take(7), Some(2));
+        assert_eq!(pool.take(7), None, "every share is claimed");
+        // Claims from several threads at once: each share goes to exactly one of them.
+        pool.claim.store(pack(8, 1000, 0), Ordering::Relaxed);
+        let taken: Vec<Vec<usize>> = thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut mine = Vec::new();
+                        while let Some(i) = pool.take(8) {
+                            mine.push(i);
+                        }
+                        mine
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut all: Vec<usize> = taken.into_iter().flatten().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+    }
+
     /// A share that panics, on the caller's thread or a worker's, makes `run` panic after every
     /// share has finished, and later jobs are still split across the threads.
     #[test]
     fn a_panicking_share_panics_the_caller_and_leaves_the_pool_usable() {
         for bad in 0..threads() {
-            let caught = panic::catch_unwind(|| run(&|p| assert_ne!(p, bad, "share {p} fails")));
+            let caught =
+                panic::catch_unwind(|| run(threads(), &|p| assert_ne!(p, bad, "share {p} fails")));
             assert!(caught.is_err());
             assert!(
                 a_job_spreads_across_threads(),
