@@ -8,52 +8,19 @@
 
 mod support;
 
-use rewind::autograd::rand::rngs::StdRng;
-use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{
     concat, stack, CrossEntropyOptions, CustomOp, Param, Reduction, Tape, Tensor, Var,
 };
-use support::gradcheck::{assert_close, check_second_order as check};
-
-fn rng(seed: u64) -> StdRng {
-    StdRng::seed_from_u64(seed)
-}
-
-fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut StdRng) -> Tensor<f64> {
-    Tensor::uniform(shape, lo, hi, rng)
-}
-
-/// A random shape of 1 to 3 axes, each of size 1 to 3.
-fn random_shape(rng: &mut StdRng) -> Vec<usize> {
-    let ndim = rng.random_range(1..=3);
-    (0..ndim).map(|_| rng.random_range(1..=3)).collect()
-}
-
-/// A shape that broadcasts to `shape`: some axes set to 1, some leading axes dropped.
-fn broadcastable_to(shape: &[usize], rng: &mut StdRng) -> Vec<usize> {
-    let drop = rng.random_range(0..shape.len());
-    shape[drop..]
-        .iter()
-        .map(|&d| if rng.random_bool(0.5) { 1 } else { d })
-        .collect()
-}
-
-/// Values bounded away from zero: uniform in ±[0.5, 1.5].
-fn away_from_zero(shape: &[usize], rng: &mut StdRng) -> Tensor<f64> {
-    let mut t = uniform(shape, 0.5, 1.5, rng);
-    for v in t.data_mut() {
-        if rng.random_bool(0.5) {
-            *v = -*v;
-        }
-    }
-    t
-}
+use support::gradcheck::{
+    assert_close, away_from_zero, broadcastable_to, check_second_order as check, random_shape, rng,
+    uniform,
+};
 
 #[test]
 fn binary_ops_broadcasting_either_way() {
     let mut r = rng(1);
     for _ in 0..3 {
-        let s = random_shape(&mut r);
+        let s = random_shape(&mut r, 3);
         let b = broadcastable_to(&s, &mut r);
         for (lhs, rhs) in [
             (s.clone(), s.clone()),

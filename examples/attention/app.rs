@@ -162,10 +162,7 @@ where
 {
     match run(args) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("attention: {e}");
-            ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
-        }
+        Err(e) => flags::failure("attention", &e, matches!(e, Error::Usage(_))),
     }
 }
 

@@ -77,9 +77,6 @@ where
     match run(args) {
         Ok(Outcome::Interrupted { .. }) => ExitCode::from(130),
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("char_rnn: {e}");
-            ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
-        }
+        Err(e) => flags::failure("char_rnn", &e, matches!(e, Error::Usage(_))),
     }
 }

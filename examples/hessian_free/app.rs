@@ -159,10 +159,7 @@ where
 {
     match run(args) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("hessian_free: {e}");
-            ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
-        }
+        Err(e) => flags::failure("hessian_free", &e, matches!(e, Error::Usage(_))),
     }
 }
 

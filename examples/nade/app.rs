@@ -125,10 +125,7 @@ where
 {
     match run(args) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("nade: {e}");
-            ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
-        }
+        Err(e) => flags::failure("nade", &e, matches!(e, Error::Usage(_))),
     }
 }
 

@@ -2,6 +2,8 @@
 //! tests can drive an example's `run`; help and version printed; a usage error as one line.
 
 use std::ffi::OsString;
+use std::fmt::Display;
+use std::process::ExitCode;
 
 use clap::{ArgMatches, Parser};
 
@@ -29,4 +31,11 @@ where
 fn first_line(message: &str) -> String {
     let line = message.lines().next().unwrap_or("").trim();
     line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+/// The exit code of a run that failed, `error` printed as one line after the program's name: 2
+/// for a usage error, 1 for any other.
+pub fn failure(program: &str, error: &impl Display, usage: bool) -> ExitCode {
+    eprintln!("{program}: {error}");
+    ExitCode::from(if usage { 2 } else { 1 })
 }

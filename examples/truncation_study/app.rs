@@ -213,10 +213,7 @@ where
 {
     match run(args) {
         Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("truncation_study: {e}");
-            ExitCode::from(if matches!(e, Error::Usage(_)) { 2 } else { 1 })
-        }
+        Err(e) => flags::failure("truncation_study", &e, matches!(e, Error::Usage(_))),
     }
 }
 

@@ -2,7 +2,7 @@
 //! in their messages, and element-wise closeness of two tensors.
 
 use rewind::autograd::rand::rngs::StdRng;
-use rewind::autograd::rand::SeedableRng;
+use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{gradcheck, gradgradcheck, Tape, Tensor, Var};
 
 /// `gradcheck(f, inputs)` with the default tolerances; a failure panics at the caller's line
@@ -64,4 +64,40 @@ pub fn assert_close(a: &Tensor<f64>, b: &Tensor<f64>, tol: f64) {
     for (x, y) in a.data().iter().zip(b.data()) {
         assert!((x - y).abs() <= tol, "{x} vs {y}");
     }
+}
+
+/// A seeded generator: every test draws the same inputs on every run.
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}
+
+/// Uniform values in [lo, hi).
+pub fn uniform(shape: &[usize], lo: f64, hi: f64, rng: &mut StdRng) -> Tensor<f64> {
+    Tensor::uniform(shape, lo, hi, rng)
+}
+
+/// A random shape of 1 to 3 axes, each of size 1 to `max`.
+pub fn random_shape(rng: &mut StdRng, max: usize) -> Vec<usize> {
+    let ndim = rng.random_range(1..=3);
+    (0..ndim).map(|_| rng.random_range(1..=max)).collect()
+}
+
+/// A shape that broadcasts to `shape`: some axes set to 1, some leading axes dropped.
+pub fn broadcastable_to(shape: &[usize], rng: &mut StdRng) -> Vec<usize> {
+    let drop = rng.random_range(0..shape.len());
+    shape[drop..]
+        .iter()
+        .map(|&d| if rng.random_bool(0.5) { 1 } else { d })
+        .collect()
+}
+
+/// Values bounded away from zero: uniform in ±[0.5, 1.5].
+pub fn away_from_zero(shape: &[usize], rng: &mut StdRng) -> Tensor<f64> {
+    let mut t = uniform(shape, 0.5, 1.5, rng);
+    for v in t.data_mut() {
+        if rng.random_bool(0.5) {
+            *v = -*v;
+        }
+    }
+    t
 }
