@@ -13,6 +13,10 @@ impl<'t, F: Float> Var<'t, F> {
     /// tensor per `wrt`, of its shape; the result likewise. For several products at one point
     /// (conjugate gradient), [`hessian`](Var::hessian) records the gradient once.
     ///
+    /// What is differentiated is the gradient as recorded: where `scale_grad` (or a stack run
+    /// with `grad_scale`, randomized truncation) scales a gradient on its way back, the second
+    /// pass goes through the scaling again, and H·v is not the Hessian of the loss.
+    ///
     /// ```
     /// use rewind_autograd::{Tape, Tensor};
     /// // f(x) = Σ x_i³: H = diag(6 x_i).
