@@ -7,9 +7,13 @@
 2. The sequence-length sweep of examples/bptt_report.rs: forward and backward ms of the fused
    layer model (H = 256) for T = 16 ... 1024, full BPTT.
 
+3. With --sample: batch-1 generation as `char_rnn sample` does it, an embedding (64) -> a 2 x 256
+   LSTM -> linear readout, state carried, softmax and multinomial per character, no_grad:
+   characters per second (benches/README.md, "Sampling speed").
+
 Prints tables in the layout of benches/README.md. Medians over repeated runs.
 
-Run: python3 scripts/compare_pytorch.py [--quick]   (needs torch)
+Run: python3 scripts/compare_pytorch.py [--quick] [--sample]   (needs torch)
 """
 
 import statistics
@@ -109,7 +113,32 @@ def sweep():
             print(f"{kind:<5} {steps:>6} {f:>9.2f} {b:>9.2f} {b / f:>8.2f}")
 
 
+def sampling():
+    embed, lstm, head = nn.Embedding(V, 64), nn.LSTM(64, 256, 2), nn.Linear(256, V)
+
+    def generate(n):
+        x, state = torch.tensor([[0]]), None
+        with torch.no_grad():
+            for _ in range(n):
+                y, state = lstm(embed(x), state)
+                p = torch.softmax(head(y[0, 0]), -1)
+                x = torch.tensor([[torch.multinomial(p, 1).item()]])
+
+    generate(200)  # warm up
+    times = {}
+    for n in [2000, 20000]:
+        start = time.perf_counter()
+        generate(n)
+        times[n] = time.perf_counter() - start
+    rate = (20000 - 2000) / (times[20000] - times[2000])
+    print(f"batch-1 sampling, 2 x 256 LSTM: 2,000 chars {times[2000]:.2f} s, "
+          f"20,000 chars {times[20000]:.2f} s, {rate:.0f} chars/s")
+
+
 if __name__ == "__main__":
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    step_grid()
-    sweep()
+    if "--sample" in sys.argv:
+        sampling()
+    else:
+        step_grid()
+        sweep()
