@@ -7,11 +7,9 @@
 mod support;
 
 use rewind::autograd::rand::Rng;
-use rewind::autograd::{
-    concat, stack, CrossEntropyOptions, CustomOp, Reduction, Tape, Tensor, Var,
-};
+use rewind::autograd::{concat, stack, CrossEntropyOptions, Reduction, Tape, Tensor, Var};
 use support::gradcheck::{
-    assert_close, away_from_zero, broadcastable_to, check, random_shape, rng, uniform,
+    assert_close, away_from_zero, broadcastable_to, check, random_shape, rng, uniform, Cube,
 };
 
 const TRIALS: usize = 6;
@@ -431,32 +429,6 @@ fn detach_stops_the_gradient() {
     let v = tape.var(x.clone());
     let g = (v * v.detach()).sum().backward();
     assert_eq!(g[v].data(), &[0.3, -0.8]);
-}
-
-/// y = x³ with its derivative 3x², written as a user op.
-struct Cube;
-
-impl CustomOp<f64> for Cube {
-    fn name(&self) -> &str {
-        "cube"
-    }
-    fn forward(&self, inputs: &[&Tensor<f64>]) -> Tensor<f64> {
-        inputs[0].map(|x| x * x * x)
-    }
-    fn backward(
-        &self,
-        inputs: &[&Tensor<f64>],
-        _: &Tensor<f64>,
-        g: &Tensor<f64>,
-    ) -> Vec<Option<Tensor<f64>>> {
-        let data = inputs[0]
-            .data()
-            .iter()
-            .zip(g.data())
-            .map(|(x, g)| 3.0 * x * x * g)
-            .collect();
-        vec![Some(Tensor::from_vec(data, inputs[0].shape()).unwrap())]
-    }
 }
 
 #[test]

@@ -8,12 +8,10 @@
 
 mod support;
 
-use rewind::autograd::{
-    concat, stack, CrossEntropyOptions, CustomOp, Param, Reduction, Tape, Tensor, Var,
-};
+use rewind::autograd::{concat, stack, CrossEntropyOptions, Param, Reduction, Tape, Tensor, Var};
 use support::gradcheck::{
     assert_close, away_from_zero, broadcastable_to, check_second_order as check, random_shape, rng,
-    uniform,
+    uniform, Cube,
 };
 
 #[test]
@@ -474,32 +472,6 @@ fn checkpointed_hvp_equals_the_hvp_without_the_checkpoint_params_included() {
     for (p, q) in plain.iter().zip(&recomputed) {
         assert!(p.data().iter().any(|&v| v.abs() > 1e-3));
         assert_close(p, q, 1e-14);
-    }
-}
-
-/// y = x³ with its derivative 3x², written as a user op: a derivative the tape cannot record.
-struct Cube;
-
-impl CustomOp<f64> for Cube {
-    fn name(&self) -> &str {
-        "cube"
-    }
-    fn forward(&self, inputs: &[&Tensor<f64>]) -> Tensor<f64> {
-        inputs[0].map(|x| x * x * x)
-    }
-    fn backward(
-        &self,
-        inputs: &[&Tensor<f64>],
-        _: &Tensor<f64>,
-        g: &Tensor<f64>,
-    ) -> Vec<Option<Tensor<f64>>> {
-        let data = inputs[0]
-            .data()
-            .iter()
-            .zip(g.data())
-            .map(|(x, g)| 3.0 * x * x * g)
-            .collect();
-        vec![Some(Tensor::from_vec(data, inputs[0].shape()).unwrap())]
     }
 }
 

@@ -3,7 +3,7 @@
 
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
-use rewind::autograd::{gradcheck, gradgradcheck, Tape, Tensor, Var};
+use rewind::autograd::{gradcheck, gradgradcheck, CustomOp, Tape, Tensor, Var};
 
 /// `gradcheck(f, inputs)` with the default tolerances; a failure panics at the caller's line
 /// with the input shapes.
@@ -100,4 +100,31 @@ pub fn away_from_zero(shape: &[usize], rng: &mut StdRng) -> Tensor<f64> {
         }
     }
     t
+}
+
+/// y = x³ with its derivative 3x², written as a user op (whose derivative the tape cannot record
+/// for grad_graph).
+pub struct Cube;
+
+impl CustomOp<f64> for Cube {
+    fn name(&self) -> &str {
+        "cube"
+    }
+    fn forward(&self, inputs: &[&Tensor<f64>]) -> Tensor<f64> {
+        inputs[0].map(|x| x * x * x)
+    }
+    fn backward(
+        &self,
+        inputs: &[&Tensor<f64>],
+        _: &Tensor<f64>,
+        g: &Tensor<f64>,
+    ) -> Vec<Option<Tensor<f64>>> {
+        let data = inputs[0]
+            .data()
+            .iter()
+            .zip(g.data())
+            .map(|(x, g)| 3.0 * x * x * g)
+            .collect();
+        vec![Some(Tensor::from_vec(data, inputs[0].shape()).unwrap())]
+    }
 }
