@@ -1,13 +1,12 @@
 //! The backward pass: one reverse loop over the tape, and `GradSink`, the gradients in flight
 //! during it, which puts off a parameter's per-step weight gradients and stacks them into one GEMM.
 
-use std::collections::HashMap;
-
 use crate::float::Float;
 use crate::grads::Grads;
 use crate::kernels::{self, Rhs, View};
 use crate::param::ParamId;
 use crate::primitives::{Nodes, Op, Sink};
+use crate::recycle;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
 
@@ -82,7 +81,7 @@ fn rewind_pruned<F: Float>(
         }
     }
     tape.note_peak(sink.inner_peak);
-    sink.grads
+    std::mem::replace(&mut sink.grads, Grads::new(tape.id()))
 }
 
 /// The plain backward pass from `root`, seeded with `seed`, returning the gradients of the nodes
@@ -124,8 +123,9 @@ struct GradSink<'a, F: Float> {
     slots: Vec<Option<Tensor<F>>>,
     /// The finished gradients of leaves and parameters, and those kept by `retain_grad`.
     grads: Grads<F>,
-    /// Per parameter node, weight-gradient products put off to run as one GEMM.
-    stacked: HashMap<usize, Stacked<F>>,
+    /// Per parameter node, weight-gradient products put off to run as one GEMM: a few entries,
+    /// searched in order.
+    stacked: Vec<(usize, Stacked<F>)>,
     /// The most bytes a checkpoint's recomputation held at once.
     inner_peak: usize,
     /// Whether per-step weight-gradient products are put off and stacked (off in anomaly mode,
@@ -138,10 +138,17 @@ struct GradSink<'a, F: Float> {
 /// Rows of several products' weight gradients, stacked: dW += Gᵀ·A (W read transposed) or
 /// Aᵀ·G, G [rows, n] being the gradients of the products and A [rows, k] their left operands.
 /// Stacking T steps of batch B gives one GEMM with inner size T·B instead of T with inner size B.
-struct Stacked<F> {
+struct Stacked<F: Float> {
     tb: bool,
     g: Vec<F>,
     a: Vec<F>,
+}
+
+impl<F: Float> Drop for Stacked<F> {
+    fn drop(&mut self) {
+        recycle::give_back_buffer(std::mem::take(&mut self.g));
+        recycle::give_back_buffer(std::mem::take(&mut self.a));
+    }
 }
 
 /// Rows stacked before a weight gradient is computed: enough for an efficient GEMM, few enough
@@ -150,11 +157,13 @@ const STACK_ROWS: usize = 512;
 
 impl<'a, F: Float> GradSink<'a, F> {
     fn new(nodes: &'a Nodes<F>, root: usize, grads: Grads<F>, stack: bool) -> Self {
+        let mut slots = recycle::spare();
+        slots.resize_with(root + 1, || None);
         GradSink {
             nodes,
-            slots: (0..=root).map(|_| None).collect(),
+            slots,
             grads,
-            stacked: HashMap::new(),
+            stacked: recycle::spare(),
             inner_peak: 0,
             stack_weight_gradients: stack,
             wanted: None,
@@ -165,7 +174,7 @@ impl<'a, F: Float> GradSink<'a, F> {
     /// row-major: the rows join `w`'s stack, which is multiplied out when full or when `w` is
     /// reached ([`flush`](GradSink::flush)).
     fn defer(&mut self, w: usize, tb: bool, g: &[F], a: &[F]) {
-        if self.stacked.get(&w).is_some_and(|s| s.tb != tb) {
+        if self.stack(w).is_some_and(|s| s.tb != tb) {
             self.flush(w);
         }
         let (n, k) = self.stack_widths(w, tb);
@@ -176,11 +185,15 @@ impl<'a, F: Float> GradSink<'a, F> {
         }
         let rows = g.len() / n;
         // The stacks keep their capacity from flush to flush: no allocation after the first.
-        let s = self.stacked.entry(w).or_insert_with(|| Stacked {
-            tb,
-            g: Vec::with_capacity((STACK_ROWS + rows) * n),
-            a: Vec::with_capacity((STACK_ROWS + rows) * k),
-        });
+        if self.stack(w).is_none() {
+            let stack = Stacked {
+                tb,
+                g: recycle::with_capacity((STACK_ROWS + rows) * n),
+                a: recycle::with_capacity((STACK_ROWS + rows) * k),
+            };
+            self.stacked.push((w, stack));
+        }
+        let s = self.stack_mut(w).expect("the stack was just made");
         s.tb = tb;
         s.g.extend_from_slice(g);
         s.a.extend_from_slice(a);
@@ -205,9 +218,10 @@ impl<'a, F: Float> GradSink<'a, F> {
         if self.stacked.is_empty() {
             return;
         }
-        let Some(mut s) = self.stacked.remove(&w) else {
+        let Some(at) = self.stacked.iter().position(|(i, _)| *i == w) else {
             return;
         };
+        let (_, mut s) = self.stacked.swap_remove(at);
         if !s.g.is_empty() {
             let shape = self.nodes[w].shape.clone();
             let (n, k) = self.stack_widths(w, s.tb);
@@ -223,7 +237,19 @@ impl<'a, F: Float> GradSink<'a, F> {
             s.g.clear();
             s.a.clear();
         }
-        self.stacked.insert(w, s);
+        self.stacked.push((w, s));
+    }
+
+    /// Node `w`'s stacked rows, if any.
+    fn stack(&self, w: usize) -> Option<&Stacked<F>> {
+        self.stacked.iter().find(|(i, _)| *i == w).map(|(_, s)| s)
+    }
+
+    fn stack_mut(&mut self, w: usize) -> Option<&mut Stacked<F>> {
+        self.stacked
+            .iter_mut()
+            .find(|(i, _)| *i == w)
+            .map(|(_, s)| s)
     }
 
     /// Whether node `i` is on a path to the nodes asked for (every node, unless pruned).
@@ -239,6 +265,14 @@ impl<'a, F: Float> GradSink<'a, F> {
     /// Removes node `i`'s finished gradient (every consumer of `i` comes after it on the tape).
     fn take(&mut self, i: usize) -> Option<Tensor<F>> {
         self.slots[i].take()
+    }
+}
+
+// The slots and the stacks go back to the recycler, for the next backward pass.
+impl<F: Float> Drop for GradSink<'_, F> {
+    fn drop(&mut self) {
+        recycle::keep_spare(std::mem::take(&mut self.slots));
+        recycle::keep_spare(std::mem::take(&mut self.stacked));
     }
 }
 

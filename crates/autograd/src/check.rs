@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use smallvec::SmallVec;
+
 use crate::shape::{broadcast_shape, checked_numel, Axis, Shape};
 
 /// The element count of a shape a tensor is to be made with. A shape whose dimensions multiply
@@ -171,7 +173,7 @@ pub(crate) fn reshape(from: &[usize], to: &[usize]) {
 /// A permutation of the axes of `shape` (negative ones counting from the end), resolved.
 #[track_caller]
 pub(crate) fn permutation<A: Axis + fmt::Debug>(shape: &[usize], perm: &[A]) -> Shape {
-    let mut seen = vec![false; shape.len()];
+    let mut seen: SmallVec<[bool; 8]> = smallvec::smallvec![false; shape.len()];
     let resolved: Option<Shape> = perm
         .iter()
         .map(|&p| p.resolve(shape.len()))

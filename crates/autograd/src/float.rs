@@ -18,6 +18,7 @@ mod sealed {
 /// gradient checks). The trait is sealed: the kernels are written for these two types.
 pub trait Float:
     sealed::Sealed
+    + crate::recycle::Recycle
     + Copy
     + Default
     + Debug

@@ -43,6 +43,7 @@ mod custom;
 mod error;
 mod float;
 mod param;
+mod recycle;
 mod shape;
 mod tensor;
 // Plain numeric kernels, and the choice of which one runs:
@@ -76,6 +77,7 @@ pub use grads::{GradProblem, Grads, GradsError};
 pub use kernels::kernel_path;
 pub use param::{Param, ParamId};
 pub use primitives::Reduction;
+pub use recycle::{buffer_cache_bytes, release_buffer_cache, set_buffer_cache_limit};
 pub use second_order::{GaussNewton, Hessian};
 pub use shape::{numel, Axis, Shape};
 pub use tape::{Tape, TapeStats, Var};

@@ -16,6 +16,7 @@ use crate::float::Float;
 use crate::node::Node;
 use crate::param::{Param, ParamId};
 use crate::primitives::{Op, Segment};
+use crate::recycle;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
 
@@ -77,13 +78,22 @@ impl<F: Float> Default for Tape<F> {
     }
 }
 
+// The node list and the values' buffers go back to the recycler, for the next step's tape.
+impl<F: Float> Drop for Tape<F> {
+    fn drop(&mut self) {
+        recycle::keep_spare(std::mem::take(self.nodes.get_mut()));
+        recycle::tape_dropped();
+    }
+}
+
 impl<F: Float> Tape<F> {
     /// An empty tape.
     pub fn new() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
+        recycle::tape_made();
         Tape {
             id: NEXT.fetch_add(1, Ordering::Relaxed),
-            nodes: RefCell::new(Vec::new()),
+            nodes: RefCell::new(recycle::spare()),
             params: RefCell::new(HashMap::new()),
             bytes: Cell::new(0),
             peak_bytes: Cell::new(0),

@@ -1,6 +1,7 @@
 //! `Tensor`: an n-d array, row-major and contiguous, with reference-counted copy-on-write storage.
 
 use std::fmt;
+use std::mem::ManuallyDrop;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -9,6 +10,7 @@ use rand_distr::{Distribution, Normal, Uniform};
 use crate::check;
 use crate::error::TensorError;
 use crate::float::Float;
+use crate::recycle;
 use crate::shape::{checked_numel, numel, Shape};
 
 /// An n-dimensional array of `F` (f32 by default), stored row-major and contiguous.
@@ -19,10 +21,22 @@ use crate::shape::{checked_numel, numel, Shape};
 /// Cloning is cheap: the storage is shared and copied only when a clone is written to
 /// ([`data_mut`](Tensor::data_mut)). That is how a parameter enters a tape without a copy and is
 /// updated in place once the tape is gone.
+///
+/// When the last tensor sharing a storage is dropped, the buffer is kept for the next tensor of
+/// the same length made on that thread (see [`set_buffer_cache_limit`](crate::set_buffer_cache_limit)).
 #[derive(Clone)]
 pub struct Tensor<F: Float = f32> {
     shape: Shape,
-    data: Arc<Vec<F>>,
+    /// Taken out only by `drop`, which gives it back to the recycler.
+    data: ManuallyDrop<Arc<Vec<F>>>,
+}
+
+impl<F: Float> Drop for Tensor<F> {
+    fn drop(&mut self) {
+        // SAFETY: `data` is taken once, here, and the tensor is not used again.
+        let data = unsafe { ManuallyDrop::take(&mut self.data) };
+        recycle::give_back(data);
+    }
 }
 
 impl<F: Float> Tensor<F> {
@@ -30,7 +44,7 @@ impl<F: Float> Tensor<F> {
         debug_assert_eq!(checked_numel(&shape), Some(data.len()));
         Tensor {
             shape,
-            data: Arc::new(data),
+            data: ManuallyDrop::new(recycle::share(data)),
         }
     }
 
@@ -40,7 +54,7 @@ impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn full(shape: &[usize], value: F) -> Self {
         let n = check::numel("full", shape);
-        Self::from_parts(Shape::from_slice(shape), vec![value; n])
+        Self::from_parts(Shape::from_slice(shape), recycle::filled(n, value))
     }
 
     /// A tensor of zeros.
@@ -54,7 +68,7 @@ impl<F: Float> Tensor<F> {
     #[track_caller]
     pub fn ones(shape: &[usize]) -> Self {
         let n = check::numel("ones", shape);
-        Self::from_parts(Shape::from_slice(shape), vec![F::ONE; n])
+        Self::from_parts(Shape::from_slice(shape), recycle::filled(n, F::ONE))
     }
 
     /// A 0-d tensor holding one value.
@@ -134,12 +148,20 @@ impl<F: Float> Tensor<F> {
 
     /// The elements, mutably; copies the storage first if it is shared with another tensor.
     pub fn data_mut(&mut self) -> &mut [F] {
-        Arc::make_mut(&mut self.data).as_mut_slice()
+        if Arc::get_mut(&mut self.data).is_none() {
+            *self.data = recycle::share(recycle::copied(&self.data));
+        }
+        Arc::get_mut(&mut self.data)
+            .expect("the storage was just made this tensor's own")
+            .as_mut_slice()
     }
 
     /// The elements as an owned vector (no copy when this tensor is the storage's only owner).
-    pub fn into_vec(self) -> Vec<F> {
-        Arc::try_unwrap(self.data).unwrap_or_else(|shared| (*shared).clone())
+    pub fn into_vec(mut self) -> Vec<F> {
+        match Arc::get_mut(&mut self.data) {
+            Some(owned) => std::mem::take(owned),
+            None => self.data.to_vec(),
+        }
     }
 
     /// The element at a multi-dimensional index.
@@ -180,24 +202,22 @@ impl<F: Float> Tensor<F> {
         crate::check::reshape(&self.shape, shape);
         Tensor {
             shape: Shape::from_slice(shape),
-            data: Arc::clone(&self.data),
+            data: self.data.clone(),
         }
     }
 
     /// A new tensor with `f` applied to every element.
     pub fn map(&self, f: impl Fn(F) -> F) -> Self {
-        Self::from_parts(
-            self.shape.clone(),
-            self.data.iter().map(|&x| f(x)).collect(),
-        )
+        let mut data = recycle::with_capacity(self.numel());
+        data.extend(self.data.iter().map(|&x| f(x)));
+        Self::from_parts(self.shape.clone(), data)
     }
 
     /// The same values converted to another element type.
     pub fn cast<G: Float>(&self) -> Tensor<G> {
-        Tensor::from_parts(
-            self.shape.clone(),
-            self.data.iter().map(|x| G::from_f64(x.to_f64())).collect(),
-        )
+        let mut data = recycle::with_capacity(self.numel());
+        data.extend(self.data.iter().map(|x| G::from_f64(x.to_f64())));
+        Tensor::from_parts(self.shape.clone(), data)
     }
 
     /// Bytes of element storage.
@@ -221,16 +241,10 @@ impl<F: Float> PartialEq for Tensor<F> {
     }
 }
 
-/// `n` zeros, written here rather than taken as the allocator's zeroed pages. A fresh mapping of
-/// zero pages turns the first write after a read of each page (`+=` into a gradient) into a
-/// copy-on-write fault whose TLB flush interrupts every other core running this process (the
-/// GEMM workers); on a long tape those interrupts cost more than the backward pass itself.
+/// `n` zeros, in a recycled buffer when one is free (and never the allocator's zeroed pages: see
+/// [`recycle::with_capacity`]).
 pub(crate) fn zeroed<F: Float>(n: usize) -> Vec<F> {
-    let mut v = Vec::with_capacity(n);
-    // Escapes, as far as the optimiser knows, so allocation and fill are not folded into calloc.
-    std::hint::black_box(v.as_mut_ptr());
-    v.resize(n, F::ZERO);
-    v
+    recycle::filled(n, F::ZERO)
 }
 
 /// PyTorch's print options: at most this many elements are printed in full.

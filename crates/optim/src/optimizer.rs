@@ -316,18 +316,27 @@ pub(crate) fn with_grads<'m, F: Float>(
     grads: &'m Grads<F>,
 ) -> Vec<(String, &'m Param<F>, &'m Tensor<F>)> {
     let params = model.params();
-    let mut seen = std::collections::BTreeSet::new();
-    for (name, _) in &params {
-        assert!(
-            seen.insert(name.clone()),
-            "optimizer: two parameters are named `{name}`; state is keyed by name"
+    // Sorted lists rather than sets: two allocations a step, not one per parameter.
+    let mut names: Vec<&str> = params.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        panic!(
+            "optimizer: two parameters are named `{}`; state is keyed by name",
+            pair[0]
         );
     }
-    let mut ids = std::collections::BTreeSet::new();
+    // Each parameter's first listing, found by sorting positions by (id, position).
+    let mut order: Vec<usize> = (0..params.len()).collect();
+    order.sort_unstable_by_key(|&i| (params[i].1.id(), i));
+    let mut first = vec![false; params.len()];
+    for (k, &i) in order.iter().enumerate() {
+        first[i] = k == 0 || params[order[k - 1]].1.id() != params[i].1.id();
+    }
     params
         .into_iter()
-        .filter(|(_, p)| ids.insert(p.id()))
-        .filter_map(|(name, p)| grads.get(p).map(|g| (name, p, g)))
+        .zip(first)
+        .filter(|(_, first)| *first)
+        .filter_map(|((name, p), _)| grads.get(p).map(|g| (name, p, g)))
         .collect()
 }
 
@@ -525,7 +534,12 @@ impl<F: Float> ParamBuffers<F> {
 
 impl<F: Float> Buffers<F> {
     pub(crate) fn get(&mut self, param: &str) -> &mut ParamBuffers<F> {
-        self.by_param.entry(param.to_string()).or_default()
+        // Looked up first, so that a step after the first allocates no key.
+        if !self.by_param.contains_key(param) {
+            self.by_param
+                .insert(param.to_string(), ParamBuffers::default());
+        }
+        self.by_param.get_mut(param).expect("inserted above")
     }
 
     /// The state of an optimizer of `kind` with these buffers and learning rate `lr`.

@@ -3,6 +3,7 @@
 
 use crate::float::Float;
 use crate::kernels::sum;
+use crate::recycle;
 use crate::shape::{for_each_broadcast, numel, split_at_axis, Shape};
 use crate::tensor::zeroed;
 
@@ -64,7 +65,10 @@ fn for_each_lane<F: Float>(
         }
         return;
     }
-    let (mut src, mut dst) = (zeroed(len), zeroed(len));
+    let (mut src, mut dst) = (
+        recycle::scratch(len, F::ZERO),
+        recycle::scratch(len, F::ZERO),
+    );
     for o in 0..outer {
         for i in 0..inner {
             let base = o * len * inner + i;
@@ -159,7 +163,9 @@ fn lane_backward<F: Float>(
     f: impl Fn(&[F], &[F], &mut [F]),
 ) {
     let (outer, len, inner) = split_at_axis(shape, axis);
-    let (mut ly, mut lg, mut lo) = (zeroed(len), zeroed(len), zeroed(len));
+    let mut ly = recycle::scratch(len, F::ZERO);
+    let mut lg = recycle::scratch(len, F::ZERO);
+    let mut lo = recycle::scratch(len, F::ZERO);
     for o in 0..outer {
         for i in 0..inner {
             let base = o * len * inner + i;

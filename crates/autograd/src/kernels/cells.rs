@@ -5,6 +5,7 @@
 
 use crate::float::Float;
 use crate::kernels::activation::{self, avx2_copy};
+use crate::recycle;
 use crate::tensor::zeroed;
 
 /// σ'(x) from y = σ(x).
@@ -165,7 +166,7 @@ avx2_copy! {
         let outs = acts
             .chunks_exact_mut(3 * hs)
             .zip(h_next.chunks_exact_mut(hs));
-        let mut pre = zeroed(2 * hs);
+        let mut pre = recycle::scratch(2 * hs, F::ZERO);
         for (((x, hp), (act, out)), h) in rows.zip(outs).zip(h.chunks_exact(hs)) {
             let (rz, n) = act.split_at_mut(2 * hs);
             for ((p, &x), &y) in pre.iter_mut().zip(&x[..2 * hs]).zip(&hp[..2 * hs]) {

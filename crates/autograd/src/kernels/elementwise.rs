@@ -3,6 +3,7 @@
 
 use crate::float::Float;
 use crate::kernels::sum;
+use crate::recycle;
 use crate::shape::{broadcast_strides, for_each_broadcast, Shape};
 use crate::tensor::zeroed;
 use crate::tensor::Tensor;
@@ -16,15 +17,21 @@ pub(crate) fn binary<F: Float>(
 ) -> Tensor<F> {
     let (x, y) = (a.data(), b.data());
     let data = if a.shape() == b.shape() {
-        x.iter().zip(y).map(|(&p, &q)| f(p, q)).collect()
+        let mut data = recycle::with_capacity(x.len());
+        data.extend(x.iter().zip(y).map(|(&p, &q)| f(p, q)));
+        data
     } else if b.numel() == 1 {
         let q = y[0];
-        x.iter().map(|&p| f(p, q)).collect()
+        let mut data = recycle::with_capacity(x.len());
+        data.extend(x.iter().map(|&p| f(p, q)));
+        data
     } else if a.shape() == out && is_trailing(b.shape(), out) {
         // A bias-like operand repeated over the leading axes: one pass over whole rows.
-        x.chunks_exact(y.len())
-            .flat_map(|row| row.iter().zip(y).map(|(&p, &q)| f(p, q)))
-            .collect()
+        let mut data = recycle::with_capacity(x.len());
+        for row in x.chunks_exact(y.len()) {
+            data.extend(row.iter().zip(y).map(|(&p, &q)| f(p, q)));
+        }
+        data
     } else {
         let mut data = zeroed(crate::shape::numel(out));
         let (sa, sb) = (
@@ -41,10 +48,10 @@ pub(crate) fn binary<F: Float>(
 pub(crate) fn expand<F: Float>(a: &Tensor<F>, out: &[usize]) -> Vec<F> {
     let x = a.data();
     if a.shape() == out {
-        x.to_vec()
+        recycle::copied(x)
     } else if is_trailing(a.shape(), out) && !x.is_empty() {
         let n = crate::shape::numel(out);
-        let mut data = Vec::with_capacity(n);
+        let mut data = recycle::with_capacity(n);
         while data.len() < n {
             data.extend_from_slice(x);
         }

@@ -27,7 +27,7 @@ pub(crate) use packed::Packed;
 pub(crate) const PER_STEP_ROWS: usize = packed::MAX_ROWS;
 
 /// The right operand of a product.
-pub(crate) enum Rhs<'a, F> {
+pub(crate) enum Rhs<'a, F: Float> {
     /// A matrix lying in a slice as its view says.
     Plain(&'a [F], View),
     /// A weight that many products read (a parameter, read once per time step), lying in a slice

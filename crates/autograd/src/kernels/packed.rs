@@ -11,6 +11,7 @@ use crate::float::Float;
 use crate::kernels::cpu::{simd, Simd};
 use crate::kernels::gemm::View;
 use crate::kernels::{pool, typed};
+use crate::recycle;
 use crate::tensor::zeroed;
 
 /// Columns per panel: two 16-lane vectors.
@@ -23,10 +24,16 @@ const KC: usize = 128;
 pub(crate) const MAX_ROWS: usize = 64;
 
 /// B [k, n] in panels of `NR` columns: panel j holds B[p, j·NR + c] at `(j·k + p)·NR + c`.
-pub(crate) struct Packed<F> {
+pub(crate) struct Packed<F: Float> {
     k: usize,
     n: usize,
     data: Vec<F>,
+}
+
+impl<F: Float> Drop for Packed<F> {
+    fn drop(&mut self) {
+        recycle::give_back_buffer(std::mem::take(&mut self.data));
+    }
 }
 
 impl<F: Float> Packed<F> {
