@@ -9,9 +9,10 @@ use std::sync::OnceLock;
 pub(crate) enum Simd {
     /// The baseline target's instructions (SSE2 on x86_64): what every fallback runs.
     Scalar,
-    /// AVX2 and FMA: the activation slices and the fused cell kernels.
+    /// AVX2 and FMA: the activation slices, the fused cell kernels and the packed small-row GEMM
+    /// in 8-lane vectors.
     Avx2,
-    /// AVX-512F: the packed small-row GEMM.
+    /// AVX-512F: the packed small-row GEMM in 16-lane vectors.
     Avx512,
 }
 

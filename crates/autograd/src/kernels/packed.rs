@@ -3,9 +3,10 @@
 //!
 //! A general GEMM packs both operands on every call; for an RNN's per-step product the weight is
 //! by far the larger one, and packing it again each step costs about a third of the product. Here
-//! B is packed once per tape into panels of 32 columns (k-major, zero-padded), and an AVX-512
-//! kernel of 8 rows × 32 columns reads A in place. Each element of C is one sum over k in order,
-//! whatever the split across threads.
+//! B is packed once per tape into panels of 32 columns (k-major, zero-padded), and a kernel reads
+//! A in place: with AVX-512, 8 rows × 32 columns at a time; with AVX2 and FMA, 6 rows × 16 columns
+//! (each half of a panel in turn), the most accumulators its 16 registers hold beside a row of B.
+//! Each element of C is one sum over k in order, whatever the split across threads.
 
 use crate::float::Float;
 use crate::kernels::cpu::{simd, Simd};
@@ -16,8 +17,9 @@ use crate::tensor::zeroed;
 
 /// Columns per panel: two 16-lane vectors.
 const NR: usize = 32;
-/// Rows per kernel call.
+/// Rows per kernel call: AVX-512, AVX2.
 const MR: usize = 8;
+const MR_AVX2: usize = 6;
 /// Steps of k per block: a block of a panel is KC·NR·4 bytes = 16 KiB, held in L1.
 const KC: usize = 128;
 /// The most rows of A this path takes; larger products amortise packing themselves.
@@ -99,10 +101,10 @@ fn assert_fits(operand: &str, v: View, len: usize) {
     );
 }
 
-/// True when the packed kernel runs here: f32, on a CPU with AVX-512 that `REWIND_SIMD` does not
-/// cap below it. Otherwise the general GEMM takes these products.
+/// True when the packed kernel runs here: f32, on a CPU with AVX2 and FMA (or AVX-512) that
+/// `REWIND_SIMD` does not cap below them. Otherwise the general GEMM takes these products.
 pub(crate) fn available<F: Float>() -> bool {
-    typed::is::<F, f32>() && simd() >= Simd::Avx512
+    typed::is::<F, f32>() && simd() >= Simd::Avx2
 }
 
 /// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
@@ -134,8 +136,10 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     assert_fits("C", vc, c.len());
     assert!(
         available::<F>(),
-        "packed matmul: the packed kernel is not available here (f32 with AVX-512 only)"
+        "packed matmul: the packed kernel is not available here (f32 with AVX2 and FMA only)"
     );
+    // Chosen here, on the caller's thread, for the workers too.
+    let path = simd();
     if k == 0 {
         // An empty sum: C ← beta·C.
         if beta == F::ZERO {
@@ -158,8 +162,9 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
         let (lo, hi) = ((t * per).min(panels), ((t + 1) * per).min(panels));
         for j in lo..hi {
             // SAFETY: the views were checked to fit their slices, with k > 0; panel j writes only
-            // columns [j·NR, j·NR + NR) of C, disjoint between threads; F is f32 (checked above).
-            unsafe { panel(a, va, b, j, c_ptr, vc, beta == F::ONE) }
+            // columns [j·NR, j·NR + NR) of C, disjoint between threads; F is f32 and `path` is
+            // AVX2 or wider (checked above).
+            unsafe { panel(a, va, b, j, c_ptr, vc, beta == F::ONE, path) }
         }
     };
     if parts > 1 {
@@ -169,11 +174,12 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     }
 }
 
-/// Columns [j·NR, j·NR + NR) of C, every row, `MR` rows at a time.
+/// Columns [j·NR, j·NR + NR) of C, every row, a block of rows at a time.
 ///
 /// # Safety
 /// As in [`gemm`]: views checked by [`assert_fits`], k > 0, j < the number of panels, F = f32,
-/// AVX-512 present, no other thread on these columns.
+/// `path` (AVX-512, or AVX2 with FMA) present, no other thread on these columns.
+#[allow(clippy::too_many_arguments)]
 unsafe fn panel<F: Float>(
     a: &[F],
     va: View,
@@ -182,6 +188,7 @@ unsafe fn panel<F: Float>(
     c: super::gemm::SendPtr<F>,
     vc: View,
     accumulate: bool,
+    path: Simd,
 ) {
     let cols = NR.min(b.n - j * NR);
     let bp = b.data[j * b.k * NR..].as_ptr() as *const f32;
@@ -192,14 +199,35 @@ unsafe fn panel<F: Float>(
     for k0 in (0..b.k).step_by(KC) {
         let kc = KC.min(b.k - k0);
         let accumulate = accumulate || k0 > 0;
-        for i in (0..m).step_by(MR) {
-            // SAFETY: row block i..i+rows, steps k0..k0+kc and columns j·NR..+cols lie inside the
-            // checked views, so each offset is at most a view's last element's and cannot wrap.
-            unsafe {
-                let ai = a.add(i * va.rs + k0 * va.cs);
-                let (bk, ci) = (bp.add(k0 * NR), c.add(i * vc.rs + j * NR));
-                let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, cols, accumulate);
-                row_block(m - i, args);
+        if path >= Simd::Avx512 {
+            for i in (0..m).step_by(MR) {
+                // SAFETY: row block i..i+rows, steps k0..k0+kc and columns j·NR..+cols lie inside
+                // the checked views, so each offset is at most a view's last element's and cannot
+                // wrap.
+                unsafe {
+                    let ai = a.add(i * va.rs + k0 * va.cs);
+                    let (bk, ci) = (bp.add(k0 * NR), c.add(i * vc.rs + j * NR));
+                    let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, cols, accumulate);
+                    row_block(m - i, args);
+                }
+            }
+            continue;
+        }
+        // Each half of the panel in turn: its 16 columns, 6 rows at a time.
+        for h in 0..NR / 16 {
+            let half = cols.saturating_sub(16 * h).min(16);
+            if half == 0 {
+                break;
+            }
+            for i in (0..m).step_by(MR_AVX2) {
+                // SAFETY: as above, for columns j·NR + 16h..+half, which lie inside C.
+                unsafe {
+                    let ai = a.add(i * va.rs + k0 * va.cs);
+                    let bk = bp.add(k0 * NR + 16 * h);
+                    let ci = c.add(i * vc.rs + j * NR + 16 * h);
+                    let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, half, accumulate);
+                    row_block_avx2(m - i, args);
+                }
             }
         }
     }
@@ -221,6 +249,24 @@ unsafe fn row_block(rows: usize, args: Args) {
             6 => kernel::<6>(args),
             7 => kernel::<7>(args),
             _ => kernel::<MR>(args),
+        }
+    }
+}
+
+/// The AVX2 kernel for the `rows` left (all `MR_AVX2` of them when there are more).
+///
+/// # Safety
+/// As for [`kernel_avx2`].
+unsafe fn row_block_avx2(rows: usize, args: Args) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match rows {
+            1 => kernel_avx2::<1>(args),
+            2 => kernel_avx2::<2>(args),
+            3 => kernel_avx2::<3>(args),
+            4 => kernel_avx2::<4>(args),
+            5 => kernel_avx2::<5>(args),
+            _ => kernel_avx2::<MR_AVX2>(args),
         }
     }
 }
@@ -285,9 +331,67 @@ unsafe fn kernel<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate):
     }
 }
 
+/// R rows × 16 columns of C from R rows of A and half a panel (its rows NR apart): 2R
+/// accumulators of 8 lanes. `cols` ≤ 16 columns are valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_avx2<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate): Args) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); 2]; R];
+    for p in 0..k {
+        // SAFETY: p < k, r < R rows; the caller checked the views; the panel is zero-padded to
+        // NR columns, so both loads lie inside it.
+        unsafe {
+            let b0 = _mm256_loadu_ps(bp.add(p * NR));
+            let b1 = _mm256_loadu_ps(bp.add(p * NR + 8));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_ps(*a.add(r * rsa + p * csa));
+                acc[0] = _mm256_fmadd_ps(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_ps(x, b1, acc[1]);
+            }
+        }
+    }
+    // Lane i of a mask is on when i < n: the window of LANES that starts 8 - n in.
+    const LANES: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+    let counts = [cols.min(8), cols.saturating_sub(8)];
+    for (r, acc) in acc.iter().enumerate() {
+        for (h, (&v, &n)) in acc.iter().zip(&counts).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            // SAFETY: lane 0 is column 8h < cols of row r, inside C; with n < 8 the masked
+            // lanes are neither read nor written; the mask window lies inside LANES.
+            unsafe {
+                let dst = c.add(r * rsc + 8 * h);
+                if n == 8 {
+                    let v = if accumulate {
+                        _mm256_add_ps(v, _mm256_loadu_ps(dst))
+                    } else {
+                        v
+                    };
+                    _mm256_storeu_ps(dst, v);
+                } else {
+                    let m = _mm256_loadu_si256(LANES.as_ptr().add(8 - n).cast());
+                    let v = if accumulate {
+                        _mm256_add_ps(v, _mm256_maskload_ps(dst, m))
+                    } else {
+                        v
+                    };
+                    _mm256_maskstore_ps(dst, m, v);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel<const R: usize>(_: Args) {
-    unreachable!("the packed kernel is only offered on x86_64 with AVX-512")
+    unreachable!("the packed kernel is only offered on x86_64 with AVX2 or AVX-512")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel_avx2<const R: usize>(_: Args) {
+    unreachable!("the packed kernel is only offered on x86_64 with AVX2 or AVX-512")
 }
 
 #[cfg(test)]
@@ -320,6 +424,8 @@ mod tests {
             (7, 5, 33),
             (8, 16, 32),
             (13, 40, 70),
+            (6, 3, 24),
+            (12, 130, 41),
             (32, 256, 1024),
         ] {
             for (ta, tb, beta) in [(false, true, 0.0), (true, false, 1.0), (false, false, 1.0)] {
@@ -359,7 +465,7 @@ mod tests {
     }
 
     /// A parameter's product with few rows, as the engine runs it on each path this CPU allows:
-    /// the packed kernel with AVX-512, otherwise the general GEMM. Against the definition in f64,
+    /// the packed kernel with AVX-512 or AVX2, otherwise the general GEMM. Against the definition in f64,
     /// over ragged rows and columns, an empty inner dimension, both layouts of A and B, beta 0
     /// and 1, and products large enough to be split across threads.
     #[test]
@@ -369,7 +475,7 @@ mod tests {
             "packed_gemm_and_its_fallback_equal_the_definition",
             &Simd::ALL,
             |s| {
-                assert_eq!(available::<f32>(), s == Simd::Avx512, "{s:?}");
+                assert_eq!(available::<f32>(), s >= Simd::Avx2, "{s:?}");
                 assert!(!available::<f64>());
                 for case in &cases {
                     let mut c = case.c0.clone();
