@@ -22,6 +22,7 @@ use crate::kernels::sum;
 use crate::kernels::{self, Rhs, View};
 use crate::node::Node;
 use crate::param::ParamId;
+use crate::recycle;
 use crate::shape::{broadcast_shape, broadcast_strides, for_each_broadcast, numel, Shape};
 use crate::tensor::{zeroed, Tensor};
 
@@ -692,12 +693,13 @@ impl<F: Float> Op<F> {
                 let classes = v.shape()[1];
                 let w = |c: usize| weight.as_ref().map_or(F::ONE, |w| w[c]);
                 let eps = *smoothing;
+                let mut buf = recycle::scratch(classes, F::ZERO);
                 let per_row = targets.iter().enumerate().map(|(n, &t)| {
                     if t == *ignore {
                         return 0.0;
                     }
                     let row = &v.data()[n * classes..(n + 1) * classes];
-                    let (m, log_sum) = ax::max_and_log_sum(row);
+                    let (m, log_sum) = ax::max_and_log_sum(row, &mut buf);
                     // -log p_c = log Σ e^(x - m) - (x_c - m)
                     let nll = |c: usize| log_sum - (row[c] - m);
                     let t = t as usize;
@@ -1078,6 +1080,7 @@ impl<F: Float> Op<F> {
                         Some(w) => F::from_f64(sum::sum(w)),
                         None => F::from_usize(classes),
                     };
+                    let mut probs = recycle::scratch(classes, F::ZERO);
                     for (n, &t) in targets.iter().enumerate() {
                         if t == *ignore {
                             continue;
@@ -1088,12 +1091,16 @@ impl<F: Float> Op<F> {
                         };
                         let (t, row) = (t as usize, &v.data()[n * classes..(n + 1) * classes]);
                         let dst = &mut gx[n * classes..(n + 1) * classes];
-                        let (m, log_sum) = ax::max_and_log_sum(row);
+                        let (m, log_sum) = ax::max_and_log_sum(row, &mut probs);
+                        // p = e^{(z - m) - ln Σ}, rounded as the log-probability then its exp.
+                        for (p, &z) in probs.iter_mut().zip(row) {
+                            *p = (z - m) - log_sum;
+                        }
+                        activation::exp_in_place(&mut probs);
                         let hit = (F::ONE - *smoothing) * w(t);
                         let a = hit + spread * all;
-                        for (c, (d, &z)) in dst.iter_mut().zip(row).enumerate() {
+                        for (c, (d, &p)) in dst.iter_mut().zip(probs.iter()).enumerate() {
                             let target = if c == t { hit } else { F::ZERO };
-                            let p = ((z - m) - log_sum).exp();
                             *d += scale * (a * p - target - spread * w(c));
                         }
                     }

@@ -33,6 +33,14 @@ pub(crate) fn sigmoid<F: Float>(x: &[F], out: &mut [F]) {
     apply(Unary::Sigmoid, x, out, F::sigmoid);
 }
 
+/// `x[i] = e^x[i]`, in place.
+pub(crate) fn exp_in_place<F: Float>(x: &mut [F]) {
+    if let Some(x) = typed::slice_mut::<F, f32>(x) {
+        return map_in_place(Unary::Exp, x);
+    }
+    x.iter_mut().for_each(|v| *v = v.exp());
+}
+
 /// `out[i] = f(x[i])`: the vectorised kernel for f32, `element` one by one for f64.
 #[inline(always)]
 fn apply<F: Float>(f: Unary, x: &[F], out: &mut [F], element: impl Fn(F) -> F) {
@@ -57,6 +65,31 @@ fn map(f: Unary, x: &[f32], out: &mut [f32]) {
 #[target_feature(enable = "avx2,fma")]
 fn map_avx2(f: Unary, x: &[f32], out: &mut [f32]) {
     map_plain(f, x, out);
+}
+
+/// `x[i] = f(x[i])`.
+fn map_in_place(f: Unary, x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() >= Simd::Avx2 {
+        // SAFETY: the CPU has the features the copy was compiled for.
+        return unsafe { map_in_place_avx2(f, x) };
+    }
+    map_in_place_plain(f, x);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn map_in_place_avx2(f: Unary, x: &mut [f32]) {
+    map_in_place_plain(f, x);
+}
+
+#[inline(always)]
+fn map_in_place_plain(f: Unary, x: &mut [f32]) {
+    match f {
+        Unary::Exp => x.iter_mut().for_each(|v| *v = exp32(*v)),
+        Unary::Tanh => x.iter_mut().for_each(|v| *v = tanh32(*v)),
+        Unary::Sigmoid => x.iter_mut().for_each(|v| *v = sigmoid32(*v)),
+    }
 }
 
 #[inline(always)]
@@ -122,6 +155,12 @@ mod tests {
                     for (&o, &v) in out.iter().zip(&x) {
                         assert_eq!(o.to_bits(), scalar(v).to_bits(), "{f:?}({v:e}) on {s:?}");
                     }
+                    let mut in_place = x.clone();
+                    map_in_place(f, &mut in_place);
+                    assert!(in_place
+                        .iter()
+                        .zip(&out)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()));
                 }
             },
         );

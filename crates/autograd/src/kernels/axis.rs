@@ -2,7 +2,7 @@
 //! concat), permute.
 
 use crate::float::Float;
-use crate::kernels::sum;
+use crate::kernels::{activation, sum};
 use crate::recycle;
 use crate::shape::{for_each_broadcast, numel, split_at_axis, Shape};
 use crate::tensor::zeroed;
@@ -85,12 +85,22 @@ fn for_each_lane<F: Float>(
 
 /// The lane's maximum m and ln Σ_j e^{x_j - m}, so that log Σ_j e^{x_j} = m + that. Kept apart
 /// because `(x - m) - ln Σ` is exact where `x - (m + ln Σ)` loses the digits of a large m.
-pub(crate) fn max_and_log_sum<F: Float>(lane: &[F]) -> (F, F) {
+/// `buf`, as long as the lane, receives the e^{x_j - m} (when m is finite).
+pub(crate) fn max_and_log_sum<F: Float>(lane: &[F], buf: &mut [F]) -> (F, F) {
     let m = lane.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
     if !m.is_finite() {
         return (m, F::ZERO);
     }
-    (m, F::from_f64(sum::sum_map(lane, |v| (v - m).exp()).ln()))
+    exp_shifted(lane, m, buf);
+    (m, F::from_f64(sum::sum(buf).ln()))
+}
+
+/// `out[j] = e^{x_j - shift}`, through the vectorised exp.
+pub(crate) fn exp_shifted<F: Float>(x: &[F], shift: F, out: &mut [F]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = v - shift;
+    }
+    activation::exp_in_place(out);
 }
 
 /// softmax along `axis`: y_j = e^{x_j - m} / Σ_k e^{x_k - m}, with m the lane's maximum.
@@ -98,9 +108,7 @@ pub(crate) fn softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F>
     let mut out = zeroed(x.len());
     for_each_lane(x, shape, axis, &mut out, |src, dst| {
         let m = src.iter().fold(F::neg_infinity(), |m, &v| m.max(v));
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = (s - m).exp();
-        }
+        exp_shifted(src, m, dst);
         let total = F::from_f64(sum::sum(dst));
         for d in dst.iter_mut() {
             *d /= total;
@@ -113,7 +121,7 @@ pub(crate) fn softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F>
 pub(crate) fn log_softmax<F: Float>(x: &[F], shape: &[usize], axis: usize) -> Vec<F> {
     let mut out = zeroed(x.len());
     for_each_lane(x, shape, axis, &mut out, |src, dst| {
-        let (m, log_sum) = max_and_log_sum(src);
+        let (m, log_sum) = max_and_log_sum(src, dst);
         for (d, &s) in dst.iter_mut().zip(src) {
             *d = (s - m) - log_sum;
         }
@@ -147,8 +155,9 @@ pub(crate) fn log_softmax_backward<F: Float>(
 ) {
     lane_backward(y, g, shape, axis, gx, |y, g, out| {
         let total = F::from_f64(sum::sum(g));
+        activation::exp(y, out);
         for j in 0..y.len() {
-            out[j] = g[j] - y[j].exp() * total;
+            out[j] = g[j] - out[j] * total;
         }
     });
 }
