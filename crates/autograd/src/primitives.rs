@@ -545,7 +545,8 @@ impl<F: Float> Op<F> {
                 let batch = if out.len() == 3 { out[0] } else { 1 };
                 let (mut c, beta) = match add {
                     Some(x) => (expand(val(*x), &out), F::ONE),
-                    None => (zeroed(numel(&out)), F::ZERO),
+                    // Every element is written: a product with beta 0 never reads C.
+                    None => (recycle::overwritten(numel(&out)), F::ZERO),
                 };
                 let a = (va.data(), View::of(va.shape(), *ta));
                 let c_view = View::of(&out, false);
@@ -554,16 +555,17 @@ impl<F: Float> Op<F> {
             }
             Op::LstmCell { gates, c, acts } => {
                 let (vg, vc) = (val(*gates), val(*c));
-                let mut a = zeroed(vg.numel());
-                let mut c_next = zeroed(vc.numel());
+                // The cell kernels write every element of their outputs.
+                let mut a = recycle::overwritten(vg.numel());
+                let mut c_next = recycle::overwritten(vc.numel());
                 cells::lstm_cell(vc.shape()[1], vg.data(), vc.data(), &mut a, &mut c_next);
                 *acts = Tensor::new_unchecked(Shape::from_slice(vg.shape()), a);
                 Tensor::new_unchecked(Shape::from_slice(vc.shape()), c_next)
             }
             Op::LstmHidden { cell, tanh_c, .. } => {
                 let c_next = val(*cell);
-                let mut tc = zeroed(c_next.numel());
-                let mut h_next = zeroed(c_next.numel());
+                let mut tc = recycle::overwritten(c_next.numel());
+                let mut h_next = recycle::overwritten(c_next.numel());
                 let h = c_next.shape()[1];
                 cells::lstm_hidden(
                     h,
@@ -578,8 +580,8 @@ impl<F: Float> Op<F> {
             }
             Op::GruCell { xp, hp, h, acts } => {
                 let (vx, vh) = (val(*xp), val(*h));
-                let mut a = zeroed(vx.numel());
-                let mut h_next = zeroed(vh.numel());
+                let mut a = recycle::overwritten(vx.numel());
+                let mut h_next = recycle::overwritten(vh.numel());
                 let (d, hs) = (vx.data(), vh.shape()[1]);
                 cells::gru_cell(hs, d, val(*hp).data(), vh.data(), &mut a, &mut h_next);
                 *acts = Tensor::new_unchecked(Shape::from_slice(vx.shape()), a);
@@ -626,14 +628,16 @@ impl<F: Float> Op<F> {
                 let v = val(*x);
                 let mut shape = Shape::from_slice(v.shape());
                 shape[*axis] = *len;
-                let mut data = zeroed(numel(&shape));
+                // Gathered whole, not added into.
+                let mut data = recycle::overwritten(numel(&shape));
                 Window::new(v.shape(), *axis, *start, *len).gather(v.data(), &mut data, false);
                 Tensor::new_unchecked(shape, data)
             }
             Op::Concat { xs, axis } => {
                 let shapes: Vec<&[usize]> = xs.iter().map(|&i| val(i).shape()).collect();
                 let shape = crate::check::concat(&shapes, *axis);
-                let mut data = zeroed(numel(&shape));
+                // The inputs' windows tile the output.
+                let mut data = recycle::overwritten(numel(&shape));
                 let mut start = 0;
                 for &i in xs.iter() {
                     let v = val(i);
@@ -646,7 +650,7 @@ impl<F: Float> Op<F> {
             Op::IndexSelect { x, axis, indices } => {
                 let v = val(*x);
                 let (outer, len, inner) = crate::shape::split_at_axis(v.shape(), *axis);
-                let mut data = Vec::with_capacity(outer * indices.len() * inner);
+                let mut data = recycle::with_capacity(outer * indices.len() * inner);
                 for o in 0..outer {
                     for &r in indices.iter() {
                         data.extend_from_slice(&v.data()[(o * len + r) * inner..][..inner]);

@@ -50,7 +50,7 @@ pub fn buffer_cache_bytes() -> usize {
 
 /// One thread's free buffers of one element type.
 pub struct Bin<T> {
-    /// Free buffers by capacity, emptied (length 0), with what is asked of each length.
+    /// Free buffers by capacity, with the values they last held, and what is asked of each length.
     free: HashMap<usize, Bucket<T>>,
     /// `Arc`s that own nothing, for the next tensor.
     shells: Vec<Arc<Vec<T>>>,
@@ -73,7 +73,7 @@ struct Bucket<T> {
 }
 
 /// An element type whose buffers are recycled: each has its own per-thread [`Bin`].
-pub trait Recycle: Copy + 'static {
+pub trait Recycle: Copy + Default + 'static {
     /// This thread's bin of free buffers of this type.
     fn bin() -> &'static LocalKey<RefCell<Bin<Self>>>;
 }
@@ -125,8 +125,9 @@ impl<T> Bin<T> {
         Some(buffer)
     }
 
-    /// Files `buffer` for reuse, if its length is asked for and the cache has room.
-    fn keep(&mut self, mut buffer: Vec<T>) {
+    /// Files `buffer` for reuse, values and all, if its length is asked for and the cache has
+    /// room.
+    fn keep(&mut self, buffer: Vec<T>) {
         let capacity = buffer.capacity();
         let size = bytes_of::<T>(capacity);
         let wanted = self
@@ -143,7 +144,6 @@ impl<T> Bin<T> {
                 return;
             }
         }
-        buffer.clear();
         let bucket = self.free.get_mut(&capacity).expect("checked above");
         bucket.buffers.push(buffer);
         self.bytes += size;
@@ -194,7 +194,8 @@ pub(crate) fn filled<T: Recycle>(n: usize, value: T) -> Vec<T> {
 /// An empty buffer with room for exactly `n` elements: recycled when one of that length is free.
 /// Fill it to `n` before it becomes a tensor's storage.
 pub(crate) fn with_capacity<T: Recycle>(n: usize) -> Vec<T> {
-    if let Some(buffer) = with_bin(|bin: &mut Bin<T>| bin.take(n)).flatten() {
+    if let Some(mut buffer) = with_bin(|bin: &mut Bin<T>| bin.take(n)).flatten() {
+        buffer.clear();
         return buffer;
     }
     let mut buffer = Vec::with_capacity(n);
@@ -204,6 +205,21 @@ pub(crate) fn with_capacity<T: Recycle>(n: usize) -> Vec<T> {
     // running this process (the GEMM workers); on a long tape that costs more than the backward.
     std::hint::black_box(buffer.as_mut_ptr());
     buffer
+}
+
+/// A buffer of `n` elements for an output its caller writes in full before anything reads it
+/// (a product with beta 0, a cell's activations): a recycled one keeps the values it last held,
+/// which saves filling it first; a new one is zero-filled.
+pub(crate) fn overwritten<T: Recycle>(n: usize) -> Vec<T> {
+    match with_bin(|bin: &mut Bin<T>| bin.take(n)).flatten() {
+        Some(buffer) if buffer.len() == n => buffer,
+        Some(mut buffer) => {
+            buffer.clear();
+            buffer.resize(n, T::default());
+            buffer
+        }
+        None => filled(n, T::default()),
+    }
 }
 
 /// A copy of `values` in a recycled buffer.
