@@ -1,5 +1,5 @@
-//! exp, tanh and σ over slices: f32's through a loop compiled for AVX2 and FMA when the CPU has
-//! them and `REWIND_SIMD` allows them, f64's through libm, the reference for gradient checks. An
+//! exp, tanh and σ over slices: f32's through a loop compiled for AVX-512 (eight f64 lanes) or
+//! AVX2 and FMA (four) when the CPU has them and `REWIND_SIMD` allows them, f64's through libm, the reference for gradient checks. An
 //! f32 slice holds exactly what f32's `Float::exp` (`tanh`, `sigmoid`) gives element by element.
 //!
 //! Also [`avx2_copy`], which gives any generic kernel such a second copy.
@@ -54,10 +54,19 @@ fn apply<F: Float>(f: Unary, x: &[F], out: &mut [F], element: impl Fn(F) -> F) {
 fn map(f: Unary, x: &[f32], out: &mut [f32]) {
     assert_eq!(x.len(), out.len());
     #[cfg(target_arch = "x86_64")]
-    if simd() >= Simd::Avx2 {
-        // SAFETY: the CPU has the features the copy was compiled for.
-        return unsafe { map_avx2(f, x, out) };
+    match simd() {
+        // SAFETY (both): the CPU has the features the copy was compiled for.
+        Simd::Avx512 => return unsafe { map_avx512(f, x, out) },
+        Simd::Avx2 => return unsafe { map_avx2(f, x, out) },
+        Simd::Scalar => {}
     }
+    map_plain(f, x, out);
+}
+
+/// Eight f64 lanes a vector instead of four: the functions are evaluated in f64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn map_avx512(f: Unary, x: &[f32], out: &mut [f32]) {
     map_plain(f, x, out);
 }
 
@@ -70,10 +79,18 @@ fn map_avx2(f: Unary, x: &[f32], out: &mut [f32]) {
 /// `x[i] = f(x[i])`.
 fn map_in_place(f: Unary, x: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if simd() >= Simd::Avx2 {
-        // SAFETY: the CPU has the features the copy was compiled for.
-        return unsafe { map_in_place_avx2(f, x) };
+    match simd() {
+        // SAFETY (both): the CPU has the features the copy was compiled for.
+        Simd::Avx512 => return unsafe { map_in_place_avx512(f, x) },
+        Simd::Avx2 => return unsafe { map_in_place_avx2(f, x) },
+        Simd::Scalar => {}
     }
+    map_in_place_plain(f, x);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+fn map_in_place_avx512(f: Unary, x: &mut [f32]) {
     map_in_place_plain(f, x);
 }
 
@@ -144,7 +161,7 @@ mod tests {
         let mut out = vec![0.0; x.len()];
         for_each_simd(
             "slices_equal_the_scalar_functions",
-            &[Simd::Avx2, Simd::Scalar],
+            &[Simd::Avx512, Simd::Avx2, Simd::Scalar],
             |s| {
                 for (f, scalar) in [
                     (Unary::Exp, exp32 as fn(f32) -> f32),

@@ -12,7 +12,8 @@ pub(crate) enum Simd {
     /// AVX2 and FMA: the activation slices, the fused cell kernels and the packed small-row GEMM
     /// in 8-lane vectors.
     Avx2,
-    /// AVX-512F: the packed small-row GEMM in 16-lane vectors.
+    /// AVX-512F: the packed small-row GEMM in 16-lane vectors, and the activation slices in
+    /// eight f64 lanes.
     Avx512,
 }
 
