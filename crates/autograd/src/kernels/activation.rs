@@ -1,6 +1,7 @@
 //! exp, tanh and σ over slices: f32's through a loop compiled for AVX-512 (eight f64 lanes) or
-//! AVX2 and FMA (four) when the CPU has them and `REWIND_SIMD` allows them, f64's through libm, the reference for gradient checks. An
-//! f32 slice holds exactly what f32's `Float::exp` (`tanh`, `sigmoid`) gives element by element.
+//! AVX2 and FMA (four) when the CPU has them and `REWIND_SIMD` allows them, f64's through libm,
+//! the reference for gradient checks. An f32 slice holds exactly what f32's `Float::exp`
+//! (`tanh`, `sigmoid`) gives element by element.
 //!
 //! Also [`avx2_copy`], which gives any generic kernel such a second copy.
 
