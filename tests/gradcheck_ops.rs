@@ -437,3 +437,25 @@ fn custom_op_gradient_checks() {
     let x = uniform(&[2, 3], -1.0, 1.0, &mut r);
     check(|t, v| t.custom(Cube, &[v[0]]) * v[0], &[x]);
 }
+
+/// Large enough that the cells' forward kernels run in bands of rows on every thread (37 rows,
+/// odd, so the bands differ in size): still equal to the composed step.
+#[test]
+fn fused_cells_split_across_threads_equal_the_composed_step() {
+    let mut r = rng(18);
+    let (b, h) = (37, 256);
+    let tape = Tape::<f64>::new();
+    let gates = tape.var(uniform(&[b, 4 * h], -2.0, 2.0, &mut r));
+    let c = tape.var(uniform(&[b, h], -1.0, 1.0, &mut r));
+    let ((h1, c1), (h2, c2)) = (gates.lstm_cell(c), lstm_composed(gates, c));
+    assert_close(&h1.value(), &h2.value(), 1e-15);
+    assert_close(&c1.value(), &c2.value(), 1e-15);
+    let xp = tape.var(uniform(&[b, 3 * h], -2.0, 2.0, &mut r));
+    let hp = tape.var(uniform(&[b, 3 * h], -2.0, 2.0, &mut r));
+    let h0 = tape.var(uniform(&[b, h], -1.0, 1.0, &mut r));
+    assert_close(
+        &xp.gru_cell(hp, h0).value(),
+        &gru_composed(xp, hp, h0).value(),
+        1e-15,
+    );
+}

@@ -16,10 +16,10 @@ use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::kernels::activation;
 use crate::kernels::axis::{self as ax, Window};
-use crate::kernels::cells;
 use crate::kernels::elementwise::{accumulate_reduced, binary, broadcast_index, expand};
 use crate::kernels::sum;
 use crate::kernels::{self, Rhs, View};
+use crate::kernels::{cells, pool};
 use crate::node::Node;
 use crate::param::ParamId;
 use crate::recycle;
@@ -555,10 +555,16 @@ impl<F: Float> Op<F> {
             }
             Op::LstmCell { gates, c, acts } => {
                 let (vg, vc) = (val(*gates), val(*c));
-                // The cell kernels write every element of their outputs.
+                // The cell kernels write every element of their outputs, a band of rows on each
+                // thread.
                 let mut a = recycle::overwritten(vg.numel());
                 let mut c_next = recycle::overwritten(vc.numel());
-                cells::lstm_cell(vc.shape()[1], vg.data(), vc.data(), &mut a, &mut c_next);
+                let (rows, h) = (vc.shape()[0], vc.shape()[1]);
+                let (g, c) = (vg.data(), vc.data());
+                pool::row_bands(rows, 4 * h, [&mut a, &mut c_next], |r, [a, c_next]| {
+                    let (g, c) = (&g[r * 4 * h..][..a.len()], &c[r * h..][..c_next.len()]);
+                    cells::lstm_cell(h, g, c, a, c_next);
+                });
                 *acts = Tensor::new_unchecked(Shape::from_slice(vg.shape()), a);
                 Tensor::new_unchecked(Shape::from_slice(vc.shape()), c_next)
             }
@@ -566,14 +572,12 @@ impl<F: Float> Op<F> {
                 let c_next = val(*cell);
                 let mut tc = recycle::overwritten(c_next.numel());
                 let mut h_next = recycle::overwritten(c_next.numel());
-                let h = c_next.shape()[1];
-                cells::lstm_hidden(
-                    h,
-                    lstm_acts(nodes, *cell),
-                    c_next.data(),
-                    &mut tc,
-                    &mut h_next,
-                );
+                let (rows, h) = (c_next.shape()[0], c_next.shape()[1]);
+                let (acts, c) = (lstm_acts(nodes, *cell), c_next.data());
+                pool::row_bands(rows, h, [&mut tc, &mut h_next], |r, [tc, h_next]| {
+                    let (a, c) = (&acts[r * 4 * h..][..4 * tc.len()], &c[r * h..][..tc.len()]);
+                    cells::lstm_hidden(h, a, c, tc, h_next);
+                });
                 let shape = Shape::from_slice(c_next.shape());
                 *tanh_c = Tensor::new_unchecked(shape.clone(), tc);
                 Tensor::new_unchecked(shape, h_next)
@@ -582,8 +586,12 @@ impl<F: Float> Op<F> {
                 let (vx, vh) = (val(*xp), val(*h));
                 let mut a = recycle::overwritten(vx.numel());
                 let mut h_next = recycle::overwritten(vh.numel());
-                let (d, hs) = (vx.data(), vh.shape()[1]);
-                cells::gru_cell(hs, d, val(*hp).data(), vh.data(), &mut a, &mut h_next);
+                let (rows, hs) = (vh.shape()[0], vh.shape()[1]);
+                let (x, hp, h) = (vx.data(), val(*hp).data(), vh.data());
+                pool::row_bands(rows, 3 * hs, [&mut a, &mut h_next], |r, [a, h_next]| {
+                    let (x, hp) = (&x[r * 3 * hs..][..a.len()], &hp[r * 3 * hs..][..a.len()]);
+                    cells::gru_cell(hs, x, hp, &h[r * hs..][..h_next.len()], a, h_next);
+                });
                 *acts = Tensor::new_unchecked(Shape::from_slice(vx.shape()), a);
                 Tensor::new_unchecked(Shape::from_slice(vh.shape()), h_next)
             }

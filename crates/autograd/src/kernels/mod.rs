@@ -10,7 +10,7 @@ mod cpu;
 pub(crate) mod elementwise;
 mod gemm;
 mod packed;
-mod pool;
+pub(crate) mod pool;
 pub(crate) mod sum;
 mod typed;
 

@@ -20,6 +20,8 @@ use std::sync::{Mutex, OnceLock, TryLockError};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use smallvec::SmallVec;
+
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
 
@@ -115,6 +117,52 @@ pub(crate) fn run(parts: usize, share: Share<'_>) {
     if pool.failed.swap(false, Ordering::Relaxed) {
         panic!("a worker thread panicked in its share of a matrix product");
     }
+}
+
+/// Element-wise work (transcendental functions, mostly) below which a kernel's rows stay on one
+/// thread: about 10 µs, several times what handing a band to a worker costs.
+pub(crate) const ROW_BAND_WORK: usize = 8192;
+
+/// Runs `f(first_row, band)` over bands of `rows` rows, shared among the threads as [`run`]'s
+/// shares: each band holds its rows of every output in `outs` (each output `rows` rows of equal
+/// width). `work` is the element-wise work per row: below [`ROW_BAND_WORK`] in all, or with one
+/// row, `f` runs once on this thread over every row.
+pub(crate) fn row_bands<T: Send, const N: usize>(
+    rows: usize,
+    work: usize,
+    outs: [&mut [T]; N],
+    f: impl Fn(usize, [&mut [T]; N]) + Sync,
+) {
+    let parts = if rows >= 2 && rows.saturating_mul(work) >= ROW_BAND_WORK {
+        threads().min(rows)
+    } else {
+        1
+    };
+    if parts == 1 {
+        f(0, outs);
+        return;
+    }
+    let per = rows.div_ceil(parts);
+    let widths = outs.each_ref().map(|o| o.len() / rows);
+    // Each band behind its own lock: a share takes its band out once, so no two threads ever
+    // hold the same rows, and no unsafe code is needed to hand them over.
+    let mut bands: SmallVec<[Mutex<Option<(usize, [&mut [T]; N])>>; 4]> = SmallVec::new();
+    let mut rest = outs;
+    for first in (0..rows).step_by(per) {
+        let n = per.min(rows - first);
+        let band = std::array::from_fn(|j| {
+            let (head, tail) = std::mem::take(&mut rest[j]).split_at_mut(n * widths[j]);
+            rest[j] = tail;
+            head
+        });
+        bands.push(Mutex::new(Some((first, band))));
+    }
+    run(bands.len(), &|k| {
+        let taken = bands[k].lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((first, band)) = taken {
+            f(first, band);
+        }
+    });
 }
 
 fn pool() -> &'static Pool {
@@ -241,6 +289,30 @@ mod tests {
     /// Every share of every job runs exactly once, with jobs posted from several threads at once
     /// (a job that finds the pool busy runs all its shares on its caller), and jobs do spread
     /// over the threads.
+    /// Every row of every output is handed to exactly one band, with its own index.
+    #[test]
+    fn row_bands_cover_every_row_once() {
+        for rows in [1, 2, 3, 37, 64] {
+            let (mut a, mut b) = (vec![0usize; rows * 3], vec![0usize; rows * 5]);
+            row_bands(rows, ROW_BAND_WORK, [&mut a, &mut b], |first, [a, b]| {
+                a.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v += first + i / 3 + 1);
+                b.iter_mut()
+                    .enumerate()
+                    .for_each(|(i, v)| *v += first + i / 5 + 1);
+            });
+            assert!(
+                a.iter().enumerate().all(|(i, &v)| v == i / 3 + 1),
+                "{rows}: {a:?}"
+            );
+            assert!(
+                b.iter().enumerate().all(|(i, &v)| v == i / 5 + 1),
+                "{rows}: {b:?}"
+            );
+        }
+    }
+
     #[test]
     fn every_share_runs_once_under_concurrent_jobs() {
         let parts = threads();
