@@ -123,6 +123,9 @@ pub(crate) fn run(parts: usize, share: Share<'_>) {
 /// thread: about 10 µs, several times what handing a band to a worker costs.
 pub(crate) const ROW_BAND_WORK: usize = 8192;
 
+/// A band of rows: its first row's index, and its rows of each output.
+type Band<'a, T, const N: usize> = (usize, [&'a mut [T]; N]);
+
 /// Runs `f(first_row, band)` over bands of `rows` rows, shared among the threads as [`run`]'s
 /// shares: each band holds its rows of every output in `outs` (each output `rows` rows of equal
 /// width). `work` is the element-wise work per row: below [`ROW_BAND_WORK`] in all, or with one
@@ -146,7 +149,7 @@ pub(crate) fn row_bands<T: Send, const N: usize>(
     let widths = outs.each_ref().map(|o| o.len() / rows);
     // Each band behind its own lock: a share takes its band out once, so no two threads ever
     // hold the same rows, and no unsafe code is needed to hand them over.
-    let mut bands: SmallVec<[Mutex<Option<(usize, [&mut [T]; N])>>; 4]> = SmallVec::new();
+    let mut bands: SmallVec<[Mutex<Option<Band<'_, T, N>>>; 4]> = SmallVec::new();
     let mut rest = outs;
     for first in (0..rows).step_by(per) {
         let n = per.min(rows - first);
