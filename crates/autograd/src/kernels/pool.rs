@@ -25,6 +25,15 @@ use smallvec::SmallVec;
 /// How long an idle worker spins before it parks.
 const SPIN: Duration = Duration::from_micros(200);
 
+/// A caller that waits this long, and longer than its own shares took, for a share a worker
+/// claimed has found the worker taken off its core mid-share by another process.
+const PATIENCE: Duration = Duration::from_millis(1);
+
+/// Then every job runs on its caller alone for this long: on a loaded machine one core at full
+/// speed beats two threads that wait on each other's time slices. The next job after it tries
+/// both threads again.
+const SOLO: Duration = Duration::from_millis(50);
+
 /// A share of a job: called with the share's index, from 0 to `parts - 1`.
 type Share<'a> = &'a (dyn Fn(usize) + Sync);
 
@@ -44,6 +53,14 @@ struct Pool {
     pending: AtomicUsize,
     /// Set when a worker's share panicked; the caller panics in turn.
     failed: AtomicBool,
+    /// Until when (nanoseconds after [`clock`]'s start) jobs run on their callers alone.
+    solo_until: AtomicU64,
+}
+
+/// Nanoseconds since the first call.
+fn clock() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }
 
 // SAFETY: `job` is written by the holder of `busy` before the epoch is bumped (Release), while no
@@ -78,7 +95,7 @@ pub(crate) fn run(parts: usize, share: Share<'_>) {
     // The mutex guards no data, only the right to post a job. A share's panic re-raised below
     // poisons it, yet leaves nothing half-done (every share had finished), so poisoning is
     // ignored: otherwise every later job would find the pool "busy" and run on one thread.
-    let complete = workers.len() + 1 == threads() && parts > 1;
+    let complete = workers.len() + 1 == threads() && parts > 1 && !pool.solo();
     let busy = match pool.busy.try_lock() {
         Ok(guard) if complete => Some(guard),
         Err(TryLockError::Poisoned(poisoned)) if complete => Some(poisoned.into_inner()),
@@ -100,6 +117,7 @@ pub(crate) fn run(parts: usize, share: Share<'_>) {
     workers.iter().for_each(Thread::unpark);
     // The workers borrow from this frame: run shares while any is left, then wait for those the
     // workers claimed, even if one of this thread's panicked.
+    let posted = Instant::now();
     let mut panicked = None;
     while let Some(i) = pool.take(number) {
         let result = panic::catch_unwind(AssertUnwindSafe(|| share(i)));
@@ -108,8 +126,13 @@ pub(crate) fn run(parts: usize, share: Share<'_>) {
             panicked.get_or_insert(payload);
         }
     }
+    let own = posted.elapsed();
     while pool.pending.load(Ordering::Acquire) != 0 {
         std::hint::spin_loop();
+    }
+    let waited = posted.elapsed() - own;
+    if waited > PATIENCE.max(own) {
+        pool.go_solo();
     }
     if let Some(payload) = panicked {
         panic::resume_unwind(payload);
@@ -177,11 +200,23 @@ fn pool() -> &'static Pool {
         job: UnsafeCell::new(None),
         pending: AtomicUsize::new(0),
         failed: AtomicBool::new(false),
+        solo_until: AtomicU64::new(0),
     };
     &POOL
 }
 
 impl Pool {
+    /// True while jobs run on their callers alone (see [`SOLO`]).
+    fn solo(&self) -> bool {
+        let until = self.solo_until.load(Ordering::Relaxed);
+        until != 0 && clock() < until
+    }
+
+    fn go_solo(&self) {
+        let until = clock().saturating_add(SOLO.as_nanos() as u64);
+        self.solo_until.store(until, Ordering::Relaxed);
+    }
+
     /// The workers, started on first use: one per core besides the caller's.
     fn workers(&'static self) -> &'static [Thread] {
         self.workers.get_or_init(|| {
@@ -289,9 +324,6 @@ mod tests {
         false
     }
 
-    /// Every share of every job runs exactly once, with jobs posted from several threads at once
-    /// (a job that finds the pool busy runs all its shares on its caller), and jobs do spread
-    /// over the threads.
     /// Every row of every output is handed to exactly one band, with its own index.
     #[test]
     fn row_bands_cover_every_row_once() {
@@ -316,6 +348,9 @@ mod tests {
         }
     }
 
+    /// Every share of every job runs exactly once, with jobs posted from several threads at once
+    /// (a job that finds the pool busy runs all its shares on its caller), and jobs do spread
+    /// over the threads.
     #[test]
     fn every_share_runs_once_under_concurrent_jobs() {
         let parts = threads();
@@ -340,6 +375,32 @@ mod tests {
         );
     }
 
+    /// A worker that holds a claimed share far longer than the caller took for its own (as when
+    /// another process has its core) sends the next jobs to their callers alone; after `SOLO`
+    /// they spread over the threads again.
+    #[test]
+    fn a_held_up_worker_makes_jobs_run_alone_for_a_while() {
+        if threads() == 1 {
+            return eprintln!(
+                "a_held_up_worker_makes_jobs_run_alone_for_a_while: one core, nothing to hold up"
+            );
+        }
+        let caller = thread::current().id();
+        let start = Instant::now();
+        while !pool().solo() {
+            assert!(start.elapsed() < Duration::from_secs(2), "never went solo");
+            run(threads(), &|_| {
+                if thread::current().id() != caller {
+                    thread::sleep(Duration::from_millis(2));
+                }
+            });
+        }
+        let alone = threads_of_one_job();
+        assert!(alone.iter().all(|&t| t == caller), "{alone:?}");
+        thread::sleep(SOLO + Duration::from_millis(10));
+        assert!(a_job_spreads_across_threads(), "still alone after {SOLO:?}");
+    }
+
     /// Shares are claimed once each, in order, and only for the running job: a worker that
     /// wakes after its job has finished claims nothing of the next.
     #[test]
@@ -352,6 +413,7 @@ mod tests {
             job: UnsafeCell::new(None),
             pending: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
+            solo_until: AtomicU64::new(0),
         };
         assert_eq!(pool.take(6), None, "a finished job's number claims nothing");
         assert_eq!(pool.take(7), Some(0));
