@@ -96,7 +96,7 @@ pub(crate) fn max_and_log_sum<F: Float>(lane: &[F], buf: &mut [F]) -> (F, F) {
 }
 
 /// `out[j] = e^{x_j - shift}`, through the vectorised exp.
-pub(crate) fn exp_shifted<F: Float>(x: &[F], shift: F, out: &mut [F]) {
+fn exp_shifted<F: Float>(x: &[F], shift: F, out: &mut [F]) {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = v - shift;
     }
