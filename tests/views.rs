@@ -233,3 +233,81 @@ fn select_out_of_range_names_the_index_axis_and_shape() {
     let tape = Tape::new();
     tape.constant(random(&[2, 3, 4], 21)).select(1, 3);
 }
+
+#[test]
+fn rows_share_the_storage_and_a_write_to_either_side_copies_first() {
+    let x = Tensor::<f64>::from_vec((0..24).map(f64::from).collect(), &[4, 3, 2]).unwrap();
+    let mid = x.rows(1, 2);
+    assert_eq!(mid.shape(), &[2, 3, 2]);
+    assert!(mid.shares_storage(&x));
+    assert_eq!(mid.data(), &x.data()[6..18]);
+    assert_eq!(mid.nbytes(), 12 * 8);
+    // A window of a window, and a reshape of one, read the right elements.
+    let last = mid.rows(1, 1).reshape(&[6]);
+    assert_eq!(last.data(), &x.data()[12..18]);
+    assert_eq!(last.get(&[5]), 17.0);
+    assert_eq!(mid.get(&[1, 0, 1]), 13.0);
+    // Writing to the view copies its window first: the source is untouched.
+    let mut written = mid.clone();
+    written.data_mut()[0] = -1.0;
+    assert_eq!(written.data()[..2], [-1.0, 7.0]);
+    assert_eq!(written.numel(), 12);
+    assert!(!written.shares_storage(&x));
+    assert_eq!(x.get(&[1, 0, 0]), 6.0);
+    assert_eq!(mid.data()[0], 6.0);
+    // And writing to the source leaves the view as it was.
+    let mut source = x.clone();
+    source.data_mut()[6] = 100.0;
+    assert_eq!(mid.data()[0], 6.0);
+    assert_eq!(mid.clone().into_vec(), x.data()[6..18].to_vec());
+    assert_eq!(
+        mid,
+        Tensor::from_vec(x.data()[6..18].to_vec(), &[2, 3, 2]).unwrap()
+    );
+    assert_eq!(x.rows(4, 0).numel(), 0);
+}
+
+#[test]
+#[should_panic(expected = "rows: rows 3..5 out of range for shape [4, 2]")]
+fn rows_out_of_range_name_the_rows_and_the_shape() {
+    Tensor::<f32>::zeros(&[4, 2]).rows(3, 2);
+}
+
+#[test]
+fn narrow_over_leading_rows_is_a_view_that_the_tape_does_not_count_twice() {
+    let x = random(&[5, 3, 4], 11);
+    let tape = Tape::new();
+    let v = tape.var(x.clone());
+    let before = tape.stats().bytes;
+    // Contiguous windows: rows of the leading axis, or any axis after axes of one.
+    let rows = v.narrow(0, 1, 3);
+    let inner = rows.narrow(0, 2, 1).narrow(1, 1, 2);
+    assert_eq!(tape.stats().bytes, before, "the windows copied their input");
+    assert!(rows.value().shares_storage(&x));
+    assert!(inner.value().shares_storage(&x));
+    assert_eq!(rows.value().data(), &x.data()[12..48]);
+    assert_eq!(inner.value().data(), &x.data()[40..48]);
+    // A window that is not contiguous is gathered, and counted.
+    let cols = v.narrow(1, 1, 2);
+    assert_eq!(tape.stats().bytes, before + cols.value().nbytes());
+    assert_eq!(cols.value().get(&[4, 0, 3]), x.get(&[4, 1, 3]));
+}
+
+#[test]
+fn windows_of_rows_read_by_any_op_match_finite_differences() {
+    let x = random(&[4, 3, 2], 12);
+    let w = random(&[2, 5], 13);
+    let result = gradcheck(
+        |_, v| {
+            let rows = v[0].narrow(0, 1, 2);
+            let step = rows.narrow(0, 1, 1).reshape(&[3, 2]);
+            // A product reading a window by stride, an elementwise op, and overlapping windows
+            // whose gradients add into one input.
+            materialised(
+                step.matmul(v[1]).tanh().sum() + (rows * rows).sum() + v[0].narrow(0, 0, 3).sum(),
+            )
+        },
+        &[x, w],
+    );
+    assert!(result.is_ok(), "{}", result.unwrap_err());
+}

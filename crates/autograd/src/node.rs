@@ -52,6 +52,11 @@ impl<F: Float, O> Node<F, O> {
             .expect("a node's value is computed before any op reads it")
     }
 
+    /// The value, if it has been computed (and not dropped since).
+    pub(crate) fn computed(&self) -> Option<&Tensor<F>> {
+        self.value.as_ref()
+    }
+
     /// True for a transpose whose value has not been computed yet.
     pub(crate) fn is_pending(&self) -> bool {
         self.value.is_none()

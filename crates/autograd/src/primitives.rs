@@ -636,6 +636,12 @@ impl<F: Float> Op<F> {
                 let v = val(*x);
                 let mut shape = Shape::from_slice(v.shape());
                 shape[*axis] = *len;
+                // With nothing but axes of one before `axis`, the window is contiguous: a view of
+                // the input's storage, no copy (the per-step rows of a projected sequence).
+                if numel(&v.shape()[..*axis]) == 1 {
+                    let rows = [v.shape()[*axis], numel(&v.shape()[*axis + 1..])];
+                    return v.reshape(&rows).rows(*start, *len).reshape(&shape);
+                }
                 // Gathered whole, not added into.
                 let mut data = recycle::overwritten(numel(&shape));
                 Window::new(v.shape(), *axis, *start, *len).gather(v.data(), &mut data, false);

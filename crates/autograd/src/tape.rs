@@ -365,7 +365,13 @@ impl<F: Float> Tape<F> {
         for &i in indices {
             let mut op = std::mem::replace(&mut nodes[i].op, Op::Leaf);
             let value = op.forward(&nodes);
-            bytes += value.nbytes() + op.saved_bytes();
+            // As when recorded: a view of an input's storage holds no bytes of its own.
+            let shares = op.inputs().iter().any(|&j| {
+                nodes[j]
+                    .computed()
+                    .is_some_and(|v| v.shares_storage(&value))
+            });
+            bytes += op.saved_bytes() + if shares { 0 } else { value.nbytes() };
             nodes[i].op = op;
             nodes[i].set_value(value);
         }

@@ -1,4 +1,5 @@
-//! `Tensor`: an n-d array, row-major and contiguous, with reference-counted copy-on-write storage.
+//! `Tensor`: an n-d array, row-major and contiguous, with reference-counted copy-on-write storage
+//! that a tensor may view part of.
 
 use std::fmt;
 use std::mem::ManuallyDrop;
@@ -29,6 +30,10 @@ pub struct Tensor<F: Float = f32> {
     shape: Shape,
     /// Taken out only by `drop`, which gives it back to the recycler.
     data: ManuallyDrop<Arc<Vec<F>>>,
+    /// Where this tensor's elements start in `data`: a window of leading rows (see
+    /// [`Tensor::rows`]) shares its source's storage. The elements are
+    /// `data[start..start + numel]`.
+    start: usize,
 }
 
 impl<F: Float> Drop for Tensor<F> {
@@ -45,7 +50,13 @@ impl<F: Float> Tensor<F> {
         Tensor {
             shape,
             data: ManuallyDrop::new(recycle::share(data)),
+            start: 0,
         }
+    }
+
+    /// True when this tensor's elements are the whole of its storage, not a window of it.
+    fn is_whole(&self) -> bool {
+        self.start == 0 && self.data.len() == numel(&self.shape)
     }
 
     /// A tensor of the given shape filled with `value`.
@@ -138,29 +149,62 @@ impl<F: Float> Tensor<F> {
 
     /// The number of elements.
     pub fn numel(&self) -> usize {
-        self.data.len()
+        numel(&self.shape)
     }
 
     /// The elements in row-major order.
     pub fn data(&self) -> &[F] {
-        &self.data
+        &self.data[self.start..self.start + numel(&self.shape)]
     }
 
-    /// The elements, mutably; copies the storage first if it is shared with another tensor.
+    /// The elements, mutably; copies them first into storage of their own if the storage is
+    /// shared with another tensor (or this tensor is a window of it).
     pub fn data_mut(&mut self) -> &mut [F] {
-        if Arc::get_mut(&mut self.data).is_none() {
-            *self.data = recycle::share(recycle::copied(&self.data));
+        if !self.is_whole() || Arc::get_mut(&mut self.data).is_none() {
+            let own = recycle::share(recycle::copied(self.data()));
+            // The old storage goes back to the recycler if this was its last owner.
+            recycle::give_back(std::mem::replace(&mut *self.data, own));
+            self.start = 0;
         }
         Arc::get_mut(&mut self.data)
             .expect("the storage was just made this tensor's own")
             .as_mut_slice()
     }
 
-    /// The elements as an owned vector (no copy when this tensor is the storage's only owner).
+    /// The elements as an owned vector (no copy when this tensor is the whole storage and its
+    /// only owner).
     pub fn into_vec(mut self) -> Vec<F> {
+        if !self.is_whole() {
+            return recycle::copied(self.data());
+        }
         match Arc::get_mut(&mut self.data) {
             Some(owned) => std::mem::take(owned),
             None => self.data.to_vec(),
+        }
+    }
+
+    /// Rows `start..start + len` of the leading axis, sharing this tensor's storage: no copy
+    /// (as a PyTorch view). Writing to either side through [`data_mut`](Tensor::data_mut) copies
+    /// first, so neither ever sees the other's writes.
+    #[track_caller]
+    pub fn rows(&self, start: usize, len: usize) -> Self {
+        let Some(&count) = self.shape.first() else {
+            panic!("rows: a scalar has no rows");
+        };
+        if start.checked_add(len).is_none_or(|end| end > count) {
+            panic!(
+                "rows: rows {start}..{} out of range for shape {:?}",
+                start.saturating_add(len),
+                self.shape
+            );
+        }
+        let row = numel(&self.shape[1..]);
+        let mut shape = self.shape.clone();
+        shape[0] = len;
+        Tensor {
+            shape,
+            data: self.data.clone(),
+            start: self.start + start * row,
         }
     }
 
@@ -180,7 +224,7 @@ impl<F: Float> Tensor<F> {
             .iter()
             .zip(&self.shape)
             .fold(0, |acc, (i, d)| acc * d + i);
-        self.data[flat]
+        self.data()[flat]
     }
 
     /// The value of a tensor with exactly one element.
@@ -193,7 +237,7 @@ impl<F: Float> Tensor<F> {
                 self.numel()
             );
         }
-        self.data[0]
+        self.data()[0]
     }
 
     /// The same storage viewed under another shape with as many elements.
@@ -203,29 +247,30 @@ impl<F: Float> Tensor<F> {
         Tensor {
             shape: Shape::from_slice(shape),
             data: self.data.clone(),
+            start: self.start,
         }
     }
 
     /// A new tensor with `f` applied to every element.
     pub fn map(&self, f: impl Fn(F) -> F) -> Self {
         let mut data = recycle::with_capacity(self.numel());
-        data.extend(self.data.iter().map(|&x| f(x)));
+        data.extend(self.data().iter().map(|&x| f(x)));
         Self::from_parts(self.shape.clone(), data)
     }
 
     /// The same values converted to another element type.
     pub fn cast<G: Float>(&self) -> Tensor<G> {
         let mut data = recycle::with_capacity(self.numel());
-        data.extend(self.data.iter().map(|x| G::from_f64(x.to_f64())));
+        data.extend(self.data().iter().map(|x| G::from_f64(x.to_f64())));
         Tensor::from_parts(self.shape.clone(), data)
     }
 
-    /// Bytes of element storage.
+    /// Bytes of its elements (of its window, for a view of part of a storage).
     pub fn nbytes(&self) -> usize {
-        self.data.len() * std::mem::size_of::<F>()
+        self.numel() * std::mem::size_of::<F>()
     }
 
-    /// True when both tensors share one storage buffer.
+    /// True when both tensors share one storage buffer (a view of part of it among them).
     pub fn shares_storage(&self, other: &Tensor<F>) -> bool {
         Arc::ptr_eq(&self.data, &other.data)
     }
@@ -237,7 +282,7 @@ impl<F: Float> Tensor<F> {
 
 impl<F: Float> PartialEq for Tensor<F> {
     fn eq(&self, other: &Self) -> bool {
-        self.shape == other.shape && self.data == other.data
+        self.shape == other.shape && self.data() == other.data()
     }
 }
 
@@ -277,7 +322,7 @@ impl<F: Float> fmt::Display for Tensor<F> {
                 .max()
                 .unwrap_or(0);
             if self.ndim() == 0 {
-                f.write_str(&style.format(self.data[0]))?;
+                f.write_str(&style.format(self.data()[0]))?;
             } else {
                 write_axis(f, self, 0, 0, summarize, &style, width)?;
             }
@@ -297,7 +342,7 @@ impl<F: Float> fmt::Debug for Tensor<F> {
 
 fn shown_values<F: Float>(t: &Tensor<F>, summarize: bool) -> Vec<F> {
     if !summarize {
-        return t.data.to_vec();
+        return t.data().to_vec();
     }
     let mut out = Vec::new();
     collect_shown(t, 0, 0, &mut out);
@@ -308,7 +353,7 @@ fn collect_shown<F: Float>(t: &Tensor<F>, axis: usize, offset: usize, out: &mut 
     let stride = numel(&t.shape[axis + 1..]);
     for i in shown_indices(t.shape[axis], true) {
         if axis + 1 == t.ndim() {
-            out.push(t.data[offset + i]);
+            out.push(t.data()[offset + i]);
         } else {
             collect_shown(t, axis + 1, offset + i * stride, out);
         }
@@ -341,7 +386,7 @@ fn write_axis<F: Float>(
             if gap(n) {
                 items.push(" ...".to_string());
             }
-            items.push(format!("{:>width$}", style.format(t.data[offset + i])));
+            items.push(format!("{:>width$}", style.format(t.data()[offset + i])));
         }
         // As PyTorch: as many items per line as fit in 80 columns after the indent.
         let per_line = (PRINT_LINE_WIDTH.saturating_sub(indent) / (width + 2)).max(1);
