@@ -10,10 +10,14 @@
 3. With --sample: batch-1 generation as `char_rnn sample` does it, an embedding (64) -> a 2 x 256
    LSTM -> linear readout, state carried, softmax and multinomial per character, no_grad:
    characters per second (benches/README.md, "Sampling speed").
+4. With --train PATH: char_rnn's training loop on the text at PATH, as
+   `char_rnn train --layers 2 --hidden 256 --embed 64` runs it: the text read as 32 streams,
+   64 characters per step, the state carried and detached between steps, cross-entropy, global
+   norm clip 5, Adam 2e-3; characters per second over 300 steps after 20 to warm up.
 
 Prints tables in the layout of benches/README.md. Medians over repeated runs.
 
-Run: python3 scripts/compare_pytorch.py [--quick] [--sample]   (needs torch)
+Run: python3 scripts/compare_pytorch.py [--quick] [--sample] [--train PATH]   (needs torch)
 """
 
 import statistics
@@ -135,10 +139,50 @@ def sampling():
           f"20,000 chars {times[20000]:.2f} s, {rate:.0f} chars/s")
 
 
+def training(path):
+    text = open(path, encoding="utf-8").read()
+    vocab = sorted(set(text))
+    ids = torch.tensor([vocab.index(c) for c in text])
+    lanes, steps_len = 32, 64
+    per_lane = (len(ids) - 1) // lanes
+    inputs = ids[: lanes * per_lane].view(lanes, per_lane).t()  # [time, lane]
+    targets = ids[1 : lanes * per_lane + 1].view(lanes, per_lane).t()
+    embed, lstm, head = nn.Embedding(len(vocab), 64), nn.LSTM(64, 256, 2), nn.Linear(256, len(vocab))
+    params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
+    opt = torch.optim.Adam(params, lr=2e-3)
+    state, at = None, 0
+
+    def step():
+        nonlocal state, at
+        if at + steps_len > per_lane:
+            state, at = None, 0
+        x, y = inputs[at : at + steps_len], targets[at : at + steps_len]
+        at += steps_len
+        out, state = lstm(embed(x), state)
+        state = tuple(s.detach() for s in state)
+        loss = nn.functional.cross_entropy(head(out).reshape(-1, len(vocab)), y.reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, 5.0)
+        opt.step()
+        return loss.item()
+
+    for _ in range(20):
+        step()
+    start = time.perf_counter()
+    for _ in range(300):
+        loss = step()
+    took = time.perf_counter() - start
+    print(f"char_rnn training, 2 x 256 LSTM, batch 32 x 64 chars: 300 steps {took:.2f} s, "
+          f"{300 * lanes * steps_len / took:.0f} chars/s (last loss {loss:.3f})")
+
+
 if __name__ == "__main__":
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "--sample" in sys.argv:
         sampling()
+    elif "--train" in sys.argv:
+        training(sys.argv[sys.argv.index("--train") + 1])
     else:
         step_grid()
         sweep()
