@@ -86,12 +86,12 @@ fn checkpointed_bptt_equals_full_for_every_cell() {
     checkpointed_equals_full::<GruCell<f32>, f32>(1e-6);
 }
 
-/// Both sides hold the input and the layer's output (the checkpointed side twice: the segments'
-/// outputs and their concatenation), which bound the ratio at this size: 4.85 (8.32 MB against
-/// 1.72) since narrow over leading rows became a view; 5.2 (10.37 against 1.99) while full BPTT
-/// copied each step's input rows.
+/// Both sides hold the input and the layer's output, which bound the ratio at this size: 6.9
+/// (8.32 MB against 1.21) since the segments write their rows straight into the output; 4.85
+/// (against 1.72) while the output was held twice, as the segments' outputs and their
+/// concatenation.
 #[test]
-fn checkpointed_bptt_holds_four_and_a_half_times_less_at_a_thousand_steps() {
+fn checkpointed_bptt_holds_six_times_less_at_a_thousand_steps() {
     let model = Recurrent::<LstmCell<f32>, f32>::new(
         RecurrentConfig::new(8, 32),
         &mut StdRng::seed_from_u64(5),
@@ -113,8 +113,8 @@ fn checkpointed_bptt_holds_four_and_a_half_times_less_at_a_thousand_steps() {
         "T = 1000 peak tape bytes: full {full}, checkpointed every 32 {ckpt} ({ratio:.1}x less)"
     );
     assert!(
-        ratio >= 4.5,
-        "full {full} bytes vs checkpointed {ckpt}: less than 4.5x apart"
+        ratio >= 6.0,
+        "full {full} bytes vs checkpointed {ckpt}: less than 6x apart"
     );
 }
 

@@ -209,3 +209,140 @@ pub(crate) fn transplant<'t, F: Float>(
         .map(|&(i, _)| tape.var_at(at[i]))
         .collect()
 }
+
+/// A tensor whose leading rows are written by checkpointed segments as they run, each segment's
+/// block of rows copied in and then dropped from the tape: the rows are held once, where a
+/// [`concat`](crate::concat) of the segments' outputs would hold them twice. Gradients flow to
+/// each segment as through that concatenation. Made by [`Tape::checkpoint_rows`].
+///
+/// ```
+/// use rewind_autograd::{Param, Tape, Tensor};
+/// let w = Param::new(Tensor::scalar(0.5f64));
+/// let tape = Tape::new();
+/// let mut h = tape.var(Tensor::ones(&[1, 2]));
+/// // Four steps of h ← tanh(w·h), in two segments of two, each writing its two rows of `hs`.
+/// let mut hs = tape.checkpoint_rows(&[4, 1, 2]);
+/// for first in [0, 2] {
+///     h = hs.checkpoint(first, &[h], |inner, v| {
+///         let a = (v[0] * inner.param(&w)).tanh();
+///         let b = (a * inner.param(&w)).tanh();
+///         let rows = rewind_autograd::stack(&[a, b], 0);
+///         vec![rows, b]
+///     })[0];
+/// }
+/// let hs = hs.finish();
+/// assert_eq!(hs.shape()[..], [4, 1, 2]);
+/// let grads = hs.sum().backward();
+/// assert!(grads[&w].item() > 0.0);
+/// ```
+pub struct CheckpointRows<'t, F: Float> {
+    tape: &'t Tape<F>,
+    shape: Shape,
+    data: Vec<F>,
+    /// (first row, rows, the checkpoint output that held them), in the order written.
+    parts: Vec<(usize, usize, usize)>,
+    finished: bool,
+}
+
+impl<F: Float> Tape<F> {
+    /// A tensor of `shape` whose rows (along the first axis) checkpointed segments write with
+    /// [`CheckpointRows::checkpoint`]; [`CheckpointRows::finish`] records it once every row is
+    /// written. The tape counts its bytes from now on.
+    #[track_caller]
+    pub fn checkpoint_rows(&self, shape: &[usize]) -> CheckpointRows<'_, F> {
+        let n = crate::check::numel("checkpoint_rows", shape);
+        assert!(
+            !shape.is_empty(),
+            "checkpoint_rows: a scalar has no rows to write"
+        );
+        self.hold_bytes(n * std::mem::size_of::<F>());
+        CheckpointRows {
+            tape: self,
+            shape: Shape::from_slice(shape),
+            data: crate::recycle::overwritten(n),
+            parts: Vec::new(),
+            finished: false,
+        }
+    }
+}
+
+impl<'t, F: Float> CheckpointRows<'t, F> {
+    /// [`Tape::checkpoint`] over `inputs` and `f`, whose first output is a block of rows written
+    /// here from row `first` on: its shape is the tensor's but for the first axis. Returns the
+    /// other outputs (a segment's final state, say).
+    #[track_caller]
+    pub fn checkpoint(
+        &mut self,
+        first: usize,
+        inputs: &[Var<'t, F>],
+        f: impl for<'s> FnOnce(&'s Tape<F>, &[Var<'s, F>]) -> Vec<Var<'s, F>>,
+    ) -> Vec<Var<'t, F>> {
+        let mut outputs = self.tape.checkpoint(inputs, f);
+        assert!(
+            !outputs.is_empty(),
+            "checkpoint_rows: the function returned no outputs; the first is the block of rows"
+        );
+        let rows = outputs.remove(0);
+        let block = rows.shape();
+        let total = self.shape[0];
+        let fits = block.len() == self.shape.len()
+            && block[1..] == self.shape[1..]
+            && first.checked_add(block[0]).is_some_and(|end| end <= total);
+        if !fits {
+            panic!(
+                "checkpoint_rows: a block of shape {:?} written from row {first} does not fit a tensor of shape {:?}",
+                block,
+                &self.shape[..]
+            );
+        }
+        let n = block[0];
+        if let Some(&(at, len, _)) = self
+            .parts
+            .iter()
+            .find(|&&(at, len, _)| first < at + len && at < first + n)
+        {
+            panic!(
+                "checkpoint_rows: rows {first}..{} overlap rows {at}..{} written before",
+                first + n,
+                at + len
+            );
+        }
+        let row = numel(&self.shape[1..]);
+        self.data[first * row..(first + n) * row].copy_from_slice(rows.value().data());
+        self.tape.release_checkpoint_output(rows.index());
+        self.parts.push((first, n, rows.index()));
+        outputs
+    }
+
+    /// Records the tensor: a concatenation of the blocks in row order, holding the rows already
+    /// written. Panics unless every row was written.
+    #[track_caller]
+    pub fn finish(mut self) -> Var<'t, F> {
+        let written: usize = self.parts.iter().map(|&(_, n, _)| n).sum();
+        if written != self.shape[0] {
+            panic!(
+                "checkpoint_rows: {written} of the {} rows of a tensor of shape {:?} were written",
+                self.shape[0],
+                &self.shape[..]
+            );
+        }
+        self.finished = true;
+        let value = Tensor::new_unchecked(self.shape.clone(), std::mem::take(&mut self.data));
+        if self.parts.is_empty() {
+            // No rows at all (and so no bytes): nothing to differentiate.
+            return self.tape.constant(value);
+        }
+        self.parts.sort_by_key(|&(first, ..)| first);
+        let xs = self.parts.iter().map(|&(.., node)| node).collect();
+        self.tape.push_computed(Op::Concat { xs, axis: 0 }, value)
+    }
+}
+
+impl<F: Float> Drop for CheckpointRows<'_, F> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.tape
+                .unhold_bytes(numel(&self.shape) * std::mem::size_of::<F>());
+        }
+    }
+}

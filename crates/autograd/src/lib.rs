@@ -66,6 +66,7 @@ mod gradcheck;
 pub mod io;
 mod second_order;
 
+pub use checkpoint::CheckpointRows;
 pub use class_index::ClassIndex;
 pub use custom::CustomOp;
 pub use error::TensorError;

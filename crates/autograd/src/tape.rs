@@ -350,12 +350,49 @@ impl<F: Float> Tape<F> {
         read
     }
 
-    /// The nodes whose values an op computed: every node but leaves and pending transposes.
+    /// The nodes whose values an op computed: every node but leaves and pending transposes (a
+    /// checkpoint output whose rows went into [`CheckpointRows`](crate::CheckpointRows) among
+    /// them: it has no value until a replay computes it again).
     pub(crate) fn computed_nodes(&self) -> Vec<usize> {
         let nodes = self.nodes.borrow();
         (0..nodes.len())
-            .filter(|&i| !nodes[i].is_pending() && !matches!(nodes[i].op, Op::Leaf | Op::Param(_)))
+            .filter(|&i| match nodes[i].op {
+                Op::Leaf | Op::Param(_) => false,
+                Op::CheckpointOutput { .. } => true,
+                _ => !nodes[i].is_pending(),
+            })
             .collect()
+    }
+
+    /// Drops the value of checkpoint output `index`, which the caller has copied elsewhere and
+    /// which nothing reads (a replay of an enclosing region computes it again).
+    pub(crate) fn release_checkpoint_output(&self, index: usize) {
+        let mut nodes = self.nodes.borrow_mut();
+        debug_assert!(matches!(nodes[index].op, Op::CheckpointOutput { .. }));
+        let bytes = nodes[index].computed().map_or(0, Tensor::nbytes);
+        nodes[index].clear_value();
+        self.bytes.set(self.bytes.get() - bytes);
+    }
+
+    /// Counts `n` more bytes as held by this tape (a buffer that becomes a node's value later).
+    pub(crate) fn hold_bytes(&self, n: usize) {
+        self.note_bytes(n);
+    }
+
+    /// Counts `n` bytes fewer, given back by [`hold_bytes`](Self::hold_bytes)'s buffer unused.
+    pub(crate) fn unhold_bytes(&self, n: usize) {
+        self.bytes.set(self.bytes.get() - n);
+    }
+
+    /// Pushes `op` with a value computed by the caller from what its inputs held, its bytes
+    /// already counted by [`hold_bytes`](Self::hold_bytes).
+    #[track_caller]
+    pub(crate) fn push_computed(&self, op: Op<F>, value: Tensor<F>) -> Var<'_, F> {
+        let requires_grad = {
+            let nodes = self.nodes.borrow();
+            op.inputs().iter().any(|&i| nodes[i].requires_grad)
+        };
+        self.push(op, Some(value), requires_grad, false)
     }
 
     /// Computes the values of `indices` again, in order, from their ops; returns their bytes.

@@ -2,7 +2,7 @@
 //! step, every step recorded, or in checkpointed segments whose insides are recomputed during
 //! backward.
 
-use rewind_autograd::{concat, stack, Float, Tape, Tensor, Var};
+use rewind_autograd::{stack, Float, Tape, Tensor, Var};
 
 use crate::cell::{Cell, CellState};
 
@@ -43,10 +43,12 @@ impl<'a, F: Float> Lane<'a, F> {
         (stack(&hs, 0), state)
     }
 
-    /// The loop in checkpointed segments of `k` steps: the tape keeps each segment's input rows,
-    /// outputs and final state; its insides, the cell's projection and steps, are recomputed
-    /// during backward. The parameters the cell reads become the segment's inputs, so any cell
-    /// is checkpointed.
+    /// The loop in checkpointed segments of `k` steps: the tape keeps each segment's final state
+    /// and the layer's output, into which each segment writes its rows as it runs
+    /// ([`CheckpointRows`](rewind_autograd::CheckpointRows): held once, not once per segment and
+    /// again concatenated); its insides, the cell's projection and steps, are recomputed during
+    /// backward. A segment reads its input rows as a view of `x`. The parameters the cell reads
+    /// become the segment's inputs, so any cell is checkpointed.
     pub(crate) fn run_checkpointed<'t, C: Cell<F>>(
         &self,
         tape: &'t Tape<F>,
@@ -55,8 +57,10 @@ impl<'a, F: Float> Lane<'a, F> {
         start: C::State<'t>,
         k: usize,
     ) -> (Var<'t, F>, C::State<'t>) {
+        let mut shape = vec![self.steps];
+        shape.extend_from_slice(&start.h().shape());
+        let mut output = tape.checkpoint_rows(&shape);
         let mut state = start;
-        let mut pieces = Vec::new();
         for first in (0..self.steps).step_by(k) {
             let n = k.min(self.steps - first);
             // Rows of the segment in time order: loop steps first..first+n.
@@ -71,7 +75,7 @@ impl<'a, F: Float> Lane<'a, F> {
             };
             let mut inputs = vec![rows];
             inputs.extend(state.parts());
-            let out = tape.checkpoint(&inputs, |inner, v| {
+            let end = output.checkpoint(t_lo, &inputs, |inner, v| {
                 let xp = cell.project(inner, v[0]);
                 let start = C::State::from_parts(&v[1..]);
                 let (hs, end) = segment.steps(inner, cell, xp, start, first, None);
@@ -79,12 +83,9 @@ impl<'a, F: Float> Lane<'a, F> {
                 out.extend(end.parts());
                 out
             });
-            state = C::State::from_parts(&out[1..]);
-            pieces.push((t_lo, out[0]));
+            state = C::State::from_parts(&end);
         }
-        pieces.sort_by_key(|(t, _)| *t);
-        let hs: Vec<Var<'t, F>> = pieces.into_iter().map(|(_, h)| h).collect();
-        (concat(&hs, 0), state)
+        (output.finish(), state)
     }
 
     /// Runs every step of the lane from `state` on the projected rows `xp` [T·B, ·] (time
