@@ -297,15 +297,25 @@ mod tests {
     use std::collections::HashSet;
     use std::thread::ThreadId;
 
-    /// The thread each share of one job ran on.
-    fn threads_of_one_job() -> Vec<ThreadId> {
+    /// The thread each share of one job ran on. Each share holds its thread for 100 µs, as long
+    /// as a small product's band, or with `until_all_started` until every share has started (at
+    /// most 100 ms), so that a share can only go to a thread that is free: a woken worker then
+    /// claims one however long another process keeps it off its core.
+    fn threads_of_one_job(until_all_started: bool) -> Vec<ThreadId> {
         let ran: Vec<Mutex<Option<ThreadId>>> = (0..threads()).map(|_| Mutex::new(None)).collect();
+        let started = AtomicUsize::new(0);
         run(threads(), &|p| {
             let previous = ran[p].lock().unwrap().replace(thread::current().id());
             assert!(previous.is_none(), "share {p} ran twice");
-            // As long as a small product's band: a woken worker claims a share meanwhile.
+            started.fetch_add(1, Ordering::SeqCst);
             let start = Instant::now();
-            while start.elapsed() < Duration::from_micros(100) {
+            let held = |t: Duration| match until_all_started {
+                true => {
+                    started.load(Ordering::SeqCst) < threads() && t < Duration::from_millis(100)
+                }
+                false => t < Duration::from_micros(100),
+            };
+            while held(start.elapsed()) {
                 std::hint::spin_loop();
             }
         });
@@ -323,7 +333,7 @@ mod tests {
             // Whether jobs spread is the question here, not whether another test's held-up
             // worker sent them solo.
             pool().solo_until.store(0, Ordering::Relaxed);
-            let distinct: HashSet<ThreadId> = threads_of_one_job().into_iter().collect();
+            let distinct: HashSet<ThreadId> = threads_of_one_job(true).into_iter().collect();
             if distinct.len() == threads() {
                 return true;
             }
@@ -368,7 +378,7 @@ mod tests {
                 s.spawn(|| {
                     for _ in 0..200 {
                         // threads_of_one_job asserts that no share runs twice and all run.
-                        let ran = threads_of_one_job();
+                        let ran = threads_of_one_job(false);
                         let distinct: HashSet<_> = ran.iter().collect();
                         if distinct.len() > 1 {
                             spread.fetch_add(1, Ordering::Relaxed);
@@ -404,7 +414,7 @@ mod tests {
                 }
             });
         }
-        let alone = threads_of_one_job();
+        let alone = threads_of_one_job(false);
         assert!(alone.iter().all(|&t| t == caller), "{alone:?}");
         // The expiry, on a pool of its own: the shared one may be sent solo again at any time by
         // other tests' jobs, whose workers this busy process keeps taking off their cores.
