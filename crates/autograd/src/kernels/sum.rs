@@ -5,6 +5,7 @@
 //! addition and costs a widening conversion per element; for f64 itself it is the plain sum.
 
 use crate::float::Float;
+use crate::kernels::activation::avx2_copy;
 
 /// Independent accumulators, so that the additions pipeline (and vectorise) instead of waiting on
 /// each other.
@@ -56,6 +57,7 @@ const BLOCK: usize = 64;
 
 /// For each column j of `src` (rows `n` wide), `out(j, Σ_r f(r·n + j, src[r·n + j]))`, the sum
 /// taken in f64 in row order; no buffer is allocated.
+#[inline(always)]
 pub(crate) fn column_sums<F: Float>(
     src: &[F],
     n: usize,
@@ -66,14 +68,27 @@ pub(crate) fn column_sums<F: Float>(
     for start in (0..n).step_by(BLOCK) {
         let width = BLOCK.min(n - start);
         let mut acc = [0.0f64; BLOCK];
-        for r in 0..rows {
-            let at = r * n + start;
-            for (j, (a, &v)) in acc[..width]
-                .iter_mut()
-                .zip(&src[at..at + width])
-                .enumerate()
-            {
-                *a += f(at + j, v).to_f64();
+        if width == BLOCK {
+            // A whole block: a fixed trip count, which the compiler unrolls and vectorises.
+            for r in 0..rows {
+                let at = r * n + start;
+                let row: &[F; BLOCK] = src[at..at + BLOCK]
+                    .try_into()
+                    .expect("a block is BLOCK wide");
+                for j in 0..BLOCK {
+                    acc[j] += f(at + j, row[j]).to_f64();
+                }
+            }
+        } else {
+            for r in 0..rows {
+                let at = r * n + start;
+                for (j, (a, &v)) in acc[..width]
+                    .iter_mut()
+                    .zip(&src[at..at + width])
+                    .enumerate()
+                {
+                    *a += f(at + j, v).to_f64();
+                }
             }
         }
         for (j, &a) in acc[..width].iter().enumerate() {
@@ -82,10 +97,46 @@ pub(crate) fn column_sums<F: Float>(
     }
 }
 
-/// `dst[j] += Σ_r f(r·n + j, src[r·n + j])` over the rows of `src` (each `n = dst.len()` wide),
-/// accumulated in f64.
-pub(crate) fn add_rows<F: Float>(src: &[F], dst: &mut [F], f: impl Fn(usize, F) -> F) {
-    column_sums(src, dst.len(), f, |j, a| {
-        dst[j] = F::from_f64(dst[j].to_f64() + a)
-    });
+avx2_copy! {
+    /// `dst[j] += Σ_r f(r·n + j, src[r·n + j])` over the rows of `src` (each `n = dst.len()`
+    /// wide), accumulated in f64: a bias's gradient over every row of a batch.
+    pub(crate) fn add_rows<F: Float>(src: &[F], dst: &mut [F], f: impl Fn(usize, F) -> F) {
+        column_sums(src, dst.len(), f, |j, a| {
+            dst[j] = F::from_f64(dst[j].to_f64() + a)
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::cpu::{for_each_simd, Simd};
+
+    /// Every path gives each column's sum in f64, row by row, for whole blocks of columns and
+    /// the narrower last one alike.
+    #[test]
+    fn add_rows_is_the_row_order_f64_sum_on_every_path() {
+        let (rows, n) = (37, 2 * BLOCK + 5);
+        let src: Vec<f32> = (0..rows * n)
+            .map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5)
+            .collect();
+        let start: Vec<f32> = (0..n).map(|j| j as f32 * 0.25).collect();
+        let want: Vec<f32> = (0..n)
+            .map(|j| {
+                let sum = (0..rows).fold(0.0f64, |a, r| a + (2.0 * src[r * n + j]) as f64);
+                (start[j] as f64 + sum) as f32
+            })
+            .collect();
+        for_each_simd(
+            "add_rows_is_the_row_order_f64_sum_on_every_path",
+            &[Simd::Avx2, Simd::Scalar],
+            |s| {
+                let mut dst = start.clone();
+                add_rows(&src, &mut dst, |_, v| 2.0 * v);
+                for (j, (&got, &want)) in dst.iter().zip(&want).enumerate() {
+                    assert_eq!(got.to_bits(), want.to_bits(), "column {j} on {s:?}");
+                }
+            },
+        );
+    }
 }
