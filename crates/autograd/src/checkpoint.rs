@@ -97,7 +97,10 @@ impl<F: Float> Region<F> {
     /// inner nodes of its inputs (parameters included), `outputs` the nodes it returned. Drops
     /// every inner value but the leaves' and returns the outputs' values.
     fn new(tape: Tape<F>, leaves: Vec<usize>, outputs: Vec<usize>) -> (Self, Vec<Tensor<F>>) {
-        let values = outputs.iter().map(|&i| tape.value(i)).collect();
+        // An output that is a view of a larger inner value (a row of a stacked result) is copied:
+        // kept as a view, it would keep the whole inner buffer alive after `forget`, while the
+        // tape counts only the window.
+        let values = outputs.iter().map(|&i| tape.value(i).compact()).collect();
         let outputs = outputs.iter().map(|&i| (i, tape.shape(i))).collect();
         let computed = tape.computed_nodes();
         let region = Region {
@@ -117,7 +120,7 @@ impl<F: Float> Segment<F> for Region<F> {
         let values = self
             .outputs
             .iter()
-            .map(|&(i, _)| self.tape.value(i))
+            .map(|&(i, _)| self.tape.value(i).compact())
             .collect();
         self.tape.forget(&self.computed);
         values
@@ -344,5 +347,28 @@ impl<F: Float> Drop for CheckpointRows<'_, F> {
             self.tape
                 .unhold_bytes(numel(&self.shape) * std::mem::size_of::<F>());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tape::Tape;
+    use crate::tensor::Tensor;
+
+    /// A checkpoint that returns a row of a larger value it computed keeps that row alone, not
+    /// the larger buffer, which the tape would not count.
+    #[test]
+    fn an_output_viewing_a_larger_inner_value_is_copied() {
+        let tape = Tape::<f32>::new();
+        let x = tape.var(Tensor::ones(&[1000, 100]));
+        let before = tape.stats().bytes;
+        let out = tape.checkpoint(&[x], |_, v| vec![(v[0] * 2.0).narrow(0, 0, 1)])[0];
+        let value = out.value();
+        assert_eq!(value.data(), &[2.0; 100][..]);
+        assert!(
+            value.clone().compact().shares_storage(&value),
+            "the output is a view"
+        );
+        assert_eq!(tape.stats().bytes, before + 400);
     }
 }

@@ -183,6 +183,15 @@ impl<F: Float> Tensor<F> {
         }
     }
 
+    /// This tensor with storage of exactly its own elements: itself when it is the whole of its
+    /// storage, else a copy of its window (so that keeping it does not keep a larger buffer).
+    pub(crate) fn compact(self) -> Self {
+        if self.is_whole() {
+            return self;
+        }
+        Self::from_parts(self.shape.clone(), recycle::copied(self.data()))
+    }
+
     /// Rows `start..start + len` of the leading axis, sharing this tensor's storage: no copy
     /// (as a PyTorch view). Writing to either side through [`data_mut`](Tensor::data_mut) copies
     /// first, so neither ever sees the other's writes.
