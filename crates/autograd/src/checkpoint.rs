@@ -244,7 +244,6 @@ pub struct CheckpointRows<'t, F: Float> {
     data: Vec<F>,
     /// (first row, rows, the checkpoint output that held them), in the order written.
     parts: Vec<(usize, usize, usize)>,
-    finished: bool,
 }
 
 impl<F: Float> Tape<F> {
@@ -264,7 +263,6 @@ impl<F: Float> Tape<F> {
             shape: Shape::from_slice(shape),
             data: crate::recycle::overwritten(n),
             parts: Vec::new(),
-            finished: false,
         }
     }
 }
@@ -329,7 +327,6 @@ impl<'t, F: Float> CheckpointRows<'t, F> {
                 &self.shape[..]
             );
         }
-        self.finished = true;
         let value = Tensor::new_unchecked(self.shape.clone(), std::mem::take(&mut self.data));
         if self.parts.is_empty() {
             // No rows at all (and so no bytes): nothing to differentiate.
@@ -341,12 +338,12 @@ impl<'t, F: Float> CheckpointRows<'t, F> {
     }
 }
 
+// Unfinished, the buffer was never recorded: its bytes are no longer held. (`finish` takes the
+// buffer, leaving none.)
 impl<F: Float> Drop for CheckpointRows<'_, F> {
     fn drop(&mut self) {
-        if !self.finished {
-            self.tape
-                .unhold_bytes(numel(&self.shape) * std::mem::size_of::<F>());
-        }
+        self.tape
+            .unhold_bytes(self.data.len() * std::mem::size_of::<F>());
     }
 }
 
@@ -367,7 +364,7 @@ mod tests {
         assert_eq!(value.data(), &[2.0; 100][..]);
         assert!(
             value.clone().compact().shares_storage(&value),
-            "the output is a view"
+            "the output still views a larger buffer"
         );
         assert_eq!(tape.stats().bytes, before + 400);
     }
