@@ -322,6 +322,46 @@ fn checkpoint_recomputes_inside_backward_and_keeps_only_outputs() {
     );
 }
 
+/// One checkpoint around a whole chain holds, at its peak, what the chain holds unchecked: its
+/// values once while the function first runs, and once again while backward recomputes them (not
+/// twice: the inner tape's own count still includes the values dropped after the first run).
+#[test]
+fn a_checkpoint_peak_counts_its_values_once_in_forward_and_in_backward() {
+    let w = Param::new(Tensor::<f64>::from_vec(vec![0.5, -0.3, 0.2, 0.4], &[2, 2]).unwrap());
+    let x = Tensor::from_vec(vec![0.1, -0.2], &[1, 2]).unwrap();
+    fn chain<'t>(
+        mut h: rewind::autograd::Var<'t, f64>,
+        w: rewind::autograd::Var<'t, f64>,
+        x: rewind::autograd::Var<'t, f64>,
+    ) -> rewind::autograd::Var<'t, f64> {
+        for _ in 0..64 {
+            h = (h.matmul(w) + x).tanh();
+        }
+        h
+    }
+    let whole = Tape::new();
+    let (wv, xv) = (whole.param(&w), whole.constant(x.clone()));
+    let h0 = whole.constant(Tensor::zeros(&[1, 2]));
+    let _ = chain(h0, wv, xv).sum().backward();
+    let unchecked = whole.stats().peak_bytes as f64;
+
+    let tape = Tape::new();
+    let (wv, xv) = (tape.param(&w), tape.constant(x));
+    let h0 = tape.constant(Tensor::zeros(&[1, 2]));
+    let h = tape.checkpoint(&[h0, wv, xv], |_, v| vec![chain(v[0], v[1], v[2])])[0];
+    let forward = tape.stats().peak_bytes as f64;
+    assert!(
+        (0.9..=1.1).contains(&(forward / unchecked)),
+        "while the function ran: {forward} bytes, the unchecked chain {unchecked}"
+    );
+    let _ = h.sum().backward();
+    let backward = tape.stats().peak_bytes as f64;
+    assert!(
+        (0.9..=1.1).contains(&(backward / unchecked)),
+        "during backward: {backward} bytes, the unchecked chain {unchecked}"
+    );
+}
+
 #[test]
 fn checkpoint_runs_its_function_once_and_replays_the_record() {
     // f borrows a counter and reads the parameter itself; backward replays what f recorded

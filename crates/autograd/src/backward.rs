@@ -37,12 +37,17 @@ impl<'t, F: Float> Var<'t, F> {
 /// adds its inputs' gradients. Nodes that lead to no requested leaf or parameter were recorded
 /// without `requires_grad` and are skipped.
 fn rewind<F: Float>(tape: &Tape<F>, root: usize, seed: Tensor<F>) -> Grads<F> {
-    rewind_from(tape, vec![(root, seed)])
+    rewind_from(tape, vec![(root, seed)]).0
 }
 
 /// Rewinds `tape` from several nodes at once, each seeded with its own gradient: the backward
-/// pass of Σ_k ⟨node_k, seed_k⟩ (a checkpointed region's outputs).
-pub(crate) fn rewind_from<F: Float>(tape: &Tape<F>, seeds: Vec<(usize, Tensor<F>)>) -> Grads<F> {
+/// pass of Σ_k ⟨node_k, seed_k⟩ (a checkpointed region's outputs). Also returns the most bytes
+/// that the checkpointed regions on `tape` recomputed and held at once during the pass, beyond
+/// what `tape` itself holds.
+pub(crate) fn rewind_from<F: Float>(
+    tape: &Tape<F>,
+    seeds: Vec<(usize, Tensor<F>)>,
+) -> (Grads<F>, usize) {
     rewind_pruned(tape, seeds, None)
 }
 
@@ -51,7 +56,7 @@ fn rewind_pruned<F: Float>(
     tape: &Tape<F>,
     seeds: Vec<(usize, Tensor<F>)>,
     only: Option<&[usize]>,
-) -> Grads<F> {
+) -> (Grads<F>, usize) {
     let nodes = tape.nodes();
     let anomaly = tape.detects_anomaly();
     let root = seeds.iter().map(|&(i, _)| i).max().unwrap_or(0);
@@ -81,7 +86,8 @@ fn rewind_pruned<F: Float>(
         }
     }
     tape.note_peak(sink.inner_peak);
-    std::mem::replace(&mut sink.grads, Grads::new(tape.id()))
+    let grads = std::mem::replace(&mut sink.grads, Grads::new(tape.id()));
+    (grads, sink.inner_peak)
 }
 
 /// The plain backward pass from `root`, seeded with `seed`, returning the gradients of the nodes
@@ -93,7 +99,7 @@ pub(crate) fn gradients_at<F: Float>(
     wrt: &[usize],
 ) -> Vec<Option<Tensor<F>>> {
     let kept: Vec<bool> = wrt.iter().map(|&i| tape.set_retain(i, true)).collect();
-    let grads = rewind_pruned(tape, vec![(root, seed)], Some(wrt));
+    let (grads, _) = rewind_pruned(tape, vec![(root, seed)], Some(wrt));
     // In reverse, so a node listed twice gets back what it had before the first.
     for (&i, was) in wrt.iter().zip(kept).rev() {
         tape.set_retain(i, was);

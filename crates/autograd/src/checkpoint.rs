@@ -74,6 +74,10 @@ impl<F: Float> Tape<F> {
             leaves.push(i);
             indices.push(self.param_by_id(id, value));
         }
+        // While `f` ran, this tape also held the function's values (its leaves are this tape's
+        // values and parameters, shared, not copied).
+        let shared: usize = leaves.iter().map(|&i| inner.value(i).nbytes()).sum();
+        self.note_peak(inner.stats().peak_bytes.saturating_sub(shared));
         let (region, outputs) = Region::new(inner, leaves, returned);
         self.record_checkpoint(Rc::new(region), indices, outputs)
     }
@@ -139,8 +143,11 @@ impl<F: Float> Segment<F> for Region<F> {
                 (*i, g)
             })
             .collect();
-        let grads = rewind_from(&self.tape, seeds);
-        let peak = bytes + self.tape.stats().peak_bytes;
+        // Held beyond the enclosing tape: the recomputed values, and at most what a region
+        // inside this one recomputes on top of them. (The inner tape's own byte count still
+        // includes the values dropped after the first run, so its peak would count them twice.)
+        let (grads, nested) = rewind_from(&self.tape, seeds);
+        let peak = bytes + nested;
         let out = self
             .leaves
             .iter()
