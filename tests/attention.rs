@@ -385,18 +385,29 @@ fn checkpointed_segments_give_the_gradients_of_truncated_bptt() {
             all
         };
         let plain = updates(Strategy::Truncated { k: 6 });
-        let checkpointed = updates(Strategy::Checkpointed {
-            k: 6,
-            every: Some(2),
-        });
-        assert_eq!(plain.len(), checkpointed.len());
-        for ((loss, grads), (loss_c, grads_c)) in plain.iter().zip(&checkpointed) {
-            assert!(
-                (loss - loss_c).abs() < 1e-12,
-                "{kind:?}: {loss} vs {loss_c}"
-            );
-            let diff = max_abs_diff(grads, grads_c);
-            assert!(diff < 1e-12, "{kind:?}: gradients differ by {diff:e}");
+        for strategy in [
+            Strategy::Checkpointed {
+                k: 6,
+                every: Some(2),
+            },
+            Strategy::CheckpointedModel {
+                k: 6,
+                every: Some(2),
+            },
+        ] {
+            let checkpointed = updates(strategy);
+            assert_eq!(plain.len(), checkpointed.len());
+            for ((loss, grads), (loss_c, grads_c)) in plain.iter().zip(&checkpointed) {
+                assert!(
+                    (loss - loss_c).abs() < 1e-12,
+                    "{kind:?} {strategy:?}: {loss} vs {loss_c}"
+                );
+                let diff = max_abs_diff(grads, grads_c);
+                assert!(
+                    diff < 1e-12,
+                    "{kind:?} {strategy:?}: gradients differ by {diff:e}"
+                );
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The BPTT driver over a token stream: truncation with k ≥ T is full BPTT, a chunk boundary cuts
 //! the gradient exactly, TBPTT(k1, k2) equals its definition, checkpointed and π = 1 chunks equal
-//! plain truncation, lanes reset independently, and token ids of any width read back the same.
+//! plain truncation, checkpointed model segments hold memory that grows as √k, lanes reset
+//! independently, and token ids of any width read back the same.
 
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Grads, Tape, Var};
@@ -162,6 +163,20 @@ fn checkpointed_and_pi_one_chunks_equal_plain_truncation() {
         assert_same(&model, &b.0, &a.0, 1e-12);
         assert_same(&model, &c.0, &a.0, 0.0);
     }
+    // Segments of 4 steps: two whole ones and one of a single step in each chunk of 9.
+    let model_ckpt = all_updates(
+        &model,
+        Strategy::CheckpointedModel {
+            k: 9,
+            every: Some(4),
+        },
+    );
+    assert_eq!(model_ckpt.len(), truncated.len());
+    for (a, b) in truncated.iter().zip(&model_ckpt) {
+        assert_same(&model, &b.0, &a.0, 1e-12);
+        assert!((a.1 - b.1).abs() < 1e-12, "loss {} vs {}", a.1, b.1);
+        assert_eq!(a.2, b.2);
+    }
 }
 
 #[test]
@@ -226,4 +241,49 @@ fn tokens_take_the_narrowest_width_and_read_back_the_same_chunks() {
     while let Some(chunk) = a.take(5) {
         assert_eq!(Some(chunk), b.take(5));
     }
+}
+
+/// The tape's peak bytes of the first update of a long stream's pass under `strategy`.
+fn first_update_peak(model: &CharModel, strategy: Strategy) -> usize {
+    let tokens: Vec<usize> = (0..3 * 257).map(|i| (i * i + 3 * i) % VOCAB).collect();
+    let mut s = Stream::new(tokens, 3);
+    let mut driver = Bptt::new(strategy, Carry::zeros(&model.lstm, 3), 0);
+    driver
+        .step(&mut s, |t, c, st, r| model.run(t, c, st, r))
+        .expect("the stream has steps")
+        .peak_bytes
+}
+
+/// Checkpointed chunks keep each segment's final state and loss, and one segment's insides at a
+/// time during backward: the model's outputs (hidden states, logits) are not kept for the whole
+/// chunk, so the peak grows as √k, not as k.
+#[test]
+fn checkpointed_chunks_hold_memory_that_grows_as_the_root_of_their_length() {
+    let model = CharModel::new();
+    let peak = |k: usize| first_update_peak(&model, Strategy::CheckpointedModel { k, every: None });
+    let (short, long) = (peak(64), peak(256));
+    let whole = first_update_peak(&model, Strategy::Truncated { k: 256 });
+    let growth = long as f64 / short as f64;
+    assert!(
+        growth < 2.3,
+        "4x the steps took {growth:.2}x the bytes ({short} -> {long}); √ growth is 2x"
+    );
+    let less = whole as f64 / long as f64;
+    assert!(
+        less > 10.0,
+        "checkpointed k = 256 holds {long} bytes, only {less:.1}x less than the whole chunk's {whole}"
+    );
+    // Checkpointing only the stack keeps its outputs, the logits and the loss's insides for the
+    // whole chunk.
+    let stack_only = first_update_peak(
+        &model,
+        Strategy::Checkpointed {
+            k: 256,
+            every: None,
+        },
+    );
+    assert!(
+        stack_only as f64 > 3.0 * long as f64,
+        "the stack's segments alone hold {stack_only} bytes, the model's {long}"
+    );
 }

@@ -303,5 +303,13 @@ fn peephole_stack_runs_through_every_strategy_and_checkpointing_changes_nothing(
         let truncated = pass(&model, Strategy::Truncated { k: 12 }, None);
         let checkpointed = pass(&model, Strategy::Checkpointed { k: 12, every: None }, None);
         assert_same_updates(&truncated, &checkpointed, "Checkpointed against Truncated");
+        if !bidirectional {
+            let segments = pass(
+                &model,
+                Strategy::CheckpointedModel { k: 12, every: None },
+                None,
+            );
+            assert_same_updates(&truncated, &segments, "CheckpointedModel against Truncated");
+        }
     }
 }

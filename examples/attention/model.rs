@@ -77,6 +77,24 @@ impl<F: Float> Carried<F> for LmCarry<F> {
         }
     }
 
+    fn vars<'t>(state: Self::Live<'t>) -> Vec<Var<'t, F>> {
+        let mut vars = state.top.parts();
+        if let Some(lower) = state.lower {
+            vars.extend(lower.parts());
+        }
+        vars
+    }
+
+    fn from_vars<'t>(vars: &[Var<'t, F>]) -> Self::Live<'t> {
+        // The top layer's state has 3 parts, 6 with its window; the LSTM layers below add h and
+        // c: 3, 5, 6 or 8 in all.
+        let top = if vars.len() >= 6 { 6 } else { 3 };
+        LmState {
+            lower: (vars.len() > top).then(|| State::from_parts(&vars[top..])),
+            top: Attending::from_parts(&vars[..top]),
+        }
+    }
+
     fn reset_lane(&mut self, lane: usize) {
         if let Some(lower) = &mut self.lower {
             lower.reset_lane(lane);

@@ -69,7 +69,8 @@ pub enum BpttKind {
     Truncated,
     /// Like truncated, with chunk lengths drawn from seq-len/2 ..= 3·seq-len/2.
     Random,
-    /// Like truncated, each chunk recomputed in √seq-len segments during backward.
+    /// Like truncated, each chunk run in segments of √seq-len steps (the model and its loss), kept
+    /// as their final states only and recomputed one at a time during backward.
     Checkpointed,
 }
 

@@ -408,7 +408,7 @@ fn strategy(h: &Hyper) -> Strategy {
             min: (h.seq_len / 2).max(1),
             max: h.seq_len * 3 / 2,
         },
-        BpttKind::Checkpointed => Strategy::Checkpointed {
+        BpttKind::Checkpointed => Strategy::CheckpointedModel {
             k: h.seq_len,
             every: None,
         },

@@ -249,6 +249,15 @@ impl Stream {
 ///     fn of((lstm, memory): Self::Live<'_>) -> Self {
 ///         Remembering { lstm: Carry::of(lstm), memory: memory.value() }
 ///     }
+///     fn vars<'t>((lstm, memory): Self::Live<'t>) -> Vec<Var<'t>> {
+///         let mut vars = <Carry as Carried<f32>>::vars(lstm);
+///         vars.push(memory);
+///         vars
+///     }
+///     fn from_vars<'t>(vars: &[Var<'t>]) -> Self::Live<'t> {
+///         let (memory, lstm) = vars.split_last().expect("h, c and the memory");
+///         (<Carry as Carried<f32>>::from_vars(lstm), *memory)
+///     }
 ///     fn reset_lane(&mut self, lane: usize) {
 ///         self.lstm.reset_lane(lane);
 ///         let per_lane = self.memory.numel() / self.memory.shape()[0];
@@ -265,6 +274,13 @@ pub trait Carried<F: Float>: Clone {
 
     /// The values of a state on a tape.
     fn of(state: Self::Live<'_>) -> Self;
+
+    /// The state's vars, in an order [`from_vars`](Carried::from_vars) reads back: how the
+    /// driver passes the state into and out of a checkpointed segment.
+    fn vars<'t>(state: Self::Live<'t>) -> Vec<Var<'t, F>>;
+
+    /// The state made of `vars`, as [`vars`](Carried::vars) gave them.
+    fn from_vars<'t>(vars: &[Var<'t, F>]) -> Self::Live<'t>;
 
     /// Zeroes one lane's state (its document ended; the next starts fresh).
     fn reset_lane(&mut self, lane: usize);
@@ -394,6 +410,14 @@ impl<F: Float, S: CellState<'static, F>> Carried<F> for Carry<F, S> {
         Carry::from_parts(state.parts().iter().map(Var::value).collect())
     }
 
+    fn vars<'t>(state: S::On<'t>) -> Vec<Var<'t, F>> {
+        state.parts()
+    }
+
+    fn from_vars<'t>(vars: &[Var<'t, F>]) -> S::On<'t> {
+        S::On::from_parts(vars)
+    }
+
     fn reset_lane(&mut self, lane: usize) {
         Carry::reset_lane(self, lane)
     }
@@ -455,12 +479,30 @@ pub enum Strategy {
         /// Longest chunk.
         max: usize,
     },
-    /// Chunks of `k` steps, each run in checkpointed segments of `every` steps (√k by default):
-    /// the gradient of truncated BPTT with memory O(k/every + every).
+    /// Chunks of `k` steps whose recurrent stacks run in checkpointed segments of `every` steps
+    /// (√k by default): the gradient of truncated BPTT with the stacks' insides held in
+    /// O(k/every + every) memory. What the stacks output (and the head and loss made of it) is
+    /// still held for the whole chunk; [`CheckpointedModel`](Strategy::CheckpointedModel) drops
+    /// that too, for a model that looks at no later step. Any model, bidirectional included.
     Checkpointed {
         /// Steps per chunk.
         k: usize,
         /// Steps per checkpointed segment.
+        every: Option<usize>,
+    },
+    /// Chunks of `k` steps, each run as a chain of segments of `every` steps (√k by default),
+    /// the whole model call for a segment, its loss included, inside one checkpoint: the tape
+    /// keeps each segment's final state and loss, and backward recomputes one segment at a
+    /// time. The gradient of truncated BPTT in O(k/every + every) memory in all, the model's
+    /// outputs included.
+    ///
+    /// The model sees one segment at a time, so this is for models whose output at a step
+    /// depends on no later step: not for a bidirectional stack (use
+    /// [`Checkpointed`](Strategy::Checkpointed) there).
+    CheckpointedModel {
+        /// Steps per chunk.
+        k: usize,
+        /// Steps per segment.
         every: Option<usize>,
     },
 }
@@ -476,6 +518,9 @@ pub struct Update<F: Float = f32> {
     pub targets: usize,
     /// New steps consumed from the stream.
     pub steps: usize,
+    /// The most bytes the update's tape held at once, forward and backward
+    /// ([`TapeStats::peak_bytes`](rewind_autograd::TapeStats)).
+    pub peak_bytes: usize,
 }
 
 /// The driver: reads a [`Stream`] chunk by chunk, runs the model on a fresh tape from the
@@ -505,7 +550,8 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         match strategy {
             Strategy::Truncated { k }
             | Strategy::Randomized { k, .. }
-            | Strategy::Checkpointed { k, .. } => {
+            | Strategy::Checkpointed { k, .. }
+            | Strategy::CheckpointedModel { k, .. } => {
                 assert!(k > 0, "bptt: chunks need at least one step")
             }
             Strategy::Overlapping { k1, k2 } => {
@@ -521,6 +567,14 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
                 )
             }
             Strategy::Full => {}
+        }
+        if let Strategy::Checkpointed { every, .. } | Strategy::CheckpointedModel { every, .. } =
+            strategy
+        {
+            assert!(
+                every != Some(0),
+                "bptt: checkpointed segments need at least one step, got every = Some(0)"
+            );
         }
         if let Strategy::Randomized { pi, .. } = strategy {
             assert!(pi > 0.0 && pi <= 1.0, "bptt: π must be in (0, 1], got {pi}");
@@ -579,7 +633,8 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
             Strategy::Full => stream.remaining(),
             Strategy::Truncated { k }
             | Strategy::Randomized { k, .. }
-            | Strategy::Checkpointed { k, .. } => k,
+            | Strategy::Checkpointed { k, .. }
+            | Strategy::CheckpointedModel { k, .. } => k,
             Strategy::Overlapping { k1, .. } => k1,
             Strategy::RandomLength { min, max } => self.rng.random_range(min..=max),
         }
@@ -601,12 +656,13 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         let tape = Tape::new();
         let state = self.states[&from].on(&tape);
         let xi = self.grad_scale(chunk.steps);
+        let root = |k: usize, every: Option<usize>| {
+            every.unwrap_or_else(|| (k as f64).sqrt().ceil() as usize)
+        };
         let run = Run {
             grad_scale: xi.as_deref(),
             checkpoint_every: match self.strategy {
-                Strategy::Checkpointed { k, every } => {
-                    Some(every.unwrap_or_else(|| (k as f64).sqrt().ceil() as usize))
-                }
+                Strategy::Checkpointed { k, every } => Some(root(k, every)),
                 _ => None,
             },
             ..Run::default()
@@ -615,17 +671,22 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
             Strategy::Overlapping { k1, k2 } => {
                 self.run_kept(&tape, &chunk, state, gcd(k1, k2), &mut model)
             }
+            Strategy::CheckpointedModel { k, every } => {
+                run_segments(&tape, &chunk, state, root(k, every), &mut model)
+            }
             _ => model(&tape, &chunk, state, &run),
         };
         self.states.insert(begin + new_steps, K::of(final_state));
         self.forget_before(begin + new_steps);
         let counted = chunk.targets.iter().filter(|&&t| t != -100).count();
         let loss = total * F::from_f64(1.0 / counted as f64);
+        let grads = loss.backward();
         Some(Update {
             loss: loss.item().to_f64(),
-            grads: loss.backward(),
+            grads,
             targets: counted,
             steps: new_steps,
+            peak_bytes: tape.stats().peak_bytes,
         })
     }
 
@@ -658,16 +719,8 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         ) -> (Var<'s, F>, K::Live<'s>),
     {
         let mut total = tape.constant(Tensor::scalar(F::ZERO));
-        let lanes = chunk.lanes;
-        for first in (0..chunk.steps).step_by(g) {
-            let n = g.min(chunk.steps - first);
-            let piece = Chunk {
-                inputs: chunk.inputs[first * lanes..(first + n) * lanes].to_vec(),
-                targets: chunk.targets[first * lanes..(first + n) * lanes].to_vec(),
-                steps: n,
-                lanes,
-                start: chunk.start + first,
-            };
+        for piece in chunk.pieces(g) {
+            let n = piece.steps;
             let (loss, next) = model(tape, &piece, state, &Run::default());
             total = total + loss;
             state = next;
@@ -707,6 +760,53 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
                 })
                 .collect(),
         )
+    }
+}
+
+/// Runs `chunk` in segments of `every` steps, each model call (its loss included) inside a
+/// [`Tape::checkpoint`]: the tape keeps each segment's summed loss and final state, and during
+/// backward recomputes one segment's insides at a time. Returns the summed loss and final state.
+fn run_segments<'t, F, K, M>(
+    tape: &'t Tape<F>,
+    chunk: &Chunk,
+    mut state: K::Live<'t>,
+    every: usize,
+    model: &mut M,
+) -> (Var<'t, F>, K::Live<'t>)
+where
+    F: Float,
+    K: Carried<F>,
+    M: for<'s> FnMut(&'s Tape<F>, &Chunk, K::Live<'s>, &Run<'_, F>) -> (Var<'s, F>, K::Live<'s>),
+{
+    let mut total = tape.constant(Tensor::scalar(F::ZERO));
+    for piece in chunk.pieces(every) {
+        let outputs = tape.checkpoint(&K::vars(state), |inner, vars| {
+            let (loss, next) = model(inner, &piece, K::from_vars(vars), &Run::default());
+            let mut outputs = vec![loss];
+            outputs.extend(K::vars(next));
+            outputs
+        });
+        total = total + outputs[0];
+        state = K::from_vars(&outputs[1..]);
+    }
+    (total, state)
+}
+
+impl Chunk {
+    /// This chunk cut into consecutive pieces of `steps` steps (the last may be shorter).
+    fn pieces(&self, steps: usize) -> impl Iterator<Item = Chunk> + '_ {
+        let lanes = self.lanes;
+        (0..self.steps).step_by(steps).map(move |first| {
+            let n = steps.min(self.steps - first);
+            let rows = first * lanes..(first + n) * lanes;
+            Chunk {
+                inputs: self.inputs[rows.clone()].to_vec(),
+                targets: self.targets[rows].to_vec(),
+                steps: n,
+                lanes,
+                start: self.start + first,
+            }
+        })
     }
 }
 
