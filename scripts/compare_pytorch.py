@@ -10,14 +10,16 @@
 3. With --sample: batch-1 generation as `char_rnn sample` does it, an embedding (64) -> a 2 x 256
    LSTM -> linear readout, state carried, softmax and multinomial per character, no_grad:
    characters per second (benches/README.md, "Sampling speed").
-4. With --train PATH: char_rnn's training loop on the text at PATH, as
+4. With --f64: the training-step grid of 1. in float64 at H = 128, 256, 512, as benches/step.rs's
+   `f64_step` rows.
+5. With --train PATH: char_rnn's training loop on the text at PATH, as
    `char_rnn train --layers 2 --hidden 256 --embed 64` runs it: the text read as 32 streams,
    64 characters per step, the state carried and detached between steps, cross-entropy, global
    norm clip 5, Adam 2e-3; characters per second over 300 steps after 20 to warm up.
 
 Prints tables in the layout of benches/README.md. Medians over repeated runs.
 
-Run: python3 scripts/compare_pytorch.py [--quick] [--sample] [--train PATH]   (needs torch)
+Run: python3 scripts/compare_pytorch.py [--quick] [--sample] [--f64] [--train PATH]   (needs torch)
 """
 
 import statistics
@@ -71,11 +73,12 @@ def median_ms(fn, repeats):
     return statistics.median(times)
 
 
-def step_grid():
-    print("training step (forward, cross-entropy, backward, clip 5, Adam), B = 32, V = 65, ms")
+def step_grid(sizes=(128, 256, 512, 1024)):
+    print("training step (forward, cross-entropy, backward, clip 5, Adam), B = 32, V = 65, ms, "
+          f"{torch.get_default_dtype()}")
     print(f"{'cell':<5} {'H':>5} {'T':>4} {'fused':>9} {'unrolled':>9}")
     for kind in ["lstm", "gru", "rnn"]:
-        for hidden in [128, 256, 512, 1024]:
+        for hidden in sizes:
             steps = 32 if hidden == 1024 else 64
             tokens = torch.randint(0, V, (steps + 1, B))
             row = []
@@ -181,6 +184,9 @@ if __name__ == "__main__":
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "--sample" in sys.argv:
         sampling()
+    elif "--f64" in sys.argv:
+        torch.set_default_dtype(torch.float64)
+        step_grid((128, 256, 512))
     elif "--train" in sys.argv:
         training(sys.argv[sys.argv.index("--train") + 1])
     else:
