@@ -387,8 +387,9 @@ fn a_bias_free_state_dict_from_pytorch_loads_without_a_generator() {
     both_dtypes(load, load);
 }
 
-/// Unbatched input takes an unbatched state and no lengths; every other shape is refused at the
-/// caller's line with both shapes named.
+/// Unbatched input takes an unbatched state and no lengths, and a sequence has at least one step
+/// (as PyTorch's layers require); every other shape is refused at the caller's line with both
+/// shapes named.
 #[test]
 #[rustfmt::skip] // each case's `line!()` must stay on the line of its call
 fn misshapen_recurrent_input_panics_at_the_callers_line() {
@@ -405,6 +406,9 @@ fn misshapen_recurrent_input_panics_at_the_callers_line() {
         (Box::new(|| { lstm.forward(&tape, x2, state(&[2, 1, 4]), None); }), line!(), "lstm: initial h must be [2, 4] for an unbatched input [6, 5], got [2, 1, 4]"),
         (Box::new(|| { lstm.forward(&tape, x3, state(&[2, 4]), None); }), line!(), "lstm: initial h must be [2, 3, 4] for an input [6, 3, 5], got [2, 4]"),
         (Box::new(|| { lstm.forward(&tape, x2, None, Some(&[6])); }), line!(), "lstm: lengths need a batch; an unbatched input [6, 5] is one sequence of its own length"),
+        (Box::new(|| { lstm.forward(&tape, zeros(&[0, 3, 5]), None, None); }), line!(), "lstm: the input [0, 3, 5] has no time steps; a sequence needs at least one"),
+        (Box::new(|| { lstm.forward(&tape, zeros(&[0, 5]), None, None); }), line!(), "lstm: the input [0, 5] has no time steps; a sequence needs at least one"),
+        (Box::new(|| { lstm.forward_with(&tape, zeros(&[0, 3, 5]), None, &Run { checkpoint_every: Some(2), ..Run::default() }); }), line!(), "lstm: the input [0, 3, 5] has no time steps; a sequence needs at least one"),
     ];
     for (f, line, expected) in cases {
         let (msg, _, at) = panic_of(f);

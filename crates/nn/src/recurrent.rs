@@ -376,6 +376,12 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
         };
         let shape = x.shape();
         let (steps, batch) = (shape[0], shape[1]);
+        if steps == 0 {
+            panic!(
+                "{name}: the input {:?} has no time steps; a sequence needs at least one",
+                &input.shape()[..]
+            );
+        }
         if unbatched && run.lengths.is_some() {
             panic!(
                 "{name}: lengths need a batch; an unbatched input {:?} is one sequence of its own length",
