@@ -6,6 +6,8 @@
 //! B is packed once per tape into panels of 32 columns (k-major, zero-padded), and a kernel reads
 //! A in place: with AVX-512, 8 rows × 32 columns at a time; with AVX2 and FMA, 6 rows × 16 columns
 //! (each half of a panel in turn), the most accumulators its 16 registers hold beside a row of B.
+//! In f64 the same panels are read a slice at a time: 16 columns (two 8-lane vectors) 8 rows at a
+//! time with AVX-512, 8 columns 6 rows at a time with AVX2 and FMA.
 //! Each element of C is one sum over k in order, whatever the split across threads.
 
 use crate::float::Float;
@@ -20,6 +22,12 @@ const NR: usize = 32;
 /// Rows per kernel call: AVX-512, AVX2.
 const MR: usize = 8;
 const MR_AVX2: usize = 6;
+/// f64: columns of a panel per kernel call and rows per call, AVX-512 and AVX2. A block of KC
+/// steps of a 16-column slice is KC·16·8 bytes = 32 KiB, as f32's.
+const SLICE_F64: usize = 16;
+const MR_F64: usize = 8;
+const SLICE_F64_AVX2: usize = 8;
+const MR_F64_AVX2: usize = 6;
 /// Steps of k per block: a block of a panel is KC·NR·4 bytes = 32 KiB, held in L1 (48 KiB on
 /// the AVX-512 machines measured; the AVX2 kernel reads half of each row, 16 KiB). One block
 /// covers H = 256 whole: against 128, the per-step products ran 3–8% faster
@@ -104,10 +112,11 @@ fn assert_fits(operand: &str, v: View, len: usize) {
     );
 }
 
-/// True when the packed kernel runs here: f32, on a CPU with AVX2 and FMA (or AVX-512) that
-/// `REWIND_SIMD` does not cap below them. Otherwise the general GEMM takes these products.
+/// True when the packed kernel runs here: on a CPU with AVX2 and FMA (or AVX-512) that
+/// `REWIND_SIMD` does not cap below them, in f32 or f64. Otherwise the general GEMM takes these
+/// products.
 pub(crate) fn available<F: Float>() -> bool {
-    typed::is::<F, f32>() && simd() >= Simd::Avx2
+    (typed::is::<F, f32>() || typed::is::<F, f64>()) && simd() >= Simd::Avx2
 }
 
 /// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
@@ -139,7 +148,7 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     assert_fits("C", vc, c.len());
     assert!(
         available::<F>(),
-        "packed matmul: the packed kernel is not available here (f32 with AVX2 and FMA only)"
+        "packed matmul: the packed kernel is not available here (AVX2 and FMA or wider only)"
     );
     // Chosen here, on the caller's thread, for the workers too.
     let path = simd();
@@ -165,9 +174,15 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
         let (lo, hi) = ((t * per).min(panels), ((t + 1) * per).min(panels));
         for j in lo..hi {
             // SAFETY: the views were checked to fit their slices, with k > 0; panel j writes only
-            // columns [j·NR, j·NR + NR) of C, disjoint between threads; F is f32 and `path` is
-            // AVX2 or wider (checked above).
-            unsafe { panel(a, va, b, j, c_ptr, vc, beta == F::ONE, path) }
+            // columns [j·NR, j·NR + NR) of C, disjoint between threads; `path` is AVX2 or wider
+            // (checked above), and each branch passes F as the type it is.
+            unsafe {
+                if typed::is::<F, f32>() {
+                    panel(a, va, b, j, c_ptr, vc, beta == F::ONE, path)
+                } else {
+                    panel_f64(a, va, b, j, c_ptr, vc, beta == F::ONE, path)
+                }
+            }
         }
     };
     if parts > 1 {
@@ -236,6 +251,96 @@ unsafe fn panel<F: Float>(
     }
 }
 
+/// As [`panel`], for F = f64: each slice of the panel's columns in turn, a block of rows at a time.
+///
+/// # Safety
+/// As for [`panel`], with F = f64.
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_f64<F: Float>(
+    a: &[F],
+    va: View,
+    b: &Packed<F>,
+    j: usize,
+    c: super::gemm::SendPtr<F>,
+    vc: View,
+    accumulate: bool,
+    path: Simd,
+) {
+    let cols = NR.min(b.n - j * NR);
+    let bp = b.data[j * b.k * NR..].as_ptr() as *const f64;
+    let a = a.as_ptr() as *const f64;
+    let c = c.0 as *mut f64;
+    let m = va.rows;
+    let wide = path >= Simd::Avx512;
+    let (width, rows) = match wide {
+        true => (SLICE_F64, MR_F64),
+        false => (SLICE_F64_AVX2, MR_F64_AVX2),
+    };
+    for k0 in (0..b.k).step_by(KC) {
+        let kc = KC.min(b.k - k0);
+        let accumulate = accumulate || k0 > 0;
+        for s in 0..NR / width {
+            let part = cols.saturating_sub(width * s).min(width);
+            if part == 0 {
+                break;
+            }
+            for i in (0..m).step_by(rows) {
+                // SAFETY: row block i.., steps k0..k0+kc and columns j·NR + width·s..+part lie
+                // inside the checked views, so no offset wraps; the panel is zero-padded to NR
+                // columns, so the kernels' loads of B lie inside it.
+                unsafe {
+                    let ai = a.add(i * va.rs + k0 * va.cs);
+                    let bk = bp.add(k0 * NR + width * s);
+                    let ci = c.add(i * vc.rs + j * NR + width * s);
+                    let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, part, accumulate);
+                    match wide {
+                        true => row_block_f64(m - i, args),
+                        false => row_block_f64_avx2(m - i, args),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The f64 AVX-512 kernel for the `rows` left (all `MR_F64` of them when there are more).
+///
+/// # Safety
+/// As for [`kernel_f64`].
+unsafe fn row_block_f64(rows: usize, args: ArgsOf<f64>) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match rows {
+            1 => kernel_f64::<1>(args),
+            2 => kernel_f64::<2>(args),
+            3 => kernel_f64::<3>(args),
+            4 => kernel_f64::<4>(args),
+            5 => kernel_f64::<5>(args),
+            6 => kernel_f64::<6>(args),
+            7 => kernel_f64::<7>(args),
+            _ => kernel_f64::<MR_F64>(args),
+        }
+    }
+}
+
+/// The f64 AVX2 kernel for the `rows` left (all `MR_F64_AVX2` of them when there are more).
+///
+/// # Safety
+/// As for [`kernel_f64_avx2`].
+unsafe fn row_block_f64_avx2(rows: usize, args: ArgsOf<f64>) {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match rows {
+            1 => kernel_f64_avx2::<1>(args),
+            2 => kernel_f64_avx2::<2>(args),
+            3 => kernel_f64_avx2::<3>(args),
+            4 => kernel_f64_avx2::<4>(args),
+            5 => kernel_f64_avx2::<5>(args),
+            _ => kernel_f64_avx2::<MR_F64_AVX2>(args),
+        }
+    }
+}
+
 /// The kernel for the `rows` left (all `MR` of them when there are more).
 ///
 /// # Safety
@@ -276,17 +381,18 @@ unsafe fn row_block_avx2(rows: usize, args: Args) {
 
 /// (k, A, A's row stride, A's column stride, packed panel, C, C's row stride, valid columns,
 /// accumulate onto C).
-type Args = (
+type ArgsOf<T> = (
     usize,
-    *const f32,
+    *const T,
     usize,
     usize,
-    *const f32,
-    *mut f32,
+    *const T,
+    *mut T,
     usize,
     usize,
     bool,
 );
+type Args = ArgsOf<f32>;
 
 /// R rows × 32 columns of C from R rows of A and one panel: 2R accumulators of 16 lanes.
 #[cfg(target_arch = "x86_64")]
@@ -387,6 +493,118 @@ unsafe fn kernel_avx2<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumul
     }
 }
 
+/// R rows × 16 columns of C in f64 from R rows of A and a slice of a panel (its rows NR apart):
+/// 2R accumulators of 8 lanes. `cols` ≤ 16 columns are valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn kernel_f64<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate): ArgsOf<f64>) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_pd(); 2]; R];
+    for p in 0..k {
+        // SAFETY: p < k, r < R rows; the caller checked the views; the panel is zero-padded to
+        // NR columns, so both loads lie inside it.
+        unsafe {
+            let b0 = _mm512_loadu_pd(bp.add(p * NR));
+            let b1 = _mm512_loadu_pd(bp.add(p * NR + 8));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_pd(*a.add(r * rsa + p * csa));
+                acc[0] = _mm512_fmadd_pd(x, b0, acc[0]);
+                acc[1] = _mm512_fmadd_pd(x, b1, acc[1]);
+            }
+        }
+    }
+    // Lanes past the last column are masked off.
+    let mask = |h: usize| -> __mmask8 {
+        let n = cols.saturating_sub(8 * h).min(8);
+        ((1u32 << n) - 1) as __mmask8
+    };
+    let masks = [mask(0), mask(1)];
+    for (r, acc) in acc.iter().enumerate() {
+        for (h, (&v, &m)) in acc.iter().zip(&masks).enumerate() {
+            // With 8 columns or fewer the second half's address may lie past C's end: not even
+            // formed.
+            if m == 0 {
+                continue;
+            }
+            // SAFETY: lane 0 is column 8h < cols of row r, inside C; masked lanes are neither
+            // read nor written.
+            unsafe {
+                let dst = c.add(r * rsc + 8 * h);
+                let v = if accumulate {
+                    _mm512_add_pd(v, _mm512_maskz_loadu_pd(m, dst))
+                } else {
+                    v
+                };
+                _mm512_mask_storeu_pd(dst, m, v);
+            }
+        }
+    }
+}
+
+/// R rows × 8 columns of C in f64 from R rows of A and a slice of a panel (its rows NR apart):
+/// 2R accumulators of 4 lanes. `cols` ≤ 8 columns are valid.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn kernel_f64_avx2<const R: usize>(
+    (k, a, rsa, csa, bp, c, rsc, cols, accumulate): ArgsOf<f64>,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_pd(); 2]; R];
+    for p in 0..k {
+        // SAFETY: as in kernel_f64.
+        unsafe {
+            let b0 = _mm256_loadu_pd(bp.add(p * NR));
+            let b1 = _mm256_loadu_pd(bp.add(p * NR + 4));
+            for (r, acc) in acc.iter_mut().enumerate() {
+                let x = _mm256_set1_pd(*a.add(r * rsa + p * csa));
+                acc[0] = _mm256_fmadd_pd(x, b0, acc[0]);
+                acc[1] = _mm256_fmadd_pd(x, b1, acc[1]);
+            }
+        }
+    }
+    // Lane i of a mask is on when i < n: the window of LANES that starts 4 - n in.
+    const LANES: [i64; 8] = [-1, -1, -1, -1, 0, 0, 0, 0];
+    let counts = [cols.min(4), cols.saturating_sub(4)];
+    for (r, acc) in acc.iter().enumerate() {
+        for (h, (&v, &n)) in acc.iter().zip(&counts).enumerate() {
+            if n == 0 {
+                continue;
+            }
+            // SAFETY: lane 0 is column 4h < cols of row r, inside C; with n < 4 the masked
+            // lanes are neither read nor written; the mask window lies inside LANES.
+            unsafe {
+                let dst = c.add(r * rsc + 4 * h);
+                if n == 4 {
+                    let v = if accumulate {
+                        _mm256_add_pd(v, _mm256_loadu_pd(dst))
+                    } else {
+                        v
+                    };
+                    _mm256_storeu_pd(dst, v);
+                } else {
+                    let m = _mm256_loadu_si256(LANES.as_ptr().add(4 - n).cast());
+                    let v = if accumulate {
+                        _mm256_add_pd(v, _mm256_maskload_pd(dst, m))
+                    } else {
+                        v
+                    };
+                    _mm256_maskstore_pd(dst, m, v);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel_f64<const R: usize>(_: ArgsOf<f64>) {
+    unreachable!("the packed kernel is only offered on x86_64 with AVX2 or AVX-512")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn kernel_f64_avx2<const R: usize>(_: ArgsOf<f64>) {
+    unreachable!("the packed kernel is only offered on x86_64 with AVX2 or AVX-512")
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn kernel<const R: usize>(_: Args) {
     unreachable!("the packed kernel is only offered on x86_64 with AVX2 or AVX-512")
@@ -481,7 +699,6 @@ mod tests {
             &Simd::ALL,
             |s| {
                 assert_eq!(available::<f32>(), s >= Simd::Avx2, "{s:?}");
-                assert!(!available::<f64>());
                 for case in &cases {
                     let mut c = case.c0.clone();
                     if available::<f32>() {
@@ -495,6 +712,40 @@ mod tests {
                     for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
                         assert!(
                             (got as f64 - want).abs() < 1e-5 * (1.0 + k).sqrt(),
+                            "{} on {s:?}, element {e}: {got} vs {want}",
+                            case.label
+                        );
+                    }
+                }
+            },
+        );
+    }
+
+    /// As above, in f64 (the same operands, widened): the f64 kernels with AVX-512 or AVX2, else
+    /// the general GEMM, each within a few units in the last place of the definition.
+    #[test]
+    fn packed_gemm_and_its_fallback_equal_the_definition_in_f64() {
+        let cases = cases();
+        for_each_simd(
+            "packed_gemm_and_its_fallback_equal_the_definition_in_f64",
+            &Simd::ALL,
+            |s| {
+                assert_eq!(available::<f64>(), s >= Simd::Avx2, "{s:?}");
+                for case in &cases {
+                    let widen = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
+                    let (a, b, mut c) = (widen(&case.a), widen(&case.b), widen(&case.c0));
+                    let beta = case.beta as f64;
+                    if available::<f64>() {
+                        let packed = Packed::new(&b, case.vb);
+                        gemm(&a, case.va, &packed, &mut c, case.vc, beta);
+                    } else {
+                        let (a, b) = ((&a[..], case.va), (&b[..], case.vb));
+                        general::gemm(1, a, b, (&mut c, case.vc), beta);
+                    }
+                    let k = case.va.cols as f64;
+                    for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
+                        assert!(
+                            (got - want).abs() < 1e-14 * (1.0 + k),
                             "{} on {s:?}, element {e}: {got} vs {want}",
                             case.label
                         );
