@@ -1,5 +1,5 @@
 //! A generic `F: Float` seen as the concrete type it is, for the kernels written per type:
-//! matrixmultiply's sgemm and dgemm, the vectorised f32 activations, the packed f32 GEMM.
+//! matrixmultiply's sgemm and dgemm, the vectorised f32 activations, the packed GEMM's kernels.
 //!
 //! `Float` is sealed to f32 and f64 and carries no kernel of its own, so a kernel asks which type
 //! `F` is. Both types are known when `F` is substituted, so the question is a constant and its
