@@ -90,8 +90,9 @@ fn cell<C: StandardCell<f32> + 'static, D: StandardCell<f64> + 'static>(
         group.bench_function(BenchmarkId::new("train_step", hidden), |b| {
             b.iter(&mut step)
         });
-        // The same step in f64, as gradient checks and exact studies run it (the general GEMM
-        // and scalar cell kernels: no f64 fast path). H ≤ 512 only, to keep the run short.
+        // The same step in f64, as gradient checks and exact studies run it (the packed kernel
+        // for the per-step products; the general GEMM for the rest, and scalar activations).
+        // H ≤ 512 only, to keep the run short.
         if hidden <= 512 {
             let mut step = train_step::<f64, D>(hidden, t);
             group.bench_function(BenchmarkId::new("f64_step", hidden), |b| b.iter(&mut step));

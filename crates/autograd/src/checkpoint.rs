@@ -74,9 +74,10 @@ impl<F: Float> Tape<F> {
             leaves.push(i);
             indices.push(self.param_by_id(id, value));
         }
-        // While `f` ran, this tape also held the function's values (its leaves are this tape's
-        // values and parameters, shared, not copied).
-        let shared: usize = leaves.iter().map(|&i| inner.value(i).nbytes()).sum();
+        // While `f` ran, this tape also held the function's values. Its input leaves are this
+        // tape's values, shared, not copied, yet counted by the inner tape; parameters are
+        // counted by neither.
+        let shared: usize = vars.iter().map(|v| v.value().nbytes()).sum();
         self.note_peak(inner.stats().peak_bytes.saturating_sub(shared));
         let (region, outputs) = Region::new(inner, leaves, returned);
         self.record_checkpoint(Rc::new(region), indices, outputs)
