@@ -175,14 +175,8 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
         for j in lo..hi {
             // SAFETY: the views were checked to fit their slices, with k > 0; panel j writes only
             // columns [j·NR, j·NR + NR) of C, disjoint between threads; `path` is AVX2 or wider
-            // (checked above), and each branch passes F as the type it is.
-            unsafe {
-                if typed::is::<F, f32>() {
-                    panel(a, va, b, j, c_ptr, vc, beta == F::ONE, path)
-                } else {
-                    panel_f64(a, va, b, j, c_ptr, vc, beta == F::ONE, path)
-                }
-            }
+            // (checked above).
+            unsafe { panel(a, va, b, j, c_ptr, vc, beta == F::ONE, path) }
         }
     };
     if parts > 1 {
@@ -192,11 +186,12 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     }
 }
 
-/// Columns [j·NR, j·NR + NR) of C, every row, a block of rows at a time.
+/// Columns [j·NR, j·NR + NR) of C, every row: the kernel this type and `path` call for, over
+/// the panel's slices of columns.
 ///
 /// # Safety
-/// As in [`gemm`]: views checked by [`assert_fits`], k > 0, j < the number of panels, F = f32,
-/// `path` (AVX-512, or AVX2 with FMA) present, no other thread on these columns.
+/// As in [`gemm`]: views checked by [`assert_fits`], k > 0, j < the number of panels, `path`
+/// (AVX-512, or AVX2 with FMA) present, no other thread on these columns.
 #[allow(clippy::too_many_arguments)]
 unsafe fn panel<F: Float>(
     a: &[F],
@@ -208,95 +203,92 @@ unsafe fn panel<F: Float>(
     accumulate: bool,
     path: Simd,
 ) {
-    let cols = NR.min(b.n - j * NR);
-    let bp = b.data[j * b.k * NR..].as_ptr() as *const f32;
-    let a = a.as_ptr() as *const f32;
-    let c = c.0 as *mut f32;
-    let m = va.rows;
-    // Blocks of KC steps of k keep the panel's block in L1 while every row block reads it.
-    for k0 in (0..b.k).step_by(KC) {
-        let kc = KC.min(b.k - k0);
-        let accumulate = accumulate || k0 > 0;
-        if path >= Simd::Avx512 {
-            for i in (0..m).step_by(MR) {
-                // SAFETY: row block i..i+rows, steps k0..k0+kc and columns j·NR..+cols lie inside
-                // the checked views, so each offset is at most a view's last element's and cannot
-                // wrap.
-                unsafe {
-                    let ai = a.add(i * va.rs + k0 * va.cs);
-                    let (bk, ci) = (bp.add(k0 * NR), c.add(i * vc.rs + j * NR));
-                    let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, cols, accumulate);
-                    row_block(m - i, args);
-                }
+    let wide = path >= Simd::Avx512;
+    let at = Panel {
+        k: b.k,
+        cols: NR.min(b.n - j * NR),
+        rows: va.rows,
+        va,
+        vc,
+        accumulate,
+    };
+    let b = b.data[j * b.k * NR..].as_ptr();
+    let c = c.0.wrapping_add(j * NR);
+    // SAFETY: passed on from the caller; each branch passes F as the type it is, with the slice
+    // width its kernel computes.
+    unsafe {
+        if typed::is::<F, f32>() {
+            let (a, b, c) = (a.as_ptr().cast(), b.cast(), c.cast());
+            match wide {
+                true => slices(at, a, b, c, NR, MR, row_block),
+                false => slices(at, a, b, c, 16, MR_AVX2, row_block_avx2),
             }
-            continue;
-        }
-        // Each half of the panel in turn: its 16 columns, 6 rows at a time.
-        for h in 0..NR / 16 {
-            let half = cols.saturating_sub(16 * h).min(16);
-            if half == 0 {
-                break;
-            }
-            for i in (0..m).step_by(MR_AVX2) {
-                // SAFETY: as above, for columns j·NR + 16h..+half, which lie inside C.
-                unsafe {
-                    let ai = a.add(i * va.rs + k0 * va.cs);
-                    let bk = bp.add(k0 * NR + 16 * h);
-                    let ci = c.add(i * vc.rs + j * NR + 16 * h);
-                    let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, half, accumulate);
-                    row_block_avx2(m - i, args);
-                }
+        } else {
+            let (a, b, c) = (a.as_ptr().cast(), b.cast(), c.cast());
+            match wide {
+                true => slices(at, a, b, c, SLICE_F64, MR_F64, row_block_f64),
+                false => slices(at, a, b, c, SLICE_F64_AVX2, MR_F64_AVX2, row_block_f64_avx2),
             }
         }
     }
 }
 
-/// As [`panel`], for F = f64: each slice of the panel's columns in turn, a block of rows at a time.
-///
-/// # Safety
-/// As for [`panel`], with F = f64.
-#[allow(clippy::too_many_arguments)]
-unsafe fn panel_f64<F: Float>(
-    a: &[F],
+/// One panel's product: k steps, its valid columns, the rows of A, the views of A and C, and
+/// whether C is added onto.
+#[derive(Clone, Copy)]
+struct Panel {
+    k: usize,
+    cols: usize,
+    rows: usize,
     va: View,
-    b: &Packed<F>,
-    j: usize,
-    c: super::gemm::SendPtr<F>,
     vc: View,
     accumulate: bool,
-    path: Simd,
+}
+
+/// The panel at `bp` times A into C's columns from `c` on: each slice of `width` columns in
+/// turn, in blocks of KC steps of k (held in L1 while every row block reads them), `mr` rows at a
+/// time through `block`.
+///
+/// # Safety
+/// As for [`panel`]; `c` points at the panel's first column of C's row 0, and `block` computes
+/// `width` columns (`width` divides NR).
+unsafe fn slices<T>(
+    at: Panel,
+    a: *const T,
+    bp: *const T,
+    c: *mut T,
+    width: usize,
+    mr: usize,
+    block: unsafe fn(usize, ArgsOf<T>),
 ) {
-    let cols = NR.min(b.n - j * NR);
-    let bp = b.data[j * b.k * NR..].as_ptr() as *const f64;
-    let a = a.as_ptr() as *const f64;
-    let c = c.0 as *mut f64;
-    let m = va.rows;
-    let wide = path >= Simd::Avx512;
-    let (width, rows) = match wide {
-        true => (SLICE_F64, MR_F64),
-        false => (SLICE_F64_AVX2, MR_F64_AVX2),
-    };
-    for k0 in (0..b.k).step_by(KC) {
-        let kc = KC.min(b.k - k0);
+    let Panel {
+        k,
+        cols,
+        rows: m,
+        va,
+        vc,
+        accumulate,
+    } = at;
+    for k0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - k0);
         let accumulate = accumulate || k0 > 0;
         for s in 0..NR / width {
             let part = cols.saturating_sub(width * s).min(width);
             if part == 0 {
                 break;
             }
-            for i in (0..m).step_by(rows) {
-                // SAFETY: row block i.., steps k0..k0+kc and columns j·NR + width·s..+part lie
-                // inside the checked views, so no offset wraps; the panel is zero-padded to NR
-                // columns, so the kernels' loads of B lie inside it.
+            for i in (0..m).step_by(mr) {
+                // SAFETY: row block i.., steps k0..k0+kc and columns width·s..+part of the panel
+                // lie inside the checked views, so no offset wraps; the panel is zero-padded to
+                // NR columns, so the kernels' loads of B lie inside it.
                 unsafe {
                     let ai = a.add(i * va.rs + k0 * va.cs);
                     let bk = bp.add(k0 * NR + width * s);
-                    let ci = c.add(i * vc.rs + j * NR + width * s);
-                    let args = (kc, ai, va.rs, va.cs, bk, ci, vc.rs, part, accumulate);
-                    match wide {
-                        true => row_block_f64(m - i, args),
-                        false => row_block_f64_avx2(m - i, args),
-                    }
+                    let ci = c.add(i * vc.rs + width * s);
+                    block(
+                        m - i,
+                        (kc, ai, va.rs, va.cs, bk, ci, vc.rs, part, accumulate),
+                    );
                 }
             }
         }
