@@ -287,3 +287,27 @@ fn checkpointed_chunks_hold_memory_that_grows_as_the_root_of_their_length() {
         "the stack's segments alone hold {stack_only} bytes, the model's {long}"
     );
 }
+
+/// A bidirectional stack reads later steps, which one segment of `CheckpointedModel` does not
+/// have: the stack refuses to run there rather than return the gradient of a different model.
+#[test]
+#[should_panic(expected = "lstm: bidirectional, inside one segment of Strategy::CheckpointedModel")]
+fn checkpointed_model_segments_refuse_a_bidirectional_stack() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let embed = Embedding::<f64>::init(VOCAB, 3, &mut rng);
+    let lstm = Lstm::<f64>::init(RecurrentConfig::new(3, 4).bidirectional(true), &mut rng);
+    let head = Linear::<f64>::init(8, VOCAB, &mut rng);
+    let strategy = Strategy::CheckpointedModel {
+        k: 8,
+        every: Some(4),
+    };
+    let mut driver = Bptt::new(strategy, Carry::zeros(&lstm, 3), 0);
+    driver.step(&mut stream(), |tape, chunk, state, run| {
+        let x = embed.forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
+        let out = lstm.forward_with(tape, x, Some(state), run);
+        let logits = head
+            .forward(tape, out.output)
+            .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
+        (logits.cross_entropy(&chunk.targets), out.state)
+    });
+}

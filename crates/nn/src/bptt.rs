@@ -498,7 +498,9 @@ pub enum Strategy {
     ///
     /// The model sees one segment at a time, so this is for models whose output at a step
     /// depends on no later step: not for a bidirectional stack (use
-    /// [`Checkpointed`](Strategy::Checkpointed) there).
+    /// [`Checkpointed`](Strategy::Checkpointed) there). A bidirectional
+    /// [`Recurrent`] panics when run inside a segment; a model that reads later steps by other
+    /// means (its own reversal of time) is not detected and gets another model's gradient.
     CheckpointedModel {
         /// Steps per chunk.
         k: usize,
@@ -781,6 +783,7 @@ where
     let mut total = tape.constant(Tensor::scalar(F::ZERO));
     for piece in chunk.pieces(every) {
         let outputs = tape.checkpoint(&K::vars(state), |inner, vars| {
+            let _segment = InSegment::enter();
             let (loss, next) = model(inner, &piece, K::from_vars(vars), &Run::default());
             let mut outputs = vec![loss];
             outputs.extend(K::vars(next));
@@ -790,6 +793,35 @@ where
         state = K::from_vars(&outputs[1..]);
     }
     (total, state)
+}
+
+thread_local! {
+    /// How many segments of `CheckpointedModel` this thread is running the model inside.
+    static SEGMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is running a model call inside one segment of
+/// [`Strategy::CheckpointedModel`], where the model sees only that segment's steps: a
+/// bidirectional stack would read no later segment, and must refuse to run.
+pub(crate) fn in_model_segment() -> bool {
+    SEGMENTS.with(|s| s.get() > 0)
+}
+
+/// Marks a segment's model call (its first run, and its recompute during backward) for as long
+/// as it lives, and unmarks it on drop, a panic included.
+struct InSegment;
+
+impl InSegment {
+    fn enter() -> Self {
+        SEGMENTS.with(|s| s.set(s.get() + 1));
+        InSegment
+    }
+}
+
+impl Drop for InSegment {
+    fn drop(&mut self) {
+        SEGMENTS.with(|s| s.set(s.get() - 1));
+    }
 }
 
 impl Chunk {

@@ -382,6 +382,14 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 &input.shape()[..]
             );
         }
+        if self.config.bidirectional && crate::bptt::in_model_segment() {
+            panic!(
+                "{name}: bidirectional, inside one segment of Strategy::CheckpointedModel, which \
+                 shows the model only that segment's steps: the backward direction would miss \
+                 every later segment and the gradient would be another model's; use \
+                 Strategy::Checkpointed, which checkpoints the stack over the whole chunk"
+            );
+        }
         if unbatched && run.lengths.is_some() {
             panic!(
                 "{name}: lengths need a batch; an unbatched input {:?} is one sequence of its own length",
