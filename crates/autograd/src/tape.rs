@@ -551,8 +551,8 @@ impl<'t, F: Float> Var<'t, F> {
         self.tape.requires_grad(self.index)
     }
 
-    /// Keeps this node's gradient in the [`Grads`] of a later backward pass (intermediate
-    /// gradients are otherwise freed as soon as they have been propagated).
+    /// Keeps this node's gradient in the [`Grads`](crate::Grads) of a later backward pass
+    /// (intermediate gradients are otherwise freed as soon as they have been propagated).
     pub fn retain_grad(self) -> Self {
         self.tape.retain(self.index);
         self

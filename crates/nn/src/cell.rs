@@ -74,7 +74,7 @@ pub trait Cell<F: Float = f32>: Module<F> {
     fn input_size(&self) -> usize;
 
     /// The parts of the state for one sequence, h first: each one's name and its shape without
-    /// the batch axis. h must be a vector [H]; it is what a layer outputs at each step.
+    /// the batch axis. h must be a vector \[H\]; it is what a layer outputs at each step.
     fn state_parts(&self) -> Vec<StatePart>;
 
     /// The projection of the inputs of many steps at once, `x` [N, in] → [N, ·]: a stack calls
