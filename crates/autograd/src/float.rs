@@ -70,6 +70,8 @@ pub trait Float:
     fn max(self, other: Self) -> Self;
     /// True unless infinite or NaN.
     fn is_finite(self) -> bool;
+    /// True for NaN.
+    fn is_nan(self) -> bool;
     /// Negative infinity.
     fn neg_infinity() -> Self;
 
@@ -119,6 +121,9 @@ macro_rules! impl_float {
             }
             fn is_finite(self) -> bool {
                 <$t>::is_finite(self)
+            }
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
             }
             fn neg_infinity() -> Self {
                 <$t>::NEG_INFINITY
