@@ -257,8 +257,8 @@ fn unary<F: Float>(nodes: &Nodes<F>, x: usize, f: impl Fn(F) -> F) -> Tensor<F> 
 /// An element-wise function with a slice kernel (exp, tanh, σ).
 fn unary_slice<F: Float>(nodes: &Nodes<F>, x: usize, f: fn(&[F], &mut [F])) -> Tensor<F> {
     let v = nodes[x].value();
-    let mut out = zeroed(v.numel());
-    f(v.data(), &mut out);
+    let mut out = recycle::overwritten(v.numel());
+    pool::elementwise(v.data(), &mut out, f);
     Tensor::new_unchecked(Shape::from_slice(v.shape()), out)
 }
 

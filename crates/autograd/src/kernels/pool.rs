@@ -191,6 +191,25 @@ pub(crate) fn row_bands<T: Send, const N: usize>(
     });
 }
 
+/// Runs `f` over matching pieces of `x` and `out` (of equal length) that together cover both,
+/// in bands across the threads when there are [`ROW_BAND_WORK`] elements or more (as
+/// [`row_bands`] would split rows of a few hundred elements), else once over the whole.
+pub(crate) fn elementwise<T: Send + Sync>(
+    x: &[T],
+    out: &mut [T],
+    f: impl Fn(&[T], &mut [T]) + Sync,
+) {
+    const PIECE: usize = 256;
+    assert_eq!(x.len(), out.len(), "elementwise: input and output lengths");
+    let rows = out.len() / PIECE;
+    let (head, tail) = out.split_at_mut(rows * PIECE);
+    row_bands(rows, PIECE, [head], |first, [band]| {
+        let start = first * PIECE;
+        f(&x[start..start + band.len()], band);
+    });
+    f(&x[rows * PIECE..], tail);
+}
+
 fn pool() -> &'static Pool {
     static POOL: Pool = Pool::new(0);
     &POOL
@@ -362,6 +381,33 @@ mod tests {
             assert!(
                 b.iter().enumerate().all(|(i, &v)| v == i / 5 + 1),
                 "{rows}: {b:?}"
+            );
+        }
+    }
+
+    /// `elementwise` hands every element to `f` once, in step with its input, at lengths below
+    /// and above the banding threshold and off the piece size.
+    #[test]
+    fn elementwise_pieces_cover_every_element_once() {
+        for n in [
+            0,
+            1,
+            255,
+            256,
+            257,
+            ROW_BAND_WORK - 1,
+            ROW_BAND_WORK,
+            3 * ROW_BAND_WORK + 77,
+        ] {
+            let x: Vec<usize> = (0..n).map(|i| 3 * i + 1).collect();
+            let mut out = vec![0usize; n];
+            elementwise(&x, &mut out, |x, out| {
+                assert_eq!(x.len(), out.len());
+                out.iter_mut().zip(x).for_each(|(o, &v)| *o += v);
+            });
+            assert!(
+                out.iter().enumerate().all(|(i, &v)| v == 3 * i + 1),
+                "length {n}"
             );
         }
     }
