@@ -221,3 +221,28 @@ fn cross_entropy_with_a_minus_infinity_logit_is_finite() {
     let y2 = 1f64.exp() / (1.0 + 1f64.exp());
     assert_same("d/dlogits", &g[x], &[0.0, 1.0 - y2, y2 - 1.0]);
 }
+
+/// A product over an empty inner dimension is zeros (PyTorch's `empty(3, 0) @ empty(0, 4)`),
+/// its gradients too, even when the buffers it is given last held NaN on an earlier tape.
+#[test]
+fn a_product_over_an_empty_inner_dimension_is_zeros_in_a_recycled_buffer() {
+    for _ in 0..3 {
+        // Leaves buffers of 12 elements full of NaN for the next tape to take.
+        let tape = Tape::<f64>::new();
+        let junk = tape.var(Tensor::full(&[3, 4], f64::NAN));
+        let _ = junk.exp().backward_with(&Tensor::full(&[3, 4], f64::NAN));
+        drop(tape);
+        let tape = Tape::<f64>::new();
+        let a = tape.var(Tensor::zeros(&[3, 0]));
+        let b = tape.var(Tensor::zeros(&[0, 4]));
+        let c = a.matmul(b);
+        assert_same("empty product", &c.value(), &[0.0; 12]);
+        let w = tape.var(Tensor::zeros(&[4, 0]));
+        let x = tape.var(Tensor::zeros(&[3, 4]));
+        let y = x.matmul(w);
+        assert_eq!(&y.shape()[..], &[3, 0]);
+        let g = (y.sum() + x.sum() * 0.0).backward();
+        assert_same("its gradient", &g[w], &[]);
+        assert_same("the other's gradient", &g[x], &[0.0; 12]);
+    }
+}

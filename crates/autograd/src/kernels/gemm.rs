@@ -164,10 +164,17 @@ pub(crate) fn gemm<F: Float>(
         // A C shared by all entries accumulates: only the first entry applies beta.
         let beta_e = if vc.bs == 0 && e > 0 { F::ONE } else { beta };
         if k == 0 {
+            // An empty sum: C ← beta·C, where beta 0 means C is not read (it may hold anything,
+            // NaN included, from a recycled buffer).
             let cm = &mut c[e * vc.bs..];
             for i in 0..m {
                 for j in 0..n {
-                    cm[i * vc.rs + j * vc.cs] *= beta_e;
+                    let v = &mut cm[i * vc.rs + j * vc.cs];
+                    *v = if beta_e == F::ZERO {
+                        F::ZERO
+                    } else {
+                        *v * beta_e
+                    };
                 }
             }
             continue;
