@@ -246,3 +246,39 @@ fn a_product_over_an_empty_inner_dimension_is_zeros_in_a_recycled_buffer() {
         assert_same("the other's gradient", &g[x], &[0.0; 12]);
     }
 }
+
+/// A product's gradients land in buffers that are not zeroed first (the product overwrites its
+/// first contribution) and are added to after that: buffers full of NaN from an earlier tape
+/// leave no trace, and an operand used twice gets both contributions.
+#[test]
+fn product_gradients_overwrite_recycled_buffers_then_accumulate() {
+    let x0 = Tensor::from_vec((0..12).map(|i| i as f64 * 0.25 - 1.0).collect(), &[3, 4]).unwrap();
+    let w0 = Tensor::from_vec((0..20).map(|i| 0.5 - i as f64 * 0.1).collect(), &[4, 5]).unwrap();
+    // d/dx Σ (x·w) = 1·wᵀ, d/dw = xᵀ·1; with x also multiplied by a square m, its gradient adds
+    // 1·mᵀ.
+    let row_sums_w: Vec<f64> = (0..4)
+        .map(|k| (0..5).map(|j| w0.data()[k * 5 + j]).sum())
+        .collect();
+    let col_sums_x: Vec<f64> = (0..4)
+        .map(|k| (0..3).map(|i| x0.data()[i * 4 + k]).sum())
+        .collect();
+    for _ in 0..3 {
+        let tape = Tape::<f64>::new();
+        for n in [12, 16, 20] {
+            let junk = tape.var(Tensor::full(&[n], f64::NAN));
+            let _ = junk.exp().backward_with(&Tensor::full(&[n], f64::NAN));
+        }
+        drop(tape);
+        let tape = Tape::<f64>::new();
+        let (x, w) = (tape.var(x0.clone()), tape.var(w0.clone()));
+        let g = x.matmul(w).sum().backward();
+        let dx: Vec<f64> = (0..12).map(|e| row_sums_w[e % 4]).collect();
+        let dw: Vec<f64> = (0..20).map(|e| col_sums_x[e / 5]).collect();
+        assert_same("dx", &g[x], &dx);
+        assert_same("dw", &g[w], &dw);
+        let m = tape.var(Tensor::full(&[4, 4], 2.0));
+        let g = (x.matmul(w).sum() + x.matmul(m).sum()).backward();
+        let dx2: Vec<f64> = dx.iter().map(|d| d + 8.0).collect();
+        assert_same("dx through two products", &g[x], &dx2);
+    }
+}

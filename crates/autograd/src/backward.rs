@@ -292,6 +292,23 @@ impl<F: Float> Sink<F> for GradSink<'_, F> {
         Some(slot.data_mut())
     }
 
+    fn acc_product(&mut self, i: usize) -> Option<(&mut [F], F)> {
+        let node = &self.nodes[i];
+        if !node.requires_grad || !self.wants(i) {
+            return None;
+        }
+        let beta = if self.slots[i].is_some() {
+            F::ONE
+        } else {
+            F::ZERO
+        };
+        let slot = self.slots[i].get_or_insert_with(|| {
+            let n = crate::shape::numel(&node.shape);
+            Tensor::new_unchecked(node.shape.clone(), recycle::overwritten(n))
+        });
+        Some((slot.data_mut(), beta))
+    }
+
     // The first gradient is kept without a copy.
     fn add(&mut self, i: usize, g: Tensor<F>) {
         if !self.nodes[i].requires_grad || !self.wants(i) {

@@ -232,6 +232,11 @@ pub(crate) trait Sink<F: Float> {
     /// no gradient.
     fn acc(&mut self, i: usize) -> Option<&mut [F]>;
 
+    /// [`acc`](Sink::acc) for a product that writes every element: the buffer and the beta to
+    /// give the GEMM. On first use the buffer is not zeroed and beta is 0 (the product overwrites
+    /// whatever it holds); after that beta is 1.
+    fn acc_product(&mut self, i: usize) -> Option<(&mut [F], F)>;
+
     /// Adds a whole gradient tensor to node `i`.
     fn add(&mut self, i: usize, g: Tensor<F>);
 
@@ -903,7 +908,8 @@ impl<F: Float> Op<F> {
                 })
             }
             // C = op(A)·op(B): dA = dC·op(B)ᵀ, dB = op(A)ᵀ·dC, written in each operand's stored
-            // layout and accumulated in place (GEMM with beta = 1); transposes are strides. An
+            // layout, accumulated in place (GEMM with beta = 1) or, as an operand's first
+            // gradient, written over a fresh buffer (beta = 0); transposes are strides. An
             // operand whose chain of pending transposes holds a retained node gets its gradient
             // in the caller's layout instead, and the chain's own backward carries it to the
             // source, so every retained view sees its whole gradient.
@@ -929,12 +935,12 @@ impl<F: Float> Op<F> {
                         let c = (gv, View::of(&nodes[v].shape, false));
                         kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
                     }
-                } else if let Some(ga) = sink.acc(*a) {
+                } else if let Some((ga, beta)) = sink.acc_product(*a) {
                     let c = (ga, View::of(va.shape(), false));
                     if *ta {
-                        kernels::matmul(batch, (vb.data(), opb), Rhs::Plain(gd, vg.t()), c, F::ONE);
+                        kernels::matmul(batch, (vb.data(), opb), Rhs::Plain(gd, vg.t()), c, beta);
                     } else {
-                        kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, F::ONE);
+                        kernels::matmul(batch, (gd, vg), rhs(nodes, *b, !*tb), c, beta);
                     }
                 }
                 // A per-step product (a 2-D product of few rows, A as stored, B a matrix) may leave
@@ -951,12 +957,12 @@ impl<F: Float> Op<F> {
                     }
                 } else if per_step && sink.defer_weight_grad(*b, *tb, gd, va.data()) {
                     // Stacked; multiplied out when B is reached.
-                } else if let Some(gb) = sink.acc(*b) {
+                } else if let Some((gb, beta)) = sink.acc_product(*b) {
                     let c = (gb, View::of(vb.shape(), false));
                     if *tb {
-                        kernels::matmul(batch, (gd, vg.t()), Rhs::Plain(va.data(), opa), c, F::ONE);
+                        kernels::matmul(batch, (gd, vg.t()), Rhs::Plain(va.data(), opa), c, beta);
                     } else {
-                        kernels::matmul(batch, (va.data(), opa.t()), Rhs::Plain(gd, vg), c, F::ONE);
+                        kernels::matmul(batch, (va.data(), opa.t()), Rhs::Plain(gd, vg), c, beta);
                     }
                 }
             }
