@@ -21,7 +21,13 @@ pub(crate) fn sum_axis<F: Float>(x: &[F], shape: &[usize], axis: usize, divisor:
     for o in 0..outer {
         let block = &x[o * len * inner..(o + 1) * len * inner];
         let dst = &mut out[o * inner..(o + 1) * inner];
-        sum::column_sums(block, inner, |_, v| v, |i, a| dst[i] = F::from_f64(a / d));
+        sum::column_sums(
+            block,
+            inner,
+            0..inner,
+            |_, v| v,
+            |i, a| dst[i] = F::from_f64(a / d),
+        );
     }
     out
 }

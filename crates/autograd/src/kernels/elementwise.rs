@@ -72,7 +72,7 @@ pub(crate) fn accumulate_reduced<F: Float>(
     dst_shape: &[usize],
     out: &[usize],
     g: &[F],
-    f: impl Fn(usize, F) -> F,
+    f: impl Fn(usize, F) -> F + Sync,
 ) {
     if dst_shape == out {
         for (i, (d, &gi)) in dst.iter_mut().zip(g).enumerate() {

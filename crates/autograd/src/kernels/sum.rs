@@ -4,8 +4,11 @@
 //! orders more than PyTorch's pairwise f32 sums. An f64 accumulator is exact to about 1e-16 per
 //! addition and costs a widening conversion per element; for f64 itself it is the plain sum.
 
+use std::ops::Range;
+
 use crate::float::Float;
 use crate::kernels::activation::avx2_copy;
+use crate::kernels::pool;
 
 /// Independent accumulators, so that the additions pipeline (and vectorise) instead of waiting on
 /// each other.
@@ -61,12 +64,13 @@ const BLOCK: usize = 64;
 pub(crate) fn column_sums<F: Float>(
     src: &[F],
     n: usize,
+    cols: Range<usize>,
     f: impl Fn(usize, F) -> F,
     mut out: impl FnMut(usize, f64),
 ) {
     let rows = src.len().checked_div(n).unwrap_or(0);
-    for start in (0..n).step_by(BLOCK) {
-        let width = BLOCK.min(n - start);
+    for start in cols.clone().step_by(BLOCK) {
+        let width = BLOCK.min(cols.end - start);
         let mut acc = [0.0f64; BLOCK];
         if width == BLOCK {
             // A whole block: a fixed trip count, which the compiler unrolls and vectorises.
@@ -97,12 +101,27 @@ pub(crate) fn column_sums<F: Float>(
     }
 }
 
+/// `dst[j] += Σ_r f(r·n + j, src[r·n + j])` over the rows of `src` (each `n = dst.len()` wide),
+/// accumulated in f64: a bias's gradient over every row of a batch. Whole blocks of columns go
+/// to the threads in bands; each column is still summed over the rows in order, so the result
+/// does not depend on the split.
+pub(crate) fn add_rows<F: Float>(src: &[F], dst: &mut [F], f: impl Fn(usize, F) -> F + Sync) {
+    let n = dst.len();
+    let rows = src.len().checked_div(n).unwrap_or(0);
+    let blocks = n / BLOCK;
+    let (head, tail) = dst.split_at_mut(blocks * BLOCK);
+    pool::row_bands(blocks, rows * BLOCK, [head], |first, [band]| {
+        add_columns(src, n, first * BLOCK, band, &f);
+    });
+    add_columns(src, n, blocks * BLOCK, tail, &f);
+}
+
 avx2_copy! {
-    /// `dst[j] += Σ_r f(r·n + j, src[r·n + j])` over the rows of `src` (each `n = dst.len()`
-    /// wide), accumulated in f64: a bias's gradient over every row of a batch.
-    pub(crate) fn add_rows<F: Float>(src: &[F], dst: &mut [F], f: impl Fn(usize, F) -> F) {
-        column_sums(src, dst.len(), f, |j, a| {
-            dst[j] = F::from_f64(dst[j].to_f64() + a)
+    /// `dst[j] += Σ_r f(r·n + lo + j, src[r·n + lo + j])`: columns `lo..lo + dst.len()` of
+    /// [`add_rows`].
+    fn add_columns<F: Float>(src: &[F], n: usize, lo: usize, dst: &mut [F], f: impl Fn(usize, F) -> F) {
+        column_sums(src, n, lo..lo + dst.len(), f, |j, a| {
+            dst[j - lo] = F::from_f64(dst[j - lo].to_f64() + a)
         });
     }
 }
@@ -113,10 +132,15 @@ mod tests {
     use crate::kernels::cpu::{for_each_simd, Simd};
 
     /// Every path gives each column's sum in f64, row by row, for whole blocks of columns and
-    /// the narrower last one alike.
+    /// the narrower last one alike, on one thread and (the larger case) in bands of columns.
     #[test]
     fn add_rows_is_the_row_order_f64_sum_on_every_path() {
-        let (rows, n) = (37, 2 * BLOCK + 5);
+        for (rows, n) in [(37, 2 * BLOCK + 5), (300, 3 * BLOCK + 5)] {
+            add_rows_case(rows, n);
+        }
+    }
+
+    fn add_rows_case(rows: usize, n: usize) {
         let src: Vec<f32> = (0..rows * n)
             .map(|i| ((i * 7919) % 1013) as f32 * 1e-3 - 0.5)
             .collect();
