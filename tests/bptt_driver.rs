@@ -293,16 +293,44 @@ fn checkpointed_chunks_hold_memory_that_grows_as_the_root_of_their_length() {
 #[test]
 #[should_panic(expected = "lstm: bidirectional, inside one segment of Strategy::CheckpointedModel")]
 fn checkpointed_model_segments_refuse_a_bidirectional_stack() {
+    bidirectional_update(Some(4));
+}
+
+/// A segment as long as the chunk shows the model every step: a bidirectional stack runs, and
+/// gets truncation's gradient.
+#[test]
+fn one_segment_per_chunk_runs_a_bidirectional_stack_as_truncation_does() {
+    let (whole, truncated) = (bidirectional_update(Some(8)), bidirectional_update(None));
+    assert!((whole.loss - truncated.loss).abs() <= 1e-12 * truncated.loss.abs());
+    assert_eq!(whole.grads.len(), truncated.grads.len());
+    // The two models' parameters were made in the same order: their ids sort alike.
+    let mut a: Vec<_> = whole.grads.iter().collect();
+    let mut b: Vec<_> = truncated.grads.iter().collect();
+    a.sort_by_key(|&(id, _)| id);
+    b.sort_by_key(|&(id, _)| id);
+    for ((_, x), (_, y)) in a.iter().zip(&b) {
+        for (p, q) in x.data().iter().zip(y.data()) {
+            assert!((p - q).abs() <= 1e-12 * q.abs().max(1e-300), "{p} vs {q}");
+        }
+    }
+}
+
+/// The first update of a bidirectional character model in chunks of 8, in segments of
+/// `every` steps (`None`: plain truncation).
+fn bidirectional_update(every: Option<usize>) -> rewind::nn::Update<f64> {
     let mut rng = StdRng::seed_from_u64(2);
     let embed = Embedding::<f64>::init(VOCAB, 3, &mut rng);
     let lstm = Lstm::<f64>::init(RecurrentConfig::new(3, 4).bidirectional(true), &mut rng);
     let head = Linear::<f64>::init(8, VOCAB, &mut rng);
-    let strategy = Strategy::CheckpointedModel {
-        k: 8,
-        every: Some(4),
+    let strategy = match every {
+        Some(every) => Strategy::CheckpointedModel {
+            k: 8,
+            every: Some(every),
+        },
+        None => Strategy::Truncated { k: 8 },
     };
     let mut driver = Bptt::new(strategy, Carry::zeros(&lstm, 3), 0);
-    driver.step(&mut stream(), |tape, chunk, state, run| {
+    let update = driver.step(&mut stream(), |tape, chunk, state, run| {
         let x = embed.forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
         let out = lstm.forward_with(tape, x, Some(state), run);
         let logits = head
@@ -310,4 +338,5 @@ fn checkpointed_model_segments_refuse_a_bidirectional_stack() {
             .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
         (logits.cross_entropy(&chunk.targets), out.state)
     });
+    update.expect("the stream has steps")
 }

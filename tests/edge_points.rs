@@ -241,7 +241,7 @@ fn a_product_over_an_empty_inner_dimension_is_zeros_in_a_recycled_buffer() {
         let x = tape.var(Tensor::zeros(&[3, 4]));
         let y = x.matmul(w);
         assert_eq!(&y.shape()[..], &[3, 0]);
-        let g = (y.sum() + x.sum() * 0.0).backward();
+        let g = y.sum().backward();
         assert_same("its gradient", &g[w], &[]);
         assert_same("the other's gradient", &g[x], &[0.0; 12]);
     }

@@ -781,9 +781,11 @@ where
     M: for<'s> FnMut(&'s Tape<F>, &Chunk, K::Live<'s>, &Run<'_, F>) -> (Var<'s, F>, K::Live<'s>),
 {
     let mut total = tape.constant(Tensor::scalar(F::ZERO));
+    // One segment covering the chunk shows the model every step, as truncation does.
+    let cut = chunk.steps > every;
     for piece in chunk.pieces(every) {
         let outputs = tape.checkpoint(&K::vars(state), |inner, vars| {
-            let _segment = InSegment::enter();
+            let _segment = cut.then(InSegment::enter);
             let (loss, next) = model(inner, &piece, K::from_vars(vars), &Run::default());
             let mut outputs = vec![loss];
             outputs.extend(K::vars(next));
