@@ -282,3 +282,35 @@ fn product_gradients_overwrite_recycled_buffers_then_accumulate() {
         assert_same("dx through two products", &g[x], &dx2);
     }
 }
+
+/// Products with nothing to sum over: a batch of no matrices, and a weight applied to no rows.
+/// PyTorch gives an empty output and a zero gradient for the weight; so does rewind.
+#[test]
+fn products_over_no_rows_give_empty_outputs_and_zero_weight_gradients() {
+    let tape = Tape::<f64>::new();
+    let w = rewind::autograd::Param::new(Tensor::full(&[4, 5], 1.0));
+    let b = tape.var(Tensor::full(&[4, 5], 1.0));
+    for right in [b, tape.param(&w)] {
+        let a = tape.var(Tensor::zeros(&[0, 3, 4]));
+        let c = a.matmul(right);
+        assert_eq!(&c.shape()[..], &[0, 3, 5]);
+        let g = c.sum().backward();
+        assert_same("batched: a's gradient", &g[a], &[]);
+    }
+    let g = tape
+        .var(Tensor::zeros(&[0, 3, 4]))
+        .matmul(b)
+        .sum()
+        .backward();
+    assert_same(
+        "batched: the shared right side's gradient",
+        &g[b],
+        &[0.0; 20],
+    );
+    // A weight through the per-step path, whose gradient rows are stacked until the weight.
+    let x = tape.var(Tensor::zeros(&[0, 4]));
+    let g = x.matmul(tape.param(&w)).sum().backward();
+    assert_same("the weight's gradient", &g[&w], &[0.0; 20]);
+    let g = x.matmul(tape.param(&w).t().t()).sum().backward();
+    assert_same("the weight's gradient, read transposed", &g[&w], &[0.0; 20]);
+}

@@ -242,6 +242,9 @@ impl<'a, F: Float> GradSink<'a, F> {
             }
             s.g.clear();
             s.a.clear();
+        } else {
+            // Products of no rows (a [0, k] input): their sum is a zero gradient, not none.
+            let _ = self.acc(w);
         }
         self.stacked.push((w, s));
     }

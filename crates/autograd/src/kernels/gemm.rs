@@ -145,7 +145,16 @@ pub(crate) fn gemm<F: Float>(
     let (b, mut vb) = b;
     let (c, mut vc) = c;
     assert!(va.rows == vc.rows && vb.cols == vc.cols && va.cols == vb.rows);
-    let mut batch = batch.max(1);
+    if batch == 0 {
+        // No entries. A C shared by all of them (batch stride 0) is their empty sum, beta·C;
+        // any other C has no elements.
+        if vc.bs == 0 {
+            vc.assert_fits(1, c.len());
+            scale_by_beta(c, vc, beta);
+        }
+        return;
+    }
+    let mut batch = batch;
     if let Some(folded) = fold_batches(batch, va, vb, vc) {
         (va, vb, vc) = folded;
         batch = 1;
@@ -164,19 +173,7 @@ pub(crate) fn gemm<F: Float>(
         // A C shared by all entries accumulates: only the first entry applies beta.
         let beta_e = if vc.bs == 0 && e > 0 { F::ONE } else { beta };
         if k == 0 {
-            // An empty sum: C ← beta·C, where beta 0 means C is not read (it may hold anything,
-            // NaN included, from a recycled buffer).
-            let cm = &mut c[e * vc.bs..];
-            for i in 0..m {
-                for j in 0..n {
-                    let v = &mut cm[i * vc.rs + j * vc.cs];
-                    *v = if beta_e == F::ZERO {
-                        F::ZERO
-                    } else {
-                        *v * beta_e
-                    };
-                }
-            }
+            scale_by_beta(&mut c[e * vc.bs..], vc, beta_e);
             continue;
         }
         // SAFETY: assert_fits checked, without wrapping, that every view over every batch entry
@@ -200,6 +197,17 @@ pub(crate) fn gemm<F: Float>(
                 vc.rs as isize,
                 vc.cs as isize,
             );
+        }
+    }
+}
+
+/// An empty sum: C ← beta·C over the rows and columns of `vc`, where beta 0 means C is not read
+/// (it may hold anything, NaN included, from a recycled buffer).
+fn scale_by_beta<F: Float>(c: &mut [F], vc: View, beta: F) {
+    for i in 0..vc.rows {
+        for j in 0..vc.cols {
+            let v = &mut c[i * vc.rs + j * vc.cs];
+            *v = if beta == F::ZERO { F::ZERO } else { *v * beta };
         }
     }
 }
