@@ -286,13 +286,13 @@ impl<F: Float> Drop for GradSink<'_, F> {
 }
 
 impl<F: Float> Sink<F> for GradSink<'_, F> {
+    // The product's buffer, zeroed when new, for a contribution that is added in.
     fn acc(&mut self, i: usize) -> Option<&mut [F]> {
-        let node = &self.nodes[i];
-        if !node.requires_grad || !self.wants(i) {
-            return None;
+        let (slot, beta) = self.acc_product(i)?;
+        if beta == F::ZERO {
+            slot.fill(F::ZERO);
         }
-        let slot = self.slots[i].get_or_insert_with(|| Tensor::zeros(&node.shape));
-        Some(slot.data_mut())
+        Some(slot)
     }
 
     fn acc_product(&mut self, i: usize) -> Option<(&mut [F], F)> {

@@ -135,7 +135,7 @@ fn flops(m: usize, k: usize, n: usize) -> usize {
 /// Batches that are rows of one larger matrix are folded into a single GEMM call
 /// ([`fold_batches`]).
 pub(crate) fn gemm<F: Float>(
-    batch: usize,
+    mut batch: usize,
     a: (&[F], View),
     b: (&[F], View),
     c: (&mut [F], View),
@@ -154,7 +154,6 @@ pub(crate) fn gemm<F: Float>(
         }
         return;
     }
-    let mut batch = batch;
     if let Some(folded) = fold_batches(batch, va, vb, vc) {
         (va, vb, vc) = folded;
         batch = 1;
@@ -203,7 +202,7 @@ pub(crate) fn gemm<F: Float>(
 
 /// An empty sum: C ← beta·C over the rows and columns of `vc`, where beta 0 means C is not read
 /// (it may hold anything, NaN included, from a recycled buffer).
-fn scale_by_beta<F: Float>(c: &mut [F], vc: View, beta: F) {
+pub(super) fn scale_by_beta<F: Float>(c: &mut [F], vc: View, beta: F) {
     for i in 0..vc.rows {
         for j in 0..vc.cols {
             let v = &mut c[i * vc.rs + j * vc.cs];

@@ -153,10 +153,7 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     // Chosen here, on the caller's thread, for the workers too.
     let path = simd();
     if k == 0 {
-        // An empty sum: C ← beta·C.
-        if beta == F::ZERO {
-            (0..m).for_each(|i| c[i * vc.rs..][..n].fill(F::ZERO));
-        }
+        super::gemm::scale_by_beta(c, vc, beta);
         return;
     }
     let panels = n.div_ceil(NR);

@@ -133,6 +133,8 @@ mod tests {
 
     /// Every path gives each column's sum in f64, row by row, for whole blocks of columns and
     /// the narrower last one alike, on one thread and (the larger case) in bands of columns.
+    /// (The path is forced on this thread only: a band a worker takes runs the widest allowed,
+    /// which `REWIND_SIMD` caps in CI's reruns.)
     #[test]
     fn add_rows_is_the_row_order_f64_sum_on_every_path() {
         for (rows, n) in [(37, 2 * BLOCK + 5), (300, 3 * BLOCK + 5)] {
