@@ -716,13 +716,12 @@ impl<F: Float> Op<F> {
                 let classes = v.shape()[1];
                 let w = |c: usize| weight.as_ref().map_or(F::ONE, |w| w[c]);
                 let eps = *smoothing;
-                let mut buf = recycle::scratch(classes, F::ZERO);
-                let per_row = targets.iter().enumerate().map(|(n, &t)| {
+                let row_loss = |n: usize, t: i64, buf: &mut [F]| {
                     if t == *ignore {
                         return 0.0;
                     }
                     let row = &v.data()[n * classes..(n + 1) * classes];
-                    let (m, log_sum) = ax::max_and_log_sum(row, &mut buf);
+                    let (m, log_sum) = ax::max_and_log_sum(row, buf);
                     // -log p_c = log Σ e^(x - m) - (x_c - m)
                     let nll = |c: usize| log_sum - (row[c] - m);
                     let t = t as usize;
@@ -732,14 +731,28 @@ impl<F: Float> Op<F> {
                     let smooth = (0..classes).map(|c| (w(c) * nll(c)).to_f64()).sum::<f64>();
                     ((F::ONE - eps) * w(t) * nll(t)).to_f64()
                         + (eps / F::from_usize(classes)).to_f64() * smooth
-                });
+                };
+                // Each row's loss in bands across the threads, then summed in row order here, so
+                // the total does not depend on the split.
+                let mut losses = recycle::scratch(targets.len(), 0.0f64);
+                pool::row_bands(
+                    targets.len(),
+                    2 * classes,
+                    [&mut losses[..]],
+                    |first, [band]| {
+                        let mut buf = recycle::scratch(classes, F::ZERO);
+                        for (i, loss) in band.iter_mut().enumerate() {
+                            *loss = row_loss(first + i, targets[first + i], &mut buf);
+                        }
+                    },
+                );
                 match reduction {
                     Reduction::None => {
-                        let losses: Vec<F> = per_row.map(F::from_f64).collect();
+                        let losses: Vec<F> = losses.iter().map(|&l| F::from_f64(l)).collect();
                         Tensor::new_unchecked(Shape::from_slice(&[targets.len()]), losses)
                     }
                     Reduction::Mean | Reduction::Sum => {
-                        let total: f64 = per_row.sum();
+                        let total: f64 = losses.iter().sum();
                         Tensor::scalar(F::from_f64(total / divisor.to_f64()))
                     }
                 }
@@ -1104,30 +1117,36 @@ impl<F: Float> Op<F> {
                         Some(w) => F::from_f64(sum::sum(w)),
                         None => F::from_usize(classes),
                     };
-                    let mut probs = recycle::scratch(classes, F::ZERO);
-                    for (n, &t) in targets.iter().enumerate() {
-                        if t == *ignore {
-                            continue;
+                    // Rows are independent: bands of them across the threads.
+                    let rows = targets.len();
+                    pool::row_bands(rows, 2 * classes, [gx], |first, [band]| {
+                        let mut probs = recycle::scratch(classes, F::ZERO);
+                        // (`max(1)`: with no classes the band is empty, and so is the loop.)
+                        for (i, dst) in band.chunks_exact_mut(classes.max(1)).enumerate() {
+                            let n = first + i;
+                            let t = targets[n];
+                            if t == *ignore {
+                                continue;
+                            }
+                            let scale = match reduction {
+                                Reduction::None => gd[n],
+                                Reduction::Mean | Reduction::Sum => gd[0] / *divisor,
+                            };
+                            let (t, row) = (t as usize, &v.data()[n * classes..(n + 1) * classes]);
+                            let (m, log_sum) = ax::max_and_log_sum(row, &mut probs);
+                            // p = e^{(z - m) - ln Σ}, rounded as the log-probability then its exp.
+                            for (p, &z) in probs.iter_mut().zip(row) {
+                                *p = (z - m) - log_sum;
+                            }
+                            activation::exp_in_place(&mut probs);
+                            let hit = (F::ONE - *smoothing) * w(t);
+                            let a = hit + spread * all;
+                            for (c, (d, &p)) in dst.iter_mut().zip(probs.iter()).enumerate() {
+                                let target = if c == t { hit } else { F::ZERO };
+                                *d += scale * (a * p - target - spread * w(c));
+                            }
                         }
-                        let scale = match reduction {
-                            Reduction::None => gd[n],
-                            Reduction::Mean | Reduction::Sum => gd[0] / *divisor,
-                        };
-                        let (t, row) = (t as usize, &v.data()[n * classes..(n + 1) * classes]);
-                        let dst = &mut gx[n * classes..(n + 1) * classes];
-                        let (m, log_sum) = ax::max_and_log_sum(row, &mut probs);
-                        // p = e^{(z - m) - ln Σ}, rounded as the log-probability then its exp.
-                        for (p, &z) in probs.iter_mut().zip(row) {
-                            *p = (z - m) - log_sum;
-                        }
-                        activation::exp_in_place(&mut probs);
-                        let hit = (F::ONE - *smoothing) * w(t);
-                        let a = hit + spread * all;
-                        for (c, (d, &p)) in dst.iter_mut().zip(probs.iter()).enumerate() {
-                            let target = if c == t { hit } else { F::ZERO };
-                            *d += scale * (a * p - target - spread * w(c));
-                        }
-                    }
+                    });
                 }
             }
             // The gradient goes to whichever operand was chosen at each element.
