@@ -324,6 +324,17 @@ fn map_into<F: Float>(sink: &mut impl Sink<F>, i: usize, g: &[F], f: impl Fn(usi
 
 /// Node `b`'s value as the right operand of a product, transposed if `tb`: a parameter is a
 /// weight, which many products read.
+/// The row stride at which `addmm` reads an addend of shape `x` in place for an output of shape
+/// `out`: its own rows when it has the output's shape, 0 when it is one row ([n] or [1, n]) of
+/// a 2-D output. None for any other broadcast, which is copied into the output first.
+fn addend_row_stride(x: &[usize], out: &[usize]) -> Option<usize> {
+    match (x, out) {
+        _ if x == out && out.len() == 2 => Some(out[1]),
+        ([n] | [1, n], [_, cols]) if n == cols => Some(0),
+        _ => None,
+    }
+}
+
 fn rhs<F: Float>(nodes: &Nodes<F>, b: usize, tb: bool) -> Rhs<'_, F> {
     let node = &nodes[b];
     let (data, view) = (node.value().data(), View::of(&node.shape, tb));
@@ -548,14 +559,32 @@ impl<F: Float> Op<F> {
                 let (va, vb) = (val(*a), val(*b));
                 let out = matmul_shape(va.shape(), *ta, vb.shape(), *tb);
                 let batch = if out.len() == 3 { out[0] } else { 1 };
-                let (mut c, beta) = match add {
-                    Some(x) => (expand(val(*x), &out), F::ONE),
-                    // Every element is written: a product with beta 0 never reads C.
-                    None => (recycle::overwritten(numel(&out)), F::ZERO),
-                };
                 let a = (va.data(), View::of(va.shape(), *ta));
                 let c_view = View::of(&out, false);
-                kernels::matmul(batch, a, rhs(nodes, *b, *tb), (&mut c, c_view), beta);
+                let c = match add.map(&val) {
+                    // An addend of the output's shape, or one row of it, is read in place by the
+                    // kernel (C is then written whole); any other is broadcast into C first.
+                    Some(x) => match addend_row_stride(x.shape(), &out) {
+                        Some(rs) => {
+                            let mut c = recycle::overwritten(numel(&out));
+                            let b = rhs(nodes, *b, *tb);
+                            kernels::addmm(a, b, (&mut c, c_view), (x.data(), rs));
+                            c
+                        }
+                        None => {
+                            let mut c = expand(x, &out);
+                            let b = rhs(nodes, *b, *tb);
+                            kernels::matmul(batch, a, b, (&mut c, c_view), F::ONE);
+                            c
+                        }
+                    },
+                    // Every element is written: a product with beta 0 never reads C.
+                    None => {
+                        let mut c = recycle::overwritten(numel(&out));
+                        kernels::matmul(batch, a, rhs(nodes, *b, *tb), (&mut c, c_view), F::ZERO);
+                        c
+                    }
+                };
                 Tensor::new_unchecked(out, c)
             }
             Op::LstmCell { gates, c, acts } => {

@@ -1,7 +1,7 @@
 //! Plain numeric kernels over slices, no tape and no gradients, and the choice of which one runs:
-//! every matrix product enters through [`matmul`], which picks the packed or the general GEMM, and
-//! every kernel takes the widest instruction set [`cpu::simd`] allows. The op table calls these in
-//! forward and backward and never chooses.
+//! every matrix product enters through [`matmul`] (or [`addmm`]), which picks the packed or the
+//! general GEMM, and every kernel takes the widest instruction set [`cpu::simd`] allows. The op
+//! table calls these in forward and backward and never chooses.
 
 pub(crate) mod activation;
 pub(crate) mod axis;
@@ -20,6 +20,7 @@ use crate::float::Float;
 
 pub use cpu::kernel_path;
 pub(crate) use gemm::View;
+use packed::Onto;
 pub(crate) use packed::Packed;
 
 /// The most rows a product may have for the packed kernel to take it: a batch of hidden states,
@@ -45,18 +46,60 @@ pub(crate) fn matmul<F: Float>(
     c: (&mut [F], View),
     beta: F,
 ) {
-    match b {
+    match packed_weight(batch, a.1, &b, c.1) {
+        Some(packed) => packed::gemm(a.0, a.1, packed, c.0, c.1, beta),
+        None => gemm::gemm(batch, a, b.plain(), c, beta),
+    }
+}
+
+/// `C ← D + A·B` for 2-D row-major C [m, n] and D [m, n] of row stride `d.1` (0: one row added to
+/// every row of C), as PyTorch's `addmm`. Where the packed kernel takes the product it reads D
+/// in place; otherwise D is copied into C and the product added onto it. Either way each element
+/// is D plus the product, one rounding.
+pub(crate) fn addmm<F: Float>(
+    a: (&[F], View),
+    b: Rhs<'_, F>,
+    c: (&mut [F], View),
+    d: (&[F], usize),
+) {
+    let (m, n) = (c.1.rows, c.1.cols);
+    match packed_weight(1, a.1, &b, c.1) {
+        Some(packed) => packed::gemm_onto(a.0, a.1, packed, c.0, c.1, Onto::Other(d.0, d.1)),
+        None => {
+            for r in 0..m {
+                c.0[r * c.1.rs..][..n].copy_from_slice(&d.0[r * d.1..][..n]);
+            }
+            gemm::gemm(1, a, b.plain(), c, F::ONE);
+        }
+    }
+}
+
+/// The packed form of `b` when the packed kernel takes this product: a weight, one matrix, few
+/// rows, on a CPU that runs the kernel. Packed on first use.
+fn packed_weight<'a, F: Float>(
+    batch: usize,
+    va: View,
+    b: &Rhs<'a, F>,
+    vc: View,
+) -> Option<&'a Packed<F>> {
+    match *b {
         Rhs::Weight(data, vb, cache)
             if batch == 1
-                && a.1.rows <= packed::MAX_ROWS
-                && c.1.rows > 0
+                && va.rows <= packed::MAX_ROWS
+                && vc.rows > 0
                 && packed::available::<F>() =>
         {
-            let packed = cache.get_or_init(|| Packed::new(data, vb));
-            packed::gemm(a.0, a.1, packed, c.0, c.1, beta);
+            Some(cache.get_or_init(|| Packed::new(data, vb)))
         }
-        Rhs::Weight(data, vb, _) | Rhs::Plain(data, vb) => {
-            gemm::gemm(batch, a, (data, vb), c, beta)
+        _ => None,
+    }
+}
+
+impl<'a, F: Float> Rhs<'a, F> {
+    /// The matrix and its view, for the general GEMM.
+    fn plain(self) -> (&'a [F], View) {
+        match self {
+            Rhs::Weight(data, vb, _) | Rhs::Plain(data, vb) => (data, vb),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! A GEMM for few rows against a weight packed once: `C ← A·B + beta·C` with A of M ≤ 64 rows
-//! (a batch of hidden states) and B a weight read by every time step.
+//! A GEMM for few rows against a weight packed once: `C ← A·B + beta·C`, or `C ← A·B + D` with
+//! D read in place, with A of M ≤ 64 rows (a batch of hidden states) and B a weight read by
+//! every time step.
 //!
 //! A general GEMM packs both operands on every call; for an RNN's per-step product the weight is
 //! by far the larger one, and packing it again each step costs about a third of the product. Here
@@ -119,10 +120,45 @@ pub(crate) fn available<F: Float>() -> bool {
     (typed::is::<F, f32>() || typed::is::<F, f64>()) && simd() >= Simd::Avx2
 }
 
+/// What a product is added onto.
+#[derive(Clone, Copy)]
+pub(crate) enum Onto<'a, F> {
+    /// Nothing: `C ← A·B` (beta 0; C is never read).
+    Nothing,
+    /// C itself: `C ← A·B + C` (beta 1).
+    Itself,
+    /// `D`, of C's shape, row-major with row stride `rs` (0: one row added to every row of C):
+    /// `C ← A·B + D`, D read in place where a copy of it into C would otherwise come first.
+    Other(&'a [F], usize),
+}
+
 /// `C ← A·B + beta·C` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C;
 /// beta is 0 or 1. The caller checked [`available`].
 #[track_caller]
 pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: View, beta: F) {
+    assert!(
+        beta == F::ZERO || beta == F::ONE,
+        "packed matmul: beta must be 0 or 1, not {beta}"
+    );
+    let onto = if beta == F::ONE {
+        Onto::Itself
+    } else {
+        Onto::Nothing
+    };
+    gemm_onto(a, va, b, c, vc, onto);
+}
+
+/// `C ← A·B + onto` for 2-D A [m, k] (any strides, m ≤ `MAX_ROWS`), packed B and row-major C.
+/// The caller checked [`available`].
+#[track_caller]
+pub(crate) fn gemm_onto<F: Float>(
+    a: &[F],
+    va: View,
+    b: &Packed<F>,
+    c: &mut [F],
+    vc: View,
+    onto: Onto<'_, F>,
+) {
     let (m, k, n) = (va.rows, b.k, b.n);
     assert!(
         va.cols == k && vc.rows == m && vc.cols == n,
@@ -140,12 +176,13 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
         "packed matmul: C [{m}, {n}] must be row-major (column stride 1), not of column stride {}",
         vc.cs
     );
-    assert!(
-        beta == F::ZERO || beta == F::ONE,
-        "packed matmul: beta must be 0 or 1, not {beta}"
-    );
     assert_fits("A", va, a.len());
     assert_fits("C", vc, c.len());
+    if let Onto::Other(d, rs) = onto {
+        let mut vd = View::of(&[m, n], false);
+        vd.rs = rs;
+        assert_fits("the addend", vd, d.len());
+    }
     assert!(
         available::<F>(),
         "packed matmul: the packed kernel is not available here (AVX2 and FMA or wider only)"
@@ -153,7 +190,13 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
     // Chosen here, on the caller's thread, for the workers too.
     let path = simd();
     if k == 0 {
-        super::gemm::scale_by_beta(c, vc, beta);
+        match onto {
+            Onto::Nothing => super::gemm::scale_by_beta(c, vc, F::ZERO),
+            Onto::Itself => {}
+            Onto::Other(d, rs) => (0..m).for_each(|r| {
+                c[r * vc.rs..][..n].copy_from_slice(&d[r * rs..][..n]);
+            }),
+        }
         return;
     }
     let panels = n.div_ceil(NR);
@@ -173,7 +216,7 @@ pub(crate) fn gemm<F: Float>(a: &[F], va: View, b: &Packed<F>, c: &mut [F], vc: 
             // SAFETY: the views were checked to fit their slices, with k > 0; panel j writes only
             // columns [j·NR, j·NR + NR) of C, disjoint between threads; `path` is AVX2 or wider
             // (checked above).
-            unsafe { panel(a, va, b, j, c_ptr, vc, beta == F::ONE, path) }
+            unsafe { panel(a, va, b, j, c_ptr, vc, onto, path) }
         }
     };
     if parts > 1 {
@@ -197,41 +240,56 @@ unsafe fn panel<F: Float>(
     j: usize,
     c: super::gemm::SendPtr<F>,
     vc: View,
-    accumulate: bool,
+    onto: Onto<'_, F>,
     path: Simd,
 ) {
     let wide = path >= Simd::Avx512;
+    let c = c.0.wrapping_add(j * NR);
+    // The first block of k adds its product onto this (null: onto nothing), the later ones onto C.
+    let (first, first_rs) = match onto {
+        Onto::Nothing => (std::ptr::null(), 0),
+        Onto::Itself => (c.cast_const(), vc.rs),
+        Onto::Other(d, rs) => (d.as_ptr().wrapping_add(j * NR), rs),
+    };
     let at = Panel {
         k: b.k,
         cols: NR.min(b.n - j * NR),
         rows: va.rows,
         va,
         vc,
-        accumulate,
+        first_rs,
     };
     let b = b.data[j * b.k * NR..].as_ptr();
-    let c = c.0.wrapping_add(j * NR);
     // SAFETY: passed on from the caller; each branch passes F as the type it is, with the slice
     // width its kernel computes.
     unsafe {
         if typed::is::<F, f32>() {
-            let (a, b, c) = (a.as_ptr().cast(), b.cast(), c.cast());
+            let (a, b, c, first) = (a.as_ptr().cast(), b.cast(), c.cast(), first.cast());
             match wide {
-                true => slices(at, a, b, c, NR, MR, row_block),
-                false => slices(at, a, b, c, 16, MR_AVX2, row_block_avx2),
+                true => slices(at, a, b, c, first, NR, MR, row_block),
+                false => slices(at, a, b, c, first, 16, MR_AVX2, row_block_avx2),
             }
         } else {
-            let (a, b, c) = (a.as_ptr().cast(), b.cast(), c.cast());
+            let (a, b, c, first) = (a.as_ptr().cast(), b.cast(), c.cast(), first.cast());
             match wide {
-                true => slices(at, a, b, c, SLICE_F64, MR_F64, row_block_f64),
-                false => slices(at, a, b, c, SLICE_F64_AVX2, MR_F64_AVX2, row_block_f64_avx2),
+                true => slices(at, a, b, c, first, SLICE_F64, MR_F64, row_block_f64),
+                false => slices(
+                    at,
+                    a,
+                    b,
+                    c,
+                    first,
+                    SLICE_F64_AVX2,
+                    MR_F64_AVX2,
+                    row_block_f64_avx2,
+                ),
             }
         }
     }
 }
 
 /// One panel's product: k steps, its valid columns, the rows of A, the views of A and C, and
-/// whether C is added onto.
+/// the row stride of what the first block of k adds onto.
 #[derive(Clone, Copy)]
 struct Panel {
     k: usize,
@@ -239,21 +297,24 @@ struct Panel {
     rows: usize,
     va: View,
     vc: View,
-    accumulate: bool,
+    first_rs: usize,
 }
 
 /// The panel at `bp` times A into C's columns from `c` on: each slice of `width` columns in
 /// turn, in blocks of KC steps of k (held in L1 while every row block reads them), `mr` rows at a
-/// time through `block`.
+/// time through `block`. The first block adds onto `first` (null: nothing), the others onto C.
 ///
 /// # Safety
-/// As for [`panel`]; `c` points at the panel's first column of C's row 0, and `block` computes
-/// `width` columns (`width` divides NR).
+/// As for [`panel`]; `c` points at the panel's first column of C's row 0, `first` (unless null)
+/// at the panel's first column of the checked addend's row 0, and `block` computes `width`
+/// columns (`width` divides NR).
+#[allow(clippy::too_many_arguments)]
 unsafe fn slices<T>(
     at: Panel,
     a: *const T,
     bp: *const T,
     c: *mut T,
+    first: *const T,
     width: usize,
     mr: usize,
     block: unsafe fn(usize, ArgsOf<T>),
@@ -264,11 +325,14 @@ unsafe fn slices<T>(
         rows: m,
         va,
         vc,
-        accumulate,
+        first_rs,
     } = at;
     for k0 in (0..k).step_by(KC) {
         let kc = KC.min(k - k0);
-        let accumulate = accumulate || k0 > 0;
+        let (onto, rso) = match k0 {
+            0 => (first, first_rs),
+            _ => (c.cast_const(), vc.rs),
+        };
         for s in 0..NR / width {
             let part = cols.saturating_sub(width * s).min(width);
             if part == 0 {
@@ -282,10 +346,11 @@ unsafe fn slices<T>(
                     let ai = a.add(i * va.rs + k0 * va.cs);
                     let bk = bp.add(k0 * NR + width * s);
                     let ci = c.add(i * vc.rs + width * s);
-                    block(
-                        m - i,
-                        (kc, ai, va.rs, va.cs, bk, ci, vc.rs, part, accumulate),
-                    );
+                    let oi = match onto.is_null() {
+                        true => onto,
+                        false => onto.add(i * rso + width * s),
+                    };
+                    block(m - i, (kc, ai, va.rs, va.cs, bk, ci, vc.rs, part, oi, rso));
                 }
             }
         }
@@ -369,7 +434,7 @@ unsafe fn row_block_avx2(rows: usize, args: Args) {
 }
 
 /// (k, A, A's row stride, A's column stride, packed panel, C, C's row stride, valid columns,
-/// accumulate onto C).
+/// what the product is added onto (null: nothing; may be C), its row stride).
 type ArgsOf<T> = (
     usize,
     *const T,
@@ -379,14 +444,15 @@ type ArgsOf<T> = (
     *mut T,
     usize,
     usize,
-    bool,
+    *const T,
+    usize,
 );
 type Args = ArgsOf<f32>;
 
 /// R rows × 32 columns of C from R rows of A and one panel: 2R accumulators of 16 lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate): Args) {
+unsafe fn kernel<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, onto, rso): Args) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     for p in 0..k {
@@ -414,16 +480,14 @@ unsafe fn kernel<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate):
             if m == 0 {
                 continue;
             }
-            // SAFETY: lane 0 is column 16h < cols of row r, inside C; masked lanes are neither
-            // read nor written.
+            // SAFETY: lane 0 is column 16h < cols of row r, inside C and (unless null) inside
+            // what is added onto; masked lanes are neither read nor written.
             unsafe {
-                let dst = c.add(r * rsc + 16 * h);
-                let v = if accumulate {
-                    _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, dst))
-                } else {
-                    v
+                let v = match onto.is_null() {
+                    true => v,
+                    false => _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, onto.add(r * rso + 16 * h))),
                 };
-                _mm512_mask_storeu_ps(dst, m, v);
+                _mm512_mask_storeu_ps(c.add(r * rsc + 16 * h), m, v);
             }
         }
     }
@@ -433,7 +497,7 @@ unsafe fn kernel<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate):
 /// accumulators of 8 lanes. `cols` ≤ 16 columns are valid.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate): Args) {
+unsafe fn kernel_avx2<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, onto, rso): Args) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); 2]; R];
     for p in 0..k {
@@ -457,23 +521,22 @@ unsafe fn kernel_avx2<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumul
             if n == 0 {
                 continue;
             }
-            // SAFETY: lane 0 is column 8h < cols of row r, inside C; with n < 8 the masked
-            // lanes are neither read nor written; the mask window lies inside LANES.
+            // SAFETY: lane 0 is column 8h < cols of row r, inside C and (unless null) inside
+            // what is added onto; with n < 8 the masked lanes are neither read nor written; the
+            // mask window lies inside LANES.
             unsafe {
-                let dst = c.add(r * rsc + 8 * h);
+                let (dst, src) = (c.add(r * rsc + 8 * h), onto.wrapping_add(r * rso + 8 * h));
                 if n == 8 {
-                    let v = if accumulate {
-                        _mm256_add_ps(v, _mm256_loadu_ps(dst))
-                    } else {
-                        v
+                    let v = match onto.is_null() {
+                        true => v,
+                        false => _mm256_add_ps(v, _mm256_loadu_ps(src)),
                     };
                     _mm256_storeu_ps(dst, v);
                 } else {
                     let m = _mm256_loadu_si256(LANES.as_ptr().add(8 - n).cast());
-                    let v = if accumulate {
-                        _mm256_add_ps(v, _mm256_maskload_ps(dst, m))
-                    } else {
-                        v
+                    let v = match onto.is_null() {
+                        true => v,
+                        false => _mm256_add_ps(v, _mm256_maskload_ps(src, m)),
                     };
                     _mm256_maskstore_ps(dst, m, v);
                 }
@@ -486,7 +549,7 @@ unsafe fn kernel_avx2<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumul
 /// 2R accumulators of 8 lanes. `cols` ≤ 16 columns are valid.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel_f64<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumulate): ArgsOf<f64>) {
+unsafe fn kernel_f64<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, onto, rso): ArgsOf<f64>) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm512_setzero_pd(); 2]; R];
     for p in 0..k {
@@ -515,16 +578,14 @@ unsafe fn kernel_f64<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumula
             if m == 0 {
                 continue;
             }
-            // SAFETY: lane 0 is column 8h < cols of row r, inside C; masked lanes are neither
-            // read nor written.
+            // SAFETY: lane 0 is column 8h < cols of row r, inside C and (unless null) inside
+            // what is added onto; masked lanes are neither read nor written.
             unsafe {
-                let dst = c.add(r * rsc + 8 * h);
-                let v = if accumulate {
-                    _mm512_add_pd(v, _mm512_maskz_loadu_pd(m, dst))
-                } else {
-                    v
+                let v = match onto.is_null() {
+                    true => v,
+                    false => _mm512_add_pd(v, _mm512_maskz_loadu_pd(m, onto.add(r * rso + 8 * h))),
                 };
-                _mm512_mask_storeu_pd(dst, m, v);
+                _mm512_mask_storeu_pd(c.add(r * rsc + 8 * h), m, v);
             }
         }
     }
@@ -535,7 +596,7 @@ unsafe fn kernel_f64<const R: usize>((k, a, rsa, csa, bp, c, rsc, cols, accumula
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn kernel_f64_avx2<const R: usize>(
-    (k, a, rsa, csa, bp, c, rsc, cols, accumulate): ArgsOf<f64>,
+    (k, a, rsa, csa, bp, c, rsc, cols, onto, rso): ArgsOf<f64>,
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_pd(); 2]; R];
@@ -559,23 +620,22 @@ unsafe fn kernel_f64_avx2<const R: usize>(
             if n == 0 {
                 continue;
             }
-            // SAFETY: lane 0 is column 4h < cols of row r, inside C; with n < 4 the masked
-            // lanes are neither read nor written; the mask window lies inside LANES.
+            // SAFETY: lane 0 is column 4h < cols of row r, inside C and (unless null) inside
+            // what is added onto; with n < 4 the masked lanes are neither read nor written; the
+            // mask window lies inside LANES.
             unsafe {
-                let dst = c.add(r * rsc + 4 * h);
+                let (dst, src) = (c.add(r * rsc + 4 * h), onto.wrapping_add(r * rso + 4 * h));
                 if n == 4 {
-                    let v = if accumulate {
-                        _mm256_add_pd(v, _mm256_loadu_pd(dst))
-                    } else {
-                        v
+                    let v = match onto.is_null() {
+                        true => v,
+                        false => _mm256_add_pd(v, _mm256_loadu_pd(src)),
                     };
                     _mm256_storeu_pd(dst, v);
                 } else {
                     let m = _mm256_loadu_si256(LANES.as_ptr().add(4 - n).cast());
-                    let v = if accumulate {
-                        _mm256_add_pd(v, _mm256_maskload_pd(dst, m))
-                    } else {
-                        v
+                    let v = match onto.is_null() {
+                        true => v,
+                        false => _mm256_add_pd(v, _mm256_maskload_pd(src, m)),
                     };
                     _mm256_maskstore_pd(dst, m, v);
                 }
@@ -609,8 +669,18 @@ mod tests {
     use super::*;
     use crate::kernels::cpu::for_each_simd;
     use crate::kernels::gemm as general;
+    use crate::kernels::{addmm, Rhs};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+    use std::cell::OnceCell;
+
+    /// What a case's product is added onto: beta·C, or an addend D read at a row stride (0: one
+    /// row for all), as `addmm` passes it.
+    #[derive(Clone, Copy, Debug)]
+    enum Add {
+        Beta(f32),
+        Rows(usize),
+    }
 
     /// One product's operands and the definition's C in f64.
     struct Case {
@@ -621,7 +691,8 @@ mod tests {
         vb: View,
         c0: Vec<f32>,
         vc: View,
-        beta: f32,
+        add: Add,
+        d: Vec<f32>,
         want: Vec<f64>,
     }
 
@@ -640,13 +711,25 @@ mod tests {
             // Three blocks of k (KC, KC and a ragged rest), accumulated onto C between them.
             (9, 2 * KC + 88, 40),
         ] {
-            for (ta, tb, beta) in [(false, true, 0.0), (true, false, 1.0), (false, false, 1.0)] {
+            let layouts = [
+                (false, true, Add::Beta(0.0)),
+                (true, false, Add::Beta(1.0)),
+                (false, false, Add::Beta(1.0)),
+                (false, true, Add::Rows(n)),
+                (false, true, Add::Rows(0)),
+                (true, false, Add::Rows(n + 5)),
+            ];
+            for (ta, tb, add) in layouts {
                 let sa: &[usize] = if ta { &[k, m] } else { &[m, k] };
                 let sb: &[usize] = if tb { &[n, k] } else { &[k, n] };
                 let mut rand = |len: usize| -> Vec<f32> {
                     (0..len).map(|_| rng.random_range(-1.0..1.0)).collect()
                 };
                 let (a, b, c0) = (rand(m * k), rand(k * n), rand(m * n));
+                let d = match add {
+                    Add::Beta(_) => Vec::new(),
+                    Add::Rows(rs) => rand((m - 1) * rs + n),
+                };
                 let (va, vb, vc) = (View::of(sa, ta), View::of(sb, tb), View::of(&[m, n], false));
                 let want = (0..m * n)
                     .map(|e| {
@@ -656,10 +739,13 @@ mod tests {
                                 a[i * va.rs + p * va.cs] as f64 * b[p * vb.rs + j * vb.cs] as f64
                             })
                             .sum::<f64>()
-                            + beta as f64 * c0[e] as f64
+                            + match add {
+                                Add::Beta(beta) => beta as f64 * c0[e] as f64,
+                                Add::Rows(rs) => d[i * rs + j] as f64,
+                            }
                     })
                     .collect();
-                let label = format!("{m}×{k}×{n} (ta {ta}, tb {tb}, beta {beta})");
+                let label = format!("{m}×{k}×{n} (ta {ta}, tb {tb}, {add:?})");
                 cases.push(Case {
                     label,
                     a,
@@ -668,7 +754,8 @@ mod tests {
                     vb,
                     c0,
                     vc,
-                    beta,
+                    add,
+                    d,
                     want,
                 });
             }
@@ -679,7 +766,8 @@ mod tests {
     /// A parameter's product with few rows, as the engine runs it on each path this CPU allows:
     /// the packed kernel with AVX-512 or AVX2, otherwise the general GEMM. Against the definition in f64,
     /// over ragged rows and columns, an empty inner dimension, both layouts of A and B, beta 0
-    /// and 1, and products large enough to be split across threads.
+    /// and 1, an addend read in place (`addmm`: its own rows, one row for all, a wider stride),
+    /// and products large enough to be split across threads.
     #[test]
     fn packed_gemm_and_its_fallback_equal_the_definition() {
         let cases = cases();
@@ -690,12 +778,20 @@ mod tests {
                 assert_eq!(available::<f32>(), s >= Simd::Avx2, "{s:?}");
                 for case in &cases {
                     let mut c = case.c0.clone();
-                    if available::<f32>() {
-                        let b = Packed::new(&case.b, case.vb);
-                        gemm(&case.a, case.va, &b, &mut c, case.vc, case.beta);
-                    } else {
-                        let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
-                        general::gemm(1, a, b, (&mut c, case.vc), case.beta);
+                    match case.add {
+                        Add::Beta(beta) if available::<f32>() => {
+                            let b = Packed::new(&case.b, case.vb);
+                            gemm(&case.a, case.va, &b, &mut c, case.vc, beta);
+                        }
+                        Add::Beta(beta) => {
+                            let (a, b) = ((&case.a[..], case.va), (&case.b[..], case.vb));
+                            general::gemm(1, a, b, (&mut c, case.vc), beta);
+                        }
+                        Add::Rows(rs) => {
+                            let b = Rhs::Weight(&case.b, case.vb, &OnceCell::new());
+                            let d = (&case.d[..], rs);
+                            addmm((&case.a, case.va), b, (&mut c, case.vc), d);
+                        }
                     }
                     let k = case.va.cols as f64;
                     for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
@@ -723,13 +819,20 @@ mod tests {
                 for case in &cases {
                     let widen = |x: &[f32]| x.iter().map(|&v| v as f64).collect::<Vec<f64>>();
                     let (a, b, mut c) = (widen(&case.a), widen(&case.b), widen(&case.c0));
-                    let beta = case.beta as f64;
-                    if available::<f64>() {
-                        let packed = Packed::new(&b, case.vb);
-                        gemm(&a, case.va, &packed, &mut c, case.vc, beta);
-                    } else {
-                        let (a, b) = ((&a[..], case.va), (&b[..], case.vb));
-                        general::gemm(1, a, b, (&mut c, case.vc), beta);
+                    match case.add {
+                        Add::Beta(beta) if available::<f64>() => {
+                            let packed = Packed::new(&b, case.vb);
+                            gemm(&a, case.va, &packed, &mut c, case.vc, beta as f64);
+                        }
+                        Add::Beta(beta) => {
+                            let (a, b) = ((&a[..], case.va), (&b[..], case.vb));
+                            general::gemm(1, a, b, (&mut c, case.vc), beta as f64);
+                        }
+                        Add::Rows(rs) => {
+                            let b = Rhs::Weight(&b, case.vb, &OnceCell::new());
+                            let d = widen(&case.d);
+                            addmm((&a, case.va), b, (&mut c, case.vc), (&d, rs));
+                        }
                     }
                     let k = case.va.cols as f64;
                     for (e, (&got, &want)) in c.iter().zip(&case.want).enumerate() {
@@ -774,6 +877,16 @@ mod tests {
             View::of(&[3, 4], false),
             0.0,
         );
+    }
+
+    #[test]
+    #[should_panic(
+        expected = "packed matmul: the addend [3, 4] with strides (5, 1) needs 14 elements"
+    )]
+    fn an_addend_past_its_buffer_panics_naming_it() {
+        let b = Packed::new(&[0.0f32; 2 * 4], View::of(&[2, 4], false));
+        let (a, va, vc) = ([0.0; 6], View::of(&[3, 2], false), View::of(&[3, 4], false));
+        gemm_onto(&a, va, &b, &mut [0.0; 12], vc, Onto::Other(&[0.0; 13], 5));
     }
 
     #[test]
