@@ -438,8 +438,9 @@ fn custom_op_gradient_checks() {
     check(|t, v| t.custom(Cube, &[v[0]]) * v[0], &[x]);
 }
 
-/// Large enough that the cells' forward kernels run in bands of rows on every thread (37 rows,
-/// odd, so the bands differ in size): still equal to the composed step.
+/// Large enough that the cells' kernels run in bands of rows on every thread (37 rows, odd, so
+/// the bands differ in size), forward and, for the LSTM's gate gradients, backward: still equal
+/// to the composed step.
 #[test]
 fn fused_cells_split_across_threads_equal_the_composed_step() {
     let mut r = rng(18);
@@ -450,6 +451,12 @@ fn fused_cells_split_across_threads_equal_the_composed_step() {
     let ((h1, c1), (h2, c2)) = (gates.lstm_cell(c), lstm_composed(gates, c));
     assert_close(&h1.value(), &h2.value(), 1e-15);
     assert_close(&c1.value(), &c2.value(), 1e-15);
+    // Upstream gradients that differ from row to row, so a band reading another's rows shows.
+    let w = tape.var(uniform(&[b, h], -1.0, 1.0, &mut r));
+    let fused = ((h1 * w).sum() + (c1 * c1).sum()).backward();
+    let composed = ((h2 * w).sum() + (c2 * c2).sum()).backward();
+    assert_close(&fused[gates], &composed[gates], 1e-14);
+    assert_close(&fused[c], &composed[c], 1e-14);
     let xp = tape.var(uniform(&[b, 3 * h], -2.0, 2.0, &mut r));
     let hp = tape.var(uniform(&[b, 3 * h], -2.0, 2.0, &mut r));
     let h0 = tape.var(uniform(&[b, h], -1.0, 1.0, &mut r));

@@ -998,13 +998,19 @@ impl<F: Float> Op<F> {
             // With i f g o the activated gates (`acts`), c' = f⊙c + i⊙g, and "pre" the gate before
             // its activation: d(i pre) = dc'⊙g⊙i(1 - i), d(f pre) = dc'⊙c⊙f(1 - f),
             // d(g pre) = dc'⊙i⊙(1 - g²), dc = dc'⊙f. kernels::cells runs each input's in one pass.
+            // Rows are independent: the gate gradients run in bands of rows, as forward does.
             Op::LstmCell { gates, c, acts } => {
-                let h = nodes[*c].shape[1];
+                let (rows, h) = (nodes[*c].shape[0], nodes[*c].shape[1]);
+                let (a, cv) = (acts.data(), val(*c).data());
                 if let Some(dg) = sink.acc(*gates) {
-                    cells::lstm_cell_dgates(h, gd, acts.data(), val(*c).data(), dg);
+                    pool::row_bands(rows, 4 * h, [dg], |r, [dg]| {
+                        let (g, c) = (&gd[r * h..], &cv[r * h..]);
+                        cells::lstm_cell_dgates(h, g, &a[r * 4 * h..], c, dg);
+                    });
                 }
+                // One multiply per element: not worth a hand-off.
                 if let Some(dc) = sink.acc(*c) {
-                    cells::lstm_cell_dc(h, gd, acts.data(), dc);
+                    cells::lstm_cell_dc(h, gd, a, dc);
                 }
             }
             // h' = o⊙tanh(c'): d(o pre) = dh'⊙tanh(c')⊙o(1 - o), dc' = dh'⊙o⊙(1 - tanh²(c')).
@@ -1013,12 +1019,17 @@ impl<F: Float> Op<F> {
                 gates,
                 tanh_c,
             } => {
-                let (h, acts) = (out[1], lstm_acts(nodes, *cell));
+                let (rows, h) = (out[0], out[1]);
+                let (a, tc) = (lstm_acts(nodes, *cell), tanh_c.data());
+                // Only the o block's h columns a row.
                 if let Some(dg) = sink.acc(*gates) {
-                    cells::lstm_hidden_dgates(h, gd, acts, tanh_c.data(), dg);
+                    pool::row_bands(rows, h, [dg], |r, [dg]| {
+                        let (g, tc) = (&gd[r * h..], &tc[r * h..]);
+                        cells::lstm_hidden_dgates(h, g, &a[r * 4 * h..], tc, dg);
+                    });
                 }
                 if let Some(dc) = sink.acc(*cell) {
-                    cells::lstm_hidden_dc(h, gd, acts, tanh_c.data(), dc);
+                    cells::lstm_hidden_dc(h, gd, a, tc, dc);
                 }
             }
             // With r z n the activated gates (`acts`) and h' = n + z⊙(h - n):
