@@ -439,8 +439,8 @@ fn custom_op_gradient_checks() {
 }
 
 /// Large enough that the cells' kernels run in bands of rows on every thread (37 rows, odd, so
-/// the bands differ in size), forward and, for the LSTM's gate gradients, backward: still equal
-/// to the composed step.
+/// the bands differ in size), forward and backward (the LSTM's gate gradients, the GRU's dxp and
+/// dhp): still equal to the composed step.
 #[test]
 fn fused_cells_split_across_threads_equal_the_composed_step() {
     let mut r = rng(18);
@@ -460,9 +460,14 @@ fn fused_cells_split_across_threads_equal_the_composed_step() {
     let xp = tape.var(uniform(&[b, 3 * h], -2.0, 2.0, &mut r));
     let hp = tape.var(uniform(&[b, 3 * h], -2.0, 2.0, &mut r));
     let h0 = tape.var(uniform(&[b, h], -1.0, 1.0, &mut r));
-    assert_close(
-        &xp.gru_cell(hp, h0).value(),
-        &gru_composed(xp, hp, h0).value(),
-        1e-15,
+    let (fused_h, composed_h) = (xp.gru_cell(hp, h0), gru_composed(xp, hp, h0));
+    assert_close(&fused_h.value(), &composed_h.value(), 1e-15);
+    let w = tape.var(uniform(&[b, h], -1.0, 1.0, &mut r));
+    let (fused, composed) = (
+        (fused_h * w).sum().backward(),
+        (composed_h * w).sum().backward(),
     );
+    for v in [xp, hp, h0] {
+        assert_close(&fused[v], &composed[v], 1e-14);
+    }
 }

@@ -1036,12 +1036,22 @@ impl<F: Float> Op<F> {
             // d(n pre) = dh'⊙(1 - z)⊙(1 - n²), d(z pre) = dh'⊙(h - n)⊙z(1 - z),
             // d(r pre) = d(n pre)⊙h_n⊙r(1 - r). Each pre-activation is x_k + h_k, but n's is
             // x_n + r⊙h_n: dxp = d(pre), dhp = d(pre) with its n block times r; dh = dh'⊙z.
+            // Rows are independent: dxp and dhp run in bands of rows, as forward does.
             Op::GruCell { xp, hp, h, acts } => {
-                let (hs, a) = (out[1], acts.data());
-                let dxp = cells::gru_dxp(hs, gd, a, val(*hp).data(), val(*h).data());
+                let (rows, hs, a) = (out[0], out[1], acts.data());
+                let (hpv, hv) = (val(*hp).data(), val(*h).data());
+                let mut dxp = recycle::overwritten(a.len());
+                pool::row_bands(rows, 3 * hs, [&mut dxp[..]], |r, [d]| {
+                    let (g, a, hp) = (&gd[r * hs..], &a[r * 3 * hs..], &hpv[r * 3 * hs..]);
+                    cells::gru_dxp(hs, g, a, hp, &hv[r * hs..], d);
+                });
                 if let Some(d) = sink.acc(*hp) {
-                    cells::gru_dhp(hs, &dxp, a, d);
+                    pool::row_bands(rows, 3 * hs, [d], |r, [d]| {
+                        let w = 3 * hs;
+                        cells::gru_dhp(hs, &dxp[r * w..], &a[r * w..], d);
+                    });
                 }
+                // One multiply per element: not worth a hand-off.
                 if let Some(d) = sink.acc(*h) {
                     cells::gru_dh(hs, gd, a, d);
                 }

@@ -6,7 +6,6 @@
 use crate::float::Float;
 use crate::kernels::activation::{self, avx2_copy};
 use crate::recycle;
-use crate::tensor::zeroed;
 
 /// σ'(x) from y = σ(x).
 #[inline(always)]
@@ -191,11 +190,10 @@ avx2_copy! {
 }
 
 avx2_copy! {
-    /// Backward of [`gru_cell`] given `g` = ∂L/∂h': returns ∂L/∂xp [B, 3H] (each gate's
-    /// pre-activation gradient); ∂L/∂hp equals it with the n block multiplied by r
-    /// ([`gru_dhp`]), and ∂L/∂h = g⊙z ([`gru_dh`]).
-    pub(crate) fn gru_dxp<F: Float>(hs: usize, g: &[F], acts: &[F], hp: &[F], h: &[F]) -> Vec<F> {
-        let mut d = zeroed(acts.len());
+    /// Backward of [`gru_cell`] given `g` = ∂L/∂h': writes ∂L/∂xp [B, 3H] (each gate's
+    /// pre-activation gradient) into every element of `d`; ∂L/∂hp equals it with the n block
+    /// multiplied by r ([`gru_dhp`]), and ∂L/∂h = g⊙z ([`gru_dh`]).
+    pub(crate) fn gru_dxp<F: Float>(hs: usize, g: &[F], acts: &[F], hp: &[F], h: &[F], d: &mut [F]) {
         let rows = acts.chunks_exact(3 * hs).zip(hp.chunks_exact(3 * hs));
         let ins = g.chunks_exact(hs).zip(h.chunks_exact(hs));
         for (((act, hp), d), (g, h)) in rows.zip(d.chunks_exact_mut(3 * hs)).zip(ins) {
@@ -214,7 +212,6 @@ avx2_copy! {
                 *dr = dn * hn * dsigmoid(r);
             }
         }
-        d
     }
 }
 
@@ -249,6 +246,7 @@ avx2_copy! {
 mod tests {
     use super::*;
     use crate::kernels::cpu::{for_each_simd, Simd};
+    use crate::tensor::zeroed;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
@@ -309,7 +307,8 @@ mod tests {
 
         let (mut gru_acts, mut gru_h_next) = (zeroed(B * 3 * H), zeroed(B * H));
         gru_cell(H, &x.xp, &x.hp, &x.h, &mut gru_acts, &mut gru_h_next);
-        let dxp = gru_dxp(H, &x.g, &gru_acts, &x.hp, &x.h);
+        let mut dxp = zeroed(B * 3 * H);
+        gru_dxp(H, &x.g, &gru_acts, &x.hp, &x.h, &mut dxp);
         let (mut d_hp, mut d_h) = (x.d_hp.clone(), x.d_h.clone());
         gru_dhp(H, &dxp, &gru_acts, &mut d_hp);
         gru_dh(H, &x.g, &gru_acts, &mut d_h);
