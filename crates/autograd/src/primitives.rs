@@ -322,8 +322,6 @@ fn map_into<F: Float>(sink: &mut impl Sink<F>, i: usize, g: &[F], f: impl Fn(usi
     }
 }
 
-/// Node `b`'s value as the right operand of a product, transposed if `tb`: a parameter is a
-/// weight, which many products read.
 /// The row stride at which `addmm` reads an addend of shape `x` in place for an output of shape
 /// `out`: its own rows when it has the output's shape, 0 when it is one row ([n] or [1, n]) of
 /// a 2-D output. None for any other broadcast, which is copied into the output first.
@@ -335,6 +333,8 @@ fn addend_row_stride(x: &[usize], out: &[usize]) -> Option<usize> {
     }
 }
 
+/// Node `b`'s value as the right operand of a product, transposed if `tb`: a parameter is a
+/// weight, which many products read.
 fn rhs<F: Float>(nodes: &Nodes<F>, b: usize, tb: bool) -> Rhs<'_, F> {
     let node = &nodes[b];
     let (data, view) = (node.value().data(), View::of(&node.shape, tb));
