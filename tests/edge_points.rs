@@ -314,3 +314,47 @@ fn products_over_no_rows_give_empty_outputs_and_zero_weight_gradients() {
     let g = x.matmul(tape.param(&w).t().t()).sum().backward();
     assert_same("the weight's gradient, read transposed", &g[&w], &[0.0; 20]);
 }
+
+/// The fused cells over states of no columns ([B, 0], as `torch.empty(3, 0)` gives): empty
+/// outputs and empty gradients, as every element-wise op on empty tensors, not a panic inside a
+/// kernel.
+#[test]
+fn the_fused_cells_over_no_columns_give_empty_values_and_gradients() {
+    let tape = Tape::<f64>::new();
+    let (gates, c) = (
+        tape.var(Tensor::zeros(&[3, 0])),
+        tape.var(Tensor::zeros(&[3, 0])),
+    );
+    let (h, c_next) = gates.lstm_cell(c);
+    assert_eq!(
+        (&h.shape()[..], &c_next.shape()[..]),
+        (&[3, 0][..], &[3, 0][..])
+    );
+    let grads = (h.sum() + c_next.sum()).backward();
+    assert_eq!(
+        (grads[gates].shape(), grads[c].shape()),
+        (&[3, 0][..], &[3, 0][..])
+    );
+
+    let xp = tape.var(Tensor::zeros(&[3, 0]));
+    let (hp, h0) = (
+        tape.var(Tensor::zeros(&[3, 0])),
+        tape.var(Tensor::zeros(&[3, 0])),
+    );
+    let h1 = xp.gru_cell(hp, h0);
+    assert_eq!(&h1.shape()[..], &[3, 0]);
+    let grads = h1.sum().backward();
+    for v in [xp, hp, h0] {
+        assert_eq!(grads[v].shape(), &[3, 0]);
+    }
+}
+
+/// A layer of hidden size 0 is refused where it is built, as `torch.nn.LSTM(4, 0)` refuses it
+/// (`hidden_size must be greater than zero`), not deep in its initialisation.
+#[test]
+#[should_panic(expected = "recurrent: hidden_size must be greater than zero, got 0")]
+fn a_layer_of_hidden_size_zero_is_refused_where_it_is_built() {
+    use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+    use rewind::nn::{Lstm, RecurrentConfig};
+    Lstm::new(RecurrentConfig::new(4, 0), &mut StdRng::seed_from_u64(0));
+}

@@ -226,6 +226,11 @@ fn layers<C>(config: &RecurrentConfig, mut make: impl FnMut(usize, usize) -> C) 
         config.num_layers >= 1,
         "recurrent: needs at least one layer, got num_layers = 0"
     );
+    // As torch.nn.RNNBase refuses it; the initialisation's bound 1/√H would be infinite.
+    assert!(
+        config.hidden_size >= 1,
+        "recurrent: hidden_size must be greater than zero, got 0"
+    );
     let (d, h) = (config.directions(), config.hidden_size);
     (0..config.num_layers)
         .map(|layer| {

@@ -29,6 +29,10 @@ avx2_copy! {
         acts: &mut [F],
         c_next: &mut [F],
     ) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if h == 0 {
+            return;
+        }
         let rows = gates.chunks_exact(4 * h).zip(acts.chunks_exact_mut(4 * h));
         for ((pre, act), (c, cn)) in rows.zip(c.chunks_exact(h).zip(c_next.chunks_exact_mut(h))) {
             activation::sigmoid(&pre[..2 * h], &mut act[..2 * h]);
@@ -51,6 +55,10 @@ avx2_copy! {
         tanh_c: &mut [F],
         h_next: &mut [F],
     ) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if h == 0 {
+            return;
+        }
         activation::tanh(c_next, tanh_c);
         let rows = acts.chunks_exact(4 * h).zip(tanh_c.chunks_exact(h));
         for ((act, tc), out) in rows.zip(h_next.chunks_exact_mut(h)) {
@@ -71,6 +79,10 @@ avx2_copy! {
         tanh_c: &[F],
         d_gates: &mut [F],
     ) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if h == 0 {
+            return;
+        }
         let rows = acts
             .chunks_exact(4 * h)
             .zip(d_gates.chunks_exact_mut(4 * h));
@@ -96,6 +108,10 @@ avx2_copy! {
         tanh_c: &[F],
         d_c_next: &mut [F],
     ) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if h == 0 {
+            return;
+        }
         let rows = acts.chunks_exact(4 * h).zip(d_c_next.chunks_exact_mut(h));
         for ((act, dc), (g, tc)) in rows.zip(g.chunks_exact(h).zip(tanh_c.chunks_exact(h))) {
             for ((d, &o), (&g, &tc)) in dc.iter_mut().zip(&act[3 * h..]).zip(g.iter().zip(tc)) {
@@ -115,6 +131,10 @@ avx2_copy! {
         c: &[F],
         d_gates: &mut [F],
     ) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if h == 0 {
+            return;
+        }
         let rows = acts
             .chunks_exact(4 * h)
             .zip(d_gates.chunks_exact_mut(4 * h));
@@ -140,6 +160,10 @@ avx2_copy! {
 avx2_copy! {
     /// Backward of [`lstm_cell`]: adds ∂L/∂c = g⊙σ(f) into `d_c` [B, H].
     pub(crate) fn lstm_cell_dc<F: Float>(h: usize, g: &[F], acts: &[F], d_c: &mut [F]) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if h == 0 {
+            return;
+        }
         let rows = acts.chunks_exact(4 * h).zip(d_c.chunks_exact_mut(h));
         for ((act, dc), g) in rows.zip(g.chunks_exact(h)) {
             for ((d, &f), &g) in dc.iter_mut().zip(&act[h..2 * h]).zip(g) {
@@ -161,6 +185,10 @@ avx2_copy! {
         acts: &mut [F],
         h_next: &mut [F],
     ) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if hs == 0 {
+            return;
+        }
         let rows = xp.chunks_exact(3 * hs).zip(hp.chunks_exact(3 * hs));
         let outs = acts
             .chunks_exact_mut(3 * hs)
@@ -194,6 +222,10 @@ avx2_copy! {
     /// pre-activation gradient) into every element of `d`; ∂L/∂hp equals it with the n block
     /// multiplied by r ([`gru_dhp`]), and ∂L/∂h = g⊙z ([`gru_dh`]).
     pub(crate) fn gru_dxp<F: Float>(hs: usize, g: &[F], acts: &[F], hp: &[F], h: &[F], d: &mut [F]) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if hs == 0 {
+            return;
+        }
         let rows = acts.chunks_exact(3 * hs).zip(hp.chunks_exact(3 * hs));
         let ins = g.chunks_exact(hs).zip(h.chunks_exact(hs));
         for (((act, hp), d), (g, h)) in rows.zip(d.chunks_exact_mut(3 * hs)).zip(ins) {
@@ -218,6 +250,10 @@ avx2_copy! {
 avx2_copy! {
     /// ∂L/∂hp from ∂L/∂xp: the r and z blocks are the same, the n block is multiplied by r.
     pub(crate) fn gru_dhp<F: Float>(hs: usize, dxp: &[F], acts: &[F], d_hp: &mut [F]) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if hs == 0 {
+            return;
+        }
         let rows = dxp.chunks_exact(3 * hs).zip(acts.chunks_exact(3 * hs));
         for ((dx, act), d) in rows.zip(d_hp.chunks_exact_mut(3 * hs)) {
             for (d, &dx) in d[..2 * hs].iter_mut().zip(&dx[..2 * hs]) {
@@ -233,6 +269,10 @@ avx2_copy! {
 avx2_copy! {
     /// ∂L/∂h += g⊙z.
     pub(crate) fn gru_dh<F: Float>(hs: usize, g: &[F], acts: &[F], d_h: &mut [F]) {
+        // No columns: every slice is empty, and there is nothing to do.
+        if hs == 0 {
+            return;
+        }
         let rows = acts.chunks_exact(3 * hs).zip(d_h.chunks_exact_mut(hs));
         for ((act, d), g) in rows.zip(g.chunks_exact(hs)) {
             for ((d, &z), &g) in d.iter_mut().zip(&act[hs..2 * hs]).zip(g) {
