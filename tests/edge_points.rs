@@ -358,3 +358,36 @@ fn a_layer_of_hidden_size_zero_is_refused_where_it_is_built() {
     use rewind::nn::{Lstm, RecurrentConfig};
     Lstm::new(RecurrentConfig::new(4, 0), &mut StdRng::seed_from_u64(0));
 }
+
+/// Input size 0 is allowed, as `torch.nn.LSTM(0, 3)` allows it: the gates come from the biases
+/// and the recurrence alone, and the input's gradient is empty. A stacked bidirectional LSTM, a
+/// GRU and an RNN, forward and backward.
+#[test]
+fn layers_of_input_size_zero_run_forward_and_backward() {
+    use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+    use rewind::nn::{Gru, Lstm, RecurrentConfig, Rnn};
+    let mut rng = StdRng::seed_from_u64(0);
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros(&[5, 2, 0]));
+    let config = RecurrentConfig::new(0, 3);
+    let outputs = [
+        Lstm::init(config.clone().num_layers(2).bidirectional(true), &mut rng)
+            .forward(&tape, x, None, None)
+            .output,
+        Gru::init(config.clone(), &mut rng)
+            .forward(&tape, x, None, None)
+            .output,
+        Rnn::init(config, &mut rng)
+            .forward(&tape, x, None, None)
+            .output,
+    ];
+    for (out, width) in outputs.into_iter().zip([6, 3, 3]) {
+        assert_eq!(&out.shape()[..], &[5, 2, width]);
+        assert!(out.value().data().iter().all(|v| v.is_finite()));
+        assert!(
+            out.value().data().iter().any(|&v| v != 0.0),
+            "the biases reach the output"
+        );
+        assert_eq!(out.sum().backward()[x].shape(), &[5, 2, 0]);
+    }
+}
