@@ -269,9 +269,10 @@ fn smoothed_cross_entropy_equals_its_composition_from_nll() {
     }
 }
 
-/// The same with thousands of rows.
+/// The same with thousands of rows, which the fused op's forward and backward split into bands
+/// of rows across the threads.
 #[test]
-fn smoothed_cross_entropy_over_thousands_of_rows_equals_its_composition() {
+fn smoothed_cross_entropy_in_bands_of_rows_equals_its_composition() {
     let mut r = rng(111);
     for _ in 0..TRIALS {
         let case = loss_case_of(2100, &mut r);

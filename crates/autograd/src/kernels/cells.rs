@@ -2,6 +2,8 @@
 //! one backward, instead of a dozen ops that each write a tensor.
 //!
 //! Rows are batch entries; a gates row holds the gate blocks side by side, H values each.
+//! With H = 0 every slice is empty, and each kernel returns at once (its rows of 0 columns
+//! could not be chunked).
 
 use crate::float::Float;
 use crate::kernels::activation::{self, avx2_copy};
@@ -29,7 +31,6 @@ avx2_copy! {
         acts: &mut [F],
         c_next: &mut [F],
     ) {
-        // No columns: every slice is empty, and there is nothing to do.
         if h == 0 {
             return;
         }
@@ -55,7 +56,6 @@ avx2_copy! {
         tanh_c: &mut [F],
         h_next: &mut [F],
     ) {
-        // No columns: every slice is empty, and there is nothing to do.
         if h == 0 {
             return;
         }
@@ -79,7 +79,6 @@ avx2_copy! {
         tanh_c: &[F],
         d_gates: &mut [F],
     ) {
-        // No columns: every slice is empty, and there is nothing to do.
         if h == 0 {
             return;
         }
@@ -108,7 +107,6 @@ avx2_copy! {
         tanh_c: &[F],
         d_c_next: &mut [F],
     ) {
-        // No columns: every slice is empty, and there is nothing to do.
         if h == 0 {
             return;
         }
@@ -131,7 +129,6 @@ avx2_copy! {
         c: &[F],
         d_gates: &mut [F],
     ) {
-        // No columns: every slice is empty, and there is nothing to do.
         if h == 0 {
             return;
         }
@@ -160,7 +157,6 @@ avx2_copy! {
 avx2_copy! {
     /// Backward of [`lstm_cell`]: adds ∂L/∂c = g⊙σ(f) into `d_c` [B, H].
     pub(crate) fn lstm_cell_dc<F: Float>(h: usize, g: &[F], acts: &[F], d_c: &mut [F]) {
-        // No columns: every slice is empty, and there is nothing to do.
         if h == 0 {
             return;
         }
@@ -185,7 +181,6 @@ avx2_copy! {
         acts: &mut [F],
         h_next: &mut [F],
     ) {
-        // No columns: every slice is empty, and there is nothing to do.
         if hs == 0 {
             return;
         }
@@ -222,7 +217,6 @@ avx2_copy! {
     /// pre-activation gradient) into every element of `d`; ∂L/∂hp equals it with the n block
     /// multiplied by r ([`gru_dhp`]), and ∂L/∂h = g⊙z ([`gru_dh`]).
     pub(crate) fn gru_dxp<F: Float>(hs: usize, g: &[F], acts: &[F], hp: &[F], h: &[F], d: &mut [F]) {
-        // No columns: every slice is empty, and there is nothing to do.
         if hs == 0 {
             return;
         }
@@ -250,7 +244,6 @@ avx2_copy! {
 avx2_copy! {
     /// ∂L/∂hp from ∂L/∂xp: the r and z blocks are the same, the n block is multiplied by r.
     pub(crate) fn gru_dhp<F: Float>(hs: usize, dxp: &[F], acts: &[F], d_hp: &mut [F]) {
-        // No columns: every slice is empty, and there is nothing to do.
         if hs == 0 {
             return;
         }
@@ -269,7 +262,6 @@ avx2_copy! {
 avx2_copy! {
     /// ∂L/∂h += g⊙z.
     pub(crate) fn gru_dh<F: Float>(hs: usize, g: &[F], acts: &[F], d_h: &mut [F]) {
-        // No columns: every slice is empty, and there is nothing to do.
         if hs == 0 {
             return;
         }

@@ -211,6 +211,16 @@ pub(super) fn scale_by_beta<F: Float>(c: &mut [F], vc: View, beta: F) {
     }
 }
 
+/// C ← D over the rows and the `vc.cols` columns of `vc` (C row-major), D's rows `rs` apart (0:
+/// one row for all): the addend of an `addmm`, where the product is then added onto C or there
+/// is none (an empty inner dimension).
+pub(super) fn copy_rows<F: Float>(c: &mut [F], vc: View, d: &[F], rs: usize) {
+    let n = vc.cols;
+    for r in 0..vc.rows {
+        c[r * vc.rs..][..n].copy_from_slice(&d[r * rs..][..n]);
+    }
+}
+
 /// matrixmultiply's GEMM for `F`, sgemm or dgemm: `C ← alpha·A·B + beta·C` on strided matrices,
 /// A m×k, B k×n and C m×n, element (i, j) of each at `ptr + i·rs + j·cs`.
 ///

@@ -62,13 +62,10 @@ pub(crate) fn addmm<F: Float>(
     c: (&mut [F], View),
     d: (&[F], usize),
 ) {
-    let (m, n) = (c.1.rows, c.1.cols);
     match packed_weight(1, a.1, &b, c.1) {
         Some(packed) => packed::gemm_onto(a.0, a.1, packed, c.0, c.1, Onto::Other(d.0, d.1)),
         None => {
-            for r in 0..m {
-                c.0[r * c.1.rs..][..n].copy_from_slice(&d.0[r * d.1..][..n]);
-            }
+            gemm::copy_rows(c.0, c.1, d.0, d.1);
             gemm::gemm(1, a, b.plain(), c, F::ONE);
         }
     }

@@ -193,9 +193,7 @@ pub(crate) fn gemm_onto<F: Float>(
         match onto {
             Onto::Nothing => super::gemm::scale_by_beta(c, vc, F::ZERO),
             Onto::Itself => {}
-            Onto::Other(d, rs) => (0..m).for_each(|r| {
-                c[r * vc.rs..][..n].copy_from_slice(&d[r * rs..][..n]);
-            }),
+            Onto::Other(d, rs) => super::gemm::copy_rows(c, vc, d, rs),
         }
         return;
     }
