@@ -166,7 +166,9 @@ pub(crate) fn gemm<F: Float>(
         return;
     }
     if batch == 1 && k > 0 && flops(m, k, n) >= PARALLEL_FLOPS {
-        return gemm_parallel(a, va, b, vb, c, vc, beta);
+        // Bands run one after the other while the pool is solo would each pack their operands
+        // again: one band then.
+        return gemm_parallel(a, va, b, vb, c, vc, beta, pool::threads_now());
     }
     for e in 0..batch {
         // A C shared by all entries accumulates: only the first entry applies beta.
@@ -271,11 +273,20 @@ pub(crate) const BANDS_PER_THREAD: usize = 1;
 pub(crate) const PARALLEL_FLOPS: usize = 1 << 21;
 
 /// One product split into bands of C's rows (or of its columns, when C is wider than tall, so
-/// that each thread packs only its share of the larger operand), taken by whichever thread is
-/// free. Each element of C is still one band's full sum over k, so the
+/// that each thread packs only its share of the larger operand), `threads` times
+/// [`BANDS_PER_THREAD`] of them, taken by whichever thread is free. Each element of C is still one band's full sum over k, so the
 /// result does not depend on the number of threads or on who ran which band.
-fn gemm_parallel<F: Float>(a: &[F], va: View, b: &[F], vb: View, c: &mut [F], vc: View, beta: F) {
-    let threads = pool::threads();
+#[allow(clippy::too_many_arguments)]
+fn gemm_parallel<F: Float>(
+    a: &[F],
+    va: View,
+    b: &[F],
+    vb: View,
+    c: &mut [F],
+    vc: View,
+    beta: F,
+    threads: usize,
+) {
     let by_rows = vc.rows >= vc.cols;
     let len = if by_rows { vc.rows } else { vc.cols };
     if threads < 2 || len < 8 * threads {
@@ -393,6 +404,34 @@ mod tests {
     fn gemm_refuses_views_whose_extent_wraps() {
         let v = View::of(&[BIG, BIG], false);
         gemm::<f32>(1, (&[], v), (&[], v), (&mut [], v), 0.0);
+    }
+
+    /// A product cut into bands for 2, 3 or 4 threads (of rows when C is taller, of columns when
+    /// wider, with a transposed operand and beta) equals it in one band, to the bit: each element
+    /// is one band's full sum over k, whatever the cut.
+    #[test]
+    fn bands_of_a_product_equal_it_whole() {
+        let fill = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * 37 + seed * 11) % 23) as f32 / 7.0 - 1.5)
+                .collect()
+        };
+        for (m, k, n, trans_b) in [(70, 33, 50, false), (20, 45, 90, true), (64, 300, 17, true)] {
+            let (a, b) = (fill(m * k, 1), fill(k * n, 2));
+            let b_shape = if trans_b { [n, k] } else { [k, n] };
+            let (va, vb, vc) = (
+                View::of(&[m, k], false),
+                View::of(&b_shape, trans_b),
+                View::of(&[m, n], false),
+            );
+            let mut whole = fill(m * n, 3);
+            gemm_one(&a, va, &b, vb, &mut whole, vc, 0.5);
+            for threads in [2, 3, 4] {
+                let mut banded = fill(m * n, 3);
+                gemm_parallel(&a, va, &b, vb, &mut banded, vc, 0.5, threads);
+                assert_eq!(banded, whole, "{m}×{k}·{k}×{n}, {threads} threads");
+            }
+        }
     }
 
     /// A shared B with A and C stacked by rows is folded into one product of batch·m rows; that

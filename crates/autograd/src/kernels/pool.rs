@@ -34,6 +34,11 @@ const PATIENCE: Duration = Duration::from_millis(1);
 /// both threads again.
 const SOLO: Duration = Duration::from_millis(50);
 
+/// A worker held up again within [`SOLO`] of the solo period's end means the load is still
+/// there: each such period is twice the one before, up to this, so that a long-lasting load costs
+/// a failed try every 800 ms rather than every 50. A worker held up later starts again at `SOLO`.
+const SOLO_MAX: Duration = Duration::from_millis(800);
+
 /// A share of a job: called with the share's index, from 0 to `parts - 1`.
 type Share<'a> = &'a (dyn Fn(usize) + Sync);
 
@@ -55,6 +60,8 @@ struct Pool {
     failed: AtomicBool,
     /// Until when (nanoseconds after [`clock`]'s start) jobs run on their callers alone.
     solo_until: AtomicU64,
+    /// How long (nanoseconds) the latest solo period was.
+    solo_period: AtomicU64,
 }
 
 /// Nanoseconds since the first call.
@@ -82,6 +89,17 @@ fn pack(job: u32, parts: usize, share: usize) -> u64 {
 pub(crate) fn threads() -> usize {
     static THREADS: OnceLock<usize> = OnceLock::new();
     *THREADS.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+}
+
+/// The number of threads to split a job over now: [`threads`], or 1 while jobs run on their
+/// callers alone (see [`SOLO`]), so that a product is not cut into bands that then run one after
+/// the other, each packing its operands again.
+pub(crate) fn threads_now() -> usize {
+    if pool().solo() {
+        1
+    } else {
+        threads()
+    }
 }
 
 /// Runs `share(0)`, …, `share(parts - 1)`, each once, on this thread and the workers, which
@@ -227,6 +245,7 @@ impl Pool {
             pending: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             solo_until: AtomicU64::new(0),
+            solo_period: AtomicU64::new(0),
         }
     }
 
@@ -236,9 +255,23 @@ impl Pool {
         until != 0 && clock() < until
     }
 
+    /// Sends jobs to their callers alone for [`SOLO`], or for twice the last period when the
+    /// last one ended less than `SOLO` ago (see [`SOLO_MAX`]).
     fn go_solo(&self) {
-        let until = clock().saturating_add(SOLO.as_nanos() as u64);
-        self.solo_until.store(until, Ordering::Relaxed);
+        let now = clock();
+        let (base, max) = (SOLO.as_nanos() as u64, SOLO_MAX.as_nanos() as u64);
+        let last_end = self.solo_until.load(Ordering::Relaxed);
+        let period = if last_end != 0 && now < last_end.saturating_add(base) {
+            self.solo_period
+                .load(Ordering::Relaxed)
+                .saturating_mul(2)
+                .clamp(base, max)
+        } else {
+            base
+        };
+        self.solo_period.store(period, Ordering::Relaxed);
+        self.solo_until
+            .store(now.saturating_add(period), Ordering::Relaxed);
     }
 
     /// The workers, started on first use: one per core besides the caller's.
@@ -470,6 +503,32 @@ mod tests {
         assert!(own.solo());
         thread::sleep(SOLO + Duration::from_millis(10));
         assert!(!own.solo(), "still alone after {SOLO:?}");
+    }
+
+    /// A worker held up again soon after a solo period ends doubles the next one, up to
+    /// `SOLO_MAX`; one held up long after starts again at `SOLO`.
+    #[test]
+    fn a_load_that_lasts_lengthens_the_solo_periods() {
+        let own = Pool::new(0);
+        let period = || Duration::from_nanos(own.solo_period.load(Ordering::Relaxed));
+        own.go_solo();
+        assert_eq!(period(), SOLO);
+        thread::sleep(SOLO + Duration::from_millis(10));
+        assert!(!own.solo());
+        // Held up 10 ms after the period ended: the load is still there.
+        own.go_solo();
+        assert_eq!(period(), 2 * SOLO);
+        thread::sleep(SOLO + Duration::from_millis(10));
+        assert!(own.solo(), "the doubled period ended after {SOLO:?}");
+        for _ in 0..10 {
+            own.go_solo();
+        }
+        assert_eq!(period(), SOLO_MAX);
+        // Long after the last period's end: back to the shortest.
+        own.solo_until.store(1, Ordering::Relaxed);
+        thread::sleep(SOLO + Duration::from_millis(10));
+        own.go_solo();
+        assert_eq!(period(), SOLO);
     }
 
     /// Shares are claimed once each, in order, and only for the running job: a worker that
