@@ -258,7 +258,11 @@ impl Pool {
     /// Sends jobs to their callers alone for [`SOLO`], or for twice the last period when the
     /// last one ended less than `SOLO` ago (see [`SOLO_MAX`]).
     fn go_solo(&self) {
-        let now = clock();
+        self.go_solo_at(clock());
+    }
+
+    /// [`go_solo`](Pool::go_solo) at the time `now` (on [`clock`]'s scale).
+    fn go_solo_at(&self, now: u64) {
         let (base, max) = (SOLO.as_nanos() as u64, SOLO_MAX.as_nanos() as u64);
         let last_end = self.solo_until.load(Ordering::Relaxed);
         let period = if last_end != 0 && now < last_end.saturating_add(base) {
@@ -510,24 +514,24 @@ mod tests {
     #[test]
     fn a_load_that_lasts_lengthens_the_solo_periods() {
         let own = Pool::new(0);
+        let ms = |t: u64| t * 1_000_000;
         let period = || Duration::from_nanos(own.solo_period.load(Ordering::Relaxed));
-        own.go_solo();
+        let until = || own.solo_until.load(Ordering::Relaxed);
+        own.go_solo_at(ms(1000));
         assert_eq!(period(), SOLO);
-        thread::sleep(SOLO + Duration::from_millis(10));
-        assert!(!own.solo());
+        assert_eq!(until(), ms(1050));
         // Held up 10 ms after the period ended: the load is still there.
-        own.go_solo();
+        own.go_solo_at(ms(1060));
         assert_eq!(period(), 2 * SOLO);
-        thread::sleep(SOLO + Duration::from_millis(10));
-        assert!(own.solo(), "the doubled period ended after {SOLO:?}");
+        assert_eq!(until(), ms(1160));
+        let mut now = ms(1170);
         for _ in 0..10 {
-            own.go_solo();
+            own.go_solo_at(now);
+            now = until() + ms(10);
         }
         assert_eq!(period(), SOLO_MAX);
-        // Long after the last period's end: back to the shortest.
-        own.solo_until.store(1, Ordering::Relaxed);
-        thread::sleep(SOLO + Duration::from_millis(10));
-        own.go_solo();
+        // Held up 60 ms after the last period's end: back to the shortest.
+        own.go_solo_at(until() + ms(60));
         assert_eq!(period(), SOLO);
     }
 
