@@ -166,8 +166,6 @@ pub(crate) fn gemm<F: Float>(
         return;
     }
     if batch == 1 && k > 0 && flops(m, k, n) >= PARALLEL_FLOPS {
-        // Bands run one after the other while the pool is solo would each pack their operands
-        // again: one band then.
         return gemm_parallel(a, va, b, vb, c, vc, beta, pool::threads_now());
     }
     for e in 0..batch {
@@ -274,8 +272,9 @@ pub(crate) const PARALLEL_FLOPS: usize = 1 << 21;
 
 /// One product split into bands of C's rows (or of its columns, when C is wider than tall, so
 /// that each thread packs only its share of the larger operand), `threads` times
-/// [`BANDS_PER_THREAD`] of them, taken by whichever thread is free. Each element of C is still one band's full sum over k, so the
-/// result does not depend on the number of threads or on who ran which band.
+/// [`BANDS_PER_THREAD`] of them, taken by whichever thread is free. Each element of C is still
+/// one band's full sum over k, so the result does not depend on the number of threads or on who
+/// ran which band.
 #[allow(clippy::too_many_arguments)]
 fn gemm_parallel<F: Float>(
     a: &[F],

@@ -29,9 +29,9 @@ const SPIN: Duration = Duration::from_micros(200);
 /// claimed has found the worker taken off its core mid-share by another process.
 const PATIENCE: Duration = Duration::from_millis(1);
 
-/// Then every job runs on its caller alone for this long: on a loaded machine one core at full
-/// speed beats two threads that wait on each other's time slices. The next job after it tries
-/// both threads again.
+/// Then every job runs on its caller alone for this long (the first time; see [`SOLO_MAX`]): on a
+/// loaded machine one core at full speed beats two threads that wait on each other's time slices.
+/// The next job after it tries both threads again.
 const SOLO: Duration = Duration::from_millis(50);
 
 /// A worker held up again within [`SOLO`] of the solo period's end means the load is still
@@ -92,8 +92,9 @@ pub(crate) fn threads() -> usize {
 }
 
 /// The number of threads to split a job over now: [`threads`], or 1 while jobs run on their
-/// callers alone (see [`SOLO`]), so that a product is not cut into bands that then run one after
-/// the other, each packing its operands again.
+/// callers alone (see [`SOLO`]). The general GEMM asks, since its bands, run one after the other,
+/// would each pack their operands again; cheaper shares are still cut, so their offsets stay
+/// tested whatever the pool's state.
 pub(crate) fn threads_now() -> usize {
     if pool().solo() {
         1
