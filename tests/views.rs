@@ -311,3 +311,73 @@ fn windows_of_rows_read_by_any_op_match_finite_differences() {
     );
     assert!(result.is_ok(), "{}", result.unwrap_err());
 }
+
+/// An op whose result equals its input (a broadcast or reshape to the shape it has, an identity
+/// permute, a narrow of everything, one piece, `scale_grad(1)`, dropout in evaluation mode) is
+/// still a node of its own: the gradient at the result counts only the paths through it.
+/// x = [[1, 2, 3], [4, 5, 6]], y = op(x), L = Σ 3y + Σ 5x: ∂L/∂y = 3 everywhere (PyTorch's
+/// `retain_grad` on `x.broadcast_to(x.shape)` gives 3, not 8), and ∂L/∂x = 8.
+#[test]
+fn an_op_that_returns_its_input_unchanged_is_still_its_own_node() {
+    let dropout = rewind::nn::Dropout::new(0.5, 7);
+    dropout.set_training(false);
+    let no_dropout = rewind::nn::Dropout::new(0.0, 7);
+    type Identity = Box<dyn for<'t> Fn(Var<'t, f64>) -> Var<'t, f64>>;
+    let ops: Vec<(&str, Identity)> = vec![
+        (
+            "broadcast_to(same shape)",
+            Box::new(|v| v.broadcast_to(&[2, 3])),
+        ),
+        ("reshape(same shape)", Box::new(|v| v.reshape(&[2, 3]))),
+        ("permute([0, 1])", Box::new(|v| v.permute(&[0, 1]))),
+        ("transpose(1, 1)", Box::new(|v| v.transpose(1, 1))),
+        ("narrow(0, 0, 2)", Box::new(|v| v.narrow(0, 0, 2))),
+        (
+            "unsqueeze(0).squeeze(0)",
+            Box::new(|v| v.unsqueeze(0).squeeze(0)),
+        ),
+        (
+            "flatten().reshape",
+            Box::new(|v| v.flatten().reshape(&[2, 3])),
+        ),
+        ("chunk(1, 0)[0]", Box::new(|v| v.chunk(1, 0)[0])),
+        ("split(5, 1)[0]", Box::new(|v| v.split(5, 1)[0])),
+        (
+            "index_select([0, 1])",
+            Box::new(|v| v.index_select(&[0, 1])),
+        ),
+        (
+            "concat([x])",
+            Box::new(|v| rewind::autograd::concat(&[v], 0)),
+        ),
+        ("t().t()", Box::new(|v| v.t().t())),
+        ("scale_grad(1)", Box::new(|v| v.scale_grad(1.0))),
+        (
+            "dropout in evaluation mode",
+            Box::new(move |v| dropout.forward(v.tape(), v)),
+        ),
+        (
+            "dropout with p = 0",
+            Box::new(move |v| no_dropout.forward(v.tape(), v)),
+        ),
+    ];
+    let x0 = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+    for (name, op) in &ops {
+        let tape = Tape::new();
+        let x = tape.var(x0.clone());
+        let y = op(x).retain_grad();
+        assert_eq!(y.value(), x0, "{name}: the value changed");
+        let loss = (y * 3.0).sum() + (x * 5.0).sum();
+        let g = loss.backward();
+        assert!(
+            g[y].data().iter().all(|&d| d == 3.0),
+            "{name}: dL/dy = {:?}, expected 3 everywhere",
+            g[y].data()
+        );
+        assert!(
+            g[x].data().iter().all(|&d| d == 8.0),
+            "{name}: dL/dx = {:?}",
+            g[x].data()
+        );
+    }
+}

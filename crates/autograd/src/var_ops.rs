@@ -307,7 +307,9 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn broadcast_to(self, shape: &[usize]) -> Self {
         check::broadcast_to(&self.shape(), shape);
         if self.shape()[..] == *shape {
-            return self;
+            // Still a node of its own: a gradient asked for at the result must not count the
+            // paths that reach the input some other way.
+            return self.reshape(shape);
         }
         self.unary(Op::Expand {
             x: self.index(),
@@ -658,13 +660,13 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// The same value, with the gradient flowing back through it multiplied by `s`:
-    /// `detach(x) + s·(x - detach(x))`. With s = 0 it is `detach`, with s = 1 the identity (and
-    /// records nothing). Randomized truncation of BPTT scales the gradient into each state this
-    /// way.
+    /// `detach(x) + s·(x - detach(x))`. With s = 0 it is `detach`, with s = 1 the identity (one
+    /// reshape node, so that the result is still a node of its own). Randomized truncation of
+    /// BPTT scales the gradient into each state this way.
     #[track_caller]
     pub fn scale_grad(self, s: F) -> Self {
         if s == F::ONE {
-            return self;
+            return self.reshape(&self.shape());
         }
         let stopped = self.detach();
         if s == F::ZERO {

@@ -55,7 +55,9 @@ impl Dropout {
     /// Applies dropout to `x`.
     pub fn forward<'t, F: Float>(&self, tape: &'t Tape<F>, x: Var<'t, F>) -> Var<'t, F> {
         if !self.training.get() || self.p == 0.0 {
-            return x;
+            // The identity, as a node of its own: a gradient asked for at the result counts
+            // only the paths through it.
+            return x.reshape(&x.shape());
         }
         let shape = x.shape();
         let scale = F::from_f64(1.0 / (1.0 - self.p));
