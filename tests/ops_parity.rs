@@ -345,6 +345,48 @@ fn a_mean_over_no_counted_targets_is_nan_with_a_zero_gradient() {
     }
 }
 
+/// Targets that count but whose class weights sum to 0: PyTorch's mean is 0/0 = NaN, smoothing
+/// or not (its smoothed loss is (1 - ε)·nll + (ε/C)·smooth, and the nll part is 0/0), and its
+/// gradient is NaN on every counted row and 0 on an ignored one (torch 2.15). Both the gradient
+/// and the recorded derivative (`grad_graph`) say so.
+#[test]
+fn a_mean_over_counted_targets_of_zero_weight_is_nan_as_in_pytorch() {
+    let tape = Tape::<f64>::new();
+    let x = tape.var(
+        Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.0, 1.0, -0.5, 0.3, 0.2, 0.1], &[3, 3]).unwrap(),
+    );
+    // Row 0 and row 2 count with weight 0; row 1 is ignored.
+    let targets = [0, -100, 0];
+    let weight = Some(Tensor::from_vec(vec![0.0, 1.0, 2.0], &[3]).unwrap());
+    for eps in [0.0, 0.2, 1.0] {
+        let loss = x.cross_entropy_with(
+            &targets,
+            CrossEntropyOptions {
+                weight: weight.clone(),
+                label_smoothing: eps,
+                ..Default::default()
+            },
+        );
+        assert!(loss.item().is_nan(), "ε = {eps}: loss {}", loss.item());
+        let recorded = loss.grad_graph(&[x])[0].value();
+        for (what, g) in [
+            ("backward", loss.backward()[x].clone()),
+            ("grad_graph", recorded),
+        ] {
+            for (i, d) in g.data().iter().enumerate() {
+                if i / 3 == 1 {
+                    assert_eq!(*d, 0.0, "ε = {eps}, {what}: ignored row, element {i}");
+                } else {
+                    assert!(
+                        d.is_nan(),
+                        "ε = {eps}, {what}: counted row, element {i}: {d}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// What PyTorch refuses is refused here too, at the caller's line, naming the op and the shapes
 /// or the argument.
 #[test]

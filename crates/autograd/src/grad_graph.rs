@@ -628,6 +628,19 @@ fn derivative<'t, F: Float>(sink: &mut GraphSink<'t, F>, me: usize, op: &Op<F>, 
             }
             let scale = match reduction {
                 Reduction::None => g.reshape(&[rows, 1]),
+                // 0/0 = NaN on the counted rows, as the forward, and nothing on ignored ones.
+                Reduction::Mean if *divisor == F::ZERO => {
+                    let counted = targets.iter().map(|&t| {
+                        if t == *ignore {
+                            F::ZERO
+                        } else {
+                            F::from_f64(f64::NAN)
+                        }
+                    });
+                    let nan =
+                        Tensor::new_unchecked(Shape::from_slice(&[rows, 1]), counted.collect());
+                    g.reshape(&[1, 1]) * tape.constant(nan)
+                }
                 Reduction::Mean | Reduction::Sum => (g / sink.scalar(*divisor)).reshape(&[1, 1]),
             };
             let (a, k) = (tape.constant(a), tape.constant(k));

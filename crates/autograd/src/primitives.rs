@@ -255,6 +255,16 @@ pub(crate) trait Sink<F: Float> {
     fn note_inner_bytes(&mut self, bytes: usize);
 }
 
+/// `total / divisor` for a reduced loss: a mean over counted targets whose weights sum to 0 is
+/// 0/0 = NaN whatever the smoothed total is, as in PyTorch (whose unsmoothed part is 0/0).
+fn mean_of<F: Float>(total: f64, divisor: F) -> f64 {
+    if divisor == F::ZERO {
+        f64::NAN
+    } else {
+        total / divisor.to_f64()
+    }
+}
+
 fn unary<F: Float>(nodes: &Nodes<F>, x: usize, f: impl Fn(F) -> F) -> Tensor<F> {
     nodes[x].value().map(f)
 }
@@ -782,7 +792,7 @@ impl<F: Float> Op<F> {
                     }
                     Reduction::Mean | Reduction::Sum => {
                         let total: f64 = losses.iter().sum();
-                        Tensor::scalar(F::from_f64(total / divisor.to_f64()))
+                        Tensor::scalar(F::from_f64(mean_of(total, *divisor)))
                     }
                 }
             }
@@ -1180,7 +1190,9 @@ impl<F: Float> Op<F> {
                             }
                             let scale = match reduction {
                                 Reduction::None => gd[n],
-                                Reduction::Mean | Reduction::Sum => gd[0] / *divisor,
+                                Reduction::Mean | Reduction::Sum => {
+                                    F::from_f64(mean_of(gd[0].to_f64(), *divisor))
+                                }
                             };
                             let (t, row) = (t as usize, &v.data()[n * classes..(n + 1) * classes]);
                             let (m, log_sum) = ax::max_and_log_sum(row, &mut probs);
