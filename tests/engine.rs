@@ -233,6 +233,51 @@ fn gradcheck_reports_the_input_element_and_both_values() {
     assert!(msg.starts_with("gradcheck failed for input 1 at element [0, 1] (output element 0): analytical 1e0 vs numerical 2"), "{msg}");
 }
 
+/// A finite difference that is NaN or infinite sees nothing; the check fails there, naming the
+/// input and the element, instead of passing. sqrt at 0 (x - ε < 0 makes f(x - ε) NaN), and a
+/// custom sqrt whose backward is 2,000× too large probed within ε of 0: both used to pass.
+#[test]
+fn gradcheck_fails_where_the_finite_difference_is_not_finite() {
+    struct WrongSqrt;
+    impl CustomOp<f64> for WrongSqrt {
+        fn name(&self) -> &str {
+            "wrong_sqrt"
+        }
+        fn forward(&self, inputs: &[&Tensor<f64>]) -> Tensor<f64> {
+            inputs[0].map(f64::sqrt)
+        }
+        fn backward(
+            &self,
+            _: &[&Tensor<f64>],
+            out: &Tensor<f64>,
+            g: &Tensor<f64>,
+        ) -> Vec<Option<Tensor<f64>>> {
+            // 2,000 × the true g / (2 √x).
+            let d = out.data().iter().zip(g.data()).map(|(y, g)| 1000.0 * g / y);
+            vec![Some(Tensor::from_vec(d.collect(), out.shape()).unwrap())]
+        }
+    }
+    let ok = t(&[1.0], &[1]);
+    let at_zero = t(&[1.0, 0.0], &[1, 2]);
+    let err = gradcheck(|_, v| v[0] + v[1].sqrt().sum(), &[ok, at_zero]).unwrap_err();
+    assert_eq!((err.input, err.element.clone()), (1, vec![0, 1]));
+    assert!(!err.numerical.is_finite(), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("gradcheck cannot check input 1 at element [0, 1] (output element 0): the finite difference is NaN"),
+        "{msg}"
+    );
+    let err = gradcheck(
+        |tape, v| tape.custom(WrongSqrt, &[v[0]]),
+        &[t(&[5e-7], &[1])],
+    )
+    .unwrap_err();
+    assert!(err.numerical.is_nan(), "{err}");
+    // The second-order check sees the same: the recorded product's finite difference is NaN.
+    let err = rewind::autograd::gradgradcheck(|_, v| v[0].sqrt(), &[t(&[5e-7], &[1])]).unwrap_err();
+    assert!(err.numerical.is_nan(), "{err}");
+}
+
 #[test]
 fn tensor_constructors() {
     assert_eq!(Tensor::<f32>::arange(4).data(), &[0.0, 1.0, 2.0, 3.0]);

@@ -20,6 +20,18 @@ pub struct GradcheckOptions {
     pub rtol: f64,
 }
 
+impl GradcheckOptions {
+    /// Whether a derivative from backward agrees with one from finite differences:
+    /// `|analytical - numerical| ≤ atol + rtol·|numerical|`, both finite. A NaN or infinite
+    /// finite difference fails, since a check that cannot see must not pass (f undefined or
+    /// infinite within ε of the point, as sqrt at 0).
+    pub fn agrees(&self, analytical: f64, numerical: f64) -> bool {
+        analytical.is_finite()
+            && numerical.is_finite()
+            && (analytical - numerical).abs() <= self.atol + self.rtol * numerical.abs()
+    }
+}
+
 impl Default for GradcheckOptions {
     fn default() -> Self {
         GradcheckOptions {
@@ -49,6 +61,18 @@ pub struct GradcheckError {
 
 impl fmt::Display for GradcheckError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.numerical.is_finite() {
+            return write!(
+                f,
+                "gradcheck cannot check input {} at element {:?} (output element {}): the finite difference is {} (analytical {:e}), so the function is undefined or infinite within eps = {:e} of the point; check it at a point farther from the edge of its domain, or with a smaller eps",
+                self.input,
+                self.element,
+                self.output,
+                self.numerical,
+                self.analytical,
+                self.options.eps
+            );
+        }
         write!(
             f,
             "gradcheck failed for input {} at element {:?} (output element {}): analytical {:e} vs numerical {:e} (atol {:e}, rtol {:e})",
@@ -67,7 +91,9 @@ impl std::error::Error for GradcheckError {}
 
 /// Checks the gradient of `f` at `inputs` with the default tolerances (ε 1e-6, atol 1e-5,
 /// rtol 1e-3): every entry of the Jacobian from backward must satisfy
-/// `|analytical - numerical| ≤ atol + rtol·|numerical|`.
+/// `|analytical - numerical| ≤ atol + rtol·|numerical|` ([`GradcheckOptions::agrees`]), with
+/// both finite: where f is NaN or infinite within ε of the point, the check fails, naming the
+/// input and the element, rather than pass unseen.
 ///
 /// `f` receives a fresh tape and one requested leaf per input, and may return a value of any
 /// shape; each output element is checked.
@@ -120,9 +146,7 @@ where
             for o in 0..outputs {
                 let numerical = (plus.data()[o] - minus.data()[o]) / (2.0 * options.eps);
                 let a = analytical[j][o][e];
-                if (a - numerical).abs() > options.atol + options.rtol * numerical.abs()
-                    || a.is_nan()
-                {
+                if !options.agrees(a, numerical) {
                     return Err(GradcheckError {
                         input: j,
                         element: unflatten(e, input.shape()),

@@ -39,7 +39,7 @@ where
             set_element(model, j, e, x);
             let numerical = (plus - minus) / (2.0 * options.eps);
             let a = expected[e];
-            if (a - numerical).abs() > options.atol + options.rtol * numerical.abs() || a.is_nan() {
+            if !options.agrees(a, numerical) {
                 let shape = model.params()[j].1.shape().to_vec();
                 return Err(GradcheckError {
                     input: j,
