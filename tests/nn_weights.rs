@@ -142,3 +142,32 @@ fn a_failed_save_leaves_the_previous_file_intact() {
         .collect();
     assert_eq!(dir, ["kept.safetensors"], "only the earlier file is left");
 }
+
+/// `__metadata__` is the name safetensors keeps for the file's metadata: a tensor of that name
+/// made a file no reader can load, and replaced a good one with it. It is refused by name, and
+/// the good file stays as it was.
+#[test]
+fn a_tensor_named_metadata_is_refused_and_the_previous_file_kept() {
+    use rewind::autograd::io::{load_tensors, save_tensors, IoError, TensorFile};
+    use rewind::autograd::Tensor;
+    let path = scratch("metadata.safetensors");
+    let mut good = TensorFile::<f32>::default();
+    good.tensors.insert("w".into(), Tensor::zeros(&[2]));
+    save_tensors(&path, &good).unwrap();
+    let before = fs::read(&path).unwrap();
+    let mut bad = good.clone();
+    bad.tensors
+        .insert("__metadata__".into(), Tensor::zeros(&[1]));
+    let err = save_tensors(&path, &bad).unwrap_err();
+    assert!(matches!(err, IoError::Unwritable { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("a tensor is named `__metadata__`"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read(&path).unwrap(),
+        before,
+        "the good file was replaced"
+    );
+    assert_eq!(load_tensors::<f32>(&path).unwrap(), good);
+}

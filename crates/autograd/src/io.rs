@@ -50,6 +50,14 @@ pub enum IoError {
         /// What is wrong with it.
         reason: String,
     },
+    /// What was asked to be saved cannot be written as a file a reader loads (a tensor named
+    /// `__metadata__`, the name the format keeps for its metadata); nothing was written.
+    Unwritable {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A tensor holds an element type this engine does not read.
     UnsupportedDtype {
         /// The file.
@@ -72,6 +80,11 @@ impl fmt::Display for IoError {
             IoError::Corrupt { path, reason } => write!(
                 f,
                 "{} is not a valid safetensors file ({reason}); was it truncated or written by another program?",
+                path.display()
+            ),
+            IoError::Unwritable { path, reason } => write!(
+                f,
+                "cannot save {}: {reason}; nothing was written",
                 path.display()
             ),
             IoError::UnsupportedDtype { path, name, dtype } => write!(
@@ -111,8 +124,21 @@ fn to_bytes<F: Float>(t: &Tensor<F>) -> Vec<u8> {
     out
 }
 
-/// Writes `file` to `path` atomically, tensors in the element type `F` (F32 or F64).
+/// Writes `file` to `path` atomically, tensors in the element type `F` (F32 or F64). A tensor
+/// named `__metadata__` (the name the format keeps for its metadata) is refused, and the bytes
+/// are read back before they replace anything: a file no reader could load is never written.
 pub fn save_tensors<F: Float>(path: &Path, file: &TensorFile<F>) -> Result<(), IoError> {
+    let unwritable = |reason: String| IoError::Unwritable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if file.tensors.contains_key("__metadata__") {
+        return Err(unwritable(
+            "a tensor is named `__metadata__`, the name safetensors keeps for the file's metadata; \
+             rename it"
+                .into(),
+        ));
+    }
     let bytes: Vec<(String, Vec<u8>)> = file
         .tensors
         .iter()
@@ -124,10 +150,10 @@ pub fn save_tensors<F: Float>(path: &Path, file: &TensorFile<F>) -> Result<(), I
         (name.clone(), view)
     });
     let metadata: HashMap<String, String> = file.metadata.clone().into_iter().collect();
-    let buffer = safetensors::serialize(views, Some(metadata)).map_err(|e| IoError::Corrupt {
-        path: path.to_path_buf(),
-        reason: format!("could not serialize: {e}"),
-    })?;
+    let buffer = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| unwritable(format!("could not serialize: {e}")))?;
+    SafeTensors::deserialize(&buffer)
+        .map_err(|e| unwritable(format!("the serialized bytes do not read back: {e}")))?;
     write_atomic(path, &buffer)
 }
 
