@@ -391,3 +391,48 @@ fn layers_of_input_size_zero_run_forward_and_backward() {
         assert_eq!(out.sum().backward()[x].shape(), &[5, 2, 0]);
     }
 }
+
+/// softmax and log_softmax along an axis of size 0 give an empty result and an empty gradient,
+/// as PyTorch's do (they used to panic inside the kernels); so does a sum with an empty operand
+/// repeated along the leading axes, `[2, 0] + [0]`.
+#[test]
+fn softmax_log_softmax_and_broadcasts_over_empty_axes_give_empty_results() {
+    for (shape, axis) in [
+        ([2, 0, 3], 1),
+        ([2, 0, 3], 0),
+        ([2, 3, 0], 2),
+        ([0, 3, 2], -1),
+    ] {
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::zeros(&shape));
+        for y in [x.softmax(axis), x.log_softmax(axis)] {
+            assert_eq!(&y.shape()[..], &shape[..]);
+            assert_eq!(y.sum().backward()[x].shape(), &shape[..]);
+        }
+    }
+    let tape = Tape::<f64>::new();
+    let (a, b) = (
+        tape.var(Tensor::zeros(&[2, 0])),
+        tape.var(Tensor::zeros(&[0])),
+    );
+    let s = a + b;
+    assert_eq!(&s.shape()[..], &[2, 0]);
+    let g = s.sum().backward();
+    assert_eq!((g[a].shape(), g[b].shape()), (&[2, 0][..], &[0][..]));
+}
+
+/// No input features is allowed, as `torch.nn.Linear(0, 3)` allows it: the weight is empty, the
+/// bias zero (PyTorch's bound for a fan-in of 0), and the output the bias. Likewise a standalone
+/// cell of hidden size 0 builds with empty weights.
+#[test]
+fn a_linear_layer_of_no_input_features_outputs_its_bias() {
+    use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+    use rewind::nn::{Linear, LstmCell, Nonlinearity, StandardCell};
+    let mut rng = StdRng::seed_from_u64(0);
+    let linear = Linear::<f64>::init(0, 3, &mut rng);
+    let tape = Tape::<f64>::new();
+    let y = linear.forward(&tape, tape.var(Tensor::zeros(&[2, 0])));
+    assert_eq!(y.value(), Tensor::zeros(&[2, 3]));
+    let cell = LstmCell::<f64>::init(4, 0, Nonlinearity::Tanh, &mut rng);
+    assert_eq!(cell.params.weight_hh.value().shape(), &[0, 0]);
+}

@@ -117,6 +117,10 @@ impl<F: Float> Tensor<F> {
     pub fn uniform<R: Rng + ?Sized>(shape: &[usize], low: F, high: F, rng: &mut R) -> Self {
         let n = check::numel("uniform", shape);
         let (lo, hi) = (low.to_f64(), high.to_f64());
+        assert!(
+            lo.is_finite() && hi.is_finite(),
+            "uniform: bounds must be finite, got low {lo} and high {hi}"
+        );
         assert!(lo <= hi, "uniform: low {lo} exceeds high {hi}");
         let data = if lo == hi {
             vec![low; n]

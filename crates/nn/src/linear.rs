@@ -30,9 +30,14 @@ impl Linear {
 
 impl<F: Float> Linear<F> {
     /// A layer from `in_features` to `out_features` in any precision, with a bias, every
-    /// parameter ~ U(-1/√in, 1/√in) from `rng`, as PyTorch initialises one.
+    /// parameter ~ U(-1/√in, 1/√in) from `rng`, as PyTorch initialises one. With no input
+    /// features the weight is empty and the bias zero (PyTorch's bound 0 for a fan-in of 0).
     pub fn init<R: Rng + ?Sized>(in_features: usize, out_features: usize, rng: &mut R) -> Self {
-        let bound = F::from_f64(1.0 / (in_features as f64).sqrt());
+        let bound = if in_features == 0 {
+            F::ZERO
+        } else {
+            F::from_f64(1.0 / (in_features as f64).sqrt())
+        };
         Linear {
             weight: Param::named(
                 "weight",

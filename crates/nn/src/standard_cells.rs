@@ -105,7 +105,12 @@ impl<F: Float> CellParams<F> {
         bias: bool,
         rng: &mut R,
     ) -> Self {
-        let k = F::from_f64(1.0 / (hidden as f64).sqrt());
+        // Every tensor is empty when H = 0; PyTorch's bound is then 0.
+        let k = if hidden == 0 {
+            F::ZERO
+        } else {
+            F::from_f64(1.0 / (hidden as f64).sqrt())
+        };
         let mut u =
             |name: &str, shape: &[usize]| Param::named(name, Tensor::uniform(shape, -k, k, rng));
         CellParams {

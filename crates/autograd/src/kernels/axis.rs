@@ -66,6 +66,8 @@ fn for_each_lane<F: Float>(
 ) {
     let (outer, len, inner) = split_at_axis(shape, axis);
     if inner == 1 {
+        // (`max(1)`: an empty axis has no lanes, and then x is empty too.)
+        let len = len.max(1);
         for (src, dst) in x.chunks_exact(len).zip(out.chunks_exact_mut(len)) {
             f(src, dst);
         }

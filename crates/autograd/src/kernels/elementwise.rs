@@ -28,7 +28,8 @@ pub(crate) fn binary<F: Float>(
     } else if a.shape() == out && is_trailing(b.shape(), out) {
         // A bias-like operand repeated over the leading axes: one pass over whole rows.
         let mut data = recycle::with_capacity(x.len());
-        for row in x.chunks_exact(y.len()) {
+        // (`max(1)`: an empty operand repeated is an empty result, and x is empty too.)
+        for row in x.chunks_exact(y.len().max(1)) {
             data.extend(row.iter().zip(y).map(|(&p, &q)| f(p, q)));
         }
         data
