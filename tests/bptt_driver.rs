@@ -21,12 +21,39 @@ struct CharModel {
 
 impl CharModel {
     fn new() -> Self {
+        Self::with(RecurrentConfig::new(3, 4))
+    }
+
+    fn with(config: RecurrentConfig) -> Self {
         let mut rng = StdRng::seed_from_u64(1);
         CharModel {
             embed: Embedding::init(VOCAB, 3, &mut rng),
-            lstm: Lstm::init(RecurrentConfig::new(3, 4), &mut rng),
+            lstm: Lstm::init(config, &mut rng),
             head: Linear::init(4, VOCAB, &mut rng),
         }
+    }
+
+    /// The model with a learned initial state h_0, c_0, drawn away from zero so that where the
+    /// state starts shows in every gradient.
+    fn learning_its_initial_state() -> Self {
+        let model = Self::with(RecurrentConfig::new(3, 4).learn_initial_state(true));
+        for (name, p) in model.lstm.params() {
+            if name.ends_with("_0") {
+                p.update(|t| {
+                    for (i, v) in t.data_mut().iter_mut().enumerate() {
+                        *v = 0.3 * (i as f64 + 1.0).sin();
+                    }
+                });
+            }
+        }
+        model
+    }
+
+    /// The learned initial state's parameters.
+    fn initial(&self) -> Vec<&rewind::autograd::Param<f64>> {
+        let params = self.lstm.params();
+        let learned = params.into_iter().filter(|(name, _)| name.ends_with("_0"));
+        learned.map(|(_, p)| p).collect()
     }
 
     /// Summed cross-entropy over the chunk's counted targets, and the final state.
@@ -37,11 +64,22 @@ impl CharModel {
         state: StackState<'t, f64>,
         run: &Run<'_, f64>,
     ) -> (Var<'t, f64>, StackState<'t, f64>) {
+        self.run_from(tape, chunk, Some(state), run)
+    }
+
+    /// [`run`](CharModel::run) from `initial`, or from the stack's own initial state.
+    fn run_from<'t>(
+        &self,
+        tape: &'t Tape<f64>,
+        chunk: &Chunk,
+        initial: Option<StackState<'t, f64>>,
+        run: &Run<'_, f64>,
+    ) -> (Var<'t, f64>, StackState<'t, f64>) {
         let x = self
             .embed
             .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
         let run = Run { ..*run };
-        let out = self.lstm.forward_with(tape, x, Some(state), &run);
+        let out = self.lstm.forward_with(tape, x, initial, &run);
         let logits = self
             .head
             .forward(tape, out.output)
@@ -339,4 +377,127 @@ fn bidirectional_update(every: Option<usize>) -> rewind::nn::Update<f64> {
         (logits.cross_entropy(&chunk.targets), out.state)
     });
     update.expect("the stream has steps")
+}
+
+/// With a learned initial state, every lane of a pass's first update starts from it: under every
+/// strategy, the first update's gradients (h_0 and c_0 included) are those of the model run from
+/// its own initial state, and the next update, which starts from the carried state, gives h_0
+/// nothing.
+#[test]
+fn a_learned_initial_state_starts_the_first_update_under_every_strategy() {
+    let model = CharModel::learning_its_initial_state();
+    let strategies = [
+        Strategy::Full,
+        Strategy::Truncated { k: 5 },
+        Strategy::Overlapping { k1: 5, k2: 5 },
+        Strategy::Randomized { k: 5, pi: 1.0 },
+        Strategy::RandomLength { min: 5, max: 5 },
+        Strategy::Checkpointed {
+            k: 5,
+            every: Some(2),
+        },
+        Strategy::CheckpointedModel {
+            k: 5,
+            every: Some(2),
+        },
+    ];
+    for strategy in strategies {
+        let start = || Carry::zeros(&model.lstm, 3);
+        let (mut s, mut expected) = (stream(), Bptt::new(strategy, start(), 0));
+        let want = expected
+            .step(&mut s, |t, c, st, r| {
+                // The pass's first steps from the stack's own state; a later segment or piece of
+                // the same update from the state the one before it reached.
+                model.run_from(t, c, (c.start > 0).then_some(st), r)
+            })
+            .unwrap();
+        let (mut s, mut driver) = (stream(), Bptt::new(strategy, start(), 0));
+        let got = driver
+            .step(&mut s, |t, c, st, r| model.run(t, c, st, r))
+            .unwrap();
+        for p in model.initial() {
+            let g = got.grads.get(p).expect("h_0 and c_0 get a gradient");
+            assert!(g.data().iter().any(|&v| v != 0.0), "{strategy:?}");
+        }
+        let mut all = model.params();
+        all.extend(model.initial());
+        for p in all {
+            let (a, b) = (got.grads.get(p).unwrap(), want.grads.get(p).unwrap());
+            for (x, y) in a.data().iter().zip(b.data()) {
+                assert!(
+                    (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                    "{strategy:?}: {x} vs {y}"
+                );
+            }
+        }
+        if let Some(next) = driver.step(&mut s, |t, c, st, r| model.run(t, c, st, r)) {
+            for p in model.initial() {
+                let zero = next
+                    .grads
+                    .get(p)
+                    .is_none_or(|g| g.data().iter().all(|&v| v == 0.0));
+                assert!(zero, "{strategy:?}: a carried state gives h_0 a gradient");
+            }
+        }
+    }
+}
+
+/// A lane reset restarts that lane from the learned initial state: h_0's gradient in the next
+/// update is that lane's alone, as if the model ran every lane from h_0 and counted only that
+/// lane's loss; the other lanes go on from their carried state. A restart starts every lane again.
+#[test]
+fn a_reset_lane_restarts_from_the_learned_initial_state() {
+    let model = CharModel::learning_its_initial_state();
+    let truncated = Strategy::Truncated { k: 5 };
+    let step = |d: &mut Bptt<f64>, s: &mut Stream| {
+        d.step(s, |t, c, st, r| model.run(t, c, st, r)).unwrap()
+    };
+    let (mut s, mut driver) = (
+        stream(),
+        Bptt::new(truncated, Carry::zeros(&model.lstm, 3), 0),
+    );
+    step(&mut driver, &mut s);
+    driver.reset_lane(1);
+    let got = step(&mut driver, &mut s);
+    let (mut s, mut expected) = (
+        stream(),
+        Bptt::new(truncated, Carry::zeros(&model.lstm, 3), 0),
+    );
+    step(&mut expected, &mut s);
+    let lane_one = |c: &Chunk| {
+        let mut only = c.clone();
+        for (i, target) in only.targets.iter_mut().enumerate() {
+            if i % c.lanes != 1 {
+                *target = -100;
+            }
+        }
+        only
+    };
+    let want = expected
+        .step(&mut s, |t, c, _, r| {
+            model.run_from(t, &lane_one(c), None, r)
+        })
+        .unwrap();
+    for p in model.initial() {
+        let (a, b) = (got.grads.get(p).unwrap(), want.grads.get(p).unwrap());
+        assert!(a.data().iter().any(|&v| v != 0.0));
+        for (x, y) in a.data().iter().zip(b.data()) {
+            assert!((x - y).abs() <= 1e-12 * (1.0 + y.abs()), "{x} vs {y}");
+        }
+    }
+    // The update after that starts from carried states only; a restart starts every lane.
+    let carried = step(&mut driver, &mut s);
+    assert!(model.initial().iter().all(|p| carried
+        .grads
+        .get(p)
+        .is_none_or(|g| g.data().iter().all(|&v| v == 0.0))));
+    driver.restart(Carry::zeros(&model.lstm, 3));
+    let (mut s, mut fresh) = (
+        stream(),
+        Bptt::new(truncated, Carry::zeros(&model.lstm, 3), 0),
+    );
+    let (again, first) = (step(&mut driver, &mut stream()), step(&mut fresh, &mut s));
+    for p in model.initial() {
+        assert_eq!(again.grads.get(p), first.grads.get(p));
+    }
 }

@@ -124,3 +124,23 @@ fn from_vec_returns_a_typed_error() {
         "cannot build a tensor of shape [2, 3]: it holds 6 elements but 5 were given"
     );
 }
+
+/// Misusing a token buffer or a stream panics at the caller's line too, not inside the library.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn token_and_stream_misuse_panics_at_the_callers_line() {
+    use rewind::nn::{Stream, Tokens};
+    let mut narrow = Tokens::for_vocab(10, 4);
+    let few = Tokens::from(vec![1, 2, 3]);
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { narrow.push(300); }), line!(), "tokens: id 300 does not fit the vocabulary's width (u8: ids below 256)"),
+        (Box::new(|| { few.get(3); }), line!(), "tokens: index 3 out of range for 3 tokens"),
+        (Box::new(|| { Stream::new(vec![1, 2, 3], 0); }), line!(), "stream: needs at least one lane"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, file, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert!(file.ends_with("shape_errors.rs"), "{expected}: panicked in {file}");
+        assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
+    }
+}

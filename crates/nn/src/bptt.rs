@@ -57,9 +57,31 @@ impl Tokens {
     /// Appends `id`, which must fit the width chosen for the vocabulary.
     #[track_caller]
     pub fn push(&mut self, id: usize) {
-        each_width!(self, v => v.push(id.try_into().unwrap_or_else(|_| {
-            panic!("tokens: id {id} does not fit the vocabulary's width")
-        })))
+        // A `match`, not `unwrap_or_else`: a closure would report its own line, not the caller's.
+        each_width!(self, v => match id.try_into() {
+            Ok(narrow) => v.push(narrow),
+            Err(_) => panic!(
+                "tokens: id {id} does not fit the vocabulary's width ({}: ids below {})",
+                self.width_name(),
+                self.bound()
+            ),
+        })
+    }
+
+    fn width_name(&self) -> &'static str {
+        match self {
+            Tokens::U8(_) => "u8",
+            Tokens::U16(_) => "u16",
+            Tokens::U32(_) => "u32",
+        }
+    }
+
+    fn bound(&self) -> u64 {
+        match self {
+            Tokens::U8(_) => 1 << 8,
+            Tokens::U16(_) => 1 << 16,
+            Tokens::U32(_) => 1 << 32,
+        }
     }
 
     /// The number of tokens.
@@ -75,6 +97,10 @@ impl Tokens {
     /// The id at `index`.
     #[track_caller]
     pub fn get(&self, index: usize) -> usize {
+        let len = self.len();
+        if index >= len {
+            panic!("tokens: index {index} out of range for {len} tokens");
+        }
         each_width!(self, v => v[index] as usize)
     }
 
@@ -535,13 +561,63 @@ pub struct Update<F: Float = f32> {
 ///
 /// The carried state `K` is a [`Carry`] for a model around one [`Recurrent`] stack of any cell,
 /// or any [`Carried`] state a model defines for itself.
+///
+/// A stack with a learned initial state (`RecurrentConfig::learn_initial_state`) starts from it
+/// wherever a lane starts fresh: every lane in the first update of a pass (after
+/// [`new`](Bptt::new) or [`restart`](Bptt::restart)), and a lane after
+/// [`reset_lane`](Bptt::reset_lane). The driver marks those lanes in
+/// [`Run::fresh_lanes`], so h_0 gets their gradient, and the optimizer updates it; later updates
+/// start from the carried state, detached, and give h_0 nothing. This holds for a stack of any
+/// cell, a user's included; a state a model carries by other means (its own [`Carried`]) is the
+/// model's to restart.
 #[derive(Debug)]
 pub struct Bptt<F: Float = f32, K = Carry<F>> {
     strategy: Strategy,
     rng: StdRng,
     /// Detached states by stream position (the last boundary; more for TBPTT(k1, k2)).
-    states: BTreeMap<usize, K>,
+    states: BTreeMap<usize, Kept<K>>,
     precision: PhantomData<F>,
+}
+
+/// A carried state, and the lanes that start fresh from it.
+#[derive(Clone, Debug)]
+struct Kept<K> {
+    carry: K,
+    /// Every lane starts fresh (the beginning of a pass).
+    all_fresh: bool,
+    /// Lanes reset since the state was kept.
+    reset: Vec<usize>,
+}
+
+impl<K> Kept<K> {
+    fn carried(carry: K) -> Self {
+        Kept {
+            carry,
+            all_fresh: false,
+            reset: Vec::new(),
+        }
+    }
+
+    fn start(carry: K) -> Self {
+        Kept {
+            all_fresh: true,
+            ..Kept::carried(carry)
+        }
+    }
+
+    /// [`Run::fresh_lanes`] for `lanes` lanes, or `None` when no lane starts fresh.
+    fn fresh_lanes(&self, lanes: usize) -> Option<Vec<bool>> {
+        if !self.all_fresh && self.reset.is_empty() {
+            return None;
+        }
+        let mut fresh = vec![self.all_fresh; lanes];
+        for &lane in &self.reset {
+            if let Some(f) = fresh.get_mut(lane) {
+                *f = true;
+            }
+        }
+        Some(fresh)
+    }
 }
 
 impl<F: Float, K: Carried<F>> Bptt<F, K> {
@@ -584,7 +660,7 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         Bptt {
             strategy,
             rng: StdRng::seed_from_u64(seed),
-            states: BTreeMap::from([(0, start)]),
+            states: BTreeMap::from([(0, Kept::start(start))]),
             precision: PhantomData,
         }
     }
@@ -594,29 +670,34 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         self.rng = StdRng::seed_from_u64(seed);
     }
 
-    /// Replaces the carried state (to resume a run where it stopped, at `position`).
+    /// Replaces the carried state (to resume a run where it stopped, at `position`). No lane
+    /// starts fresh from it: it is a state the run reached.
     pub fn resume_at(&mut self, position: usize, carry: K) {
-        self.states = BTreeMap::from([(position, carry)]);
+        self.states = BTreeMap::from([(position, Kept::carried(carry))]);
     }
 
     /// The state carried into the next update.
     pub fn carry(&self) -> &K {
-        self.states
+        &self
+            .states
             .values()
             .next_back()
             .expect("a state is always kept")
+            .carry
     }
 
-    /// Zeroes one lane's carried state (its document ended).
+    /// Zeroes one lane's carried state (its document ended); the lane starts fresh in the next
+    /// update, from a learned initial state where the model has one.
     pub fn reset_lane(&mut self, lane: usize) {
-        for carry in self.states.values_mut() {
-            carry.reset_lane(lane);
+        for kept in self.states.values_mut() {
+            kept.carry.reset_lane(lane);
+            kept.reset.push(lane);
         }
     }
 
-    /// Starts over from `start` at the stream's beginning (a new pass).
+    /// Starts over from `start` at the stream's beginning (a new pass): every lane starts fresh.
     pub fn restart(&mut self, start: K) {
-        self.states = BTreeMap::from([(0, start)]);
+        self.states = BTreeMap::from([(0, Kept::start(start))]);
     }
 
     /// One update: reads the next chunk of `stream` and returns its gradients, or `None` when the
@@ -656,7 +737,9 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         stream.take(new_steps);
 
         let tape = Tape::new();
-        let state = self.states[&from].on(&tape);
+        let state = self.states[&from].carry.on(&tape);
+        let fresh = self.states[&from].fresh_lanes(chunk.lanes);
+        let fresh = fresh.as_deref();
         let xi = self.grad_scale(chunk.steps);
         let root = |k: usize, every: Option<usize>| {
             every.unwrap_or_else(|| (k as f64).sqrt().ceil() as usize)
@@ -667,18 +750,20 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
                 Strategy::Checkpointed { k, every } => Some(root(k, every)),
                 _ => None,
             },
+            fresh_lanes: fresh,
             ..Run::default()
         };
         let (total, final_state) = match self.strategy {
             Strategy::Overlapping { k1, k2 } => {
-                self.run_kept(&tape, &chunk, state, gcd(k1, k2), &mut model)
+                self.run_kept(&tape, &chunk, state, fresh, gcd(k1, k2), &mut model)
             }
             Strategy::CheckpointedModel { k, every } => {
-                run_segments(&tape, &chunk, state, root(k, every), &mut model)
+                run_segments(&tape, &chunk, state, fresh, root(k, every), &mut model)
             }
             _ => model(&tape, &chunk, state, &run),
         };
-        self.states.insert(begin + new_steps, K::of(final_state));
+        self.states
+            .insert(begin + new_steps, Kept::carried(K::of(final_state)));
         self.forget_before(begin + new_steps);
         let counted = chunk.targets.iter().filter(|&&t| t != -100).count();
         let loss = total * F::from_f64(1.0 / counted as f64);
@@ -703,12 +788,14 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
     }
 
     /// Runs `chunk` in pieces of `g` steps on one tape, keeping the detached state at every piece
-    /// boundary for later overlapping updates; returns the summed loss and final state.
+    /// boundary for later overlapping updates; returns the summed loss and final state. The
+    /// `fresh` lanes start fresh in the first piece.
     fn run_kept<'t, M>(
         &mut self,
         tape: &'t Tape<F>,
         chunk: &Chunk,
         mut state: K::Live<'t>,
+        fresh: Option<&[bool]>,
         g: usize,
         model: &mut M,
     ) -> (Var<'t, F>, K::Live<'t>)
@@ -721,14 +808,18 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         ) -> (Var<'s, F>, K::Live<'s>),
     {
         let mut total = tape.constant(Tensor::scalar(F::ZERO));
-        for piece in chunk.pieces(g) {
+        for (i, piece) in chunk.pieces(g).enumerate() {
             let n = piece.steps;
-            let (loss, next) = model(tape, &piece, state, &Run::default());
+            let run = Run {
+                fresh_lanes: fresh.filter(|_| i == 0),
+                ..Run::default()
+            };
+            let (loss, next) = model(tape, &piece, state, &run);
             total = total + loss;
             state = next;
             self.states
                 .entry(piece.start + n)
-                .or_insert_with(|| K::of(next));
+                .or_insert_with(|| Kept::carried(K::of(next)));
         }
         (total, state)
     }
@@ -768,10 +859,12 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
 /// Runs `chunk` in segments of `every` steps, each model call (its loss included) inside a
 /// [`Tape::checkpoint`]: the tape keeps each segment's summed loss and final state, and during
 /// backward recomputes one segment's insides at a time. Returns the summed loss and final state.
+/// The `fresh` lanes start fresh in the first segment.
 fn run_segments<'t, F, K, M>(
     tape: &'t Tape<F>,
     chunk: &Chunk,
     mut state: K::Live<'t>,
+    fresh: Option<&[bool]>,
     every: usize,
     model: &mut M,
 ) -> (Var<'t, F>, K::Live<'t>)
@@ -783,10 +876,14 @@ where
     let mut total = tape.constant(Tensor::scalar(F::ZERO));
     // One segment covering the chunk shows the model every step, as truncation does.
     let cut = chunk.steps > every;
-    for piece in chunk.pieces(every) {
+    for (i, piece) in chunk.pieces(every).enumerate() {
+        let run = Run {
+            fresh_lanes: fresh.filter(|_| i == 0),
+            ..Run::default()
+        };
         let outputs = tape.checkpoint(&K::vars(state), |inner, vars| {
             let _segment = cut.then(InSegment::enter);
-            let (loss, next) = model(inner, &piece, K::from_vars(vars), &Run::default());
+            let (loss, next) = model(inner, &piece, K::from_vars(vars), &run);
             let mut outputs = vec![loss];
             outputs.extend(K::vars(next));
             outputs

@@ -418,6 +418,14 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             !(run.keep_states && run.checkpoint_every.is_some()),
             "{name}: keep_states needs the states on the tape, which checkpointing recomputes instead"
         );
+        if let Some(fresh) = run.fresh_lanes {
+            assert_eq!(
+                fresh.len(),
+                batch,
+                "{name}: fresh_lanes needs one flag per lane ({batch}), got {}",
+                fresh.len()
+            );
+        }
         // Not `Option::map`: a closure would lose the caller's line in the shape check's panic.
         #[allow(clippy::manual_map)]
         let initial = match initial {
@@ -434,7 +442,8 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             let mut outputs = Vec::with_capacity(dirs);
             for (direction, cell) in cells.iter().enumerate() {
                 let index = layer * dirs + direction;
-                let start = self.initial_state(tape, initial.as_deref(), index, batch);
+                let start =
+                    self.initial_state(tape, initial.as_deref(), run.fresh_lanes, index, batch);
                 let lane = Lane {
                     steps,
                     batch,
@@ -582,26 +591,36 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
     }
 
     /// The starting state of layer-direction `index`, each part [B, ·] (B = 1 for an unbatched
-    /// input, whose initial state [D·L, ·] gives the same [1, ·] slices).
+    /// input, whose initial state [D·L, ·] gives the same [1, ·] slices): the given state, with
+    /// the `fresh` lanes (if any) taken from the learned state (if any).
     fn initial_state<'t>(
         &self,
         tape: &'t Tape<F>,
         initial: Option<&[Var<'t, F>]>,
+        fresh: Option<&[bool]>,
         index: usize,
         batch: usize,
     ) -> C::State<'t> {
+        let fresh = fresh.filter(|f| f.contains(&true));
         let parts: Vec<Var<'t, F>> = self
             .parts
             .iter()
             .enumerate()
             .map(|(p, part)| {
                 let shape = part.batched(batch);
+                let learned = |learned| tape.param(learned).narrow(0, index, 1);
                 match (initial, self.initial.get(p)) {
-                    (Some(given), _) => given[p].narrow(0, index, 1).reshape(&shape),
-                    (None, Some(learned)) => {
-                        tape.param(learned).narrow(0, index, 1)
-                            + tape.constant(Tensor::zeros(&shape))
+                    (Some(given), Some(own)) if fresh.is_some() => {
+                        let given = given[p].narrow(0, index, 1).reshape(&shape);
+                        let mut lanes = vec![1; shape.len()];
+                        lanes[0] = batch;
+                        let flags = fresh.unwrap_or_default().iter();
+                        let cond = flags.map(|&f| if f { F::ONE } else { F::ZERO }).collect();
+                        let cond = Tensor::from_vec(cond, &lanes).expect("one flag per lane");
+                        learned(own).where_cond(&cond, given)
                     }
+                    (Some(given), _) => given[p].narrow(0, index, 1).reshape(&shape),
+                    (None, Some(own)) => learned(own) + tape.constant(Tensor::zeros(&shape)),
                     (None, None) => tape.constant(Tensor::zeros(&shape)),
                 }
             })
@@ -641,6 +660,13 @@ pub struct Run<'a, F: Float = f32> {
     /// the weights see it. Not with `checkpoint_every` (it panics): checkpointed segments
     /// recompute their states during backward, so no node on the tape carries every path.
     pub keep_states: bool,
+    /// The lanes (batch rows) whose state starts fresh here: every lane at the start of a
+    /// stream, and a lane that [`Bptt::reset_lane`](crate::Bptt::reset_lane) restarted. A
+    /// stack with a learned initial state starts these lanes from it, whatever the given
+    /// initial state holds there, so h_0 (and c_0) get the gradient of those lanes; the other
+    /// lanes start from the given state. A stack without one ignores it. The
+    /// [`Bptt`](crate::Bptt) driver sets it, and a model passes it on with the rest of `Run`.
+    pub fresh_lanes: Option<&'a [bool]>,
 }
 
 impl<F: Float> Default for Run<'_, F> {
@@ -650,6 +676,7 @@ impl<F: Float> Default for Run<'_, F> {
             grad_scale: None,
             checkpoint_every: None,
             keep_states: false,
+            fresh_lanes: None,
         }
     }
 }
