@@ -220,11 +220,16 @@ impl Tagger {
 }
 
 fn tagger(bidirectional: bool) -> Tagger {
+    tagger_with(bidirectional, false)
+}
+
+fn tagger_with(bidirectional: bool, learn_initial_state: bool) -> Tagger {
     let mut rng = StdRng::seed_from_u64(40);
     let vocab = 5;
     let config = RecurrentConfig::new(vocab, 6)
         .num_layers(2)
-        .bidirectional(bidirectional);
+        .bidirectional(bidirectional)
+        .learn_initial_state(learn_initial_state);
     let d = if bidirectional { 2 } else { 1 };
     Tagger {
         rnn: Recurrent::with_cells(config, |input, hidden| {
@@ -312,4 +317,53 @@ fn peephole_stack_runs_through_every_strategy_and_checkpointing_changes_nothing(
             assert_same_updates(&truncated, &segments, "CheckpointedModel against Truncated");
         }
     }
+}
+
+/// A user's cell gets a learned initial state under the driver as the built-in cells do: every
+/// lane of a pass's first update starts from h_0 and c_0 (both layers, both directions), which
+/// get a gradient; the next update starts from the carried state and gives them none; a reset
+/// lane starts from them again.
+#[test]
+fn a_peephole_stack_starts_fresh_lanes_from_its_learned_initial_state_under_the_driver() {
+    let model = tagger_with(true, true);
+    let initial: Vec<&Param<f64>> = model
+        .rnn
+        .params()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with("_0"))
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(initial.len(), 2, "h_0 and c_0");
+    let mut stream = stream();
+    let mut bptt = Bptt::new(Strategy::Truncated { k: 7 }, Carry::zeros(&model.rnn, 2), 7);
+    let mut update = || {
+        bptt.step(&mut stream, |tape, chunk, state, run| {
+            model.loss(tape, chunk, state, run)
+        })
+        .unwrap()
+    };
+    let reached = |u: &rewind::nn::Update<f64>| {
+        initial.iter().all(|p| {
+            u.grads
+                .get(p)
+                .is_some_and(|g| g.data().iter().any(|&v| v != 0.0))
+        })
+    };
+    let untouched = |u: &rewind::nn::Update<f64>| {
+        initial.iter().all(|p| {
+            u.grads
+                .get(p)
+                .is_none_or(|g| g.data().iter().all(|&v| v == 0.0))
+        })
+    };
+    assert!(reached(&update()), "the first update starts from h_0");
+    assert!(untouched(&update()), "a carried state gives h_0 nothing");
+    drop(update);
+    bptt.reset_lane(0);
+    let after_reset = bptt
+        .step(&mut stream, |tape, chunk, state, run| {
+            model.loss(tape, chunk, state, run)
+        })
+        .unwrap();
+    assert!(reached(&after_reset), "a reset lane starts from h_0 again");
 }
