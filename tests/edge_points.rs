@@ -394,7 +394,8 @@ fn layers_of_input_size_zero_run_forward_and_backward() {
 
 /// softmax and log_softmax along an axis of size 0 give an empty result and an empty gradient,
 /// as PyTorch's do (they used to panic inside the kernels); so does a sum with an empty operand
-/// repeated along the leading axes, `[2, 0] + [0]`.
+/// repeated along the leading axes, `[2, 0] + [0]`. Chunks and splits of an empty axis are
+/// PyTorch's too.
 #[test]
 fn softmax_log_softmax_and_broadcasts_over_empty_axes_give_empty_results() {
     for (shape, axis) in [
@@ -410,7 +411,12 @@ fn softmax_log_softmax_and_broadcasts_over_empty_axes_give_empty_results() {
             assert_eq!(y.sum().backward()[x].shape(), &shape[..]);
         }
     }
+    // torch.zeros(3, 0).chunk(3, 1) is three empty pieces; .split(1, 1) is one.
     let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros(&[3, 0]));
+    let pieces: Vec<Vec<usize>> = x.chunk(3, 1).iter().map(|p| p.shape().to_vec()).collect();
+    assert_eq!(pieces, vec![vec![3, 0]; 3]);
+    assert_eq!(x.split(1, 1).len(), 1);
     let (a, b) = (
         tape.var(Tensor::zeros(&[2, 0])),
         tape.var(Tensor::zeros(&[0])),

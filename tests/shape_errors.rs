@@ -125,14 +125,22 @@ fn from_vec_returns_a_typed_error() {
     );
 }
 
-/// Misusing a token buffer or a stream panics at the caller's line too, not inside the library.
+/// Misusing a token buffer, a stream, sequence lengths or the driver's lanes panics at the
+/// caller's line too, not inside the library.
 #[test]
 #[rustfmt::skip] // each case's `line!()` must stay on the line of its call
-fn token_and_stream_misuse_panics_at_the_callers_line() {
-    use rewind::nn::{Stream, Tokens};
+fn token_stream_length_and_lane_misuse_panics_at_the_callers_line() {
+    use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
+    use rewind::nn::{Bptt, Carry, Gru, RecurrentConfig, Strategy, Stream, Tokens};
     let mut narrow = Tokens::for_vocab(10, 4);
     let few = Tokens::from(vec![1, 2, 3]);
+    let gru: Gru = Gru::new(RecurrentConfig::new(3, 4), &mut StdRng::seed_from_u64(0));
+    let mut driver: Bptt = Bptt::new(Strategy::Truncated { k: 3 }, Carry::zeros(&gru, 2), 0);
+    let tape = Tape::new();
+    let x = tape.constant(zeros(&[5, 2, 3]));
     let cases: Vec<Case> = vec![
+        (Box::new(|| { gru.forward(&tape, x, None, Some(&[0, 5])); }), line!(), "gru: lengths [0, 5] must give each of the 2 sequences a length in 1..=5"),
+        (Box::new(|| { driver.reset_lane(5); }), line!(), "reset_lane: lane 5 of 2"),
         (Box::new(|| { narrow.push(300); }), line!(), "tokens: id 300 does not fit the vocabulary's width (u8: ids below 256)"),
         (Box::new(|| { few.get(3); }), line!(), "tokens: index 3 out of range for 3 tokens"),
         (Box::new(|| { Stream::new(vec![1, 2, 3], 0); }), line!(), "stream: needs at least one lane"),

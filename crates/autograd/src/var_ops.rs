@@ -492,7 +492,8 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// `chunks` pieces of equal size along `axis` (negative counts from the end; the last piece
-    /// smaller if it does not divide), as `torch.chunk`.
+    /// smaller if it does not divide), as `torch.chunk`; an empty axis gives `chunks` empty
+    /// pieces.
     #[track_caller]
     pub fn chunk(self, chunks: usize, axis: impl Axis + std::fmt::Debug) -> Vec<Self> {
         let shape = self.shape();
@@ -500,17 +501,25 @@ impl<'t, F: Float> Var<'t, F> {
         if chunks == 0 {
             panic!("chunk: cannot split shape {shape:?} into 0 chunks");
         }
+        if shape[a] == 0 {
+            // An empty axis gives `chunks` empty pieces, as PyTorch's chunk does.
+            return vec![self.narrow(a, 0, 0); chunks];
+        }
         self.split(shape[a].div_ceil(chunks).max(1), a)
     }
 
     /// Pieces of `size` along `axis` (negative counts from the end; the last piece smaller if it
-    /// does not divide), as `torch.split`.
+    /// does not divide), as `torch.split`; an empty axis gives one empty piece.
     #[track_caller]
     pub fn split(self, size: usize, axis: impl Axis + std::fmt::Debug) -> Vec<Self> {
         let shape = self.shape();
         let a = check::axis("split", &shape, axis);
         if size == 0 {
             panic!("split: pieces of size 0 along axis {a} of shape {shape:?}");
+        }
+        if shape[a] == 0 {
+            // One empty piece, as PyTorch's split gives.
+            return vec![self.narrow(a, 0, 0)];
         }
         (0..shape[a])
             .step_by(size)

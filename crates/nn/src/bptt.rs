@@ -309,6 +309,7 @@ pub trait Carried<F: Float>: Clone {
     fn from_vars<'t>(vars: &[Var<'t, F>]) -> Self::Live<'t>;
 
     /// Zeroes one lane's state (its document ended; the next starts fresh).
+    #[track_caller]
     fn reset_lane(&mut self, lane: usize);
 }
 
@@ -444,6 +445,7 @@ impl<F: Float, S: CellState<'static, F>> Carried<F> for Carry<F, S> {
         S::On::from_parts(vars)
     }
 
+    #[track_caller]
     fn reset_lane(&mut self, lane: usize) {
         Carry::reset_lane(self, lane)
     }
@@ -688,6 +690,7 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
 
     /// Zeroes one lane's carried state (its document ended); the lane starts fresh in the next
     /// update, from a learned initial state where the model has one.
+    #[track_caller]
     pub fn reset_lane(&mut self, lane: usize) {
         for kept in self.states.values_mut() {
             kept.carry.reset_lane(lane);

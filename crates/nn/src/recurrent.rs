@@ -401,7 +401,12 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 &input.shape()[..]
             );
         }
-        let masks = run.lengths.map(|l| self.step_masks(l, steps, batch));
+        // Not `Option::map`: a closure would lose the caller's line in the lengths check's panic.
+        #[allow(clippy::manual_map)]
+        let masks = match run.lengths {
+            Some(l) => Some(self.step_masks(l, steps, batch)),
+            None => None,
+        };
         if let Some(xi) = run.grad_scale {
             assert_eq!(
                 xi.len(),
