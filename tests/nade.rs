@@ -260,6 +260,7 @@ fn bad_input_is_a_one_line_error() {
     let out_of_range = dir.join("range.csv");
     fs::write(&out_of_range, format!("17{}\n", ",0".repeat(64))).unwrap();
     let missing = dir.join("absent.csv");
+    fs::create_dir_all(dir.join("taken")).unwrap();
 
     let cases: Vec<(Result<Outcome, Error>, &str)> = vec![
         (run_with(&dir, &missing, &[]), "cannot read"),
@@ -286,6 +287,11 @@ fn bad_input_is_a_one_line_error() {
         (
             run_with(&missing, &good, &[]),
             "is not an existing directory",
+        ),
+        // Found before training: a directory stands where the samples' grid goes.
+        (
+            run_with(&dir, &good, &["--samples-svg", "taken"]),
+            "taken: it is a directory",
         ),
     ];
     for (result, expected) in cases {

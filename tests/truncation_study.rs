@@ -133,6 +133,23 @@ fn bad_flags_are_one_line() {
     }
 }
 
+/// An output that cannot be written (here a directory stands where the figure goes) is found
+/// before the study runs, not after it has trained every model.
+#[test]
+fn an_output_that_cannot_be_written_fails_before_the_study() {
+    let dir = scratch("unwritable");
+    fs::create_dir_all(dir.join("truncation_study.svg")).unwrap();
+    let out = dir.to_str().unwrap();
+    let err = run(args(&["--data", "/no/such/text.txt", "--out-dir", out])).unwrap_err();
+    let Error::Output(m) = &err else {
+        panic!("expected an output error before reading the data, got {err:?}")
+    };
+    assert!(
+        m.contains("truncation_study.svg") && m.contains("it is a directory"),
+        "{m}"
+    );
+}
+
 #[test]
 fn a_tiny_study_writes_its_figure_and_tables() {
     let dir = scratch("tiny");

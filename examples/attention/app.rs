@@ -20,6 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use rewind::autograd::io::check_writable;
 
 use cell::Kind;
 
@@ -213,13 +214,8 @@ fn check(cli: &Cli) -> Result<(), Error> {
                 "--svg draws attention weights: it needs --attention additive or dot".into(),
             ));
         }
-        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-        if dir.is_some_and(|d| !d.is_dir()) {
-            return Err(Error::Output(format!(
-                "cannot write {}: its directory does not exist",
-                path.display()
-            )));
-        }
+        // Before training, not after it: a file that cannot be written would cost the run.
+        check_writable(path).map_err(|e| Error::Output(e.to_string()))?;
     }
     Ok(())
 }

@@ -2,9 +2,9 @@
 //! with the gradient norm clipped, evaluation on the held-out text after each stretch of training
 //! time, and the attention map at the end.
 
-use std::fs;
 use std::time::{Duration, Instant};
 
+use rewind::autograd::io::write_atomic;
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{Bptt, Carried, Module, Run, Strategy, Stream};
@@ -185,8 +185,7 @@ fn draw(
         first: start - from,
         weights: &rows[start - from..],
     };
-    fs::write(path, svg::render(&map))
-        .map_err(|e| Error::Output(format!("cannot write {}: {e}", path.display())))?;
+    write_atomic(path, svg::render(&map).as_bytes()).map_err(|e| Error::Output(e.to_string()))?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -12,11 +12,11 @@ pub mod svg;
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Parser;
+use rewind::autograd::io::{check_writable, write_atomic};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::seq::SliceRandom;
 use rewind::autograd::rand::SeedableRng;
@@ -218,6 +218,10 @@ fn check(cli: &Cli) -> Result<(), Error> {
             cli.out_dir.display()
         )));
     }
+    // Before training, not after it: a file that cannot be written would cost the whole run.
+    for name in [&cli.real_svg, &cli.samples_svg] {
+        check_writable(&cli.out_dir.join(name)).map_err(|e| Error::Output(e.to_string()))?;
+    }
     Ok(())
 }
 
@@ -262,7 +266,7 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// Writes `contents` atomically: a failed write leaves the previous file as it was.
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
-    fs::write(path, contents)
-        .map_err(|e| Error::Output(format!("cannot write {}: {e}", path.display())))
+    write_atomic(path, contents.as_bytes()).map_err(|e| Error::Output(e.to_string()))
 }

@@ -13,12 +13,12 @@ pub mod svg;
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
+use rewind::autograd::io::{check_writable, write_atomic};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{GruCell, RnnCell, StandardCell, Stream};
@@ -268,12 +268,7 @@ where
     tables.push('\n');
     tables.push_str(&grad_table(&grads));
     println!("\n{tables}");
-    let stem = match cli.minutes {
-        Some(_) => "truncation_study_wallclock",
-        None => "truncation_study",
-    };
-    let svg = cli.out_dir.join(format!("{stem}.svg"));
-    let tables_path = cli.out_dir.join(format!("{stem}.md"));
+    let [svg, tables_path] = outputs(&cli);
     write(&svg, &svg::curves(&curves, cli.minutes.is_some()))?;
     write(&tables_path, &tables)?;
     println!("wrote {} and {}", svg.display(), tables_path.display());
@@ -333,7 +328,23 @@ fn check(cli: &Cli) -> Result<(), Error> {
             cli.out_dir.display()
         )));
     }
+    // Before training, not after it: a file that cannot be written would cost the whole study.
+    for path in outputs(cli) {
+        check_writable(&path).map_err(|e| Error::Output(e.to_string()))?;
+    }
     Ok(())
+}
+
+/// The figure and the tables the study writes, in `--out-dir`.
+fn outputs(cli: &Cli) -> [PathBuf; 2] {
+    let stem = match cli.minutes {
+        Some(_) => "truncation_study_wallclock",
+        None => "truncation_study",
+    };
+    [
+        cli.out_dir.join(format!("{stem}.svg")),
+        cli.out_dir.join(format!("{stem}.md")),
+    ]
 }
 
 fn method(kind: StrategyKind, cli: &Cli) -> Method {
@@ -585,7 +596,7 @@ fn grad_table(rows: &[GradRow]) -> String {
     s
 }
 
+/// Writes `contents` atomically: a failed write leaves the previous file as it was.
 fn write(path: &Path, contents: &str) -> Result<(), Error> {
-    fs::write(path, contents)
-        .map_err(|e| Error::Output(format!("cannot write {}: {e}", path.display())))
+    write_atomic(path, contents.as_bytes()).map_err(|e| Error::Output(e.to_string()))
 }

@@ -183,15 +183,27 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     sync_directory(path).map_err(|e| os("flush the directory of", e))
 }
 
-/// Checks that [`write_atomic`] can write `path`: it is not a directory, and a temporary file can
-/// be created beside it (the directory exists and is writable). Leaves nothing behind.
+/// Checks that [`write_atomic`] can write `path`: it is not a directory, its directory exists,
+/// and a temporary file can be created beside it (the directory is writable). Leaves nothing
+/// behind.
 pub fn check_writable(path: &Path) -> Result<(), IoError> {
+    let refuse = |kind, why: &str| IoError::Os {
+        path: path.to_path_buf(),
+        action: "write",
+        source: std::io::Error::new(kind, why),
+    };
     if path.is_dir() {
-        return Err(IoError::Os {
-            path: path.to_path_buf(),
-            action: "write",
-            source: std::io::Error::new(std::io::ErrorKind::IsADirectory, "it is a directory"),
-        });
+        return Err(refuse(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory",
+        ));
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if dir.is_some_and(|d| !d.is_dir()) {
+        return Err(refuse(
+            std::io::ErrorKind::NotFound,
+            "its directory does not exist",
+        ));
     }
     let (_, tmp) = create_temporary(path)?;
     let _ = fs::remove_file(tmp);
