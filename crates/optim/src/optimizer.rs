@@ -24,6 +24,11 @@ pub trait Optimizer<F: Float = f32> {
     fn lr(&self) -> f64;
 
     /// Sets the learning rate, as a schedule does.
+    ///
+    /// Panics, at the caller's line, unless `lr` is finite and ≥ 0, and finite times each
+    /// group's [`lr_scale`](ParamGroup::lr_scale): a NaN or infinite rate makes every weight NaN
+    /// at the next step.
+    #[track_caller]
     fn set_lr(&mut self, lr: f64);
 
     /// Everything needed to resume exactly: hyperparameters and per-parameter buffers, keyed by
@@ -36,12 +41,13 @@ pub trait Optimizer<F: Float = f32> {
 }
 
 /// The builder methods every optimizer has: `weight_decay` (documented by the literal given,
-/// refused below 0 with a message naming the optimizer `$name`), `maximize` and `group`.
+/// refused unless finite and ≥ 0 with a message naming the optimizer `$name`), `maximize` and
+/// `group`.
 macro_rules! shared_options {
     ($name:literal, $decay_doc:literal) => {
         #[doc = $decay_doc]
         ///
-        /// Panics if it is negative or NaN, as PyTorch refuses it.
+        /// Panics if it is negative or NaN, as PyTorch refuses it, or infinite.
         #[track_caller]
         pub fn weight_decay(mut self, weight_decay: f64) -> Self {
             $crate::optimizer::check_non_negative($name, "weight_decay", weight_decay);
@@ -58,8 +64,11 @@ macro_rules! shared_options {
         }
 
         /// Adds a parameter group with its own options.
+        ///
+        /// Panics if the learning rate times the group's `lr_scale` is not finite.
+        #[track_caller]
         pub fn group(mut self, group: $crate::optimizer::ParamGroup) -> Self {
-            self.hyper.groups.push(group);
+            self.hyper.add_group(group);
             self
         }
     };
@@ -67,21 +76,22 @@ macro_rules! shared_options {
 pub(crate) use shared_options;
 
 /// Builder methods that each set one `f64` hyperparameter `$field` (documented by the doc comments
-/// given), refused below 0 at the caller's line with a message naming the optimizer `$name`.
-macro_rules! non_negative_options {
-    ($name:literal; $($(#[$doc:meta])* $field:ident),+ $(,)?) => {
+/// given), refused by the check `$check` of this module (`check_non_negative`, ...) at the
+/// caller's line with a message naming the optimizer `$name`.
+macro_rules! checked_options {
+    ($name:literal; $($(#[$doc:meta])* $field:ident: $check:ident),+ $(,)?) => {
         $(
             $(#[$doc])*
             #[track_caller]
             pub fn $field(mut self, $field: f64) -> Self {
-                $crate::optimizer::check_non_negative($name, stringify!($field), $field);
+                $crate::optimizer::$check($name, stringify!($field), $field);
                 self.$field = $field;
                 self
             }
         )+
     };
 }
-pub(crate) use non_negative_options;
+pub(crate) use checked_options;
 
 /// The builder method `betas` of the Adam family (documented by the doc comments given), each
 /// beta refused outside [0, 1) at the caller's line with a message naming the optimizer `$name`.
@@ -135,7 +145,7 @@ macro_rules! lr_and_state {
         }
 
         fn set_lr(&mut self, lr: f64) {
-            self.hyper.lr = lr;
+            self.hyper.set_lr(lr);
         }
 
         fn state(&self) -> $crate::optimizer::OptimState<F> {
@@ -153,13 +163,43 @@ macro_rules! lr_and_state {
 }
 pub(crate) use lr_and_state;
 
-/// Panics, at the caller's line, unless `value` ≥ 0: PyTorch's `ValueError` for a learning rate,
-/// an eps or a weight decay below 0 (and NaN, which no comparison admits).
+/// Panics, at the caller's line, unless `value` is finite and ≥ 0: PyTorch's `ValueError` for a
+/// learning rate, a momentum or a weight decay below 0 (and NaN, which no comparison admits),
+/// and an infinity, which makes the weights NaN.
 #[track_caller]
 pub(crate) fn check_non_negative(optimizer: &str, name: &str, value: f64) {
     assert!(
-        value >= 0.0,
-        "{optimizer}: {name} must be >= 0, got {value:?}"
+        value >= 0.0 && value.is_finite(),
+        "{optimizer}: {name} must be finite and >= 0, got {value:?}"
+    );
+}
+
+/// Panics, at the caller's line, unless `value` is finite and > 0, as an eps must be: with eps 0
+/// an element whose gradients have all been 0 is updated by 0 / 0.
+#[track_caller]
+pub(crate) fn check_positive(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        value > 0.0 && value.is_finite(),
+        "{optimizer}: {name} must be finite and > 0, got {value:?}"
+    );
+}
+
+/// Panics, at the caller's line, unless `value` is finite.
+#[track_caller]
+pub(crate) fn check_finite(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        value.is_finite(),
+        "{optimizer}: {name} must be finite, got {value:?}"
+    );
+}
+
+/// Panics, at the caller's line, unless 0 ≤ `value` ≤ 1, as a decay rate that weighs a running
+/// mean against a square must be: above 1 the mean goes negative and its square root is NaN.
+#[track_caller]
+pub(crate) fn check_unit(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        (0.0..=1.0).contains(&value),
+        "{optimizer}: {name} must be in [0, 1], got {value:?}"
     );
 }
 
@@ -200,14 +240,19 @@ impl ParamGroup {
     }
 
     /// This group's learning rate as a multiple of the optimizer's (PyTorch's per-group `lr` is
-    /// `lr_scale · lr`); a schedule moves every group by the same factor.
+    /// `lr_scale · lr`); a schedule moves every group by the same factor. Panics unless finite
+    /// and ≥ 0, as a learning rate must be.
+    #[track_caller]
     pub fn lr_scale(mut self, scale: f64) -> Self {
+        check_non_negative("ParamGroup", "lr_scale", scale);
         self.lr_scale = scale;
         self
     }
 
-    /// This group's weight decay, in place of the optimizer's.
+    /// This group's weight decay, in place of the optimizer's. Panics unless finite and ≥ 0.
+    #[track_caller]
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        check_non_negative("ParamGroup", "weight_decay", weight_decay);
         self.weight_decay = Some(weight_decay);
         self
     }
@@ -223,23 +268,59 @@ impl fmt::Debug for ParamGroup {
 }
 
 /// The learning rate and weight decay every optimizer has, with its parameter groups. The first
-/// group that selects a parameter applies to it.
+/// group that selects a parameter applies to it. Every rate, `lr` and `lr` times each group's
+/// scale, is finite and ≥ 0.
 #[derive(Debug)]
 pub(crate) struct Hyper {
+    /// The optimizer's name, for messages.
+    optimizer: &'static str,
     pub(crate) lr: f64,
     pub(crate) weight_decay: f64,
     pub(crate) maximize: bool,
-    pub(crate) groups: Vec<ParamGroup>,
+    groups: Vec<ParamGroup>,
 }
 
 impl Hyper {
-    pub(crate) fn new(lr: f64, weight_decay: f64) -> Self {
+    /// Panics, at the caller's line, unless `lr` is finite and ≥ 0.
+    #[track_caller]
+    pub(crate) fn new(optimizer: &'static str, lr: f64, weight_decay: f64) -> Self {
+        check_non_negative(optimizer, "lr", lr);
         Hyper {
+            optimizer,
             lr,
             weight_decay,
             maximize: false,
             groups: Vec::new(),
         }
+    }
+
+    /// Panics, at the caller's line, unless `lr` is finite and ≥ 0 and so is every group's rate.
+    #[track_caller]
+    pub(crate) fn set_lr(&mut self, lr: f64) {
+        check_non_negative(self.optimizer, "lr", lr);
+        for group in &self.groups {
+            self.check_rate(lr, group);
+        }
+        self.lr = lr;
+    }
+
+    /// Panics, at the caller's line, unless the group's rate is finite.
+    #[track_caller]
+    pub(crate) fn add_group(&mut self, group: ParamGroup) {
+        self.check_rate(self.lr, &group);
+        self.groups.push(group);
+    }
+
+    /// Panics, at the caller's line, unless `lr` times the group's scale is finite (both are
+    /// finite and ≥ 0, but their product can overflow).
+    #[track_caller]
+    fn check_rate(&self, lr: f64, group: &ParamGroup) {
+        assert!(
+            (lr * group.lr_scale).is_finite(),
+            "{}: lr {lr:e} times a group's lr_scale {:e} is not finite",
+            self.optimizer,
+            group.lr_scale
+        );
     }
 
     /// What the gradient is multiplied by before anything else: -1 to maximize, else 1 (exact
