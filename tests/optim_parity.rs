@@ -12,9 +12,9 @@ use std::path::Path;
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Float, Param, Tape, Tensor};
 use rewind::optim::{
-    clip_grad_norm, clip_grad_norm_finite, clip_grad_value, Adagrad, Adam, CosineAnnealingLr,
-    ExponentialLr, LinearLr, LrSchedule, OptimState, Optimizer, ParamGroup, RmsProp, Scheduler,
-    Sgd, StepLr, Warmup,
+    clip_grad_norm, clip_grad_norm_finite, clip_grad_value, Adagrad, Adam, Adamax,
+    CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, NAdam, OptimState, Optimizer,
+    ParamGroup, RAdam, RmsProp, Scheduler, Sgd, StepLr, Warmup,
 };
 use support::golden::{load, tensor};
 use support::trajectories::{
@@ -256,6 +256,141 @@ fn loading_another_optimizers_state_is_an_error() {
             .to_string()
             .starts_with("cannot read /nonexistent/opt.safetensors"),
         "{missing}"
+    );
+}
+
+/// Every kind of optimizer, set to keep every buffer it can, with the name of its first buffer
+/// (in the state's order, by name), which has its parameter's shape.
+fn every_kind() -> Vec<(fn() -> Box<dyn Optimizer<f64>>, &'static str)> {
+    vec![
+        (|| Box::new(Sgd::new(0.1).momentum(0.9)), "momentum_buffer"),
+        (|| Box::new(Adam::new(0.1).amsgrad(true)), "exp_avg"),
+        (|| Box::new(Adam::adamw(0.1)), "exp_avg"),
+        (|| Box::new(Adagrad::new(0.1)), "sum"),
+        (
+            || Box::new(RmsProp::new(0.1).centered(true).momentum(0.9)),
+            "grad_avg",
+        ),
+        (|| Box::new(Adamax::new(0.1)), "exp_avg"),
+        (|| Box::new(NAdam::new(0.1)), "exp_avg"),
+        (|| Box::new(RAdam::new(0.1)), "exp_avg"),
+    ]
+}
+
+/// A model of two parameters of ones, `weight` [2, 3] and `bias` [3].
+fn two_params() -> Vec<Param<f64>> {
+    vec![
+        Param::named("weight", Tensor::full(&[2, 3], 1.0)),
+        Param::named("bias", Tensor::full(&[3], 1.0)),
+    ]
+}
+
+/// The state of `opt` after one step on `model`, whose loss is the sum of its squared weights.
+fn state_after_a_step(
+    mut opt: Box<dyn Optimizer<f64>>,
+    mut model: Vec<Param<f64>>,
+) -> OptimState<f64> {
+    let tape = Tape::new();
+    let mut loss = tape.constant(Tensor::scalar(0.0));
+    for p in &model {
+        loss = loss + tape.param(p).powf(2.0).sum();
+    }
+    opt.step(&mut model, &loss.backward());
+    opt.state()
+}
+
+/// A state that could not be resumed from (a step count that is not a whole number of steps, a
+/// NaN learning rate, a buffer holding NaN or an infinity, a buffer of no parameter with a step
+/// count, two buffers of one parameter of different shapes) is refused by `load_state` on a fresh
+/// optimizer of every kind, naming the entry, and the optimizer is left as it was.
+#[test]
+fn load_state_refuses_a_state_that_cannot_be_resumed_and_changes_nothing() {
+    for (make, buffer) in every_kind() {
+        let good = state_after_a_step(make(), two_params());
+        let kind = good.kind.clone();
+        let refused = |state: &OptimState<f64>, expected: &str| {
+            let mut fresh = make();
+            fresh.set_lr(0.05);
+            let before = fresh.state();
+            let err = fresh.load_state(state).expect_err(expected);
+            assert_eq!(err.to_string(), expected, "{kind}");
+            assert_eq!(
+                fresh.state(),
+                before,
+                "{kind}: a refused state changed the optimizer"
+            );
+        };
+        for step in [-1.0, 1.5, f64::NAN, f64::INFINITY, 2f64.powi(60)] {
+            let mut state = good.clone();
+            state.scalars.insert("weight.step".into(), step);
+            refused(
+                &state,
+                &format!(
+                    "optimizer state: `weight.step` is {step}, expected a whole number of steps \
+                     from 0 to 2^53"
+                ),
+            );
+        }
+        for lr in [f64::NAN, -0.1, f64::INFINITY] {
+            let mut state = good.clone();
+            state.scalars.insert("lr".into(), lr);
+            refused(
+                &state,
+                &format!("optimizer state: `lr` is {lr}, expected a finite number >= 0"),
+            );
+        }
+        for bad in [f64::NAN, f64::NEG_INFINITY] {
+            let mut state = good.clone();
+            let t = state.tensors.get_mut(&format!("weight.{buffer}")).unwrap();
+            t.data_mut()[4] = bad;
+            refused(
+                &state,
+                &format!(
+                    "optimizer state: `weight.{buffer}` is {bad} at element 4, expected finite \
+                     numbers"
+                ),
+            );
+        }
+        let mut state = good.clone();
+        state.scalars.remove("bias.step");
+        refused(
+            &state,
+            &format!(
+                "optimizer state: `bias.{buffer}` is not a buffer {kind} keeps for a parameter \
+                 with a step count"
+            ),
+        );
+        let mut state = good.clone();
+        state
+            .tensors
+            .insert("weight.velocity".into(), Tensor::zeros(&[2, 3]));
+        refused(
+            &state,
+            &format!(
+                "optimizer state: `weight.velocity` is not a buffer {kind} keeps for a parameter \
+                 with a step count"
+            ),
+        );
+    }
+    // Adam keeps two buffers with the parameter's shape: they must agree.
+    let mut state = state_after_a_step(Box::new(Adam::new(0.1)), two_params());
+    state
+        .tensors
+        .insert("weight.exp_avg_sq".into(), Tensor::zeros(&[3, 2]));
+    let err = Adam::<f64>::new(0.1).load_state(&state).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state: `weight.exp_avg_sq` has shape [3, 2], expected [2, 3]"
+    );
+    // NAdam's running product of momentum coefficients is one number.
+    let mut state = state_after_a_step(Box::new(NAdam::new(0.1)), two_params());
+    state
+        .tensors
+        .insert("bias.mu_product".into(), Tensor::zeros(&[3]));
+    let err = NAdam::<f64>::new(0.1).load_state(&state).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state: `bias.mu_product` has shape [3], expected []"
     );
 }
 

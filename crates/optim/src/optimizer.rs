@@ -36,7 +36,15 @@ pub trait Optimizer<F: Float = f32> {
     fn state(&self) -> OptimState<F>;
 
     /// Restores what [`state`](Optimizer::state) returned. Fails, changing nothing, when the
-    /// state belongs to another kind of optimizer or a buffer's shape does not match.
+    /// state cannot be resumed from: it belongs to another kind of optimizer; its learning rate
+    /// is not finite and ≥ 0; a step count is not a whole number from 0 to 2^53; an entry is not
+    /// a buffer this optimizer keeps for a parameter with a step count; a buffer holds a NaN or
+    /// an infinity (the run it was saved from had diverged); a buffer that holds one number
+    /// holds more, or one with its parameter's shape differs from another buffer of that
+    /// parameter, here or in the state.
+    ///
+    /// Without the model the optimizer cannot know its parameters' shapes: a state saved for
+    /// another model may load, and then the first step panics on a buffer of the wrong shape.
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError>;
 }
 
@@ -128,18 +136,23 @@ pub(crate) use decoupled_weight_decay_option;
 
 /// The [`Optimizer`] methods that only read or write the learning rate and the buffers: `lr`,
 /// `set_lr`, `state` and `load_state`, the state holding the buffers named in `$buffers` under
-/// the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set).
+/// the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set). `$buffers`
+/// have their parameter's shape; `$numbers`, when given, hold one number each.
 macro_rules! lr_and_state {
     ($kind:literal, $buffers:expr) => {
-        $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $buffers);
+        $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $buffers, []);
     };
     ($kind:literal or decoupled $decoupled:literal, $buffers:expr) => {
+        $crate::optimizer::lr_and_state!($kind or decoupled $decoupled, $buffers, one number []);
+    };
+    ($kind:literal or decoupled $decoupled:literal, $buffers:expr, one number $numbers:expr) => {
         $crate::optimizer::lr_and_state!(
             @ |o: &Self| if o.decoupled { $decoupled } else { $kind },
-            $buffers
+            $buffers,
+            $numbers
         );
     };
-    (@ $kind_of:expr, $buffers:expr) => {
+    (@ $kind_of:expr, $buffers:expr, $numbers:expr) => {
         fn lr(&self) -> f64 {
             self.hyper.lr
         }
@@ -156,8 +169,12 @@ macro_rules! lr_and_state {
             &mut self,
             state: &$crate::optimizer::OptimState<F>,
         ) -> Result<(), $crate::optimizer::StateError> {
-            let kind = ($kind_of)(self);
-            self.buffers.restore(state, kind, &$buffers, &mut self.hyper)
+            let layout = $crate::optimizer::Layout {
+                per_element: &$buffers,
+                numbers: &$numbers,
+            };
+            self.buffers
+                .restore(state, ($kind_of)(self), layout, &mut self.hyper)
         }
     };
 }
@@ -302,6 +319,11 @@ impl Hyper {
             self.check_rate(lr, group);
         }
         self.lr = lr;
+    }
+
+    /// Whether `lr` times every group's scale is finite.
+    fn scaled_rates_finite(&self, lr: f64) -> bool {
+        self.groups.iter().all(|g| (lr * g.lr_scale).is_finite())
     }
 
     /// Panics, at the caller's line, unless the group's rate is finite.
@@ -523,6 +545,22 @@ pub enum StateError {
         /// The text found.
         value: String,
     },
+    /// A number or a buffer holds what no run can be resumed from.
+    Invalid {
+        /// The entry.
+        name: String,
+        /// What it holds.
+        found: String,
+        /// What it must hold.
+        expected: &'static str,
+    },
+    /// An entry that is not a buffer this optimizer keeps for a parameter with a step count.
+    Unexpected {
+        /// The entry.
+        name: String,
+        /// This optimizer's kind.
+        kind: String,
+    },
     /// A buffer's shape differs from what this optimizer expects.
     Shape {
         /// The buffer.
@@ -551,6 +589,19 @@ impl fmt::Display for StateError {
             StateError::BadScalar { name, value } => {
                 write!(f, "optimizer state: `{name}` = {value:?} is not a number")
             }
+            StateError::Invalid {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "optimizer state: `{name}` is {found}, expected {expected}"
+            ),
+            StateError::Unexpected { name, kind } => write!(
+                f,
+                "optimizer state: `{name}` is not a buffer {kind} keeps for a parameter with a \
+                 step count"
+            ),
             StateError::Shape {
                 name,
                 expected,
@@ -631,18 +682,32 @@ impl<F: Float> Buffers<F> {
         s
     }
 
-    /// Restores the learning rate and the buffers `names` from a state of `kind`; on error
-    /// nothing changes.
+    /// Restores the learning rate and the buffers of `layout` from a state of `kind`, checked as
+    /// [`Optimizer::load_state`] says; on error nothing changes.
     pub(crate) fn restore(
         &mut self,
         state: &OptimState<F>,
         kind: &str,
-        names: &[&'static str],
+        layout: Layout,
         hyper: &mut Hyper,
     ) -> Result<(), StateError> {
         state.check_kind(kind)?;
         let lr = state.scalar("lr")?;
-        *self = self.load(state, names)?;
+        if !(lr >= 0.0 && lr.is_finite()) {
+            return Err(StateError::Invalid {
+                name: "lr".into(),
+                found: lr.to_string(),
+                expected: "a finite number >= 0",
+            });
+        }
+        if !hyper.scaled_rates_finite(lr) {
+            return Err(StateError::Invalid {
+                name: "lr".into(),
+                found: lr.to_string(),
+                expected: "a rate that stays finite times each group's lr_scale",
+            });
+        }
+        *self = self.load(state, kind, layout)?;
         hyper.lr = lr;
         Ok(())
     }
@@ -656,38 +721,91 @@ impl<F: Float> Buffers<F> {
         }
     }
 
-    /// Rebuilds the buffers from a state, checking each against the shape it had here (if any).
-    pub(crate) fn load(
-        &self,
-        state: &OptimState<F>,
-        names: &[&'static str],
-    ) -> Result<Self, StateError> {
+    /// Rebuilds the buffers of `layout` from a state of `kind`, checking each step count, each
+    /// buffer's name and values, and each buffer's shape against the shape its parameter's
+    /// buffers have here (if any) and in the state.
+    fn load(&self, state: &OptimState<F>, kind: &str, layout: Layout) -> Result<Self, StateError> {
         let mut out = Buffers::default();
         for (key, &step) in &state.scalars {
             let Some(param) = key.strip_suffix(".step") else {
                 continue;
             };
-            let mut b = ParamBuffers {
+            // Up to 2^53 an f64 holds every whole number, so the count was saved exactly, and
+            // adding steps to it cannot overflow a u64.
+            if !((0.0..=MAX_STEP).contains(&step) && step.fract() == 0.0) {
+                return Err(StateError::Invalid {
+                    name: key.clone(),
+                    found: step.to_string(),
+                    expected: "a whole number of steps from 0 to 2^53",
+                });
+            }
+            let b = ParamBuffers {
                 step: step as u64,
                 tensors: BTreeMap::new(),
             };
-            for &name in names {
-                let full = format!("{param}.{name}");
-                if let Some(t) = state.tensors.get(&full) {
-                    if let Some(mine) = self.by_param.get(param).and_then(|p| p.tensors.get(name)) {
-                        if mine.shape() != t.shape() {
-                            return Err(StateError::Shape {
-                                name: full,
-                                expected: mine.shape().to_vec(),
-                                found: t.shape().to_vec(),
-                            });
-                        }
-                    }
-                    b.tensors.insert(name, t.clone());
-                }
-            }
             out.by_param.insert(param.to_string(), b);
         }
+        for (key, t) in &state.tensors {
+            let unexpected = || StateError::Unexpected {
+                name: key.clone(),
+                kind: kind.into(),
+            };
+            let (param, name) = key.rsplit_once('.').ok_or_else(unexpected)?;
+            let name = *layout
+                .names()
+                .find(|&&n| n == name)
+                .ok_or_else(unexpected)?;
+            let b = out.by_param.get_mut(param).ok_or_else(unexpected)?;
+            let expected = if layout.numbers.contains(&name) {
+                (t.numel() != 1).then(Vec::new)
+            } else {
+                let here = self.by_param.get(param);
+                here.and_then(|h| layout.shape_of(h))
+                    .or_else(|| layout.shape_of(b))
+                    .filter(|&shape| shape != t.shape())
+                    .map(<[usize]>::to_vec)
+            };
+            if let Some(expected) = expected {
+                return Err(StateError::Shape {
+                    name: key.clone(),
+                    expected,
+                    found: t.shape().to_vec(),
+                });
+            }
+            if let Some(i) = t.data().iter().position(|x| !x.is_finite()) {
+                return Err(StateError::Invalid {
+                    name: key.clone(),
+                    found: format!("{} at element {i}", t.data()[i]),
+                    expected: "finite numbers",
+                });
+            }
+            b.tensors.insert(name, t.clone());
+        }
         Ok(out)
+    }
+}
+
+/// The largest step count a state may hold: 2^53, up to which an f64 holds every whole number.
+const MAX_STEP: f64 = 9_007_199_254_740_992.0;
+
+/// The buffers an optimizer keeps for each parameter, by name: those with the parameter's shape,
+/// and those that hold one number.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout<'a> {
+    pub(crate) per_element: &'a [&'static str],
+    pub(crate) numbers: &'a [&'static str],
+}
+
+impl Layout<'_> {
+    fn names(&self) -> impl Iterator<Item = &&'static str> {
+        self.per_element.iter().chain(self.numbers)
+    }
+
+    /// The shape of one of `b`'s buffers that have their parameter's shape, if it has one.
+    fn shape_of<'b, F: Float>(&self, b: &'b ParamBuffers<F>) -> Option<&'b [usize]> {
+        self.per_element
+            .iter()
+            .find_map(|name| b.tensors.get(name))
+            .map(Tensor::shape)
     }
 }
