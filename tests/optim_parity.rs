@@ -259,9 +259,12 @@ fn loading_another_optimizers_state_is_an_error() {
     );
 }
 
+/// Builds a fresh optimizer.
+type MakeOptimizer = fn() -> Box<dyn Optimizer<f64>>;
+
 /// Every kind of optimizer, set to keep every buffer it can, with the name of its first buffer
 /// (in the state's order, by name), which has its parameter's shape.
-fn every_kind() -> Vec<(fn() -> Box<dyn Optimizer<f64>>, &'static str)> {
+fn every_kind() -> Vec<(MakeOptimizer, &'static str)> {
     vec![
         (|| Box::new(Sgd::new(0.1).momentum(0.9)), "momentum_buffer"),
         (|| Box::new(Adam::new(0.1).amsgrad(true)), "exp_avg"),
@@ -392,6 +395,64 @@ fn load_state_refuses_a_state_that_cannot_be_resumed_and_changes_nothing() {
         err.to_string(),
         "optimizer state: `bias.mu_product` has shape [3], expected []"
     );
+}
+
+/// Without the model an optimizer cannot know its parameters' shapes; given it, `load_state_for`
+/// refuses, changing nothing, a state whose buffers have another shape than their parameter or
+/// that holds a parameter the model does not have (a state for more parameters). A state for
+/// fewer parameters loads: the others start afresh, as parameters that never had a gradient do.
+#[test]
+fn load_state_for_refuses_a_state_saved_for_another_model() {
+    for (make, buffer) in every_kind() {
+        let good = state_after_a_step(make(), two_params());
+        let kind = good.kind.clone();
+        let refused = |model: &Vec<Param<f64>>, state: &OptimState<f64>, expected: &str| {
+            let mut fresh = make();
+            fresh.set_lr(0.05);
+            let before = fresh.state();
+            let err = fresh.load_state_for(model, state).expect_err(expected);
+            assert_eq!(err.to_string(), expected, "{kind}");
+            assert_eq!(
+                fresh.state(),
+                before,
+                "{kind}: a refused state changed the optimizer"
+            );
+        };
+        let transposed = vec![
+            Param::named("weight", Tensor::full(&[3, 2], 1.0)),
+            Param::named("bias", Tensor::full(&[3], 1.0)),
+        ];
+        refused(
+            &transposed,
+            &good,
+            &format!("optimizer state: `weight.{buffer}` has shape [2, 3], expected [3, 2]"),
+        );
+        let mut three = two_params();
+        three.push(Param::named("extra", Tensor::full(&[1], 1.0)));
+        refused(
+            &two_params(),
+            &state_after_a_step(make(), three),
+            "optimizer state is for parameters the model does not have: `extra`",
+        );
+
+        let mut model = two_params();
+        let mut opt = make();
+        opt.load_state_for(&model, &good)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let weight_only = state_after_a_step(make(), vec![two_params().remove(0)]);
+        let mut opt = make();
+        opt.load_state_for(&model, &weight_only)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let tape = Tape::new();
+        let loss = tape.param(&model[0]).sum() + tape.param(&model[1]).sum();
+        opt.step(&mut model, &loss.backward());
+        let steps = opt.state().scalars;
+        assert_eq!(
+            (steps["weight.step"], steps["bias.step"]),
+            (2.0, 1.0),
+            "{kind}"
+        );
+    }
 }
 
 /// A 2-4-1 tanh network fitted to XOR-like targets: every optimizer gets the loss under 0.02

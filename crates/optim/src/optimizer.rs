@@ -45,7 +45,19 @@ pub trait Optimizer<F: Float = f32> {
     ///
     /// Without the model the optimizer cannot know its parameters' shapes: a state saved for
     /// another model may load, and then the first step panics on a buffer of the wrong shape.
+    /// [`load_state_for`](Optimizer::load_state_for) checks them.
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError>;
+
+    /// [`load_state`](Optimizer::load_state) for `model`, the model it will step: also fails,
+    /// changing nothing, when the state holds a parameter `model` does not list (a state for
+    /// more parameters, or other ones), or a buffer whose shape is not its parameter's. A
+    /// parameter of `model` that the state lacks starts afresh at its next step, as one that
+    /// never had a gradient does.
+    fn load_state_for(
+        &mut self,
+        model: &dyn Module<F>,
+        state: &OptimState<F>,
+    ) -> Result<(), StateError>;
 }
 
 /// The builder methods every optimizer has: `weight_decay` (documented by the literal given,
@@ -174,7 +186,21 @@ macro_rules! lr_and_state {
                 numbers: &$numbers,
             };
             self.buffers
-                .restore(state, ($kind_of)(self), layout, &mut self.hyper)
+                .restore(state, ($kind_of)(self), layout, &mut self.hyper, None)
+        }
+
+        fn load_state_for(
+            &mut self,
+            model: &dyn rewind_nn::Module<F>,
+            state: &$crate::optimizer::OptimState<F>,
+        ) -> Result<(), $crate::optimizer::StateError> {
+            let layout = $crate::optimizer::Layout {
+                per_element: &$buffers,
+                numbers: &$numbers,
+            };
+            let kind = ($kind_of)(self);
+            self.buffers
+                .restore(state, kind, layout, &mut self.hyper, Some(model))
         }
     };
 }
@@ -554,6 +580,8 @@ pub enum StateError {
         /// What it must hold.
         expected: &'static str,
     },
+    /// The state holds parameters the model does not have.
+    UnknownParams(Vec<String>),
     /// An entry that is not a buffer this optimizer keeps for a parameter with a step count.
     Unexpected {
         /// The entry.
@@ -597,6 +625,14 @@ impl fmt::Display for StateError {
                 f,
                 "optimizer state: `{name}` is {found}, expected {expected}"
             ),
+            StateError::UnknownParams(names) => {
+                let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                write!(
+                    f,
+                    "optimizer state is for parameters the model does not have: {}",
+                    names.join(", ")
+                )
+            }
             StateError::Unexpected { name, kind } => write!(
                 f,
                 "optimizer state: `{name}` is not a buffer {kind} keeps for a parameter with a \
@@ -634,7 +670,7 @@ impl<F: Float> ParamBuffers<F> {
     /// order (`None` where not wanted). Each is created full of `init` the first time.
     ///
     /// Panics if a loaded buffer's shape differs from the parameter's: the state was saved for
-    /// another model.
+    /// another model (which [`Optimizer::load_state_for`] refuses).
     pub(crate) fn buffers<const N: usize>(
         &mut self,
         wanted: [(&'static str, bool); N],
@@ -683,13 +719,15 @@ impl<F: Float> Buffers<F> {
     }
 
     /// Restores the learning rate and the buffers of `layout` from a state of `kind`, checked as
-    /// [`Optimizer::load_state`] says; on error nothing changes.
+    /// [`Optimizer::load_state`] says, and with `model` as [`Optimizer::load_state_for`] says;
+    /// on error nothing changes.
     pub(crate) fn restore(
         &mut self,
         state: &OptimState<F>,
         kind: &str,
         layout: Layout,
         hyper: &mut Hyper,
+        model: Option<&dyn Module<F>>,
     ) -> Result<(), StateError> {
         state.check_kind(kind)?;
         let lr = state.scalar("lr")?;
@@ -707,7 +745,13 @@ impl<F: Float> Buffers<F> {
                 expected: "a rate that stays finite times each group's lr_scale",
             });
         }
-        *self = self.load(state, kind, layout)?;
+        let shapes = model.map(|m| {
+            m.params()
+                .into_iter()
+                .map(|(name, p)| (name, p.value().shape().to_vec()))
+                .collect()
+        });
+        *self = self.load(state, kind, layout, shapes.as_ref())?;
         hyper.lr = lr;
         Ok(())
     }
@@ -722,10 +766,18 @@ impl<F: Float> Buffers<F> {
     }
 
     /// Rebuilds the buffers of `layout` from a state of `kind`, checking each step count, each
-    /// buffer's name and values, and each buffer's shape against the shape its parameter's
-    /// buffers have here (if any) and in the state.
-    fn load(&self, state: &OptimState<F>, kind: &str, layout: Layout) -> Result<Self, StateError> {
+    /// buffer's name and values, and each buffer's shape: against its parameter's in
+    /// `model_shapes` (by name) if given, else against the shape its parameter's buffers have
+    /// here (if any) and in the state.
+    fn load(
+        &self,
+        state: &OptimState<F>,
+        kind: &str,
+        layout: Layout,
+        model_shapes: Option<&BTreeMap<String, Vec<usize>>>,
+    ) -> Result<Self, StateError> {
         let mut out = Buffers::default();
+        let mut unknown = Vec::new();
         for (key, &step) in &state.scalars {
             let Some(param) = key.strip_suffix(".step") else {
                 continue;
@@ -739,11 +791,17 @@ impl<F: Float> Buffers<F> {
                     expected: "a whole number of steps from 0 to 2^53",
                 });
             }
+            if model_shapes.is_some_and(|shapes| !shapes.contains_key(param)) {
+                unknown.push(param.to_string());
+            }
             let b = ParamBuffers {
                 step: step as u64,
                 tensors: BTreeMap::new(),
             };
             out.by_param.insert(param.to_string(), b);
+        }
+        if !unknown.is_empty() {
+            return Err(StateError::UnknownParams(unknown));
         }
         for (key, t) in &state.tensors {
             let unexpected = || StateError::Unexpected {
@@ -759,9 +817,15 @@ impl<F: Float> Buffers<F> {
             let expected = if layout.numbers.contains(&name) {
                 (t.numel() != 1).then(Vec::new)
             } else {
-                let here = self.by_param.get(param);
-                here.and_then(|h| layout.shape_of(h))
-                    .or_else(|| layout.shape_of(b))
+                let shape = match model_shapes {
+                    Some(shapes) => shapes.get(param).map(Vec::as_slice),
+                    None => self
+                        .by_param
+                        .get(param)
+                        .and_then(|here| layout.shape_of(here))
+                        .or_else(|| layout.shape_of(b)),
+                };
+                shape
                     .filter(|&shape| shape != t.shape())
                     .map(<[usize]>::to_vec)
             };
