@@ -391,6 +391,14 @@ fn arguments_that_would_poison_the_weights_panic_at_the_callers_line() {
         (Box::new(|| { ParamGroup::biases().weight_decay(-1e-2); }), line!(), "ParamGroup: weight_decay must be finite and >= 0, got -0.01"),
         (Box::new(|| { Sgd::<f64>::new(1e300).group(ParamGroup::biases().lr_scale(1e10)); }), line!(), "Sgd: lr 1e300 times a group's lr_scale 1e10 is not finite"),
         (Box::new(|| { Adam::<f64>::new(0.1).group(ParamGroup::biases().lr_scale(1e300)).set_lr(1e10); }), line!(), "Adam: lr 1e10 times a group's lr_scale 1e300 is not finite"),
+        // An f32 optimizer rounds each value to f32 before a step: above 3.4e38 it is infinite.
+        (Box::new(|| { Adam::<f32>::new(1e39); }), line!(), "Adam: lr must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).set_lr(1e39); }), line!(), "Sgd: lr must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).weight_decay(1e39); }), line!(), "Sgd: weight_decay must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).momentum(0.9).dampening(-1e39); }), line!(), "Sgd: dampening must be finite, got -1e39 (infinite as f32)"),
+        (Box::new(|| { RmsProp::<f32>::default().eps(1e39); }), line!(), "RmsProp: eps must be finite and > 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).group(ParamGroup::biases().weight_decay(1e39)); }), line!(), "Sgd: a group's weight_decay must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(1e30).group(ParamGroup::biases().lr_scale(1e10)); }), line!(), "Sgd: lr 1e30 times a group's lr_scale 1e10 is not finite (infinite as f32)"),
     ];
     for (misuse, line, expected) in cases {
         let (msg, file, at) = panic_of(misuse);

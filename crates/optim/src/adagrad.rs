@@ -46,7 +46,7 @@ impl<F: Float> Adagrad<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Adagrad {
-            hyper: Hyper::new("Adagrad", lr, 0.0),
+            hyper: Hyper::new::<F>("Adagrad", lr, 0.0),
             lr_decay: 0.0,
             initial_accumulator_value: 0.0,
             eps: 1e-10,

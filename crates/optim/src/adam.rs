@@ -50,7 +50,7 @@ impl<F: Float> Adam<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Adam {
-            hyper: Hyper::new("Adam", lr, 0.0),
+            hyper: Hyper::new::<F>("Adam", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             amsgrad: false,

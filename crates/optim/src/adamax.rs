@@ -46,7 +46,7 @@ impl<F: Float> Adamax<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Adamax {
-            hyper: Hyper::new("Adamax", lr, 0.0),
+            hyper: Hyper::new::<F>("Adamax", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             buffers: Buffers::default(),

@@ -56,7 +56,7 @@ impl<F: Float> NAdam<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         NAdam {
-            hyper: Hyper::new("NAdam", lr, 0.0),
+            hyper: Hyper::new::<F>("NAdam", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             momentum_decay: 4e-3,

@@ -13,6 +13,10 @@ use crate::fused::mul_add;
 /// An update rule. `step` changes, in place, every parameter of `model` that has a gradient in
 /// `grads`; parameters without one are left alone (and their state does not advance), as in
 /// PyTorch.
+///
+/// The optimizers' builders and `set_lr` panic, at the caller's line, on a value that would
+/// make a weight NaN, and an infinite value is one that is infinite once rounded to `F`: above
+/// 3.4e38 for an f32 optimizer.
 pub trait Optimizer<F: Float = f32> {
     /// One update, to each parameter `model.params()` lists (through [`Param::update`]); one
     /// listed under two names (a tied weight) is updated once. The model is taken exclusively,
@@ -70,7 +74,7 @@ macro_rules! shared_options {
         /// Panics if it is negative or NaN, as PyTorch refuses it, or infinite.
         #[track_caller]
         pub fn weight_decay(mut self, weight_decay: f64) -> Self {
-            $crate::optimizer::check_non_negative($name, "weight_decay", weight_decay);
+            $crate::optimizer::check_non_negative::<F>($name, "weight_decay", weight_decay);
             self.hyper.weight_decay = weight_decay;
             self
         }
@@ -88,7 +92,7 @@ macro_rules! shared_options {
         /// Panics if the learning rate times the group's `lr_scale` is not finite.
         #[track_caller]
         pub fn group(mut self, group: $crate::optimizer::ParamGroup) -> Self {
-            self.hyper.add_group(group);
+            self.hyper.add_group::<F>(group);
             self
         }
     };
@@ -104,7 +108,7 @@ macro_rules! checked_options {
             $(#[$doc])*
             #[track_caller]
             pub fn $field(mut self, $field: f64) -> Self {
-                $crate::optimizer::$check($name, stringify!($field), $field);
+                $crate::optimizer::$check::<F>($name, stringify!($field), $field);
                 self.$field = $field;
                 self
             }
@@ -170,7 +174,7 @@ macro_rules! lr_and_state {
         }
 
         fn set_lr(&mut self, lr: f64) {
-            self.hyper.set_lr(lr);
+            self.hyper.set_lr::<F>(lr);
         }
 
         fn state(&self) -> $crate::optimizer::OptimState<F> {
@@ -206,33 +210,51 @@ macro_rules! lr_and_state {
 }
 pub(crate) use lr_and_state;
 
-/// Panics, at the caller's line, unless `value` is finite and ≥ 0: PyTorch's `ValueError` for a
-/// learning rate, a momentum or a weight decay below 0 (and NaN, which no comparison admits),
-/// and an infinity, which makes the weights NaN.
+/// Whether `value` is finite once rounded to `F`, as a step uses it.
+fn finite_in<F: Float>(value: f64) -> bool {
+    F::from_f64(value).is_finite()
+}
+
+/// " (infinite as f32)" when `value` is finite but rounds to an infinity in `F` (above 3.4e38
+/// for f32), else nothing: the end of a message refusing it.
+fn rounding_note<F: Float>(value: f64) -> String {
+    if value.is_finite() && !finite_in::<F>(value) {
+        format!(" (infinite as {})", std::any::type_name::<F>())
+    } else {
+        String::new()
+    }
+}
+
+/// Panics, at the caller's line, unless `value` is finite in `F` and ≥ 0: PyTorch's `ValueError`
+/// for a learning rate, a momentum or a weight decay below 0 (and NaN, which no comparison
+/// admits), and an infinity, which makes the weights NaN.
 #[track_caller]
-pub(crate) fn check_non_negative(optimizer: &str, name: &str, value: f64) {
+pub(crate) fn check_non_negative<F: Float>(optimizer: &str, name: &str, value: f64) {
     assert!(
-        value >= 0.0 && value.is_finite(),
-        "{optimizer}: {name} must be finite and >= 0, got {value:?}"
+        value >= 0.0 && finite_in::<F>(value),
+        "{optimizer}: {name} must be finite and >= 0, got {value:?}{}",
+        rounding_note::<F>(value)
     );
 }
 
-/// Panics, at the caller's line, unless `value` is finite and > 0, as an eps must be: with eps 0
-/// an element whose gradients have all been 0 is updated by 0 / 0.
+/// Panics, at the caller's line, unless `value` is finite in `F` and > 0, as an eps must be:
+/// with eps 0 an element whose gradients have all been 0 is updated by 0 / 0.
 #[track_caller]
-pub(crate) fn check_positive(optimizer: &str, name: &str, value: f64) {
+pub(crate) fn check_positive<F: Float>(optimizer: &str, name: &str, value: f64) {
     assert!(
-        value > 0.0 && value.is_finite(),
-        "{optimizer}: {name} must be finite and > 0, got {value:?}"
+        value > 0.0 && finite_in::<F>(value),
+        "{optimizer}: {name} must be finite and > 0, got {value:?}{}",
+        rounding_note::<F>(value)
     );
 }
 
-/// Panics, at the caller's line, unless `value` is finite.
+/// Panics, at the caller's line, unless `value` is finite in `F`.
 #[track_caller]
-pub(crate) fn check_finite(optimizer: &str, name: &str, value: f64) {
+pub(crate) fn check_finite<F: Float>(optimizer: &str, name: &str, value: f64) {
     assert!(
-        value.is_finite(),
-        "{optimizer}: {name} must be finite, got {value:?}"
+        finite_in::<F>(value),
+        "{optimizer}: {name} must be finite, got {value:?}{}",
+        rounding_note::<F>(value)
     );
 }
 
@@ -287,7 +309,7 @@ impl ParamGroup {
     /// and ≥ 0, as a learning rate must be.
     #[track_caller]
     pub fn lr_scale(mut self, scale: f64) -> Self {
-        check_non_negative("ParamGroup", "lr_scale", scale);
+        check_non_negative::<f64>("ParamGroup", "lr_scale", scale);
         self.lr_scale = scale;
         self
     }
@@ -295,7 +317,7 @@ impl ParamGroup {
     /// This group's weight decay, in place of the optimizer's. Panics unless finite and ≥ 0.
     #[track_caller]
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
-        check_non_negative("ParamGroup", "weight_decay", weight_decay);
+        check_non_negative::<f64>("ParamGroup", "weight_decay", weight_decay);
         self.weight_decay = Some(weight_decay);
         self
     }
@@ -324,10 +346,10 @@ pub(crate) struct Hyper {
 }
 
 impl Hyper {
-    /// Panics, at the caller's line, unless `lr` is finite and ≥ 0.
+    /// Panics, at the caller's line, unless `lr` is finite in `F` and ≥ 0.
     #[track_caller]
-    pub(crate) fn new(optimizer: &'static str, lr: f64, weight_decay: f64) -> Self {
-        check_non_negative(optimizer, "lr", lr);
+    pub(crate) fn new<F: Float>(optimizer: &'static str, lr: f64, weight_decay: f64) -> Self {
+        check_non_negative::<F>(optimizer, "lr", lr);
         Hyper {
             optimizer,
             lr,
@@ -337,37 +359,43 @@ impl Hyper {
         }
     }
 
-    /// Panics, at the caller's line, unless `lr` is finite and ≥ 0 and so is every group's rate.
+    /// Panics, at the caller's line, unless `lr` is finite in `F` and ≥ 0 and so is every
+    /// group's rate.
     #[track_caller]
-    pub(crate) fn set_lr(&mut self, lr: f64) {
-        check_non_negative(self.optimizer, "lr", lr);
+    pub(crate) fn set_lr<F: Float>(&mut self, lr: f64) {
+        check_non_negative::<F>(self.optimizer, "lr", lr);
         for group in &self.groups {
-            self.check_rate(lr, group);
+            self.check_rate::<F>(lr, group);
         }
         self.lr = lr;
     }
 
-    /// Whether `lr` times every group's scale is finite.
-    fn scaled_rates_finite(&self, lr: f64) -> bool {
-        self.groups.iter().all(|g| (lr * g.lr_scale).is_finite())
+    /// Whether `lr` times every group's scale is finite in `F`.
+    fn scaled_rates_finite<F: Float>(&self, lr: f64) -> bool {
+        self.groups.iter().all(|g| finite_in::<F>(lr * g.lr_scale))
     }
 
-    /// Panics, at the caller's line, unless the group's rate is finite.
+    /// Panics, at the caller's line, unless the group's weight decay and rate are finite in `F`.
     #[track_caller]
-    pub(crate) fn add_group(&mut self, group: ParamGroup) {
-        self.check_rate(self.lr, &group);
+    pub(crate) fn add_group<F: Float>(&mut self, group: ParamGroup) {
+        if let Some(wd) = group.weight_decay {
+            check_non_negative::<F>(self.optimizer, "a group's weight_decay", wd);
+        }
+        self.check_rate::<F>(self.lr, &group);
         self.groups.push(group);
     }
 
-    /// Panics, at the caller's line, unless `lr` times the group's scale is finite (both are
-    /// finite and ≥ 0, but their product can overflow).
+    /// Panics, at the caller's line, unless `lr` times the group's scale is finite in `F` (both
+    /// are finite and ≥ 0, but their product can overflow).
     #[track_caller]
-    fn check_rate(&self, lr: f64, group: &ParamGroup) {
+    fn check_rate<F: Float>(&self, lr: f64, group: &ParamGroup) {
+        let rate = lr * group.lr_scale;
         assert!(
-            (lr * group.lr_scale).is_finite(),
-            "{}: lr {lr:e} times a group's lr_scale {:e} is not finite",
+            finite_in::<F>(rate),
+            "{}: lr {lr:e} times a group's lr_scale {:e} is not finite{}",
             self.optimizer,
-            group.lr_scale
+            group.lr_scale,
+            rounding_note::<F>(rate)
         );
     }
 
@@ -731,14 +759,14 @@ impl<F: Float> Buffers<F> {
     ) -> Result<(), StateError> {
         state.check_kind(kind)?;
         let lr = state.scalar("lr")?;
-        if !(lr >= 0.0 && lr.is_finite()) {
+        if !(lr >= 0.0 && finite_in::<F>(lr)) {
             return Err(StateError::Invalid {
                 name: "lr".into(),
                 found: lr.to_string(),
                 expected: "a finite number >= 0",
             });
         }
-        if !hyper.scaled_rates_finite(lr) {
+        if !hyper.scaled_rates_finite::<F>(lr) {
             return Err(StateError::Invalid {
                 name: "lr".into(),
                 found: lr.to_string(),

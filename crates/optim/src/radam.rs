@@ -54,7 +54,7 @@ impl<F: Float> RAdam<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         RAdam {
-            hyper: Hyper::new("RAdam", lr, 0.0),
+            hyper: Hyper::new::<F>("RAdam", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             decoupled: false,

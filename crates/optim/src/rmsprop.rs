@@ -6,7 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Optimizer,
+    check_unit, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
+    Optimizer,
 };
 
 /// RMSprop as `torch.optim.RMSprop` [lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0,
@@ -50,7 +51,7 @@ impl<F: Float> RmsProp<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         RmsProp {
-            hyper: Hyper::new("RmsProp", lr, 0.0),
+            hyper: Hyper::new::<F>("RmsProp", lr, 0.0),
             alpha: 0.99,
             eps: 1e-8,
             momentum: 0.0,
@@ -59,9 +60,15 @@ impl<F: Float> RmsProp<F> {
         }
     }
 
+    /// The decay rate α of the running mean of g², in [0, 1].
+    #[track_caller]
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        check_unit("RmsProp", "alpha", alpha);
+        self.alpha = alpha;
+        self
+    }
+
     checked_options!("RmsProp";
-        /// The decay rate α of the running mean of g².
-        alpha: check_unit,
         /// The term added to the denominator.
         eps: check_positive,
         /// Momentum μ.

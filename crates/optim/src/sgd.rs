@@ -41,7 +41,7 @@ impl<F: Float> Sgd<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Sgd {
-            hyper: Hyper::new("Sgd", lr, 0.0),
+            hyper: Hyper::new::<F>("Sgd", lr, 0.0),
             momentum: 0.0,
             dampening: 0.0,
             nesterov: false,
