@@ -89,7 +89,8 @@ macro_rules! shared_options {
 
         /// Adds a parameter group with its own options.
         ///
-        /// Panics if the learning rate times the group's `lr_scale` is not finite.
+        /// Panics if the group's weight decay, or the learning rate times its `lr_scale`, is
+        /// infinite in `F`.
         #[track_caller]
         pub fn group(mut self, group: $crate::optimizer::ParamGroup) -> Self {
             self.hyper.add_group::<F>(group);
@@ -151,7 +152,7 @@ macro_rules! decoupled_weight_decay_option {
 pub(crate) use decoupled_weight_decay_option;
 
 /// The [`Optimizer`] methods that only read or write the learning rate and the buffers: `lr`,
-/// `set_lr`, `state` and `load_state`, the state holding the buffers named in `$buffers` under
+/// `set_lr`, `state`, `load_state` and `load_state_for`, the state holding the buffers named in `$buffers` under
 /// the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set). `$buffers`
 /// have their parameter's shape; `$numbers`, when given, hold one number each.
 macro_rules! lr_and_state {
