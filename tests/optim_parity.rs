@@ -395,6 +395,39 @@ fn load_state_refuses_a_state_that_cannot_be_resumed_and_changes_nothing() {
         err.to_string(),
         "optimizer state: `bias.mu_product` has shape [3], expected []"
     );
+    // A product of coefficients in [0, 1) lies in [0, 1]: at 1 / μ_t the step would divide by 0.
+    let mut state = state_after_a_step(Box::new(NAdam::new(0.1)), two_params());
+    state
+        .tensors
+        .insert("bias.mu_product".into(), Tensor::scalar(1.5));
+    let err = NAdam::<f64>::new(0.1).load_state(&state).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state: `bias.mu_product` is 1.5, expected a number from 0 to 1"
+    );
+    // Sums and averages of squares, and Adamax's infinity norm, are never negative: the square
+    // root of one that is would be NaN.
+    let never_negative: [(MakeOptimizer, &str); 7] = [
+        (|| Box::new(Adam::new(0.1).amsgrad(true)), "max_exp_avg_sq"),
+        (|| Box::new(Adam::adamw(0.1)), "exp_avg_sq"),
+        (|| Box::new(Adagrad::new(0.1)), "sum"),
+        (|| Box::new(RmsProp::new(0.1).centered(true)), "square_avg"),
+        (|| Box::new(Adamax::new(0.1)), "exp_inf"),
+        (|| Box::new(NAdam::new(0.1)), "exp_avg_sq"),
+        (|| Box::new(RAdam::new(0.1)), "exp_avg_sq"),
+    ];
+    for (make, buffer) in never_negative {
+        let mut state = state_after_a_step(make(), two_params());
+        let t = state.tensors.get_mut(&format!("bias.{buffer}")).unwrap();
+        t.data_mut()[2] = -1e-3;
+        let err = make().load_state(&state).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "optimizer state: `bias.{buffer}` is -0.001 at element 2, expected numbers >= 0"
+            )
+        );
+    }
 }
 
 /// Without the model an optimizer cannot know its parameters' shapes; given it, `load_state_for`

@@ -5,7 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Optimizer,
+    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Layout,
+    Optimizer,
 };
 
 /// Adagrad as `torch.optim.Adagrad` [lr 1e-2, lr_decay 0, weight_decay 0,
@@ -86,7 +87,14 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         }
     }
 
-    lr_and_state!("adagrad", ["sum"]);
+    lr_and_state!(
+        "adagrad",
+        Layout {
+            signed: &[],
+            never_negative: &["sum"],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

@@ -6,7 +6,7 @@ use rewind_nn::Module;
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
     betas_option, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
-    Optimizer,
+    Layout, Optimizer,
 };
 
 /// Adam as `torch.optim.Adam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -130,7 +130,14 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         }
     }
 
-    lr_and_state!("adam" or decoupled "adamw", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]);
+    lr_and_state!(
+        "adam" or decoupled "adamw",
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_avg_sq", "max_exp_avg_sq"],
+            fractions: &[],
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

@@ -6,7 +6,7 @@ use rewind_nn::Module;
 use crate::fused::Lerp;
 use crate::optimizer::{
     betas_option, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
-    Optimizer,
+    Layout, Optimizer,
 };
 
 /// Adamax as `torch.optim.Adamax` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -96,7 +96,14 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
         }
     }
 
-    lr_and_state!("adamax", ["exp_avg", "exp_inf"]);
+    lr_and_state!(
+        "adamax",
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_inf"],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

@@ -6,7 +6,7 @@ use rewind_nn::Module;
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
     betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, shared_options,
-    with_grads, Buffers, Decay, Hyper, Optimizer,
+    with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// NAdam as `torch.optim.NAdam` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -133,8 +133,11 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
 
     lr_and_state!(
         "nadam" or decoupled "nadamw",
-        ["exp_avg", "exp_avg_sq"],
-        one number ["mu_product"]
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_avg_sq"],
+            fractions: &["mu_product"],
+        }
     );
 }
 

@@ -152,24 +152,19 @@ macro_rules! decoupled_weight_decay_option {
 pub(crate) use decoupled_weight_decay_option;
 
 /// The [`Optimizer`] methods that only read or write the learning rate and the buffers: `lr`,
-/// `set_lr`, `state`, `load_state` and `load_state_for`, the state holding the buffers named in `$buffers` under
-/// the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set). `$buffers`
-/// have their parameter's shape; `$numbers`, when given, hold one number each.
+/// `set_lr`, `state`, `load_state` and `load_state_for`, the state holding the buffers `$layout`
+/// lists under the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set).
 macro_rules! lr_and_state {
-    ($kind:literal, $buffers:expr) => {
-        $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $buffers, []);
+    ($kind:literal, $layout:expr) => {
+        $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $layout);
     };
-    ($kind:literal or decoupled $decoupled:literal, $buffers:expr) => {
-        $crate::optimizer::lr_and_state!($kind or decoupled $decoupled, $buffers, one number []);
-    };
-    ($kind:literal or decoupled $decoupled:literal, $buffers:expr, one number $numbers:expr) => {
+    ($kind:literal or decoupled $decoupled:literal, $layout:expr) => {
         $crate::optimizer::lr_and_state!(
             @ |o: &Self| if o.decoupled { $decoupled } else { $kind },
-            $buffers,
-            $numbers
+            $layout
         );
     };
-    (@ $kind_of:expr, $buffers:expr, $numbers:expr) => {
+    (@ $kind_of:expr, $layout:expr) => {
         fn lr(&self) -> f64 {
             self.hyper.lr
         }
@@ -186,12 +181,9 @@ macro_rules! lr_and_state {
             &mut self,
             state: &$crate::optimizer::OptimState<F>,
         ) -> Result<(), $crate::optimizer::StateError> {
-            let layout = $crate::optimizer::Layout {
-                per_element: &$buffers,
-                numbers: &$numbers,
-            };
+            let kind = ($kind_of)(self);
             self.buffers
-                .restore(state, ($kind_of)(self), layout, &mut self.hyper, None)
+                .restore(state, kind, $layout, &mut self.hyper, None)
         }
 
         fn load_state_for(
@@ -199,13 +191,9 @@ macro_rules! lr_and_state {
             model: &dyn rewind_nn::Module<F>,
             state: &$crate::optimizer::OptimState<F>,
         ) -> Result<(), $crate::optimizer::StateError> {
-            let layout = $crate::optimizer::Layout {
-                per_element: &$buffers,
-                numbers: &$numbers,
-            };
             let kind = ($kind_of)(self);
             self.buffers
-                .restore(state, kind, layout, &mut self.hyper, Some(model))
+                .restore(state, kind, $layout, &mut self.hyper, Some(model))
         }
     };
 }
@@ -843,7 +831,7 @@ impl<F: Float> Buffers<F> {
                 .find(|&&n| n == name)
                 .ok_or_else(unexpected)?;
             let b = out.by_param.get_mut(param).ok_or_else(unexpected)?;
-            let expected = if layout.numbers.contains(&name) {
+            let expected = if layout.fractions.contains(&name) {
                 (t.numel() != 1).then(Vec::new)
             } else {
                 let shape = match model_shapes {
@@ -865,12 +853,24 @@ impl<F: Float> Buffers<F> {
                     found: t.shape().to_vec(),
                 });
             }
-            if let Some(i) = t.data().iter().position(|x| !x.is_finite()) {
-                return Err(StateError::Invalid {
-                    name: key.clone(),
-                    found: format!("{} at element {i}", t.data()[i]),
-                    expected: "finite numbers",
-                });
+            let first = |bad: fn(F) -> bool| t.data().iter().position(|&x| bad(x));
+            let invalid = |found: String, expected| StateError::Invalid {
+                name: key.clone(),
+                found,
+                expected,
+            };
+            if let Some(i) = first(|x| !x.is_finite()) {
+                let found = format!("{} at element {i}", t.data()[i]);
+                return Err(invalid(found, "finite numbers"));
+            }
+            if layout.never_negative.contains(&name) {
+                if let Some(i) = first(|x| x < F::ZERO) {
+                    let found = format!("{} at element {i}", t.data()[i]);
+                    return Err(invalid(found, "numbers >= 0"));
+                }
+            }
+            if layout.fractions.contains(&name) && first(|x| x > F::ONE || x < F::ZERO).is_some() {
+                return Err(invalid(t.data()[0].to_string(), "a number from 0 to 1"));
             }
             b.tensors.insert(name, t.clone());
         }
@@ -881,23 +881,31 @@ impl<F: Float> Buffers<F> {
 /// The largest step count a state may hold: 2^53, up to which an f64 holds every whole number.
 const MAX_STEP: f64 = 9_007_199_254_740_992.0;
 
-/// The buffers an optimizer keeps for each parameter, by name: those with the parameter's shape,
-/// and those that hold one number.
+/// The buffers an optimizer keeps for each parameter, by name, and what each may hold: all hold
+/// finite numbers.
 #[derive(Clone, Copy)]
-pub(crate) struct Layout<'a> {
-    pub(crate) per_element: &'a [&'static str],
-    pub(crate) numbers: &'a [&'static str],
+pub(crate) struct Layout {
+    /// With the parameter's shape, of either sign (first moments, momentum).
+    pub(crate) signed: &'static [&'static str],
+    /// With the parameter's shape, ≥ 0 (sums and averages of squares, whose square root a step
+    /// takes, and Adamax's infinity norm).
+    pub(crate) never_negative: &'static [&'static str],
+    /// One number from 0 to 1 (NAdam's product of momentum coefficients, each below 1).
+    pub(crate) fractions: &'static [&'static str],
 }
 
-impl Layout<'_> {
+impl Layout {
     fn names(&self) -> impl Iterator<Item = &&'static str> {
-        self.per_element.iter().chain(self.numbers)
+        self.per_element().chain(self.fractions)
+    }
+
+    fn per_element(&self) -> impl Iterator<Item = &&'static str> {
+        self.signed.iter().chain(self.never_negative)
     }
 
     /// The shape of one of `b`'s buffers that have their parameter's shape, if it has one.
     fn shape_of<'b, F: Float>(&self, b: &'b ParamBuffers<F>) -> Option<&'b [usize]> {
-        self.per_element
-            .iter()
+        self.per_element()
             .find_map(|name| b.tensors.get(name))
             .map(Tensor::shape)
     }

@@ -7,7 +7,7 @@ use rewind_nn::Module;
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
     betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, shared_options,
-    with_grads, Buffers, Decay, Hyper, Optimizer,
+    with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// RAdam as `torch.optim.RAdam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -126,7 +126,14 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
         }
     }
 
-    lr_and_state!("radam" or decoupled "radamw", ["exp_avg", "exp_avg_sq"]);
+    lr_and_state!(
+        "radam" or decoupled "radamw",
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_avg_sq"],
+            fractions: &[],
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

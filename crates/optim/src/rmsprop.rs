@@ -7,7 +7,7 @@ use rewind_nn::Module;
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
     check_unit, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
-    Optimizer,
+    Layout, Optimizer,
 };
 
 /// RMSprop as `torch.optim.RMSprop` [lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0,
@@ -121,7 +121,14 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         }
     }
 
-    lr_and_state!("rmsprop", ["square_avg", "grad_avg", "momentum_buffer"]);
+    lr_and_state!(
+        "rmsprop",
+        Layout {
+            signed: &["grad_avg", "momentum_buffer"],
+            never_negative: &["square_avg"],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

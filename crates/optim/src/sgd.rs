@@ -5,7 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Optimizer,
+    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Layout,
+    Optimizer,
 };
 
 /// SGD as `torch.optim.SGD` [momentum 0, dampening 0, weight_decay 0, nesterov off, maximize
@@ -101,7 +102,14 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         }
     }
 
-    lr_and_state!("sgd", ["momentum_buffer"]);
+    lr_and_state!(
+        "sgd",
+        Layout {
+            signed: &["momentum_buffer"],
+            never_negative: &[],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
