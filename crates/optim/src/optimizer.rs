@@ -43,9 +43,10 @@ pub trait Optimizer<F: Float = f32> {
     /// state cannot be resumed from: it belongs to another kind of optimizer; its learning rate
     /// is not finite and ≥ 0; a step count is not a whole number from 0 to 2^53; an entry is not
     /// a buffer this optimizer keeps for a parameter with a step count; a buffer holds a NaN or
-    /// an infinity (the run it was saved from had diverged); a buffer that holds one number
-    /// holds more, or one with its parameter's shape differs from another buffer of that
-    /// parameter, here or in the state.
+    /// an infinity (the run it was saved from had diverged), a sum or average of squares holds a
+    /// negative number, or NAdam's product of momentum coefficients lies outside [0, 1] (each
+    /// would make the next step NaN); a buffer that holds one number holds more, or one with its
+    /// parameter's shape differs from another buffer of that parameter, here or in the state.
     ///
     /// Without the model the optimizer cannot know its parameters' shapes: a state saved for
     /// another model may load, and then the first step panics on a buffer of the wrong shape.
