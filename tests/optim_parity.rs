@@ -430,6 +430,35 @@ fn load_state_refuses_a_state_that_cannot_be_resumed_and_changes_nothing() {
     }
 }
 
+/// Step counts are 64-bit: resumed at step 2^31 (where a 32-bit count turns negative, and β^t
+/// infinite), every optimizer takes the same step as at step 2^40, its bias corrections at 1.
+#[test]
+fn a_step_count_past_two_to_the_31_steps_as_one_far_larger() {
+    let at = |make: MakeOptimizer, step: f64| {
+        let mut state = state_after_a_step(make(), two_params());
+        for name in ["weight.step", "bias.step"] {
+            state.scalars.insert(name.into(), step);
+        }
+        let mut model = two_params();
+        let mut opt = make();
+        opt.load_state_for(&model, &state).unwrap();
+        let tape = Tape::new();
+        let loss = tape.param(&model[0]).sum() + tape.param(&model[1]).powf(2.0).sum();
+        opt.step(&mut model, &loss.backward());
+        let weights: Vec<f64> = model
+            .iter()
+            .flat_map(|p| p.value().data().to_vec())
+            .collect();
+        (opt.state().kind, weights)
+    };
+    for (make, _) in every_kind() {
+        let (kind, past) = at(make, 2f64.powi(31));
+        let (_, far) = at(make, 2f64.powi(40));
+        assert!(past.iter().all(|w| w.is_finite()), "{kind}: {past:?}");
+        assert_eq!(past, far, "{kind}");
+    }
+}
+
 /// Without the model an optimizer cannot know its parameters' shapes; given it, `load_state_for`
 /// refuses, changing nothing, a state whose buffers have another shape than their parameter or
 /// that holds a parameter the model does not have (a state for more parameters). A state for
