@@ -11,7 +11,8 @@ use crate::optimizer::Optimizer;
 /// the optimizer's initial learning rate; for a schedule that reads a metric
 /// ([`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau)), also of the metrics it has observed.
 pub trait LrSchedule {
-    /// The learning rate after `step` scheduler steps.
+    /// The learning rate after `step` scheduler steps. Panics, at the caller's line, on an
+    /// argument the schedule refuses (each schedule says which).
     #[track_caller]
     fn lr_at(&self, base_lr: f64, step: usize) -> f64;
 
@@ -495,6 +496,7 @@ pub struct Scheduler<S> {
 
 impl<S: LrSchedule> Scheduler<S> {
     /// Starts the schedule from the optimizer's current learning rate, and sets its step-0 value.
+    /// Panics as [`resume`](Scheduler::resume) does.
     #[track_caller]
     pub fn new<F: Float>(schedule: S, optimizer: &mut dyn Optimizer<F>) -> Self {
         Self::resume(schedule, optimizer.lr(), 0, optimizer)
