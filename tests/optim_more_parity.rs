@@ -11,6 +11,7 @@ use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Float, Param, Tape, Tensor};
 use rewind::optim::{Adagrad, Adam, Adamax, NAdam, Optimizer, ParamGroup, RAdam, RmsProp, Sgd};
 use support::golden::load;
+use support::panics::panic_of;
 use support::trajectories::{
     assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at, model,
     trajectory_distances, Configs,
@@ -295,41 +296,45 @@ fn maximize_climbs_to_the_top_with_every_optimizer() {
 fn every_optimizer_refuses_the_arguments_pytorch_refuses() {
     type Build = fn();
     let cases: [(&str, Build); 14] = [
-        ("Sgd: lr must be >= 0, got -0.1", || {
+        ("Sgd: lr must be finite and >= 0, got -0.1", || {
             drop(Sgd::<f32>::new(-0.1))
         }),
-        ("Sgd: momentum must be >= 0, got -0.9", || {
+        ("Sgd: momentum must be finite and >= 0, got -0.9", || {
             drop(Sgd::<f32>::new(0.1).momentum(-0.9))
         }),
         ("Adam: beta2 must be in [0, 1), got 1.0", || {
             drop(Adam::<f32>::default().betas(0.9, 1.0))
         }),
-        ("Adam: weight_decay must be >= 0, got -0.01", || {
-            drop(Adam::<f32>::adamw(1e-3).weight_decay(-0.01))
-        }),
-        ("Adagrad: lr_decay must be >= 0, got -0.5", || {
-            drop(Adagrad::<f32>::default().lr_decay(-0.5))
-        }),
         (
-            "Adagrad: initial_accumulator_value must be >= 0, got -1.0",
+            "Adam: weight_decay must be finite and >= 0, got -0.01",
+            || drop(Adam::<f32>::adamw(1e-3).weight_decay(-0.01)),
+        ),
+        (
+            "Adagrad: lr_decay must be finite and >= 0, got -0.5",
+            || drop(Adagrad::<f32>::default().lr_decay(-0.5)),
+        ),
+        (
+            "Adagrad: initial_accumulator_value must be finite and >= 0, got -1.0",
             || drop(Adagrad::<f32>::default().initial_accumulator_value(-1.0)),
         ),
-        ("RmsProp: alpha must be >= 0, got -0.99", || {
+        ("RmsProp: alpha must be in [0, 1], got -0.99", || {
             drop(RmsProp::<f32>::default().alpha(-0.99))
         }),
-        ("Adamax: lr must be >= 0, got -0.1", || {
+        ("Adamax: lr must be finite and >= 0, got -0.1", || {
             drop(Adamax::<f32>::new(-0.1))
         }),
-        ("Adamax: weight_decay must be >= 0, got NaN", || {
-            drop(Adamax::<f32>::default().weight_decay(f64::NAN))
-        }),
+        (
+            "Adamax: weight_decay must be finite and >= 0, got NaN",
+            || drop(Adamax::<f32>::default().weight_decay(f64::NAN)),
+        ),
         ("NAdam: beta1 must be in [0, 1), got 1.0", || {
             drop(NAdam::<f32>::default().betas(1.0, 0.999))
         }),
-        ("NAdam: momentum_decay must be >= 0, got -0.004", || {
-            drop(NAdam::<f32>::default().momentum_decay(-4e-3))
-        }),
-        ("NAdam: eps must be >= 0, got -1e-8", || {
+        (
+            "NAdam: momentum_decay must be finite and >= 0, got -0.004",
+            || drop(NAdam::<f32>::default().momentum_decay(-4e-3)),
+        ),
+        ("NAdam: eps must be finite and > 0, got -1e-8", || {
             drop(NAdam::<f32>::default().eps(-1e-8))
         }),
         ("RAdam: beta2 must be in [0, 1), got NaN", || {
@@ -346,5 +351,58 @@ fn every_optimizer_refuses_the_arguments_pytorch_refuses() {
             .map(String::as_str)
             .unwrap_or_default();
         assert_eq!(message, expected);
+    }
+}
+
+/// A misuse, the line it is on, and the message it must panic with.
+type Case = (Box<dyn FnOnce()>, u32, &'static str);
+
+/// What PyTorch accepts but would make a rate infinite or a weight NaN (an infinite learning
+/// rate, momentum or weight decay; eps 0, which divides 0 by 0 where a gradient is 0; a NaN
+/// dampening; RMSprop's alpha above 1, which makes v negative) panics at the caller's line,
+/// naming the optimizer, the argument and the value: in a builder, in `set_lr` (what a schedule
+/// calls) and in a parameter group.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn arguments_that_would_poison_the_weights_panic_at_the_callers_line() {
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { Adam::<f64>::new(0.1).set_lr(f64::NAN); }), line!(), "Adam: lr must be finite and >= 0, got NaN"),
+        (Box::new(|| { let mut opt: Box<dyn Optimizer<f32>> = Box::new(Sgd::new(0.1)); opt.set_lr(f64::INFINITY); }), line!(), "Sgd: lr must be finite and >= 0, got inf"),
+        (Box::new(|| { RmsProp::<f64>::default().set_lr(-1e-3); }), line!(), "RmsProp: lr must be finite and >= 0, got -0.001"),
+        (Box::new(|| { NAdam::<f64>::new(f64::INFINITY); }), line!(), "NAdam: lr must be finite and >= 0, got inf"),
+        (Box::new(|| { Adam::<f64>::adamw(f64::NAN); }), line!(), "Adam: lr must be finite and >= 0, got NaN"),
+        (Box::new(|| { Adam::<f64>::default().eps(0.0); }), line!(), "Adam: eps must be finite and > 0, got 0.0"),
+        (Box::new(|| { RmsProp::<f64>::default().eps(f64::INFINITY); }), line!(), "RmsProp: eps must be finite and > 0, got inf"),
+        (Box::new(|| { Adagrad::<f64>::default().eps(0.0); }), line!(), "Adagrad: eps must be finite and > 0, got 0.0"),
+        (Box::new(|| { Adamax::<f64>::default().eps(0.0); }), line!(), "Adamax: eps must be finite and > 0, got 0.0"),
+        (Box::new(|| { RAdam::<f64>::default().eps(0.0); }), line!(), "RAdam: eps must be finite and > 0, got 0.0"),
+        (Box::new(|| { NAdam::<f64>::default().eps(0.0); }), line!(), "NAdam: eps must be finite and > 0, got 0.0"),
+        (Box::new(|| { Adagrad::<f64>::default().lr_decay(f64::INFINITY); }), line!(), "Adagrad: lr_decay must be finite and >= 0, got inf"),
+        (Box::new(|| { Adagrad::<f64>::default().initial_accumulator_value(f64::INFINITY); }), line!(), "Adagrad: initial_accumulator_value must be finite and >= 0, got inf"),
+        (Box::new(|| { Sgd::<f64>::new(0.1).momentum(f64::INFINITY); }), line!(), "Sgd: momentum must be finite and >= 0, got inf"),
+        (Box::new(|| { Sgd::<f64>::new(0.1).momentum(0.9).dampening(f64::NAN); }), line!(), "Sgd: dampening must be finite, got NaN"),
+        (Box::new(|| { RmsProp::<f64>::default().alpha(1.5); }), line!(), "RmsProp: alpha must be in [0, 1], got 1.5"),
+        (Box::new(|| { RmsProp::<f64>::default().momentum(f64::INFINITY); }), line!(), "RmsProp: momentum must be finite and >= 0, got inf"),
+        (Box::new(|| { Adam::<f64>::adamw(0.1).weight_decay(f64::INFINITY); }), line!(), "Adam: weight_decay must be finite and >= 0, got inf"),
+        (Box::new(|| { NAdam::<f64>::default().momentum_decay(f64::INFINITY); }), line!(), "NAdam: momentum_decay must be finite and >= 0, got inf"),
+        (Box::new(|| { ParamGroup::biases().lr_scale(f64::NAN); }), line!(), "ParamGroup: lr_scale must be finite and >= 0, got NaN"),
+        (Box::new(|| { ParamGroup::biases().lr_scale(-0.5); }), line!(), "ParamGroup: lr_scale must be finite and >= 0, got -0.5"),
+        (Box::new(|| { ParamGroup::biases().weight_decay(f64::INFINITY); }), line!(), "ParamGroup: weight_decay must be finite and >= 0, got inf"),
+        (Box::new(|| { ParamGroup::biases().weight_decay(-1e-2); }), line!(), "ParamGroup: weight_decay must be finite and >= 0, got -0.01"),
+        (Box::new(|| { Sgd::<f64>::new(1e300).group(ParamGroup::biases().lr_scale(1e10)); }), line!(), "Sgd: lr 1e300 times a group's lr_scale 1e10 is not finite"),
+        (Box::new(|| { Adam::<f64>::new(0.1).group(ParamGroup::biases().lr_scale(1e300)).set_lr(1e10); }), line!(), "Adam: lr 1e10 times a group's lr_scale 1e300 is not finite"),
+        // An f32 optimizer rounds each value to f32 before a step: above 3.4e38 it is infinite.
+        (Box::new(|| { Adam::<f32>::new(1e39); }), line!(), "Adam: lr must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).set_lr(1e39); }), line!(), "Sgd: lr must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).weight_decay(1e39); }), line!(), "Sgd: weight_decay must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).momentum(0.9).dampening(-1e39); }), line!(), "Sgd: dampening must be finite, got -1e39 (infinite as f32)"),
+        (Box::new(|| { RmsProp::<f32>::default().eps(1e39); }), line!(), "RmsProp: eps must be finite and > 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(0.1).group(ParamGroup::biases().weight_decay(1e39)); }), line!(), "Sgd: a group's weight_decay must be finite and >= 0, got 1e39 (infinite as f32)"),
+        (Box::new(|| { Sgd::<f32>::new(1e30).group(ParamGroup::biases().lr_scale(1e10)); }), line!(), "Sgd: lr 1e30 times a group's lr_scale 1e10 is not finite (infinite as f32)"),
+    ];
+    for (misuse, line, expected) in cases {
+        let (msg, file, at) = panic_of(misuse);
+        assert_eq!(msg, expected);
+        assert!(file.ends_with("optim_more_parity.rs") && at == line, "`{expected}` panicked at {file}:{at}, not at this file's line {line}");
     }
 }

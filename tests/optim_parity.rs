@@ -12,9 +12,9 @@ use std::path::Path;
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Float, Param, Tape, Tensor};
 use rewind::optim::{
-    clip_grad_norm, clip_grad_norm_finite, clip_grad_value, Adagrad, Adam, CosineAnnealingLr,
-    ExponentialLr, LinearLr, LrSchedule, OptimState, Optimizer, ParamGroup, RmsProp, Scheduler,
-    Sgd, StepLr, Warmup,
+    clip_grad_norm, clip_grad_norm_finite, clip_grad_value, Adagrad, Adam, Adamax,
+    CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, NAdam, OptimState, Optimizer,
+    ParamGroup, RAdam, RmsProp, Scheduler, Sgd, StepLr, Warmup,
 };
 use support::golden::{load, tensor};
 use support::trajectories::{
@@ -257,6 +257,264 @@ fn loading_another_optimizers_state_is_an_error() {
             .starts_with("cannot read /nonexistent/opt.safetensors"),
         "{missing}"
     );
+}
+
+/// Builds a fresh optimizer.
+type MakeOptimizer = fn() -> Box<dyn Optimizer<f64>>;
+
+/// Every kind of optimizer, set to keep every buffer it can, with the name of its first buffer
+/// (in the state's order, by name), which has its parameter's shape.
+fn every_kind() -> Vec<(MakeOptimizer, &'static str)> {
+    vec![
+        (|| Box::new(Sgd::new(0.1).momentum(0.9)), "momentum_buffer"),
+        (|| Box::new(Adam::new(0.1).amsgrad(true)), "exp_avg"),
+        (|| Box::new(Adam::adamw(0.1)), "exp_avg"),
+        (|| Box::new(Adagrad::new(0.1)), "sum"),
+        (
+            || Box::new(RmsProp::new(0.1).centered(true).momentum(0.9)),
+            "grad_avg",
+        ),
+        (|| Box::new(Adamax::new(0.1)), "exp_avg"),
+        (|| Box::new(NAdam::new(0.1)), "exp_avg"),
+        (|| Box::new(RAdam::new(0.1)), "exp_avg"),
+    ]
+}
+
+/// A model of two parameters of ones, `weight` [2, 3] and `bias` [3].
+fn two_params() -> Vec<Param<f64>> {
+    vec![
+        Param::named("weight", Tensor::full(&[2, 3], 1.0)),
+        Param::named("bias", Tensor::full(&[3], 1.0)),
+    ]
+}
+
+/// The state of `opt` after one step on `model`, whose loss is the sum of its squared weights.
+fn state_after_a_step(
+    mut opt: Box<dyn Optimizer<f64>>,
+    mut model: Vec<Param<f64>>,
+) -> OptimState<f64> {
+    let tape = Tape::new();
+    let mut loss = tape.constant(Tensor::scalar(0.0));
+    for p in &model {
+        loss = loss + tape.param(p).powf(2.0).sum();
+    }
+    opt.step(&mut model, &loss.backward());
+    opt.state()
+}
+
+/// A state that could not be resumed from (a step count that is not a whole number of steps, a
+/// NaN learning rate, a buffer holding NaN or an infinity, a buffer of no parameter with a step
+/// count, two buffers of one parameter of different shapes) is refused by `load_state` on a fresh
+/// optimizer of every kind, naming the entry, and the optimizer is left as it was.
+#[test]
+fn load_state_refuses_a_state_that_cannot_be_resumed_and_changes_nothing() {
+    for (make, buffer) in every_kind() {
+        let good = state_after_a_step(make(), two_params());
+        let kind = good.kind.clone();
+        let refused = |state: &OptimState<f64>, expected: &str| {
+            let mut fresh = make();
+            fresh.set_lr(0.05);
+            let before = fresh.state();
+            let err = fresh.load_state(state).expect_err(expected);
+            assert_eq!(err.to_string(), expected, "{kind}");
+            assert_eq!(
+                fresh.state(),
+                before,
+                "{kind}: a refused state changed the optimizer"
+            );
+        };
+        for step in [-1.0, 1.5, f64::NAN, f64::INFINITY, 2f64.powi(60)] {
+            let mut state = good.clone();
+            state.scalars.insert("weight.step".into(), step);
+            refused(
+                &state,
+                &format!(
+                    "optimizer state: `weight.step` is {step}, expected a whole number of steps \
+                     from 0 to 2^53"
+                ),
+            );
+        }
+        for lr in [f64::NAN, -0.1, f64::INFINITY] {
+            let mut state = good.clone();
+            state.scalars.insert("lr".into(), lr);
+            refused(
+                &state,
+                &format!("optimizer state: `lr` is {lr}, expected a finite number >= 0"),
+            );
+        }
+        for bad in [f64::NAN, f64::NEG_INFINITY] {
+            let mut state = good.clone();
+            let t = state.tensors.get_mut(&format!("weight.{buffer}")).unwrap();
+            t.data_mut()[4] = bad;
+            refused(
+                &state,
+                &format!(
+                    "optimizer state: `weight.{buffer}` is {bad} at element 4, expected finite \
+                     numbers"
+                ),
+            );
+        }
+        let mut state = good.clone();
+        state.scalars.remove("bias.step");
+        refused(
+            &state,
+            &format!(
+                "optimizer state: `bias.{buffer}` is not a buffer {kind} keeps for a parameter \
+                 with a step count"
+            ),
+        );
+        let mut state = good.clone();
+        state
+            .tensors
+            .insert("weight.velocity".into(), Tensor::zeros(&[2, 3]));
+        refused(
+            &state,
+            &format!(
+                "optimizer state: `weight.velocity` is not a buffer {kind} keeps for a parameter \
+                 with a step count"
+            ),
+        );
+    }
+    // Adam keeps two buffers with the parameter's shape: they must agree.
+    let mut state = state_after_a_step(Box::new(Adam::new(0.1)), two_params());
+    state
+        .tensors
+        .insert("weight.exp_avg_sq".into(), Tensor::zeros(&[3, 2]));
+    let err = Adam::<f64>::new(0.1).load_state(&state).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state: `weight.exp_avg_sq` has shape [3, 2], expected [2, 3]"
+    );
+    // NAdam's running product of momentum coefficients is one number.
+    let mut state = state_after_a_step(Box::new(NAdam::new(0.1)), two_params());
+    state
+        .tensors
+        .insert("bias.mu_product".into(), Tensor::zeros(&[3]));
+    let err = NAdam::<f64>::new(0.1).load_state(&state).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state: `bias.mu_product` has shape [3], expected []"
+    );
+    // A product of coefficients in [0, 1) lies in [0, 1]: at 1 / μ_t the step would divide by 0.
+    let mut state = state_after_a_step(Box::new(NAdam::new(0.1)), two_params());
+    state
+        .tensors
+        .insert("bias.mu_product".into(), Tensor::scalar(1.5));
+    let err = NAdam::<f64>::new(0.1).load_state(&state).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "optimizer state: `bias.mu_product` is 1.5, expected a number from 0 to 1"
+    );
+    // Sums and averages of squares, and Adamax's infinity norm, are never negative: the square
+    // root of one that is would be NaN.
+    let never_negative: [(MakeOptimizer, &str); 7] = [
+        (|| Box::new(Adam::new(0.1).amsgrad(true)), "max_exp_avg_sq"),
+        (|| Box::new(Adam::adamw(0.1)), "exp_avg_sq"),
+        (|| Box::new(Adagrad::new(0.1)), "sum"),
+        (|| Box::new(RmsProp::new(0.1).centered(true)), "square_avg"),
+        (|| Box::new(Adamax::new(0.1)), "exp_inf"),
+        (|| Box::new(NAdam::new(0.1)), "exp_avg_sq"),
+        (|| Box::new(RAdam::new(0.1)), "exp_avg_sq"),
+    ];
+    for (make, buffer) in never_negative {
+        let mut state = state_after_a_step(make(), two_params());
+        let t = state.tensors.get_mut(&format!("bias.{buffer}")).unwrap();
+        t.data_mut()[2] = -1e-3;
+        let err = make().load_state(&state).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "optimizer state: `bias.{buffer}` is -0.001 at element 2, expected numbers >= 0"
+            )
+        );
+    }
+}
+
+/// Step counts are 64-bit: resumed at step 2^31 (where a 32-bit count turns negative, and β^t
+/// infinite), every optimizer takes the same step as at step 2^40, its bias corrections at 1.
+#[test]
+fn a_step_count_past_two_to_the_31_steps_as_one_far_larger() {
+    let at = |make: MakeOptimizer, step: f64| {
+        let mut state = state_after_a_step(make(), two_params());
+        for name in ["weight.step", "bias.step"] {
+            state.scalars.insert(name.into(), step);
+        }
+        let mut model = two_params();
+        let mut opt = make();
+        opt.load_state_for(&model, &state).unwrap();
+        let tape = Tape::new();
+        let loss = tape.param(&model[0]).sum() + tape.param(&model[1]).powf(2.0).sum();
+        opt.step(&mut model, &loss.backward());
+        let weights: Vec<f64> = model
+            .iter()
+            .flat_map(|p| p.value().data().to_vec())
+            .collect();
+        (opt.state().kind, weights)
+    };
+    for (make, _) in every_kind() {
+        let (kind, past) = at(make, 2f64.powi(31));
+        let (_, far) = at(make, 2f64.powi(40));
+        assert!(past.iter().all(|w| w.is_finite()), "{kind}: {past:?}");
+        assert_eq!(past, far, "{kind}");
+    }
+}
+
+/// Without the model an optimizer cannot know its parameters' shapes; given it, `load_state_for`
+/// refuses, changing nothing, a state whose buffers have another shape than their parameter or
+/// that holds a parameter the model does not have (a state for more parameters). A state for
+/// fewer parameters loads: the others start afresh, as parameters that never had a gradient do.
+#[test]
+fn load_state_for_refuses_a_state_saved_for_another_model() {
+    for (make, buffer) in every_kind() {
+        let good = state_after_a_step(make(), two_params());
+        let kind = good.kind.clone();
+        let refused = |model: &Vec<Param<f64>>, state: &OptimState<f64>, expected: &str| {
+            let mut fresh = make();
+            fresh.set_lr(0.05);
+            let before = fresh.state();
+            let err = fresh.load_state_for(model, state).expect_err(expected);
+            assert_eq!(err.to_string(), expected, "{kind}");
+            assert_eq!(
+                fresh.state(),
+                before,
+                "{kind}: a refused state changed the optimizer"
+            );
+        };
+        let transposed = vec![
+            Param::named("weight", Tensor::full(&[3, 2], 1.0)),
+            Param::named("bias", Tensor::full(&[3], 1.0)),
+        ];
+        refused(
+            &transposed,
+            &good,
+            &format!("optimizer state: `weight.{buffer}` has shape [2, 3], expected [3, 2]"),
+        );
+        let mut three = two_params();
+        three.push(Param::named("extra", Tensor::full(&[1], 1.0)));
+        refused(
+            &two_params(),
+            &state_after_a_step(make(), three),
+            "optimizer state is for parameters the model does not have: `extra`",
+        );
+
+        let mut model = two_params();
+        let mut opt = make();
+        opt.load_state_for(&model, &good)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let weight_only = state_after_a_step(make(), vec![two_params().remove(0)]);
+        let mut opt = make();
+        opt.load_state_for(&model, &weight_only)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let tape = Tape::new();
+        let loss = tape.param(&model[0]).sum() + tape.param(&model[1]).sum();
+        opt.step(&mut model, &loss.backward());
+        let steps = opt.state().scalars;
+        assert_eq!(
+            (steps["weight.step"], steps["bias.step"]),
+            (2.0, 1.0),
+            "{kind}"
+        );
+    }
 }
 
 /// A 2-4-1 tanh network fitted to XOR-like targets: every optimizer gets the loss under 0.02

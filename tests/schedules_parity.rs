@@ -6,14 +6,17 @@
 //! by a `Scheduler` over an optimizer, and the rates match torch's float64 ones to 1e-15
 //! relative. On the machine that wrote the data they agree bit for bit, except that the
 //! warm-up ramp, which torch's LinearLR builds by repeated multiplication, is an ulp away at
-//! one step; the tolerance also leaves room for another platform's `cos`.
+//! one step; the tolerance also leaves room for another platform's `cos`. Also here: every
+//! schedule's refusal of arguments that would make a rate NaN or infinite, and decay counts past
+//! 2^31.
 
 mod support;
 
 use rewind::autograd::io::TensorFile;
 use rewind::optim::{
-    Anneal, CosineAnnealingWarmRestarts, LrSchedule, MultiStepLr, OneCycleLr, Optimizer,
-    PlateauMode, ReduceLrOnPlateau, Scheduler, Sgd, ThresholdMode, Warmup,
+    Anneal, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts, ExponentialLr, LinearLr,
+    LrSchedule, MultiStepLr, OneCycleLr, Optimizer, PlateauMode, ReduceLrOnPlateau, Scheduler, Sgd,
+    StepLr, ThresholdMode, Warmup,
 };
 use support::golden::{load, tensor};
 use support::panics::panic_of;
@@ -120,7 +123,8 @@ fn multistep_lr_matches_pytorch() {
 
 /// Two phases with PyTorch's defaults, and three phases with linear and cosine annealing, up to
 /// and including step `total_steps` (torch allows that step, which lies past the end of the last
-/// phase: the linear case ends below zero there, as torch's does).
+/// phase: the linear case ends below zero there, as torch's does, and a `Scheduler` refuses that
+/// rate, since a negative rate climbs the loss).
 #[test]
 fn one_cycle_lr_matches_pytorch() {
     let g = golden();
@@ -128,14 +132,33 @@ fn one_cycle_lr_matches_pytorch() {
     check(&g, "onecycle_defaults", BASE_LR, 1e-15, || {
         OneCycleLr::new(0.5, 20)
     });
-    check(&g, "onecycle_linear_three_phase", BASE_LR, 1e-15, || {
+    let linear = || {
         OneCycleLr::new(0.3, 25)
             .pct_start(0.25)
             .anneal(Anneal::Linear)
             .div_factor(10.0)
             .final_div_factor(100.0)
             .three_phase(true)
-    });
+    };
+    let want = values(&g, "sched.onecycle_linear_three_phase");
+    let last = want.len() - 1;
+    let by_lr_at: Vec<f64> = (0..=last).map(|s| linear().lr_at(BASE_LR, s)).collect();
+    assert_matches("onecycle_linear_three_phase", &by_lr_at, &want, 1e-15);
+    let driven = drive(linear(), BASE_LR, last - 1);
+    assert_matches(
+        "onecycle_linear_three_phase (driven)",
+        &driven,
+        &want[..last],
+        1e-15,
+    );
+    let (msg, _, _) = panic_of(|| drop(drive(linear(), BASE_LR, last)));
+    assert_eq!(
+        msg,
+        format!(
+            "Scheduler: the rate at step 25 is {}; a learning rate must be finite and >= 0",
+            want[last]
+        )
+    );
     check(&g, "onecycle_cos_three_phase", BASE_LR, 1e-15, || {
         OneCycleLr::new(0.3, 17).three_phase(true)
     });
@@ -283,6 +306,50 @@ fn a_metric_is_ignored_by_schedules_that_read_none() {
 /// A misuse, the line it is on, and the message it must panic with.
 type Case = (Box<dyn FnOnce()>, u32, &'static str);
 
+/// Starts `schedule` on an optimizer, as a training loop does.
+#[track_caller]
+fn with_schedule<S: LrSchedule>(schedule: S) {
+    let mut opt = Sgd::<f64>::new(BASE_LR);
+    Scheduler::new(schedule, &mut opt);
+}
+
+/// γ^n for counts past 2^31 (where a 32-bit count wraps, to a negative power or to 0): the
+/// rate keeps decaying. γ = 1 - 2^-40 is close enough to 1 that γ^(2^31) = e^(-2^-9) and
+/// γ^(2^32) = e^(-2^-8) are far from 0; the expected values are exp(n·ln γ), with ln γ from
+/// `ln_1p` to full precision.
+#[test]
+fn exponential_and_step_decay_keep_decaying_past_step_two_to_the_31() {
+    let gamma = 1.0 - 2f64.powi(-40);
+    let power = |n: u64| (n as f64 * (-(2f64.powi(-40))).ln_1p()).exp();
+    for n in [1u64 << 31, 1 << 32, 3 << 32] {
+        let steps = usize::try_from(n).expect("a 64-bit usize");
+        let cases = [
+            (
+                "ExponentialLr",
+                ExponentialLr { gamma }.lr_at(BASE_LR, steps),
+            ),
+            (
+                "StepLr",
+                StepLr {
+                    step_size: 2,
+                    gamma,
+                }
+                .lr_at(BASE_LR, 2 * steps + 1),
+            ),
+        ];
+        for (name, lr) in cases {
+            let want = BASE_LR * power(n);
+            assert!(
+                (lr - want).abs() <= 1e-12 * want,
+                "{name} after {n} decays: {lr:e}, expected {want:e}"
+            );
+        }
+    }
+    let mut opt = Sgd::<f64>::new(BASE_LR);
+    Scheduler::resume(ExponentialLr { gamma: 0.5 }, BASE_LR, 1 << 31, &mut opt);
+    assert_eq!(opt.lr(), 0.0, "0.5^(2^31) underflows to 0");
+}
+
 #[test]
 #[rustfmt::skip] // each case's `line!()` must stay on the line of its call
 fn bad_arguments_panic_at_the_callers_line_with_a_message() {
@@ -295,7 +362,8 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         (Box::new(|| { OneCycleLr::new(0.1, 10).final_div_factor(f64::NAN); }), line!(), "OneCycleLr: final_div_factor must be a positive finite number, got NaN"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(0); }), line!(), "CosineAnnealingWarmRestarts: t_0 must be at least 1, got 0"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(3).t_mult(0); }), line!(), "CosineAnnealingWarmRestarts: t_mult must be at least 1, got 0"),
-        (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(f64::INFINITY); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be finite, got inf"),
+        (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(f64::INFINITY); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be a non-negative finite number, got inf"),
+        (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(-1e-3); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be a non-negative finite number, got -0.001"),
         (Box::new(|| { ReduceLrOnPlateau::new().factor(1.0); }), line!(), "ReduceLrOnPlateau: factor must be in [0, 1), got 1"),
         (Box::new(|| { ReduceLrOnPlateau::new().threshold(-0.1); }), line!(), "ReduceLrOnPlateau: threshold must be a non-negative finite number, got -0.1"),
         (Box::new(|| { ReduceLrOnPlateau::new().min_lr(-1.0); }), line!(), "ReduceLrOnPlateau: min_lr must be a non-negative finite number, got -1"),
@@ -321,6 +389,27 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
             let mut sched = Scheduler::new(boxed, &mut opt);
             sched.step(&mut opt); }), line!(),
             "Scheduler::step: this schedule reads a metric (ReduceLrOnPlateau); call step_with_metric(metric, optimizer)"),
+        // The closed-form schedules are plain structs: their fields are checked when a rate is
+        // asked for, first by `Scheduler::new`, before any step.
+        (Box::new(|| { with_schedule(StepLr { step_size: 0, gamma: 0.5 }) }), line!(), "StepLr: step_size must be at least 1, got 0"),
+        (Box::new(|| { with_schedule(StepLr { step_size: 3, gamma: f64::NAN }) }), line!(), "StepLr: gamma must be a positive finite number, got NaN"),
+        (Box::new(|| { with_schedule(ExponentialLr { gamma: -0.5 }) }), line!(), "ExponentialLr: gamma must be a positive finite number, got -0.5"),
+        (Box::new(|| { with_schedule(ExponentialLr { gamma: f64::INFINITY }) }), line!(), "ExponentialLr: gamma must be a positive finite number, got inf"),
+        (Box::new(|| { with_schedule(CosineAnnealingLr { t_max: 0, eta_min: 0.0 }) }), line!(), "CosineAnnealingLr: t_max must be at least 1, got 0"),
+        (Box::new(|| { with_schedule(CosineAnnealingLr { t_max: 10, eta_min: f64::NAN }) }), line!(), "CosineAnnealingLr: eta_min must be a non-negative finite number, got NaN"),
+        (Box::new(|| { with_schedule(LinearLr { total_iters: 0, ..LinearLr::default() }) }), line!(), "LinearLr: total_iters must be at least 1, got 0"),
+        (Box::new(|| { with_schedule(LinearLr { start_factor: 0.0, ..LinearLr::default() }) }), line!(), "LinearLr: start_factor must be in (0, 1], got 0"),
+        (Box::new(|| { with_schedule(LinearLr { end_factor: f64::NAN, ..LinearLr::default() }) }), line!(), "LinearLr: end_factor must be in [0, 1], got NaN"),
+        (Box::new(|| { with_schedule(Warmup { steps: 2, then: LinearLr { end_factor: 1.5, ..LinearLr::default() } }) }), line!(), "LinearLr: end_factor must be in [0, 1], got 1.5"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            Scheduler::resume(ConstantLr, f64::NAN, 0, &mut opt); }), line!(),
+            "Scheduler: base_lr must be a non-negative finite number, got NaN"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            let mut sched = Scheduler::resume(ExponentialLr { gamma: 2.0 }, 1e-3, 1023, &mut opt);
+            sched.step(&mut opt); }), line!(),
+            "Scheduler: the rate at step 1024 is inf; a learning rate must be finite and >= 0"),
     ];
     for (misuse, line, expected) in cases {
         let (msg, file, at) = panic_of(misuse);

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    check_non_negative, lr_and_state, non_negative_options, shared_options, with_grads, Buffers,
-    Decay, Hyper, Optimizer,
+    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Layout,
+    Optimizer,
 };
 
 /// Adagrad as `torch.optim.Adagrad` [lr 1e-2, lr_decay 0, weight_decay 0,
@@ -24,7 +24,9 @@ use crate::optimizer::{
 /// rounded to `F` once, and `g + λθ` and `sum + g²` are multiply-adds rounded once.
 ///
 /// The builders panic at the caller's line on what PyTorch refuses: a learning rate, lr_decay,
-/// initial accumulator value, eps or weight decay below 0.
+/// initial accumulator value, eps or weight decay below 0; and on what would make a weight NaN:
+/// an infinite value, eps 0. So does [`set_lr`](Optimizer::set_lr) on a NaN, infinite or
+/// negative rate.
 #[derive(Debug)]
 pub struct Adagrad<F: Float = f32> {
     hyper: Hyper,
@@ -44,9 +46,8 @@ impl<F: Float> Adagrad<F> {
     /// Adagrad with learning rate `lr` and PyTorch's other defaults.
     #[track_caller]
     pub fn new(lr: f64) -> Self {
-        check_non_negative("Adagrad", "lr", lr);
         Adagrad {
-            hyper: Hyper::new(lr, 0.0),
+            hyper: Hyper::new::<F>("Adagrad", lr, 0.0),
             lr_decay: 0.0,
             initial_accumulator_value: 0.0,
             eps: 1e-10,
@@ -54,13 +55,13 @@ impl<F: Float> Adagrad<F> {
         }
     }
 
-    non_negative_options!("Adagrad";
+    checked_options!("Adagrad";
         /// Decay of the learning rate with the step count.
-        lr_decay,
+        lr_decay: check_non_negative,
         /// The starting value of the sum of squares.
-        initial_accumulator_value,
+        initial_accumulator_value: check_non_negative,
         /// The term added to the denominator.
-        eps,
+        eps: check_positive,
     );
 
     shared_options!("Adagrad", "L2 weight decay λ, added to the gradient.");
@@ -86,7 +87,14 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         }
     }
 
-    lr_and_state!("adagrad", ["sum"]);
+    lr_and_state!(
+        "adagrad",
+        Layout {
+            signed: &[],
+            never_negative: &["sum"],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    betas_option, check_non_negative, lr_and_state, non_negative_options, shared_options,
-    with_grads, Buffers, Decay, Hyper, Optimizer,
+    betas_option, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
+    Layout, Optimizer,
 };
 
 /// Adam as `torch.optim.Adam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -27,7 +27,8 @@ use crate::optimizer::{
 /// and `g + λθ` and `β2·v + (1 - β2)·g·g` with one rounding of their last multiply-add.
 ///
 /// The builders panic at the caller's line on what PyTorch refuses: a learning rate, eps or weight
-/// decay below 0, a beta outside [0, 1).
+/// decay below 0, a beta outside [0, 1); and on what would make a weight NaN: an infinite value,
+/// eps 0. So does [`set_lr`](Optimizer::set_lr) on a NaN, infinite or negative rate.
 #[derive(Debug)]
 pub struct Adam<F: Float = f32> {
     hyper: Hyper,
@@ -48,9 +49,8 @@ impl<F: Float> Adam<F> {
     /// Adam with learning rate `lr` and PyTorch's other defaults.
     #[track_caller]
     pub fn new(lr: f64) -> Self {
-        check_non_negative("Adam", "lr", lr);
         Adam {
-            hyper: Hyper::new(lr, 0.0),
+            hyper: Hyper::new::<F>("Adam", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             amsgrad: false,
@@ -72,9 +72,9 @@ impl<F: Float> Adam<F> {
         /// The decay rates of the first and second moments.
     );
 
-    non_negative_options!("Adam";
+    checked_options!("Adam";
         /// The term added to the denominator.
-        eps,
+        eps: check_positive,
     );
 
     /// The AMSGrad variant: the running maximum of v in the denominator.
@@ -130,7 +130,14 @@ impl<F: Float> Optimizer<F> for Adam<F> {
         }
     }
 
-    lr_and_state!("adam" or decoupled "adamw", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]);
+    lr_and_state!(
+        "adam" or decoupled "adamw",
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_avg_sq", "max_exp_avg_sq"],
+            fractions: &[],
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::Lerp;
 use crate::optimizer::{
-    betas_option, check_non_negative, lr_and_state, non_negative_options, shared_options,
-    with_grads, Buffers, Decay, Hyper, Optimizer,
+    betas_option, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
+    Layout, Optimizer,
 };
 
 /// Adamax as `torch.optim.Adamax` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -25,7 +25,8 @@ use crate::optimizer::{
 /// `g + λθ` is a multiply-add rounded once, and β2·u, |g| + eps and the update are each rounded.
 ///
 /// The builders panic at the caller's line on what PyTorch refuses: a learning rate, eps or weight
-/// decay below 0, a beta outside [0, 1).
+/// decay below 0, a beta outside [0, 1); and on what would make a weight NaN: an infinite value,
+/// eps 0. So does [`set_lr`](Optimizer::set_lr) on a NaN, infinite or negative rate.
 #[derive(Debug)]
 pub struct Adamax<F: Float = f32> {
     hyper: Hyper,
@@ -44,9 +45,8 @@ impl<F: Float> Adamax<F> {
     /// Adamax with learning rate `lr` and PyTorch's other defaults.
     #[track_caller]
     pub fn new(lr: f64) -> Self {
-        check_non_negative("Adamax", "lr", lr);
         Adamax {
-            hyper: Hyper::new(lr, 0.0),
+            hyper: Hyper::new::<F>("Adamax", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             buffers: Buffers::default(),
@@ -57,9 +57,9 @@ impl<F: Float> Adamax<F> {
         /// The decay rates of the first moment and of the infinity norm.
     );
 
-    non_negative_options!("Adamax";
+    checked_options!("Adamax";
         /// The term added to |g| before the maximum.
-        eps,
+        eps: check_positive,
     );
 
     shared_options!("Adamax", "L2 weight decay λ, added to the gradient.");
@@ -96,7 +96,14 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
         }
     }
 
-    lr_and_state!("adamax", ["exp_avg", "exp_inf"]);
+    lr_and_state!(
+        "adamax",
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_inf"],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    betas_option, check_non_negative, decoupled_weight_decay_option, lr_and_state,
-    non_negative_options, shared_options, with_grads, Buffers, Decay, Hyper, Optimizer,
+    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, shared_options,
+    with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// NAdam as `torch.optim.NAdam` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -32,7 +32,9 @@ use crate::optimizer::{
 /// other, each rounded.
 ///
 /// The builders panic at the caller's line on what PyTorch refuses: a learning rate, eps, weight
-/// decay or momentum decay below 0, a beta outside [0, 1).
+/// decay or momentum decay below 0, a beta outside [0, 1); and on what would make a weight NaN:
+/// an infinite value, eps 0. So does [`set_lr`](Optimizer::set_lr) on a NaN, infinite or
+/// negative rate.
 #[derive(Debug)]
 pub struct NAdam<F: Float = f32> {
     hyper: Hyper,
@@ -53,9 +55,8 @@ impl<F: Float> NAdam<F> {
     /// NAdam with learning rate `lr` and PyTorch's other defaults.
     #[track_caller]
     pub fn new(lr: f64) -> Self {
-        check_non_negative("NAdam", "lr", lr);
         NAdam {
-            hyper: Hyper::new(lr, 0.0),
+            hyper: Hyper::new::<F>("NAdam", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             momentum_decay: 4e-3,
@@ -68,11 +69,11 @@ impl<F: Float> NAdam<F> {
         /// The decay rates of the first and second moments (β1 also scales every μ_t).
     );
 
-    non_negative_options!("NAdam";
+    checked_options!("NAdam";
         /// The term added to the denominator.
-        eps,
+        eps: check_positive,
         /// ψ, how fast μ_t rises from β1/2 towards β1.
-        momentum_decay,
+        momentum_decay: check_non_negative,
     );
 
     decoupled_weight_decay_option!("NAdamW");
@@ -98,16 +99,11 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
             state.step += 1;
             let t = state.step as f64;
             let (mu, mu_next) = (mu_at(t), mu_at(t + 1.0));
+            // One number: `load_state` refuses a state where it is not.
             let product = state
                 .tensors
                 .entry("mu_product")
                 .or_insert_with(|| Tensor::scalar(F::ONE));
-            assert_eq!(
-                product.numel(),
-                1,
-                "optimizer buffer `mu_product` of `{name}` has shape {:?}, not one number: the state was saved for another optimizer",
-                product.shape()
-            );
             let product = &mut product.data_mut()[0];
             *product *= F::from_f64(mu);
             let product = product.to_f64();
@@ -135,7 +131,14 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
         }
     }
 
-    lr_and_state!("nadam" or decoupled "nadamw", ["exp_avg", "exp_avg_sq", "mu_product"]);
+    lr_and_state!(
+        "nadam" or decoupled "nadamw",
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_avg_sq"],
+            fractions: &["mu_product"],
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

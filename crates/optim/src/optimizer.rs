@@ -13,6 +13,10 @@ use crate::fused::mul_add;
 /// An update rule. `step` changes, in place, every parameter of `model` that has a gradient in
 /// `grads`; parameters without one are left alone (and their state does not advance), as in
 /// PyTorch.
+///
+/// The optimizers' builders and `set_lr` panic, at the caller's line, on a value that would
+/// make a weight NaN, and an infinite value is one that is infinite once rounded to `F`: above
+/// 3.4e38 for an f32 optimizer.
 pub trait Optimizer<F: Float = f32> {
     /// One update, to each parameter `model.params()` lists (through [`Param::update`]); one
     /// listed under two names (a tied weight) is updated once. The model is taken exclusively,
@@ -24,6 +28,11 @@ pub trait Optimizer<F: Float = f32> {
     fn lr(&self) -> f64;
 
     /// Sets the learning rate, as a schedule does.
+    ///
+    /// Panics, at the caller's line, unless `lr` is finite and ≥ 0, and finite times each
+    /// group's [`lr_scale`](ParamGroup::lr_scale): a NaN or infinite rate makes every weight NaN
+    /// at the next step.
+    #[track_caller]
     fn set_lr(&mut self, lr: f64);
 
     /// Everything needed to resume exactly: hyperparameters and per-parameter buffers, keyed by
@@ -31,20 +40,42 @@ pub trait Optimizer<F: Float = f32> {
     fn state(&self) -> OptimState<F>;
 
     /// Restores what [`state`](Optimizer::state) returned. Fails, changing nothing, when the
-    /// state belongs to another kind of optimizer or a buffer's shape does not match.
+    /// state cannot be resumed from: it belongs to another kind of optimizer; its learning rate
+    /// is not finite and ≥ 0; a step count is not a whole number from 0 to 2^53; an entry is not
+    /// a buffer this optimizer keeps for a parameter with a step count; a buffer holds a NaN or
+    /// an infinity (the run it was saved from had diverged), a sum or average of squares holds a
+    /// negative number, or NAdam's product of momentum coefficients lies outside [0, 1] (each
+    /// would make the next step NaN); a buffer that holds one number holds more, or one with its
+    /// parameter's shape differs from another buffer of that parameter, here or in the state.
+    ///
+    /// Without the model the optimizer cannot know its parameters' shapes: a state saved for
+    /// another model may load, and then the first step panics on a buffer of the wrong shape.
+    /// [`load_state_for`](Optimizer::load_state_for) checks them.
     fn load_state(&mut self, state: &OptimState<F>) -> Result<(), StateError>;
+
+    /// [`load_state`](Optimizer::load_state) for `model`, the model it will step: also fails,
+    /// changing nothing, when the state holds a parameter `model` does not list (a state for
+    /// more parameters, or other ones), or a buffer whose shape is not its parameter's. A
+    /// parameter of `model` that the state lacks starts afresh at its next step, as one that
+    /// never had a gradient does.
+    fn load_state_for(
+        &mut self,
+        model: &dyn Module<F>,
+        state: &OptimState<F>,
+    ) -> Result<(), StateError>;
 }
 
 /// The builder methods every optimizer has: `weight_decay` (documented by the literal given,
-/// refused below 0 with a message naming the optimizer `$name`), `maximize` and `group`.
+/// refused unless finite and ≥ 0 with a message naming the optimizer `$name`), `maximize` and
+/// `group`.
 macro_rules! shared_options {
     ($name:literal, $decay_doc:literal) => {
         #[doc = $decay_doc]
         ///
-        /// Panics if it is negative or NaN, as PyTorch refuses it.
+        /// Panics if it is negative or NaN, as PyTorch refuses it, or infinite.
         #[track_caller]
         pub fn weight_decay(mut self, weight_decay: f64) -> Self {
-            $crate::optimizer::check_non_negative($name, "weight_decay", weight_decay);
+            $crate::optimizer::check_non_negative::<F>($name, "weight_decay", weight_decay);
             self.hyper.weight_decay = weight_decay;
             self
         }
@@ -58,8 +89,12 @@ macro_rules! shared_options {
         }
 
         /// Adds a parameter group with its own options.
+        ///
+        /// Panics if the group's weight decay, or the learning rate times its `lr_scale`, is
+        /// infinite in `F`.
+        #[track_caller]
         pub fn group(mut self, group: $crate::optimizer::ParamGroup) -> Self {
-            self.hyper.groups.push(group);
+            self.hyper.add_group::<F>(group);
             self
         }
     };
@@ -67,21 +102,22 @@ macro_rules! shared_options {
 pub(crate) use shared_options;
 
 /// Builder methods that each set one `f64` hyperparameter `$field` (documented by the doc comments
-/// given), refused below 0 at the caller's line with a message naming the optimizer `$name`.
-macro_rules! non_negative_options {
-    ($name:literal; $($(#[$doc:meta])* $field:ident),+ $(,)?) => {
+/// given), refused by the check `$check` of this module (`check_non_negative`, ...) at the
+/// caller's line with a message naming the optimizer `$name`.
+macro_rules! checked_options {
+    ($name:literal; $($(#[$doc:meta])* $field:ident: $check:ident),+ $(,)?) => {
         $(
             $(#[$doc])*
             #[track_caller]
             pub fn $field(mut self, $field: f64) -> Self {
-                $crate::optimizer::check_non_negative($name, stringify!($field), $field);
+                $crate::optimizer::$check::<F>($name, stringify!($field), $field);
                 self.$field = $field;
                 self
             }
         )+
     };
 }
-pub(crate) use non_negative_options;
+pub(crate) use checked_options;
 
 /// The builder method `betas` of the Adam family (documented by the doc comments given), each
 /// beta refused outside [0, 1) at the caller's line with a message naming the optimizer `$name`.
@@ -117,25 +153,25 @@ macro_rules! decoupled_weight_decay_option {
 pub(crate) use decoupled_weight_decay_option;
 
 /// The [`Optimizer`] methods that only read or write the learning rate and the buffers: `lr`,
-/// `set_lr`, `state` and `load_state`, the state holding the buffers named in `$buffers` under
-/// the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set).
+/// `set_lr`, `state`, `load_state` and `load_state_for`, the state holding the buffers `$layout`
+/// lists under the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set).
 macro_rules! lr_and_state {
-    ($kind:literal, $buffers:expr) => {
-        $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $buffers);
+    ($kind:literal, $layout:expr) => {
+        $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $layout);
     };
-    ($kind:literal or decoupled $decoupled:literal, $buffers:expr) => {
+    ($kind:literal or decoupled $decoupled:literal, $layout:expr) => {
         $crate::optimizer::lr_and_state!(
             @ |o: &Self| if o.decoupled { $decoupled } else { $kind },
-            $buffers
+            $layout
         );
     };
-    (@ $kind_of:expr, $buffers:expr) => {
+    (@ $kind_of:expr, $layout:expr) => {
         fn lr(&self) -> f64 {
             self.hyper.lr
         }
 
         fn set_lr(&mut self, lr: f64) {
-            self.hyper.lr = lr;
+            self.hyper.set_lr::<F>(lr);
         }
 
         fn state(&self) -> $crate::optimizer::OptimState<F> {
@@ -147,19 +183,78 @@ macro_rules! lr_and_state {
             state: &$crate::optimizer::OptimState<F>,
         ) -> Result<(), $crate::optimizer::StateError> {
             let kind = ($kind_of)(self);
-            self.buffers.restore(state, kind, &$buffers, &mut self.hyper)
+            self.buffers
+                .restore(state, kind, $layout, &mut self.hyper, None)
+        }
+
+        fn load_state_for(
+            &mut self,
+            model: &dyn rewind_nn::Module<F>,
+            state: &$crate::optimizer::OptimState<F>,
+        ) -> Result<(), $crate::optimizer::StateError> {
+            let kind = ($kind_of)(self);
+            self.buffers
+                .restore(state, kind, $layout, &mut self.hyper, Some(model))
         }
     };
 }
 pub(crate) use lr_and_state;
 
-/// Panics, at the caller's line, unless `value` ≥ 0: PyTorch's `ValueError` for a learning rate,
-/// an eps or a weight decay below 0 (and NaN, which no comparison admits).
+/// Whether `value` is finite once rounded to `F`, as a step uses it.
+fn finite_in<F: Float>(value: f64) -> bool {
+    F::from_f64(value).is_finite()
+}
+
+/// " (infinite as f32)" when `value` is finite but rounds to an infinity in `F` (above 3.4e38
+/// for f32), else nothing: the end of a message refusing it.
+fn rounding_note<F: Float>(value: f64) -> String {
+    if value.is_finite() && !finite_in::<F>(value) {
+        format!(" (infinite as {})", std::any::type_name::<F>())
+    } else {
+        String::new()
+    }
+}
+
+/// Panics, at the caller's line, unless `value` is finite in `F` and ≥ 0: PyTorch's `ValueError`
+/// for a learning rate, a momentum or a weight decay below 0 (and NaN, which no comparison
+/// admits), and an infinity, which makes the weights NaN.
 #[track_caller]
-pub(crate) fn check_non_negative(optimizer: &str, name: &str, value: f64) {
+pub(crate) fn check_non_negative<F: Float>(optimizer: &str, name: &str, value: f64) {
     assert!(
-        value >= 0.0,
-        "{optimizer}: {name} must be >= 0, got {value:?}"
+        value >= 0.0 && finite_in::<F>(value),
+        "{optimizer}: {name} must be finite and >= 0, got {value:?}{}",
+        rounding_note::<F>(value)
+    );
+}
+
+/// Panics, at the caller's line, unless `value` is finite in `F` and > 0, as an eps must be:
+/// with eps 0 an element whose gradients have all been 0 is updated by 0 / 0.
+#[track_caller]
+pub(crate) fn check_positive<F: Float>(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        value > 0.0 && finite_in::<F>(value),
+        "{optimizer}: {name} must be finite and > 0, got {value:?}{}",
+        rounding_note::<F>(value)
+    );
+}
+
+/// Panics, at the caller's line, unless `value` is finite in `F`.
+#[track_caller]
+pub(crate) fn check_finite<F: Float>(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        finite_in::<F>(value),
+        "{optimizer}: {name} must be finite, got {value:?}{}",
+        rounding_note::<F>(value)
+    );
+}
+
+/// Panics, at the caller's line, unless 0 ≤ `value` ≤ 1, as a decay rate that weighs a running
+/// mean against a square must be: above 1 the mean goes negative and its square root is NaN.
+#[track_caller]
+pub(crate) fn check_unit(optimizer: &str, name: &str, value: f64) {
+    assert!(
+        (0.0..=1.0).contains(&value),
+        "{optimizer}: {name} must be in [0, 1], got {value:?}"
     );
 }
 
@@ -200,14 +295,19 @@ impl ParamGroup {
     }
 
     /// This group's learning rate as a multiple of the optimizer's (PyTorch's per-group `lr` is
-    /// `lr_scale · lr`); a schedule moves every group by the same factor.
+    /// `lr_scale · lr`); a schedule moves every group by the same factor. Panics unless finite
+    /// and ≥ 0, as a learning rate must be.
+    #[track_caller]
     pub fn lr_scale(mut self, scale: f64) -> Self {
+        check_non_negative::<f64>("ParamGroup", "lr_scale", scale);
         self.lr_scale = scale;
         self
     }
 
-    /// This group's weight decay, in place of the optimizer's.
+    /// This group's weight decay, in place of the optimizer's. Panics unless finite and ≥ 0.
+    #[track_caller]
     pub fn weight_decay(mut self, weight_decay: f64) -> Self {
+        check_non_negative::<f64>("ParamGroup", "weight_decay", weight_decay);
         self.weight_decay = Some(weight_decay);
         self
     }
@@ -223,23 +323,70 @@ impl fmt::Debug for ParamGroup {
 }
 
 /// The learning rate and weight decay every optimizer has, with its parameter groups. The first
-/// group that selects a parameter applies to it.
+/// group that selects a parameter applies to it. Every rate, `lr` and `lr` times each group's
+/// scale, is finite and ≥ 0.
 #[derive(Debug)]
 pub(crate) struct Hyper {
+    /// The optimizer's name, for messages.
+    optimizer: &'static str,
     pub(crate) lr: f64,
     pub(crate) weight_decay: f64,
     pub(crate) maximize: bool,
-    pub(crate) groups: Vec<ParamGroup>,
+    groups: Vec<ParamGroup>,
 }
 
 impl Hyper {
-    pub(crate) fn new(lr: f64, weight_decay: f64) -> Self {
+    /// Panics, at the caller's line, unless `lr` is finite in `F` and ≥ 0.
+    #[track_caller]
+    pub(crate) fn new<F: Float>(optimizer: &'static str, lr: f64, weight_decay: f64) -> Self {
+        check_non_negative::<F>(optimizer, "lr", lr);
         Hyper {
+            optimizer,
             lr,
             weight_decay,
             maximize: false,
             groups: Vec::new(),
         }
+    }
+
+    /// Panics, at the caller's line, unless `lr` is finite in `F` and ≥ 0 and so is every
+    /// group's rate.
+    #[track_caller]
+    pub(crate) fn set_lr<F: Float>(&mut self, lr: f64) {
+        check_non_negative::<F>(self.optimizer, "lr", lr);
+        for group in &self.groups {
+            self.check_rate::<F>(lr, group);
+        }
+        self.lr = lr;
+    }
+
+    /// Whether `lr` times every group's scale is finite in `F`.
+    fn scaled_rates_finite<F: Float>(&self, lr: f64) -> bool {
+        self.groups.iter().all(|g| finite_in::<F>(lr * g.lr_scale))
+    }
+
+    /// Panics, at the caller's line, unless the group's weight decay and rate are finite in `F`.
+    #[track_caller]
+    pub(crate) fn add_group<F: Float>(&mut self, group: ParamGroup) {
+        if let Some(wd) = group.weight_decay {
+            check_non_negative::<F>(self.optimizer, "a group's weight_decay", wd);
+        }
+        self.check_rate::<F>(self.lr, &group);
+        self.groups.push(group);
+    }
+
+    /// Panics, at the caller's line, unless `lr` times the group's scale is finite in `F` (both
+    /// are finite and ≥ 0, but their product can overflow).
+    #[track_caller]
+    fn check_rate<F: Float>(&self, lr: f64, group: &ParamGroup) {
+        let rate = lr * group.lr_scale;
+        assert!(
+            finite_in::<F>(rate),
+            "{}: lr {lr:e} times a group's lr_scale {:e} is not finite{}",
+            self.optimizer,
+            group.lr_scale,
+            rounding_note::<F>(rate)
+        );
     }
 
     /// What the gradient is multiplied by before anything else: -1 to maximize, else 1 (exact
@@ -442,6 +589,24 @@ pub enum StateError {
         /// The text found.
         value: String,
     },
+    /// A number or a buffer holds what no run can be resumed from.
+    Invalid {
+        /// The entry.
+        name: String,
+        /// What it holds.
+        found: String,
+        /// What it must hold.
+        expected: &'static str,
+    },
+    /// The state holds parameters the model does not have.
+    UnknownParams(Vec<String>),
+    /// An entry that is not a buffer this optimizer keeps for a parameter with a step count.
+    Unexpected {
+        /// The entry.
+        name: String,
+        /// This optimizer's kind.
+        kind: String,
+    },
     /// A buffer's shape differs from what this optimizer expects.
     Shape {
         /// The buffer.
@@ -470,6 +635,27 @@ impl fmt::Display for StateError {
             StateError::BadScalar { name, value } => {
                 write!(f, "optimizer state: `{name}` = {value:?} is not a number")
             }
+            StateError::Invalid {
+                name,
+                found,
+                expected,
+            } => write!(
+                f,
+                "optimizer state: `{name}` is {found}, expected {expected}"
+            ),
+            StateError::UnknownParams(names) => {
+                let names: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                write!(
+                    f,
+                    "optimizer state is for parameters the model does not have: {}",
+                    names.join(", ")
+                )
+            }
+            StateError::Unexpected { name, kind } => write!(
+                f,
+                "optimizer state: `{name}` is not a buffer {kind} keeps for a parameter with a \
+                 step count"
+            ),
             StateError::Shape {
                 name,
                 expected,
@@ -502,7 +688,7 @@ impl<F: Float> ParamBuffers<F> {
     /// order (`None` where not wanted). Each is created full of `init` the first time.
     ///
     /// Panics if a loaded buffer's shape differs from the parameter's: the state was saved for
-    /// another model.
+    /// another model (which [`Optimizer::load_state_for`] refuses).
     pub(crate) fn buffers<const N: usize>(
         &mut self,
         wanted: [(&'static str, bool); N],
@@ -550,18 +736,40 @@ impl<F: Float> Buffers<F> {
         s
     }
 
-    /// Restores the learning rate and the buffers `names` from a state of `kind`; on error
-    /// nothing changes.
+    /// Restores the learning rate and the buffers of `layout` from a state of `kind`, checked as
+    /// [`Optimizer::load_state`] says, and with `model` as [`Optimizer::load_state_for`] says;
+    /// on error nothing changes.
     pub(crate) fn restore(
         &mut self,
         state: &OptimState<F>,
         kind: &str,
-        names: &[&'static str],
+        layout: Layout,
         hyper: &mut Hyper,
+        model: Option<&dyn Module<F>>,
     ) -> Result<(), StateError> {
         state.check_kind(kind)?;
         let lr = state.scalar("lr")?;
-        *self = self.load(state, names)?;
+        if !(lr >= 0.0 && finite_in::<F>(lr)) {
+            return Err(StateError::Invalid {
+                name: "lr".into(),
+                found: lr.to_string(),
+                expected: "a finite number >= 0",
+            });
+        }
+        if !hyper.scaled_rates_finite::<F>(lr) {
+            return Err(StateError::Invalid {
+                name: "lr".into(),
+                found: lr.to_string(),
+                expected: "a rate that stays finite times each group's lr_scale",
+            });
+        }
+        let shapes = model.map(|m| {
+            m.params()
+                .into_iter()
+                .map(|(name, p)| (name, p.value().shape().to_vec()))
+                .collect()
+        });
+        *self = self.load(state, kind, layout, shapes.as_ref())?;
         hyper.lr = lr;
         Ok(())
     }
@@ -575,38 +783,131 @@ impl<F: Float> Buffers<F> {
         }
     }
 
-    /// Rebuilds the buffers from a state, checking each against the shape it had here (if any).
-    pub(crate) fn load(
+    /// Rebuilds the buffers of `layout` from a state of `kind`, checking each step count, each
+    /// buffer's name and values, and each buffer's shape: against its parameter's in
+    /// `model_shapes` (by name) if given, else against the shape its parameter's buffers have
+    /// here (if any) and in the state.
+    fn load(
         &self,
         state: &OptimState<F>,
-        names: &[&'static str],
+        kind: &str,
+        layout: Layout,
+        model_shapes: Option<&BTreeMap<String, Vec<usize>>>,
     ) -> Result<Self, StateError> {
         let mut out = Buffers::default();
+        let mut unknown = Vec::new();
         for (key, &step) in &state.scalars {
             let Some(param) = key.strip_suffix(".step") else {
                 continue;
             };
-            let mut b = ParamBuffers {
+            // Up to 2^53 an f64 holds every whole number, so the count was saved exactly, and
+            // adding steps to it cannot overflow a u64.
+            if !((0.0..=MAX_STEP).contains(&step) && step.fract() == 0.0) {
+                return Err(StateError::Invalid {
+                    name: key.clone(),
+                    found: step.to_string(),
+                    expected: "a whole number of steps from 0 to 2^53",
+                });
+            }
+            if model_shapes.is_some_and(|shapes| !shapes.contains_key(param)) {
+                unknown.push(param.to_string());
+            }
+            let b = ParamBuffers {
                 step: step as u64,
                 tensors: BTreeMap::new(),
             };
-            for &name in names {
-                let full = format!("{param}.{name}");
-                if let Some(t) = state.tensors.get(&full) {
-                    if let Some(mine) = self.by_param.get(param).and_then(|p| p.tensors.get(name)) {
-                        if mine.shape() != t.shape() {
-                            return Err(StateError::Shape {
-                                name: full,
-                                expected: mine.shape().to_vec(),
-                                found: t.shape().to_vec(),
-                            });
-                        }
-                    }
-                    b.tensors.insert(name, t.clone());
-                }
-            }
             out.by_param.insert(param.to_string(), b);
         }
+        if !unknown.is_empty() {
+            return Err(StateError::UnknownParams(unknown));
+        }
+        for (key, t) in &state.tensors {
+            let unexpected = || StateError::Unexpected {
+                name: key.clone(),
+                kind: kind.into(),
+            };
+            let (param, name) = key.rsplit_once('.').ok_or_else(unexpected)?;
+            let name = *layout
+                .names()
+                .find(|&&n| n == name)
+                .ok_or_else(unexpected)?;
+            let b = out.by_param.get_mut(param).ok_or_else(unexpected)?;
+            let expected = if layout.fractions.contains(&name) {
+                (t.numel() != 1).then(Vec::new)
+            } else {
+                let shape = match model_shapes {
+                    Some(shapes) => shapes.get(param).map(Vec::as_slice),
+                    None => self
+                        .by_param
+                        .get(param)
+                        .and_then(|here| layout.shape_of(here))
+                        .or_else(|| layout.shape_of(b)),
+                };
+                shape
+                    .filter(|&shape| shape != t.shape())
+                    .map(<[usize]>::to_vec)
+            };
+            if let Some(expected) = expected {
+                return Err(StateError::Shape {
+                    name: key.clone(),
+                    expected,
+                    found: t.shape().to_vec(),
+                });
+            }
+            let first = |bad: fn(F) -> bool| t.data().iter().position(|&x| bad(x));
+            let invalid = |found: String, expected| StateError::Invalid {
+                name: key.clone(),
+                found,
+                expected,
+            };
+            if let Some(i) = first(|x| !x.is_finite()) {
+                let found = format!("{} at element {i}", t.data()[i]);
+                return Err(invalid(found, "finite numbers"));
+            }
+            if layout.never_negative.contains(&name) {
+                if let Some(i) = first(|x| x < F::ZERO) {
+                    let found = format!("{} at element {i}", t.data()[i]);
+                    return Err(invalid(found, "numbers >= 0"));
+                }
+            }
+            if layout.fractions.contains(&name) && first(|x| x > F::ONE || x < F::ZERO).is_some() {
+                return Err(invalid(t.data()[0].to_string(), "a number from 0 to 1"));
+            }
+            b.tensors.insert(name, t.clone());
+        }
         Ok(out)
+    }
+}
+
+/// The largest step count a state may hold: 2^53, up to which an f64 holds every whole number.
+const MAX_STEP: f64 = 9_007_199_254_740_992.0;
+
+/// The buffers an optimizer keeps for each parameter, by name, and what each may hold: all hold
+/// finite numbers.
+#[derive(Clone, Copy)]
+pub(crate) struct Layout {
+    /// With the parameter's shape, of either sign (first moments, momentum).
+    pub(crate) signed: &'static [&'static str],
+    /// With the parameter's shape, ≥ 0 (sums and averages of squares, whose square root a step
+    /// takes, and Adamax's infinity norm).
+    pub(crate) never_negative: &'static [&'static str],
+    /// One number from 0 to 1 (NAdam's product of momentum coefficients, each below 1).
+    pub(crate) fractions: &'static [&'static str],
+}
+
+impl Layout {
+    fn names(&self) -> impl Iterator<Item = &&'static str> {
+        self.per_element().chain(self.fractions)
+    }
+
+    fn per_element(&self) -> impl Iterator<Item = &&'static str> {
+        self.signed.iter().chain(self.never_negative)
+    }
+
+    /// The shape of one of `b`'s buffers that have their parameter's shape, if it has one.
+    fn shape_of<'b, F: Float>(&self, b: &'b ParamBuffers<F>) -> Option<&'b [usize]> {
+        self.per_element()
+            .find_map(|name| b.tensors.get(name))
+            .map(Tensor::shape)
     }
 }

@@ -6,8 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    betas_option, check_non_negative, decoupled_weight_decay_option, lr_and_state,
-    non_negative_options, shared_options, with_grads, Buffers, Decay, Hyper, Optimizer,
+    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, shared_options,
+    with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// RAdam as `torch.optim.RAdam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -32,7 +32,8 @@ use crate::optimizer::{
 /// product in the order above, with 1 / (√v + eps) rounded before it is scaled.
 ///
 /// The builders panic at the caller's line on what PyTorch refuses: a learning rate, eps or weight
-/// decay below 0, a beta outside [0, 1).
+/// decay below 0, a beta outside [0, 1); and on what would make a weight NaN: an infinite value,
+/// eps 0. So does [`set_lr`](Optimizer::set_lr) on a NaN, infinite or negative rate.
 #[derive(Debug)]
 pub struct RAdam<F: Float = f32> {
     hyper: Hyper,
@@ -52,9 +53,8 @@ impl<F: Float> RAdam<F> {
     /// RAdam with learning rate `lr` and PyTorch's other defaults.
     #[track_caller]
     pub fn new(lr: f64) -> Self {
-        check_non_negative("RAdam", "lr", lr);
         RAdam {
-            hyper: Hyper::new(lr, 0.0),
+            hyper: Hyper::new::<F>("RAdam", lr, 0.0),
             betas: (0.9, 0.999),
             eps: 1e-8,
             decoupled: false,
@@ -66,9 +66,9 @@ impl<F: Float> RAdam<F> {
         /// The decay rates of the first and second moments.
     );
 
-    non_negative_options!("RAdam";
+    checked_options!("RAdam";
         /// The term added to the denominator.
-        eps,
+        eps: check_positive,
     );
 
     decoupled_weight_decay_option!("RAdamW");
@@ -126,7 +126,14 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
         }
     }
 
-    lr_and_state!("radam" or decoupled "radamw", ["exp_avg", "exp_avg_sq"]);
+    lr_and_state!(
+        "radam" or decoupled "radamw",
+        Layout {
+            signed: &["exp_avg"],
+            never_negative: &["exp_avg_sq"],
+            fractions: &[],
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

@@ -6,8 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    check_non_negative, lr_and_state, non_negative_options, shared_options, with_grads, Buffers,
-    Decay, Hyper, Optimizer,
+    check_unit, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
+    Layout, Optimizer,
 };
 
 /// RMSprop as `torch.optim.RMSprop` [lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0,
@@ -27,7 +27,9 @@ use crate::optimizer::{
 /// `v - ḡ²` and `θ - lr·b` are multiply-adds rounded once.
 ///
 /// The builders panic at the caller's line on what PyTorch refuses: a learning rate, alpha, eps,
-/// momentum or weight decay below 0.
+/// momentum or weight decay below 0; and on what would make a weight NaN: an infinite value,
+/// eps 0, alpha above 1 (v goes negative). So does [`set_lr`](Optimizer::set_lr) on a NaN,
+/// infinite or negative rate.
 #[derive(Debug)]
 pub struct RmsProp<F: Float = f32> {
     hyper: Hyper,
@@ -48,9 +50,8 @@ impl<F: Float> RmsProp<F> {
     /// RMSprop with learning rate `lr` and PyTorch's other defaults.
     #[track_caller]
     pub fn new(lr: f64) -> Self {
-        check_non_negative("RmsProp", "lr", lr);
         RmsProp {
-            hyper: Hyper::new(lr, 0.0),
+            hyper: Hyper::new::<F>("RmsProp", lr, 0.0),
             alpha: 0.99,
             eps: 1e-8,
             momentum: 0.0,
@@ -59,13 +60,19 @@ impl<F: Float> RmsProp<F> {
         }
     }
 
-    non_negative_options!("RmsProp";
-        /// The decay rate α of the running mean of g².
-        alpha,
+    /// The decay rate α of the running mean of g², in [0, 1].
+    #[track_caller]
+    pub fn alpha(mut self, alpha: f64) -> Self {
+        check_unit("RmsProp", "alpha", alpha);
+        self.alpha = alpha;
+        self
+    }
+
+    checked_options!("RmsProp";
         /// The term added to the denominator.
-        eps,
+        eps: check_positive,
         /// Momentum μ.
-        momentum,
+        momentum: check_non_negative,
     );
 
     /// Divide by the centered second moment (an estimate of the variance).
@@ -114,7 +121,14 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         }
     }
 
-    lr_and_state!("rmsprop", ["square_avg", "grad_avg", "momentum_buffer"]);
+    lr_and_state!(
+        "rmsprop",
+        Layout {
+            signed: &["grad_avg", "momentum_buffer"],
+            never_negative: &["square_avg"],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.

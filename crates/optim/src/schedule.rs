@@ -11,7 +11,8 @@ use crate::optimizer::Optimizer;
 /// the optimizer's initial learning rate; for a schedule that reads a metric
 /// ([`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau)), also of the metrics it has observed.
 pub trait LrSchedule {
-    /// The learning rate after `step` scheduler steps.
+    /// The learning rate after `step` scheduler steps. Panics, at the caller's line, on an
+    /// argument the schedule refuses (each schedule says which).
     #[track_caller]
     fn lr_at(&self, base_lr: f64, step: usize) -> f64;
 
@@ -45,6 +46,9 @@ impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
 }
 
 /// `base · γ^⌊step / step_size⌋` (`torch.optim.lr_scheduler.StepLR`, γ 0.1 by default).
+///
+/// Asking for a rate panics, at the caller's line, unless `step_size` ≥ 1 and γ is positive
+/// and finite.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepLr {
     /// Steps between decays.
@@ -55,11 +59,15 @@ pub struct StepLr {
 
 impl LrSchedule for StepLr {
     fn lr_at(&self, base: f64, step: usize) -> f64 {
-        base * self.gamma.powi((step / self.step_size) as i32)
+        at_least_one("StepLr", "step_size", self.step_size);
+        positive("StepLr", "gamma", self.gamma);
+        base * power(self.gamma, step / self.step_size)
     }
 }
 
 /// `base · γ^step` (`ExponentialLR`).
+///
+/// Asking for a rate panics, at the caller's line, unless γ is positive and finite.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ExponentialLr {
     /// The factor of each step.
@@ -68,11 +76,21 @@ pub struct ExponentialLr {
 
 impl LrSchedule for ExponentialLr {
     fn lr_at(&self, base: f64, step: usize) -> f64 {
-        base * self.gamma.powi(step as i32)
+        positive("ExponentialLr", "gamma", self.gamma);
+        base * power(self.gamma, step)
     }
 }
 
+/// γ^n for any count n, as Python's `gamma ** n` (libm's `pow`): `powi` takes an `i32`, which a
+/// count past 2^31 wraps to a negative power or to 0.
+fn power(gamma: f64, n: usize) -> f64 {
+    gamma.powf(n as f64)
+}
+
 /// `η_min + (base - η_min)(1 + cos(π·step / T_max)) / 2` (`CosineAnnealingLR`, η_min 0 by default).
+///
+/// Asking for a rate panics, at the caller's line, unless `t_max` ≥ 1 and η_min is finite and
+/// ≥ 0.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CosineAnnealingLr {
     /// Steps of half a cosine period.
@@ -83,6 +101,8 @@ pub struct CosineAnnealingLr {
 
 impl LrSchedule for CosineAnnealingLr {
     fn lr_at(&self, base: f64, step: usize) -> f64 {
+        at_least_one("CosineAnnealingLr", "t_max", self.t_max);
+        non_negative("CosineAnnealingLr", "eta_min", self.eta_min);
         let phase = PI * step as f64 / self.t_max as f64;
         self.eta_min + (base - self.eta_min) * (1.0 + phase.cos()) / 2.0
     }
@@ -90,6 +110,9 @@ impl LrSchedule for CosineAnnealingLr {
 
 /// `base · (start + (end - start)·min(step, total) / total)` (`LinearLR`; defaults start 1/3, end 1,
 /// total 5).
+///
+/// Asking for a rate panics, at the caller's line, on what PyTorch refuses, a start factor
+/// outside (0, 1] or an end factor outside [0, 1], and unless `total_iters` ≥ 1.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LinearLr {
     /// The factor at step 0.
@@ -112,6 +135,16 @@ impl Default for LinearLr {
 
 impl LrSchedule for LinearLr {
     fn lr_at(&self, base: f64, step: usize) -> f64 {
+        let (start, end) = (self.start_factor, self.end_factor);
+        assert!(
+            start > 0.0 && start <= 1.0,
+            "LinearLr: start_factor must be in (0, 1], got {start}"
+        );
+        assert!(
+            (0.0..=1.0).contains(&end),
+            "LinearLr: end_factor must be in [0, 1], got {end}"
+        );
+        at_least_one("LinearLr", "total_iters", self.total_iters);
         let progress = step.min(self.total_iters) as f64 / self.total_iters as f64;
         base * (self.start_factor + (self.end_factor - self.start_factor) * progress)
     }
@@ -123,7 +156,7 @@ impl LrSchedule for LinearLr {
 #[derive(Clone, Debug, PartialEq)]
 pub struct MultiStepLr {
     /// Distinct milestones, ascending, each with the number of times it was listed.
-    milestones: Vec<(usize, u32)>,
+    milestones: Vec<(usize, u64)>,
     gamma: f64,
 }
 
@@ -133,7 +166,7 @@ impl MultiStepLr {
     pub fn new(milestones: impl IntoIterator<Item = usize>) -> Self {
         let mut sorted: Vec<usize> = milestones.into_iter().collect();
         sorted.sort_unstable();
-        let mut counted: Vec<(usize, u32)> = Vec::new();
+        let mut counted: Vec<(usize, u64)> = Vec::new();
         for m in sorted {
             match counted.last_mut() {
                 Some((last, n)) if *last == m => *n += 1,
@@ -350,13 +383,10 @@ impl CosineAnnealingWarmRestarts {
         self
     }
 
-    /// The lowest rate, approached at the end of each period.
+    /// The lowest rate, approached at the end of each period. Panics unless finite and ≥ 0.
     #[track_caller]
     pub fn eta_min(mut self, eta_min: f64) -> Self {
-        assert!(
-            eta_min.is_finite(),
-            "CosineAnnealingWarmRestarts: eta_min must be finite, got {eta_min}"
-        );
+        non_negative("CosineAnnealingWarmRestarts", "eta_min", eta_min);
         self.eta_min = eta_min;
         self
     }
@@ -388,6 +418,25 @@ fn positive(schedule: &str, name: &str, value: f64) {
     );
 }
 
+/// Panics unless `value` is finite and ≥ 0, naming the schedule and the argument.
+#[track_caller]
+fn non_negative(schedule: &str, name: &str, value: f64) {
+    assert!(
+        value >= 0.0 && value.is_finite(),
+        "{schedule}: {name} must be a non-negative finite number, got {value}"
+    );
+}
+
+/// Panics unless the count `value` is at least 1 (a period or a number of steps, which the
+/// schedule divides by), naming the schedule and the argument.
+#[track_caller]
+fn at_least_one(schedule: &str, name: &str, value: usize) {
+    assert!(
+        value >= 1,
+        "{schedule}: {name} must be at least 1, got {value}"
+    );
+}
+
 /// A constant learning rate: the base.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct ConstantLr;
@@ -403,7 +452,7 @@ impl LrSchedule for ConstantLr {
 /// `LinearLR(1/steps, 1, steps - 1)` and `then`, with the milestone at `steps`.) A schedule
 /// that reads a metric sees only those reported after the warm-up: its step 0 is step `steps`,
 /// its step 1 the first step with a metric it reads. `then` may be boxed
-/// (`Box<dyn LrSchedule>`).
+/// (`Box<dyn LrSchedule>`); its arguments are checked from step 0, as if it ran alone.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Warmup<S> {
     /// Steps of warmup.
@@ -415,6 +464,9 @@ pub struct Warmup<S> {
 impl<S: LrSchedule> LrSchedule for Warmup<S> {
     fn lr_at(&self, base: f64, step: usize) -> f64 {
         if step < self.steps {
+            // Asked for its first rate, which checks its arguments, so that a misconfigured
+            // `then` panics when the scheduler starts, not when the warm-up ends.
+            self.then.lr_at(base, 0);
             base * (step + 1) as f64 / self.steps as f64
         } else {
             self.then.lr_at(base, step - self.steps)
@@ -444,6 +496,7 @@ pub struct Scheduler<S> {
 
 impl<S: LrSchedule> Scheduler<S> {
     /// Starts the schedule from the optimizer's current learning rate, and sets its step-0 value.
+    /// Panics as [`resume`](Scheduler::resume) does.
     #[track_caller]
     pub fn new<F: Float>(schedule: S, optimizer: &mut dyn Optimizer<F>) -> Self {
         Self::resume(schedule, optimizer.lr(), 0, optimizer)
@@ -452,6 +505,10 @@ impl<S: LrSchedule> Scheduler<S> {
     /// Continues a schedule that had taken `steps` steps from `base_lr` (for resuming a run; a
     /// [`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau) also needs its saved
     /// [`state`](crate::ReduceLrOnPlateau::state)).
+    ///
+    /// Panics unless `base_lr` is finite and ≥ 0. Here and at every step, a rate the schedule
+    /// gives that is not finite and ≥ 0 (γ^step overflowing, a linear one-cycle's step
+    /// `total_steps`, which lies below 0) panics before it reaches the optimizer.
     #[track_caller]
     pub fn resume<F: Float>(
         schedule: S,
@@ -459,12 +516,26 @@ impl<S: LrSchedule> Scheduler<S> {
         steps: usize,
         optimizer: &mut dyn Optimizer<F>,
     ) -> Self {
-        optimizer.set_lr(schedule.lr_at(base_lr, steps));
-        Scheduler {
+        non_negative("Scheduler", "base_lr", base_lr);
+        let scheduler = Scheduler {
             schedule,
             base_lr,
             steps,
-        }
+        };
+        scheduler.apply(optimizer);
+        scheduler
+    }
+
+    /// Sets the optimizer's learning rate to the current step's.
+    #[track_caller]
+    fn apply<F: Float>(&self, optimizer: &mut dyn Optimizer<F>) {
+        let lr = self.lr();
+        assert!(
+            lr >= 0.0 && lr.is_finite(),
+            "Scheduler: the rate at step {} is {lr}; a learning rate must be finite and >= 0",
+            self.steps
+        );
+        optimizer.set_lr(lr);
     }
 
     /// Advances one step and sets the optimizer's learning rate.
@@ -478,7 +549,7 @@ impl<S: LrSchedule> Scheduler<S> {
              call step_with_metric(metric, optimizer)"
         );
         self.steps += 1;
-        optimizer.set_lr(self.lr());
+        self.apply(optimizer);
     }
 
     /// Advances one step, reporting `metric` (e.g. the validation loss; PyTorch's
@@ -488,7 +559,7 @@ impl<S: LrSchedule> Scheduler<S> {
     pub fn step_with_metric<F: Float>(&mut self, metric: f64, optimizer: &mut dyn Optimizer<F>) {
         self.steps += 1;
         self.schedule.observe(self.steps, metric);
-        optimizer.set_lr(self.lr());
+        self.apply(optimizer);
     }
 
     /// The learning rate at the current step.

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    check_non_negative, lr_and_state, non_negative_options, shared_options, with_grads, Buffers,
-    Decay, Hyper, Optimizer,
+    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Layout,
+    Optimizer,
 };
 
 /// SGD as `torch.optim.SGD` [momentum 0, dampening 0, weight_decay 0, nesterov off, maximize
@@ -25,7 +25,9 @@ use crate::optimizer::{
 /// multiply-add rounded once (after μb is rounded).
 ///
 /// The builders panic at the caller's line on what PyTorch refuses: a learning rate, momentum or
-/// weight decay below 0.
+/// weight decay below 0; and on what would make a weight NaN: an infinite value, a NaN or
+/// infinite dampening. So does [`set_lr`](Optimizer::set_lr) on a NaN, infinite or negative
+/// rate.
 #[derive(Debug)]
 pub struct Sgd<F: Float = f32> {
     hyper: Hyper,
@@ -39,9 +41,8 @@ impl<F: Float> Sgd<F> {
     /// Plain SGD with learning rate `lr`.
     #[track_caller]
     pub fn new(lr: f64) -> Self {
-        check_non_negative("Sgd", "lr", lr);
         Sgd {
-            hyper: Hyper::new(lr, 0.0),
+            hyper: Hyper::new::<F>("Sgd", lr, 0.0),
             momentum: 0.0,
             dampening: 0.0,
             nesterov: false,
@@ -49,16 +50,13 @@ impl<F: Float> Sgd<F> {
         }
     }
 
-    non_negative_options!("Sgd";
+    checked_options!("Sgd";
         /// Momentum μ.
-        momentum,
+        momentum: check_non_negative,
+        /// Dampening of the momentum update: the gradient enters the buffer times
+        /// 1 - dampening.
+        dampening: check_finite,
     );
-
-    /// Dampening of the momentum update.
-    pub fn dampening(mut self, dampening: f64) -> Self {
-        self.dampening = dampening;
-        self
-    }
 
     /// Nesterov momentum (needs momentum > 0 and dampening 0, as in PyTorch).
     pub fn nesterov(mut self, nesterov: bool) -> Self {
@@ -104,7 +102,14 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         }
     }
 
-    lr_and_state!("sgd", ["momentum_buffer"]);
+    lr_and_state!(
+        "sgd",
+        Layout {
+            signed: &["momentum_buffer"],
+            never_negative: &[],
+            fractions: &[]
+        }
+    );
 }
 
 /// One step's constants for one parameter, each rounded to `F` once.
