@@ -358,7 +358,6 @@ fn a_peephole_stack_starts_fresh_lanes_from_its_learned_initial_state_under_the_
     };
     assert!(reached(&update()), "the first update starts from h_0");
     assert!(untouched(&update()), "a carried state gives h_0 nothing");
-    drop(update);
     bptt.reset_lane(0);
     let after_reset = bptt
         .step(&mut stream, |tape, chunk, state, run| {
