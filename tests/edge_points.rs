@@ -371,10 +371,10 @@ fn layers_of_input_size_zero_run_forward_and_backward() {
     let x = tape.var(Tensor::zeros(&[5, 2, 0]));
     let config = RecurrentConfig::new(0, 3);
     let outputs = [
-        Lstm::init(config.clone().num_layers(2).bidirectional(true), &mut rng)
+        Lstm::init(config.num_layers(2).bidirectional(true), &mut rng)
             .forward(&tape, x, None, None)
             .output,
-        Gru::init(config.clone(), &mut rng)
+        Gru::init(config, &mut rng)
             .forward(&tape, x, None, None)
             .output,
         Rnn::init(config, &mut rng)

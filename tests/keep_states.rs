@@ -329,17 +329,16 @@ fn assert_same_gradients(what: &str, got: &Gradients, expected: &Gradients) {
 fn configs() -> [RecurrentConfig; 4] {
     let one = RecurrentConfig::new(IN, H);
     [
-        one.clone(),
-        one.clone().num_layers(2),
-        one.clone().bidirectional(true),
+        one,
+        one.num_layers(2),
+        one.bidirectional(true),
         one.num_layers(2).bidirectional(true).batch_first(true),
     ]
 }
 
 fn kept_gradients_equal_the_hand_unrolled_network<C: Unrolled>() {
     for (seed, config) in configs().into_iter().enumerate() {
-        let model =
-            Recurrent::<C, f64>::init(config.clone(), &mut StdRng::seed_from_u64(seed as u64));
+        let model = Recurrent::<C, f64>::init(config, &mut StdRng::seed_from_u64(seed as u64));
         let data = Data::new(&config);
         for lengths in LENGTHS {
             let lengths = lengths.as_ref().map(|l| &l[..]);
@@ -374,8 +373,7 @@ fn gru_kept_gradients_equal_the_hand_unrolled_network() {
 
 fn lengths_that_mask_nothing_change_nothing<C: StandardCell<f64>>() {
     for (seed, config) in configs().into_iter().enumerate() {
-        let model =
-            Recurrent::<C, f64>::init(config.clone(), &mut StdRng::seed_from_u64(seed as u64));
+        let model = Recurrent::<C, f64>::init(config, &mut StdRng::seed_from_u64(seed as u64));
         let data = Data::new(&config);
         let without = by_library(&model, &data, None);
         let with = by_library(&model, &data, Some(&[T; B]));
@@ -401,8 +399,7 @@ fn lengths_that_mask_nothing_keep_the_gradients_of_no_lengths() {
 #[test]
 fn kept_gradient_past_a_length_is_the_one_reaching_the_final_state() {
     let config = RecurrentConfig::new(IN, H);
-    let model =
-        Recurrent::<LstmCell<f64>, f64>::init(config.clone(), &mut StdRng::seed_from_u64(7));
+    let model = Recurrent::<LstmCell<f64>, f64>::init(config, &mut StdRng::seed_from_u64(7));
     let data = Data::new(&config);
     let lengths = [3, T, 1];
     let got = by_library(&model, &data, Some(&lengths));

@@ -59,21 +59,18 @@ fn every_layer_loads_from_a_file_without_a_generator() {
 
     let config = RecurrentConfig::new(5, 4).num_layers(2).bidirectional(true);
     let path = scratch("rnn.safetensors");
-    let rnn = Rnn::<f64>::init(config.clone().bias(false), &mut rng(4));
+    let rnn = Rnn::<f64>::init(config.bias(false), &mut rng(4));
     save_weights(&rnn, &path).unwrap();
-    same_params(
-        &rnn,
-        &Rnn::<f64>::load(config.clone().bias(false), &path).unwrap(),
-    );
+    same_params(&rnn, &Rnn::<f64>::load(config.bias(false), &path).unwrap());
 
     let path = scratch("gru.safetensors");
-    let gru = Gru::<f64>::init(config.clone().learn_initial_state(true), &mut rng(5));
+    let gru = Gru::<f64>::init(config.learn_initial_state(true), &mut rng(5));
     save_weights(&gru, &path).unwrap();
-    let loaded = Gru::<f64>::load(config.clone().learn_initial_state(true), &path).unwrap();
+    let loaded = Gru::<f64>::load(config.learn_initial_state(true), &path).unwrap();
     same_params(&gru, &loaded);
 
     let path = scratch("lstm.safetensors");
-    let lstm = Lstm::<f32>::new(config.clone(), &mut rng(6));
+    let lstm = Lstm::<f32>::new(config, &mut rng(6));
     save_weights(&lstm, &path).unwrap();
     same_params(&lstm, &Lstm::<f32>::load(config, &path).unwrap());
 }
@@ -82,7 +79,7 @@ fn every_layer_loads_from_a_file_without_a_generator() {
 #[test]
 fn zeros_has_the_shapes_of_new_and_no_randomness() {
     let config = RecurrentConfig::new(3, 2).num_layers(2).bidirectional(true);
-    let drawn = Lstm::<f64>::init(config.clone(), &mut rng(0));
+    let drawn = Lstm::<f64>::init(config, &mut rng(0));
     let zeros = Lstm::<f64>::zeros(config);
     for ((na, pa), (nb, pb)) in drawn.params().iter().zip(zeros.params()) {
         assert_eq!((na, pa.shape()), (&nb, pb.shape()));

@@ -193,3 +193,15 @@ fn a_tied_weight_listed_under_two_names_is_stepped_once() {
     Sgd::new(0.5).step(&mut model, &grads);
     assert_eq!(model.embed.weight.value(), before.map(|w| w - 0.5));
 }
+
+/// A configuration is a value to copy, as PyTorch's keyword arguments are: one builds several
+/// stacks without `.clone()`.
+#[test]
+fn a_recurrent_config_is_copy() {
+    fn twice<T: Copy>(t: T) -> (T, T) {
+        (t, t)
+    }
+    let config = rewind::nn::RecurrentConfig::new(3, 4).num_layers(2);
+    let (a, b) = twice(config);
+    assert_eq!((a, b), (config, config));
+}

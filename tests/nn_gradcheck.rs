@@ -205,7 +205,7 @@ fn rnn_and_gru_stacks_bidirectional_batch_first_with_lengths() {
         .num_layers(2)
         .bidirectional(true)
         .batch_first(true);
-    let mut rnn = Rnn::<f64>::init(config.clone().nonlinearity(Nonlinearity::Tanh), &mut r);
+    let mut rnn = Rnn::<f64>::init(config.nonlinearity(Nonlinearity::Tanh), &mut r);
     ok(&mut rnn, |t, m| {
         let out = m.forward(t, t.constant(x.clone()), None, Some(&lengths));
         project(out.output, 40) + project(out.state.h, 41)

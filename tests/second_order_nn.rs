@@ -291,7 +291,7 @@ fn checkpointed_outputs<'t, C: StandardCell<f64>>(
 fn checkpointed_lstm_and_gru_from_a_learned_initial_state_second_derivatives() {
     let mut r = rng(5);
     let config = config().learn_initial_state(true);
-    let lstm = Lstm::<f64>::init(config.clone(), &mut r);
+    let lstm = Lstm::<f64>::init(config, &mut r);
     let gru = Gru::<f64>::init(config, &mut r);
     // A learned initial state starts at zero; move it, so its second derivatives are general.
     for (name, p) in lstm.params().into_iter().chain(gru.params()) {

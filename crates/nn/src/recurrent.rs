@@ -18,7 +18,7 @@ use crate::weights::{load_state_dict, load_weights, WeightsError};
 
 /// The shape and options of a recurrent stack, with PyTorch's defaults (1 layer, one direction,
 /// biases, no dropout, time-major input).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RecurrentConfig {
     /// Features of the input.
     pub input_size: usize,
