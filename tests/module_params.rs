@@ -201,7 +201,7 @@ fn a_recurrent_config_is_copy() {
     fn twice<T: Copy>(t: T) -> (T, T) {
         (t, t)
     }
-    let config = rewind::nn::RecurrentConfig::new(3, 4).num_layers(2);
+    let config = RecurrentConfig::new(3, 4).num_layers(2);
     let (a, b) = twice(config);
     assert_eq!((a, b), (config, config));
 }
