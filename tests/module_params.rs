@@ -205,3 +205,39 @@ fn a_recurrent_config_is_copy() {
     let (a, b) = twice(config);
     assert_eq!((a, b), (config, config));
 }
+
+/// Standalone cells as PyTorch builds and steps them: `GruCell::new(in, hidden, rng)` draws what
+/// `init` draws (no nonlinearity argument a GRU would ignore), and a step takes h alone (RNN,
+/// GRU) or the pair (h, c) (LSTM), giving what the `State` form gives. The paths the compiler
+/// prints in its hints (`rewind::rewind_nn::Cell`) resolve.
+#[test]
+fn standalone_cells_build_and_step_as_in_pytorch() {
+    use rewind::nn::{GruCell, LstmCell, Nonlinearity, RnnCell, StandardCell, State};
+    use rewind::rewind_nn::Cell;
+    let seeded = || StdRng::seed_from_u64(5);
+    let gru = GruCell::new(3, 4, &mut seeded());
+    let same = GruCell::<f32>::init(3, 4, Nonlinearity::Tanh, &mut seeded());
+    for ((_, a), (_, b)) in gru.params().iter().zip(same.params()) {
+        assert_eq!(a.value(), b.value());
+    }
+    let rnn = RnnCell::new(3, 4, &mut seeded()).with_nonlinearity(Nonlinearity::Relu);
+    assert_eq!(rnn.nonlinearity, Nonlinearity::Relu);
+    let lstm = LstmCell::new(3, 4, &mut seeded());
+    let tape = Tape::new();
+    let x = tape.constant(Tensor::uniform(&[2, 3], -1.0, 1.0, &mut seeded()));
+    let h = tape.constant(Tensor::uniform(&[2, 4], -1.0, 1.0, &mut seeded()));
+    let c = tape.constant(Tensor::uniform(&[2, 4], -1.0, 1.0, &mut seeded()));
+    let h_only = State { h, c: None };
+    assert_eq!(
+        gru.forward(&tape, x, h).h.value(),
+        gru.forward(&tape, x, h_only).h.value()
+    );
+    assert_eq!(
+        rnn.forward(&tape, x, h).h.value(),
+        rnn.forward(&tape, x, h_only).h.value()
+    );
+    let pair = lstm.forward(&tape, x, (h, c));
+    let state = lstm.forward(&tape, x, State { h, c: Some(c) });
+    assert_eq!(pair.h.value(), state.h.value());
+    assert_eq!(pair.c.unwrap().value(), state.c.unwrap().value());
+}

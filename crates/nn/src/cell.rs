@@ -108,16 +108,18 @@ pub trait Cell<F: Float = f32>: Module<F> {
     }
 
     /// One step from the raw input `x` [B, in], as `torch.nn.LSTMCell.forward`: the step of
-    /// `x`'s projection.
+    /// `x`'s projection. The state is anything that converts into the cell's state: for the
+    /// built-in cells a [`State`], h alone (RNN and GRU, as `torch.nn.GRUCell(x, h)`), or the
+    /// pair `(h, c)` (LSTM, as `torch.nn.LSTMCell(x, (h, c))`).
     #[track_caller]
     fn forward<'t>(
         &self,
         tape: &'t Tape<F>,
         x: Var<'t, F>,
-        state: Self::State<'t>,
+        state: impl Into<Self::State<'t>>,
     ) -> Self::State<'t> {
         let input = self.project(tape, x);
-        self.step(tape, input, state)
+        self.step(tape, input, state.into())
     }
 
     /// The zero state for `batch` sequences, each part [batch, ·].
@@ -240,6 +242,20 @@ pub struct State<'t, F: Float = f32> {
     pub h: Var<'t, F>,
     /// The cell state [B, H] (LSTM only).
     pub c: Option<Var<'t, F>>,
+}
+
+impl<'t, F: Float> From<Var<'t, F>> for State<'t, F> {
+    /// The state of an RNN or GRU cell: h alone.
+    fn from(h: Var<'t, F>) -> Self {
+        State { h, c: None }
+    }
+}
+
+impl<'t, F: Float> From<(Var<'t, F>, Var<'t, F>)> for State<'t, F> {
+    /// The state of an LSTM cell: (h, c), in PyTorch's order.
+    fn from((h, c): (Var<'t, F>, Var<'t, F>)) -> Self {
+        State { h, c: Some(c) }
+    }
 }
 
 impl<'t, F: Float> CellState<'t, F> for State<'t, F> {

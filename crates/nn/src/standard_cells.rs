@@ -218,6 +218,21 @@ impl<F: Float> RnnCell<F> {
             nonlinearity,
         }
     }
+
+    /// The same cell with relu (or tanh) as its nonlinearity.
+    pub fn with_nonlinearity(mut self, nonlinearity: Nonlinearity) -> Self {
+        self.nonlinearity = nonlinearity;
+        self
+    }
+}
+
+impl RnnCell {
+    /// An f32 tanh cell from `input` to `hidden` features, every weight and bias
+    /// ~ U(-1/√H, 1/√H), as `torch.nn.RNNCell(input, hidden)`; `.with_nonlinearity(Relu)` for
+    /// relu. Another precision is `RnnCell::<f64>::init(input, hidden, nonlinearity, &mut rng)`.
+    pub fn new<R: Rng + ?Sized>(input: usize, hidden: usize, rng: &mut R) -> Self {
+        Self::init(input, hidden, Nonlinearity::Tanh, rng)
+    }
 }
 
 impl<F: Float> Cell<F> for RnnCell<F> {
@@ -271,6 +286,15 @@ impl<F: Float> LstmCell<F> {
     }
 }
 
+impl LstmCell {
+    /// An f32 cell from `input` to `hidden` features, every weight and bias ~ U(-1/√H, 1/√H), as
+    /// `torch.nn.LSTMCell(input, hidden)`. Another precision is
+    /// `LstmCell::<f64>::init(input, hidden, Nonlinearity::default(), &mut rng)`.
+    pub fn new<R: Rng + ?Sized>(input: usize, hidden: usize, rng: &mut R) -> Self {
+        Self::init(input, hidden, Nonlinearity::Tanh, rng)
+    }
+}
+
 impl<F: Float> Cell<F> for LstmCell<F> {
     type State<'t> = State<'t, F>;
 
@@ -319,6 +343,15 @@ pub struct GruCell<F: Float = f32> {
 impl<F: Float> GruCell<F> {
     fn assemble(params: CellParams<F>, _: Nonlinearity) -> Self {
         GruCell { params }
+    }
+}
+
+impl GruCell {
+    /// An f32 cell from `input` to `hidden` features, every weight and bias ~ U(-1/√H, 1/√H), as
+    /// `torch.nn.GRUCell(input, hidden)`. Another precision is
+    /// `GruCell::<f64>::init(input, hidden, Nonlinearity::default(), &mut rng)`.
+    pub fn new<R: Rng + ?Sized>(input: usize, hidden: usize, rng: &mut R) -> Self {
+        Self::init(input, hidden, Nonlinearity::Tanh, rng)
     }
 }
 
