@@ -574,3 +574,30 @@ fn a_batched_parameter_on_the_right_of_a_matmul_gets_its_gradient() {
     assert_eq!(g.shape(), &[1, 3, 2]);
     assert_eq!(g.data(), &[0.0, 0.0, 2.5, 2.5, 5.0, 5.0]);
 }
+
+/// In code generic over `F: Float`, `1.0 - z` cannot be written; `z.rsub(1.0)` and
+/// `z.rdiv(1.0)` give what the concrete `1.0 - z` and `1.0 / z` give, with their gradients.
+#[test]
+fn rsub_and_rdiv_serve_code_generic_over_the_float() {
+    use rewind::autograd::{Float, Var};
+    fn gru_mix<'t, F: Float>(z: Var<'t, F>, n: Var<'t, F>, h: Var<'t, F>) -> Var<'t, F> {
+        z.rsub(F::ONE) * n + z * h
+    }
+    let tape = Tape::<f64>::new();
+    let z = tape.var(t(&[0.2, 0.7, -0.4], &[3]));
+    let (n, h) = (
+        tape.var(t(&[1.5, -2.0, 0.5], &[3])),
+        tape.var(t(&[0.3, 0.1, 0.9], &[3])),
+    );
+    assert_eq!(gru_mix(z, n, h).value(), ((1.0 - z) * n + z * h).value());
+    assert_eq!(z.rdiv(3.0).value(), (3.0 / z).value());
+    gradcheck(
+        |_, v| gru_mix(v[0], v[1], v[2]).sum() + v[0].rdiv(3.0).sum(),
+        &[
+            t(&[0.2, 0.7, -0.4], &[3]),
+            t(&[1.5, -2.0, 0.5], &[3]),
+            t(&[0.3, 0.1, 0.9], &[3]),
+        ],
+    )
+    .unwrap();
+}

@@ -7,8 +7,7 @@
 //! generic over `F: Float`: Rust's orphan rule refuses `impl<F: Float> Mul<Var<F>> for F` (E0210:
 //! the uncovered `F` comes before the first local type), so each type has its own impl and a
 //! generic `F` is not known to have one. Generic code puts the scalar on the right (`x * s`,
-//! `x + s`), or writes the affine map: `s - x` is `x.affine(-F::ONE, s)`, and `s / x` is
-//! `x.powf(-F::ONE) * s`.
+//! `x + s`), or writes `x.rsub(s)` for `s - x` and `x.rdiv(s)` for `s / x`.
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
@@ -88,6 +87,21 @@ impl<'t, F: Float> Div<F> for Var<'t, F> {
     #[track_caller]
     fn div(self, s: F) -> Self {
         self.affine(F::ONE / s, F::ZERO)
+    }
+}
+
+impl<'t, F: Float> Var<'t, F> {
+    /// `s - self`, for code generic over [`Float`], where `s - x` cannot be written (Rust allows
+    /// a scalar on the left only for the concrete f32 and f64). `z.rsub(1.0)` is a GRU's 1 - z.
+    #[track_caller]
+    pub fn rsub(self, s: F) -> Self {
+        self.affine(-F::ONE, s)
+    }
+
+    /// `s / self` = s·self⁻¹, for code generic over [`Float`] (see [`rsub`](Var::rsub)).
+    #[track_caller]
+    pub fn rdiv(self, s: F) -> Self {
+        self.powf(-F::ONE).affine(s, F::ZERO)
     }
 }
 
