@@ -433,3 +433,102 @@ fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
         assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
     }
 }
+
+/// Plain tensors computed with off any tape, against PyTorch (scripts/golden_tensor_ops.py):
+/// the operators with broadcasting and scalars on either side, comparisons as masks, max and
+/// min with their indices (a NaN wins its lane, a tie keeps the first), topk and allclose.
+#[test]
+fn plain_tensor_arithmetic_comparisons_and_reductions_match_pytorch() {
+    let g = golden::load::<f64>("tensor_ops_golden.safetensors", "golden_tensor_ops.py");
+    let t = |name: &str| golden::tensor(&g, name);
+    let same = |name: &str, got: &Tensor<f64>| {
+        let want = t(name);
+        assert_eq!(got.shape(), want.shape(), "{name}: shape");
+        for (i, (x, y)) in got.data().iter().zip(want.data()).enumerate() {
+            assert!(
+                x == y || (x.is_nan() && y.is_nan()),
+                "{name}[{i}]: {x} vs {y}"
+            );
+        }
+    };
+    let as_floats = |v: Vec<usize>, shape: &[usize]| {
+        Tensor::from_vec(v.into_iter().map(|i| i as f64).collect(), shape).unwrap()
+    };
+    let (a, b, c) = (t("a"), t("b"), t("c"));
+    same("a+b", &(&a + &b));
+    same("a-b", &(a.clone() - &b));
+    same("a*b", &(&a * b.clone()));
+    same("a/b", &(a.clone() / b.clone()));
+    same("a*c", &(&a * &c));
+    same("2-a", &(2.0 - &a));
+    same("2/a", &(2.0 / &a));
+    same("-a", &-&a);
+    same("a+0.5", &(&a + 0.5));
+    same("a>b", &a.gt(&b));
+    same("a>=b", &a.ge(&b));
+    same("a<b", &a.lt(&b));
+    same("a<=b", &a.le(&b));
+    same("a==b", &a.eq_elem(&b));
+    same("a!=b", &a.ne_elem(&b));
+    same("a>0", &a.gt(0.0));
+    let clean = Tensor::from_vec(a.data()[4..].to_vec(), &[2, 4]).unwrap();
+    same("max", &Tensor::from_vec(vec![clean.max()], &[1]).unwrap());
+    same("min", &Tensor::from_vec(vec![clean.min()], &[1]).unwrap());
+    same("max_nan", &Tensor::from_vec(vec![a.max()], &[1]).unwrap());
+    for d in [0usize, 1] {
+        let lanes = [a.shape()[1 - d]];
+        for (name, (values, indices)) in
+            [("max", a.max_axis(d, false)), ("min", a.min_axis(d, false))]
+        {
+            same(&format!("{name}.{d}.values"), &values);
+            same(&format!("{name}.{d}.indices"), &as_floats(indices, &lanes));
+        }
+        same(&format!("argmax.{d}"), &as_floats(a.argmax(d), &lanes));
+        same(&format!("argmin.{d}"), &as_floats(a.argmin(d), &lanes));
+        let (values, indices) = t("d").topk(2, d);
+        let shape = values.shape().to_vec();
+        same(&format!("topk2.{d}.values"), &values);
+        same(&format!("topk2.{d}.indices"), &as_floats(indices, &shape));
+    }
+    let v = |x: &[f64], shape: &[usize]| Tensor::from_vec(x.to_vec(), shape).unwrap();
+    let (inf, nan) = (f64::INFINITY, f64::NAN);
+    let pairs = [
+        (v(&[1.0, 2.0], &[2]), v(&[1.0 + 1e-6, 2.0], &[2])),
+        (v(&[1.0, 2.0], &[2]), v(&[1.0 + 1e-4, 2.0], &[2])),
+        (v(&[0.0], &[1]), v(&[1e-9], &[1])),
+        (v(&[inf, -inf], &[2]), v(&[inf, -inf], &[2])),
+        (v(&[inf], &[1]), v(&[-inf], &[1])),
+        (v(&[nan], &[1]), v(&[nan], &[1])),
+        (v(&[1.0, 2.0], &[2, 1]), v(&[1.0, 1.0], &[2])),
+    ];
+    let close: Vec<f64> = pairs
+        .iter()
+        .map(|(x, y)| f64::from(u8::from(x.allclose(y))))
+        .collect();
+    same("allclose", &v(&close, &[pairs.len()]));
+    assert_eq!(a.max_axis(1, true).0.shape(), &[3, 1]);
+}
+
+/// Misuse of the plain-tensor operations panics at the caller's line, naming the op and the
+/// shapes, as on a tape.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn plain_tensor_misuse_panics_at_the_callers_line() {
+    let (a, b) = (Tensor::<f64>::zeros(&[2, 3]), Tensor::<f64>::zeros(&[4]));
+    let empty = Tensor::<f64>::zeros(&[0, 3]);
+    type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { let _ = &a + &b; }), line!(), "add: shapes cannot be broadcast together: lhs [2, 3] vs rhs [4]"),
+        (Box::new(|| { a.gt(&b); }), line!(), "gt: shapes cannot be broadcast together: lhs [2, 3] vs rhs [4]"),
+        (Box::new(|| { a.topk(4, 1); }), line!(), "topk: k = 4 exceeds the 3 elements along axis 1 of shape [2, 3]"),
+        (Box::new(|| { empty.argmax(0); }), line!(), "argmax: axis 0 of shape [0, 3] is empty"),
+        (Box::new(|| { empty.max(); }), line!(), "max: the tensor of shape [0, 3] is empty"),
+        (Box::new(|| { a.argmax(2); }), line!(), "argmax: axis 2 out of range for shape [2, 3]"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, file, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert!(file.ends_with("ops_parity.rs"), "{expected}: panicked in {file}");
+        assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
+    }
+}

@@ -48,6 +48,8 @@ mod shape;
 mod tensor;
 // Plain numeric kernels, and the choice of which one runs:
 mod kernels;
+// Arithmetic, comparisons and reductions on plain tensors, built on the kernels:
+mod tensor_ops;
 // The tape's entries, and the op table with each primitive's forward and derivative:
 mod node;
 mod primitives;
@@ -83,6 +85,7 @@ pub use second_order::{GaussNewton, Hessian};
 pub use shape::{numel, Axis, Shape};
 pub use tape::{Tape, TapeStats, Var};
 pub use tensor::Tensor;
+pub use tensor_ops::Operand;
 pub use var_ops::{concat, stack, CrossEntropyOptions};
 
 /// The random-number crate the constructors take generators from, re-exported so that seeding
