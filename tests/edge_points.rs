@@ -442,3 +442,32 @@ fn a_linear_layer_of_no_input_features_outputs_its_bias() {
     let cell = LstmCell::<f64>::init(4, 0, Nonlinearity::Tanh, &mut rng);
     assert_eq!(cell.params.weight_hh.value().shape(), &[0, 0]);
 }
+
+/// A 0-d value has one axis, 0 or -1, as in PyTorch: along it, sums, means and the maximum are
+/// the value itself (gradient 1), softmax is 1 and log_softmax 0 (gradient 0), all 0-d, keepdim
+/// or not; squeeze of it is the value. (torch 2.15: `torch.tensor(1.5).sum(0)` and so on; axis 1
+/// is out of range there too.) squeeze of an axis whose size is not 1 leaves the shape as it is.
+#[test]
+fn ops_along_the_one_axis_of_a_zero_d_value_and_squeeze_of_a_longer_axis_follow_pytorch() {
+    type Along = fn(rewind::autograd::Var<'_, f64>) -> rewind::autograd::Var<'_, f64>;
+    let cases: [(&str, Along, f64, f64); 7] = [
+        ("sum_axis(0)", |v| v.sum_axis(0, false), 1.5, 3.0),
+        ("sum_axis(-1, keepdim)", |v| v.sum_axis(-1, true), 1.5, 3.0),
+        ("mean_axis(0)", |v| v.mean_axis(0, false), 1.5, 3.0),
+        ("max_axis(0)", |v| v.max_axis(0, false), 1.5, 3.0),
+        ("softmax(0)", |v| v.softmax(0), 1.0, 0.0),
+        ("log_softmax(-1)", |v| v.log_softmax(-1), 0.0, 0.0),
+        ("squeeze(0)", |v| v.squeeze(0), 1.5, 3.0),
+    ];
+    for (name, op, value, grad) in cases {
+        let tape = Tape::<f64>::new();
+        let x = tape.var(Tensor::scalar(1.5));
+        let y = op(x);
+        assert_eq!((&y.shape()[..], y.item()), (&[][..], value), "{name}");
+        assert_eq!((y * 3.0).backward()[x].item(), grad, "{name}");
+    }
+    let tape = Tape::<f64>::new();
+    let x = tape.var(Tensor::zeros(&[2, 3]));
+    assert_eq!(&x.squeeze(1).shape()[..], &[2, 3]);
+    assert_eq!(&x.unsqueeze(1).squeeze(1).shape()[..], &[2, 3]);
+}

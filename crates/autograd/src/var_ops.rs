@@ -378,9 +378,24 @@ impl<'t, F: Float> Var<'t, F> {
         self.reduce(None, false, F::from_usize(n))
     }
 
+    /// `f` of a 0-d value read as one axis of size 1, as PyTorch reads `dim` 0 or -1 of a 0-d
+    /// tensor: `f` runs on the value as [1] and its result comes back 0-d. `None` unless the
+    /// value is 0-d and `axis` is 0 or -1.
+    #[track_caller]
+    fn along_scalar(self, axis: impl Axis, f: impl FnOnce(Self) -> Self) -> Option<Self> {
+        if !self.shape().is_empty() || axis.resolve(1).is_none() {
+            return None;
+        }
+        Some(f(self.reshape(&[1])).reshape(&[]))
+    }
+
     /// The sum along `axis` (negative counts from the end), keeping it as size 1 when `keepdim`.
+    /// A 0-d value has one axis, 0 or -1, as in PyTorch; so do the other ops along an axis.
     #[track_caller]
     pub fn sum_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
+        if let Some(y) = self.along_scalar(axis, |v| v.sum_axis(0, keepdim)) {
+            return y;
+        }
         let a = check::axis("sum_axis", &self.shape(), axis);
         self.reduce(Some(a), keepdim, F::ONE)
     }
@@ -389,6 +404,9 @@ impl<'t, F: Float> Var<'t, F> {
     /// `keepdim`.
     #[track_caller]
     pub fn mean_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
+        if let Some(y) = self.along_scalar(axis, |v| v.mean_axis(0, keepdim)) {
+            return y;
+        }
         let shape = self.shape();
         let a = check::axis("mean_axis", &shape, axis);
         self.reduce(Some(a), keepdim, F::from_usize(shape[a]))
@@ -408,6 +426,9 @@ impl<'t, F: Float> Var<'t, F> {
     /// maximum of each lane.
     #[track_caller]
     pub fn max_axis(self, axis: impl Axis + std::fmt::Debug, keepdim: bool) -> Self {
+        if let Some(y) = self.along_scalar(axis, |v| v.max_axis(0, keepdim)) {
+            return y;
+        }
         let shape = self.shape();
         let a = check::axis("max_axis", &shape, axis);
         if shape[a] == 0 {
@@ -441,18 +462,18 @@ impl<'t, F: Float> Var<'t, F> {
         self.reshape(&shape)
     }
 
-    /// Removes an axis of size 1 (negative counts from the end).
+    /// Removes `axis` (negative counts from the end) if its size is 1, and otherwise leaves the
+    /// shape as it is, as PyTorch's `squeeze(dim)` does; a 0-d value has the one axis 0 or -1.
     #[track_caller]
     pub fn squeeze(self, axis: impl Axis + std::fmt::Debug) -> Self {
+        if let Some(y) = self.along_scalar(axis, |v| v) {
+            return y;
+        }
         let mut shape = self.shape();
         let a = check::axis("squeeze", &shape, axis);
-        if shape[a] != 1 {
-            panic!(
-                "squeeze: axis {a} of shape {shape:?} has size {}, not 1",
-                shape[a]
-            );
+        if shape[a] == 1 {
+            shape.remove(a);
         }
-        shape.remove(a);
         self.reshape(&shape)
     }
 
@@ -554,6 +575,9 @@ impl<'t, F: Float> Var<'t, F> {
     /// subtracted. dx = y ⊙ (g - Σ g ⊙ y).
     #[track_caller]
     pub fn softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
+        if let Some(y) = self.along_scalar(axis, |v| v.softmax(0)) {
+            return y;
+        }
         let a = check::axis("softmax", &self.shape(), axis);
         self.unary(Op::Softmax {
             x: self.index(),
@@ -565,6 +589,9 @@ impl<'t, F: Float> Var<'t, F> {
     /// dx = g - softmax(x)·Σ g.
     #[track_caller]
     pub fn log_softmax(self, axis: impl Axis + std::fmt::Debug) -> Self {
+        if let Some(y) = self.along_scalar(axis, |v| v.log_softmax(0)) {
+            return y;
+        }
         let a = check::axis("log_softmax", &self.shape(), axis);
         self.unary(Op::LogSoftmax {
             x: self.index(),
