@@ -241,3 +241,51 @@ fn standalone_cells_build_and_step_as_in_pytorch() {
     assert_eq!(pair.h.value(), state.h.value());
     assert_eq!(pair.c.unwrap().value(), state.c.unwrap().value());
 }
+
+/// `forget_bias(1.0)` (rewind's addition; PyTorch's issue 20102) starts every LSTM cell's forget
+/// gate at bias 1: b_ih's forget block (rows H..2H) is 1 and b_hh's 0, and every other number is
+/// what PyTorch's initialisation draws from the same generator. A standalone cell takes it too,
+/// and a cell without a forget gate or without biases refuses it at the caller's line.
+#[test]
+fn a_forget_bias_sets_the_forget_blocks_and_draws_the_rest_as_pytorch() {
+    use rewind::nn::{Gru, Lstm, LstmCell, StandardCell};
+    let h = 4;
+    let config = RecurrentConfig::new(3, h).num_layers(2).bidirectional(true);
+    let plain = Lstm::<f64>::init(config, &mut StdRng::seed_from_u64(9));
+    let biased = Lstm::<f64>::init(config.forget_bias(1.0), &mut StdRng::seed_from_u64(9));
+    for ((name, a), (_, b)) in plain.params().iter().zip(biased.params()) {
+        let (a, b) = (a.value(), b.value());
+        for (i, (x, y)) in a.data().iter().zip(b.data()).enumerate() {
+            let forget = name.starts_with("bias") && (h..2 * h).contains(&i);
+            match (forget, name.starts_with("bias_ih")) {
+                (true, true) => assert_eq!(*y, 1.0, "{name}[{i}]"),
+                (true, false) => assert_eq!(*y, 0.0, "{name}[{i}]"),
+                (false, _) => assert_eq!(x, y, "{name}[{i}]"),
+            }
+        }
+    }
+    let cell = LstmCell::new(3, h, &mut StdRng::seed_from_u64(9)).with_forget_bias(1.0);
+    assert_eq!(
+        cell.params.bias_ih.as_ref().unwrap().value().data()[h..2 * h],
+        [1.0; 4]
+    );
+    let gru = RecurrentConfig::new(3, h).forget_bias(1.0);
+    let (msg, file, _) = panic_of(|| {
+        Gru::<f64>::init(gru, &mut StdRng::seed_from_u64(0));
+    });
+    assert_eq!(
+        msg,
+        "recurrent: forget_bias needs a cell with a forget gate (an LSTM), not GruCell<f64>"
+    );
+    assert!(file.ends_with("module_params.rs"), "{file}");
+    let (msg, _, _) = panic_of(|| {
+        Lstm::<f64>::init(
+            config.forget_bias(1.0).bias(false),
+            &mut StdRng::seed_from_u64(0),
+        );
+    });
+    assert_eq!(
+        msg,
+        "recurrent: forget_bias needs biases, and bias is false"
+    );
+}

@@ -40,6 +40,10 @@ pub struct RecurrentConfig {
     /// stack has no bias parameters at all. A stack of one's own cells
     /// ([`Recurrent::with_cells`]) reads neither this nor `nonlinearity`.
     pub bias: bool,
+    /// Initialise every LSTM cell's forget gate bias to this value (b_ih's forget block, b_hh's
+    /// 0) instead of drawing it: rewind's addition, see
+    /// [`StandardCell::with_forget_bias`](crate::StandardCell::with_forget_bias).
+    pub forget_bias: Option<f64>,
 }
 
 impl RecurrentConfig {
@@ -55,6 +59,7 @@ impl RecurrentConfig {
             learn_initial_state: false,
             nonlinearity: Nonlinearity::Tanh,
             bias: true,
+            forget_bias: None,
         }
     }
 
@@ -97,6 +102,13 @@ impl RecurrentConfig {
     /// Gives the cells biases (the default) or none (PyTorch's `bias=False`).
     pub fn bias(mut self, on: bool) -> Self {
         self.bias = on;
+        self
+    }
+
+    /// Starts every LSTM cell's forget gate bias at `value` (1 is the usual choice), the rest
+    /// drawn as PyTorch draws them: rewind's addition, which PyTorch lacks (its issue 20102).
+    pub fn forget_bias(mut self, value: f64) -> Self {
+        self.forget_bias = Some(value);
         self
     }
 
@@ -167,11 +179,34 @@ impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
     #[track_caller]
     pub fn init<R: Rng + ?Sized>(config: RecurrentConfig, rng: &mut R) -> Self {
         let (hidden, bias, nonlinearity) = (config.hidden_size, config.bias, config.nonlinearity);
+        if let Some(value) = config.forget_bias {
+            // Here, not in the cells' closure: a panic there would point into the library.
+            let name = std::any::type_name::<C>()
+                .rsplit("::")
+                .next()
+                .unwrap_or("cell");
+            assert!(
+                C::FORGET_GATE.is_some(),
+                "recurrent: forget_bias needs a cell with a forget gate (an LSTM), not {name}"
+            );
+            assert!(
+                bias,
+                "recurrent: forget_bias needs biases, and bias is false"
+            );
+            assert!(
+                value.is_finite(),
+                "recurrent: forget_bias must be finite, got {value}"
+            );
+        }
         let cells = layers(&config, |input, _| {
-            C::from_params(
+            let cell = C::from_params(
                 CellParams::init(C::GATES, input, hidden, bias, rng),
                 nonlinearity,
-            )
+            );
+            match config.forget_bias {
+                Some(value) => cell.with_forget_bias(F::from_f64(value)),
+                None => cell,
+            }
         });
         let seed = rng.random();
         Self::assemble(config, cells, seed)

@@ -32,6 +32,9 @@ pub trait StandardCell<F: Float>: for<'t> Cell<F, State<'t> = State<'t, F>> + Si
     /// How many gate blocks are stacked in the weights: 1 (RNN), 4 (LSTM), 3 (GRU).
     const GATES: usize;
 
+    /// The block of the forget gate, for a cell that has one (the LSTM's f, block 1).
+    const FORGET_GATE: Option<usize> = None;
+
     /// The cell made of `params`; `nonlinearity` is read by the vanilla RNN only.
     fn from_params(params: CellParams<F>, nonlinearity: Nonlinearity) -> Self;
 
@@ -50,6 +53,32 @@ pub trait StandardCell<F: Float>: for<'t> Cell<F, State<'t> = State<'t, F>> + Si
     ) -> Self {
         let params = CellParams::init(Self::GATES, input_size, hidden_size, true, rng);
         Self::from_params(params, nonlinearity)
+    }
+
+    /// The same cell with its forget gate's bias set to `value`: b_ih's forget block `value` and
+    /// b_hh's 0, so the gate starts at σ(x W_ifᵀ + h W_hfᵀ + value). A forget bias of 1 keeps
+    /// the cell state from decaying early in training (Gers et al. 2000; Jozefowicz et al.
+    /// 2015). PyTorch has no such option (its issue 20102); this is rewind's addition.
+    ///
+    /// Panics unless the cell has a forget gate (the LSTM) and biases, and `value` is finite.
+    #[track_caller]
+    fn with_forget_bias(mut self, value: F) -> Self {
+        let name = self.name();
+        let Some(block) = Self::FORGET_GATE else {
+            panic!("{name}: forget_bias needs a cell with a forget gate (an LSTM)");
+        };
+        assert!(
+            value.is_finite(),
+            "{name}: forget_bias must be finite, got {value:?}"
+        );
+        let h = self.hidden_size();
+        let params = self.cell_params_mut();
+        let (Some(b_ih), Some(b_hh)) = (&params.bias_ih, &params.bias_hh) else {
+            panic!("{name}: forget_bias needs the biases b_ih and b_hh, and this cell has none");
+        };
+        b_ih.update(|b| b.data_mut()[block * h..(block + 1) * h].fill(value));
+        b_hh.update(|b| b.data_mut()[block * h..(block + 1) * h].fill(F::ZERO));
+        self
     }
 
     /// The same cell without `b_ih` and `b_hh` (PyTorch's `bias=False`): its gates are
@@ -178,6 +207,9 @@ fn affine<'t, F: Float>(x: Var<'t, F>, w: Var<'t, F>, b: Option<Var<'t, F>>) -> 
 
 macro_rules! standard_cell {
     ($cell:ident, $gates:expr) => {
+        standard_cell!($cell, $gates, None);
+    };
+    ($cell:ident, $gates:expr, $forget:expr) => {
         impl<F: Float> Module<F> for $cell<F> {
             fn params(&self) -> Vec<(String, &Param<F>)> {
                 self.params.list()
@@ -186,6 +218,7 @@ macro_rules! standard_cell {
 
         impl<F: Float> StandardCell<F> for $cell<F> {
             const GATES: usize = $gates;
+            const FORGET_GATE: Option<usize> = $forget;
 
             fn from_params(params: CellParams<F>, nonlinearity: Nonlinearity) -> Self {
                 $cell::assemble(params, nonlinearity)
@@ -324,7 +357,7 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     }
 }
 
-standard_cell!(LstmCell, 4);
+standard_cell!(LstmCell, 4, Some(1));
 
 /// A GRU step (`torch.nn.GRUCell`), gates in the order r, z, n:
 ///
