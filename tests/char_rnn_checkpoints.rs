@@ -213,12 +213,74 @@ fn a_second_run_on_a_checkpoint_path_fails_at_start_naming_the_first() {
         "the first run's checkpoint was replaced"
     );
     assert!(
-        !dir.join("shared.safetensors.lock").exists(),
+        !dir.join(".shared.safetensors.char_rnn-lock").exists(),
         "a run that ends removes its lock file"
     );
     // Once the first run has ended, the path is free again.
     let again = run(small(&data, &ckpt, &["--steps", "2", "--overwrite"])).unwrap();
     assert!(matches!(again, Outcome::Trained { step: 2, .. }));
+}
+
+// Issue 28, item 7: a run creates its lock file under a name of its own, never through a
+// symlink, and removes only that file; a user's `Cargo.lock` beside `--checkpoint Cargo`, or a
+// symlink at the old `<checkpoint>.lock`, is left as it was, whether the run succeeds or fails.
+#[test]
+fn the_lock_never_touches_a_file_the_run_did_not_create() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let victim = dir.join("victim.txt");
+    fs::write(&victim, "the user's file").unwrap();
+    let cargo_lock = dir.join("Cargo.lock");
+    fs::write(&cargo_lock, "the user's Cargo.lock").unwrap();
+    symlink(&victim, dir.join("c.safetensors.lock")).unwrap();
+    let untouched = |when: &str| {
+        assert_eq!(
+            fs::read_to_string(&cargo_lock).unwrap(),
+            "the user's Cargo.lock",
+            "{when}"
+        );
+        assert_eq!(
+            fs::read_to_string(&victim).unwrap(),
+            "the user's file",
+            "{when}"
+        );
+        assert!(fs::symlink_metadata(dir.join("c.safetensors.lock"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    };
+    run(small(&data, &dir.join("Cargo"), &["--steps", "2"])).unwrap();
+    untouched("after a run on --checkpoint Cargo");
+    let failed = small(
+        &data,
+        &dir.join("Cargo"),
+        &["--hidden", "100000000", "--overwrite"],
+    );
+    one_line_error(failed);
+    untouched("after a run on --checkpoint Cargo that failed at once");
+    run(small(&data, &dir.join("c.safetensors"), &["--steps", "2"])).unwrap();
+    untouched("after a run on --checkpoint c.safetensors");
+
+    // At the run's own lock name, a symlink or a file that is not a lock stops the run, untouched.
+    let ckpt = dir.join("d.safetensors");
+    let lock = dir.join(".d.safetensors.char_rnn-lock");
+    symlink(&victim, &lock).unwrap();
+    let message = one_line_error(small(&data, &ckpt, &["--steps", "2"]));
+    assert!(message.contains(text(&lock)), "{message}");
+    untouched("after a run refused for a symlink at its lock's name");
+    assert!(fs::symlink_metadata(&lock)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    fs::remove_file(&lock).unwrap();
+    fs::write(&lock, "someone's notes").unwrap();
+    let message = one_line_error(small(&data, &ckpt, &["--steps", "2"]));
+    assert!(
+        message.contains(text(&lock)) && message.contains("not a char_rnn lock"),
+        "{message}"
+    );
+    assert_eq!(fs::read_to_string(&lock).unwrap(), "someone's notes");
+    assert!(!ckpt.exists());
 }
 
 // Item 1: the bare command's default name, claimed atomically among concurrent runs.
@@ -557,7 +619,7 @@ fn killed_at_twenty_random_moments_the_checkpoint_always_loads_and_resumes() {
     let left: Vec<String> = fs::read_dir(&*dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains(".tmp-") || n.ends_with(".lock"))
+        .filter(|n| n.contains(".tmp-") || n.ends_with("char_rnn-lock"))
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,12 +52,25 @@ pub struct Saved {
 }
 
 /// A run's hold on its checkpoint path, from its start to its end: an OS lock on
-/// `<checkpoint>.lock`, which holds the run's pid and start time. The OS releases it when the
-/// process ends, however it ends (kill -9 included), so a lock is never stale.
+/// `.<name>.char_rnn-lock` beside the checkpoint, which holds the run's pid and start time. The
+/// OS releases it when the process ends, however it ends (kill -9 included), so a lock is never
+/// stale. The run creates that file itself (exclusively, never through a symlink), or adopts one
+/// a killed run left, recognised by its first line; any other file at that name stops the run
+/// untouched. Only that file is ever removed.
 #[derive(Debug)]
 pub struct Lock {
     file: File,
     path: PathBuf,
+}
+
+/// The first line of every lock file: what tells one a killed run left from a file of the user's.
+const SIGNATURE: &str = "char_rnn lock";
+
+/// Whether a path could be locked.
+enum Claim {
+    Taken(Lock),
+    /// Another run holds it: its pid and start time, as [`holder`] words them.
+    Held(String),
 }
 
 impl Lock {
@@ -66,14 +79,13 @@ impl Lock {
     /// path that cannot be saved to fails now, not after training.
     pub fn claim(checkpoint: &Path) -> Result<Lock, Error> {
         match Lock::try_take(checkpoint)? {
-            Some(lock) => {
+            Claim::Taken(lock) => {
                 prepare(checkpoint)?;
                 Ok(lock)
             }
-            None => Err(Error::Checkpoint(format!(
-                "{} is in use by another run ({}): wait for it to end, or pass another --checkpoint",
+            Claim::Held(by) => Err(Error::Checkpoint(format!(
+                "{} is in use by another run ({by}): wait for it to end, or pass another --checkpoint",
                 checkpoint.display(),
-                holder(&lock_path(checkpoint))
             ))),
         }
     }
@@ -88,7 +100,7 @@ impl Lock {
                 _ => format!("char_rnn-{n}.safetensors"),
             };
             let path = dir.join(name);
-            if let Some(lock) = Lock::try_take(&path)? {
+            if let Claim::Taken(lock) = Lock::try_take(&path)? {
                 if fs::symlink_metadata(&path).is_err() {
                     prepare(&path)?;
                     return Ok((path, lock));
@@ -98,8 +110,8 @@ impl Lock {
         }
     }
 
-    /// The lock of `checkpoint`, or `None` if another run holds it.
-    fn try_take(checkpoint: &Path) -> Result<Option<Lock>, Error> {
+    /// The lock of `checkpoint`, or who holds it.
+    fn try_take(checkpoint: &Path) -> Result<Claim, Error> {
         let path = lock_path(checkpoint);
         let failed = |e: std::io::Error| {
             Error::Checkpoint(format!(
@@ -108,47 +120,110 @@ impl Lock {
                 path.display()
             ))
         };
-        // A lock file its holder removed between our open and our lock is no longer the path's:
-        // open the path again.
+        let foreign = |what: &str| {
+            Error::Checkpoint(format!(
+                "{} {what}, not a char_rnn lock file, and char_rnn leaves it alone: move it away or pass another --checkpoint",
+                path.display()
+            ))
+        };
+        // A lock file removed by its holder between our open and our lock, or one whose creator
+        // has not signed it yet, is looked at again.
         for _ in 0..100 {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(failed)?;
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut file) => {
+                    // A run that opened the new file to look at it lets go at once: it is empty.
+                    file.lock().map_err(failed)?;
+                    sign(&mut file).map_err(failed)?;
+                    return Ok(Claim::Taken(Lock { file, path }));
+                }
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(failed(e)),
+            }
+            let mut file = match open_existing(&path) {
+                Ok(file) => file,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) if is_symlink_error(&e) => return Err(foreign("is a symbolic link")),
+                Err(e) => return Err(failed(e)),
+            };
+            if !file.metadata().map_err(failed)?.is_file() {
+                return Err(foreign("is not a regular file"));
+            }
             match file.try_lock() {
                 Ok(()) => {}
-                Err(fs::TryLockError::WouldBlock) => return Ok(None),
+                Err(fs::TryLockError::WouldBlock) => return Ok(Claim::Held(holder(&mut file))),
                 Err(fs::TryLockError::Error(e)) => return Err(failed(e)),
             }
-            if still_at(&file, &path) {
-                sign(&mut file).map_err(failed)?;
-                return Ok(Some(Lock { file, path }));
+            if !still_at(&file, &path) {
+                continue;
             }
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            if text.is_empty() {
+                let _ = file.unlock();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+            if !text.starts_with(SIGNATURE) {
+                return Err(foreign("exists"));
+            }
+            // A killed run's lock: this run's now.
+            sign(&mut file).map_err(failed)?;
+            return Ok(Claim::Taken(Lock { file, path }));
         }
-        Err(failed(std::io::Error::other(
-            "it was removed and recreated 100 times while we tried to lock it",
-        )))
+        Err(foreign("stays empty"))
     }
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
         // Removed while still locked: a run that opened the file meanwhile finds, once it has the
-        // lock, that the file is no longer at the path (`still_at`), and opens the path again.
-        if cfg!(unix) {
+        // lock, that the file is no longer at the path (`still_at`), and opens the path again. A
+        // file put at the path by someone else since is not this run's to remove.
+        if cfg!(unix) && still_at(&self.file, &self.path) {
             let _ = fs::remove_file(&self.path);
         }
         let _ = self.file.unlock();
     }
 }
 
-/// Writes this process's pid and start time into a lock file it holds, for a run refused the path.
+/// Opens the file at `path` to read and write, without following a symlink or waiting on a FIFO.
+#[cfg(unix)]
+fn open_existing(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
+#[cfg(not(unix))]
+fn open_existing(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// True for the error of opening a symlink with `O_NOFOLLOW`.
+#[cfg(unix)]
+fn is_symlink_error(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+#[cfg(not(unix))]
+fn is_symlink_error(_: &std::io::Error) -> bool {
+    false
+}
+
+/// Writes the signature, this process's pid and its start time into a lock file it holds, for a
+/// run refused the path.
 fn sign(lock: &mut File) -> std::io::Result<()> {
     lock.set_len(0)?;
-    writeln!(lock, "pid {}\nstarted {}", std::process::id(), unix_time())
+    lock.seek(SeekFrom::Start(0))?;
+    writeln!(
+        lock,
+        "{SIGNATURE}\npid {}\nstarted {}",
+        std::process::id(),
+        unix_time()
+    )
 }
 
 fn unix_time() -> u64 {
@@ -157,17 +232,20 @@ fn unix_time() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `.<name>.char_rnn-lock` beside `checkpoint`: hidden, and named after the program so that no
+/// file of the user's has it by chance (`<name>.lock` was `Cargo.lock` for `--checkpoint Cargo`).
 fn lock_path(checkpoint: &Path) -> PathBuf {
-    let mut name = checkpoint.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
+    let name = checkpoint
+        .file_name()
+        .map_or_else(|| "checkpoint".into(), |n| n.to_string_lossy().into_owned());
+    checkpoint.with_file_name(format!(".{name}.char_rnn-lock"))
 }
 
 /// True if `file` is still the file at `path`: its holder did not remove it while we waited.
 #[cfg(unix)]
 fn still_at(file: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
+    match (file.metadata(), fs::symlink_metadata(path)) {
         (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => false,
     }
@@ -179,15 +257,16 @@ fn still_at(_: &File, _: &Path) -> bool {
     true
 }
 
-/// "pid 4242, started 35 s ago", from a held lock file.
-fn holder(lock: &Path) -> String {
-    let text = fs::read_to_string(lock).unwrap_or_default();
+/// "pid 4242, started 35 s ago", from a lock file another run holds.
+fn holder(lock: &mut File) -> String {
+    let mut text = String::new();
+    let _ = lock.read_to_string(&mut text);
     let field = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
     };
     let Some(pid) = field("pid ") else {
-        return format!("its lock file {} does not say which", lock.display());
+        return "its lock file does not say which".to_string();
     };
     match field("started ").map(|s| unix_time().saturating_sub(s)) {
         Some(s) if s < 120 => format!("pid {pid}, started {s} s ago"),
