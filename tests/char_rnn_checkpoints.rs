@@ -283,6 +283,66 @@ fn the_lock_never_touches_a_file_the_run_did_not_create() {
     assert!(!ckpt.exists());
 }
 
+// Issue 28, item 10: a checkpoint path that is a symlink is followed, once, at the start: the run
+// reads, locks and writes the file it points to, and the link stays as it was. A link to nothing
+// is refused.
+#[test]
+fn a_checkpoint_path_through_a_symlink_reads_and_writes_the_file_it_points_to() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    fs::create_dir(dir.join("runs")).unwrap();
+    let real = dir.join("runs").join("real.safetensors");
+    run(small(&data, &real, &["--steps", "3"])).unwrap();
+    let latest = dir.join("latest.safetensors");
+    symlink("runs/real.safetensors", &latest).unwrap();
+    let still_a_link = |when: &str| {
+        assert_eq!(
+            fs::read_link(&latest).unwrap(),
+            Path::new("runs/real.safetensors"),
+            "{when}"
+        );
+    };
+    let resume = |steps: &str| {
+        ["char_rnn", "--data", text(&data), "--resume", text(&latest)]
+            .into_iter()
+            .chain(["--steps", steps, "--eval-every", "1000000"])
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let out = run(resume("5")).unwrap();
+    assert!(matches!(out, Outcome::Trained { step: 5, .. }), "{out:?}");
+    still_a_link("after --resume through it");
+    assert_eq!(checkpoint::load(&real).unwrap().progress.step, 5);
+
+    // The link and its file, however spelled, are one checkpoint path: resuming one and saving
+    // to another continues it, and only one run at a time holds it.
+    let spelled = dir.join("runs/../runs/real.safetensors");
+    let mut other_name = resume("6");
+    other_name.extend(["--checkpoint".into(), text(&spelled).into()]);
+    let out = run(other_name).unwrap();
+    assert!(matches!(out, Outcome::Trained { step: 6, .. }), "{out:?}");
+    still_a_link("after --resume through it with --checkpoint naming its file");
+    assert_eq!(checkpoint::load(&real).unwrap().progress.step, 6);
+    let held = Lock::claim(&real).unwrap();
+    let message = one_line_error(resume("8"));
+    assert!(message.contains("in use by another run"), "{message}");
+    drop(held);
+
+    run(small(&data, &latest, &["--steps", "2", "--overwrite"])).unwrap();
+    still_a_link("after --checkpoint naming it with --overwrite");
+    assert_eq!(checkpoint::load(&real).unwrap().progress.step, 2);
+
+    let dangling = dir.join("dangling.safetensors");
+    symlink("nowhere.safetensors", &dangling).unwrap();
+    let message = one_line_error(small(&data, &dangling, &["--steps", "2", "--overwrite"]));
+    assert!(message.contains(text(&dangling)), "{message}");
+    assert!(fs::symlink_metadata(&dangling)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(!dir.join("nowhere.safetensors").exists());
+}
+
 // Item 1: the bare command's default name, claimed atomically among concurrent runs.
 #[test]
 fn concurrent_bare_runs_claim_distinct_default_names() {

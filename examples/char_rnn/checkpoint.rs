@@ -276,6 +276,22 @@ fn holder(lock: &mut File) -> String {
     }
 }
 
+/// `path`, or the file it names if it is a symlink (a link to a link is followed to its end).
+/// A link to nothing is an error: what to write is ambiguous.
+pub fn resolve(path: &Path) -> Result<PathBuf, Error> {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return Ok(path.to_path_buf());
+    }
+    fs::canonicalize(path).map_err(|e| {
+        let target = fs::read_link(path).map_or_else(|_| "?".into(), |t| t.display().to_string());
+        Error::Checkpoint(format!(
+            "{} is a symbolic link to {target}, which cannot be followed ({e}): name the checkpoint file itself",
+            path.display()
+        ))
+    })
+}
+
 /// Under the lock: clears what a killed run left, and fails now if `checkpoint` cannot be saved.
 fn prepare(checkpoint: &Path) -> Result<(), Error> {
     // Best effort: a leftover temporary wastes space but endangers nothing.

@@ -3,6 +3,7 @@
 //! checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,17 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Runs a training command.
 pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
+    // A symlink is followed once, here: the run reads, locks and writes the file it names, and
+    // the link keeps naming it.
+    let c = TrainConfig {
+        checkpoint: c
+            .checkpoint
+            .as_deref()
+            .map(checkpoint::resolve)
+            .transpose()?,
+        resume: c.resume.as_deref().map(checkpoint::resolve).transpose()?,
+        ..c.clone()
+    };
     // Held until the run returns: no other run writes this path meanwhile. Without
     // --checkpoint, the first free default name is claimed atomically, so two bare runs started
     // together get two files.
@@ -34,7 +46,7 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
         Some(path) => (path.clone(), checkpoint::Lock::claim(path)?),
         None => checkpoint::Lock::claim_default(Path::new(""))?,
     };
-    train(c, &path)
+    train(&c, &path)
 }
 
 /// The run itself, on the checkpoint path it holds.
@@ -52,8 +64,14 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             None => b.as_flag(),
         })?;
     corpus.check_length(hyper.batch, hyper.seq_len)?;
-    let resuming_here = c.resume.as_deref() == Some(checkpoint_path);
-    if checkpoint_path.exists() && !resuming_here && !c.overwrite {
+    // However each is spelled (`runs/../runs/c.safetensors`, a link's file).
+    let resuming_here = c
+        .resume
+        .as_deref()
+        .is_some_and(|r| same_file(r, checkpoint_path));
+    // A symlink to nothing counts: the save would replace it.
+    let exists = fs::symlink_metadata(checkpoint_path).is_ok();
+    if exists && !resuming_here && !c.overwrite {
         return Err(Error::Checkpoint(format!(
             "{} exists: pass --resume {0} to continue it, --overwrite to replace it, or another --checkpoint path",
             checkpoint_path.display()
@@ -262,6 +280,14 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         step: progress.step,
         val_loss,
     })
+}
+
+/// True if `a` and `b` name one existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The settings of a resumed run: the checkpoint's, with `--lr` and `--clip` as given (neither
