@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -27,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
 use rewind::autograd::Tensor;
 use safetensors::SafeTensors;
-use support::char_rnn::{scratch_dir, tiny_text};
+use support::char_rnn::{args, scratch_dir, tiny_text};
 
 /// A directory of this test's own (tests run in parallel), removed when the test passes.
 struct Scratch(PathBuf);
@@ -459,6 +460,92 @@ fn sigterm_and_sighup_save_and_exit_like_ctrl_c() {
         let saved = checkpoint::load(&ckpt).unwrap();
         assert!(saved.progress.step >= 1, "SIG{signal}");
     }
+}
+
+// Issue 28, item 9: a checkpoint the save could not replace fails before training, as a path
+// that cannot be written does: one marked immutable (`chattr +i`), and another user's file in a
+// sticky directory (as /tmp is). Only root can make either, so elsewhere there is nothing to try.
+#[test]
+fn a_checkpoint_that_cannot_be_replaced_fails_before_training() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: cannot make an immutable file or another user's; nothing to try");
+        return;
+    }
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let long = ["--steps", "40", "--save-every", "1000", "--overwrite"];
+    let before_training =
+        |(status, stdout, stderr): (ExitStatus, String, String), path: &Path, why: &str| {
+            assert_eq!(status.code(), Some(1), "{}: {stderr}", path.display());
+            assert!(!stdout.contains("training a"), "trained first: {stdout}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(
+                stderr.contains(text(path)) && stderr.contains(why),
+                "{stderr}"
+            );
+        };
+
+    let frozen = dir.join("frozen.safetensors");
+    run(small(&data, &frozen, &["--steps", "2"])).unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&frozen)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(chattr("+i"), "chattr +i failed on {}", frozen.display());
+    let fresh = finished(&small(&data, &frozen, &long));
+    let resumed = finished(&args(&[
+        "--data",
+        text(&data),
+        "--resume",
+        text(&frozen),
+        "--steps",
+        "40",
+    ]));
+    assert!(chattr("-i"));
+    before_training(fresh, &frozen, "immutable");
+    before_training(resumed, &frozen, "immutable");
+
+    // In an append-only directory a new file can be made but not renamed over another.
+    let appending = dir.join("appending");
+    fs::create_dir(&appending).unwrap();
+    let inside = appending.join("c.safetensors");
+    let chattr_dir = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&appending)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(chattr_dir("+a"));
+    let appended = finished(&small(&data, &inside, &long));
+    let left = fs::read_dir(&appending).unwrap().count();
+    assert!(chattr_dir("-a"));
+    before_training(appended, &inside, "append-only");
+    assert_eq!(left, 0, "the run left files in the append-only directory");
+
+    let sticky = dir.join("sticky");
+    fs::create_dir(&sticky).unwrap();
+    fs::set_permissions(&sticky, fs::Permissions::from_mode(0o1777)).unwrap();
+    let theirs = sticky.join("theirs.safetensors");
+    run(small(&data, &theirs, &["--steps", "2"])).unwrap();
+    let as_nobody = Command::new(binary())
+        .args(&small(&data, &theirs, &long)[1..])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the example runs");
+    let outcome = (
+        as_nobody.status,
+        String::from_utf8_lossy(&as_nobody.stdout).into_owned(),
+        String::from_utf8_lossy(&as_nobody.stderr).into_owned(),
+    );
+    before_training(outcome, &theirs, "sticky");
+    assert_eq!(checkpoint::load(&theirs).unwrap().progress.step, 2);
 }
 
 /// A checkpoint of the small model after a few steps: (path, its file without checksums).

@@ -78,6 +78,7 @@ impl Lock {
     /// the temporary files a killed run left and checks that `checkpoint` can be written, so a
     /// path that cannot be saved to fails now, not after training.
     pub fn claim(checkpoint: &Path) -> Result<Lock, Error> {
+        check_directory(checkpoint)?;
         match Lock::try_take(checkpoint)? {
             Claim::Taken(lock) => {
                 prepare(checkpoint)?;
@@ -93,6 +94,7 @@ impl Lock {
     /// The first of `char_rnn.safetensors`, `char_rnn-2.safetensors`, ... in `dir` that no file
     /// has and no run holds, claimed: two runs started together get two names.
     pub fn claim_default(dir: &Path) -> Result<(PathBuf, Lock), Error> {
+        check_directory(&dir.join("char_rnn.safetensors"))?;
         let mut n = 1;
         loop {
             let name = match n {
@@ -296,7 +298,95 @@ pub fn resolve(path: &Path) -> Result<PathBuf, Error> {
 fn prepare(checkpoint: &Path) -> Result<(), Error> {
     // Best effort: a leftover temporary wastes space but endangers nothing.
     let _ = remove_temporaries(checkpoint);
-    check_writable(checkpoint).map_err(|e| Error::Checkpoint(format!("{e}; {WRITABLE}")))
+    check_writable(checkpoint).map_err(|e| Error::Checkpoint(format!("{e}; {WRITABLE}")))?;
+    check_replaceable(checkpoint).map_err(|why| cannot_replace(checkpoint, &why))
+}
+
+fn cannot_replace(checkpoint: &Path, why: &str) -> Error {
+    Error::Checkpoint(format!(
+        "cannot replace the checkpoint {}: {why}; pass another --checkpoint",
+        checkpoint.display()
+    ))
+}
+
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Before anything is created in it: a directory marked immutable or append-only, where the
+/// lock file, once made, could not be removed, nor a save renamed over the checkpoint.
+fn check_directory(checkpoint: &Path) -> Result<(), Error> {
+    match attribute(directory_of(checkpoint)) {
+        Some(mark) => Err(cannot_replace(
+            checkpoint,
+            &format!("its directory is marked {mark} (see lsattr)"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A save renames a new file over the checkpoint; that fails, whatever the file's permission
+/// bits, if the file is marked immutable or append-only, or if its directory is sticky (as /tmp
+/// is) and neither it nor the file is ours. Nothing at `checkpoint` is fine.
+#[cfg(unix)]
+fn check_replaceable(checkpoint: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir_path = directory_of(checkpoint);
+    let (Ok(file), Ok(dir)) = (fs::symlink_metadata(checkpoint), fs::metadata(dir_path)) else {
+        return Ok(());
+    };
+    if let Some(mark) = attribute(checkpoint) {
+        return Err(format!("it is marked {mark} (see lsattr)"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let sticky = dir.permissions().mode() & libc::S_ISVTX as u32 != 0;
+    // Root (CAP_FOWNER, strictly) may replace anything.
+    if sticky && me != 0 && file.uid() != me && dir.uid() != me {
+        return Err(format!(
+            "it belongs to another user (uid {}) in a sticky directory, where only its owner may replace it",
+            file.uid()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_replaceable(_: &Path) -> Result<(), String> {
+    Ok(())
+}
+
+/// "immutable" or "append-only" if `path` carries that attribute (`chattr +i`, `chattr +a`);
+/// `None` where attributes cannot be read.
+#[cfg(target_os = "linux")]
+fn attribute(path: &Path) -> Option<&'static str> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    // From linux/fs.h.
+    const FS_IMMUTABLE_FL: libc::c_int = 0x10;
+    const FS_APPEND_FL: libc::c_int = 0x20;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one int (the kernel's type, whatever the ioctl number
+    // says) into `flags`, which outlives the call; the descriptor is open.
+    let read = unsafe { libc::ioctl(file.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) };
+    match read {
+        0 if flags & FS_IMMUTABLE_FL != 0 => Some("immutable"),
+        0 if flags & FS_APPEND_FL != 0 => Some("append-only"),
+        _ => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn attribute(_: &Path) -> Option<&'static str> {
+    None
 }
 
 const WRITABLE: &str = "--checkpoint must name a file in an existing, writable directory";
