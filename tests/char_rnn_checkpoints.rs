@@ -548,6 +548,63 @@ fn a_checkpoint_that_cannot_be_replaced_fails_before_training() {
     assert_eq!(checkpoint::load(&theirs).unwrap().progress.step, 2);
 }
 
+// Issue 28, item 16: a checkpoint records a hash of its text; resuming on another text of the
+// same characters goes on (fine-tuning on new text is a use) but says so, naming both texts'
+// hashes; a checkpoint from before the hash resumes with a note that it cannot tell.
+#[test]
+fn resuming_on_another_text_says_so_and_an_old_checkpoint_without_its_hash_resumes() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("c.safetensors");
+    run(small(&data, &ckpt, &["--steps", "2"])).unwrap();
+    let hash = load_tensors::<f32>(&ckpt).unwrap().metadata["text.fnv1a64"].clone();
+    assert_eq!(hash.len(), 16, "{hash}");
+    let resume = |text_path: &Path, steps: &str| {
+        args(&[
+            "--data",
+            text(text_path),
+            "--resume",
+            text(&ckpt),
+            "--steps",
+            steps,
+            "--eval-every",
+            "1000000",
+        ])
+    };
+
+    // The same sentences in the other order: the same 14 characters.
+    let other = dir.join("other.txt");
+    let swapped = "the dog sat on the log. the cat sat on the mat. ".repeat(30);
+    fs::write(&other, swapped).unwrap();
+    let (status, _, stderr) = finished(&resume(&other, "4"));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ")
+            && stderr.contains("another text")
+            && stderr.contains(&hash)
+            && stderr.contains(text(&other)),
+        "{stderr}"
+    );
+    assert_eq!(checkpoint::load(&ckpt).unwrap().progress.step, 4);
+
+    // Saved on the other text, the checkpoint now records its hash: no word on the same text.
+    let (status, _, stderr) = finished(&resume(&other, "6"));
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("another text"), "{stderr}");
+
+    let mut old = load_tensors::<f32>(&ckpt).unwrap();
+    old.metadata
+        .retain(|k, _| k != "text.fnv1a64" && !k.starts_with("checksum."));
+    save_tensors(&ckpt, &old).unwrap();
+    let (status, _, stderr) = finished(&resume(&data, "8"));
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("note:") && stderr.contains("no hash of its text"),
+        "{stderr}"
+    );
+    assert_eq!(checkpoint::load(&ckpt).unwrap().progress.step, 8);
+}
+
 /// A checkpoint of the small model after a few steps: (path, its file without checksums).
 fn small_checkpoint(dir: &Path, extra: &[&str]) -> (PathBuf, TensorFile) {
     let data = tiny_text(dir);
@@ -582,6 +639,7 @@ fn forged_checkpoint_fields_are_errors_naming_the_field() {
         ("`run.lr`", Box::new(set("run.lr", "1e300"))),
         ("`run.cell`", Box::new(set("run.cell", "gru"))),
         ("`vocab`", Box::new(set("vocab", "zyx"))),
+        ("`text.fnv1a64`", Box::new(set("text.fnv1a64", "not hex"))),
         (
             "`carry.c`",
             Box::new(|f: &mut TensorFile| {

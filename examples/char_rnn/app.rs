@@ -17,6 +17,7 @@ pub mod train;
 
 use std::ffi::OsString;
 use std::fmt;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// What went wrong, as one line a person can act on.
@@ -40,6 +41,12 @@ impl fmt::Display for Error {
             }
         }
     }
+}
+
+/// Prints `char_rnn: <label>: <message>` on standard error, `label` being `note` or `warning`;
+/// a closed standard error loses the message, never the run.
+pub fn tell(label: &str, message: &str) {
+    let _ = writeln!(std::io::stderr(), "char_rnn: {label}: {message}");
 }
 
 /// How a run ended.

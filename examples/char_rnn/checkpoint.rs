@@ -49,6 +49,9 @@ pub struct Saved {
     pub optimizer: OptimState,
     /// The state carried into the next chunk.
     pub carry: Carry,
+    /// The [`text_hash`] of the text it was trained on; `None` in a checkpoint from before it
+    /// was recorded.
+    pub text_hash: Option<u64>,
 }
 
 /// A run's hold on its checkpoint path, from its start to its end: an OS lock on
@@ -407,6 +410,7 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
     let m = &mut file.metadata;
     m.insert("format".into(), FORMAT.into());
     m.insert("vocab".into(), s.vocab.iter().collect());
+    m.insert(TEXT_HASH.into(), hex(s.text_hash));
     let h = s.hyper;
     for (k, v) in [
         ("cell", name_of(&h.cell)),
@@ -450,6 +454,8 @@ pub struct SaveParts<'a> {
     pub optimizer: &'a OptimState,
     /// The carried state.
     pub carry: &'a Carry,
+    /// The [`text_hash`] of the training text.
+    pub text_hash: u64,
 }
 
 fn name_of<E: ValueEnum>(e: &E) -> String {
@@ -548,6 +554,15 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
         .fold(hash, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The metadata entry of the training text's hash.
+const TEXT_HASH: &str = "text.fnv1a64";
+
+/// A text's FNV-1a hash: what tells a resumed run that its text is not the one the checkpoint
+/// was trained on.
+pub fn text_hash(text: &str) -> u64 {
+    fnv1a(FNV_OFFSET, text.as_bytes())
+}
+
 fn hex(sum: u64) -> String {
     format!("{sum:016x}")
 }
@@ -566,9 +581,12 @@ pub fn load(path: &Path) -> Result<Saved, Error> {
         )));
     }
     if !verify(&file).map_err(fail)? {
-        eprintln!(
-            "char_rnn: note: {} has no checksums (it predates them): damage to it cannot be detected",
-            path.display()
+        super::tell(
+            "note",
+            &format!(
+                "{} has no checksums (it predates them): damage to it cannot be detected",
+                path.display()
+            ),
         );
     }
     read(file).map_err(fail)
@@ -603,6 +621,17 @@ fn read(file: TensorFile) -> Result<Saved, String> {
             "`vocab` is {text:?}, expected a text's characters: sorted, each once, at least one"
         ));
     }
+    let text_hash = match meta.0.get(TEXT_HASH) {
+        None => None,
+        Some(v) => match u64::from_str_radix(v, 16) {
+            Ok(h) if v.len() == 16 => Some(h),
+            _ => {
+                return Err(format!(
+                    "`{TEXT_HASH}` is {v:?}, expected 16 hexadecimal digits"
+                ))
+            }
+        },
+    };
     check_sizes(&hyper, vocab.len(), &file.tensors)?;
     for (name, t) in &file.tensors {
         if let Some(i) = t.data().iter().position(|x| !x.is_finite()) {
@@ -637,6 +666,7 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         weights,
         optimizer,
         carry,
+        text_hash,
     })
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use rewind::nn::Tokens;
 
+use super::checkpoint::text_hash;
 use super::Error;
 
 /// A text as token ids over its own characters.
@@ -20,6 +21,8 @@ pub struct Corpus {
     pub val: Tokens,
     /// Where the text came from, for messages.
     pub source: String,
+    /// The text's [`text_hash`], recorded in checkpoints.
+    pub hash: u64,
 }
 
 impl Corpus {
@@ -61,6 +64,7 @@ impl Corpus {
             train,
             val,
             source,
+            hash: text_hash(text),
         })
     }
 

@@ -98,6 +98,22 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
                 corpus.vocab.len()
             )));
         }
+        // Fine-tuning on a new text is a use, so a different text is said, not refused.
+        match saved.text_hash {
+            Some(h) if h != corpus.hash => super::tell("warning", &format!(
+                "{} was trained on another text than {} (same {} characters; text hash {h:016x} then, {:016x} now): training goes on with this text from the saved position",
+                path.display(),
+                corpus.source,
+                corpus.vocab.len(),
+                corpus.hash
+            )),
+            Some(_) => {}
+            None => super::tell("note", &format!(
+                "{} has no hash of its text (it predates them): whether {} is the text it was trained on cannot be told",
+                path.display(),
+                corpus.source
+            )),
+        }
         model = restore_model(&hyper, &saved.vocab, &saved.weights, path)?;
         optimizer
             .load_state(&saved.optimizer)
@@ -494,6 +510,7 @@ fn save(
             model,
             optimizer: &optimizer.state(),
             carry: driver.carry(),
+            text_hash: corpus.hash,
         },
     )
 }
