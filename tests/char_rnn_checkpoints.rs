@@ -605,6 +605,69 @@ fn resuming_on_another_text_says_so_and_an_old_checkpoint_without_its_hash_resum
     assert_eq!(checkpoint::load(&ckpt).unwrap().progress.step, 8);
 }
 
+/// Where a child's standard output goes in [`with_stdout`].
+enum Sink {
+    /// A pipe whose reading end is closed at once, as `| head -c 5` does once it has its bytes.
+    ClosedPipe,
+    /// `/dev/full`: every write fails with "no space left on device".
+    Full,
+}
+
+/// The binary run to its end with its standard output at `sink`: exit status and stderr.
+fn with_stdout(args: &[String], sink: Sink) -> (ExitStatus, String) {
+    let mut command = Command::new(binary());
+    command
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    match sink {
+        Sink::ClosedPipe => command.stdout(Stdio::piped()),
+        Sink::Full => command.stdout(
+            fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        ),
+    };
+    let mut child = command.spawn().expect("the example starts");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+// Issue 28, item 11: standard output closed or full stops training as Ctrl-C does (the run saves
+// and exits non-zero, saying why on standard error), and fails `sample` with a one-line error;
+// neither panics.
+#[test]
+fn a_closed_or_full_standard_output_stops_as_ctrl_c_does_and_never_panics() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    for (sink, name) in [(Sink::ClosedPipe, "pipe"), (Sink::Full, "full")] {
+        let ckpt = dir.join(format!("{name}.safetensors"));
+        let forever = ["--steps", "100000000", "--save-every", "100000000"];
+        let (status, stderr) = with_stdout(&small(&data, &ckpt, &forever), sink);
+        assert_eq!(status.code(), Some(1), "{name}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+        assert!(
+            stderr.contains("standard output") && stderr.contains(text(&ckpt)),
+            "{name}: {stderr}"
+        );
+        let saved = checkpoint::load(&ckpt).unwrap();
+        assert!(saved.progress.step >= 1, "{name}");
+    }
+    let ckpt = dir.join("pipe.safetensors");
+    let sample = args(&["sample", "--checkpoint", text(&ckpt), "--len", "50"]);
+    for sink in [Sink::ClosedPipe, Sink::Full] {
+        let (status, stderr) = with_stdout(&sample, sink);
+        assert_eq!(status.code(), Some(1), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("standard output"), "{stderr}");
+    }
+}
+
 /// A checkpoint of the small model after a few steps: (path, its file without checksums).
 fn small_checkpoint(dir: &Path, extra: &[&str]) -> (PathBuf, TensorFile) {
     let data = tiny_text(dir);

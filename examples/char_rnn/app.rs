@@ -10,6 +10,8 @@ pub mod data;
 mod flags;
 #[path = "model.rs"]
 pub mod model;
+#[path = "output.rs"]
+mod output;
 #[path = "sample.rs"]
 mod sample;
 #[path = "train.rs"]
@@ -31,14 +33,18 @@ pub enum Error {
     Checkpoint(String),
     /// Training diverged or was interrupted.
     Training(String),
+    /// Standard output is closed or full; a training run saved first.
+    Output(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Data(m) | Error::Checkpoint(m) | Error::Training(m) => {
-                f.write_str(m)
-            }
+            Error::Usage(m)
+            | Error::Data(m)
+            | Error::Checkpoint(m)
+            | Error::Training(m)
+            | Error::Output(m) => f.write_str(m),
         }
     }
 }

@@ -11,6 +11,7 @@ use rewind::nn::{Carry, Module, Run};
 use super::cli::{human, memory_limit, SampleConfig};
 use super::data::Corpus;
 use super::model::CharModel;
+use super::output::Output;
 use super::train::restore_model;
 use super::{checkpoint, Error};
 
@@ -42,8 +43,14 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
         c.top_k,
         &mut rng,
     )?;
-    println!("{prime}{text}");
-    Ok(text)
+    let mut out = Output::default();
+    out.line(format_args!("{prime}{text}"));
+    match out.failed() {
+        Some(e) => Err(Error::Output(format!(
+            "cannot write the sample to standard output: {e}"
+        ))),
+        None => Ok(text),
+    }
 }
 
 /// A vocabulary as char_rnn writes it: not empty, sorted, each character once (tokens are

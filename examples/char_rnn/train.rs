@@ -20,6 +20,7 @@ use super::checkpoint::{self, Progress, SaveParts};
 use super::cli::{number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
 use super::data::Corpus;
 use super::model::CharModel;
+use super::output::Output;
 use super::sample::generate;
 use super::{Error, Outcome};
 
@@ -51,6 +52,7 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
 
 /// The run itself, on the checkpoint path it holds.
 fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
+    let mut out = Output::default();
     let corpus = Corpus::load(c.data.as_deref())?;
     let resumed = c.resume.as_deref().map(checkpoint::load).transpose()?;
     let hyper = match &resumed {
@@ -132,14 +134,18 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         progress = saved.progress;
         stream.seek(progress.position);
         driver.resume_at(progress.position, saved.carry);
-        println!("resuming {} at step {}", path.display(), progress.step);
+        out.line(format_args!(
+            "resuming {} at step {}",
+            path.display(),
+            progress.step
+        ));
     }
 
     INTERRUPTED.store(false, Ordering::SeqCst);
     // A second run in one process finds the handler installed already, which is fine.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
 
-    println!(
+    out.line(format_args!(
         "training a {} × {} {:?} on {} ({} characters, vocabulary {}; last 10% held out): {} parameters",
         hyper.layers,
         hyper.hidden,
@@ -148,8 +154,8 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         corpus.train.len() + corpus.val.len(),
         corpus.vocab.len(),
         rewind::nn::Module::num_params(&model)
-    );
-    let mut report = Report::new(c.limit, progress.step);
+    ));
+    let mut report = Report::new(c.limit, progress.step, out);
     let started = Instant::now();
     let mut val_loss = f64::NAN;
     let (mut saved_at, mut evaluated_at) = (resuming_here.then_some(progress.step), None);
@@ -241,7 +247,8 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         if progress.step.is_multiple_of(c.save_every) {
             pending = Some((progress, driver.carry().clone()));
         }
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        // A closed or full standard output stops the run as Ctrl-C does: its work is saved.
+        if INTERRUPTED.load(Ordering::SeqCst) || report.out.failed().is_some() {
             interrupted = true;
             break;
         }
@@ -273,29 +280,37 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             &driver,
         )?;
     }
-    if interrupted {
-        report.finish();
-        println!(
+    report.finish();
+    let outcome = if interrupted && report.out.failed().is_none() {
+        report.out.line(format_args!(
             "interrupted: saved {} at step {}",
             checkpoint_path.display(),
             progress.step
-        );
-        return Ok(Outcome::Interrupted {
+        ));
+        Outcome::Interrupted {
             step: progress.step,
-        });
+        }
+    } else {
+        report.out.line(format_args!(
+            "step {}: validation {:.4} nats/char (perplexity {:.2}); checkpoint {}",
+            progress.step,
+            val_loss,
+            val_loss.exp(),
+            checkpoint_path.display()
+        ));
+        Outcome::Trained {
+            step: progress.step,
+            val_loss,
+        }
+    };
+    match report.out.failed() {
+        Some(e) => Err(Error::Output(format!(
+            "standard output failed ({e}): the run stopped at step {} and saved {}; resume it with --resume {1}",
+            progress.step,
+            checkpoint_path.display()
+        ))),
+        None => Ok(outcome),
     }
-    report.finish();
-    println!(
-        "step {}: validation {:.4} nats/char (perplexity {:.2}); checkpoint {}",
-        progress.step,
-        val_loss,
-        val_loss.exp(),
-        checkpoint_path.display()
-    );
-    Ok(Outcome::Trained {
-        step: progress.step,
-        val_loss,
-    })
 }
 
 /// True if `a` and `b` name one existing file.
@@ -527,13 +542,14 @@ fn mix(seed: u64, n: u64) -> u64 {
 /// Progress: a live bar on a terminal, plain lines otherwise.
 struct Report {
     bar: Option<ProgressBar>,
+    out: Output,
     started: Instant,
     chars: usize,
     loss: f64,
 }
 
 impl Report {
-    fn new(limit: Limit, first_step: usize) -> Self {
+    fn new(limit: Limit, first_step: usize, out: Output) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = match limit {
                 Limit::Steps(total) => ProgressBar::new(total as u64),
@@ -550,6 +566,7 @@ impl Report {
         });
         Report {
             bar,
+            out,
             started: Instant::now(),
             chars: 0,
             loss: f64::NAN,
@@ -572,17 +589,17 @@ impl Report {
                     self.loss, speed
                 ));
             }
-            None if step.is_multiple_of(50) => println!(
+            None if step.is_multiple_of(50) => self.out.line(format_args!(
                 "step {step:>6}  train {:.3} nats/char  {:.0} chars/s  {:.0}s",
                 self.loss,
                 speed,
                 self.started.elapsed().as_secs_f64()
-            ),
+            )),
             None => {}
         }
     }
 
-    fn eval(&self, step: usize, val: f64, sample: &str) {
+    fn eval(&mut self, step: usize, val: f64, sample: &str) {
         let lines = format!(
             "step {step:>6}  validation {val:.3} nats/char (perplexity {:.2})\n---\n{}\n---",
             val.exp(),
@@ -590,7 +607,7 @@ impl Report {
         );
         match &self.bar {
             Some(bar) => bar.println(lines),
-            None => println!("{lines}"),
+            None => self.out.line(lines),
         }
     }
 
