@@ -668,6 +668,54 @@ fn a_closed_or_full_standard_output_stops_as_ctrl_c_does_and_never_panics() {
     }
 }
 
+// Issue 28, item 14: a signal ignored when the run starts stays ignored: `nohup` ignores SIGHUP,
+// and a shell's `&` without job control ignores SIGINT (here `trap ''` does). The signals not
+// ignored still save and stop.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_signal_ignored_at_start_stays_ignored() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("nohup.safetensors");
+    let list = small(
+        &data,
+        &ckpt,
+        &["--steps", "100000000", "--save-every", "100000000"],
+    );
+    let child = Command::new("nohup")
+        .args(["sh", "-c", "trap '' INT; exec \"$0\" \"$@\""])
+        .arg(binary())
+        .args(&list[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut training = Running { child };
+    training.wait_until_training();
+    let status = fs::read_to_string(format!("/proc/{}/status", training.child.id())).unwrap();
+    let mask = |key: &str| {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        u64::from_str_radix(line[key.len()..].trim(), 16).unwrap()
+    };
+    let bit = |signal: i32| 1u64 << (signal - 1);
+    let (ignored, caught) = (mask("SigIgn:"), mask("SigCgt:"));
+    assert_ne!(
+        ignored & bit(libc::SIGHUP),
+        0,
+        "SIGHUP is no longer ignored"
+    );
+    assert_ne!(
+        ignored & bit(libc::SIGINT),
+        0,
+        "SIGINT is no longer ignored"
+    );
+    assert_ne!(caught & bit(libc::SIGTERM), 0, "SIGTERM is not caught");
+    training.signal("TERM");
+    assert_eq!(training.wait().code(), Some(130));
+    assert!(checkpoint::load(&ckpt).unwrap().progress.step >= 1);
+}
+
 /// A checkpoint of the small model after a few steps: (path, its file without checksums).
 fn small_checkpoint(dir: &Path, extra: &[&str]) -> (PathBuf, TensorFile) {
     let data = tiny_text(dir);

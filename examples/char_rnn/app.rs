@@ -14,6 +14,8 @@ pub mod model;
 mod output;
 #[path = "sample.rs"]
 mod sample;
+#[path = "signals.rs"]
+mod signals;
 #[path = "train.rs"]
 pub mod train;
 

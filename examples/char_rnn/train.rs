@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -22,10 +21,8 @@ use super::data::Corpus;
 use super::model::CharModel;
 use super::output::Output;
 use super::sample::generate;
+use super::signals;
 use super::{Error, Outcome};
-
-/// Set by the handler of Ctrl-C, SIGTERM and SIGHUP; the loop saves and stops when it sees it.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Runs a training command.
 pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
@@ -141,9 +138,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         ));
     }
 
-    INTERRUPTED.store(false, Ordering::SeqCst);
-    // A second run in one process finds the handler installed already, which is fine.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    signals::listen();
 
     out.line(format_args!(
         "training a {} × {} {:?} on {} ({} characters, vocabulary {}; last 10% held out): {} parameters",
@@ -248,7 +243,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             pending = Some((progress, driver.carry().clone()));
         }
         // A closed or full standard output stops the run as Ctrl-C does: its work is saved.
-        if INTERRUPTED.load(Ordering::SeqCst) || report.out.failed().is_some() {
+        if signals::interrupted() || report.out.failed().is_some() {
             interrupted = true;
             break;
         }
