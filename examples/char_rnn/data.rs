@@ -30,8 +30,29 @@ impl Corpus {
     pub fn load(path: Option<&Path>) -> Result<Self, Error> {
         let (text, source) = match path {
             Some(p) => (read_text(p)?, p.display().to_string()),
-            None => own_sources()?,
+            None => return Self::from_sources(&own_crates()),
         };
+        Self::from_text(&text, source)
+    }
+
+    /// The `.rs` files under `dir`, in path order, each followed by a newline. The walk does not
+    /// follow a symlink to a directory (a link back up the tree would make it endless); a file
+    /// two names reach is read once; only regular files are read.
+    pub fn from_sources(dir: &Path) -> Result<Self, Error> {
+        let mut files = BTreeSet::new();
+        collect_rs(dir, &mut files);
+        if files.is_empty() {
+            return Err(Error::Data(format!(
+                "found no .rs files under {}: pass --data FILE with a text to learn",
+                dir.display()
+            )));
+        }
+        let mut text = String::new();
+        for f in &files {
+            text.push_str(&read_text(f)?);
+            text.push('\n');
+        }
+        let source = format!("the {} Rust sources under {}", files.len(), dir.display());
         Self::from_text(&text, source)
     }
 
@@ -123,47 +144,31 @@ fn read_text(path: &Path) -> Result<String, Error> {
     })
 }
 
-/// This project's Rust sources, found from the package's manifest directory at run time (cargo
-/// sets it for `cargo run`), else where the example was built.
-fn own_sources() -> Result<(String, String), Error> {
+/// This project's `crates/` directory, found from the package's manifest directory at run time
+/// (cargo sets it for `cargo run`), else where the example was built.
+fn own_crates() -> PathBuf {
     let root = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    let crates = root.join("crates");
-    let mut files = Vec::new();
-    collect_rs(&crates, &mut files);
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Data(format!(
-            "found no .rs files under {}: pass --data FILE with a text to learn",
-            crates.display()
-        )));
-    }
-    let mut text = String::new();
-    for f in &files {
-        text.push_str(&read_text(f)?);
-        text.push('\n');
-    }
-    Ok((
-        text,
-        format!(
-            "the {} Rust sources under {}",
-            files.len(),
-            crates.display()
-        ),
-    ))
+    root.join("crates")
 }
 
-fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Adds the canonical path of each regular `.rs` file under `dir` to `out`, without entering a
+/// directory through a symlink.
+fn collect_rs(dir: &Path, out: &mut BTreeSet<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
+        // The entry's own type: a symlink to a directory is a symlink here, not a directory.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             collect_rs(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
+            let regular = fs::metadata(&path).is_ok_and(|m| m.is_file());
+            if let (true, Ok(real)) = (regular, fs::canonicalize(&path)) {
+                out.insert(real);
+            }
         }
     }
 }
