@@ -179,6 +179,39 @@ fn sample_refuses_a_checkpoint_with_a_non_finite_weight() {
     assert!(message.contains("head.bias"), "{message}");
 }
 
+// Issue 28, item 5: finite weights whose logits overflow f32 printed the same character for
+// every seed and exited 0; non-finite logits are an error naming the step.
+#[test]
+fn sample_refuses_logits_that_overflow_naming_the_step() {
+    let dir = scratch();
+    let data = tiny_lines(&dir);
+    let ckpt = dir.join("c.safetensors");
+    run(small(&data, &ckpt, &["--steps", "2"])).unwrap();
+    let mut file = load_tensors::<f32>(&ckpt).unwrap();
+    file.metadata.retain(|k, _| !k.starts_with("checksum."));
+    // Row j of the head is ±f32::MAX and its bias f32::MAX: whatever the sign of Σ h, the logit
+    // of the rows of that sign is beyond f32.
+    let head = file.tensors.get_mut("head.weight").unwrap();
+    let hidden = head.shape()[1];
+    for (i, w) in head.data_mut().iter_mut().enumerate() {
+        *w = if (i / hidden) % 2 == 0 {
+            f32::MAX
+        } else {
+            -f32::MAX
+        };
+    }
+    let bias = file.tensors.get_mut("head.bias").unwrap();
+    bias.data_mut().iter_mut().for_each(|b| *b = f32::MAX);
+    save_tensors(&ckpt, &file).unwrap();
+    for seed in ["0", "1", "2"] {
+        let message = one_line_error(&sample_args(&ckpt, &["--len", "20", "--seed", seed]));
+        assert!(
+            message.contains("logits") && message.contains("step 1 "),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn a_loss_far_above_the_uniform_models_is_divergence() {
     // --lr 1e6 without clipping used to train on to a validation loss of ~7e5 nats/char (a

@@ -42,7 +42,11 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
         c.temperature,
         c.top_k,
         &mut rng,
-    )?;
+    )
+    .map_err(|e| match e {
+        Error::Checkpoint(m) => Error::Checkpoint(format!("{}: {m}", c.checkpoint.display())),
+        e => e,
+    })?;
     let mut out = Output::default();
     out.line(format_args!("{prime}{text}"));
     match out.failed() {
@@ -128,7 +132,7 @@ pub fn generate(
     let mut carry: Carry = model.zero_carry(1);
     let mut input = tokens;
     let mut out = String::new();
-    for _ in 0..len {
+    for step in 1..=len {
         let tape = Tape::new();
         let (logits, state) = model.logits(
             &tape,
@@ -142,6 +146,14 @@ pub fn generate(
         let v = vocab.len();
         let all = logits.value();
         let last = &all.data()[(input.len() - 1) * v..];
+        // Finite weights can still overflow f32 on the way; a draw from such logits is no sample.
+        if let Some(i) = last.iter().position(|x| !x.is_finite()) {
+            model.set_training(true);
+            return Err(Error::Checkpoint(format!(
+                "the logits at step {step} of {len} are not finite ({} for {:?}): the weights are finite but too large, and overflow f32",
+                last[i], vocab[i]
+            )));
+        }
         let next = draw(last, temperature, top_k, rng);
         out.push(vocab[next]);
         input = vec![next];

@@ -236,7 +236,8 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
                 0.8,
                 None,
                 &mut sample_rng,
-            )?;
+            )
+            .map_err(|e| guard.diverged(progress.step, format!("sampling: {e}")))?;
             report.eval(progress.step, val_loss, &(prime + &text));
         }
         if progress.step.is_multiple_of(c.save_every) {
