@@ -18,7 +18,6 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use app::checkpoint::{self, Lock};
@@ -28,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
 use rewind::autograd::Tensor;
 use safetensors::SafeTensors;
-use support::char_rnn::{args, scratch_dir, tiny_text};
+use support::char_rnn::{args, binary, scratch_dir, tiny_text};
 
 /// A directory of this test's own (tests run in parallel), removed when the test passes.
 struct Scratch(PathBuf);
@@ -85,29 +84,6 @@ fn one_line_error(list: Vec<String>) -> String {
     let message = e.to_string();
     assert_eq!(message.lines().count(), 1, "{list:?}: {message}");
     message
-}
-
-/// The example's binary, built once for this test run with this test's profile and target
-/// directory.
-fn binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        let profile_dir = exe.parent().unwrap().parent().unwrap();
-        let target_dir = profile_dir.parent().unwrap();
-        let mut cargo = Command::new(env!("CARGO"));
-        cargo
-            .args(["build", "--quiet", "--example", "char_rnn", "--target-dir"])
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-        if profile != "debug" {
-            cargo.args(["--profile", profile]);
-        }
-        let status = cargo.status().expect("cargo runs");
-        assert!(status.success(), "building the char_rnn example failed");
-        profile_dir.join("examples").join("char_rnn")
-    })
 }
 
 /// The binary running in the background; killed if a test fails while it runs.

@@ -2,12 +2,15 @@
 //! vocabulary, and the last 10% held out for validation.
 
 use std::collections::BTreeSet;
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rewind::nn::Tokens;
 
 use super::checkpoint::text_hash;
+use super::cli::human;
+use super::memory;
 use super::Error;
 
 /// A text as token ids over its own characters.
@@ -96,6 +99,17 @@ impl Corpus {
             .collect()
     }
 
+    /// The bytes its token ids take while training: the text's, and the copies the training
+    /// stream and the evaluation read from.
+    pub fn held_bytes(&self) -> u64 {
+        let width = match &self.train {
+            Tokens::U8(_) => 1,
+            Tokens::U16(_) => 2,
+            Tokens::U32(_) => 4,
+        };
+        2 * width * (self.train.len() + self.val.len()) as u64
+    }
+
     /// Checks that the text is long enough for `batch` lanes of `seq_len` steps, and the held-out
     /// tenth for one step.
     pub fn check_length(&self, batch: usize, seq_len: usize) -> Result<(), Error> {
@@ -132,9 +146,40 @@ fn vocabulary(text: &str) -> Vec<char> {
     ascii.chain(other).collect()
 }
 
+/// The text at `path`, refused before it is read if it would not fit: held as it is read, then
+/// as token ids and the training stream's copy of them, three bytes for each of its bytes with a
+/// vocabulary of up to 256 characters. A pipe, whose size is unknown, is read up to that bound;
+/// a device is refused.
 fn read_text(path: &Path) -> Result<String, Error> {
-    let bytes =
-        fs::read(path).map_err(|e| Error::Data(format!("cannot read {}: {e}", path.display())))?;
+    let cannot = |e: std::io::Error| Error::Data(format!("cannot read {}: {e}", path.display()));
+    let (limit, source) = memory::limit();
+    let too_long = |size: String| {
+        Error::Data(format!(
+            "{} is {size}: with its token ids it needs about three times that in memory, but at most {} is available ({source}); use a shorter text",
+            path.display(),
+            human(limit)
+        ))
+    };
+    let file = File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if is_device(&meta) {
+        return Err(Error::Data(format!(
+            "{} is a device, not a text: pass a file or a pipe",
+            path.display()
+        )));
+    }
+    let size = meta.len();
+    let most = limit / 3;
+    if size > most {
+        return Err(too_long(human(size)));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(most + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > most {
+        return Err(too_long(format!("longer than {}", human(most))));
+    }
     String::from_utf8(bytes).map_err(|e| {
         Error::Data(format!(
             "{} is not UTF-8 text (invalid byte at offset {})",
@@ -142,6 +187,18 @@ fn read_text(path: &Path) -> Result<String, Error> {
             e.utf8_error().valid_up_to()
         ))
     })
+}
+
+/// True for a character or block device (`/dev/zero` would be read until memory ran out).
+#[cfg(unix)]
+fn is_device(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_char_device() || meta.file_type().is_block_device()
+}
+
+#[cfg(not(unix))]
+fn is_device(_: &fs::Metadata) -> bool {
+    false
 }
 
 /// This project's `crates/` directory, found from the package's manifest directory at run time

@@ -57,7 +57,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         None => c.hyper.clone(),
     };
     hyper
-        .check_training(corpus.vocab.len())
+        .check_training(corpus.vocab.len(), corpus.held_bytes())
         .map_err(|b| match c.resume.as_deref() {
             Some(path) => b.in_checkpoint(path),
             None => b.as_flag(),
