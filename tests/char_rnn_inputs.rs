@@ -194,7 +194,7 @@ fn sample_refuses_logits_that_overflow_naming_the_step() {
     let head = file.tensors.get_mut("head.weight").unwrap();
     let hidden = head.shape()[1];
     for (i, w) in head.data_mut().iter_mut().enumerate() {
-        *w = if (i / hidden) % 2 == 0 {
+        *w = if (i / hidden).is_multiple_of(2) {
             f32::MAX
         } else {
             -f32::MAX

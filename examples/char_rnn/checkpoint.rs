@@ -346,7 +346,8 @@ fn check_replaceable(checkpoint: &Path) -> Result<(), String> {
     }
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    let sticky = dir.permissions().mode() & libc::S_ISVTX as u32 != 0;
+    // S_ISVTX, whose type (mode_t) differs between systems.
+    let sticky = dir.permissions().mode() & 0o1000 != 0;
     // Root (CAP_FOWNER, strictly) may replace anything.
     if sticky && me != 0 && file.uid() != me && dir.uid() != me {
         return Err(format!(

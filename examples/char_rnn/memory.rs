@@ -66,7 +66,7 @@ fn rlimit_left(which: Rlimit, used: Option<u64>) -> Option<(u64, &'static str)> 
         Rlimit::AddressSpace => "the address-space rlimit (ulimit -v) less what the process maps",
         Rlimit::Data => "the data rlimit (ulimit -d) less the process's data",
     };
-    Some(((r.rlim_cur as u64).saturating_sub(used.unwrap_or(0)), name))
+    Some((r.rlim_cur.saturating_sub(used.unwrap_or(0)), name))
 }
 
 #[cfg(not(unix))]
