@@ -326,6 +326,18 @@ fn memory_beyond_an_rlimit_a_long_text_or_prime_is_a_one_line_error() {
         "{text}"
     );
 
+    // Nor is a 2 GB file a checkpoint that fits; nor a device a checkpoint.
+    let loaded = limited(&sample_args(&huge, &["--len", "5"]));
+    assert!(
+        loaded.contains(huge.to_str().unwrap()) && loaded.contains("at most"),
+        "{loaded}"
+    );
+    let zero = one_line_error(&sample_args(Path::new("/dev/zero"), &["--len", "5"]));
+    assert!(
+        zero.contains("/dev/zero") && zero.contains("not a file"),
+        "{zero}"
+    );
+
     // A device is no text: /dev/zero would be read until memory ran out.
     let zero = one_line_error(&small(Path::new("/dev/zero"), &ckpt, &["--steps", "1"]));
     assert!(

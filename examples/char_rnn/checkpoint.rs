@@ -19,7 +19,8 @@ use rewind::autograd::Tensor;
 use rewind::nn::{state_dict, Carry, Module};
 use rewind::optim::OptimState;
 
-use super::cli::{CellKind, Hyper, OptimKind};
+use super::cli::{human, CellKind, Hyper, OptimKind};
+use super::memory;
 use super::Error;
 
 const FORMAT: &str = "rewind-char-rnn/1";
@@ -573,8 +574,9 @@ fn hex(sum: u64) -> String {
 /// anything of that size is allocated), every tensor's shape and finiteness, and the optimizer's
 /// state for every parameter. An error names the file and the field.
 pub fn load(path: &Path) -> Result<Saved, Error> {
-    let file = load_tensors::<f32>(path).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let fail = |what: String| Error::Checkpoint(format!("{}: {what}", path.display()));
+    check_loadable(path).map_err(fail)?;
+    let file = load_tensors::<f32>(path).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let format = file.metadata.get("format").map_or("none", String::as_str);
     if format != FORMAT {
         return Err(fail(format!(
@@ -591,6 +593,27 @@ pub fn load(path: &Path) -> Result<Saved, Error> {
         );
     }
     read(file).map_err(fail)
+}
+
+/// Before a checkpoint is read whole: it is a file (a device such as /dev/zero would be read
+/// until memory ran out), and it fits in memory twice over, as its bytes and as tensors.
+fn check_loadable(path: &Path) -> Result<(), String> {
+    let Ok(meta) = fs::metadata(path) else {
+        // Missing or unreadable: the reader says which.
+        return Ok(());
+    };
+    if !meta.is_file() {
+        return Err("is not a file: a checkpoint is a file char_rnn wrote".into());
+    }
+    let (limit, source) = memory::limit();
+    match meta.len().checked_mul(2) {
+        Some(need) if need <= limit => Ok(()),
+        _ => Err(format!(
+            "is {}: reading it needs about twice that in memory, but at most {} is available ({source})",
+            human(meta.len()),
+            human(limit)
+        )),
+    }
 }
 
 fn read(file: TensorFile) -> Result<Saved, String> {
