@@ -391,10 +391,14 @@ fn an_unwritable_checkpoint_path_fails_before_training() {
     fs::set_permissions(&read_only, fs::Permissions::from_mode(0o555)).unwrap();
     // The superuser writes into a read-only directory; then only the other cases apply.
     let privileged = fs::write(read_only.join("probe"), "").is_ok();
+    // Issue 28, item 9's kin: a path ending in a slash names a directory, which a save cannot
+    // rename a file to, whether or not one is there.
     let mut paths = vec![
         dir.join("missing").join("c.safetensors"),
         dir.join("a-file").join("c.safetensors"),
         dir.to_path_buf(),
+        PathBuf::from(format!("{}/not-yet/", dir.display())),
+        PathBuf::from(format!("{}/a-file/", dir.display())),
     ];
     if !privileged {
         paths.push(read_only.join("c.safetensors"));

@@ -82,6 +82,7 @@ impl Lock {
     /// the temporary files a killed run left and checks that `checkpoint` can be written, so a
     /// path that cannot be saved to fails now, not after training.
     pub fn claim(checkpoint: &Path) -> Result<Lock, Error> {
+        check_names_file(checkpoint)?;
         check_directory(checkpoint)?;
         match Lock::try_take(checkpoint)? {
             Claim::Taken(lock) => {
@@ -317,6 +318,22 @@ fn directory_of(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
+    }
+}
+
+/// A path with no file name (`/`, `..`) or ending in a slash names a directory, which a save
+/// cannot rename a file to, whether or not one is there yet.
+fn check_names_file(checkpoint: &Path) -> Result<(), Error> {
+    let bytes = checkpoint.as_os_str().as_encoded_bytes();
+    let trailing = bytes
+        .last()
+        .is_some_and(|&b| std::path::is_separator(b as char));
+    match checkpoint.file_name() {
+        Some(_) if !trailing => Ok(()),
+        _ => Err(Error::Checkpoint(format!(
+            "cannot write {}: it names a directory; {WRITABLE}",
+            checkpoint.display()
+        ))),
     }
 }
 
