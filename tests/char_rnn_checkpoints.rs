@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use app::checkpoint::{self, Lock};
+use app::checkpoint;
+use app::lock::Lock;
 use app::{run, Error, Outcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

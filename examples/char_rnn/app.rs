@@ -8,6 +8,8 @@ pub mod cli;
 pub mod data;
 #[path = "../support/flags.rs"]
 mod flags;
+#[path = "lock.rs"]
+pub mod lock;
 #[path = "memory.rs"]
 pub mod memory;
 #[path = "model.rs"]

@@ -18,6 +18,7 @@ use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp
 use super::checkpoint::{self, Progress, SaveParts};
 use super::cli::{number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
 use super::data::Corpus;
+use super::lock::{self, Lock};
 use super::model::CharModel;
 use super::output::Output;
 use super::sample::generate;
@@ -29,20 +30,16 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     // A symlink is followed once, here: the run reads, locks and writes the file it names, and
     // the link keeps naming it.
     let c = TrainConfig {
-        checkpoint: c
-            .checkpoint
-            .as_deref()
-            .map(checkpoint::resolve)
-            .transpose()?,
-        resume: c.resume.as_deref().map(checkpoint::resolve).transpose()?,
+        checkpoint: c.checkpoint.as_deref().map(lock::resolve).transpose()?,
+        resume: c.resume.as_deref().map(lock::resolve).transpose()?,
         ..c.clone()
     };
     // Held until the run returns: no other run writes this path meanwhile. Without
     // --checkpoint, the first free default name is claimed atomically, so two bare runs started
     // together get two files.
     let (path, _lock) = match &c.checkpoint {
-        Some(path) => (path.clone(), checkpoint::Lock::claim(path)?),
-        None => checkpoint::Lock::claim_default(Path::new(""))?,
+        Some(path) => (path.clone(), Lock::claim(path)?),
+        None => Lock::claim_default(Path::new(""))?,
     };
     train(&c, &path)
 }
