@@ -367,18 +367,30 @@ fn the_temporary_file_is_never_a_planted_one_and_stale_ones_are_removed() {
     symlink(&victim, &predictable).unwrap();
     let stale = dir.join(".c.safetensors.tmp-0123456789abcdef");
     fs::write(&stale, "half a checkpoint from a killed run").unwrap();
+    // Issue 28, item 7: what the run did not make is not its to remove, even under a name
+    // close to its temporaries'.
+    let notes = dir.join(".c.safetensors.tmp-notes");
+    fs::write(&notes, "the user's notes").unwrap();
+    let link_named_as_ours = dir.join(".c.safetensors.tmp-fedcba9876543210");
+    symlink(&victim, &link_named_as_ours).unwrap();
 
     run(small(&data, &ckpt, &["--steps", "3", "--save-every", "1"])).unwrap();
 
     assert_eq!(fs::read_to_string(&victim).unwrap(), "not a checkpoint");
     assert!(fs::symlink_metadata(&ckpt).unwrap().file_type().is_file());
     assert_eq!(checkpoint::load(&ckpt).unwrap().progress.step, 3);
-    let left: Vec<String> = fs::read_dir(&*dir)
+    let mut left: Vec<String> = fs::read_dir(&*dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.contains(".tmp-"))
         .collect();
-    assert!(left.is_empty(), "temporaries left: {left:?}");
+    left.sort();
+    let kept = [&predictable, &link_named_as_ours, &notes]
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned());
+    let mut kept = kept.to_vec();
+    kept.sort();
+    assert_eq!(left, kept, "only the killed run's temporary is removed");
+    assert_eq!(fs::read_to_string(&notes).unwrap(), "the user's notes");
 }
 
 // Item 4: a checkpoint path that cannot be written fails before any training.

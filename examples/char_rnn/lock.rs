@@ -7,7 +7,7 @@ use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use rewind::autograd::io::{check_writable, remove_temporaries};
+use rewind::autograd::io::check_writable;
 
 use super::Error;
 
@@ -258,10 +258,35 @@ pub fn resolve(path: &Path) -> Result<PathBuf, Error> {
 
 /// Under the lock: clears what a killed run left, and fails now if `checkpoint` cannot be saved.
 fn prepare(checkpoint: &Path) -> Result<(), Error> {
-    // Best effort: a leftover temporary wastes space but endangers nothing.
-    let _ = remove_temporaries(checkpoint);
+    remove_stale_temporaries(checkpoint);
     check_writable(checkpoint).map_err(|e| Error::Checkpoint(format!("{e}; {WRITABLE}")))?;
     check_replaceable(checkpoint).map_err(|why| cannot_replace(checkpoint, &why))
+}
+
+/// Removes the temporary files a killed run's save left beside `checkpoint`: regular files named
+/// as `write_atomic` names them, `.<name>.tmp-` and 16 hex digits. Anything else, a symlink
+/// included, was not made by a save and is left alone. Best effort: a leftover wastes space but
+/// endangers nothing.
+fn remove_stale_temporaries(checkpoint: &Path) {
+    let Some(name) = checkpoint.file_name() else {
+        return;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = fs::read_dir(directory_of(checkpoint)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let ours = file_name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(|suffix| {
+                suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+            });
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn cannot_replace(checkpoint: &Path, why: &str) -> Error {
