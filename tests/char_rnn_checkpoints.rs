@@ -258,6 +258,14 @@ fn the_lock_never_touches_a_file_the_run_did_not_create() {
         "{message}"
     );
     assert_eq!(fs::read_to_string(&lock).unwrap(), "someone's notes");
+    fs::remove_file(&lock).unwrap();
+    fs::create_dir(&lock).unwrap();
+    let message = one_line_error(small(&data, &ckpt, &["--steps", "2"]));
+    assert!(
+        message.contains(text(&lock)) && message.contains("not a char_rnn lock"),
+        "{message}"
+    );
+    assert!(lock.is_dir());
     assert!(!ckpt.exists());
 }
 

@@ -106,6 +106,9 @@ impl Lock {
                 Ok(file) => file,
                 Err(e) if e.kind() == ErrorKind::NotFound => continue,
                 Err(e) if is_symlink_error(&e) => return Err(foreign("is a symbolic link")),
+                Err(e) if e.kind() == ErrorKind::IsADirectory => {
+                    return Err(foreign("is a directory"))
+                }
                 Err(e) => return Err(failed(e)),
             };
             if !file.metadata().map_err(failed)?.is_file() {
