@@ -1,6 +1,6 @@
 //! `train`: the loop. Reads the text as a stream in `--batch` lanes, runs the BPTT driver, clips,
 //! steps the optimizer, reports progress, evaluates, samples and saves; resumes exactly from a
-//! checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP.
+//! checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP, or when standard output fails.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -65,7 +65,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         .resume
         .as_deref()
         .is_some_and(|r| same_file(r, checkpoint_path));
-    // A symlink to nothing counts: the save would replace it.
+    // Anything at the path counts, whatever its type: the save would replace it.
     let exists = fs::symlink_metadata(checkpoint_path).is_ok();
     if exists && !resuming_here && !c.overwrite {
         return Err(Error::Checkpoint(format!(
