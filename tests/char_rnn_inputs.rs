@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use app::{run, Error, Outcome};
 use rewind::autograd::io::{load_tensors, save_tensors};
-use support::char_rnn::{args, scratch_dir, tiny_lines, train_args};
+use support::char_rnn::{args, binary, scratch_dir, tiny_lines, train_args};
 
 /// A directory of this test's own.
 fn scratch() -> PathBuf {
@@ -65,6 +65,34 @@ fn all_finite(path: &Path) -> bool {
     file.tensors
         .values()
         .all(|t| t.data().iter().all(|x| x.is_finite()))
+}
+
+// Issue 28, item 13: the default corpus walk never follows a directory symlink (two links back
+// into the tree made it hang, one read each file 41 times) and reads each file once, however
+// many links name it; a symlinked file elsewhere counts once, a device or FIFO never.
+#[cfg(unix)]
+#[test]
+fn the_source_walk_reads_each_file_once_and_follows_no_directory_link() {
+    use std::os::unix::fs::symlink;
+    let dir = scratch();
+    let crates = dir.join("crates");
+    fs::create_dir_all(crates.join("sub")).unwrap();
+    fs::write(crates.join("a.rs"), "fn a() {}").unwrap();
+    fs::write(crates.join("sub").join("b.rs"), "fn b() {}").unwrap();
+    fs::write(dir.join("outside.rs"), "fn c() {}").unwrap();
+    symlink("..", crates.join("up")).unwrap();
+    symlink("../../crates", crates.join("sub").join("back")).unwrap();
+    symlink("sub/b.rs", crates.join("again.rs")).unwrap();
+    symlink("../outside.rs", crates.join("elsewhere.rs")).unwrap();
+    symlink("/dev/zero", crates.join("zero.rs")).unwrap();
+    let corpus = app::data::Corpus::from_sources(&crates).unwrap();
+    assert!(
+        corpus.source.starts_with("the 3 Rust sources"),
+        "{}",
+        corpus.source
+    );
+    // "fn a() {}", "fn b() {}" and "fn c() {}", each and a newline.
+    assert_eq!(corpus.train.len() + corpus.val.len(), 30);
 }
 
 #[test]
@@ -151,6 +179,39 @@ fn sample_refuses_a_checkpoint_with_a_non_finite_weight() {
     assert!(message.contains("head.bias"), "{message}");
 }
 
+// Issue 28, item 5: finite weights whose logits overflow f32 printed the same character for
+// every seed and exited 0; non-finite logits are an error naming the step.
+#[test]
+fn sample_refuses_logits_that_overflow_naming_the_step() {
+    let dir = scratch();
+    let data = tiny_lines(&dir);
+    let ckpt = dir.join("c.safetensors");
+    run(small(&data, &ckpt, &["--steps", "2"])).unwrap();
+    let mut file = load_tensors::<f32>(&ckpt).unwrap();
+    file.metadata.retain(|k, _| !k.starts_with("checksum."));
+    // Row j of the head is ±f32::MAX and its bias f32::MAX: whatever the sign of Σ h, the logit
+    // of the rows of that sign is beyond f32.
+    let head = file.tensors.get_mut("head.weight").unwrap();
+    let hidden = head.shape()[1];
+    for (i, w) in head.data_mut().iter_mut().enumerate() {
+        *w = if (i / hidden).is_multiple_of(2) {
+            f32::MAX
+        } else {
+            -f32::MAX
+        };
+    }
+    let bias = file.tensors.get_mut("head.bias").unwrap();
+    bias.data_mut().iter_mut().for_each(|b| *b = f32::MAX);
+    save_tensors(&ckpt, &file).unwrap();
+    for seed in ["0", "1", "2"] {
+        let message = one_line_error(&sample_args(&ckpt, &["--len", "20", "--seed", seed]));
+        assert!(
+            message.contains("logits") && message.contains("step 1 "),
+            "{message}"
+        );
+    }
+}
+
 #[test]
 fn a_loss_far_above_the_uniform_models_is_divergence() {
     // --lr 1e6 without clipping used to train on to a validation loss of ~7e5 nats/char (a
@@ -217,6 +278,126 @@ fn absurd_sizes_are_one_line_errors_naming_the_size_and_the_limit() {
             "{message}"
         );
     }
+}
+
+// Issue 28, item 12: the memory check counts the text itself and a long `--prime` (all its steps
+// on one tape), and its limit is the least of MemAvailable, the rlimits and the cgroup's: under
+// `ulimit -v` (1 GB here, far below this machine's free memory) each was an abort in allocation.
+#[cfg(unix)]
+#[test]
+fn memory_beyond_an_rlimit_a_long_text_or_prime_is_a_one_line_error() {
+    let dir = scratch();
+    let data = tiny_lines(&dir);
+    let ckpt = dir.join("c.safetensors");
+    let limited = |list: &[String]| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", "ulimit -v 1000000; exec \"$0\" \"$@\""])
+            .arg(binary())
+            .args(&list[1..])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            matches!(out.status.code(), Some(1 | 2)),
+            "{list:?}: {:?}: {stderr}",
+            out.status
+        );
+        assert_eq!(stderr.lines().count(), 1, "{list:?}: {stderr}");
+        stderr
+    };
+
+    // Some 4 GB of weights, gradients and moments.
+    let big = limited(&small(&data, &ckpt, &["--hidden", "4096", "--layers", "2"]));
+    assert!(
+        big.contains("--hidden") && big.contains("at most") && big.contains("ulimit -v"),
+        "{big}"
+    );
+
+    // A 2 GB text (sparse: it takes no disk).
+    let huge = dir.join("huge.txt");
+    fs::File::create(&huge)
+        .unwrap()
+        .set_len(2_000_000_000)
+        .unwrap();
+    let text = limited(&small(&huge, &ckpt, &["--steps", "1"]));
+    assert!(
+        text.contains(huge.to_str().unwrap()) && text.contains("at most"),
+        "{text}"
+    );
+
+    // Nor is a 2 GB file a checkpoint that fits; nor a device a checkpoint.
+    let loaded = limited(&sample_args(&huge, &["--len", "5"]));
+    assert!(
+        loaded.contains(huge.to_str().unwrap()) && loaded.contains("at most"),
+        "{loaded}"
+    );
+    let zero = one_line_error(&sample_args(Path::new("/dev/zero"), &["--len", "5"]));
+    assert!(
+        zero.contains("/dev/zero") && zero.contains("not a file"),
+        "{zero}"
+    );
+
+    // A device is no text: /dev/zero would be read until memory ran out.
+    let zero = one_line_error(&small(Path::new("/dev/zero"), &ckpt, &["--steps", "1"]));
+    assert!(
+        zero.contains("/dev/zero") && zero.contains("device"),
+        "{zero}"
+    );
+
+    // 131,000 characters of prime on a 2 × 512 LSTM: some 14 GB of activations on one tape.
+    run(small(
+        &data,
+        &ckpt,
+        &[
+            "--hidden",
+            "512",
+            "--layers",
+            "2",
+            "--steps",
+            "1",
+            "--batch",
+            "2",
+            "--seq-len",
+            "8",
+        ],
+    ))
+    .unwrap();
+    let prime = "the cat sat on the mat.\n".repeat(131_000 / 24);
+    let sampled = limited(&sample_args(&ckpt, &["--prime", &prime, "--len", "5"]));
+    assert!(
+        sampled.contains("--prime") && sampled.contains("at most"),
+        "{sampled}"
+    );
+}
+
+// Item 12: a cgroup's limit less its usage bounds the memory check, the tightest of the process's
+// group and the groups above it, for cgroup v2 (`memory.max`, "max" for none) and v1.
+#[test]
+fn the_memory_limit_counts_every_cgroup_above_the_process() {
+    let root = scratch();
+    let write = |path: &str, value: &str| {
+        let path = root.join(path);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, value).unwrap();
+    };
+    write("a/memory.max", "1000000\n");
+    write("a/memory.current", "400000\n");
+    write("a/b/memory.max", "max\n");
+    write("a/b/memory.current", "100\n");
+    let v2 = app::memory::cgroup_left(&root, "0::/a/b\n").unwrap();
+    assert_eq!(
+        v2,
+        (600_000, "the cgroup's memory.max less its memory.current")
+    );
+
+    write("memory/x/memory.limit_in_bytes", "9223372036854771712\n");
+    write("memory/memory.limit_in_bytes", "5000\n");
+    write("memory/memory.usage_in_bytes", "1000\n");
+    let both = "4:memory:/x\n3:cpu,cpuacct:/y\n0::/a/b\n";
+    let least = app::memory::cgroup_left(&root, both).unwrap();
+    assert_eq!(least.0, 4000, "{least:?}");
+    assert_eq!(app::memory::cgroup_left(&root, "0::/\n"), None);
 }
 
 #[test]

@@ -8,15 +8,24 @@ pub mod cli;
 pub mod data;
 #[path = "../support/flags.rs"]
 mod flags;
+#[path = "lock.rs"]
+pub mod lock;
+#[path = "memory.rs"]
+pub mod memory;
 #[path = "model.rs"]
 pub mod model;
+#[path = "output.rs"]
+mod output;
 #[path = "sample.rs"]
 mod sample;
+#[path = "signals.rs"]
+mod signals;
 #[path = "train.rs"]
 pub mod train;
 
 use std::ffi::OsString;
 use std::fmt;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// What went wrong, as one line a person can act on.
@@ -30,16 +39,26 @@ pub enum Error {
     Checkpoint(String),
     /// Training diverged or was interrupted.
     Training(String),
+    /// Standard output is closed or full; a training run saved first.
+    Output(String),
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(m) | Error::Data(m) | Error::Checkpoint(m) | Error::Training(m) => {
-                f.write_str(m)
-            }
+            Error::Usage(m)
+            | Error::Data(m)
+            | Error::Checkpoint(m)
+            | Error::Training(m)
+            | Error::Output(m) => f.write_str(m),
         }
     }
+}
+
+/// Prints `char_rnn: <label>: <message>` on standard error, `label` being `note` or `warning`;
+/// a closed standard error loses the message, never the run.
+pub fn tell(label: &str, message: &str) {
+    let _ = writeln!(std::io::stderr(), "char_rnn: {label}: {message}");
 }
 
 /// How a run ended.

@@ -1,25 +1,23 @@
 //! One checkpoint file per run: the model's weights under PyTorch's names (`embed.weight`,
 //! `rnn.weight_ih_l0`, `head.weight`, ...), the optimizer's buffers (`optimizer.*`), the carried
 //! state (`carry.*`), and in the metadata the vocabulary, the hyperparameters, the progress and
-//! checksums. A run holds its checkpoint path's [`Lock`] from start to end; it writes through a new
-//! temporary file and a rename; a file is read as untrusted input, every field checked.
+//! checksums, including a hash of the training text. A run writes through a new temporary file
+//! and a rename, holding its path's lock (lock.rs); a file is read as untrusted input, every field
+//! checked.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
-use rewind::autograd::io::{
-    check_writable, load_tensors, remove_temporaries, save_tensors, TensorFile,
-};
+use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
 use rewind::autograd::Tensor;
 use rewind::nn::{state_dict, Carry, Module};
 use rewind::optim::OptimState;
 
-use super::cli::{CellKind, Hyper, OptimKind};
+use super::cli::{human, CellKind, Hyper, OptimKind};
+use super::memory;
 use super::Error;
 
 const FORMAT: &str = "rewind-char-rnn/1";
@@ -49,162 +47,10 @@ pub struct Saved {
     pub optimizer: OptimState,
     /// The state carried into the next chunk.
     pub carry: Carry,
+    /// The [`text_hash`] of the text it was trained on; `None` in a checkpoint from before it
+    /// was recorded.
+    pub text_hash: Option<u64>,
 }
-
-/// A run's hold on its checkpoint path, from its start to its end: an OS lock on
-/// `<checkpoint>.lock`, which holds the run's pid and start time. The OS releases it when the
-/// process ends, however it ends (kill -9 included), so a lock is never stale.
-#[derive(Debug)]
-pub struct Lock {
-    file: File,
-    path: PathBuf,
-}
-
-impl Lock {
-    /// Takes `checkpoint` for this run, or fails naming the run that has it. Holding it, removes
-    /// the temporary files a killed run left and checks that `checkpoint` can be written, so a
-    /// path that cannot be saved to fails now, not after training.
-    pub fn claim(checkpoint: &Path) -> Result<Lock, Error> {
-        match Lock::try_take(checkpoint)? {
-            Some(lock) => {
-                prepare(checkpoint)?;
-                Ok(lock)
-            }
-            None => Err(Error::Checkpoint(format!(
-                "{} is in use by another run ({}): wait for it to end, or pass another --checkpoint",
-                checkpoint.display(),
-                holder(&lock_path(checkpoint))
-            ))),
-        }
-    }
-
-    /// The first of `char_rnn.safetensors`, `char_rnn-2.safetensors`, ... in `dir` that no file
-    /// has and no run holds, claimed: two runs started together get two names.
-    pub fn claim_default(dir: &Path) -> Result<(PathBuf, Lock), Error> {
-        let mut n = 1;
-        loop {
-            let name = match n {
-                1 => "char_rnn.safetensors".to_string(),
-                _ => format!("char_rnn-{n}.safetensors"),
-            };
-            let path = dir.join(name);
-            if let Some(lock) = Lock::try_take(&path)? {
-                if fs::symlink_metadata(&path).is_err() {
-                    prepare(&path)?;
-                    return Ok((path, lock));
-                }
-            }
-            n += 1;
-        }
-    }
-
-    /// The lock of `checkpoint`, or `None` if another run holds it.
-    fn try_take(checkpoint: &Path) -> Result<Option<Lock>, Error> {
-        let path = lock_path(checkpoint);
-        let failed = |e: std::io::Error| {
-            Error::Checkpoint(format!(
-                "cannot write the checkpoint {}: creating its lock file {} failed: {e}; {WRITABLE}",
-                checkpoint.display(),
-                path.display()
-            ))
-        };
-        // A lock file its holder removed between our open and our lock is no longer the path's:
-        // open the path again.
-        for _ in 0..100 {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(failed)?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(fs::TryLockError::WouldBlock) => return Ok(None),
-                Err(fs::TryLockError::Error(e)) => return Err(failed(e)),
-            }
-            if still_at(&file, &path) {
-                sign(&mut file).map_err(failed)?;
-                return Ok(Some(Lock { file, path }));
-            }
-        }
-        Err(failed(std::io::Error::other(
-            "it was removed and recreated 100 times while we tried to lock it",
-        )))
-    }
-}
-
-impl Drop for Lock {
-    fn drop(&mut self) {
-        // Removed while still locked: a run that opened the file meanwhile finds, once it has the
-        // lock, that the file is no longer at the path (`still_at`), and opens the path again.
-        if cfg!(unix) {
-            let _ = fs::remove_file(&self.path);
-        }
-        let _ = self.file.unlock();
-    }
-}
-
-/// Writes this process's pid and start time into a lock file it holds, for a run refused the path.
-fn sign(lock: &mut File) -> std::io::Result<()> {
-    lock.set_len(0)?;
-    writeln!(lock, "pid {}\nstarted {}", std::process::id(), unix_time())
-}
-
-fn unix_time() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn lock_path(checkpoint: &Path) -> PathBuf {
-    let mut name = checkpoint.as_os_str().to_owned();
-    name.push(".lock");
-    PathBuf::from(name)
-}
-
-/// True if `file` is still the file at `path`: its holder did not remove it while we waited.
-#[cfg(unix)]
-fn still_at(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), fs::metadata(path)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    }
-}
-
-/// Elsewhere a lock file is never removed, so it is always the path's.
-#[cfg(not(unix))]
-fn still_at(_: &File, _: &Path) -> bool {
-    true
-}
-
-/// "pid 4242, started 35 s ago", from a held lock file.
-fn holder(lock: &Path) -> String {
-    let text = fs::read_to_string(lock).unwrap_or_default();
-    let field = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
-    };
-    let Some(pid) = field("pid ") else {
-        return format!("its lock file {} does not say which", lock.display());
-    };
-    match field("started ").map(|s| unix_time().saturating_sub(s)) {
-        Some(s) if s < 120 => format!("pid {pid}, started {s} s ago"),
-        Some(s) if s < 7200 => format!("pid {pid}, started {} min ago", s / 60),
-        Some(s) => format!("pid {pid}, started {} h ago", s / 3600),
-        None => format!("pid {pid}"),
-    }
-}
-
-/// Under the lock: clears what a killed run left, and fails now if `checkpoint` cannot be saved.
-fn prepare(checkpoint: &Path) -> Result<(), Error> {
-    // Best effort: a leftover temporary wastes space but endangers nothing.
-    let _ = remove_temporaries(checkpoint);
-    check_writable(checkpoint).map_err(|e| Error::Checkpoint(format!("{e}; {WRITABLE}")))
-}
-
-const WRITABLE: &str = "--checkpoint must name a file in an existing, writable directory";
 
 /// Writes a checkpoint.
 pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
@@ -222,6 +68,7 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
     let m = &mut file.metadata;
     m.insert("format".into(), FORMAT.into());
     m.insert("vocab".into(), s.vocab.iter().collect());
+    m.insert(TEXT_HASH.into(), hex(s.text_hash));
     let h = s.hyper;
     for (k, v) in [
         ("cell", name_of(&h.cell)),
@@ -265,6 +112,8 @@ pub struct SaveParts<'a> {
     pub optimizer: &'a OptimState,
     /// The carried state.
     pub carry: &'a Carry,
+    /// The [`text_hash`] of the training text.
+    pub text_hash: u64,
 }
 
 fn name_of<E: ValueEnum>(e: &E) -> String {
@@ -363,6 +212,15 @@ fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
         .fold(hash, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The metadata entry of the training text's hash.
+const TEXT_HASH: &str = "text.fnv1a64";
+
+/// A text's FNV-1a hash: what tells a resumed run that its text is not the one the checkpoint
+/// was trained on.
+pub fn text_hash(text: &str) -> u64 {
+    fnv1a(FNV_OFFSET, text.as_bytes())
+}
+
 fn hex(sum: u64) -> String {
     format!("{sum:016x}")
 }
@@ -372,8 +230,9 @@ fn hex(sum: u64) -> String {
 /// anything of that size is allocated), every tensor's shape and finiteness, and the optimizer's
 /// state for every parameter. An error names the file and the field.
 pub fn load(path: &Path) -> Result<Saved, Error> {
-    let file = load_tensors::<f32>(path).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let fail = |what: String| Error::Checkpoint(format!("{}: {what}", path.display()));
+    check_loadable(path).map_err(fail)?;
+    let file = load_tensors::<f32>(path).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let format = file.metadata.get("format").map_or("none", String::as_str);
     if format != FORMAT {
         return Err(fail(format!(
@@ -381,12 +240,36 @@ pub fn load(path: &Path) -> Result<Saved, Error> {
         )));
     }
     if !verify(&file).map_err(fail)? {
-        eprintln!(
-            "char_rnn: note: {} has no checksums (it predates them): damage to it cannot be detected",
-            path.display()
+        super::tell(
+            "note",
+            &format!(
+                "{} has no checksums (it predates them): damage to it cannot be detected",
+                path.display()
+            ),
         );
     }
     read(file).map_err(fail)
+}
+
+/// Before a checkpoint is read whole: it is a file (a device such as /dev/zero would be read
+/// until memory ran out), and it fits in memory twice over, as its bytes and as tensors.
+fn check_loadable(path: &Path) -> Result<(), String> {
+    let Ok(meta) = fs::metadata(path) else {
+        // Missing or unreadable: the reader says which.
+        return Ok(());
+    };
+    if !meta.is_file() {
+        return Err("is not a file: a checkpoint is a file char_rnn wrote".into());
+    }
+    let (limit, source) = memory::limit();
+    match meta.len().checked_mul(2) {
+        Some(need) if need <= limit => Ok(()),
+        _ => Err(format!(
+            "is {}: reading it needs about twice that in memory, but at most {} is available ({source})",
+            human(meta.len()),
+            human(limit)
+        )),
+    }
 }
 
 fn read(file: TensorFile) -> Result<Saved, String> {
@@ -418,6 +301,17 @@ fn read(file: TensorFile) -> Result<Saved, String> {
             "`vocab` is {text:?}, expected a text's characters: sorted, each once, at least one"
         ));
     }
+    let text_hash = match meta.0.get(TEXT_HASH) {
+        None => None,
+        Some(v) => match u64::from_str_radix(v, 16) {
+            Ok(h) if v.len() == 16 => Some(h),
+            _ => {
+                return Err(format!(
+                    "`{TEXT_HASH}` is {v:?}, expected 16 hexadecimal digits"
+                ))
+            }
+        },
+    };
     check_sizes(&hyper, vocab.len(), &file.tensors)?;
     for (name, t) in &file.tensors {
         if let Some(i) = t.data().iter().position(|x| !x.is_finite()) {
@@ -452,6 +346,7 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         weights,
         optimizer,
         carry,
+        text_hash,
     })
 }
 

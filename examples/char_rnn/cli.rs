@@ -4,7 +4,6 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fmt;
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
 
 use super::flags;
+use super::memory;
 use super::model::{sampling_bytes, training_bytes};
 use super::Error;
 
@@ -241,14 +241,19 @@ impl Hyper {
     /// is allocated.
     pub fn check(&self, vocab: usize) -> Result<(), BadSetting> {
         self.check_values()?;
-        self.check_fits(vocab, sampling_bytes, "the model")
+        self.check_fits(vocab, sampling_bytes, 0, "the model")
     }
 
     /// [`Hyper::check`], and that training it (weights, gradients, optimizer state and one
-    /// chunk's activations) fits in memory.
-    pub fn check_training(&self, vocab: usize) -> Result<(), BadSetting> {
+    /// chunk's activations) fits in memory beside the `text` bytes the text's token ids take.
+    pub fn check_training(&self, vocab: usize, text: u64) -> Result<(), BadSetting> {
         self.check(vocab)?;
-        self.check_fits(vocab, training_bytes, "the model and one training step")
+        self.check_fits(
+            vocab,
+            training_bytes,
+            text,
+            "the model, one training step and the text's token ids",
+        )
     }
 
     /// Each value in its range, in the type it is used in (the learning rate scales f32
@@ -290,16 +295,17 @@ impl Hyper {
         Ok(())
     }
 
-    /// Refuses a shape whose `need` exceeds the memory available, naming the setting whose
-    /// smallest value would shrink it most.
+    /// Refuses a shape whose `need`, with `extra` bytes beside it, exceeds the memory available,
+    /// naming the setting whose smallest value would shrink it most.
     fn check_fits(
         &self,
         vocab: usize,
         need: fn(&Hyper, usize) -> Option<u64>,
+        extra: u64,
         what: &str,
     ) -> Result<(), BadSetting> {
-        let (limit, source) = memory_limit();
-        let bytes = need(self, vocab);
+        let (limit, source) = memory::limit();
+        let bytes = need(self, vocab).and_then(|b| b.checked_add(extra));
         if bytes.is_some_and(|b| b <= limit) {
             return Ok(());
         }
@@ -331,20 +337,6 @@ impl Hyper {
                 human(limit)
             ),
         ))
-    }
-}
-
-/// The memory a run may plan to use: /proc/meminfo's MemAvailable where there is one, else a
-/// fixed 16 GiB.
-pub fn memory_limit() -> (u64, &'static str) {
-    let available = fs::read_to_string("/proc/meminfo").ok().and_then(|info| {
-        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        kib.checked_mul(1024)
-    });
-    match available {
-        Some(bytes) => (bytes, "MemAvailable in /proc/meminfo"),
-        None => (16 << 30, "the fixed limit where /proc/meminfo is missing"),
     }
 }
 

@@ -2,11 +2,15 @@
 //! vocabulary, and the last 10% held out for validation.
 
 use std::collections::BTreeSet;
-use std::fs;
+use std::fs::{self, File};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use rewind::nn::Tokens;
 
+use super::checkpoint::text_hash;
+use super::cli::human;
+use super::memory;
 use super::Error;
 
 /// A text as token ids over its own characters.
@@ -20,6 +24,8 @@ pub struct Corpus {
     pub val: Tokens,
     /// Where the text came from, for messages.
     pub source: String,
+    /// The text's [`text_hash`], recorded in checkpoints.
+    pub hash: u64,
 }
 
 impl Corpus {
@@ -27,8 +33,29 @@ impl Corpus {
     pub fn load(path: Option<&Path>) -> Result<Self, Error> {
         let (text, source) = match path {
             Some(p) => (read_text(p)?, p.display().to_string()),
-            None => own_sources()?,
+            None => return Self::from_sources(&own_crates()),
         };
+        Self::from_text(&text, source)
+    }
+
+    /// The `.rs` files under `dir`, in path order, each followed by a newline. The walk does not
+    /// follow a symlink to a directory (a link back up the tree would make it endless); a file
+    /// two names reach is read once; only regular files are read.
+    pub fn from_sources(dir: &Path) -> Result<Self, Error> {
+        let mut files = BTreeSet::new();
+        collect_rs(dir, &mut files);
+        if files.is_empty() {
+            return Err(Error::Data(format!(
+                "found no .rs files under {}: pass --data FILE with a text to learn",
+                dir.display()
+            )));
+        }
+        let mut text = String::new();
+        for f in &files {
+            text.push_str(&read_text(f)?);
+            text.push('\n');
+        }
+        let source = format!("the {} Rust sources under {}", files.len(), dir.display());
         Self::from_text(&text, source)
     }
 
@@ -61,6 +88,7 @@ impl Corpus {
             train,
             val,
             source,
+            hash: text_hash(text),
         })
     }
 
@@ -69,6 +97,17 @@ impl Corpus {
         text.chars()
             .map(|c| vocab.binary_search(&c).map_err(|_| c))
             .collect()
+    }
+
+    /// The bytes its token ids take while training: the text's, and the copies the training
+    /// stream and the evaluation read from.
+    pub fn held_bytes(&self) -> u64 {
+        let width = match &self.train {
+            Tokens::U8(_) => 1,
+            Tokens::U16(_) => 2,
+            Tokens::U32(_) => 4,
+        };
+        2 * width * (self.train.len() + self.val.len()) as u64
     }
 
     /// Checks that the text is long enough for `batch` lanes of `seq_len` steps, and the held-out
@@ -107,9 +146,40 @@ fn vocabulary(text: &str) -> Vec<char> {
     ascii.chain(other).collect()
 }
 
+/// The text at `path`, refused before it is read if it would not fit: held as it is read, then
+/// as token ids and the training stream's copy of them, three bytes for each of its bytes with a
+/// vocabulary of up to 256 characters. A pipe, whose size is unknown, is read up to that bound;
+/// a device is refused.
 fn read_text(path: &Path) -> Result<String, Error> {
-    let bytes =
-        fs::read(path).map_err(|e| Error::Data(format!("cannot read {}: {e}", path.display())))?;
+    let cannot = |e: std::io::Error| Error::Data(format!("cannot read {}: {e}", path.display()));
+    let (limit, source) = memory::limit();
+    let too_long = |size: String| {
+        Error::Data(format!(
+            "{} is {size}: with its token ids it needs about three times that in memory, but at most {} is available ({source}); use a shorter text",
+            path.display(),
+            human(limit)
+        ))
+    };
+    let file = File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if is_device(&meta) {
+        return Err(Error::Data(format!(
+            "{} is a device, not a text: pass a file or a pipe",
+            path.display()
+        )));
+    }
+    let size = meta.len();
+    let most = limit / 3;
+    if size > most {
+        return Err(too_long(human(size)));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(most + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > most {
+        return Err(too_long(format!("longer than {}", human(most))));
+    }
     String::from_utf8(bytes).map_err(|e| {
         Error::Data(format!(
             "{} is not UTF-8 text (invalid byte at offset {})",
@@ -119,47 +189,43 @@ fn read_text(path: &Path) -> Result<String, Error> {
     })
 }
 
-/// This project's Rust sources, found from the package's manifest directory at run time (cargo
-/// sets it for `cargo run`), else where the example was built.
-fn own_sources() -> Result<(String, String), Error> {
+/// True for a character or block device (`/dev/zero` would be read until memory ran out).
+#[cfg(unix)]
+fn is_device(meta: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    meta.file_type().is_char_device() || meta.file_type().is_block_device()
+}
+
+#[cfg(not(unix))]
+fn is_device(_: &fs::Metadata) -> bool {
+    false
+}
+
+/// This project's `crates/` directory, found from the package's manifest directory at run time
+/// (cargo sets it for `cargo run`), else where the example was built.
+fn own_crates() -> PathBuf {
     let root = std::env::var_os("CARGO_MANIFEST_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    let crates = root.join("crates");
-    let mut files = Vec::new();
-    collect_rs(&crates, &mut files);
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Data(format!(
-            "found no .rs files under {}: pass --data FILE with a text to learn",
-            crates.display()
-        )));
-    }
-    let mut text = String::new();
-    for f in &files {
-        text.push_str(&read_text(f)?);
-        text.push('\n');
-    }
-    Ok((
-        text,
-        format!(
-            "the {} Rust sources under {}",
-            files.len(),
-            crates.display()
-        ),
-    ))
+    root.join("crates")
 }
 
-fn collect_rs(dir: &Path, out: &mut Vec<PathBuf>) {
+/// Adds the canonical path of each regular `.rs` file under `dir` to `out`, without entering a
+/// directory through a symlink.
+fn collect_rs(dir: &Path, out: &mut BTreeSet<PathBuf>) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.is_dir() {
+        // The entry's own type: a symlink to a directory is a symlink here, not a directory.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             collect_rs(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
+            let regular = fs::metadata(&path).is_ok_and(|m| m.is_file());
+            if let (true, Ok(real)) = (regular, fs::canonicalize(&path)) {
+                out.insert(real);
+            }
         }
     }
 }

@@ -188,6 +188,14 @@ pub fn sampling_bytes(h: &Hyper, vocab: usize) -> Option<u64> {
         .checked_mul(4)
 }
 
+/// Bytes feeding a priming text of `chars` characters needs beyond [`sampling_bytes`]: the prime
+/// is fed in one call, so every step of it is on one tape, one lane wide. `None` if it overflows.
+pub fn priming_bytes(h: &Hyper, vocab: usize, chars: usize) -> Option<u64> {
+    floats_per_step(h, vocab)?
+        .checked_mul(chars as u64)?
+        .checked_mul(4)
+}
+
 fn one_hot(tokens: &[usize], steps: usize, lanes: usize, vocab: usize) -> Tensor {
     let mut data = vec![0.0; steps * lanes * vocab];
     for (i, &t) in tokens.iter().enumerate() {

@@ -8,9 +8,11 @@ use std::path::Path;
 use rewind::autograd::Tape;
 use rewind::nn::{Carry, Module, Run};
 
-use super::cli::{human, memory_limit, SampleConfig};
+use super::cli::{human, Hyper, SampleConfig};
 use super::data::Corpus;
-use super::model::CharModel;
+use super::memory;
+use super::model::{priming_bytes, sampling_bytes, CharModel};
+use super::output::Output;
 use super::train::restore_model;
 use super::{checkpoint, Error};
 
@@ -33,6 +35,7 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
             true => "\n".into(),
             false => saved.vocab[0].to_string(),
         });
+    check_prime(&saved.hyper, &saved.vocab, &prime)?;
     let text = generate(
         &model,
         &saved.vocab,
@@ -41,9 +44,19 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
         c.temperature,
         c.top_k,
         &mut rng,
-    )?;
-    println!("{prime}{text}");
-    Ok(text)
+    )
+    .map_err(|e| match e {
+        Error::Checkpoint(m) => Error::Checkpoint(format!("{}: {m}", c.checkpoint.display())),
+        e => e,
+    })?;
+    let mut out = Output::default();
+    out.line(format_args!("{prime}{text}"));
+    match out.failed() {
+        Some(e) => Err(Error::Output(format!(
+            "cannot write the sample to standard output: {e}"
+        ))),
+        None => Ok(text),
+    }
 }
 
 /// A vocabulary as char_rnn writes it: not empty, sorted, each character once (tokens are
@@ -71,7 +84,7 @@ fn check_vocab(vocab: &[char], path: &Path) -> Result<(), Error> {
 
 /// Refuses a `--len` whose text would not fit in memory (up to 4 bytes a character).
 fn check_len(len: usize, vocab: &[char]) -> Result<(), Error> {
-    let (limit, source) = memory_limit();
+    let (limit, source) = memory::limit();
     let widest = vocab.iter().map(|c| c.len_utf8()).max().unwrap_or(1);
     let bytes = len.checked_mul(widest).map(|b| b as u64);
     if bytes.is_some_and(|b| b <= limit) {
@@ -83,6 +96,26 @@ fn check_len(len: usize, vocab: &[char]) -> Result<(), Error> {
     };
     Err(Error::Usage(format!(
         "--len {len} needs {size} of memory for the text, but at most {} is available ({source})",
+        human(limit)
+    )))
+}
+
+/// Refuses a `--prime` whose steps, all recorded on one tape, would not fit in memory beside
+/// the model.
+fn check_prime(h: &Hyper, vocab: &[char], prime: &str) -> Result<(), Error> {
+    let (limit, source) = memory::limit();
+    let chars = prime.chars().count();
+    let bytes = priming_bytes(h, vocab.len(), chars)
+        .and_then(|p| p.checked_add(sampling_bytes(h, vocab.len())?));
+    if bytes.is_some_and(|b| b <= limit) {
+        return Ok(());
+    }
+    let size = match bytes {
+        Some(b) => format!("about {}", human(b)),
+        None => format!("more than {}", human(u64::MAX)),
+    };
+    Err(Error::Usage(format!(
+        "--prime of {chars} characters needs {size} of memory with the model (every step of it is recorded on one tape), but at most {} is available ({source}); use a shorter prime",
         human(limit)
     )))
 }
@@ -121,7 +154,7 @@ pub fn generate(
     let mut carry: Carry = model.zero_carry(1);
     let mut input = tokens;
     let mut out = String::new();
-    for _ in 0..len {
+    for step in 1..=len {
         let tape = Tape::new();
         let (logits, state) = model.logits(
             &tape,
@@ -135,6 +168,14 @@ pub fn generate(
         let v = vocab.len();
         let all = logits.value();
         let last = &all.data()[(input.len() - 1) * v..];
+        // Finite weights can still overflow f32 on the way; a draw from such logits is no sample.
+        if let Some(i) = last.iter().position(|x| !x.is_finite()) {
+            model.set_training(true);
+            return Err(Error::Checkpoint(format!(
+                "the logits at step {step} of {len} are not finite ({} for {:?}): the weights are finite but too large, and overflow f32",
+                last[i], vocab[i]
+            )));
+        }
         let next = draw(last, temperature, top_k, rng);
         out.push(vocab[next]);
         input = vec![next];

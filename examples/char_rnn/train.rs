@@ -1,11 +1,11 @@
 //! `train`: the loop. Reads the text as a stream in `--batch` lanes, runs the BPTT driver, clips,
 //! steps the optimizer, reports progress, evaluates, samples and saves; resumes exactly from a
-//! checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP.
+//! checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP, or when standard output fails.
 
 use std::collections::BTreeMap;
+use std::fs;
 use std::io::IsTerminal;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,27 +18,35 @@ use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp
 use super::checkpoint::{self, Progress, SaveParts};
 use super::cli::{number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
 use super::data::Corpus;
+use super::lock::{self, Lock};
 use super::model::CharModel;
+use super::output::Output;
 use super::sample::generate;
+use super::signals;
 use super::{Error, Outcome};
-
-/// Set by the handler of Ctrl-C, SIGTERM and SIGHUP; the loop saves and stops when it sees it.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Runs a training command.
 pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
+    // A symlink is followed once, here: the run reads, locks and writes the file it names, and
+    // the link keeps naming it.
+    let c = TrainConfig {
+        checkpoint: c.checkpoint.as_deref().map(lock::resolve).transpose()?,
+        resume: c.resume.as_deref().map(lock::resolve).transpose()?,
+        ..c.clone()
+    };
     // Held until the run returns: no other run writes this path meanwhile. Without
     // --checkpoint, the first free default name is claimed atomically, so two bare runs started
     // together get two files.
     let (path, _lock) = match &c.checkpoint {
-        Some(path) => (path.clone(), checkpoint::Lock::claim(path)?),
-        None => checkpoint::Lock::claim_default(Path::new(""))?,
+        Some(path) => (path.clone(), Lock::claim(path)?),
+        None => Lock::claim_default(Path::new(""))?,
     };
-    train(c, &path)
+    train(&c, &path)
 }
 
 /// The run itself, on the checkpoint path it holds.
 fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
+    let mut out = Output::default();
     let corpus = Corpus::load(c.data.as_deref())?;
     let resumed = c.resume.as_deref().map(checkpoint::load).transpose()?;
     let hyper = match &resumed {
@@ -46,14 +54,20 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         None => c.hyper.clone(),
     };
     hyper
-        .check_training(corpus.vocab.len())
+        .check_training(corpus.vocab.len(), corpus.held_bytes())
         .map_err(|b| match c.resume.as_deref() {
             Some(path) => b.in_checkpoint(path),
             None => b.as_flag(),
         })?;
     corpus.check_length(hyper.batch, hyper.seq_len)?;
-    let resuming_here = c.resume.as_deref() == Some(checkpoint_path);
-    if checkpoint_path.exists() && !resuming_here && !c.overwrite {
+    // However each is spelled (`runs/../runs/c.safetensors`, a link's file).
+    let resuming_here = c
+        .resume
+        .as_deref()
+        .is_some_and(|r| same_file(r, checkpoint_path));
+    // Anything at the path counts, whatever its type: the save would replace it.
+    let exists = fs::symlink_metadata(checkpoint_path).is_ok();
+    if exists && !resuming_here && !c.overwrite {
         return Err(Error::Checkpoint(format!(
             "{} exists: pass --resume {0} to continue it, --overwrite to replace it, or another --checkpoint path",
             checkpoint_path.display()
@@ -80,6 +94,22 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
                 corpus.vocab.len()
             )));
         }
+        // Fine-tuning on a new text is a use, so a different text is said, not refused.
+        match saved.text_hash {
+            Some(h) if h != corpus.hash => super::tell("warning", &format!(
+                "{} was trained on another text than {} (same {} characters; text hash {h:016x} then, {:016x} now): training goes on with this text from the saved position",
+                path.display(),
+                corpus.source,
+                corpus.vocab.len(),
+                corpus.hash
+            )),
+            Some(_) => {}
+            None => super::tell("note", &format!(
+                "{} has no hash of its text (it predates them): whether {} is the text it was trained on cannot be told",
+                path.display(),
+                corpus.source
+            )),
+        }
         model = restore_model(&hyper, &saved.vocab, &saved.weights, path)?;
         optimizer
             .load_state(&saved.optimizer)
@@ -98,14 +128,16 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         progress = saved.progress;
         stream.seek(progress.position);
         driver.resume_at(progress.position, saved.carry);
-        println!("resuming {} at step {}", path.display(), progress.step);
+        out.line(format_args!(
+            "resuming {} at step {}",
+            path.display(),
+            progress.step
+        ));
     }
 
-    INTERRUPTED.store(false, Ordering::SeqCst);
-    // A second run in one process finds the handler installed already, which is fine.
-    let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    signals::listen();
 
-    println!(
+    out.line(format_args!(
         "training a {} × {} {:?} on {} ({} characters, vocabulary {}; last 10% held out): {} parameters",
         hyper.layers,
         hyper.hidden,
@@ -114,8 +146,8 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         corpus.train.len() + corpus.val.len(),
         corpus.vocab.len(),
         rewind::nn::Module::num_params(&model)
-    );
-    let mut report = Report::new(c.limit, progress.step);
+    ));
+    let mut report = Report::new(c.limit, progress.step, out);
     let started = Instant::now();
     let mut val_loss = f64::NAN;
     let (mut saved_at, mut evaluated_at) = (resuming_here.then_some(progress.step), None);
@@ -201,13 +233,15 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
                 0.8,
                 None,
                 &mut sample_rng,
-            )?;
+            )
+            .map_err(|e| guard.diverged(progress.step, format!("sampling: {e}")))?;
             report.eval(progress.step, val_loss, &(prime + &text));
         }
         if progress.step.is_multiple_of(c.save_every) {
             pending = Some((progress, driver.carry().clone()));
         }
-        if INTERRUPTED.load(Ordering::SeqCst) {
+        // A closed or full standard output stops the run as Ctrl-C does: its work is saved.
+        if signals::interrupted() || report.out.failed().is_some() {
             interrupted = true;
             break;
         }
@@ -239,29 +273,45 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             &driver,
         )?;
     }
-    if interrupted {
-        report.finish();
-        println!(
+    report.finish();
+    let outcome = if interrupted && report.out.failed().is_none() {
+        report.out.line(format_args!(
             "interrupted: saved {} at step {}",
             checkpoint_path.display(),
             progress.step
-        );
-        return Ok(Outcome::Interrupted {
+        ));
+        Outcome::Interrupted {
             step: progress.step,
-        });
+        }
+    } else {
+        report.out.line(format_args!(
+            "step {}: validation {:.4} nats/char (perplexity {:.2}); checkpoint {}",
+            progress.step,
+            val_loss,
+            val_loss.exp(),
+            checkpoint_path.display()
+        ));
+        Outcome::Trained {
+            step: progress.step,
+            val_loss,
+        }
+    };
+    match report.out.failed() {
+        Some(e) => Err(Error::Output(format!(
+            "standard output failed ({e}): the run stopped at step {} and saved {}; resume it with --resume {1}",
+            progress.step,
+            checkpoint_path.display()
+        ))),
+        None => Ok(outcome),
     }
-    report.finish();
-    println!(
-        "step {}: validation {:.4} nats/char (perplexity {:.2}); checkpoint {}",
-        progress.step,
-        val_loss,
-        val_loss.exp(),
-        checkpoint_path.display()
-    );
-    Ok(Outcome::Trained {
-        step: progress.step,
-        val_loss,
-    })
+}
+
+/// True if `a` and `b` name one existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 /// The settings of a resumed run: the checkpoint's, with `--lr` and `--clip` as given (neither
@@ -468,6 +518,7 @@ fn save(
             model,
             optimizer: &optimizer.state(),
             carry: driver.carry(),
+            text_hash: corpus.hash,
         },
     )
 }
@@ -484,13 +535,14 @@ fn mix(seed: u64, n: u64) -> u64 {
 /// Progress: a live bar on a terminal, plain lines otherwise.
 struct Report {
     bar: Option<ProgressBar>,
+    out: Output,
     started: Instant,
     chars: usize,
     loss: f64,
 }
 
 impl Report {
-    fn new(limit: Limit, first_step: usize) -> Self {
+    fn new(limit: Limit, first_step: usize, out: Output) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = match limit {
                 Limit::Steps(total) => ProgressBar::new(total as u64),
@@ -507,6 +559,7 @@ impl Report {
         });
         Report {
             bar,
+            out,
             started: Instant::now(),
             chars: 0,
             loss: f64::NAN,
@@ -529,17 +582,17 @@ impl Report {
                     self.loss, speed
                 ));
             }
-            None if step.is_multiple_of(50) => println!(
+            None if step.is_multiple_of(50) => self.out.line(format_args!(
                 "step {step:>6}  train {:.3} nats/char  {:.0} chars/s  {:.0}s",
                 self.loss,
                 speed,
                 self.started.elapsed().as_secs_f64()
-            ),
+            )),
             None => {}
         }
     }
 
-    fn eval(&self, step: usize, val: f64, sample: &str) {
+    fn eval(&mut self, step: usize, val: f64, sample: &str) {
         let lines = format!(
             "step {step:>6}  validation {val:.3} nats/char (perplexity {:.2})\n---\n{}\n---",
             val.exp(),
@@ -547,7 +600,7 @@ impl Report {
         );
         match &self.bar {
             Some(bar) => bar.println(lines),
-            None => println!("{lines}"),
+            None => self.out.line(lines),
         }
     }
 

@@ -1,7 +1,10 @@
-//! The char_rnn example's tests: a scratch directory per test, a tiny text and argument lists.
+//! The char_rnn example's tests: a scratch directory per test, a tiny text, argument lists and
+//! the example's binary.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 /// A fresh directory `{prefix}-{process}-{test}` of the calling test's own (tests run in
 /// parallel), emptied if a previous run left it.
@@ -51,4 +54,27 @@ pub fn train_args(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
         .collect();
     a.extend_from_slice(extra);
     args(&a)
+}
+
+/// The example's binary, built once for this test run with this test's profile and target
+/// directory.
+pub fn binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe.parent().unwrap().parent().unwrap();
+        let target_dir = profile_dir.parent().unwrap();
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--quiet", "--example", "char_rnn", "--target-dir"])
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+        if profile != "debug" {
+            cargo.args(["--profile", profile]);
+        }
+        let status = cargo.status().expect("cargo runs");
+        assert!(status.success(), "building the char_rnn example failed");
+        profile_dir.join("examples").join("char_rnn")
+    })
 }
