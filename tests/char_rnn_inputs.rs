@@ -633,3 +633,17 @@ fn every_numeric_flag_at_its_extremes_is_a_result_never_a_panic() {
         }
     }
 }
+
+// A bad flag with standard error full (`2>/dev/full`) still exits with the usage error's status 2,
+// where printing the message used to panic (status 101).
+#[cfg(unix)]
+#[test]
+fn a_usage_error_with_standard_error_full_exits_two_without_a_panic() {
+    let out = std::process::Command::new("sh")
+        .args(["-c", "exec \"$0\" --no-such-flag 2>/dev/full"])
+        .arg(binary())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{:?}", out.status);
+}

@@ -171,3 +171,31 @@ fn a_tensor_named_metadata_is_refused_and_the_previous_file_kept() {
     );
     assert_eq!(load_tensors::<f32>(&path).unwrap(), good);
 }
+
+/// `remove_temporaries` removes what a killed `write_atomic` left (a regular file named
+/// `.<name>.tmp-` and 16 hex digits) and nothing else of a similar name: not a symlink, not a
+/// directory, not a user's `.<name>.tmp-notes`.
+#[test]
+fn remove_temporaries_removes_only_what_a_killed_write_left() {
+    use rewind::autograd::io::remove_temporaries;
+    let path = scratch("weights.safetensors");
+    let dir = path.parent().unwrap().to_path_buf();
+    let left = dir.join(".weights.safetensors.tmp-0123456789abcdef");
+    let notes = dir.join(".weights.safetensors.tmp-notes");
+    let folder = dir.join(".weights.safetensors.tmp-fedcba9876543210");
+    fs::write(&left, b"half a file").unwrap();
+    fs::write(&notes, b"mine").unwrap();
+    fs::create_dir_all(&folder).unwrap();
+    #[cfg(unix)]
+    let link = {
+        let link = dir.join(".weights.safetensors.tmp-00000000000000aa");
+        let _ = fs::remove_file(&link);
+        std::os::unix::fs::symlink(&notes, &link).unwrap();
+        link
+    };
+    remove_temporaries(&path).unwrap();
+    assert!(!left.exists(), "the killed write's temporary stays");
+    assert!(notes.exists() && folder.is_dir());
+    #[cfg(unix)]
+    assert!(fs::symlink_metadata(&link).is_ok(), "a symlink was removed");
+}

@@ -111,8 +111,10 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             )),
         }
         model = restore_model(&hyper, &saved.vocab, &saved.weights, path)?;
+        // load_state_for, not load_state: a moment of the wrong shape for its parameter is a
+        // corrupt checkpoint, refused here rather than at the first step.
         optimizer
-            .load_state(&saved.optimizer)
+            .load_state_for(&model, &saved.optimizer)
             .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
         // A new --lr leaves the saved moments as valid as they were.
         optimizer.set_lr(hyper.lr);

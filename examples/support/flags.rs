@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::fmt::Display;
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{ArgMatches, Parser};
@@ -36,6 +37,7 @@ fn first_line(message: &str) -> String {
 /// The exit code of a run that failed, `error` printed as one line after the program's name: 2
 /// for a usage error, 1 for any other.
 pub fn failure(program: &str, error: &impl Display, usage: bool) -> ExitCode {
-    eprintln!("{program}: {error}");
+    // Not eprintln!, which panics when standard error is closed: the exit code still tells.
+    let _ = writeln!(std::io::stderr(), "{program}: {error}");
     ExitCode::from(if usage { 2 } else { 1 })
 }

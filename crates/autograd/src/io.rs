@@ -211,8 +211,9 @@ pub fn check_writable(path: &Path) -> Result<(), IoError> {
 }
 
 /// Removes the temporary files that [`write_atomic`] calls on `path` left behind when their
-/// process was killed. Only safe while no other process writes `path`: a live write's temporary
-/// looks the same.
+/// process was killed: regular files named `.<name>.tmp-` and 16 hex digits, and nothing else
+/// (a symlink, a directory or another name is left alone). Only safe while no other process
+/// writes `path`: a live write's temporary looks the same.
 pub fn remove_temporaries(path: &Path) -> Result<(), IoError> {
     let os = |action, source| IoError::Os {
         path: path.to_path_buf(),
@@ -223,12 +224,14 @@ pub fn remove_temporaries(path: &Path) -> Result<(), IoError> {
     let entries = fs::read_dir(directory_of(path)).map_err(|e| os("list the directory of", e))?;
     for entry in entries {
         let entry = entry.map_err(|e| os("list the directory of", e))?;
-        let ours = entry
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with(&prefix));
-        // A symlink is removed, never followed; a directory is someone else's.
-        if ours && !entry.file_type().is_ok_and(|t| t.is_dir()) {
+        // Only what write_atomic makes: a regular file (not a symlink, not a directory) named
+        // the prefix and 16 hex digits. Anything else of a similar name is someone else's.
+        let ours = entry.file_name().to_str().is_some_and(|n| {
+            n.strip_prefix(&prefix).is_some_and(|suffix| {
+                suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+            })
+        });
+        if ours && entry.file_type().is_ok_and(|t| t.is_file()) {
             fs::remove_file(entry.path()).map_err(|e| os("remove a temporary file beside", e))?;
         }
     }
