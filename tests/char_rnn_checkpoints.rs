@@ -813,6 +813,7 @@ fn forged_checkpoint_fields_are_errors_naming_the_field() {
                 (k.clone(), Tensor::from_vec(data, t.shape()).unwrap())
             })
             .collect(),
+        integers: lstm.integers.clone(),
         metadata: lstm.metadata.clone(),
     };
     wide.tensors.get_mut("head.weight").unwrap().data_mut()[0] = 1e300;

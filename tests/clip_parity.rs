@@ -40,6 +40,7 @@ fn golden<F: Float>() -> TensorFile<F> {
                 (k, Tensor::from_vec(data, t.shape()).unwrap())
             })
             .collect(),
+        integers: file.integers,
         metadata: file.metadata,
     }
 }

@@ -199,3 +199,42 @@ fn remove_temporaries_removes_only_what_a_killed_write_left() {
     #[cfg(unix)]
     assert!(fs::symlink_metadata(&link).is_ok(), "a symlink was removed");
 }
+
+/// Integer tensors (token ids, lengths, masks) are read and written by the same functions as
+/// weights: the file scripts/golden_int_tensors.py wrote with PyTorch reads back with each in
+/// its own type, a round trip keeps them, and a load of weights refuses an integer tensor by
+/// name rather than ignore it.
+#[test]
+fn integer_tensors_read_and_write_beside_float_ones() {
+    use rewind::autograd::io::{load_tensors, save_tensors, IntTensor, Integers};
+    let golden =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/int_tensors.safetensors");
+    let file = load_tensors::<f32>(&golden).unwrap();
+    let ids = IntTensor::new(Integers::I64(vec![5, 0, 1 << 40, -100, 7, 1]), &[2, 3]).unwrap();
+    let lengths = IntTensor::new(Integers::I32(vec![3, 2]), &[2]).unwrap();
+    let mask = IntTensor::new(Integers::U8(vec![1, 1, 1, 1, 1, 0]), &[2, 3]).unwrap();
+    assert_eq!(file.integers["ids"], ids);
+    assert_eq!(file.integers["lengths"], lengths);
+    assert_eq!(file.integers["mask"], mask);
+    assert_eq!(file.tensors["w"].data(), &[0.5, -1.25]);
+    assert_eq!(file.integers["lengths"].values().to_i64(), vec![3, 2]);
+
+    let path = scratch("ints.safetensors");
+    save_tensors(&path, &file).unwrap();
+    assert_eq!(load_tensors::<f32>(&path).unwrap(), file);
+
+    let mut clash = file.clone();
+    clash
+        .tensors
+        .insert("ids".into(), rewind::autograd::Tensor::zeros(&[1]));
+    let err = save_tensors(&path, &clash).unwrap_err().to_string();
+    assert!(
+        err.contains("`ids` names both a tensor and an integer tensor"),
+        "{err}"
+    );
+    assert!(IntTensor::new(Integers::U8(vec![1, 2]), &[3]).is_err());
+
+    let mut head = Linear::<f32>::new(2, 1, &mut StdRng::seed_from_u64(0));
+    let err = load_weights(&mut head, &golden).unwrap_err().to_string();
+    assert!(err.contains("`ids` [2, 3] holds integers"), "{err}");
+}

@@ -16,8 +16,11 @@ use crate::tensor::Tensor;
 /// The tensors and string metadata of one file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorFile<F: Float = f32> {
-    /// Tensors by name.
+    /// Floating-point tensors by name (F32 or F64 on disk).
     pub tensors: BTreeMap<String, Tensor<F>>,
+    /// Integer tensors by name (I64, I32 or U8 on disk): token ids, lengths, masks. A name is
+    /// in one map or the other.
+    pub integers: BTreeMap<String, IntTensor>,
     /// The header's `__metadata__` entries.
     pub metadata: BTreeMap<String, String>,
 }
@@ -26,8 +29,102 @@ impl<F: Float> Default for TensorFile<F> {
     fn default() -> Self {
         TensorFile {
             tensors: BTreeMap::new(),
+            integers: BTreeMap::new(),
             metadata: BTreeMap::new(),
         }
+    }
+}
+
+/// The elements of an integer tensor, in the type a file stores them as (PyTorch's int64,
+/// int32 and uint8).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Integers {
+    /// int64 (PyTorch's default integer type: token ids, lengths).
+    I64(Vec<i64>),
+    /// int32.
+    I32(Vec<i32>),
+    /// uint8 (masks, bytes).
+    U8(Vec<u8>),
+}
+
+impl Integers {
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Integers::I64(v) => v.len(),
+            Integers::I32(v) => v.len(),
+            Integers::U8(v) => v.len(),
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every element as an i64 (exact for each type).
+    pub fn to_i64(&self) -> Vec<i64> {
+        match self {
+            Integers::I64(v) => v.clone(),
+            Integers::I32(v) => v.iter().map(|&x| i64::from(x)).collect(),
+            Integers::U8(v) => v.iter().map(|&x| i64::from(x)).collect(),
+        }
+    }
+
+    fn dtype(&self) -> Dtype {
+        match self {
+            Integers::I64(_) => Dtype::I64,
+            Integers::I32(_) => Dtype::I32,
+            Integers::U8(_) => Dtype::U8,
+        }
+    }
+
+    fn to_le_bytes(&self) -> Vec<u8> {
+        match self {
+            Integers::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Integers::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            Integers::U8(v) => v.clone(),
+        }
+    }
+}
+
+/// An integer tensor: a row-major shape and its elements, kept in the type they were stored
+/// in. Not for computing (a [`Tensor`] is); for what a model reads and writes beside its
+/// weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IntTensor {
+    shape: Vec<usize>,
+    values: Integers,
+}
+
+impl IntTensor {
+    /// `values` of `shape`, or an error when their counts differ.
+    pub fn new(values: Integers, shape: &[usize]) -> Result<Self, crate::TensorError> {
+        let expected =
+            crate::shape::checked_numel(shape).ok_or_else(|| crate::TensorError::TooLarge {
+                shape: shape.to_vec(),
+            })?;
+        if values.len() != expected {
+            return Err(crate::TensorError::LengthMismatch {
+                shape: shape.to_vec(),
+                expected,
+                found: values.len(),
+            });
+        }
+        Ok(IntTensor {
+            shape: shape.to_vec(),
+            values,
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The elements, row-major, in their stored type.
+    pub fn values(&self) -> &Integers {
+        &self.values
     }
 }
 
@@ -89,7 +186,7 @@ impl fmt::Display for IoError {
             ),
             IoError::UnsupportedDtype { path, name, dtype } => write!(
                 f,
-                "{}: tensor `{name}` holds {dtype}; only F32 and F64 can be loaded",
+                "{}: tensor `{name}` holds {dtype}; only F32, F64, I64, I32 and U8 can be loaded",
                 path.display()
             ),
         }
@@ -124,7 +221,8 @@ fn to_bytes<F: Float>(t: &Tensor<F>) -> Vec<u8> {
     out
 }
 
-/// Writes `file` to `path` atomically, tensors in the element type `F` (F32 or F64). A tensor
+/// Writes `file` to `path` atomically, tensors in the element type `F` (F32 or F64) and integer
+/// tensors in their own (I64, I32, U8), as `safetensors.torch` writes them. A tensor
 /// named `__metadata__` (the name the format keeps for its metadata) is refused, and the bytes
 /// are read back before they replace anything: a file no reader could load is never written.
 pub fn save_tensors<F: Float>(path: &Path, file: &TensorFile<F>) -> Result<(), IoError> {
@@ -139,15 +237,31 @@ pub fn save_tensors<F: Float>(path: &Path, file: &TensorFile<F>) -> Result<(), I
                 .into(),
         ));
     }
-    let bytes: Vec<(String, Vec<u8>)> = file
+    if let Some(name) = file.integers.keys().find(|n| file.tensors.contains_key(*n)) {
+        return Err(unwritable(format!(
+            "`{name}` names both a tensor and an integer tensor; a file holds one of each name"
+        )));
+    }
+    if file.integers.contains_key("__metadata__") {
+        return Err(unwritable(
+            "an integer tensor is named `__metadata__`, the name safetensors keeps for the \
+             file's metadata; rename it"
+                .into(),
+        ));
+    }
+    let floats = file
         .tensors
         .iter()
-        .map(|(name, t)| (name.clone(), to_bytes(t)))
-        .collect();
-    let views = file.tensors.iter().zip(&bytes).map(|((name, t), (_, b))| {
-        let view = TensorView::new(dtype_of::<F>(), t.shape().to_vec(), b)
-            .expect("a tensor's bytes match its shape");
-        (name.clone(), view)
+        .map(|(name, t)| (name, dtype_of::<F>(), t.shape(), to_bytes(t)));
+    let integers = file
+        .integers
+        .iter()
+        .map(|(name, t)| (name, t.values.dtype(), t.shape(), t.values.to_le_bytes()));
+    let bytes: Vec<_> = floats.chain(integers).collect();
+    let views = bytes.iter().map(|(name, dtype, shape, b)| {
+        let view =
+            TensorView::new(*dtype, shape.to_vec(), b).expect("a tensor's bytes match its shape");
+        (name.to_string(), view)
     });
     let metadata: HashMap<String, String> = file.metadata.clone().into_iter().collect();
     let buffer = safetensors::serialize(views, Some(metadata))
@@ -295,7 +409,9 @@ fn sync_directory(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads a safetensors file, converting F32 or F64 tensors to `F`.
+/// Reads a safetensors file: F32 and F64 tensors converted to `F` into
+/// [`tensors`](TensorFile::tensors), I64, I32 and U8 ones as they are into
+/// [`integers`](TensorFile::integers).
 pub fn load_tensors<F: Float>(path: &Path) -> Result<TensorFile<F>, IoError> {
     let bytes = fs::read(path).map_err(|source| IoError::Os {
         path: path.to_path_buf(),
@@ -313,6 +429,30 @@ pub fn load_tensors<F: Float>(path: &Path) -> Result<TensorFile<F>, IoError> {
         file.metadata = meta.clone().into_iter().collect();
     }
     for (name, view) in st.tensors() {
+        let integers = match view.dtype() {
+            Dtype::I64 => Some(Integers::I64(
+                view.data()
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                    .collect(),
+            )),
+            Dtype::I32 => Some(Integers::I32(
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+                    .collect(),
+            )),
+            Dtype::U8 => Some(Integers::U8(view.data().to_vec())),
+            _ => None,
+        };
+        if let Some(values) = integers {
+            let tensor = IntTensor::new(values, view.shape()).map_err(|e| IoError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}`: {e}"),
+            })?;
+            file.integers.insert(name, tensor);
+            continue;
+        }
         let data: Vec<F> = match view.dtype() {
             Dtype::F32 => view
                 .data()

@@ -125,15 +125,39 @@ pub fn save_weights<F: Float>(model: &dyn Module<F>, path: &Path) -> Result<(), 
     let file = TensorFile {
         tensors: state_dict(model),
         metadata: BTreeMap::from([("format".to_string(), "pt".to_string())]),
+        ..TensorFile::default()
     };
     save_tensors(path, &file).map_err(WeightsError::Io)
 }
 
 /// Loads weights written by [`save_weights`] or by PyTorch's `safetensors.torch.save_file(model.state_dict(), path)`,
 /// strictly, as [`load_state_dict`].
+/// An integer tensor in the file is never a weight: it is a problem of its own, in the place
+/// of the parameter it names, if any.
 pub fn load_weights<F: Float>(model: &mut dyn Module<F>, path: &Path) -> Result<(), WeightsError> {
     let file = load_tensors::<F>(path).map_err(WeightsError::Io)?;
+    if !file.integers.is_empty() {
+        let fit = Fit::of(model, &file.tensors);
+        let named = |p: &WeightProblem| file.integers.contains_key(p.name());
+        let missing = fit.missing.into_iter().filter(|p| !named(p));
+        let problems = missing
+            .chain(integer_problems(&file))
+            .chain(fit.unexpected)
+            .chain(fit.shapes)
+            .collect();
+        return Err(WeightsError::Mismatch(problems));
+    }
     load_state_dict(model, &file.tensors)
+}
+
+/// Each integer tensor of `file`, as a problem for a load of weights.
+fn integer_problems<F: Float>(file: &TensorFile<F>) -> impl Iterator<Item = WeightProblem> + '_ {
+    file.integers
+        .iter()
+        .map(|(name, t)| WeightProblem::Integers {
+            name: name.clone(),
+            shape: t.shape().to_vec(),
+        })
 }
 
 /// Loads the weights in the file at `path` whose names the model has, as
@@ -143,7 +167,17 @@ pub fn load_weights_non_strict<F: Float>(
     path: &Path,
 ) -> Result<Unmatched, WeightsError> {
     let file = load_tensors::<F>(path).map_err(WeightsError::Io)?;
-    load_state_dict_non_strict(model, &file.tensors)
+    let params: Vec<String> = model.params().into_iter().map(|(n, _)| n).collect();
+    let clashes: Vec<WeightProblem> = integer_problems(&file)
+        .filter(|p| params.iter().any(|n| n == p.name()))
+        .collect();
+    if !clashes.is_empty() {
+        return Err(WeightsError::Mismatch(clashes));
+    }
+    let mut unmatched = load_state_dict_non_strict(model, &file.tensors)?;
+    unmatched.unexpected.extend(file.integers.keys().cloned());
+    unmatched.unexpected.sort();
+    Ok(unmatched)
 }
 
 /// Builds a model with `build` and loads every parameter from the file at `path`, strictly (as
@@ -202,6 +236,13 @@ pub enum WeightProblem {
         /// Its shape in the file.
         shape: Vec<usize>,
     },
+    /// The file holds integers under this name (I64, I32 or U8), which no weight is.
+    Integers {
+        /// The tensor.
+        name: String,
+        /// Its shape in the file.
+        shape: Vec<usize>,
+    },
     /// Both have it, in different shapes.
     Shape {
         /// The parameter.
@@ -216,9 +257,15 @@ pub enum WeightProblem {
 impl WeightProblem {
     /// The name of the parameter or tensor.
     fn into_name(self) -> String {
+        self.name().to_string()
+    }
+
+    /// The name of the parameter or tensor.
+    fn name(&self) -> &str {
         match self {
             WeightProblem::Missing { name, .. }
             | WeightProblem::Unexpected { name, .. }
+            | WeightProblem::Integers { name, .. }
             | WeightProblem::Shape { name, .. } => name,
         }
     }
@@ -236,6 +283,10 @@ impl fmt::Display for WeightProblem {
                     "unexpected `{name}` {shape:?} (the model has no such parameter)"
                 )
             }
+            WeightProblem::Integers { name, shape } => write!(
+                f,
+                "`{name}` {shape:?} holds integers, and a weight is F32 or F64"
+            ),
             WeightProblem::Shape {
                 name,
                 expected,

@@ -514,7 +514,7 @@ impl<F: Float> OptimState<F> {
     pub fn save(&self, path: &Path) -> Result<(), IoError> {
         let mut file = TensorFile {
             tensors: self.tensors.clone(),
-            metadata: BTreeMap::new(),
+            ..TensorFile::default()
         };
         file.metadata.insert("optimizer".into(), self.kind.clone());
         for (k, v) in &self.scalars {
