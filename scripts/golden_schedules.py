@@ -109,6 +109,8 @@ SCHEDULES = {
         ONE_CYCLE_START,
     ),
     "warmup_restarts": (warmed(lambda o: S.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2)), 20, BASE_LR),
+    "constant_defaults": (lambda o: S.ConstantLR(o), 8, BASE_LR),
+    "constant_half_3": (lambda o: S.ConstantLR(o, factor=0.5, total_iters=3), 6, BASE_LR),
 }
 
 # name -> (ReduceLROnPlateau options, metrics, warm-up steps)

@@ -1,5 +1,6 @@
-//! rewind-optim's MultiStepLr, OneCycleLr, CosineAnnealingWarmRestarts and ReduceLrOnPlateau
-//! against PyTorch's MultiStepLR, OneCycleLR, CosineAnnealingWarmRestarts and ReduceLROnPlateau,
+//! rewind-optim's MultiStepLr, OneCycleLr, CosineAnnealingWarmRestarts, ReduceLrOnPlateau and
+//! ConstantLr against PyTorch's MultiStepLR, OneCycleLR, CosineAnnealingWarmRestarts,
+//! ReduceLROnPlateau and ConstantLR,
 //! alone, behind a `Warmup`, and boxed as `Box<dyn LrSchedule>`: the learning rate at every step,
 //! from tests/data/schedules_golden.safetensors, which `scripts/golden_schedules.py` wrote (its
 //! docstring says how each case was run in torch). Each schedule is driven as a user drives it,
@@ -14,9 +15,9 @@ mod support;
 
 use rewind::autograd::io::TensorFile;
 use rewind::optim::{
-    Anneal, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts, ExponentialLr, LinearLr,
-    LrSchedule, MultiStepLr, OneCycleLr, Optimizer, PlateauMode, ReduceLrOnPlateau, Scheduler, Sgd,
-    StepLr, ThresholdMode, Warmup,
+    Anneal, BaseLr, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts, ExponentialLr,
+    LinearLr, LrSchedule, MultiStepLr, OneCycleLr, Optimizer, PlateauMode, ReduceLrOnPlateau,
+    Scheduler, Sgd, StepLr, ThresholdMode, Warmup,
 };
 use support::golden::{load, tensor};
 use support::panics::panic_of;
@@ -174,6 +175,24 @@ fn cosine_annealing_warm_restarts_match_pytorch() {
     check(&g, "restarts_t0_4", BASE_LR, 1e-15, || {
         CosineAnnealingWarmRestarts::new(4)
     });
+}
+
+/// PyTorch's ConstantLR: the base times `factor` for the first `total_iters` steps, then the
+/// base (defaults 1/3 and 5; and 0.5 for 3 steps).
+#[test]
+fn constant_lr_matches_pytorch() {
+    let g = golden();
+    check(&g, "constant_defaults", BASE_LR, 1e-15, ConstantLr::default);
+    check(&g, "constant_half_3", BASE_LR, 1e-15, || ConstantLr {
+        factor: 0.5,
+        total_iters: 3,
+    });
+}
+
+/// `BaseLr` keeps the optimizer's own rate at every step.
+#[test]
+fn base_lr_keeps_the_optimizers_rate() {
+    assert_eq!(drive(BaseLr, BASE_LR, 5), vec![BASE_LR; 6]);
 }
 
 /// Fixed metric sequences (in the golden file) through every option: both modes, both threshold
@@ -400,10 +419,12 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         (Box::new(|| { with_schedule(LinearLr { total_iters: 0, ..LinearLr::default() }) }), line!(), "LinearLr: total_iters must be at least 1, got 0"),
         (Box::new(|| { with_schedule(LinearLr { start_factor: 0.0, ..LinearLr::default() }) }), line!(), "LinearLr: start_factor must be in (0, 1], got 0"),
         (Box::new(|| { with_schedule(LinearLr { end_factor: f64::NAN, ..LinearLr::default() }) }), line!(), "LinearLr: end_factor must be in [0, 1], got NaN"),
+        (Box::new(|| { with_schedule(ConstantLr { factor: 1.5, total_iters: 3 }) }), line!(), "ConstantLr: factor must be in [0, 1], got 1.5"),
+        (Box::new(|| { with_schedule(ConstantLr { factor: f64::NAN, total_iters: 3 }) }), line!(), "ConstantLr: factor must be in [0, 1], got NaN"),
         (Box::new(|| { with_schedule(Warmup { steps: 2, then: LinearLr { end_factor: 1.5, ..LinearLr::default() } }) }), line!(), "LinearLr: end_factor must be in [0, 1], got 1.5"),
         (Box::new(|| {
             let mut opt = Sgd::<f64>::new(0.1);
-            Scheduler::resume(ConstantLr, f64::NAN, 0, &mut opt); }), line!(),
+            Scheduler::resume(BaseLr, f64::NAN, 0, &mut opt); }), line!(),
             "Scheduler: base_lr must be a non-negative finite number, got NaN"),
         (Box::new(|| {
             let mut opt = Sgd::<f64>::new(0.1);

@@ -47,6 +47,7 @@ pub use radam::RAdam;
 pub use rmsprop::RmsProp;
 pub use schedule::{Anneal, CosineAnnealingWarmRestarts, MultiStepLr, OneCycleLr};
 pub use schedule::{
-    ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr, Warmup,
+    BaseLr, ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr,
+    Warmup,
 };
 pub use sgd::Sgd;

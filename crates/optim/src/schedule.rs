@@ -437,13 +437,53 @@ fn at_least_one(schedule: &str, name: &str, value: usize) {
     );
 }
 
-/// A constant learning rate: the base.
+/// The optimizer's own rate at every step: `base`. (PyTorch has no such scheduler: it is no
+/// scheduler at all. It is for code that always drives a [`Scheduler`]; not to be confused with
+/// [`ConstantLr`], PyTorch's `ConstantLR`.)
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
-pub struct ConstantLr;
+pub struct BaseLr;
 
-impl LrSchedule for ConstantLr {
+impl LrSchedule for BaseLr {
     fn lr_at(&self, base: f64, _: usize) -> f64 {
         base
+    }
+}
+
+/// `base · factor` for the first `total_iters` steps, then `base` (`ConstantLR`; defaults
+/// factor 1/3, total_iters 5), in torch's closed form.
+///
+/// Asking for a rate panics, at the caller's line, on a factor outside [0, 1], which PyTorch
+/// refuses. Factor 0, which it accepts, holds the rate at 0 and then restores the base, where
+/// torch's step-by-step form divides by the factor and gives NaN.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ConstantLr {
+    /// The multiple of the base until `total_iters`.
+    pub factor: f64,
+    /// Steps at the reduced rate.
+    pub total_iters: usize,
+}
+
+impl Default for ConstantLr {
+    fn default() -> Self {
+        ConstantLr {
+            factor: 1.0 / 3.0,
+            total_iters: 5,
+        }
+    }
+}
+
+impl LrSchedule for ConstantLr {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        let factor = self.factor;
+        assert!(
+            (0.0..=1.0).contains(&factor),
+            "ConstantLr: factor must be in [0, 1], got {factor}"
+        );
+        if step < self.total_iters {
+            base * factor
+        } else {
+            base
+        }
     }
 }
 
