@@ -15,6 +15,9 @@ tests/clip_parity.rs:
 - `clip.nonfinite_<inf|nan>.<case>.total` [1] and `.grad` [3] (float64): clip_grad_norm_ of
   each case with error_if_nonfinite=False on the single gradient [1, inf, -2] or [1, nan, -2].
 
+LambdaLR and MultiplicativeLR take the lambdas written in SCHEDULES, which
+tests/schedules_parity.rs writes again as closures.
+
 Warm-up is torch's SequentialLR of LinearLR(1/w, 1, w - 1) and the schedule, with the milestone
 at w (what rewind's `Warmup { steps: w, .. }` is). SequentialLR refuses ReduceLROnPlateau, so
 `plateau.warmup_*` runs the LinearLR warm-up by hand, sets the rate back to the base at step w
@@ -111,6 +114,46 @@ SCHEDULES = {
     "warmup_restarts": (warmed(lambda o: S.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2)), 20, BASE_LR),
     "constant_defaults": (lambda o: S.ConstantLR(o), 8, BASE_LR),
     "constant_half_3": (lambda o: S.ConstantLR(o, factor=0.5, total_iters=3), 6, BASE_LR),
+    "polynomial_defaults": (lambda o: S.PolynomialLR(o), 8, BASE_LR),
+    "polynomial_6_power_2": (lambda o: S.PolynomialLR(o, total_iters=6, power=2.0), 9, BASE_LR),
+    "polynomial_4_power_half": (lambda o: S.PolynomialLR(o, total_iters=4, power=0.5), 6, BASE_LR),
+    "lambda_power": (lambda o: S.LambdaLR(o, lambda e: 0.95**e), 12, BASE_LR),
+    "lambda_inverse": (lambda o: S.LambdaLR(o, lambda e: 1.0 / (e + 1)), 12, BASE_LR),
+    "multiplicative": (lambda o: S.MultiplicativeLR(o, lambda e: 0.9 if e % 3 else 0.97), 15, BASE_LR),
+    # Each schedule after the first starts at its milestone from its own step 0.
+    "sequential_constant_exponential_step": (
+        lambda o: S.SequentialLR(
+            o,
+            [S.ConstantLR(o, factor=0.5, total_iters=2), S.ExponentialLR(o, gamma=0.9), S.StepLR(o, 2, gamma=0.5)],
+            milestones=[3, 7],
+        ),
+        14,
+        BASE_LR,
+    ),
+    "sequential_linear_cosine": (
+        lambda o: S.SequentialLR(
+            o, [S.LinearLR(o, start_factor=0.25, total_iters=3), S.CosineAnnealingLR(o, T_max=6)], milestones=[4]
+        ),
+        12,
+        BASE_LR,
+    ),
+    # ChainedScheduler steps every schedule each step, each multiplying the rate by its factor.
+    "chained_constant_exponential": (
+        lambda o: S.ChainedScheduler([S.ConstantLR(o, factor=0.1, total_iters=2), S.ExponentialLR(o, gamma=0.9)]),
+        10,
+        BASE_LR,
+    ),
+    "chained_step_linear_polynomial": (
+        lambda o: S.ChainedScheduler(
+            [
+                S.StepLR(o, 3, gamma=0.5),
+                S.LinearLR(o, start_factor=0.5, total_iters=4),
+                S.PolynomialLR(o, total_iters=10, power=0.5),
+            ]
+        ),
+        12,
+        BASE_LR,
+    ),
 }
 
 # name -> (ReduceLROnPlateau options, metrics, warm-up steps)

@@ -1,6 +1,6 @@
-//! rewind-optim's MultiStepLr, OneCycleLr, CosineAnnealingWarmRestarts, ReduceLrOnPlateau and
-//! ConstantLr against PyTorch's MultiStepLR, OneCycleLR, CosineAnnealingWarmRestarts,
-//! ReduceLROnPlateau and ConstantLR,
+//! rewind-optim's schedules against PyTorch's (MultiStepLR, OneCycleLR,
+//! CosineAnnealingWarmRestarts, ReduceLROnPlateau, ConstantLR, PolynomialLR, LambdaLR,
+//! MultiplicativeLR, SequentialLR, ChainedScheduler),
 //! alone, behind a `Warmup`, and boxed as `Box<dyn LrSchedule>`: the learning rate at every step,
 //! from tests/data/schedules_golden.safetensors, which `scripts/golden_schedules.py` wrote (its
 //! docstring says how each case was run in torch). Each schedule is driven as a user drives it,
@@ -15,9 +15,10 @@ mod support;
 
 use rewind::autograd::io::TensorFile;
 use rewind::optim::{
-    Anneal, BaseLr, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts, ExponentialLr,
-    LinearLr, LrSchedule, MultiStepLr, OneCycleLr, Optimizer, PlateauMode, ReduceLrOnPlateau,
-    Scheduler, Sgd, StepLr, ThresholdMode, Warmup,
+    Anneal, BaseLr, ChainedScheduler, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts,
+    ExponentialLr, LambdaLr, LinearLr, LrSchedule, MultiStepLr, MultiplicativeLr, OneCycleLr,
+    Optimizer, PlateauMode, PolynomialLr, ReduceLrOnPlateau, Scheduler, SequentialLr, Sgd, StepLr,
+    ThresholdMode, Warmup,
 };
 use support::golden::{load, tensor};
 use support::panics::panic_of;
@@ -186,6 +187,169 @@ fn constant_lr_matches_pytorch() {
     check(&g, "constant_half_3", BASE_LR, 1e-15, || ConstantLr {
         factor: 0.5,
         total_iters: 3,
+    });
+}
+
+/// PyTorch's PolynomialLR: `base · (1 - min(step, total_iters) / total_iters)^power`, with its
+/// defaults (5, 1), squared over 6 steps and square-rooted over 4, past the end where the rate
+/// stays 0. torch reaches each rate by multiplying the last one by a ratio; the closed form here
+/// is an ulp or two from it.
+#[test]
+fn polynomial_lr_matches_pytorch() {
+    let g = golden();
+    check(
+        &g,
+        "polynomial_defaults",
+        BASE_LR,
+        1e-15,
+        PolynomialLr::default,
+    );
+    check(&g, "polynomial_6_power_2", BASE_LR, 1e-15, || {
+        PolynomialLr {
+            total_iters: 6,
+            power: 2.0,
+        }
+    });
+    check(&g, "polynomial_4_power_half", BASE_LR, 1e-15, || {
+        PolynomialLr {
+            total_iters: 4,
+            power: 0.5,
+        }
+    });
+}
+
+/// PyTorch's LambdaLR (`base · λ(step)`) and MultiplicativeLR (`base · f(1)·…·f(step)`), with
+/// the closures of scripts/golden_schedules.py's SCHEDULES written again in Rust.
+#[test]
+fn lambda_and_multiplicative_lr_match_pytorch() {
+    let g = golden();
+    check(&g, "lambda_power", BASE_LR, 1e-15, || {
+        LambdaLr::new(|step| 0.95f64.powf(step as f64))
+    });
+    check(&g, "lambda_inverse", BASE_LR, 1e-15, || {
+        LambdaLr::new(|step| 1.0 / (step as f64 + 1.0))
+    });
+    let every_third = |step: usize| if step.is_multiple_of(3) { 0.97 } else { 0.9 };
+    check(&g, "multiplicative", BASE_LR, 1e-15, || {
+        MultiplicativeLr::new(every_third)
+    });
+    // Asked out of order (as a resumed run asks), the product is the same.
+    let m = MultiplicativeLr::new(every_third);
+    let want = values(&g, "sched.multiplicative");
+    for step in [9, 3, 15, 0, 14, 15] {
+        let got = m.lr_at(BASE_LR, step);
+        assert_eq!(got, want[step], "MultiplicativeLr asked for step {step}");
+    }
+}
+
+/// PyTorch's SequentialLR: each schedule runs from its milestone, from its own step 0 (ConstantLr,
+/// then ExponentialLr from step 3, then StepLr from step 7; a LinearLr warm-up into a cosine
+/// that goes on past its half period).
+#[test]
+fn sequential_lr_matches_pytorch() {
+    let g = golden();
+    check(
+        &g,
+        "sequential_constant_exponential_step",
+        BASE_LR,
+        1e-15,
+        || {
+            SequentialLr::new(
+                vec![
+                    Box::new(ConstantLr {
+                        factor: 0.5,
+                        total_iters: 2,
+                    }),
+                    Box::new(ExponentialLr { gamma: 0.9 }),
+                    Box::new(StepLr {
+                        step_size: 2,
+                        gamma: 0.5,
+                    }),
+                ],
+                [3, 7],
+            )
+        },
+    );
+    check(&g, "sequential_linear_cosine", BASE_LR, 1e-15, || {
+        SequentialLr::new(
+            vec![
+                Box::new(LinearLr {
+                    start_factor: 0.25,
+                    end_factor: 1.0,
+                    total_iters: 3,
+                }),
+                Box::new(CosineAnnealingLr {
+                    t_max: 6,
+                    eta_min: 0.0,
+                }),
+            ],
+            [4],
+        )
+    });
+}
+
+/// PyTorch's ChainedScheduler: every schedule's factor applies at once (its documentation's
+/// ConstantLR and ExponentialLR; and StepLR, LinearLR and PolynomialLR, down to 0). torch
+/// multiplies the rate by each schedule's factor step after step, and the product of closed
+/// forms here is within 5e-16 of it over these steps.
+#[test]
+fn chained_scheduler_matches_pytorch() {
+    let g = golden();
+    check(&g, "chained_constant_exponential", BASE_LR, 1e-15, || {
+        ChainedScheduler::new(vec![
+            Box::new(ConstantLr {
+                factor: 0.1,
+                total_iters: 2,
+            }),
+            Box::new(ExponentialLr { gamma: 0.9 }),
+        ])
+    });
+    check(&g, "chained_step_linear_polynomial", BASE_LR, 1e-15, || {
+        ChainedScheduler::new(vec![
+            Box::new(StepLr {
+                step_size: 3,
+                gamma: 0.5,
+            }),
+            Box::new(LinearLr {
+                start_factor: 0.5,
+                end_factor: 1.0,
+                total_iters: 4,
+            }),
+            Box::new(PolynomialLr {
+                total_iters: 10,
+                power: 0.5,
+            }),
+        ])
+    });
+}
+
+/// A plateau inside a SequentialLr or a ChainedScheduler sees the metrics of its own steps.
+#[test]
+fn a_plateau_inside_sequential_or_chained_reads_its_metrics() {
+    let g = golden();
+    let plateau = || {
+        ReduceLrOnPlateau::new()
+            .threshold_mode(ThresholdMode::Abs)
+            .threshold(0.1)
+            .factor(0.5)
+            .patience(1)
+    };
+    // The Warmup case of the golden file, as a SequentialLr of a LinearLr and the plateau.
+    check_plateau(&g, "warmup_min_abs", 1e-15, || {
+        SequentialLr::new(
+            vec![
+                Box::new(LinearLr {
+                    start_factor: 1.0 / WARMUP as f64,
+                    end_factor: 1.0,
+                    total_iters: WARMUP - 1,
+                }),
+                Box::new(plateau()),
+            ],
+            [WARMUP],
+        )
+    });
+    check_plateau(&g, "defaults", 1e-15, || {
+        ChainedScheduler::new(vec![Box::new(ReduceLrOnPlateau::new()), Box::new(BaseLr)])
     });
 }
 
@@ -419,6 +583,14 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         (Box::new(|| { with_schedule(LinearLr { total_iters: 0, ..LinearLr::default() }) }), line!(), "LinearLr: total_iters must be at least 1, got 0"),
         (Box::new(|| { with_schedule(LinearLr { start_factor: 0.0, ..LinearLr::default() }) }), line!(), "LinearLr: start_factor must be in (0, 1], got 0"),
         (Box::new(|| { with_schedule(LinearLr { end_factor: f64::NAN, ..LinearLr::default() }) }), line!(), "LinearLr: end_factor must be in [0, 1], got NaN"),
+        (Box::new(|| { with_schedule(PolynomialLr { total_iters: 0, power: 1.0 }) }), line!(), "PolynomialLr: total_iters must be at least 1, got 0"),
+        (Box::new(|| { with_schedule(PolynomialLr { total_iters: 5, power: -1.0 }) }), line!(), "PolynomialLr: power must be a non-negative finite number, got -1"),
+        (Box::new(|| { SequentialLr::new(vec![Box::new(BaseLr), Box::new(BaseLr)], [2, 4]); }), line!(), "SequentialLr: 2 schedules take 1 milestone, got 2"),
+        (Box::new(|| { SequentialLr::new(vec![], []); }), line!(), "SequentialLr: no schedules"),
+        (Box::new(|| { SequentialLr::new(vec![Box::new(BaseLr), Box::new(BaseLr), Box::new(BaseLr)], [5, 3]); }), line!(), "SequentialLr: milestones must be in ascending order, got [5, 3]"),
+        (Box::new(|| { ChainedScheduler::new(vec![]); }), line!(), "ChainedScheduler: no schedules"),
+        (Box::new(|| { with_schedule(SequentialLr::new(vec![Box::new(BaseLr), Box::new(ExponentialLr { gamma: 0.0 })], [3])) }), line!(), "ExponentialLr: gamma must be a positive finite number, got 0"),
+        (Box::new(|| { with_schedule(ChainedScheduler::new(vec![Box::new(BaseLr), Box::new(ConstantLr { factor: 2.0, total_iters: 1 })])) }), line!(), "ConstantLr: factor must be in [0, 1], got 2"),
         (Box::new(|| { with_schedule(ConstantLr { factor: 1.5, total_iters: 3 }) }), line!(), "ConstantLr: factor must be in [0, 1], got 1.5"),
         (Box::new(|| { with_schedule(ConstantLr { factor: f64::NAN, total_iters: 3 }) }), line!(), "ConstantLr: factor must be in [0, 1], got NaN"),
         (Box::new(|| { with_schedule(Warmup { steps: 2, then: LinearLr { end_factor: 1.5, ..LinearLr::default() } }) }), line!(), "LinearLr: end_factor must be in [0, 1], got 1.5"),

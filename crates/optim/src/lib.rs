@@ -50,4 +50,5 @@ pub use schedule::{
     BaseLr, ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr,
     Warmup,
 };
+pub use schedule::{ChainedScheduler, LambdaLr, MultiplicativeLr, PolynomialLr, SequentialLr};
 pub use sgd::Sgd;

@@ -1,7 +1,9 @@
 //! Learning-rate schedules, in closed form or driven by a metric, and the `Scheduler` that
 //! applies one to any optimizer.
 
+use std::cell::Cell;
 use std::f64::consts::PI;
+use std::fmt;
 
 use rewind_autograd::Float;
 
@@ -484,6 +486,245 @@ impl LrSchedule for ConstantLr {
         } else {
             base
         }
+    }
+}
+
+/// `base · (1 - min(step, total_iters) / total_iters)^power` (`PolynomialLR`; defaults
+/// total_iters 5, power 1): down to 0 at step `total_iters`, and 0 after, in torch's closed form.
+///
+/// Asking for a rate panics, at the caller's line, unless `total_iters` ≥ 1 and the power is
+/// finite and ≥ 0 (below 0 the rate at `total_iters` is 1/0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PolynomialLr {
+    /// Steps until the rate reaches 0.
+    pub total_iters: usize,
+    /// The power of the polynomial.
+    pub power: f64,
+}
+
+impl Default for PolynomialLr {
+    fn default() -> Self {
+        PolynomialLr {
+            total_iters: 5,
+            power: 1.0,
+        }
+    }
+}
+
+impl LrSchedule for PolynomialLr {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        at_least_one("PolynomialLr", "total_iters", self.total_iters);
+        non_negative("PolynomialLr", "power", self.power);
+        let done = step.min(self.total_iters) as f64 / self.total_iters as f64;
+        base * (1.0 - done).powf(self.power)
+    }
+}
+
+/// `base · λ(step)` for a closure λ (`LambdaLR`). A rate that comes out NaN, infinite or
+/// negative is refused by the [`Scheduler`] at the step that asks for it.
+#[derive(Clone)]
+pub struct LambdaLr<L> {
+    lambda: L,
+}
+
+impl<L: Fn(usize) -> f64> LambdaLr<L> {
+    /// The base scaled by `lambda(step)` at each step.
+    pub fn new(lambda: L) -> Self {
+        LambdaLr { lambda }
+    }
+}
+
+impl<L> fmt::Debug for LambdaLr<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LambdaLr").finish_non_exhaustive()
+    }
+}
+
+impl<L: Fn(usize) -> f64> LrSchedule for LambdaLr<L> {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        base * (self.lambda)(step)
+    }
+}
+
+/// `base · f(1) · f(2) ⋯ f(step)` for a closure f (`MultiplicativeLR`): each step multiplies
+/// the rate by `f(step)`, in that order, as torch rounds it. The last product is remembered, so
+/// a [`Scheduler`] stepping on costs one call of f a step; asking for an earlier step starts the
+/// product again from the base.
+#[derive(Clone)]
+pub struct MultiplicativeLr<L> {
+    factor: L,
+    /// (base, step, rate) of the last rate asked for.
+    last: Cell<(f64, usize, f64)>,
+}
+
+impl<L: Fn(usize) -> f64> MultiplicativeLr<L> {
+    /// The rate multiplied by `factor(step)` at each step from 1.
+    pub fn new(factor: L) -> Self {
+        MultiplicativeLr {
+            factor,
+            last: Cell::new((f64::NAN, 0, f64::NAN)),
+        }
+    }
+}
+
+impl<L> fmt::Debug for MultiplicativeLr<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MultiplicativeLr").finish_non_exhaustive()
+    }
+}
+
+impl<L: Fn(usize) -> f64> LrSchedule for MultiplicativeLr<L> {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        let (last_base, last_step, last_lr) = self.last.get();
+        // A NaN base never equals the remembered one, so it is recomputed (and stays NaN).
+        let (from, mut lr) = if last_base == base && last_step <= step {
+            (last_step, last_lr)
+        } else {
+            (0, base)
+        };
+        for k in from + 1..=step {
+            lr *= (self.factor)(k);
+        }
+        self.last.set((base, step, lr));
+        lr
+    }
+}
+
+/// Schedules one after another (`SequentialLR`): schedule i (from 0) runs from milestone i - 1
+/// (from step 0 for the first) until milestone i, counting its own steps from 0 there. For the
+/// first schedule and `milestones = [m]`: `s_0(base, step)` while step < m, then
+/// `s_1(base, step - m)`. A schedule that reads a metric sees those reported during its own
+/// steps, from its step 1 on, as behind a [`Warmup`].
+///
+/// Every schedule's arguments are checked when the scheduler starts (step 0), by asking each
+/// for its first rate, so that a misconfigured later schedule panics then, not at its milestone.
+pub struct SequentialLr {
+    schedules: Vec<Box<dyn LrSchedule>>,
+    milestones: Vec<usize>,
+}
+
+impl SequentialLr {
+    /// `schedules` (at least one), switching at `milestones` (one fewer, ascending; two equal
+    /// milestones skip the schedule between them, as in torch). Panics otherwise, at the
+    /// caller's line.
+    #[track_caller]
+    pub fn new(
+        schedules: Vec<Box<dyn LrSchedule>>,
+        milestones: impl IntoIterator<Item = usize>,
+    ) -> Self {
+        let milestones: Vec<usize> = milestones.into_iter().collect();
+        assert!(!schedules.is_empty(), "SequentialLr: no schedules");
+        let wanted = schedules.len() - 1;
+        assert!(
+            milestones.len() == wanted,
+            "SequentialLr: {} schedules take {wanted} milestone{}, got {}",
+            schedules.len(),
+            if wanted == 1 { "" } else { "s" },
+            milestones.len()
+        );
+        assert!(
+            milestones.windows(2).all(|w| w[0] <= w[1]),
+            "SequentialLr: milestones must be in ascending order, got {milestones:?}"
+        );
+        SequentialLr {
+            schedules,
+            milestones,
+        }
+    }
+
+    /// The schedule that sets the rate at `step`, and its own step count there.
+    fn active(&self, step: usize) -> (usize, usize) {
+        let i = self.milestones.partition_point(|&m| m <= step);
+        let start = if i == 0 { 0 } else { self.milestones[i - 1] };
+        (i, step - start)
+    }
+}
+
+impl fmt::Debug for SequentialLr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SequentialLr")
+            .field("milestones", &self.milestones)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LrSchedule for SequentialLr {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        if step == 0 {
+            for later in &self.schedules[1..] {
+                later.lr_at(base, 0);
+            }
+        }
+        let (i, local) = self.active(step);
+        self.schedules[i].lr_at(base, local)
+    }
+
+    fn observe(&mut self, step: usize, metric: f64) {
+        let (i, local) = self.active(step);
+        if local > 0 {
+            self.schedules[i].observe(local, metric);
+        }
+    }
+
+    fn reads_metric(&self) -> bool {
+        self.schedules.iter().any(|s| s.reads_metric())
+    }
+}
+
+/// Schedules applied together (`ChainedScheduler`): `base · Π_i s_i(base, step) / base`, each
+/// schedule's factor on the base multiplying the others'. This is torch's rate when each of its
+/// schedules moves the rate by a factor (StepLR, MultiStepLR, ExponentialLR, ConstantLR,
+/// LinearLR, PolynomialLR, MultiplicativeLR, ReduceLROnPlateau), up to rounding; torch's
+/// LambdaLR, CosineAnnealingLR and OneCycleLR instead set the rate from the base, which makes
+/// torch's chain depend on their order, and the product here does not. A base of 0 gives 0.
+///
+/// A schedule that reads a metric sees every one reported.
+pub struct ChainedScheduler {
+    schedules: Vec<Box<dyn LrSchedule>>,
+}
+
+impl ChainedScheduler {
+    /// `schedules` (at least one; panics otherwise, at the caller's line), all applied at every
+    /// step.
+    #[track_caller]
+    pub fn new(schedules: Vec<Box<dyn LrSchedule>>) -> Self {
+        assert!(!schedules.is_empty(), "ChainedScheduler: no schedules");
+        ChainedScheduler { schedules }
+    }
+}
+
+impl fmt::Debug for ChainedScheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainedScheduler")
+            .field("schedules", &self.schedules.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LrSchedule for ChainedScheduler {
+    fn lr_at(&self, base: f64, step: usize) -> f64 {
+        // A loop, not an iterator's closure, so that a schedule's refusal panics at the line
+        // of the caller, through `#[track_caller]`. Every schedule is asked even at base 0, so
+        // that its arguments are checked.
+        let mut lr = base;
+        for s in &self.schedules {
+            lr *= s.lr_at(base, step) / base;
+        }
+        if base == 0.0 {
+            0.0
+        } else {
+            lr
+        }
+    }
+
+    fn observe(&mut self, step: usize, metric: f64) {
+        for s in &mut self.schedules {
+            s.observe(step, metric);
+        }
+    }
+
+    fn reads_metric(&self) -> bool {
+        self.schedules.iter().any(|s| s.reads_metric())
     }
 }
 
