@@ -1,4 +1,5 @@
-//! Adamax, NAdam and RAdam, and `maximize` in every optimizer, against PyTorch: 100-step
+//! Adamax, NAdam, RAdam, Adadelta, Rprop and Asgd, and `maximize` in every optimizer, against
+//! PyTorch: 100-step
 //! trajectories from the data `scripts/golden_optim_more.py` wrote with torch's single-tensor
 //! (foreach=False) optimizers: tests/data/optim_more_golden.safetensors in float64 and
 //! tests/data/optim_more_golden_f32.safetensors in float32. Float64 runs must match torch's
@@ -9,12 +10,14 @@ mod support;
 
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Float, Param, Tape, Tensor};
-use rewind::optim::{Adagrad, Adam, Adamax, NAdam, Optimizer, ParamGroup, RAdam, RmsProp, Sgd};
-use support::golden::load;
+use rewind::optim::{
+    Adadelta, Adagrad, Adam, Adamax, Asgd, NAdam, Optimizer, ParamGroup, RAdam, RmsProp, Rprop, Sgd,
+};
+use support::golden::{load, row, tensor};
 use support::panics::panic_of;
 use support::trajectories::{
     assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at, model,
-    trajectory_distances, Configs,
+    trajectory_distances, Configs, STEPS,
 };
 
 const GOLDEN_F64: &str = "optim_more_golden.safetensors";
@@ -155,7 +158,93 @@ fn configs<F: Float>() -> Configs<F> {
             "radam_maximize",
             Box::new(RAdam::new(0.01).weight_decay(0.1).maximize(true)),
         ),
+        ("adadelta_defaults", Box::new(Adadelta::default())),
+        (
+            "adadelta",
+            Box::new(Adadelta::new(0.5).rho(0.8).eps(1e-5).weight_decay(0.1)),
+        ),
+        (
+            "adadelta_groups",
+            Box::new(Adadelta::new(1.0).weight_decay(0.1).group(bias_group())),
+        ),
+        (
+            "adadelta_maximize",
+            Box::new(Adadelta::new(0.5).weight_decay(0.1).maximize(true)),
+        ),
+        ("rprop_defaults", Box::new(Rprop::default())),
+        (
+            "rprop",
+            Box::new(Rprop::new(0.05).etas(0.3, 1.5).step_sizes(1e-3, 0.2)),
+        ),
+        (
+            "rprop_groups",
+            Box::new(Rprop::new(0.01).group(ParamGroup::biases().lr_scale(0.5))),
+        ),
+        ("rprop_maximize", Box::new(Rprop::new(0.05).maximize(true))),
+        ("asgd_defaults", Box::new(Asgd::default())),
+        (
+            "asgd",
+            Box::new(
+                Asgd::new(0.05)
+                    .lambd(1e-3)
+                    .alpha(0.5)
+                    .t0(10.0)
+                    .weight_decay(0.1),
+            ),
+        ),
+        (
+            "asgd_groups",
+            Box::new(
+                Asgd::new(0.05)
+                    .t0(10.0)
+                    .weight_decay(0.1)
+                    .group(bias_group()),
+            ),
+        ),
+        (
+            "asgd_maximize",
+            Box::new(Asgd::new(0.05).t0(10.0).weight_decay(0.1).maximize(true)),
+        ),
     ]
+}
+
+/// ASGD's average of the weights (its state `ax`), step by step, within `tolerance` of torch's
+/// (`<config>.ax.*` in the golden file), relative to the largest element of its tensor.
+fn check_asgd_averages<F: Float>(file: &str, tolerance: f64) {
+    let g = golden::<F>(file);
+    for (name, mut opt) in configs::<F>() {
+        if !name.starts_with("asgd") {
+            continue;
+        }
+        let mut m = model(&g);
+        for t in 0..STEPS {
+            let grads = grads_at(&g, &m, t);
+            opt.step(&mut m, &grads);
+            let state = opt.state();
+            for p in ["weight", "bias"] {
+                let got = state.tensors[&format!("{p}.ax")].data().to_vec();
+                let want = row(&tensor(&g, &format!("{name}.ax.{p}")), t);
+                let largest = want.data().iter().fold(0.0, |m, e| e.to_f64().abs().max(m));
+                let worst = got
+                    .iter()
+                    .zip(want.data())
+                    .fold(0.0, |m, (a, e)| (a.to_f64() - e.to_f64()).abs().max(m));
+                assert!(
+                    worst <= tolerance * largest,
+                    "{name} in {file}: ax.{p} at step {t} is {:e} of its largest element off torch's",
+                    worst / largest
+                );
+            }
+        }
+    }
+}
+
+/// ASGD averages the weights from step t0 + 1 on (the `asgd*` configurations set t0 10; with the
+/// default 1e6 the average is the weights themselves).
+#[test]
+fn asgd_averages_match_pytorch_f64_and_f32() {
+    check_asgd_averages::<f64>(GOLDEN_F64, 1e-12);
+    check_asgd_averages::<f32>(GOLDEN_F32, 2e-7);
 }
 
 /// In f64 every element stays within 1e-12 of torch's, relative to itself.
@@ -247,8 +336,72 @@ fn state_is_keyed_by_parameter_name() {
     );
     assert_eq!(
         keys(&mut RAdam::default().decoupled_weight_decay(true)),
-        ("radamw".into(), radam_buffers, steps)
+        ("radamw".into(), radam_buffers, steps.clone())
     );
+    let buffers = |names: &[&str]| {
+        let mut all: Vec<String> = ["bias", "weight"]
+            .iter()
+            .flat_map(|p| names.iter().map(move |n| format!("{p}.{n}")))
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(
+        keys(&mut Adadelta::default()),
+        (
+            "adadelta".into(),
+            buffers(&["acc_delta", "square_avg"]),
+            steps.clone()
+        )
+    );
+    assert_eq!(
+        keys(&mut Rprop::default()),
+        (
+            "rprop".into(),
+            buffers(&["prev", "step_size"]),
+            steps.clone()
+        )
+    );
+    assert_eq!(
+        keys(&mut Asgd::default()),
+        ("asgd".into(), buffers(&["ax", "eta", "mu"]), steps)
+    );
+}
+
+/// ASGD's η and μ are one number each: a state holding more, a negative η or a μ outside
+/// [0, 1] is refused, as NAdam's product is.
+#[test]
+fn asgd_state_refuses_a_bad_eta_or_mu() {
+    let g = golden::<f64>(GOLDEN_F64);
+    let mut m = model(&g);
+    let mut opt = Asgd::<f64>::default();
+    let grads = grads_at(&g, &m, 0);
+    opt.step(&mut m, &grads);
+    let good = opt.state();
+    let with = |name: &str, t: Tensor<f64>| {
+        let mut s = good.clone();
+        s.tensors.insert(name.into(), t);
+        Asgd::<f64>::default()
+            .load_state(&s)
+            .unwrap_err()
+            .to_string()
+    };
+    assert_eq!(
+        with("bias.eta", Tensor::scalar(-0.01)),
+        "optimizer state: `bias.eta` is -0.01, expected a number >= 0"
+    );
+    assert_eq!(
+        with("bias.mu", Tensor::scalar(1.5)),
+        "optimizer state: `bias.mu` is 1.5, expected a number from 0 to 1"
+    );
+    assert_eq!(
+        with(
+            "weight.eta",
+            Tensor::from_vec(vec![0.01, 0.01], &[2]).unwrap()
+        ),
+        "optimizer state: `weight.eta` has shape [2], expected []"
+    );
+    assert!(Asgd::<f64>::default().load_state(&good).is_ok());
 }
 
 #[test]
@@ -276,6 +429,9 @@ fn maximize_climbs_to_the_top_with_every_optimizer() {
         ("adamax", Box::new(Adamax::new(0.1).maximize(true))),
         ("nadam", Box::new(NAdam::new(0.1).maximize(true))),
         ("radam", Box::new(RAdam::new(0.1).maximize(true))),
+        ("adadelta", Box::new(Adadelta::new(10.0).maximize(true))),
+        ("rprop", Box::new(Rprop::new(0.1).maximize(true))),
+        ("asgd", Box::new(Asgd::new(0.1).maximize(true))),
     ];
     for (name, mut opt) in cases {
         let mut model = vec![Param::named("w", Tensor::scalar(0.0))];
@@ -295,7 +451,7 @@ fn maximize_climbs_to_the_top_with_every_optimizer() {
 #[test]
 fn every_optimizer_refuses_the_arguments_pytorch_refuses() {
     type Build = fn();
-    let cases: [(&str, Build); 14] = [
+    let cases: [(&str, Build); 20] = [
         ("Sgd: lr must be finite and >= 0, got -0.1", || {
             drop(Sgd::<f32>::new(-0.1))
         }),
@@ -342,6 +498,25 @@ fn every_optimizer_refuses_the_arguments_pytorch_refuses() {
         }),
         ("RAdam: beta1 must be in [0, 1), got -0.1", || {
             drop(RAdam::<f32>::default().betas(-0.1, 0.999))
+        }),
+        ("Adadelta: rho must be in [0, 1], got 1.5", || {
+            drop(Adadelta::<f32>::default().rho(1.5))
+        }),
+        ("Adadelta: lr must be finite and >= 0, got -1.0", || {
+            drop(Adadelta::<f32>::new(-1.0))
+        }),
+        (
+            "Rprop: etas must satisfy 0 < etaminus < 1 < etaplus, got (0.5, 0.9)",
+            || drop(Rprop::<f32>::default().etas(0.5, 0.9)),
+        ),
+        ("Rprop: lr must be finite and >= 0, got -0.01", || {
+            drop(Rprop::<f32>::new(-0.01))
+        }),
+        ("Asgd: lambd must be finite and >= 0, got -0.1", || {
+            drop(Asgd::<f32>::default().lambd(-0.1))
+        }),
+        ("Asgd: alpha must be finite and >= 0, got -0.75", || {
+            drop(Asgd::<f32>::default().alpha(-0.75))
         }),
     ];
     for (expected, build) in cases {
@@ -399,6 +574,16 @@ fn arguments_that_would_poison_the_weights_panic_at_the_callers_line() {
         (Box::new(|| { RmsProp::<f32>::default().eps(1e39); }), line!(), "RmsProp: eps must be finite and > 0, got 1e39 (infinite as f32)"),
         (Box::new(|| { Sgd::<f32>::new(0.1).group(ParamGroup::biases().weight_decay(1e39)); }), line!(), "Sgd: a group's weight_decay must be finite and >= 0, got 1e39 (infinite as f32)"),
         (Box::new(|| { Sgd::<f32>::new(1e30).group(ParamGroup::biases().lr_scale(1e10)); }), line!(), "Sgd: lr 1e30 times a group's lr_scale 1e10 is not finite (infinite as f32)"),
+        (Box::new(|| { Adadelta::<f64>::default().eps(0.0); }), line!(), "Adadelta: eps must be finite and > 0, got 0.0"),
+        (Box::new(|| { Adadelta::<f64>::default().weight_decay(f64::INFINITY); }), line!(), "Adadelta: weight_decay must be finite and >= 0, got inf"),
+        (Box::new(|| { Rprop::<f64>::default().step_sizes(1.0, 0.1); }), line!(), "Rprop: step_sizes must satisfy 0 <= min <= max, both finite, got (1.0, 0.1)"),
+        (Box::new(|| { Rprop::<f64>::default().step_sizes(1e-6, f64::INFINITY); }), line!(), "Rprop: step_sizes must satisfy 0 <= min <= max, both finite, got (1e-6, inf)"),
+        (Box::new(|| { Rprop::<f64>::default().etas(f64::NAN, 1.2); }), line!(), "Rprop: etas must satisfy 0 < etaminus < 1 < etaplus, got (NaN, 1.2)"),
+        (Box::new(|| { Rprop::<f64>::default().etas(0.5, f64::INFINITY); }), line!(), "Rprop: etas must satisfy 0 < etaminus < 1 < etaplus, got (0.5, inf)"),
+        (Box::new(|| { Rprop::<f64>::default().group(ParamGroup::biases().weight_decay(0.1)); }), line!(), "Rprop: a group's weight_decay is not an option of Rprop, which has no weight decay"),
+        (Box::new(|| { Asgd::<f64>::default().t0(f64::NAN); }), line!(), "Asgd: t0 must be finite, got NaN"),
+        (Box::new(|| { Asgd::<f64>::default().lambd(f64::INFINITY); }), line!(), "Asgd: lambd must be finite and >= 0, got inf"),
+        (Box::new(|| { Asgd::<f32>::default().set_lr(1e39); }), line!(), "Asgd: lr must be finite and >= 0, got 1e39 (infinite as f32)"),
     ];
     for (misuse, line, expected) in cases {
         let (msg, file, at) = panic_of(misuse);

@@ -92,7 +92,8 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         Layout {
             signed: &[],
             never_negative: &["sum"],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }

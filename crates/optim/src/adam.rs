@@ -136,6 +136,7 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             signed: &["exp_avg"],
             never_negative: &["exp_avg_sq", "max_exp_avg_sq"],
             fractions: &[],
+            rates: &[],
         }
     );
 }

@@ -101,7 +101,8 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
         Layout {
             signed: &["exp_avg"],
             never_negative: &["exp_inf"],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }

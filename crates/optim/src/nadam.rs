@@ -137,6 +137,7 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
             signed: &["exp_avg"],
             never_negative: &["exp_avg_sq"],
             fractions: &["mu_product"],
+            rates: &[],
         }
     );
 }

@@ -44,8 +44,8 @@ pub trait Optimizer<F: Float = f32> {
     /// is not finite and ≥ 0; a step count is not a whole number from 0 to 2^53; an entry is not
     /// a buffer this optimizer keeps for a parameter with a step count; a buffer holds a NaN or
     /// an infinity (the run it was saved from had diverged), a sum or average of squares holds a
-    /// negative number, or NAdam's product of momentum coefficients lies outside [0, 1] (each
-    /// would make the next step NaN); a buffer that holds one number holds more, or one with its
+    /// negative number, NAdam's product of momentum coefficients or ASGD's μ lies outside [0, 1],
+    /// or ASGD's η is negative (each would make the next step NaN or climb the loss); a buffer that holds one number holds more, or one with its
     /// parameter's shape differs from another buffer of that parameter, here or in the state.
     ///
     /// Without the model the optimizer cannot know its parameters' shapes: a state saved for
@@ -313,6 +313,13 @@ impl ParamGroup {
     }
 }
 
+impl ParamGroup {
+    /// Whether the group sets its own weight decay (which an optimizer without one refuses).
+    pub(crate) fn sets_weight_decay(&self) -> bool {
+        self.weight_decay.is_some()
+    }
+}
+
 impl fmt::Debug for ParamGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParamGroup")
@@ -492,7 +499,7 @@ pub(crate) fn with_grads<'m, F: Float>(
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimState<F: Float = f32> {
     /// Which optimizer wrote it (`sgd`, `adam`, `adamw`, `adagrad`, `rmsprop`, `adamax`,
-    /// `nadam`, `nadamw`, `radam`, `radamw`).
+    /// `nadam`, `nadamw`, `radam`, `radamw`, `adadelta`, `rprop`, `asgd`).
     pub kind: String,
     /// Numbers by name.
     pub scalars: BTreeMap<String, f64>,
@@ -832,7 +839,7 @@ impl<F: Float> Buffers<F> {
                 .find(|&&n| n == name)
                 .ok_or_else(unexpected)?;
             let b = out.by_param.get_mut(param).ok_or_else(unexpected)?;
-            let expected = if layout.fractions.contains(&name) {
+            let expected = if layout.numbers().any(|&n| n == name) {
                 (t.numel() != 1).then(Vec::new)
             } else {
                 let shape = match model_shapes {
@@ -873,6 +880,9 @@ impl<F: Float> Buffers<F> {
             if layout.fractions.contains(&name) && first(|x| x > F::ONE || x < F::ZERO).is_some() {
                 return Err(invalid(t.data()[0].to_string(), "a number from 0 to 1"));
             }
+            if layout.rates.contains(&name) && first(|x| x < F::ZERO).is_some() {
+                return Err(invalid(t.data()[0].to_string(), "a number >= 0"));
+            }
             b.tensors.insert(name, t.clone());
         }
         Ok(out)
@@ -891,13 +901,21 @@ pub(crate) struct Layout {
     /// With the parameter's shape, ≥ 0 (sums and averages of squares, whose square root a step
     /// takes, and Adamax's infinity norm).
     pub(crate) never_negative: &'static [&'static str],
-    /// One number from 0 to 1 (NAdam's product of momentum coefficients, each below 1).
+    /// One number from 0 to 1 (NAdam's product of momentum coefficients, each below 1; ASGD's
+    /// averaging weight μ).
     pub(crate) fractions: &'static [&'static str],
+    /// One number ≥ 0 (ASGD's step size η).
+    pub(crate) rates: &'static [&'static str],
 }
 
 impl Layout {
     fn names(&self) -> impl Iterator<Item = &&'static str> {
-        self.per_element().chain(self.fractions)
+        self.per_element().chain(self.numbers())
+    }
+
+    /// The buffers that hold one number.
+    fn numbers(&self) -> impl Iterator<Item = &&'static str> {
+        self.fractions.iter().chain(self.rates)
     }
 
     fn per_element(&self) -> impl Iterator<Item = &&'static str> {

@@ -132,6 +132,7 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
             signed: &["exp_avg"],
             never_negative: &["exp_avg_sq"],
             fractions: &[],
+            rates: &[],
         }
     );
 }

@@ -126,7 +126,8 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         Layout {
             signed: &["grad_avg", "momentum_buffer"],
             never_negative: &["square_avg"],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }

@@ -107,7 +107,8 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         Layout {
             signed: &["momentum_buffer"],
             never_negative: &[],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }
