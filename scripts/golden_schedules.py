@@ -6,6 +6,8 @@ tests/clip_parity.rs:
 - `sched.<case>` [n + 1] (float64): the learning rate before any scheduler step, then after each
   of n steps, for every case in SCHEDULES (from an optimizer whose lr is BASE_LR, except the
   one-cycle cases, which set their own);
+- `sched.<case>` and `momentum.<case>` [n + 1] (float64): for every case in CYCLING, the rate
+  and the momentum (SGD's `momentum`, which starts at 0.5, or Adam's beta1) likewise;
 - `plateau.<case>.metrics` [n], `plateau.<case>.lr` [n + 1] (float64): ReduceLROnPlateau fed a
   fixed metric sequence, one metric per step, for every case in PLATEAUS;
 - `clip.<dtype>.grads.<name>`: three gradients (float64, and the same rounded to float32);
@@ -156,6 +158,64 @@ SCHEDULES = {
     ),
 }
 
+# Schedules that cycle the momentum: name -> (scheduler constructor, steps, optimizer). The
+# optimizer is SGD (its `momentum` cycles) or Adam (its beta1 cycles), with lr BASE_LR.
+CYCLING = {
+    "cyclic_triangular": (lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=4), 20, "sgd"),
+    "cyclic_triangular2": (
+        lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=5, mode="triangular2"),
+        30,
+        "sgd",
+    ),
+    "cyclic_exp_range": (
+        lambda o: S.CyclicLR(
+            o,
+            base_lr=0.001,
+            max_lr=0.05,
+            step_size_up=4,
+            mode="exp_range",
+            gamma=0.9,
+            base_momentum=0.7,
+            max_momentum=0.95,
+        ),
+        25,
+        "adam",
+    ),
+    "cyclic_no_momentum": (
+        lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=2, step_size_down=1, cycle_momentum=False),
+        9,
+        "sgd",
+    ),
+    "onecycle_momentum_defaults": (lambda o: S.OneCycleLR(o, max_lr=ONE_CYCLE_MAX, total_steps=20), 20, "sgd"),
+    "onecycle_momentum_three_phase": (
+        lambda o: S.OneCycleLR(
+            o, max_lr=0.3, total_steps=17, three_phase=True, anneal_strategy="linear", base_momentum=0.8, max_momentum=0.9
+        ),
+        17,
+        "adam",
+    ),
+}
+
+
+def lrs_and_momenta(make, steps, kind):
+    """As `lrs`, and the momentum (SGD's, or Adam's beta1) at the same points."""
+    param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = O.SGD([param], lr=BASE_LR, momentum=0.5) if kind == "sgd" else O.Adam([param], lr=BASE_LR)
+    sched = make(opt)
+
+    def momentum():
+        group = opt.param_groups[0]
+        return group["momentum"] if kind == "sgd" else group["betas"][0]
+
+    values, momenta = [opt.param_groups[0]["lr"]], [momentum()]
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        values.append(opt.param_groups[0]["lr"])
+        momenta.append(momentum())
+    return torch.tensor(values, dtype=torch.float64), torch.tensor(momenta, dtype=torch.float64)
+
+
 # name -> (ReduceLROnPlateau options, metrics, warm-up steps)
 PLATEAUS = {
     # Defaults (patience 10, factor 0.1): a flat metric is cut at steps 12 and 23.
@@ -259,6 +319,8 @@ def main():
     out = {}
     for name, (make, steps, lr) in SCHEDULES.items():
         out[f"sched.{name}"] = lrs(make, steps, lr)
+    for name, (make, steps, kind) in CYCLING.items():
+        out[f"sched.{name}"], out[f"momentum.{name}"] = lrs_and_momenta(make, steps, kind)
     for name, (opts, metrics, warmup) in PLATEAUS.items():
         out[f"plateau.{name}.metrics"] = torch.tensor(metrics, dtype=torch.float64)
         out[f"plateau.{name}.lr"] = plateau(opts, metrics, warmup)

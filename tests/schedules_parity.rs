@@ -1,6 +1,7 @@
 //! rewind-optim's schedules against PyTorch's (MultiStepLR, OneCycleLR,
 //! CosineAnnealingWarmRestarts, ReduceLROnPlateau, ConstantLR, PolynomialLR, LambdaLR,
-//! MultiplicativeLR, SequentialLR, ChainedScheduler),
+//! MultiplicativeLR, SequentialLR, ChainedScheduler, CyclicLR, and the momentum CyclicLR and
+//! OneCycleLR cycle),
 //! alone, behind a `Warmup`, and boxed as `Box<dyn LrSchedule>`: the learning rate at every step,
 //! from tests/data/schedules_golden.safetensors, which `scripts/golden_schedules.py` wrote (its
 //! docstring says how each case was run in torch). Each schedule is driven as a user drives it,
@@ -15,10 +16,10 @@ mod support;
 
 use rewind::autograd::io::TensorFile;
 use rewind::optim::{
-    Anneal, BaseLr, ChainedScheduler, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts,
-    ExponentialLr, LambdaLr, LinearLr, LrSchedule, MultiStepLr, MultiplicativeLr, OneCycleLr,
-    Optimizer, PlateauMode, PolynomialLr, ReduceLrOnPlateau, Scheduler, SequentialLr, Sgd, StepLr,
-    ThresholdMode, Warmup,
+    Adagrad, Adam, Anneal, BaseLr, ChainedScheduler, ConstantLr, CosineAnnealingLr,
+    CosineAnnealingWarmRestarts, CyclicLr, CyclicMode, ExponentialLr, LambdaLr, LinearLr,
+    LrSchedule, MultiStepLr, MultiplicativeLr, OneCycleLr, Optimizer, PlateauMode, PolynomialLr,
+    ReduceLrOnPlateau, Scheduler, SequentialLr, Sgd, StepLr, ThresholdMode, Warmup,
 };
 use support::golden::{load, tensor};
 use support::panics::panic_of;
@@ -60,6 +61,54 @@ fn drive_with_metrics<S: LrSchedule>(schedule: S, base_lr: f64, metrics: &[f64])
         lrs.push(opt.lr());
     }
     lrs
+}
+
+/// As [`drive`], over `opt` (whose momentum or β1 the schedule may cycle), also returning the
+/// optimizer's momentum at each point.
+fn drive_momentum<S: LrSchedule>(
+    schedule: S,
+    mut opt: Box<dyn Optimizer<f64>>,
+    steps: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let momentum = |opt: &dyn Optimizer<f64>| opt.momentum().expect("a momentum");
+    let mut sched = Scheduler::new(schedule, opt.as_mut());
+    let (mut lrs, mut momenta) = (vec![opt.lr()], vec![momentum(opt.as_ref())]);
+    for _ in 0..steps {
+        sched.step(opt.as_mut());
+        lrs.push(opt.lr());
+        momenta.push(momentum(opt.as_ref()));
+    }
+    (lrs, momenta)
+}
+
+/// The script's optimizers for the CYCLING cases: SGD with momentum 0.5, or Adam.
+fn cycled(kind: &str) -> Box<dyn Optimizer<f64>> {
+    match kind {
+        "sgd" => Box::new(Sgd::new(BASE_LR).momentum(0.5)),
+        _ => Box::new(Adam::new(BASE_LR)),
+    }
+}
+
+/// Checks `schedule`'s rates and momenta against `sched.<case>` and `momentum.<case>`, over the
+/// first `steps` steps (all of them if None), on the optimizer `kind`.
+fn check_cycling<S: LrSchedule>(
+    g: &TensorFile<f64>,
+    case: &str,
+    kind: &str,
+    steps: Option<usize>,
+    schedule: S,
+) {
+    let want_lr = values(g, &format!("sched.{case}"));
+    let want_momentum = values(g, &format!("momentum.{case}"));
+    let steps = steps.unwrap_or(want_lr.len() - 1);
+    let (lrs, momenta) = drive_momentum(schedule, cycled(kind), steps);
+    assert_matches(case, &lrs, &want_lr[..=steps], 1e-15);
+    assert_matches(
+        &format!("{case} (momentum)"),
+        &momenta,
+        &want_momentum[..=steps],
+        1e-15,
+    );
 }
 
 /// Asserts that every rate of `got` is within `tolerance` of torch's, relative to torch's.
@@ -164,6 +213,80 @@ fn one_cycle_lr_matches_pytorch() {
     check(&g, "onecycle_cos_three_phase", BASE_LR, 1e-15, || {
         OneCycleLr::new(0.3, 17).three_phase(true)
     });
+}
+
+/// PyTorch's CyclicLR in its three modes, cycling SGD's momentum or Adam's β1 against the rate
+/// (triangular; triangular2, rising for 3 steps and falling for 5; exp_range with γ 0.9), and
+/// with `cycle_momentum(false)`, which leaves the optimizer's momentum alone.
+#[test]
+fn cyclic_lr_and_its_momentum_match_pytorch() {
+    let g = golden();
+    check_cycling(
+        &g,
+        "cyclic_triangular",
+        "sgd",
+        None,
+        CyclicLr::new(0.01, 0.1).step_size_up(4),
+    );
+    check_cycling(
+        &g,
+        "cyclic_triangular2",
+        "sgd",
+        None,
+        CyclicLr::new(0.01, 0.1)
+            .step_size_up(3)
+            .step_size_down(5)
+            .mode(CyclicMode::Triangular2),
+    );
+    check_cycling(
+        &g,
+        "cyclic_exp_range",
+        "adam",
+        None,
+        CyclicLr::new(0.001, 0.05)
+            .step_size_up(4)
+            .mode(CyclicMode::ExpRange)
+            .gamma(0.9)
+            .base_momentum(0.7)
+            .max_momentum(0.95),
+    );
+    check_cycling(
+        &g,
+        "cyclic_no_momentum",
+        "sgd",
+        None,
+        CyclicLr::new(0.01, 0.1)
+            .step_size_up(2)
+            .step_size_down(1)
+            .cycle_momentum(false),
+    );
+}
+
+/// OneCycleLR's momentum, by PyTorch's defaults (0.95 down to 0.85 while the rate rises, and
+/// back), and over three linear phases between 0.9 and 0.8 on Adam's β1 (up to step 16: step 17's
+/// rate is below 0, which a `Scheduler` refuses).
+#[test]
+fn one_cycle_momentum_matches_pytorch() {
+    let g = golden();
+    check_cycling(
+        &g,
+        "onecycle_momentum_defaults",
+        "sgd",
+        None,
+        OneCycleLr::new(0.5, 20),
+    );
+    let three_phase = OneCycleLr::new(0.3, 17)
+        .three_phase(true)
+        .anneal(Anneal::Linear)
+        .base_momentum(0.8)
+        .max_momentum(0.9);
+    check_cycling(
+        &g,
+        "onecycle_momentum_three_phase",
+        "adam",
+        Some(16),
+        three_phase,
+    );
 }
 
 /// Restarts at steps 3, 9 and 21 (T_0 3, T_mult 2), and every 4 steps (T_mult 1).
@@ -583,6 +706,20 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         (Box::new(|| { with_schedule(LinearLr { total_iters: 0, ..LinearLr::default() }) }), line!(), "LinearLr: total_iters must be at least 1, got 0"),
         (Box::new(|| { with_schedule(LinearLr { start_factor: 0.0, ..LinearLr::default() }) }), line!(), "LinearLr: start_factor must be in (0, 1], got 0"),
         (Box::new(|| { with_schedule(LinearLr { end_factor: f64::NAN, ..LinearLr::default() }) }), line!(), "LinearLr: end_factor must be in [0, 1], got NaN"),
+        (Box::new(|| { CyclicLr::new(-0.1, 0.1); }), line!(), "CyclicLr: base_lr must be a non-negative finite number, got -0.1"),
+        (Box::new(|| { CyclicLr::new(0.01, f64::INFINITY); }), line!(), "CyclicLr: max_lr must be a non-negative finite number, got inf"),
+        (Box::new(|| { CyclicLr::new(0.01, 0.1).step_size_up(0); }), line!(), "CyclicLr: step_size_up must be at least 1, got 0"),
+        (Box::new(|| { CyclicLr::new(0.01, 0.1).gamma(0.0); }), line!(), "CyclicLr: gamma must be a positive finite number, got 0"),
+        (Box::new(|| { CyclicLr::new(0.01, 0.1).base_momentum(f64::NAN); }), line!(), "CyclicLr: base_momentum must be a non-negative finite number, got NaN"),
+        (Box::new(|| { OneCycleLr::new(0.1, 10).max_momentum(-0.95); }), line!(), "OneCycleLr: max_momentum must be a non-negative finite number, got -0.95"),
+        (Box::new(|| {
+            let mut opt = Adagrad::<f64>::new(0.1);
+            Scheduler::new(CyclicLr::new(0.01, 0.1), &mut opt); }), line!(),
+            "Scheduler: the schedule cycles the momentum, but this optimizer has neither a momentum nor a beta1; turn the cycling off (cycle_momentum(false))"),
+        (Box::new(|| {
+            let mut opt = Adam::<f64>::new(0.1);
+            Scheduler::new(OneCycleLr::new(0.1, 10).max_momentum(1.0), &mut opt); }), line!(),
+            "Adam: beta1 must be in [0, 1), got 1.0"),
         (Box::new(|| { with_schedule(PolynomialLr { total_iters: 0, power: 1.0 }) }), line!(), "PolynomialLr: total_iters must be at least 1, got 0"),
         (Box::new(|| { with_schedule(PolynomialLr { total_iters: 5, power: -1.0 }) }), line!(), "PolynomialLr: power must be a non-negative finite number, got -1"),
         (Box::new(|| { SequentialLr::new(vec![Box::new(BaseLr), Box::new(BaseLr)], [2, 4]); }), line!(), "SequentialLr: 2 schedules take 1 milestone, got 2"),

@@ -51,7 +51,9 @@ pub use plateau::{PlateauMode, PlateauState, ReduceLrOnPlateau, ThresholdMode};
 pub use radam::RAdam;
 pub use rmsprop::RmsProp;
 pub use rprop::Rprop;
-pub use schedule::{Anneal, CosineAnnealingWarmRestarts, MultiStepLr, OneCycleLr};
+pub use schedule::{
+    Anneal, CosineAnnealingWarmRestarts, CyclicLr, CyclicMode, MultiStepLr, OneCycleLr,
+};
 pub use schedule::{
     BaseLr, ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr,
     Warmup,

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, shared_options,
-    with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
+    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, momentum_methods,
+    shared_options, with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// NAdam as `torch.optim.NAdam` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -86,6 +86,8 @@ impl<F: Float> NAdam<F> {
 }
 
 impl<F: Float> Optimizer<F> for NAdam<F> {
+    momentum_methods!("NAdam", beta1);
+
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let (beta1, beta2) = self.betas;
         let towards_g = Lerp::new(F::from_f64(1.0 - beta1));

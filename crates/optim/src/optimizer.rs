@@ -63,7 +63,52 @@ pub trait Optimizer<F: Float = f32> {
         model: &dyn Module<F>,
         state: &OptimState<F>,
     ) -> Result<(), StateError>;
+
+    /// The momentum a schedule cycles ([`CyclicLr`](crate::CyclicLr),
+    /// [`OneCycleLr`](crate::OneCycleLr)), as PyTorch's do: `momentum` for [`Sgd`](crate::Sgd)
+    /// and [`RmsProp`](crate::RmsProp), β1 for the Adam family ([`Adam`](crate::Adam),
+    /// [`Adamax`](crate::Adamax), [`NAdam`](crate::NAdam), [`RAdam`](crate::RAdam)); None for an
+    /// optimizer that has neither (the default).
+    fn momentum(&self) -> Option<f64> {
+        None
+    }
+
+    /// Sets the momentum [`momentum`](Optimizer::momentum) reads, as a schedule does.
+    ///
+    /// Panics, at the caller's line, on a value the optimizer's builder refuses (a momentum
+    /// below 0 or infinite, a β1 outside [0, 1)), and on an optimizer without a momentum.
+    #[track_caller]
+    fn set_momentum(&mut self, momentum: f64) {
+        panic!("optimizer: no momentum or beta1 to set to {momentum}");
+    }
 }
+
+/// The [`Optimizer`] methods `momentum` and `set_momentum` of an optimizer named `$name` whose
+/// momentum is its field `momentum` (refused unless finite and ≥ 0) or the first of its `betas`
+/// (refused outside [0, 1)).
+macro_rules! momentum_methods {
+    ($name:literal, momentum) => {
+        fn momentum(&self) -> Option<f64> {
+            Some(self.momentum)
+        }
+
+        fn set_momentum(&mut self, momentum: f64) {
+            $crate::optimizer::check_non_negative::<F>($name, "momentum", momentum);
+            self.momentum = momentum;
+        }
+    };
+    ($name:literal, beta1) => {
+        fn momentum(&self) -> Option<f64> {
+            Some(self.betas.0)
+        }
+
+        fn set_momentum(&mut self, beta1: f64) {
+            $crate::optimizer::check_beta($name, "beta1", beta1);
+            self.betas.0 = beta1;
+        }
+    };
+}
+pub(crate) use momentum_methods;
 
 /// The builder methods every optimizer has: `weight_decay` (documented by the literal given,
 /// refused unless finite and ≥ 0 with a message naming the optimizer `$name`), `maximize` and

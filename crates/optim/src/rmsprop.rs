@@ -6,8 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    check_unit, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
-    Layout, Optimizer,
+    check_unit, checked_options, lr_and_state, momentum_methods, shared_options, with_grads,
+    Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// RMSprop as `torch.optim.RMSprop` [lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0,
@@ -85,6 +85,8 @@ impl<F: Float> RmsProp<F> {
 }
 
 impl<F: Float> Optimizer<F> for RmsProp<F> {
+    momentum_methods!("RmsProp", momentum);
+
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let w = F::from_f64(1.0 - self.alpha);
         for (name, param, grad) in with_grads(model, grads) {

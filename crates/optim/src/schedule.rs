@@ -29,6 +29,14 @@ pub trait LrSchedule {
     fn reads_metric(&self) -> bool {
         false
     }
+
+    /// The momentum (SGD's, RMSprop's) or β1 (the Adam family's) after `step` steps, for a
+    /// schedule that cycles it ([`CyclicLr`], [`OneCycleLr`]); None, the default, leaves the
+    /// optimizer's own. A [`Scheduler`] sets it at every step, with the rate.
+    fn momentum_at(&self, step: usize) -> Option<f64> {
+        let _ = step;
+        None
+    }
 }
 
 /// A boxed schedule is a schedule, so `Scheduler<Box<dyn LrSchedule>>` and
@@ -44,6 +52,10 @@ impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
 
     fn reads_metric(&self) -> bool {
         (**self).reads_metric()
+    }
+
+    fn momentum_at(&self, step: usize) -> Option<f64> {
+        (**self).momentum_at(step)
     }
 }
 
@@ -225,11 +237,16 @@ impl Anneal {
 /// there to `min`. Within a phase from step a to step b, the rate moves from its start to its
 /// end by [`Anneal`] with `pct = (step - a)/(b - a)`.
 ///
+/// The momentum cycles the other way (`cycle_momentum`, on by default, as in torch): from
+/// `max_momentum` down to `base_momentum` while the rate rises, and back up while it falls; with
+/// three phases it stays at `max_momentum` through the last. It is SGD's or RMSprop's momentum,
+/// or the Adam family's β1 (see [`Optimizer::momentum`]); a [`Scheduler`] refuses an optimizer
+/// with neither, as torch does, unless the cycling is turned off.
+///
 /// PyTorch's defaults: pct_start 0.3, [`Anneal::Cos`], div_factor 25, final_div_factor 1e4,
-/// two phases. The optimizer's own rate is ignored: the cycle sets every rate. Steps 0 to T
-/// are defined (step T lies one step past the last phase's end, as in torch); stepping past T
-/// panics, as torch raises. torch also cycles the momentum (`cycle_momentum`, 0.95 down to 0.85
-/// and back); a schedule here drives only the learning rate, so this one does not.
+/// two phases, momentum from 0.95 to 0.85. The optimizer's own rate is ignored: the cycle sets
+/// every rate. Steps 0 to T are defined (step T lies one step past the last phase's end, as in
+/// torch); stepping past T panics, as torch raises.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct OneCycleLr {
     max_lr: f64,
@@ -239,6 +256,9 @@ pub struct OneCycleLr {
     div_factor: f64,
     final_div_factor: f64,
     three_phase: bool,
+    cycle_momentum: bool,
+    base_momentum: f64,
+    max_momentum: f64,
 }
 
 impl OneCycleLr {
@@ -260,6 +280,9 @@ impl OneCycleLr {
             div_factor: 25.0,
             final_div_factor: 1e4,
             three_phase: false,
+            cycle_momentum: true,
+            base_momentum: 0.85,
+            max_momentum: 0.95,
         }
     }
 
@@ -303,10 +326,33 @@ impl OneCycleLr {
         self.three_phase = three_phase;
         self
     }
-}
 
-impl LrSchedule for OneCycleLr {
-    fn lr_at(&self, _: f64, step: usize) -> f64 {
+    /// Whether to cycle the optimizer's momentum (true).
+    pub fn cycle_momentum(mut self, cycle_momentum: bool) -> Self {
+        self.cycle_momentum = cycle_momentum;
+        self
+    }
+
+    /// The momentum at the top of the rate (0.85). Panics unless finite and ≥ 0 (the optimizer
+    /// refuses a β1 of 1 or more when it is set).
+    #[track_caller]
+    pub fn base_momentum(mut self, base_momentum: f64) -> Self {
+        non_negative("OneCycleLr", "base_momentum", base_momentum);
+        self.base_momentum = base_momentum;
+        self
+    }
+
+    /// The momentum at the start and the end of the cycle (0.95). Panics unless finite and ≥ 0.
+    #[track_caller]
+    pub fn max_momentum(mut self, max_momentum: f64) -> Self {
+        non_negative("OneCycleLr", "max_momentum", max_momentum);
+        self.max_momentum = max_momentum;
+        self
+    }
+
+    /// Where `step` lies: the phase's (from, to) rates and momenta and how far through it it is.
+    #[track_caller]
+    fn position(&self, step: usize) -> ((f64, f64), (f64, f64), f64) {
         let (t, p) = (self.total_steps, self.pct_start);
         assert!(
             step <= t,
@@ -314,23 +360,24 @@ impl LrSchedule for OneCycleLr {
         );
         let initial = self.max_lr / self.div_factor;
         let min = initial / self.final_div_factor;
+        let (low, high) = (self.base_momentum, self.max_momentum);
         let tf = t as f64;
-        // (last step, from, to) of each phase, computed as torch computes them.
+        // (last step, rates, momenta) of each phase, computed as torch computes them.
         let phases = if self.three_phase {
             vec![
-                (p * tf - 1.0, initial, self.max_lr),
-                (2.0 * p * tf - 2.0, self.max_lr, initial),
-                (tf - 1.0, initial, min),
+                (p * tf - 1.0, (initial, self.max_lr), (high, low)),
+                (2.0 * p * tf - 2.0, (self.max_lr, initial), (low, high)),
+                (tf - 1.0, (initial, min), (high, high)),
             ]
         } else {
             vec![
-                (p * tf - 1.0, initial, self.max_lr),
-                (tf - 1.0, self.max_lr, min),
+                (p * tf - 1.0, (initial, self.max_lr), (high, low)),
+                (tf - 1.0, (self.max_lr, min), (low, high)),
             ]
         };
         let s = step as f64;
         let mut start = 0.0;
-        for (i, &(end, from, to)) in phases.iter().enumerate() {
+        for (i, &(end, rates, momenta)) in phases.iter().enumerate() {
             if s <= end || i == phases.len() - 1 {
                 // torch divides by zero here.
                 assert!(
@@ -339,11 +386,175 @@ impl LrSchedule for OneCycleLr {
                      ends it at step {end}); choose another pct_start",
                     i + 1
                 );
-                return self.anneal.between(from, to, (s - start) / (end - start));
+                return (rates, momenta, (s - start) / (end - start));
             }
             start = end;
         }
         unreachable!("the last phase takes every step past the others")
+    }
+}
+
+impl LrSchedule for OneCycleLr {
+    fn lr_at(&self, _: f64, step: usize) -> f64 {
+        let ((from, to), _, pct) = self.position(step);
+        self.anneal.between(from, to, pct)
+    }
+
+    fn momentum_at(&self, step: usize) -> Option<f64> {
+        let (_, (from, to), pct) = self.position(step);
+        self.cycle_momentum
+            .then(|| self.anneal.between(from, to, pct))
+    }
+}
+
+/// How [`CyclicLr`] scales the height of each cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CyclicMode {
+    /// Every cycle the same height (torch's `"triangular"`, the default).
+    #[default]
+    Triangular,
+    /// Each cycle half the height of the one before: scale `1 / 2^(cycle - 1)`
+    /// (`"triangular2"`).
+    Triangular2,
+    /// The height decays by γ every step: scale `γ^step` (`"exp_range"`).
+    ExpRange,
+}
+
+/// The cyclical learning rate policy (`CyclicLR`; Smith 2017): the rate goes from `base_lr` up
+/// to `max_lr` over `step_size_up` steps and back down over `step_size_down`, over and over, the
+/// height of each cycle scaled by the [`CyclicMode`]. With `T = up + down`, at step s:
+///
+/// ```text
+/// cycle = ⌊1 + s/T⌋,  x = 1 + s/T - cycle
+/// f = x / r  if x ≤ r,  else (x - 1)/(r - 1)        r = up / T
+/// lr = base_lr + (max_lr - base_lr)·f·scale
+/// momentum = max_momentum - (max_momentum - base_momentum)·f·scale
+/// ```
+///
+/// The momentum cycles against the rate (`cycle_momentum`, on by default, as in torch, from
+/// 0.9 down to 0.8): as with [`OneCycleLr`], it is SGD's or RMSprop's momentum, or the Adam
+/// family's β1, and a [`Scheduler`] refuses an optimizer with neither unless the cycling is
+/// turned off. The optimizer's own rate is ignored. PyTorch's defaults: step_size_up 2000,
+/// step_size_down equal to it, [`CyclicMode::Triangular`], γ 1. torch's custom `scale_fn` is
+/// not offered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CyclicLr {
+    base_lr: f64,
+    max_lr: f64,
+    step_size_up: usize,
+    step_size_down: Option<usize>,
+    mode: CyclicMode,
+    gamma: f64,
+    cycle_momentum: bool,
+    base_momentum: f64,
+    max_momentum: f64,
+}
+
+impl CyclicLr {
+    /// Cycles between `base_lr` and `max_lr` with PyTorch's defaults. Panics unless both are
+    /// finite and ≥ 0.
+    #[track_caller]
+    pub fn new(base_lr: f64, max_lr: f64) -> Self {
+        non_negative("CyclicLr", "base_lr", base_lr);
+        non_negative("CyclicLr", "max_lr", max_lr);
+        CyclicLr {
+            base_lr,
+            max_lr,
+            step_size_up: 2000,
+            step_size_down: None,
+            mode: CyclicMode::Triangular,
+            gamma: 1.0,
+            cycle_momentum: true,
+            base_momentum: 0.8,
+            max_momentum: 0.9,
+        }
+    }
+
+    /// Steps from `base_lr` up to `max_lr` (2000). Panics unless at least 1.
+    #[track_caller]
+    pub fn step_size_up(mut self, steps: usize) -> Self {
+        at_least_one("CyclicLr", "step_size_up", steps);
+        self.step_size_up = steps;
+        self
+    }
+
+    /// Steps from `max_lr` back down (as many as up, unless set).
+    pub fn step_size_down(mut self, steps: usize) -> Self {
+        self.step_size_down = Some(steps);
+        self
+    }
+
+    /// How each cycle's height is scaled ([`CyclicMode::Triangular`]).
+    pub fn mode(mut self, mode: CyclicMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// The decay γ of [`CyclicMode::ExpRange`] (1). Panics unless positive and finite.
+    #[track_caller]
+    pub fn gamma(mut self, gamma: f64) -> Self {
+        positive("CyclicLr", "gamma", gamma);
+        self.gamma = gamma;
+        self
+    }
+
+    /// Whether to cycle the optimizer's momentum (true).
+    pub fn cycle_momentum(mut self, cycle_momentum: bool) -> Self {
+        self.cycle_momentum = cycle_momentum;
+        self
+    }
+
+    /// The momentum at the top of the rate (0.8). Panics unless finite and ≥ 0 (the optimizer
+    /// refuses a β1 of 1 or more when it is set).
+    #[track_caller]
+    pub fn base_momentum(mut self, base_momentum: f64) -> Self {
+        non_negative("CyclicLr", "base_momentum", base_momentum);
+        self.base_momentum = base_momentum;
+        self
+    }
+
+    /// The momentum at the bottom of the rate (0.9). Panics unless finite and ≥ 0.
+    #[track_caller]
+    pub fn max_momentum(mut self, max_momentum: f64) -> Self {
+        non_negative("CyclicLr", "max_momentum", max_momentum);
+        self.max_momentum = max_momentum;
+        self
+    }
+
+    /// (f, scale) at `step`, kept apart so that the rate and the momentum multiply them in
+    /// torch's order.
+    fn height(&self, step: usize) -> (f64, f64) {
+        let up = self.step_size_up as f64;
+        let total = up + self.step_size_down.unwrap_or(self.step_size_up) as f64;
+        let s = step as f64;
+        let cycle = (1.0 + s / total).floor();
+        let x = 1.0 + s / total - cycle;
+        let ratio = up / total;
+        let f = if x <= ratio {
+            x / ratio
+        } else {
+            (x - 1.0) / (ratio - 1.0)
+        };
+        let scale = match self.mode {
+            CyclicMode::Triangular => 1.0,
+            CyclicMode::Triangular2 => 1.0 / 2f64.powf(cycle - 1.0),
+            CyclicMode::ExpRange => self.gamma.powf(s),
+        };
+        (f, scale)
+    }
+}
+
+impl LrSchedule for CyclicLr {
+    fn lr_at(&self, _: f64, step: usize) -> f64 {
+        let (f, scale) = self.height(step);
+        self.base_lr + (self.max_lr - self.base_lr) * f * scale
+    }
+
+    fn momentum_at(&self, step: usize) -> Option<f64> {
+        let (f, scale) = self.height(step);
+        let span = self.max_momentum - self.base_momentum;
+        self.cycle_momentum
+            .then_some(self.max_momentum - span * f * scale)
     }
 }
 
@@ -669,6 +880,12 @@ impl LrSchedule for SequentialLr {
     fn reads_metric(&self) -> bool {
         self.schedules.iter().any(|s| s.reads_metric())
     }
+
+    /// The momentum of the schedule running at `step`, if it cycles one.
+    fn momentum_at(&self, step: usize) -> Option<f64> {
+        let (i, local) = self.active(step);
+        self.schedules[i].momentum_at(local)
+    }
 }
 
 /// Schedules applied together (`ChainedScheduler`): `base · Π_i s_i(base, step) / base`, each
@@ -726,6 +943,14 @@ impl LrSchedule for ChainedScheduler {
     fn reads_metric(&self) -> bool {
         self.schedules.iter().any(|s| s.reads_metric())
     }
+
+    /// The momentum of the last schedule that cycles one, as torch's chain sets each in turn.
+    fn momentum_at(&self, step: usize) -> Option<f64> {
+        self.schedules
+            .iter()
+            .rev()
+            .find_map(|s| s.momentum_at(step))
+    }
 }
 
 /// Linear warmup, then another schedule: `base·(step + 1)/steps` for the first `steps` steps,
@@ -762,6 +987,12 @@ impl<S: LrSchedule> LrSchedule for Warmup<S> {
 
     fn reads_metric(&self) -> bool {
         self.then.reads_metric()
+    }
+
+    /// During the warm-up, the momentum `then` starts with (as torch's schedules set theirs when
+    /// created).
+    fn momentum_at(&self, step: usize) -> Option<f64> {
+        self.then.momentum_at(step.saturating_sub(self.steps))
     }
 }
 
@@ -807,7 +1038,8 @@ impl<S: LrSchedule> Scheduler<S> {
         scheduler
     }
 
-    /// Sets the optimizer's learning rate to the current step's.
+    /// Sets the optimizer's learning rate to the current step's, and its momentum if the
+    /// schedule cycles it.
     #[track_caller]
     fn apply<F: Float>(&self, optimizer: &mut dyn Optimizer<F>) {
         let lr = self.lr();
@@ -817,6 +1049,14 @@ impl<S: LrSchedule> Scheduler<S> {
             self.steps
         );
         optimizer.set_lr(lr);
+        if let Some(momentum) = self.schedule.momentum_at(self.steps) {
+            assert!(
+                optimizer.momentum().is_some(),
+                "Scheduler: the schedule cycles the momentum, but this optimizer has neither a \
+                 momentum nor a beta1; turn the cycling off (cycle_momentum(false))"
+            );
+            optimizer.set_momentum(momentum);
+        }
     }
 
     /// Advances one step and sets the optimizer's learning rate.

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Layout,
-    Optimizer,
+    checked_options, lr_and_state, momentum_methods, shared_options, with_grads, Buffers, Decay,
+    Hyper, Layout, Optimizer,
 };
 
 /// SGD as `torch.optim.SGD` [momentum 0, dampening 0, weight_decay 0, nesterov off, maximize
@@ -68,6 +68,8 @@ impl<F: Float> Sgd<F> {
 }
 
 impl<F: Float> Optimizer<F> for Sgd<F> {
+    momentum_methods!("Sgd", momentum);
+
     #[track_caller]
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         assert!(
