@@ -1,5 +1,6 @@
 //! Adamax, NAdam, RAdam, Adadelta, Rprop and Asgd, and `maximize` in every optimizer, against
-//! PyTorch: 100-step
+//! PyTorch (and L-BFGS, against tests/data/lbfgs_golden.safetensors from
+//! `scripts/golden_lbfgs.py`): 100-step
 //! trajectories from the data `scripts/golden_optim_more.py` wrote with torch's single-tensor
 //! (foreach=False) optimizers: tests/data/optim_more_golden.safetensors in float64 and
 //! tests/data/optim_more_golden_f32.safetensors in float32. Float64 runs must match torch's
@@ -9,9 +10,11 @@
 mod support;
 
 use rewind::autograd::io::TensorFile;
+use rewind::autograd::Grads;
 use rewind::autograd::{Float, Param, Tape, Tensor};
 use rewind::optim::{
-    Adadelta, Adagrad, Adam, Adamax, Asgd, NAdam, Optimizer, ParamGroup, RAdam, RmsProp, Rprop, Sgd,
+    Adadelta, Adagrad, Adam, Adamax, Asgd, Lbfgs, LineSearch, NAdam, Optimizer, ParamGroup, RAdam,
+    RmsProp, Rprop, Sgd,
 };
 use support::golden::{load, row, tensor};
 use support::panics::panic_of;
@@ -22,6 +25,7 @@ use support::trajectories::{
 
 const GOLDEN_F64: &str = "optim_more_golden.safetensors";
 const GOLDEN_F32: &str = "optim_more_golden_f32.safetensors";
+const GOLDEN_LBFGS: &str = "lbfgs_golden.safetensors";
 
 fn golden<F: Float>(name: &str) -> TensorFile<F> {
     load(name, "golden_optim_more.py")
@@ -269,6 +273,134 @@ fn saving_at_step_ten_and_resuming_equals_an_uninterrupted_run() {
         &golden(GOLDEN_F64),
         configs::<f64>,
         "rewind-optim-more",
+    );
+}
+
+/// The loss a case of scripts/golden_lbfgs.py minimises, as a closure for `Lbfgs::step`: its
+/// value at the parameters (times `sign`) and its gradients.
+type Closure = Box<dyn FnMut(&Vec<Param<f64>>) -> (f64, Grads<f64>)>;
+
+/// The golden regression, mean((tanh(x·weight + bias) - y)²), times `sign`, and its start.
+fn tanh_problem(g: &TensorFile<f64>, sign: f64) -> (Vec<Param<f64>>, Closure) {
+    let (x, y) = (tensor(g, "tanh.x"), tensor(g, "tanh.y"));
+    let start = vec![
+        Param::named("weight", tensor(g, "tanh.params.weight")),
+        Param::named("bias", tensor(g, "tanh.params.bias")),
+    ];
+    let closure = move |m: &Vec<Param<f64>>| {
+        let tape = Tape::new();
+        let (w, b) = (tape.param(&m[0]), tape.param(&m[1]));
+        let fit = tape.constant(x.clone()).matmul(w) + b;
+        let loss = (fit.tanh() - tape.constant(y.clone())).powf(2.0).mean() * sign;
+        (loss.value().item(), loss.backward())
+    };
+    (start, Box::new(closure))
+}
+
+/// Rosenbrock's function (1 - a)² + 100 (b - a²)² and the golden start (-1.5, 2).
+fn rosenbrock_problem(g: &TensorFile<f64>) -> (Vec<Param<f64>>, Closure) {
+    let start = vec![
+        Param::named("a", tensor(g, "rosenbrock.params.a")),
+        Param::named("b", tensor(g, "rosenbrock.params.b")),
+    ];
+    let closure = |m: &Vec<Param<f64>>| {
+        let tape = Tape::new();
+        let (a, b) = (tape.param(&m[0]), tape.param(&m[1]));
+        let valley = (b - a.powf(2.0)).powf(2.0).sum() * 100.0;
+        let loss = (a - 1.0).powf(2.0).sum() + valley;
+        (loss.value().item(), loss.backward())
+    };
+    (start, Box::new(closure))
+}
+
+/// Runs `opt` for as many `step(closure)` calls as the golden case `case` made, checking after
+/// each the loss it returned, the counts of evaluations and iterations (exactly: the line search
+/// took the same path) and the parameters, within `tolerance` of torch's relative to the largest
+/// element of each.
+fn check_lbfgs(
+    g: &TensorFile<f64>,
+    case: &str,
+    mut opt: Lbfgs<f64>,
+    (mut model, mut closure): (Vec<Param<f64>>, Closure),
+    tolerance: f64,
+) {
+    let losses = tensor(g, &format!("{case}.loss"));
+    let evals = tensor(g, &format!("{case}.func_evals"));
+    let iters = tensor(g, &format!("{case}.n_iter"));
+    let close = |what: String, got: &[f64], want: &[f64]| {
+        let largest = want.iter().fold(0.0f64, |m, e| e.abs().max(m));
+        let worst = got
+            .iter()
+            .zip(want)
+            .fold(0.0f64, |m, (a, e)| (a - e).abs().max(m));
+        assert!(
+            worst <= tolerance * largest,
+            "{what}: {got:?} vs torch's {want:?}"
+        );
+    };
+    for call in 0..losses.numel() {
+        let loss = opt.step(&mut model, &mut closure);
+        let at = format!("{case}, call {}", call + 1);
+        close(format!("{at}: loss"), &[loss], &[losses.data()[call]]);
+        let (e, i) = opt.counts();
+        assert_eq!(
+            (e as f64, i as f64),
+            (evals.data()[call], iters.data()[call]),
+            "{at}: (evaluations, iterations)"
+        );
+        for p in &model {
+            let name = p.name().unwrap();
+            let want = row(&tensor(g, &format!("{case}.{name}")), call);
+            close(format!("{at}: {name}"), p.value().data(), want.data());
+        }
+    }
+}
+
+/// L-BFGS against torch's, call by call, on a small tanh regression and on Rosenbrock's
+/// function: with a fixed step (the defaults; lr 0.5 with a history of 3), with the strong-Wolfe
+/// line search (a history of 5; maximizing the negated loss; Rosenbrock to its minimum, and
+/// with max_eval 12 cutting calls short), from scripts/golden_lbfgs.py. Parameters within 1e-12
+/// of torch's (float64 only: rewind computes the directions in f64 for any float, torch in the
+/// parameters' dtype); its dot products add in another order.
+#[test]
+fn lbfgs_matches_pytorch_with_and_without_line_search() {
+    let g = golden::<f64>(GOLDEN_LBFGS);
+    let wolfe = || Lbfgs::<f64>::default().line_search(LineSearch::StrongWolfe);
+    let tol = 1e-12;
+    check_lbfgs(
+        &g,
+        "tanh_defaults",
+        Lbfgs::default(),
+        tanh_problem(&g, 1.0),
+        tol,
+    );
+    let short = Lbfgs::new(0.5).history_size(3).max_iter(8);
+    check_lbfgs(&g, "tanh_lr_history", short, tanh_problem(&g, 1.0), tol);
+    let searched = wolfe().history_size(5).max_iter(10);
+    check_lbfgs(
+        &g,
+        "tanh_strong_wolfe",
+        searched,
+        tanh_problem(&g, 1.0),
+        tol,
+    );
+    let climbing = wolfe().maximize(true);
+    check_lbfgs(
+        &g,
+        "tanh_strong_wolfe_maximize",
+        climbing,
+        tanh_problem(&g, -1.0),
+        tol,
+    );
+    let rosenbrock = rosenbrock_problem(&g);
+    check_lbfgs(&g, "rosenbrock_strong_wolfe", wolfe(), rosenbrock, tol);
+    let capped = wolfe().max_iter(30).max_eval(12);
+    check_lbfgs(
+        &g,
+        "rosenbrock_strong_wolfe_max_eval",
+        capped,
+        rosenbrock_problem(&g),
+        tol,
     );
 }
 
@@ -583,6 +715,11 @@ fn arguments_that_would_poison_the_weights_panic_at_the_callers_line() {
         (Box::new(|| { Rprop::<f64>::default().group(ParamGroup::biases().weight_decay(0.1)); }), line!(), "Rprop: a group's weight_decay is not an option of Rprop, which has no weight decay"),
         (Box::new(|| { Asgd::<f64>::default().t0(f64::NAN); }), line!(), "Asgd: t0 must be finite, got NaN"),
         (Box::new(|| { Asgd::<f64>::default().lambd(f64::INFINITY); }), line!(), "Asgd: lambd must be finite and >= 0, got inf"),
+        (Box::new(|| { Lbfgs::<f64>::new(-1.0); }), line!(), "Lbfgs: lr must be finite and >= 0, got -1.0"),
+        (Box::new(|| { Lbfgs::<f64>::default().max_iter(0); }), line!(), "Lbfgs: max_iter must be at least 1, got 0"),
+        (Box::new(|| { Lbfgs::<f64>::default().history_size(0); }), line!(), "Lbfgs: history_size must be at least 1, got 0"),
+        (Box::new(|| { Lbfgs::<f64>::default().tolerance_grad(f64::NAN); }), line!(), "Lbfgs: tolerance_grad must be finite and >= 0, got NaN"),
+        (Box::new(|| { Lbfgs::<f64>::default().set_lr(f64::INFINITY); }), line!(), "Lbfgs: lr must be finite and >= 0, got inf"),
         (Box::new(|| { Asgd::<f32>::default().set_lr(1e39); }), line!(), "Asgd: lr must be finite and >= 0, got 1e39 (infinite as f32)"),
     ];
     for (misuse, line, expected) in cases {
