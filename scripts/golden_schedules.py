@@ -8,6 +8,8 @@ tests/clip_parity.rs:
   one-cycle cases, which set their own);
 - `sched.<case>` and `momentum.<case>` [n + 1] (float64): for every case in CYCLING, the rate
   and the momentum (SGD's `momentum`, which starts at 0.5, or Adam's beta1) likewise;
+- `fractional.<case>.epochs` [n], `fractional.<case>.lr` [n] (float64): for every case in
+  FRACTIONAL, the rate after CosineAnnealingWarmRestarts' `step(epoch)` with each epoch in turn;
 - `plateau.<case>.metrics` [n], `plateau.<case>.lr` [n + 1] (float64): ReduceLROnPlateau fed a
   fixed metric sequence, one metric per step, for every case in PLATEAUS;
 - `clip.<dtype>.grads.<name>`: three gradients (float64, and the same rounded to float32);
@@ -216,6 +218,26 @@ def lrs_and_momenta(make, steps, kind):
     return torch.tensor(values, dtype=torch.float64), torch.tensor(momenta, dtype=torch.float64)
 
 
+# CosineAnnealingWarmRestarts stepped to fractional epochs (`sched.step(epoch)`, as its documentation
+# does once per batch): name -> (options, epochs).
+FRACTIONAL = {
+    "restarts_t0_3_mult_2": (dict(T_0=3, T_mult=2, eta_min=0.001), [i * 0.3 for i in range(75)] + [3.0, 9.0, 21.0]),
+    "restarts_t0_4": (dict(T_0=4), [i * 0.25 for i in range(40)] + [7.99, 8.0, 8.01]),
+}
+
+
+def fractional_lrs(opts, epochs):
+    """The rate after `sched.step(epoch)` for each epoch in turn."""
+    opt = optimizer()
+    sched = S.CosineAnnealingWarmRestarts(opt, **opts)
+    values = []
+    for epoch in epochs:
+        opt.step()
+        sched.step(epoch)
+        values.append(opt.param_groups[0]["lr"])
+    return torch.tensor(values, dtype=torch.float64)
+
+
 # name -> (ReduceLROnPlateau options, metrics, warm-up steps)
 PLATEAUS = {
     # Defaults (patience 10, factor 0.1): a flat metric is cut at steps 12 and 23.
@@ -321,6 +343,9 @@ def main():
         out[f"sched.{name}"] = lrs(make, steps, lr)
     for name, (make, steps, kind) in CYCLING.items():
         out[f"sched.{name}"], out[f"momentum.{name}"] = lrs_and_momenta(make, steps, kind)
+    for name, (opts, epochs) in FRACTIONAL.items():
+        out[f"fractional.{name}.epochs"] = torch.tensor(epochs, dtype=torch.float64)
+        out[f"fractional.{name}.lr"] = fractional_lrs(opts, epochs)
     for name, (opts, metrics, warmup) in PLATEAUS.items():
         out[f"plateau.{name}.metrics"] = torch.tensor(metrics, dtype=torch.float64)
         out[f"plateau.{name}.lr"] = plateau(opts, metrics, warmup)
@@ -338,6 +363,7 @@ def main():
     DATA.mkdir(parents=True, exist_ok=True)
     metadata = {"generator": "scripts/golden_schedules.py", "torch": torch.__version__}
     metadata.update({f"plateau.{n}": json.dumps(o, sort_keys=True) for n, (o, _, _) in PLATEAUS.items()})
+    metadata.update({f"fractional.{n}": json.dumps(o, sort_keys=True) for n, (o, _) in FRACTIONAL.items()})
     metadata.update({f"clip.{n}": f"norm_type {c[0]}, max_norm {c[1]}" for n, c in CLIPS.items()})
     save_file({k: v.contiguous() for k, v in out.items()}, str(OUT), metadata=metadata)
     sort_metadata(OUT)

@@ -482,6 +482,42 @@ fn base_lr_keeps_the_optimizers_rate() {
     assert_eq!(drive(BaseLr, BASE_LR, 5), vec![BASE_LR; 6]);
 }
 
+/// CosineAnnealingWarmRestarts stepped to fractional epochs, as torch's `step(epoch)` once per
+/// batch (every 0.3 and every 0.25 epoch, then onto the restarts and either side of one), both
+/// by `lr_at_epoch` and by a `Scheduler`, whose step count becomes the whole epoch, as torch's
+/// `last_epoch`.
+#[test]
+fn warm_restarts_at_fractional_epochs_match_pytorch() {
+    let g = golden();
+    let cases = [
+        (
+            "restarts_t0_3_mult_2",
+            CosineAnnealingWarmRestarts::new(3).t_mult(2).eta_min(0.001),
+        ),
+        ("restarts_t0_4", CosineAnnealingWarmRestarts::new(4)),
+    ];
+    for (case, schedule) in cases {
+        let epochs = values(&g, &format!("fractional.{case}.epochs"));
+        let want = values(&g, &format!("fractional.{case}.lr"));
+        let by_epoch: Vec<f64> = epochs
+            .iter()
+            .map(|&e| schedule.lr_at_epoch(BASE_LR, e))
+            .collect();
+        assert_matches(case, &by_epoch, &want, 1e-15);
+        let mut opt = Sgd::<f64>::new(BASE_LR);
+        let mut sched = Scheduler::new(schedule, &mut opt);
+        for (&epoch, &want) in epochs.iter().zip(&want) {
+            sched.step_to_epoch(epoch, &mut opt);
+            assert_matches(case, &[opt.lr()], &[want], 1e-15);
+            assert_eq!(
+                sched.steps(),
+                epoch.floor() as usize,
+                "{case}: steps at {epoch}"
+            );
+        }
+    }
+}
+
 /// Fixed metric sequences (in the golden file) through every option: both modes, both threshold
 /// modes, cooldown, the min_lr floor, eps skipping a cut too small to matter, and a NaN metric
 /// (counted as no improvement, as in torch).
@@ -669,6 +705,12 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         (Box::new(|| { CosineAnnealingWarmRestarts::new(0); }), line!(), "CosineAnnealingWarmRestarts: t_0 must be at least 1, got 0"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(3).t_mult(0); }), line!(), "CosineAnnealingWarmRestarts: t_mult must be at least 1, got 0"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(f64::INFINITY); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be a non-negative finite number, got inf"),
+        (Box::new(|| { CosineAnnealingWarmRestarts::new(3).lr_at_epoch(0.1, -0.5); }), line!(), "CosineAnnealingWarmRestarts: epoch must be a non-negative finite number, got -0.5"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            let mut sched = Scheduler::new(CosineAnnealingWarmRestarts::new(3), &mut opt);
+            sched.step_to_epoch(f64::NAN, &mut opt); }), line!(),
+            "CosineAnnealingWarmRestarts: epoch must be a non-negative finite number, got NaN"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(-1e-3); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be a non-negative finite number, got -0.001"),
         (Box::new(|| { ReduceLrOnPlateau::new().factor(1.0); }), line!(), "ReduceLrOnPlateau: factor must be in [0, 1), got 1"),
         (Box::new(|| { ReduceLrOnPlateau::new().threshold(-0.1); }), line!(), "ReduceLrOnPlateau: threshold must be a non-negative finite number, got -0.1"),

@@ -561,8 +561,10 @@ impl LrSchedule for CyclicLr {
 /// Cosine annealing with warm restarts (`CosineAnnealingWarmRestarts`; SGDR, Loshchilov and
 /// Hutter 2017): `η_min + (base - η_min)(1 + cos(π·T_cur / T_i)) / 2`, where the i-th period
 /// (from 0) lasts `T_i = t_0 · t_mult^i` steps and `T_cur` counts the steps since the last
-/// restart, at which the rate jumps back to base. Defaults t_mult 1, eta_min 0. torch also
-/// accepts fractional epochs; steps here are whole.
+/// restart, at which the rate jumps back to base. Defaults t_mult 1, eta_min 0. Fractional
+/// epochs (torch's `step(epoch)` with a float, once per batch) go through
+/// [`lr_at_epoch`](CosineAnnealingWarmRestarts::lr_at_epoch) and
+/// [`Scheduler::step_to_epoch`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CosineAnnealingWarmRestarts {
     t_0: usize,
@@ -602,6 +604,30 @@ impl CosineAnnealingWarmRestarts {
         non_negative("CosineAnnealingWarmRestarts", "eta_min", eta_min);
         self.eta_min = eta_min;
         self
+    }
+
+    /// The rate at a fractional `epoch` e, as torch's `step(epoch)` computes it: the period it
+    /// falls in is n = ⌊log_{t_mult}(e/t_0·(t_mult - 1) + 1)⌋ (e mod t_0 into a period of t_0
+    /// with t_mult 1), so `T_i = t_0·t_mult^n` and `T_cur = e - t_0·(t_mult^n - 1)/(t_mult - 1)`.
+    ///
+    /// Panics, at the caller's line, unless `epoch` is finite and ≥ 0 (torch refuses a negative
+    /// one).
+    #[track_caller]
+    pub fn lr_at_epoch(&self, base: f64, epoch: f64) -> f64 {
+        non_negative("CosineAnnealingWarmRestarts", "epoch", epoch);
+        let (t_0, t_mult) = (self.t_0 as f64, self.t_mult as f64);
+        let (t_cur, t_i) = if epoch < t_0 {
+            (epoch, t_0)
+        } else if self.t_mult == 1 {
+            (epoch % t_0, t_0)
+        } else {
+            // Python's `math.log(x, base)`, ln x / ln base, truncated as `int` does.
+            let n = ((epoch / t_0 * (t_mult - 1.0) + 1.0).ln() / t_mult.ln()).trunc();
+            let grown = t_mult.powf(n);
+            (epoch - t_0 * (grown - 1.0) / (t_mult - 1.0), t_0 * grown)
+        };
+        let phase = PI * t_cur / t_i;
+        self.eta_min + (base - self.eta_min) * (1.0 + phase.cos()) / 2.0
     }
 }
 
@@ -1102,5 +1128,21 @@ impl<S: LrSchedule> Scheduler<S> {
     /// The schedule (to save a [`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau)'s state).
     pub fn schedule(&self) -> &S {
         &self.schedule
+    }
+}
+
+impl Scheduler<CosineAnnealingWarmRestarts> {
+    /// Moves to the fractional `epoch` (torch's `scheduler.step(epoch)`, e.g. `epoch + i / iters`
+    /// at batch i) and sets the optimizer's rate to
+    /// [`lr_at_epoch`](CosineAnnealingWarmRestarts::lr_at_epoch)'s; the step count becomes
+    /// ⌊epoch⌋, as torch's `last_epoch` does. A plain [`step`](Scheduler::step) after it goes on
+    /// from that whole step (torch's goes on from the fractional position).
+    ///
+    /// Panics, at the caller's line, unless `epoch` is finite and ≥ 0.
+    #[track_caller]
+    pub fn step_to_epoch<F: Float>(&mut self, epoch: f64, optimizer: &mut dyn Optimizer<F>) {
+        let lr = self.schedule.lr_at_epoch(self.base_lr, epoch);
+        optimizer.set_lr(lr);
+        self.steps = epoch.floor() as usize;
     }
 }
