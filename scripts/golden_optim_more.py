@@ -86,6 +86,17 @@ CONFIGS = {
     "asgd": (O.ASGD, dict(lr=0.05, lambd=1e-3, alpha=0.5, t0=10.0, weight_decay=0.1)),
     "asgd_groups": (O.ASGD, dict(lr=0.05, t0=10.0, weight_decay=0.1, bias_group=dict(lr=0.025, weight_decay=0.0))),
     "asgd_maximize": (O.ASGD, dict(lr=0.05, t0=10.0, weight_decay=0.1, maximize=True)),
+    # Per-group options: the bias group sets its own betas, eps, momentum or maximize.
+    "sgd_group_options": (O.SGD, dict(lr=0.1, momentum=0.9, bias_group=dict(momentum=0.5, maximize=True))),
+    "adam_group_options": (O.Adam, dict(lr=0.01, bias_group=dict(betas=(0.8, 0.99), eps=1e-6, maximize=True))),
+    "adagrad_group_options": (O.Adagrad, dict(lr=0.1, bias_group=dict(eps=1e-3, maximize=True))),
+    "rmsprop_group_options": (O.RMSprop, dict(lr=0.01, momentum=0.5, bias_group=dict(momentum=0.9, eps=1e-4))),
+    "adamax_group_options": (O.Adamax, dict(lr=0.01, bias_group=dict(betas=(0.8, 0.99), eps=1e-6))),
+    "nadam_group_options": (O.NAdam, dict(lr=0.01, bias_group=dict(betas=(0.85, 0.995), eps=1e-5))),
+    "radam_group_options": (O.RAdam, dict(lr=0.01, bias_group=dict(betas=(0.8, 0.99), maximize=True))),
+    "adadelta_group_options": (O.Adadelta, dict(bias_group=dict(eps=1e-4, maximize=True))),
+    "rprop_group_options": (O.Rprop, dict(lr=0.01, bias_group=dict(maximize=True))),
+    "asgd_group_options": (O.ASGD, dict(lr=0.05, t0=10.0, bias_group=dict(maximize=True))),
 }
 
 

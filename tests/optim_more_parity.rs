@@ -1,4 +1,5 @@
-//! Adamax, NAdam, RAdam, Adadelta, Rprop and Asgd, and `maximize` in every optimizer, against
+//! Adamax, NAdam, RAdam, Adadelta, Rprop and Asgd, `maximize` in every optimizer, and per-group
+//! betas, eps, momentum and maximize, against
 //! PyTorch (and L-BFGS, against tests/data/lbfgs_golden.safetensors from
 //! `scripts/golden_lbfgs.py`): 100-step
 //! trajectories from the data `scripts/golden_optim_more.py` wrote with torch's single-tensor
@@ -209,6 +210,65 @@ fn configs<F: Float>() -> Configs<F> {
             "asgd_maximize",
             Box::new(Asgd::new(0.05).t0(10.0).weight_decay(0.1).maximize(true)),
         ),
+        (
+            "sgd_group_options",
+            Box::new(
+                Sgd::new(0.1)
+                    .momentum(0.9)
+                    .group(ParamGroup::biases().momentum(0.5).maximize(true)),
+            ),
+        ),
+        (
+            "adam_group_options",
+            Box::new(
+                Adam::new(0.01).group(
+                    ParamGroup::biases()
+                        .betas(0.8, 0.99)
+                        .eps(1e-6)
+                        .maximize(true),
+                ),
+            ),
+        ),
+        (
+            "adagrad_group_options",
+            Box::new(Adagrad::new(0.1).group(ParamGroup::biases().eps(1e-3).maximize(true))),
+        ),
+        (
+            "rmsprop_group_options",
+            Box::new(
+                RmsProp::new(0.01)
+                    .momentum(0.5)
+                    .group(ParamGroup::biases().momentum(0.9).eps(1e-4)),
+            ),
+        ),
+        (
+            "adamax_group_options",
+            Box::new(Adamax::new(0.01).group(ParamGroup::biases().betas(0.8, 0.99).eps(1e-6))),
+        ),
+        (
+            "nadam_group_options",
+            Box::new(NAdam::new(0.01).group(ParamGroup::biases().betas(0.85, 0.995).eps(1e-5))),
+        ),
+        (
+            "radam_group_options",
+            Box::new(RAdam::new(0.01).group(ParamGroup::biases().betas(0.8, 0.99).maximize(true))),
+        ),
+        (
+            "adadelta_group_options",
+            Box::new(Adadelta::default().group(ParamGroup::biases().eps(1e-4).maximize(true))),
+        ),
+        (
+            "rprop_group_options",
+            Box::new(Rprop::new(0.01).group(ParamGroup::biases().maximize(true))),
+        ),
+        (
+            "asgd_group_options",
+            Box::new(
+                Asgd::new(0.05)
+                    .t0(10.0)
+                    .group(ParamGroup::biases().maximize(true)),
+            ),
+        ),
     ]
 }
 
@@ -260,11 +320,18 @@ fn new_optimizers_and_maximize_match_pytorch_f64_for_a_hundred_steps() {
 
 /// In f32, within 2e-7 of the largest weight of its tensor (a few ulps): the step constants are
 /// computed in f64 and rounded once, and each element-wise step rounds where torch's kernel does
-/// (see tests/optim_parity.rs for why the measure is normwise).
+/// (see tests/optim_parity.rs for why the measure is normwise). Adadelta's within 4e-7: the torch
+/// that wrote its data (an AVX2 build) takes f32 square roots that are not correctly rounded
+/// (there, `torch.sqrt` of f32 values drawn from [0, 0.1) differed from the correctly rounded
+/// root in 17% of them), and Adadelta takes two a step.
 #[test]
 fn new_optimizers_and_maximize_match_pytorch_f32_for_a_hundred_steps() {
     let distances = trajectory_distances(&golden::<f32>(GOLDEN_F32), configs());
-    assert_within(&distances, GOLDEN_F32, |d| d.normwise, 2e-7);
+    let (adadelta, others): (Vec<_>, Vec<_>) = distances
+        .into_iter()
+        .partition(|(name, _)| name.starts_with("adadelta"));
+    assert_within(&others, GOLDEN_F32, |d| d.normwise, 2e-7);
+    assert_within(&adadelta, GOLDEN_F32, |d| d.normwise, 4e-7);
 }
 
 #[test]
@@ -715,6 +782,13 @@ fn arguments_that_would_poison_the_weights_panic_at_the_callers_line() {
         (Box::new(|| { Rprop::<f64>::default().group(ParamGroup::biases().weight_decay(0.1)); }), line!(), "Rprop: a group's weight_decay is not an option of Rprop, which has no weight decay"),
         (Box::new(|| { Asgd::<f64>::default().t0(f64::NAN); }), line!(), "Asgd: t0 must be finite, got NaN"),
         (Box::new(|| { Asgd::<f64>::default().lambd(f64::INFINITY); }), line!(), "Asgd: lambd must be finite and >= 0, got inf"),
+        (Box::new(|| { ParamGroup::biases().betas(0.9, 1.0); }), line!(), "ParamGroup: beta2 must be in [0, 1), got 1.0"),
+        (Box::new(|| { ParamGroup::biases().eps(0.0); }), line!(), "ParamGroup: eps must be finite and > 0, got 0.0"),
+        (Box::new(|| { ParamGroup::biases().momentum(-0.9); }), line!(), "ParamGroup: momentum must be finite and >= 0, got -0.9"),
+        (Box::new(|| { Sgd::<f64>::new(0.1).group(ParamGroup::biases().betas(0.9, 0.99)); }), line!(), "Sgd: a group's betas is not an option of Sgd"),
+        (Box::new(|| { Adam::<f64>::new(0.1).group(ParamGroup::biases().momentum(0.9)); }), line!(), "Adam: a group's momentum is not an option of Adam"),
+        (Box::new(|| { Rprop::<f64>::new(0.1).group(ParamGroup::biases().eps(1e-8)); }), line!(), "Rprop: a group's eps is not an option of Rprop"),
+        (Box::new(|| { Adam::<f32>::new(0.1).group(ParamGroup::biases().eps(1e39)); }), line!(), "Adam: a group's eps must be finite and > 0, got 1e39 (infinite as f32)"),
         (Box::new(|| { Lbfgs::<f64>::new(-1.0); }), line!(), "Lbfgs: lr must be finite and >= 0, got -1.0"),
         (Box::new(|| { Lbfgs::<f64>::default().max_iter(0); }), line!(), "Lbfgs: max_iter must be at least 1, got 0"),
         (Box::new(|| { Lbfgs::<f64>::default().history_size(0); }), line!(), "Lbfgs: history_size must be at least 1, got 0"),

@@ -50,7 +50,7 @@ impl<F: Float> Adadelta<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Adadelta {
-            hyper: Hyper::new::<F>("Adadelta", lr, 0.0),
+            hyper: Hyper::new::<F>("Adadelta", lr, 0.0).group_options(&["eps"]),
             rho: 0.9,
             eps: 1e-6,
             buffers: Buffers::default(),
@@ -75,15 +75,12 @@ impl<F: Float> Adadelta<F> {
 
 impl<F: Float> Optimizer<F> for Adadelta<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        let (rho, w, eps) = (
-            F::from_f64(self.rho),
-            F::from_f64(1.0 - self.rho),
-            F::from_f64(self.eps),
-        );
+        let (rho, w) = (F::from_f64(self.rho), F::from_f64(1.0 - self.rho));
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
+            let eps = F::from_f64(self.hyper.eps(&name, self.eps));
             let k = AdadeltaStep {
-                decay: self.hyper.decay(lr, wd, false),
+                decay: self.hyper.decay(&name, lr, wd, false),
                 rho,
                 w,
                 eps,

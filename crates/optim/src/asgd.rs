@@ -102,7 +102,7 @@ impl<F: Float> Optimizer<F> for Asgd<F> {
             let mu_value = mu.data()[0];
             mu.data_mut()[0] = F::from_f64(1.0 / (t - self.t0).max(1.0));
             let k = AsgdStep {
-                decay: self.hyper.decay(lr, wd, false),
+                decay: self.hyper.decay(&name, lr, wd, false),
                 shrink: F::from_f64(1.0 - self.lambd * eta_value),
                 neg_eta: F::from_f64(-eta_value),
                 mu: mu_value,

@@ -135,8 +135,9 @@ macro_rules! shared_options {
 
         /// Adds a parameter group with its own options.
         ///
-        /// Panics if the group's weight decay, or the learning rate times its `lr_scale`, is
-        /// infinite in `F`.
+        /// Panics if the group sets an option this optimizer does not have (betas, eps or
+        /// momentum), or if its weight decay, eps or momentum, or the learning rate times its
+        /// `lr_scale`, is infinite in `F`.
         #[track_caller]
         pub fn group(mut self, group: $crate::optimizer::ParamGroup) -> Self {
             self.hyper.add_group::<F>(group);
@@ -312,11 +313,18 @@ pub(crate) fn check_beta(optimizer: &str, name: &str, value: f64) {
     );
 }
 
-/// Options for the parameters whose names a rule selects: e.g. no weight decay on biases.
+/// Options for the parameters whose names a rule selects: e.g. no weight decay on biases, or
+/// other betas. Each option the group sets replaces the optimizer's own for its parameters (as
+/// PyTorch's per-group options do); an optimizer refuses a group that sets an option it does not
+/// have.
 pub struct ParamGroup {
     selects: Box<dyn Fn(&str) -> bool + Send + Sync>,
     lr_scale: f64,
     weight_decay: Option<f64>,
+    betas: Option<(f64, f64)>,
+    eps: Option<f64>,
+    momentum: Option<f64>,
+    maximize: Option<bool>,
 }
 
 impl ParamGroup {
@@ -326,6 +334,10 @@ impl ParamGroup {
             selects: Box::new(rule),
             lr_scale: 1.0,
             weight_decay: None,
+            betas: None,
+            eps: None,
+            momentum: None,
+            maximize: None,
         }
     }
 
@@ -356,6 +368,40 @@ impl ParamGroup {
         self.weight_decay = Some(weight_decay);
         self
     }
+
+    /// This group's betas, for the Adam family. Panics unless each is in [0, 1).
+    #[track_caller]
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        check_beta("ParamGroup", "beta1", beta1);
+        check_beta("ParamGroup", "beta2", beta2);
+        self.betas = Some((beta1, beta2));
+        self
+    }
+
+    /// This group's eps, for an optimizer with one. Panics unless finite and > 0.
+    #[track_caller]
+    pub fn eps(mut self, eps: f64) -> Self {
+        check_positive::<f64>("ParamGroup", "eps", eps);
+        self.eps = Some(eps);
+        self
+    }
+
+    /// This group's momentum, for SGD and RMSprop. Panics unless finite and ≥ 0. A schedule
+    /// that cycles the momentum ([`CyclicLr`](crate::CyclicLr)) sets the optimizer's own, not
+    /// this one.
+    #[track_caller]
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        check_non_negative::<f64>("ParamGroup", "momentum", momentum);
+        self.momentum = Some(momentum);
+        self
+    }
+
+    /// Whether this group's parameters ascend their objective (see each optimizer's
+    /// `maximize`).
+    pub fn maximize(mut self, maximize: bool) -> Self {
+        self.maximize = Some(maximize);
+        self
+    }
 }
 
 impl ParamGroup {
@@ -370,6 +416,10 @@ impl fmt::Debug for ParamGroup {
         f.debug_struct("ParamGroup")
             .field("lr_scale", &self.lr_scale)
             .field("weight_decay", &self.weight_decay)
+            .field("betas", &self.betas)
+            .field("eps", &self.eps)
+            .field("momentum", &self.momentum)
+            .field("maximize", &self.maximize)
             .finish_non_exhaustive()
     }
 }
@@ -385,6 +435,8 @@ pub(crate) struct Hyper {
     pub(crate) weight_decay: f64,
     pub(crate) maximize: bool,
     groups: Vec<ParamGroup>,
+    /// Which of the options `betas`, `eps` and `momentum` a group may set.
+    group_options: &'static [&'static str],
 }
 
 impl Hyper {
@@ -398,7 +450,14 @@ impl Hyper {
             weight_decay,
             maximize: false,
             groups: Vec::new(),
+            group_options: &[],
         }
+    }
+
+    /// Lets groups set `options` (of `betas`, `eps` and `momentum`), which the optimizer has.
+    pub(crate) fn group_options(mut self, options: &'static [&'static str]) -> Self {
+        self.group_options = options;
+        self
     }
 
     /// Panics, at the caller's line, unless `lr` is finite in `F` and ≥ 0 and so is every
@@ -423,6 +482,24 @@ impl Hyper {
         if let Some(wd) = group.weight_decay {
             check_non_negative::<F>(self.optimizer, "a group's weight_decay", wd);
         }
+        let set = [
+            ("betas", group.betas.is_some()),
+            ("eps", group.eps.is_some()),
+            ("momentum", group.momentum.is_some()),
+        ];
+        for (option, _) in set.iter().filter(|(_, set)| *set) {
+            assert!(
+                self.group_options.contains(option),
+                "{optimizer}: a group's {option} is not an option of {optimizer}",
+                optimizer = self.optimizer
+            );
+        }
+        if let Some(eps) = group.eps {
+            check_positive::<F>(self.optimizer, "a group's eps", eps);
+        }
+        if let Some(momentum) = group.momentum {
+            check_non_negative::<F>(self.optimizer, "a group's momentum", momentum);
+        }
         self.check_rate::<F>(self.lr, &group);
         self.groups.push(group);
     }
@@ -441,29 +518,59 @@ impl Hyper {
         );
     }
 
-    /// What the gradient is multiplied by before anything else: -1 to maximize, else 1 (exact
-    /// either way, so this is torch's `-grad`).
-    pub(crate) fn sign<F: Float>(&self) -> F {
-        if self.maximize {
+    /// What the gradient of the parameter `name` is multiplied by before anything else: -1 to
+    /// maximize, else 1 (exact either way, so this is torch's `-grad`).
+    pub(crate) fn sign<F: Float>(&self, name: &str) -> F {
+        let maximize = self
+            .group_of(name)
+            .and_then(|g| g.maximize)
+            .unwrap_or(self.maximize);
+        if maximize {
             -F::ONE
         } else {
             F::ONE
         }
     }
 
-    /// The weight decay `wd` at learning rate `lr` as a step applies it: added to the gradient,
-    /// or with `decoupled` (AdamW) applied to the weights.
-    pub(crate) fn decay<F: Float>(&self, lr: f64, wd: f64, decoupled: bool) -> Decay<F> {
+    /// The weight decay `wd` at learning rate `lr` as a step applies it to the parameter `name`:
+    /// added to the gradient, or with `decoupled` (AdamW) applied to the weights.
+    pub(crate) fn decay<F: Float>(
+        &self,
+        name: &str,
+        lr: f64,
+        wd: f64,
+        decoupled: bool,
+    ) -> Decay<F> {
         Decay {
-            sign: self.sign(),
+            sign: self.sign(name),
             l2: (!decoupled && wd != 0.0).then(|| F::from_f64(wd)),
             keep: F::from_f64(if decoupled { 1.0 - lr * wd } else { 1.0 }),
         }
     }
 
+    /// The group that applies to the parameter named `name`, if any.
+    fn group_of(&self, name: &str) -> Option<&ParamGroup> {
+        self.groups.iter().find(|g| (g.selects)(name))
+    }
+
+    /// The betas for the parameter `name`: its group's, else the optimizer's `own`.
+    pub(crate) fn betas(&self, name: &str, own: (f64, f64)) -> (f64, f64) {
+        self.group_of(name).and_then(|g| g.betas).unwrap_or(own)
+    }
+
+    /// The eps for the parameter `name`: its group's, else the optimizer's `own`.
+    pub(crate) fn eps(&self, name: &str, own: f64) -> f64 {
+        self.group_of(name).and_then(|g| g.eps).unwrap_or(own)
+    }
+
+    /// The momentum for the parameter `name`: its group's, else the optimizer's `own`.
+    pub(crate) fn momentum(&self, name: &str, own: f64) -> f64 {
+        self.group_of(name).and_then(|g| g.momentum).unwrap_or(own)
+    }
+
     /// (lr, weight decay) for the parameter named `name`.
     pub(crate) fn for_param(&self, name: &str) -> (f64, f64) {
-        match self.groups.iter().find(|g| (g.selects)(name)) {
+        match self.group_of(name) {
             Some(g) => (
                 self.lr * g.lr_scale,
                 g.weight_decay.unwrap_or(self.weight_decay),

@@ -86,8 +86,9 @@ impl<F: Float> Rprop<F> {
 
     /// Adds a parameter group, whose `lr_scale` scales the first step size of its parameters.
     ///
-    /// Panics if the group sets a weight decay, which Rprop does not have, or if the learning
-    /// rate times its `lr_scale` is infinite in `F`.
+    /// Panics if the group sets a weight decay, betas, eps or momentum, which Rprop does not
+    /// have, or if the learning rate times its `lr_scale` is infinite in `F`. It may set
+    /// `maximize`.
     #[track_caller]
     pub fn group(mut self, group: ParamGroup) -> Self {
         assert!(
@@ -103,8 +104,8 @@ impl<F: Float> Optimizer<F> for Rprop<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let (etaminus, etaplus) = self.etas;
         let (min, max) = self.step_sizes;
-        let k = RpropStep {
-            sign: self.hyper.sign(),
+        let own = RpropStep {
+            sign: F::ONE,
             etaminus: F::from_f64(etaminus),
             etaplus: F::from_f64(etaplus),
             min: F::from_f64(min),
@@ -112,6 +113,10 @@ impl<F: Float> Optimizer<F> for Rprop<F> {
         };
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, _) = self.hyper.for_param(&name);
+            let k = RpropStep {
+                sign: self.hyper.sign(&name),
+                ..own
+            };
             let state = self.buffers.get(&name);
             state.step += 1;
             param.update(|theta| {
