@@ -6,6 +6,10 @@ tests/clip_parity.rs:
 - `sched.<case>` [n + 1] (float64): the learning rate before any scheduler step, then after each
   of n steps, for every case in SCHEDULES (from an optimizer whose lr is BASE_LR, except the
   one-cycle cases, which set their own);
+- `sched.<case>` and `momentum.<case>` [n + 1] (float64): for every case in CYCLING, the rate
+  and the momentum (SGD's `momentum`, which starts at 0.5, or Adam's beta1) likewise;
+- `fractional.<case>.epochs` [n], `fractional.<case>.lr` [n] (float64): for every case in
+  FRACTIONAL, the rate after CosineAnnealingWarmRestarts' `step(epoch)` with each epoch in turn;
 - `plateau.<case>.metrics` [n], `plateau.<case>.lr` [n + 1] (float64): ReduceLROnPlateau fed a
   fixed metric sequence, one metric per step, for every case in PLATEAUS;
 - `clip.<dtype>.grads.<name>`: three gradients (float64, and the same rounded to float32);
@@ -14,6 +18,9 @@ tests/clip_parity.rs:
   `clip.<dtype>.value.<name>` for clip_grad_value_(0.5), each computed by torch in that dtype;
 - `clip.nonfinite_<inf|nan>.<case>.total` [1] and `.grad` [3] (float64): clip_grad_norm_ of
   each case with error_if_nonfinite=False on the single gradient [1, inf, -2] or [1, nan, -2].
+
+LambdaLR and MultiplicativeLR take the lambdas written in SCHEDULES, which
+tests/schedules_parity.rs writes again as closures.
 
 Warm-up is torch's SequentialLR of LinearLR(1/w, 1, w - 1) and the schedule, with the milestone
 at w (what rewind's `Warmup { steps: w, .. }` is). SequentialLR refuses ReduceLROnPlateau, so
@@ -109,7 +116,127 @@ SCHEDULES = {
         ONE_CYCLE_START,
     ),
     "warmup_restarts": (warmed(lambda o: S.CosineAnnealingWarmRestarts(o, T_0=3, T_mult=2)), 20, BASE_LR),
+    "constant_defaults": (lambda o: S.ConstantLR(o), 8, BASE_LR),
+    "constant_half_3": (lambda o: S.ConstantLR(o, factor=0.5, total_iters=3), 6, BASE_LR),
+    "polynomial_defaults": (lambda o: S.PolynomialLR(o), 8, BASE_LR),
+    "polynomial_6_power_2": (lambda o: S.PolynomialLR(o, total_iters=6, power=2.0), 9, BASE_LR),
+    "polynomial_4_power_half": (lambda o: S.PolynomialLR(o, total_iters=4, power=0.5), 6, BASE_LR),
+    "lambda_power": (lambda o: S.LambdaLR(o, lambda e: 0.95**e), 12, BASE_LR),
+    "lambda_inverse": (lambda o: S.LambdaLR(o, lambda e: 1.0 / (e + 1)), 12, BASE_LR),
+    "multiplicative": (lambda o: S.MultiplicativeLR(o, lambda e: 0.9 if e % 3 else 0.97), 15, BASE_LR),
+    # Each schedule after the first starts at its milestone from its own step 0.
+    "sequential_constant_exponential_step": (
+        lambda o: S.SequentialLR(
+            o,
+            [S.ConstantLR(o, factor=0.5, total_iters=2), S.ExponentialLR(o, gamma=0.9), S.StepLR(o, 2, gamma=0.5)],
+            milestones=[3, 7],
+        ),
+        14,
+        BASE_LR,
+    ),
+    "sequential_linear_cosine": (
+        lambda o: S.SequentialLR(
+            o, [S.LinearLR(o, start_factor=0.25, total_iters=3), S.CosineAnnealingLR(o, T_max=6)], milestones=[4]
+        ),
+        12,
+        BASE_LR,
+    ),
+    # ChainedScheduler steps every schedule each step, each multiplying the rate by its factor.
+    "chained_constant_exponential": (
+        lambda o: S.ChainedScheduler([S.ConstantLR(o, factor=0.1, total_iters=2), S.ExponentialLR(o, gamma=0.9)]),
+        10,
+        BASE_LR,
+    ),
+    "chained_step_linear_polynomial": (
+        lambda o: S.ChainedScheduler(
+            [
+                S.StepLR(o, 3, gamma=0.5),
+                S.LinearLR(o, start_factor=0.5, total_iters=4),
+                S.PolynomialLR(o, total_iters=10, power=0.5),
+            ]
+        ),
+        12,
+        BASE_LR,
+    ),
 }
+
+# Schedules that cycle the momentum: name -> (scheduler constructor, steps, optimizer). The
+# optimizer is SGD (its `momentum` cycles) or Adam (its beta1 cycles), with lr BASE_LR.
+CYCLING = {
+    "cyclic_triangular": (lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=4), 20, "sgd"),
+    "cyclic_triangular2": (
+        lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=3, step_size_down=5, mode="triangular2"),
+        30,
+        "sgd",
+    ),
+    "cyclic_exp_range": (
+        lambda o: S.CyclicLR(
+            o,
+            base_lr=0.001,
+            max_lr=0.05,
+            step_size_up=4,
+            mode="exp_range",
+            gamma=0.9,
+            base_momentum=0.7,
+            max_momentum=0.95,
+        ),
+        25,
+        "adam",
+    ),
+    "cyclic_no_momentum": (
+        lambda o: S.CyclicLR(o, base_lr=0.01, max_lr=0.1, step_size_up=2, step_size_down=1, cycle_momentum=False),
+        9,
+        "sgd",
+    ),
+    "onecycle_momentum_defaults": (lambda o: S.OneCycleLR(o, max_lr=ONE_CYCLE_MAX, total_steps=20), 20, "sgd"),
+    "onecycle_momentum_three_phase": (
+        lambda o: S.OneCycleLR(
+            o, max_lr=0.3, total_steps=17, three_phase=True, anneal_strategy="linear", base_momentum=0.8, max_momentum=0.9
+        ),
+        17,
+        "adam",
+    ),
+}
+
+
+def lrs_and_momenta(make, steps, kind):
+    """As `lrs`, and the momentum (SGD's, or Adam's beta1) at the same points."""
+    param = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = O.SGD([param], lr=BASE_LR, momentum=0.5) if kind == "sgd" else O.Adam([param], lr=BASE_LR)
+    sched = make(opt)
+
+    def momentum():
+        group = opt.param_groups[0]
+        return group["momentum"] if kind == "sgd" else group["betas"][0]
+
+    values, momenta = [opt.param_groups[0]["lr"]], [momentum()]
+    for _ in range(steps):
+        opt.step()
+        sched.step()
+        values.append(opt.param_groups[0]["lr"])
+        momenta.append(momentum())
+    return torch.tensor(values, dtype=torch.float64), torch.tensor(momenta, dtype=torch.float64)
+
+
+# CosineAnnealingWarmRestarts stepped to fractional epochs (`sched.step(epoch)`, as its documentation
+# does once per batch): name -> (options, epochs).
+FRACTIONAL = {
+    "restarts_t0_3_mult_2": (dict(T_0=3, T_mult=2, eta_min=0.001), [i * 0.3 for i in range(75)] + [3.0, 9.0, 21.0]),
+    "restarts_t0_4": (dict(T_0=4), [i * 0.25 for i in range(40)] + [7.99, 8.0, 8.01]),
+}
+
+
+def fractional_lrs(opts, epochs):
+    """The rate after `sched.step(epoch)` for each epoch in turn."""
+    opt = optimizer()
+    sched = S.CosineAnnealingWarmRestarts(opt, **opts)
+    values = []
+    for epoch in epochs:
+        opt.step()
+        sched.step(epoch)
+        values.append(opt.param_groups[0]["lr"])
+    return torch.tensor(values, dtype=torch.float64)
+
 
 # name -> (ReduceLROnPlateau options, metrics, warm-up steps)
 PLATEAUS = {
@@ -214,6 +341,11 @@ def main():
     out = {}
     for name, (make, steps, lr) in SCHEDULES.items():
         out[f"sched.{name}"] = lrs(make, steps, lr)
+    for name, (make, steps, kind) in CYCLING.items():
+        out[f"sched.{name}"], out[f"momentum.{name}"] = lrs_and_momenta(make, steps, kind)
+    for name, (opts, epochs) in FRACTIONAL.items():
+        out[f"fractional.{name}.epochs"] = torch.tensor(epochs, dtype=torch.float64)
+        out[f"fractional.{name}.lr"] = fractional_lrs(opts, epochs)
     for name, (opts, metrics, warmup) in PLATEAUS.items():
         out[f"plateau.{name}.metrics"] = torch.tensor(metrics, dtype=torch.float64)
         out[f"plateau.{name}.lr"] = plateau(opts, metrics, warmup)
@@ -231,6 +363,7 @@ def main():
     DATA.mkdir(parents=True, exist_ok=True)
     metadata = {"generator": "scripts/golden_schedules.py", "torch": torch.__version__}
     metadata.update({f"plateau.{n}": json.dumps(o, sort_keys=True) for n, (o, _, _) in PLATEAUS.items()})
+    metadata.update({f"fractional.{n}": json.dumps(o, sort_keys=True) for n, (o, _) in FRACTIONAL.items()})
     metadata.update({f"clip.{n}": f"norm_type {c[0]}, max_norm {c[1]}" for n, c in CLIPS.items()})
     save_file({k: v.contiguous() for k, v in out.items()}, str(OUT), metadata=metadata)
     sort_metadata(OUT)

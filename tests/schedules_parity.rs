@@ -1,5 +1,7 @@
-//! rewind-optim's MultiStepLr, OneCycleLr, CosineAnnealingWarmRestarts and ReduceLrOnPlateau
-//! against PyTorch's MultiStepLR, OneCycleLR, CosineAnnealingWarmRestarts and ReduceLROnPlateau,
+//! rewind-optim's schedules against PyTorch's (MultiStepLR, OneCycleLR,
+//! CosineAnnealingWarmRestarts, ReduceLROnPlateau, ConstantLR, PolynomialLR, LambdaLR,
+//! MultiplicativeLR, SequentialLR, ChainedScheduler, CyclicLR, and the momentum CyclicLR and
+//! OneCycleLR cycle),
 //! alone, behind a `Warmup`, and boxed as `Box<dyn LrSchedule>`: the learning rate at every step,
 //! from tests/data/schedules_golden.safetensors, which `scripts/golden_schedules.py` wrote (its
 //! docstring says how each case was run in torch). Each schedule is driven as a user drives it,
@@ -14,9 +16,10 @@ mod support;
 
 use rewind::autograd::io::TensorFile;
 use rewind::optim::{
-    Anneal, ConstantLr, CosineAnnealingLr, CosineAnnealingWarmRestarts, ExponentialLr, LinearLr,
-    LrSchedule, MultiStepLr, OneCycleLr, Optimizer, PlateauMode, ReduceLrOnPlateau, Scheduler, Sgd,
-    StepLr, ThresholdMode, Warmup,
+    Adagrad, Adam, Anneal, BaseLr, ChainedScheduler, ConstantLr, CosineAnnealingLr,
+    CosineAnnealingWarmRestarts, CyclicLr, CyclicMode, ExponentialLr, LambdaLr, LinearLr,
+    LrSchedule, MultiStepLr, MultiplicativeLr, OneCycleLr, Optimizer, PlateauMode, PolynomialLr,
+    ReduceLrOnPlateau, Scheduler, SequentialLr, Sgd, StepLr, ThresholdMode, Warmup,
 };
 use support::golden::{load, tensor};
 use support::panics::panic_of;
@@ -58,6 +61,54 @@ fn drive_with_metrics<S: LrSchedule>(schedule: S, base_lr: f64, metrics: &[f64])
         lrs.push(opt.lr());
     }
     lrs
+}
+
+/// As [`drive`], over `opt` (whose momentum or β1 the schedule may cycle), also returning the
+/// optimizer's momentum at each point.
+fn drive_momentum<S: LrSchedule>(
+    schedule: S,
+    mut opt: Box<dyn Optimizer<f64>>,
+    steps: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let momentum = |opt: &dyn Optimizer<f64>| opt.momentum().expect("a momentum");
+    let mut sched = Scheduler::new(schedule, opt.as_mut());
+    let (mut lrs, mut momenta) = (vec![opt.lr()], vec![momentum(opt.as_ref())]);
+    for _ in 0..steps {
+        sched.step(opt.as_mut());
+        lrs.push(opt.lr());
+        momenta.push(momentum(opt.as_ref()));
+    }
+    (lrs, momenta)
+}
+
+/// The script's optimizers for the CYCLING cases: SGD with momentum 0.5, or Adam.
+fn cycled(kind: &str) -> Box<dyn Optimizer<f64>> {
+    match kind {
+        "sgd" => Box::new(Sgd::new(BASE_LR).momentum(0.5)),
+        _ => Box::new(Adam::new(BASE_LR)),
+    }
+}
+
+/// Checks `schedule`'s rates and momenta against `sched.<case>` and `momentum.<case>`, over the
+/// first `steps` steps (all of them if None), on the optimizer `kind`.
+fn check_cycling<S: LrSchedule>(
+    g: &TensorFile<f64>,
+    case: &str,
+    kind: &str,
+    steps: Option<usize>,
+    schedule: S,
+) {
+    let want_lr = values(g, &format!("sched.{case}"));
+    let want_momentum = values(g, &format!("momentum.{case}"));
+    let steps = steps.unwrap_or(want_lr.len() - 1);
+    let (lrs, momenta) = drive_momentum(schedule, cycled(kind), steps);
+    assert_matches(case, &lrs, &want_lr[..=steps], 1e-15);
+    assert_matches(
+        &format!("{case} (momentum)"),
+        &momenta,
+        &want_momentum[..=steps],
+        1e-15,
+    );
 }
 
 /// Asserts that every rate of `got` is within `tolerance` of torch's, relative to torch's.
@@ -164,6 +215,80 @@ fn one_cycle_lr_matches_pytorch() {
     });
 }
 
+/// PyTorch's CyclicLR in its three modes, cycling SGD's momentum or Adam's β1 against the rate
+/// (triangular; triangular2, rising for 3 steps and falling for 5; exp_range with γ 0.9), and
+/// with `cycle_momentum(false)`, which leaves the optimizer's momentum alone.
+#[test]
+fn cyclic_lr_and_its_momentum_match_pytorch() {
+    let g = golden();
+    check_cycling(
+        &g,
+        "cyclic_triangular",
+        "sgd",
+        None,
+        CyclicLr::new(0.01, 0.1).step_size_up(4),
+    );
+    check_cycling(
+        &g,
+        "cyclic_triangular2",
+        "sgd",
+        None,
+        CyclicLr::new(0.01, 0.1)
+            .step_size_up(3)
+            .step_size_down(5)
+            .mode(CyclicMode::Triangular2),
+    );
+    check_cycling(
+        &g,
+        "cyclic_exp_range",
+        "adam",
+        None,
+        CyclicLr::new(0.001, 0.05)
+            .step_size_up(4)
+            .mode(CyclicMode::ExpRange)
+            .gamma(0.9)
+            .base_momentum(0.7)
+            .max_momentum(0.95),
+    );
+    check_cycling(
+        &g,
+        "cyclic_no_momentum",
+        "sgd",
+        None,
+        CyclicLr::new(0.01, 0.1)
+            .step_size_up(2)
+            .step_size_down(1)
+            .cycle_momentum(false),
+    );
+}
+
+/// OneCycleLR's momentum, by PyTorch's defaults (0.95 down to 0.85 while the rate rises, and
+/// back), and over three linear phases between 0.9 and 0.8 on Adam's β1 (up to step 16: step 17's
+/// rate is below 0, which a `Scheduler` refuses).
+#[test]
+fn one_cycle_momentum_matches_pytorch() {
+    let g = golden();
+    check_cycling(
+        &g,
+        "onecycle_momentum_defaults",
+        "sgd",
+        None,
+        OneCycleLr::new(0.5, 20),
+    );
+    let three_phase = OneCycleLr::new(0.3, 17)
+        .three_phase(true)
+        .anneal(Anneal::Linear)
+        .base_momentum(0.8)
+        .max_momentum(0.9);
+    check_cycling(
+        &g,
+        "onecycle_momentum_three_phase",
+        "adam",
+        Some(16),
+        three_phase,
+    );
+}
+
 /// Restarts at steps 3, 9 and 21 (T_0 3, T_mult 2), and every 4 steps (T_mult 1).
 #[test]
 fn cosine_annealing_warm_restarts_match_pytorch() {
@@ -174,6 +299,223 @@ fn cosine_annealing_warm_restarts_match_pytorch() {
     check(&g, "restarts_t0_4", BASE_LR, 1e-15, || {
         CosineAnnealingWarmRestarts::new(4)
     });
+}
+
+/// PyTorch's ConstantLR: the base times `factor` for the first `total_iters` steps, then the
+/// base (defaults 1/3 and 5; and 0.5 for 3 steps).
+#[test]
+fn constant_lr_matches_pytorch() {
+    let g = golden();
+    check(&g, "constant_defaults", BASE_LR, 1e-15, ConstantLr::default);
+    check(&g, "constant_half_3", BASE_LR, 1e-15, || ConstantLr {
+        factor: 0.5,
+        total_iters: 3,
+    });
+}
+
+/// PyTorch's PolynomialLR: `base · (1 - min(step, total_iters) / total_iters)^power`, with its
+/// defaults (5, 1), squared over 6 steps and square-rooted over 4, past the end where the rate
+/// stays 0. torch reaches each rate by multiplying the last one by a ratio; the closed form here
+/// is an ulp or two from it.
+#[test]
+fn polynomial_lr_matches_pytorch() {
+    let g = golden();
+    check(
+        &g,
+        "polynomial_defaults",
+        BASE_LR,
+        1e-15,
+        PolynomialLr::default,
+    );
+    check(&g, "polynomial_6_power_2", BASE_LR, 1e-15, || {
+        PolynomialLr {
+            total_iters: 6,
+            power: 2.0,
+        }
+    });
+    check(&g, "polynomial_4_power_half", BASE_LR, 1e-15, || {
+        PolynomialLr {
+            total_iters: 4,
+            power: 0.5,
+        }
+    });
+}
+
+/// PyTorch's LambdaLR (`base · λ(step)`) and MultiplicativeLR (`base · f(1)·…·f(step)`), with
+/// the closures of scripts/golden_schedules.py's SCHEDULES written again in Rust.
+#[test]
+fn lambda_and_multiplicative_lr_match_pytorch() {
+    let g = golden();
+    check(&g, "lambda_power", BASE_LR, 1e-15, || {
+        LambdaLr::new(|step| 0.95f64.powf(step as f64))
+    });
+    check(&g, "lambda_inverse", BASE_LR, 1e-15, || {
+        LambdaLr::new(|step| 1.0 / (step as f64 + 1.0))
+    });
+    let every_third = |step: usize| if step.is_multiple_of(3) { 0.97 } else { 0.9 };
+    check(&g, "multiplicative", BASE_LR, 1e-15, || {
+        MultiplicativeLr::new(every_third)
+    });
+    // Asked out of order (as a resumed run asks), the product is the same.
+    let m = MultiplicativeLr::new(every_third);
+    let want = values(&g, "sched.multiplicative");
+    for step in [9, 3, 15, 0, 14, 15] {
+        let got = m.lr_at(BASE_LR, step);
+        assert_eq!(got, want[step], "MultiplicativeLr asked for step {step}");
+    }
+}
+
+/// PyTorch's SequentialLR: each schedule runs from its milestone, from its own step 0 (ConstantLr,
+/// then ExponentialLr from step 3, then StepLr from step 7; a LinearLr warm-up into a cosine
+/// that goes on past its half period).
+#[test]
+fn sequential_lr_matches_pytorch() {
+    let g = golden();
+    check(
+        &g,
+        "sequential_constant_exponential_step",
+        BASE_LR,
+        1e-15,
+        || {
+            SequentialLr::new(
+                vec![
+                    Box::new(ConstantLr {
+                        factor: 0.5,
+                        total_iters: 2,
+                    }),
+                    Box::new(ExponentialLr { gamma: 0.9 }),
+                    Box::new(StepLr {
+                        step_size: 2,
+                        gamma: 0.5,
+                    }),
+                ],
+                [3, 7],
+            )
+        },
+    );
+    check(&g, "sequential_linear_cosine", BASE_LR, 1e-15, || {
+        SequentialLr::new(
+            vec![
+                Box::new(LinearLr {
+                    start_factor: 0.25,
+                    end_factor: 1.0,
+                    total_iters: 3,
+                }),
+                Box::new(CosineAnnealingLr {
+                    t_max: 6,
+                    eta_min: 0.0,
+                }),
+            ],
+            [4],
+        )
+    });
+}
+
+/// PyTorch's ChainedScheduler: every schedule's factor applies at once (its documentation's
+/// ConstantLR and ExponentialLR; and StepLR, LinearLR and PolynomialLR, down to 0). torch
+/// multiplies the rate by each schedule's factor step after step, and the product of closed
+/// forms here is within 5e-16 of it over these steps.
+#[test]
+fn chained_scheduler_matches_pytorch() {
+    let g = golden();
+    check(&g, "chained_constant_exponential", BASE_LR, 1e-15, || {
+        ChainedScheduler::new(vec![
+            Box::new(ConstantLr {
+                factor: 0.1,
+                total_iters: 2,
+            }),
+            Box::new(ExponentialLr { gamma: 0.9 }),
+        ])
+    });
+    check(&g, "chained_step_linear_polynomial", BASE_LR, 1e-15, || {
+        ChainedScheduler::new(vec![
+            Box::new(StepLr {
+                step_size: 3,
+                gamma: 0.5,
+            }),
+            Box::new(LinearLr {
+                start_factor: 0.5,
+                end_factor: 1.0,
+                total_iters: 4,
+            }),
+            Box::new(PolynomialLr {
+                total_iters: 10,
+                power: 0.5,
+            }),
+        ])
+    });
+}
+
+/// A plateau inside a SequentialLr or a ChainedScheduler sees the metrics of its own steps.
+#[test]
+fn a_plateau_inside_sequential_or_chained_reads_its_metrics() {
+    let g = golden();
+    let plateau = || {
+        ReduceLrOnPlateau::new()
+            .threshold_mode(ThresholdMode::Abs)
+            .threshold(0.1)
+            .factor(0.5)
+            .patience(1)
+    };
+    // The Warmup case of the golden file, as a SequentialLr of a LinearLr and the plateau.
+    check_plateau(&g, "warmup_min_abs", 1e-15, || {
+        SequentialLr::new(
+            vec![
+                Box::new(LinearLr {
+                    start_factor: 1.0 / WARMUP as f64,
+                    end_factor: 1.0,
+                    total_iters: WARMUP - 1,
+                }),
+                Box::new(plateau()),
+            ],
+            [WARMUP],
+        )
+    });
+    check_plateau(&g, "defaults", 1e-15, || {
+        ChainedScheduler::new(vec![Box::new(ReduceLrOnPlateau::new()), Box::new(BaseLr)])
+    });
+}
+
+/// `BaseLr` keeps the optimizer's own rate at every step.
+#[test]
+fn base_lr_keeps_the_optimizers_rate() {
+    assert_eq!(drive(BaseLr, BASE_LR, 5), vec![BASE_LR; 6]);
+}
+
+/// CosineAnnealingWarmRestarts stepped to fractional epochs, as torch's `step(epoch)` once per
+/// batch (every 0.3 and every 0.25 epoch, then onto the restarts and either side of one), both
+/// by `lr_at_epoch` and by a `Scheduler`, whose step count becomes the whole epoch, as torch's
+/// `last_epoch`.
+#[test]
+fn warm_restarts_at_fractional_epochs_match_pytorch() {
+    let g = golden();
+    let cases = [
+        (
+            "restarts_t0_3_mult_2",
+            CosineAnnealingWarmRestarts::new(3).t_mult(2).eta_min(0.001),
+        ),
+        ("restarts_t0_4", CosineAnnealingWarmRestarts::new(4)),
+    ];
+    for (case, schedule) in cases {
+        let epochs = values(&g, &format!("fractional.{case}.epochs"));
+        let want = values(&g, &format!("fractional.{case}.lr"));
+        let by_epoch: Vec<f64> = epochs
+            .iter()
+            .map(|&e| schedule.lr_at_epoch(BASE_LR, e))
+            .collect();
+        assert_matches(case, &by_epoch, &want, 1e-15);
+        let mut opt = Sgd::<f64>::new(BASE_LR);
+        let mut sched = Scheduler::new(schedule, &mut opt);
+        for (&epoch, &want) in epochs.iter().zip(&want) {
+            sched.step_to_epoch(epoch, &mut opt);
+            assert_matches(case, &[opt.lr()], &[want], 1e-15);
+            assert_eq!(
+                sched.steps(),
+                epoch.floor() as usize,
+                "{case}: steps at {epoch}"
+            );
+        }
+    }
 }
 
 /// Fixed metric sequences (in the golden file) through every option: both modes, both threshold
@@ -363,6 +705,12 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         (Box::new(|| { CosineAnnealingWarmRestarts::new(0); }), line!(), "CosineAnnealingWarmRestarts: t_0 must be at least 1, got 0"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(3).t_mult(0); }), line!(), "CosineAnnealingWarmRestarts: t_mult must be at least 1, got 0"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(f64::INFINITY); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be a non-negative finite number, got inf"),
+        (Box::new(|| { CosineAnnealingWarmRestarts::new(3).lr_at_epoch(0.1, -0.5); }), line!(), "CosineAnnealingWarmRestarts: epoch must be a non-negative finite number, got -0.5"),
+        (Box::new(|| {
+            let mut opt = Sgd::<f64>::new(0.1);
+            let mut sched = Scheduler::new(CosineAnnealingWarmRestarts::new(3), &mut opt);
+            sched.step_to_epoch(f64::NAN, &mut opt); }), line!(),
+            "CosineAnnealingWarmRestarts: epoch must be a non-negative finite number, got NaN"),
         (Box::new(|| { CosineAnnealingWarmRestarts::new(3).eta_min(-1e-3); }), line!(), "CosineAnnealingWarmRestarts: eta_min must be a non-negative finite number, got -0.001"),
         (Box::new(|| { ReduceLrOnPlateau::new().factor(1.0); }), line!(), "ReduceLrOnPlateau: factor must be in [0, 1), got 1"),
         (Box::new(|| { ReduceLrOnPlateau::new().threshold(-0.1); }), line!(), "ReduceLrOnPlateau: threshold must be a non-negative finite number, got -0.1"),
@@ -400,10 +748,34 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         (Box::new(|| { with_schedule(LinearLr { total_iters: 0, ..LinearLr::default() }) }), line!(), "LinearLr: total_iters must be at least 1, got 0"),
         (Box::new(|| { with_schedule(LinearLr { start_factor: 0.0, ..LinearLr::default() }) }), line!(), "LinearLr: start_factor must be in (0, 1], got 0"),
         (Box::new(|| { with_schedule(LinearLr { end_factor: f64::NAN, ..LinearLr::default() }) }), line!(), "LinearLr: end_factor must be in [0, 1], got NaN"),
+        (Box::new(|| { CyclicLr::new(-0.1, 0.1); }), line!(), "CyclicLr: base_lr must be a non-negative finite number, got -0.1"),
+        (Box::new(|| { CyclicLr::new(0.01, f64::INFINITY); }), line!(), "CyclicLr: max_lr must be a non-negative finite number, got inf"),
+        (Box::new(|| { CyclicLr::new(0.01, 0.1).step_size_up(0); }), line!(), "CyclicLr: step_size_up must be at least 1, got 0"),
+        (Box::new(|| { CyclicLr::new(0.01, 0.1).gamma(0.0); }), line!(), "CyclicLr: gamma must be a positive finite number, got 0"),
+        (Box::new(|| { CyclicLr::new(0.01, 0.1).base_momentum(f64::NAN); }), line!(), "CyclicLr: base_momentum must be a non-negative finite number, got NaN"),
+        (Box::new(|| { OneCycleLr::new(0.1, 10).max_momentum(-0.95); }), line!(), "OneCycleLr: max_momentum must be a non-negative finite number, got -0.95"),
+        (Box::new(|| {
+            let mut opt = Adagrad::<f64>::new(0.1);
+            Scheduler::new(CyclicLr::new(0.01, 0.1), &mut opt); }), line!(),
+            "Scheduler: the schedule cycles the momentum, but this optimizer has neither a momentum nor a beta1; turn the cycling off (cycle_momentum(false))"),
+        (Box::new(|| {
+            let mut opt = Adam::<f64>::new(0.1);
+            Scheduler::new(OneCycleLr::new(0.1, 10).max_momentum(1.0), &mut opt); }), line!(),
+            "Adam: beta1 must be in [0, 1), got 1.0"),
+        (Box::new(|| { with_schedule(PolynomialLr { total_iters: 0, power: 1.0 }) }), line!(), "PolynomialLr: total_iters must be at least 1, got 0"),
+        (Box::new(|| { with_schedule(PolynomialLr { total_iters: 5, power: -1.0 }) }), line!(), "PolynomialLr: power must be a non-negative finite number, got -1"),
+        (Box::new(|| { SequentialLr::new(vec![Box::new(BaseLr), Box::new(BaseLr)], [2, 4]); }), line!(), "SequentialLr: 2 schedules take 1 milestone, got 2"),
+        (Box::new(|| { SequentialLr::new(vec![], []); }), line!(), "SequentialLr: no schedules"),
+        (Box::new(|| { SequentialLr::new(vec![Box::new(BaseLr), Box::new(BaseLr), Box::new(BaseLr)], [5, 3]); }), line!(), "SequentialLr: milestones must be in ascending order, got [5, 3]"),
+        (Box::new(|| { ChainedScheduler::new(vec![]); }), line!(), "ChainedScheduler: no schedules"),
+        (Box::new(|| { with_schedule(SequentialLr::new(vec![Box::new(BaseLr), Box::new(ExponentialLr { gamma: 0.0 })], [3])) }), line!(), "ExponentialLr: gamma must be a positive finite number, got 0"),
+        (Box::new(|| { with_schedule(ChainedScheduler::new(vec![Box::new(BaseLr), Box::new(ConstantLr { factor: 2.0, total_iters: 1 })])) }), line!(), "ConstantLr: factor must be in [0, 1], got 2"),
+        (Box::new(|| { with_schedule(ConstantLr { factor: 1.5, total_iters: 3 }) }), line!(), "ConstantLr: factor must be in [0, 1], got 1.5"),
+        (Box::new(|| { with_schedule(ConstantLr { factor: f64::NAN, total_iters: 3 }) }), line!(), "ConstantLr: factor must be in [0, 1], got NaN"),
         (Box::new(|| { with_schedule(Warmup { steps: 2, then: LinearLr { end_factor: 1.5, ..LinearLr::default() } }) }), line!(), "LinearLr: end_factor must be in [0, 1], got 1.5"),
         (Box::new(|| {
             let mut opt = Sgd::<f64>::new(0.1);
-            Scheduler::resume(ConstantLr, f64::NAN, 0, &mut opt); }), line!(),
+            Scheduler::resume(BaseLr, f64::NAN, 0, &mut opt); }), line!(),
             "Scheduler: base_lr must be a non-negative finite number, got NaN"),
         (Box::new(|| {
             let mut opt = Sgd::<f64>::new(0.1);

@@ -47,7 +47,7 @@ impl<F: Float> Adagrad<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Adagrad {
-            hyper: Hyper::new::<F>("Adagrad", lr, 0.0),
+            hyper: Hyper::new::<F>("Adagrad", lr, 0.0).group_options(&["eps"]),
             lr_decay: 0.0,
             initial_accumulator_value: 0.0,
             eps: 1e-10,
@@ -69,14 +69,14 @@ impl<F: Float> Adagrad<F> {
 
 impl<F: Float> Optimizer<F> for Adagrad<F> {
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        let eps = F::from_f64(self.eps);
         let init = F::from_f64(self.initial_accumulator_value);
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
+            let eps = F::from_f64(self.hyper.eps(&name, self.eps));
             let state = self.buffers.get(&name);
             state.step += 1;
             let k = AdagradStep {
-                decay: self.hyper.decay(lr, wd, false),
+                decay: self.hyper.decay(&name, lr, wd, false),
                 clr: F::from_f64(lr / (1.0 + (state.step - 1) as f64 * self.lr_decay)),
                 eps,
             };
@@ -92,7 +92,8 @@ impl<F: Float> Optimizer<F> for Adagrad<F> {
         Layout {
             signed: &[],
             never_negative: &["sum"],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    betas_option, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
-    Layout, Optimizer,
+    betas_option, checked_options, lr_and_state, momentum_methods, shared_options, with_grads,
+    Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// Adam as `torch.optim.Adam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -50,7 +50,7 @@ impl<F: Float> Adam<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Adam {
-            hyper: Hyper::new::<F>("Adam", lr, 0.0),
+            hyper: Hyper::new::<F>("Adam", lr, 0.0).group_options(&["betas", "eps"]),
             betas: (0.9, 0.999),
             eps: 1e-8,
             amsgrad: false,
@@ -90,13 +90,15 @@ impl<F: Float> Adam<F> {
 }
 
 impl<F: Float> Optimizer<F> for Adam<F> {
+    momentum_methods!("Adam", beta1);
+
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        let (beta1, beta2) = self.betas;
-        let w1 = F::from_f64(1.0 - beta1);
-        let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
-        let eps = F::from_f64(self.eps);
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
+            let (beta1, beta2) = self.hyper.betas(&name, self.betas);
+            let w1 = F::from_f64(1.0 - beta1);
+            let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
+            let eps = F::from_f64(self.hyper.eps(&name, self.eps));
             let state = self.buffers.get(&name);
             state.step += 1;
             // `powf`, not `powi`: libm's pow, as Python's `beta ** step`.
@@ -110,7 +112,7 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             ];
             let k = AdamStep {
                 // Multiplying by 1 changes nothing, so Adam runs AdamW's decay too.
-                decay: self.hyper.decay(lr, wd, self.decoupled),
+                decay: self.hyper.decay(&name, lr, wd, self.decoupled),
                 w1: Lerp::new(w1),
                 b2,
                 w2,
@@ -136,6 +138,7 @@ impl<F: Float> Optimizer<F> for Adam<F> {
             signed: &["exp_avg"],
             never_negative: &["exp_avg_sq", "max_exp_avg_sq"],
             fractions: &[],
+            rates: &[],
         }
     );
 }

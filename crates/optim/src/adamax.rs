@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::Lerp;
 use crate::optimizer::{
-    betas_option, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
-    Layout, Optimizer,
+    betas_option, checked_options, lr_and_state, momentum_methods, shared_options, with_grads,
+    Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// Adamax as `torch.optim.Adamax` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -46,7 +46,7 @@ impl<F: Float> Adamax<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Adamax {
-            hyper: Hyper::new::<F>("Adamax", lr, 0.0),
+            hyper: Hyper::new::<F>("Adamax", lr, 0.0).group_options(&["betas", "eps"]),
             betas: (0.9, 0.999),
             eps: 1e-8,
             buffers: Buffers::default(),
@@ -66,18 +66,21 @@ impl<F: Float> Adamax<F> {
 }
 
 impl<F: Float> Optimizer<F> for Adamax<F> {
+    momentum_methods!("Adamax", beta1);
+
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        let (beta1, beta2) = self.betas;
-        let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
-        let (b2, eps) = (F::from_f64(beta2), F::from_f64(self.eps));
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
+            let (beta1, beta2) = self.hyper.betas(&name, self.betas);
+            let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
+            let b2 = F::from_f64(beta2);
+            let eps = F::from_f64(self.hyper.eps(&name, self.eps));
             let state = self.buffers.get(&name);
             state.step += 1;
             // `powf`, not `powi`: libm's pow, as Python's `beta ** step`.
             let clr = lr / (1.0 - beta1.powf(state.step as f64));
             let k = AdamaxStep {
-                decay: self.hyper.decay(lr, wd, false),
+                decay: self.hyper.decay(&name, lr, wd, false),
                 towards_g,
                 b2,
                 eps,
@@ -101,7 +104,8 @@ impl<F: Float> Optimizer<F> for Adamax<F> {
         Layout {
             signed: &["exp_avg"],
             never_negative: &["exp_inf"],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }

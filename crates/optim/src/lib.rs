@@ -22,31 +22,43 @@
 //! assert!((model[0].value().item() - 3.0).abs() < 1e-2);
 //! ```
 
+mod adadelta;
 mod adagrad;
 mod adam;
 mod adamax;
+mod asgd;
 mod clip;
 mod fused;
+mod lbfgs;
 mod nadam;
 mod optimizer;
 mod plateau;
 mod radam;
 mod rmsprop;
+mod rprop;
 mod schedule;
 mod sgd;
 
+pub use adadelta::Adadelta;
 pub use adagrad::Adagrad;
 pub use adam::Adam;
 pub use adamax::Adamax;
+pub use asgd::Asgd;
 pub use clip::{clip_grad_norm, clip_grad_norm_finite, clip_grad_value, grad_norm, NonFiniteNorm};
 pub use clip::{clip_grad_norm_with, ClipOptions};
+pub use lbfgs::{Lbfgs, LineSearch};
 pub use nadam::NAdam;
 pub use optimizer::{OptimState, Optimizer, ParamGroup, StateError};
 pub use plateau::{PlateauMode, PlateauState, ReduceLrOnPlateau, ThresholdMode};
 pub use radam::RAdam;
 pub use rmsprop::RmsProp;
-pub use schedule::{Anneal, CosineAnnealingWarmRestarts, MultiStepLr, OneCycleLr};
+pub use rprop::Rprop;
 pub use schedule::{
-    ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr, Warmup,
+    Anneal, CosineAnnealingWarmRestarts, CyclicLr, CyclicMode, MultiStepLr, OneCycleLr,
 };
+pub use schedule::{
+    BaseLr, ConstantLr, CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, Scheduler, StepLr,
+    Warmup,
+};
+pub use schedule::{ChainedScheduler, LambdaLr, MultiplicativeLr, PolynomialLr, SequentialLr};
 pub use sgd::Sgd;

@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, shared_options,
-    with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
+    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, momentum_methods,
+    shared_options, with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// NAdam as `torch.optim.NAdam` [lr 2e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -56,7 +56,7 @@ impl<F: Float> NAdam<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         NAdam {
-            hyper: Hyper::new::<F>("NAdam", lr, 0.0),
+            hyper: Hyper::new::<F>("NAdam", lr, 0.0).group_options(&["betas", "eps"]),
             betas: (0.9, 0.999),
             eps: 1e-8,
             momentum_decay: 4e-3,
@@ -86,15 +86,17 @@ impl<F: Float> NAdam<F> {
 }
 
 impl<F: Float> Optimizer<F> for NAdam<F> {
+    momentum_methods!("NAdam", beta1);
+
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        let (beta1, beta2) = self.betas;
-        let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
-        let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
-        let eps = F::from_f64(self.eps);
         let momentum_decay = self.momentum_decay;
-        let mu_at = |t: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(t * momentum_decay));
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
+            let (beta1, beta2) = self.hyper.betas(&name, self.betas);
+            let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
+            let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
+            let eps = F::from_f64(self.hyper.eps(&name, self.eps));
+            let mu_at = |t: f64| beta1 * (1.0 - 0.5 * 0.96f64.powf(t * momentum_decay));
             let state = self.buffers.get(&name);
             state.step += 1;
             let t = state.step as f64;
@@ -108,7 +110,7 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
             *product *= F::from_f64(mu);
             let product = product.to_f64();
             let k = NAdamStep {
-                decay: self.hyper.decay(lr, wd, self.decoupled),
+                decay: self.hyper.decay(&name, lr, wd, self.decoupled),
                 towards_g,
                 b2,
                 w2,
@@ -137,6 +139,7 @@ impl<F: Float> Optimizer<F> for NAdam<F> {
             signed: &["exp_avg"],
             never_negative: &["exp_avg_sq"],
             fractions: &["mu_product"],
+            rates: &[],
         }
     );
 }

@@ -44,8 +44,8 @@ pub trait Optimizer<F: Float = f32> {
     /// is not finite and ≥ 0; a step count is not a whole number from 0 to 2^53; an entry is not
     /// a buffer this optimizer keeps for a parameter with a step count; a buffer holds a NaN or
     /// an infinity (the run it was saved from had diverged), a sum or average of squares holds a
-    /// negative number, or NAdam's product of momentum coefficients lies outside [0, 1] (each
-    /// would make the next step NaN); a buffer that holds one number holds more, or one with its
+    /// negative number, NAdam's product of momentum coefficients or ASGD's μ lies outside [0, 1],
+    /// or ASGD's η is negative (each would make the next step NaN or climb the loss); a buffer that holds one number holds more, or one with its
     /// parameter's shape differs from another buffer of that parameter, here or in the state.
     ///
     /// Without the model the optimizer cannot know its parameters' shapes: a state saved for
@@ -63,7 +63,52 @@ pub trait Optimizer<F: Float = f32> {
         model: &dyn Module<F>,
         state: &OptimState<F>,
     ) -> Result<(), StateError>;
+
+    /// The momentum a schedule cycles ([`CyclicLr`](crate::CyclicLr),
+    /// [`OneCycleLr`](crate::OneCycleLr)), as PyTorch's do: `momentum` for [`Sgd`](crate::Sgd)
+    /// and [`RmsProp`](crate::RmsProp), β1 for the Adam family ([`Adam`](crate::Adam),
+    /// [`Adamax`](crate::Adamax), [`NAdam`](crate::NAdam), [`RAdam`](crate::RAdam)); None for an
+    /// optimizer that has neither (the default).
+    fn momentum(&self) -> Option<f64> {
+        None
+    }
+
+    /// Sets the momentum [`momentum`](Optimizer::momentum) reads, as a schedule does.
+    ///
+    /// Panics, at the caller's line, on a value the optimizer's builder refuses (a momentum
+    /// below 0 or infinite, a β1 outside [0, 1)), and on an optimizer without a momentum.
+    #[track_caller]
+    fn set_momentum(&mut self, momentum: f64) {
+        panic!("optimizer: no momentum or beta1 to set to {momentum}");
+    }
 }
+
+/// The [`Optimizer`] methods `momentum` and `set_momentum` of an optimizer named `$name` whose
+/// momentum is its field `momentum` (refused unless finite and ≥ 0) or the first of its `betas`
+/// (refused outside [0, 1)).
+macro_rules! momentum_methods {
+    ($name:literal, momentum) => {
+        fn momentum(&self) -> Option<f64> {
+            Some(self.momentum)
+        }
+
+        fn set_momentum(&mut self, momentum: f64) {
+            $crate::optimizer::check_non_negative::<F>($name, "momentum", momentum);
+            self.momentum = momentum;
+        }
+    };
+    ($name:literal, beta1) => {
+        fn momentum(&self) -> Option<f64> {
+            Some(self.betas.0)
+        }
+
+        fn set_momentum(&mut self, beta1: f64) {
+            $crate::optimizer::check_beta($name, "beta1", beta1);
+            self.betas.0 = beta1;
+        }
+    };
+}
+pub(crate) use momentum_methods;
 
 /// The builder methods every optimizer has: `weight_decay` (documented by the literal given,
 /// refused unless finite and ≥ 0 with a message naming the optimizer `$name`), `maximize` and
@@ -90,8 +135,9 @@ macro_rules! shared_options {
 
         /// Adds a parameter group with its own options.
         ///
-        /// Panics if the group's weight decay, or the learning rate times its `lr_scale`, is
-        /// infinite in `F`.
+        /// Panics if the group sets an option this optimizer does not have (betas, eps or
+        /// momentum), or if its weight decay, eps or momentum, or the learning rate times its
+        /// `lr_scale`, is infinite in `F`.
         #[track_caller]
         pub fn group(mut self, group: $crate::optimizer::ParamGroup) -> Self {
             self.hyper.add_group::<F>(group);
@@ -267,11 +313,18 @@ pub(crate) fn check_beta(optimizer: &str, name: &str, value: f64) {
     );
 }
 
-/// Options for the parameters whose names a rule selects: e.g. no weight decay on biases.
+/// Options for the parameters whose names a rule selects: e.g. no weight decay on biases, or
+/// other betas. Each option the group sets replaces the optimizer's own for its parameters (as
+/// PyTorch's per-group options do); an optimizer refuses a group that sets an option it does not
+/// have.
 pub struct ParamGroup {
     selects: Box<dyn Fn(&str) -> bool + Send + Sync>,
     lr_scale: f64,
     weight_decay: Option<f64>,
+    betas: Option<(f64, f64)>,
+    eps: Option<f64>,
+    momentum: Option<f64>,
+    maximize: Option<bool>,
 }
 
 impl ParamGroup {
@@ -281,6 +334,10 @@ impl ParamGroup {
             selects: Box::new(rule),
             lr_scale: 1.0,
             weight_decay: None,
+            betas: None,
+            eps: None,
+            momentum: None,
+            maximize: None,
         }
     }
 
@@ -311,6 +368,47 @@ impl ParamGroup {
         self.weight_decay = Some(weight_decay);
         self
     }
+
+    /// This group's betas, for the Adam family. Panics unless each is in [0, 1).
+    #[track_caller]
+    pub fn betas(mut self, beta1: f64, beta2: f64) -> Self {
+        check_beta("ParamGroup", "beta1", beta1);
+        check_beta("ParamGroup", "beta2", beta2);
+        self.betas = Some((beta1, beta2));
+        self
+    }
+
+    /// This group's eps, for an optimizer with one. Panics unless finite and > 0.
+    #[track_caller]
+    pub fn eps(mut self, eps: f64) -> Self {
+        check_positive::<f64>("ParamGroup", "eps", eps);
+        self.eps = Some(eps);
+        self
+    }
+
+    /// This group's momentum, for SGD and RMSprop. Panics unless finite and ≥ 0. A schedule
+    /// that cycles the momentum ([`CyclicLr`](crate::CyclicLr)) sets the optimizer's own, not
+    /// this one.
+    #[track_caller]
+    pub fn momentum(mut self, momentum: f64) -> Self {
+        check_non_negative::<f64>("ParamGroup", "momentum", momentum);
+        self.momentum = Some(momentum);
+        self
+    }
+
+    /// Whether this group's parameters ascend their objective (see each optimizer's
+    /// `maximize`).
+    pub fn maximize(mut self, maximize: bool) -> Self {
+        self.maximize = Some(maximize);
+        self
+    }
+}
+
+impl ParamGroup {
+    /// Whether the group sets its own weight decay (which an optimizer without one refuses).
+    pub(crate) fn sets_weight_decay(&self) -> bool {
+        self.weight_decay.is_some()
+    }
 }
 
 impl fmt::Debug for ParamGroup {
@@ -318,6 +416,10 @@ impl fmt::Debug for ParamGroup {
         f.debug_struct("ParamGroup")
             .field("lr_scale", &self.lr_scale)
             .field("weight_decay", &self.weight_decay)
+            .field("betas", &self.betas)
+            .field("eps", &self.eps)
+            .field("momentum", &self.momentum)
+            .field("maximize", &self.maximize)
             .finish_non_exhaustive()
     }
 }
@@ -333,6 +435,8 @@ pub(crate) struct Hyper {
     pub(crate) weight_decay: f64,
     pub(crate) maximize: bool,
     groups: Vec<ParamGroup>,
+    /// Which of the options `betas`, `eps` and `momentum` a group may set.
+    group_options: &'static [&'static str],
 }
 
 impl Hyper {
@@ -346,7 +450,14 @@ impl Hyper {
             weight_decay,
             maximize: false,
             groups: Vec::new(),
+            group_options: &[],
         }
+    }
+
+    /// Lets groups set `options` (of `betas`, `eps` and `momentum`), which the optimizer has.
+    pub(crate) fn group_options(mut self, options: &'static [&'static str]) -> Self {
+        self.group_options = options;
+        self
     }
 
     /// Panics, at the caller's line, unless `lr` is finite in `F` and ≥ 0 and so is every
@@ -371,6 +482,24 @@ impl Hyper {
         if let Some(wd) = group.weight_decay {
             check_non_negative::<F>(self.optimizer, "a group's weight_decay", wd);
         }
+        let set = [
+            ("betas", group.betas.is_some()),
+            ("eps", group.eps.is_some()),
+            ("momentum", group.momentum.is_some()),
+        ];
+        for (option, _) in set.iter().filter(|(_, set)| *set) {
+            assert!(
+                self.group_options.contains(option),
+                "{optimizer}: a group's {option} is not an option of {optimizer}",
+                optimizer = self.optimizer
+            );
+        }
+        if let Some(eps) = group.eps {
+            check_positive::<F>(self.optimizer, "a group's eps", eps);
+        }
+        if let Some(momentum) = group.momentum {
+            check_non_negative::<F>(self.optimizer, "a group's momentum", momentum);
+        }
         self.check_rate::<F>(self.lr, &group);
         self.groups.push(group);
     }
@@ -389,29 +518,59 @@ impl Hyper {
         );
     }
 
-    /// What the gradient is multiplied by before anything else: -1 to maximize, else 1 (exact
-    /// either way, so this is torch's `-grad`).
-    pub(crate) fn sign<F: Float>(&self) -> F {
-        if self.maximize {
+    /// What the gradient of the parameter `name` is multiplied by before anything else: -1 to
+    /// maximize, else 1 (exact either way, so this is torch's `-grad`).
+    pub(crate) fn sign<F: Float>(&self, name: &str) -> F {
+        let maximize = self
+            .group_of(name)
+            .and_then(|g| g.maximize)
+            .unwrap_or(self.maximize);
+        if maximize {
             -F::ONE
         } else {
             F::ONE
         }
     }
 
-    /// The weight decay `wd` at learning rate `lr` as a step applies it: added to the gradient,
-    /// or with `decoupled` (AdamW) applied to the weights.
-    pub(crate) fn decay<F: Float>(&self, lr: f64, wd: f64, decoupled: bool) -> Decay<F> {
+    /// The weight decay `wd` at learning rate `lr` as a step applies it to the parameter `name`:
+    /// added to the gradient, or with `decoupled` (AdamW) applied to the weights.
+    pub(crate) fn decay<F: Float>(
+        &self,
+        name: &str,
+        lr: f64,
+        wd: f64,
+        decoupled: bool,
+    ) -> Decay<F> {
         Decay {
-            sign: self.sign(),
+            sign: self.sign(name),
             l2: (!decoupled && wd != 0.0).then(|| F::from_f64(wd)),
             keep: F::from_f64(if decoupled { 1.0 - lr * wd } else { 1.0 }),
         }
     }
 
+    /// The group that applies to the parameter named `name`, if any.
+    fn group_of(&self, name: &str) -> Option<&ParamGroup> {
+        self.groups.iter().find(|g| (g.selects)(name))
+    }
+
+    /// The betas for the parameter `name`: its group's, else the optimizer's `own`.
+    pub(crate) fn betas(&self, name: &str, own: (f64, f64)) -> (f64, f64) {
+        self.group_of(name).and_then(|g| g.betas).unwrap_or(own)
+    }
+
+    /// The eps for the parameter `name`: its group's, else the optimizer's `own`.
+    pub(crate) fn eps(&self, name: &str, own: f64) -> f64 {
+        self.group_of(name).and_then(|g| g.eps).unwrap_or(own)
+    }
+
+    /// The momentum for the parameter `name`: its group's, else the optimizer's `own`.
+    pub(crate) fn momentum(&self, name: &str, own: f64) -> f64 {
+        self.group_of(name).and_then(|g| g.momentum).unwrap_or(own)
+    }
+
     /// (lr, weight decay) for the parameter named `name`.
     pub(crate) fn for_param(&self, name: &str) -> (f64, f64) {
-        match self.groups.iter().find(|g| (g.selects)(name)) {
+        match self.group_of(name) {
             Some(g) => (
                 self.lr * g.lr_scale,
                 g.weight_decay.unwrap_or(self.weight_decay),
@@ -492,7 +651,7 @@ pub(crate) fn with_grads<'m, F: Float>(
 #[derive(Clone, Debug, PartialEq)]
 pub struct OptimState<F: Float = f32> {
     /// Which optimizer wrote it (`sgd`, `adam`, `adamw`, `adagrad`, `rmsprop`, `adamax`,
-    /// `nadam`, `nadamw`, `radam`, `radamw`).
+    /// `nadam`, `nadamw`, `radam`, `radamw`, `adadelta`, `rprop`, `asgd`).
     pub kind: String,
     /// Numbers by name.
     pub scalars: BTreeMap<String, f64>,
@@ -832,7 +991,7 @@ impl<F: Float> Buffers<F> {
                 .find(|&&n| n == name)
                 .ok_or_else(unexpected)?;
             let b = out.by_param.get_mut(param).ok_or_else(unexpected)?;
-            let expected = if layout.fractions.contains(&name) {
+            let expected = if layout.numbers().any(|&n| n == name) {
                 (t.numel() != 1).then(Vec::new)
             } else {
                 let shape = match model_shapes {
@@ -873,6 +1032,9 @@ impl<F: Float> Buffers<F> {
             if layout.fractions.contains(&name) && first(|x| x > F::ONE || x < F::ZERO).is_some() {
                 return Err(invalid(t.data()[0].to_string(), "a number from 0 to 1"));
             }
+            if layout.rates.contains(&name) && first(|x| x < F::ZERO).is_some() {
+                return Err(invalid(t.data()[0].to_string(), "a number >= 0"));
+            }
             b.tensors.insert(name, t.clone());
         }
         Ok(out)
@@ -891,13 +1053,21 @@ pub(crate) struct Layout {
     /// With the parameter's shape, ≥ 0 (sums and averages of squares, whose square root a step
     /// takes, and Adamax's infinity norm).
     pub(crate) never_negative: &'static [&'static str],
-    /// One number from 0 to 1 (NAdam's product of momentum coefficients, each below 1).
+    /// One number from 0 to 1 (NAdam's product of momentum coefficients, each below 1; ASGD's
+    /// averaging weight μ).
     pub(crate) fractions: &'static [&'static str],
+    /// One number ≥ 0 (ASGD's step size η).
+    pub(crate) rates: &'static [&'static str],
 }
 
 impl Layout {
     fn names(&self) -> impl Iterator<Item = &&'static str> {
-        self.per_element().chain(self.fractions)
+        self.per_element().chain(self.numbers())
+    }
+
+    /// The buffers that hold one number.
+    fn numbers(&self) -> impl Iterator<Item = &&'static str> {
+        self.fractions.iter().chain(self.rates)
     }
 
     fn per_element(&self) -> impl Iterator<Item = &&'static str> {

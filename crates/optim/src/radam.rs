@@ -6,8 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, shared_options,
-    with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
+    betas_option, checked_options, decoupled_weight_decay_option, lr_and_state, momentum_methods,
+    shared_options, with_grads, Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// RAdam as `torch.optim.RAdam` [lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight_decay 0,
@@ -54,7 +54,7 @@ impl<F: Float> RAdam<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         RAdam {
-            hyper: Hyper::new::<F>("RAdam", lr, 0.0),
+            hyper: Hyper::new::<F>("RAdam", lr, 0.0).group_options(&["betas", "eps"]),
             betas: (0.9, 0.999),
             eps: 1e-8,
             decoupled: false,
@@ -91,19 +91,21 @@ fn rectification(beta2: f64, t: f64) -> Option<f64> {
 }
 
 impl<F: Float> Optimizer<F> for RAdam<F> {
+    momentum_methods!("RAdam", beta1);
+
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        let (beta1, beta2) = self.betas;
-        let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
-        let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
-        let eps = F::from_f64(self.eps);
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
+            let (beta1, beta2) = self.hyper.betas(&name, self.betas);
+            let towards_g = Lerp::new(F::from_f64(1.0 - beta1));
+            let (b2, w2) = (F::from_f64(beta2), F::from_f64(1.0 - beta2));
+            let eps = F::from_f64(self.hyper.eps(&name, self.eps));
             let state = self.buffers.get(&name);
             state.step += 1;
             // `powf`, not `powi`: libm's pow, as Python's `beta ** step` and `x ** 0.5`.
             let t = state.step as f64;
             let k = RAdamStep {
-                decay: self.hyper.decay(lr, wd, self.decoupled),
+                decay: self.hyper.decay(&name, lr, wd, self.decoupled),
                 towards_g,
                 b2,
                 w2,
@@ -132,6 +134,7 @@ impl<F: Float> Optimizer<F> for RAdam<F> {
             signed: &["exp_avg"],
             never_negative: &["exp_avg_sq"],
             fractions: &[],
+            rates: &[],
         }
     );
 }

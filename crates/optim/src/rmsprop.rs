@@ -6,8 +6,8 @@ use rewind_nn::Module;
 
 use crate::fused::{mul_add, Lerp};
 use crate::optimizer::{
-    check_unit, checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper,
-    Layout, Optimizer,
+    check_unit, checked_options, lr_and_state, momentum_methods, shared_options, with_grads,
+    Buffers, Decay, Hyper, Layout, Optimizer,
 };
 
 /// RMSprop as `torch.optim.RMSprop` [lr 1e-2, alpha 0.99, eps 1e-8, weight_decay 0, momentum 0,
@@ -51,7 +51,7 @@ impl<F: Float> RmsProp<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         RmsProp {
-            hyper: Hyper::new::<F>("RmsProp", lr, 0.0),
+            hyper: Hyper::new::<F>("RmsProp", lr, 0.0).group_options(&["eps", "momentum"]),
             alpha: 0.99,
             eps: 1e-8,
             momentum: 0.0,
@@ -85,17 +85,20 @@ impl<F: Float> RmsProp<F> {
 }
 
 impl<F: Float> Optimizer<F> for RmsProp<F> {
+    momentum_methods!("RmsProp", momentum);
+
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
         let w = F::from_f64(1.0 - self.alpha);
         for (name, param, grad) in with_grads(model, grads) {
             let (lr, wd) = self.hyper.for_param(&name);
+            let momentum = self.hyper.momentum(&name, self.momentum);
             let k = RmsPropStep {
-                decay: self.hyper.decay(lr, wd, false),
+                decay: self.hyper.decay(&name, lr, wd, false),
                 alpha: F::from_f64(self.alpha),
                 w,
                 towards_g: Lerp::new(w),
-                eps: F::from_f64(self.eps),
-                mu: F::from_f64(self.momentum),
+                eps: F::from_f64(self.hyper.eps(&name, self.eps)),
+                mu: F::from_f64(momentum),
                 lr: F::from_f64(lr),
                 neg_lr: F::from_f64(-lr),
             };
@@ -104,9 +107,9 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
             let wanted = [
                 ("square_avg", true),
                 ("grad_avg", self.centered),
-                ("momentum_buffer", self.momentum > 0.0),
+                ("momentum_buffer", momentum > 0.0),
             ];
-            let variant = (self.centered, self.momentum > 0.0);
+            let variant = (self.centered, momentum > 0.0);
             param.update(|theta| {
                 let [v, g_avg, buf] = state.buffers(wanted, theta, F::ZERO);
                 let (theta, grad, v) = (theta.data_mut(), grad.data(), v.expect("wanted"));
@@ -126,7 +129,8 @@ impl<F: Float> Optimizer<F> for RmsProp<F> {
         Layout {
             signed: &["grad_avg", "momentum_buffer"],
             never_negative: &["square_avg"],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }

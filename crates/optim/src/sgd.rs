@@ -5,8 +5,8 @@ use rewind_nn::Module;
 
 use crate::fused::mul_add;
 use crate::optimizer::{
-    checked_options, lr_and_state, shared_options, with_grads, Buffers, Decay, Hyper, Layout,
-    Optimizer,
+    checked_options, lr_and_state, momentum_methods, shared_options, with_grads, Buffers, Decay,
+    Hyper, Layout, Optimizer,
 };
 
 /// SGD as `torch.optim.SGD` [momentum 0, dampening 0, weight_decay 0, nesterov off, maximize
@@ -42,7 +42,7 @@ impl<F: Float> Sgd<F> {
     #[track_caller]
     pub fn new(lr: f64) -> Self {
         Sgd {
-            hyper: Hyper::new::<F>("Sgd", lr, 0.0),
+            hyper: Hyper::new::<F>("Sgd", lr, 0.0).group_options(&["momentum"]),
             momentum: 0.0,
             dampening: 0.0,
             nesterov: false,
@@ -68,29 +68,36 @@ impl<F: Float> Sgd<F> {
 }
 
 impl<F: Float> Optimizer<F> for Sgd<F> {
+    momentum_methods!("Sgd", momentum);
+
     #[track_caller]
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>) {
-        assert!(
-            !self.nesterov || (self.momentum > 0.0 && self.dampening == 0.0),
-            "Sgd: nesterov momentum requires a momentum and zero dampening"
-        );
-        let (mu, damp) = (
-            F::from_f64(self.momentum),
-            F::from_f64(1.0 - self.dampening),
-        );
-        for (name, param, grad) in with_grads(model, grads) {
+        let damp = F::from_f64(1.0 - self.dampening);
+        let params = with_grads(model, grads);
+        // Checked for every parameter before any is updated, so that a refused step changes
+        // nothing.
+        for (name, _, _) in &params {
+            let momentum = self.hyper.momentum(name, self.momentum);
+            assert!(
+                !self.nesterov || (momentum > 0.0 && self.dampening == 0.0),
+                "Sgd: nesterov momentum requires a momentum and zero dampening"
+            );
+        }
+        for (name, param, grad) in params {
             let (lr, wd) = self.hyper.for_param(&name);
+            let momentum = self.hyper.momentum(&name, self.momentum);
+            let mu = F::from_f64(momentum);
             let state = self.buffers.get(&name);
             state.step += 1;
             let k = SgdStep {
-                decay: self.hyper.decay(lr, wd, false),
+                decay: self.hyper.decay(&name, lr, wd, false),
                 neg_lr: F::from_f64(-lr),
                 mu,
                 damp,
                 first: state.step == 1,
                 nesterov: self.nesterov,
             };
-            let wanted = [("momentum_buffer", self.momentum != 0.0)];
+            let wanted = [("momentum_buffer", momentum != 0.0)];
             param.update(|theta| {
                 let [buf] = state.buffers(wanted, theta, F::ZERO);
                 let (theta, grad) = (theta.data_mut(), grad.data());
@@ -107,7 +114,8 @@ impl<F: Float> Optimizer<F> for Sgd<F> {
         Layout {
             signed: &["momentum_buffer"],
             never_negative: &[],
-            fractions: &[]
+            fractions: &[],
+            rates: &[],
         }
     );
 }
