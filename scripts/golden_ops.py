@@ -7,7 +7,8 @@ keys "{dtype}.{case}.{what}" with dtype "f64" or "f32":
 - `in.{k}`: the k-th input (a differentiable operand, the logits, the log-probabilities);
 - `out.{k}`: the k-th output, `proj.{k}` a random tensor of its shape;
 - `grad.{k}`: the gradient of L = sum_k sum(out_k * proj_k) with respect to input k;
-- for the losses, `targets` (class indices, stored as floats) and `weight` (class weights).
+- for the losses, `targets` (class indices, stored as floats) and `weight` (class weights);
+  with class-probability targets the targets are input 1, differentiable as in PyTorch.
 
 The cases:
 
@@ -17,6 +18,9 @@ The cases:
 - `index_select.*`: torch.index_select along every dimension, negative ones included;
 - `axes.*`: every op that takes a dimension, given a negative one;
 - `ce.*`: F.cross_entropy with class weights, ignore_index, label_smoothing and every reduction;
+- `ce_probs.*`: F.cross_entropy with class-probability targets [N, C] (each row a softmax),
+  with class weights, label_smoothing and every reduction (a mean divides by N, not by the
+  weights);
 - `nll.*`: F.nll_loss with class weights, ignore_index and every reduction.
 
 The metadata holds "generator" and "torch" and is written sorted, so that regenerating gives
@@ -130,6 +134,19 @@ CROSS_ENTROPY = {
     "ce.smoothing_ignore_none": dict(ignore_index=1, label_smoothing=0.3, reduction="none"),
     "ce.full_smoothing_weight": dict(weight=True, label_smoothing=1.0),
 }
+# name -> options of F.cross_entropy with class-probability targets.
+CROSS_ENTROPY_PROBS = {
+    "ce_probs.mean": dict(),
+    "ce_probs.sum": dict(reduction="sum"),
+    "ce_probs.none": dict(reduction="none"),
+    "ce_probs.weight_mean": dict(weight=True),
+    "ce_probs.weight_sum": dict(weight=True, reduction="sum"),
+    "ce_probs.weight_none": dict(weight=True, reduction="none"),
+    "ce_probs.smoothing": dict(label_smoothing=0.1),
+    "ce_probs.smoothing_weight_mean": dict(weight=True, label_smoothing=0.25),
+    "ce_probs.smoothing_weight_none": dict(weight=True, label_smoothing=0.2, reduction="none"),
+    "ce_probs.heavy_smoothing_weight_sum": dict(weight=True, label_smoothing=0.9, reduction="sum"),
+}
 NLL = {
     "nll.weight_mean": dict(weight=True),
     "nll.weight_sum": dict(weight=True, reduction="sum"),
@@ -193,6 +210,20 @@ def loss_case(out, dtype, case, options, nll):
     run(out, dtype, case, [x], lambda x: loss(x, targets, **options), extra)
 
 
+def probs_case(out, dtype, case, options):
+    """F.cross_entropy of logits [N, C] against class probabilities [N, C]: both are inputs."""
+    options = dict(options)
+    seed(case)
+    x = randn(N, C) * 2
+    target = torch.softmax(randn(N, C), 1)
+    extra = {}
+    if options.pop("weight", False):
+        weight = torch.rand(C, dtype=torch.float64) + 0.5
+        extra["weight"] = weight
+        options["weight"] = weight.to(DTYPES[dtype])
+    run(out, dtype, case, [x, target], lambda x, t: F.cross_entropy(x, t, **options), extra)
+
+
 def write_golden():
     out = {}
     for dtype in DTYPES:
@@ -206,6 +237,8 @@ def write_golden():
                 {"indices": index.double()})
         for case, options in CROSS_ENTROPY.items():
             loss_case(out, dtype, case, options, nll=False)
+        for case, options in CROSS_ENTROPY_PROBS.items():
+            probs_case(out, dtype, case, options)
         for case, options in NLL.items():
             loss_case(out, dtype, case, options, nll=True)
 

@@ -1,7 +1,8 @@
 //! The ops' wider PyTorch rules checked against central finite differences in f64 (ε 1e-6, atol
 //! 1e-5, rtol 1e-3), over random shapes: matmul with 1-D operands and broadcast batch
-//! dimensions, broadcast_to, index_select along any axis, negative axes, and cross_entropy and
-//! nll_loss with class weights, ignore_index, label smoothing and every reduction.
+//! dimensions, broadcast_to, index_select along any axis, negative axes, and cross_entropy (class
+//! indices or class probabilities) and nll_loss with class weights, ignore_index, label smoothing
+//! and every reduction.
 
 // Each check takes its inputs as a fresh slice; `&[x.clone()]` reads better here than from_ref.
 #![allow(clippy::cloned_ref_to_slice_refs)]
@@ -343,6 +344,75 @@ fn assert_equals_composition(case: LossCase, r: &mut StdRng) {
         let g1 = fused.backward_with(&seed);
         let g2 = composed.backward_with(&seed);
         assert_close(&g1[x], &g2[x], 1e-12);
+    }
+}
+
+/// Class-probability targets: the gradient reaches the logits and the targets, which need not be
+/// distributions (PyTorch does not check that either), with weights, smoothing and every
+/// reduction.
+#[test]
+fn cross_entropy_with_class_probability_targets_reaches_logits_and_targets() {
+    let mut r = rng(112);
+    for _ in 0..4 * TRIALS {
+        let case = loss_case(&mut r);
+        let target = Tensor::uniform(case.logits.shape(), -0.5, 1.5, &mut r);
+        let options = CrossEntropyOptions {
+            weight: case.weight.clone(),
+            reduction: case.reduction,
+            label_smoothing: case.smoothing,
+            ..Default::default()
+        };
+        check(
+            |_, v| v[0].cross_entropy_probs_with(v[1], options.clone()),
+            &[case.logits.clone(), target],
+        );
+    }
+}
+
+/// One-hot probability targets are the class indices they mark, so the two forms agree, but for
+/// a weighted mean: over probabilities PyTorch divides by N, over indices by the targets'
+/// summed weights. Both forms are written here by hand from that definition.
+#[test]
+fn one_hot_probability_targets_equal_class_indices_but_for_the_weighted_mean() {
+    let mut r = rng(113);
+    for _ in 0..4 * TRIALS {
+        let mut case = loss_case(&mut r);
+        case.ignore_index = -100;
+        let (n, c) = (case.logits.shape()[0], case.logits.shape()[1]);
+        let targets: Vec<i64> = (0..n).map(|_| r.random_range(0..c as i64)).collect();
+        let one_hot: Vec<f64> = (0..n * c)
+            .map(|i| f64::from(u8::from(i % c == targets[i / c] as usize)))
+            .collect();
+        let tape = Tape::<f64>::new();
+        let x = tape.var(case.logits.clone());
+        let y = tape.constant(Tensor::from_vec(one_hot, &[n, c]).unwrap());
+        let options = CrossEntropyOptions {
+            weight: case.weight.clone(),
+            reduction: case.reduction,
+            label_smoothing: case.smoothing,
+            ..Default::default()
+        };
+        let probs = x.cross_entropy_probs_with(y, options.clone());
+        let indices = x.cross_entropy_with(&targets, options);
+        let rescale = match (&case.weight, case.reduction) {
+            (Some(w), Reduction::Mean) => {
+                targets.iter().map(|&t| w.data()[t as usize]).sum::<f64>() / n as f64
+            }
+            _ => 1.0,
+        };
+        let expected = indices * rescale;
+        let size = expected
+            .value()
+            .data()
+            .iter()
+            .fold(1.0f64, |m, v| m.max(v.abs()));
+        assert_close(&probs.value(), &expected.value(), 1e-12 * size);
+        let seed = Tensor::uniform(&probs.shape(), -1.0, 1.0, &mut r);
+        assert_close(
+            &probs.backward_with(&seed)[x],
+            &expected.backward_with(&seed)[x],
+            1e-12 * rescale.max(1.0),
+        );
     }
 }
 

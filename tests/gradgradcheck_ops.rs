@@ -366,6 +366,32 @@ fn cross_entropy_with_weights_smoothing_ignore_index_and_each_reduction() {
     );
 }
 
+/// Probability targets: a composition of log_softmax, products and sums, so its recorded
+/// derivative is theirs; second derivatives with respect to the logits, the targets and across.
+#[test]
+fn cross_entropy_with_class_probability_targets() {
+    let mut r = rng(23);
+    let logits = uniform(&[4, 3], -2.0, 2.0, &mut r);
+    let target = uniform(&[4, 3], 0.0, 1.0, &mut r);
+    let weight = Tensor::from_vec(vec![0.5, 2.0, 1.25], &[3]).unwrap();
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let options = CrossEntropyOptions {
+            weight: Some(weight.clone()),
+            label_smoothing: 0.2,
+            reduction,
+            ..Default::default()
+        };
+        check(
+            |_, v| v[0].cross_entropy_probs_with(v[1], options.clone()),
+            &[logits.clone(), target.clone()],
+        );
+    }
+    check(
+        |_, v| v[0].cross_entropy_probs(v[1].softmax(-1)),
+        &[logits, target],
+    );
+}
+
 #[test]
 fn where_cond_and_masked_fill() {
     let mut r = rng(18);

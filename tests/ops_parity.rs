@@ -1,7 +1,7 @@
 //! rewind's ops against PyTorch where they follow its wider rules: matmul with 1-D operands and
 //! broadcast batch dimensions, broadcast_to, index_select along any axis, negative axes, and
-//! cross_entropy and nll_loss with class weights, ignore_index, label smoothing and every
-//! reduction.
+//! cross_entropy (against class indices or class probabilities) and nll_loss with class weights,
+//! ignore_index, label smoothing and every reduction.
 //!
 //! The data is what `scripts/golden_ops.py` wrote (torch 2.15) into
 //! tests/data/ops_golden.safetensors, every case in float64 and in float32. Each output and the
@@ -247,7 +247,7 @@ fn negative_axes_match_pytorch_in_every_op_that_takes_an_axis() {
     goldens(check_axes, check_axes);
 }
 
-/// The script's CROSS_ENTROPY and NLL options of each case: (ignore_index, reduction,
+/// The script's CROSS_ENTROPY, CROSS_ENTROPY_PROBS and NLL options of each case: (ignore_index, reduction,
 /// label_smoothing); the class weights come with the data.
 fn loss_options(case: &str) -> (i64, Reduction, f64) {
     let (mean, sum, none) = (Reduction::Mean, Reduction::Sum, Reduction::None);
@@ -267,6 +267,9 @@ fn loss_options(case: &str) -> (i64, Reduction, f64) {
         Some("smoothing_weight_ignore_none") => (3, none, 0.2),
         Some("smoothing_ignore_none") => (1, none, 0.3),
         Some("full_smoothing_weight") => (-100, mean, 1.0),
+        Some("mean") => (-100, mean, 0.0),
+        Some("smoothing_weight_none") => (-100, none, 0.2),
+        Some("heavy_smoothing_weight_sum") => (-100, sum, 0.9),
         _ => panic!("no options for golden case {case}"),
     }
 }
@@ -290,6 +293,29 @@ fn check_cross_entropy<F: Float>(g: &Golden<F>) {
 #[test]
 fn cross_entropy_with_weights_ignore_index_smoothing_and_reductions_matches_pytorch() {
     goldens(check_cross_entropy, check_cross_entropy);
+}
+
+/// Input 0 is the logits, input 1 the class probabilities, and both get their gradient.
+fn check_cross_entropy_probs<F: Float>(g: &Golden<F>) {
+    for case in g.cases("ce_probs") {
+        let (ignore_index, reduction, smoothing) = loss_options(&case);
+        let options = CrossEntropyOptions {
+            weight: g.weight(&case),
+            ignore_index,
+            reduction,
+            label_smoothing: F::from_f64(smoothing),
+        };
+        g.run(&case, |x| {
+            vec![x[0].cross_entropy_probs_with(x[1], options.clone())]
+        });
+    }
+}
+
+/// PyTorch's mean over probability targets divides by N, whatever the class weights: the
+/// `ce_probs.weight_mean` and `ce_probs.smoothing_weight_mean` cases hold it to that.
+#[test]
+fn cross_entropy_with_class_probability_targets_matches_pytorch() {
+    goldens(check_cross_entropy_probs, check_cross_entropy_probs);
 }
 
 fn check_nll<F: Float>(g: &Golden<F>) {
@@ -422,6 +448,11 @@ fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
         (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[3], 1.5)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got 1.5"),
         (Box::new(|| { m.cross_entropy_with(&[0, 1], weighted(&[3], f64::NAN)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got NaN"),
         (Box::new(|| { m.cross_entropy_with(&[0, -100], CrossEntropyOptions { ignore_index: 1, ..Default::default() }); }), line!(), "cross_entropy: target -100 at row 1 out of range for 3 classes (logits [2, 3])"),
+        (Box::new(|| { m.cross_entropy_probs(z(&[2, 4])); }), line!(), "cross_entropy: expected probability targets of the logits' shape: logits [2, 3] vs targets [2, 4]"),
+        (Box::new(|| { m.cross_entropy_probs(z(&[3])); }), line!(), "cross_entropy: expected probability targets of the logits' shape: logits [2, 3] vs targets [3]"),
+        (Box::new(|| { m.cross_entropy_probs_with(z(&[2, 3]), weighted(&[2], 0.0)); }), line!(), "cross_entropy: expected class weights [C]: logits [2, 3] vs weight [2]"),
+        (Box::new(|| { m.cross_entropy_probs_with(z(&[2, 3]), weighted(&[3], -0.5)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got -0.5"),
+        (Box::new(|| { m.cross_entropy_probs_with(z(&[2, 3]), CrossEntropyOptions { ignore_index: 0, ..Default::default() }); }), line!(), "cross_entropy: ignore_index is not supported for probability targets, got 0"),
         (Box::new(|| { nll_loss_with(m, &[0, 1], nll_weighted(&[2])); }), line!(), "nll_loss: expected class weights [C]: input [2, 3] vs weight [2]"),
         (Box::new(|| { nll_loss_with(m, &[0, 1, 2], NllOptions::default()); }), line!(), "nll_loss: expected log-probabilities [N, C] and N targets: input [2, 3] vs targets [3]"),
         (Box::new(|| { nll_loss_with(m, &[3, 0], NllOptions { ignore_index: 0, ..Default::default() }); }), line!(), "nll_loss: target 3 at row 0 out of range for 3 classes"),

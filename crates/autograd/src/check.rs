@@ -252,6 +252,16 @@ pub(crate) fn class_weights(op: &str, logits: &[usize], weight: &[usize]) {
     }
 }
 
+/// Probability targets, which must have the logits' shape, one probability per logit.
+#[track_caller]
+pub(crate) fn prob_targets(op: &str, logits: &[usize], targets: &[usize]) {
+    if logits.len() != 2 || targets != logits {
+        panic!(
+            "{op}: expected probability targets of the logits' shape: logits {logits:?} vs targets {targets:?}"
+        );
+    }
+}
+
 /// Logits [N, C] against N integer targets, each a class in 0..C or the ignore index.
 #[track_caller]
 pub(crate) fn class_targets(op: &str, logits: &[usize], targets: &[i64], ignore_index: i64) {

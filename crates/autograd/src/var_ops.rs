@@ -30,11 +30,13 @@ pub struct CrossEntropyOptions<F: Float = f32> {
     /// flows to it.
     pub weight: Option<Tensor<F>>,
     /// Targets equal to this do not count: their loss is 0 and their weight is left out of the
-    /// mean's divisor (PyTorch's default: -100).
+    /// mean's divisor (PyTorch's default: -100). Class indices only: with probability targets
+    /// it must be negative, as PyTorch requires, and then plays no part.
     pub ignore_index: i64,
     /// Mean (the default), sum, or none (the loss of each target, `[N]`).
     pub reduction: Reduction,
-    /// ε in [0, 1]: the target distribution is (1 - ε)·one-hot + ε/C·uniform (0 by default).
+    /// ε in [0, 1]: the target distribution is (1 - ε)·one-hot + ε/C·uniform, or
+    /// (1 - ε)·y + ε/C for probability targets y (0 by default).
     pub label_smoothing: F,
 }
 
@@ -636,9 +638,7 @@ impl<'t, F: Float> Var<'t, F> {
             check::class_weights("cross_entropy", &shape, w.shape());
         }
         let eps = options.label_smoothing;
-        if !(F::ZERO..=F::ONE).contains(&eps) {
-            panic!("cross_entropy: label_smoothing must be in [0, 1], got {eps:?}");
-        }
+        check_smoothing(eps);
         let weight = options.weight.map(|w| w.data().to_vec());
         let divisor = match options.reduction {
             Reduction::Mean => {
@@ -660,6 +660,64 @@ impl<'t, F: Float> Var<'t, F> {
             reduction: options.reduction,
             divisor,
         })
+    }
+
+    /// Cross-entropy of logits [N, C] against class probabilities of the same shape, averaged
+    /// over the N rows (PyTorch's `F.cross_entropy` given a floating-point target, with its
+    /// defaults); the math is at [`cross_entropy_probs_with`](Var::cross_entropy_probs_with).
+    #[track_caller]
+    pub fn cross_entropy_probs(self, target: Self) -> Self {
+        self.cross_entropy_probs_with(target, CrossEntropyOptions::default())
+    }
+
+    /// Cross-entropy of logits x [N, C] against class probabilities y [N, C] with PyTorch's
+    /// options ([`CrossEntropyOptions`]): class weights w `[C]` (1 without), label smoothing ε
+    /// and a reduction. With log p = log_softmax(x) along C and q = (1 - ε)·y + ε/C,
+    ///
+    /// ```text
+    /// l_n = -Σ_c w_c·q_nc·log p_nc
+    /// ```
+    ///
+    /// `Mean` is Σ_n l_n / N: PyTorch divides by the number of rows here, not by the weights as
+    /// it does for class indices (with N = 0, 0/0 = NaN). `Sum` is Σ_n l_n; `None` returns
+    /// l `[N]`. The rows of y need not be distributions (PyTorch does not check that either).
+    ///
+    /// It is composed of `log_softmax`, products and sums, so the gradient reaches y as well as
+    /// x, as in PyTorch: ∂l_n/∂x_c = p_c·Σ_j w_j·q_j - w_c·q_c and ∂l_n/∂y_c = -(1 - ε)·w_c·log p_c,
+    /// and every higher derivative is recorded. Targets that are data enter as
+    /// `tape.constant(y)`.
+    ///
+    /// Panics, at the caller's line, unless y has the logits' shape, the weights are `[C]`, ε is
+    /// in [0, 1] and the ignore index is negative (PyTorch refuses one for probability targets).
+    #[track_caller]
+    pub fn cross_entropy_probs_with(self, target: Self, options: CrossEntropyOptions<F>) -> Self {
+        let tape = self.tape();
+        tape.assert_owns("cross_entropy", target);
+        let shape = self.shape();
+        check::prob_targets("cross_entropy", &shape, &target.shape());
+        if let Some(w) = &options.weight {
+            check::class_weights("cross_entropy", &shape, w.shape());
+        }
+        let eps = options.label_smoothing;
+        check_smoothing(eps);
+        if options.ignore_index >= 0 {
+            panic!(
+                "cross_entropy: ignore_index is not supported for probability targets, got {}",
+                options.ignore_index
+            );
+        }
+        let classes = shape[1];
+        let q = target.affine(F::ONE - eps, eps / F::from_usize(classes));
+        let mut terms = self.log_softmax(1) * q;
+        if let Some(w) = options.weight {
+            terms = terms * tape.constant(w);
+        }
+        let losses = -terms.sum_axis(1, false);
+        match options.reduction {
+            Reduction::None => losses,
+            Reduction::Sum => losses.sum(),
+            Reduction::Mean => losses.mean(),
+        }
     }
 
     /// `cond ≠ 0 ? self : other` element by element, all three broadcast together (PyTorch's
@@ -716,6 +774,14 @@ impl<'t, F: Float> Var<'t, F> {
     #[track_caller]
     pub fn detach(self) -> Self {
         self.tape().constant_sharing(self.value())
+    }
+}
+
+/// Label smoothing ε in [0, 1], as PyTorch's `F.cross_entropy` requires (NaN is refused too).
+#[track_caller]
+fn check_smoothing<F: Float>(eps: F) {
+    if !(F::ZERO..=F::ONE).contains(&eps) {
+        panic!("cross_entropy: label_smoothing must be in [0, 1], got {eps:?}");
     }
 }
 
