@@ -17,11 +17,16 @@ The cases:
 - `broadcast_to.*`: Tensor.broadcast_to, repeating size-1 axes and adding leading ones;
 - `index_select.*`: torch.index_select along every dimension, negative ones included;
 - `axes.*`: every op that takes a dimension, given a negative one;
-- `ce.*`: F.cross_entropy with class weights, ignore_index, label_smoothing and every reduction;
+- `ce.*`: F.cross_entropy with class weights, ignore_index, label_smoothing and every reduction,
+  on logits [N, C], unbatched logits [C] (one 0-d target) and K-dimensional logits
+  [N, C, d1, d2] (targets [N, d1, d2]);
 - `ce_probs.*`: F.cross_entropy with class-probability targets [N, C] (each row a softmax),
   with class weights, label_smoothing and every reduction (a mean divides by N, not by the
-  weights);
-- `nll.*`: F.nll_loss with class weights, ignore_index and every reduction.
+  weights), unbatched [C] and K-dimensional [N, C, d1, d2] too;
+- `nll.*`: F.nll_loss with class weights, ignore_index and every reduction, on the same three
+  layouts as `ce.*`.
+
+A loss case's "shape" option is its input's shape, [N, C] = [7, 5] without it.
 
 The metadata holds "generator" and "torch" and is written sorted, so that regenerating gives
 identical bytes.
@@ -115,6 +120,8 @@ AXES = {
 
 N, C = 7, 5
 IGNORED = [1, 4]  # rows whose target is the ignore index in the "ignore" cases
+UNBATCHED = (C,)
+KDIM = (3, C, 2, 4)  # targets [3, 2, 4]; IGNORED and the fixed targets index them flattened
 # name -> options of F.cross_entropy / F.nll_loss; "ignore_index" also sets IGNORED's targets.
 CROSS_ENTROPY = {
     "ce.weight_mean": dict(weight=True),
@@ -133,6 +140,13 @@ CROSS_ENTROPY = {
                                             reduction="none"),
     "ce.smoothing_ignore_none": dict(ignore_index=1, label_smoothing=0.3, reduction="none"),
     "ce.full_smoothing_weight": dict(weight=True, label_smoothing=1.0),
+    "ce.unbatched_weight_mean": dict(shape=UNBATCHED, weight=True),
+    "ce.unbatched_smoothing_weight_none": dict(shape=UNBATCHED, weight=True, label_smoothing=0.2,
+                                               reduction="none"),
+    "ce.kdim_smoothing_weight_ignore_mean": dict(shape=KDIM, weight=True, ignore_index=-100,
+                                                 label_smoothing=0.2),
+    "ce.kdim_sum": dict(shape=KDIM, reduction="sum"),
+    "ce.kdim_weight_ignore_none": dict(shape=KDIM, weight=True, ignore_index=3, reduction="none"),
 }
 # name -> options of F.cross_entropy with class-probability targets.
 CROSS_ENTROPY_PROBS = {
@@ -146,6 +160,11 @@ CROSS_ENTROPY_PROBS = {
     "ce_probs.smoothing_weight_mean": dict(weight=True, label_smoothing=0.25),
     "ce_probs.smoothing_weight_none": dict(weight=True, label_smoothing=0.2, reduction="none"),
     "ce_probs.heavy_smoothing_weight_sum": dict(weight=True, label_smoothing=0.9, reduction="sum"),
+    "ce_probs.unbatched_smoothing_weight_mean": dict(shape=UNBATCHED, weight=True,
+                                                     label_smoothing=0.25),
+    "ce_probs.unbatched_none": dict(shape=UNBATCHED, reduction="none"),
+    "ce_probs.kdim_smoothing_weight_mean": dict(shape=KDIM, weight=True, label_smoothing=0.1),
+    "ce_probs.kdim_weight_none": dict(shape=KDIM, weight=True, reduction="none"),
 }
 NLL = {
     "nll.weight_mean": dict(weight=True),
@@ -155,6 +174,11 @@ NLL = {
     "nll.ignore_weight_mean": dict(weight=True, ignore_index=-100),
     "nll.ignore_custom_weight_sum": dict(weight=True, ignore_index=0, reduction="sum"),
     "nll.ignore_none": dict(ignore_index=-100, reduction="none"),
+    "nll.unbatched_weight_mean": dict(shape=UNBATCHED, weight=True),
+    "nll.unbatched_none": dict(shape=UNBATCHED, reduction="none"),
+    "nll.kdim_weight_ignore_mean": dict(shape=KDIM, weight=True, ignore_index=-100),
+    "nll.kdim_weight_ignore_none": dict(shape=KDIM, weight=True, ignore_index=3, reduction="none"),
+    "nll.kdim_sum": dict(shape=KDIM, reduction="sum"),
 }
 
 
@@ -180,27 +204,37 @@ def run(out, dtype, case, inputs, f, extra=None):
         out[f"{prefix}.{key}"] = t.to(DTYPES[dtype])
 
 
-def class_targets(case, ignore_index):
-    """N class indices in 0..C; IGNORED's rows hold the ignore index when one is given."""
+def class_dim(shape):
+    """The class axis of an input [C], [N, C] or [N, C, d1, ...]."""
+    return 0 if len(shape) == 1 else 1
+
+
+def class_targets(case, ignore_index, shape):
+    """Class indices in 0..C of the given shape ([N], [] unbatched, [N, d1, ...]); flattened,
+    IGNORED's entries hold the ignore index when one is given."""
     seed(f"{case}.targets")
-    targets = torch.randint(0, C, (N,))
-    targets[0] = 2  # so that a custom ignore index of 2 (or any of 0..3) has rows to skip
-    targets[3] = 0
-    targets[5] = 3
-    targets[6] = 1
-    if ignore_index is not None:
-        targets[IGNORED] = ignore_index
+    targets = torch.randint(0, C, shape)
+    if targets.dim() > 0:
+        flat = targets.view(-1)
+        flat[0] = 2  # so that a custom ignore index of 2 (or any of 0..3) has rows to skip
+        flat[3] = 0
+        flat[5] = 3
+        flat[6] = 1
+        if ignore_index is not None:
+            flat[IGNORED] = ignore_index
     return targets
 
 
 def loss_case(out, dtype, case, options, nll):
     options = dict(options)
+    shape = options.pop("shape", (N, C))
     seed(case)
-    x = randn(N, C) * 2
+    x = randn(*shape) * 2
     if nll:
-        x = torch.log_softmax(x, 1)
+        x = torch.log_softmax(x, class_dim(shape))
     ignore_index = options.get("ignore_index")
-    targets = class_targets(case, ignore_index)
+    target_shape = tuple(d for k, d in enumerate(shape) if k != class_dim(shape))
+    targets = class_targets(case, ignore_index, target_shape)
     extra = {"targets": targets.double()}
     if options.pop("weight", False):
         weight = torch.rand(C, dtype=torch.float64) + 0.5
@@ -211,11 +245,12 @@ def loss_case(out, dtype, case, options, nll):
 
 
 def probs_case(out, dtype, case, options):
-    """F.cross_entropy of logits [N, C] against class probabilities [N, C]: both are inputs."""
+    """F.cross_entropy of logits against class probabilities of their shape: both are inputs."""
     options = dict(options)
+    shape = options.pop("shape", (N, C))
     seed(case)
-    x = randn(N, C) * 2
-    target = torch.softmax(randn(N, C), 1)
+    x = randn(*shape) * 2
+    target = torch.softmax(randn(*shape), class_dim(shape))
     extra = {}
     if options.pop("weight", False):
         weight = torch.rand(C, dtype=torch.float64) + 0.5

@@ -2,7 +2,7 @@
 //! 1e-5, rtol 1e-3), over random shapes: matmul with 1-D operands and broadcast batch
 //! dimensions, broadcast_to, index_select along any axis, negative axes, and cross_entropy (class
 //! indices or class probabilities) and nll_loss with class weights, ignore_index, label smoothing
-//! and every reduction.
+//! and every reduction, on inputs [N, C], [C] and [N, C, d1, ...].
 
 // Each check takes its inputs as a fresh slice; `&[x.clone()]` reads better here than from_ref.
 #![allow(clippy::cloned_ref_to_slice_refs)]
@@ -237,6 +237,111 @@ fn loss_case_of(n: usize, r: &mut StdRng) -> LossCase {
         ignore_index,
         reduction: [Reduction::Mean, Reduction::Sum, Reduction::None][r.random_range(0..3)],
         smoothing: [0.0, 0.1, 0.5, 1.0][r.random_range(0..4)],
+    }
+}
+
+/// A loss case over unbatched logits [C] or K-dimensional ones [N, C, d1, ...] (K = 1 or 2), its
+/// targets one per entry of the shape without C, flattened; the rest drawn as [`loss_case`]
+/// draws it. An unbatched target always counts (an ignored one has a NaN mean).
+fn layout_case(r: &mut StdRng) -> LossCase {
+    let (batch, extra): (Vec<usize>, Vec<usize>) = if r.random_bool(0.3) {
+        (vec![], vec![])
+    } else {
+        let k = r.random_range(1..=2);
+        (
+            vec![r.random_range(1..=2)],
+            (0..k).map(|_| r.random_range(1..=3)).collect(),
+        )
+    };
+    let n = batch.iter().chain(&extra).product();
+    let mut case = loss_case_of(n, r);
+    let c = case.logits.shape()[1];
+    let shape: Vec<usize> = batch.iter().chain(&[c]).chain(&extra).copied().collect();
+    case.logits = case.logits.reshape(&shape);
+    case
+}
+
+/// Unbatched [C] and K-dimensional [N, C, d1, ...] logits, for every option: the class axis is
+/// moved last and the positions flattened into rows, and the gradient finds its way back.
+#[test]
+fn cross_entropy_and_nll_loss_on_unbatched_and_k_dimensional_inputs() {
+    let mut r = rng(114);
+    for _ in 0..4 * TRIALS {
+        let case = layout_case(&mut r);
+        let options = CrossEntropyOptions {
+            weight: case.weight.clone(),
+            ignore_index: case.ignore_index,
+            reduction: case.reduction,
+            label_smoothing: case.smoothing,
+        };
+        let nll = NllOptions {
+            weight: case.weight.clone(),
+            ignore_index: case.ignore_index,
+            reduction: case.reduction,
+        };
+        let target = Tensor::uniform(case.logits.shape(), 0.0, 1.0, &mut r);
+        let probs = CrossEntropyOptions {
+            ignore_index: -100,
+            ..options.clone()
+        };
+        let targets = case.targets.clone();
+        check(
+            |_, v| v[0].cross_entropy_with(&targets, options.clone()),
+            &[case.logits.clone()],
+        );
+        check(
+            |_, v| nll_loss_with(v[0], &targets, nll.clone()),
+            &[case.logits.clone()],
+        );
+        check(
+            |_, v| v[0].cross_entropy_probs_with(v[1], probs.clone()),
+            &[case.logits.clone(), target],
+        );
+    }
+}
+
+/// Cross-entropy over [N, C, d1, ...] is cross-entropy over the rows [N·d1·..., C] that moving
+/// the class axis last and flattening gives, the per-position losses reshaped to [N, d1, ...].
+#[test]
+fn k_dimensional_cross_entropy_is_the_flattened_rows_loss() {
+    let mut r = rng(115);
+    let (n, c, d) = (2, 4, [3, 2]);
+    let logits = Tensor::uniform(&[n, c, d[0], d[1]], -2.0, 2.0, &mut r);
+    let targets: Vec<i64> = (0..n * d[0] * d[1])
+        .map(|i| {
+            if i % 5 == 2 {
+                -100
+            } else {
+                r.random_range(0..c as i64)
+            }
+        })
+        .collect();
+    let weight = Tensor::uniform(&[c], 0.2, 2.0, &mut r);
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let options = CrossEntropyOptions {
+            weight: Some(weight.clone()),
+            reduction,
+            label_smoothing: 0.3,
+            ..Default::default()
+        };
+        let tape = Tape::<f64>::new();
+        let x = tape.var(logits.clone());
+        let loss = x.cross_entropy_with(&targets, options.clone());
+        let rows = x
+            .permute(&[0, 2, 3, 1])
+            .reshape(&[n * d[0] * d[1], c])
+            .cross_entropy_with(&targets, options);
+        let rows = match reduction {
+            Reduction::None => rows.reshape(&[n, d[0], d[1]]),
+            _ => rows,
+        };
+        assert_close(&loss.value(), &rows.value(), 1e-15);
+        let seed = Tensor::uniform(&loss.shape(), -1.0, 1.0, &mut r);
+        assert_close(
+            &loss.backward_with(&seed)[x],
+            &rows.backward_with(&seed)[x],
+            1e-15,
+        );
     }
 }
 

@@ -392,6 +392,37 @@ fn cross_entropy_with_class_probability_targets() {
     );
 }
 
+/// Unbatched [C] and K-dimensional [N, C, d] inputs reach the [N, C] loss through reshape and
+/// permute, whose recorded derivatives carry the second order through.
+#[test]
+fn cross_entropy_on_unbatched_and_k_dimensional_logits() {
+    let mut r = rng(24);
+    let weight = Tensor::from_vec(vec![0.5, 2.0, 1.25], &[3]).unwrap();
+    let one = uniform(&[3], -2.0, 2.0, &mut r);
+    let kdim = uniform(&[2, 3, 2], -2.0, 2.0, &mut r);
+    let probs = uniform(&[2, 3, 2], 0.0, 1.0, &mut r);
+    for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let options = CrossEntropyOptions {
+            weight: Some(weight.clone()),
+            label_smoothing: 0.2,
+            reduction,
+            ..Default::default()
+        };
+        check(
+            |_, v| v[0].cross_entropy_with(&[1], options.clone()),
+            &[one.clone()],
+        );
+        check(
+            |_, v| v[0].cross_entropy_with(&[2, -100, 0, 1], options.clone()),
+            &[kdim.clone()],
+        );
+        check(
+            |_, v| v[0].cross_entropy_probs_with(v[1], options.clone()),
+            &[kdim.clone(), probs.clone()],
+        );
+    }
+}
+
 #[test]
 fn where_cond_and_masked_fill() {
     let mut r = rng(18);

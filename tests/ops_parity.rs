@@ -1,7 +1,7 @@
 //! rewind's ops against PyTorch where they follow its wider rules: matmul with 1-D operands and
 //! broadcast batch dimensions, broadcast_to, index_select along any axis, negative axes, and
 //! cross_entropy (against class indices or class probabilities) and nll_loss with class weights,
-//! ignore_index, label smoothing and every reduction.
+//! ignore_index, label smoothing and every reduction, on inputs [N, C], [C] and [N, C, d1, ...].
 //!
 //! The data is what `scripts/golden_ops.py` wrote (torch 2.15) into
 //! tests/data/ops_golden.safetensors, every case in float64 and in float32. Each output and the
@@ -270,6 +270,16 @@ fn loss_options(case: &str) -> (i64, Reduction, f64) {
         Some("mean") => (-100, mean, 0.0),
         Some("smoothing_weight_none") => (-100, none, 0.2),
         Some("heavy_smoothing_weight_sum") => (-100, sum, 0.9),
+        Some("unbatched_weight_mean") => (-100, mean, 0.0),
+        Some("unbatched_smoothing_weight_none") => (-100, none, 0.2),
+        Some("unbatched_smoothing_weight_mean") => (-100, mean, 0.25),
+        Some("unbatched_none") => (-100, none, 0.0),
+        Some("kdim_smoothing_weight_ignore_mean") => (-100, mean, 0.2),
+        Some("kdim_smoothing_weight_mean") => (-100, mean, 0.1),
+        Some("kdim_weight_ignore_mean") => (-100, mean, 0.0),
+        Some("kdim_weight_ignore_none") => (3, none, 0.0),
+        Some("kdim_weight_none") => (-100, none, 0.0),
+        Some("kdim_sum") => (-100, sum, 0.0),
         _ => panic!("no options for golden case {case}"),
     }
 }
@@ -290,6 +300,8 @@ fn check_cross_entropy<F: Float>(g: &Golden<F>) {
     }
 }
 
+/// Logits [N, C], unbatched [C] (one target; `None` gives a 0-d loss) and K-dimensional
+/// [N, C, d1, d2] (targets [N, d1, d2], given flattened).
 #[test]
 fn cross_entropy_with_weights_ignore_index_smoothing_and_reductions_matches_pytorch() {
     goldens(check_cross_entropy, check_cross_entropy);
@@ -312,7 +324,8 @@ fn check_cross_entropy_probs<F: Float>(g: &Golden<F>) {
 }
 
 /// PyTorch's mean over probability targets divides by N, whatever the class weights: the
-/// `ce_probs.weight_mean` and `ce_probs.smoothing_weight_mean` cases hold it to that.
+/// `ce_probs.weight_mean` and `ce_probs.smoothing_weight_mean` cases hold it to that. Logits
+/// [N, C], unbatched [C] and K-dimensional [N, C, d1, d2], the targets of the logits' shape.
 #[test]
 fn cross_entropy_with_class_probability_targets_matches_pytorch() {
     goldens(check_cross_entropy_probs, check_cross_entropy_probs);
@@ -333,6 +346,7 @@ fn check_nll<F: Float>(g: &Golden<F>) {
     }
 }
 
+/// Log-probabilities [N, C], unbatched [C] and K-dimensional [N, C, d1, d2], as cross_entropy.
 #[test]
 fn nll_loss_with_weights_ignore_index_and_reductions_matches_pytorch() {
     goldens(check_nll, check_nll);
@@ -420,7 +434,7 @@ fn a_mean_over_counted_targets_of_zero_weight_is_nan_as_in_pytorch() {
 fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
     let tape = Tape::<f64>::new();
     let z = |shape: &[usize]| tape.constant(Tensor::zeros(shape));
-    let (m, v, b4) = (z(&[2, 3]), z(&[4]), z(&[2, 1, 3, 4]));
+    let (m, v, b4, k) = (z(&[2, 3]), z(&[4]), z(&[2, 1, 3, 4]), z(&[2, 3, 4]));
     let weighted = |w: &[usize], eps: f64| CrossEntropyOptions {
         weight: Some(Tensor::zeros(w)),
         label_smoothing: eps,
@@ -453,6 +467,21 @@ fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
         (Box::new(|| { m.cross_entropy_probs_with(z(&[2, 3]), weighted(&[2], 0.0)); }), line!(), "cross_entropy: expected class weights [C]: logits [2, 3] vs weight [2]"),
         (Box::new(|| { m.cross_entropy_probs_with(z(&[2, 3]), weighted(&[3], -0.5)); }), line!(), "cross_entropy: label_smoothing must be in [0, 1], got -0.5"),
         (Box::new(|| { m.cross_entropy_probs_with(z(&[2, 3]), CrossEntropyOptions { ignore_index: 0, ..Default::default() }); }), line!(), "cross_entropy: ignore_index is not supported for probability targets, got 0"),
+        (Box::new(|| { z(&[]).cross_entropy(&[0]); }), line!(), "cross_entropy: expected logits [C], [N, C] or [N, C, d1, ...]: logits [] vs targets [1]"),
+        (Box::new(|| { v.cross_entropy(&[0, 1]); }), line!(), "cross_entropy: expected unbatched logits [C] and one target: logits [4] vs targets [2]"),
+        (Box::new(|| { v.cross_entropy(&[4]); }), line!(), "cross_entropy: target 4 out of range for 4 classes (logits [4])"),
+        (Box::new(|| { k.cross_entropy(&[0; 7]); }), line!(), "cross_entropy: expected logits [N, C, d1, ...] and N·d1·... targets: logits [2, 3, 4] vs targets [7]"),
+        (Box::new(|| { k.cross_entropy(&[0, 0, 0, 0, 0, 0, 3, 0]); }), line!(), "cross_entropy: target 3 at [1, 2] out of range for 3 classes (logits [2, 3, 4])"),
+        (Box::new(|| { k.cross_entropy_with(&[0; 8], weighted(&[4], 0.0)); }), line!(), "cross_entropy: expected class weights [C]: logits [2, 3, 4] vs weight [4]"),
+        (Box::new(|| { z(&[]).cross_entropy_probs(z(&[])); }), line!(), "cross_entropy: expected logits [C], [N, C] or [N, C, d1, ...]: logits [] vs targets []"),
+        (Box::new(|| { k.cross_entropy_probs(z(&[2, 4, 3])); }), line!(), "cross_entropy: expected probability targets of the logits' shape: logits [2, 3, 4] vs targets [2, 4, 3]"),
+        (Box::new(|| { v.cross_entropy_probs_with(v, weighted(&[3], 0.0)); }), line!(), "cross_entropy: expected class weights [C]: logits [4] vs weight [3]"),
+        (Box::new(|| { nll_loss_with(z(&[]), &[0], NllOptions::default()); }), line!(), "nll_loss: expected log-probabilities [C], [N, C] or [N, C, d1, ...]: input [] vs targets [1]"),
+        (Box::new(|| { nll_loss_with(v, &[0, 1], NllOptions::default()); }), line!(), "nll_loss: expected unbatched log-probabilities [C] and one target: input [4] vs targets [2]"),
+        (Box::new(|| { nll_loss_with(k, &[0; 9], NllOptions::default()); }), line!(), "nll_loss: expected log-probabilities [N, C, d1, ...] and N·d1·... targets: input [2, 3, 4] vs targets [9]"),
+        (Box::new(|| { nll_loss_with(k, &[0, 0, 0, 0, 0, 0, 3, 0], NllOptions::default()); }), line!(), "nll_loss: target 3 at [1, 2] out of range for 3 classes"),
+        (Box::new(|| { nll_loss_with(v, &[-1], NllOptions::default()); }), line!(), "nll_loss: target -1 out of range for 4 classes"),
+        (Box::new(|| { nll_loss_with(k, &[0; 8], nll_weighted(&[4])); }), line!(), "nll_loss: expected class weights [C]: input [2, 3, 4] vs weight [4]"),
         (Box::new(|| { nll_loss_with(m, &[0, 1], nll_weighted(&[2])); }), line!(), "nll_loss: expected class weights [C]: input [2, 3] vs weight [2]"),
         (Box::new(|| { nll_loss_with(m, &[0, 1, 2], NllOptions::default()); }), line!(), "nll_loss: expected log-probabilities [N, C] and N targets: input [2, 3] vs targets [3]"),
         (Box::new(|| { nll_loss_with(m, &[3, 0], NllOptions { ignore_index: 0, ..Default::default() }); }), line!(), "nll_loss: target 3 at row 0 out of range for 3 classes"),

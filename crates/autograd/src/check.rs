@@ -244,41 +244,88 @@ pub(crate) fn indices(op: &str, shape: &[usize], axis: usize, indices: &[usize])
     result_fits(op, &out, format_args!("{}", what(indices.len())));
 }
 
-/// Class weights [C] for logits [N, C].
+/// The class axis of logits [C] (one unbatched sample: axis 0), [N, C] or [N, C, d1, ...]
+/// (axis 1); 0-d logits have none. `targets` is shown beside them.
+#[track_caller]
+pub(crate) fn class_axis(op: &str, logits: &[usize], targets: &[usize]) -> usize {
+    match logits.len() {
+        0 => panic!(
+            "{op}: expected logits [C], [N, C] or [N, C, d1, ...]: logits {logits:?} vs targets {targets:?}"
+        ),
+        1 => 0,
+        _ => 1,
+    }
+}
+
+/// Class weights [C] for logits [C], [N, C] or [N, C, d1, ...].
 #[track_caller]
 pub(crate) fn class_weights(op: &str, logits: &[usize], weight: &[usize]) {
-    if weight != [logits[1]] {
+    let axis = logits.len().min(2) - 1;
+    if weight != [logits[axis]] {
         panic!("{op}: expected class weights [C]: logits {logits:?} vs weight {weight:?}");
     }
 }
 
-/// Probability targets, which must have the logits' shape, one probability per logit.
+/// Probability targets of the logits' shape, one per logit; returns the class axis.
 #[track_caller]
-pub(crate) fn prob_targets(op: &str, logits: &[usize], targets: &[usize]) {
-    if logits.len() != 2 || targets != logits {
+pub(crate) fn prob_targets(op: &str, logits: &[usize], targets: &[usize]) -> usize {
+    let axis = class_axis(op, logits, targets);
+    if targets != logits {
         panic!(
             "{op}: expected probability targets of the logits' shape: logits {logits:?} vs targets {targets:?}"
         );
     }
+    axis
 }
 
-/// Logits [N, C] against N integer targets, each a class in 0..C or the ignore index.
+/// Logits [C], [N, C] or [N, C, d1, ...] against one integer target per position (the logits'
+/// shape without C, flattened: 1 unbatched, N, or N·d1·...), each a class in 0..C or the ignore
+/// index. Returns the class axis.
 #[track_caller]
-pub(crate) fn class_targets(op: &str, logits: &[usize], targets: &[i64], ignore_index: i64) {
-    if logits.len() != 2 || logits[0] != targets.len() {
+pub(crate) fn class_targets(
+    op: &str,
+    logits: &[usize],
+    targets: &[i64],
+    ignore_index: i64,
+) -> usize {
+    let axis = class_axis(op, logits, &[targets.len()]);
+    let positions: Shape = (0..logits.len())
+        .filter(|&d| d != axis)
+        .map(|d| logits[d])
+        .collect();
+    if checked_numel(&positions) != Some(targets.len()) {
+        let form = match logits.len() {
+            1 => "unbatched logits [C] and one target",
+            2 => "logits [N, C] and N targets",
+            _ => "logits [N, C, d1, ...] and N·d1·... targets",
+        };
         panic!(
-            "{op}: expected logits [N, C] and N targets: logits {logits:?} vs targets [{}]",
+            "{op}: expected {form}: logits {logits:?} vs targets [{}]",
             targets.len()
         );
     }
-    let classes = i64::try_from(logits[1]).unwrap_or(i64::MAX);
-    if let Some((row, &t)) = targets
+    let classes = i64::try_from(logits[axis]).unwrap_or(i64::MAX);
+    if let Some((i, &t)) = targets
         .iter()
         .enumerate()
         .find(|&(_, &t)| t != ignore_index && !(0..classes).contains(&t))
     {
-        panic!(
-            "{op}: target {t} at row {row} out of range for {classes} classes (logits {logits:?})"
-        );
+        let at = match logits.len() {
+            1 => String::new(),
+            2 => format!(" at row {i}"),
+            _ => format!(" at {:?}", unravel(i, &positions)),
+        };
+        panic!("{op}: target {t}{at} out of range for {classes} classes (logits {logits:?})");
     }
+    axis
+}
+
+/// The index into `shape` of the `i`-th element in row-major order.
+fn unravel(mut i: usize, shape: &[usize]) -> Shape {
+    let mut index: Shape = smallvec::smallvec![0; shape.len()];
+    for (slot, &size) in index.iter_mut().zip(shape).rev() {
+        *slot = i % size;
+        i /= size;
+    }
+    index
 }

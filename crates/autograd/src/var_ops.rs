@@ -602,9 +602,11 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// Cross-entropy of logits [N, C] against class indices, averaged over the targets that are
-    /// not -100 (PyTorch's `F.cross_entropy` defaults). For a sequence [T, B, V], reshape to
-    /// [T·B, V] first. Targets may be any integer type ([`ClassIndex`]): a stream's `usize`
-    /// tokens as well as `i64`s.
+    /// not -100 (PyTorch's `F.cross_entropy` defaults). Unbatched logits [C] take one target,
+    /// and K-dimensional ones [N, C, d1, ...] one per position, as at
+    /// [`cross_entropy_with`](Var::cross_entropy_with); a sequence [T, B, V] is reshaped to
+    /// [T·B, V]. Targets may be any integer type ([`ClassIndex`]): a stream's `usize` tokens as
+    /// well as `i64`s.
     #[track_caller]
     pub fn cross_entropy<T: ClassIndex>(self, targets: &[T]) -> Self {
         self.cross_entropy_with(targets, CrossEntropyOptions::default())
@@ -623,8 +625,14 @@ impl<'t, F: Float> Var<'t, F> {
     /// nothing counted, 0/0 = NaN, as PyTorch); `Sum` is Σ_n l_n; `None` returns l `[N]`.
     /// ∂l_n/∂x_c = (1 - ε)·w_t·(p_c - [c = t]) + (ε/C)·(p_c·Σ_j w_j - w_c), scaled as reduced.
     ///
-    /// Panics, at the caller's line, unless targets are class indices or the ignore index,
-    /// the weights are `[C]` and ε is in [0, 1].
+    /// As PyTorch, the logits may also be one unbatched sample [C] with one target (`None`
+    /// gives a 0-d loss), or K-dimensional [N, C, d1, ...] with a target per position of
+    /// [N, d1, ...], given flattened in row-major order (`None` gives l `[N, d1, ...]`, and the
+    /// mean runs over every position). Those are the [N, C] loss of the rows that moving C last
+    /// and flattening gives, so the same formulas hold per position.
+    ///
+    /// Panics, at the caller's line, unless there is one target per position, each a class
+    /// index or the ignore index, the weights are `[C]` and ε is in [0, 1].
     #[track_caller]
     pub fn cross_entropy_with<T: ClassIndex>(
         self,
@@ -633,12 +641,39 @@ impl<'t, F: Float> Var<'t, F> {
     ) -> Self {
         let targets = classes(targets);
         let shape = self.shape();
-        check::class_targets("cross_entropy", &shape, &targets, options.ignore_index);
+        let axis = check::class_targets("cross_entropy", &shape, &targets, options.ignore_index);
         if let Some(w) = &options.weight {
             check::class_weights("cross_entropy", &shape, w.shape());
         }
+        check_smoothing(options.label_smoothing);
+        if shape.len() == 2 {
+            return self.cross_entropy_rows(targets, options);
+        }
+        // [C] is one row; [N, C, d1, ...] becomes the rows [N·d1·..., C] of its positions.
+        let positions: Shape = (0..shape.len()).filter(|&d| d != axis).collect();
+        let class_last = if shape.len() > 2 {
+            let perm: Shape = positions.iter().copied().chain([axis]).collect();
+            self.permute(&perm[..])
+        } else {
+            self
+        };
+        let reduction = options.reduction;
+        let losses = class_last
+            .reshape(&[targets.len(), shape[axis]])
+            .cross_entropy_rows(targets, options);
+        match reduction {
+            Reduction::None => {
+                let per_position: Shape = positions.iter().map(|&d| shape[d]).collect();
+                losses.reshape(&per_position)
+            }
+            Reduction::Sum | Reduction::Mean => losses,
+        }
+    }
+
+    /// The fused cross-entropy op over rows [N, C], targets and options already checked.
+    #[track_caller]
+    fn cross_entropy_rows(self, targets: Vec<i64>, options: CrossEntropyOptions<F>) -> Self {
         let eps = options.label_smoothing;
-        check_smoothing(eps);
         let weight = options.weight.map(|w| w.data().to_vec());
         let divisor = match options.reduction {
             Reduction::Mean => {
@@ -664,7 +699,8 @@ impl<'t, F: Float> Var<'t, F> {
 
     /// Cross-entropy of logits [N, C] against class probabilities of the same shape, averaged
     /// over the N rows (PyTorch's `F.cross_entropy` given a floating-point target, with its
-    /// defaults); the math is at [`cross_entropy_probs_with`](Var::cross_entropy_probs_with).
+    /// defaults); unbatched [C] and K-dimensional [N, C, d1, ...] logits too. The math is at
+    /// [`cross_entropy_probs_with`](Var::cross_entropy_probs_with).
     #[track_caller]
     pub fn cross_entropy_probs(self, target: Self) -> Self {
         self.cross_entropy_probs_with(target, CrossEntropyOptions::default())
@@ -681,6 +717,9 @@ impl<'t, F: Float> Var<'t, F> {
     /// `Mean` is Σ_n l_n / N: PyTorch divides by the number of rows here, not by the weights as
     /// it does for class indices (with N = 0, 0/0 = NaN). `Sum` is Σ_n l_n; `None` returns
     /// l `[N]`. The rows of y need not be distributions (PyTorch does not check that either).
+    /// Unbatched logits [C] are one row (`None` gives a 0-d loss); K-dimensional ones
+    /// [N, C, d1, ...] have a row at every position of [N, d1, ...], each summed along C, the
+    /// mean taken over all N·d1·... of them and `None` giving l `[N, d1, ...]`.
     ///
     /// It is composed of `log_softmax`, products and sums, so the gradient reaches y as well as
     /// x, as in PyTorch: ∂l_n/∂x_c = p_c·Σ_j w_j·q_j - w_c·q_c and ∂l_n/∂y_c = -(1 - ε)·w_c·log p_c,
@@ -694,7 +733,7 @@ impl<'t, F: Float> Var<'t, F> {
         let tape = self.tape();
         tape.assert_owns("cross_entropy", target);
         let shape = self.shape();
-        check::prob_targets("cross_entropy", &shape, &target.shape());
+        let axis = check::prob_targets("cross_entropy", &shape, &target.shape());
         if let Some(w) = &options.weight {
             check::class_weights("cross_entropy", &shape, w.shape());
         }
@@ -706,13 +745,16 @@ impl<'t, F: Float> Var<'t, F> {
                 options.ignore_index
             );
         }
-        let classes = shape[1];
+        let classes = shape[axis];
         let q = target.affine(F::ONE - eps, eps / F::from_usize(classes));
-        let mut terms = self.log_softmax(1) * q;
+        let mut terms = self.log_softmax(axis) * q;
         if let Some(w) = options.weight {
-            terms = terms * tape.constant(w);
+            // [C, 1, ..., 1]: along the class axis, broadcast over the positions after it.
+            let mut along: Shape = smallvec::smallvec![1; shape.len() - axis];
+            along[0] = classes;
+            terms = terms * tape.constant(w.reshape(&along));
         }
-        let losses = -terms.sum_axis(1, false);
+        let losses = -terms.sum_axis(axis, false);
         match options.reduction {
             Reduction::None => losses,
             Reduction::Sum => losses.sum(),

@@ -1,6 +1,7 @@
 //! Losses: cross-entropy, negative log-likelihood, mean squared error, and binary cross-entropy
 //! on logits. Each is an engine op or a composition of them, reduced by the mean as PyTorch's
-//! defaults; cross-entropy and nll also take PyTorch's weights, ignore index and reductions.
+//! defaults; cross-entropy and nll also take PyTorch's weights, ignore index, reductions and
+//! unbatched [C] or K-dimensional [N, C, d1, ...] inputs.
 
 use rewind_autograd::{concat, ClassIndex, CrossEntropyOptions, Float, Reduction, Tensor, Var};
 
@@ -47,7 +48,8 @@ impl<F: Float> Default for NllOptions<F> {
 }
 
 /// Negative log-likelihood of log-probabilities [N, C]: -mean over counted rows of
-/// `log_probs[n, target_n]`, skipping targets equal to -100 (`F.nll_loss`).
+/// `log_probs[n, target_n]`, skipping targets equal to -100 (`F.nll_loss`). Unbatched [C] and
+/// K-dimensional [N, C, d1, ...] inputs too, as at [`nll_loss_with`].
 #[track_caller]
 pub fn nll_loss<'t, F: Float, T: ClassIndex>(log_probs: Var<'t, F>, targets: &[T]) -> Var<'t, F> {
     nll_loss_with(log_probs, targets, NllOptions::default())
@@ -59,7 +61,12 @@ pub fn nll_loss<'t, F: Float, T: ClassIndex>(log_probs: Var<'t, F>, targets: &[T
 /// Σ_n l_n / Σ_n w_(t_n) over the targets that count (0/0 = NaN when none does, as PyTorch);
 /// `Sum` is Σ_n l_n; `None` returns l `[N]`. ∂l_n/∂log_probs[n, c] = -w_c·[c = t_n].
 ///
-/// Panics, at the caller's line, unless the input is [N, C] with N targets, each a class index
+/// As PyTorch, the input may also be one unbatched sample [C] with one target (`None` gives a
+/// 0-d loss), or K-dimensional [N, C, d1, ...] with a target per position of [N, d1, ...],
+/// given flattened in row-major order: l at each position is -w_t·log_probs[n, t, d1, ...],
+/// the mean runs over every position and `None` gives l `[N, d1, ...]`.
+///
+/// Panics, at the caller's line, unless there is one target per position, each a class index
 /// or the ignore index, and the weights are `[C]`.
 #[track_caller]
 pub fn nll_loss_with<'t, F: Float, T: ClassIndex>(
@@ -69,14 +76,8 @@ pub fn nll_loss_with<'t, F: Float, T: ClassIndex>(
 ) -> Var<'t, F> {
     let targets = &targets.iter().map(|t| t.class()).collect::<Vec<i64>>()[..];
     let shape = log_probs.shape();
-    if shape.len() != 2 || shape[0] != targets.len() {
-        panic!(
-            "nll_loss: expected log-probabilities [N, C] and N targets: input {:?} vs targets [{}]",
-            &shape[..],
-            targets.len()
-        );
-    }
-    let classes = shape[1];
+    let axis = class_axis(&shape, targets, options.ignore_index);
+    let classes = shape[axis];
     if let Some(w) = &options.weight {
         if w.shape() != [classes] {
             panic!(
@@ -87,33 +88,32 @@ pub fn nll_loss_with<'t, F: Float, T: ClassIndex>(
         }
     }
     let w = |c: usize| options.weight.as_ref().map_or(F::ONE, |w| w.data()[c]);
-    let mut total = 0.0f64;
-    for (n, &t) in targets.iter().enumerate() {
-        if t == options.ignore_index {
-            continue;
-        }
-        if !(0..classes as i64).contains(&t) {
-            panic!("nll_loss: target {t} at row {n} out of range for {classes} classes");
-        }
-        total += w(t as usize).to_f64();
-    }
+    let total: f64 = targets
+        .iter()
+        .filter(|&&t| t != options.ignore_index)
+        .map(|&t| w(t as usize).to_f64())
+        .sum();
     let divisor = match options.reduction {
         Reduction::Mean => F::from_f64(total),
         Reduction::Sum | Reduction::None => F::ONE,
     };
-    // The loss is -Σ log_probs ⊙ W, with W[n, t_n] = w_(t_n) / divisor and 0 elsewhere, summed
-    // per row or in all: its gradient is exactly -W.
-    let mut picked = vec![F::ZERO; targets.len() * classes];
-    for (n, &t) in targets.iter().enumerate() {
+    // The loss is -Σ log_probs ⊙ W, with W = w_t / divisor at each position's target class and
+    // 0 elsewhere, summed along C or in all: its gradient is exactly -W. Position i of
+    // [N, d1, ...] is (n, r) of [N, D], D = d1·..., and its class t sits at (n, t, r) of
+    // [N, C, D].
+    let inner: usize = shape[axis + 1..].iter().product();
+    let mut picked = vec![F::ZERO; shape.iter().product()];
+    for (i, &t) in targets.iter().enumerate() {
         if t != options.ignore_index {
-            picked[n * classes + t as usize] = w(t as usize) / divisor;
+            let (n, r) = (i / inner, i % inner);
+            picked[(n * classes + t as usize) * inner + r] = w(t as usize) / divisor;
         }
     }
     let tape = log_probs.tape();
-    let picked = tape.constant(Tensor::from_vec(picked, &shape).expect("N·C weights"));
+    let picked = tape.constant(Tensor::from_vec(picked, &shape).expect("one weight per element"));
     let terms = log_probs * picked;
     match options.reduction {
-        Reduction::None => -terms.sum_axis(1, false),
+        Reduction::None => -terms.sum_axis(axis, false),
         Reduction::Sum => -terms.sum(),
         // With nothing counted, the mean is 0/0 = NaN and its gradient 0, as PyTorch's.
         Reduction::Mean if total == 0.0 => {
@@ -121,6 +121,54 @@ pub fn nll_loss_with<'t, F: Float, T: ClassIndex>(
         }
         Reduction::Mean => -terms.sum(),
     }
+}
+
+/// The class axis of log-probabilities [C] (0), [N, C] or [N, C, d1, ...] (1), checked against
+/// one target per position (the shape without C, flattened), each a class or the ignore index.
+#[track_caller]
+fn class_axis(shape: &[usize], targets: &[i64], ignore_index: i64) -> usize {
+    let form = match shape.len() {
+        0 => "log-probabilities [C], [N, C] or [N, C, d1, ...]",
+        1 => "unbatched log-probabilities [C] and one target",
+        2 => "log-probabilities [N, C] and N targets",
+        _ => "log-probabilities [N, C, d1, ...] and N·d1·... targets",
+    };
+    let axis = shape.len().clamp(1, 2) - 1;
+    let positions: Vec<usize> = (0..shape.len())
+        .filter(|&d| d != axis)
+        .map(|d| shape[d])
+        .collect();
+    let count = positions.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if shape.is_empty() || count != Some(targets.len()) {
+        panic!(
+            "nll_loss: expected {form}: input {shape:?} vs targets [{}]",
+            targets.len()
+        );
+    }
+    let classes = shape[axis];
+    if let Some((i, &t)) = targets
+        .iter()
+        .enumerate()
+        .find(|&(_, &t)| t != ignore_index && !(0..classes as i64).contains(&t))
+    {
+        let at = match shape.len() {
+            1 => String::new(),
+            2 => format!(" at row {i}"),
+            _ => format!(" at {:?}", unravel(i, &positions)),
+        };
+        panic!("nll_loss: target {t}{at} out of range for {classes} classes");
+    }
+    axis
+}
+
+/// The index into `shape` of the `i`-th element in row-major order.
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut index = vec![0; shape.len()];
+    for (slot, &size) in index.iter_mut().zip(shape).rev() {
+        *slot = i % size;
+        i /= size;
+    }
+    index
 }
 
 /// mean((input - target)²) (`F.mse_loss`).
