@@ -14,7 +14,8 @@ The cases:
 
 - `matmul.*`: torch.matmul with 1-D operands, batch dimensions that broadcast, and operands
   read transposed (the test transposes them as stored; the script applies the same transpose);
-- `broadcast_to.*`: Tensor.broadcast_to, repeating size-1 axes and adding leading ones;
+- `broadcast_to.*`: Tensor.broadcast_to, repeating size-1 axes and adding leading ones, and
+  Tensor.broadcast_to and Tensor.expand given -1 for an axis they keep;
 - `index_select.*`: torch.index_select along every dimension, negative ones included;
 - `axes.*`: every op that takes a dimension, given a negative one;
 - `ce.*`: F.cross_entropy with class weights, ignore_index, label_smoothing and every reduction,
@@ -84,6 +85,9 @@ MATMUL = {
 BROADCAST_TO = {
     "broadcast_to.inner_and_leading": ([[3, 1, 4]], lambda x: x.broadcast_to(2, 3, 5, 4)),
     "broadcast_to.one_element": ([[1]], lambda x: x.broadcast_to(3, 2)),
+    "broadcast_to.minus_one_keeps_axes": ([[3, 1, 4]], lambda x: x.broadcast_to(2, -1, 5, -1)),
+    "broadcast_to.expand_minus_one": ([[1, 3]], lambda x: x.expand(4, 2, -1)),
+    "broadcast_to.expand_minus_one_everywhere": ([[2, 1]], lambda x: x.expand(-1, -1)),
 }
 
 INDEX_SELECT = {

@@ -147,6 +147,15 @@ fn broadcast_to_sums_the_gradient_over_the_broadcast_axes() {
         let (full, part) = (with(&full, &[2, 3]), with(&part, &[1, 3]));
         let x = uniform(&part, &mut r);
         check(|_, v| v[0].broadcast_to(&full), &[x.clone()]);
+        // -1 keeps an axis of the input, as PyTorch's `expand`: here every one that is not 1.
+        let lead = full.len() - part.len();
+        let sizes: Vec<isize> = (0..full.len())
+            .map(|d| match d.checked_sub(lead) {
+                Some(i) if part[i] != 1 => -1,
+                _ => full[d] as isize,
+            })
+            .collect();
+        check(|_, v| v[0].expand(&sizes), &[x.clone()]);
     }
 }
 

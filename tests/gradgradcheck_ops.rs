@@ -238,7 +238,8 @@ fn reshape_broadcast_to_permute_transpose() {
     let col = uniform(&[3, 1], -1.0, 1.0, &mut r);
     let row = uniform(&[4], -1.0, 1.0, &mut r);
     check(|_, v| v[0].broadcast_to(&[2, 3, 4]).tanh(), &[col]);
-    check(|_, v| v[0].broadcast_to(&[3, 4]).exp(), &[row]);
+    check(|_, v| v[0].broadcast_to(&[3, 4]).exp(), &[row.clone()]);
+    check(|_, v| v[0].expand(&[2, 3, -1]).tanh(), &[row]);
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! rewind's ops against PyTorch where they follow its wider rules: matmul with 1-D operands and
-//! broadcast batch dimensions, broadcast_to, index_select along any axis, negative axes, and
-//! cross_entropy (against class indices or class probabilities) and nll_loss with class weights,
-//! ignore_index, label smoothing and every reduction, on inputs [N, C], [C] and [N, C, d1, ...].
+//! broadcast batch dimensions, broadcast_to and expand (-1 keeps an axis), index_select along any
+//! axis, negative axes, and cross_entropy (against class indices or class probabilities) and
+//! nll_loss with class weights, ignore_index, label smoothing and every reduction, on inputs
+//! [N, C], [C] and [N, C, d1, ...].
 //!
 //! The data is what `scripts/golden_ops.py` wrote (torch 2.15) into
 //! tests/data/ops_golden.safetensors, every case in float64 and in float32. Each output and the
@@ -166,19 +167,26 @@ fn matmul_with_one_d_and_broadcast_operands_matches_pytorch() {
     goldens(check_matmul, check_matmul);
 }
 
+/// The op of each `broadcast_to.*` case of the script: PyTorch's -1 (keep the axis) is `expand`'s.
+fn broadcast_to_case<'t, F: Float>(case: &str, x: Var<'t, F>) -> Var<'t, F> {
+    match case {
+        "broadcast_to.inner_and_leading" => x.broadcast_to(&[2, 3, 5, 4]),
+        "broadcast_to.one_element" => x.broadcast_to(&[3, 2]),
+        "broadcast_to.minus_one_keeps_axes" => x.expand(&[2, -1, 5, -1]),
+        "broadcast_to.expand_minus_one" => x.expand(&[4, 2, -1]),
+        "broadcast_to.expand_minus_one_everywhere" => x.expand(&[-1, -1]),
+        _ => panic!("no op for golden case {case}"),
+    }
+}
+
 fn check_broadcast_to<F: Float>(g: &Golden<F>) {
     for case in g.cases("broadcast_to") {
-        let shape: &[usize] = match case.as_str() {
-            "broadcast_to.inner_and_leading" => &[2, 3, 5, 4],
-            "broadcast_to.one_element" => &[3, 2],
-            _ => panic!("no shape for golden case {case}"),
-        };
-        g.run(&case, |x| vec![x[0].broadcast_to(shape)]);
+        g.run(&case, |x| vec![broadcast_to_case(&case, x[0])]);
     }
 }
 
 #[test]
-fn broadcast_to_matches_pytorch() {
+fn broadcast_to_and_expand_with_minus_one_match_pytorch() {
     goldens(check_broadcast_to, check_broadcast_to);
 }
 
@@ -450,6 +458,10 @@ fn misuse_of_the_wider_rules_panics_at_the_callers_line() {
         (Box::new(|| { z(&[]).matmul(v); }), line!(), "matmul: operands must be at least 1-D: lhs [] vs rhs [4]"),
         (Box::new(|| { m.broadcast_to(&[4, 3]); }), line!(), "broadcast_to: shape [2, 3] cannot be broadcast to [4, 3]"),
         (Box::new(|| { m.broadcast_to(&[3]); }), line!(), "broadcast_to: shape [2, 3] cannot be broadcast to [3]"),
+        (Box::new(|| { m.expand(&[-1, 3, 4]); }), line!(), "expand: -1 is not allowed in the new leading axis 0: sizes [-1, 3, 4] for shape [2, 3]"),
+        (Box::new(|| { m.expand(&[2, -2]); }), line!(), "expand: size -2 at axis 1 is neither a size nor -1: sizes [2, -2] for shape [2, 3]"),
+        (Box::new(|| { m.expand(&[-1]); }), line!(), "expand: 1 sizes cannot broadcast shape [2, 3], which has 2 axes"),
+        (Box::new(|| { m.expand(&[4, -1]); }), line!(), "expand: shape [2, 3] cannot be broadcast to [4, 3]"),
         (Box::new(|| { m.index_select_dim(1, &[0, 3]); }), line!(), "index_select: index 3 out of range for 3 entries along axis 1 of shape [2, 3]"),
         (Box::new(|| { m.index_select_dim(-3, &[0]); }), line!(), "index_select: axis -3 out of range for shape [2, 3]"),
         (Box::new(|| { m.unsqueeze(-4); }), line!(), "unsqueeze: axis -4 out of range for inserting an axis into shape [2, 3] (expected -3..=2)"),

@@ -127,13 +127,43 @@ pub(crate) fn matmul(lhs: &[usize], ta: bool, rhs: &[usize], tb: bool) -> Shape 
     out
 }
 
-/// A shape that broadcasts to `to` without growing it (`broadcast_to`).
+/// A shape that broadcasts to `to` without growing it (`broadcast_to`, `expand`).
 #[track_caller]
-pub(crate) fn broadcast_to(from: &[usize], to: &[usize]) {
-    numel("broadcast_to", to);
+pub(crate) fn broadcast_to(op: &str, from: &[usize], to: &[usize]) {
+    numel(op, to);
     if broadcast_shape(from, to).as_deref() != Some(to) {
-        panic!("broadcast_to: shape {from:?} cannot be broadcast to {to:?}");
+        panic!("{op}: shape {from:?} cannot be broadcast to {to:?}");
     }
+}
+
+/// The shape `expand` asks for with `sizes`, -1 resolved to the size of the axis it keeps; -1
+/// is refused in a new leading axis, which has no size to keep, as in PyTorch.
+#[track_caller]
+pub(crate) fn expand_sizes(from: &[usize], sizes: &[isize]) -> Shape {
+    let Some(lead) = sizes.len().checked_sub(from.len()) else {
+        panic!(
+            "expand: {} sizes cannot broadcast shape {from:?}, which has {} axes",
+            sizes.len(),
+            from.len()
+        );
+    };
+    // A loop, not a closure: a panic inside a closure would not point at the caller's line.
+    let mut shape = Shape::with_capacity(sizes.len());
+    for (d, &size) in sizes.iter().enumerate() {
+        shape.push(match (size, d.checked_sub(lead)) {
+            (-1, Some(kept)) => from[kept],
+            (-1, None) => panic!(
+                "expand: -1 is not allowed in the new leading axis {d}: sizes {sizes:?} for shape {from:?}"
+            ),
+            _ => match usize::try_from(size) {
+                Ok(size) => size,
+                Err(_) => panic!(
+                    "expand: size {size} at axis {d} is neither a size nor -1: sizes {sizes:?} for shape {from:?}"
+                ),
+            },
+        });
+    }
+    shape
 }
 
 /// A value that must broadcast to `out` without growing it (the addend of `addmm`).

@@ -304,10 +304,28 @@ impl<'t, F: Float> Var<'t, F> {
 
     /// `self` repeated along the axes where its shape has size 1 (or has no axis, at the front)
     /// to the shape `shape`, as NumPy broadcasting and PyTorch's `broadcast_to`. The gradient is
-    /// summed over those axes.
+    /// summed over those axes. PyTorch's -1 for "keep this axis" is [`expand`](Var::expand)'s.
     #[track_caller]
     pub fn broadcast_to(self, shape: &[usize]) -> Self {
-        check::broadcast_to(&self.shape(), shape);
+        self.broadcast_checked("broadcast_to", shape)
+    }
+
+    /// [`broadcast_to`](Var::broadcast_to) with PyTorch's `expand(*sizes)` sizes: -1 keeps the
+    /// size of the input's axis in that place (the input's axes are the last ones), so a
+    /// [3, 1] value expanded with `&[2, -1, 4]` becomes [2, 3, 4]. New leading axes need a size.
+    /// The gradient is summed over the axes that were repeated.
+    ///
+    /// Panics, at the caller's line, on fewer sizes than axes, -1 in a new leading axis, a size
+    /// below -1, or a shape the input does not broadcast to.
+    #[track_caller]
+    pub fn expand(self, sizes: &[isize]) -> Self {
+        let shape = check::expand_sizes(&self.shape(), sizes);
+        self.broadcast_checked("expand", &shape)
+    }
+
+    #[track_caller]
+    fn broadcast_checked(self, op: &str, shape: &[usize]) -> Self {
+        check::broadcast_to(op, &self.shape(), shape);
         if self.shape()[..] == *shape {
             // Still a node of its own: a gradient asked for at the result must not count the
             // paths that reach the input some other way.
