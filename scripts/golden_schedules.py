@@ -14,10 +14,14 @@ tests/clip_parity.rs:
   fixed metric sequence, one metric per step, for every case in PLATEAUS;
 - `clip.<dtype>.grads.<name>`: three gradients (float64, and the same rounded to float32);
 - `clip.<dtype>.<case>.total` [1] and `clip.<dtype>.<case>.<name>`: clip_grad_norm_'s returned
-  norm and the clipped gradients for norm types 1, 2, 3.5 and inf (CLIPS), and
+  norm and the clipped gradients for norm types 1, 2, 3.5, inf, 0 and -inf (CLIPS), and
   `clip.<dtype>.value.<name>` for clip_grad_value_(0.5), each computed by torch in that dtype;
 - `clip.nonfinite_<inf|nan>.<case>.total` [1] and `.grad` [3] (float64): clip_grad_norm_ of
-  each case with error_if_nonfinite=False on the single gradient [1, inf, -2] or [1, nan, -2].
+  each case with error_if_nonfinite=False on the single gradient [1, inf, -2] or [1, nan, -2];
+- `clip.sparse.grads.<name>` and `clip.sparse.<p0|pneginf>.total` [1] and `.<name>` (float64):
+  norm types 0 and -inf on gradients that hold zeros, one of them all zeros (SPARSE_GRADS).
+  torch's total norm is the norm of the per-gradient norms, so the 0 "norm" counts the
+  gradients with a nonzero element, not the elements, and -inf is the smallest |g|.
 
 LambdaLR and MultiplicativeLR take the lambdas written in SCHEDULES, which
 tests/schedules_parity.rs writes again as closures.
@@ -302,7 +306,10 @@ CLIPS = {
     "p3_5": (3.5, 1.0),
     "pinf": (math.inf, 1.0),
     "p3_5_loose": (3.5, 100.0),
+    "p0": (0.0, 1.0),
+    "pneginf": (-math.inf, 0.01),
 }
+SPARSE_GRADS = {"a": [1.0, 0.0, 3.0], "b": [0.0, 0.0], "c": [0.5, -2.0]}
 CLIP_VALUE = 0.5
 
 
@@ -337,6 +344,20 @@ def nonfinite_cases(out):
             out[f"clip.nonfinite_{label}.{case}.grad"] = p.grad
 
 
+def sparse_cases(out):
+    for k, g in SPARSE_GRADS.items():
+        out[f"clip.sparse.grads.{k}"] = torch.tensor(g, dtype=torch.float64)
+    for case in ("p0", "pneginf"):
+        norm_type, max_norm = CLIPS[case]
+        ps = {k: torch.nn.Parameter(torch.zeros(len(g), dtype=torch.float64))
+              for k, g in SPARSE_GRADS.items()}
+        for k, p in ps.items():
+            p.grad = torch.tensor(SPARSE_GRADS[k], dtype=torch.float64)
+        total = torch.nn.utils.clip_grad_norm_(list(ps.values()), max_norm, norm_type=norm_type, foreach=False)
+        out[f"clip.sparse.{case}.total"] = total.reshape(1)
+        out.update({f"clip.sparse.{case}.{k}": p.grad for k, p in ps.items()})
+
+
 def main():
     out = {}
     for name, (make, steps, lr) in SCHEDULES.items():
@@ -359,6 +380,7 @@ def main():
     clip_cases(out, grads, torch.float64)
     clip_cases(out, grads, torch.float32)
     nonfinite_cases(out)
+    sparse_cases(out)
 
     DATA.mkdir(parents=True, exist_ok=True)
     metadata = {"generator": "scripts/golden_schedules.py", "torch": torch.__version__}

@@ -1,4 +1,4 @@
-//! Gradient clipping against PyTorch's `clip_grad_norm_` (norm types 1, 2, 3.5 and inf) and
+//! Gradient clipping against PyTorch's `clip_grad_norm_` (norm types 1, 2, 3.5, inf, 0, -inf) and
 //! `clip_grad_value_`, in float64 and float32, from tests/data/schedules_golden.safetensors,
 //! which `scripts/golden_schedules.py` wrote (the `clip.*` tensors). Torch computes each dtype's
 //! norm in that dtype; rewind sums in f64 whatever the gradients' type, so in f32 its norm is
@@ -19,12 +19,14 @@ const GOLDEN: &str = "schedules_golden.safetensors";
 /// The gradients' names in the golden file.
 const NAMES: [&str; 3] = ["weight", "bias", "proj"];
 /// scripts/golden_schedules.py's CLIPS: (case, norm_type, max_norm).
-const CLIPS: [(&str, f64, f64); 5] = [
+const CLIPS: [(&str, f64, f64); 7] = [
     ("p1", 1.0, 1.0),
     ("p2", 2.0, 1.0),
     ("p3_5", 3.5, 1.0),
     ("pinf", f64::INFINITY, 1.0),
     ("p3_5_loose", 3.5, 100.0),
+    ("p0", 0.0, 1.0),
+    ("pneginf", f64::NEG_INFINITY, 0.01),
 ];
 
 /// The golden tensors, as `F`. The f32 cases were stored as f32, so reading them through f64 is
@@ -171,7 +173,9 @@ fn same(a: f64, b: f64) -> bool {
 /// With error_if_nonfinite, an infinite or NaN norm is an error and the gradients are left
 /// alone, for every norm type. Without it, torch's result (`clip.nonfinite_*`): the norm is
 /// returned and the gradients scaled by max_norm / norm, which zeroes the finite ones when the
-/// norm is infinite and makes every one NaN when it is NaN.
+/// norm is infinite and makes every one NaN when it is NaN. An infinite or NaN element need not
+/// make the norm so: the 0 "norm" counts gradients (1 here), and the -inf norm of [1, inf, -2]
+/// is 1; then there is no error, and the gradients are scaled as any others.
 #[test]
 fn a_nonfinite_norm_is_refused_on_request_and_otherwise_scaled_as_pytorch() {
     let g = golden::<f64>();
@@ -183,18 +187,21 @@ fn a_nonfinite_norm_is_refused_on_request_and_otherwise_scaled_as_pytorch() {
             let options = ClipOptions::new(max_norm)
                 .norm_type(norm_type)
                 .error_if_nonfinite(true);
-            let NonFiniteNorm(total) = clip_grad_norm_with(&mut grads, options).unwrap_err();
-            assert!(
-                same(total, want_total),
-                "{label} {case}: error carries {total}"
-            );
-            assert_eq!(
-                grads[&p].data()[0],
-                1.0,
-                "{label} {case}: gradients left untouched"
-            );
-
-            let total = clip_grad_norm_with(&mut grads, options.error_if_nonfinite(false)).unwrap();
+            let total = if want_total.is_finite() {
+                clip_grad_norm_with(&mut grads, options).unwrap()
+            } else {
+                let NonFiniteNorm(total) = clip_grad_norm_with(&mut grads, options).unwrap_err();
+                assert!(
+                    same(total, want_total),
+                    "{label} {case}: error carries {total}"
+                );
+                assert_eq!(
+                    grads[&p].data()[0],
+                    1.0,
+                    "{label} {case}: gradients left untouched"
+                );
+                clip_grad_norm_with(&mut grads, options.error_if_nonfinite(false)).unwrap()
+            };
             assert!(
                 same(total, want_total),
                 "{label} {case}: norm {total} vs {want_total}"
@@ -209,6 +216,48 @@ fn a_nonfinite_norm_is_refused_on_request_and_otherwise_scaled_as_pytorch() {
     }
 }
 
+/// Norm types 0 and -inf on gradients that hold zeros, one of them all zeros (`clip.sparse.*`):
+/// torch's total is the norm of the per-gradient norms, so the 0 "norm" is 2, the gradients with
+/// a nonzero element (not 3, the nonzero elements), and clips by 1/(2 + 1e-6); the -inf norm is
+/// the smallest |g|, 0, which clips nothing. With no gradients at all, every norm is 0, as
+/// torch's.
+#[test]
+fn norm_types_zero_and_minus_inf_count_gradients_and_take_the_smallest() {
+    let g = golden::<f64>();
+    let names = ["a", "b", "c"];
+    for (case, norm_type, max_norm) in CLIPS
+        .into_iter()
+        .filter(|c| c.0 == "p0" || c.0 == "pneginf")
+    {
+        let model: Vec<Param<f64>> = names
+            .iter()
+            .map(|n| {
+                let shape = tensor(&g, &format!("clip.sparse.grads.{n}"))
+                    .shape()
+                    .to_vec();
+                Param::named(*n, Tensor::zeros(&shape))
+            })
+            .collect();
+        let tape = Tape::new();
+        let mut loss = tape.constant(Tensor::scalar(0.0));
+        for (p, n) in model.iter().zip(names) {
+            let gt = tensor(&g, &format!("clip.sparse.grads.{n}"));
+            loss = loss + (tape.param(p) * tape.constant(gt)).sum();
+        }
+        let mut grads = loss.backward();
+        let options = ClipOptions::new(max_norm).norm_type(norm_type);
+        let total = clip_grad_norm_with(&mut grads, options).unwrap();
+        let want = tensor(&g, &format!("clip.sparse.{case}.total")).data()[0];
+        assert_eq!(total, want, "{case}: norm");
+        for (p, n) in model.iter().zip(names) {
+            let want = tensor(&g, &format!("clip.sparse.{case}.{n}"));
+            assert_eq!(grads[p].data(), want.data(), "{case}: {n}");
+        }
+        let mut none = Grads::<f64>::default();
+        assert_eq!(clip_grad_norm_with(&mut none, options).unwrap(), 0.0);
+    }
+}
+
 /// A misuse, the line it is on, and the message it must panic with.
 type Case = (Box<dyn FnOnce()>, u32, &'static str);
 
@@ -218,9 +267,9 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
     #[track_caller]
     fn with(options: ClipOptions) { let (_, mut grads) = grads_of(&[1.0, 2.0]); let _ = clip_grad_norm_with(&mut grads, options); }
     let cases: Vec<Case> = vec![
-        (Box::new(|| with(ClipOptions::new(1.0).norm_type(0.0))), line!(), "clip_grad_norm: norm_type must be positive (a p-norm with p > 0, or inf), got 0"),
-        (Box::new(|| with(ClipOptions::new(1.0).norm_type(-2.0))), line!(), "clip_grad_norm: norm_type must be positive (a p-norm with p > 0, or inf), got -2"),
-        (Box::new(|| with(ClipOptions::new(1.0).norm_type(f64::NAN))), line!(), "clip_grad_norm: norm_type must be positive (a p-norm with p > 0, or inf), got NaN"),
+        (Box::new(|| with(ClipOptions::new(1.0).norm_type(-2.0))), line!(), "clip_grad_norm: norm_type must be a p-norm with p > 0, inf, 0 or -inf, got -2"),
+        (Box::new(|| with(ClipOptions::new(1.0).norm_type(f64::NAN))), line!(), "clip_grad_norm: norm_type must be a p-norm with p > 0, inf, 0 or -inf, got NaN"),
+        (Box::new(|| { let (_, mut grads) = grads_of(&[]); let _ = clip_grad_norm_with(&mut grads, ClipOptions::new(1.0).norm_type(f64::NEG_INFINITY)); }), line!(), "clip_grad_norm: the -inf norm of an empty gradient (shape [0]) is undefined, as in PyTorch"),
         (Box::new(|| with(ClipOptions::new(-1.0))), line!(), "clip_grad_norm: max_norm must be non-negative, got -1"),
         (Box::new(|| { let (_, mut grads) = grads_of(&[1.0]); clip_grad_norm(&mut grads, f64::NAN); }), line!(), "clip_grad_norm: max_norm must be non-negative, got NaN"),
         (Box::new(|| { let (_, mut grads) = grads_of(&[1.0]); clip_grad_value(&mut grads, -0.5); }), line!(), "clip_grad_value: clip_value must be non-negative, got -0.5"),

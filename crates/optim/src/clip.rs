@@ -1,4 +1,5 @@
-//! Gradient clipping: by global p-norm (L2 by default, any p > 0, or the max norm), and by value.
+//! Gradient clipping: by global p-norm (L2 by default, any p > 0, the max norm, and PyTorch's 0
+//! and -inf), and by value.
 
 use std::fmt;
 
@@ -18,8 +19,16 @@ pub fn grad_norm<F: Float>(grads: &Grads<F>) -> f64 {
         .sqrt()
 }
 
-/// The global p-norm of all gradients, as if they were one vector: (Σ |g|^p)^(1/p), or max |g|
-/// for p = ∞ (NaN if any element is NaN), accumulated in f64. p = 2 is [`grad_norm`].
+/// The global norm of all gradients as torch's `clip_grad_norm_` takes it: the p-norm of the
+/// vector of each gradient's own p-norm, accumulated in f64. For p > 0 that is the p-norm of
+/// every element as one vector, (Σ |g|^p)^(1/p), and max |g| for p = ∞; for p = -∞ it is
+/// min |g| (either is NaN if any element is NaN). For p = 0 it is not the count of nonzero
+/// elements: the 0 "norm" of the per-gradient counts counts the gradients with a nonzero
+/// element (NaN counts as nonzero). p = 2 is [`grad_norm`]. With no gradients, 0.
+///
+/// Panics, at the caller's line, on p = -∞ over a gradient with no elements, whose minimum
+/// torch refuses to take.
+#[track_caller]
 fn p_norm<F: Float>(grads: &Grads<F>, p: f64) -> f64 {
     let elements = || {
         grads
@@ -32,6 +41,27 @@ fn p_norm<F: Float>(grads: &Grads<F>, p: f64) -> f64 {
     } else if p == f64::INFINITY {
         // f64::max drops NaN; a NaN gradient must give a NaN norm, as torch's does.
         elements().fold(0.0, |m, x| if x > m || x.is_nan() { x } else { m })
+    } else if p == f64::NEG_INFINITY {
+        if let Some((_, g)) = grads.iter().find(|(_, g)| g.data().is_empty()) {
+            panic!(
+                "clip_grad_norm: the -inf norm of an empty gradient (shape {:?}) is undefined, as in PyTorch",
+                g.shape()
+            );
+        }
+        if grads.is_empty() {
+            return 0.0;
+        }
+        // As for ∞: f64::min would drop NaN.
+        elements().fold(
+            f64::INFINITY,
+            |m, x| if x < m || x.is_nan() { x } else { m },
+        )
+    } else if p == 0.0 {
+        let nonzero = grads
+            .iter()
+            .filter(|(_, g)| g.data().iter().any(|x| x.to_f64() != 0.0))
+            .count();
+        nonzero as f64
     } else if p == 1.0 {
         elements().fold(0.0, |sum, x| sum + x)
     } else {
@@ -70,7 +100,9 @@ pub fn clip_grad_norm_finite<F: Float>(
 pub struct ClipOptions {
     /// The largest norm the gradients may have after clipping (≥ 0).
     pub max_norm: f64,
-    /// p of the p-norm: any p > 0, or `f64::INFINITY` for the largest absolute element.
+    /// p of the p-norm: any p > 0, `f64::INFINITY` for the largest absolute element, and
+    /// PyTorch's 0 (the number of gradients with a nonzero element) and `f64::NEG_INFINITY`
+    /// (the smallest absolute element); see [`clip_grad_norm_with`].
     pub norm_type: f64,
     /// Refuse a NaN or infinite norm with [`NonFiniteNorm`] instead of scaling by it.
     pub error_if_nonfinite: bool,
@@ -86,7 +118,7 @@ impl ClipOptions {
         }
     }
 
-    /// Measures with the p-norm, p = `norm_type` (> 0, or `f64::INFINITY`).
+    /// Measures with the p-norm, p = `norm_type` (> 0, ±`f64::INFINITY` or 0).
     pub fn norm_type(mut self, norm_type: f64) -> Self {
         self.norm_type = norm_type;
         self
@@ -104,11 +136,17 @@ impl ClipOptions {
 /// accumulated in f64 whatever `F` is; then every gradient is multiplied by
 /// `min(1, max_norm / (total + 1e-6))`. Returns `total`, the norm before clipping.
 ///
+/// PyTorch takes the norm of the gradients' own norms, which for the two norm types it allows
+/// beyond these gives: `min |g|` over every element for p = -∞, and for p = 0 the number of
+/// gradients with a nonzero element (NaN counts), not of nonzero elements. Those are torch's
+/// totals here too.
+///
 /// A NaN or infinite `total` is an error ([`NonFiniteNorm`], gradients untouched) when
 /// `error_if_nonfinite` is set; otherwise it is returned, and scaling by it makes the gradients
 /// NaN (a NaN norm) or zero and NaN where they were infinite (an infinite one), as in PyTorch.
 ///
-/// Panics if `norm_type` is not positive (0, negative, NaN) or `max_norm` is negative or NaN.
+/// Panics if `norm_type` is none of those (a negative finite p, NaN) or `max_norm` is negative
+/// or NaN, and for p = -∞ over a gradient with no elements, whose minimum PyTorch refuses too.
 #[track_caller]
 pub fn clip_grad_norm_with<F: Float>(
     grads: &mut Grads<F>,
@@ -116,8 +154,8 @@ pub fn clip_grad_norm_with<F: Float>(
 ) -> Result<f64, NonFiniteNorm> {
     let p = options.norm_type;
     assert!(
-        p > 0.0,
-        "clip_grad_norm: norm_type must be positive (a p-norm with p > 0, or inf), got {p}"
+        p >= 0.0 || p == f64::NEG_INFINITY,
+        "clip_grad_norm: norm_type must be a p-norm with p > 0, inf, 0 or -inf, got {p}"
     );
     check_max_norm(options.max_norm);
     let total = p_norm(grads, p);
