@@ -361,7 +361,7 @@ fn nll_loss_with_weights_ignore_index_and_reductions_matches_pytorch() {
 }
 
 /// With every target ignored, PyTorch's mean is 0/0 = NaN and its gradient 0 (torch 2.15, with and
-/// without weights and smoothing): so are these.
+/// without weights and smoothing), and so is a mean over no rows: so are these.
 #[test]
 fn a_mean_over_no_counted_targets_is_nan_with_a_zero_gradient() {
     let tape = Tape::<f64>::new();
@@ -391,6 +391,11 @@ fn a_mean_over_no_counted_targets_is_nan_with_a_zero_gradient() {
         assert!(loss.item().is_nan());
         assert!(loss.backward()[x].data().iter().all(|&g| g == 0.0));
     }
+    // Over no rows at all, probability targets' mean (Σ l_n / N) is 0/0 too (torch 2.15).
+    let rows = tape.var(Tensor::zeros(&[0, 3]));
+    let loss = rows.cross_entropy_probs(tape.constant(Tensor::zeros(&[0, 3])));
+    assert!(loss.item().is_nan());
+    assert_eq!(loss.backward()[rows].shape(), &[0, 3]);
 }
 
 /// Targets that count but whose class weights sum to 0: PyTorch's mean is 0/0 = NaN, smoothing
