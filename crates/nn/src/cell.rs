@@ -102,7 +102,8 @@ pub trait Cell<F: Float = f32>: Module<F> {
         bare.rsplit("::").next().unwrap_or(bare)
     }
 
-    /// H, the features of h.
+    /// H, by default the features of h. A cell whose h is a projection of fewer features (an
+    /// LSTM with `proj_size`) returns the H of its gates and c instead.
     fn hidden_size(&self) -> usize {
         self.state_parts()[0].shape[0]
     }
