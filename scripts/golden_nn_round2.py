@@ -1,4 +1,5 @@
-"""Golden values for rewind's LSTM with a projection (proj_size), from PyTorch.
+"""Golden values for rewind's LSTM with a projection (proj_size) and its cells on unbatched
+input, from PyTorch.
 
 Writes two files into tests/data/, read by tests/nn_more_parity.rs:
 
@@ -11,6 +12,8 @@ Writes two files into tests/data/, read by tests/nn_more_parity.rs:
     - nn.LSTM(5, 4, proj_size=2 or 3): one layer; two layers bidirectional with an initial state
       (h0 [D*L, B, P], c0 [D*L, B, H]); bias-free, two layers bidirectional over packed variable
       lengths; an unbatched input [T, in] with an unbatched initial state, batch_first;
+    - nn.RNNCell, nn.LSTMCell and nn.GRUCell(5, 4) stepped on unbatched input: x [5], h [4]
+      (and c [4]), giving h' [4] (and c' [4]);
     - "load_proj": an input [6, 3, 5] and the outputs of the model in
       nn_round2_state_dict.safetensors (its float32 weights, widened to float64 for the float64
       run).
@@ -39,6 +42,12 @@ from safetensors_metadata import sort_metadata
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 GOLDEN = DATA / "nn_round2_golden.safetensors"
 STATE_DICT = DATA / "nn_round2_state_dict.safetensors"
+
+UNBATCHED_CELLS = {
+    "rnn_cell_unbatched": "rnn_cell",
+    "lstm_cell_unbatched": "lstm_cell",
+    "gru_cell_unbatched": "gru_cell",
+}
 
 # name -> options for proj_case
 PROJECTED = {
@@ -102,6 +111,41 @@ def proj_case(record, dtype, case, proj_size, num_layers=1, bidirectional=False,
     return config
 
 
+def unbatched_cell_case(record, dtype, case, kind):
+    config = dict(kind=kind, nonlinearity="tanh", input_size=INPUT, hidden_size=HIDDEN, bias=True,
+                  unbatched=True)
+    seed(case)
+    make = {"rnn_cell": nn.RNNCell, "lstm_cell": nn.LSTMCell, "gru_cell": nn.GRUCell}[kind]
+    cell = make(INPUT, HIDDEN, dtype=torch.float64)
+    lstm = kind == "lstm_cell"
+    inputs = {"x": torch.randn(INPUT, dtype=torch.float64),
+              "h": torch.randn(HIDDEN, dtype=torch.float64)}
+    if lstm:
+        inputs["c"] = torch.randn(HIDDEN, dtype=torch.float64)
+    projections = {"proj_h": torch.randn(HIDDEN, dtype=torch.float64)}
+    if lstm:
+        projections["proj_c"] = torch.randn(HIDDEN, dtype=torch.float64)
+
+    cell = cell.to(dtype)
+    inputs = {k: v.to(dtype).requires_grad_() for k, v in inputs.items()}
+    projections = {k: v.to(dtype) for k, v in projections.items()}
+    if lstm:
+        h_next, c_next = cell(inputs["x"], (inputs["h"], inputs["c"]))
+        outputs = {"h_next": h_next, "c_next": c_next}
+    else:
+        outputs = {"h_next": cell(inputs["x"], inputs["h"])}
+    assert all(o.shape == (HIDDEN,) for o in outputs.values())
+    loss = projected_loss(outputs.values(), projections.values())
+
+    params = dict(cell.named_parameters())
+    record(case, inputs)
+    record(case, {f"param.{k}": v for k, v in params.items()})
+    record(case, outputs)
+    record(case, projections)
+    record(case, gradients(loss, params, inputs))
+    return config
+
+
 def write_state_dict():
     """Saves a projected LSTM as a PyTorch user would; returns it and an input for it."""
     torch.manual_seed(46)
@@ -126,6 +170,8 @@ def write_golden():
         record = Recorder(tensors, prefix, dtype)
         for case, opts in PROJECTED.items():
             configs[case] = proj_case(record, dtype, case, **opts)
+        for case, kind in UNBATCHED_CELLS.items():
+            configs[case] = unbatched_cell_case(record, dtype, case, kind)
         load_case(record, dtype, saved_model, saved_input)
     configs["load_proj"] = dict(kind="lstm", input_size=INPUT, hidden_size=HIDDEN, proj_size=3,
                                 num_layers=2, bidirectional=True, bias=True)

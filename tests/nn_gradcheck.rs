@@ -279,3 +279,37 @@ fn projected_lstm_gradients() {
     });
     gradcheck(|t, v| run(t, &cell, [v[0], v[1], v[2]]), &[x, h, c]).unwrap();
 }
+
+/// The built-in cells on unbatched input (x [4], h [2], c [2], as `torch.nn.GRUCell(x, h)`
+/// takes them): gradients with respect to x, h and c, and the LSTM cell's parameters.
+#[test]
+fn unbatched_cell_gradients() {
+    let mut r = rng(10);
+    let (x, h, c) = (
+        uniform(&[4], &mut r),
+        uniform(&[2], &mut r),
+        uniform(&[2], &mut r),
+    );
+    let rnn = RnnCell::<f64>::init(4, 2, Nonlinearity::Tanh, &mut r);
+    gradcheck(
+        |t, v| project(rnn.forward(t, v[0], v[1]).h, 70),
+        &[x.clone(), h.clone()],
+    )
+    .unwrap();
+    let gru = GruCell::<f64>::init(4, 2, Nonlinearity::Tanh, &mut r);
+    gradcheck(
+        |t, v| project(gru.forward(t, v[0], v[1]).h, 71),
+        &[x.clone(), h.clone()],
+    )
+    .unwrap();
+    let mut lstm = LstmCell::<f64>::init(4, 2, Nonlinearity::Tanh, &mut r);
+    fn run<'t>(t: &'t Tape<f64>, cell: &LstmCell<f64>, v: [Var<'t, f64>; 3]) -> Var<'t, f64> {
+        let s = cell.forward(t, v[0], (v[1], v[2]));
+        project(s.h, 72) + project(s.c.unwrap(), 73)
+    }
+    ok(&mut lstm, |t, cell| {
+        let v = [&x, &h, &c].map(|v| t.constant(v.clone()));
+        run(t, cell, v)
+    });
+    gradcheck(|t, v| run(t, &lstm, [v[0], v[1], v[2]]), &[x, h, c]).unwrap();
+}

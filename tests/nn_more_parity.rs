@@ -14,7 +14,7 @@ use rewind::autograd::io::TensorFile;
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Float, Grads, Tape, Tensor, Var};
 use rewind::nn::{
-    load_state_dict, Carry, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
+    load_state_dict, Carry, Cell, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
     RecurrentConfig, RnnCell, Run, StackState, StandardCell, State,
 };
 use rewind::optim::{Adam, Optimizer};
@@ -502,4 +502,85 @@ fn carried<F: Float>(g: &Golden<F>) {
 #[test]
 fn a_projected_stack_carries_its_state_across_chunks() {
     both_dtypes(ROUND2, carried, carried);
+}
+
+/// One step of a built-in cell on unbatched input, as `torch.nn.GRUCell(x, h)` with x [5] and
+/// h [4] gives h' [4] (and `torch.nn.LSTMCell(x, (h, c))` gives (h' [4], c' [4])): the values
+/// and every gradient, with respect to the parameters and to x, h and c.
+fn run_unbatched_cell<C: StandardCell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
+    let mut cell = C::init(5, 4, Nonlinearity::Tanh, &mut StdRng::seed_from_u64(0));
+    load_state_dict(&mut cell, &g.params(case)).expect("PyTorch's names and shapes");
+    let tape = Tape::new();
+    let x = tape.var(g.get(case, "x"));
+    let h = tape.var(g.get(case, "h"));
+    let c = (C::GATES == 4).then(|| tape.var(g.get(case, "c")));
+    let next = match c {
+        Some(c) => cell.forward(&tape, x, (h, c)),
+        None => cell.forward(&tape, x, h),
+    };
+    let mut e = g.errors(case);
+    e.compare("h_next", &next.h.value());
+    let mut loss = projected(g, case, "h", next.h);
+    if let Some(cn) = next.c {
+        e.compare("c_next", &cn.value());
+        loss = loss + projected(g, case, "c", cn);
+    }
+    let grads = loss.backward();
+    e.compare_grads(&cell, &grads);
+    e.compare("grad_x", &grads[x]);
+    e.compare("grad_h", &grads[h]);
+    if let Some(c) = c {
+        e.compare("grad_c", &grads[c]);
+    }
+    e.worst
+}
+
+fn unbatched_cells<F: Float>(g: &Golden<F>) {
+    for (case, worst) in [
+        (
+            "rnn_cell_unbatched",
+            run_unbatched_cell::<RnnCell<F>, F>(g, "rnn_cell_unbatched"),
+        ),
+        (
+            "lstm_cell_unbatched",
+            run_unbatched_cell::<LstmCell<F>, F>(g, "lstm_cell_unbatched"),
+        ),
+        (
+            "gru_cell_unbatched",
+            run_unbatched_cell::<GruCell<F>, F>(g, "gru_cell_unbatched"),
+        ),
+    ] {
+        println!("{}.{case:<34} {worst:.2e}", g.prefix);
+    }
+}
+
+#[test]
+fn cells_step_unbatched_input_as_pytorch_does() {
+    both_dtypes(ROUND2, unbatched_cells, unbatched_cells);
+}
+
+/// An unbatched input [in] takes an unbatched state, a batched input [B, in] a state of B rows,
+/// and the input has the cell's features; anything else is refused at the caller's line with
+/// both shapes named (PyTorch: "Expected hidden to be 1D for unbatched input").
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn misshapen_cell_input_panics_at_the_callers_line() {
+    let mut rng = StdRng::seed_from_u64(0);
+    let gru = GruCell::<f64>::init(5, 4, Nonlinearity::Tanh, &mut rng);
+    let lstm = LstmCell::<f64>::init(5, 4, Nonlinearity::Tanh, &mut rng);
+    let tape = Tape::new();
+    let zeros = |shape: &[usize]| tape.constant(Tensor::zeros(shape));
+    type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { gru.forward(&tape, zeros(&[5]), zeros(&[1, 4])); }), line!(), "gru: an unbatched input [5] needs an unbatched state, h [4]; got h [1, 4]"),
+        (Box::new(|| { gru.forward(&tape, zeros(&[3, 5]), zeros(&[4])); }), line!(), "gru: an input [3, 5] needs a state of 3 rows, h [3, 4]; got h [4]"),
+        (Box::new(|| { lstm.forward(&tape, zeros(&[5]), (zeros(&[4]), zeros(&[2, 4]))); }), line!(), "lstm: an unbatched input [5] needs an unbatched state, c [4]; got c [2, 4]"),
+        (Box::new(|| { gru.forward(&tape, zeros(&[6]), zeros(&[4])); }), line!(), "gru: expected an input [B, 5] or unbatched [5], got [6]"),
+        (Box::new(|| { gru.forward(&tape, zeros(&[2, 3, 5]), zeros(&[4])); }), line!(), "gru: expected an input [B, 5] or unbatched [5], got [2, 3, 5]"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, _, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert_eq!(at, line, "{expected}: reported at line {at}, not the caller's {line}");
+    }
 }
