@@ -289,3 +289,68 @@ fn a_forget_bias_sets_the_forget_blocks_and_draws_the_rest_as_pytorch() {
         "recurrent: forget_bias needs biases, and bias is false"
     );
 }
+
+/// `proj_size(P)` (`torch.nn.LSTM(..., proj_size=P)`) adds `weight_hr_l{k}` [P, H] to each layer
+/// and direction, after the four others in torch's order (weight_ih, weight_hh, bias_ih,
+/// bias_hh, weight_hr), every one drawn ~ U(-1/√H, 1/√H) from the generator in that order, as
+/// torch's `reset_parameters` walks `_flat_weights`. weight_hh is [4H, P] (it reads h, now of P
+/// features) and the second layer reads D·P inputs.
+#[test]
+fn a_projected_lstm_draws_weight_hr_last_in_each_layer_and_direction() {
+    use rewind::nn::Lstm;
+    let (h, p) = (4, 3);
+    let config = RecurrentConfig::new(5, h)
+        .num_layers(2)
+        .bidirectional(true)
+        .proj_size(p);
+    let lstm = Lstm::<f64>::init(config, &mut StdRng::seed_from_u64(3));
+    let mut rng = StdRng::seed_from_u64(3);
+    let k = 1.0 / (h as f64).sqrt();
+    let mut expected = Vec::new();
+    for layer in 0..2 {
+        let input = if layer == 0 { 5 } else { 2 * p };
+        for suffix in ["", "_reverse"] {
+            for (name, shape) in [
+                ("weight_ih", vec![4 * h, input]),
+                ("weight_hh", vec![4 * h, p]),
+                ("bias_ih", vec![4 * h]),
+                ("bias_hh", vec![4 * h]),
+                ("weight_hr", vec![p, h]),
+            ] {
+                let drawn = Tensor::<f64>::uniform(&shape, -k, k, &mut rng);
+                expected.push((format!("{name}_l{layer}{suffix}"), drawn));
+            }
+        }
+    }
+    let ours: Vec<(String, Tensor<f64>)> = lstm
+        .params()
+        .into_iter()
+        .map(|(name, p)| (name, p.value()))
+        .collect();
+    assert_eq!(ours, expected);
+}
+
+/// A projection must be smaller than H and positive (as PyTorch requires), and only an LSTM
+/// has one; each refusal names the value, at the caller's line.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn a_projection_out_of_range_or_on_another_cell_panics_at_the_callers_line() {
+    use rewind::nn::{Gru, Lstm, LstmCell, Recurrent, Rnn};
+    let config = RecurrentConfig::new(5, 4);
+    let rng = || StdRng::seed_from_u64(0);
+    type Case = (Box<dyn FnOnce()>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (Box::new(move || { Lstm::<f64>::init(config.proj_size(4), &mut rng()); }), line!(), "recurrent: proj_size must be in 1..4 (smaller than hidden_size, as PyTorch requires), got 4"),
+        (Box::new(move || { Lstm::<f64>::zeros(config.proj_size(0)); }), line!(), "recurrent: proj_size must be in 1..4 (smaller than hidden_size, as PyTorch requires), got 0"),
+        (Box::new(move || { Gru::<f64>::init(config.proj_size(2), &mut rng()); }), line!(), "recurrent: proj_size needs an LSTM, not GruCell<f64>"),
+        (Box::new(move || { Rnn::<f64>::zeros(config.proj_size(2)); }), line!(), "recurrent: proj_size needs an LSTM, not RnnCell<f64>"),
+        (Box::new(move || { Recurrent::with_cells(config.proj_size(5), |i, h| LstmCell::<f64>::init_projected(i, h, 2, &mut rng())); }), line!(), "recurrent: proj_size must be in 1..4 (smaller than hidden_size, as PyTorch requires), got 5"),
+        (Box::new(move || { LstmCell::<f64>::init_projected(5, 4, 4, &mut rng()); }), line!(), "lstm: proj_size must be in 1..4 (smaller than hidden_size, as PyTorch requires), got 4"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, file, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert!(file.ends_with("module_params.rs"), "{expected}: reported in {file}");
+        assert_eq!(at, line, "{expected}: reported at line {at}, not the caller's {line}");
+    }
+}

@@ -6,8 +6,8 @@ use rewind::autograd::rand::SeedableRng;
 use rewind::autograd::{gradcheck, Tape, Tensor, Var};
 use rewind::nn::loss::{bce_with_logits, cross_entropy, mse_loss, nll_loss};
 use rewind::nn::{
-    gradcheck_module, Dropout, Embedding, Gru, GruCell, Linear, Lstm, LstmCell, Module,
-    Nonlinearity, RecurrentConfig, Rnn, RnnCell, StackState, StandardCell, State,
+    gradcheck_module, Cell, Dropout, Embedding, Gru, GruCell, Linear, Lstm, LstmCell, Module,
+    Nonlinearity, RecurrentConfig, Rnn, RnnCell, Run, StackState, StandardCell, State,
 };
 
 fn rng(seed: u64) -> StdRng {
@@ -236,4 +236,80 @@ fn learned_initial_state_gets_gradients() {
         let out = m.forward(t, t.constant(x.clone()), None, None);
         project(out.output, 50) + project(out.state.c.unwrap(), 51)
     });
+}
+
+/// An LSTM with a projection (`proj_size(2)`, H = 3): two bidirectional layers over variable
+/// lengths, from a learned initial state (h_0 [4, 2], c_0 [4, 3]), in checkpointed segments of
+/// 3 steps; then a standalone projected cell, with respect to its parameters and to x, h [B, P]
+/// and c [B, H].
+#[test]
+fn projected_lstm_gradients() {
+    let mut r = rng(9);
+    let config = RecurrentConfig::new(3, 3)
+        .num_layers(2)
+        .bidirectional(true)
+        .proj_size(2)
+        .learn_initial_state(true);
+    let mut lstm = Lstm::<f64>::init(config, &mut r);
+    let x = uniform(&[4, 3, 3], &mut r);
+    let lengths = [4, 2, 3];
+    ok(&mut lstm, |t, m| {
+        let run = Run {
+            lengths: Some(&lengths),
+            checkpoint_every: Some(3),
+            ..Run::default()
+        };
+        let out = m.forward_with(t, t.constant(x.clone()), None, &run);
+        project(out.output, 60) + project(out.state.h, 61) + project(out.state.c.unwrap(), 62)
+    });
+
+    let mut cell = LstmCell::<f64>::init_projected(4, 3, 2, &mut r);
+    let (x, h, c) = (
+        uniform(&[2, 4], &mut r),
+        uniform(&[2, 2], &mut r),
+        uniform(&[2, 3], &mut r),
+    );
+    fn run<'t>(t: &'t Tape<f64>, cell: &LstmCell<f64>, v: [Var<'t, f64>; 3]) -> Var<'t, f64> {
+        let s = cell.forward(t, v[0], (v[1], v[2]));
+        project(s.h, 63) + project(s.c.unwrap(), 64)
+    }
+    ok(&mut cell, |t, cell| {
+        let v = [&x, &h, &c].map(|v| t.constant(v.clone()));
+        run(t, cell, v)
+    });
+    gradcheck(|t, v| run(t, &cell, [v[0], v[1], v[2]]), &[x, h, c]).unwrap();
+}
+
+/// The built-in cells on unbatched input (x [4], h [2], c [2], as `torch.nn.GRUCell(x, h)`
+/// takes them): gradients with respect to x, h and c, and the LSTM cell's parameters.
+#[test]
+fn unbatched_cell_gradients() {
+    let mut r = rng(10);
+    let (x, h, c) = (
+        uniform(&[4], &mut r),
+        uniform(&[2], &mut r),
+        uniform(&[2], &mut r),
+    );
+    let rnn = RnnCell::<f64>::init(4, 2, Nonlinearity::Tanh, &mut r);
+    gradcheck(
+        |t, v| project(rnn.forward(t, v[0], v[1]).h, 70),
+        &[x.clone(), h.clone()],
+    )
+    .unwrap();
+    let gru = GruCell::<f64>::init(4, 2, Nonlinearity::Tanh, &mut r);
+    gradcheck(
+        |t, v| project(gru.forward(t, v[0], v[1]).h, 71),
+        &[x.clone(), h.clone()],
+    )
+    .unwrap();
+    let mut lstm = LstmCell::<f64>::init(4, 2, Nonlinearity::Tanh, &mut r);
+    fn run<'t>(t: &'t Tape<f64>, cell: &LstmCell<f64>, v: [Var<'t, f64>; 3]) -> Var<'t, f64> {
+        let s = cell.forward(t, v[0], (v[1], v[2]));
+        project(s.h, 72) + project(s.c.unwrap(), 73)
+    }
+    ok(&mut lstm, |t, cell| {
+        let v = [&x, &h, &c].map(|v| t.constant(v.clone()));
+        run(t, cell, v)
+    });
+    gradcheck(|t, v| run(t, &lstm, [v[0], v[1], v[2]]), &[x, h, c]).unwrap();
 }

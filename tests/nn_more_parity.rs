@@ -1,7 +1,8 @@
-//! Bias-free layers, unbatched recurrent input, gradients built by hand and loading without a
-//! generator, against PyTorch: the data `scripts/golden_nn_more.py` wrote (torch 2.15) into
-//! tests/data/nn_more_golden.safetensors, every case in float64 and in float32, and
-//! tests/data/nn_more_state_dict.safetensors, a bias-free LSTM's state_dict saved by PyTorch.
+//! Bias-free layers, unbatched recurrent input, gradients built by hand, loading without a
+//! generator and the LSTM's projection, against PyTorch: the data `scripts/golden_nn_more.py`
+//! wrote (torch 2.15) into tests/data/nn_more_golden.safetensors, every case in float64 and in
+//! float32, and tests/data/nn_more_state_dict.safetensors, a bias-free LSTM's state_dict saved by
+//! PyTorch; and likewise `scripts/golden_nn_round2.py` into tests/data/nn_round2_*.safetensors.
 //! Each tensor must match to 1e-13 (float64) or 1e-5 (float32), measured as
 //! max |ours - torch| / max |torch|.
 
@@ -13,14 +14,20 @@ use rewind::autograd::io::TensorFile;
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Float, Grads, Tape, Tensor, Var};
 use rewind::nn::{
-    load_state_dict, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
+    load_state_dict, Carry, Cell, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
     RecurrentConfig, RnnCell, Run, StackState, StandardCell, State,
 };
 use rewind::optim::{Adam, Optimizer};
 use support::golden::{self, data, tensor, Cases};
 use support::panics::panic_of;
 
-/// One dtype's half of the golden file: keys `{prefix}.{case}.{what}`.
+/// A golden file and the script that wrote it.
+type Source = (&'static str, &'static str);
+
+const MORE: Source = ("nn_more_golden.safetensors", "golden_nn_more.py");
+const ROUND2: Source = ("nn_round2_golden.safetensors", "golden_nn_round2.py");
+
+/// One dtype's half of a golden file: keys `{prefix}.{case}.{what}`.
 struct Golden<F: Float> {
     file: TensorFile<F>,
     prefix: &'static str,
@@ -28,9 +35,9 @@ struct Golden<F: Float> {
 }
 
 impl<F: Float> Golden<F> {
-    fn load(prefix: &'static str, tolerance: f64) -> Self {
+    fn load((name, script): Source, prefix: &'static str, tolerance: f64) -> Self {
         Golden {
-            file: golden::load("nn_more_golden.safetensors", "golden_nn_more.py"),
+            file: golden::load(name, script),
             prefix,
             tolerance,
         }
@@ -128,6 +135,9 @@ fn config<F: Float>(g: &Golden<F>, case: &str) -> RecurrentConfig {
     if g.field(case, "nonlinearity") == "relu" {
         config = config.nonlinearity(Nonlinearity::Relu);
     }
+    if g.metadata()[&format!("case.{case}")].contains("\"proj_size\"") {
+        config = config.proj_size(g.number(case, "proj_size"));
+    }
     config
 }
 
@@ -197,9 +207,9 @@ fn stacks<F: Float>(g: &Golden<F>, cases: &[&str]) {
     }
 }
 
-fn both_dtypes(test: impl Fn(&Golden<f64>), test32: impl Fn(&Golden<f32>)) {
-    test(&Golden::load("f64", 1e-13));
-    test32(&Golden::load("f32", 1e-5));
+fn both_dtypes(source: Source, test: impl Fn(&Golden<f64>), test32: impl Fn(&Golden<f32>)) {
+    test(&Golden::load(source, "f64", 1e-13));
+    test32(&Golden::load(source, "f32", 1e-5));
 }
 
 const BIAS_FREE_STACKS: [&str; 6] = [
@@ -222,6 +232,7 @@ const UNBATCHED_STACKS: [&str; 5] = [
 #[test]
 fn bias_free_stacks_match_pytorch() {
     both_dtypes(
+        MORE,
         |g| stacks(g, &BIAS_FREE_STACKS),
         |g| stacks(g, &BIAS_FREE_STACKS),
     );
@@ -230,6 +241,7 @@ fn bias_free_stacks_match_pytorch() {
 #[test]
 fn unbatched_stacks_match_pytorch() {
     both_dtypes(
+        MORE,
         |g| stacks(g, &UNBATCHED_STACKS),
         |g| stacks(g, &UNBATCHED_STACKS),
     );
@@ -238,7 +250,7 @@ fn unbatched_stacks_match_pytorch() {
 /// PyTorch's `bias=False` stack has no bias parameters at all: its state_dict names are ours.
 #[test]
 fn bias_free_stacks_have_pytorchs_names() {
-    let g = Golden::<f64>::load("f64", 1e-13);
+    let g = Golden::<f64>::load(MORE, "f64", 1e-13);
     let model = Lstm::<f64>::init(
         config(&g, "lstm_nobias_l2_bi_h0"),
         &mut StdRng::seed_from_u64(0),
@@ -305,7 +317,7 @@ fn cells<F: Float>(g: &Golden<F>) {
 
 #[test]
 fn bias_free_cells_match_pytorch() {
-    both_dtypes(cells, cells);
+    both_dtypes(MORE, cells, cells);
 }
 
 fn linear<F: Float>(g: &Golden<F>) {
@@ -325,7 +337,7 @@ fn linear<F: Float>(g: &Golden<F>) {
 
 #[test]
 fn bias_free_linear_matches_pytorch() {
-    both_dtypes(linear, linear);
+    both_dtypes(MORE, linear, linear);
 }
 
 /// Two Adam steps fed gradients by name, as they would arrive from another process: the second
@@ -358,7 +370,7 @@ fn adam<F: Float>(g: &Golden<F>) {
 
 #[test]
 fn an_optimizer_applies_gradients_given_by_name_as_pytorch_does() {
-    both_dtypes(adam, adam);
+    both_dtypes(MORE, adam, adam);
 }
 
 /// A state_dict PyTorch saved from `nn.LSTM(5, 4, num_layers=2, bidirectional=True,
@@ -384,7 +396,7 @@ fn load<F: Float>(g: &Golden<F>) {
 
 #[test]
 fn a_bias_free_state_dict_from_pytorch_loads_without_a_generator() {
-    both_dtypes(load, load);
+    both_dtypes(MORE, load, load);
 }
 
 /// Unbatched input takes an unbatched state and no lengths, and a sequence has at least one step
@@ -409,6 +421,162 @@ fn misshapen_recurrent_input_panics_at_the_callers_line() {
         (Box::new(|| { lstm.forward(&tape, zeros(&[0, 3, 5]), None, None); }), line!(), "lstm: the input [0, 3, 5] has no time steps; a sequence needs at least one"),
         (Box::new(|| { lstm.forward(&tape, zeros(&[0, 5]), None, None); }), line!(), "lstm: the input [0, 5] has no time steps; a sequence needs at least one"),
         (Box::new(|| { lstm.forward_with(&tape, zeros(&[0, 3, 5]), None, &Run { checkpoint_every: Some(2), ..Run::default() }); }), line!(), "lstm: the input [0, 3, 5] has no time steps; a sequence needs at least one"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, _, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert_eq!(at, line, "{expected}: reported at line {at}, not the caller's {line}");
+    }
+}
+
+/// `torch.nn.LSTM(5, 4, proj_size=P)`: h_t = W_hr (o_t ⊙ tanh(c_t)) has P features and c_t keeps
+/// H, so the output is [T, B, D·P], h_n [D·L, B, P], c_n [D·L, B, H], and a layer above the first
+/// reads D·P inputs. One layer; two bidirectional layers from a given (h0, c0); bias-free over
+/// variable lengths; one unbatched sequence, batch-first. Each plain and checkpointed.
+const PROJECTED_STACKS: [&str; 4] = [
+    "lstm_proj2_l1",
+    "lstm_proj3_l2_bi_h0",
+    "lstm_proj2_nobias_l2_bi_lengths",
+    "lstm_proj3_unbatched_batch_first_h0",
+];
+
+#[test]
+fn projected_lstm_stacks_match_pytorch() {
+    both_dtypes(
+        ROUND2,
+        |g| stacks(g, &PROJECTED_STACKS),
+        |g| stacks(g, &PROJECTED_STACKS),
+    );
+}
+
+/// The state_dict PyTorch saved from `nn.LSTM(5, 4, num_layers=2, bidirectional=True,
+/// proj_size=3)` (with `weight_hr_l{k}` and `weight_hr_l{k}_reverse` [3, 4]) loads with
+/// `Lstm::load` and reproduces PyTorch's outputs.
+fn load_projected<F: Float>(g: &Golden<F>) {
+    let case = "load_proj";
+    let lstm = Lstm::<F>::load(
+        RecurrentConfig::new(5, 4)
+            .num_layers(2)
+            .bidirectional(true)
+            .proj_size(3),
+        data("nn_round2_state_dict.safetensors"),
+    )
+    .expect("a projected LSTM's state_dict");
+    let tape = Tape::new();
+    let out = lstm.forward(&tape, tape.constant(g.get(case, "input")), None, None);
+    let mut e = g.errors(case);
+    e.compare("output", &out.output.value());
+    e.compare("h_n", &out.state.h.value());
+    e.compare("c_n", &out.state.c.expect("an LSTM's c").value());
+    println!("{}.{case:<34} {:.2e}", g.prefix, e.worst);
+}
+
+#[test]
+fn a_projected_state_dict_from_pytorch_loads_without_a_generator() {
+    both_dtypes(ROUND2, load_projected, load_projected);
+}
+
+/// A projected stack run over the first 4 steps from `Carry::zeros` (h [1, 3, 2] of P features,
+/// c [1, 3, 4] of H), then over the last 2 from the carried final state, ends in the h_n and c_n
+/// PyTorch's run over all 6 steps gives ("lstm_proj2_l1").
+fn carried<F: Float>(g: &Golden<F>) {
+    let case = "lstm_proj2_l1";
+    let lstm = Lstm::<F>::from_state_dict(config(g, case), &g.params(case))
+        .expect("PyTorch's names and shapes");
+    let x = g.get(case, "input");
+    let first = Tape::new();
+    let start = Carry::zeros(&lstm, 3).on(&first);
+    assert_eq!(&start.h.shape()[..], &[1, 3, 2]);
+    assert_eq!(&start.c.expect("c").shape()[..], &[1, 3, 4]);
+    let head = first.constant(x.clone()).narrow(0, 0, 4);
+    let carry = Carry::of(lstm.forward(&first, head, Some(start), None).state);
+    let next = Tape::new();
+    let tail = next.constant(x).narrow(0, 4, 2);
+    let end = lstm.forward(&next, tail, Some(carry.on(&next)), None).state;
+    let mut e = g.errors(case);
+    e.compare("h_n", &end.h.value());
+    e.compare("c_n", &end.c.expect("c").value());
+    println!("{}.{case:<34} carried {:.2e}", g.prefix, e.worst);
+}
+
+#[test]
+fn a_projected_stack_carries_its_state_across_chunks() {
+    both_dtypes(ROUND2, carried, carried);
+}
+
+/// One step of a built-in cell on unbatched input, as `torch.nn.GRUCell(x, h)` with x [5] and
+/// h [4] gives h' [4] (and `torch.nn.LSTMCell(x, (h, c))` gives (h' [4], c' [4])): the values
+/// and every gradient, with respect to the parameters and to x, h and c.
+fn run_unbatched_cell<C: StandardCell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
+    let mut cell = C::init(5, 4, Nonlinearity::Tanh, &mut StdRng::seed_from_u64(0));
+    load_state_dict(&mut cell, &g.params(case)).expect("PyTorch's names and shapes");
+    let tape = Tape::new();
+    let x = tape.var(g.get(case, "x"));
+    let h = tape.var(g.get(case, "h"));
+    let c = (C::GATES == 4).then(|| tape.var(g.get(case, "c")));
+    let next = match c {
+        Some(c) => cell.forward(&tape, x, (h, c)),
+        None => cell.forward(&tape, x, h),
+    };
+    let mut e = g.errors(case);
+    e.compare("h_next", &next.h.value());
+    let mut loss = projected(g, case, "h", next.h);
+    if let Some(cn) = next.c {
+        e.compare("c_next", &cn.value());
+        loss = loss + projected(g, case, "c", cn);
+    }
+    let grads = loss.backward();
+    e.compare_grads(&cell, &grads);
+    e.compare("grad_x", &grads[x]);
+    e.compare("grad_h", &grads[h]);
+    if let Some(c) = c {
+        e.compare("grad_c", &grads[c]);
+    }
+    e.worst
+}
+
+fn unbatched_cells<F: Float>(g: &Golden<F>) {
+    for (case, worst) in [
+        (
+            "rnn_cell_unbatched",
+            run_unbatched_cell::<RnnCell<F>, F>(g, "rnn_cell_unbatched"),
+        ),
+        (
+            "lstm_cell_unbatched",
+            run_unbatched_cell::<LstmCell<F>, F>(g, "lstm_cell_unbatched"),
+        ),
+        (
+            "gru_cell_unbatched",
+            run_unbatched_cell::<GruCell<F>, F>(g, "gru_cell_unbatched"),
+        ),
+    ] {
+        println!("{}.{case:<34} {worst:.2e}", g.prefix);
+    }
+}
+
+#[test]
+fn cells_step_unbatched_input_as_pytorch_does() {
+    both_dtypes(ROUND2, unbatched_cells, unbatched_cells);
+}
+
+/// An unbatched input [in] takes an unbatched state, a batched input [B, in] a state of B rows,
+/// and the input has the cell's features; anything else is refused at the caller's line with
+/// both shapes named (PyTorch: "Expected hidden to be 1D for unbatched input").
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn misshapen_cell_input_panics_at_the_callers_line() {
+    let mut rng = StdRng::seed_from_u64(0);
+    let gru = GruCell::<f64>::init(5, 4, Nonlinearity::Tanh, &mut rng);
+    let lstm = LstmCell::<f64>::init(5, 4, Nonlinearity::Tanh, &mut rng);
+    let tape = Tape::new();
+    let zeros = |shape: &[usize]| tape.constant(Tensor::zeros(shape));
+    type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { gru.forward(&tape, zeros(&[5]), zeros(&[1, 4])); }), line!(), "gru: an unbatched input [5] needs an unbatched state, h [4]; got h [1, 4]"),
+        (Box::new(|| { gru.forward(&tape, zeros(&[3, 5]), zeros(&[4])); }), line!(), "gru: an input [3, 5] needs a state of 3 rows, h [3, 4]; got h [4]"),
+        (Box::new(|| { lstm.forward(&tape, zeros(&[5]), (zeros(&[4]), zeros(&[2, 4]))); }), line!(), "lstm: an unbatched input [5] needs an unbatched state, c [4]; got c [2, 4]"),
+        (Box::new(|| { gru.forward(&tape, zeros(&[6]), zeros(&[4])); }), line!(), "gru: expected an input [B, 5] or unbatched [5], got [6]"),
+        (Box::new(|| { gru.forward(&tape, zeros(&[2, 3, 5]), zeros(&[4])); }), line!(), "gru: expected an input [B, 5] or unbatched [5], got [2, 3, 5]"),
     ];
     for (f, line, expected) in cases {
         let (msg, _, at) = panic_of(f);

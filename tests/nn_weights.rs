@@ -238,3 +238,44 @@ fn integer_tensors_read_and_write_beside_float_ones() {
     let err = load_weights(&mut head, &golden).unwrap_err().to_string();
     assert!(err.contains("`ids` [2, 3] holds integers"), "{err}");
 }
+
+/// A projected LSTM (`proj_size(3)`) saves and loads its `weight_hr_l{k}` [P, H] by PyTorch's
+/// names, with weight_hh [4H, P] and the second layer's weight_ih [4H, D·P]; the file of the same
+/// stack without a projection does not fit it, and the error names each difference.
+#[test]
+fn a_projected_lstm_round_trips_and_refuses_an_unprojected_file() {
+    let config = RecurrentConfig::new(5, 4)
+        .num_layers(2)
+        .bidirectional(true)
+        .proj_size(3);
+    let path = scratch("projected.safetensors");
+    let saved = Lstm::new(config, &mut StdRng::seed_from_u64(1));
+    save_weights(&saved, &path).unwrap();
+    let loaded = Lstm::<f32>::load(config, &path).unwrap();
+    for ((name, a), (_, b)) in saved.params().iter().zip(loaded.params()) {
+        assert_eq!(a.value(), b.value(), "{name}");
+    }
+    let shape = |name: &str| {
+        let params = saved.params();
+        let (_, p) = params.iter().find(|(n, _)| n == name).unwrap();
+        p.shape().to_vec()
+    };
+    assert_eq!(shape("weight_hr_l1_reverse"), [3, 4]);
+    assert_eq!(shape("weight_hh_l1"), [16, 3]);
+    assert_eq!(shape("weight_ih_l1"), [16, 6]);
+
+    save_weights(&lstm(1, 4), &path).unwrap();
+    let err = Lstm::<f32>::load(config, &path).unwrap_err();
+    let WeightsError::Mismatch(problems) = &err else {
+        panic!("{err}")
+    };
+    assert!(problems.contains(&WeightProblem::Missing {
+        name: "weight_hr_l0".into(),
+        expected: vec![3, 4],
+    }));
+    assert!(problems.contains(&WeightProblem::Shape {
+        name: "weight_hh_l0".into(),
+        expected: vec![16, 3],
+        found: vec![16, 4],
+    }));
+}

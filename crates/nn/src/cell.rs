@@ -102,7 +102,8 @@ pub trait Cell<F: Float = f32>: Module<F> {
         bare.rsplit("::").next().unwrap_or(bare)
     }
 
-    /// H, the features of h.
+    /// H, by default the features of h. A cell whose h is a projection of fewer features (an
+    /// LSTM with `proj_size`) returns the H of its gates and c instead.
     fn hidden_size(&self) -> usize {
         self.state_parts()[0].shape[0]
     }
@@ -110,7 +111,13 @@ pub trait Cell<F: Float = f32>: Module<F> {
     /// One step from the raw input `x` [B, in], as `torch.nn.LSTMCell.forward`: the step of
     /// `x`'s projection. The state is anything that converts into the cell's state: for the
     /// built-in cells a [`State`], h alone (RNN and GRU, as `torch.nn.GRUCell(x, h)`), or the
-    /// pair `(h, c)` (LSTM, as `torch.nn.LSTMCell(x, (h, c))`).
+    /// pair `(h, c)` (LSTM, as `torch.nn.LSTMCell(x, (h, c))`), each part [B, ·].
+    ///
+    /// An unbatched `x` [in] takes a state without the batch axis (h [H]) and gives one back
+    /// (h' [H]), as PyTorch's cells do: it is the step of a batch of one row.
+    ///
+    /// Panics, naming both shapes, unless `x` is [B, in] or [in] and each state part is
+    /// [B, ·], or without the batch axis for an unbatched `x`.
     #[track_caller]
     fn forward<'t>(
         &self,
@@ -118,8 +125,20 @@ pub trait Cell<F: Float = f32>: Module<F> {
         x: Var<'t, F>,
         state: impl Into<Self::State<'t>>,
     ) -> Self::State<'t> {
-        let input = self.project(tape, x);
-        self.step(tape, input, state.into())
+        let state = state.into();
+        if !check_step_input(self, x, &state) {
+            let input = self.project(tape, x);
+            return self.step(tape, input, state);
+        }
+        let batch_of_one = |v: Var<'t, F>| {
+            let shape: Vec<usize> = std::iter::once(1)
+                .chain(v.shape().iter().copied())
+                .collect();
+            v.reshape(&shape)
+        };
+        let input = self.project(tape, batch_of_one(x));
+        let next = self.step(tape, input, state.map(batch_of_one));
+        next.map(|v| v.reshape(&v.shape()[1..]))
     }
 
     /// The zero state for `batch` sequences, each part [batch, ·].
@@ -131,6 +150,48 @@ pub trait Cell<F: Float = f32>: Module<F> {
             .collect();
         Self::State::from_parts(&parts)
     }
+}
+
+/// Checks a cell's raw input `x` [B, in] or unbatched [in] against the state it steps from (each
+/// part [B, ·], or without the batch axis when unbatched); returns true when unbatched.
+#[track_caller]
+fn check_step_input<'t, F: Float, C: Cell<F> + ?Sized>(
+    cell: &C,
+    x: Var<'t, F>,
+    state: &C::State<'t>,
+) -> bool {
+    let name = cell.name();
+    let (input, features) = (x.shape(), cell.input_size());
+    if !(1..=2).contains(&input.len()) || input[input.len() - 1] != features {
+        panic!(
+            "{name}: expected an input [B, {features}] or unbatched [{features}], got {:?}",
+            &input[..]
+        );
+    }
+    let unbatched = input.len() == 1;
+    for (part, v) in cell.state_parts().iter().zip(state.parts()) {
+        let (found, part_name) = (v.shape(), part.name);
+        if unbatched && found[..] != part.shape[..] {
+            panic!(
+                "{name}: an unbatched input {:?} needs an unbatched state, {part_name} {:?}; got \
+                 {part_name} {:?}",
+                &input[..],
+                part.shape,
+                &found[..]
+            );
+        }
+        let rows = part.batched(input[0]);
+        if !unbatched && found[..] != rows[..] {
+            panic!(
+                "{name}: an input {:?} needs a state of {} rows, {part_name} {rows:?}; got \
+                 {part_name} {:?}",
+                &input[..],
+                input[0],
+                &found[..]
+            );
+        }
+    }
+    unbatched
 }
 
 /// One part of a cell's state: its name (a stack's learned initial state of it is the parameter

@@ -79,10 +79,17 @@ fn normalize(v: &mut [f64]) -> f64 {
 
 /// The spectral radius of each gate's block of a cell's W_hh ([H, H] each; one block for a vanilla
 /// RNN, i f g o for an LSTM, r z n for a GRU).
+///
+/// Panics for a cell with a projection (`proj_size`), whose blocks are [H, P], not square.
+#[track_caller]
 pub fn recurrent_spectral_radii<C: StandardCell<F>, F: Float>(
     cell: &C,
     iterations: usize,
 ) -> Vec<f64> {
+    assert!(
+        cell.weight_hr().is_none(),
+        "recurrent_spectral_radii: a projected cell's W_hh blocks are [H, P], not square"
+    );
     let w = cell.weight_hh().value();
     let h = w.shape()[1];
     (0..C::GATES)

@@ -13,7 +13,9 @@ use crate::cell::{Cell, CellState, State, StatePart};
 use crate::dropout::Dropout;
 use crate::lane::Lane;
 use crate::module::Module;
-use crate::standard_cells::{CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, StandardCell};
+use crate::standard_cells::{
+    check_proj_size, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, StandardCell,
+};
 use crate::weights::{load_state_dict, load_weights, WeightsError};
 
 /// The shape and options of a recurrent stack, with PyTorch's defaults (1 layer, one direction,
@@ -44,6 +46,10 @@ pub struct RecurrentConfig {
     /// 0) instead of drawing it: rewind's addition, see
     /// [`StandardCell::with_forget_bias`](crate::StandardCell::with_forget_bias).
     pub forget_bias: Option<f64>,
+    /// Project every LSTM cell's h to this many features P, 0 < P < H: h = (o ⊙ tanh(c)) W_hrᵀ
+    /// (PyTorch's `proj_size`, whose 0 is `None` here). The output is then [T, B, D·P], h_n
+    /// [D·L, B, P] while c_n stays [D·L, B, H], and layers above the first read D·P inputs.
+    pub proj_size: Option<usize>,
 }
 
 impl RecurrentConfig {
@@ -60,6 +66,7 @@ impl RecurrentConfig {
             nonlinearity: Nonlinearity::Tanh,
             bias: true,
             forget_bias: None,
+            proj_size: None,
         }
     }
 
@@ -112,12 +119,25 @@ impl RecurrentConfig {
         self
     }
 
+    /// Projects every LSTM cell's h to `p` features (PyTorch's `proj_size`): adds a
+    /// `weight_hr_l{k}` [P, H] to each layer and direction. Only an LSTM takes it, and
+    /// 0 < p < H; building the stack refuses anything else.
+    pub fn proj_size(mut self, p: usize) -> Self {
+        self.proj_size = Some(p);
+        self
+    }
+
     pub(crate) fn directions(&self) -> usize {
         if self.bidirectional {
             2
         } else {
             1
         }
+    }
+
+    /// The features of h, which a layer outputs: P with a projection, else H.
+    pub(crate) fn h_size(&self) -> usize {
+        self.proj_size.unwrap_or(self.hidden_size)
     }
 }
 
@@ -142,15 +162,16 @@ pub type Lstm<F = f32> = Recurrent<LstmCell<F>, F>;
 pub type Gru<F = f32> = Recurrent<GruCell<F>, F>;
 
 /// The states of a whole stack of built-in cells: h (and c) [D·L, B, H] ([D·L, H] for an
-/// unbatched input), ordered layer by layer, forward direction first, as PyTorch's h_n (and c_n).
+/// unbatched input; h [D·L, B, P] with a projection), ordered layer by layer, forward direction
+/// first, as PyTorch's h_n (and c_n).
 /// A stack of any cell returns its cell's state type the same way, each part stacked.
 pub type StackState<'t, F = f32> = State<'t, F>;
 
 /// What a stack returns: the last layer's h at every step, and the final states.
 #[derive(Clone, Debug)]
 pub struct RecurrentOutput<'t, F: Float = f32, S = State<'t, F>> {
-    /// [T, B, D·H] (or [B, T, D·H] batch-first, [T, D·H] unbatched); zero past each sequence's
-    /// length.
+    /// [T, B, D·H] (or [B, T, D·H] batch-first, [T, D·H] unbatched; D·P with a projection);
+    /// zero past each sequence's length.
     pub output: Var<'t, F>,
     /// The final state, each part [D·L, B, ·] ([D·L, ·] unbatched) ordered layer by layer,
     /// forward direction first, each sequence's taken at its own length.
@@ -179,12 +200,10 @@ impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
     #[track_caller]
     pub fn init<R: Rng + ?Sized>(config: RecurrentConfig, rng: &mut R) -> Self {
         let (hidden, bias, nonlinearity) = (config.hidden_size, config.bias, config.nonlinearity);
+        // Here, not in the cells' closure: a panic there would point into the library.
+        check_projects::<C, F>(&config);
         if let Some(value) = config.forget_bias {
-            // Here, not in the cells' closure: a panic there would point into the library.
-            let name = std::any::type_name::<C>()
-                .rsplit("::")
-                .next()
-                .unwrap_or("cell");
+            let name = cell_type_name::<C>();
             assert!(
                 C::FORGET_GATE.is_some(),
                 "recurrent: forget_bias needs a cell with a forget gate (an LSTM), not {name}"
@@ -200,7 +219,7 @@ impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
         }
         let cells = layers(&config, |input, _| {
             let cell = C::from_params(
-                CellParams::init(C::GATES, input, hidden, bias, rng),
+                CellParams::init(C::GATES, input, hidden, config.proj_size, bias, rng),
                 nonlinearity,
             );
             match config.forget_bias {
@@ -219,9 +238,10 @@ impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
     #[track_caller]
     pub fn zeros(config: RecurrentConfig) -> Self {
         let (hidden, bias, nonlinearity) = (config.hidden_size, config.bias, config.nonlinearity);
+        check_projects::<C, F>(&config);
         let cells = layers(&config, |input, _| {
             C::from_params(
-                CellParams::zeros(C::GATES, input, hidden, bias),
+                CellParams::zeros(C::GATES, input, hidden, config.proj_size, bias),
                 nonlinearity,
             )
         });
@@ -253,6 +273,25 @@ impl<C: StandardCell<F>, F: Float> Recurrent<C, F> {
     }
 }
 
+/// The cell type's bare name for messages (`GruCell<f64>`).
+fn cell_type_name<C>() -> &'static str {
+    std::any::type_name::<C>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("cell")
+}
+
+/// Refuses a projection for a cell that has none (PyTorch: "proj_size argument is only supported
+/// for LSTM").
+#[track_caller]
+fn check_projects<C: StandardCell<F>, F: Float>(config: &RecurrentConfig) {
+    assert!(
+        config.proj_size.is_none() || C::PROJECTS,
+        "recurrent: proj_size needs an LSTM, not {}",
+        cell_type_name::<C>()
+    );
+}
+
 /// cells[layer][direction], each from `make(input size of its layer, hidden size)`, in PyTorch's
 /// order (layer by layer, forward direction first).
 #[track_caller]
@@ -266,10 +305,17 @@ fn layers<C>(config: &RecurrentConfig, mut make: impl FnMut(usize, usize) -> C) 
         config.hidden_size >= 1,
         "recurrent: hidden_size must be greater than zero, got 0"
     );
+    if let Some(p) = config.proj_size {
+        check_proj_size("recurrent", p, config.hidden_size);
+    }
     let (d, h) = (config.directions(), config.hidden_size);
     (0..config.num_layers)
         .map(|layer| {
-            let input = if layer == 0 { config.input_size } else { d * h };
+            let input = if layer == 0 {
+                config.input_size
+            } else {
+                d * config.h_size()
+            };
             (0..d).map(|_| make(input, h)).collect()
         })
         .collect()
@@ -278,8 +324,10 @@ fn layers<C>(config: &RecurrentConfig, mut make: impl FnMut(usize, usize) -> C) 
 impl<C: Cell<F>, F: Float> Recurrent<C, F> {
     /// A stack of one's own cells: `make(input_size, hidden_size)` builds the cell of each layer
     /// and direction, in PyTorch's order (layer by layer, forward direction first), where a
-    /// layer's input size is `config.input_size` for the first and D·H after it. Every option
-    /// of `config` applies except `nonlinearity` and `bias`, which belong to the built-in cells.
+    /// layer's input size is `config.input_size` for the first and D·H after it (D·P, with
+    /// `proj_size`, for cells whose h has P features, such as
+    /// [`LstmCell::init_projected`]). Every option of `config` applies except `nonlinearity`,
+    /// `bias` and `forget_bias`, which belong to the built-in cells.
     /// The dropout masks between layers come from seed 0
     /// ([`reseed_dropout`](Recurrent::reseed_dropout) changes it).
     ///
@@ -299,7 +347,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
             let input = if layer == 0 {
                 config.input_size
             } else {
-                d * config.hidden_size
+                d * config.h_size()
             };
             for cell in row {
                 let name = cell.name();
@@ -317,6 +365,13 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                     own == parts && own[0].shape.len() == 1,
                     "{name}: every cell of a stack needs the same state parts, h first as a \
                      vector [H]; layer {layer} has {own:?}, the first cell {parts:?}"
+                );
+                assert!(
+                    own[0].shape[0] == config.h_size(),
+                    "{name}: layer {layer} needs h of {} features (proj_size {:?}), got {}",
+                    config.h_size(),
+                    config.proj_size,
+                    own[0].shape[0]
                 );
             }
         }

@@ -7,6 +7,8 @@
 //! Their input projection ([`Cell::project`]: `x W_ihᵀ + b_ih`, plus `b_hh` where the cell adds
 //! it straight to the gates) is one GEMM over every step of a sequence. A cell without biases
 //! (PyTorch's `bias=False`) has no `b_ih`, `b_hh` parameters at all, and its equations drop them.
+//! An LSTM cell may also project its h to fewer features (PyTorch's `proj_size`): one more
+//! matmul after the fused op.
 
 use rand::Rng;
 use rewind_autograd::{Float, Param, Tape, Tensor, Var};
@@ -35,6 +37,9 @@ pub trait StandardCell<F: Float>: for<'t> Cell<F, State<'t> = State<'t, F>> + Si
     /// The block of the forget gate, for a cell that has one (the LSTM's f, block 1).
     const FORGET_GATE: Option<usize> = None;
 
+    /// Whether the cell can project its h with a `weight_hr` (PyTorch's `proj_size`: the LSTM).
+    const PROJECTS: bool = false;
+
     /// The cell made of `params`; `nonlinearity` is read by the vanilla RNN only.
     fn from_params(params: CellParams<F>, nonlinearity: Nonlinearity) -> Self;
 
@@ -51,7 +56,7 @@ pub trait StandardCell<F: Float>: for<'t> Cell<F, State<'t> = State<'t, F>> + Si
         nonlinearity: Nonlinearity,
         rng: &mut R,
     ) -> Self {
-        let params = CellParams::init(Self::GATES, input_size, hidden_size, true, rng);
+        let params = CellParams::init(Self::GATES, input_size, hidden_size, None, true, rng);
         Self::from_params(params, nonlinearity)
     }
 
@@ -109,28 +114,38 @@ pub trait StandardCell<F: Float>: for<'t> Cell<F, State<'t> = State<'t, F>> + Si
     fn bias_hh(&self) -> Option<&Param<F>> {
         self.cell_params().bias_hh.as_ref()
     }
+
+    /// W_hr [P, H], if the cell projects its h (an LSTM with `proj_size`).
+    fn weight_hr(&self) -> Option<&Param<F>> {
+        self.cell_params().weight_hr.as_ref()
+    }
 }
 
-/// A cell's parameters, named as PyTorch names a cell's: two weights, and two biases unless the
-/// cell has none (`bias=False`).
+/// A cell's parameters, named as PyTorch names those of one layer and direction of a stack: two
+/// weights, two biases unless the cell has none (`bias=False`), and the projection of h if it
+/// has one (`proj_size`, an LSTM's). h has P features with a projection, H without.
 #[derive(Debug)]
 pub struct CellParams<F: Float> {
     /// [G·H, in]
     pub weight_ih: Param<F>,
-    /// [G·H, H]
+    /// [G·H, features of h]: [G·H, H], or [G·H, P] with a projection
     pub weight_hh: Param<F>,
     /// [G·H]
     pub bias_ih: Option<Param<F>>,
     /// [G·H]
     pub bias_hh: Option<Param<F>>,
+    /// [P, H]: h = (o ⊙ tanh(c)) W_hrᵀ (LSTM only)
+    pub weight_hr: Option<Param<F>>,
 }
 
 impl<F: Float> CellParams<F> {
-    /// Drawn ~ U(-1/√H, 1/√H) in PyTorch's order (W_ih, W_hh, b_ih, b_hh), biases only if `bias`.
+    /// Drawn ~ U(-1/√H, 1/√H) in PyTorch's order (W_ih, W_hh, b_ih, b_hh, W_hr), biases only if
+    /// `bias`, W_hr [P, H] only with a projection to `proj` = Some(P) features.
     pub(crate) fn init<R: Rng + ?Sized>(
         gates: usize,
         input: usize,
         hidden: usize,
+        proj: Option<usize>,
         bias: bool,
         rng: &mut R,
     ) -> Self {
@@ -142,22 +157,32 @@ impl<F: Float> CellParams<F> {
         };
         let mut u =
             |name: &str, shape: &[usize]| Param::named(name, Tensor::uniform(shape, -k, k, rng));
+        let h = proj.unwrap_or(hidden);
         CellParams {
             weight_ih: u("weight_ih", &[gates * hidden, input]),
-            weight_hh: u("weight_hh", &[gates * hidden, hidden]),
+            weight_hh: u("weight_hh", &[gates * hidden, h]),
             bias_ih: bias.then(|| u("bias_ih", &[gates * hidden])),
             bias_hh: bias.then(|| u("bias_hh", &[gates * hidden])),
+            weight_hr: proj.map(|p| u("weight_hr", &[p, hidden])),
         }
     }
 
     /// Every parameter zero: the shapes of [`init`](CellParams::init), to be loaded.
-    pub(crate) fn zeros(gates: usize, input: usize, hidden: usize, bias: bool) -> Self {
+    pub(crate) fn zeros(
+        gates: usize,
+        input: usize,
+        hidden: usize,
+        proj: Option<usize>,
+        bias: bool,
+    ) -> Self {
         let z = |name: &str, shape: &[usize]| Param::named(name, Tensor::zeros(shape));
+        let h = proj.unwrap_or(hidden);
         CellParams {
             weight_ih: z("weight_ih", &[gates * hidden, input]),
-            weight_hh: z("weight_hh", &[gates * hidden, hidden]),
+            weight_hh: z("weight_hh", &[gates * hidden, h]),
             bias_ih: bias.then(|| z("bias_ih", &[gates * hidden])),
             bias_hh: bias.then(|| z("bias_hh", &[gates * hidden])),
+            weight_hr: proj.map(|p| z("weight_hr", &[p, hidden])),
         }
     }
 
@@ -168,6 +193,7 @@ impl<F: Float> CellParams<F> {
         ];
         out.extend(self.bias_ih.iter().map(|b| ("bias_ih".into(), b)));
         out.extend(self.bias_hh.iter().map(|b| ("bias_hh".into(), b)));
+        out.extend(self.weight_hr.iter().map(|w| ("weight_hr".into(), w)));
         out
     }
 
@@ -176,8 +202,16 @@ impl<F: Float> CellParams<F> {
         self.weight_ih.shape()[1]
     }
 
-    /// H.
+    /// H, the features of each gate block (and of c).
     fn hidden_size(&self) -> usize {
+        match &self.weight_hr {
+            Some(w) => w.shape()[1],
+            None => self.weight_hh.shape()[1],
+        }
+    }
+
+    /// The features of h: P with a projection, H without.
+    fn h_size(&self) -> usize {
         self.weight_hh.shape()[1]
     }
 
@@ -197,6 +231,16 @@ impl<F: Float> CellParams<F> {
     }
 }
 
+/// Checks a projection's size as `torch.nn.LSTM` does: 0 < P < H.
+#[track_caller]
+pub(crate) fn check_proj_size(who: &str, proj: usize, hidden: usize) {
+    assert!(
+        proj > 0 && proj < hidden,
+        "{who}: proj_size must be in 1..{hidden} (smaller than hidden_size, as PyTorch requires), \
+         got {proj}"
+    );
+}
+
 /// `x Wᵀ + b` as one GEMM onto the bias, or `x Wᵀ` without one.
 fn affine<'t, F: Float>(x: Var<'t, F>, w: Var<'t, F>, b: Option<Var<'t, F>>) -> Var<'t, F> {
     match b {
@@ -207,9 +251,9 @@ fn affine<'t, F: Float>(x: Var<'t, F>, w: Var<'t, F>, b: Option<Var<'t, F>>) -> 
 
 macro_rules! standard_cell {
     ($cell:ident, $gates:expr) => {
-        standard_cell!($cell, $gates, None);
+        standard_cell!($cell, $gates, None, false);
     };
-    ($cell:ident, $gates:expr, $forget:expr) => {
+    ($cell:ident, $gates:expr, $forget:expr, $projects:expr) => {
         impl<F: Float> Module<F> for $cell<F> {
             fn params(&self) -> Vec<(String, &Param<F>)> {
                 self.params.list()
@@ -219,8 +263,15 @@ macro_rules! standard_cell {
         impl<F: Float> StandardCell<F> for $cell<F> {
             const GATES: usize = $gates;
             const FORGET_GATE: Option<usize> = $forget;
+            const PROJECTS: bool = $projects;
 
+            #[track_caller]
             fn from_params(params: CellParams<F>, nonlinearity: Nonlinearity) -> Self {
+                assert!(
+                    $projects || params.weight_hr.is_none(),
+                    "{}: only an LSTM projects its h; these parameters have a weight_hr",
+                    stringify!($cell)
+                );
                 $cell::assemble(params, nonlinearity)
             }
 
@@ -307,6 +358,10 @@ standard_cell!(RnnCell, 1);
 /// c' = f ⊙ c + i ⊙ g
 /// h' = o ⊙ tanh(c')
 /// ```
+///
+/// With a projection (the cell of `torch.nn.LSTM(..., proj_size=P)`; built by
+/// [`init_projected`](LstmCell::init_projected)), `h' = (o ⊙ tanh(c')) W_hrᵀ`: h has P features
+/// and c keeps H, W_hh is [4H, P] and W_hr [P, H].
 #[derive(Debug)]
 pub struct LstmCell<F: Float = f32> {
     /// The weights and biases, gate blocks stacked by rows as i, f, g, o.
@@ -316,6 +371,25 @@ pub struct LstmCell<F: Float = f32> {
 impl<F: Float> LstmCell<F> {
     fn assemble(params: CellParams<F>, _: Nonlinearity) -> Self {
         LstmCell { params }
+    }
+
+    /// A cell from `input` to `hidden` features whose h is projected to `proj` features, as the
+    /// cells of `torch.nn.LSTM(input, hidden, proj_size=proj)` (`torch.nn.LSTMCell` has no
+    /// projection): W_ih [4H, in], W_hh [4H, P], b_ih and b_hh [4H], W_hr [P, H], every one
+    /// ~ U(-1/√H, 1/√H), drawn in that order. Its state is h [B, P] and c [B, H].
+    ///
+    /// Panics unless 0 < proj < hidden.
+    #[track_caller]
+    pub fn init_projected<R: Rng + ?Sized>(
+        input: usize,
+        hidden: usize,
+        proj: usize,
+        rng: &mut R,
+    ) -> Self {
+        check_proj_size("lstm", proj, hidden);
+        LstmCell {
+            params: CellParams::init(4, input, hidden, Some(proj), true, rng),
+        }
     }
 }
 
@@ -336,8 +410,14 @@ impl<F: Float> Cell<F> for LstmCell<F> {
     }
 
     fn state_parts(&self) -> Vec<StatePart> {
-        let h = self.params.hidden_size();
-        vec![StatePart::new("h", &[h]), StatePart::new("c", &[h])]
+        vec![
+            StatePart::new("h", &[self.params.h_size()]),
+            StatePart::new("c", &[self.params.hidden_size()]),
+        ]
+    }
+
+    fn hidden_size(&self) -> usize {
+        self.params.hidden_size()
     }
 
     fn name(&self) -> &'static str {
@@ -353,11 +433,15 @@ impl<F: Float> Cell<F> for LstmCell<F> {
         let c = state.c.expect("lstm: the state carries c as well as h");
         let gates = xp.addmm(state.h, tape.param(&self.params.weight_hh).t());
         let (h, c) = gates.lstm_cell(c);
+        let h = match &self.params.weight_hr {
+            Some(w_hr) => h.matmul(tape.param(w_hr).t()),
+            None => h,
+        };
         State { h, c: Some(c) }
     }
 }
 
-standard_cell!(LstmCell, 4, Some(1));
+standard_cell!(LstmCell, 4, Some(1), true);
 
 /// A GRU step (`torch.nn.GRUCell`), gates in the order r, z, n:
 ///
