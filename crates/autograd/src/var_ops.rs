@@ -620,7 +620,7 @@ impl<'t, F: Float> Var<'t, F> {
     }
 
     /// Cross-entropy of logits [N, C] against class indices, averaged over the targets that are
-    /// not -100 (PyTorch's `F.cross_entropy` defaults). Unbatched logits [C] take one target,
+    /// not -100 (PyTorch's `F.cross_entropy` defaults). Unbatched logits `[C]` take one target,
     /// and K-dimensional ones [N, C, d1, ...] one per position, as at
     /// [`cross_entropy_with`](Var::cross_entropy_with); a sequence [T, B, V] is reshaped to
     /// [T·B, V]. Targets may be any integer type ([`ClassIndex`]): a stream's `usize` tokens as
@@ -643,7 +643,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// nothing counted, 0/0 = NaN, as PyTorch); `Sum` is Σ_n l_n; `None` returns l `[N]`.
     /// ∂l_n/∂x_c = (1 - ε)·w_t·(p_c - [c = t]) + (ε/C)·(p_c·Σ_j w_j - w_c), scaled as reduced.
     ///
-    /// As PyTorch, the logits may also be one unbatched sample [C] with one target (`None`
+    /// As PyTorch, the logits may also be one unbatched sample `[C]` with one target (`None`
     /// gives a 0-d loss), or K-dimensional [N, C, d1, ...] with a target per position of
     /// [N, d1, ...], given flattened in row-major order (`None` gives l `[N, d1, ...]`, and the
     /// mean runs over every position). Those are the [N, C] loss of the rows that moving C last
@@ -717,7 +717,7 @@ impl<'t, F: Float> Var<'t, F> {
 
     /// Cross-entropy of logits [N, C] against class probabilities of the same shape, averaged
     /// over the N rows (PyTorch's `F.cross_entropy` given a floating-point target, with its
-    /// defaults); unbatched [C] and K-dimensional [N, C, d1, ...] logits too. The math is at
+    /// defaults); unbatched `[C]` and K-dimensional `[N, C, d1, ...]` logits too. The math is at
     /// [`cross_entropy_probs_with`](Var::cross_entropy_probs_with).
     #[track_caller]
     pub fn cross_entropy_probs(self, target: Self) -> Self {
@@ -735,7 +735,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// `Mean` is Σ_n l_n / N: PyTorch divides by the number of rows here, not by the weights as
     /// it does for class indices (with N = 0, 0/0 = NaN). `Sum` is Σ_n l_n; `None` returns
     /// l `[N]`. The rows of y need not be distributions (PyTorch does not check that either).
-    /// Unbatched logits [C] are one row (`None` gives a 0-d loss); K-dimensional ones
+    /// Unbatched logits `[C]` are one row (`None` gives a 0-d loss); K-dimensional ones
     /// [N, C, d1, ...] have a row at every position of [N, d1, ...], each summed along C, the
     /// mean taken over all N·d1·... of them and `None` giving l `[N, d1, ...]`.
     ///

@@ -113,11 +113,11 @@ pub trait Cell<F: Float = f32>: Module<F> {
     /// built-in cells a [`State`], h alone (RNN and GRU, as `torch.nn.GRUCell(x, h)`), or the
     /// pair `(h, c)` (LSTM, as `torch.nn.LSTMCell(x, (h, c))`), each part [B, ·].
     ///
-    /// An unbatched `x` [in] takes a state without the batch axis (h [H]) and gives one back
-    /// (h' [H]), as PyTorch's cells do: it is the step of a batch of one row.
+    /// An unbatched `x` `[in]` takes a state without the batch axis (h `[H]`) and gives one back
+    /// (h' `[H]`), as PyTorch's cells do: it is the step of a batch of one row.
     ///
-    /// Panics, naming both shapes, unless `x` is [B, in] or [in] and each state part is
-    /// [B, ·], or without the batch axis for an unbatched `x`.
+    /// Panics, naming both shapes, unless `x` is `[B, in]` or `[in]` and each state part is
+    /// `[B, ·]`, or without the batch axis for an unbatched `x`.
     #[track_caller]
     fn forward<'t>(
         &self,

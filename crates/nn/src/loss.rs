@@ -1,7 +1,7 @@
 //! Losses: cross-entropy, negative log-likelihood, mean squared error, and binary cross-entropy
 //! on logits. Each is an engine op or a composition of them, reduced by the mean as PyTorch's
 //! defaults; cross-entropy and nll also take PyTorch's weights, ignore index, reductions and
-//! unbatched [C] or K-dimensional [N, C, d1, ...] inputs.
+//! unbatched `[C]` or K-dimensional `[N, C, d1, ...]` inputs.
 
 use rewind_autograd::{concat, ClassIndex, CrossEntropyOptions, Float, Reduction, Tensor, Var};
 
@@ -48,8 +48,8 @@ impl<F: Float> Default for NllOptions<F> {
 }
 
 /// Negative log-likelihood of log-probabilities [N, C]: -mean over counted rows of
-/// `log_probs[n, target_n]`, skipping targets equal to -100 (`F.nll_loss`). Unbatched [C] and
-/// K-dimensional [N, C, d1, ...] inputs too, as at [`nll_loss_with`].
+/// `log_probs[n, target_n]`, skipping targets equal to -100 (`F.nll_loss`). Unbatched `[C]` and
+/// K-dimensional `[N, C, d1, ...]` inputs too, as at [`nll_loss_with`].
 #[track_caller]
 pub fn nll_loss<'t, F: Float, T: ClassIndex>(log_probs: Var<'t, F>, targets: &[T]) -> Var<'t, F> {
     nll_loss_with(log_probs, targets, NllOptions::default())
@@ -61,7 +61,7 @@ pub fn nll_loss<'t, F: Float, T: ClassIndex>(log_probs: Var<'t, F>, targets: &[T
 /// Σ_n l_n / Σ_n w_(t_n) over the targets that count (0/0 = NaN when none does, as PyTorch);
 /// `Sum` is Σ_n l_n; `None` returns l `[N]`. ∂l_n/∂log_probs[n, c] = -w_c·[c = t_n].
 ///
-/// As PyTorch, the input may also be one unbatched sample [C] with one target (`None` gives a
+/// As PyTorch, the input may also be one unbatched sample `[C]` with one target (`None` gives a
 /// 0-d loss), or K-dimensional [N, C, d1, ...] with a target per position of [N, d1, ...],
 /// given flattened in row-major order: l at each position is -w_t·log_probs[n, t, d1, ...],
 /// the mean runs over every position and `None` gives l `[N, d1, ...]`.

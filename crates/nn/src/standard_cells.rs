@@ -375,7 +375,7 @@ impl<F: Float> LstmCell<F> {
 
     /// A cell from `input` to `hidden` features whose h is projected to `proj` features, as the
     /// cells of `torch.nn.LSTM(input, hidden, proj_size=proj)` (`torch.nn.LSTMCell` has no
-    /// projection): W_ih [4H, in], W_hh [4H, P], b_ih and b_hh [4H], W_hr [P, H], every one
+    /// projection): W_ih `[4H, in]`, W_hh `[4H, P]`, b_ih and b_hh `[4H]`, W_hr `[P, H]`, every one
     /// ~ U(-1/√H, 1/√H), drawn in that order. Its state is h [B, P] and c [B, H].
     ///
     /// Panics unless 0 < proj < hidden.
