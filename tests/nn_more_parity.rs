@@ -279,6 +279,18 @@ fn run_cell<C: StandardCell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
     let h = tape.var(g.get(case, "h"));
     let c = (C::GATES == 4).then(|| tape.var(g.get(case, "c")));
     let next = cell.forward(&tape, x, State { h, c });
+    compare_step(g, case, &cell, (x, h, c), next)
+}
+
+/// A cell's step against PyTorch's: h' (and c'), and the gradients of the projected loss with
+/// respect to the parameters, x, h (and c). Returns the worst error.
+fn compare_step<'t, C: StandardCell<F>, F: Float>(
+    g: &Golden<F>,
+    case: &str,
+    cell: &C,
+    (x, h, c): (Var<'t, F>, Var<'t, F>, Option<Var<'t, F>>),
+    next: State<'t, F>,
+) -> f64 {
     let mut e = g.errors(case);
     e.compare("h_next", &next.h.value());
     let mut loss = projected(g, case, "h", next.h);
@@ -287,7 +299,7 @@ fn run_cell<C: StandardCell<F>, F: Float>(g: &Golden<F>, case: &str) -> f64 {
         loss = loss + projected(g, case, "c", cn);
     }
     let grads = loss.backward();
-    e.compare_grads(&cell, &grads);
+    e.compare_grads(cell, &grads);
     e.compare("grad_x", &grads[x]);
     e.compare("grad_h", &grads[h]);
     if let Some(c) = c {
@@ -518,21 +530,7 @@ fn run_unbatched_cell<C: StandardCell<F>, F: Float>(g: &Golden<F>, case: &str) -
         Some(c) => cell.forward(&tape, x, (h, c)),
         None => cell.forward(&tape, x, h),
     };
-    let mut e = g.errors(case);
-    e.compare("h_next", &next.h.value());
-    let mut loss = projected(g, case, "h", next.h);
-    if let Some(cn) = next.c {
-        e.compare("c_next", &cn.value());
-        loss = loss + projected(g, case, "c", cn);
-    }
-    let grads = loss.backward();
-    e.compare_grads(&cell, &grads);
-    e.compare("grad_x", &grads[x]);
-    e.compare("grad_h", &grads[h]);
-    if let Some(c) = c {
-        e.compare("grad_c", &grads[c]);
-    }
-    e.worst
+    compare_step(g, case, &cell, (x, h, c), next)
 }
 
 fn unbatched_cells<F: Float>(g: &Golden<F>) {

@@ -90,14 +90,19 @@ fn check_len(len: usize, vocab: &[char]) -> Result<(), Error> {
     if bytes.is_some_and(|b| b <= limit) {
         return Ok(());
     }
-    let size = match bytes {
-        Some(b) => format!("about {}", human(b)),
-        None => format!("more than {}", human(u64::MAX)),
-    };
     Err(Error::Usage(format!(
-        "--len {len} needs {size} of memory for the text, but at most {} is available ({source})",
+        "--len {len} needs {} of memory for the text, but at most {} is available ({source})",
+        amount(bytes),
         human(limit)
     )))
+}
+
+/// "about N" for a size that was computed, "more than the most" for one that overflowed.
+fn amount(bytes: Option<u64>) -> String {
+    match bytes {
+        Some(b) => format!("about {}", human(b)),
+        None => format!("more than {}", human(u64::MAX)),
+    }
 }
 
 /// Refuses a `--prime` whose steps, all recorded on one tape, would not fit in memory beside
@@ -110,12 +115,9 @@ fn check_prime(h: &Hyper, vocab: &[char], prime: &str) -> Result<(), Error> {
     if bytes.is_some_and(|b| b <= limit) {
         return Ok(());
     }
-    let size = match bytes {
-        Some(b) => format!("about {}", human(b)),
-        None => format!("more than {}", human(u64::MAX)),
-    };
     Err(Error::Usage(format!(
-        "--prime of {chars} characters needs {size} of memory with the model (every step of it is recorded on one tape), but at most {} is available ({source}); use a shorter prime",
+        "--prime of {chars} characters needs {} of memory with the model (every step of it is recorded on one tape), but at most {} is available ({source}); use a shorter prime",
+        amount(bytes),
         human(limit)
     )))
 }
