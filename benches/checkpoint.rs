@@ -15,9 +15,10 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
-use rewind::autograd::{CrossEntropyOptions, Reduction, Tape, Tensor, Var};
+use rewind::autograd::{Tape, Tensor};
 use rewind::nn::{
-    Bptt, Carry, Chunk, Embedding, Linear, Lstm, RecurrentConfig, Run, StackState, Strategy, Stream,
+    Bptt, Carry, Chunk, ChunkLoss, Embedding, Linear, Lstm, RecurrentConfig, Run, StackState,
+    Strategy, Stream,
 };
 
 const B: usize = 16;
@@ -70,13 +71,13 @@ struct CharModel {
 }
 
 impl CharModel {
-    fn loss_sum<'t>(
+    fn loss<'t>(
         &self,
         tape: &'t Tape,
         chunk: &Chunk,
         state: StackState<'t>,
         run: &Run<'_>,
-    ) -> (Var<'t>, StackState<'t>) {
+    ) -> (ChunkLoss<'t>, StackState<'t>) {
         let x = self
             .embed
             .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
@@ -85,11 +86,7 @@ impl CharModel {
             .head
             .forward(tape, out.output)
             .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
-        let sum = CrossEntropyOptions {
-            reduction: Reduction::Sum,
-            ..Default::default()
-        };
-        (logits.cross_entropy_with(&chunk.targets, sum), out.state)
+        (chunk.cross_entropy(logits), out.state)
     }
 }
 
@@ -99,7 +96,7 @@ fn update(model: &CharModel, tokens: &[usize], strategy: Strategy) -> usize {
     let mut driver = Bptt::new(strategy, Carry::zeros(&model.lstm, B), 0);
     let u = driver
         .step(&mut stream, |tape, chunk, state, run| {
-            model.loss_sum(tape, chunk, state, run)
+            model.loss(tape, chunk, state, run)
         })
         .expect("the stream has steps");
     black_box(&u.grads);

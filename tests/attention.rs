@@ -343,7 +343,7 @@ fn truncated_bptt_through_the_driver_measures_the_loss_of_full_bptt() {
             let mut driver = Bptt::new(strategy, model.zero_carry(2), 0);
             let mut nats = 0.0;
             while let Some(u) = driver.step(&mut stream, |tape, chunk, state, run| {
-                model.loss_sum(tape, chunk, state, run)
+                model.loss(tape, chunk, state, run)
             }) {
                 nats += u.loss * u.targets as f64;
             }
@@ -367,7 +367,7 @@ fn checkpointed_segments_give_the_gradients_of_truncated_bptt() {
             let mut driver = Bptt::new(strategy, model.zero_carry(2), 0);
             let mut all = Vec::new();
             while let Some(u) = driver.step(&mut stream, |tape, chunk, state, run| {
-                model.loss_sum(tape, chunk, state, run)
+                model.loss(tape, chunk, state, run)
             }) {
                 let grads: Vec<f64> = model
                     .params()
@@ -453,10 +453,12 @@ fn the_whole_model_gradchecks_in_f64_over_two_chunks() {
         let carry = {
             let tape = Tape::new();
             let start = model.zero_carry(2).on(&tape);
-            LmCarry::of(model.loss_sum(&tape, &first, start, &Run::default()).1)
+            LmCarry::of(model.loss(&tape, &first, start, &Run::default()).1)
         };
         gradcheck_module(&mut model, |tape, m| {
-            m.loss_sum(tape, &second, carry.on(tape), &Run::default()).0
+            m.loss(tape, &second, carry.on(tape), &Run::default())
+                .0
+                .sum()
         })
         .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
     }

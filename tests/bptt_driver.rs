@@ -4,10 +4,10 @@
 //! independently, and token ids of any width read back the same.
 
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
-use rewind::autograd::{Grads, Tape, Var};
+use rewind::autograd::{Grads, Tape};
 use rewind::nn::{
-    Bptt, Carry, Chunk, Embedding, Linear, Lstm, Module, RecurrentConfig, Run, StackState,
-    Strategy, Stream, Tokens,
+    Bptt, Carry, Chunk, ChunkLoss, Embedding, Linear, Lstm, Module, RecurrentConfig, Run,
+    StackState, Strategy, Stream, Tokens,
 };
 
 const VOCAB: usize = 7;
@@ -63,7 +63,7 @@ impl CharModel {
         chunk: &Chunk,
         state: StackState<'t, f64>,
         run: &Run<'_, f64>,
-    ) -> (Var<'t, f64>, StackState<'t, f64>) {
+    ) -> (ChunkLoss<'t, f64>, StackState<'t, f64>) {
         self.run_from(tape, chunk, Some(state), run)
     }
 
@@ -74,7 +74,7 @@ impl CharModel {
         chunk: &Chunk,
         initial: Option<StackState<'t, f64>>,
         run: &Run<'_, f64>,
-    ) -> (Var<'t, f64>, StackState<'t, f64>) {
+    ) -> (ChunkLoss<'t, f64>, StackState<'t, f64>) {
         let x = self
             .embed
             .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
@@ -84,11 +84,7 @@ impl CharModel {
             .head
             .forward(tape, out.output)
             .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
-        let sum = rewind::autograd::CrossEntropyOptions {
-            reduction: rewind::autograd::Reduction::Sum,
-            ..Default::default()
-        };
-        (logits.cross_entropy_with(&chunk.targets, sum), out.state)
+        (chunk.cross_entropy(logits), out.state)
     }
 
     fn params(&self) -> Vec<&rewind::autograd::Param<f64>> {
@@ -159,7 +155,7 @@ fn a_chunk_boundary_gives_exactly_the_gradient_of_that_chunk_alone() {
         carried.on(&tape),
         &Run::default(),
     );
-    let alone = (sum * (1.0 / 30.0)).backward();
+    let alone = (sum.sum() * (1.0 / 30.0)).backward();
     assert_eq!(second.steps, 10);
     assert_same(&model, &second.grads, &alone, 0.0);
 }
@@ -181,7 +177,7 @@ fn tbptt_k1_k2_backpropagates_k2_steps_with_the_loss_on_k1() {
     let mut chunk = stream().chunk(6, 10);
     chunk.targets[..6 * 3].fill(-100);
     let (sum, _) = model.run(&tape, &chunk, start.on(&tape), &Run::default());
-    let expected = (sum * (1.0 / 12.0)).backward();
+    let expected = (sum.sum() * (1.0 / 12.0)).backward();
     assert_same(&model, &updates[3].0, &expected, 1e-12);
     // With k2 = k1 it is plain truncation.
     let same = all_updates(&model, Strategy::Overlapping { k1: 5, k2: 5 });
@@ -374,7 +370,7 @@ fn bidirectional_update(every: Option<usize>) -> rewind::nn::Update<f64> {
         let logits = head
             .forward(tape, out.output)
             .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
-        (logits.cross_entropy(&chunk.targets), out.state)
+        (chunk.cross_entropy(logits), out.state)
     });
     update.expect("the stream has steps")
 }
@@ -475,7 +471,9 @@ fn a_reset_lane_restarts_from_the_learned_initial_state() {
     };
     let want = expected
         .step(&mut s, |t, c, _, r| {
-            model.run_from(t, &lane_one(c), None, r)
+            // Lane 1's loss, over the terms of every lane, as the driver's update divides.
+            let (loss, state) = model.run_from(t, &lane_one(c), None, r);
+            (ChunkLoss::summed(loss.sum(), c.counted()), state)
         })
         .unwrap();
     for p in model.initial() {

@@ -10,8 +10,8 @@ use peephole::Peephole;
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{
-    gradcheck_module, nested, Bptt, Carry, Cell, Chunk, Linear, Module, Recurrent, RecurrentConfig,
-    Run, State, Strategy, Stream,
+    gradcheck_module, nested, Bptt, Carry, Cell, Chunk, ChunkLoss, Linear, Module, Recurrent,
+    RecurrentConfig, Run, State, Strategy, Stream,
 };
 use rewind::prelude::*;
 
@@ -197,7 +197,7 @@ impl Tagger {
         chunk: &Chunk,
         state: State<'t, f64>,
         run: &Run<'_, f64>,
-    ) -> (Var<'t, f64>, State<'t, f64>) {
+    ) -> (ChunkLoss<'t, f64>, State<'t, f64>) {
         let mut x = vec![0.0; chunk.inputs.len() * self.vocab];
         for (i, &id) in chunk.inputs.iter().enumerate() {
             x[i * self.vocab + id] = 1.0;
@@ -208,14 +208,7 @@ impl Tagger {
             .forward_with(tape, tape.constant(x), Some(state), run);
         let features = out.output.shape()[2];
         let h = out.output.reshape(&[chunk.steps * chunk.lanes, features]);
-        let loss = self.head.forward(tape, h).cross_entropy_with(
-            &chunk.targets,
-            CrossEntropyOptions {
-                reduction: Reduction::Sum,
-                ..Default::default()
-            },
-        );
-        (loss, out.state)
+        (chunk.cross_entropy(self.head.forward(tape, h)), out.state)
     }
 }
 

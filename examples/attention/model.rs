@@ -3,8 +3,8 @@
 
 use rewind::autograd::rand::Rng;
 use rewind::nn::{
-    nested, Carried, Carry, Cell, CellState, Chunk, Embedding, Linear, Lstm, Module, Recurrent,
-    RecurrentConfig, Run, State,
+    nested, Carried, Carry, Cell, CellState, Chunk, ChunkLoss, Embedding, Linear, Lstm, Module,
+    Recurrent, RecurrentConfig, Run, State,
 };
 use rewind::prelude::*;
 
@@ -155,24 +155,20 @@ impl<F: Float> AttentionLm<F> {
         (self.head.forward(tape, rows), next)
     }
 
-    /// The cross-entropy summed over the chunk's counted targets, and the final state: the
-    /// model the BPTT driver calls.
-    pub fn loss_sum<'t>(
+    /// The chunk's cross-entropy (summed over its counted targets, with their number), and the
+    /// final state: the model the BPTT driver calls.
+    pub fn loss<'t>(
         &self,
         tape: &'t Tape<F>,
         chunk: &Chunk,
         state: LmState<'t, F>,
         run: &Run<'_, F>,
-    ) -> (Var<'t, F>, LmState<'t, F>) {
+    ) -> (ChunkLoss<'t, F>, LmState<'t, F>) {
         let x = self
             .embed
             .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
         let (logits, state) = self.logits(tape, x, state, run);
-        let sum = CrossEntropyOptions {
-            reduction: Reduction::Sum,
-            ..Default::default()
-        };
-        (logits.cross_entropy_with(&chunk.targets, sum), state)
+        (chunk.cross_entropy(logits), state)
     }
 
     /// The attention weights at every step of one sequence `tokens` read from the start of a

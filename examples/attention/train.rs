@@ -81,7 +81,7 @@ pub fn run(cli: &Cli) -> Result<Summary, Error> {
     while trained < budget && cli.updates.is_none_or(|n| updates < n) {
         let clock = Instant::now();
         let step = driver.step(&mut stream, |tape, chunk, state, run| {
-            model.loss_sum(tape, chunk, state, run)
+            model.loss(tape, chunk, state, run)
         });
         let Some(update) = step else {
             stream.rewind();
@@ -148,9 +148,9 @@ pub fn evaluate(model: &AttentionLm, val: &[usize], lanes: usize, chunk: usize) 
     let (mut total, mut count) = (0.0, 0usize);
     while let Some(c) = stream.take(chunk) {
         let tape = Tape::new();
-        let (loss, state) = model.loss_sum(&tape, &c, carry.on(&tape), &Run::default());
-        total += f64::from(loss.item());
-        count += c.targets.len();
+        let (loss, state) = model.loss(&tape, &c, carry.on(&tape), &Run::default());
+        total += f64::from(loss.sum().item());
+        count += loss.terms();
         carry = LmCarry::of(state);
     }
     total / count as f64

@@ -2,10 +2,10 @@
 //! readout to the vocabulary, named as a PyTorch model with fields `embed`, `rnn` and `head`.
 
 use rewind::autograd::rand::rngs::StdRng;
-use rewind::autograd::{CrossEntropyOptions, Param, Reduction, Tape, Tensor, Var};
+use rewind::autograd::{Param, Tape, Tensor, Var};
 use rewind::nn::{
-    nested, Carry, Chunk, Embedding, Gru, Linear, Lstm, Module, RecurrentConfig, Rnn, Run,
-    StackState,
+    nested, Carry, Chunk, ChunkLoss, Embedding, Gru, Linear, Lstm, Module, RecurrentConfig, Rnn,
+    Run, StackState,
 };
 
 use super::cli::{BpttKind, CellKind, Hyper};
@@ -100,22 +100,18 @@ impl CharModel {
         (logits, out.state)
     }
 
-    /// The cross-entropy summed over the chunk's counted targets, and the final state: the
-    /// model the BPTT driver calls.
-    pub fn loss_sum<'t>(
+    /// The chunk's cross-entropy (summed over its counted targets, with their number), and the
+    /// final state: the model the BPTT driver calls.
+    pub fn loss<'t>(
         &self,
         tape: &'t Tape,
         chunk: &Chunk,
         state: StackState<'t>,
         run: &Run<'_>,
-    ) -> (Var<'t>, StackState<'t>) {
+    ) -> (ChunkLoss<'t>, StackState<'t>) {
         let (logits, state) =
             self.logits(tape, &chunk.inputs, chunk.steps, chunk.lanes, state, run);
-        let sum = CrossEntropyOptions {
-            reduction: Reduction::Sum,
-            ..Default::default()
-        };
-        (logits.cross_entropy_with(&chunk.targets, sum), state)
+        (chunk.cross_entropy(logits), state)
     }
 }
 

@@ -182,7 +182,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             full_update(&model, &hyper, &corpus.train, step_seed)
         } else {
             driver.reseed(step_seed);
-            match driver.step(&mut stream, |t, ch, s, r| model.loss_sum(t, ch, s, r)) {
+            match driver.step(&mut stream, |t, ch, s, r| model.loss(t, ch, s, r)) {
                 Some(u) => u,
                 None => {
                     stream.rewind();
@@ -479,7 +479,7 @@ fn full_update(model: &CharModel, h: &Hyper, train: &Tokens, seed: u64) -> rewin
     let mut stream = Stream::new(tokens, h.batch);
     let mut driver = Bptt::new(Strategy::Full, model.zero_carry(h.batch), seed);
     driver
-        .step(&mut stream, |t, ch, s, r| model.loss_sum(t, ch, s, r))
+        .step(&mut stream, |t, ch, s, r| model.loss(t, ch, s, r))
         .expect("one window per lane")
 }
 
@@ -493,9 +493,9 @@ pub fn evaluate(model: &CharModel, val: &Tokens, batch: usize, seq_len: usize) -
     model.set_training(false);
     while let Some(chunk) = stream.take(seq_len) {
         let tape = Tape::new();
-        let (loss, state) = model.loss_sum(&tape, &chunk, carry.on(&tape), &Run::default());
-        total += loss.item() as f64;
-        count += chunk.targets.len();
+        let (loss, state) = model.loss(&tape, &chunk, carry.on(&tape), &Run::default());
+        total += loss.sum().item() as f64;
+        count += loss.terms();
         carry = Carry::of(state);
     }
     model.set_training(true);

@@ -24,8 +24,8 @@ use peephole::Peephole;
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{
-    nested, Bptt, Carry, Cell, Chunk, Embedding, Linear, Lstm, Module, Recurrent, RecurrentConfig,
-    Run, State, Strategy, Stream,
+    nested, Bptt, Carry, Cell, Chunk, ChunkLoss, Embedding, Linear, Lstm, Module, Recurrent,
+    RecurrentConfig, Run, State, Strategy, Stream,
 };
 use rewind::optim::{clip_grad_norm, Adam, Optimizer};
 use rewind::prelude::*;
@@ -163,10 +163,10 @@ impl<C: Cell> Module for Restorer<C> {
     }
 }
 
-/// What a chunk gives: the summed loss over counted characters, the final state, and for the
-/// hidden characters their summed loss, how many, and how many the argmax restores.
+/// What a chunk gives: the loss over counted characters, the final state, and for the hidden
+/// characters their summed loss, how many, and how many the argmax restores.
 struct Scored<'t> {
-    loss: Var<'t>,
+    loss: ChunkLoss<'t>,
     state: State<'t>,
     hidden_nats: f64,
     hidden_count: usize,
@@ -213,8 +213,9 @@ impl<C: for<'t> Cell<State<'t> = State<'t>>> Restorer<C> {
             hidden_count += 1;
             restored += usize::from(best[i] == chunk.inputs[i]);
         }
+        let counted = targets.iter().filter(|&&t| t != -100).count();
         Scored {
-            loss: each.sum(),
+            loss: ChunkLoss::summed(each.sum(), counted),
             state: out.state,
             hidden_nats,
             hidden_count,

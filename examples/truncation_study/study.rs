@@ -5,7 +5,7 @@ use std::fmt;
 
 use rewind::autograd::rand::Rng;
 use rewind::nn::{
-    nested, Bptt, Carry, Chunk, Linear, Module, Recurrent, RecurrentConfig, StackState,
+    nested, Bptt, Carry, Chunk, ChunkLoss, Linear, Module, Recurrent, RecurrentConfig, StackState,
     StandardCell, Strategy, Stream, Update,
 };
 use rewind::prelude::*;
@@ -30,15 +30,16 @@ impl<C: StandardCell<F>, F: Float> Net<C, F> {
         }
     }
 
-    /// The loss summed over `chunk`'s counted targets and the final state, from `state`, with
-    /// the gradient into the state entering step t multiplied by `xi[t]`.
+    /// The cross-entropy of `chunk` (summed over its counted targets, with their number) and the
+    /// final state, from `state`, with the gradient into the state entering step t multiplied by
+    /// `xi[t]`.
     pub fn loss<'t>(
         &self,
         tape: &'t Tape<F>,
         chunk: &Chunk,
         state: StackState<'t, F>,
         xi: Option<&[F]>,
-    ) -> (Var<'t, F>, StackState<'t, F>) {
+    ) -> (ChunkLoss<'t, F>, StackState<'t, F>) {
         let mut x = vec![F::ZERO; chunk.inputs.len() * self.vocab];
         for (i, &id) in chunk.inputs.iter().enumerate() {
             x[i * self.vocab + id] = F::ONE;
@@ -54,14 +55,7 @@ impl<C: StandardCell<F>, F: Float> Net<C, F> {
             .forward_with(tape, tape.constant(x), Some(state), &run);
         let hidden = self.rnn.config().hidden_size;
         let h = out.output.reshape(&[chunk.steps * chunk.lanes, hidden]);
-        let loss = self.head.forward(tape, h).cross_entropy_with(
-            &chunk.targets,
-            CrossEntropyOptions {
-                reduction: Reduction::Sum,
-                ..Default::default()
-            },
-        );
-        (loss, out.state)
+        (chunk.cross_entropy(self.head.forward(tape, h)), out.state)
     }
 }
 
@@ -157,8 +151,8 @@ pub fn perplexity<C: StandardCell<F>, F: Float>(
     while let Some(chunk) = stream.take(window) {
         let tape = Tape::new();
         let (loss, state) = net.loss(&tape, &chunk, carry.on(&tape), None);
-        total += loss.item().to_f64();
-        count += chunk.targets.len();
+        total += loss.sum().item().to_f64();
+        count += loss.terms();
         carry = Carry::of(state);
     }
     (total / count as f64).exp()

@@ -1,11 +1,14 @@
-//! Training a recurrent model over a long stream: the stream cut into parallel lanes and read in
-//! chunks, the state carried from chunk to chunk and detached at each boundary, and the
-//! strategies of backpropagation through time (full, truncated, Williams and Peng's
-//! TBPTT(k1, k2), randomized, random-length and checkpointed) as one driver.
+//! Training a recurrent model over a long stream (a [`Source`]: token ids or feature vectors,
+//! cut into parallel lanes and read in chunks): the state carried from chunk to chunk and
+//! detached at each boundary, the strategies of backpropagation through time (full, truncated,
+//! Williams and Peng's TBPTT(k1, k2), randomized, random-length and checkpointed) as one driver,
+//! and the loss contract between the driver and a model ([`ChunkLoss`]).
 
+use std::cell::Cell as Slot;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Add;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -13,239 +16,95 @@ use rewind_autograd::{Float, Grads, Tape, Tensor, Var};
 
 use crate::cell::{Cell, CellState, State};
 use crate::recurrent::{Recurrent, Run};
+use crate::stream::{pieces, Source, SourceChunk};
 
-/// Token ids in the narrowest unsigned integer that holds every id of a vocabulary: one byte a
-/// token for up to 256 symbols, two for up to 65,536, else four. A stream over a long text then
-/// costs about a byte a character instead of a `usize`'s eight.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Tokens {
-    /// Ids below 2⁸.
-    U8(Vec<u8>),
-    /// Ids below 2¹⁶.
-    U16(Vec<u16>),
-    /// Ids below 2³².
-    U32(Vec<u32>),
+/// A chunk's loss as the [`Bptt`] driver takes it: a sum over the terms that count, and how many
+/// terms there are. The driver adds the sums of every piece of an update and divides by the total
+/// number of terms once, so an update's gradient is that of the mean loss whatever the model's
+/// reduction was, and however the driver cut the chunk.
+///
+/// A model says which reduction it computed, and the type keeps a mean from being taken for a
+/// sum (or the reverse): [`summed`](ChunkLoss::summed) for `reduction="sum"`,
+/// [`averaged`](ChunkLoss::averaged) for PyTorch's default mean. The chunks build it for the
+/// usual losses: [`Chunk::cross_entropy`](crate::Chunk::cross_entropy) for token streams and
+/// [`FeatureChunk::mse`](crate::FeatureChunk::mse) for feature streams.
+///
+/// ```
+/// use rewind_autograd::{Tape, Tensor};
+/// use rewind_nn::ChunkLoss;
+///
+/// let tape = Tape::<f64>::new();
+/// let errors = tape.constant(Tensor::from_vec(vec![1.0, 2.0, 3.0, 6.0], &[4]).unwrap());
+/// // The same loss, reduced either way, is the same to the driver.
+/// let by_sum = ChunkLoss::summed(errors.sum(), 4);
+/// let by_mean = ChunkLoss::averaged(errors.mean(), 4);
+/// assert_eq!(by_sum.mean().item(), 3.0);
+/// assert_eq!(by_mean.mean().item(), 3.0);
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkLoss<'t, F: Float = f32> {
+    sum: Var<'t, F>,
+    terms: usize,
 }
 
-macro_rules! each_width {
-    ($tokens:expr, $v:ident => $body:expr) => {
-        match $tokens {
-            Tokens::U8($v) => $body,
-            Tokens::U16($v) => $body,
-            Tokens::U32($v) => $body,
-        }
-    };
-}
-
-impl Tokens {
-    /// No tokens yet, in the width for ids below `vocab`, with room for `capacity`.
+impl<'t, F: Float> ChunkLoss<'t, F> {
+    /// A loss summed over `terms` terms (PyTorch's `reduction="sum"`).
     #[track_caller]
-    pub fn for_vocab(vocab: usize, capacity: usize) -> Self {
-        if vocab <= 1 << 8 {
-            Tokens::U8(Vec::with_capacity(capacity))
-        } else if vocab <= 1 << 16 {
-            Tokens::U16(Vec::with_capacity(capacity))
+    pub fn summed(sum: Var<'t, F>, terms: usize) -> Self {
+        let shape = sum.shape();
+        assert!(
+            shape.iter().product::<usize>() == 1,
+            "chunk loss: the loss must be one value, got shape {:?}",
+            &shape[..]
+        );
+        let sum = if shape.is_empty() {
+            sum
         } else {
-            assert!(
-                vocab as u64 <= 1 << 32,
-                "tokens: a vocabulary of {vocab} symbols needs ids wider than u32"
-            );
-            Tokens::U32(Vec::with_capacity(capacity))
-        }
+            sum.reshape(&[])
+        };
+        ChunkLoss { sum, terms }
     }
 
-    /// Appends `id`, which must fit the width chosen for the vocabulary.
+    /// A loss averaged over `terms` terms (PyTorch's default `reduction="mean"`): the driver
+    /// counts it as `mean · terms`. A mean over no terms (NaN, as PyTorch's) adds nothing.
     #[track_caller]
-    pub fn push(&mut self, id: usize) {
-        // A `match`, not `unwrap_or_else`: a closure would report its own line, not the caller's.
-        each_width!(self, v => match id.try_into() {
-            Ok(narrow) => v.push(narrow),
-            Err(_) => panic!(
-                "tokens: id {id} does not fit the vocabulary's width ({}: ids below {})",
-                self.width_name(),
-                self.bound()
-            ),
-        })
+    pub fn averaged(mean: Var<'t, F>, terms: usize) -> Self {
+        let tape = mean.tape();
+        let sum = if terms == 0 {
+            tape.constant(Tensor::scalar(F::ZERO))
+        } else {
+            mean * F::from_f64(terms as f64)
+        };
+        ChunkLoss::summed(sum, terms)
     }
 
-    fn width_name(&self) -> &'static str {
-        match self {
-            Tokens::U8(_) => "u8",
-            Tokens::U16(_) => "u16",
-            Tokens::U32(_) => "u32",
-        }
+    /// The sum over the terms.
+    pub fn sum(&self) -> Var<'t, F> {
+        self.sum
     }
 
-    fn bound(&self) -> u64 {
-        match self {
-            Tokens::U8(_) => 1 << 8,
-            Tokens::U16(_) => 1 << 16,
-            Tokens::U32(_) => 1 << 32,
-        }
+    /// The number of terms.
+    pub fn terms(&self) -> usize {
+        self.terms
     }
 
-    /// The number of tokens.
-    pub fn len(&self) -> usize {
-        each_width!(self, v => v.len())
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The id at `index`.
-    #[track_caller]
-    pub fn get(&self, index: usize) -> usize {
-        let len = self.len();
-        if index >= len {
-            panic!("tokens: index {index} out of range for {len} tokens");
-        }
-        each_width!(self, v => v[index] as usize)
-    }
-
-    /// The tokens from `at` on, removed from `self` (as `Vec::split_off`).
-    #[track_caller]
-    pub fn split_off(&mut self, at: usize) -> Tokens {
-        match self {
-            Tokens::U8(v) => Tokens::U8(v.split_off(at)),
-            Tokens::U16(v) => Tokens::U16(v.split_off(at)),
-            Tokens::U32(v) => Tokens::U32(v.split_off(at)),
-        }
+    /// The mean over the terms (NaN over none, as PyTorch's mean of nothing).
+    pub fn mean(&self) -> Var<'t, F> {
+        self.sum * F::from_f64(1.0 / self.terms as f64)
     }
 }
 
-impl From<Vec<usize>> for Tokens {
-    /// The ids in the narrowest width that holds the largest.
-    fn from(ids: Vec<usize>) -> Self {
-        let vocab = ids.iter().max().map_or(0, |&m| m + 1);
-        let mut tokens = Tokens::for_vocab(vocab, ids.len());
-        for id in ids {
-            tokens.push(id);
+/// Two losses over separate terms (two pieces of a chunk, two halves of a batch): the sums and the
+/// counts add. Two losses over the same terms (a main loss and an auxiliary one) are
+/// `ChunkLoss::summed(a.sum() + b.sum(), a.terms())`.
+impl<'t, F: Float> Add for ChunkLoss<'t, F> {
+    type Output = Self;
+
+    fn add(self, other: Self) -> Self {
+        ChunkLoss {
+            sum: self.sum + other.sum,
+            terms: self.terms + other.terms,
         }
-        tokens
-    }
-}
-
-/// A token stream cut into `lanes` contiguous lanes (lane b holds tokens b·L .. (b+1)·L), read
-/// in time-major chunks. The target of each input is the token after it.
-#[derive(Clone, Debug)]
-pub struct Stream {
-    tokens: Tokens,
-    lanes: usize,
-    lane_len: usize,
-    position: usize,
-}
-
-/// Steps `start .. start + steps` of every lane: `inputs[t·lanes + b]` is lane b's token at
-/// that step and `targets` the next token, or -100 where the step's loss does not count.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Chunk {
-    /// Input tokens [steps, lanes], time-major.
-    pub inputs: Vec<usize>,
-    /// Target tokens [steps, lanes] (-100: not counted).
-    pub targets: Vec<i64>,
-    /// Time steps.
-    pub steps: usize,
-    /// Parallel lanes (the batch).
-    pub lanes: usize,
-    /// The stream position of the first step.
-    pub start: usize,
-}
-
-impl Stream {
-    /// Cuts `tokens` into `lanes` lanes of equal length (the remainder is dropped).
-    #[track_caller]
-    pub fn new(tokens: impl Into<Tokens>, lanes: usize) -> Self {
-        let tokens = tokens.into();
-        assert!(lanes > 0, "stream: needs at least one lane");
-        let lane_len = tokens.len() / lanes;
-        assert!(
-            lane_len >= 2,
-            "stream: {} tokens are too few for {lanes} lanes of at least two tokens",
-            tokens.len()
-        );
-        Stream {
-            tokens,
-            lanes,
-            lane_len,
-            position: 0,
-        }
-    }
-
-    /// The number of lanes.
-    pub fn lanes(&self) -> usize {
-        self.lanes
-    }
-
-    /// Steps in one pass over a lane (each step needs a next token as its target).
-    pub fn steps(&self) -> usize {
-        self.lane_len - 1
-    }
-
-    /// The next step to be read.
-    pub fn position(&self) -> usize {
-        self.position
-    }
-
-    /// Steps left in this pass.
-    pub fn remaining(&self) -> usize {
-        self.steps() - self.position
-    }
-
-    /// Starts a new pass from the first step.
-    pub fn rewind(&mut self) {
-        self.position = 0;
-    }
-
-    /// Moves to `position` (to resume a pass where it stopped).
-    #[track_caller]
-    pub fn seek(&mut self, position: usize) {
-        assert!(
-            position <= self.steps(),
-            "stream: position {position} past the end ({})",
-            self.steps()
-        );
-        self.position = position;
-    }
-
-    /// Steps `start .. start + steps` without moving the position.
-    #[track_caller]
-    pub fn chunk(&self, start: usize, steps: usize) -> Chunk {
-        assert!(
-            start + steps <= self.steps(),
-            "stream: steps {start}..{} past the end ({})",
-            start + steps,
-            self.steps()
-        );
-        let mut inputs = Vec::with_capacity(steps * self.lanes);
-        let mut targets = Vec::with_capacity(steps * self.lanes);
-        for t in start..start + steps {
-            for b in 0..self.lanes {
-                let at = b * self.lane_len + t;
-                inputs.push(self.tokens.get(at));
-                targets.push(self.tokens.get(at + 1) as i64);
-            }
-        }
-        Chunk {
-            inputs,
-            targets,
-            steps,
-            lanes: self.lanes,
-            start,
-        }
-    }
-
-    /// The next `steps` steps (fewer at the end of the pass), advancing; `None` when the pass is
-    /// over.
-    pub fn take(&mut self, steps: usize) -> Option<Chunk> {
-        let n = steps.min(self.remaining());
-        if n == 0 {
-            return None;
-        }
-        let chunk = self.chunk(self.position, n);
-        self.position += n;
-        Some(chunk)
     }
 }
 
@@ -540,11 +399,12 @@ pub enum Strategy {
 /// What one update produced.
 #[derive(Debug)]
 pub struct Update<F: Float = f32> {
-    /// The gradients of the mean loss over the counted targets.
+    /// The gradients of the mean loss over the counted terms.
     pub grads: Grads<F>,
     /// That mean loss (nats per target for cross-entropy).
     pub loss: f64,
-    /// Targets counted.
+    /// Terms counted ([`ChunkLoss::terms`]): targets for cross-entropy, elements for a squared
+    /// error.
     pub targets: usize,
     /// New steps consumed from the stream.
     pub steps: usize,
@@ -553,13 +413,18 @@ pub struct Update<F: Float = f32> {
     pub peak_bytes: usize,
 }
 
-/// The driver: reads a [`Stream`] chunk by chunk, runs the model on a fresh tape from the
-/// carried state, and returns the gradients of each update.
+/// The driver: reads a [`Source`] (a token [`Stream`](crate::Stream), a
+/// [`FeatureStream`](crate::FeatureStream), or a user's own) chunk by chunk, runs the model on a
+/// fresh tape from the carried state, and returns the gradients of each update.
 ///
-/// The model is a closure `(tape, chunk, initial_state, run) -> (summed_loss, final_state)`:
-/// it must start its recurrent stack from `initial_state`, pass `run`'s options
-/// (`grad_scale`, `checkpoint_every`) to [`Recurrent::forward_with`], and return the loss summed
-/// over the chunk's counted targets (those that are not -100).
+/// The model is a closure `(tape, chunk, initial_state, run) -> (loss, final_state)`: it must
+/// start its recurrent stack from `initial_state`, pass `run`'s options (`grad_scale`,
+/// `checkpoint_every`, `fresh_lanes`) to [`Recurrent::forward_with`], and return the chunk's
+/// loss as a [`ChunkLoss`], a sum with its number of terms (usually
+/// [`Chunk::cross_entropy`](crate::Chunk::cross_entropy) or
+/// [`FeatureChunk::mse`](crate::FeatureChunk::mse)). The driver divides the update's summed
+/// loss by its terms once, so the gradients are those of the mean loss over the update's counted
+/// terms, however the model reduced and however the driver cut the chunk.
 ///
 /// The carried state `K` is a [`Carry`] for a model around one [`Recurrent`] stack of any cell,
 /// or any [`Carried`] state a model defines for itself.
@@ -705,14 +570,15 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
 
     /// One update: reads the next chunk of `stream` and returns its gradients, or `None` when the
     /// pass is over.
-    pub fn step<M>(&mut self, stream: &mut Stream, mut model: M) -> Option<Update<F>>
+    pub fn step<S, M>(&mut self, stream: &mut S, mut model: M) -> Option<Update<F>>
     where
+        S: Source,
         M: for<'t> FnMut(
             &'t Tape<F>,
-            &Chunk,
+            &S::Chunk,
             K::Live<'t>,
             &Run<'_, F>,
-        ) -> (Var<'t, F>, K::Live<'t>),
+        ) -> (ChunkLoss<'t, F>, K::Live<'t>),
     {
         let begin = stream.position();
         let new_steps = match self.strategy {
@@ -735,15 +601,14 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         };
         let from = self.start_position(begin - back);
         let mut chunk = stream.chunk(from, begin + new_steps - from);
-        let overlap = (begin - from) * chunk.lanes;
-        chunk.targets[..overlap].fill(-100);
-        stream.take(new_steps);
+        chunk.exclude_first(begin - from);
+        stream.seek(begin + new_steps);
 
         let tape = Tape::new();
         let state = self.states[&from].carry.on(&tape);
-        let fresh = self.states[&from].fresh_lanes(chunk.lanes);
+        let fresh = self.states[&from].fresh_lanes(chunk.lanes());
         let fresh = fresh.as_deref();
-        let xi = self.grad_scale(chunk.steps);
+        let xi = self.grad_scale(chunk.steps());
         let root = |k: usize, every: Option<usize>| {
             every.unwrap_or_else(|| (k as f64).sqrt().ceil() as usize)
         };
@@ -768,13 +633,12 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         self.states
             .insert(begin + new_steps, Kept::carried(K::of(final_state)));
         self.forget_before(begin + new_steps);
-        let counted = chunk.targets.iter().filter(|&&t| t != -100).count();
-        let loss = total * F::from_f64(1.0 / counted as f64);
+        let loss = total.mean();
         let grads = loss.backward();
         Some(Update {
             loss: loss.item().to_f64(),
             grads,
-            targets: counted,
+            targets: total.terms(),
             steps: new_steps,
             peak_bytes: tape.stats().peak_bytes,
         })
@@ -791,28 +655,28 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
     }
 
     /// Runs `chunk` in pieces of `g` steps on one tape, keeping the detached state at every piece
-    /// boundary for later overlapping updates; returns the summed loss and final state. The
-    /// `fresh` lanes start fresh in the first piece.
-    fn run_kept<'t, M>(
+    /// boundary for later overlapping updates; returns the loss of every piece and the final
+    /// state. The `fresh` lanes start fresh in the first piece.
+    fn run_kept<'t, C, M>(
         &mut self,
         tape: &'t Tape<F>,
-        chunk: &Chunk,
+        chunk: &C,
         mut state: K::Live<'t>,
         fresh: Option<&[bool]>,
         g: usize,
         model: &mut M,
-    ) -> (Var<'t, F>, K::Live<'t>)
+    ) -> (ChunkLoss<'t, F>, K::Live<'t>)
     where
+        C: SourceChunk,
         M: for<'s> FnMut(
             &'s Tape<F>,
-            &Chunk,
+            &C,
             K::Live<'s>,
             &Run<'_, F>,
-        ) -> (Var<'s, F>, K::Live<'s>),
+        ) -> (ChunkLoss<'s, F>, K::Live<'s>),
     {
-        let mut total = tape.constant(Tensor::scalar(F::ZERO));
-        for (i, piece) in chunk.pieces(g).enumerate() {
-            let n = piece.steps;
+        let mut total = ChunkLoss::summed(tape.constant(Tensor::scalar(F::ZERO)), 0);
+        for (i, piece) in pieces(chunk, g).enumerate() {
             let run = Run {
                 fresh_lanes: fresh.filter(|_| i == 0),
                 ..Run::default()
@@ -821,7 +685,7 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
             total = total + loss;
             state = next;
             self.states
-                .entry(piece.start + n)
+                .entry(piece.start() + piece.steps())
                 .or_insert_with(|| Kept::carried(K::of(next)));
         }
         (total, state)
@@ -861,37 +725,41 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
 
 /// Runs `chunk` in segments of `every` steps, each model call (its loss included) inside a
 /// [`Tape::checkpoint`]: the tape keeps each segment's summed loss and final state, and during
-/// backward recomputes one segment's insides at a time. Returns the summed loss and final state.
-/// The `fresh` lanes start fresh in the first segment.
-fn run_segments<'t, F, K, M>(
+/// backward recomputes one segment's insides at a time. Returns the loss of every segment and the
+/// final state. The `fresh` lanes start fresh in the first segment.
+fn run_segments<'t, F, K, C, M>(
     tape: &'t Tape<F>,
-    chunk: &Chunk,
+    chunk: &C,
     mut state: K::Live<'t>,
     fresh: Option<&[bool]>,
     every: usize,
     model: &mut M,
-) -> (Var<'t, F>, K::Live<'t>)
+) -> (ChunkLoss<'t, F>, K::Live<'t>)
 where
     F: Float,
     K: Carried<F>,
-    M: for<'s> FnMut(&'s Tape<F>, &Chunk, K::Live<'s>, &Run<'_, F>) -> (Var<'s, F>, K::Live<'s>),
+    C: SourceChunk,
+    M: for<'s> FnMut(&'s Tape<F>, &C, K::Live<'s>, &Run<'_, F>) -> (ChunkLoss<'s, F>, K::Live<'s>),
 {
-    let mut total = tape.constant(Tensor::scalar(F::ZERO));
+    let mut total = ChunkLoss::summed(tape.constant(Tensor::scalar(F::ZERO)), 0);
     // One segment covering the chunk shows the model every step, as truncation does.
-    let cut = chunk.steps > every;
-    for (i, piece) in chunk.pieces(every).enumerate() {
+    let cut = chunk.steps() > every;
+    for (i, piece) in pieces(chunk, every).enumerate() {
         let run = Run {
             fresh_lanes: fresh.filter(|_| i == 0),
             ..Run::default()
         };
+        // The count of terms is a plain number, the same in the recompute: kept aside.
+        let terms = Slot::new(0);
         let outputs = tape.checkpoint(&K::vars(state), |inner, vars| {
             let _segment = cut.then(InSegment::enter);
             let (loss, next) = model(inner, &piece, K::from_vars(vars), &run);
-            let mut outputs = vec![loss];
+            terms.set(loss.terms());
+            let mut outputs = vec![loss.sum()];
             outputs.extend(K::vars(next));
             outputs
         });
-        total = total + outputs[0];
+        total = total + ChunkLoss::summed(outputs[0], terms.get());
         state = K::from_vars(&outputs[1..]);
     }
     (total, state)
@@ -923,24 +791,6 @@ impl InSegment {
 impl Drop for InSegment {
     fn drop(&mut self) {
         SEGMENTS.with(|s| s.set(s.get() - 1));
-    }
-}
-
-impl Chunk {
-    /// This chunk cut into consecutive pieces of `steps` steps (the last may be shorter).
-    fn pieces(&self, steps: usize) -> impl Iterator<Item = Chunk> + '_ {
-        let lanes = self.lanes;
-        (0..self.steps).step_by(steps).map(move |first| {
-            let n = steps.min(self.steps - first);
-            let rows = first * lanes..(first + n) * lanes;
-            Chunk {
-                inputs: self.inputs[rows.clone()].to_vec(),
-                targets: self.targets[rows].to_vec(),
-                steps: n,
-                lanes,
-                start: self.start + first,
-            }
-        })
     }
 }
 

@@ -34,9 +34,10 @@ pub mod loss;
 mod module;
 mod recurrent;
 mod standard_cells;
+mod stream;
 mod weights;
 
-pub use bptt::{Bptt, Carried, Carry, Chunk, Strategy, Stream, Tokens, Update};
+pub use bptt::{Bptt, Carried, Carry, ChunkLoss, Strategy, Update};
 pub use cell::{Cell, CellState, State, StatePart};
 pub use diagnostics::{
     grad_norms_through_time, param_grad_norms, recurrent_spectral_radii, spectral_radius,
@@ -47,6 +48,7 @@ pub use linear::{Embedding, Linear};
 pub use module::{nested, Module};
 pub use recurrent::{Gru, Lstm, Recurrent, RecurrentConfig, RecurrentOutput, Rnn, Run, StackState};
 pub use standard_cells::{CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, StandardCell};
+pub use stream::{Chunk, FeatureChunk, FeatureStream, Source, SourceChunk, Stream, Tokens};
 pub use weights::{
     load_module, load_state_dict, load_state_dict_non_strict, load_weights,
     load_weights_non_strict, save_weights, state_dict, Unmatched, WeightProblem, WeightsError,
