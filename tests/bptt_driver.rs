@@ -1,14 +1,20 @@
 //! The BPTT driver over a token stream: truncation with k ≥ T is full BPTT, a chunk boundary cuts
 //! the gradient exactly, TBPTT(k1, k2) equals its definition, checkpointed and π = 1 chunks equal
 //! plain truncation, checkpointed model segments hold memory that grows as √k, lanes reset
-//! independently, and token ids of any width read back the same.
+//! independently, and token ids of any width read back the same. Over a stream of feature
+//! vectors, the driver gives PyTorch's gradient of the mean squared error; and a model's loss
+//! reduced by the mean or by the sum is the same update under every strategy.
+
+mod support;
 
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
-use rewind::autograd::{Grads, Tape};
+use rewind::autograd::{Grads, Param, Tape, Tensor, Var};
+use rewind::nn::loss::mse_loss;
 use rewind::nn::{
-    Bptt, Carry, Chunk, ChunkLoss, Embedding, Linear, Lstm, Module, RecurrentConfig, Run,
-    StackState, Strategy, Stream, Tokens,
+    load_state_dict, nested, Bptt, Carry, Chunk, ChunkLoss, Embedding, FeatureChunk, FeatureStream,
+    Linear, Lstm, Module, RecurrentConfig, Run, StackState, Strategy, Stream, Tokens,
 };
+use support::golden::{self, tensor};
 
 const VOCAB: usize = 7;
 
@@ -498,4 +504,281 @@ fn a_reset_lane_restarts_from_the_learned_initial_state() {
     for p in model.initial() {
         assert_eq!(again.grads.get(p), first.grads.get(p));
     }
+}
+
+/// Every strategy the driver has, at chunk lengths that cut a 24-step pass unevenly.
+fn every_strategy() -> [Strategy; 7] {
+    [
+        Strategy::Full,
+        Strategy::Truncated { k: 5 },
+        Strategy::Overlapping { k1: 3, k2: 7 },
+        Strategy::Randomized { k: 5, pi: 0.5 },
+        Strategy::RandomLength { min: 3, max: 7 },
+        Strategy::Checkpointed {
+            k: 7,
+            every: Some(2),
+        },
+        Strategy::CheckpointedModel {
+            k: 7,
+            every: Some(3),
+        },
+    ]
+}
+
+/// A model that reduces its loss by the mean, as PyTorch's default, and says so: the driver's
+/// updates are those of the model that sums, under every strategy. (Handed to the driver as a
+/// bare value, which the driver then divided by its own count, this mean was divided twice: a
+/// gradient 1/N of the true one. A bare value no longer compiles.) Pieces of TBPTT(k1, k2) that
+/// are context only count no target, and their mean (NaN) adds nothing.
+#[test]
+fn a_loss_reduced_by_the_mean_or_by_the_sum_is_one_update_under_every_strategy() {
+    let model = CharModel::new();
+    for strategy in every_strategy() {
+        let by_sum = all_updates(&model, strategy);
+        let mut s = stream();
+        let mut driver = Bptt::new(strategy, Carry::zeros(&model.lstm, 3), 0);
+        let mut by_mean = Vec::new();
+        while let Some(u) = driver.step(&mut s, |t, c, st, r| {
+            let x = model.embed.forward(t, &c.inputs, &[c.steps, c.lanes]);
+            let out = model.lstm.forward_with(t, x, Some(st), r);
+            let logits = model
+                .head
+                .forward(t, out.output)
+                .reshape(&[c.steps * c.lanes, VOCAB]);
+            (
+                ChunkLoss::averaged(logits.cross_entropy(&c.targets), c.counted()),
+                out.state,
+            )
+        }) {
+            by_mean.push((u.grads, u.loss, u.steps));
+        }
+        assert_eq!(by_mean.len(), by_sum.len(), "{strategy:?}");
+        for ((g_mean, loss_mean, _), (g_sum, loss_sum, _)) in by_mean.iter().zip(&by_sum) {
+            assert!(
+                (loss_mean - loss_sum).abs() <= 1e-12 * loss_sum.abs(),
+                "{strategy:?}: {loss_mean} vs {loss_sum}"
+            );
+            assert_same(&model, g_mean, g_sum, 1e-12);
+        }
+    }
+}
+
+/// The model of scripts/golden_feature_stream.py: an LSTM reading feature vectors and a linear
+/// readout predicting a vector at every step.
+struct Forecaster {
+    lstm: Lstm<f64>,
+    head: Linear<f64>,
+}
+
+impl Module<f64> for Forecaster {
+    fn params(&self) -> Vec<(String, &Param<f64>)> {
+        let mut all = nested("lstm", self.lstm.params());
+        all.extend(nested("head", self.head.params()));
+        all
+    }
+}
+
+impl Forecaster {
+    fn new() -> Self {
+        let mut rng = StdRng::seed_from_u64(3);
+        Forecaster {
+            lstm: Lstm::init(RecurrentConfig::new(2, 4), &mut rng),
+            head: Linear::init(4, 2, &mut rng),
+        }
+    }
+
+    /// Predictions `[steps, lanes, 2]` and the final state.
+    fn predict<'t>(
+        &self,
+        tape: &'t Tape<f64>,
+        chunk: &FeatureChunk<f64>,
+        state: StackState<'t, f64>,
+        run: &Run<'_, f64>,
+    ) -> (Var<'t, f64>, StackState<'t, f64>) {
+        let x = tape.constant(chunk.inputs.clone());
+        let out = self.lstm.forward_with(tape, x, Some(state), run);
+        (self.head.forward(tape, out.output), out.state)
+    }
+
+    /// The squared error summed over the chunk's counted steps, with its number of elements.
+    fn loss<'t>(
+        &self,
+        tape: &'t Tape<f64>,
+        chunk: &FeatureChunk<f64>,
+        state: StackState<'t, f64>,
+        run: &Run<'_, f64>,
+    ) -> (ChunkLoss<'t, f64>, StackState<'t, f64>) {
+        let (prediction, state) = self.predict(tape, chunk, state, run);
+        (chunk.mse(prediction), state)
+    }
+
+    /// Every update of one pass over `stream`.
+    fn updates(&self, stream: &mut FeatureStream<f64>, strategy: Strategy) -> Vec<Grads<f64>> {
+        let mut driver = Bptt::new(strategy, Carry::zeros(&self.lstm, stream.lanes()), 0);
+        let mut out = Vec::new();
+        while let Some(u) = driver.step(stream, |t, c, st, r| self.loss(t, c, st, r)) {
+            out.push(u.grads);
+        }
+        stream.rewind();
+        out
+    }
+
+    fn assert_same(&self, a: &Grads<f64>, b: &Grads<f64>, what: &str) {
+        for (name, p) in self.params() {
+            for (x, y) in a[p].data().iter().zip(b[p].data()) {
+                assert!(
+                    (x - y).abs() <= 1e-12 * (1.0 + y.abs()),
+                    "{what} {name}: {x} vs {y}"
+                );
+            }
+        }
+    }
+}
+
+/// A stream of feature vectors under the driver, over the whole pass, gives PyTorch's loss and
+/// gradients for `F.mse_loss` (the mean over every element) of an LSTM and a readout: whether
+/// the target is a series of its own or the next vector, and whether the model sums the error
+/// ([`FeatureChunk::mse`]) or takes PyTorch's mean and says so ([`ChunkLoss::averaged`]).
+/// Golden values: scripts/golden_feature_stream.py.
+#[test]
+fn a_feature_stream_under_the_driver_gets_pytorchs_mean_squared_error_gradients() {
+    let g = golden::load::<f64>(
+        "feature_stream_golden.safetensors",
+        "golden_feature_stream.py",
+    );
+    let (series, targets) = (tensor(&g, "series"), tensor(&g, "targets"));
+    for case in ["paired", "next"] {
+        let mut model = Forecaster::new();
+        let prefix = format!("{case}.param.");
+        let weights = g
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|n| (n.to_string(), v.clone())))
+            .collect();
+        load_state_dict(&mut model, &weights).expect("PyTorch's names and shapes");
+        let mut stream = match case {
+            "paired" => FeatureStream::paired(series.clone(), targets.clone(), 3),
+            _ => FeatureStream::next_vector(series.clone(), 3),
+        };
+        assert_eq!(stream.steps(), if case == "paired" { 9 } else { 8 });
+        let by_sum = Bptt::new(Strategy::Full, Carry::zeros(&model.lstm, 3), 0)
+            .step(&mut stream, |t, c, st, r| model.loss(t, c, st, r))
+            .expect("one pass");
+        stream.rewind();
+        let by_mean = Bptt::new(Strategy::Full, Carry::zeros(&model.lstm, 3), 0)
+            .step(&mut stream, |t, c, st, r| {
+                let (prediction, state) = model.predict(t, c, st, r);
+                let target = t.constant(c.targets.clone());
+                let mean = mse_loss(prediction, target);
+                (ChunkLoss::averaged(mean, c.targets.numel()), state)
+            })
+            .expect("one pass");
+        let want_loss = tensor(&g, &format!("{case}.loss")).item();
+        for (what, update) in [("summed", &by_sum), ("averaged", &by_mean)] {
+            assert!(
+                (update.loss - want_loss).abs() <= 1e-12,
+                "{case} {what} loss"
+            );
+            assert_eq!(
+                update.targets,
+                stream.steps() * 3 * 2,
+                "{case} {what}: every element"
+            );
+            for (name, p) in model.params() {
+                let want = tensor(&g, &format!("{case}.grad.{name}"));
+                for (x, y) in update.grads[p].data().iter().zip(want.data()) {
+                    assert!(
+                        (x - y).abs() <= 1e-12,
+                        "{case} {what} {name}: {x} vs PyTorch {y}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Over feature vectors as over tokens: TBPTT(k1, k2) counts only its k1 new steps (the
+/// replayed ones are context), and checkpointing, of the stacks or of the whole model, changes
+/// no gradient of truncation.
+#[test]
+fn feature_chunks_count_only_their_new_steps_under_every_strategy() {
+    let model = Forecaster::new();
+    let rows = 3 * 12;
+    let series = Tensor::from_vec(
+        (0..rows * 2).map(|i| (0.37 * i as f64).sin()).collect(),
+        &[rows, 2],
+    )
+    .unwrap();
+    let mut stream = FeatureStream::next_vector(series, 3);
+    // TBPTT(2, 5) at steps 6..8 by definition: from the state at step 3, reached without
+    // gradient, run 5 steps and average the error of the last 2.
+    let overlapping = model.updates(&mut stream, Strategy::Overlapping { k1: 2, k2: 5 });
+    let tape = Tape::new();
+    let warm = stream.chunk(0, 3);
+    let state = model.loss(
+        &tape,
+        &warm,
+        Carry::zeros(&model.lstm, 3).on(&tape),
+        &Run::default(),
+    );
+    let start = Carry::of(state.1);
+    let tape = Tape::new();
+    let chunk = stream.chunk(3, 5);
+    let (prediction, _) = model.predict(&tape, &chunk, start.on(&tape), &Run::default());
+    let target = tape.constant(chunk.targets.clone());
+    let error = (prediction - target).narrow(0, 3, 2);
+    let expected = (error * error).mean().backward();
+    model.assert_same(&overlapping[3], &expected, "TBPTT(2, 5)");
+
+    let truncated = model.updates(&mut stream, Strategy::Truncated { k: 4 });
+    for every in [Some(1), Some(3), None] {
+        for strategy in [
+            Strategy::Checkpointed { k: 4, every },
+            Strategy::CheckpointedModel { k: 4, every },
+        ] {
+            let updates = model.updates(&mut stream, strategy);
+            assert_eq!(updates.len(), truncated.len());
+            for (a, b) in updates.iter().zip(&truncated) {
+                model.assert_same(a, b, &format!("{strategy:?}"));
+            }
+        }
+    }
+}
+
+/// A feature stream cuts its rows into lanes as the token stream cuts its tokens: lane b holds
+/// rows b·L .. (b+1)·L, a chunk is time-major, and the target is the next row of the lane or the
+/// target series' row beside the input.
+#[test]
+fn a_feature_stream_reads_lanes_time_major_with_their_targets() {
+    let rows: u32 = 2 * 4;
+    let series =
+        Tensor::from_vec((0..rows * 2).map(f64::from).collect(), &[rows as usize, 2]).unwrap();
+    let labels = Tensor::from_vec(
+        (0..rows).map(|r| -f64::from(r)).collect(),
+        &[rows as usize, 1],
+    )
+    .unwrap();
+    let mut next = FeatureStream::next_vector(series.clone(), 2);
+    assert_eq!((next.lanes(), next.steps()), (2, 3));
+    let c = next.take(2).unwrap();
+    assert_eq!(c.inputs.shape(), &[2, 2, 2]);
+    // Step 0: lane 0 reads row 0, lane 1 row 4; step 1: rows 1 and 5. Targets: one row on.
+    assert_eq!(c.inputs.data(), &[0.0, 1.0, 8.0, 9.0, 2.0, 3.0, 10.0, 11.0]);
+    assert_eq!(
+        c.targets.data(),
+        &[2.0, 3.0, 10.0, 11.0, 4.0, 5.0, 12.0, 13.0]
+    );
+    assert_eq!((c.start, c.context, c.counted()), (0, 0, 0..2));
+    let last = next.take(5).unwrap();
+    assert_eq!((last.start, last.steps), (2, 1));
+    assert!(next.take(1).is_none());
+
+    let mut paired = FeatureStream::paired(series, labels, 2);
+    assert_eq!(paired.steps(), 4);
+    let c = paired.take(4).unwrap();
+    assert_eq!(c.targets.shape(), &[4, 2, 1]);
+    assert_eq!(
+        c.targets.data(),
+        &[0.0, -4.0, -1.0, -5.0, -2.0, -6.0, -3.0, -7.0]
+    );
 }

@@ -3,6 +3,7 @@
 mod support;
 
 use rewind::autograd::{concat, Tape, Tensor};
+use rewind::nn::{ChunkLoss, FeatureStream};
 use support::panics::panic_of;
 
 /// A misuse, the line it is on, and the message it must panic with.
@@ -144,6 +145,30 @@ fn token_stream_length_and_lane_misuse_panics_at_the_callers_line() {
         (Box::new(|| { narrow.push(300); }), line!(), "tokens: id 300 does not fit the vocabulary's width (u8: ids below 256)"),
         (Box::new(|| { few.get(3); }), line!(), "tokens: index 3 out of range for 3 tokens"),
         (Box::new(|| { Stream::new(vec![1, 2, 3], 0); }), line!(), "stream: needs at least one lane"),
+    ];
+    for (f, line, expected) in cases {
+        let (msg, file, at) = panic_of(f);
+        assert_eq!(msg, expected);
+        assert!(file.ends_with("shape_errors.rs"), "{expected}: panicked in {file}");
+        assert_eq!(at, line, "{expected}: panicked at line {at}, the call is on line {line}");
+    }
+}
+
+/// A stream of feature vectors and the losses a model hands the driver refuse what does not fit,
+/// at the caller's line, naming both shapes.
+#[test]
+#[rustfmt::skip] // each case's `line!()` must stay on the line of its call
+fn feature_streams_and_chunk_losses_refuse_misfits_at_the_callers_line() {
+    let tape = Tape::new();
+    let series = || zeros(&[12, 2]);
+    let chunk = FeatureStream::next_vector(series(), 3).chunk(0, 2);
+    let wrong = tape.constant(zeros(&[2, 3, 1]));
+    let cases: Vec<Case> = vec![
+        (Box::new(|| { FeatureStream::next_vector(zeros(&[12]), 3); }), line!(), "feature stream: the series must be [N, D] (a row per time step), got [12]"),
+        (Box::new(|| { FeatureStream::paired(series(), zeros(&[11, 1]), 3); }), line!(), "feature stream: targets [11, 1] need one row per input row of [12, 2]"),
+        (Box::new(|| { FeatureStream::next_vector(series(), 7); }), line!(), "feature stream: 12 rows are too few for 7 lanes of at least 2"),
+        (Box::new(|| { chunk.mse(wrong); }), line!(), "feature chunk mse: prediction [2, 3, 1] against targets [2, 3, 2]"),
+        (Box::new(|| { ChunkLoss::summed(wrong, 6); }), line!(), "chunk loss: the loss must be one value, got shape [2, 3, 1]"),
     ];
     for (f, line, expected) in cases {
         let (msg, file, at) = panic_of(f);

@@ -429,6 +429,52 @@ pub struct Update<F: Float = f32> {
 /// The carried state `K` is a [`Carry`] for a model around one [`Recurrent`] stack of any cell,
 /// or any [`Carried`] state a model defines for itself.
 ///
+/// A character model in chunks of 16 steps, its state carried and detached between them:
+///
+/// ```
+/// use rand::{rngs::StdRng, SeedableRng};
+/// use rewind_nn::{Bptt, Carry, Embedding, Linear, Lstm, RecurrentConfig, Strategy, Stream};
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let (vocab, hidden, lanes) = (5, 8, 4);
+/// let embed = Embedding::<f32>::init(vocab, 3, &mut rng);
+/// let lstm = Lstm::init(RecurrentConfig::new(3, hidden), &mut rng);
+/// let head = Linear::init(hidden, vocab, &mut rng);
+/// let mut stream = Stream::new((0..400).map(|i| i * i % vocab).collect::<Vec<_>>(), lanes);
+/// let mut driver = Bptt::new(Strategy::Truncated { k: 16 }, Carry::zeros(&lstm, lanes), 0);
+/// while let Some(update) = driver.step(&mut stream, |tape, chunk, state, run| {
+///     let x = embed.forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
+///     let out = lstm.forward_with(tape, x, Some(state), run);
+///     let logits = head.forward(tape, out.output).reshape(&[chunk.steps * lanes, vocab]);
+///     (chunk.cross_entropy(logits), out.state)
+/// }) {
+///     assert!(update.loss > 0.0 && update.targets == update.steps * lanes);
+///     // ... an optimizer step with update.grads
+/// }
+/// ```
+///
+/// A loss handed over bare does not compile, whatever its reduction: the driver cannot tell a
+/// mean from a sum, and would divide a mean a second time.
+///
+/// ```compile_fail,E0308
+/// # use rand::{rngs::StdRng, SeedableRng};
+/// # use rewind_nn::{Bptt, Carry, Embedding, Linear, Lstm, RecurrentConfig, Strategy, Stream};
+/// # let mut rng = StdRng::seed_from_u64(0);
+/// # let (vocab, hidden, lanes) = (5, 8, 4);
+/// # let embed = Embedding::<f32>::init(vocab, 3, &mut rng);
+/// # let lstm = Lstm::init(RecurrentConfig::new(3, hidden), &mut rng);
+/// # let head = Linear::init(hidden, vocab, &mut rng);
+/// # let mut stream = Stream::new((0..400).map(|i| i * i % vocab).collect::<Vec<_>>(), lanes);
+/// # let mut driver = Bptt::new(Strategy::Truncated { k: 16 }, Carry::zeros(&lstm, lanes), 0);
+/// # let _ = (&embed, &head);
+/// driver.step(&mut stream, |tape, chunk, state, run| {
+///     let x = embed.forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
+///     let out = lstm.forward_with(tape, x, Some(state), run);
+///     let logits = head.forward(tape, out.output).reshape(&[chunk.steps * lanes, vocab]);
+///     (logits.cross_entropy(&chunk.targets), out.state) // a mean, unlabelled
+/// });
+/// ```
+///
 /// A stack with a learned initial state (`RecurrentConfig::learn_initial_state`) starts from it
 /// wherever a lane starts fresh: every lane in the first update of a pass (after
 /// [`new`](Bptt::new) or [`restart`](Bptt::restart)), and a lane after

@@ -282,6 +282,29 @@ enum FeatureTargets<F: Float> {
 /// The target of a step is either the next vector ([`next_vector`](FeatureStream::next_vector):
 /// forecasting, one step ahead) or the same row of a target series `[N, E]`
 /// ([`paired`](FeatureStream::paired): a label for every input).
+///
+/// A GRU forecasting a sine wave one step ahead, trained in chunks of 10 steps:
+///
+/// ```
+/// use rand::{rngs::StdRng, SeedableRng};
+/// use rewind_autograd::Tensor;
+/// use rewind_nn::{Bptt, Carry, FeatureStream, Gru, Linear, RecurrentConfig, Strategy};
+///
+/// let mut rng = StdRng::seed_from_u64(0);
+/// let gru = Gru::init(RecurrentConfig::new(1, 8), &mut rng);
+/// let head = Linear::init(8, 1, &mut rng);
+/// let wave: Vec<f32> = (0..200).map(|t| (0.1 * t as f32).sin()).collect();
+/// let mut stream = FeatureStream::next_vector(Tensor::from_vec(wave, &[200, 1]).unwrap(), 4);
+/// let mut driver = Bptt::new(Strategy::Truncated { k: 10 }, Carry::zeros(&gru, 4), 0);
+/// let update = driver
+///     .step(&mut stream, |tape, chunk, state, run| {
+///         let x = tape.constant(chunk.inputs.clone()); // [10, 4, 1]
+///         let out = gru.forward_with(tape, x, Some(state), run);
+///         (chunk.mse(head.forward(tape, out.output)), out.state)
+///     })
+///     .expect("the stream has steps");
+/// assert_eq!(update.targets, 10 * 4); // the mean runs over every element
+/// ```
 #[derive(Clone, Debug)]
 pub struct FeatureStream<F: Float = f32> {
     inputs: Tensor<F>,
