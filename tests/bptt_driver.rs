@@ -782,3 +782,187 @@ fn a_feature_stream_reads_lanes_time_major_with_their_targets() {
         &[0.0, -4.0, -1.0, -5.0, -2.0, -6.0, -3.0, -7.0]
     );
 }
+
+/// A character model over any built-in cell, in any precision: embedding, a two-layer stack with
+/// a learned initial state, readout.
+struct Tiny<C, F: rewind::autograd::Float> {
+    embed: Embedding<F>,
+    rnn: rewind::nn::Recurrent<C, F>,
+    head: Linear<F>,
+}
+
+impl<C: rewind::nn::StandardCell<F> + Sync, F: rewind::autograd::Float> Tiny<C, F> {
+    fn new() -> Self {
+        let mut rng = StdRng::seed_from_u64(5);
+        let config = RecurrentConfig::new(3, 4)
+            .num_layers(2)
+            .learn_initial_state(true);
+        let tiny = Tiny {
+            embed: Embedding::init(VOCAB, 3, &mut rng),
+            rnn: rewind::nn::Recurrent::init(config, &mut rng),
+            head: Linear::init(4, VOCAB, &mut rng),
+        };
+        // h_0 away from zero, so that where a lane starts shows in every gradient.
+        for (name, p) in tiny.rnn.params() {
+            if name.ends_with("_0") {
+                p.update(|t| {
+                    for (i, v) in t.data_mut().iter_mut().enumerate() {
+                        *v = F::from_f64(0.3 * (i as f64 + 1.0).sin());
+                    }
+                });
+            }
+        }
+        tiny
+    }
+
+    fn loss<'t>(
+        &self,
+        tape: &'t Tape<F>,
+        chunk: &Chunk,
+        state: StackState<'t, F>,
+        run: &Run<'_, F>,
+    ) -> (ChunkLoss<'t, F>, StackState<'t, F>) {
+        let x = self
+            .embed
+            .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
+        let out = self.rnn.forward_with(tape, x, Some(state), run);
+        let logits = self
+            .head
+            .forward(tape, out.output)
+            .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
+        (chunk.cross_entropy(logits), out.state)
+    }
+
+    /// Every update of a pass in `shards` shards (`None`: on one tape), with lane 1 reset after
+    /// the second update: (loss, gradients, the state carried after it).
+    fn pass(&self, strategy: Strategy, shards: Option<usize>) -> Vec<(f64, Grads<F>, Carry<F>)> {
+        let mut s = stream();
+        let mut driver = Bptt::new(strategy, Carry::zeros(&self.rnn, 3), 9);
+        let mut out = Vec::new();
+        loop {
+            let update = match shards {
+                Some(n) => driver.step_sharded(&mut s, n, |t, c, st, r| self.loss(t, c, st, r)),
+                None => driver.step(&mut s, |t, c, st, r| self.loss(t, c, st, r)),
+            };
+            let Some(u) = update else { break };
+            out.push((u.loss, u.grads, driver.carry().clone()));
+            if out.len() == 2 {
+                driver.reset_lane(1);
+            }
+        }
+        out
+    }
+
+    /// Sharded passes against the one-tape pass: losses, every gradient (h_0's included) and the
+    /// carried states agree to `tolerance`, relative.
+    fn assert_sharding_changes_nothing(&self, tolerance: f64) {
+        let close = |x: F, y: F| {
+            let (x, y) = (x.to_f64(), y.to_f64());
+            (x - y).abs() <= tolerance * (1.0 + y.abs())
+        };
+        for strategy in every_strategy() {
+            let whole = self.pass(strategy, None);
+            for shards in [1, 2, 3, 5] {
+                let sharded = self.pass(strategy, Some(shards));
+                assert_eq!(sharded.len(), whole.len(), "{strategy:?}, {shards} shards");
+                for (u, ((l1, g1, c1), (l2, g2, c2))) in sharded.iter().zip(&whole).enumerate() {
+                    let at = format!("{strategy:?}, {shards} shards, update {u}");
+                    assert!(
+                        close(F::from_f64(*l1), F::from_f64(*l2)),
+                        "{at}: loss {l1} vs {l2}"
+                    );
+                    for (name, p) in self.params() {
+                        let (a, b) = (g1.get(p), g2.get(p));
+                        assert_eq!(a.is_some(), b.is_some(), "{at}: {name}");
+                        if let (Some(a), Some(b)) = (a, b) {
+                            for (x, y) in a.data().iter().zip(b.data()) {
+                                assert!(close(*x, *y), "{at}: {name}: {x:?} vs {y:?}");
+                            }
+                        }
+                    }
+                    for (a, b) in c1.parts().iter().zip(c2.parts()) {
+                        assert_eq!(a.shape(), b.shape(), "{at}: carried state");
+                        assert!(
+                            a.data().iter().zip(b.data()).all(|(x, y)| close(*x, *y)),
+                            "{at}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<C: rewind::nn::StandardCell<F>, F: rewind::autograd::Float> Module<F> for Tiny<C, F> {
+    fn params(&self) -> Vec<(String, &Param<F>)> {
+        let mut all = nested("embed", self.embed.params());
+        all.extend(nested("rnn", self.rnn.params()));
+        all.extend(nested("head", self.head.params()));
+        all
+    }
+}
+
+/// The batch cut into shards, each on a tape of its own and on whichever thread is free (more
+/// shards than this machine's cores included, and more than lanes), gives the one-tape update:
+/// for every built-in cell, under every strategy, with a learned initial state and a lane reset;
+/// to 1e-12 in f64 and to f32 rounding in f32.
+#[test]
+fn a_sharded_update_is_the_one_tape_update_for_every_cell_and_strategy() {
+    use rewind::nn::{GruCell, LstmCell, RnnCell};
+    Tiny::<RnnCell<f64>, f64>::new().assert_sharding_changes_nothing(1e-12);
+    Tiny::<GruCell<f64>, f64>::new().assert_sharding_changes_nothing(1e-12);
+    Tiny::<LstmCell<f64>, f64>::new().assert_sharding_changes_nothing(1e-12);
+    Tiny::<LstmCell<f32>, f32>::new().assert_sharding_changes_nothing(2e-5);
+}
+
+/// Over feature vectors too: the forecaster's sharded updates are its one-tape updates.
+#[test]
+fn a_sharded_update_over_feature_vectors_is_the_one_tape_update() {
+    let model = Forecaster::new();
+    let rows = 4 * 10;
+    let series = Tensor::from_vec(
+        (0..rows * 2).map(|i| (0.23 * i as f64).cos()).collect(),
+        &[rows, 2],
+    )
+    .unwrap();
+    for strategy in every_strategy() {
+        let mut stream = FeatureStream::next_vector(series.clone(), 4);
+        let whole = model.updates(&mut stream, strategy);
+        let mut driver = Bptt::new(strategy, Carry::zeros(&model.lstm, 4), 0);
+        let mut sharded = Vec::new();
+        while let Some(u) =
+            driver.step_sharded(&mut stream, 3, |t, c, st, r| model.loss(t, c, st, r))
+        {
+            sharded.push(u.grads);
+        }
+        assert_eq!(sharded.len(), whole.len());
+        for (a, b) in sharded.iter().zip(&whole) {
+            model.assert_same(a, b, &format!("{strategy:?} sharded"));
+        }
+    }
+}
+
+/// A shard's panic reaches the caller with its own message, and the driver's other threads stop.
+#[test]
+fn a_panic_in_a_shard_reaches_the_caller_with_its_message() {
+    let model = Forecaster::new();
+    let series = Tensor::from_vec(vec![0.5; 8 * 2], &[8, 2]).unwrap();
+    let mut stream = FeatureStream::next_vector(series, 4);
+    let mut driver = Bptt::new(Strategy::Full, Carry::zeros(&model.lstm, 4), 0);
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        driver.step_sharded(&mut stream, 4, |t, c, st, r| {
+            assert!(
+                c.lanes == 1 && c.inputs.data()[0] == 0.5,
+                "the shard's own message"
+            );
+            let (loss, state) = model.loss(t, c, st, r);
+            assert!(loss.terms() == 0, "shard {} refuses to go on", c.start);
+            (loss, state)
+        })
+    }));
+    let payload = caught.expect_err("every shard panics");
+    let message = payload
+        .downcast_ref::<String>()
+        .expect("a formatted message");
+    assert_eq!(message, "shard 0 refuses to go on");
+}

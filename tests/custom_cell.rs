@@ -359,3 +359,36 @@ fn a_peephole_stack_starts_fresh_lanes_from_its_learned_initial_state_under_the_
         .unwrap();
     assert!(reached(&after_reset), "a reset lane starts from h_0 again");
 }
+
+/// A user's cell under the sharded driver: each lane on a tape of its own gives the one-tape
+/// updates (the loss and W_hh's gradient) under every strategy, both directions, with a learned
+/// initial state.
+#[test]
+fn a_peephole_stack_sharded_by_lane_gives_the_one_tape_updates() {
+    for bidirectional in [false, true] {
+        let model = tagger_with(bidirectional, true);
+        for strategy in [
+            Strategy::Full,
+            Strategy::Truncated { k: 7 },
+            Strategy::Overlapping { k1: 4, k2: 8 },
+            Strategy::Randomized { k: 7, pi: 0.5 },
+            Strategy::Checkpointed {
+                k: 7,
+                every: Some(3),
+            },
+        ] {
+            let whole = pass(&model, strategy, None);
+            let mut stream = stream();
+            let mut bptt = Bptt::new(strategy, Carry::zeros(&model.rnn, stream.lanes()), 7);
+            let w_hh = model.rnn.cell(0, 0);
+            let mut sharded = Vec::new();
+            while let Some(update) = bptt.step_sharded(&mut stream, 2, |tape, chunk, state, run| {
+                model.loss(tape, chunk, state, run)
+            }) {
+                let g = update.grads[&w_hh.weight_hh].data().to_vec();
+                sharded.push((update.loss, g));
+            }
+            assert_same_updates(&sharded, &whole, &format!("{strategy:?} sharded"));
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! The language model: an embedding, plain LSTM layers, the attentive layer on top, and a linear
 //! readout; and what the BPTT driver carries for it between chunks.
 
+use std::ops::Range;
+
 use rewind::autograd::rand::Rng;
 use rewind::nn::{
     nested, Carried, Carry, Cell, CellState, Chunk, ChunkLoss, Embedding, Linear, Lstm, Module,
@@ -100,6 +102,24 @@ impl<F: Float> Carried<F> for LmCarry<F> {
             lower.reset_lane(lane);
         }
         self.top.reset_lane(lane);
+    }
+
+    fn select_lanes(&self, lanes: Range<usize>) -> Self {
+        LmCarry {
+            lower: self.lower.as_ref().map(|c| c.select_lanes(lanes.clone())),
+            top: self.top.select_lanes(lanes),
+        }
+    }
+
+    fn join_lanes(shards: Vec<Self>) -> Self {
+        let (lower, top): (Vec<_>, Vec<_>) = shards.into_iter().map(|s| (s.lower, s.top)).unzip();
+        LmCarry {
+            lower: lower
+                .into_iter()
+                .collect::<Option<Vec<_>>>()
+                .map(Carried::join_lanes),
+            top: Carried::join_lanes(top),
+        }
     }
 }
 

@@ -182,6 +182,42 @@ impl<F: Float> Grads<F> {
         }
     }
 
+    /// Adds `other`'s parameter gradients to these (one shard's gradients to the others'): a
+    /// parameter only `other` has is copied in. The gradients of nodes are not added (they belong
+    /// to one tape each), and these no longer answer for any tape's nodes.
+    ///
+    /// Panics, at the caller's line, if a parameter's two gradients differ in shape.
+    #[track_caller]
+    pub fn accumulate(&mut self, other: &Grads<F>) {
+        self.tape_id = None;
+        self.nodes.clear();
+        for (id, g) in &other.params {
+            match self.params.get_mut(id) {
+                Some(mine) => {
+                    assert!(
+                        mine.shape() == g.shape(),
+                        "accumulate: gradients of one parameter differ in shape: {:?} vs {:?}",
+                        mine.shape(),
+                        g.shape()
+                    );
+                    for (a, &b) in mine.data_mut().iter_mut().zip(g.data()) {
+                        *a += b;
+                    }
+                }
+                None => {
+                    self.params.insert(*id, g.clone());
+                }
+            }
+        }
+    }
+
+    /// Multiplies every gradient by `s` (a sum of shards' gradients turned into their mean's).
+    pub fn scale(&mut self, s: F) {
+        for g in self.params.values_mut().chain(self.nodes.values_mut()) {
+            g.data_mut().iter_mut().for_each(|v| *v *= s);
+        }
+    }
+
     /// The parameters' gradients in creation order.
     pub fn iter(&self) -> impl Iterator<Item = (ParamId, &Tensor<F>)> {
         self.params.iter().map(|(&id, g)| (id, g))

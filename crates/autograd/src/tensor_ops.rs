@@ -61,6 +61,50 @@ fn beats<F: Float>(v: F, best: F, larger: bool) -> bool {
 }
 
 impl<F: Float> Tensor<F> {
+    /// Entries `start .. start + len` along `axis` (negative counts from the end), the other axes
+    /// whole: `torch.narrow` on a plain tensor, as a copy. One shard's lanes of a carried state
+    /// `[L, lanes, H]` are `state.narrow(1, first, n)`.
+    #[track_caller]
+    pub fn narrow(
+        &self,
+        axis: impl crate::Axis + std::fmt::Debug,
+        start: usize,
+        len: usize,
+    ) -> Self {
+        let a = check::axis("narrow", self.shape(), axis);
+        check::narrow(self.shape(), a, start, len);
+        let (outer, size, inner) = split_at_axis(self.shape(), a);
+        let mut out = Vec::with_capacity(outer * len * inner);
+        for o in 0..outer {
+            let from = (o * size + start) * inner;
+            out.extend_from_slice(&self.data()[from..from + len * inner]);
+        }
+        let mut shape = self.shape().to_vec();
+        shape[a] = len;
+        Tensor::from_vec(out, &shape).expect("the narrowed shape holds the entries copied")
+    }
+
+    /// `parts` joined along `axis` (negative counts from the end): `torch.cat` on plain tensors.
+    /// Panics, at the caller's line, unless they agree on every other axis.
+    #[track_caller]
+    pub fn concat(parts: &[Tensor<F>], axis: impl crate::Axis + std::fmt::Debug) -> Self {
+        let Some(first) = parts.first() else {
+            panic!("concat: needs at least one input");
+        };
+        let a = check::axis("concat", first.shape(), axis);
+        let shapes: Vec<&[usize]> = parts.iter().map(|t| t.shape()).collect();
+        let shape = check::concat(&shapes, a);
+        let (outer, _, inner) = split_at_axis(&shape, a);
+        let mut out = Vec::with_capacity(shape.iter().product());
+        for o in 0..outer {
+            for t in parts {
+                let block = t.shape()[a] * inner;
+                out.extend_from_slice(&t.data()[o * block..(o + 1) * block]);
+            }
+        }
+        Tensor::from_vec(out, &shape).expect("the joined shape holds every part")
+    }
+
     /// 1 where `self > other` and 0 elsewhere (a mask for `masked_fill` and `where_cond`),
     /// `other` a tensor broadcast with `self` or a scalar. NaN compares false.
     #[track_caller]

@@ -8,7 +8,11 @@ use std::cell::Cell as Slot;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Add;
+use std::ops::{Add, Range};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::thread;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -116,6 +120,8 @@ impl<'t, F: Float> Add for ChunkLoss<'t, F> {
 /// (two stacks, or a stack and a memory of past states) implements it for its own values:
 ///
 /// ```
+/// use std::ops::Range;
+///
 /// use rewind_autograd::{Tape, Tensor, Var};
 /// use rewind_nn::{Carried, Carry, State};
 ///
@@ -148,6 +154,19 @@ impl<'t, F: Float> Add for ChunkLoss<'t, F> {
 ///         let per_lane = self.memory.numel() / self.memory.shape()[0];
 ///         self.memory.data_mut()[lane * per_lane..][..per_lane].fill(0.0);
 ///     }
+///     fn select_lanes(&self, lanes: Range<usize>) -> Self {
+///         Remembering {
+///             lstm: self.lstm.select_lanes(lanes.clone()),
+///             memory: self.memory.narrow(0, lanes.start, lanes.len()),
+///         }
+///     }
+///     fn join_lanes(shards: Vec<Self>) -> Self {
+///         let memory: Vec<Tensor> = shards.iter().map(|s| s.memory.clone()).collect();
+///         Remembering {
+///             lstm: Carried::<f32>::join_lanes(shards.into_iter().map(|s| s.lstm).collect()),
+///             memory: Tensor::concat(&memory, 0),
+///         }
+///     }
 /// }
 /// ```
 pub trait Carried<F: Float>: Clone {
@@ -170,6 +189,14 @@ pub trait Carried<F: Float>: Clone {
     /// Zeroes one lane's state (its document ended; the next starts fresh).
     #[track_caller]
     fn reset_lane(&mut self, lane: usize);
+
+    /// The state of lanes `lanes` alone: one shard of the batch, which
+    /// [`Bptt::step_sharded`] runs on a tape of its own.
+    fn select_lanes(&self, lanes: Range<usize>) -> Self;
+
+    /// The states of consecutive shards side by side again, in lane order: what
+    /// [`select_lanes`](Carried::select_lanes) cut apart.
+    fn join_lanes(shards: Vec<Self>) -> Self;
 }
 
 /// The state of a [`Recurrent`] stack of any cell, carried between tapes as plain values: each
@@ -307,6 +334,19 @@ impl<F: Float, S: CellState<'static, F>> Carried<F> for Carry<F, S> {
     #[track_caller]
     fn reset_lane(&mut self, lane: usize) {
         Carry::reset_lane(self, lane)
+    }
+
+    fn select_lanes(&self, lanes: Range<usize>) -> Self {
+        let part = |t: &Tensor<F>| t.narrow(1, lanes.start, lanes.len());
+        Carry::from_parts(self.parts.iter().map(part).collect())
+    }
+
+    fn join_lanes(shards: Vec<Self>) -> Self {
+        let parts = (0..shards[0].parts.len()).map(|i| {
+            let pieces: Vec<Tensor<F>> = shards.iter().map(|s| s.parts[i].clone()).collect();
+            Tensor::concat(&pieces, 1)
+        });
+        Carry::from_parts(parts.collect())
     }
 }
 
@@ -489,7 +529,34 @@ pub struct Bptt<F: Float = f32, K = Carry<F>> {
     rng: StdRng,
     /// Detached states by stream position (the last boundary; more for TBPTT(k1, k2)).
     states: BTreeMap<usize, Kept<K>>,
+    /// The seed last given, and the updates since: what a sharded update seeds its shards'
+    /// dropout from.
+    seed: u64,
+    updates: u64,
     precision: PhantomData<F>,
+}
+
+/// What an update reads, decided before any model runs.
+struct Plan<C, F> {
+    /// The new steps begin here.
+    begin: usize,
+    /// The new steps end here.
+    end: usize,
+    /// The state the update starts from was kept here.
+    from: usize,
+    chunk: C,
+    fresh: Option<Vec<bool>>,
+    xi: Option<Vec<F>>,
+}
+
+/// What one shard of a sharded update gives back from its thread.
+struct ShardOutcome<F: Float, K> {
+    sum: f64,
+    terms: usize,
+    grads: Grads<F>,
+    last: K,
+    kept: Vec<(usize, K)>,
+    peak_bytes: usize,
 }
 
 /// A carried state, and the lanes that start fresh from it.
@@ -574,6 +641,8 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
             strategy,
             rng: StdRng::seed_from_u64(seed),
             states: BTreeMap::from([(0, Kept::start(start))]),
+            seed,
+            updates: 0,
             precision: PhantomData,
         }
     }
@@ -581,6 +650,8 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
     /// Restarts the generator of the random strategies from `seed`.
     pub fn reseed(&mut self, seed: u64) {
         self.rng = StdRng::seed_from_u64(seed);
+        self.seed = seed;
+        self.updates = 0;
     }
 
     /// Replaces the carried state (to resume a run where it stopped, at `position`). No lane
@@ -626,6 +697,143 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
             &Run<'_, F>,
         ) -> (ChunkLoss<'t, F>, K::Live<'t>),
     {
+        let plan = self.plan(stream)?;
+        let tape = Tape::new();
+        let state = self.states[&plan.from].carry.on(&tape);
+        let (total, last, kept) = run_update(
+            self.strategy,
+            &tape,
+            &plan.chunk,
+            state,
+            plan.fresh.as_deref(),
+            plan.xi.as_deref(),
+            &mut model,
+        );
+        self.keep(plan.end, K::of(last), kept);
+        let loss = total.mean();
+        let grads = loss.backward();
+        Some(Update {
+            loss: loss.item().to_f64(),
+            grads,
+            targets: total.terms(),
+            steps: plan.end - plan.begin,
+            peak_bytes: tape.stats().peak_bytes,
+        })
+    }
+
+    /// One update with its lanes cut into `shards` shards of consecutive lanes (at most one per
+    /// lane), each run on a tape of its own by whichever of the cores ([`rewind_autograd::cores`])
+    /// is free, its kernels kept on that thread; the gradients of the shards are summed once, in
+    /// shard order, and divided by the update's terms. Data parallelism inside one process: no
+    /// hand-off between threads at any time step, so the cores stay busy however small each
+    /// step's products are.
+    ///
+    /// The update equals [`step`](Bptt::step)'s to rounding (the sums run in another order) under
+    /// every strategy, a learned initial state and lane resets included, for any model whose
+    /// lanes do not interact (each lane's loss depends on its own lanes' inputs and state, as in
+    /// every recurrent stack; a model mixing lanes, such as a batch norm, would see only its
+    /// shard). The model is shared by the threads, so it is `Fn + Sync`, and the carried state
+    /// says how its lanes are cut and joined ([`Carried::select_lanes`]).
+    ///
+    /// Dropout inside the model draws from a stream per shard, seeded from the driver's seed,
+    /// the update's number and the shard's: a sharded run is reproducible from its seed and its
+    /// number of shards, whichever thread runs a shard, and its masks are not those of an
+    /// unsharded run.
+    #[track_caller]
+    pub fn step_sharded<S, M>(
+        &mut self,
+        stream: &mut S,
+        shards: usize,
+        model: M,
+    ) -> Option<Update<F>>
+    where
+        S: Source,
+        S::Chunk: Sync,
+        K: Send + Sync,
+        M: for<'t> Fn(
+                &'t Tape<F>,
+                &S::Chunk,
+                K::Live<'t>,
+                &Run<'_, F>,
+            ) -> (ChunkLoss<'t, F>, K::Live<'t>)
+            + Sync,
+    {
+        assert!(shards > 0, "bptt: step_sharded needs at least one shard");
+        let plan = self.plan(stream)?;
+        let lanes = plan.chunk.lanes();
+        let shards = shards.min(lanes);
+        // Consecutive lanes, the first `lanes % shards` shards one lane longer.
+        let cut = |i: usize| i * (lanes / shards) + i.min(lanes % shards);
+        let ranges: Vec<Range<usize>> = (0..shards).map(|i| cut(i)..cut(i + 1)).collect();
+        let start = &self.states[&plan.from].carry;
+        let strategy = self.strategy;
+        let seed = self.seed;
+        let update = self.updates;
+        let run_shard = |i: usize| -> ShardOutcome<F, K> {
+            let lanes = ranges[i].clone();
+            let chunk = plan.chunk.select_lanes(lanes.clone());
+            let fresh = plan.fresh.as_ref().map(|f| f[lanes.clone()].to_vec());
+            let tape = Tape::new();
+            let state = start.select_lanes(lanes).on(&tape);
+            let mut model = &model;
+            let (total, last, kept) =
+                crate::dropout::drawing_from(shard_seed(seed, update, i), || {
+                    rewind_autograd::on_this_thread(|| {
+                        run_update(
+                            strategy,
+                            &tape,
+                            &chunk,
+                            state,
+                            fresh.as_deref(),
+                            plan.xi.as_deref(),
+                            &mut model,
+                        )
+                    })
+                });
+            let sum = total.sum();
+            let grads = rewind_autograd::on_this_thread(|| sum.backward());
+            ShardOutcome {
+                sum: sum.item().to_f64(),
+                terms: total.terms(),
+                grads,
+                last: K::of(last),
+                kept: kept.into_iter().collect(),
+                peak_bytes: tape.stats().peak_bytes,
+            }
+        };
+        let outcomes = pull_shards(shards, &run_shard);
+
+        let (mut sum, mut terms, mut peak_bytes) = (0.0, 0, 0);
+        let mut grads = Grads::default();
+        let mut last = Vec::with_capacity(shards);
+        let mut kept: BTreeMap<usize, Vec<K>> = BTreeMap::new();
+        for outcome in outcomes {
+            sum += outcome.sum;
+            terms += outcome.terms;
+            peak_bytes += outcome.peak_bytes;
+            grads.accumulate(&outcome.grads);
+            last.push(outcome.last);
+            for (position, state) in outcome.kept {
+                kept.entry(position).or_default().push(state);
+            }
+        }
+        grads.scale(F::from_f64(1.0 / terms as f64));
+        let kept = kept
+            .into_iter()
+            .map(|(p, states)| (p, K::join_lanes(states)));
+        self.keep(plan.end, K::join_lanes(last), kept.collect());
+        Some(Update {
+            loss: sum / terms as f64,
+            grads,
+            targets: terms,
+            steps: plan.end - plan.begin,
+            peak_bytes,
+        })
+    }
+
+    /// Decides the next update: the steps it reads, the state it starts from, the lanes that
+    /// start fresh and the strategy's random draws; advances `stream` past its new steps.
+    fn plan<S: Source>(&mut self, stream: &mut S) -> Option<Plan<S::Chunk, F>> {
         let begin = stream.position();
         let new_steps = match self.strategy {
             Strategy::Full => stream.remaining(),
@@ -649,45 +857,29 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         let mut chunk = stream.chunk(from, begin + new_steps - from);
         chunk.exclude_first(begin - from);
         stream.seek(begin + new_steps);
-
-        let tape = Tape::new();
-        let state = self.states[&from].carry.on(&tape);
         let fresh = self.states[&from].fresh_lanes(chunk.lanes());
-        let fresh = fresh.as_deref();
         let xi = self.grad_scale(chunk.steps());
-        let root = |k: usize, every: Option<usize>| {
-            every.unwrap_or_else(|| (k as f64).sqrt().ceil() as usize)
-        };
-        let run = Run {
-            grad_scale: xi.as_deref(),
-            checkpoint_every: match self.strategy {
-                Strategy::Checkpointed { k, every } => Some(root(k, every)),
-                _ => None,
-            },
-            fresh_lanes: fresh,
-            ..Run::default()
-        };
-        let (total, final_state) = match self.strategy {
-            Strategy::Overlapping { k1, k2 } => {
-                self.run_kept(&tape, &chunk, state, fresh, gcd(k1, k2), &mut model)
-            }
-            Strategy::CheckpointedModel { k, every } => {
-                run_segments(&tape, &chunk, state, fresh, root(k, every), &mut model)
-            }
-            _ => model(&tape, &chunk, state, &run),
-        };
-        self.states
-            .insert(begin + new_steps, Kept::carried(K::of(final_state)));
-        self.forget_before(begin + new_steps);
-        let loss = total.mean();
-        let grads = loss.backward();
-        Some(Update {
-            loss: loss.item().to_f64(),
-            grads,
-            targets: total.terms(),
-            steps: new_steps,
-            peak_bytes: tape.stats().peak_bytes,
+        Some(Plan {
+            begin,
+            end: begin + new_steps,
+            from,
+            chunk,
+            fresh,
+            xi,
         })
+    }
+
+    /// Keeps the state an update ended with at `end`, and those it passed for later overlapping
+    /// updates, and forgets those no later update can start from.
+    fn keep(&mut self, end: usize, last: K, passed: Vec<(usize, K)>) {
+        for (position, state) in passed {
+            self.states
+                .entry(position)
+                .or_insert_with(|| Kept::carried(state));
+        }
+        self.states.insert(end, Kept::carried(last));
+        self.forget_before(end);
+        self.updates += 1;
     }
 
     /// The latest kept state at or before `position`.
@@ -698,43 +890,6 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
             .next_back()
             .expect("position 0 is kept")
             .0
-    }
-
-    /// Runs `chunk` in pieces of `g` steps on one tape, keeping the detached state at every piece
-    /// boundary for later overlapping updates; returns the loss of every piece and the final
-    /// state. The `fresh` lanes start fresh in the first piece.
-    fn run_kept<'t, C, M>(
-        &mut self,
-        tape: &'t Tape<F>,
-        chunk: &C,
-        mut state: K::Live<'t>,
-        fresh: Option<&[bool]>,
-        g: usize,
-        model: &mut M,
-    ) -> (ChunkLoss<'t, F>, K::Live<'t>)
-    where
-        C: SourceChunk,
-        M: for<'s> FnMut(
-            &'s Tape<F>,
-            &C,
-            K::Live<'s>,
-            &Run<'_, F>,
-        ) -> (ChunkLoss<'s, F>, K::Live<'s>),
-    {
-        let mut total = ChunkLoss::summed(tape.constant(Tensor::scalar(F::ZERO)), 0);
-        for (i, piece) in pieces(chunk, g).enumerate() {
-            let run = Run {
-                fresh_lanes: fresh.filter(|_| i == 0),
-                ..Run::default()
-            };
-            let (loss, next) = model(tape, &piece, state, &run);
-            total = total + loss;
-            state = next;
-            self.states
-                .entry(piece.start() + piece.steps())
-                .or_insert_with(|| Kept::carried(K::of(next)));
-        }
-        (total, state)
     }
 
     /// Drops states no later update can start from.
@@ -767,6 +922,127 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
                 .collect(),
         )
     }
+}
+
+/// The seed of shard `shard`'s dropout in update `update` of a run seeded with `seed`: the three
+/// mixed (SplitMix64's finaliser), so that neighbouring numbers give unrelated streams.
+fn shard_seed(seed: u64, update: u64, shard: usize) -> u64 {
+    let mut z = seed
+        ^ update.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (shard as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Runs `run(0)`, …, `run(shards - 1)` on this thread and up to [`rewind_autograd::cores`] - 1
+/// more, each thread taking the next shard not yet taken until none is left (more shards than
+/// cores keep one slow core from holding up the rest), and returns the outcomes in shard order.
+/// A shard's panic is raised again here, with its own message, once every thread has stopped.
+fn pull_shards<T: Send>(shards: usize, run: &(dyn Fn(usize) -> T + Sync)) -> Vec<T> {
+    let next = AtomicUsize::new(0);
+    let outcomes: Vec<Mutex<Option<thread::Result<T>>>> =
+        (0..shards).map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= shards {
+            break;
+        }
+        let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(i)));
+        *outcomes[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
+    };
+    thread::scope(|scope| {
+        for _ in 1..rewind_autograd::cores().min(shards) {
+            scope.spawn(work);
+        }
+        work();
+    });
+    outcomes
+        .into_iter()
+        .map(|slot| {
+            let outcome = slot.into_inner().unwrap_or_else(PoisonError::into_inner);
+            match outcome.expect("every shard ran") {
+                Ok(value) => value,
+                Err(payload) => panic::resume_unwind(payload),
+            }
+        })
+        .collect()
+}
+
+/// One update's model run on `tape`, as `strategy` cuts it: whole, in TBPTT(k1, k2)'s pieces
+/// (returning the states at their boundaries), or in checkpointed segments.
+fn run_update<'t, F, K, C, M>(
+    strategy: Strategy,
+    tape: &'t Tape<F>,
+    chunk: &C,
+    state: K::Live<'t>,
+    fresh: Option<&[bool]>,
+    xi: Option<&[F]>,
+    model: &mut M,
+) -> (ChunkLoss<'t, F>, K::Live<'t>, Vec<(usize, K)>)
+where
+    F: Float,
+    K: Carried<F>,
+    C: SourceChunk,
+    M: for<'s> FnMut(&'s Tape<F>, &C, K::Live<'s>, &Run<'_, F>) -> (ChunkLoss<'s, F>, K::Live<'s>),
+{
+    let root =
+        |k: usize, every: Option<usize>| every.unwrap_or_else(|| (k as f64).sqrt().ceil() as usize);
+    match strategy {
+        Strategy::Overlapping { k1, k2 } => {
+            run_kept::<F, K, C, M>(tape, chunk, state, fresh, gcd(k1, k2), model)
+        }
+        Strategy::CheckpointedModel { k, every } => {
+            let (loss, last) =
+                run_segments::<F, K, C, M>(tape, chunk, state, fresh, root(k, every), model);
+            (loss, last, Vec::new())
+        }
+        _ => {
+            let run = Run {
+                grad_scale: xi,
+                checkpoint_every: match strategy {
+                    Strategy::Checkpointed { k, every } => Some(root(k, every)),
+                    _ => None,
+                },
+                fresh_lanes: fresh,
+                ..Run::default()
+            };
+            let (loss, last) = model(tape, chunk, state, &run);
+            (loss, last, Vec::new())
+        }
+    }
+}
+
+/// Runs `chunk` in pieces of `g` steps on one tape; returns the loss of every piece, the final
+/// state, and the detached state at every piece boundary, for later overlapping updates. The
+/// `fresh` lanes start fresh in the first piece.
+fn run_kept<'t, F, K, C, M>(
+    tape: &'t Tape<F>,
+    chunk: &C,
+    mut state: K::Live<'t>,
+    fresh: Option<&[bool]>,
+    g: usize,
+    model: &mut M,
+) -> (ChunkLoss<'t, F>, K::Live<'t>, Vec<(usize, K)>)
+where
+    F: Float,
+    K: Carried<F>,
+    C: SourceChunk,
+    M: for<'s> FnMut(&'s Tape<F>, &C, K::Live<'s>, &Run<'_, F>) -> (ChunkLoss<'s, F>, K::Live<'s>),
+{
+    let mut total = ChunkLoss::summed(tape.constant(Tensor::scalar(F::ZERO)), 0);
+    let mut passed = Vec::new();
+    for (i, piece) in pieces(chunk, g).enumerate() {
+        let run = Run {
+            fresh_lanes: fresh.filter(|_| i == 0),
+            ..Run::default()
+        };
+        let (loss, next) = model(tape, &piece, state, &run);
+        total = total + loss;
+        state = next;
+        passed.push((piece.start() + piece.steps(), K::of(next)));
+    }
+    (total, state, passed)
 }
 
 /// Runs `chunk` in segments of `every` steps, each model call (its loss included) inside a

@@ -1,6 +1,8 @@
 //! `Dropout`: zeroes elements at random in training mode, seeded for reproducibility.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -12,8 +14,30 @@ use rewind_autograd::{Float, Tape, Tensor, Var};
 #[derive(Debug)]
 pub struct Dropout {
     p: f64,
-    rng: RefCell<StdRng>,
-    training: Cell<bool>,
+    rng: Mutex<StdRng>,
+    training: AtomicBool,
+}
+
+thread_local! {
+    /// The generator every dropout on this thread draws from instead of its own, inside
+    /// [`drawing_from`].
+    static SHARD_RNG: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with every [`Dropout`] on this thread drawing its masks from one generator seeded
+/// with `seed` instead of its own: each shard of a batch that the driver runs on its own thread
+/// draws a stream of its own, the same whatever thread runs it, so a sharded run is reproducible
+/// from its seed. The setting ends with `f`, a panic included.
+pub(crate) fn drawing_from<R>(seed: u64, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<StdRng>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SHARD_RNG.with(|r| *r.borrow_mut() = self.0.take());
+        }
+    }
+    let before = SHARD_RNG.with(|r| r.borrow_mut().replace(StdRng::seed_from_u64(seed)));
+    let _restore = Restore(before);
+    f()
 }
 
 impl Dropout {
@@ -26,15 +50,15 @@ impl Dropout {
         );
         Dropout {
             p,
-            rng: RefCell::new(StdRng::seed_from_u64(seed)),
-            training: Cell::new(true),
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            training: AtomicBool::new(true),
         }
     }
 
     /// Restarts the mask generator from `seed` (to make a resumed run draw the masks an
     /// uninterrupted one would).
     pub fn reseed(&self, seed: u64) {
-        *self.rng.borrow_mut() = StdRng::seed_from_u64(seed);
+        *self.rng.lock().unwrap_or_else(PoisonError::into_inner) = StdRng::seed_from_u64(seed);
     }
 
     /// The drop probability.
@@ -44,33 +68,38 @@ impl Dropout {
 
     /// Training mode (masks applied) or evaluation mode (identity).
     pub fn set_training(&self, training: bool) {
-        self.training.set(training);
+        self.training.store(training, Ordering::Relaxed);
     }
 
     /// True in training mode.
     pub fn is_training(&self) -> bool {
-        self.training.get()
+        self.training.load(Ordering::Relaxed)
     }
 
     /// Applies dropout to `x`.
     pub fn forward<'t, F: Float>(&self, tape: &'t Tape<F>, x: Var<'t, F>) -> Var<'t, F> {
-        if !self.training.get() || self.p == 0.0 {
+        if !self.is_training() || self.p == 0.0 {
             // The identity, as a node of its own: a gradient asked for at the result counts
             // only the paths through it.
             return x.reshape(&x.shape());
         }
         let shape = x.shape();
         let scale = F::from_f64(1.0 / (1.0 - self.p));
-        let mut rng = self.rng.borrow_mut();
-        let mask: Vec<F> = (0..rewind_autograd::numel(&shape))
-            .map(|_| {
-                if rng.random::<f64>() < self.p {
-                    F::ZERO
-                } else {
-                    scale
-                }
-            })
-            .collect();
+        let draw = |rng: &mut StdRng| -> Vec<F> {
+            (0..rewind_autograd::numel(&shape))
+                .map(|_| {
+                    if rng.random::<f64>() < self.p {
+                        F::ZERO
+                    } else {
+                        scale
+                    }
+                })
+                .collect()
+        };
+        let mask = SHARD_RNG.with(|shard| match shard.borrow_mut().as_mut() {
+            Some(rng) => draw(rng),
+            None => draw(&mut self.rng.lock().unwrap_or_else(PoisonError::into_inner)),
+        });
         x * tape.constant(Tensor::from_vec(mask, &shape).expect("one per element"))
     }
 }

@@ -533,6 +533,10 @@ pub trait SourceChunk: Sized {
     /// Makes the first `steps` steps context only: the model still runs through them, but their
     /// loss must not count.
     fn exclude_first(&mut self, steps: usize);
+
+    /// Lanes `lanes` alone, every step: one shard of the batch (see
+    /// [`Bptt::step_sharded`](crate::Bptt::step_sharded)).
+    fn select_lanes(&self, lanes: Range<usize>) -> Self;
 }
 
 impl Source for Stream {
@@ -582,6 +586,18 @@ impl SourceChunk for Chunk {
     /// Their targets become -100, which [`Chunk::cross_entropy`] and PyTorch's losses skip.
     fn exclude_first(&mut self, steps: usize) {
         self.targets[..steps * self.lanes].fill(-100);
+    }
+
+    fn select_lanes(&self, lanes: Range<usize>) -> Chunk {
+        let rows = (0..self.steps).flat_map(|t| lanes.clone().map(move |b| t * self.lanes + b));
+        let (inputs, targets) = rows.map(|i| (self.inputs[i], self.targets[i])).unzip();
+        Chunk {
+            inputs,
+            targets,
+            steps: self.steps,
+            lanes: lanes.len(),
+            start: self.start,
+        }
     }
 }
 
@@ -639,6 +655,15 @@ impl<F: Float> SourceChunk for FeatureChunk<F> {
     /// Sets [`context`](FeatureChunk::context), which [`FeatureChunk::mse`] leaves out.
     fn exclude_first(&mut self, steps: usize) {
         self.context = self.context.max(steps);
+    }
+
+    fn select_lanes(&self, lanes: Range<usize>) -> FeatureChunk<F> {
+        FeatureChunk {
+            inputs: self.inputs.narrow(1, lanes.start, lanes.len()),
+            targets: self.targets.narrow(1, lanes.start, lanes.len()),
+            lanes: lanes.len(),
+            ..self.clone()
+        }
     }
 }
 

@@ -85,10 +85,54 @@ fn pack(job: u32, parts: usize, share: usize) -> u64 {
     (u64::from(job) << 32) | ((parts as u64) << 16) | share as u64
 }
 
-/// The number of threads a product may be split over: the cores, at most 4.
+/// The threads the pool runs on, the caller's included: `REWIND_THREADS` when set, else every
+/// core the process may use. Read once; any value but a whole number from 1 up panics, naming it.
+pub fn cores() -> usize {
+    static CORES: OnceLock<usize> = OnceLock::new();
+    *CORES.get_or_init(|| match std::env::var_os("REWIND_THREADS") {
+        Some(v) if !v.is_empty() => v
+            .to_str()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n >= 1)
+            .unwrap_or_else(|| {
+                panic!("REWIND_THREADS is {v:?}; expected a whole number of threads, 1 or more")
+            }),
+        _ => thread::available_parallelism().map_or(1, |n| n.get()),
+    })
+}
+
+thread_local! {
+    /// How many [`on_this_thread`] calls this thread is inside.
+    static ALONE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with every kernel it calls kept on this thread: for work already spread over the
+/// cores (the shards of a batch, one per thread), where handing each product to the pool would
+/// only make the shards wait for each other. Nests; the setting ends with `f`, a panic included.
+pub fn on_this_thread<R>(f: impl FnOnce() -> R) -> R {
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            ALONE.with(|a| a.set(a.get() - 1));
+        }
+    }
+    ALONE.with(|a| a.set(a.get() + 1));
+    let _leave = Leave;
+    f()
+}
+
+fn alone() -> bool {
+    ALONE.with(|a| a.get() > 0)
+}
+
+/// The number of threads a job may be split over here: [`cores`], or 1 inside
+/// [`on_this_thread`].
 pub(crate) fn threads() -> usize {
-    static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS.get_or_init(|| thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+    if alone() {
+        1
+    } else {
+        cores()
+    }
 }
 
 /// The number of threads to split a job over now: [`threads`], or 1 while jobs run on their
@@ -114,7 +158,7 @@ pub(crate) fn run(parts: usize, share: Share<'_>) {
     // The mutex guards no data, only the right to post a job. A share's panic re-raised below
     // poisons it, yet leaves nothing half-done (every share had finished), so poisoning is
     // ignored: otherwise every later job would find the pool "busy" and run on one thread.
-    let complete = workers.len() + 1 == threads() && parts > 1 && !pool.solo();
+    let complete = workers.len() + 1 == cores() && parts > 1 && !alone() && !pool.solo();
     let busy = match pool.busy.try_lock() {
         Ok(guard) if complete => Some(guard),
         Err(TryLockError::Poisoned(poisoned)) if complete => Some(poisoned.into_inner()),
@@ -284,7 +328,7 @@ impl Pool {
         self.workers.get_or_init(|| {
             // No job has run yet: jobs wait for the workers.
             let epoch = self.epoch.load(Ordering::Acquire);
-            (1..threads())
+            (1..cores())
                 .map_while(|index| {
                     thread::Builder::new()
                         .name(format!("rewind-gemm-{index}"))
