@@ -102,6 +102,10 @@ pub struct Cli {
     /// Write the attention weights over a line of held-out text to this SVG file.
     #[arg(long)]
     pub svg: Option<PathBuf>,
+    /// Cut each update's lanes into this many shards, each on a tape of its own on whichever
+    /// core is free (default: one per core); 1 runs the update on one tape.
+    #[arg(long, allow_negative_numbers = true)]
+    pub shards: Option<usize>,
 }
 
 /// What a finished run measured.
@@ -189,6 +193,7 @@ fn check(cli: &Cli) -> Result<(), Error> {
         ("--chunk", cli.chunk),
         ("--lanes", cli.lanes),
         ("--updates", cli.updates.unwrap_or(1)),
+        ("--shards", cli.shards.unwrap_or(1)),
     ];
     for (flag, value) in at_least_one {
         if value == 0 {

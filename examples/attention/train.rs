@@ -80,9 +80,14 @@ pub fn run(cli: &Cli) -> Result<Summary, Error> {
     println!("update  train nats/char  valid nats/char  training s");
     while trained < budget && cli.updates.is_none_or(|n| updates < n) {
         let clock = Instant::now();
-        let step = driver.step(&mut stream, |tape, chunk, state, run| {
-            model.loss(tape, chunk, state, run)
-        });
+        let step = match cli.shards.unwrap_or_else(rewind::autograd::cores) {
+            1 => driver.step(&mut stream, |tape, chunk, state, run| {
+                model.loss(tape, chunk, state, run)
+            }),
+            n => driver.step_sharded(&mut stream, n, |tape, chunk, state, run| {
+                model.loss(tape, chunk, state, run)
+            }),
+        };
         let Some(update) = step else {
             stream.rewind();
             driver.restart(model.zero_carry(cli.lanes));

@@ -139,6 +139,11 @@ struct TrainArgs {
     /// Continue the run saved in this checkpoint.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Cut each step's batch into this many shards of lanes, each run on a tape of its own by
+    /// whichever core is free (default: one per core, at most one per lane). 1 runs the step on
+    /// one tape, its products split across the cores. Dropout masks depend on it.
+    #[arg(long, allow_negative_numbers = true)]
+    shards: Option<usize>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -397,6 +402,8 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Checkpoint to resume.
     pub resume: Option<PathBuf>,
+    /// Shards of each step's batch (1: one tape).
+    pub shards: usize,
 }
 
 /// A checked `sample` command.
@@ -453,6 +460,11 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
     if a.save_every == 0 || a.eval_every == 0 {
         return usage("--save-every and --eval-every must be at least 1".into());
     }
+    let shards = match a.shards {
+        Some(0) => return usage("--shards must be at least 1".into()),
+        Some(n) => n,
+        None => rewind::autograd::cores(),
+    };
     let limit = match (a.steps, a.minutes) {
         (_, Some(min)) if !(min > 0.0 && Duration::try_from_secs_f64(min * 60.0).is_ok()) => {
             return usage(format!(
@@ -499,6 +511,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         save_every: a.save_every,
         eval_every: a.eval_every,
         resume: a.resume,
+        shards,
     })
 }
 

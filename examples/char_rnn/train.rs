@@ -140,14 +140,19 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
     signals::listen();
 
     out.line(format_args!(
-        "training a {} × {} {:?} on {} ({} characters, vocabulary {}; last 10% held out): {} parameters",
+        "training a {} × {} {:?} on {} ({} characters, vocabulary {}; last 10% held out): {} parameters; the batch in {} on {} cores",
         hyper.layers,
         hyper.hidden,
         hyper.cell,
         corpus.source,
         corpus.train.len() + corpus.val.len(),
         corpus.vocab.len(),
-        rewind::nn::Module::num_params(&model)
+        rewind::nn::Module::num_params(&model),
+        match c.shards.min(hyper.batch) {
+            1 => "one piece".to_string(),
+            n => format!("{n} shards"),
+        },
+        rewind::autograd::cores(),
     ));
     let mut report = Report::new(c.limit, progress.step, out);
     let started = Instant::now();
@@ -179,10 +184,10 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         let step_seed = mix(hyper.seed, progress.step as u64);
         model.reseed_dropout(step_seed);
         let update = if hyper.bptt == BpttKind::Full {
-            full_update(&model, &hyper, &corpus.train, step_seed)
+            full_update(&model, &hyper, &corpus.train, step_seed, c.shards)
         } else {
             driver.reseed(step_seed);
-            match driver.step(&mut stream, |t, ch, s, r| model.loss(t, ch, s, r)) {
+            match step(&mut driver, &mut stream, &model, c.shards) {
                 Some(u) => u,
                 None => {
                     stream.rewind();
@@ -467,8 +472,28 @@ fn strategy(h: &Hyper) -> Strategy {
     }
 }
 
+/// One update of `model` on `stream`: on one tape, or in `shards` shards side by side.
+fn step(
+    driver: &mut Bptt,
+    stream: &mut Stream,
+    model: &CharModel,
+    shards: usize,
+) -> Option<rewind::nn::Update> {
+    if shards > 1 {
+        driver.step_sharded(stream, shards, |t, ch, s, r| model.loss(t, ch, s, r))
+    } else {
+        driver.step(stream, |t, ch, s, r| model.loss(t, ch, s, r))
+    }
+}
+
 /// Full BPTT: `batch` random windows of `seq_len` from a zero state, backpropagated whole.
-fn full_update(model: &CharModel, h: &Hyper, train: &Tokens, seed: u64) -> rewind::nn::Update {
+fn full_update(
+    model: &CharModel,
+    h: &Hyper,
+    train: &Tokens,
+    seed: u64,
+    shards: usize,
+) -> rewind::nn::Update {
     let mut rng = StdRng::seed_from_u64(seed);
     let window = h.seq_len + 1;
     let mut tokens = Vec::with_capacity(h.batch * window);
@@ -478,9 +503,7 @@ fn full_update(model: &CharModel, h: &Hyper, train: &Tokens, seed: u64) -> rewin
     }
     let mut stream = Stream::new(tokens, h.batch);
     let mut driver = Bptt::new(Strategy::Full, model.zero_carry(h.batch), seed);
-    driver
-        .step(&mut stream, |t, ch, s, r| model.loss(t, ch, s, r))
-        .expect("one window per lane")
+    step(&mut driver, &mut stream, model, shards).expect("one window per lane")
 }
 
 /// Mean cross-entropy in nats per character over the held-out text, read as a stream in
