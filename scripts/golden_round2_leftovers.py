@@ -65,7 +65,9 @@ CLIPS = {
     "pm3_5_loose": (-3.5, 100.0, False),
     "pm2_zero": (-2.0, 0.1, True),
 }
-NAMES = ["weight", "bias", "proj"]
+# name -> (shape, scale) of the gradients, drawn from N(0, 1) in this order and scaled.
+GRADS = {"weight": ((3, 4), 1.0), "bias": ((4,), 0.1), "proj": ((2, 3), 3.0)}
+NAMES = list(GRADS)
 
 
 def plateau_groups(opts, scales, metrics):
@@ -102,13 +104,8 @@ def main():
     for name, (opts, scales, metrics) in PLATEAU_GROUPS.items():
         out[f"plateau_groups.{name}.metrics"] = torch.tensor(metrics, dtype=torch.float64)
         out[f"plateau_groups.{name}.lr"] = plateau_groups(opts, scales, metrics)
-
     torch.manual_seed(30)
-    grads = {
-        "weight": torch.randn(3, 4, dtype=torch.float64),
-        "bias": torch.randn(4, dtype=torch.float64) * 0.1,
-        "proj": torch.randn(2, 3, dtype=torch.float64) * 3.0,
-    }
+    grads = {n: torch.randn(*shape, dtype=torch.float64) * k for n, (shape, k) in GRADS.items()}
     zero_grads = dict(grads, bias=torch.zeros(4, dtype=torch.float64))
     for n in NAMES:
         out[f"clip_negative.grads.{n}"] = grads[n].clone()

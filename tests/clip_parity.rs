@@ -57,11 +57,20 @@ fn dtype<F: Float>() -> &'static str {
     }
 }
 
-/// A model with one parameter per golden gradient, and those gradients: the gradient of
-/// Σ p ⊙ G with respect to p is G.
+/// A model with one parameter per golden gradient `clip.<dtype>.grads.<name>`, and those
+/// gradients.
 fn model_and_grads<F: Float>(g: &TensorFile<F>) -> (Vec<Param<F>>, Grads<F>) {
-    let prefix = format!("clip.{}.grads", dtype::<F>());
-    let model: Vec<Param<F>> = NAMES
+    golden_grads(g, &format!("clip.{}.grads", dtype::<F>()), &NAMES)
+}
+
+/// A model with a parameter `name` for each of `names`, and as its gradient the golden tensor
+/// `<prefix>.<name>`: the gradient of Σ p ⊙ G with respect to p is G.
+fn golden_grads<F: Float>(
+    g: &TensorFile<F>,
+    prefix: &str,
+    names: &[&str],
+) -> (Vec<Param<F>>, Grads<F>) {
+    let model: Vec<Param<F>> = names
         .iter()
         .map(|n| {
             let shape = tensor(g, &format!("{prefix}.{n}")).shape().to_vec();
@@ -70,7 +79,7 @@ fn model_and_grads<F: Float>(g: &TensorFile<F>) -> (Vec<Param<F>>, Grads<F>) {
         .collect();
     let tape = Tape::new();
     let mut loss = tape.constant(Tensor::scalar(F::ZERO));
-    for (p, n) in model.iter().zip(NAMES) {
+    for (p, n) in model.iter().zip(names) {
         let gt = tensor(g, &format!("{prefix}.{n}"));
         loss = loss + (tape.param(p) * tape.constant(gt)).sum();
     }
@@ -231,22 +240,7 @@ fn norm_types_zero_and_minus_inf_count_gradients_and_take_the_smallest() {
         .into_iter()
         .filter(|c| c.0 == "p0" || c.0 == "pneginf")
     {
-        let model: Vec<Param<f64>> = names
-            .iter()
-            .map(|n| {
-                let shape = tensor(&g, &format!("clip.sparse.grads.{n}"))
-                    .shape()
-                    .to_vec();
-                Param::named(*n, Tensor::zeros(&shape))
-            })
-            .collect();
-        let tape = Tape::new();
-        let mut loss = tape.constant(Tensor::scalar(0.0));
-        for (p, n) in model.iter().zip(names) {
-            let gt = tensor(&g, &format!("clip.sparse.grads.{n}"));
-            loss = loss + (tape.param(p) * tape.constant(gt)).sum();
-        }
-        let mut grads = loss.backward();
+        let (model, mut grads) = golden_grads(&g, "clip.sparse.grads", &names);
         let options = ClipOptions::new(max_norm).norm_type(norm_type);
         let total = clip_grad_norm_with(&mut grads, options).unwrap();
         let want = tensor(&g, &format!("clip.sparse.{case}.total")).data()[0];
@@ -298,9 +292,8 @@ const NEGATIVE_CLIPS: [(&str, f64, f64, bool); 5] = [
 /// (`scripts/golden_round2_leftovers.py`): the norm of the per-gradient norms,
 /// `(Σ_g ‖g‖_p^p)^(1/p)` with `‖g‖_p = (Σ |x|^p)^(1/p)`, e.g. 0.01232419597068209 for p = -2
 /// (clipped to max_norm 0.005) and 4.65224544652891e-4 for p = -0.5 (clipped to 1e-4). A zero
-/// element makes `|0|^p` infinite, so its
-/// gradient's norm is 0, and so is the total (`pm2_zero`: 0, and the gradients are left alone,
-/// as max_norm / 1e-6 > 1). The norm and every clipped element agree with torch's float64 ones
+/// element makes `|0|^p` infinite, so its gradient's norm is 0, and so is the total
+/// (`pm2_zero`: 0, and the gradients are left alone, as max_norm / 1e-6 > 1). The norm and every clipped element agree with torch's float64 ones
 /// to 1e-15 relative.
 #[test]
 fn negative_norm_types_match_pytorch_including_a_zero_gradient() {
@@ -311,20 +304,7 @@ fn negative_norm_types_match_pytorch_including_a_zero_gradient() {
         } else {
             "clip_negative.grads"
         };
-        let model: Vec<Param<f64>> = NAMES
-            .iter()
-            .map(|n| {
-                let shape = tensor(&file, &format!("{prefix}.{n}")).shape().to_vec();
-                Param::named(*n, Tensor::zeros(&shape))
-            })
-            .collect();
-        let tape = Tape::new();
-        let mut loss = tape.constant(Tensor::scalar(0.0));
-        for (p, n) in model.iter().zip(NAMES) {
-            let gt = tensor(&file, &format!("{prefix}.{n}"));
-            loss = loss + (tape.param(p) * tape.constant(gt)).sum();
-        }
-        let mut grads = loss.backward();
+        let (model, mut grads) = golden_grads(&file, prefix, &NAMES);
         let options = ClipOptions::new(max_norm).norm_type(norm_type);
         let total = clip_grad_norm_with(&mut grads, options).unwrap();
         let want = tensor(&file, &format!("clip_negative.{case}.total")).data()[0];
