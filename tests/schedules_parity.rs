@@ -873,6 +873,31 @@ fn reduce_lr_on_plateau_floors_and_skips_each_group_as_pytorch() {
     });
 }
 
+/// An optimizer's groups take their own rates through `set_group_lrs` (one per group, the default
+/// group's first, refused otherwise at the caller's line), and `set_lr` scales them all from one
+/// rate again.
+#[test]
+fn groups_take_their_own_rates_until_set_lr_scales_them_again() {
+    let mut opt = Sgd::<f64>::new(0.1).group(ParamGroup::biases().lr_scale(0.5));
+    assert_eq!(opt.lr_scales(), [1.0, 0.5]);
+    assert_eq!(opt.group_lrs(), [0.1, 0.05]);
+    opt.set_group_lrs(&[0.01, 0.03]);
+    assert_eq!((opt.lr(), opt.group_lrs()), (0.01, vec![0.01, 0.03]));
+    opt.set_lr(0.2);
+    assert_eq!(opt.group_lrs(), [0.2, 0.1]);
+    let line = line!() + 1;
+    let (msg, file, at) = panic_of(|| opt.set_group_lrs(&[0.1]));
+    assert_eq!(
+        msg,
+        "Sgd: set_group_lrs takes one rate per parameter group, 2 here (the default group and 1 \
+         added), got 1"
+    );
+    assert!(
+        file.ends_with("schedules_parity.rs") && at == line,
+        "panicked at {file}:{at}"
+    );
+}
+
 /// A list of floors whose length is not the optimizer's number of groups is refused when the
 /// scheduler starts, as torch refuses it when the scheduler is created; so is a negative one.
 #[test]

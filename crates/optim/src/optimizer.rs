@@ -24,7 +24,8 @@ pub trait Optimizer<F: Float = f32> {
     /// it.
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>);
 
-    /// The learning rate (of the default group; other groups scale it, see [`ParamGroup`]).
+    /// The learning rate (of the default group; other groups scale it, see [`ParamGroup`],
+    /// unless [`set_group_lrs`](Optimizer::set_group_lrs) set their own).
     fn lr(&self) -> f64;
 
     /// Sets the learning rate, as a schedule does; every group's rate becomes `lr` times its
@@ -229,8 +230,9 @@ macro_rules! decoupled_weight_decay_option {
 pub(crate) use decoupled_weight_decay_option;
 
 /// The [`Optimizer`] methods that only read or write the learning rates and the buffers: `lr`,
-/// `set_lr`, `group_lrs`, `lr_scales`, `set_group_lrs`, `state`, `load_state` and `load_state_for`, the state holding the buffers `$layout`
-/// lists under the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set).
+/// `set_lr`, `group_lrs`, `lr_scales`, `set_group_lrs`, `state`, `load_state` and
+/// `load_state_for`, the state holding the buffers `$layout` lists under the kind `$kind` (or
+/// `$decoupled` when the optimizer's `decoupled` field is set).
 macro_rules! lr_and_state {
     ($kind:literal, $layout:expr) => {
         $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $layout);
