@@ -1,6 +1,8 @@
 //! Gradient clipping against PyTorch's `clip_grad_norm_` (norm types 1, 2, 3.5, inf, 0, -inf) and
 //! `clip_grad_value_`, in float64 and float32, from tests/data/schedules_golden.safetensors,
-//! which `scripts/golden_schedules.py` wrote (the `clip.*` tensors). Torch computes each dtype's
+//! which `scripts/golden_schedules.py` wrote (the `clip.*` tensors); negative finite norm types
+//! (-2, -0.5, -1, -3.5) in float64 from tests/data/leftovers_golden.safetensors, which
+//! `scripts/golden_round2_leftovers.py` wrote (the `clip_negative.*` tensors). Torch computes each dtype's
 //! norm in that dtype; rewind sums in f64 whatever the gradients' type, so in f32 its norm is
 //! the more accurate of the two (torch's f32 norm for p = 3.5 is 1.8e-7 off) and they agree to
 //! 1e-6 relative; in f64 to 1e-15. Non-finite norms follow torch too.
@@ -55,11 +57,20 @@ fn dtype<F: Float>() -> &'static str {
     }
 }
 
-/// A model with one parameter per golden gradient, and those gradients: the gradient of
-/// Σ p ⊙ G with respect to p is G.
+/// A model with one parameter per golden gradient `clip.<dtype>.grads.<name>`, and those
+/// gradients.
 fn model_and_grads<F: Float>(g: &TensorFile<F>) -> (Vec<Param<F>>, Grads<F>) {
-    let prefix = format!("clip.{}.grads", dtype::<F>());
-    let model: Vec<Param<F>> = NAMES
+    golden_grads(g, &format!("clip.{}.grads", dtype::<F>()), &NAMES)
+}
+
+/// A model with a parameter `name` for each of `names`, and as its gradient the golden tensor
+/// `<prefix>.<name>`: the gradient of Σ p ⊙ G with respect to p is G.
+fn golden_grads<F: Float>(
+    g: &TensorFile<F>,
+    prefix: &str,
+    names: &[&str],
+) -> (Vec<Param<F>>, Grads<F>) {
+    let model: Vec<Param<F>> = names
         .iter()
         .map(|n| {
             let shape = tensor(g, &format!("{prefix}.{n}")).shape().to_vec();
@@ -68,7 +79,7 @@ fn model_and_grads<F: Float>(g: &TensorFile<F>) -> (Vec<Param<F>>, Grads<F>) {
         .collect();
     let tape = Tape::new();
     let mut loss = tape.constant(Tensor::scalar(F::ZERO));
-    for (p, n) in model.iter().zip(NAMES) {
+    for (p, n) in model.iter().zip(names) {
         let gt = tensor(g, &format!("{prefix}.{n}"));
         loss = loss + (tape.param(p) * tape.constant(gt)).sum();
     }
@@ -229,22 +240,7 @@ fn norm_types_zero_and_minus_inf_count_gradients_and_take_the_smallest() {
         .into_iter()
         .filter(|c| c.0 == "p0" || c.0 == "pneginf")
     {
-        let model: Vec<Param<f64>> = names
-            .iter()
-            .map(|n| {
-                let shape = tensor(&g, &format!("clip.sparse.grads.{n}"))
-                    .shape()
-                    .to_vec();
-                Param::named(*n, Tensor::zeros(&shape))
-            })
-            .collect();
-        let tape = Tape::new();
-        let mut loss = tape.constant(Tensor::scalar(0.0));
-        for (p, n) in model.iter().zip(names) {
-            let gt = tensor(&g, &format!("clip.sparse.grads.{n}"));
-            loss = loss + (tape.param(p) * tape.constant(gt)).sum();
-        }
-        let mut grads = loss.backward();
+        let (model, mut grads) = golden_grads(&g, "clip.sparse.grads", &names);
         let options = ClipOptions::new(max_norm).norm_type(norm_type);
         let total = clip_grad_norm_with(&mut grads, options).unwrap();
         let want = tensor(&g, &format!("clip.sparse.{case}.total")).data()[0];
@@ -267,9 +263,10 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
     #[track_caller]
     fn with(options: ClipOptions) { let (_, mut grads) = grads_of(&[1.0, 2.0]); let _ = clip_grad_norm_with(&mut grads, options); }
     let cases: Vec<Case> = vec![
-        (Box::new(|| with(ClipOptions::new(1.0).norm_type(-2.0))), line!(), "clip_grad_norm: norm_type must be a p-norm with p > 0, inf, 0 or -inf, got -2"),
-        (Box::new(|| with(ClipOptions::new(1.0).norm_type(f64::NAN))), line!(), "clip_grad_norm: norm_type must be a p-norm with p > 0, inf, 0 or -inf, got NaN"),
+        (Box::new(|| with(ClipOptions::new(1.0).norm_type(f64::NAN))), line!(), "clip_grad_norm: norm_type must be a number or ±inf, got NaN"),
         (Box::new(|| { let (_, mut grads) = grads_of(&[]); let _ = clip_grad_norm_with(&mut grads, ClipOptions::new(1.0).norm_type(f64::NEG_INFINITY)); }), line!(), "clip_grad_norm: the -inf norm of an empty gradient (shape [0]) is undefined, as in PyTorch"),
+        (Box::new(|| { let (_, mut grads) = grads_of(&[]); let _ = clip_grad_norm_with(&mut grads, ClipOptions::new(1.0).norm_type(-2.0)); }), line!(), "clip_grad_norm: the -2 norm of an empty gradient (shape [0]) is undefined, as in PyTorch"),
+        (Box::new(|| { let (_, mut grads) = grads_of(&[4.0, -5.0]); let _ = clip_grad_norm_with(&mut grads, ClipOptions::new(1.0).norm_type(1e4)); }), line!(), "clip_grad_norm: the 10000-norm of these gradients overflows f64 (|g|^10000 is infinite for |g| = 5), though every element is finite; PyTorch returns inf and zeroes every gradient. Use norm_type f64::INFINITY for the largest |g|"),
         (Box::new(|| with(ClipOptions::new(-1.0))), line!(), "clip_grad_norm: max_norm must be non-negative, got -1"),
         (Box::new(|| { let (_, mut grads) = grads_of(&[1.0]); clip_grad_norm(&mut grads, f64::NAN); }), line!(), "clip_grad_norm: max_norm must be non-negative, got NaN"),
         (Box::new(|| { let (_, mut grads) = grads_of(&[1.0]); clip_grad_value(&mut grads, -0.5); }), line!(), "clip_grad_value: clip_value must be non-negative, got -0.5"),
@@ -278,5 +275,58 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         let (msg, file, at) = panic_of(misuse);
         assert_eq!(msg, expected);
         assert!(file.ends_with("clip_parity.rs") && at == line, "`{expected}` panicked at {file}:{at}, not at this file's line {line}");
+    }
+}
+
+/// The leftovers golden file's `clip_negative.*` cases (scripts/golden_round2_leftovers.py's
+/// CLIPS): (case, norm_type, max_norm, whether the gradient `bias` is all zeros).
+const NEGATIVE_CLIPS: [(&str, f64, f64, bool); 5] = [
+    ("pm2", -2.0, 0.005, false),
+    ("pm0_5", -0.5, 1e-4, false),
+    ("pm1", -1.0, 1.0, false),
+    ("pm3_5_loose", -3.5, 100.0, false),
+    ("pm2_zero", -2.0, 0.1, true),
+];
+
+/// A negative finite norm type, as torch 2.15's `clip_grad_norm_` takes it
+/// (`scripts/golden_round2_leftovers.py`): the norm of the per-gradient norms,
+/// `(Σ_g ‖g‖_p^p)^(1/p)` with `‖g‖_p = (Σ |x|^p)^(1/p)`, e.g. 0.01232419597068209 for p = -2
+/// (clipped to max_norm 0.005) and 4.65224544652891e-4 for p = -0.5 (clipped to 1e-4). A zero
+/// element makes `|0|^p` infinite, so its gradient's norm is 0, and so is the total
+/// (`pm2_zero`: 0, and the gradients are left alone, as max_norm / 1e-6 > 1). The norm and every clipped element agree with torch's float64 ones
+/// to 1e-15 relative.
+#[test]
+fn negative_norm_types_match_pytorch_including_a_zero_gradient() {
+    let file: TensorFile<f64> = load("leftovers_golden.safetensors", "golden_round2_leftovers.py");
+    for (case, norm_type, max_norm, zero) in NEGATIVE_CLIPS {
+        let prefix = if zero {
+            "clip_negative.zero.grads"
+        } else {
+            "clip_negative.grads"
+        };
+        let (model, mut grads) = golden_grads(&file, prefix, &NAMES);
+        let options = ClipOptions::new(max_norm).norm_type(norm_type);
+        let total = clip_grad_norm_with(&mut grads, options).unwrap();
+        let want = tensor(&file, &format!("clip_negative.{case}.total")).data()[0];
+        println!("{case}: norm {total:e} vs torch's {want:e}");
+        assert!(
+            rel_error(total, want) <= 1e-15,
+            "{case}: norm {total:e} vs torch's {want:e}"
+        );
+        for (p, n) in model.iter().zip(NAMES) {
+            let want = tensor(&file, &format!("clip_negative.{case}.{n}"));
+            for (i, (&a, &e)) in grads[p].data().iter().zip(want.data()).enumerate() {
+                assert!(
+                    rel_error(a, e) <= 1e-15,
+                    "{case}: {n}[{i}] {a} vs torch's {e}"
+                );
+            }
+        }
+        let mut none = Grads::<f64>::default();
+        assert_eq!(
+            clip_grad_norm_with(&mut none, options).unwrap(),
+            0.0,
+            "no gradients"
+        );
     }
 }

@@ -242,6 +242,50 @@ fn standalone_cells_build_and_step_as_in_pytorch() {
     assert_eq!(pair.c.unwrap().value(), state.c.unwrap().value());
 }
 
+/// `LstmCell::new_projected(in, hidden, proj, rng)` is the f32 shorthand of
+/// `LstmCell::<f32>::init_projected`, as `new` is of the unprojected cell: the same parameters,
+/// names and shapes (`weight_hr` [P, H]), drawn from the same generator, and a step gives h
+/// [B, P] and c [B, H]. A projection not smaller than the hidden size is refused at the caller's
+/// line, as `torch.nn.LSTM(proj_size=)` refuses it.
+#[test]
+fn a_projected_lstm_cell_has_an_f32_shorthand() {
+    use rewind::nn::{LstmCell, Nonlinearity, StandardCell};
+    use rewind::rewind_nn::Cell;
+    let seeded = || StdRng::seed_from_u64(11);
+    let cell = LstmCell::new_projected(3, 4, 2, &mut seeded());
+    let same = LstmCell::<f32>::init_projected(3, 4, 2, &mut seeded());
+    let (a, b) = (cell.params(), same.params());
+    assert_eq!(a.len(), 5);
+    for ((name, p), (same_name, q)) in a.iter().zip(&b) {
+        assert_eq!(name, same_name);
+        assert_eq!(p.value(), q.value(), "{name}");
+    }
+    assert_eq!(a[4].0, "weight_hr");
+    assert_eq!(a[4].1.value().shape(), &[2, 4]);
+    let unprojected = LstmCell::<f32>::init(3, 4, Nonlinearity::Tanh, &mut seeded());
+    assert_ne!(
+        a[1].1.value().shape(),
+        unprojected.params()[1].1.value().shape()
+    );
+    let tape = Tape::new();
+    let x = tape.constant(Tensor::uniform(&[5, 3], -1.0, 1.0, &mut seeded()));
+    let h = tape.constant(Tensor::zeros(&[5, 2]));
+    let c = tape.constant(Tensor::zeros(&[5, 4]));
+    let next = cell.forward(&tape, x, (h, c));
+    assert_eq!(next.h.value().shape(), &[5, 2]);
+    assert_eq!(next.c.unwrap().value().shape(), &[5, 4]);
+    let line = line!() + 1;
+    let (msg, file, at) = panic_of(|| drop(LstmCell::new_projected(3, 4, 4, &mut seeded())));
+    assert_eq!(
+        msg,
+        "lstm: proj_size must be in 1..4 (smaller than hidden_size, as PyTorch requires), got 4"
+    );
+    assert!(
+        file.ends_with("module_params.rs") && at == line,
+        "panicked at {file}:{at}"
+    );
+}
+
 /// `forget_bias(1.0)` (rewind's addition; PyTorch's issue 20102) starts every LSTM cell's forget
 /// gate at bias 1: b_ih's forget block (rows H..2H) is 1 and b_hh's 0, and every other number is
 /// what PyTorch's initialisation draws from the same generator. A standalone cell takes it too,

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{concat, stack, CrossEntropyOptions, Float, Reduction, Tape, Tensor, Var};
-use rewind::nn::loss::{nll_loss_with, NllOptions};
+use rewind::nn::loss::{self, nll_loss_with, NllOptions};
 use support::golden;
 use support::panics::panic_of;
 
@@ -315,8 +315,12 @@ fn cross_entropy_with_weights_ignore_index_smoothing_and_reductions_matches_pyto
     goldens(check_cross_entropy, check_cross_entropy);
 }
 
-/// Input 0 is the logits, input 1 the class probabilities, and both get their gradient.
-fn check_cross_entropy_probs<F: Float>(g: &Golden<F>) {
+/// A cross-entropy against class probabilities: logits, probabilities, options.
+type ProbsLoss<F> = for<'t> fn(Var<'t, F>, Var<'t, F>, CrossEntropyOptions<F>) -> Var<'t, F>;
+
+/// Every `ce_probs` case through `loss`: input 0 is the logits, input 1 the class
+/// probabilities, and both get their gradient.
+fn check_probs_loss<F: Float>(g: &Golden<F>, loss: ProbsLoss<F>) {
     for case in g.cases("ce_probs") {
         let (ignore_index, reduction, smoothing) = loss_options(&case);
         let options = CrossEntropyOptions {
@@ -325,10 +329,16 @@ fn check_cross_entropy_probs<F: Float>(g: &Golden<F>) {
             reduction,
             label_smoothing: F::from_f64(smoothing),
         };
-        g.run(&case, |x| {
-            vec![x[0].cross_entropy_probs_with(x[1], options.clone())]
-        });
+        g.run(&case, |x| vec![loss(x[0], x[1], options.clone())]);
     }
+}
+
+fn check_cross_entropy_probs<F: Float>(g: &Golden<F>) {
+    check_probs_loss(g, |x, y, options| x.cross_entropy_probs_with(y, options));
+}
+
+fn check_loss_cross_entropy_probs<F: Float>(g: &Golden<F>) {
+    check_probs_loss(g, loss::cross_entropy_probs_with);
 }
 
 /// PyTorch's mean over probability targets divides by N, whatever the class weights: the
@@ -337,6 +347,33 @@ fn check_cross_entropy_probs<F: Float>(g: &Golden<F>) {
 #[test]
 fn cross_entropy_with_class_probability_targets_matches_pytorch() {
     goldens(check_cross_entropy_probs, check_cross_entropy_probs);
+}
+
+/// `rewind::nn::loss::cross_entropy_probs_with` is the op: every `ce_probs` case of
+/// `scripts/golden_ops.py` matches PyTorch through it too, and
+/// `loss::cross_entropy_probs(x, y)` is `x.cross_entropy_probs(y)` (PyTorch's defaults), bit for
+/// bit, value and both gradients.
+#[test]
+fn loss_cross_entropy_probs_wrappers_match_pytorch() {
+    goldens(
+        check_loss_cross_entropy_probs,
+        check_loss_cross_entropy_probs,
+    );
+    let logits = Tensor::from_vec(vec![0.5, -1.0, 2.0, 0.25, 0.0, -0.75], &[2, 3]).unwrap();
+    let probs = Tensor::from_vec(vec![0.2, 0.3, 0.5, 1.0, 0.0, 0.0], &[2, 3]).unwrap();
+    let run = |wrapped: bool| {
+        let tape = Tape::new();
+        let (x, y) = (tape.var(logits.clone()), tape.var(probs.clone()));
+        let l = if wrapped {
+            loss::cross_entropy_probs(x, y)
+        } else {
+            x.cross_entropy_probs(y)
+        };
+        let grads = l.backward();
+        let wrt = |v| grads.wrt(v).expect("a gradient").data().to_vec();
+        (l.value().item(), wrt(x), wrt(y))
+    };
+    assert_eq!(run(true), run(false));
 }
 
 fn check_nll<F: Float>(g: &Golden<F>) {

@@ -10,7 +10,8 @@
 //! warm-up ramp, which torch's LinearLR builds by repeated multiplication, is an ulp away at
 //! one step; the tolerance also leaves room for another platform's `cos`. Also here: every
 //! schedule's refusal of arguments that would make a rate NaN or infinite, and decay counts past
-//! 2^31.
+//! 2^31. ReduceLROnPlateau's per-group floors (`min_lr=[...]`) come from
+//! tests/data/leftovers_golden.safetensors, which `scripts/golden_round2_leftovers.py` wrote.
 
 mod support;
 
@@ -18,8 +19,8 @@ use rewind::autograd::io::TensorFile;
 use rewind::optim::{
     Adagrad, Adam, Anneal, BaseLr, ChainedScheduler, ConstantLr, CosineAnnealingLr,
     CosineAnnealingWarmRestarts, CyclicLr, CyclicMode, ExponentialLr, LambdaLr, LinearLr,
-    LrSchedule, MultiStepLr, MultiplicativeLr, OneCycleLr, Optimizer, PlateauMode, PolynomialLr,
-    ReduceLrOnPlateau, Scheduler, SequentialLr, Sgd, StepLr, ThresholdMode, Warmup,
+    LrSchedule, MultiStepLr, MultiplicativeLr, OneCycleLr, Optimizer, ParamGroup, PlateauMode,
+    PolynomialLr, ReduceLrOnPlateau, Scheduler, SequentialLr, Sgd, StepLr, ThresholdMode, Warmup,
 };
 use support::golden::{load, tensor};
 use support::panics::panic_of;
@@ -788,4 +789,140 @@ fn bad_arguments_panic_at_the_callers_line_with_a_message() {
         assert_eq!(msg, expected);
         assert!(file.ends_with("schedules_parity.rs") && at == line, "`{expected}` panicked at {file}:{at}, not at this file's line {line}");
     }
+}
+
+/// The golden file of the per-group plateau cases (tests/data/leftovers_golden.safetensors, which
+/// `scripts/golden_round2_leftovers.py` wrote).
+fn leftovers() -> TensorFile<f64> {
+    load("leftovers_golden.safetensors", "golden_round2_leftovers.py")
+}
+
+/// `make()`'s plateau over an SGD whose groups have the rates `BASE_LR·scales` (the default
+/// group's scale first, 1), fed `plateau_groups.<case>.metrics`: every group's rate at every step
+/// equals torch's in `plateau_groups.<case>.lr`, bit for bit, boxed and behind a zero-step
+/// warm-up, and to 1e-15 relative in a `ChainedScheduler` with [`BaseLr`].
+fn check_plateau_groups(
+    g: &TensorFile<f64>,
+    case: &str,
+    scales: &[f64],
+    make: impl Fn() -> ReduceLrOnPlateau,
+) {
+    let metrics = values(g, &format!("plateau_groups.{case}.metrics"));
+    let want = values(g, &format!("plateau_groups.{case}.lr"));
+    let drive = |schedule: Box<dyn LrSchedule>| {
+        assert_eq!(
+            scales[0], 1.0,
+            "the default group's rate is the optimizer's"
+        );
+        let mut opt = Sgd::<f64>::new(BASE_LR);
+        for (k, &scale) in scales.iter().enumerate().skip(1) {
+            let name = format!("g{k}");
+            opt = opt.group(ParamGroup::matching(move |n| n == name).lr_scale(scale));
+        }
+        let mut sched = Scheduler::new(schedule, &mut opt);
+        let mut lrs = opt.group_lrs();
+        for &m in &metrics {
+            sched.step_with_metric(m, &mut opt);
+            assert_eq!(
+                opt.lr(),
+                opt.group_lrs()[0],
+                "{case}: lr() is the default group's"
+            );
+            lrs.extend(opt.group_lrs());
+        }
+        lrs
+    };
+    assert_eq!(drive(Box::new(make())), want, "{case}");
+    let warm = Warmup {
+        steps: 0,
+        then: make(),
+    };
+    assert_eq!(drive(Box::new(warm)), want, "{case} behind a warm-up");
+    // A chain divides each group's rate by its base and multiplies back: an ulp may move.
+    let chained = ChainedScheduler::new(vec![Box::new(make()), Box::new(BaseLr)]);
+    let got = drive(Box::new(chained));
+    assert_matches(&format!("{case} chained"), &got, &want, 1e-15);
+}
+
+/// torch's `ReduceLROnPlateau(min_lr=[...])`: each group's rate is cut to
+/// `max(lr_g·factor, min_lr_g)` on its own, and a cut that changes a group's rate by eps or less
+/// is skipped for that group alone; a scalar `min_lr` floors every group. Three groups reach
+/// their floors at steps 5, 3 and 9; in `eps_per_group` the third never moves while the first
+/// stops at 0.00625 and the second at its floor 0.03.
+#[test]
+fn reduce_lr_on_plateau_floors_and_skips_each_group_as_pytorch() {
+    let g = leftovers();
+    check_plateau_groups(&g, "min_lrs", &[1.0, 0.5, 2.0], || {
+        ReduceLrOnPlateau::new()
+            .factor(0.5)
+            .patience(0)
+            .min_lrs([0.01, 0.02, 0.001])
+    });
+    check_plateau_groups(&g, "scalar_min_lr", &[1.0, 0.25], || {
+        ReduceLrOnPlateau::new()
+            .factor(0.5)
+            .patience(1)
+            .min_lr(0.02)
+    });
+    check_plateau_groups(&g, "eps_per_group", &[1.0, 4.0, 0.03], || {
+        ReduceLrOnPlateau::new()
+            .factor(0.5)
+            .patience(0)
+            .eps(0.004)
+            .min_lrs([0.0, 0.03, 0.0])
+    });
+}
+
+/// An optimizer's groups take their own rates through `set_group_lrs` (one per group, the default
+/// group's first, refused otherwise at the caller's line), and `set_lr` scales them all from one
+/// rate again.
+#[test]
+fn groups_take_their_own_rates_until_set_lr_scales_them_again() {
+    let mut opt = Sgd::<f64>::new(0.1).group(ParamGroup::biases().lr_scale(0.5));
+    assert_eq!(opt.lr_scales(), [1.0, 0.5]);
+    assert_eq!(opt.group_lrs(), [0.1, 0.05]);
+    opt.set_group_lrs(&[0.01, 0.03]);
+    assert_eq!((opt.lr(), opt.group_lrs()), (0.01, vec![0.01, 0.03]));
+    opt.set_lr(0.2);
+    assert_eq!(opt.group_lrs(), [0.2, 0.1]);
+    let line = line!() + 1;
+    let (msg, file, at) = panic_of(|| opt.set_group_lrs(&[0.1]));
+    assert_eq!(
+        msg,
+        "Sgd: set_group_lrs takes one rate per parameter group, 2 here (the default group and 1 \
+         added), got 1"
+    );
+    assert!(
+        file.ends_with("schedules_parity.rs") && at == line,
+        "panicked at {file}:{at}"
+    );
+}
+
+/// A list of floors whose length is not the optimizer's number of groups is refused when the
+/// scheduler starts, as torch refuses it when the scheduler is created; so is a negative one.
+#[test]
+fn min_lrs_of_the_wrong_length_or_sign_are_refused() {
+    let mut opt = Sgd::<f64>::new(0.1).group(ParamGroup::biases().lr_scale(0.5));
+    let plateau = ReduceLrOnPlateau::new().min_lrs([0.01, 0.02, 0.03]);
+    let line = line!() + 1;
+    let (msg, file, at) = panic_of(|| drop(Scheduler::new(plateau, &mut opt)));
+    assert_eq!(
+        msg,
+        "ReduceLrOnPlateau: min_lrs holds 3 rates, but the optimizer has 2 parameter groups \
+         (its default group and 1 added)"
+    );
+    assert!(
+        file.ends_with("schedules_parity.rs") && at == line,
+        "panicked at {file}:{at}"
+    );
+    let line = line!() + 1;
+    let (msg, file, at) = panic_of(|| drop(ReduceLrOnPlateau::new().min_lrs([0.01, -0.5])));
+    assert_eq!(
+        msg,
+        "ReduceLrOnPlateau: min_lrs must be a non-negative finite number, got -0.5"
+    );
+    assert!(
+        file.ends_with("schedules_parity.rs") && at == line,
+        "panicked at {file}:{at}"
+    );
 }

@@ -1,5 +1,5 @@
-//! The example's program: flags in; Adam and Hessian-free each trained for the same seconds from
-//! the same initial weights; progress lines, a table and the curves out. Tests drive it through
+//! The example's program: flags in; Adam, Hessian-free and L-BFGS each trained for the same
+//! seconds from the same initial weights; progress lines, a table and the curves out. Tests drive it through
 //! [`run`].
 
 #[path = "cg.rs"]
@@ -32,7 +32,7 @@ use rewind::optim::Adam;
 use data::Batch;
 use hf::Settings;
 use model::Net;
-use train::{AdamTrainer, Clock, Curve, HfTrainer, Trainer};
+use train::{AdamTrainer, Clock, Curve, HfTrainer, LbfgsTrainer, Trainer};
 
 /// What went wrong, as one line a person can act on.
 #[derive(Debug, PartialEq)]
@@ -60,8 +60,12 @@ pub enum Method {
     Adam,
     /// Hessian-free.
     Hf,
+    /// L-BFGS, full batch on a fixed training set.
+    Lbfgs,
     /// Adam, then Hessian-free, from the same initial weights.
     Both,
+    /// Adam, Hessian-free, then L-BFGS, from the same initial weights.
+    All,
 }
 
 // Numeric flags allow negative numbers so that `--seconds -1` is read as a value and refused by
@@ -69,13 +73,14 @@ pub enum Method {
 #[derive(Parser, Debug)]
 #[command(
     name = "hessian_free",
-    about = "Train a tanh RNN on the adding problem with Adam and with Hessian-free optimisation \
-             (Gauss-Newton products, truncated CG, Levenberg-Marquardt damping), each for the \
-             same seconds; report held-out MSE and accuracy and draw both curves."
+    about = "Train a tanh RNN on the adding problem with Adam, with Hessian-free optimisation \
+             (Gauss-Newton products, truncated CG, Levenberg-Marquardt damping) and with L-BFGS \
+             (full batch, strong-Wolfe line search), each for the same seconds; report held-out \
+             MSE and accuracy and draw the curves."
 )]
 pub struct Cli {
     /// The trainers to run.
-    #[arg(long, value_enum, default_value_t = Method::Both)]
+    #[arg(long, value_enum, default_value_t = Method::All)]
     pub method: Method,
     /// Seconds of training per method (measurement not counted).
     #[arg(long, allow_negative_numbers = true, default_value_t = 300.0)]
@@ -113,7 +118,7 @@ pub struct Cli {
     /// Adam: the largest global gradient norm; larger ones are scaled down to it.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     pub clip: f64,
-    /// HF: sequences of each gradient batch.
+    /// HF: sequences of each gradient batch; L-BFGS: sequences of its fixed training set.
     #[arg(long, allow_negative_numbers = true, default_value_t = 1000)]
     pub grad_batch: usize,
     /// HF: sequences of the curvature minibatch (the first of the gradient batch).
@@ -184,7 +189,7 @@ where
         every: cli.eval_every,
     };
     let mut trainers: Vec<Box<dyn Trainer>> = Vec::new();
-    if matches!(cli.method, Method::Adam | Method::Both) {
+    if matches!(cli.method, Method::Adam | Method::Both | Method::All) {
         trainers.push(Box::new(AdamTrainer {
             adam: Adam::new(cli.lr),
             batch: cli.batch,
@@ -192,7 +197,7 @@ where
             clip: cli.clip,
         }));
     }
-    if matches!(cli.method, Method::Hf | Method::Both) {
+    if matches!(cli.method, Method::Hf | Method::Both | Method::All) {
         let settings = Settings {
             curvature_batch: cli.curvature_batch,
             cg: cg::Options {
@@ -208,6 +213,9 @@ where
             cli.grad_batch,
             cli.seq_len,
         )));
+    }
+    if matches!(cli.method, Method::Lbfgs | Method::All) {
+        trainers.push(Box::new(LbfgsTrainer::new(cli.grad_batch, cli.seq_len)));
     }
     let mut curves = Vec::new();
     for trainer in &mut trainers {
@@ -244,20 +252,23 @@ where
     }))
 }
 
-/// The final measurements, a row per method.
+/// The final measurements, a row per method: the loss reached against seconds and against
+/// gradient evaluations (one per Adam or HF update, each closure call of L-BFGS).
 pub fn table(curves: &[Curve]) -> String {
     let mut s = String::from(
-        "method   updates   seconds   held-out MSE   accuracy   Gauss-Newton products\n",
+        "method   updates   seconds   held-out MSE   accuracy   gradient evaluations   \
+         Gauss-Newton products\n",
     );
     for c in curves {
         let last = c.last();
         s.push_str(&format!(
-            "{:<6} {:>9} {:>9.1} {:>14.5} {:>9.1}% {:>23}\n",
+            "{:<6} {:>9} {:>9.1} {:>14.5} {:>9.1}% {:>22} {:>23}\n",
             c.method,
             last.updates,
             last.seconds,
             last.mse,
             100.0 * last.accuracy,
+            c.evaluations,
             c.products
         ));
     }

@@ -11,7 +11,7 @@ const LEFT: f64 = 70.0;
 const RIGHT: f64 = 200.0;
 const TOP: f64 = 44.0;
 const BOTTOM: f64 = 56.0;
-const COLOURS: [&str; 2] = ["#1f77b4", "#d62728"];
+const COLOURS: [&str; 3] = ["#1f77b4", "#d62728", "#2ca02c"];
 /// The mean squared error of predicting 1.0, the mean of the target, whatever the input.
 const BASELINE: f64 = 1.0 / 6.0;
 
@@ -150,6 +150,7 @@ fn label(method: &str) -> &str {
     match method {
         "hf" => "Hessian-free",
         "adam" => "Adam",
+        "lbfgs" => "L-BFGS",
         other => other,
     }
 }

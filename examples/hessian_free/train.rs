@@ -1,11 +1,12 @@
-//! The two trainers on one clock: Adam on small minibatches and Hessian-free on large gradient
-//! batches, each given the same seconds of training from the same initial weights, measured on
-//! the same held-out sequences every few seconds (measurement not counted).
+//! The three trainers on one clock: Adam on small minibatches, Hessian-free on large gradient
+//! batches and L-BFGS on one fixed training set (full batch), each given the same seconds of
+//! training from the same initial weights, measured on the same held-out sequences every few
+//! seconds (measurement not counted).
 
 use std::time::{Duration, Instant};
 
 use rewind::autograd::rand::rngs::StdRng;
-use rewind::optim::{clip_grad_norm, Adam, Optimizer};
+use rewind::optim::{clip_grad_norm, Adam, Lbfgs, LineSearch, Optimizer};
 use rewind::prelude::*;
 
 use super::data::Batch;
@@ -34,7 +35,7 @@ pub fn evaluate<F: Float>(net: &Net<F>, heldout: &Batch<F>) -> (f64, f64) {
 
 /// An optimiser that trains the network one update at a time on data it draws itself.
 pub trait Trainer {
-    /// "adam" or "hf".
+    /// "adam", "hf" or "lbfgs".
     fn name(&self) -> &'static str;
 
     /// One update; the training loss it saw (before the update).
@@ -42,6 +43,12 @@ pub trait Trainer {
 
     /// Gauss-Newton products used so far.
     fn products(&self) -> usize;
+
+    /// Gradients evaluated (forward and backward over a batch) in the first `updates` updates:
+    /// one per update, unless the trainer evaluates more (L-BFGS's line search).
+    fn evaluations(&self, updates: usize) -> usize {
+        updates
+    }
 
     /// The trainer's own state, for a progress line.
     fn status(&self) -> String;
@@ -166,6 +173,81 @@ impl Trainer for HfTrainer {
     }
 }
 
+/// L-BFGS (rewind's `Lbfgs`, torch's `LBFGS` with `line_search_fn="strong_wolfe"`) on one
+/// training set drawn at the first update and kept: full batch, so the loss it minimises is
+/// deterministic. Each update is one L-BFGS iteration, its curvature history carried to the next.
+pub struct LbfgsTrainer {
+    /// The method and its history.
+    pub lbfgs: Lbfgs,
+    /// Sequences of the training set.
+    pub batch: usize,
+    /// T.
+    pub steps: usize,
+    /// The training set, once drawn.
+    train: Option<Batch>,
+}
+
+impl LbfgsTrainer {
+    /// Closure evaluations one iteration may take: torch's default budget for 20 iterations
+    /// (max_iter·5/4), which bounds the line search.
+    const MAX_EVALS: usize = 25;
+
+    /// L-BFGS at torch's defaults (lr 1, history 100) with a strong-Wolfe line search, one
+    /// iteration per update, on `batch` sequences of T = `steps`.
+    pub fn new(batch: usize, steps: usize) -> Self {
+        LbfgsTrainer {
+            lbfgs: Lbfgs::new(1.0)
+                .line_search(LineSearch::StrongWolfe)
+                .max_iter(1)
+                .max_eval(Self::MAX_EVALS),
+            batch,
+            steps,
+            train: None,
+        }
+    }
+}
+
+impl Trainer for LbfgsTrainer {
+    fn name(&self) -> &'static str {
+        "lbfgs"
+    }
+
+    fn update(&mut self, net: &mut Net, rng: &mut StdRng) -> f64 {
+        let train = self
+            .train
+            .get_or_insert_with(|| Batch::draw(self.steps, self.batch, rng));
+        let loss = self.lbfgs.step(net, |net| {
+            let tape = Tape::new();
+            let loss = net.forward(&tape, train).loss;
+            (loss.item(), loss.backward())
+        });
+        f64::from(loss)
+    }
+
+    fn products(&self) -> usize {
+        0
+    }
+
+    fn evaluations(&self, _: usize) -> usize {
+        self.lbfgs.counts().0
+    }
+
+    fn status(&self) -> String {
+        let (evaluations, iterations) = self.lbfgs.counts();
+        format!("{evaluations} evaluations in {iterations} iterations")
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "lbfgs: full batch of {} fixed sequences, one iteration per update, strong-Wolfe line \
+             search of at most {} evaluations, lr {}",
+            self.batch,
+            Self::MAX_EVALS,
+            self.lbfgs.lr()
+        )
+    }
+}
+
 /// A held-out measurement at a point of the training clock.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Point {
@@ -188,6 +270,8 @@ pub struct Curve {
     pub points: Vec<Point>,
     /// Gauss-Newton products used.
     pub products: usize,
+    /// Gradients evaluated ([`Trainer::evaluations`]).
+    pub evaluations: usize,
 }
 
 impl Curve {
@@ -262,5 +346,6 @@ pub fn run(
         method: trainer.name(),
         points,
         products: trainer.products(),
+        evaluations: trainer.evaluations(updates),
     })
 }

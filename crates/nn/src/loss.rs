@@ -1,7 +1,8 @@
 //! Losses: cross-entropy, negative log-likelihood, mean squared error, and binary cross-entropy
 //! on logits. Each is an engine op or a composition of them, reduced by the mean as PyTorch's
-//! defaults; cross-entropy and nll also take PyTorch's weights, ignore index, reductions and
-//! unbatched `[C]` or K-dimensional `[N, C, d1, ...]` inputs.
+//! defaults; cross-entropy (against class indices or class probabilities) and nll also take
+//! PyTorch's weights, ignore index, reductions and unbatched `[C]` or K-dimensional
+//! `[N, C, d1, ...]` inputs.
 
 use rewind_autograd::{concat, ClassIndex, CrossEntropyOptions, Float, Reduction, Tensor, Var};
 
@@ -22,6 +23,27 @@ pub fn cross_entropy_with<'t, F: Float, T: ClassIndex>(
     options: CrossEntropyOptions<F>,
 ) -> Var<'t, F> {
     logits.cross_entropy_with(targets, options)
+}
+
+/// Cross-entropy of logits [N, C] against class probabilities of the same shape, averaged over
+/// the N rows (`F.cross_entropy` given a floating-point target); unbatched `[C]` and
+/// K-dimensional `[N, C, d1, ...]` logits too. The math is at [`Var::cross_entropy_probs_with`].
+#[track_caller]
+pub fn cross_entropy_probs<'t, F: Float>(logits: Var<'t, F>, target: Var<'t, F>) -> Var<'t, F> {
+    logits.cross_entropy_probs(target)
+}
+
+/// Cross-entropy against class probabilities with class weights, label smoothing and a
+/// reduction (`F.cross_entropy(weight=, reduction=, label_smoothing=)` given a floating-point
+/// target; the mean divides by the rows, not the weights, as PyTorch's); the math is at
+/// [`Var::cross_entropy_probs_with`].
+#[track_caller]
+pub fn cross_entropy_probs_with<'t, F: Float>(
+    logits: Var<'t, F>,
+    target: Var<'t, F>,
+    options: CrossEntropyOptions<F>,
+) -> Var<'t, F> {
+    logits.cross_entropy_probs_with(target, options)
 }
 
 /// Options of [`nll_loss_with`]: the keywords of PyTorch's `F.nll_loss`, with its defaults (no

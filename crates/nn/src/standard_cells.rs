@@ -360,7 +360,8 @@ standard_cell!(RnnCell, 1);
 /// ```
 ///
 /// With a projection (the cell of `torch.nn.LSTM(..., proj_size=P)`; built by
-/// [`init_projected`](LstmCell::init_projected)), `h' = (o ⊙ tanh(c')) W_hrᵀ`: h has P features
+/// [`init_projected`](LstmCell::init_projected), or [`new_projected`](LstmCell::new_projected)
+/// in f32), `h' = (o ⊙ tanh(c')) W_hrᵀ`: h has P features
 /// and c keeps H, W_hh is [4H, P] and W_hr [P, H].
 #[derive(Debug)]
 pub struct LstmCell<F: Float = f32> {
@@ -399,6 +400,21 @@ impl LstmCell {
     /// `LstmCell::<f64>::init(input, hidden, Nonlinearity::default(), &mut rng)`.
     pub fn new<R: Rng + ?Sized>(input: usize, hidden: usize, rng: &mut R) -> Self {
         Self::init(input, hidden, Nonlinearity::Tanh, rng)
+    }
+
+    /// An f32 cell from `input` to `hidden` features whose h is projected to `proj` features,
+    /// as the cells of `torch.nn.LSTM(input, hidden, proj_size=proj)`; the weights are
+    /// [`init_projected`](LstmCell::init_projected)'s, which is the form for another precision.
+    ///
+    /// Panics unless 0 < proj < hidden.
+    #[track_caller]
+    pub fn new_projected<R: Rng + ?Sized>(
+        input: usize,
+        hidden: usize,
+        proj: usize,
+        rng: &mut R,
+    ) -> Self {
+        Self::init_projected(input, hidden, proj, rng)
     }
 }
 

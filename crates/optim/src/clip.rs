@@ -1,5 +1,5 @@
-//! Gradient clipping: by global p-norm (L2 by default, any p > 0, the max norm, and PyTorch's 0
-//! and -inf), and by value.
+//! Gradient clipping: by global p-norm (L2 by default, any p > 0, the max norm, and PyTorch's 0,
+//! -inf and finite negative p), and by value.
 
 use std::fmt;
 
@@ -22,12 +22,15 @@ pub fn grad_norm<F: Float>(grads: &Grads<F>) -> f64 {
 /// The global norm of all gradients as torch's `clip_grad_norm_` takes it: the p-norm of the
 /// vector of each gradient's own p-norm, accumulated in f64. For p > 0 that is the p-norm of
 /// every element as one vector, (Σ |g|^p)^(1/p), and max |g| for p = ∞; for p = -∞ it is
-/// min |g| (either is NaN if any element is NaN). For p = 0 it is not the count of nonzero
-/// elements: the 0 "norm" of the per-gradient counts counts the gradients with a nonzero
-/// element (NaN counts as nonzero). p = 2 is [`grad_norm`]. With no gradients, 0.
+/// min |g| (either is NaN if any element is NaN). For a finite p < 0 it is
+/// `(Σ_g ‖g‖_p^p)^(1/p)` taken as torch takes it, gradient by gradient; a zero element makes
+/// `|0|^p` infinite, so its gradient's norm is 0 and so is the total. For p = 0 it is not the
+/// count of nonzero elements: the 0 "norm" of the per-gradient counts counts the gradients with
+/// a nonzero element (NaN counts as nonzero). p = 2 is [`grad_norm`]. With no gradients, 0.
 ///
-/// Panics, at the caller's line, on p = -∞ over a gradient with no elements, whose minimum
-/// torch refuses to take.
+/// Panics, at the caller's line, on p < 0 over a gradient with no elements, whose norm torch
+/// refuses to take, and on a finite p > 0 (other than 1 and 2) whose `|g|^p` overflows f64
+/// while every element is finite.
 #[track_caller]
 fn p_norm<F: Float>(grads: &Grads<F>, p: f64) -> f64 {
     let elements = || {
@@ -36,26 +39,35 @@ fn p_norm<F: Float>(grads: &Grads<F>, p: f64) -> f64 {
             .flat_map(|(_, g)| g.data())
             .map(|x| x.to_f64().abs())
     };
-    if p == 2.0 {
-        grad_norm(grads)
-    } else if p == f64::INFINITY {
-        // f64::max drops NaN; a NaN gradient must give a NaN norm, as torch's does.
-        elements().fold(0.0, |m, x| if x > m || x.is_nan() { x } else { m })
-    } else if p == f64::NEG_INFINITY {
+    if p < 0.0 {
         if let Some((_, g)) = grads.iter().find(|(_, g)| g.data().is_empty()) {
             panic!(
-                "clip_grad_norm: the -inf norm of an empty gradient (shape {:?}) is undefined, as in PyTorch",
+                "clip_grad_norm: the {p} norm of an empty gradient (shape {:?}) is undefined, as in PyTorch",
                 g.shape()
             );
         }
         if grads.is_empty() {
             return 0.0;
         }
+    }
+    if p == 2.0 {
+        grad_norm(grads)
+    } else if p == f64::INFINITY {
+        // f64::max drops NaN; a NaN gradient must give a NaN norm, as torch's does.
+        elements().fold(0.0, |m, x| if x > m || x.is_nan() { x } else { m })
+    } else if p == f64::NEG_INFINITY {
         // As for ∞: f64::min would drop NaN.
         elements().fold(
             f64::INFINITY,
             |m, x| if x < m || x.is_nan() { x } else { m },
         )
+    } else if p < 0.0 {
+        let norm_of = |data: &[F]| {
+            let sum: f64 = data.iter().map(|x| x.to_f64().abs().powf(p)).sum();
+            sum.powf(1.0 / p)
+        };
+        let sum: f64 = grads.iter().map(|(_, g)| norm_of(g.data()).powf(p)).sum();
+        sum.powf(1.0 / p)
     } else if p == 0.0 {
         let nonzero = grads
             .iter()
@@ -65,7 +77,17 @@ fn p_norm<F: Float>(grads: &Grads<F>, p: f64) -> f64 {
     } else if p == 1.0 {
         elements().fold(0.0, |sum, x| sum + x)
     } else {
-        elements().fold(0.0, |sum, x| sum + x.powf(p)).powf(1.0 / p)
+        let total = elements().fold(0.0, |sum, x| sum + x.powf(p)).powf(1.0 / p);
+        let largest = elements().fold(0.0, f64::max);
+        // torch's sum overflows too, returns inf and clips every gradient to 0: a garbage norm
+        // (the true one is at most largest·n^(1/p)), so refused rather than matched.
+        assert!(
+            !(total == f64::INFINITY && largest.is_finite()),
+            "clip_grad_norm: the {p}-norm of these gradients overflows f64 (|g|^{p} is infinite \
+             for |g| = {largest}), though every element is finite; PyTorch returns inf and zeroes \
+             every gradient. Use norm_type f64::INFINITY for the largest |g|"
+        );
+        total
     }
 }
 
@@ -101,8 +123,8 @@ pub struct ClipOptions {
     /// The largest norm the gradients may have after clipping (≥ 0).
     pub max_norm: f64,
     /// p of the p-norm: any p > 0, `f64::INFINITY` for the largest absolute element, and
-    /// PyTorch's 0 (the number of gradients with a nonzero element) and `f64::NEG_INFINITY`
-    /// (the smallest absolute element); see [`clip_grad_norm_with`].
+    /// PyTorch's 0 (the number of gradients with a nonzero element), `f64::NEG_INFINITY` (the
+    /// smallest absolute element) and finite p < 0; see [`clip_grad_norm_with`].
     pub norm_type: f64,
     /// Refuse a NaN or infinite norm with [`NonFiniteNorm`] instead of scaling by it.
     pub error_if_nonfinite: bool,
@@ -118,7 +140,7 @@ impl ClipOptions {
         }
     }
 
-    /// Measures with the p-norm, p = `norm_type` (> 0, ±`f64::INFINITY` or 0).
+    /// Measures with the p-norm, p = `norm_type` (any number but NaN, or ±`f64::INFINITY`).
     pub fn norm_type(mut self, norm_type: f64) -> Self {
         self.norm_type = norm_type;
         self
@@ -136,17 +158,27 @@ impl ClipOptions {
 /// accumulated in f64 whatever `F` is; then every gradient is multiplied by
 /// `min(1, max_norm / (total + 1e-6))`. Returns `total`, the norm before clipping.
 ///
-/// PyTorch takes the norm of the gradients' own norms, which for the two norm types it allows
-/// beyond these gives: `min |g|` over every element for p = -∞, and for p = 0 the number of
-/// gradients with a nonzero element (NaN counts), not of nonzero elements. Those are torch's
-/// totals here too.
+/// PyTorch takes the norm of the gradients' own norms, which for the norm types it allows
+/// beyond these gives: `min |g|` over every element for p = -∞; for a finite p < 0,
+/// `(Σ_g ‖g‖_p^p)^(1/p)` with `‖g‖_p = (Σ |x|^p)^(1/p)`, taken gradient by gradient as torch
+/// does (a zero element makes `|0|^p` infinite, so the total is 0 and nothing is clipped, and an
+/// element so small that `|x|^p` overflows counts as a zero, in torch too); and for p = 0 the
+/// number of gradients with a nonzero element (NaN counts), not of nonzero elements. Those are
+/// torch's totals here too.
 ///
 /// A NaN or infinite `total` is an error ([`NonFiniteNorm`], gradients untouched) when
 /// `error_if_nonfinite` is set; otherwise it is returned, and scaling by it makes the gradients
 /// NaN (a NaN norm) or zero and NaN where they were infinite (an infinite one), as in PyTorch.
 ///
-/// Panics if `norm_type` is none of those (a negative finite p, NaN) or `max_norm` is negative
-/// or NaN, and for p = -∞ over a gradient with no elements, whose minimum PyTorch refuses too.
+/// A large finite p whose `Σ |g|^p` overflows f64 though every element is finite (p = 10^4
+/// with an element of 5) gives torch an infinite norm, with which it zeroes every gradient
+/// silently; that norm is wrong (the true one lies between max |g| and n^(1/p)·max |g|), so it
+/// is refused here with a panic, which names `f64::INFINITY` as the norm type meant. (torch sums
+/// float32 gradients in float32, which overflows already near p = 64 for |g| = 4; the f64 sum
+/// here does not.)
+///
+/// Panics if `norm_type` is NaN, on that overflow, if `max_norm` is negative or NaN, and for a
+/// p < 0 over a gradient with no elements, whose norm PyTorch refuses too.
 #[track_caller]
 pub fn clip_grad_norm_with<F: Float>(
     grads: &mut Grads<F>,
@@ -154,8 +186,8 @@ pub fn clip_grad_norm_with<F: Float>(
 ) -> Result<f64, NonFiniteNorm> {
     let p = options.norm_type;
     assert!(
-        p >= 0.0 || p == f64::NEG_INFINITY,
-        "clip_grad_norm: norm_type must be a p-norm with p > 0, inf, 0 or -inf, got {p}"
+        !p.is_nan(),
+        "clip_grad_norm: norm_type must be a number or ±inf, got {p}"
     );
     check_max_norm(options.max_norm);
     let total = p_norm(grads, p);

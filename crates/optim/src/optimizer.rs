@@ -24,16 +24,47 @@ pub trait Optimizer<F: Float = f32> {
     /// it.
     fn step(&mut self, model: &mut dyn Module<F>, grads: &Grads<F>);
 
-    /// The learning rate (of the default group; other groups scale it, see [`ParamGroup`]).
+    /// The learning rate (of the default group; other groups scale it, see [`ParamGroup`],
+    /// unless [`set_group_lrs`](Optimizer::set_group_lrs) set their own).
     fn lr(&self) -> f64;
 
-    /// Sets the learning rate, as a schedule does.
+    /// Sets the learning rate, as a schedule does; every group's rate becomes `lr` times its
+    /// [`lr_scale`](ParamGroup::lr_scale) again.
     ///
     /// Panics, at the caller's line, unless `lr` is finite and ≥ 0, and finite times each
     /// group's [`lr_scale`](ParamGroup::lr_scale): a NaN or infinite rate makes every weight NaN
     /// at the next step.
     #[track_caller]
     fn set_lr(&mut self, lr: f64);
+
+    /// Each parameter group's learning rate, the default group's ([`lr`](Optimizer::lr)) first,
+    /// then each added group's in the order added: torch's `[g["lr"] for g in
+    /// optimizer.param_groups]` with the default group as group 0.
+    fn group_lrs(&self) -> Vec<f64> {
+        vec![self.lr()]
+    }
+
+    /// Each group's [`lr_scale`](ParamGroup::lr_scale), in the order of
+    /// [`group_lrs`](Optimizer::group_lrs) (the default group's is 1).
+    fn lr_scales(&self) -> Vec<f64> {
+        vec![1.0]
+    }
+
+    /// Sets each group's rate on its own, in the order of [`group_lrs`](Optimizer::group_lrs),
+    /// as [`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau) does (torch cuts and floors each
+    /// group's rate separately). The next [`set_lr`](Optimizer::set_lr) scales them all from
+    /// one rate again.
+    ///
+    /// Panics, at the caller's line, unless `lrs` holds one rate per group, each finite and ≥ 0.
+    #[track_caller]
+    fn set_group_lrs(&mut self, lrs: &[f64]) {
+        assert!(
+            lrs.len() == 1,
+            "optimizer: set_group_lrs takes one rate per parameter group, 1 here, got {}",
+            lrs.len()
+        );
+        self.set_lr(lrs[0]);
+    }
 
     /// Everything needed to resume exactly: hyperparameters and per-parameter buffers, keyed by
     /// parameter name.
@@ -198,9 +229,10 @@ macro_rules! decoupled_weight_decay_option {
 }
 pub(crate) use decoupled_weight_decay_option;
 
-/// The [`Optimizer`] methods that only read or write the learning rate and the buffers: `lr`,
-/// `set_lr`, `state`, `load_state` and `load_state_for`, the state holding the buffers `$layout`
-/// lists under the kind `$kind` (or `$decoupled` when the optimizer's `decoupled` field is set).
+/// The [`Optimizer`] methods that only read or write the learning rates and the buffers: `lr`,
+/// `set_lr`, `group_lrs`, `lr_scales`, `set_group_lrs`, `state`, `load_state` and
+/// `load_state_for`, the state holding the buffers `$layout` lists under the kind `$kind` (or
+/// `$decoupled` when the optimizer's `decoupled` field is set).
 macro_rules! lr_and_state {
     ($kind:literal, $layout:expr) => {
         $crate::optimizer::lr_and_state!(@ |_: &Self| $kind, $layout);
@@ -218,6 +250,18 @@ macro_rules! lr_and_state {
 
         fn set_lr(&mut self, lr: f64) {
             self.hyper.set_lr::<F>(lr);
+        }
+
+        fn group_lrs(&self) -> Vec<f64> {
+            self.hyper.group_lrs()
+        }
+
+        fn lr_scales(&self) -> Vec<f64> {
+            self.hyper.lr_scales()
+        }
+
+        fn set_group_lrs(&mut self, lrs: &[f64]) {
+            self.hyper.set_group_lrs::<F>(lrs);
         }
 
         fn state(&self) -> $crate::optimizer::OptimState<F> {
@@ -320,6 +364,9 @@ pub(crate) fn check_beta(optimizer: &str, name: &str, value: f64) {
 pub struct ParamGroup {
     selects: Box<dyn Fn(&str) -> bool + Send + Sync>,
     lr_scale: f64,
+    /// The group's own rate, once [`Optimizer::set_group_lrs`] set one, in place of the
+    /// optimizer's times `lr_scale`.
+    lr: Option<f64>,
     weight_decay: Option<f64>,
     betas: Option<(f64, f64)>,
     eps: Option<f64>,
@@ -333,6 +380,7 @@ impl ParamGroup {
         ParamGroup {
             selects: Box::new(rule),
             lr_scale: 1.0,
+            lr: None,
             weight_decay: None,
             betas: None,
             eps: None,
@@ -352,8 +400,9 @@ impl ParamGroup {
     }
 
     /// This group's learning rate as a multiple of the optimizer's (PyTorch's per-group `lr` is
-    /// `lr_scale · lr`); a schedule moves every group by the same factor. Panics unless finite
-    /// and ≥ 0, as a learning rate must be.
+    /// `lr_scale · lr`); a schedule moves every group by the same factor, except
+    /// [`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau), which cuts and floors each group's rate
+    /// on its own, as torch's does. Panics unless finite and ≥ 0, as a learning rate must be.
     #[track_caller]
     pub fn lr_scale(mut self, scale: f64) -> Self {
         check_non_negative::<f64>("ParamGroup", "lr_scale", scale);
@@ -415,6 +464,7 @@ impl fmt::Debug for ParamGroup {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ParamGroup")
             .field("lr_scale", &self.lr_scale)
+            .field("lr", &self.lr)
             .field("weight_decay", &self.weight_decay)
             .field("betas", &self.betas)
             .field("eps", &self.eps)
@@ -469,6 +519,48 @@ impl Hyper {
             self.check_rate::<F>(lr, group);
         }
         self.lr = lr;
+        for group in &mut self.groups {
+            group.lr = None;
+        }
+    }
+
+    /// The rate of each group, the default group's first.
+    pub(crate) fn group_lrs(&self) -> Vec<f64> {
+        let added = self.groups.iter().map(|g| self.rate_of(g));
+        std::iter::once(self.lr).chain(added).collect()
+    }
+
+    /// The `lr_scale` of each group, the default group's (1) first.
+    pub(crate) fn lr_scales(&self) -> Vec<f64> {
+        let added = self.groups.iter().map(|g| g.lr_scale);
+        std::iter::once(1.0).chain(added).collect()
+    }
+
+    /// Panics, at the caller's line, unless `lrs` holds one rate per group, each finite in `F`
+    /// and ≥ 0.
+    #[track_caller]
+    pub(crate) fn set_group_lrs<F: Float>(&mut self, lrs: &[f64]) {
+        assert!(
+            lrs.len() == self.groups.len() + 1,
+            "{}: set_group_lrs takes one rate per parameter group, {} here (the default group \
+             and {} added), got {}",
+            self.optimizer,
+            self.groups.len() + 1,
+            self.groups.len(),
+            lrs.len()
+        );
+        for &lr in lrs {
+            check_non_negative::<F>(self.optimizer, "a group's lr", lr);
+        }
+        self.lr = lrs[0];
+        for (group, &lr) in self.groups.iter_mut().zip(&lrs[1..]) {
+            group.lr = Some(lr);
+        }
+    }
+
+    /// The group's rate: its own, else the optimizer's times its scale.
+    fn rate_of(&self, group: &ParamGroup) -> f64 {
+        group.lr.unwrap_or(self.lr * group.lr_scale)
     }
 
     /// Whether `lr` times every group's scale is finite in `F`.
@@ -571,10 +663,7 @@ impl Hyper {
     /// (lr, weight decay) for the parameter named `name`.
     pub(crate) fn for_param(&self, name: &str) -> (f64, f64) {
         match self.group_of(name) {
-            Some(g) => (
-                self.lr * g.lr_scale,
-                g.weight_decay.unwrap_or(self.weight_decay),
-            ),
+            Some(g) => (self.rate_of(g), g.weight_decay.unwrap_or(self.weight_decay)),
             None => (self.lr, self.weight_decay),
         }
     }
@@ -929,7 +1018,7 @@ impl<F: Float> Buffers<F> {
                 .collect()
         });
         *self = self.load(state, kind, layout, shapes.as_ref())?;
-        hyper.lr = lr;
+        hyper.set_lr::<F>(lr);
         Ok(())
     }
 

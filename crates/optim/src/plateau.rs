@@ -62,10 +62,15 @@ impl PlateauState {
 /// cut, `lr ← max(lr·factor, min_lr)`, unless that would change it by `eps` or less; then for
 /// `cooldown` steps no step counts as bad.
 ///
+/// Each parameter group's rate is cut on its own, as torch cuts each of its `param_groups`:
+/// group g's rate starts at the optimizer's rate times its [`lr_scale`](crate::ParamGroup::lr_scale),
+/// is floored at its own `min_lr_g` ([`min_lrs`](ReduceLrOnPlateau::min_lrs), or one
+/// [`min_lr`](ReduceLrOnPlateau::min_lr) for all), and a cut that changes it by `eps` or less
+/// is skipped for that group alone; so the groups' rates need not keep their ratios.
+///
 /// PyTorch's defaults: [`PlateauMode::Min`], factor 0.1, patience 10, threshold 1e-4,
-/// [`ThresholdMode::Rel`], cooldown 0, min_lr 0, eps 1e-8. The rate is the optimizer's rate
-/// when the scheduler started, cut as torch cuts it (so the same floats); parameter groups
-/// scale it, so `min_lr` bounds the default group's rate (torch takes one per group).
+/// [`ThresholdMode::Rel`], cooldown 0, min_lr 0, eps 1e-8. The rates are the optimizer's when
+/// the scheduler started, cut as torch cuts them (so the same floats).
 ///
 /// ```
 /// use rewind_optim::{Optimizer, ReduceLrOnPlateau, Scheduler, Sgd, Warmup};
@@ -88,9 +93,18 @@ pub struct ReduceLrOnPlateau {
     threshold: f64,
     threshold_mode: ThresholdMode,
     cooldown: usize,
-    min_lr: f64,
+    min_lr: MinLr,
     eps: f64,
     state: PlateauState,
+}
+
+/// The floor of each group's rate.
+#[derive(Clone, Debug, PartialEq)]
+enum MinLr {
+    /// One for every group (torch's scalar `min_lr`).
+    All(f64),
+    /// One per group, the default group's first (torch's list).
+    PerGroup(Vec<f64>),
 }
 
 impl Default for ReduceLrOnPlateau {
@@ -102,7 +116,7 @@ impl Default for ReduceLrOnPlateau {
             threshold: 1e-4,
             threshold_mode: ThresholdMode::Rel,
             cooldown: 0,
-            min_lr: 0.0,
+            min_lr: MinLr::All(0.0),
             eps: 1e-8,
             state: PlateauState::fresh(PlateauMode::Min),
         }
@@ -158,10 +172,28 @@ impl ReduceLrOnPlateau {
         self
     }
 
-    /// The rate is never cut below this (0).
+    /// No group's rate is cut below this (0).
     #[track_caller]
     pub fn min_lr(mut self, min_lr: f64) -> Self {
-        self.min_lr = non_negative("min_lr", min_lr);
+        self.min_lr = MinLr::All(non_negative("min_lr", min_lr));
+        self
+    }
+
+    /// A floor for each parameter group, the default group's first, then each added group's in
+    /// the order added (torch's `min_lr=[...]`, in the order of its `param_groups`). Panics
+    /// unless each is finite and ≥ 0 and there is one; the scheduler refuses, when it starts, a
+    /// list whose length is not the optimizer's number of groups, as torch does.
+    #[track_caller]
+    pub fn min_lrs(mut self, min_lrs: impl IntoIterator<Item = f64>) -> Self {
+        let mut floors = Vec::new();
+        for min_lr in min_lrs {
+            floors.push(non_negative("min_lrs", min_lr));
+        }
+        assert!(
+            !floors.is_empty(),
+            "ReduceLrOnPlateau: min_lrs is empty; it takes one rate per parameter group"
+        );
+        self.min_lr = MinLr::PerGroup(floors);
         self
     }
 
@@ -203,12 +235,12 @@ fn non_negative(name: &str, value: f64) -> f64 {
     value
 }
 
-impl LrSchedule for ReduceLrOnPlateau {
-    /// The base after `state.reductions` cuts; the step count does not matter.
-    fn lr_at(&self, base: f64, _: usize) -> f64 {
+impl ReduceLrOnPlateau {
+    /// The rate `base` after `state.reductions` cuts floored at `min_lr`.
+    fn cut(&self, base: f64, min_lr: f64) -> f64 {
         let mut lr = base;
         for _ in 0..self.state.reductions {
-            let cut = (lr * self.factor).max(self.min_lr);
+            let cut = (lr * self.factor).max(min_lr);
             // A skipped cut leaves everything as it was, so every later one is skipped too.
             if lr - cut <= self.eps {
                 break;
@@ -216,6 +248,43 @@ impl LrSchedule for ReduceLrOnPlateau {
             lr = cut;
         }
         lr
+    }
+
+    /// The floor of group `group`.
+    fn min_lr_of(&self, group: usize) -> f64 {
+        match &self.min_lr {
+            MinLr::All(min_lr) => *min_lr,
+            MinLr::PerGroup(floors) => floors[group],
+        }
+    }
+}
+
+impl LrSchedule for ReduceLrOnPlateau {
+    /// The default group's rate from `base` after `state.reductions` cuts; the step count does
+    /// not matter.
+    fn lr_at(&self, base: f64, _: usize) -> f64 {
+        self.cut(base, self.min_lr_of(0))
+    }
+
+    /// Panics, at the caller's line, when [`min_lrs`](ReduceLrOnPlateau::min_lrs) holds a
+    /// number of floors other than the number of groups.
+    fn group_lrs_at(&self, base: f64, lr_scales: &[f64], _: usize) -> Option<Vec<f64>> {
+        if let MinLr::PerGroup(floors) = &self.min_lr {
+            assert!(
+                floors.len() == lr_scales.len(),
+                "ReduceLrOnPlateau: min_lrs holds {} rates, but the optimizer has {} parameter \
+                 groups (its default group and {} added)",
+                floors.len(),
+                lr_scales.len(),
+                lr_scales.len() - 1
+            );
+        }
+        let lrs = lr_scales
+            .iter()
+            .enumerate()
+            .map(|(g, &scale)| self.cut(base * scale, self.min_lr_of(g)))
+            .collect();
+        Some(lrs)
     }
 
     fn observe(&mut self, _: usize, metric: f64) {

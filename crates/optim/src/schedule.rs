@@ -37,6 +37,18 @@ pub trait LrSchedule {
         let _ = step;
         None
     }
+
+    /// Each parameter group's rate after `step` steps, from `base_lr` and the groups'
+    /// `lr_scales` ([`Optimizer::lr_scales`]: the default group's, 1, first), for a schedule
+    /// that moves each group on its own ([`ReduceLrOnPlateau`](crate::ReduceLrOnPlateau), which
+    /// floors each group separately, as torch's does). None, the default, when every group's
+    /// rate is [`lr_at`](LrSchedule::lr_at) times its scale. Panics, at the caller's line, on
+    /// scales the schedule refuses.
+    #[track_caller]
+    fn group_lrs_at(&self, base_lr: f64, lr_scales: &[f64], step: usize) -> Option<Vec<f64>> {
+        let _ = (base_lr, lr_scales, step);
+        None
+    }
 }
 
 /// A boxed schedule is a schedule, so `Scheduler<Box<dyn LrSchedule>>` and
@@ -56,6 +68,10 @@ impl<S: LrSchedule + ?Sized> LrSchedule for Box<S> {
 
     fn momentum_at(&self, step: usize) -> Option<f64> {
         (**self).momentum_at(step)
+    }
+
+    fn group_lrs_at(&self, base_lr: f64, lr_scales: &[f64], step: usize) -> Option<Vec<f64>> {
+        (**self).group_lrs_at(base_lr, lr_scales, step)
     }
 }
 
@@ -912,6 +928,17 @@ impl LrSchedule for SequentialLr {
         let (i, local) = self.active(step);
         self.schedules[i].momentum_at(local)
     }
+
+    /// The group rates of the schedule running at `step`, if it sets them.
+    fn group_lrs_at(&self, base: f64, lr_scales: &[f64], step: usize) -> Option<Vec<f64>> {
+        if step == 0 {
+            for later in &self.schedules[1..] {
+                later.group_lrs_at(base, lr_scales, 0);
+            }
+        }
+        let (i, local) = self.active(step);
+        self.schedules[i].group_lrs_at(base, lr_scales, local)
+    }
 }
 
 /// Schedules applied together (`ChainedScheduler`): `base · Π_i s_i(base, step) / base`, each
@@ -977,6 +1004,32 @@ impl LrSchedule for ChainedScheduler {
             .rev()
             .find_map(|s| s.momentum_at(step))
     }
+
+    /// When some schedule sets each group's rate: group g's base `base·scale_g` times each
+    /// schedule's factor on it, that schedule's rate for the group over the group's base (for a
+    /// schedule that moves every group alike, `lr_at(base, step) / base`).
+    fn group_lrs_at(&self, base: f64, lr_scales: &[f64], step: usize) -> Option<Vec<f64>> {
+        let mut per_group = Vec::with_capacity(self.schedules.len());
+        for s in &self.schedules {
+            per_group.push(s.group_lrs_at(base, lr_scales, step));
+        }
+        if per_group.iter().all(Option::is_none) {
+            return None;
+        }
+        let mut lrs = Vec::with_capacity(lr_scales.len());
+        for (g, &scale) in lr_scales.iter().enumerate() {
+            let group_base = base * scale;
+            let mut lr = group_base;
+            for (s, rates) in self.schedules.iter().zip(&per_group) {
+                lr *= match rates {
+                    Some(rates) => rates[g] / group_base,
+                    None => s.lr_at(base, step) / base,
+                };
+            }
+            lrs.push(if group_base == 0.0 { 0.0 } else { lr });
+        }
+        Some(lrs)
+    }
 }
 
 /// Linear warmup, then another schedule: `base·(step + 1)/steps` for the first `steps` steps,
@@ -1019,6 +1072,17 @@ impl<S: LrSchedule> LrSchedule for Warmup<S> {
     /// created).
     fn momentum_at(&self, step: usize) -> Option<f64> {
         self.then.momentum_at(step.saturating_sub(self.steps))
+    }
+
+    /// After the warm-up, `then`'s group rates, if it sets them; during it, checks that `then`
+    /// takes these scales.
+    fn group_lrs_at(&self, base: f64, lr_scales: &[f64], step: usize) -> Option<Vec<f64>> {
+        if step < self.steps {
+            self.then.group_lrs_at(base, lr_scales, 0);
+            None
+        } else {
+            self.then.group_lrs_at(base, lr_scales, step - self.steps)
+        }
     }
 }
 
@@ -1064,8 +1128,8 @@ impl<S: LrSchedule> Scheduler<S> {
         scheduler
     }
 
-    /// Sets the optimizer's learning rate to the current step's, and its momentum if the
-    /// schedule cycles it.
+    /// Sets the optimizer's learning rate to the current step's (each group's, for a schedule
+    /// that sets them), and its momentum if the schedule cycles it.
     #[track_caller]
     fn apply<F: Float>(&self, optimizer: &mut dyn Optimizer<F>) {
         let lr = self.lr();
@@ -1074,7 +1138,14 @@ impl<S: LrSchedule> Scheduler<S> {
             "Scheduler: the rate at step {} is {lr}; a learning rate must be finite and >= 0",
             self.steps
         );
-        optimizer.set_lr(lr);
+        let lr_scales = optimizer.lr_scales();
+        match self
+            .schedule
+            .group_lrs_at(self.base_lr, &lr_scales, self.steps)
+        {
+            Some(lrs) => optimizer.set_group_lrs(&lrs),
+            None => optimizer.set_lr(lr),
+        }
         if let Some(momentum) = self.schedule.momentum_at(self.steps) {
             assert!(
                 optimizer.momentum().is_some(),
