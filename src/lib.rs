@@ -26,7 +26,8 @@ pub use {rewind_autograd, rewind_nn, rewind_optim};
 
 /// The types most programs use, and every trait whose methods a program calls: `Module`
 /// (`params`, `num_params`), `Cell` (`forward` on a cell), `StandardCell` (building a built-in
-/// cell), `CellState`, `Carried`, `Optimizer` (`step`) and `LrSchedule`.
+/// cell), `CellState`, `Carried`, `Source` (`take` and `rewind` on a stream), `Optimizer` (`step`)
+/// and `LrSchedule`.
 ///
 /// ```
 /// use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
@@ -52,7 +53,7 @@ pub mod prelude {
         concat, gradcheck, gradgradcheck, stack, ClassIndex, CrossEntropyOptions, CustomOp, Float,
         Grads, Param, Reduction, Tape, Tensor, Var,
     };
-    pub use rewind_nn::{Carried, Cell, CellState, Module, StandardCell};
+    pub use rewind_nn::{Carried, Cell, CellState, Module, Source, StandardCell};
     pub use rewind_optim::{LrSchedule, Optimizer};
 }
 

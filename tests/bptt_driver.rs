@@ -12,7 +12,7 @@ use rewind::autograd::{Grads, Param, Tape, Tensor, Var};
 use rewind::nn::loss::mse_loss;
 use rewind::nn::{
     load_state_dict, nested, Bptt, Carry, Chunk, ChunkLoss, Embedding, FeatureChunk, FeatureStream,
-    Linear, Lstm, Module, RecurrentConfig, Run, StackState, Strategy, Stream, Tokens,
+    Linear, Lstm, Module, RecurrentConfig, Run, Source, StackState, Strategy, Stream, Tokens,
 };
 use support::golden::{self, tensor};
 
@@ -388,6 +388,8 @@ fn bidirectional_update(every: Option<usize>) -> rewind::nn::Update<f64> {
 #[test]
 fn a_learned_initial_state_starts_the_first_update_under_every_strategy() {
     let model = CharModel::learning_its_initial_state();
+    // k2 = k1: with k2 > k1 the second update reaches back to the pass's start, and h_0 rightly
+    // gets a gradient from it.
     let strategies = [
         Strategy::Full,
         Strategy::Truncated { k: 5 },

@@ -4,7 +4,7 @@
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::autograd::{
-    gradcheck, CustomOp, Float, GradcheckOptions, Param, Tape, TapeStats, Tensor,
+    gradcheck, CustomOp, Float, GradcheckOptions, Grads, Param, Tape, TapeStats, Tensor,
 };
 
 fn t(data: &[f64], shape: &[usize]) -> Tensor<f64> {
@@ -600,4 +600,63 @@ fn rsub_and_rdiv_serve_code_generic_over_the_float() {
         ],
     )
     .unwrap();
+}
+
+/// Gradients of shards of one batch add up to the batch's: `Grads::sum` (per parameter, across
+/// the cores, in the parts' order) and `accumulate` (one part at a time) both give the gradient
+/// of the summed loss, a parameter only one part has included, and refuse parts whose shapes
+/// disagree.
+#[test]
+fn gradients_of_shards_sum_to_the_batchs() {
+    let w = Param::named("w", t(&[0.5, -1.0, 2.0, 0.25], &[2, 2]));
+    let b = Param::named("b", t(&[0.1, -0.2], &[2]));
+    let x = t(&[1.0, 2.0, -1.0, 0.5, 3.0, -2.0], &[3, 2]);
+    let loss_of = |rows: std::ops::Range<usize>| {
+        let tape = Tape::new();
+        let xs = tape.constant(x.narrow(0, rows.start, rows.len()));
+        let y = xs.matmul(tape.param(&w)) + tape.param(&b);
+        (y.tanh() * y).sum().backward()
+    };
+    let whole = loss_of(0..3);
+    let parts = [loss_of(0..1), loss_of(1..3)];
+    let summed = Grads::sum(&parts);
+    let mut accumulated = Grads::default();
+    parts.iter().for_each(|p| accumulated.accumulate(p));
+    for grads in [&summed, &accumulated] {
+        for p in [&w, &b] {
+            for (x, y) in grads[p].data().iter().zip(whole[p].data()) {
+                assert!((x - y).abs() < 1e-14, "{:?}: {x} vs {y}", p.name());
+            }
+        }
+    }
+    let mut scaled = Grads::sum(&parts);
+    scaled.scale(0.5);
+    assert_eq!(scaled[&w].data()[0], 0.5 * summed[&w].data()[0]);
+
+    // Parts with different parameters sum side by side.
+    let (mut one, mut other) = (Grads::default(), Grads::default());
+    one.insert(&b, t(&[1.0, 2.0], &[2])).unwrap();
+    other.insert(&w, t(&[1.0; 4], &[2, 2])).unwrap();
+    let both = Grads::sum(&[one, other]);
+    assert_eq!(
+        (both.len(), both[&b].data(), both[&w].data()),
+        (2, &[1.0, 2.0][..], &[1.0; 4][..])
+    );
+}
+
+/// A plain tensor's `narrow` and `concat` are `torch.narrow` and `torch.cat`: pieces along any
+/// axis (negative counting from the end) join back into the whole.
+#[test]
+fn plain_tensors_narrow_and_concat_as_torch() {
+    let x = t(&(0..24).map(f64::from).collect::<Vec<_>>(), &[2, 3, 4]);
+    for axis in [0isize, 1, 2, -1] {
+        let size = x.shape()[axis.rem_euclid(3) as usize];
+        let head = x.narrow(axis, 0, 1);
+        let tail = x.narrow(axis, 1, size - 1);
+        assert_eq!(Tensor::concat(&[head, tail], axis), x, "axis {axis}");
+    }
+    let lanes = x.narrow(1, 1, 2);
+    assert_eq!(lanes.shape(), &[2, 2, 4]);
+    assert_eq!(&lanes.data()[..4], &[4.0, 5.0, 6.0, 7.0]);
+    assert_eq!(&lanes.data()[8..12], &[16.0, 17.0, 18.0, 19.0]);
 }

@@ -169,6 +169,8 @@ fn feature_streams_and_chunk_losses_refuse_misfits_at_the_callers_line() {
         (Box::new(|| { FeatureStream::next_vector(series(), 7); }), line!(), "feature stream: 12 rows are too few for 7 lanes of at least 2"),
         (Box::new(|| { chunk.mse(wrong); }), line!(), "feature chunk mse: prediction [2, 3, 1] against targets [2, 3, 2]"),
         (Box::new(|| { ChunkLoss::summed(wrong, 6); }), line!(), "chunk loss: the loss must be one value, got shape [2, 3, 1]"),
+        (Box::new(|| { series().narrow(1, 1, 2); }), line!(), "narrow: range 1..3 out of bounds along axis 1 of shape [12, 2]"),
+        (Box::new(|| { Tensor::concat(&[series(), zeros(&[12, 3])], 0); }), line!(), "concat: shapes differ outside axis 0: [12, 2] vs [12, 3]"),
     ];
     for (f, line, expected) in cases {
         let (msg, file, at) = panic_of(f);

@@ -211,6 +211,53 @@ impl<F: Float> Grads<F> {
         }
     }
 
+    /// The sum of `parts`' parameter gradients (the shards of one update), each parameter's
+    /// added in the order of `parts`, so the result is the same whatever thread adds it; the
+    /// parameters are shared out among the cores. A parameter only some parts have is the sum of
+    /// those. Node gradients are not summed.
+    ///
+    /// Panics, at the caller's line, if a parameter's gradients differ in shape.
+    #[track_caller]
+    pub fn sum(parts: &[Grads<F>]) -> Grads<F> {
+        let ids: Vec<ParamId> = parts
+            .iter()
+            .flat_map(|p| p.params.keys().copied())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for id in &ids {
+            let mut shapes = parts
+                .iter()
+                .filter_map(|p| p.params.get(id))
+                .map(|g| g.shape());
+            let first = shapes.next().expect("some part has it");
+            if let Some(other) = shapes.find(|s| *s != first) {
+                panic!("sum: gradients of one parameter differ in shape: {first:?} vs {other:?}");
+            }
+        }
+        let sums: Vec<std::sync::Mutex<Option<Tensor<F>>>> =
+            ids.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        crate::kernels::pool::run(ids.len(), &|i| {
+            let mut each = parts.iter().filter_map(|p| p.params.get(&ids[i]));
+            let mut sum = each.next().expect("some part has it").clone();
+            let data = sum.data_mut();
+            for g in each {
+                for (a, &b) in data.iter_mut().zip(g.data()) {
+                    *a += b;
+                }
+            }
+            *sums[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(sum);
+        });
+        let params = ids.into_iter().zip(sums).map(|(id, sum)| {
+            let sum = sum.into_inner().unwrap_or_else(|e| e.into_inner());
+            (id, sum.expect("every share ran"))
+        });
+        Grads {
+            params: params.collect(),
+            ..Grads::default()
+        }
+    }
+
     /// Multiplies every gradient by `s` (a sum of shards' gradients turned into their mean's).
     pub fn scale(&mut self, s: F) {
         for g in self.params.values_mut().chain(self.nodes.values_mut()) {

@@ -804,19 +804,21 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         let outcomes = pull_shards(shards, &run_shard);
 
         let (mut sum, mut terms, mut peak_bytes) = (0.0, 0, 0);
-        let mut grads = Grads::default();
+        let mut shard_grads = Vec::with_capacity(shards);
         let mut last = Vec::with_capacity(shards);
         let mut kept: BTreeMap<usize, Vec<K>> = BTreeMap::new();
         for outcome in outcomes {
             sum += outcome.sum;
             terms += outcome.terms;
             peak_bytes += outcome.peak_bytes;
-            grads.accumulate(&outcome.grads);
+            shard_grads.push(outcome.grads);
             last.push(outcome.last);
             for (position, state) in outcome.kept {
                 kept.entry(position).or_default().push(state);
             }
         }
+        // Summed in shard order, each parameter on whichever core is free.
+        let mut grads = Grads::sum(&shard_grads);
         grads.scale(F::from_f64(1.0 / terms as f64));
         let kept = kept
             .into_iter()

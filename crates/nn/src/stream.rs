@@ -190,7 +190,7 @@ impl Stream {
 
     /// Starts a new pass from the first step.
     pub fn rewind(&mut self) {
-        self.position = 0;
+        Source::rewind(self)
     }
 
     /// Moves to `position` (to resume a pass where it stopped).
@@ -234,13 +234,7 @@ impl Stream {
     /// The next `steps` steps (fewer at the end of the pass), advancing; `None` when the pass is
     /// over.
     pub fn take(&mut self, steps: usize) -> Option<Chunk> {
-        let n = steps.min(self.remaining());
-        if n == 0 {
-            return None;
-        }
-        let chunk = self.chunk(self.position, n);
-        self.position += n;
-        Some(chunk)
+        Source::take(self, steps)
     }
 }
 
@@ -393,32 +387,6 @@ impl<F: Float> FeatureStream<F> {
         }
     }
 
-    /// The next step to be read.
-    pub fn position(&self) -> usize {
-        self.position
-    }
-
-    /// Steps left in this pass.
-    pub fn remaining(&self) -> usize {
-        self.steps() - self.position
-    }
-
-    /// Starts a new pass from the first step.
-    pub fn rewind(&mut self) {
-        self.position = 0;
-    }
-
-    /// Moves to `position` (to resume a pass where it stopped).
-    #[track_caller]
-    pub fn seek(&mut self, position: usize) {
-        assert!(
-            position <= self.steps(),
-            "feature stream: position {position} past the end ({})",
-            self.steps()
-        );
-        self.position = position;
-    }
-
     /// Steps `start .. start + steps` without moving the position.
     #[track_caller]
     pub fn chunk(&self, start: usize, steps: usize) -> FeatureChunk<F> {
@@ -454,18 +422,6 @@ impl<F: Float> FeatureStream<F> {
             }
         }
         Tensor::from_vec(out, &[steps, self.lanes, width]).expect("rows of the series' width")
-    }
-
-    /// The next `steps` steps (fewer at the end of the pass), advancing; `None` when the pass is
-    /// over.
-    pub fn take(&mut self, steps: usize) -> Option<FeatureChunk<F>> {
-        let n = steps.min(self.remaining());
-        if n == 0 {
-            return None;
-        }
-        let chunk = self.chunk(self.position, n);
-        self.position += n;
-        Some(chunk)
     }
 }
 
@@ -511,8 +467,25 @@ pub trait Source {
     /// Steps `start .. start + steps` of every lane, without moving the position.
     fn chunk(&self, start: usize, steps: usize) -> Self::Chunk;
 
-    /// Moves to `position`.
+    /// Moves to `position` (to resume a pass where it stopped).
     fn seek(&mut self, position: usize);
+
+    /// Starts a new pass from the first step.
+    fn rewind(&mut self) {
+        self.seek(0);
+    }
+
+    /// The next `steps` steps (fewer at the end of the pass), advancing; `None` when the pass is
+    /// over.
+    fn take(&mut self, steps: usize) -> Option<Self::Chunk> {
+        let n = steps.min(self.remaining());
+        if n == 0 {
+            return None;
+        }
+        let chunk = self.chunk(self.position(), n);
+        self.seek(self.position() + n);
+        Some(chunk)
+    }
 }
 
 /// A chunk as the driver handles it: cut into pieces (TBPTT(k1, k2), checkpointed segments) and
@@ -601,6 +574,8 @@ impl SourceChunk for Chunk {
     }
 }
 
+/// How a feature stream is read: [`take`](Source::take), [`rewind`](Source::rewind) and the rest
+/// come with the trait.
 impl<F: Float> Source for FeatureStream<F> {
     type Chunk = FeatureChunk<F>;
 
@@ -609,15 +584,21 @@ impl<F: Float> Source for FeatureStream<F> {
     }
 
     fn remaining(&self) -> usize {
-        FeatureStream::remaining(self)
+        self.steps() - self.position
     }
 
     fn chunk(&self, start: usize, steps: usize) -> FeatureChunk<F> {
         FeatureStream::chunk(self, start, steps)
     }
 
+    #[track_caller]
     fn seek(&mut self, position: usize) {
-        FeatureStream::seek(self, position)
+        assert!(
+            position <= self.steps(),
+            "feature stream: position {position} past the end ({})",
+            self.steps()
+        );
+        self.position = position;
     }
 }
 
