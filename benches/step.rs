@@ -3,7 +3,8 @@
 //! H = 1024), for each cell at H = 128, 256, 512, 1024. Beside each, the matmuls of that step
 //! alone (the per-step recurrent product and the hoisted ones, forward and backward, as GEMM
 //! calls of the same shapes) so the step reads as a fraction of its GEMM time; and at H ≤ 512
-//! the same step in f64 (`f64_step`).
+//! the same step in f64 (`f64_step`), and the step with its batch in shards, one per core
+//! (`sharded_step`).
 //!
 //! Run: `cargo bench --bench step`; compare with `python3 scripts/compare_pytorch.py`.
 
@@ -12,10 +13,10 @@ use std::hint::black_box;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
-use rewind::autograd::{kernel_path, Float, Param, Tape, Tensor};
+use rewind::autograd::{cores, kernel_path, Float, Param, Tape, Tensor};
 use rewind::nn::{
-    nested, Embedding, GruCell, Linear, LstmCell, Module, Recurrent, RecurrentConfig, RnnCell,
-    StandardCell,
+    nested, Bptt, Carry, Embedding, GruCell, Linear, LstmCell, Module, Recurrent, RecurrentConfig,
+    RnnCell, StandardCell, Strategy, Stream,
 };
 use rewind::optim::{clip_grad_norm, Adam, Optimizer};
 
@@ -60,6 +61,40 @@ fn train_step<F: Float, C: StandardCell<F> + 'static>(hidden: usize, t: usize) -
     }
 }
 
+/// The same step with the batch in shards, one per core ([`Bptt::step_sharded`] over the
+/// step's `t` steps of `B` lanes, the whole sequence in one update): each shard on a tape of its
+/// own, its products on its own thread.
+fn sharded_step<C: StandardCell<f32> + Sync + 'static>(hidden: usize, t: usize) -> impl FnMut() {
+    let mut rng = StdRng::seed_from_u64(0);
+    let mut model = Model::<C, f32> {
+        embed: Embedding::init(V, hidden, &mut rng),
+        rnn: Recurrent::init(RecurrentConfig::new(hidden, hidden), &mut rng),
+        head: Linear::init(hidden, V, &mut rng),
+    };
+    let tokens: Vec<usize> = (0..(t + 1) * B).map(|_| rng.random_range(0..V)).collect();
+    let mut opt = Adam::new(2e-3);
+    move || {
+        let mut stream = Stream::new(tokens.clone(), B);
+        let mut driver = Bptt::new(Strategy::Full, Carry::zeros(&model.rnn, B), 0);
+        let m = &model;
+        let update = driver
+            .step_sharded(&mut stream, cores(), |tape, chunk, state, run| {
+                let x = m
+                    .embed
+                    .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
+                let out = m.rnn.forward_with(tape, x, Some(state), run);
+                let rows = chunk.steps * chunk.lanes;
+                let logits = m.head.forward(tape, out.output).reshape(&[rows, V]);
+                (chunk.cross_entropy(logits), out.state)
+            })
+            .expect("one update");
+        let mut grads = update.grads;
+        clip_grad_norm(&mut grads, 5.0);
+        opt.step(&mut model, &grads);
+        black_box(&grads);
+    }
+}
+
 fn steps_for(hidden: usize) -> usize {
     if hidden == 1024 {
         32
@@ -68,7 +103,7 @@ fn steps_for(hidden: usize) -> usize {
     }
 }
 
-fn cell<C: StandardCell<f32> + 'static, D: StandardCell<f64> + 'static>(
+fn cell<C: StandardCell<f32> + Sync + 'static, D: StandardCell<f64> + 'static>(
     c: &mut Criterion,
     name: &str,
 ) {
@@ -88,6 +123,10 @@ fn cell<C: StandardCell<f32> + 'static, D: StandardCell<f64> + 'static>(
         group.throughput(Throughput::Elements(flops as u64));
         let mut step = train_step::<f32, C>(hidden, t);
         group.bench_function(BenchmarkId::new("train_step", hidden), |b| {
+            b.iter(&mut step)
+        });
+        let mut step = sharded_step::<C>(hidden, t);
+        group.bench_function(BenchmarkId::new("sharded_step", hidden), |b| {
             b.iter(&mut step)
         });
         // The same step in f64, as gradient checks and exact studies run it (the packed kernel
