@@ -75,9 +75,13 @@ fn saving_resuming_and_continuing_equals_an_uninterrupted_run() {
             dir.join("whole.safetensors"),
             dir.join("halves.safetensors"),
         );
+        // In 3 shards whatever the cores: the dropout of each shard draws from its own stream,
+        // which a resumed run must draw again.
         let extra = [
             "--layers",
             "2",
+            "--shards",
+            "3",
             "--dropout",
             "0.3",
             "--bptt",
@@ -107,6 +111,8 @@ fn saving_resuming_and_continuing_equals_an_uninterrupted_run() {
                     "24",
                     "--eval-every",
                     "100",
+                    "--shards",
+                    "3",
                 ][..],
                 &resume,
             ]
@@ -146,6 +152,7 @@ fn each_bad_input_is_a_one_line_error() {
     let cases: Vec<(Vec<String>, &str)> = vec![
         (args(&["--data", &path("absent.txt")]), "cannot read"),
         (args(&["--layers", "0"]), "--layers 0 must be at least 1"),
+        (args(&["--shards", "0"]), "--shards must be at least 1"),
         (
             args(&["--dropout", "1.5"]),
             "--dropout 1.5 must be in [0, 1)",

@@ -140,8 +140,10 @@ struct TrainArgs {
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Cut each step's batch into this many shards of lanes, each run on a tape of its own by
-    /// whichever core is free (default: one per core, at most one per lane). 1 runs the step on
-    /// one tape, its products split across the cores. Dropout masks depend on it.
+    /// whichever core is free (default: one per core while a layer's recurrent weights are at
+    /// most 8 MB, as up to 512 LSTM units; else 1). 1 runs the step on one tape, its products
+    /// split across the cores. Dropout masks depend on it: a resumed run draws the masks of an
+    /// uninterrupted one when it runs in as many shards.
     #[arg(long, allow_negative_numbers = true)]
     shards: Option<usize>,
 }
@@ -402,8 +404,30 @@ pub struct TrainConfig {
     pub eval_every: usize,
     /// Checkpoint to resume.
     pub resume: Option<PathBuf>,
-    /// Shards of each step's batch (1: one tape).
-    pub shards: usize,
+    /// Shards of each step's batch (1: one tape); `None` for the default of the model's size
+    /// ([`default_shards`]).
+    pub shards: Option<usize>,
+}
+
+/// The shards a step of a model of shape `hyper` runs in by default: one per core while each
+/// core can reread a layer's recurrent weights at every time step, at most 8 MB of them (an
+/// LSTM up to 512 units, a GRU up to 836); one tape, its products split across the cores, for
+/// larger layers, where rereading the weights once per shard costs more than the shards save
+/// (benches/README.md, "The step grid with the batch in shards").
+pub fn default_shards(hyper: &Hyper) -> usize {
+    let gates = match hyper.cell {
+        CellKind::Rnn => 1,
+        CellKind::Gru => 3,
+        CellKind::Lstm => 4,
+    };
+    let bytes = (gates * hyper.hidden)
+        .saturating_mul(hyper.hidden)
+        .saturating_mul(4);
+    if bytes <= 8 << 20 {
+        rewind::autograd::cores()
+    } else {
+        1
+    }
 }
 
 /// A checked `sample` command.
@@ -460,11 +484,9 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
     if a.save_every == 0 || a.eval_every == 0 {
         return usage("--save-every and --eval-every must be at least 1".into());
     }
-    let shards = match a.shards {
-        Some(0) => return usage("--shards must be at least 1".into()),
-        Some(n) => n,
-        None => rewind::autograd::cores(),
-    };
+    if a.shards == Some(0) {
+        return usage("--shards must be at least 1".into());
+    }
     let limit = match (a.steps, a.minutes) {
         (_, Some(min)) if !(min > 0.0 && Duration::try_from_secs_f64(min * 60.0).is_ok()) => {
             return usage(format!(
@@ -511,7 +533,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         save_every: a.save_every,
         eval_every: a.eval_every,
         resume: a.resume,
-        shards,
+        shards: a.shards,
     })
 }
 

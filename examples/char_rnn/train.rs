@@ -16,7 +16,7 @@ use rewind::nn::{load_state_dict, Bptt, Carry, Run, Strategy, Stream, Tokens};
 use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp, Sgd};
 
 use super::checkpoint::{self, Progress, SaveParts};
-use super::cli::{number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
+use super::cli::{default_shards, number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
 use super::data::Corpus;
 use super::lock::{self, Lock};
 use super::model::CharModel;
@@ -139,6 +139,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
 
     signals::listen();
 
+    let shards = c.shards.unwrap_or_else(|| default_shards(&hyper));
     out.line(format_args!(
         "training a {} × {} {:?} on {} ({} characters, vocabulary {}; last 10% held out): {} parameters; the batch in {} on {} cores",
         hyper.layers,
@@ -148,7 +149,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         corpus.train.len() + corpus.val.len(),
         corpus.vocab.len(),
         rewind::nn::Module::num_params(&model),
-        match c.shards.min(hyper.batch) {
+        match shards.min(hyper.batch) {
             1 => "one piece".to_string(),
             n => format!("{n} shards"),
         },
@@ -184,10 +185,10 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         let step_seed = mix(hyper.seed, progress.step as u64);
         model.reseed_dropout(step_seed);
         let update = if hyper.bptt == BpttKind::Full {
-            full_update(&model, &hyper, &corpus.train, step_seed, c.shards)
+            full_update(&model, &hyper, &corpus.train, step_seed, shards)
         } else {
             driver.reseed(step_seed);
-            match step(&mut driver, &mut stream, &model, c.shards) {
+            match step(&mut driver, &mut stream, &model, shards) {
                 Some(u) => u,
                 None => {
                     stream.rewind();
