@@ -1,5 +1,5 @@
-//! exp, tanh and σ over slices: f32's through a loop compiled for AVX-512 (eight f64 lanes) or
-//! AVX2 and FMA (four) when the CPU has them and `REWIND_SIMD` allows them, f64's through libm,
+//! exp, tanh and σ over slices: f32's through a loop compiled for AVX-512 (sixteen f32 lanes) or
+//! AVX2 and FMA (eight) when the CPU has them and `REWIND_SIMD` allows them, f64's through libm,
 //! the reference for gradient checks. An f32 slice holds exactly what f32's `Float::exp`
 //! (`tanh`, `sigmoid`) gives element by element.
 //!
@@ -64,7 +64,7 @@ fn map(f: Unary, x: &[f32], out: &mut [f32]) {
     map_plain(f, x, out);
 }
 
-/// Eight f64 lanes a vector instead of four: the functions are evaluated in f64.
+/// Sixteen f32 lanes a vector instead of eight.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn map_avx512(f: Unary, x: &[f32], out: &mut [f32]) {

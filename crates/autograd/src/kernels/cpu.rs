@@ -13,7 +13,7 @@ pub(crate) enum Simd {
     /// in 8-lane vectors.
     Avx2,
     /// AVX-512F: the packed small-row GEMM in 16-lane vectors, and the activation slices in
-    /// eight f64 lanes.
+    /// sixteen f32 lanes.
     Avx512,
 }
 
