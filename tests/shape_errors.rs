@@ -166,6 +166,7 @@ fn feature_streams_and_chunk_losses_refuse_misfits_at_the_callers_line() {
     let cases: Vec<Case> = vec![
         (Box::new(|| { FeatureStream::next_vector(zeros(&[12]), 3); }), line!(), "feature stream: the series must be [N, D] (a row per time step), got [12]"),
         (Box::new(|| { FeatureStream::paired(series(), zeros(&[11, 1]), 3); }), line!(), "feature stream: targets [11, 1] need one row per input row of [12, 2]"),
+        (Box::new(|| { FeatureStream::paired(zeros(&[12]), zeros(&[12, 1]), 3); }), line!(), "feature stream: the series must be [N, D] (a row per time step), got [12]"),
         (Box::new(|| { FeatureStream::next_vector(series(), 7); }), line!(), "feature stream: 12 rows are too few for 7 lanes of at least 2"),
         (Box::new(|| { chunk.mse(wrong); }), line!(), "feature chunk mse: prediction [2, 3, 1] against targets [2, 3, 2]"),
         (Box::new(|| { ChunkLoss::summed(wrong, 6); }), line!(), "chunk loss: the loss must be one value, got shape [2, 3, 1]"),

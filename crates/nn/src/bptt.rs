@@ -770,36 +770,34 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
         let seed = self.seed;
         let update = self.updates;
         let run_shard = |i: usize| -> ShardOutcome<F, K> {
-            let lanes = ranges[i].clone();
-            let chunk = plan.chunk.select_lanes(lanes.clone());
-            let fresh = plan.fresh.as_ref().map(|f| f[lanes.clone()].to_vec());
-            let tape = Tape::new();
-            let state = start.select_lanes(lanes).on(&tape);
-            let mut model = &model;
-            let (total, last, kept) =
+            // The shard's kernels stay on this thread; its dropout draws from its own stream.
+            rewind_autograd::on_this_thread(|| {
                 crate::dropout::drawing_from(shard_seed(seed, update, i), || {
-                    rewind_autograd::on_this_thread(|| {
-                        run_update(
-                            strategy,
-                            &tape,
-                            &chunk,
-                            state,
-                            fresh.as_deref(),
-                            plan.xi.as_deref(),
-                            &mut model,
-                        )
-                    })
-                });
-            let sum = total.sum();
-            let grads = rewind_autograd::on_this_thread(|| sum.backward());
-            ShardOutcome {
-                sum: sum.item().to_f64(),
-                terms: total.terms(),
-                grads,
-                last: K::of(last),
-                kept: kept.into_iter().collect(),
-                peak_bytes: tape.stats().peak_bytes,
-            }
+                    let lanes = ranges[i].clone();
+                    let chunk = plan.chunk.select_lanes(lanes.clone());
+                    let fresh = plan.fresh.as_ref().map(|f| f[lanes.clone()].to_vec());
+                    let tape = Tape::new();
+                    let state = start.select_lanes(lanes).on(&tape);
+                    let (total, last, kept) = run_update(
+                        strategy,
+                        &tape,
+                        &chunk,
+                        state,
+                        fresh.as_deref(),
+                        plan.xi.as_deref(),
+                        &mut &model,
+                    );
+                    let sum = total.sum();
+                    ShardOutcome {
+                        sum: sum.item().to_f64(),
+                        terms: total.terms(),
+                        grads: sum.backward(),
+                        last: K::of(last),
+                        kept,
+                        peak_bytes: tape.stats().peak_bytes,
+                    }
+                })
+            })
         };
         let outcomes = pull_shards(shards, &run_shard);
 

@@ -337,8 +337,9 @@ impl<F: Float> FeatureStream<F> {
     /// Inputs `[N, D]` with a target row `[N, E]` for each.
     #[track_caller]
     pub fn paired(inputs: Tensor<F>, targets: Tensor<F>, lanes: usize) -> Self {
+        check_series(&inputs);
         assert!(
-            targets.ndim() == 2 && inputs.ndim() == 2 && targets.shape()[0] == inputs.shape()[0],
+            targets.ndim() == 2 && targets.shape()[0] == inputs.shape()[0],
             "feature stream: targets {:?} need one row per input row of {:?}",
             targets.shape(),
             inputs.shape()
@@ -348,11 +349,7 @@ impl<F: Float> FeatureStream<F> {
 
     #[track_caller]
     fn cut(inputs: Tensor<F>, targets: FeatureTargets<F>, lanes: usize) -> Self {
-        assert!(
-            inputs.ndim() == 2,
-            "feature stream: the series must be [N, D] (a row per time step), got {:?}",
-            inputs.shape()
-        );
+        check_series(&inputs);
         assert!(lanes > 0, "feature stream: needs at least one lane");
         let lane_len = inputs.shape()[0] / lanes;
         // A step needs its target: the next row, or the row beside it.
@@ -423,6 +420,16 @@ impl<F: Float> FeatureStream<F> {
         }
         Tensor::from_vec(out, &[steps, self.lanes, width]).expect("rows of the series' width")
     }
+}
+
+/// Panics, at the caller's line, unless `series` is `[N, D]`.
+#[track_caller]
+fn check_series<F: Float>(series: &Tensor<F>) {
+    assert!(
+        series.ndim() == 2,
+        "feature stream: the series must be [N, D] (a row per time step), got {:?}",
+        series.shape()
+    );
 }
 
 impl<F: Float> FeatureChunk<F> {
