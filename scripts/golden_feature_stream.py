@@ -1,6 +1,6 @@
 """A stream of feature vectors trained as the BPTT driver trains it, in PyTorch.
 
-Writes tests/data/feature_stream_golden.safetensors, read by tests/bptt_driver.rs: an LSTM
+Writes tests/data/feature_stream_golden.safetensors, read by tests/nn/bptt_driver.rs: an LSTM
 (input 2, hidden 4) and a linear readout (4 -> 2), in float64, over a series of 27 rows cut into
 3 lanes of 9 rows (lane b holds rows 9b .. 9b + 8), read time-major as the driver reads it
 (x[t, b] = series[9b + t]). Two cases:

@@ -1,6 +1,6 @@
 """Golden Hessian-vector and Gauss-Newton-vector products of recurrent taggers, from PyTorch.
 
-Writes tests/data/hvp_golden.safetensors, read by tests/second_order_parity.rs. Every case is a
+Writes tests/data/hvp_golden.safetensors, read by tests/engine/second_order_parity.rs. Every case is a
 tagger in float64: an nn.LSTM or nn.GRU (input 3, hidden 4, batch 2, T 5) whose output at each
 step goes through an nn.Linear readout to 5 classes, and L = F.cross_entropy over the T*B steps
 (mean over the targets that are not -100). With lengths, the input is packed with

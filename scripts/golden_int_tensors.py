@@ -1,6 +1,6 @@
 """A safetensors file holding integer tensors beside a float one, as PyTorch writes it.
 
-Writes tests/data/int_tensors.safetensors, read by tests/nn_weights.rs: `ids` int64 [2, 3]
+Writes tests/data/int_tensors.safetensors, read by tests/nn/nn_weights.rs: `ids` int64 [2, 3]
 (token ids, one negative as an ignore index), `lengths` int32 [2], `mask` uint8 [2, 3] and
 `w` float32 [2], with the metadata {"generator": ..., "torch": ...}.
 

@@ -1,6 +1,6 @@
 """Golden values for L-BFGS, with and without the strong-Wolfe line search, from PyTorch.
 
-Writes tests/data/lbfgs_golden.safetensors (float64), read by tests/optim_more_parity.rs:
+Writes tests/data/lbfgs_golden.safetensors (float64), read by tests/optim/optim_more_parity.rs:
 
 - `tanh.x` [8, 3], `tanh.y` [8, 4], `tanh.params.weight` [3, 4], `tanh.params.bias` [4]: a
   small regression, loss = mean((tanh(x @ weight + bias) - y)²), and its starting parameters;

@@ -2,17 +2,17 @@
 
 Writes three float32 files into tests/data/:
 
-- nn_golden.safetensors, read by tests/nn_parity.rs: for every case, flat keys
+- nn_golden.safetensors, read by tests/nn/nn_parity.rs: for every case, flat keys
   "{case}.{what}" holding the inputs, parameters, outputs, random projections and the
   gradients of L = sum(output * proj) (+ the same for every other output) with respect to
   the parameters and inputs. Cases cover nn.RNN / nn.LSTM / nn.GRU stacks (layers,
   bidirectional, batch_first, initial states, packed variable lengths), the single cells,
   nn.Linear, nn.Embedding and four losses. The metadata holds "generator", "torch" and,
   per case, "case.{case}": a JSON description of its configuration.
-- torch_lstm_state_dict.safetensors, read by tests/nn_weights.rs: the state_dict of
+- torch_lstm_state_dict.safetensors, read by tests/nn/nn_weights.rs: the state_dict of
   nn.LSTM(5, 4, num_layers=2, bidirectional=True) after torch.manual_seed(42), saved
   exactly as a PyTorch user would (no metadata).
-- torch_lstm_expected.safetensors, read by tests/nn_weights.rs: an `input` [6, 3, 5]
+- torch_lstm_expected.safetensors, read by tests/nn/nn_weights.rs: an `input` [6, 3, 5]
   (seed 43) and that model's `output`, `h_n`, `c_n` from a zero initial state.
 
 Run: python3 scripts/golden_nn.py   (needs torch and safetensors)

@@ -1,7 +1,7 @@
 """Golden values for rewind's bias-free layers, unbatched recurrent input, gradients built by
 hand and loading without a generator, from PyTorch.
 
-Writes two files into tests/data/, read by tests/nn_more_parity.rs:
+Writes two files into tests/data/, read by tests/nn/nn_more_parity.rs:
 
 - nn_more_golden.safetensors: every case twice, under "f64.{case}.{what}" (float64) and
   "f32.{case}.{what}" (float32). A case's module and inputs are drawn in float64 (seeded from

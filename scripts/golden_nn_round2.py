@@ -1,7 +1,7 @@
 """Golden values for rewind's LSTM with a projection (proj_size) and its cells on unbatched
 input, from PyTorch.
 
-Writes two files into tests/data/, read by tests/nn_more_parity.rs:
+Writes two files into tests/data/, read by tests/nn/nn_more_parity.rs:
 
 - nn_round2_golden.safetensors: every case twice, under "f64.{case}.{what}" (float64) and
   "f32.{case}.{what}" (float32), stored as scripts/golden_nn_more.py stores its cases (whose

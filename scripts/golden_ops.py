@@ -1,6 +1,6 @@
 """Golden values for rewind's ops where they follow PyTorch's wider rules, from PyTorch.
 
-Writes tests/data/ops_golden.safetensors, read by tests/ops_parity.rs. Every case is run twice,
+Writes tests/data/ops_golden.safetensors, read by tests/engine/ops_parity.rs. Every case is run twice,
 in float64 and in float32 (its inputs drawn in float64 and rounded), and stored under the flat
 keys "{dtype}.{case}.{what}" with dtype "f64" or "f32":
 

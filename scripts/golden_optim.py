@@ -1,6 +1,6 @@
 """Golden values for rewind-optim, from PyTorch.
 
-Writes two files read by tests/optim_parity.rs. tests/data/optim_golden.safetensors (float64):
+Writes two files read by tests/optim/optim_parity.rs. tests/data/optim_golden.safetensors (float64):
 
 - `params.weight` [3, 4], `params.bias` [4]: the starting parameters;
 - `grads.weight` [100, 3, 4], `grads.bias` [100, 4]: the gradient fed at each of 100 steps;

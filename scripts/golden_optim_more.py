@@ -1,7 +1,7 @@
 """Golden values for Adamax, NAdam, RAdam, Adadelta, Rprop and ASGD, and for `maximize` in every
 optimizer, from PyTorch.
 
-Writes two files read by tests/optim_more_parity.rs. tests/data/optim_more_golden.safetensors
+Writes two files read by tests/optim/optim_more_parity.rs. tests/data/optim_more_golden.safetensors
 (float64):
 
 - `params.weight` [3, 4], `params.bias` [4]: the starting parameters;

@@ -1,8 +1,8 @@
 """Golden values from PyTorch for the second round's leftovers: ReduceLROnPlateau's per-group
 min_lr, and clip_grad_norm_ with a negative finite norm_type.
 
-Writes tests/data/leftovers_golden.safetensors, read by tests/schedules_parity.rs and
-tests/clip_parity.rs:
+Writes tests/data/leftovers_golden.safetensors, read by tests/optim/schedules_parity.rs and
+tests/optim/clip_parity.rs:
 
 - `plateau_groups.<case>.metrics` [n] and `plateau_groups.<case>.lr` [n + 1, G] (float64): for
   every case in PLATEAU_GROUPS, ReduceLROnPlateau over an SGD with G parameter groups whose

@@ -1,7 +1,7 @@
 """Golden values for rewind-optim's learning-rate schedules and gradient clipping, from PyTorch.
 
-Writes tests/data/schedules_golden.safetensors, read by tests/schedules_parity.rs and
-tests/clip_parity.rs:
+Writes tests/data/schedules_golden.safetensors, read by tests/optim/schedules_parity.rs and
+tests/optim/clip_parity.rs:
 
 - `sched.<case>` [n + 1] (float64): the learning rate before any scheduler step, then after each
   of n steps, for every case in SCHEDULES (from an optimizer whose lr is BASE_LR, except the
@@ -24,7 +24,7 @@ tests/clip_parity.rs:
   gradients with a nonzero element, not the elements, and -inf is the smallest |g|.
 
 LambdaLR and MultiplicativeLR take the lambdas written in SCHEDULES, which
-tests/schedules_parity.rs writes again as closures.
+tests/optim/schedules_parity.rs writes again as closures.
 
 Warm-up is torch's SequentialLR of LinearLR(1/w, 1, w - 1) and the schedule, with the milestone
 at w (what rewind's `Warmup { steps: w, .. }` is). SequentialLR refuses ReduceLROnPlateau, so

@@ -1,6 +1,6 @@
 """Golden values for arithmetic, comparisons and reductions on plain tensors, from PyTorch.
 
-Writes tests/data/tensor_ops_golden.safetensors, read by tests/ops_parity.rs. The inputs are
+Writes tests/data/tensor_ops_golden.safetensors, read by tests/engine/ops_parity.rs. The inputs are
 drawn in float64 from a fixed seed, with a NaN and a tie placed by hand, and stored as `a`
 [3, 4], `b` [4] (broadcast along the rows), `c` [3, 1] and `d` [3, 5] (no ties); every result is stored as float64
 (indices and masks as floats) under the name of what produced it:

@@ -78,7 +78,7 @@ pub enum BpttKind {
 // range, instead of being taken for an unknown flag `-1`.
 #[derive(Args, Debug, Clone)]
 struct TrainArgs {
-    /// UTF-8 text to learn; default: this project's Rust sources.
+    /// UTF-8 text to learn; default: the built-in tinyshakespeare.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Recurrent cell.

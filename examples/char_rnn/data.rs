@@ -1,10 +1,10 @@
-//! The text: read from a file or from this project's Rust sources, its characters as the
-//! vocabulary, and the last 10% held out for validation.
+//! The text: read from a file or the built-in tinyshakespeare, its characters as the vocabulary,
+//! and the last 10% held out for validation.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rewind::nn::Tokens;
 
@@ -12,6 +12,14 @@ use super::checkpoint::text_hash;
 use super::cli::human;
 use super::memory;
 use super::Error;
+
+/// The text learnt when no `--data` is given: Karpathy's tinyshakespeare (about 1.1 MB, 65
+/// characters; Shakespeare's plays, public domain), shipped in the repository and built into the
+/// binary, so that every clone trains on the same text and sees the README's figures.
+pub const TINY_SHAKESPEARE: &str = include_str!("tinyshakespeare.txt");
+
+/// How messages name the built-in text.
+const BUILT_IN: &str = "the built-in tinyshakespeare (examples/char_rnn/tinyshakespeare.txt)";
 
 /// A text as token ids over its own characters.
 #[derive(Clone, Debug)]
@@ -29,34 +37,12 @@ pub struct Corpus {
 }
 
 impl Corpus {
-    /// Loads `path`, or with no path the `.rs` files under this package's `crates/` directory.
+    /// Loads `path`, or with no path the built-in text, [`TINY_SHAKESPEARE`].
     pub fn load(path: Option<&Path>) -> Result<Self, Error> {
-        let (text, source) = match path {
-            Some(p) => (read_text(p)?, p.display().to_string()),
-            None => return Self::from_sources(&own_crates()),
-        };
-        Self::from_text(&text, source)
-    }
-
-    /// The `.rs` files under `dir`, in path order, each followed by a newline. The walk does not
-    /// follow a symlink to a directory (a link back up the tree would make it endless); a file
-    /// two names reach is read once; only regular files are read.
-    pub fn from_sources(dir: &Path) -> Result<Self, Error> {
-        let mut files = BTreeSet::new();
-        collect_rs(dir, &mut files);
-        if files.is_empty() {
-            return Err(Error::Data(format!(
-                "found no .rs files under {}: pass --data FILE with a text to learn",
-                dir.display()
-            )));
+        match path {
+            Some(p) => Self::from_text(&read_text(p)?, p.display().to_string()),
+            None => Self::from_text(TINY_SHAKESPEARE, BUILT_IN.to_string()),
         }
-        let mut text = String::new();
-        for f in &files {
-            text.push_str(&read_text(f)?);
-            text.push('\n');
-        }
-        let source = format!("the {} Rust sources under {}", files.len(), dir.display());
-        Self::from_text(&text, source)
     }
 
     /// Builds the vocabulary and the split from a text. Beside the text it holds one token id
@@ -199,33 +185,4 @@ fn is_device(meta: &fs::Metadata) -> bool {
 #[cfg(not(unix))]
 fn is_device(_: &fs::Metadata) -> bool {
     false
-}
-
-/// This project's `crates/` directory, found from the package's manifest directory at run time
-/// (cargo sets it for `cargo run`), else where the example was built.
-fn own_crates() -> PathBuf {
-    let root = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    root.join("crates")
-}
-
-/// Adds the canonical path of each regular `.rs` file under `dir` to `out`, without entering a
-/// directory through a symlink.
-fn collect_rs(dir: &Path, out: &mut BTreeSet<PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        // The entry's own type: a symlink to a directory is a symlink here, not a directory.
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            collect_rs(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            let regular = fs::metadata(&path).is_ok_and(|m| m.is_file());
-            if let (true, Ok(real)) = (regular, fs::canonicalize(&path)) {
-                out.insert(real);
-            }
-        }
-    }
 }

@@ -2,7 +2,7 @@
 //! sample from it, and resume where it stopped.
 //!
 //! ```text
-//! cargo run --release --example char_rnn                       # trains on this project's Rust sources
+//! cargo run --release --example char_rnn                       # trains on the built-in tinyshakespeare
 //! cargo run --release --example char_rnn -- --data book.txt --cell gru --hidden 256 --minutes 10
 //! cargo run --release --example char_rnn -- sample --checkpoint char_rnn.safetensors --prime "fn "
 //! cargo run --release --example char_rnn -- --resume char_rnn.safetensors --steps 5000

@@ -10,15 +10,13 @@
 //! tensor as max |ours - torch| / max |torch|: to 1e-12 in f64, 1e-5 in f32. Every case in the
 //! file is run, so a case added to the script fails here until it is given its op.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::golden;
+use crate::support::panics::panic_of;
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{concat, stack, CrossEntropyOptions, Float, Reduction, Tape, Tensor, Var};
 use rewind::nn::loss::{self, nll_loss_with, NllOptions};
-use support::golden;
-use support::panics::panic_of;
 
 struct Golden<F: Float> {
     file: TensorFile<F>,

@@ -1,10 +1,8 @@
 //! Shape misuse panics at the caller's line, naming the op and both shapes.
 
-mod support;
-
+use crate::support::panics::panic_of;
 use rewind::autograd::{concat, Tape, Tensor};
 use rewind::nn::{ChunkLoss, FeatureStream};
-use support::panics::panic_of;
 
 /// A misuse, the line it is on, and the message it must panic with.
 type Case<'a> = (Box<dyn FnOnce() + 'a>, u32, &'static str);
@@ -52,7 +50,8 @@ fn misuse_panics_at_the_callers_line_with_op_and_shapes() {
 }
 
 /// A shape too large for a `usize` is misuse too, and panics at the caller's line like the rest
-/// (tests/shape_overflow.rs has every case; these follow the panic through the check layer).
+/// (tests/engine/shape_overflow.rs has every case; these follow the panic through the check
+/// layer).
 #[test]
 #[cfg(target_pointer_width = "64")]
 #[rustfmt::skip] // each case's `line!()` must stay on the line of its call

@@ -2,10 +2,7 @@
 //! measurement gives nothing for full BPTT against itself, randomized truncation is unbiased and
 //! regular truncation is not, D2L's tokens, and bad input is one line.
 
-// The example's modules, compiled here as they are in the example; a test uses only part of them.
-#[allow(dead_code)]
-#[path = "../examples/truncation_study/app.rs"]
-mod app;
+use crate::truncation_study_app as app;
 
 use std::fs;
 use std::path::PathBuf;

@@ -7,15 +7,13 @@
 //! the more accurate of the two (torch's f32 norm for p = 3.5 is 1.8e-7 off) and they agree to
 //! 1e-6 relative; in f64 to 1e-15. Non-finite norms follow torch too.
 
-mod support;
-
+use crate::support::golden::{load, tensor};
+use crate::support::panics::panic_of;
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Float, Grads, Param, Tape, Tensor};
 use rewind::optim::{
     clip_grad_norm, clip_grad_norm_with, clip_grad_value, ClipOptions, NonFiniteNorm,
 };
-use support::golden::{load, tensor};
-use support::panics::panic_of;
 
 const GOLDEN: &str = "schedules_golden.safetensors";
 /// The gradients' names in the golden file.

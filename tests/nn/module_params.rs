@@ -2,16 +2,14 @@
 //! and loading, and an optimizer updates through it. A `Param` changes through `&Param` (`set`,
 //! `update`), copy-on-write, so a tape that recorded the old value keeps it.
 
-mod support;
-
+use crate::support::char_rnn::scratch_dir;
+use crate::support::panics::panic_of;
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Grads, Param, Tape, Tensor};
 use rewind::nn::{
     load_weights, nested, save_weights, state_dict, Embedding, Gru, Linear, Module, RecurrentConfig,
 };
 use rewind::optim::{Optimizer, Sgd};
-use support::char_rnn::scratch_dir;
-use support::panics::panic_of;
 
 /// An embedding, a GRU and a head, listed in that order.
 struct Tagger {

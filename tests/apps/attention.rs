@@ -6,10 +6,7 @@
 //! distribution over the filled slots and zero where nothing is filled; the attentive cell and
 //! the whole model pass gradcheck in f64; bad flags are one-line errors.
 
-// The example's modules, compiled here as they are in the example; a test uses only part of them.
-#[allow(dead_code)]
-#[path = "../examples/attention/app.rs"]
-mod app;
+use crate::attention_app as app;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -13,8 +13,8 @@
 //! 2^31. ReduceLROnPlateau's per-group floors (`min_lr=[...]`) come from
 //! tests/data/leftovers_golden.safetensors, which `scripts/golden_round2_leftovers.py` wrote.
 
-mod support;
-
+use crate::support::golden::{load, tensor};
+use crate::support::panics::panic_of;
 use rewind::autograd::io::TensorFile;
 use rewind::optim::{
     Adagrad, Adam, Anneal, BaseLr, ChainedScheduler, ConstantLr, CosineAnnealingLr,
@@ -22,8 +22,6 @@ use rewind::optim::{
     LrSchedule, MultiStepLr, MultiplicativeLr, OneCycleLr, Optimizer, ParamGroup, PlateauMode,
     PolynomialLr, ReduceLrOnPlateau, Scheduler, SequentialLr, Sgd, StepLr, ThresholdMode, Warmup,
 };
-use support::golden::{load, tensor};
-use support::panics::panic_of;
 
 const GOLDEN: &str = "schedules_golden.safetensors";
 /// The base learning rate of every case but the one-cycle ones (scripts/golden_schedules.py's

@@ -7,13 +7,11 @@
 // Each check takes its inputs as a fresh slice; `&[x.clone()]` reads better here than from_ref.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
-mod support;
-
+use crate::support::gradcheck::{assert_close, check};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{stack, CrossEntropyOptions, Param, Reduction, Tape, Tensor};
 use rewind::nn::loss::{nll_loss_with, NllOptions};
-use support::gradcheck::{assert_close, check};
 
 const TRIALS: usize = 6;
 

@@ -43,7 +43,7 @@ fn a_forward_value_that_turns_non_finite_names_the_op_its_shapes_and_line() {
         &[
             "anomaly",
             "`ln`",
-            &format!("tests/anomaly.rs:{line}"),
+            &format!("tests/engine/anomaly.rs:{line}"),
             "-inf",
             "[0, 1]",
             "[2, 2]",
@@ -78,7 +78,7 @@ fn a_gradient_that_turns_non_finite_names_the_op_whose_backward_made_it() {
         &[
             "anomaly",
             "backward of `sqrt`",
-            &format!("tests/anomaly.rs:{line}"),
+            &format!("tests/engine/anomaly.rs:{line}"),
             "inf",
             "[1]",
             "[3]",
@@ -101,7 +101,10 @@ fn a_weight_gradient_of_a_per_step_product_is_checked_too() {
     let message = panic_message(|| drop(loss.backward()));
     assert_mentions(
         &message,
-        &["backward of `matmul`", &format!("tests/anomaly.rs:{line}")],
+        &[
+            "backward of `matmul`",
+            &format!("tests/engine/anomaly.rs:{line}"),
+        ],
     );
 }
 

@@ -5,10 +5,7 @@
 //! every iteration, to a stated bound; bad flags are one line; the three trainers run end to end. The CG solver's own tests live beside it in examples/hessian_free/cg.rs and
 //! run here.
 
-// The example's modules, compiled here as they are in the example; a test uses only part of them.
-#[allow(dead_code)]
-#[path = "../examples/hessian_free/app.rs"]
-mod app;
+use crate::hessian_free_app as app;
 
 use std::fs;
 use std::path::PathBuf;

@@ -17,7 +17,8 @@
 //!
 //! `REWIND_RANDOM_CASES=N` runs N cases instead of the default; `REWIND_RANDOM_SEED=S` starts at
 //! seed S. Case i uses seed S + i, so a failing seed with `REWIND_RANDOM_CASES=1` replays that
-//! case alone. Many cases: `REWIND_RANDOM_CASES=20000 cargo test --release --test random_graphs`.
+//! case alone. Many cases:
+//! `REWIND_RANDOM_CASES=20000 cargo test --release --test engine random_graphs::`.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;

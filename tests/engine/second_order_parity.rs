@@ -6,10 +6,9 @@
 //! parameter. The loss, its gradient, H v and G v must match to 1e-12 (they do to about 1e-15),
 //! measured per tensor as max |ours - torch| / max |torch|.
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::golden::{load, tensor, Cases};
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Param, Tape, Tensor, Var};
 use rewind::nn::loss::cross_entropy;
@@ -17,7 +16,6 @@ use rewind::nn::{
     load_state_dict, nested, GruCell, Linear, LstmCell, Module, Recurrent, RecurrentConfig,
     StandardCell,
 };
-use support::golden::{load, tensor, Cases};
 
 const TOLERANCE: f64 = 1e-12;
 

@@ -2,18 +2,14 @@
 //! loss falls on a tiny text; saving, resuming and continuing equals an uninterrupted run; every
 //! bad input is a one-line error that leaves existing checkpoints alone.
 
-// The example's modules, compiled here as they are in the example; a test uses only part of them.
-#[allow(dead_code)]
-#[path = "../examples/char_rnn/app.rs"]
-mod app;
-mod support;
+use crate::char_rnn_app as app;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::support::char_rnn::{args, scratch_dir, tiny_text, train_args};
 use app::{run, Error, Outcome};
 use rewind::autograd::io::load_tensors;
-use support::char_rnn::{args, scratch_dir, tiny_text, train_args};
 
 /// A directory of this test's own.
 fn scratch() -> PathBuf {
@@ -261,4 +257,19 @@ fn a_failing_run_never_overwrites_an_existing_checkpoint() {
     // ...and a run that fails on its input does not touch it, even with --overwrite.
     let _ = error_of(small(&dir.join("absent.txt"), &ckpt, &["--overwrite"]));
     assert_eq!(fs::read(&ckpt).unwrap(), before);
+}
+
+#[test]
+fn with_no_data_it_learns_the_built_in_tinyshakespeare() {
+    // The text every clone trains on by default, so the README's figures are what a newcomer
+    // sees: 1,115,394 characters over 65 symbols, the first line a speaker's name.
+    let corpus = app::data::Corpus::load(None).unwrap();
+    assert_eq!(corpus.vocab.len(), 65);
+    assert_eq!(corpus.train.len() + corpus.val.len(), 1_115_394);
+    assert!(
+        corpus.source.contains("tinyshakespeare"),
+        "{}",
+        corpus.source
+    );
+    assert!(app::data::TINY_SHAKESPEARE.starts_with("First Citizen:\n"));
 }

@@ -5,8 +5,7 @@
 //! vectors, the driver gives PyTorch's gradient of the mean squared error; and a model's loss
 //! reduced by the mean or by the sum is the same update under every strategy.
 
-mod support;
-
+use crate::support::golden::{self, tensor};
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Grads, Param, Tape, Tensor, Var};
 use rewind::nn::loss::mse_loss;
@@ -14,7 +13,6 @@ use rewind::nn::{
     load_state_dict, nested, Bptt, Carry, Chunk, ChunkLoss, Embedding, FeatureChunk, FeatureStream,
     Linear, Lstm, Module, RecurrentConfig, Run, Source, StackState, Strategy, Stream, Tokens,
 };
-use support::golden::{self, tensor};
 
 const VOCAB: usize = 7;
 

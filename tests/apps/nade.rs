@@ -2,10 +2,7 @@
 //! conditionals and gradients of the naive loop that recomputes every hidden layer, its loss
 //! passes gradcheck, every conditional reads only earlier pixels, and bad input is one line.
 
-// The example's modules, compiled here as they are in the example; a test uses only part of them.
-#[allow(dead_code)]
-#[path = "../examples/nade/app.rs"]
-mod app;
+use crate::nade_app as app;
 
 use std::fs;
 use std::path::{Path, PathBuf};

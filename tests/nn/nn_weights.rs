@@ -121,7 +121,10 @@ fn a_failed_save_leaves_the_previous_file_intact() {
     let child = std::process::Command::new("sh")
         .args(["-c", "trap '' XFSZ; ulimit -f 1; exec \"$0\" \"$@\""])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "a_failed_save_leaves_the_previous_file_intact"])
+        .args([
+            "--exact",
+            "nn_weights::a_failed_save_leaves_the_previous_file_intact",
+        ])
         .args(["--test-threads=1", "--nocapture"])
         .env(SAVE_INTO, &path)
         .output()

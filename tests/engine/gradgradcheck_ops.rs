@@ -6,13 +6,11 @@
 // Each check takes its inputs as a fresh slice; `&[x.clone()]` reads better here than from_ref.
 #![allow(clippy::cloned_ref_to_slice_refs)]
 
-mod support;
-
-use rewind::autograd::{concat, stack, CrossEntropyOptions, Param, Reduction, Tape, Tensor, Var};
-use support::gradcheck::{
+use crate::support::gradcheck::{
     assert_close, away_from_zero, broadcastable_to, check_second_order as check, random_shape, rng,
     uniform, Cube,
 };
+use rewind::autograd::{concat, stack, CrossEntropyOptions, Param, Reduction, Tape, Tensor, Var};
 
 #[test]
 fn binary_ops_broadcasting_either_way() {

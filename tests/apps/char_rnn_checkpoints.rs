@@ -5,11 +5,7 @@
 //! checkpoint makes the loader panic or pass damaged data.
 #![cfg(unix)]
 
-// The example's modules, compiled here as they are in the example; a test uses only part of them.
-#[allow(dead_code)]
-#[path = "../examples/char_rnn/app.rs"]
-mod app;
-mod support;
+use crate::char_rnn_app as app;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -20,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use crate::support::char_rnn::{args, binary, scratch_dir, tiny_text};
 use app::checkpoint;
 use app::lock::Lock;
 use app::{run, Error, Outcome};
@@ -28,7 +25,6 @@ use rand::{Rng, SeedableRng};
 use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
 use rewind::autograd::Tensor;
 use safetensors::SafeTensors;
-use support::char_rnn::{args, binary, scratch_dir, tiny_text};
 
 /// A directory of this test's own (tests run in parallel), removed when the test passes.
 struct Scratch(PathBuf);

@@ -2,11 +2,7 @@
 //! sizes that cannot fit and checkpoints with impossible values. Each is a one-line error (or a
 //! run that works); none is a panic, an abort or a checkpoint holding a non-finite weight.
 
-// The example's modules, compiled here as they are in the example; a test uses only part of them.
-#[allow(dead_code)]
-#[path = "../examples/char_rnn/app.rs"]
-mod app;
-mod support;
+use crate::char_rnn_app as app;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -14,9 +10,9 @@ use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
+use crate::support::char_rnn::{args, binary, scratch_dir, tiny_lines, train_args};
 use app::{run, Error, Outcome};
 use rewind::autograd::io::{load_tensors, save_tensors};
-use support::char_rnn::{args, binary, scratch_dir, tiny_lines, train_args};
 
 /// A directory of this test's own.
 fn scratch() -> PathBuf {
@@ -65,34 +61,6 @@ fn all_finite(path: &Path) -> bool {
     file.tensors
         .values()
         .all(|t| t.data().iter().all(|x| x.is_finite()))
-}
-
-// Issue 28, item 13: the default corpus walk never follows a directory symlink (two links back
-// into the tree made it hang, one read each file 41 times) and reads each file once, however
-// many links name it; a symlinked file elsewhere counts once, a device or FIFO never.
-#[cfg(unix)]
-#[test]
-fn the_source_walk_reads_each_file_once_and_follows_no_directory_link() {
-    use std::os::unix::fs::symlink;
-    let dir = scratch();
-    let crates = dir.join("crates");
-    fs::create_dir_all(crates.join("sub")).unwrap();
-    fs::write(crates.join("a.rs"), "fn a() {}").unwrap();
-    fs::write(crates.join("sub").join("b.rs"), "fn b() {}").unwrap();
-    fs::write(dir.join("outside.rs"), "fn c() {}").unwrap();
-    symlink("..", crates.join("up")).unwrap();
-    symlink("../../crates", crates.join("sub").join("back")).unwrap();
-    symlink("sub/b.rs", crates.join("again.rs")).unwrap();
-    symlink("../outside.rs", crates.join("elsewhere.rs")).unwrap();
-    symlink("/dev/zero", crates.join("zero.rs")).unwrap();
-    let corpus = app::data::Corpus::from_sources(&crates).unwrap();
-    assert!(
-        corpus.source.starts_with("the 3 Rust sources"),
-        "{}",
-        corpus.source
-    );
-    // "fn a() {}", "fn b() {}" and "fn c() {}", each and a newline.
-    assert_eq!(corpus.train.len() + corpus.val.len(), 30);
 }
 
 #[test]

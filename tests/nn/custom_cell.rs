@@ -3,10 +3,7 @@
 //! f64 through a two-layer bidirectional stack with lengths and a learned initial state,
 //! checkpointed to the same gradients, and driven through every BPTT strategy.
 
-#[path = "../examples/custom_cell/peephole.rs"]
-mod peephole;
-
-use peephole::Peephole;
+use crate::peephole::Peephole;
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{

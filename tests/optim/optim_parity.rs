@@ -5,21 +5,19 @@
 //! 1e-12 relative; float32 runs must match torch's own float32 results (not the exact values), so
 //! they also check that rewind rounds where torch does.
 
-mod support;
-
 use std::path::Path;
 
+use crate::support::golden::{load, tensor};
+use crate::support::trajectories::{
+    assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at,
+    max_rel_error, model, trajectory_distances, Configs,
+};
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::{Float, Param, Tape, Tensor};
 use rewind::optim::{
     clip_grad_norm, clip_grad_norm_finite, clip_grad_value, Adagrad, Adam, Adamax,
     CosineAnnealingLr, ExponentialLr, LinearLr, LrSchedule, NAdam, OptimState, Optimizer,
     ParamGroup, RAdam, RmsProp, Scheduler, Sgd, StepLr, Warmup,
-};
-use support::golden::{load, tensor};
-use support::trajectories::{
-    assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at,
-    max_rel_error, model, trajectory_distances, Configs,
 };
 
 const SCHEDULE_STEPS: usize = 20;

@@ -2,11 +2,10 @@
 //! that `scripts/golden_nn.py` wrote (torch 2.15, float32). Outputs, final states and every
 //! gradient must match to 1e-5, measured per tensor as max |ours - torch| / max |torch|.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::support::golden::{load, tensor, Cases};
 use rewind::autograd::io::{load_tensors, TensorFile};
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Grads, Tape, Tensor, Var};
@@ -15,7 +14,6 @@ use rewind::nn::{
     load_state_dict, Embedding, GruCell, Linear, Lstm, LstmCell, Module, Nonlinearity, Recurrent,
     RecurrentConfig, RnnCell, StackState, StandardCell, State,
 };
-use support::golden::{load, tensor, Cases};
 
 const TOLERANCE: f64 = 1e-5;
 

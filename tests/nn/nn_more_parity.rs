@@ -6,10 +6,10 @@
 //! Each tensor must match to 1e-13 (float64) or 1e-5 (float32), measured as
 //! max |ours - torch| / max |torch|.
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::golden::{self, data, tensor, Cases};
+use crate::support::panics::panic_of;
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
 use rewind::autograd::{Float, Grads, Tape, Tensor, Var};
@@ -18,8 +18,6 @@ use rewind::nn::{
     RecurrentConfig, RnnCell, Run, StackState, StandardCell, State,
 };
 use rewind::optim::{Adam, Optimizer};
-use support::golden::{self, data, tensor, Cases};
-use support::panics::panic_of;
 
 /// A golden file and the script that wrote it.
 type Source = (&'static str, &'static str);

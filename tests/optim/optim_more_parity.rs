@@ -8,20 +8,18 @@
 //! float64 to 1e-12 relative; float32 runs must match torch's own float32 results (not the exact
 //! values), so they also check that rewind rounds where torch does.
 
-mod support;
-
+use crate::support::golden::{load, row, tensor};
+use crate::support::panics::panic_of;
+use crate::support::trajectories::{
+    assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at, model,
+    trajectory_distances, Configs, STEPS,
+};
 use rewind::autograd::io::TensorFile;
 use rewind::autograd::Grads;
 use rewind::autograd::{Float, Param, Tape, Tensor};
 use rewind::optim::{
     Adadelta, Adagrad, Adam, Adamax, Asgd, Lbfgs, LineSearch, NAdam, Optimizer, ParamGroup, RAdam,
     RmsProp, Rprop, Sgd,
-};
-use support::golden::{load, row, tensor};
-use support::panics::panic_of;
-use support::trajectories::{
-    assert_resuming_at_step_ten_equals_an_uninterrupted_run, assert_within, grads_at, model,
-    trajectory_distances, Configs, STEPS,
 };
 
 const GOLDEN_F64: &str = "optim_more_golden.safetensors";
@@ -320,7 +318,7 @@ fn new_optimizers_and_maximize_match_pytorch_f64_for_a_hundred_steps() {
 
 /// In f32, within 2e-7 of the largest weight of its tensor (a few ulps): the step constants are
 /// computed in f64 and rounded once, and each element-wise step rounds where torch's kernel does
-/// (see tests/optim_parity.rs for why the measure is normwise). Adadelta's within 4e-7: the torch
+/// (see tests/optim/optim_parity.rs for why the measure is normwise). Adadelta's within 4e-7: the torch
 /// that wrote its data (an AVX2 build) takes f32 square roots that are not correctly rounded
 /// (there, `torch.sqrt` of f32 values drawn from [0, 0.1) differed from the correctly rounded
 /// root in 17% of them), and Adadelta takes two a step.
