@@ -41,7 +41,7 @@ fn main() {
     let w = tape.var(Tensor::uniform(&[d, 1], -1.0, 1.0, &mut rng));
     let z = tape.constant(data.clone()).matmul(w);
     let loss = ((z.exp() + 1.0).ln() - z * tape.constant(labels)).mean();
-    let hv = loss.hvp(&[w], &[v.clone()]).remove(0);
+    let hv = loss.hvp(&[w], std::slice::from_ref(&v)).remove(0);
     let (xs, p) = (data.data(), z.value().map(|z| 1.0 / (1.0 + (-z).exp())));
     let mut hand = vec![0.0; d]; // Σ_i x_i p_i(1 − p_i)(x_i · v) / N
     for (i, row) in xs.chunks(d).enumerate() {
