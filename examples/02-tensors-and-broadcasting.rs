@@ -45,7 +45,7 @@ fn gradients_of_a_broadcast() {
     let y = x.matmul(w.t()) + b; // [4, 3]·[3, 2] + [2] → [4, 2]
     let loss = (y * y).sum() * 0.5;
     let grads = loss.backward();
-    println!("   y {:?}, ∂L/∂b = {}", &y.shape()[..], grads[b]);
+    println!("   y {:?}, ∂L/∂b = {}", y.shape(), grads[b]);
 
     let (xv, wv, yv) = (x.value(), w.value(), y.value());
     let (x_data, w_data, dy) = (xv.data(), wv.data(), yv.data());

@@ -36,11 +36,8 @@ fn stack_is_its_cells_unrolled() {
     let tape = Tape::<f64>::new();
     let x = tape.constant(Tensor::uniform(&[steps, batch, input], -1.0, 1.0, &mut rng));
     let out = lstm.forward(&tape, x, None, None); // None: h_0 = c_0 = 0
-    println!(
-        "   output {:?}, final h {:?}",
-        &out.output.shape()[..],
-        &out.state.h.shape()[..]
-    );
+    let (output, h_n) = (out.output.shape(), out.state.h.shape());
+    println!("   output {output:?}, final h {h_n:?}");
 
     // Layer 0 reads x_t; each layer above reads the h_t of the layer below.
     let mut seq: Vec<Var<f64>> = (0..steps).map(|t| x.select(0, t)).collect();
