@@ -26,10 +26,8 @@ fn main() {
     // A sine wave cut into 2 lanes (the batch) of 30 values; each step's target is the next value.
     let wave: Vec<f64> = (0..60).map(|t| (0.3 * t as f64).sin()).collect();
     let mut stream = FeatureStream::next_vector(Tensor::from_vec(wave, &[60, 1]).unwrap(), lanes);
-    println!(
-        "{lanes} lanes of {} steps, in chunks of k = {k}",
-        stream.steps()
-    );
+    let steps = stream.steps();
+    println!("{lanes} lanes of {steps} steps, in chunks of k = {k}");
 
     let mut carry = Carry::zeros(&lstm, lanes);
     let (mut outputs, mut chunk_grads) = (Vec::new(), Vec::new());
@@ -48,7 +46,7 @@ fn main() {
 
     // (1) Carried state: the chunks computed what one pass over the whole sequence computes.
     let tape = Tape::new();
-    let whole = stream.chunk(0, stream.steps()).inputs;
+    let whole = stream.chunk(0, steps).inputs;
     let full = lstm.forward(&tape, tape.constant(whole), None, None);
     assert_close("output", &Tensor::concat(&outputs, 0), &full.output.value());
     assert_close("final h", carry.h(), &full.state.h.value());
