@@ -3,8 +3,9 @@
 //! made noisy data.
 //!
 //! Teaches: `Module` (a model is its list of named parameters), `Optimizer::step`, seeding, and
-//! f32, the precision a model gets unless it asks for f64. Builds on `02-tensors-and-broadcasting.rs`.
-//! Next: `04-rnn-by-hand.rs`, a recurrent network and backpropagation through time.
+//! f32, the precision a model gets unless it asks for f64. Builds on
+//! `02-tensors-and-broadcasting.rs`. Next: `04-rnn-by-hand.rs`, a recurrent network and
+//! backpropagation through time.
 //!
 //! Run: `cargo run --example 03-linear-model`
 

@@ -1,6 +1,6 @@
 //! 07 · Your own cell: implement `Module` (its parameters) and `Cell` (one step) for a cell the
-//! library does not have, and it gets what 05 and 06 used: stacks of layers, `Carry` and the
-//! `Bptt` driver. Backward needs nothing from you: the step is ordinary ops.
+//! library does not have, and it gets 05's stacks of layers and 06's `Carry` and `Bptt` driver.
+//! Backward needs nothing from you: the step is ordinary ops.
 //!
 //! The cell is the minimal gated unit (Zhou et al. 2016), one gate f where an LSTM has three:
 //! ```text
