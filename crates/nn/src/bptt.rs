@@ -1,14 +1,14 @@
 //! Training a recurrent model over a long stream (a [`Source`]: token ids or feature vectors,
-//! cut into parallel lanes and read in chunks): the state carried from chunk to chunk and
-//! detached at each boundary, the strategies of backpropagation through time (full, truncated,
-//! Williams and Peng's TBPTT(k1, k2), randomized, random-length and checkpointed) as one driver,
-//! and the loss contract between the driver and a model ([`ChunkLoss`]).
+//! cut into parallel lanes and read in chunks) with one driver for every strategy of
+//! backpropagation through time: full, truncated, Williams and Peng's TBPTT(k1, k2), randomized,
+//! random-length and checkpointed, on one tape or with the batch in shards on every core. The
+//! state it carries is a [`Carried`] (carry.rs), the loss it takes a [`ChunkLoss`]
+//! (chunk_loss.rs).
 
 use std::cell::Cell as Slot;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::marker::PhantomData;
-use std::ops::{Add, Range};
+use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -16,360 +16,12 @@ use std::thread;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rewind_autograd::{Float, Grads, Tape, Tensor, Var};
+use rewind_autograd::{Float, Grads, Tape, Tensor};
 
-use crate::cell::{Cell, CellState, State};
-use crate::recurrent::{Recurrent, Run};
+use crate::carry::{Carried, Carry};
+use crate::chunk_loss::ChunkLoss;
+use crate::recurrent::{InSegment, Run};
 use crate::stream::{pieces, Source, SourceChunk};
-
-/// A chunk's loss as the [`Bptt`] driver takes it: a sum over the terms that count, and how many
-/// terms there are. The driver adds the sums of every piece of an update and divides by the total
-/// number of terms once, so an update's gradient is that of the mean loss whatever the model's
-/// reduction was, and however the driver cut the chunk.
-///
-/// A model says which reduction it computed, and the type keeps a mean from being taken for a
-/// sum (or the reverse): [`summed`](ChunkLoss::summed) for `reduction="sum"`,
-/// [`averaged`](ChunkLoss::averaged) for PyTorch's default mean. The chunks build it for the
-/// usual losses: [`Chunk::cross_entropy`](crate::Chunk::cross_entropy) for token streams and
-/// [`FeatureChunk::mse`](crate::FeatureChunk::mse) for feature streams.
-///
-/// ```
-/// use rewind_autograd::{Tape, Tensor};
-/// use rewind_nn::ChunkLoss;
-///
-/// let tape = Tape::<f64>::new();
-/// let errors = tape.constant(Tensor::from_vec(vec![1.0, 2.0, 3.0, 6.0], &[4]).unwrap());
-/// // The same loss, reduced either way, is the same to the driver.
-/// let by_sum = ChunkLoss::summed(errors.sum(), 4);
-/// let by_mean = ChunkLoss::averaged(errors.mean(), 4);
-/// assert_eq!(by_sum.mean().item(), 3.0);
-/// assert_eq!(by_mean.mean().item(), 3.0);
-/// ```
-#[derive(Clone, Copy, Debug)]
-pub struct ChunkLoss<'t, F: Float = f32> {
-    sum: Var<'t, F>,
-    terms: usize,
-}
-
-impl<'t, F: Float> ChunkLoss<'t, F> {
-    /// A loss summed over `terms` terms (PyTorch's `reduction="sum"`).
-    #[track_caller]
-    pub fn summed(sum: Var<'t, F>, terms: usize) -> Self {
-        let shape = sum.shape();
-        assert!(
-            shape.iter().product::<usize>() == 1,
-            "chunk loss: the loss must be one value, got shape {:?}",
-            &shape[..]
-        );
-        let sum = if shape.is_empty() {
-            sum
-        } else {
-            sum.reshape(&[])
-        };
-        ChunkLoss { sum, terms }
-    }
-
-    /// A loss averaged over `terms` terms (PyTorch's default `reduction="mean"`): the driver
-    /// counts it as `mean · terms`. A mean over no terms (NaN, as PyTorch's) adds nothing.
-    #[track_caller]
-    pub fn averaged(mean: Var<'t, F>, terms: usize) -> Self {
-        let tape = mean.tape();
-        let sum = if terms == 0 {
-            tape.constant(Tensor::scalar(F::ZERO))
-        } else {
-            mean * F::from_f64(terms as f64)
-        };
-        ChunkLoss::summed(sum, terms)
-    }
-
-    /// The sum over the terms.
-    pub fn sum(&self) -> Var<'t, F> {
-        self.sum
-    }
-
-    /// The number of terms.
-    pub fn terms(&self) -> usize {
-        self.terms
-    }
-
-    /// The mean over the terms (NaN over none, as PyTorch's mean of nothing).
-    pub fn mean(&self) -> Var<'t, F> {
-        self.sum * F::from_f64(1.0 / self.terms as f64)
-    }
-}
-
-/// Two losses over separate terms (two pieces of a chunk, two halves of a batch): the sums and the
-/// counts add. Two losses over the same terms (a main loss and an auxiliary one) are
-/// `ChunkLoss::summed(a.sum() + b.sum(), a.terms())`.
-impl<'t, F: Float> Add for ChunkLoss<'t, F> {
-    type Output = Self;
-
-    fn add(self, other: Self) -> Self {
-        ChunkLoss {
-            sum: self.sum + other.sum,
-            terms: self.terms + other.terms,
-        }
-    }
-}
-
-/// A recurrent state carried from one tape to the next as plain values: what the BPTT driver
-/// keeps between updates, and what a model says about its state to be driven. Putting it on a
-/// new tape detaches it from the graph that produced it.
-///
-/// [`Carry`] is this for any [`Recurrent`] stack. A model whose state is more than one stack's
-/// (two stacks, or a stack and a memory of past states) implements it for its own values:
-///
-/// ```
-/// use std::ops::Range;
-///
-/// use rewind_autograd::{Tape, Tensor, Var};
-/// use rewind_nn::{Carried, Carry, State};
-///
-/// /// An LSTM's state and the last few hidden states, each lane's [W, H] rows in `memory`.
-/// #[derive(Clone)]
-/// struct Remembering {
-///     lstm: Carry,
-///     memory: Tensor, // [lanes, W, H]
-/// }
-///
-/// impl Carried<f32> for Remembering {
-///     type Live<'t> = (State<'t>, Var<'t>);
-///     fn on<'t>(&self, tape: &'t Tape) -> Self::Live<'t> {
-///         (self.lstm.on(tape), tape.constant(self.memory.clone()))
-///     }
-///     fn of((lstm, memory): Self::Live<'_>) -> Self {
-///         Remembering { lstm: Carry::of(lstm), memory: memory.value() }
-///     }
-///     fn vars<'t>((lstm, memory): Self::Live<'t>) -> Vec<Var<'t>> {
-///         let mut vars = <Carry as Carried<f32>>::vars(lstm);
-///         vars.push(memory);
-///         vars
-///     }
-///     fn from_vars<'t>(vars: &[Var<'t>]) -> Self::Live<'t> {
-///         let (memory, lstm) = vars.split_last().expect("h, c and the memory");
-///         (<Carry as Carried<f32>>::from_vars(lstm), *memory)
-///     }
-///     fn reset_lane(&mut self, lane: usize) {
-///         self.lstm.reset_lane(lane);
-///         let per_lane = self.memory.numel() / self.memory.shape()[0];
-///         self.memory.data_mut()[lane * per_lane..][..per_lane].fill(0.0);
-///     }
-///     fn select_lanes(&self, lanes: Range<usize>) -> Self {
-///         Remembering {
-///             lstm: self.lstm.select_lanes(lanes.clone()),
-///             memory: self.memory.narrow(0, lanes.start, lanes.len()),
-///         }
-///     }
-///     fn join_lanes(shards: Vec<Self>) -> Self {
-///         let memory: Vec<Tensor> = shards.iter().map(|s| s.memory.clone()).collect();
-///         Remembering {
-///             lstm: Carried::<f32>::join_lanes(shards.into_iter().map(|s| s.lstm).collect()),
-///             memory: Tensor::concat(&memory, 0),
-///         }
-///     }
-/// }
-/// ```
-pub trait Carried<F: Float>: Clone {
-    /// The state on a tape borrowed for `'t`.
-    type Live<'t>: Copy;
-
-    /// This state as constants on `tape`: no gradient flows back past it.
-    fn on<'t>(&self, tape: &'t Tape<F>) -> Self::Live<'t>;
-
-    /// The values of a state on a tape.
-    fn of(state: Self::Live<'_>) -> Self;
-
-    /// The state's vars, in an order [`from_vars`](Carried::from_vars) reads back: how the
-    /// driver passes the state into and out of a checkpointed segment.
-    fn vars<'t>(state: Self::Live<'t>) -> Vec<Var<'t, F>>;
-
-    /// The state made of `vars`, as [`vars`](Carried::vars) gave them.
-    fn from_vars<'t>(vars: &[Var<'t, F>]) -> Self::Live<'t>;
-
-    /// Zeroes one lane's state (its document ended; the next starts fresh).
-    #[track_caller]
-    fn reset_lane(&mut self, lane: usize);
-
-    /// The state of lanes `lanes` alone: one shard of the batch, which
-    /// [`Bptt::step_sharded`] runs on a tape of its own.
-    fn select_lanes(&self, lanes: Range<usize>) -> Self;
-
-    /// The states of consecutive shards side by side again, in lane order: what
-    /// [`select_lanes`](Carried::select_lanes) cut apart.
-    fn join_lanes(shards: Vec<Self>) -> Self;
-}
-
-/// The state of a [`Recurrent`] stack of any cell, carried between tapes as plain values: each
-/// part of the cell's state ([`CellState::parts`], h first) as a tensor [D·L, lanes, ·].
-///
-/// `S` names the stack's state type by its `'static` member: `State<'static, F>` (the default)
-/// for the built-in cells, which share it, and the cell's own state type for any other.
-///
-/// This is also how a stack's final state reaches the next call on a new tape (the next chunk of
-/// a long sequence): `Carry::of(out.state)` keeps the values, `carry.on(&tape)` puts them on the
-/// new tape. (Passing `out.state` itself to a later tape does not compile: a `Var` belongs to
-/// its tape.)
-///
-/// ```
-/// use rewind_autograd::rand::{rngs::StdRng, SeedableRng};
-/// use rewind_autograd::{Tape, Tensor};
-/// use rewind_nn::{Carry, Lstm, RecurrentConfig};
-///
-/// let mut rng = StdRng::seed_from_u64(0);
-/// let lstm: Lstm = Lstm::new(RecurrentConfig::new(4, 8), &mut rng);
-/// let mut carry = Carry::zeros(&lstm, 2);
-/// for _chunk in 0..3 {
-///     let tape = Tape::new();
-///     let x = tape.constant(Tensor::uniform(&[5, 2, 4], -1.0, 1.0, &mut rng));
-///     let out = lstm.forward(&tape, x, Some(carry.on(&tape)), None);
-///     let grads = out.output.sum().backward(); // BPTT through this chunk only
-///     carry = Carry::of(out.state);
-/// #   let _ = grads;
-/// }
-/// assert_eq!(carry.h().shape(), &[1, 2, 8]);
-/// ```
-pub struct Carry<F: Float = f32, S = State<'static, F>> {
-    parts: Vec<Tensor<F>>,
-    state: PhantomData<fn() -> S>,
-}
-
-impl<F: Float, S> Carry<F, S> {
-    /// A carry of these values, each part [D·L, lanes, ·], h first (as a checkpoint stored them).
-    #[track_caller]
-    pub fn from_parts(parts: Vec<Tensor<F>>) -> Self {
-        assert!(
-            !parts.is_empty() && parts.iter().all(|p| p.ndim() >= 3),
-            "carry: needs at least one part, each [D·L, lanes, ·]"
-        );
-        Carry {
-            parts,
-            state: PhantomData,
-        }
-    }
-
-    /// The parts, h first, each [D·L, lanes, ·].
-    pub fn parts(&self) -> &[Tensor<F>] {
-        &self.parts
-    }
-
-    /// h [D·L, lanes, H].
-    pub fn h(&self) -> &Tensor<F> {
-        &self.parts[0]
-    }
-
-    /// The second part (an LSTM's c [D·L, lanes, H]), if the state has one.
-    pub fn c(&self) -> Option<&Tensor<F>> {
-        self.parts.get(1)
-    }
-}
-
-impl<F: Float, S: CellState<'static, F>> Carry<F, S> {
-    /// The zero state of `stack` for `lanes` lanes.
-    pub fn zeros<C>(stack: &Recurrent<C, F>, lanes: usize) -> Self
-    where
-        C: Cell<F, State<'static> = S>,
-    {
-        let layers = stack.config().directions() * stack.config().num_layers;
-        let parts = stack
-            .state_parts()
-            .iter()
-            .map(|part| {
-                let mut shape = vec![layers];
-                shape.extend(part.batched(lanes));
-                Tensor::zeros(&shape)
-            })
-            .collect();
-        Carry::from_parts(parts)
-    }
-
-    /// The values of a stack's final state.
-    pub fn of<'t, T: CellState<'t, F, On<'static> = S>>(state: T) -> Self {
-        Carry::from_parts(state.parts().iter().map(Var::value).collect())
-    }
-
-    /// This state as constants on `tape`: no gradient flows back past it.
-    pub fn on<'t>(&self, tape: &'t Tape<F>) -> S::On<'t> {
-        let parts: Vec<Var<'t, F>> = self
-            .parts
-            .iter()
-            .map(|p| tape.constant(p.clone()))
-            .collect();
-        S::On::from_parts(&parts)
-    }
-
-    /// Zeroes one lane's state (its document ended; the next starts fresh).
-    #[track_caller]
-    pub fn reset_lane(&mut self, lane: usize) {
-        for t in &mut self.parts {
-            let (layers, lanes) = (t.shape()[0], t.shape()[1]);
-            assert!(lane < lanes, "reset_lane: lane {lane} of {lanes}");
-            let per_lane = t.numel() / (layers * lanes);
-            let data = t.data_mut();
-            for l in 0..layers {
-                data[(l * lanes + lane) * per_lane..][..per_lane].fill(F::ZERO);
-            }
-        }
-    }
-}
-
-impl<F: Float, S: CellState<'static, F>> Carried<F> for Carry<F, S> {
-    type Live<'t> = S::On<'t>;
-
-    fn on<'t>(&self, tape: &'t Tape<F>) -> S::On<'t> {
-        Carry::on(self, tape)
-    }
-
-    fn of(state: S::On<'_>) -> Self {
-        Carry::from_parts(state.parts().iter().map(Var::value).collect())
-    }
-
-    fn vars<'t>(state: S::On<'t>) -> Vec<Var<'t, F>> {
-        state.parts()
-    }
-
-    fn from_vars<'t>(vars: &[Var<'t, F>]) -> S::On<'t> {
-        S::On::from_parts(vars)
-    }
-
-    #[track_caller]
-    fn reset_lane(&mut self, lane: usize) {
-        Carry::reset_lane(self, lane)
-    }
-
-    fn select_lanes(&self, lanes: Range<usize>) -> Self {
-        let part = |t: &Tensor<F>| t.narrow(1, lanes.start, lanes.len());
-        Carry::from_parts(self.parts.iter().map(part).collect())
-    }
-
-    fn join_lanes(shards: Vec<Self>) -> Self {
-        let parts = (0..shards[0].parts.len()).map(|i| {
-            let pieces: Vec<Tensor<F>> = shards.iter().map(|s| s.parts[i].clone()).collect();
-            Tensor::concat(&pieces, 1)
-        });
-        Carry::from_parts(parts.collect())
-    }
-}
-
-impl<F: Float, S> Clone for Carry<F, S> {
-    fn clone(&self) -> Self {
-        Carry {
-            parts: self.parts.clone(),
-            state: PhantomData,
-        }
-    }
-}
-
-impl<F: Float, S> PartialEq for Carry<F, S> {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts == other.parts
-    }
-}
-
-impl<F: Float, S> fmt::Debug for Carry<F, S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Carry").field("parts", &self.parts).finish()
-    }
-}
 
 /// How gradients flow back through time in each update.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -426,7 +78,7 @@ pub enum Strategy {
     /// The model sees one segment at a time, so this is for models whose output at a step
     /// depends on no later step: not for a bidirectional stack (use
     /// [`Checkpointed`](Strategy::Checkpointed) there). A bidirectional
-    /// [`Recurrent`] panics when run inside a segment; a model that reads later steps by other
+    /// [`Recurrent`](crate::Recurrent) panics when run inside a segment; a model that reads later steps by other
     /// means (its own reversal of time) is not detected and gets another model's gradient.
     CheckpointedModel {
         /// Steps per chunk.
@@ -459,14 +111,14 @@ pub struct Update<F: Float = f32> {
 ///
 /// The model is a closure `(tape, chunk, initial_state, run) -> (loss, final_state)`: it must
 /// start its recurrent stack from `initial_state`, pass `run`'s options (`grad_scale`,
-/// `checkpoint_every`, `fresh_lanes`) to [`Recurrent::forward_with`], and return the chunk's
+/// `checkpoint_every`, `fresh_lanes`) to [`Recurrent::forward_with`](crate::Recurrent::forward_with), and return the chunk's
 /// loss as a [`ChunkLoss`], a sum with its number of terms (usually
 /// [`Chunk::cross_entropy`](crate::Chunk::cross_entropy) or
 /// [`FeatureChunk::mse`](crate::FeatureChunk::mse)). The driver divides the update's summed
 /// loss by its terms once, so the gradients are those of the mean loss over the update's counted
 /// terms, however the model reduced and however the driver cut the chunk.
 ///
-/// The carried state `K` is a [`Carry`] for a model around one [`Recurrent`] stack of any cell,
+/// The carried state `K` is a [`Carry`] for a model around one [`Recurrent`](crate::Recurrent) stack of any cell,
 /// or any [`Carried`] state a model defines for itself.
 ///
 /// A character model in chunks of 16 steps, its state carried and detached between them:
@@ -1085,35 +737,6 @@ where
         state = K::from_vars(&outputs[1..]);
     }
     (total, state)
-}
-
-thread_local! {
-    /// How many segments of `CheckpointedModel` this thread is running the model inside.
-    static SEGMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Whether this thread is running a model call inside one segment of
-/// [`Strategy::CheckpointedModel`], where the model sees only that segment's steps: a
-/// bidirectional stack would read no later segment, and must refuse to run.
-pub(crate) fn in_model_segment() -> bool {
-    SEGMENTS.with(|s| s.get() > 0)
-}
-
-/// Marks a segment's model call (its first run, and its recompute during backward) for as long
-/// as it lives, and unmarks it on drop, a panic included.
-struct InSegment;
-
-impl InSegment {
-    fn enter() -> Self {
-        SEGMENTS.with(|s| s.set(s.get() + 1));
-        InSegment
-    }
-}
-
-impl Drop for InSegment {
-    fn drop(&mut self) {
-        SEGMENTS.with(|s| s.set(s.get() - 1));
-    }
 }
 
 fn gcd(mut a: usize, mut b: usize) -> usize {

@@ -24,7 +24,9 @@
 //! ```
 
 mod bptt;
+mod carry;
 mod cell;
+mod chunk_loss;
 mod diagnostics;
 mod dropout;
 mod gradcheck;
@@ -37,8 +39,10 @@ mod standard_cells;
 mod stream;
 mod weights;
 
-pub use bptt::{Bptt, Carried, Carry, ChunkLoss, Strategy, Update};
+pub use bptt::{Bptt, Strategy, Update};
+pub use carry::{Carried, Carry};
 pub use cell::{Cell, CellState, State, StatePart};
+pub use chunk_loss::ChunkLoss;
 pub use diagnostics::{
     grad_norms_through_time, param_grad_norms, recurrent_spectral_radii, spectral_radius,
 };

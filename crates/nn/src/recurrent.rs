@@ -477,7 +477,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 &input.shape()[..]
             );
         }
-        if self.config.bidirectional && crate::bptt::in_model_segment() {
+        if self.config.bidirectional && in_model_segment() {
             panic!(
                 "{name}: bidirectional, inside one segment of Strategy::CheckpointedModel, which \
                  shows the model only that segment's steps: the backward direction would miss \
@@ -802,4 +802,33 @@ fn own_name<F: Float>(p: &Param<F>) -> String {
 fn stacked_name(name: &str, layer: usize, direction: usize) -> String {
     let suffix = if direction == 1 { "_reverse" } else { "" };
     format!("{name}_l{layer}{suffix}")
+}
+
+thread_local! {
+    /// How many segments of `CheckpointedModel` this thread is running the model inside.
+    static SEGMENTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread is running a model call inside one segment of
+/// [`Strategy::CheckpointedModel`], where the model sees only that segment's steps: a
+/// bidirectional stack would read no later segment, and must refuse to run.
+pub(crate) fn in_model_segment() -> bool {
+    SEGMENTS.with(|s| s.get() > 0)
+}
+
+/// Marks a segment's model call (its first run, and its recompute during backward) for as long
+/// as it lives, and unmarks it on drop, a panic included.
+pub(crate) struct InSegment;
+
+impl InSegment {
+    pub(crate) fn enter() -> Self {
+        SEGMENTS.with(|s| s.set(s.get() + 1));
+        InSegment
+    }
+}
+
+impl Drop for InSegment {
+    fn drop(&mut self) {
+        SEGMENTS.with(|s| s.set(s.get() - 1));
+    }
 }

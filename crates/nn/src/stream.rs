@@ -7,7 +7,7 @@ use std::ops::Range;
 
 use rewind_autograd::{CrossEntropyOptions, Float, Reduction, Tensor, Var};
 
-use crate::bptt::ChunkLoss;
+use crate::chunk_loss::ChunkLoss;
 
 /// Token ids in the narrowest unsigned integer that holds every id of a vocabulary: one byte a
 /// token for up to 256 symbols, two for up to 65,536, else four. A stream over a long text then
