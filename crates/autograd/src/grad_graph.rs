@@ -16,7 +16,7 @@ use crate::primitives::{Op, Reduction};
 use crate::shape::Shape;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
-use crate::var_ops::concat;
+use crate::var_methods::concat;
 
 impl<'t, F: Float> Var<'t, F> {
     /// The gradients of this scalar with respect to `wrt`, recorded on the tape as `Var`s

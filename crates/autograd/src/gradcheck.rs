@@ -206,7 +206,7 @@ where
         let (xs, u) = vars.split_at(n);
         let grads = f(tape, xs).grad_graph_with(u[0], xs);
         let flat: Vec<Var<'_, f64>> = grads.into_iter().map(|g| g.flatten()).collect();
-        crate::var_ops::concat(&flat, 0)
+        crate::var_methods::concat(&flat, 0)
     });
     let mut all = inputs.to_vec();
     all.push(u);

@@ -58,9 +58,10 @@ mod anomaly;
 mod backward;
 mod grads;
 mod tape;
-// The ops and operators on `Var` that user code calls:
-mod overload;
-mod var_ops;
+// What user code calls on `Var`: its methods (`x.matmul(w)`, `x.tanh()`) and its operators
+// (`a + b`, `2.0 * x`):
+mod var_methods;
+mod var_operators;
 // Built on top: checkpointing, gradient checking, tensor files:
 mod checkpoint;
 mod grad_graph;
@@ -86,7 +87,7 @@ pub use shape::{numel, Axis, Shape};
 pub use tape::{Tape, TapeStats, Var};
 pub use tensor::Tensor;
 pub use tensor_ops::Operand;
-pub use var_ops::{concat, stack, CrossEntropyOptions};
+pub use var_methods::{concat, stack, CrossEntropyOptions};
 
 /// The random-number crate the constructors take generators from, re-exported so that seeding
 /// (`rand::rngs::StdRng::seed_from_u64`) uses the same version.

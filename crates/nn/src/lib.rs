@@ -30,13 +30,13 @@ mod chunk_loss;
 mod diagnostics;
 mod dropout;
 mod gradcheck;
-mod lane;
 mod linear;
 pub mod loss;
 mod module;
 mod recurrent;
 mod standard_cells;
 mod stream;
+mod sweep;
 mod weights;
 
 pub use bptt::{Bptt, Strategy, Update};

@@ -1,7 +1,7 @@
 //! Recurrent stacks of any [`Cell`]: `Rnn`, `Lstm`, `Gru` and a user's own cells, with layers,
 //! directions, dropout between layers, batch-first or unbatched input, initial states (given or
 //! learned), variable lengths, per-step gradient scaling, kept states and checkpointed segments.
-//! The time loop itself is in `lane.rs`; backpropagation through time is the engine rewinding it.
+//! The time loop itself is in `sweep.rs`; backpropagation through time is the engine rewinding it.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,11 +11,11 @@ use rewind_autograd::{concat, stack, Float, Param, Tape, Tensor, Var};
 
 use crate::cell::{Cell, CellState, State, StatePart};
 use crate::dropout::Dropout;
-use crate::lane::Lane;
 use crate::module::Module;
 use crate::standard_cells::{
     check_proj_size, CellParams, GruCell, LstmCell, Nonlinearity, RnnCell, StandardCell,
 };
+use crate::sweep::Sweep;
 use crate::weights::{load_state_dict, load_weights, WeightsError};
 
 /// The shape and options of a recurrent stack, with PyTorch's defaults (1 layer, one direction,
@@ -539,7 +539,7 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 let index = layer * dirs + direction;
                 let start =
                     self.initial_state(tape, initial.as_deref(), run.fresh_lanes, index, batch);
-                let lane = Lane {
+                let sweep = Sweep {
                     steps,
                     batch,
                     reverse: direction == 1,
@@ -548,8 +548,8 @@ impl<C: Cell<F>, F: Float> Recurrent<C, F> {
                 };
                 let keep = run.keep_states && direction == 0 && layer + 1 == self.config.num_layers;
                 let (hs, state) = match run.checkpoint_every {
-                    None => lane.run(tape, cell, flat, start, keep.then_some(&mut kept)),
-                    Some(k) => lane.run_checkpointed(tape, cell, flat, start, k),
+                    None => sweep.run(tape, cell, flat, start, keep.then_some(&mut kept)),
+                    Some(k) => sweep.run_checkpointed(tape, cell, flat, start, k),
                 };
                 outputs.push(hs);
                 finals.push(state.parts());

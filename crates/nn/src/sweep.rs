@@ -7,7 +7,7 @@ use rewind_autograd::{stack, Float, Tape, Tensor, Var};
 use crate::cell::{Cell, CellState};
 
 /// One direction of one layer over the whole sequence.
-pub(crate) struct Lane<'a, F: Float> {
+pub(crate) struct Sweep<'a, F: Float> {
     pub(crate) steps: usize,
     pub(crate) batch: usize,
     pub(crate) reverse: bool,
@@ -17,7 +17,7 @@ pub(crate) struct Lane<'a, F: Float> {
     pub(crate) grad_scale: Option<&'a [F]>,
 }
 
-impl<'a, F: Float> Lane<'a, F> {
+impl<'a, F: Float> Sweep<'a, F> {
     /// The time step that loop step `k` processes.
     fn time(&self, k: usize) -> usize {
         if self.reverse {
@@ -66,7 +66,7 @@ impl<'a, F: Float> Lane<'a, F> {
             // Rows of the segment in time order: loop steps first..first+n.
             let t_lo = self.time(first).min(self.time(first + n - 1));
             let rows = x.narrow(0, t_lo * self.batch, n * self.batch);
-            let segment = Lane {
+            let segment = Sweep {
                 steps: n,
                 batch: self.batch,
                 reverse: self.reverse,

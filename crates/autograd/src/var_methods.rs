@@ -1,5 +1,6 @@
-//! The ops on `Var`: each checks shapes (panicking at the caller's line), records one node, and
-//! returns its `Var`. The derivatives live in `primitives.rs`.
+//! The ops on `Var` called as methods (`x.matmul(w)`, `x.tanh()`): each checks shapes
+//! (panicking at the caller's line), records one node, and returns its `Var`. The derivatives
+//! live in `primitives.rs`; the operators (`a + b`) in `var_operators.rs`.
 
 use smallvec::SmallVec;
 
