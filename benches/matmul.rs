@@ -1,7 +1,7 @@
 //! The engine's own matmul (forward, `x.matmul(w.t())` as a layer computes it) on the shapes of an
 //! RNN step, in GFLOP/s: the kernel crate plus what the engine adds (the output allocation, the
 //! split of large products across cores). Compare with the kernel-only figures of
-//! `benches/gemm.rs` and the machine's peak in benches/README.md.
+//! `benches/gemm.rs` and MKL's in benches/README.md.
 //!
 //! Run: `cargo bench --bench matmul`
 
