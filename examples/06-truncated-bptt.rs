@@ -44,7 +44,7 @@ fn main() {
         println!("steps from {:>2}: mse {:.4}", chunk.start, loss.item());
     }
 
-    // (1) Carried state: the chunks computed what one pass over the whole sequence computes.
+    // (1) ModelState state: the chunks computed what one pass over the whole sequence computes.
     let tape = Tape::new();
     let whole = stream.chunk(0, steps).inputs;
     let full = lstm.forward(&tape, tape.constant(whole), None, None);

@@ -26,8 +26,8 @@ pub use {rewind_autograd, rewind_nn, rewind_optim};
 
 /// The types most programs use, and every trait whose methods a program calls: `Module`
 /// (`params`, `num_params`), `Cell` (`forward` on a cell), `StandardCell` (building a built-in
-/// cell), `CellState`, `Carried`, `Source` (`take` and `rewind` on a stream), `Optimizer` (`step`)
-/// and `LrSchedule`.
+/// cell), `CellState`, `ModelState` (a model's state carried between tapes), `Source` (`take`
+/// and `rewind` on a stream), `Optimizer` (`step`) and `LrSchedule`.
 ///
 /// ```
 /// use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
@@ -53,7 +53,7 @@ pub mod prelude {
         concat, gradcheck, gradgradcheck, stack, ClassIndex, CrossEntropyOptions, CustomOp, Float,
         Grads, Param, Reduction, Tape, Tensor, Var,
     };
-    pub use rewind_nn::{Carried, Cell, CellState, Module, Source, StandardCell};
+    pub use rewind_nn::{Cell, CellState, ModelState, Module, Source, StandardCell};
     pub use rewind_optim::{LrSchedule, Optimizer};
 }
 

@@ -10,7 +10,7 @@
 //! next as plain values, detached, like h and c; the empty window at the start of a stream is
 //! simply the zero state, and `reset_lane` empties it. The layers below are rewind's plain LSTM,
 //! so the model has two stacks, and `model.rs` says what the BPTT driver carries for the pair by
-//! implementing `Carried` for `LmCarry` (two `Carry`s). The alternative, a model that keeps its
+//! implementing `ModelState` for `LmCarry` (two `Carry`s). The alternative, a model that keeps its
 //! own list of past states outside the stack, would redo by hand what the stack and `Carry`
 //! already do for a state: carrying, detaching, masking and resetting.
 //!

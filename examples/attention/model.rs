@@ -5,7 +5,7 @@ use std::ops::Range;
 
 use rewind::autograd::rand::Rng;
 use rewind::nn::{
-    nested, Carried, Carry, Cell, CellState, Chunk, ChunkLoss, Embedding, Linear, Lstm, Module,
+    nested, Carry, Cell, CellState, Chunk, ChunkLoss, Embedding, Linear, Lstm, ModelState, Module,
     Recurrent, RecurrentConfig, Run, State,
 };
 use rewind::prelude::*;
@@ -62,7 +62,7 @@ pub struct LmCarry<F: Float = f32> {
     pub top: Carry<F, Attending<'static, F>>,
 }
 
-impl<F: Float> Carried<F> for LmCarry<F> {
+impl<F: Float> ModelState<F> for LmCarry<F> {
     type Live<'t> = LmState<'t, F>;
 
     fn on<'t>(&self, tape: &'t Tape<F>) -> LmState<'t, F> {
@@ -117,8 +117,8 @@ impl<F: Float> Carried<F> for LmCarry<F> {
             lower: lower
                 .into_iter()
                 .collect::<Option<Vec<_>>>()
-                .map(Carried::join_lanes),
-            top: Carried::join_lanes(top),
+                .map(ModelState::join_lanes),
+            top: ModelState::join_lanes(top),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use rewind::autograd::io::write_atomic;
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
-use rewind::nn::{Bptt, Carried, Module, Run, Strategy, Stream};
+use rewind::nn::{Bptt, ModelState, Module, Run, Strategy, Stream};
 use rewind::optim::{clip_grad_norm, Adam, Optimizer};
 use rewind::prelude::*;
 

@@ -17,7 +17,7 @@ use app::{run, Error, Outcome};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::nn::{
-    gradcheck_module, Bptt, Carried, Cell, CellState, Module, Recurrent, RecurrentConfig, Run,
+    gradcheck_module, Bptt, Cell, CellState, ModelState, Module, Recurrent, RecurrentConfig, Run,
     Strategy, Stream,
 };
 use rewind::prelude::*;

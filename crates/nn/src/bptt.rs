@@ -2,7 +2,7 @@
 //! cut into parallel lanes and read in chunks) with one driver for every strategy of
 //! backpropagation through time: full, truncated, Williams and Peng's TBPTT(k1, k2), randomized,
 //! random-length and checkpointed, on one tape or with the batch in shards on every core. The
-//! state it carries is a [`Carried`] (carry.rs), the loss it takes a [`ChunkLoss`]
+//! state it carries is a [`ModelState`] (carry.rs), the loss it takes a [`ChunkLoss`]
 //! (chunk_loss.rs).
 
 use std::cell::Cell as Slot;
@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rewind_autograd::{Float, Grads, Tape, Tensor};
 
-use crate::carry::{Carried, Carry};
+use crate::carry::{Carry, ModelState};
 use crate::chunk_loss::ChunkLoss;
 use crate::recurrent::{InSegment, Run};
 use crate::stream::{pieces, Source, SourceChunk};
@@ -119,7 +119,7 @@ pub struct Update<F: Float = f32> {
 /// terms, however the model reduced and however the driver cut the chunk.
 ///
 /// The carried state `K` is a [`Carry`] for a model around one [`Recurrent`](crate::Recurrent) stack of any cell,
-/// or any [`Carried`] state a model defines for itself.
+/// or any [`ModelState`] state a model defines for itself.
 ///
 /// A character model in chunks of 16 steps, its state carried and detached between them:
 ///
@@ -173,7 +173,7 @@ pub struct Update<F: Float = f32> {
 /// [`reset_lane`](Bptt::reset_lane). The driver marks those lanes in
 /// [`Run::fresh_lanes`], so h_0 gets their gradient, and the optimizer updates it; later updates
 /// start from the carried state, detached, and give h_0 nothing. This holds for a stack of any
-/// cell, a user's included; a state a model carries by other means (its own [`Carried`]) is the
+/// cell, a user's included; a state a model carries by other means (its own [`ModelState`]) is the
 /// model's to restart.
 #[derive(Debug)]
 pub struct Bptt<F: Float = f32, K = Carry<F>> {
@@ -252,7 +252,7 @@ impl<K> Kept<K> {
     }
 }
 
-impl<F: Float, K: Carried<F>> Bptt<F, K> {
+impl<F: Float, K: ModelState<F>> Bptt<F, K> {
     /// A driver starting from `start` (usually [`Carry::zeros`]) at stream position 0; `seed`
     /// seeds the random strategies.
     #[track_caller]
@@ -385,7 +385,7 @@ impl<F: Float, K: Carried<F>> Bptt<F, K> {
     /// lanes do not interact (each lane's loss depends on its own lanes' inputs and state, as in
     /// every recurrent stack; a model mixing lanes, such as a batch norm, would see only its
     /// shard). The model is shared by the threads, so it is `Fn + Sync`, and the carried state
-    /// says how its lanes are cut and joined ([`Carried::select_lanes`]).
+    /// says how its lanes are cut and joined ([`ModelState::select_lanes`]).
     ///
     /// Dropout inside the model draws from a stream per shard, seeded from the driver's seed,
     /// the update's number and the shard's: a sharded run is reproducible from its seed and its
@@ -634,7 +634,7 @@ fn run_update<'t, F, K, C, M>(
 ) -> (ChunkLoss<'t, F>, K::Live<'t>, Vec<(usize, K)>)
 where
     F: Float,
-    K: Carried<F>,
+    K: ModelState<F>,
     C: SourceChunk,
     M: for<'s> FnMut(&'s Tape<F>, &C, K::Live<'s>, &Run<'_, F>) -> (ChunkLoss<'s, F>, K::Live<'s>),
 {
@@ -678,7 +678,7 @@ fn run_kept<'t, F, K, C, M>(
 ) -> (ChunkLoss<'t, F>, K::Live<'t>, Vec<(usize, K)>)
 where
     F: Float,
-    K: Carried<F>,
+    K: ModelState<F>,
     C: SourceChunk,
     M: for<'s> FnMut(&'s Tape<F>, &C, K::Live<'s>, &Run<'_, F>) -> (ChunkLoss<'s, F>, K::Live<'s>),
 {
@@ -711,7 +711,7 @@ fn run_segments<'t, F, K, C, M>(
 ) -> (ChunkLoss<'t, F>, K::Live<'t>)
 where
     F: Float,
-    K: Carried<F>,
+    K: ModelState<F>,
     C: SourceChunk,
     M: for<'s> FnMut(&'s Tape<F>, &C, K::Live<'s>, &Run<'_, F>) -> (ChunkLoss<'s, F>, K::Live<'s>),
 {

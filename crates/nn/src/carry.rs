@@ -1,5 +1,7 @@
-//! A recurrent state carried from one tape to the next as plain values ([`Carried`]), detached
-//! where it is put on the new tape, and [`Carry`], that state for any recurrent stack.
+//! A model's recurrent state as the BPTT driver carries it from one tape to the next, as plain
+//! values detached where they are put on the new tape ([`ModelState`]), and [`Carry`], that
+//! state for one recurrent stack. Cells have a [`CellState`], stacks a `StackState` on a tape;
+//! a model has a `ModelState` between tapes.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -10,8 +12,8 @@ use rewind_autograd::{Float, Tape, Tensor, Var};
 use crate::cell::{Cell, CellState, State};
 use crate::recurrent::Recurrent;
 
-/// A recurrent state carried from one tape to the next as plain values: what the BPTT driver
-/// keeps between updates, and what a model says about its state to be driven. Putting it on a
+/// A model's recurrent state carried from one tape to the next as plain values: what the BPTT
+/// driver keeps between updates, and what a model says about its state to be driven. Putting it on a
 /// new tape detaches it from the graph that produced it.
 ///
 /// [`Carry`] is this for any [`Recurrent`] stack. A model whose state is more than one stack's
@@ -21,7 +23,7 @@ use crate::recurrent::Recurrent;
 /// use std::ops::Range;
 ///
 /// use rewind_autograd::{Tape, Tensor, Var};
-/// use rewind_nn::{Carried, Carry, State};
+/// use rewind_nn::{Carry, ModelState, State};
 ///
 /// /// An LSTM's state and the last few hidden states, each lane's [W, H] rows in `memory`.
 /// #[derive(Clone)]
@@ -30,7 +32,7 @@ use crate::recurrent::Recurrent;
 ///     memory: Tensor, // [lanes, W, H]
 /// }
 ///
-/// impl Carried<f32> for Remembering {
+/// impl ModelState<f32> for Remembering {
 ///     type Live<'t> = (State<'t>, Var<'t>);
 ///     fn on<'t>(&self, tape: &'t Tape) -> Self::Live<'t> {
 ///         (self.lstm.on(tape), tape.constant(self.memory.clone()))
@@ -39,13 +41,13 @@ use crate::recurrent::Recurrent;
 ///         Remembering { lstm: Carry::of(lstm), memory: memory.value() }
 ///     }
 ///     fn vars<'t>((lstm, memory): Self::Live<'t>) -> Vec<Var<'t>> {
-///         let mut vars = <Carry as Carried<f32>>::vars(lstm);
+///         let mut vars = <Carry as ModelState<f32>>::vars(lstm);
 ///         vars.push(memory);
 ///         vars
 ///     }
 ///     fn from_vars<'t>(vars: &[Var<'t>]) -> Self::Live<'t> {
 ///         let (memory, lstm) = vars.split_last().expect("h, c and the memory");
-///         (<Carry as Carried<f32>>::from_vars(lstm), *memory)
+///         (<Carry as ModelState<f32>>::from_vars(lstm), *memory)
 ///     }
 ///     fn reset_lane(&mut self, lane: usize) {
 ///         self.lstm.reset_lane(lane);
@@ -61,13 +63,13 @@ use crate::recurrent::Recurrent;
 ///     fn join_lanes(shards: Vec<Self>) -> Self {
 ///         let memory: Vec<Tensor> = shards.iter().map(|s| s.memory.clone()).collect();
 ///         Remembering {
-///             lstm: Carried::<f32>::join_lanes(shards.into_iter().map(|s| s.lstm).collect()),
+///             lstm: ModelState::<f32>::join_lanes(shards.into_iter().map(|s| s.lstm).collect()),
 ///             memory: Tensor::concat(&memory, 0),
 ///         }
 ///     }
 /// }
 /// ```
-pub trait Carried<F: Float>: Clone {
+pub trait ModelState<F: Float>: Clone {
     /// The state on a tape borrowed for `'t`.
     type Live<'t>: Copy;
 
@@ -77,11 +79,11 @@ pub trait Carried<F: Float>: Clone {
     /// The values of a state on a tape.
     fn of(state: Self::Live<'_>) -> Self;
 
-    /// The state's vars, in an order [`from_vars`](Carried::from_vars) reads back: how the
+    /// The state's vars, in an order [`from_vars`](ModelState::from_vars) reads back: how the
     /// driver passes the state into and out of a checkpointed segment.
     fn vars<'t>(state: Self::Live<'t>) -> Vec<Var<'t, F>>;
 
-    /// The state made of `vars`, as [`vars`](Carried::vars) gave them.
+    /// The state made of `vars`, as [`vars`](ModelState::vars) gave them.
     fn from_vars<'t>(vars: &[Var<'t, F>]) -> Self::Live<'t>;
 
     /// Zeroes one lane's state (its document ended; the next starts fresh).
@@ -93,7 +95,7 @@ pub trait Carried<F: Float>: Clone {
     fn select_lanes(&self, lanes: Range<usize>) -> Self;
 
     /// The states of consecutive shards side by side again, in lane order: what
-    /// [`select_lanes`](Carried::select_lanes) cut apart.
+    /// [`select_lanes`](ModelState::select_lanes) cut apart.
     fn join_lanes(shards: Vec<Self>) -> Self;
 }
 
@@ -210,7 +212,7 @@ impl<F: Float, S: CellState<'static, F>> Carry<F, S> {
     }
 }
 
-impl<F: Float, S: CellState<'static, F>> Carried<F> for Carry<F, S> {
+impl<F: Float, S: CellState<'static, F>> ModelState<F> for Carry<F, S> {
     type Live<'t> = S::On<'t>;
 
     fn on<'t>(&self, tape: &'t Tape<F>) -> S::On<'t> {

@@ -40,7 +40,7 @@ mod sweep;
 mod weights;
 
 pub use bptt::{Bptt, Strategy, Update};
-pub use carry::{Carried, Carry};
+pub use carry::{Carry, ModelState};
 pub use cell::{Cell, CellState, State, StatePart};
 pub use chunk_loss::ChunkLoss;
 pub use diagnostics::{
