@@ -118,9 +118,7 @@ fn svg(series: &[Series]) -> String {
                 .y_label_area_size(56)
                 .build_cartesian_2d(
                     span.clone().log_scale().with_key_points(lengths.clone()),
-                    (lo..hi)
-                        .log_scale()
-                        .with_key_points(plot::log_ticks(lo, hi)),
+                    plot::log_axis(lo, hi),
                 )?;
             chart
                 .configure_mesh()

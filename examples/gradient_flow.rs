@@ -198,12 +198,7 @@ fn svg(reports: &[Report], t: usize) -> String {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
-            .build_cartesian_2d(
-                0..t - 1,
-                (lo..hi)
-                    .log_scale()
-                    .with_key_points(plot::log_ticks(lo, hi)),
-            )?;
+            .build_cartesian_2d(0..t - 1, plot::log_axis(lo, hi))?;
         chart
             .configure_mesh()
             .light_line_style(TRANSPARENT)
@@ -217,16 +212,10 @@ fn svg(reports: &[Report], t: usize) -> String {
             chart
                 .draw_series(LineSeries::new(line, colour.stroke_width(2)))?
                 .label(format!("{} ({:.0}%)", r.name, 100.0 * r.accuracy))
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(3))
-                });
+                .legend(plot::swatch(colour));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
+        // Where a vanishing gradient leaves room: late steps, small norms.
+        plot::legend(&mut chart, SeriesLabelPosition::LowerRight)
     })
 }
 

@@ -9,7 +9,6 @@ use super::train::Curve;
 
 /// The mean squared error of predicting 1.0, the mean of the target, whatever the input.
 const BASELINE: f64 = 1.0 / 6.0;
-const GREY: RGBColor = RGBColor(0x55, 0x55, 0x55);
 
 /// The figure for `curves`, titled with T.
 pub fn render(curves: &[Curve], steps: usize) -> String {
@@ -32,12 +31,7 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(64)
-            .build_cartesian_2d(
-                0.0..seconds,
-                (lo..hi)
-                    .log_scale()
-                    .with_key_points(plot::log_ticks(lo, hi)),
-            )?;
+            .build_cartesian_2d(0.0..seconds, plot::log_axis(lo, hi))?;
         chart
             .configure_mesh()
             .light_line_style(TRANSPARENT)
@@ -51,11 +45,11 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
                 [(0.0, BASELINE), (seconds, BASELINE)],
                 5,
                 4,
-                GREY.into(),
+                plot::GREY.into(),
             ))?
             .label("predict the mean (1/6)")
-            .legend(|(x, y)| DashedPathElement::new([(x, y), (x + 20, y)], 5, 4, GREY));
-        for (c, colour) in curves.iter().zip(plot::SERIES.iter().cycle()) {
+            .legend(|(x, y)| DashedPathElement::new([(x, y), (x + 20, y)], 5, 4, plot::GREY));
+        for (c, colour) in curves.iter().zip(plot::SERIES.into_iter().cycle()) {
             let last = c.last();
             let label = format!(
                 "{}: {} updates, {:.0}% right",
@@ -67,16 +61,9 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
             chart
                 .draw_series(LineSeries::new(line, colour.stroke_width(2)))?
                 .label(label)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(3))
-                });
+                .legend(plot::swatch(colour));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(GREY)
-            .draw()
+        plot::legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 

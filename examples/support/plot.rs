@@ -1,10 +1,11 @@
 //! What the examples' figures share: an SVG document drawn with plotters into a string, the series
-//! colours, a legend laid out in a row, and the tick labels of a logarithmic axis.
+//! colours, legends, and a logarithmic axis with its ticks and their labels.
 
 // Each example draws with part of this module.
 #![allow(dead_code)]
 
-use plotters::coord::Shift;
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -14,6 +15,9 @@ pub const SERIES: [RGBColor; 3] = [
     RGBColor(0xd6, 0x27, 0x28),
     RGBColor(0x2c, 0xa0, 0x2c),
 ];
+
+/// The colour of a legend's frame and of reference lines.
+pub const GREY: RGBColor = RGBColor(0x55, 0x55, 0x55);
 
 /// The whole figure, in pixels from its top left corner.
 pub type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -46,21 +50,41 @@ pub fn text(family: &str, size: f64) -> TextStyle<'_> {
     TextStyle::from((family, size * 1.24).into_font()).pos(Pos::new(HPos::Left, VPos::Center))
 }
 
-/// One legend for several charts: left to right across the middle of `area`, a short thick
-/// line in each entry's colour and its name after it.
+/// A legend's sample of a series drawn in `colour`: a short thick line from the anchor rightward.
+pub fn swatch(colour: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new([(x, y), (x + 20, y)], colour.stroke_width(3))
+}
+
+/// The labelled series of `chart` listed at `position`, on a nearly opaque white box.
+pub fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Drawn {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(GREY)
+        .draw()
+}
+
+/// One legend for several charts: left to right across the middle of `area`, each entry's
+/// [`swatch`] and its name after it.
 pub fn legend_row(area: &Area, entries: &[(&str, RGBColor)]) -> Drawn {
     let style = text("sans-serif", 12.0);
     let y = area.dim_in_pixel().1 as i32 / 2;
     let mut x = 46;
     for &(name, colour) in entries {
-        area.draw(&PathElement::new(
-            [(x, y), (x + 20, y)],
-            colour.stroke_width(3),
-        ))?;
+        area.draw(&swatch(colour)((x, y)))?;
         area.draw(&Text::new(name, (x + 25, y), style.clone()))?;
         x += 25 + area.estimate_text_size(name, &style)?.0 as i32 + 40;
     }
     Ok(())
+}
+
+/// A logarithmic axis from `lo` to `hi` (both positive) ticked at [`log_ticks`].
+pub fn log_axis(lo: f64, hi: f64) -> WithKeyPoints<LogCoord<f64>> {
+    (lo..hi).log_scale().with_key_points(log_ticks(lo, hi))
 }
 
 /// The ticks of a logarithmic axis from `lo` to `hi` (both positive): 1, 2 and 5 times each
