@@ -185,11 +185,13 @@ fn svg(reports: &[Report], t: usize) -> String {
         reports
             .iter()
             .flat_map(|r| r.norms.iter())
-            .filter(|&&n| n > 0.0)
+            .filter(|&&n| n > 0.0 && n.is_finite())
             .map(|n| n.log10())
     };
-    let hi = logs().fold(f64::MIN, f64::max).ceil();
-    let lo = logs().fold(f64::MAX, f64::min).floor().max(hi - 30.0);
+    // plotters loops forever on an infinite range: an overflowed norm sets no bound.
+    let hi = logs().fold(f64::NEG_INFINITY, f64::max);
+    let hi = if hi.is_finite() { hi.ceil() } else { 0.0 };
+    let lo = logs().fold(hi, f64::min).floor().max(hi - 30.0);
     let (lo, hi) = (10f64.powf(lo), 10f64.powf(hi.max(lo + 1.0)));
     let title = format!("‖∂L/∂h_t‖ after training, adding problem, T = {t}");
     plot::svg((720, 440), |root| {

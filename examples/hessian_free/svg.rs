@@ -17,7 +17,8 @@ pub fn render(curves: &[Curve], steps: usize) -> String {
     let (lo, hi) = points()
         .map(|p| p.mse)
         .chain([BASELINE])
-        .filter(|&m| m > 0.0)
+        // plotters loops forever on an infinite range: a diverged run sets no bound.
+        .filter(|&m| m > 0.0 && m.is_finite())
         .fold((f64::INFINITY, 0.0f64), |(lo, hi), m| {
             (lo.min(m), hi.max(m))
         });

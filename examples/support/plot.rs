@@ -28,7 +28,9 @@ pub type Drawn = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 /// An SVG document of `size` pixels (width, height) on white, drawn by `draw`.
 ///
 /// Panics if plotters reports an error: writing into a string cannot fail, so an error is a
-/// mistake in the figure's code, not in the data.
+/// mistake in the figure's code, not in the data. A trap for that code: every axis range must be
+/// finite (plotters loops forever on an infinite one and panics on NaN), so a figure sets its
+/// ranges from its finite values only; a NaN or infinite point itself is drawn harmlessly.
 pub fn svg(size: (u32, u32), draw: impl FnOnce(&Area) -> Drawn) -> String {
     let mut out = String::new();
     {

@@ -43,8 +43,11 @@ pub fn curves(curves: &[Curve], by_time: bool) -> String {
             let (mut x_max, mut y_min, mut y_max) = (1e-9f64, f64::INFINITY, 0f64);
             for q in points {
                 x_max = x_max.max(x_of(q));
-                y_min = y_min.min(q.ppl);
-                y_max = y_max.max(q.ppl);
+                // plotters loops forever on an infinite range: a diverged run sets no bound.
+                if q.ppl.is_finite() {
+                    y_min = y_min.min(q.ppl);
+                    y_max = y_max.max(q.ppl);
+                }
             }
             let y_min = y_min.min(y_max - 1e-9);
             let mut chart = ChartBuilder::on(&area)
