@@ -38,7 +38,7 @@ pub fn render(map: &Map) -> String {
     let height = TOP + map.weights.len() as i32 * CELL_H + 20;
     let top = map.weights.iter().flatten().fold(0.0f64, |m, &a| m.max(a));
     let font = |size: f64| plot::text("monospace", size);
-    let centred = |size: f64, h: HPos| font(size).pos(Pos::new(h, VPos::Center));
+    let anchored = |size: f64, h: HPos| font(size).pos(Pos::new(h, VPos::Center));
     plot::svg((width as u32, height as u32), |root| {
         root.draw(&Text::new(map.title, (8, 14), font(13.0)))?;
         let note = [
@@ -59,7 +59,7 @@ pub fn render(map: &Map) -> String {
             root.draw(&Text::new(
                 read,
                 (LEFT - 6, mid),
-                centred(11.0, HPos::Right),
+                anchored(11.0, HPos::Right),
             ))?;
             for (k, &alpha) in row.iter().enumerate() {
                 let x = LEFT + k as i32 * CELL_W;
@@ -71,7 +71,7 @@ pub fn render(map: &Map) -> String {
                 // Slot k of the window at step t holds the state of step t - W + k.
                 if let Some(j) = (t + k).checked_sub(window) {
                     let ink = if shade > 0.5 { WHITE } else { INK };
-                    let label = centred(8.0, HPos::Center).color(&ink);
+                    let label = anchored(8.0, HPos::Center).color(&ink);
                     root.draw(&Text::new(glyph(map.text[j]), (x + CELL_W / 2, mid), label))?;
                 }
             }
