@@ -8,12 +8,14 @@
 
 #[path = "../benches/support/bptt_grid.rs"]
 mod grid;
+#[path = "support/plot.rs"]
+mod plot;
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use grid::{Bench, Measurement, Mode, LENGTHS};
+use plotters::prelude::*;
 use rewind::autograd::io::write_atomic;
 use rewind::nn::{GruCell, LstmCell, RnnCell, StandardCell};
 
@@ -95,84 +97,46 @@ type Pick = fn(&Series) -> &Vec<f64>;
 
 /// Backward time (left) and peak tape memory (right) against T, log-log, one line per cell.
 fn svg(series: &[Series]) -> String {
-    let (w, h) = (900.0, 400.0);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let colors = ["#d62728", "#1f77b4", "#2ca02c"];
     let panels: [(&str, Pick); 2] = [
         ("backward ms", |s| &s.backward_ms),
         ("peak tape MB", |s| &s.megabytes),
     ];
-    for (p, (label, values)) in panels.iter().enumerate() {
-        let (left, top, pw, ph) = (70.0 + p as f64 * 440.0, 40.0, 340.0, 300.0);
-        let all: Vec<f64> = series
-            .iter()
-            .flat_map(|s| values(s).iter().copied())
-            .collect();
-        let (lo, hi) = (
-            all.iter().cloned().fold(f64::MAX, f64::min).log10().floor(),
-            all.iter().cloned().fold(f64::MIN, f64::max).log10().ceil(),
-        );
-        let (tlo, thi) = (
-            (LENGTHS[0] as f64).log2(),
-            (LENGTHS[LENGTHS.len() - 1] as f64).log2(),
-        );
-        let x = |t: usize| left + pw * ((t as f64).log2() - tlo) / (thi - tlo);
-        let y = |v: f64| top + ph * (hi - v.log10()) / (hi - lo).max(1.0);
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="24" text-anchor="middle" font-size="14">{label} against T (full BPTT)</text>"#,
-            left + pw / 2.0
-        );
-        let _ = writeln!(
-            s,
-            r#"<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-        );
-        for e in lo as i32..=hi as i32 {
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="end">1e{e}</text>"#,
-                left - 5.0,
-                y(10f64.powi(e)) + 4.0
-            );
+    let lengths: Vec<f64> = LENGTHS.iter().map(|&t| t as f64).collect();
+    let span = lengths[0]..lengths[lengths.len() - 1];
+    plot::svg((900, 420), |root| {
+        let (charts, legend) = root.split_vertically(390);
+        for ((label, values), area) in panels.iter().zip(charts.split_evenly((1, 2))) {
+            let all = || series.iter().flat_map(|s| values(s).iter().copied());
+            let lo = 10f64.powf(all().fold(f64::MAX, f64::min).log10().floor());
+            let hi = 10f64
+                .powf(all().fold(f64::MIN, f64::max).log10().ceil())
+                .max(lo * 10.0);
+            let mut chart = ChartBuilder::on(&area)
+                .caption(format!("{label} against T (full BPTT)"), ("sans-serif", 14))
+                .margin(10)
+                .x_label_area_size(36)
+                .y_label_area_size(56)
+                .build_cartesian_2d(
+                    span.clone().log_scale().with_key_points(lengths.clone()),
+                    plot::log_axis(lo, hi),
+                )?;
+            chart
+                .configure_mesh()
+                .light_line_style(TRANSPARENT)
+                .x_desc("T")
+                .y_desc(*label)
+                .x_label_formatter(&|t| format!("{t}"))
+                .y_label_formatter(&plot::log_tick)
+                .draw()?;
+            for (s, colour) in series.iter().zip(plot::SERIES) {
+                let line = lengths.iter().copied().zip(values(s).iter().copied());
+                chart.draw_series(LineSeries::new(line, colour.stroke_width(2)))?;
+            }
         }
-        for &t in &LENGTHS {
-            let _ = writeln!(
-                s,
-                r#"<text x="{}" y="{}" text-anchor="middle">{t}</text>"#,
-                x(t),
-                top + ph + 16.0
-            );
-        }
-        for (series, color) in series.iter().zip(colors) {
-            let points: Vec<String> = LENGTHS
-                .iter()
-                .zip(values(series))
-                .map(|(&t, &v)| format!("{:.1},{:.1}", x(t), y(v)))
-                .collect();
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-                points.join(" ")
-            );
-        }
-    }
-    for (i, (series, color)) in series.iter().zip(colors).enumerate() {
-        let lx = 80.0 + 90.0 * i as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="385" x2="{}" y2="385" stroke="{color}" stroke-width="3"/><text x="{}" y="389">{}</text>"#,
-            lx + 20.0,
-            lx + 25.0,
-            series.name
-        );
-    }
-    s.push_str("</svg>\n");
-    s
+        let entries: Vec<(&str, RGBColor)> =
+            series.iter().map(|s| s.name).zip(plot::SERIES).collect();
+        plot::legend_row(&legend, &entries)
+    })
 }
 
 fn main() -> ExitCode {

@@ -7,10 +7,13 @@
 //! Run: `cargo run --release --example gradient_flow -- [--steps 3000] [--seq-len 100] [--seed 0]
 //! [--out gradient_flow.svg]`
 
-use std::fmt::Write as _;
+#[path = "support/plot.rs"]
+mod plot;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use plotters::prelude::*;
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{io::write_atomic, Tape, Tensor};
@@ -175,109 +178,47 @@ fn study<C: StandardCell<f32>>(name: &'static str, o: &Options) -> Report {
     }
 }
 
-/// ‖∂L/∂h_t‖ against t on a log scale, one line per model.
+/// ‖∂L/∂h_t‖ against t on a log scale, one line per model; a norm of 0, or more than 30 decades
+/// under the largest, is drawn at the bottom.
 fn svg(reports: &[Report], t: usize) -> String {
-    let (w, h, left, right, top, bottom) = (720.0, 440.0, 80.0, 150.0, 40.0, 60.0);
-    let logs: Vec<f64> = reports
-        .iter()
-        .flat_map(|r| r.norms.iter())
-        .filter(|&&n| n > 0.0)
-        .map(|n| n.log10())
-        .collect();
-    let hi = logs.iter().cloned().fold(f64::MIN, f64::max).ceil();
-    let lo = logs
-        .iter()
-        .cloned()
-        .fold(f64::MAX, f64::min)
-        .floor()
-        .max(hi - 30.0);
-    let x = |step: usize| left + (w - left - right) * step as f64 / (t - 1) as f64;
-    let y = |log: f64| top + (h - top - bottom) * (hi - log.max(lo)) / (hi - lo).max(1.0);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="13">"#
-    );
-    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" text-anchor="middle" font-size="15">‖∂L/∂h_t‖ after training, adding problem, T = {t}</text>"#,
-        (left + w - right) / 2.0
-    );
-    let _ = writeln!(
-        s,
-        r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-        h - bottom,
-        w - right,
-        h - bottom
-    );
-    let _ = writeln!(
-        s,
-        r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#,
-        h - bottom
-    );
-    let mut decade = lo;
-    while decade <= hi {
-        let yy = y(decade);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{yy}" x2="{}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">1e{}</text>"##,
-            w - right,
-            left - 6.0,
-            yy + 4.0,
-            decade
-        );
-        decade += ((hi - lo) / 6.0).ceil().max(1.0);
-    }
-    for step in (0..t).step_by((t / 5).max(1)) {
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{step}</text>"#,
-            x(step),
-            h - bottom + 18.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">time step t</text>"#,
-        (left + w - right) / 2.0,
-        h - 18.0
-    );
-    let colors = ["#d62728", "#1f77b4", "#2ca02c"];
-    for (r, color) in reports.iter().zip(colors) {
-        let points: Vec<String> = r
-            .norms
+    let logs = || {
+        reports
             .iter()
-            .enumerate()
-            .map(|(step, &n)| {
-                format!(
-                    "{:.1},{:.1}",
-                    x(step),
-                    y(if n > 0.0 { n.log10() } else { lo })
-                )
-            })
-            .collect();
-        let _ = writeln!(
-            s,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
-            points.join(" ")
-        );
-    }
-    for (i, (r, color)) in reports.iter().zip(colors).enumerate() {
-        let ly = top + 20.0 + 22.0 * i as f64;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="3"/><text x="{}" y="{}">{} ({:.0}%)</text>"#,
-            w - right + 10.0,
-            w - right + 34.0,
-            w - right + 40.0,
-            ly + 4.0,
-            r.name,
-            100.0 * r.accuracy
-        );
-    }
-    s.push_str("</svg>\n");
-    s
+            .flat_map(|r| r.norms.iter())
+            .filter(|&&n| n > 0.0 && n.is_finite())
+            .map(|n| n.log10())
+    };
+    // plotters loops forever on an infinite range: an overflowed norm sets no bound.
+    let hi = logs().fold(f64::NEG_INFINITY, f64::max);
+    let hi = if hi.is_finite() { hi.ceil() } else { 0.0 };
+    let lo = logs().fold(hi, f64::min).floor().max(hi - 30.0);
+    let (lo, hi) = (10f64.powf(lo), 10f64.powf(hi.max(lo + 1.0)));
+    let title = format!("‖∂L/∂h_t‖ after training, adding problem, T = {t}");
+    plot::svg((720, 440), |root| {
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(0..t - 1, plot::log_axis(lo, hi))?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .disable_x_mesh()
+            .x_desc("time step t")
+            .y_desc("‖∂L/∂h_t‖")
+            .y_label_formatter(&plot::log_tick)
+            .draw()?;
+        for (r, colour) in reports.iter().zip(plot::SERIES) {
+            let line = r.norms.iter().enumerate().map(|(s, &n)| (s, n.max(lo)));
+            chart
+                .draw_series(LineSeries::new(line, colour.stroke_width(2)))?
+                .label(format!("{} ({:.0}%)", r.name, 100.0 * r.accuracy))
+                .legend(plot::swatch(colour));
+        }
+        // Where a vanishing gradient leaves room: late steps, small norms.
+        plot::legend(&mut chart, SeriesLabelPosition::LowerRight)
+    })
 }
 
 fn main() -> ExitCode {

@@ -9,6 +9,8 @@ pub mod data;
 mod flags;
 #[path = "model.rs"]
 pub mod model;
+#[path = "../support/plot.rs"]
+mod plot;
 #[path = "svg.rs"]
 pub mod svg;
 #[path = "train.rs"]

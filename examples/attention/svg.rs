@@ -2,7 +2,10 @@
 //! column per slot of the window (oldest left, the step before right), each cell shaded by its
 //! weight α and labelled with the character that slot's state had just read.
 
-use std::fmt::Write;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::plot;
 
 /// What to draw.
 pub struct Map<'a> {
@@ -16,95 +19,80 @@ pub struct Map<'a> {
     pub weights: &'a [Vec<f64>],
 }
 
-const CELL_W: usize = 11;
-const CELL_H: usize = 14;
-const LEFT: usize = 44;
-const TOP: usize = 72;
+const CELL_W: i32 = 11;
+const CELL_H: i32 = 14;
+const LEFT: i32 = 44;
+const TOP: i32 = 72;
 /// Room for the caption and the legend.
-const MIN_WIDTH: usize = 780;
+const MIN_WIDTH: i32 = 780;
+const PALE: RGBColor = RGBColor(255, 255, 255);
+const DARK: RGBColor = RGBColor(8, 48, 107);
+const NOTE: RGBColor = RGBColor(105, 105, 105);
+const INK: RGBColor = RGBColor(128, 128, 128);
 
 /// The SVG document. Shades are linear in α, the darkest being the largest α in the figure
 /// (its value is printed), so a flat row of W equal weights is pale.
 pub fn render(map: &Map) -> String {
     let window = map.weights.first().map_or(0, Vec::len);
-    let rows = map.weights.len();
-    let width = (LEFT + window * CELL_W + 20).max(MIN_WIDTH);
-    let height = TOP + rows * CELL_H + 20;
+    let width = (LEFT + window as i32 * CELL_W + 20).max(MIN_WIDTH);
+    let height = TOP + map.weights.len() as i32 * CELL_H + 20;
     let top = map.weights.iter().flatten().fold(0.0f64, |m, &a| m.max(a));
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="monospace">"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<rect width="{width}" height="{height}" fill="white"/><text x="8" y="18" font-size="13">{}</text>"#,
-        escape(map.title)
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="8" y="36" font-size="11" fill="dimgray">row: the character just read; column: a past step, t-{window} (left) to t-1 (right),</text>"#
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="8" y="50" font-size="11" fill="dimgray">labelled with the character it read; shade: α, darkest = {top:.3}</text>"#
-    );
-    for (r, row) in map.weights.iter().enumerate() {
-        let t = map.first + r;
-        let y = TOP + r * CELL_H;
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
-            LEFT - 6,
-            y + CELL_H - 3,
-            glyph(map.text[t])
-        );
-        for (k, &alpha) in row.iter().enumerate() {
-            let x = LEFT + k * CELL_W;
-            let shade = if top > 0.0 { alpha / top } else { 0.0 };
-            let _ = writeln!(
-                svg,
-                r#"<rect x="{x}" y="{y}" width="{CELL_W}" height="{CELL_H}" fill="rgb({},{},{})"><title>α = {alpha:.4}</title></rect>"#,
-                blend(255, 8, shade),
-                blend(255, 48, shade),
-                blend(255, 107, shade)
-            );
-            // Slot k of the window at step t holds the state of step t - W + k.
-            if let Some(j) = (t + k).checked_sub(window) {
-                let ink = if shade > 0.5 { "white" } else { "gray" };
-                let _ = writeln!(
-                    svg,
-                    r#"<text x="{}" y="{}" font-size="8" text-anchor="middle" fill="{ink}">{}</text>"#,
-                    x + CELL_W / 2,
-                    y + CELL_H - 4,
-                    glyph(map.text[j])
-                );
+    let font = |size: f64| plot::text("monospace", size);
+    let anchored = |size: f64, h: HPos| font(size).pos(Pos::new(h, VPos::Center));
+    plot::svg((width as u32, height as u32), |root| {
+        root.draw(&Text::new(map.title, (8, 14), font(13.0)))?;
+        let note = [
+            format!(
+                "row: the character just read; column: a past step, t-{window} (left) to t-1 \
+                 (right),"
+            ),
+            format!("labelled with the character it read; shade: α, darkest = {top:.3}"),
+        ];
+        for (line, y) in note.iter().zip([32, 46]) {
+            root.draw(&Text::new(line.as_str(), (8, y), font(11.0).color(&NOTE)))?;
+        }
+        for (r, row) in map.weights.iter().enumerate() {
+            let t = map.first + r;
+            let y = TOP + r as i32 * CELL_H;
+            let mid = y + CELL_H / 2;
+            let read = glyph(map.text[t]);
+            root.draw(&Text::new(
+                read,
+                (LEFT - 6, mid),
+                anchored(11.0, HPos::Right),
+            ))?;
+            for (k, &alpha) in row.iter().enumerate() {
+                let x = LEFT + k as i32 * CELL_W;
+                let shade = if top > 0.0 { alpha / top } else { 0.0 };
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + CELL_W, y + CELL_H)],
+                    blend(PALE, DARK, shade).filled(),
+                ))?;
+                // Slot k of the window at step t holds the state of step t - W + k.
+                if let Some(j) = (t + k).checked_sub(window) {
+                    let ink = if shade > 0.5 { WHITE } else { INK };
+                    let label = anchored(8.0, HPos::Center).color(&ink);
+                    root.draw(&Text::new(glyph(map.text[j]), (x + CELL_W / 2, mid), label))?;
+                }
             }
         }
-    }
-    svg.push_str("</svg>\n");
-    svg
+        Ok(())
+    })
 }
 
 /// `from` moved toward `to` by `share` of the way.
-fn blend(from: u8, to: u8, share: f64) -> u8 {
-    let v = f64::from(from) + (f64::from(to) - f64::from(from)) * share.clamp(0.0, 1.0);
-    v.round() as u8
+fn blend(from: RGBColor, to: RGBColor, share: f64) -> RGBColor {
+    let share = share.clamp(0.0, 1.0);
+    let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * share).round() as u8;
+    RGBColor(mix(from.0, to.0), mix(from.1, to.1), mix(from.2, to.2))
 }
 
-/// A character as it can be seen in a cell: space and newline made visible, XML escaped.
+/// A character as it can be seen in a cell: space and newline made visible.
 fn glyph(c: char) -> String {
     match c {
         ' ' => "␣".into(),
         '\n' => "⏎".into(),
         c if c.is_control() => "·".into(),
-        c => escape(&c.to_string()),
+        c => c.to_string(),
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

@@ -12,6 +12,8 @@ mod flags;
 pub mod hf;
 #[path = "model.rs"]
 pub mod model;
+#[path = "../support/plot.rs"]
+mod plot;
 #[path = "svg.rs"]
 pub mod svg;
 #[path = "train.rs"]

@@ -7,6 +7,8 @@ pub mod data;
 mod flags;
 #[path = "model.rs"]
 pub mod model;
+#[path = "../support/plot.rs"]
+mod plot;
 #[path = "svg.rs"]
 pub mod svg;
 

@@ -1,52 +1,42 @@
-//! Grids of binary 8×8 images as hand-written SVG: one `rect` per lit pixel, a caption per row.
+//! Grids of binary 8×8 images as SVG: a filled square per lit pixel, a caption per row.
 
-use std::fmt::Write;
+use plotters::prelude::*;
 
 use super::data::SIDE;
+use super::plot;
 
-const CELL: usize = 4;
-const GAP: usize = 4;
-const LABEL: usize = 140;
+const CELL: i32 = 4;
+const GAP: i32 = 4;
+const LABEL: i32 = 140;
+const PAPER: RGBColor = RGBColor(0xf2, 0xf2, 0xf2);
 
 /// An SVG of labelled rows of images, each row's images side by side; an image is 64 values
 /// read as on when at least ½, row-major.
 pub fn grid(rows: &[(&str, Vec<Vec<f64>>)]) -> String {
-    let per_row = rows.iter().map(|(_, ims)| ims.len()).max().unwrap_or(0);
-    let tile = SIDE * CELL + GAP;
-    let (width, height) = (LABEL + per_row * tile + GAP, rows.len() * tile + GAP);
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}">"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<rect width="{width}" height="{height}" fill="white"/>"#
-    );
-    for (r, (label, images)) in rows.iter().enumerate() {
-        let y0 = GAP + r * tile;
-        let _ = writeln!(
-            s,
-            r#"<text x="4" y="{}" font-family="sans-serif" font-size="11">{label}</text>"#,
-            y0 + SIDE * CELL / 2 + 4
-        );
-        for (i, image) in images.iter().enumerate() {
-            let x0 = LABEL + i * tile;
-            let _ = writeln!(
-                s,
-                r##"<rect x="{x0}" y="{y0}" width="{0}" height="{0}" fill="#f2f2f2"/>"##,
-                SIDE * CELL
-            );
-            for (k, _) in image.iter().enumerate().filter(|(_, &v)| v >= 0.5) {
-                let _ = writeln!(
-                    s,
-                    r#"<rect x="{}" y="{}" width="{CELL}" height="{CELL}"/>"#,
-                    x0 + (k % SIDE) * CELL,
-                    y0 + (k / SIDE) * CELL
-                );
+    let side = SIDE as i32 * CELL;
+    let tile = side + GAP;
+    let per_row = rows.iter().map(|(_, ims)| ims.len()).max().unwrap_or(0) as i32;
+    let size = (LABEL + per_row * tile + GAP, rows.len() as i32 * tile + GAP);
+    plot::svg((size.0 as u32, size.1 as u32), |root| {
+        for (r, (label, images)) in rows.iter().enumerate() {
+            let y0 = GAP + r as i32 * tile;
+            let caption = plot::text("sans-serif", 11.0);
+            root.draw(&Text::new(*label, (4, y0 + side / 2), caption))?;
+            for (i, image) in images.iter().enumerate() {
+                let x0 = LABEL + i as i32 * tile;
+                root.draw(&Rectangle::new(
+                    [(x0, y0), (x0 + side, y0 + side)],
+                    PAPER.filled(),
+                ))?;
+                for (k, _) in image.iter().enumerate().filter(|(_, &v)| v >= 0.5) {
+                    let (x, y) = (x0 + (k % SIDE) as i32 * CELL, y0 + (k / SIDE) as i32 * CELL);
+                    root.draw(&Rectangle::new(
+                        [(x, y), (x + CELL, y + CELL)],
+                        BLACK.filled(),
+                    ))?;
+                }
             }
         }
-    }
-    s.push_str("</svg>\n");
-    s
+        Ok(())
+    })
 }

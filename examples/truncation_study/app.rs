@@ -6,6 +6,8 @@
 pub mod data;
 #[path = "../support/flags.rs"]
 mod flags;
+#[path = "../support/plot.rs"]
+mod plot;
 #[path = "study.rs"]
 pub mod study;
 #[path = "svg.rs"]

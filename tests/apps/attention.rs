@@ -527,6 +527,7 @@ fn a_tiny_run_trains_measures_and_draws_the_attention() {
     assert!(summary.best_val.is_finite() && summary.best_val > 0.0);
     let drawn = fs::read_to_string(&svg).unwrap();
     assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
+    assert!(drawn.contains("additive attention over the last 5 states, after 3 updates"));
     assert!(
         drawn.matches("<rect").count() > 5 * 20,
         "a row of 5 cells per character"

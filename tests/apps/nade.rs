@@ -236,11 +236,21 @@ fn a_tiny_run_measures_three_models_and_writes_both_grids() {
     assert!(rows
         .iter()
         .all(|r| r.test_nll.is_finite() && r.test_nll > 0.0));
-    for path in [real_svg, samples_svg] {
+    let captions = [vec!["test digits"], rows.iter().map(|r| r.model).collect()];
+    for (path, captions) in [real_svg, samples_svg].iter().zip(captions) {
+        let drawn = fs::read_to_string(path).unwrap();
+        let name = path.display();
         assert!(
-            fs::read_to_string(&path).unwrap().starts_with("<svg"),
-            "{}",
-            path.display()
+            drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"),
+            "{name}"
+        );
+        for caption in &captions {
+            assert!(drawn.contains(caption), "{name} lacks the row {caption}");
+        }
+        // The background, a grey square behind each of the 2 images of a row, and a lit pixel.
+        assert!(
+            drawn.matches("<rect").count() > 1 + 2 * captions.len(),
+            "{name} draws no pixel"
         );
     }
 }

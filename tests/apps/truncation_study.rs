@@ -192,7 +192,22 @@ fn a_tiny_study_writes_its_figure_and_tables() {
         .iter()
         .all(|c| c.points.len() == 2 && c.peak_bytes > 0));
     assert_eq!(grads.len(), 2 * 3 * 2);
-    assert!(fs::read_to_string(svg).unwrap().starts_with("<svg"));
+    let drawn = fs::read_to_string(svg).unwrap();
+    assert!(drawn.starts_with("<svg") && drawn.trim_end().ends_with("</svg>"));
+    assert!(drawn.contains("val perplexity"));
+    for c in &curves {
+        let panel = format!("{:?}, {:?}", c.cell, c.optim);
+        assert!(drawn.contains(&panel), "no panel {panel}");
+        assert!(
+            drawn.contains(&c.method.to_string()),
+            "no legend for {}",
+            c.method
+        );
+    }
+    assert!(
+        drawn.matches("<polyline").count() >= 24 + 12,
+        "a line per run and one through each strategy's mean"
+    );
     assert!(fs::read_to_string(tables)
         .unwrap()
         .contains("| Gru | Adam | randomized pi=0.9 |"));
