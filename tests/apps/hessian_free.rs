@@ -315,7 +315,39 @@ fn the_three_trainers_run_end_to_end_and_draw_their_curves() {
     assert_eq!(summary.curves[1].evaluations, 2);
     assert!(summary.curves[2].evaluations >= 2);
     let drawn = fs::read_to_string(&svg).unwrap();
-    assert_eq!(drawn.matches("<polyline").count(), 3);
+    // Each method's curve is one 2-px line in its series colour through its measurements (the
+    // frame, ticks, grid and legend swatches are lines of other widths).
+    let curves: Vec<(&str, usize)> = drawn
+        .split("<polyline")
+        .skip(1)
+        .filter(|line| line.contains("stroke-width=\"2\""))
+        .map(|line| {
+            let stroke = line
+                .split("stroke=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let points = line
+                .split("points=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            (stroke, points.split_whitespace().count())
+        })
+        .collect();
+    let measured: Vec<usize> = summary.curves.iter().map(|c| c.points.len()).collect();
+    assert_eq!(
+        curves,
+        [
+            ("#1F77B4", measured[0]),
+            ("#D62728", measured[1]),
+            ("#2CA02C", measured[2])
+        ]
+    );
     assert!(drawn.contains("Hessian-free") && drawn.contains("Adam") && drawn.contains("L-BFGS"));
     let table = app::table(&summary.curves);
     assert!(table.contains("gradient evaluations"), "{table}");
