@@ -1,0 +1,168 @@
+//! The training curve as an SVG, drawn with plotters: training and validation loss against steps,
+//! the learning rate and the gradient norm in panels beneath; one run, or several overlaid
+//! (`char_rnn plot a.metrics.csv b.metrics.csv --out curve.svg`).
+
+use std::ops::Range;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use rewind::autograd::io::write_atomic;
+
+use super::cli::PlotConfig;
+use super::metrics::{self, Row};
+use super::Error;
+
+const WIDTH: u32 = 960;
+const HEIGHT: u32 = 900;
+
+/// Draws the runs of `c.files` into `c.out`; returns the number of runs drawn.
+pub fn run(c: &PlotConfig) -> Result<usize, Error> {
+    let mut runs = Vec::new();
+    for file in &c.files {
+        let rows = metrics::read(file)?;
+        if rows.is_empty() {
+            return Err(Error::Metrics(format!(
+                "{} has no rows yet: nothing to draw",
+                file.display()
+            )));
+        }
+        runs.push((run_name(file), rows));
+    }
+    let runs: Vec<(&str, &[Row])> = runs.iter().map(|(n, r)| (n.as_str(), &r[..])).collect();
+    draw(&runs, &c.out).map_err(Error::Metrics)?;
+    Ok(runs.len())
+}
+
+/// `a.safetensors` for `runs/a.safetensors.metrics.csv`: what the legend calls a run.
+fn run_name(file: &Path) -> String {
+    let name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    match name.strip_suffix(".metrics.csv") {
+        Some(stem) if !stem.is_empty() => stem.to_string(),
+        _ => name,
+    }
+}
+
+/// Writes the curve of `runs` (name, rows) to `out`, through a temporary file and a rename, so
+/// that a viewer reloading it never finds half a picture. The error is one line.
+pub fn draw(runs: &[(&str, &[Row])], out: &Path) -> Result<(), String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        panels(&root, runs).map_err(|e| format!("drawing the curve failed: {e}"))?;
+        root.present()
+            .map_err(|e| format!("drawing the curve failed: {e}"))?;
+    }
+    write_atomic(out, svg.as_bytes()).map_err(|e| format!("cannot write the curve: {e}"))
+}
+
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Drawn<'a> = Result<(), DrawingAreaErrorKind<<SVGBackend<'a> as DrawingBackend>::ErrorType>>;
+
+/// Loss on the top half; learning rate and gradient norm (log scale) beneath.
+fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
+    root.fill(&WHITE)?;
+    let (top, bottom) = root.split_vertically(HEIGHT / 2);
+    let (middle, low) = bottom.split_vertically(HEIGHT / 4);
+    let last = runs
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|r| r.step))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let steps = 0..last;
+
+    let losses = runs.iter().flat_map(|(_, rows)| {
+        rows.iter()
+            .flat_map(|r| [Some(r.train_loss_smooth), r.val_loss])
+            .flatten()
+    });
+    let mut chart = ChartBuilder::on(&top)
+        .caption("loss (nats/char)", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(steps.clone(), padded(losses))?;
+    chart.configure_mesh().x_desc("step").draw()?;
+    for (i, (name, rows)) in runs.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let train = rows.iter().map(|r| (r.step, r.train_loss_smooth));
+        chart
+            .draw_series(LineSeries::new(train, color.stroke_width(1)))?
+            .label(format!("{name} training (smoothed)"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(1)));
+        let val: Vec<(usize, f64)> = rows
+            .iter()
+            .filter_map(|r| Some((r.step, r.val_loss?)))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(val, color.stroke_width(3)).point_size(3))?
+            .label(format!("{name} validation"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(3)));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+
+    let rates = runs.iter().flat_map(|(_, rows)| rows.iter().map(|r| r.lr));
+    let mut chart = ChartBuilder::on(&middle)
+        .caption("learning rate", ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(steps.clone(), padded(rates))?;
+    chart
+        .configure_mesh()
+        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .draw()?;
+    for (i, (_, rows)) in runs.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart.draw_series(LineSeries::new(rows.iter().map(|r| (r.step, r.lr)), color))?;
+    }
+
+    let norms = runs
+        .iter()
+        .flat_map(|(_, rows)| rows.iter().map(|r| r.grad_norm));
+    let (lo, hi) = bounds(norms.filter(|&n| n > 0.0)).unwrap_or((1.0, 10.0));
+    let mut chart = ChartBuilder::on(&low)
+        .caption(
+            "gradient norm before clipping (log scale)",
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(steps, (lo / 1.25..hi * 1.25).log_scale())?;
+    chart.configure_mesh().x_desc("step").draw()?;
+    for (i, (_, rows)) in runs.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let norms = rows.iter().filter(|r| r.grad_norm > 0.0);
+        chart.draw_series(LineSeries::new(norms.map(|r| (r.step, r.grad_norm)), color))?;
+    }
+    Ok(())
+}
+
+/// The range of the finite `values`, widened by 5% each way (and around a single value).
+fn padded(values: impl Iterator<Item = f64>) -> Range<f64> {
+    let Some((lo, hi)) = bounds(values) else {
+        return 0.0..1.0;
+    };
+    let pad = match hi - lo {
+        0.0 => lo.abs().max(1e-12) * 0.05,
+        span => span * 0.05,
+    };
+    (lo - pad)..(hi + pad)
+}
+
+/// The least and greatest of the finite `values`; `None` if there is none.
+fn bounds(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values.filter(|v| v.is_finite()).fold(None, |b, v| match b {
+        None => Some((v, v)),
+        Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+    })
+}
