@@ -188,6 +188,37 @@ fn a_resumed_run_continues_the_metrics_file_without_a_gap_or_a_repeat() {
     );
 }
 
+#[test]
+fn resuming_with_a_damaged_metrics_file_is_a_one_line_error_naming_its_line() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("m.safetensors");
+    run(small(&data, &ckpt, &["--steps", "4", "--log-every", "1"])).unwrap();
+    let csv = dir.join("m.safetensors.metrics.csv");
+    let damaged = fs::read_to_string(&csv)
+        .unwrap()
+        .replacen("\n2,", "\ntwo,", 1);
+    fs::write(&csv, &damaged).unwrap();
+    let resume = args(&[
+        "--data",
+        text(&data),
+        "--resume",
+        text(&ckpt),
+        "--steps",
+        "6",
+    ]);
+    let e = one_line_error(resume);
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{} line 3: step \"two\" is not a whole number: move the file away to resume with a new one",
+            csv.display()
+        )
+    );
+    assert_eq!(fs::read_to_string(&csv).unwrap(), damaged, "left as it was");
+    assert_eq!(app::checkpoint::load(&ckpt).unwrap().progress.step, 4);
+}
+
 // Killed at random moments, resumed each time: every line written is whole, and the steps run
 // 1, 2, 3, ... without a gap or a repeat.
 #[test]
@@ -356,6 +387,8 @@ fn plot_overlays_the_runs_of_several_metrics_files() {
 
 // RFC 3720's test vectors of CRC-32C (iSCSI), and the check value of "123456789".
 #[test]
+// The mask spelled as TensorFlow spells it, not as the example does.
+#[allow(clippy::manual_rotate)]
 fn crc32c_matches_its_known_test_vectors_and_the_mask_is_tensorflows() {
     assert_eq!(crc32c(b"123456789"), 0xE306_9283);
     assert_eq!(crc32c(b""), 0);

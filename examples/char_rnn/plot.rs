@@ -1,6 +1,6 @@
 //! The training curve as an SVG, drawn with plotters: training and validation loss against steps,
-//! the learning rate and the gradient norm in panels beneath; one run, or several overlaid
-//! (`char_rnn plot a.metrics.csv b.metrics.csv --out curve.svg`).
+//! the learning rate and the gradient norm in panels beneath, both from 0; one run, or several
+//! overlaid (`char_rnn plot a.metrics.csv b.metrics.csv --out curve.svg`).
 
 use std::ops::Range;
 use std::path::Path;
@@ -62,7 +62,8 @@ pub fn draw(runs: &[(&str, &[Row])], out: &Path) -> Result<(), String> {
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Drawn<'a> = Result<(), DrawingAreaErrorKind<<SVGBackend<'a> as DrawingBackend>::ErrorType>>;
 
-/// Loss on the top half; learning rate and gradient norm (log scale) beneath.
+/// Loss on the top half; learning rate and gradient norm beneath. (A log axis for the norm shows
+/// no labels over less than a decade, the usual span.)
 fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2);
@@ -109,40 +110,40 @@ fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
         .border_style(BLACK)
         .draw()?;
 
-    let rates = runs.iter().flat_map(|(_, rows)| rows.iter().map(|r| r.lr));
-    let mut chart = ChartBuilder::on(&middle)
-        .caption("learning rate", ("sans-serif", 16))
+    below(&middle, "learning rate", &steps, runs, |r| r.lr)?;
+    below(&low, "gradient norm before clipping", &steps, runs, |r| {
+        r.grad_norm
+    })?;
+    Ok(())
+}
+
+/// A panel of `value` against steps for each run, its axis from 0.
+fn below<'a>(
+    area: &Area<'a>,
+    caption: &str,
+    steps: &Range<usize>,
+    runs: &[(&str, &[Row])],
+    value: fn(&Row) -> f64,
+) -> Drawn<'a> {
+    let values = runs.iter().flat_map(|(_, rows)| rows.iter().map(value));
+    let top = bounds(values).map_or(1.0, |(_, hi)| hi.max(0.0) * 1.05);
+    let top = if top > 0.0 { top } else { 1.0 };
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(60)
-        .build_cartesian_2d(steps.clone(), padded(rates))?;
+        .build_cartesian_2d(steps.clone(), 0.0..top)?;
     chart
         .configure_mesh()
         .y_label_formatter(&|v| format!("{v:.1e}"))
         .draw()?;
     for (i, (_, rows)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        chart.draw_series(LineSeries::new(rows.iter().map(|r| (r.step, r.lr)), color))?;
-    }
-
-    let norms = runs
-        .iter()
-        .flat_map(|(_, rows)| rows.iter().map(|r| r.grad_norm));
-    let (lo, hi) = bounds(norms.filter(|&n| n > 0.0)).unwrap_or((1.0, 10.0));
-    let mut chart = ChartBuilder::on(&low)
-        .caption(
-            "gradient norm before clipping (log scale)",
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(steps, (lo / 1.25..hi * 1.25).log_scale())?;
-    chart.configure_mesh().x_desc("step").draw()?;
-    for (i, (_, rows)) in runs.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let norms = rows.iter().filter(|r| r.grad_norm > 0.0);
-        chart.draw_series(LineSeries::new(norms.map(|r| (r.step, r.grad_norm)), color))?;
+        chart.draw_series(LineSeries::new(
+            rows.iter().map(|r| (r.step, value(r))),
+            color,
+        ))?;
     }
     Ok(())
 }
