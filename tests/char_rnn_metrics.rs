@@ -135,18 +135,14 @@ fn a_resumed_run_continues_the_metrics_file_without_a_gap_or_a_repeat() {
         "--save-every",
         "100",
     ];
-    run(small(
-        &data,
-        &whole,
-        &[&extra[..], &["--steps", "24"]].concat(),
-    ))
-    .unwrap();
-    run(small(
-        &data,
-        &halves,
-        &[&extra[..], &["--steps", "11"]].concat(),
-    ))
-    .unwrap();
+    for (ckpt, steps) in [(&whole, "24"), (&halves, "11")] {
+        run(small(
+            &data,
+            ckpt,
+            &[&extra[..], &["--steps", steps]].concat(),
+        ))
+        .unwrap();
+    }
     // What a run killed past its checkpoint would have left: rows beyond step 11, the last one
     // cut short.
     let csv = dir.join("halves.safetensors.metrics.csv");

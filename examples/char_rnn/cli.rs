@@ -150,7 +150,7 @@ struct TrainArgs {
     #[arg(long, allow_negative_numbers = true)]
     shards: Option<usize>,
     /// Write a row of <checkpoint>.metrics.csv (and TensorBoard's scalars) every this many steps,
-    /// and at each evaluation, each save and the last step.
+    /// and at each evaluation, each save and the step the run stops at.
     #[arg(long, allow_negative_numbers = true, default_value_t = 10)]
     log_every: usize,
     /// Also write the metrics as a TensorBoard event file in this directory (created if missing).

@@ -91,14 +91,20 @@ fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
     for (i, (name, rows)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let train = rows.iter().map(|r| (r.step, r.train_loss_smooth));
+        let took = rows.last().map_or(String::new(), |r| {
+            format!(", {} steps in {}", r.step, duration(r.elapsed))
+        });
         chart
             .draw_series(LineSeries::new(train, color.stroke_width(1)))?
-            .label(format!("{name} training (smoothed)"))
+            .label(format!("{name} training (smoothed){took}"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(1)));
         let val: Vec<(usize, f64)> = rows
             .iter()
             .filter_map(|r| Some((r.step, r.val_loss?)))
             .collect();
+        if val.is_empty() {
+            continue;
+        }
         chart
             .draw_series(LineSeries::new(val, color.stroke_width(3)).point_size(3))?
             .label(format!("{name} validation"))
@@ -136,7 +142,7 @@ fn below<'a>(
         .build_cartesian_2d(steps.clone(), 0.0..top)?;
     chart
         .configure_mesh()
-        .y_label_formatter(&|v| format!("{v:.1e}"))
+        .y_label_formatter(&|&v| label(v))
         .draw()?;
     for (i, (_, rows)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -146,6 +152,24 @@ fn below<'a>(
         ))?;
     }
     Ok(())
+}
+
+/// An axis label: `0`, `0.25`, `2.0e-3`.
+fn label(v: f64) -> String {
+    match v.abs() {
+        0.0 => "0".into(),
+        a if !(1e-2..1e4).contains(&a) => format!("{v:.1e}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
+/// Seconds of training as `45 s`, `12.5 min` or `3.2 h`.
+fn duration(seconds: f64) -> String {
+    match seconds {
+        s if s < 120.0 => format!("{s:.0} s"),
+        s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        s => format!("{:.1} h", s / 3600.0),
+    }
 }
 
 /// The range of the finite `values`, widened by 5% each way (and around a single value).

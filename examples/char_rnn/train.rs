@@ -210,10 +210,15 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         let norm = grad_norm(&grads);
         guard.norm(step, norm)?;
         last = reached(step);
+        // Every step a checkpoint may hold has its row, so a resumed run continues the smoothed
+        // loss exactly: the saves, the last step, and the step a signal or a failed output
+        // stops at.
         let logged = [c.log_every, c.eval_every, c.save_every]
             .iter()
             .any(|&every| step.is_multiple_of(every))
-            || last;
+            || last
+            || signals::interrupted()
+            || report.out.failed().is_some();
         let layers = match logged && records.wants_layers() {
             true => param_grad_norms(&model, &grads),
             false => Vec::new(),
