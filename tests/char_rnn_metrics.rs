@@ -13,6 +13,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -275,6 +276,58 @@ fn a_killed_run_leaves_only_whole_lines() {
     assert!(kills >= 4, "only {kills} runs lived long enough to write");
     let rows = metrics::read(&csv).unwrap();
     assert!(rows.len() > 3, "{} rows", rows.len());
+}
+
+// A checkpoint saved on a signal holds a step off the --log-every grid; its row is written, so a
+// resumed run continues the smoothed loss from that very step.
+#[test]
+fn the_step_a_signal_stops_the_run_at_has_its_row() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("m.safetensors");
+    let forever = [
+        "--steps",
+        "100000000",
+        "--log-every",
+        "1000000",
+        "--save-every",
+        "1000000",
+    ];
+    let mut child = Command::new(binary())
+        .args(&small(&data, &ckpt, &forever)[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the example starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(
+        lines.any(|l| l.unwrap().starts_with("training a")),
+        "the run ended before training"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    lines.for_each(drop);
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let saved = app::checkpoint::load(&ckpt).unwrap().progress.step;
+    let rows = metrics::read(&dir.join("m.safetensors.metrics.csv")).unwrap();
+    assert_eq!(steps(&rows), [saved], "one row, at the step saved");
+}
+
+#[test]
+fn log_every_below_one_is_a_usage_error() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("m.safetensors");
+    for bad in ["0", "-1"] {
+        let e = one_line_error(small(&data, &ckpt, &["--log-every", bad]));
+        assert!(matches!(e, Error::Usage(_)), "{e:?}");
+        assert!(e.to_string().contains("--log-every"), "{e}");
+    }
 }
 
 #[test]

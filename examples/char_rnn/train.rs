@@ -210,15 +210,15 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         let norm = grad_norm(&grads);
         guard.norm(step, norm)?;
         last = reached(step);
+        // A signal is looked at once a step, here, so that the step it stops at has its row.
+        let stop = signals::interrupted() || report.out.failed().is_some();
         // Every step a checkpoint may hold has its row, so a resumed run continues the smoothed
-        // loss exactly: the saves, the last step, and the step a signal or a failed output
-        // stops at.
+        // loss exactly: the saves, the last step, and the step the run stops at.
         let logged = [c.log_every, c.eval_every, c.save_every]
             .iter()
             .any(|&every| step.is_multiple_of(every))
             || last
-            || signals::interrupted()
-            || report.out.failed().is_some();
+            || stop;
         let layers = match logged && records.wants_layers() {
             true => param_grad_norms(&model, &grads),
             false => Vec::new(),
@@ -289,7 +289,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             pending = Some((progress, driver.carry().clone()));
         }
         // A closed or full standard output stops the run as Ctrl-C does: its work is saved.
-        if signals::interrupted() || report.out.failed().is_some() || records.failed().is_some() {
+        if stop || report.out.failed().is_some() || records.failed().is_some() {
             interrupted = true;
             break;
         }
