@@ -198,7 +198,15 @@ impl Records {
         }
         let rows = match resume {
             Some((from, step)) => kept_rows(&metrics_path(from), step)?,
-            None => Vec::new(),
+            None => {
+                if fs::symlink_metadata(&csv_path).is_ok() {
+                    super::tell(
+                        "note",
+                        &format!("replacing {}, an earlier run's", csv_path.display()),
+                    );
+                }
+                Vec::new()
+            }
         };
         let mut text = format!("{HEADER}\n");
         text.extend(rows.iter().map(Row::line));
@@ -235,14 +243,15 @@ impl Records {
         self.rows.last()
     }
 
-    /// Appends `row` to the metrics file and the event file (with `layers`, each parameter's
-    /// gradient norm by name), and redraws the curve if it carries a validation loss.
-    pub fn write(&mut self, row: Row, layers: &[(String, f64)]) {
+    /// Appends `row` to the metrics file and the event file (with `param_norms`, each
+    /// parameter's gradient norm by name), and redraws the curve if it carries a validation loss.
+    pub fn write(&mut self, row: Row, param_norms: &[(String, f64)]) {
         if self.failed.is_some() {
             return;
         }
         if let Err(e) = self.csv.write_all(row.line().as_bytes()) {
-            return self.fail(&self.csv_path.clone(), e);
+            self.failed = Some(failure(&self.csv_path, e));
+            return;
         }
         if let Some(events) = &mut self.events {
             let mut scalars = vec![
@@ -260,13 +269,13 @@ impl Records {
                 scalars.insert(2, ("loss/validation".to_string(), val as f32));
             }
             scalars.extend(
-                layers
+                param_norms
                     .iter()
                     .map(|(name, norm)| (format!("grad_norm/{name}"), *norm as f32)),
             );
             if let Err(e) = events.scalars(row.step, &scalars) {
-                let path = events.path().to_path_buf();
-                return self.fail(&path, e);
+                self.failed = Some(failure(events.path(), e));
+                return;
             }
         }
         let evaluated = row.val_loss.is_some();
@@ -285,11 +294,11 @@ impl Records {
             return;
         }
         if let Err(e) = self.csv.sync_data() {
-            return self.fail(&self.csv_path.clone(), e);
-        }
-        if let Some(Err(e)) = self.events.as_ref().map(EventFile::sync) {
-            let path = self.events.as_ref().expect("synced").path().to_path_buf();
-            self.fail(&path, e);
+            self.failed = Some(failure(&self.csv_path, e));
+        } else if let Some(events) = &self.events {
+            if let Err(e) = events.sync() {
+                self.failed = Some(failure(events.path(), e));
+            }
         }
     }
 
@@ -299,13 +308,14 @@ impl Records {
     }
 
     /// Whether the event file takes each parameter's gradient norm.
-    pub fn wants_layers(&self) -> bool {
+    pub fn wants_param_norms(&self) -> bool {
         self.events.is_some()
     }
+}
 
-    fn fail(&mut self, path: &Path, e: std::io::Error) {
-        self.failed = Some(format!("writing {} failed ({e})", path.display()));
-    }
+/// What a failed write of `path` says.
+fn failure(path: &Path, e: std::io::Error) -> String {
+    format!("writing {} failed ({e})", path.display())
 }
 
 /// The rows up to `step` of the metrics file at `path`; none, with a note, if it has none.

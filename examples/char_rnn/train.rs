@@ -219,7 +219,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             .any(|&every| step.is_multiple_of(every))
             || last
             || stop;
-        let layers = match logged && records.wants_layers() {
+        let param_norms = match logged && records.wants_param_norms() {
             true => param_grad_norms(&model, &grads),
             false => Vec::new(),
         };
@@ -283,7 +283,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
                 // As clip_grad_norm decides.
                 clipped: hyper.clip > 0.0 && hyper.clip / (norm + 1e-6) < 1.0,
             };
-            records.write(row, &layers);
+            records.write(row, &param_norms);
         }
         if progress.step.is_multiple_of(c.save_every) {
             pending = Some((progress, driver.carry().clone()));
