@@ -1,9 +1,11 @@
 """Reads char_rnn's TensorBoard event files with TensorBoard's own reader and prints every scalar.
 
 Its output is committed as tests/data/tensorboard_check.txt, which tests/char_rnn_metrics.rs
-(`tensorboard_reads_the_event_file`) compares with a fresh run of the example, so that CI checks
-the example's event files against the real reader without Python. To regenerate:
+(`tensorboard_reads_the_event_file_as_scripts_tensorboard_check_py_recorded`) compares with a
+fresh run of the example (every value but the speed), so that CI checks the example's event
+files against the real reader without Python. To regenerate:
 
+    rm -rf /tmp/tb && mkdir /tmp/tb
     cargo run --example char_rnn -- --data tests/data/tensorboard_check_text.txt \
         --checkpoint /tmp/tb/m.safetensors --overwrite --batch 2 --seq-len 8 --hidden 8 --embed 4 \
         --shards 1 --steps 6 --eval-every 3 --log-every 2 --tensorboard /tmp/tb/events

@@ -330,6 +330,28 @@ fn log_every_below_one_is_a_usage_error() {
     }
 }
 
+// The records are never lost silently: a write that fails stops the run as a full standard
+// output does, saved, with a one-line error saying how to go on.
+#[test]
+fn a_curve_that_cannot_be_written_stops_the_run_saved() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("m.safetensors");
+    fs::create_dir(dir.join("m.safetensors.curve.svg")).unwrap();
+    let e = one_line_error(small(&data, &ckpt, &["--steps", "9", "--eval-every", "3"]));
+    assert!(matches!(e, Error::Metrics(_)), "{e:?}");
+    let message = e.to_string();
+    assert!(message.starts_with("cannot write the curve: "), "{message}");
+    let ending = format!(
+        ": the run stopped at step 3 and saved {}; resume it with --resume {0}",
+        ckpt.display()
+    );
+    assert!(message.ends_with(&ending), "{message}");
+    assert_eq!(app::checkpoint::load(&ckpt).unwrap().progress.step, 3);
+    let rows = metrics::read(&dir.join("m.safetensors.metrics.csv")).unwrap();
+    assert_eq!(steps(&rows).last(), Some(&3));
+}
+
 #[test]
 fn a_bad_tensorboard_path_is_a_one_line_error_before_training() {
     let dir = scratch();
@@ -524,13 +546,15 @@ fn records(file: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// An `Event`: wall time, step, file version, and its summary's scalars by tag.
+/// An `Event`: wall time, step, file version, its summary's scalars by tag, and its session
+/// log's status.
 #[derive(Debug, Default)]
 struct Event {
     wall_time: f64,
     step: u64,
     file_version: Option<String>,
     scalars: Vec<(String, f32)>,
+    session_status: Option<u64>,
 }
 
 fn event(data: &[u8]) -> Event {
@@ -552,25 +576,85 @@ fn event(data: &[u8]) -> Event {
                     e.scalars.push((tag, f32::from_le_bytes(*x)));
                 }
             }
+            (6, Value::Bytes(log)) => {
+                let [(1, Value::Varint(status))] = fields(&log)[..] else {
+                    panic!("a SessionLog holds its status (field 1)")
+                };
+                e.session_status = Some(status);
+            }
             (field, value) => panic!("unexpected field {field}: {value:?}"),
         }
     }
     e
 }
 
-/// The events of the one event file in `dir`.
-fn events_in(dir: &Path) -> Vec<Event> {
-    let files: Vec<PathBuf> = fs::read_dir(dir)
+/// The events of each event file in `dir`, in the order TensorBoard reads the files.
+fn event_files(dir: &Path) -> Vec<Vec<Event>> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
-    assert_eq!(files.len(), 1, "{files:?}");
-    let name = files[0].file_name().unwrap().to_str().unwrap();
-    assert!(name.starts_with("events.out.tfevents."), "{name}");
-    records(&fs::read(&files[0]).unwrap())
+    files.sort();
+    files
         .iter()
-        .map(|d| event(d))
+        .map(|file| {
+            let name = file.file_name().unwrap().to_str().unwrap();
+            assert!(name.starts_with("events.out.tfevents."), "{name}");
+            records(&fs::read(file).unwrap())
+                .iter()
+                .map(|d| event(d))
+                .collect()
+        })
         .collect()
+}
+
+/// The events of the one event file in `dir`.
+fn events_in(dir: &Path) -> Vec<Event> {
+    let [events] = <[_; 1]>::try_from(event_files(dir)).expect("one event file");
+    events
+}
+
+// TensorBoard drops the events of steps at and after a session start's step: a resumed run's
+// new file says where it starts, so that what a killed run wrote past its checkpoint goes.
+#[test]
+fn a_resumed_run_starts_a_new_event_file_with_a_session_start_after_its_step() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("m.safetensors");
+    let tb = dir.join("tb");
+    let extra = ["--log-every", "2", "--tensorboard", text(&tb)];
+    run(small(
+        &data,
+        &ckpt,
+        &[&extra[..], &["--steps", "5"]].concat(),
+    ))
+    .unwrap();
+    let resume = [
+        "--data",
+        text(&data),
+        "--resume",
+        text(&ckpt),
+        "--steps",
+        "8",
+    ];
+    run(args(&[&resume[..], &extra[..]].concat())).unwrap();
+    let files = event_files(&tb);
+    assert_eq!(files.len(), 2, "a file per run");
+    let steps = |events: &[Event]| -> Vec<u64> {
+        events
+            .iter()
+            .filter(|e| !e.scalars.is_empty())
+            .map(|e| e.step)
+            .collect()
+    };
+    assert_eq!(steps(&files[0]), [2, 4, 5]);
+    assert_eq!(steps(&files[1]), [6, 8]);
+    let [version, start, ..] = &files[1][..] else {
+        panic!("{:?}", files[1])
+    };
+    assert_eq!(version.file_version.as_deref(), Some("brain.Event:2"));
+    // SessionLog.START is 1.
+    assert_eq!((start.session_status, start.step), (Some(1), 6));
 }
 
 #[test]
