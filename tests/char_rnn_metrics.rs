@@ -30,6 +30,15 @@ fn scratch() -> PathBuf {
     scratch_dir("rewind-metrics")
 }
 
+/// A directory of this test's own, the tiny text in it, and a checkpoint path there,
+/// `m.safetensors`.
+fn setup() -> (PathBuf, PathBuf, PathBuf) {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("m.safetensors");
+    (dir, data, ckpt)
+}
+
 fn text(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -75,9 +84,7 @@ fn one_line_error(list: Vec<String>) -> Error {
 
 #[test]
 fn a_row_is_written_at_each_logged_evaluated_and_saved_step_and_the_last() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (dir, data, ckpt) = setup();
     let extra = [
         "--steps",
         "13",
@@ -187,9 +194,7 @@ fn a_resumed_run_continues_the_metrics_file_without_a_gap_or_a_repeat() {
 
 #[test]
 fn resuming_with_a_damaged_metrics_file_is_a_one_line_error_naming_its_line() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (dir, data, ckpt) = setup();
     run(small(&data, &ckpt, &["--steps", "4", "--log-every", "1"])).unwrap();
     let csv = dir.join("m.safetensors.metrics.csv");
     let damaged = fs::read_to_string(&csv)
@@ -220,10 +225,8 @@ fn resuming_with_a_damaged_metrics_file_is_a_one_line_error_naming_its_line() {
 // 1, 2, 3, ... without a gap or a repeat.
 #[test]
 fn a_killed_run_leaves_only_whole_lines() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("k.safetensors");
-    let csv = dir.join("k.safetensors.metrics.csv");
+    let (dir, data, ckpt) = setup();
+    let csv = dir.join("m.safetensors.metrics.csv");
     let forever = [
         "--steps",
         "100000000",
@@ -282,9 +285,7 @@ fn a_killed_run_leaves_only_whole_lines() {
 // resumed run continues the smoothed loss from that very step.
 #[test]
 fn the_step_a_signal_stops_the_run_at_has_its_row() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (dir, data, ckpt) = setup();
     let forever = [
         "--steps",
         "100000000",
@@ -320,9 +321,7 @@ fn the_step_a_signal_stops_the_run_at_has_its_row() {
 
 #[test]
 fn log_every_below_one_is_a_usage_error() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (_, data, ckpt) = setup();
     for bad in ["0", "-1"] {
         let e = one_line_error(small(&data, &ckpt, &["--log-every", bad]));
         assert!(matches!(e, Error::Usage(_)), "{e:?}");
@@ -334,9 +333,7 @@ fn log_every_below_one_is_a_usage_error() {
 // output does, saved, with a one-line error saying how to go on.
 #[test]
 fn a_curve_that_cannot_be_written_stops_the_run_saved() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (dir, data, ckpt) = setup();
     fs::create_dir(dir.join("m.safetensors.curve.svg")).unwrap();
     let e = one_line_error(small(&data, &ckpt, &["--steps", "9", "--eval-every", "3"]));
     assert!(matches!(e, Error::Metrics(_)), "{e:?}");
@@ -354,9 +351,7 @@ fn a_curve_that_cannot_be_written_stops_the_run_saved() {
 
 #[test]
 fn a_bad_tensorboard_path_is_a_one_line_error_before_training() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (_, data, ckpt) = setup();
     // A file where the directory should be, and a directory under a file.
     for bad in [data.clone(), data.join("events")] {
         let e = one_line_error(small(
@@ -618,9 +613,7 @@ fn events_in(dir: &Path) -> Vec<Event> {
 // new file says where it starts, so that what a killed run wrote past its checkpoint goes.
 #[test]
 fn a_resumed_run_starts_a_new_event_file_with_a_session_start_after_its_step() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (dir, data, ckpt) = setup();
     let tb = dir.join("tb");
     let extra = ["--log-every", "2", "--tensorboard", text(&tb)];
     run(small(
@@ -659,9 +652,7 @@ fn a_resumed_run_starts_a_new_event_file_with_a_session_start_after_its_step() {
 
 #[test]
 fn the_event_file_is_records_of_events_holding_the_metrics_rows() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
-    let ckpt = dir.join("m.safetensors");
+    let (dir, data, ckpt) = setup();
     let tb = dir.join("tb");
     let extra = [
         "--steps",
