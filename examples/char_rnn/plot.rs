@@ -11,12 +11,13 @@ use rewind::autograd::io::write_atomic;
 
 use super::cli::PlotConfig;
 use super::metrics::{self, Row};
+use super::output::Output;
 use super::Error;
 
 const WIDTH: u32 = 960;
 const HEIGHT: u32 = 900;
 
-/// Draws the runs of `c.files` into `c.out`; returns the number of runs drawn.
+/// Draws the runs of `c.files` into `c.out` and says so; returns the number of runs drawn.
 pub fn run(c: &PlotConfig) -> Result<usize, Error> {
     let mut runs = Vec::new();
     for file in &c.files {
@@ -31,6 +32,13 @@ pub fn run(c: &PlotConfig) -> Result<usize, Error> {
     }
     let runs: Vec<(&str, &[Row])> = runs.iter().map(|(n, r)| (n.as_str(), &r[..])).collect();
     draw(&runs, &c.out).map_err(Error::Metrics)?;
+    // Drawn is done: a closed standard output loses only this line.
+    Output::default().line(format_args!(
+        "drew {} run{} into {}",
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" },
+        c.out.display()
+    ));
     Ok(runs.len())
 }
 
