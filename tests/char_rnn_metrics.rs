@@ -351,7 +351,9 @@ fn a_curve_that_cannot_be_written_stops_the_run_saved() {
 
 #[test]
 fn a_bad_tensorboard_path_is_a_one_line_error_before_training() {
-    let (_, data, ckpt) = setup();
+    let (dir, data, ckpt) = setup();
+    let csv = dir.join("m.safetensors.metrics.csv");
+    fs::write(&csv, "an earlier run's rows\n").unwrap();
     // A file where the directory should be, and a directory under a file.
     for bad in [data.clone(), data.join("events")] {
         let e = one_line_error(small(
@@ -366,6 +368,11 @@ fn a_bad_tensorboard_path_is_a_one_line_error_before_training() {
             "{message}"
         );
         assert!(!ckpt.exists(), "no training ran: {message}");
+        let left = fs::read_to_string(&csv).unwrap();
+        assert_eq!(
+            left, "an earlier run's rows\n",
+            "the metrics file is left alone"
+        );
     }
 }
 

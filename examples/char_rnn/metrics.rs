@@ -190,6 +190,10 @@ impl Records {
         resume: Option<(&Path, usize)>,
         tensorboard: Option<&Path>,
     ) -> Result<Records, Error> {
+        // First, so that a bad directory fails before the metrics file is touched.
+        let events = tensorboard
+            .map(|dir| EventFile::create(dir, resume.map(|(_, step)| step)))
+            .transpose()?;
         let csv_path = metrics_path(checkpoint);
         let curve = curve_path(checkpoint);
         // Under the checkpoint's lock: a killed run's temporaries are nobody's.
@@ -221,9 +225,6 @@ impl Records {
             .append(true)
             .open(&csv_path)
             .map_err(|e| cannot(&e))?;
-        let events = tensorboard
-            .map(|dir| EventFile::create(dir, resume.map(|(_, step)| step)))
-            .transpose()?;
         let name = checkpoint
             .file_name()
             .map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
