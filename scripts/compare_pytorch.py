@@ -16,10 +16,14 @@
    `char_rnn train --layers 2 --hidden 256 --embed 64` runs it: the text read as 32 streams,
    64 characters per step, the state carried and detached between steps, cross-entropy, global
    norm clip 5, Adam 2e-3; characters per second over 300 steps after 20 to warm up.
+   With --metrics FILE also, every step is written to FILE in the format of char_rnn's
+   <checkpoint>.metrics.csv (examples/char_rnn/metrics.rs), for `char_rnn plot` to draw beside a
+   rewind run; it has no validation loss.
 
 Prints tables in the layout of benches/README.md. Medians over repeated runs.
 
-Run: python3 scripts/compare_pytorch.py [--quick] [--sample] [--f64] [--train PATH]   (needs torch)
+Run: python3 scripts/compare_pytorch.py [--quick] [--sample] [--f64] [--train PATH [--metrics FILE]]
+(needs torch)
 """
 
 import statistics
@@ -142,7 +146,7 @@ def sampling():
           f"20,000 chars {times[20000]:.2f} s, {rate:.0f} chars/s")
 
 
-def training(path):
+def training(path, metrics=None):
     text = open(path, encoding="utf-8").read()
     vocab = sorted(set(text))
     ids = torch.tensor([vocab.index(c) for c in text])
@@ -154,6 +158,7 @@ def training(path):
     params = [*embed.parameters(), *lstm.parameters(), *head.parameters()]
     opt = torch.optim.Adam(params, lr=2e-3)
     state, at = None, 0
+    log = Metrics(metrics, lanes * steps_len) if metrics else None
 
     def step():
         nonlocal state, at
@@ -166,8 +171,10 @@ def training(path):
         loss = nn.functional.cross_entropy(head(out).reshape(-1, len(vocab)), y.reshape(-1))
         opt.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(params, 5.0)
+        norm = nn.utils.clip_grad_norm_(params, 5.0).item()
         opt.step()
+        if log:
+            log.row(loss.item(), 2e-3, norm, 5.0 / (norm + 1e-6) < 1.0)
         return loss.item()
 
     for _ in range(20):
@@ -180,6 +187,28 @@ def training(path):
           f"{300 * lanes * steps_len / took:.0f} chars/s (last loss {loss:.3f})")
 
 
+class Metrics:
+    """char_rnn's metrics file: the same header and columns, one whole line per write."""
+
+    HEADER = "step,elapsed_s,chars_per_s,train_loss,train_loss_smooth,val_loss,lr,grad_norm,clipped"
+
+    def __init__(self, path, chars_per_step):
+        self.file = open(path, "w", encoding="utf-8")
+        self.file.write(self.HEADER + "\n")
+        self.chars_per_step, self.step, self.smooth = chars_per_step, 0, None
+        self.start = time.perf_counter()
+
+    def row(self, loss, lr, norm, clipped):
+        self.step += 1
+        # As char_rnn smooths: 0.05 of each step's loss.
+        self.smooth = loss if self.smooth is None else 0.95 * self.smooth + 0.05 * loss
+        elapsed = time.perf_counter() - self.start
+        speed = self.step * self.chars_per_step / elapsed
+        self.file.write(f"{self.step},{elapsed:.3f},{speed:.0f},{loss!r},{self.smooth!r},,"
+                        f"{lr!r},{norm!r},{int(clipped)}\n")
+        self.file.flush()
+
+
 if __name__ == "__main__":
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if "--sample" in sys.argv:
@@ -188,7 +217,8 @@ if __name__ == "__main__":
         torch.set_default_dtype(torch.float64)
         step_grid((128, 256, 512))
     elif "--train" in sys.argv:
-        training(sys.argv[sys.argv.index("--train") + 1])
+        metrics = sys.argv[sys.argv.index("--metrics") + 1] if "--metrics" in sys.argv else None
+        training(sys.argv[sys.argv.index("--train") + 1], metrics)
     else:
         step_grid()
         sweep()

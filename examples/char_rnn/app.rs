@@ -12,14 +12,20 @@ mod flags;
 pub mod lock;
 #[path = "memory.rs"]
 pub mod memory;
+#[path = "metrics.rs"]
+pub mod metrics;
 #[path = "model.rs"]
 pub mod model;
 #[path = "output.rs"]
 mod output;
+#[path = "plot.rs"]
+pub mod plot;
 #[path = "sample.rs"]
 mod sample;
 #[path = "signals.rs"]
 mod signals;
+#[path = "tensorboard.rs"]
+pub mod tensorboard;
 #[path = "train.rs"]
 pub mod train;
 
@@ -41,6 +47,8 @@ pub enum Error {
     Training(String),
     /// Standard output is closed or full; a training run saved first.
     Output(String),
+    /// A metrics file, curve or TensorBoard event file cannot be read or written.
+    Metrics(String),
 }
 
 impl fmt::Display for Error {
@@ -50,7 +58,8 @@ impl fmt::Display for Error {
             | Error::Data(m)
             | Error::Checkpoint(m)
             | Error::Training(m)
-            | Error::Output(m) => f.write_str(m),
+            | Error::Output(m)
+            | Error::Metrics(m) => f.write_str(m),
         }
     }
 }
@@ -70,6 +79,8 @@ pub enum Outcome {
     Interrupted { step: usize },
     /// Text was sampled.
     Sampled(String),
+    /// The curve of this many runs was drawn.
+    Plotted(usize),
     /// Help or version was printed.
     Informed,
 }
@@ -83,6 +94,7 @@ where
     match cli::parse(args)? {
         cli::Parsed::Train(t) => train::run(&t),
         cli::Parsed::Sample(s) => sample::run(&s).map(Outcome::Sampled),
+        cli::Parsed::Plot(p) => plot::run(&p).map(Outcome::Plotted),
         cli::Parsed::Informed => Ok(Outcome::Informed),
     }
 }

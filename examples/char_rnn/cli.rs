@@ -1,5 +1,6 @@
-//! The command line: `char_rnn [train flags]` or `char_rnn sample [flags]`, checked into plain
-//! settings before anything runs.
+//! The command line: `char_rnn [train flags]`, `char_rnn sample [flags]` or
+//! `char_rnn plot <metrics file>... [--out curve.svg]`, checked into plain settings before
+//! anything runs.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -34,6 +35,8 @@ enum Command {
     Train(TrainArgs),
     /// Generate text from a checkpoint.
     Sample(SampleArgs),
+    /// Draw the curve of one or more runs from their metrics files, overlaid.
+    Plot(PlotArgs),
 }
 
 /// The recurrent cell.
@@ -146,6 +149,23 @@ struct TrainArgs {
     /// uninterrupted one when it runs in as many shards.
     #[arg(long, allow_negative_numbers = true)]
     shards: Option<usize>,
+    /// Write a row of <checkpoint>.metrics.csv (and TensorBoard's scalars) every this many steps,
+    /// and at each evaluation, each save and the step the run stops at.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10)]
+    log_every: usize,
+    /// Also write the metrics as a TensorBoard event file in this directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    tensorboard: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct PlotArgs {
+    /// Metrics files written by training runs (<checkpoint>.metrics.csv).
+    #[arg(required = true, value_name = "METRICS_FILE")]
+    files: Vec<PathBuf>,
+    /// The SVG to write.
+    #[arg(long, default_value = "curve.svg")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -407,6 +427,10 @@ pub struct TrainConfig {
     /// Shards of each step's batch (1: one tape); `None` for the default of the model's size
     /// ([`default_shards`]).
     pub shards: Option<usize>,
+    /// Interval of the metrics rows.
+    pub log_every: usize,
+    /// Directory of the TensorBoard event file, if any.
+    pub tensorboard: Option<PathBuf>,
 }
 
 /// The shards a step of a model of shape `hyper` runs in by default: one per core while each
@@ -447,6 +471,15 @@ pub struct SampleConfig {
     pub seed: u64,
 }
 
+/// A checked `plot` command.
+#[derive(Clone, Debug)]
+pub struct PlotConfig {
+    /// Metrics files, one run each.
+    pub files: Vec<PathBuf>,
+    /// The SVG to write.
+    pub out: PathBuf,
+}
+
 /// What the command line asks for.
 #[derive(Debug)]
 pub enum Parsed {
@@ -454,6 +487,8 @@ pub enum Parsed {
     Train(TrainConfig),
     /// Sample.
     Sample(SampleConfig),
+    /// Plot.
+    Plot(PlotConfig),
     /// Help or version was printed.
     Informed,
 }
@@ -469,6 +504,10 @@ where
     };
     match cli.command {
         Some(Command::Sample(s)) => check_sample(s).map(Parsed::Sample),
+        Some(Command::Plot(p)) => Ok(Parsed::Plot(PlotConfig {
+            files: p.files,
+            out: p.out,
+        })),
         Some(Command::Train(t)) => {
             let sub = matches
                 .subcommand_matches("train")
@@ -483,6 +522,9 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
     let usage = |m: String| Err(Error::Usage(m));
     if a.save_every == 0 || a.eval_every == 0 {
         return usage("--save-every and --eval-every must be at least 1".into());
+    }
+    if a.log_every == 0 {
+        return usage("--log-every must be at least 1".into());
     }
     if a.shards == Some(0) {
         return usage("--shards must be at least 1".into());
@@ -534,6 +576,8 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         eval_every: a.eval_every,
         resume: a.resume,
         shards: a.shards,
+        log_every: a.log_every,
+        tensorboard: a.tensorboard,
     })
 }
 

@@ -1,6 +1,7 @@
 //! `train`: the loop. Reads the text as a stream in `--batch` lanes, runs the BPTT driver, clips,
-//! steps the optimizer, reports progress, evaluates, samples and saves; resumes exactly from a
-//! checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP, or when standard output fails.
+//! steps the optimizer, reports progress, records metrics, evaluates, samples and saves; resumes
+//! exactly from a checkpoint; saves and stops on Ctrl-C, SIGTERM or SIGHUP, or when standard
+//! output or the records fail.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,13 +13,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{Tape, Tensor};
-use rewind::nn::{load_state_dict, Bptt, Carry, Run, Strategy, Stream, Tokens};
+use rewind::nn::{load_state_dict, param_grad_norms, Bptt, Carry, Run, Strategy, Stream, Tokens};
 use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp, Sgd};
 
 use super::checkpoint::{self, Progress, SaveParts};
 use super::cli::{default_shards, number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
 use super::data::Corpus;
 use super::lock::{self, Lock};
+use super::metrics::{Records, Row};
 use super::model::CharModel;
 use super::output::Output;
 use super::sample::generate;
@@ -137,6 +139,11 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         ));
     }
 
+    let mut records = Records::open(
+        checkpoint_path,
+        c.resume.as_deref().map(|p| (p, progress.step)),
+        c.tensorboard.as_deref(),
+    )?;
     signals::listen();
 
     let shards = c.shards.unwrap_or_else(|| default_shards(&hyper));
@@ -155,7 +162,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         },
         rewind::autograd::cores(),
     ));
-    let mut report = Report::new(c.limit, progress.step, out);
+    let mut report = Report::new(c.limit, progress.step, out, records.last());
     let started = Instant::now();
     let mut val_loss = f64::NAN;
     let (mut saved_at, mut evaluated_at) = (resuming_here.then_some(progress.step), None);
@@ -170,18 +177,17 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         Limit::Minutes(m) => Duration::try_from_secs_f64(m * 60.0).unwrap_or(Duration::MAX),
         Limit::Steps(_) => Duration::MAX,
     };
+    let reached = |step: usize| match c.limit {
+        Limit::Steps(total) => step >= total,
+        Limit::Minutes(_) => started.elapsed() >= time_limit,
+    };
+    // Decided once per step, so that the last step is measured and recorded as the last.
+    let mut last = reached(progress.step);
     // A save point's checkpoint is written once the next step's loss shows its weights are
     // sound, so a diverging run never leaves a checkpoint it cannot resume from.
     let mut pending: Option<(Progress, Carry)> = None;
     let mut interrupted = false;
-    loop {
-        let done = match c.limit {
-            Limit::Steps(total) => progress.step >= total,
-            Limit::Minutes(_) => started.elapsed() >= time_limit,
-        };
-        if done {
-            break;
-        }
+    while !last {
         let step_seed = mix(hyper.seed, progress.step as u64);
         model.reseed_dropout(step_seed);
         let update = if hyper.bptt == BpttKind::Full {
@@ -201,9 +207,25 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         let mut grads = update.grads;
         let step = progress.step + 1;
         guard.loss(step, "training", update.loss)?;
-        guard.norm(step, grad_norm(&grads))?;
+        let norm = grad_norm(&grads);
+        guard.norm(step, norm)?;
+        last = reached(step);
+        // A signal is looked at once a step, here, so that the step it stops at has its row.
+        let stop = signals::interrupted() || report.out.failed().is_some();
+        // Every step a checkpoint may hold has its row, so a resumed run continues the smoothed
+        // loss exactly: the saves, the last step, and the step the run stops at.
+        let logged = [c.log_every, c.eval_every, c.save_every]
+            .iter()
+            .any(|&every| step.is_multiple_of(every))
+            || last
+            || stop;
+        let param_norms = match logged && records.wants_param_norms() {
+            true => param_grad_norms(&model, &grads),
+            false => Vec::new(),
+        };
         if let Some((at, carry)) = pending.take() {
             guard.state(at.step, optimizer.as_ref(), &carry)?;
+            records.sync();
             // `save` reads the carried state from a driver.
             let held = Bptt::new(Strategy::Full, carry, hyper.seed);
             save(
@@ -227,10 +249,13 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         progress.position = stream.position();
         report.step(progress.step, update.loss, update.targets);
 
-        if progress.step.is_multiple_of(c.eval_every) {
+        let eval_step = progress.step.is_multiple_of(c.eval_every);
+        if eval_step || last {
             val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
             guard.loss(progress.step, "validation", val_loss)?;
             evaluated_at = Some(progress.step);
+        }
+        if eval_step {
             let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
             let prime = corpus.vocab[corpus.val.get(0)].to_string();
             let text = generate(
@@ -245,11 +270,26 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             .map_err(|e| guard.diverged(progress.step, format!("sampling: {e}")))?;
             report.eval(progress.step, val_loss, &(prime + &text));
         }
+        if logged {
+            let row = Row {
+                step,
+                elapsed: report.elapsed(),
+                chars_per_s: report.speed(),
+                train_loss: update.loss,
+                train_loss_smooth: report.loss,
+                val_loss: (evaluated_at == Some(step)).then_some(val_loss),
+                lr: optimizer.lr(),
+                grad_norm: norm,
+                // As clip_grad_norm decides.
+                clipped: hyper.clip > 0.0 && hyper.clip / (norm + 1e-6) < 1.0,
+            };
+            records.write(row, &param_norms);
+        }
         if progress.step.is_multiple_of(c.save_every) {
             pending = Some((progress, driver.carry().clone()));
         }
         // A closed or full standard output stops the run as Ctrl-C does: its work is saved.
-        if signals::interrupted() || report.out.failed().is_some() {
+        if stop || report.out.failed().is_some() || records.failed().is_some() {
             interrupted = true;
             break;
         }
@@ -264,13 +304,15 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         )));
     }
     // The end of the run (its limit, or Ctrl-C; a pending save is this same state) is always
-    // saved, and measured first unless Ctrl-C.
+    // saved, and measured first unless Ctrl-C (the loop measured it, unless the limit was
+    // reached before any step).
     if !interrupted && evaluated_at != Some(progress.step) {
         val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
         guard.loss(progress.step, "validation", val_loss)?;
     }
     if saved_at != Some(progress.step) {
         guard.state(progress.step, optimizer.as_ref(), driver.carry())?;
+        records.sync();
         save(
             checkpoint_path,
             &hyper,
@@ -304,13 +346,17 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             val_loss,
         }
     };
-    match report.out.failed() {
-        Some(e) => Err(Error::Output(format!(
-            "standard output failed ({e}): the run stopped at step {} and saved {}; resume it with --resume {1}",
-            progress.step,
-            checkpoint_path.display()
+    let stopped = format!(
+        "the run stopped at step {} and saved {}; resume it with --resume {1}",
+        progress.step,
+        checkpoint_path.display()
+    );
+    match (report.out.failed(), records.failed()) {
+        (Some(e), _) => Err(Error::Output(format!(
+            "standard output failed ({e}): {stopped}"
         ))),
-        None => Ok(outcome),
+        (None, Some(what)) => Err(Error::Metrics(format!("{what}: {stopped}"))),
+        (None, None) => Ok(outcome),
     }
 }
 
@@ -563,12 +609,17 @@ struct Report {
     bar: Option<ProgressBar>,
     out: Output,
     started: Instant,
+    /// Seconds of training before this run, in the runs it resumes.
+    before: f64,
     chars: usize,
+    /// The smoothed training loss.
     loss: f64,
 }
 
 impl Report {
-    fn new(limit: Limit, first_step: usize, out: Output) -> Self {
+    /// Progress from `first_step`, continuing the smoothed loss and the time of the `resumed`
+    /// row.
+    fn new(limit: Limit, first_step: usize, out: Output, resumed: Option<&Row>) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = match limit {
                 Limit::Steps(total) => ProgressBar::new(total as u64),
@@ -587,9 +638,20 @@ impl Report {
             bar,
             out,
             started: Instant::now(),
+            before: resumed.map_or(0.0, |r| r.elapsed),
             chars: 0,
-            loss: f64::NAN,
+            loss: resumed.map_or(f64::NAN, |r| r.train_loss_smooth),
         }
+    }
+
+    /// Seconds of training in all, the resumed runs' included.
+    fn elapsed(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+
+    /// Training characters per second in this run.
+    fn speed(&self) -> f64 {
+        self.chars as f64 / self.started.elapsed().as_secs_f64()
     }
 
     fn step(&mut self, step: usize, loss: f64, chars: usize) {
@@ -599,7 +661,7 @@ impl Report {
         } else {
             0.95 * self.loss + 0.05 * loss
         };
-        let speed = self.chars as f64 / self.started.elapsed().as_secs_f64();
+        let speed = self.speed();
         match &self.bar {
             Some(bar) => {
                 bar.set_position(step as u64);

@@ -35,6 +35,7 @@ mod attention;
 mod char_rnn;
 mod char_rnn_checkpoints;
 mod char_rnn_inputs;
+mod char_rnn_metrics;
 mod hessian_free;
 mod nade;
 mod truncation_study;
