@@ -166,6 +166,19 @@ struct PlotArgs {
     /// The SVG to write.
     #[arg(long, default_value = "curve.svg")]
     out: PathBuf,
+    /// What the horizontal axis counts: steps, or seconds of training (to compare runs of
+    /// different speeds at equal time).
+    #[arg(long, value_enum, default_value_t = Across::Step)]
+    x: Across,
+}
+
+/// The horizontal axis of a curve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Across {
+    /// Training steps.
+    Step,
+    /// Seconds of training (the metrics file's `elapsed_s`).
+    Seconds,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -478,6 +491,8 @@ pub struct PlotConfig {
     pub files: Vec<PathBuf>,
     /// The SVG to write.
     pub out: PathBuf,
+    /// What the horizontal axis counts.
+    pub x: Across,
 }
 
 /// What the command line asks for.
@@ -507,6 +522,7 @@ where
         Some(Command::Plot(p)) => Ok(Parsed::Plot(PlotConfig {
             files: p.files,
             out: p.out,
+            x: p.x,
         })),
         Some(Command::Train(t)) => {
             let sub = matches

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rewind::autograd::io::{remove_temporaries, write_atomic};
 
+use super::cli::Across;
 use super::plot;
 use super::tensorboard::EventFile;
 use super::Error;
@@ -282,7 +283,7 @@ impl Records {
         let evaluated = row.val_loss.is_some();
         self.rows.push(row);
         if evaluated {
-            if let Err(e) = plot::draw(&[(&self.name, &self.rows)], &self.curve) {
+            if let Err(e) = plot::draw(&[(&self.name, &self.rows)], &self.curve, Across::Step) {
                 self.failed = Some(e);
             }
         }

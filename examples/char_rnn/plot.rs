@@ -9,7 +9,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use rewind::autograd::io::write_atomic;
 
-use super::cli::PlotConfig;
+use super::cli::{Across, PlotConfig};
 use super::metrics::{self, Row};
 use super::output::Output;
 use super::Error;
@@ -31,7 +31,7 @@ pub fn run(c: &PlotConfig) -> Result<usize, Error> {
         runs.push((run_name(file), rows));
     }
     let runs: Vec<(&str, &[Row])> = runs.iter().map(|(n, r)| (n.as_str(), &r[..])).collect();
-    draw(&runs, &c.out).map_err(Error::Metrics)?;
+    draw(&runs, &c.out, c.x).map_err(Error::Metrics)?;
     // Drawn is done: a closed standard output loses only this line.
     Output::default().line(format_args!(
         "drew {} run{} into {}",
@@ -54,13 +54,14 @@ fn run_name(file: &Path) -> String {
     }
 }
 
-/// Writes the curve of `runs` (name, rows) to `out`, through a temporary file and a rename, so
-/// that a viewer reloading it never finds half a picture. The error is one line.
-pub fn draw(runs: &[(&str, &[Row])], out: &Path) -> Result<(), String> {
+/// Writes the curve of `runs` (name, rows) to `out`, against steps or seconds (`x`), through a
+/// temporary file and a rename, so that a viewer reloading it never finds half a picture. The
+/// error is one line.
+pub fn draw(runs: &[(&str, &[Row])], out: &Path, x: Across) -> Result<(), String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        panels(&root, runs).map_err(|e| format!("drawing the curve failed: {e}"))?;
+        panels(&root, runs, x).map_err(|e| format!("drawing the curve failed: {e}"))?;
         root.present()
             .map_err(|e| format!("drawing the curve failed: {e}"))?;
     }
@@ -72,17 +73,21 @@ type Drawn<'a> = Result<(), DrawingAreaErrorKind<<SVGBackend<'a> as DrawingBacke
 
 /// Loss on the top half; learning rate and gradient norm beneath. (A log axis for the norm shows
 /// no labels over less than a decade, the usual span.)
-fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
+fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])], x: Across) -> Drawn<'a> {
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(HEIGHT / 2);
     let (middle, low) = bottom.split_vertically(HEIGHT / 4);
-    let last = runs
-        .iter()
-        .flat_map(|(_, rows)| rows.iter().map(|r| r.step))
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    let steps = 0..last;
+    let at = move |r: &Row| match x {
+        Across::Step => r.step as f64,
+        Across::Seconds => r.elapsed,
+    };
+    let last =
+        bounds(runs.iter().flat_map(|(_, rows)| rows.iter().map(at))).map_or(1.0, |(_, hi)| hi);
+    let steps = 0.0..if last > 0.0 { last } else { 1.0 };
+    let x_desc = match x {
+        Across::Step => "step",
+        Across::Seconds => "seconds of training",
+    };
 
     let losses = runs.iter().flat_map(|(_, rows)| {
         rows.iter()
@@ -95,10 +100,10 @@ fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(steps.clone(), padded(losses))?;
-    chart.configure_mesh().x_desc("step").draw()?;
+    chart.configure_mesh().x_desc(x_desc).draw()?;
     for (i, (name, rows)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let train = rows.iter().map(|r| (r.step, r.train_loss_smooth));
+        let train = rows.iter().map(|r| (at(r), r.train_loss_smooth));
         let took = rows.last().map_or(String::new(), |r| {
             format!(", {} steps in {}", r.step, duration(r.elapsed))
         });
@@ -106,9 +111,9 @@ fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
             .draw_series(LineSeries::new(train, color.stroke_width(1)))?
             .label(format!("{name} training (smoothed){took}"))
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(1)));
-        let val: Vec<(usize, f64)> = rows
+        let val: Vec<(f64, f64)> = rows
             .iter()
-            .filter_map(|r| Some((r.step, r.val_loss?)))
+            .filter_map(|r| Some((at(r), r.val_loss?)))
             .collect();
         if val.is_empty() {
             continue;
@@ -124,19 +129,25 @@ fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])]) -> Drawn<'a> {
         .border_style(BLACK)
         .draw()?;
 
-    below(&middle, "learning rate", &steps, runs, |r| r.lr)?;
-    below(&low, "gradient norm before clipping", &steps, runs, |r| {
-        r.grad_norm
-    })?;
+    below(&middle, "learning rate", &steps, runs, &at, |r| r.lr)?;
+    below(
+        &low,
+        "gradient norm before clipping",
+        &steps,
+        runs,
+        &at,
+        |r| r.grad_norm,
+    )?;
     Ok(())
 }
 
-/// A panel of `value` against steps for each run, its axis from 0.
+/// A panel of `value` against `at` (steps or seconds) for each run, its axis from 0.
 fn below<'a>(
     area: &Area<'a>,
     caption: &str,
-    steps: &Range<usize>,
+    steps: &Range<f64>,
     runs: &[(&str, &[Row])],
+    at: &dyn Fn(&Row) -> f64,
     value: fn(&Row) -> f64,
 ) -> Drawn<'a> {
     let values = runs.iter().flat_map(|(_, rows)| rows.iter().map(value));
@@ -155,7 +166,7 @@ fn below<'a>(
     for (i, (_, rows)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart.draw_series(LineSeries::new(
-            rows.iter().map(|r| (r.step, value(r))),
+            rows.iter().map(|r| (at(r), value(r))),
             color,
         ))?;
     }

@@ -454,6 +454,73 @@ fn plot_overlays_the_runs_of_several_metrics_files() {
     }
 }
 
+#[test]
+fn plot_against_seconds_places_each_run_by_its_clock_and_against_steps_by_its_steps() {
+    // Two runs of the same four steps, one four times slower: 10 s a step against 40.
+    let dir = scratch();
+    let header =
+        "step,elapsed_s,chars_per_s,train_loss,train_loss_smooth,val_loss,lr,grad_norm,clipped";
+    let mut files = Vec::new();
+    for (name, per_step) in [("fast", 10.0), ("slow", 40.0)] {
+        let mut csv = format!("{header}\n");
+        for step in 1..=4 {
+            let (t, smooth) = (step as f64 * per_step, 3.0 - 0.2 * step as f64);
+            csv.push_str(&format!("{step},{t},100,2.0,{smooth},,0.002,0.5,0\n"));
+        }
+        let file = dir.join(format!("{name}.metrics.csv"));
+        fs::write(&file, csv).unwrap();
+        files.push(file);
+    }
+    // The x pixels of the first two series lines (each run's training loss): 1-px lines in a
+    // series colour, where the mesh is black.
+    let training_xs = |x: &str| -> Vec<Vec<f64>> {
+        let out = dir.join(format!("{x}.svg"));
+        let list = [
+            "plot",
+            text(&files[0]),
+            text(&files[1]),
+            "--x",
+            x,
+            "--out",
+            text(&out),
+        ];
+        assert_eq!(run(args(&list)).unwrap(), Outcome::Plotted(2));
+        let svg = fs::read_to_string(&out).unwrap();
+        svg.split("<polyline")
+            .skip(1)
+            .map(|l| l.split('>').next().unwrap())
+            .filter(|l| l.contains("stroke-width=\"1\"") && !l.contains("stroke=\"#000000\""))
+            .take(2)
+            .map(|l| {
+                let points = l
+                    .split("points=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap();
+                points
+                    .split_whitespace()
+                    .map(|p| p.split(',').next().unwrap().parse().unwrap())
+                    .collect()
+            })
+            .collect()
+    };
+    let by_step = training_xs("step");
+    assert_eq!(by_step[0], by_step[1], "the same steps at the same places");
+    let by_clock = training_xs("seconds");
+    let (fast, slow) = (&by_clock[0], &by_clock[1]);
+    assert_eq!(
+        fast[3], slow[0],
+        "the fast run's 40 s is the slow run's first step"
+    );
+    let ratio = (slow[3] - slow[0]) / (fast[3] - fast[0]);
+    assert!(
+        (ratio - 4.0).abs() < 0.1,
+        "120 s against 30 s drawn {ratio}x as wide"
+    );
+}
+
 // RFC 3720's test vectors of CRC-32C (iSCSI), and the check value of "123456789".
 #[test]
 // The mask spelled as TensorFlow spells it, not as the example does.
