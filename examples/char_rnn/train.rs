@@ -270,7 +270,10 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             .map_err(|e| guard.diverged(progress.step, format!("sampling: {e}")))?;
             report.eval(progress.step, val_loss, &(prime + &text));
         }
-        if logged {
+        // Standard output may have failed in this step's own report: the run stops here too, and
+        // the step gets its row (without per-parameter norms, which were not taken).
+        let stop = stop || report.out.failed().is_some();
+        if logged || stop {
             let row = Row {
                 step,
                 elapsed: report.elapsed(),
@@ -289,7 +292,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             pending = Some((progress, driver.carry().clone()));
         }
         // A closed or full standard output stops the run as Ctrl-C does: its work is saved.
-        if stop || report.out.failed().is_some() || records.failed().is_some() {
+        if stop || records.failed().is_some() {
             interrupted = true;
             break;
         }

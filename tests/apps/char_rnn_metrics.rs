@@ -316,6 +316,44 @@ fn the_step_a_signal_stops_the_run_at_has_its_row() {
 }
 
 #[test]
+fn the_step_a_closed_standard_output_stops_the_run_at_has_its_row() {
+    // `char_rnn | head -1`: the pipe closes once the first line is read, and the next line,
+    // step 50's or 100's progress, fails inside a step that --log-every 7 would not log.
+    let (dir, data, ckpt) = setup();
+    let forever = [
+        "--steps",
+        "100000000",
+        "--log-every",
+        "7",
+        "--save-every",
+        "1000000",
+    ];
+    let mut child = Command::new(binary())
+        .args(&small(&data, &ckpt, &forever)[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the example starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("training a"));
+    drop(lines);
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let saved = app::checkpoint::load(&ckpt).unwrap().progress.step;
+    assert_ne!(
+        saved % 7,
+        0,
+        "stopped at a logged step: the test shows nothing"
+    );
+    let rows = metrics::read(&dir.join("m.safetensors.metrics.csv")).unwrap();
+    assert_eq!(
+        rows.last().map(|r| r.step),
+        Some(saved),
+        "the step saved has its row"
+    );
+}
+
+#[test]
 fn log_every_below_one_is_a_usage_error() {
     let (_, data, ckpt) = setup();
     for bad in ["0", "-1"] {
