@@ -6,6 +6,8 @@ pub mod checkpoint;
 pub mod cli;
 #[path = "data.rs"]
 pub mod data;
+#[path = "../support/plot.rs"]
+mod figure;
 #[path = "../support/flags.rs"]
 mod flags;
 #[path = "lock.rs"]

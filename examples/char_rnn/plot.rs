@@ -5,11 +5,11 @@
 use std::ops::Range;
 use std::path::Path;
 
-use plotters::coord::Shift;
 use plotters::prelude::*;
 use rewind::autograd::io::write_atomic;
 
 use super::cli::{Across, PlotConfig};
+use super::figure::{self, Area, Drawn};
 use super::metrics::{self, Row};
 use super::output::Output;
 use super::Error;
@@ -58,23 +58,13 @@ fn run_name(file: &Path) -> String {
 /// temporary file and a rename, so that a viewer reloading it never finds half a picture. The
 /// error is one line.
 pub fn draw(runs: &[(&str, &[Row])], out: &Path, x: Across) -> Result<(), String> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        panels(&root, runs, x).map_err(|e| format!("drawing the curve failed: {e}"))?;
-        root.present()
-            .map_err(|e| format!("drawing the curve failed: {e}"))?;
-    }
+    let svg = figure::svg((WIDTH, HEIGHT), |root| panels(root, runs, x));
     write_atomic(out, svg.as_bytes()).map_err(|e| format!("cannot write the curve: {e}"))
 }
 
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
-type Drawn<'a> = Result<(), DrawingAreaErrorKind<<SVGBackend<'a> as DrawingBackend>::ErrorType>>;
-
 /// Loss on the top half; learning rate and gradient norm beneath. (A log axis for the norm shows
 /// no labels over less than a decade, the usual span.)
-fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])], x: Across) -> Drawn<'a> {
-    root.fill(&WHITE)?;
+fn panels(root: &Area, runs: &[(&str, &[Row])], x: Across) -> Drawn {
     let (top, bottom) = root.split_vertically(HEIGHT / 2);
     let (middle, low) = bottom.split_vertically(HEIGHT / 4);
     let at = move |r: &Row| match x {
@@ -100,7 +90,11 @@ fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])], x: Across) -> Drawn<'a> 
         .x_label_area_size(30)
         .y_label_area_size(60)
         .build_cartesian_2d(steps.clone(), padded(losses))?;
-    chart.configure_mesh().x_desc(x_desc).draw()?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .x_label_formatter(&x_label)
+        .draw()?;
     for (i, (name, rows)) in runs.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let train = rows.iter().map(|r| (at(r), r.train_loss_smooth));
@@ -142,14 +136,14 @@ fn panels<'a>(root: &Area<'a>, runs: &[(&str, &[Row])], x: Across) -> Drawn<'a> 
 }
 
 /// A panel of `value` against `at` (steps or seconds) for each run, its axis from 0.
-fn below<'a>(
-    area: &Area<'a>,
+fn below(
+    area: &Area,
     caption: &str,
     steps: &Range<f64>,
     runs: &[(&str, &[Row])],
     at: &dyn Fn(&Row) -> f64,
     value: fn(&Row) -> f64,
-) -> Drawn<'a> {
+) -> Drawn {
     let values = runs.iter().flat_map(|(_, rows)| rows.iter().map(value));
     let top = bounds(values).map_or(1.0, |(_, hi)| hi.max(0.0) * 1.05);
     let top = if top > 0.0 { top } else { 1.0 };
@@ -161,6 +155,7 @@ fn below<'a>(
         .build_cartesian_2d(steps.clone(), 0.0..top)?;
     chart
         .configure_mesh()
+        .x_label_formatter(&x_label)
         .y_label_formatter(&|&v| label(v))
         .draw()?;
     for (i, (_, rows)) in runs.iter().enumerate() {
@@ -171,6 +166,15 @@ fn below<'a>(
         ))?;
     }
     Ok(())
+}
+
+/// A label of the horizontal axis: whole steps or seconds only (a short run's axis would
+/// otherwise be ticked at half steps).
+fn x_label(v: &f64) -> String {
+    match v.fract() {
+        0.0 => format!("{v:.0}"),
+        _ => String::new(),
+    }
 }
 
 /// An axis label: `0`, `0.25`, `2.0e-3`.
