@@ -204,9 +204,24 @@ fn a_tiny_study_writes_its_figure_and_tables() {
             c.method
         );
     }
-    assert!(
-        drawn.matches("<polyline").count() >= 24 + 12,
-        "a line per run and one through each strategy's mean"
+    // A faint line per run and a thick one through each strategy's mean in each of the 4
+    // panels, plus the 3 legend swatches (the frame and ticks are black lines).
+    let lines = |style: &str| {
+        drawn
+            .split("<polyline")
+            .skip(1)
+            .filter(|l| l.split('>').next().unwrap().contains(style))
+            .count()
+    };
+    assert_eq!(
+        lines("opacity=\"0.35\""),
+        curves.len(),
+        "a faint line per run"
+    );
+    assert_eq!(
+        lines("stroke-width=\"3\""),
+        4 * 3 + 3,
+        "a mean per strategy and panel"
     );
     assert!(fs::read_to_string(tables)
         .unwrap()
