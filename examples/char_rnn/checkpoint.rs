@@ -16,7 +16,7 @@ use rewind::autograd::Tensor;
 use rewind::nn::{state_dict, Carry, Module};
 use rewind::optim::OptimState;
 
-use super::cli::{human, CellKind, Hyper, OptimKind};
+use super::cli::{human, CellKind, Hyper, OptimKind, ScheduleKind};
 use super::memory;
 use super::Error;
 
@@ -83,6 +83,15 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
         ("clip", h.clip.to_string()),
         ("bptt", name_of(&h.bptt)),
         ("seed", h.seed.to_string()),
+        ("schedule", name_of(&h.schedule)),
+        ("min_lr", h.min_lr.to_string()),
+        ("warmup", h.warmup.to_string()),
+        ("beta2", h.beta2.to_string()),
+        ("weight_decay", h.weight_decay.to_string()),
+        (
+            "forget_bias",
+            h.forget_bias.map_or("none".into(), |b| b.to_string()),
+        ),
         ("step", s.progress.step.to_string()),
         ("position", s.progress.position.to_string()),
         ("epoch", s.progress.epoch.to_string()),
@@ -287,6 +296,16 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         clip: meta.number("run.clip")?,
         bptt: meta.choice("run.bptt")?,
         seed: meta.number("run.seed")?,
+        // Checkpoints from before these settings existed trained with their defaults.
+        schedule: meta.choice_or("run.schedule", ScheduleKind::Constant)?,
+        min_lr: meta.number_or("run.min_lr", 1e-4)?,
+        warmup: meta.number_or("run.warmup", 0)?,
+        beta2: meta.number_or("run.beta2", 0.999)?,
+        weight_decay: meta.number_or("run.weight_decay", 0.0)?,
+        forget_bias: match meta.0.get("run.forget_bias").map(String::as_str) {
+            None | Some("none") => None,
+            Some(_) => Some(meta.number("run.forget_bias")?),
+        },
     };
     check_settings(&hyper)?;
     let progress = Progress {
@@ -365,6 +384,22 @@ impl Meta<'_> {
         let v = self.get(key)?;
         v.parse()
             .map_err(|_| format!("`{key}` is {v:?}, expected a number"))
+    }
+
+    /// [`Meta::number`], or `default` where the entry is absent.
+    fn number_or<T: FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.0.contains_key(key) {
+            true => self.number(key),
+            false => Ok(default),
+        }
+    }
+
+    /// [`Meta::choice`], or `default` where the entry is absent.
+    fn choice_or<E: ValueEnum>(&self, key: &str, default: E) -> Result<E, String> {
+        match self.0.contains_key(key) {
+            true => self.choice(key),
+            false => Ok(default),
+        }
     }
 
     fn choice<E: ValueEnum>(&self, key: &str) -> Result<E, String> {
@@ -473,7 +508,7 @@ fn read_optimizer(
         ));
     }
     let wanted: &[&str] = match h.optim {
-        OptimKind::Adam => &["exp_avg", "exp_avg_sq"],
+        OptimKind::Adam | OptimKind::Adamw => &["exp_avg", "exp_avg_sq"],
         OptimKind::Sgd => &[],
         OptimKind::Adagrad => &["sum"],
         OptimKind::Rmsprop => &["square_avg"],

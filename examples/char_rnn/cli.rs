@@ -61,6 +61,18 @@ pub enum OptimKind {
     Adagrad,
     /// RMSprop.
     Rmsprop,
+    /// AdamW: Adam with decoupled weight decay (--weight-decay, 0.01 by default).
+    Adamw,
+}
+
+/// How the learning rate moves over a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleKind {
+    /// --lr throughout (after any --warmup).
+    Constant,
+    /// Half a cosine from --lr down to --min-lr over the run: over its --steps, or over its
+    /// --minutes by the clock.
+    Cosine,
 }
 
 /// How gradients flow back through time.
@@ -114,6 +126,24 @@ struct TrainArgs {
     /// Clip the global gradient norm to this (0: no clipping).
     #[arg(long, allow_negative_numbers = true, default_value_t = 5.0)]
     clip: f64,
+    /// The learning rate's schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Constant)]
+    schedule: ScheduleKind,
+    /// Where --schedule cosine ends.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-4)]
+    min_lr: f64,
+    /// Raise the learning rate linearly from --lr/N to the schedule's over the first N steps.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
+    warmup: usize,
+    /// Adam's and AdamW's second-moment decay, β2.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.999)]
+    beta2: f64,
+    /// Weight decay (default: 0.01 for AdamW, else 0), as PyTorch's `weight_decay`.
+    #[arg(long, allow_negative_numbers = true)]
+    weight_decay: Option<f64>,
+    /// Start each LSTM forget gate's bias at this value instead of a random draw (1 is usual).
+    #[arg(long, allow_negative_numbers = true)]
+    forget_bias: Option<f64>,
     /// Backpropagation through time.
     #[arg(long, value_enum, default_value_t = BpttKind::Truncated)]
     bptt: BpttKind,
@@ -231,6 +261,18 @@ pub struct Hyper {
     pub bptt: BpttKind,
     /// Seed.
     pub seed: u64,
+    /// The learning rate's schedule.
+    pub schedule: ScheduleKind,
+    /// The cosine schedule's last rate.
+    pub min_lr: f64,
+    /// Steps of linear warmup (0: none).
+    pub warmup: usize,
+    /// Adam's β2.
+    pub beta2: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// The LSTM forget gates' initial bias, `None` for PyTorch's random draw.
+    pub forget_bias: Option<f64>,
 }
 
 /// A setting that cannot be used: its name as a field of [`Hyper`], its value, and why.
@@ -332,7 +374,37 @@ impl Hyper {
             let clip = number(self.clip);
             return Err(BadSetting::new("clip", clip, "must be 0 (off) or positive"));
         }
-        Ok(())
+        let cosine = self.schedule == ScheduleKind::Cosine;
+        if !(self.min_lr >= 0.0 && (self.min_lr <= self.lr || !cosine)) {
+            let reason = format!("must be from 0 to --lr ({})", number(self.lr));
+            return Err(BadSetting::new("min_lr", number(self.min_lr), reason));
+        }
+        if !(0.0..1.0).contains(&self.beta2) {
+            return Err(BadSetting::new(
+                "beta2",
+                number(self.beta2),
+                "must be in [0, 1)",
+            ));
+        }
+        let adam = matches!(self.optim, OptimKind::Adam | OptimKind::Adamw);
+        if self.beta2 != 0.999 && !adam {
+            let reason = "is Adam's and AdamW's: it needs --optim adam or adamw";
+            return Err(BadSetting::new("beta2", number(self.beta2), reason));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            let wd = number(self.weight_decay);
+            return Err(BadSetting::new("weight_decay", wd, "must be 0 or positive"));
+        }
+        match self.forget_bias {
+            Some(b) if !b.is_finite() => {
+                return Err(BadSetting::new("forget_bias", number(b), "must be finite"))
+            }
+            Some(b) if self.cell != CellKind::Lstm => {
+                let reason = "needs --cell lstm: only the LSTM has a forget gate";
+                return Err(BadSetting::new("forget_bias", number(b), reason));
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Refuses a shape whose `need`, with `extra` bytes beside it, exceeds the memory available,
@@ -558,8 +630,24 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         (None, None) => Limit::Steps(1500),
     };
     let names = [
-        "cell", "layers", "hidden", "embed", "dropout", "seq_len", "batch", "lr", "optim", "clip",
-        "bptt", "seed",
+        "cell",
+        "layers",
+        "hidden",
+        "embed",
+        "dropout",
+        "seq_len",
+        "batch",
+        "lr",
+        "optim",
+        "clip",
+        "bptt",
+        "seed",
+        "schedule",
+        "min_lr",
+        "warmup",
+        "beta2",
+        "weight_decay",
+        "forget_bias",
     ];
     let explicit = names
         .into_iter()
@@ -579,6 +667,16 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         clip: a.clip,
         bptt: a.bptt,
         seed: a.seed,
+        schedule: a.schedule,
+        min_lr: a.min_lr,
+        warmup: a.warmup,
+        beta2: a.beta2,
+        weight_decay: a.weight_decay.unwrap_or(if a.optim == OptimKind::Adamw {
+            1e-2
+        } else {
+            0.0
+        }),
+        forget_bias: a.forget_bias,
     };
     hyper.check_values().map_err(|b| b.as_flag())?;
     Ok(TrainConfig {

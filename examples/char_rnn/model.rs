@@ -46,9 +46,12 @@ impl CharModel {
     pub fn new(h: &Hyper, vocab: usize, rng: &mut StdRng) -> Self {
         let embed = (h.embed > 0).then(|| Embedding::new(vocab, h.embed, rng));
         let input = if h.embed > 0 { h.embed } else { vocab };
-        let config = RecurrentConfig::new(input, h.hidden)
+        let mut config = RecurrentConfig::new(input, h.hidden)
             .num_layers(h.layers)
             .dropout(h.dropout);
+        if let Some(b) = h.forget_bias {
+            config = config.forget_bias(b);
+        }
         let rnn = match h.cell {
             CellKind::Rnn => Stack::Rnn(Rnn::new(config, rng)),
             CellKind::Lstm => Stack::Lstm(Lstm::new(config, rng)),

@@ -17,7 +17,9 @@ use rewind::nn::{load_state_dict, param_grad_norms, Bptt, Carry, Run, Strategy, 
 use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp, Sgd};
 
 use super::checkpoint::{self, Progress, SaveParts};
-use super::cli::{default_shards, number, BpttKind, Hyper, Limit, OptimKind, TrainConfig};
+use super::cli::{
+    default_shards, number, BpttKind, Hyper, Limit, OptimKind, ScheduleKind, TrainConfig,
+};
 use super::data::Corpus;
 use super::lock::{self, Lock};
 use super::metrics::{Records, Row};
@@ -181,6 +183,11 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         Limit::Steps(total) => step >= total,
         Limit::Minutes(_) => started.elapsed() >= time_limit,
     };
+    // The schedule's clock: the fraction of --steps (in all) or of this run's --minutes spent.
+    let budget_spent = |step: usize| match c.limit {
+        Limit::Steps(total) => step as f64 / total as f64,
+        Limit::Minutes(_) => started.elapsed().as_secs_f64() / time_limit.as_secs_f64(),
+    };
     // Decided once per step, so that the last step is measured and recorded as the last.
     let mut last = reached(progress.step);
     // A save point's checkpoint is written once the next step's loss shows its weights are
@@ -243,6 +250,11 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         if hyper.clip > 0.0 {
             clip_grad_norm(&mut grads, hyper.clip);
         }
+        optimizer.set_lr(scheduled_lr(
+            &hyper,
+            progress.step,
+            budget_spent(progress.step),
+        ));
         optimizer.step(&mut model, &grads);
         guard.weights(step, &model)?;
         progress.step = step;
@@ -387,6 +399,12 @@ fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
             "optim" => given.optim != saved.optim,
             "bptt" => given.bptt != saved.bptt,
             "seed" => given.seed != saved.seed,
+            "schedule" => given.schedule != saved.schedule,
+            "min_lr" => given.min_lr != saved.min_lr,
+            "warmup" => given.warmup != saved.warmup,
+            "beta2" => given.beta2 != saved.beta2,
+            "weight_decay" => given.weight_decay != saved.weight_decay,
+            "forget_bias" => given.forget_bias != saved.forget_bias,
             _ => false,
         }
     };
@@ -500,11 +518,30 @@ pub fn restore_model(
 }
 
 fn make_optimizer(h: &Hyper) -> Box<dyn Optimizer> {
+    let wd = h.weight_decay;
     match h.optim {
-        OptimKind::Adam => Box::new(Adam::new(h.lr)),
-        OptimKind::Sgd => Box::new(Sgd::new(h.lr)),
-        OptimKind::Adagrad => Box::new(Adagrad::new(h.lr)),
-        OptimKind::Rmsprop => Box::new(RmsProp::new(h.lr)),
+        OptimKind::Adam => Box::new(Adam::new(h.lr).betas(0.9, h.beta2).weight_decay(wd)),
+        OptimKind::Adamw => Box::new(Adam::adamw(h.lr).betas(0.9, h.beta2).weight_decay(wd)),
+        OptimKind::Sgd => Box::new(Sgd::new(h.lr).weight_decay(wd)),
+        OptimKind::Adagrad => Box::new(Adagrad::new(h.lr).weight_decay(wd)),
+        OptimKind::Rmsprop => Box::new(RmsProp::new(h.lr).weight_decay(wd)),
+    }
+}
+
+/// The learning rate of update `step` (counted from 0) when `done` of the run's budget is spent
+/// (0 to 1: its steps, or its minutes by the clock): `--lr` after a linear warmup over `--warmup`
+/// steps, or half a cosine from `--lr` down to `--min-lr` over the budget.
+pub fn scheduled_lr(h: &Hyper, step: usize, done: f64) -> f64 {
+    let peak = match h.schedule {
+        ScheduleKind::Constant => h.lr,
+        ScheduleKind::Cosine => {
+            let phase = std::f64::consts::PI * done.clamp(0.0, 1.0);
+            h.min_lr + (h.lr - h.min_lr) * (1.0 + phase.cos()) / 2.0
+        }
+    };
+    match step < h.warmup {
+        true => peak * (step + 1) as f64 / h.warmup as f64,
+        false => peak,
     }
 }
 

@@ -36,6 +36,7 @@ mod char_rnn;
 mod char_rnn_checkpoints;
 mod char_rnn_inputs;
 mod char_rnn_metrics;
+mod char_rnn_recipe;
 mod hessian_free;
 mod nade;
 mod truncation_study;

@@ -1,0 +1,374 @@
+//! char_rnn's training recipe (issue 32): a learning rate warmed up and decayed along half a
+//! cosine over the run's budget, AdamW with its β2, and the LSTM forget gate's initial bias. Each
+//! setting reaches the model or the optimizer, is saved in the checkpoint so that a resumed run
+//! goes on as an uninterrupted one, and a setting out of range is a one-line error.
+
+use crate::char_rnn_app as app;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::char_rnn::{args, binary, scratch_dir, tiny_text, train_args};
+use app::checkpoint;
+use app::cli::{Hyper, ScheduleKind};
+use app::model::CharModel;
+use app::train::scheduled_lr;
+use app::{run, Error};
+use rewind::autograd::io::{load_tensors, save_tensors};
+use rewind::autograd::rand::rngs::StdRng;
+use rewind::autograd::rand::SeedableRng;
+use rewind::nn::Module;
+
+fn scratch() -> PathBuf {
+    scratch_dir("rewind-char-rnn-recipe")
+}
+
+/// A small run on `data` saving to `checkpoint`, with the flags `extra` added.
+fn small(data: &Path, checkpoint: &Path, extra: &[&str]) -> Vec<String> {
+    let defaults = [
+        ("--data", data.to_str().unwrap()),
+        ("--checkpoint", checkpoint.to_str().unwrap()),
+        ("--batch", "4"),
+        ("--seq-len", "16"),
+        ("--hidden", "32"),
+        ("--embed", "8"),
+        ("--eval-every", "1000"),
+    ];
+    train_args(&defaults, extra)
+}
+
+/// The settings a run of `flags` trains with, as its checkpoint holds them.
+fn hyper_of(flags: &[&str]) -> Hyper {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("c.safetensors");
+    run(small(&data, &ckpt, &[&["--steps", "1"], flags].concat())).unwrap();
+    checkpoint::load(&ckpt).unwrap().hyper
+}
+
+fn weights(path: &Path) -> Vec<(String, Vec<f32>)> {
+    let file = load_tensors::<f32>(path).unwrap();
+    file.tensors
+        .iter()
+        .filter(|(name, _)| !name.starts_with("optimizer.") && !name.starts_with("carry."))
+        .map(|(name, t)| (name.clone(), t.data().to_vec()))
+        .collect()
+}
+
+#[test]
+fn the_rate_warms_up_linearly_then_falls_along_half_a_cosine_to_min_lr() {
+    let mut h = hyper_of(&["--schedule", "cosine", "--lr", "0.01", "--min-lr", "0.001"]);
+    assert_eq!(
+        (h.schedule, h.min_lr, h.warmup),
+        (ScheduleKind::Cosine, 1e-3, 0)
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-15 * b.abs().max(1e-300);
+    assert!(close(scheduled_lr(&h, 0, 0.0), 0.01));
+    assert!(close(scheduled_lr(&h, 50, 0.5), 0.0055));
+    assert!(close(scheduled_lr(&h, 99, 1.0), 0.001));
+    // Past the budget (a --minutes run's last step) it stays at the floor.
+    assert!(close(scheduled_lr(&h, 99, 1.5), 0.001));
+    // A quarter of the way: min + (lr - min)(1 + cos(π/4))/2.
+    let quarter = 1e-3 + 9e-3 * (1.0 + std::f64::consts::FRAC_1_SQRT_2) / 2.0;
+    assert!(close(scheduled_lr(&h, 25, 0.25), quarter));
+
+    h.warmup = 4;
+    let warm: Vec<f64> = (0..6).map(|s| scheduled_lr(&h, s, 0.0)).collect();
+    for (got, want) in warm.iter().zip([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01]) {
+        assert!(close(*got, want), "{warm:?}");
+    }
+    h.schedule = ScheduleKind::Constant;
+    assert!(close(scheduled_lr(&h, 70, 0.7), 0.01));
+}
+
+#[test]
+fn the_metrics_file_records_the_scheduled_rate_of_every_step() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("c.safetensors");
+    let flags = ["--steps", "20", "--log-every", "1", "--schedule", "cosine"];
+    run(small(
+        &data,
+        &ckpt,
+        &[&flags[..], &["--warmup", "5"]].concat(),
+    ))
+    .unwrap();
+    let h = checkpoint::load(&ckpt).unwrap().hyper;
+    let rows = app::metrics::read(&app::metrics::metrics_path(&ckpt)).unwrap();
+    assert_eq!(rows.len(), 20);
+    for row in rows {
+        // Update n (from 1) is taken with the rate of step n - 1 of 20.
+        let want = scheduled_lr(&h, row.step - 1, (row.step - 1) as f64 / 20.0);
+        let rel = (row.lr - want).abs() / want;
+        // The optimizer holds its rate in f32.
+        assert!(rel < 1e-6, "step {}: {} against {want}", row.step, row.lr);
+    }
+}
+
+#[test]
+fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let (whole, halves) = (
+        dir.join("whole.safetensors"),
+        dir.join("halves.safetensors"),
+    );
+    let recipe = [
+        "--layers",
+        "2",
+        "--dropout",
+        "0.2",
+        "--optim",
+        "adamw",
+        "--beta2",
+        "0.99",
+        "--forget-bias",
+        "1",
+        "--warmup",
+        "4",
+        "--shards",
+        "2",
+    ];
+    run(small(
+        &data,
+        &whole,
+        &[&recipe[..], &["--steps", "16"]].concat(),
+    ))
+    .unwrap();
+    run(small(
+        &data,
+        &halves,
+        &[&recipe[..], &["--steps", "7"]].concat(),
+    ))
+    .unwrap();
+    let resume = [
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        halves.to_str().unwrap(),
+        "--steps",
+        "16",
+        "--shards",
+        "2",
+        "--eval-every",
+        "1000",
+    ];
+    run(args(&resume)).unwrap();
+    assert_eq!(weights(&whole), weights(&halves));
+    let saved = checkpoint::load(&halves).unwrap().hyper;
+    assert_eq!(saved.weight_decay, 0.01, "AdamW's default decay");
+    assert_eq!(saved.forget_bias, Some(1.0));
+}
+
+/// The cosine follows the run's --steps in all, so a run stopped by a signal and resumed with
+/// the same --steps takes every update an uninterrupted run takes.
+#[cfg(unix)]
+#[test]
+fn a_cosine_run_stopped_by_a_signal_and_resumed_equals_an_uninterrupted_one() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let (whole, stopped) = (
+        dir.join("whole.safetensors"),
+        dir.join("stopped.safetensors"),
+    );
+    let recipe = [
+        "--steps",
+        "400",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "10",
+        "--shards",
+        "2",
+    ];
+    let list = small(&data, &stopped, &recipe);
+    let mut child = Command::new(binary())
+        .args(&list[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = app::metrics::metrics_path(&stopped);
+    let started = Instant::now();
+    // Stopped once it has taken 20 steps, well before its 400.
+    while app::metrics::read(&metrics).map_or(true, |rows| rows.len() < 2) {
+        assert!(started.elapsed() < Duration::from_secs(120), "no rows");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let kill = Command::new("kill")
+        .args(["-s", "TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(130),
+        "not stopped by the signal"
+    );
+    let at = checkpoint::load(&stopped).unwrap().progress.step;
+    assert!((20..400).contains(&at), "stopped at {at}");
+
+    let resume = [
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        stopped.to_str().unwrap(),
+    ];
+    run(args(
+        &[&resume[..], &["--steps", "400", "--shards", "2"]].concat(),
+    ))
+    .unwrap();
+    run(small(&data, &whole, &recipe)).unwrap();
+    assert_eq!(weights(&whole), weights(&stopped), "stopped at step {at}");
+}
+
+#[test]
+fn adamw_without_decay_is_adam_and_each_setting_changes_the_weights() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let trained = |name: &str, flags: &[&str]| {
+        let ckpt = dir.join(name);
+        run(small(&data, &ckpt, &[&["--steps", "6"], flags].concat())).unwrap();
+        weights(&ckpt)
+    };
+    let adam = trained("adam.safetensors", &[]);
+    let adamw0 = trained(
+        "adamw0.safetensors",
+        &["--optim", "adamw", "--weight-decay", "0"],
+    );
+    assert_eq!(adam, adamw0, "AdamW with no decay must take Adam's steps");
+    for (name, flags) in [
+        ("adamw.safetensors", &["--optim", "adamw"][..]),
+        ("beta2.safetensors", &["--beta2", "0.9"][..]),
+        ("wd.safetensors", &["--weight-decay", "0.1"][..]),
+        ("cosine.safetensors", &["--schedule", "cosine"][..]),
+        ("warmup.safetensors", &["--warmup", "3"][..]),
+        ("forget.safetensors", &["--forget-bias", "1"][..]),
+    ] {
+        assert_ne!(adam, trained(name, flags), "{flags:?} changed nothing");
+    }
+}
+
+#[test]
+fn a_forget_bias_starts_every_lstm_forget_gate_at_its_value() {
+    let mut h = hyper_of(&["--layers", "2"]);
+    h.forget_bias = Some(1.0);
+    let model = CharModel::new(&h, 14, &mut StdRng::seed_from_u64(0));
+    let hidden = h.hidden;
+    let mut seen = 0;
+    for (name, p) in model.params() {
+        let forget = || p.value().data()[hidden..2 * hidden].to_vec();
+        if name.starts_with("rnn.bias_ih") {
+            let forget = forget();
+            assert!(forget.iter().all(|&b| b == 1.0), "{name}: {forget:?}");
+            seen += 1;
+        } else if name.starts_with("rnn.bias_hh") {
+            let forget = forget();
+            assert!(forget.iter().all(|&b| b == 0.0), "{name}: {forget:?}");
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 4, "two layers' b_ih and b_hh");
+}
+
+#[test]
+fn a_checkpoint_from_before_the_recipe_settings_resumes_with_their_defaults() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("old.safetensors");
+    run(small(&data, &ckpt, &["--steps", "2"])).unwrap();
+    let mut old = load_tensors::<f32>(&ckpt).unwrap();
+    let recipe = [
+        "schedule",
+        "min_lr",
+        "warmup",
+        "beta2",
+        "weight_decay",
+        "forget_bias",
+    ];
+    old.metadata.retain(|k, _| {
+        !k.starts_with("checksum.") && !recipe.iter().any(|r| *k == format!("run.{r}"))
+    });
+    save_tensors(&ckpt, &old).unwrap();
+    let h = checkpoint::load(&ckpt).unwrap().hyper;
+    assert_eq!(
+        (
+            h.schedule,
+            h.min_lr,
+            h.warmup,
+            h.beta2,
+            h.weight_decay,
+            h.forget_bias
+        ),
+        (ScheduleKind::Constant, 1e-4, 0, 0.999, 0.0, None)
+    );
+    let resume = [
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        ckpt.to_str().unwrap(),
+    ];
+    run(args(
+        &[&resume[..], &["--steps", "4", "--eval-every", "1000"]].concat(),
+    ))
+    .unwrap();
+    assert_eq!(checkpoint::load(&ckpt).unwrap().progress.step, 4);
+}
+
+#[test]
+fn recipe_settings_out_of_range_are_one_line_errors_naming_the_flag() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let ckpt = dir.join("c.safetensors");
+    for (flags, says) in [
+        (
+            &["--forget-bias", "1", "--cell", "gru"][..],
+            "--forget-bias 1 needs --cell lstm",
+        ),
+        (
+            &["--forget-bias", "inf"][..],
+            "--forget-bias inf must be finite",
+        ),
+        (&["--beta2", "1"][..], "--beta2 1 must be in [0, 1)"),
+        (
+            &["--beta2", "0.9", "--optim", "sgd"][..],
+            "--beta2 0.9 is Adam's",
+        ),
+        (
+            &["--weight-decay", "-1"][..],
+            "--weight-decay -1 must be 0 or positive",
+        ),
+        (
+            &["--schedule", "cosine", "--min-lr", "0.1"][..],
+            "--min-lr 0.1 must be from 0 to --lr",
+        ),
+        (&["--min-lr", "-1"][..], "--min-lr -1 must be from 0"),
+    ] {
+        match run(small(&data, &ckpt, flags)) {
+            Err(Error::Usage(m)) => assert!(m.starts_with(says) && !m.contains('\n'), "{m}"),
+            other => panic!("{flags:?}: {other:?}"),
+        }
+    }
+    assert!(!ckpt.exists());
+    // A resumed run keeps its checkpoint's recipe: changing it is refused by name.
+    run(small(
+        &data,
+        &ckpt,
+        &["--steps", "1", "--schedule", "cosine"],
+    ))
+    .unwrap();
+    let resume = [
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        ckpt.to_str().unwrap(),
+    ];
+    match run(args(
+        &[&resume[..], &["--steps", "2", "--schedule", "constant"]].concat(),
+    )) {
+        Err(Error::Checkpoint(m)) => assert!(m.starts_with("--schedule differs"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
