@@ -29,6 +29,8 @@ struct Cli {
     train: TrainArgs,
 }
 
+// Parsed once per process: the train variant's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a model (the default when no subcommand is given).
@@ -397,11 +399,11 @@ impl Hyper {
         }
         match self.forget_bias {
             Some(b) if !b.is_finite() => {
-                return Err(BadSetting::new("forget_bias", number(b), "must be finite"))
+                Err(BadSetting::new("forget_bias", number(b), "must be finite"))
             }
             Some(b) if self.cell != CellKind::Lstm => {
                 let reason = "needs --cell lstm: only the LSTM has a forget gate";
-                return Err(BadSetting::new("forget_bias", number(b), reason));
+                Err(BadSetting::new("forget_bias", number(b), reason))
             }
             _ => Ok(()),
         }
@@ -568,6 +570,8 @@ pub struct PlotConfig {
 }
 
 /// What the command line asks for.
+// Made once per process: the train variant's size costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Parsed {
     /// Train.
