@@ -229,7 +229,7 @@ fn header(root: &Area) -> Drawn {
     }
     let after = MARGIN + steps * CELL.0 + 8;
     let scale = format!(
-        "log scale per strip: palest ≤ 1/{:.0} of the strip's largest norm, darkest = its largest; white: exactly 0 (not read)",
+        "log scale per strip: darkest = its largest norm, palest ≤ 1/{:.0} of it; white = exactly 0",
         10f64.powf(DECADES)
     );
     root.draw(&Text::new(scale, (after, y), small.clone()))?;
