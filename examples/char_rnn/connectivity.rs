@@ -111,8 +111,8 @@ pub fn gradients(
         .into_iter()
         .map(|loss| {
             let grads = loss.backward();
-            let g = grads.wrt(x).cloned();
-            (loss.item(), g.unwrap_or_else(|| Tensor::zeros(&x.shape())))
+            let g = grads.wrt(x).expect("every loss reads the first input");
+            (loss.item(), g.clone())
         })
         .collect())
 }
@@ -178,16 +178,18 @@ fn summary(text: &[char], s: &Strip) -> String {
     )
 }
 
-/// Characters a line of a strip holds.
-const PER_LINE: usize = 64;
-/// A character's cell, in pixels.
-const CELL: (i32, i32) = (16, 22);
+// The layout, in pixels: a margin around the figure, the title and legend above the strips, then
+// per strip its caption, its lines of characters and a gap.
 const MARGIN: i32 = 20;
-/// The height of the title and the legend above the strips.
 const HEADER: i32 = 84;
-/// A strip's caption above its lines, and the gap below them.
 const CAPTION: i32 = 26;
 const GAP: i32 = 14;
+/// A character's cell, width and height in pixels.
+const CELL: (i32, i32) = (16, 22);
+/// Characters a line of a strip holds.
+const PER_LINE: usize = 64;
+/// The narrowest figure, in characters, so that the legend fits.
+const NARROWEST: usize = 48;
 /// The decades below a strip's largest norm that its shades span.
 const DECADES: f64 = 3.0;
 
@@ -196,7 +198,7 @@ const DECADES: f64 = 3.0;
 pub fn draw(text: &[char], strips: &[Strip], out: &Path) -> Result<(), String> {
     let lines = text.len().div_ceil(PER_LINE) as i32;
     let per_strip = CAPTION + lines * CELL.1 + GAP;
-    let width = 2 * MARGIN + CELL.0 * text.len().clamp(48, PER_LINE) as i32;
+    let width = 2 * MARGIN + CELL.0 * text.len().clamp(NARROWEST, PER_LINE) as i32;
     let height = HEADER + per_strip * strips.len() as i32 + MARGIN;
     let svg = figure::svg((width as u32, height as u32), |root| {
         header(root)?;

@@ -8,11 +8,12 @@ use crate::char_rnn_app as app;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::support::char_rnn::{args, scratch_dir, tiny_text, train_args};
+use crate::support::char_rnn::{args, binary, scratch_dir, tiny_text, train_args};
 use app::connectivity::{self, Strip};
 use app::data::Corpus;
 use app::model::CharModel;
 use app::{run, Error, Outcome};
+use rewind::autograd::io::{load_tensors, save_tensors};
 use rewind::autograd::{Tape, Tensor};
 use rewind::nn::Run;
 
@@ -275,6 +276,58 @@ fn bad_input_is_a_one_line_error_and_draws_nothing() {
     assert!(
         matches!(&e, Error::Metrics(m) if m.contains("missing")),
         "{e:?}"
+    );
+}
+
+// As in `sample`: finite weights whose logits overflow f32 would give NaN gradients and a strip
+// of noise; they are an error naming the first position.
+#[test]
+fn logits_that_overflow_are_an_error_naming_the_position() {
+    let dir = scratch();
+    let ckpt = trained(&dir, "lstm", &[]);
+    let mut file = load_tensors::<f32>(&ckpt).unwrap();
+    file.metadata.retain(|k, _| !k.starts_with("checksum."));
+    let bias = file.tensors.get_mut("head.bias").unwrap();
+    bias.data_mut().iter_mut().for_each(|b| *b = f32::MAX);
+    let head = file.tensors.get_mut("head.weight").unwrap();
+    head.data_mut().iter_mut().for_each(|w| *w = f32::MAX);
+    save_tensors(&ckpt, &file).unwrap();
+    let svg = dir.join("c.svg");
+    let e = one_line_error(connectivity_args(&ckpt, TEXT, &svg, &[]));
+    assert!(
+        matches!(&e, Error::Checkpoint(m) if m.contains("logits at position 0 ")),
+        "{e:?}"
+    );
+    assert!(!svg.exists());
+}
+
+// Every step of the text is on one tape, as a `sample --prime` is: under `ulimit -v` (1 GB, far
+// below this machine's free memory) 131,000 characters on a 2 × 512 LSTM, some 14 GB, are refused
+// before they are read, not an abort in allocation.
+#[cfg(unix)]
+#[test]
+fn a_text_beyond_the_memory_limit_is_a_one_line_error() {
+    let dir = scratch();
+    let ckpt = trained(
+        &dir,
+        "lstm",
+        &["--hidden", "512", "--layers", "2", "--steps", "1"],
+    );
+    let text = TEXT.repeat(131_000 / TEXT.len());
+    let list = connectivity_args(&ckpt, &text, &dir.join("c.svg"), &[]);
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -v 1000000; exec \"$0\" \"$@\""])
+        .arg(binary())
+        .args(&list[1..])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("--text of ") && stderr.contains("at most"),
+        "{stderr}"
     );
 }
 
