@@ -107,6 +107,9 @@ pub fn gradients(
     let tape = Tape::new();
     let x = tape.var(x.clone());
     let losses = predictions(model, x, tokens, at)?;
+    // No gradient reaches the steps after t but zeros (the readout's rows of them), and each op's
+    // backward of zeros through finite values is zeros: their rows of ∂loss_t/∂x are exactly 0,
+    // not merely small. (Non-finite logits, where 0·∞ would be NaN, were refused above.)
     Ok(losses
         .into_iter()
         .map(|loss| {
@@ -162,7 +165,7 @@ pub fn norms(g: &Tensor) -> Vec<f64> {
 /// How many characters a summary line lists, ending at the last one read.
 const LISTED: usize = 8;
 
-/// `t 41 predicts 'e' (loss 1.234 nats); the last 8 characters read: 't' 3.1e-2 ...`
+/// `t 41 predicts 'e' (loss 1.234 nats); gradient norms of the last 8 characters read: 't' 3.1e-2  ...`
 fn summary(text: &[char], s: &Strip) -> String {
     let from = (s.at + 1).saturating_sub(LISTED);
     let listed: Vec<String> = (from..=s.at)
