@@ -4,6 +4,8 @@
 pub mod checkpoint;
 #[path = "cli.rs"]
 pub mod cli;
+#[path = "connectivity.rs"]
+pub mod connectivity;
 #[path = "data.rs"]
 pub mod data;
 #[path = "../support/plot.rs"]
@@ -49,7 +51,8 @@ pub enum Error {
     Training(String),
     /// Standard output is closed or full; a training run saved first.
     Output(String),
-    /// A metrics file, curve or TensorBoard event file cannot be read or written.
+    /// A metrics file, a figure (a curve, a connectivity view) or a TensorBoard event file cannot
+    /// be read or written.
     Metrics(String),
 }
 
@@ -83,6 +86,8 @@ pub enum Outcome {
     Sampled(String),
     /// The curve of this many runs was drawn.
     Plotted(usize),
+    /// The connectivity of these predictions was drawn.
+    Connectivity(Vec<connectivity::Strip>),
     /// Help or version was printed.
     Informed,
 }
@@ -97,6 +102,7 @@ where
         cli::Parsed::Train(t) => train::run(&t),
         cli::Parsed::Sample(s) => sample::run(&s).map(Outcome::Sampled),
         cli::Parsed::Plot(p) => plot::run(&p).map(Outcome::Plotted),
+        cli::Parsed::Connectivity(c) => connectivity::run(&c).map(Outcome::Connectivity),
         cli::Parsed::Informed => Ok(Outcome::Informed),
     }
 }

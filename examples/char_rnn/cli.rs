@@ -1,6 +1,7 @@
-//! The command line: `char_rnn [train flags]`, `char_rnn sample [flags]` or
-//! `char_rnn plot <metrics file>... [--out curve.svg]`, checked into plain settings before
-//! anything runs.
+//! The command line: `char_rnn [train flags]`, `char_rnn sample [flags]`,
+//! `char_rnn plot <metrics file>... [--out curve.svg]` or
+//! `char_rnn connectivity --checkpoint <file> --text <text> [--at <t>...] [--out <svg>]`, checked
+//! into plain settings before anything runs.
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
@@ -39,6 +40,9 @@ enum Command {
     Sample(SampleArgs),
     /// Draw the curve of one or more runs from their metrics files, overlaid.
     Plot(PlotArgs),
+    /// Draw what a checkpoint's predictions read: for the prediction at position t, the gradient
+    /// norm of its loss with respect to each character's input, as a strip over the text (SVG).
+    Connectivity(ConnectivityArgs),
 }
 
 /// The recurrent cell.
@@ -234,6 +238,30 @@ struct SampleArgs {
     /// Seed of the sampling.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0)]
     seed: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+struct ConnectivityArgs {
+    /// The checkpoint whose model reads the text (LSTM, GRU or RNN).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The text the model reads, one lane from a zero state: at least 2 characters, all in the
+    /// checkpoint's vocabulary.
+    #[arg(long)]
+    text: String,
+    /// The predictions to draw, by the position t of the last character they read (counted from
+    /// 0): t's loss is that of predicting character t + 1 from characters 0 to t. Repeat the flag
+    /// or separate positions with commas; default: the last prediction, t = length - 2.
+    #[arg(
+        long,
+        value_name = "T",
+        value_delimiter = ',',
+        allow_negative_numbers = true
+    )]
+    at: Vec<usize>,
+    /// The SVG to write: one strip over the text per prediction.
+    #[arg(long, default_value = "connectivity.svg")]
+    out: PathBuf,
 }
 
 /// The model's shape and how it is trained: saved in every checkpoint.
@@ -569,6 +597,20 @@ pub struct PlotConfig {
     pub x: Across,
 }
 
+/// A checked `connectivity` command.
+#[derive(Clone, Debug)]
+pub struct ConnectivityConfig {
+    /// Checkpoint path.
+    pub checkpoint: PathBuf,
+    /// The text read, at least 2 characters.
+    pub text: String,
+    /// The predictions to draw, by the position of the last character each reads: ascending,
+    /// each once, each below the text's length less 1.
+    pub at: Vec<usize>,
+    /// The SVG to write.
+    pub out: PathBuf,
+}
+
 /// What the command line asks for.
 // Made once per process: the train variant's size costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
@@ -580,6 +622,8 @@ pub enum Parsed {
     Sample(SampleConfig),
     /// Plot.
     Plot(PlotConfig),
+    /// Connectivity.
+    Connectivity(ConnectivityConfig),
     /// Help or version was printed.
     Informed,
 }
@@ -600,6 +644,7 @@ where
             out: p.out,
             x: p.x,
         })),
+        Some(Command::Connectivity(c)) => check_connectivity(c).map(Parsed::Connectivity),
         Some(Command::Train(t)) => {
             let sub = matches
                 .subcommand_matches("train")
@@ -719,5 +764,33 @@ fn check_sample(s: SampleArgs) -> Result<SampleConfig, Error> {
         temperature: s.temperature,
         top_k: s.top_k,
         seed: s.seed,
+    })
+}
+
+fn check_connectivity(c: ConnectivityArgs) -> Result<ConnectivityConfig, Error> {
+    let len = c.text.chars().count();
+    if len < 2 {
+        return Err(Error::Usage(format!(
+            "--text has {len} character{}: a prediction reads at least one and predicts the next",
+            if len == 1 { "" } else { "s" }
+        )));
+    }
+    let last = len - 2;
+    if let Some(t) = c.at.iter().find(|&&t| t > last) {
+        return Err(Error::Usage(format!(
+            "--at {t} is past the last prediction of the text: {len} characters have predictions at 0 to {last} (t predicts character t + 1)"
+        )));
+    }
+    let mut at = c.at;
+    if at.is_empty() {
+        at.push(last);
+    }
+    at.sort_unstable();
+    at.dedup();
+    Ok(ConnectivityConfig {
+        checkpoint: c.checkpoint,
+        text: c.text,
+        at,
+        out: c.out,
     })
 }

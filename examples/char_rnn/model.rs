@@ -90,10 +90,35 @@ impl CharModel {
         state: StackState<'t>,
         run: &Run<'_>,
     ) -> (Var<'t>, StackState<'t>) {
-        let x = match &self.embed {
+        let x = self.inputs(tape, tokens, steps, lanes);
+        self.logits_of(tape, x, steps, lanes, state, run)
+    }
+
+    /// What the recurrent stack reads for time-major tokens: their embedding rows
+    /// [steps, lanes, E], or their one-hot vectors [steps, lanes, V] when there is no embedding.
+    pub fn inputs<'t>(
+        &self,
+        tape: &'t Tape,
+        tokens: &[usize],
+        steps: usize,
+        lanes: usize,
+    ) -> Var<'t> {
+        match &self.embed {
             Some(e) => e.forward(tape, tokens, &[steps, lanes]),
             None => tape.constant(one_hot(tokens, steps, lanes, self.vocab)),
-        };
+        }
+    }
+
+    /// [`CharModel::logits`] from the stack's inputs `x` as [`CharModel::inputs`] makes them.
+    pub fn logits_of<'t>(
+        &self,
+        tape: &'t Tape,
+        x: Var<'t>,
+        steps: usize,
+        lanes: usize,
+        state: StackState<'t>,
+        run: &Run<'_>,
+    ) -> (Var<'t>, StackState<'t>) {
         let run = Run { ..*run };
         let out = each!(&self.rnn, s => s.forward_with(tape, x, Some(state), &run));
         let logits = self

@@ -35,7 +35,7 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
             true => "\n".into(),
             false => saved.vocab[0].to_string(),
         });
-    check_prime(&saved.hyper, &saved.vocab, &prime)?;
+    check_fed("--prime", &saved.hyper, &saved.vocab, &prime)?;
     let text = generate(
         &model,
         &saved.vocab,
@@ -61,7 +61,7 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
 
 /// A vocabulary as char_rnn writes it: not empty, sorted, each character once (tokens are
 /// found by binary search).
-fn check_vocab(vocab: &[char], path: &Path) -> Result<(), Error> {
+pub fn check_vocab(vocab: &[char], path: &Path) -> Result<(), Error> {
     let bad = |what: String| {
         Err(Error::Checkpoint(format!(
             "{}: the vocabulary {what}; char_rnn writes it sorted, each character once",
@@ -105,25 +105,26 @@ fn amount(bytes: Option<u64>) -> String {
     }
 }
 
-/// Refuses a `--prime` whose steps, all recorded on one tape, would not fit in memory beside
-/// the model.
-fn check_prime(h: &Hyper, vocab: &[char], prime: &str) -> Result<(), Error> {
+/// Refuses a text fed to the model in one call (`flag`'s value, as `--prime`) whose steps, all
+/// recorded on one tape, would not fit in memory beside the model.
+pub fn check_fed(flag: &str, h: &Hyper, vocab: &[char], text: &str) -> Result<(), Error> {
     let (limit, source) = memory::limit();
-    let chars = prime.chars().count();
+    let chars = text.chars().count();
     let bytes = priming_bytes(h, vocab.len(), chars)
         .and_then(|p| p.checked_add(sampling_bytes(h, vocab.len())?));
     if bytes.is_some_and(|b| b <= limit) {
         return Ok(());
     }
     Err(Error::Usage(format!(
-        "--prime of {chars} characters needs {} of memory with the model (every step of it is recorded on one tape), but at most {} is available ({source}); use a shorter prime",
+        "{flag} of {chars} characters needs {} of memory with the model (every step of it is recorded on one tape), but at most {} is available ({source}); use a shorter {}",
         amount(bytes),
-        human(limit)
+        human(limit),
+        flag.trim_start_matches('-')
     )))
 }
 
 /// Refuses weights that are NaN or infinite: they sample noise.
-fn check_finite(model: &CharModel, path: &Path) -> Result<(), Error> {
+pub fn check_finite(model: &CharModel, path: &Path) -> Result<(), Error> {
     for (name, p) in model.params() {
         if let Some(i) = p.value().data().iter().position(|x| !x.is_finite()) {
             return Err(Error::Checkpoint(format!(
