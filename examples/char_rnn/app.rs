@@ -6,6 +6,8 @@ pub mod checkpoint;
 pub mod cli;
 #[path = "data.rs"]
 pub mod data;
+#[path = "eval.rs"]
+pub mod eval;
 #[path = "../support/plot.rs"]
 mod figure;
 #[path = "../support/flags.rs"]
@@ -81,6 +83,8 @@ pub enum Outcome {
     Interrupted { step: usize },
     /// Text was sampled.
     Sampled(String),
+    /// The held-out text was scored: the static figure, and the dynamic one if asked for.
+    Evaluated(eval::Scores),
     /// The curve of this many runs was drawn.
     Plotted(usize),
     /// Help or version was printed.
@@ -96,6 +100,7 @@ where
     match cli::parse(args)? {
         cli::Parsed::Train(t) => train::run(&t),
         cli::Parsed::Sample(s) => sample::run(&s).map(Outcome::Sampled),
+        cli::Parsed::Eval(e) => eval::run(&e).map(Outcome::Evaluated),
         cli::Parsed::Plot(p) => plot::run(&p).map(Outcome::Plotted),
         cli::Parsed::Informed => Ok(Outcome::Informed),
     }

@@ -34,6 +34,7 @@ mod truncation_study_app;
 mod attention;
 mod char_rnn;
 mod char_rnn_checkpoints;
+mod char_rnn_eval;
 mod char_rnn_inputs;
 mod char_rnn_metrics;
 mod hessian_free;
