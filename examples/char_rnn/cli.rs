@@ -88,10 +88,10 @@ impl DynRule {
     }
 }
 
-const SGD_LR: f64 = 0.1;
-const SGD_DECAY: f64 = 0.001;
+const SGD_LR: f64 = 0.06;
+const SGD_DECAY: f64 = 3e-4;
 const RMS_LR: f64 = 1e-4;
-const RMS_DECAY: f64 = 0.01;
+const RMS_DECAY: f64 = 1e-3;
 
 /// How gradients flow back through time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -254,11 +254,11 @@ struct EvalArgs {
     /// Dynamic evaluation's update rule.
     #[arg(long, value_enum, default_value_t = DynRule::Rms, requires = "dynamic")]
     rule: DynRule,
-    /// Dynamic evaluation's learning rate η (default: 1e-4 for rms, 0.1 for sgd).
+    /// Dynamic evaluation's learning rate η (default: 1e-4 for rms, 0.06 for sgd).
     #[arg(long, allow_negative_numbers = true, requires = "dynamic")]
     dyn_lr: Option<f64>,
-    /// Dynamic evaluation's decay λ toward the trained weights, per segment (default: 0.01 for
-    /// rms, 0.001 for sgd).
+    /// Dynamic evaluation's decay λ toward the trained weights, per segment (default: 0.001 for
+    /// rms, 0.0003 for sgd).
     #[arg(long, allow_negative_numbers = true, requires = "dynamic")]
     dyn_decay: Option<f64>,
     /// Characters per segment of dynamic evaluation: scored, then learnt from.

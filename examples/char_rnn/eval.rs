@@ -144,10 +144,13 @@ pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
             };
             let adapted = Halves::of(&dynamic_losses(&model, &tokens, &adapt));
             out.line(format_args!(
-                "dynamic    {:.4} nats/char (second half {:.4}): the same, each segment learnt from once scored ({:?}, --dyn-lr {}, --dyn-decay {}; {:.1} s)",
+                "dynamic    {:.4} nats/char (second half {:.4}): the same, each segment learnt from once scored (--rule {}, --dyn-lr {}, --dyn-decay {}; {:.1} s)",
                 adapted.all,
                 adapted.second_half,
-                d.rule,
+                match d.rule {
+                    DynRule::Sgd => "sgd",
+                    DynRule::Rms => "rms",
+                },
                 number(d.lr),
                 number(d.decay),
                 started.elapsed().as_secs_f64()
