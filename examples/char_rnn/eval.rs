@@ -34,7 +34,8 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// `eval`'s figures, in nats per character.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Scores {
-    /// Characters of the held-out text scored.
+    /// Characters of the held-out text after its first: those the one-sequence readings score
+    /// (the static figure's lanes leave out each lane's first and the remainder).
     pub chars: usize,
     /// The static figure: the mean as training's [`evaluate`] measures it, in the checkpoint's
     /// lanes and chunk length, the weights fixed.
@@ -252,6 +253,7 @@ impl Adapt {
     fn apply(&self, model: &CharModel, grads: &Grads, trained: &[Tensor]) {
         let (lr, decay) = (self.lr, self.decay);
         for (i, ((_, p), theta0)) in model.params().into_iter().zip(trained).enumerate() {
+            // Without a gradient a parameter has never moved: there is nothing to decay.
             let Some(g) = grads.get(p) else {
                 continue;
             };
