@@ -251,24 +251,19 @@ struct EvalArgs {
     /// sequence in segments, each scored with the weights of the moment, then learnt from.
     #[arg(long)]
     dynamic: bool,
-    /// Dynamic evaluation's update rule.
-    #[arg(long, value_enum, default_value_t = DynRule::Rms, requires = "dynamic")]
-    rule: DynRule,
+    /// Dynamic evaluation's update rule (default: rms).
+    #[arg(long, value_enum)]
+    rule: Option<DynRule>,
     /// Dynamic evaluation's learning rate η (default: 1e-4 for rms, 0.06 for sgd).
-    #[arg(long, allow_negative_numbers = true, requires = "dynamic")]
+    #[arg(long, allow_negative_numbers = true)]
     dyn_lr: Option<f64>,
     /// Dynamic evaluation's decay λ toward the trained weights, per segment (default: 0.001 for
     /// rms, 0.0003 for sgd).
-    #[arg(long, allow_negative_numbers = true, requires = "dynamic")]
+    #[arg(long, allow_negative_numbers = true)]
     dyn_decay: Option<f64>,
-    /// Characters per segment of dynamic evaluation: scored, then learnt from.
-    #[arg(
-        long,
-        allow_negative_numbers = true,
-        default_value_t = 20,
-        requires = "dynamic"
-    )]
-    segment: usize,
+    /// Characters per segment of dynamic evaluation: scored, then learnt from (default: 20).
+    #[arg(long, allow_negative_numbers = true)]
+    segment: Option<usize>,
 }
 
 /// The model's shape and how it is trained: saved in every checkpoint.
@@ -721,7 +716,18 @@ fn check_eval(e: EvalArgs) -> Result<EvalConfig, Error> {
     if e.limit.is_some_and(|l| l < 2) {
         return usage("--limit must be at least 2: a first character, and one to score".into());
     }
+    let dynamic_flags = [
+        ("--rule", e.rule.is_some()),
+        ("--dyn-lr", e.dyn_lr.is_some()),
+        ("--dyn-decay", e.dyn_decay.is_some()),
+        ("--segment", e.segment.is_some()),
+    ];
     if !e.dynamic {
+        if let Some((flag, _)) = dynamic_flags.iter().find(|(_, given)| *given) {
+            return usage(format!(
+                "{flag} is a setting of dynamic evaluation: add --dynamic, or drop it"
+            ));
+        }
         return Ok(EvalConfig {
             checkpoint: e.checkpoint,
             data: e.data,
@@ -729,7 +735,8 @@ fn check_eval(e: EvalArgs) -> Result<EvalConfig, Error> {
             dynamic: None,
         });
     }
-    let (lr, decay) = e.rule.defaults();
+    let rule = e.rule.unwrap_or(DynRule::Rms);
+    let (lr, decay) = rule.defaults();
     let (lr, decay) = (e.dyn_lr.unwrap_or(lr), e.dyn_decay.unwrap_or(decay));
     if !(lr >= 0.0 && (lr as f32).is_finite()) {
         return usage(format!(
@@ -743,7 +750,8 @@ fn check_eval(e: EvalArgs) -> Result<EvalConfig, Error> {
             number(decay)
         ));
     }
-    if e.segment == 0 {
+    let segment = e.segment.unwrap_or(20);
+    if segment == 0 {
         return usage("--segment must be at least 1".into());
     }
     Ok(EvalConfig {
@@ -751,10 +759,10 @@ fn check_eval(e: EvalArgs) -> Result<EvalConfig, Error> {
         data: e.data,
         limit: e.limit,
         dynamic: Some(DynamicConfig {
-            rule: e.rule,
+            rule,
             lr,
             decay,
-            segment: e.segment,
+            segment,
         }),
     })
 }

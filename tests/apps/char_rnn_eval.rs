@@ -365,6 +365,11 @@ fn bad_inputs_to_eval_are_one_line_errors_of_their_kind() {
         assert!(e.to_string().contains(says), "{flags:?}: {e}");
     }
     // Dynamic settings without --dynamic would be silently ignored.
-    let e = one_line_error(&["eval", "--checkpoint", ckpt, "--rule", "sgd"]);
-    assert!(matches!(e, Error::Usage(_)), "{e:?}");
+    for flag in ["--rule", "--dyn-lr", "--dyn-decay", "--segment"] {
+        let value = if flag == "--rule" { "sgd" } else { "1" };
+        let e = one_line_error(&["eval", "--checkpoint", ckpt, flag, value]);
+        assert!(matches!(e, Error::Usage(_)), "{flag}: {e:?}");
+        let says = format!("{flag} is a setting of dynamic evaluation: add --dynamic");
+        assert!(e.to_string().starts_with(&says), "{e}");
+    }
 }
