@@ -81,6 +81,7 @@ pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
         .map_err(|b| b.in_checkpoint(&c.checkpoint))?;
     let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, &c.checkpoint)?;
     let corpus = Corpus::load(c.data.as_deref())?;
+    let ids = checkpoint_ids(&corpus, &saved.vocab, &c.checkpoint)?;
     if saved.text_hash.is_some_and(|h| h != corpus.hash) {
         super::tell(
             "note",
@@ -91,7 +92,6 @@ pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
             ),
         );
     }
-    let ids = checkpoint_ids(&corpus, &saved.vocab, &c.checkpoint)?;
     let mut val = in_checkpoint_ids(&corpus.val, &ids, saved.vocab.len());
     if let Some(limit) = c.limit {
         val.split_off(limit.min(val.len()));
@@ -126,39 +126,11 @@ pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
         static_loss.exp(),
         h.seq_len
     ));
-    let dynamic = match &c.dynamic {
-        None => None,
-        Some(d) => {
-            let tokens: Vec<usize> = (0..val.len()).map(|i| val.get(i)).collect();
-            let unadapted = Halves::of(&sequence_losses(&model, &tokens, d.segment));
-            out.line(format_args!(
-                "unadapted  {:.4} nats/char (second half {:.4}): one sequence in segments of {}, the weights fixed",
-                unadapted.all, unadapted.second_half, d.segment
-            ));
-            let started = Instant::now();
-            let adapt = match d.rule {
-                DynRule::Sgd => Adapt::sgd(d),
-                DynRule::Rms => {
-                    let train = in_checkpoint_ids(&corpus.train, &ids, saved.vocab.len());
-                    Adapt::rms(d, &gradient_rms(&model, &train, d.segment))
-                }
-            };
-            let adapted = Halves::of(&dynamic_losses(&model, &tokens, &adapt));
-            out.line(format_args!(
-                "dynamic    {:.4} nats/char (second half {:.4}): the same, each segment learnt from once scored (--rule {}, --dyn-lr {}, --dyn-decay {}; {:.1} s)",
-                adapted.all,
-                adapted.second_half,
-                match d.rule {
-                    DynRule::Sgd => "sgd",
-                    DynRule::Rms => "rms",
-                },
-                number(d.lr),
-                number(d.decay),
-                started.elapsed().as_secs_f64()
-            ));
-            Some(DynamicScores { unadapted, adapted })
-        }
-    };
+    let dynamic = c.dynamic.as_ref().map(|d| {
+        // The RMS rule's statistics come from the training part, in the checkpoint's tokens.
+        let train = || in_checkpoint_ids(&corpus.train, &ids, saved.vocab.len());
+        score_dynamic(&model, &val, train, d, &mut out)
+    });
     match out.failed() {
         Some(e) => Err(Error::Output(format!(
             "cannot write the figures to standard output: {e}"
@@ -169,6 +141,42 @@ pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
             dynamic,
         }),
     }
+}
+
+/// The one-sequence readings of `val`, unadapted then adapted by `d`, each printed as it is
+/// measured.
+fn score_dynamic(
+    model: &CharModel,
+    val: &Tokens,
+    train: impl FnOnce() -> Tokens,
+    d: &DynamicConfig,
+    out: &mut Output,
+) -> DynamicScores {
+    let tokens: Vec<usize> = (0..val.len()).map(|i| val.get(i)).collect();
+    let unadapted = Halves::of(&sequence_losses(model, &tokens, d.segment));
+    out.line(format_args!(
+        "unadapted  {:.4} nats/char (second half {:.4}): one sequence in segments of {}, the weights fixed",
+        unadapted.all, unadapted.second_half, d.segment
+    ));
+    let started = Instant::now();
+    let adapt = match d.rule {
+        DynRule::Sgd => Adapt::sgd(d),
+        DynRule::Rms => Adapt::rms(d, &gradient_rms(model, &train(), d.segment)),
+    };
+    let adapted = Halves::of(&dynamic_losses(model, &tokens, &adapt));
+    out.line(format_args!(
+        "dynamic    {:.4} nats/char (second half {:.4}): the same, each segment learnt from once scored (--rule {}, --dyn-lr {}, --dyn-decay {}; {:.1} s)",
+        adapted.all,
+        adapted.second_half,
+        match d.rule {
+            DynRule::Sgd => "sgd",
+            DynRule::Rms => "rms",
+        },
+        number(d.lr),
+        number(d.decay),
+        started.elapsed().as_secs_f64()
+    ));
+    DynamicScores { unadapted, adapted }
 }
 
 /// For each token of the corpus's vocabulary, its token in the checkpoint's; an error names the
