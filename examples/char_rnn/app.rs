@@ -8,6 +8,8 @@ pub mod cli;
 pub mod connectivity;
 #[path = "data.rs"]
 pub mod data;
+#[path = "eval.rs"]
+pub mod eval;
 #[path = "../support/plot.rs"]
 mod figure;
 #[path = "../support/flags.rs"]
@@ -84,6 +86,8 @@ pub enum Outcome {
     Interrupted { step: usize },
     /// Text was sampled.
     Sampled(String),
+    /// The held-out text was scored: the static figure, and the dynamic one if asked for.
+    Evaluated(eval::Scores),
     /// The curve of this many runs was drawn.
     Plotted(usize),
     /// The connectivity of these predictions was drawn.
@@ -101,6 +105,7 @@ where
     match cli::parse(args)? {
         cli::Parsed::Train(t) => train::run(&t),
         cli::Parsed::Sample(s) => sample::run(&s).map(Outcome::Sampled),
+        cli::Parsed::Eval(e) => eval::run(&e).map(Outcome::Evaluated),
         cli::Parsed::Plot(p) => plot::run(&p).map(Outcome::Plotted),
         cli::Parsed::Connectivity(c) => connectivity::run(&c).map(Outcome::Connectivity),
         cli::Parsed::Informed => Ok(Outcome::Informed),

@@ -35,6 +35,7 @@ mod attention;
 mod char_rnn;
 mod char_rnn_checkpoints;
 mod char_rnn_connectivity;
+mod char_rnn_eval;
 mod char_rnn_inputs;
 mod char_rnn_metrics;
 mod char_rnn_recipe;
