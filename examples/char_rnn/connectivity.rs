@@ -16,9 +16,8 @@ use super::data::Corpus;
 use super::figure::{self, Area, Drawn};
 use super::model::CharModel;
 use super::output::Output;
-use super::sample::{check_fed, check_finite, check_vocab};
-use super::train::restore_model;
-use super::{checkpoint, Error};
+use super::sample::{check_fed, load_model};
+use super::Error;
 
 /// What one prediction reads.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,12 +34,7 @@ pub struct Strip {
 /// `connectivity`: loads the checkpoint, draws the strip of each prediction of `c.at` into
 /// `c.out`, and prints the norms nearest each prediction.
 pub fn run(c: &ConnectivityConfig) -> Result<Vec<Strip>, Error> {
-    let saved = checkpoint::load(&c.checkpoint)?;
-    check_vocab(&saved.vocab, &c.checkpoint)?;
-    saved
-        .hyper
-        .check(saved.vocab.len())
-        .map_err(|b| b.in_checkpoint(&c.checkpoint))?;
+    let (saved, model) = load_model(&c.checkpoint)?;
     let tokens = Corpus::encode(&saved.vocab, &c.text).map_err(|ch| {
         Error::Usage(format!(
             "--text contains {ch:?}, which is not in the checkpoint's vocabulary of {} characters",
@@ -48,8 +42,6 @@ pub fn run(c: &ConnectivityConfig) -> Result<Vec<Strip>, Error> {
         ))
     })?;
     check_fed("--text", &saved.hyper, &saved.vocab, &c.text)?;
-    let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, &c.checkpoint)?;
-    check_finite(&model, &c.checkpoint)?;
     let strips = strips(&model, &tokens, &c.at)
         .map_err(|m| Error::Checkpoint(format!("{}: {m}", c.checkpoint.display())))?;
     let text: Vec<char> = c.text.chars().collect();

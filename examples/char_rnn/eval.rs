@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use rewind::autograd::{CrossEntropyOptions, Grads, Reduction, Tape, Tensor};
 use rewind::nn::{Carry, Module, Run, Stream, Tokens};
 
-use super::checkpoint;
 use super::cli::{number, DynRule, DynamicConfig, EvalConfig};
 use super::data::Corpus;
 use super::model::CharModel;
 use super::output::Output;
-use super::train::{evaluate, restore_model};
+use super::sample::load_model;
+use super::train::evaluate;
 use super::Error;
 
 /// ε of the RMS rule, Krause et al.'s (their code's default).
@@ -74,12 +74,7 @@ impl Halves {
 
 /// Runs an `eval` command and prints its figures.
 pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
-    let saved = checkpoint::load(&c.checkpoint)?;
-    saved
-        .hyper
-        .check(saved.vocab.len())
-        .map_err(|b| b.in_checkpoint(&c.checkpoint))?;
-    let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, &c.checkpoint)?;
+    let (saved, model) = load_model(&c.checkpoint)?;
     let corpus = Corpus::load(c.data.as_deref())?;
     let ids = checkpoint_ids(&corpus, &saved.vocab, &c.checkpoint)?;
     if saved.text_hash.is_some_and(|h| h != corpus.hash) {

@@ -8,25 +8,19 @@ use std::path::Path;
 use rewind::autograd::Tape;
 use rewind::nn::{Carry, Module, Run};
 
+use super::checkpoint::{self, Saved};
 use super::cli::{human, Hyper, SampleConfig};
 use super::data::Corpus;
 use super::memory;
 use super::model::{priming_bytes, sampling_bytes, CharModel};
 use super::output::Output;
 use super::train::restore_model;
-use super::{checkpoint, Error};
+use super::Error;
 
 /// `sample`: loads the checkpoint and prints what the model writes after `--prime`.
 pub fn run(c: &SampleConfig) -> Result<String, Error> {
-    let saved = checkpoint::load(&c.checkpoint)?;
-    check_vocab(&saved.vocab, &c.checkpoint)?;
-    saved
-        .hyper
-        .check(saved.vocab.len())
-        .map_err(|b| b.in_checkpoint(&c.checkpoint))?;
+    let (saved, model) = load_model(&c.checkpoint)?;
     check_len(c.len, &saved.vocab)?;
-    let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, &c.checkpoint)?;
-    check_finite(&model, &c.checkpoint)?;
     let mut rng = StdRng::seed_from_u64(c.seed);
     let prime = c
         .prime
@@ -59,9 +53,24 @@ pub fn run(c: &SampleConfig) -> Result<String, Error> {
     }
 }
 
+/// The checkpoint at `path` and its model, ready to read text: what `sample`, `eval` and
+/// `connectivity` start from. Its vocabulary, settings (including that the model fits in
+/// memory) and weights are checked before the model is used.
+pub fn load_model(path: &Path) -> Result<(Saved, CharModel), Error> {
+    let saved = checkpoint::load(path)?;
+    check_vocab(&saved.vocab, path)?;
+    saved
+        .hyper
+        .check(saved.vocab.len())
+        .map_err(|b| b.in_checkpoint(path))?;
+    let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, path)?;
+    check_finite(&model, path)?;
+    Ok((saved, model))
+}
+
 /// A vocabulary as char_rnn writes it: not empty, sorted, each character once (tokens are
 /// found by binary search).
-pub fn check_vocab(vocab: &[char], path: &Path) -> Result<(), Error> {
+fn check_vocab(vocab: &[char], path: &Path) -> Result<(), Error> {
     let bad = |what: String| {
         Err(Error::Checkpoint(format!(
             "{}: the vocabulary {what}; char_rnn writes it sorted, each character once",
@@ -124,7 +133,7 @@ pub fn check_fed(flag: &str, h: &Hyper, vocab: &[char], text: &str) -> Result<()
 }
 
 /// Refuses weights that are NaN or infinite: they sample noise.
-pub fn check_finite(model: &CharModel, path: &Path) -> Result<(), Error> {
+fn check_finite(model: &CharModel, path: &Path) -> Result<(), Error> {
     for (name, p) in model.params() {
         if let Some(i) = p.value().data().iter().position(|x| !x.is_finite()) {
             return Err(Error::Checkpoint(format!(

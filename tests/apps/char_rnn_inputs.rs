@@ -10,27 +10,13 @@ use std::fs;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use crate::support::char_rnn::{args, binary, scratch_dir, tiny_lines, train_args};
+use crate::support::char_rnn::{args, binary, scratch_dir, small_run as small, tiny_lines};
 use app::{run, Error, Outcome};
 use rewind::autograd::io::{load_tensors, save_tensors};
 
 /// A directory of this test's own.
 fn scratch() -> PathBuf {
     scratch_dir("rewind-char-rnn-inputs")
-}
-
-/// A small, fast run on `data` saving to `checkpoint`; a flag in `extra` replaces its default.
-fn small(data: &Path, checkpoint: &Path, extra: &[&str]) -> Vec<String> {
-    let defaults = [
-        ("--data", data.to_str().unwrap()),
-        ("--checkpoint", checkpoint.to_str().unwrap()),
-        ("--batch", "4"),
-        ("--seq-len", "16"),
-        ("--hidden", "32"),
-        ("--embed", "8"),
-        ("--eval-every", "1000"),
-    ];
-    train_args(&defaults, extra)
 }
 
 fn sample_args(checkpoint: &Path, extra: &[&str]) -> Vec<String> {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::char_rnn::{args, binary, scratch_dir, tiny_text, train_args};
+use crate::support::char_rnn::{args, binary, scratch_dir, small_run as small, tiny_text};
 use app::checkpoint;
 use app::cli::{Hyper, ScheduleKind};
 use app::model::CharModel;
@@ -22,20 +22,6 @@ use rewind::nn::Module;
 
 fn scratch() -> PathBuf {
     scratch_dir("rewind-char-rnn-recipe")
-}
-
-/// A small run on `data` saving to `checkpoint`, with the flags `extra` added.
-fn small(data: &Path, checkpoint: &Path, extra: &[&str]) -> Vec<String> {
-    let defaults = [
-        ("--data", data.to_str().unwrap()),
-        ("--checkpoint", checkpoint.to_str().unwrap()),
-        ("--batch", "4"),
-        ("--seq-len", "16"),
-        ("--hidden", "32"),
-        ("--embed", "8"),
-        ("--eval-every", "1000"),
-    ];
-    train_args(&defaults, extra)
 }
 
 /// The settings a run of `flags` trains with, as its checkpoint holds them.

@@ -56,6 +56,21 @@ pub fn train_args(defaults: &[(&str, &str)], extra: &[&str]) -> Vec<String> {
     args(&a)
 }
 
+/// A small model's training run on `data` saving to `checkpoint` (batch 4 × 16 characters, 32
+/// units, embedding 8, an evaluation every 1,000 steps), with the flags `extra` added.
+pub fn small_run(data: &Path, checkpoint: &Path, extra: &[&str]) -> Vec<String> {
+    let defaults = [
+        ("--data", data.to_str().unwrap()),
+        ("--checkpoint", checkpoint.to_str().unwrap()),
+        ("--batch", "4"),
+        ("--seq-len", "16"),
+        ("--hidden", "32"),
+        ("--embed", "8"),
+        ("--eval-every", "1000"),
+    ];
+    train_args(&defaults, extra)
+}
+
 /// The example's binary, built once for this test run with this test's profile and target
 /// directory.
 pub fn binary() -> &'static Path {
