@@ -9,6 +9,7 @@ mod support;
 mod peephole;
 
 mod bptt_driver;
+mod bptt_sharded_lengths;
 mod bptt_strategies;
 mod bptt_textbook;
 mod checkpoint_rows;
