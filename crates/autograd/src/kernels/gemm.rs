@@ -1,5 +1,7 @@
 //! The general GEMM: batched and strided, on matrixmultiply. Every matrix product that the packed
-//! kernel does not take runs here; [`matmul`](super::matmul) chooses.
+//! kernel does not take runs here; [`matmul`](super::matmul) chooses. Thin products (a side of at
+//! most four: a vector times a matrix, an outer product) skip matrixmultiply, whose packing of
+//! both operands would cost as much as the product, and run as plain loops ([`direct`]).
 //!
 //! Operands are read through strides, so a transposed operand is never copied: transposing a
 //! view swaps its row and column strides. Every raw pointer offset here is bounded by
@@ -175,6 +177,22 @@ pub(crate) fn gemm<F: Float>(
             scale_by_beta(&mut c[e * vc.bs..], vc, beta_e);
             continue;
         }
+        if thin(m, k, n) {
+            // SAFETY: as for `strided` below.
+            unsafe {
+                direct(
+                    m,
+                    k,
+                    n,
+                    Strided(a.as_ptr().add(e * va.bs), va.rs, va.cs),
+                    Strided(b.as_ptr().add(e * vb.bs), vb.rs, vb.cs),
+                    beta_e,
+                    c.as_mut_ptr().add(e * vc.bs),
+                    (vc.rs, vc.cs),
+                )
+            };
+            continue;
+        }
         // SAFETY: assert_fits checked, without wrapping, that every view over every batch entry
         // stays inside its slice, so each offset `e·bs` and every element the GEMM reads or
         // writes from there is in bounds; C is a distinct `&mut` slice, so it aliases neither A
@@ -219,6 +237,116 @@ pub(super) fn copy_rows<F: Float>(c: &mut [F], vc: View, d: &[F], rs: usize) {
     for r in 0..vc.rows {
         c[r * vc.rs..][..n].copy_from_slice(&d[r * rs..][..n]);
     }
+}
+
+/// A side of the product this thin or thinner (rows of A, columns of B, or the inner size) makes
+/// packing cost as much as the product: an attention step's `[1, W]·[W, H]` per lane, a
+/// matrix-vector product, an outer product of two vectors.
+const THIN: usize = 4;
+
+/// True when [`direct`] computes the product: a side of at most [`THIN`], and too small to split
+/// across the cores.
+fn thin(m: usize, k: usize, n: usize) -> bool {
+    m.min(k).min(n) <= THIN && flops(m, k, n) < PARALLEL_FLOPS
+}
+
+/// A read-only operand: its first element, row stride and column stride.
+#[derive(Clone, Copy)]
+struct Strided<F>(*const F, usize, usize);
+
+/// `C ← A·B + beta·C` without packing either operand, for a [`thin`] product. Each element of C
+/// is summed over k in order (the dot products in eight running sums), and the loops run along
+/// whichever side of the operands is contiguous, so that the compiler vectorises them:
+/// - rows of B and C contiguous: C's row i gains A[i, p] times row p of B, for each p;
+/// - columns of A and C contiguous: the same on the transposed product, Cᵀ = Bᵀ·Aᵀ;
+/// - rows of A and columns of B contiguous: each element is a dot product over k;
+/// - otherwise, element by element through the strides.
+///
+/// beta 0 means C is not read (it may hold anything, NaN included, from a recycled buffer).
+///
+/// # Safety
+/// Every operand with its strides must address valid memory for its dimensions (A m×k, B k×n,
+/// C m×n), and C must not alias A or B.
+#[allow(clippy::too_many_arguments)]
+unsafe fn direct<F: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<F>,
+    b: Strided<F>,
+    beta: F,
+    c: *mut F,
+    (rsc, csc): (usize, usize),
+) {
+    let wide = |len: usize, unit: usize| len >= 8 && unit == 1;
+    // SAFETY (every block below): each offset is i·rs + j·cs for i, j inside the operand's
+    // dimensions, which the caller guarantees to lie in valid memory; the slices made from C's
+    // rows (or columns) are its elements alone, and C aliases neither operand.
+    unsafe {
+        if wide(n, b.2) && csc == 1 {
+            for i in 0..m {
+                let row = std::slice::from_raw_parts_mut(c.add(i * rsc), n);
+                start_from(row, beta);
+                for p in 0..k {
+                    let x = *a.0.add(i * a.1 + p * a.2);
+                    let b_row = std::slice::from_raw_parts(b.0.add(p * b.1), n);
+                    for (y, &w) in row.iter_mut().zip(b_row) {
+                        *y += x * w;
+                    }
+                }
+            }
+        } else if wide(m, a.1) && rsc == 1 {
+            let transposed = (Strided(b.0, b.2, b.1), Strided(a.0, a.2, a.1));
+            direct(n, k, m, transposed.0, transposed.1, beta, c, (csc, rsc));
+        } else if a.2 == 1 && b.1 == 1 {
+            for i in 0..m {
+                let a_row = std::slice::from_raw_parts(a.0.add(i * a.1), k);
+                for j in 0..n {
+                    let b_col = std::slice::from_raw_parts(b.0.add(j * b.2), k);
+                    let y = &mut *c.add(i * rsc + j * csc);
+                    *y = dot(a_row, b_col) + if beta == F::ZERO { F::ZERO } else { beta * *y };
+                }
+            }
+        } else {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut sum = F::ZERO;
+                    for p in 0..k {
+                        sum += *a.0.add(i * a.1 + p * a.2) * *b.0.add(p * b.1 + j * b.2);
+                    }
+                    let y = &mut *c.add(i * rsc + j * csc);
+                    *y = sum + if beta == F::ZERO { F::ZERO } else { beta * *y };
+                }
+            }
+        }
+    }
+}
+
+/// A row of C before its products are added: beta·C, or zeros when beta is 0.
+fn start_from<F: Float>(row: &mut [F], beta: F) {
+    if beta == F::ZERO {
+        row.fill(F::ZERO);
+    } else if beta != F::ONE {
+        row.iter_mut().for_each(|y| *y *= beta);
+    }
+}
+
+/// Σ x_p·y_p in eight running sums (lanes p mod 8), added pairwise at the end: an order the
+/// compiler keeps whatever vectors it uses, so the sum does not depend on the CPU.
+fn dot<F: Float>(x: &[F], y: &[F]) -> F {
+    let mut lanes = [F::ZERO; 8];
+    let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
+    let (x_rest, y_rest) = (xs.remainder(), ys.remainder());
+    for (x8, y8) in xs.zip(ys) {
+        for l in 0..8 {
+            lanes[l] += x8[l] * y8[l];
+        }
+    }
+    for (l, (&u, &v)) in x_rest.iter().zip(y_rest).enumerate() {
+        lanes[l] += u * v;
+    }
+    let fours = [0, 1, 2, 3].map(|l| lanes[l] + lanes[l + 4]);
+    (fours[0] + fours[2]) + (fours[1] + fours[3])
 }
 
 /// matrixmultiply's GEMM for `F`, sgemm or dgemm: `C ← alpha·A·B + beta·C` on strided matrices,
@@ -431,6 +559,90 @@ mod tests {
                 assert_eq!(banded, whole, "{m}×{k}·{k}×{n}, {threads} threads");
             }
         }
+    }
+
+    /// Thin products (a side of at most `THIN`), computed without packing, equal the definition
+    /// in f64 for every layout of A, B and C, with beta 0 (over NaN: C is not read), 1 and 0.5,
+    /// batched, and summed into one C over a batch. Each shape is checked to be thin, so that a
+    /// change of `thin` cannot leave the path untested.
+    #[test]
+    fn thin_products_equal_the_definition_in_every_layout() {
+        let value = |i: usize, seed: usize| ((i * 37 + seed * 11) % 23) as f64 / 7.0 - 1.5;
+        let shapes = [
+            (1, 32, 256),
+            (1, 256, 32),
+            (32, 1, 256),
+            (512, 64, 1),
+            (64, 512, 1),
+            (3, 5, 4),
+            (4, 9, 13),
+            (13, 4, 9),
+            (9, 13, 2),
+            (1, 1, 1),
+            (2, 3, 1),
+        ];
+        let mut layouts = 0;
+        for (m, k, n) in shapes {
+            assert!(thin(m, k, n), "{m}×{k}·{k}×{n} is not thin");
+            for (trans_a, trans_b, trans_c) in (0..8).map(|l| (l & 1 > 0, l & 2 > 0, l & 4 > 0)) {
+                for (batch, shared_c) in [(1, false), (3, false), (3, true)] {
+                    for beta in [0.0f32, 1.0, 0.5] {
+                        let dims = |r: usize, c: usize, t: bool| match t {
+                            true => [batch, c, r],
+                            false => [batch, r, c],
+                        };
+                        let (sa, sb) = (dims(m, k, trans_a), dims(k, n, trans_b));
+                        let (va, vb) = (View::of(&sa, trans_a), View::of(&sb, trans_b));
+                        let mut vc = View::of(&dims(m, n, trans_c), trans_c);
+                        let c_len = if shared_c { m * n } else { batch * m * n };
+                        if shared_c {
+                            vc.bs = 0;
+                        }
+                        let a: Vec<f64> = (0..batch * m * k).map(|i| value(i, 1)).collect();
+                        let b: Vec<f64> = (0..batch * k * n).map(|i| value(i, 2)).collect();
+                        let c0: Vec<f64> = (0..c_len).map(|i| value(i, 3)).collect();
+                        // The definition, in f64 from the same f32 values.
+                        let round = |x: &[f64]| -> Vec<f64> {
+                            x.iter().map(|&v| v as f32 as f64).collect()
+                        };
+                        let (a, b, c0) = (round(&a), round(&b), round(&c0));
+                        let mut want = c0.clone();
+                        for e in 0..batch {
+                            for i in 0..m {
+                                for j in 0..n {
+                                    let sum: f64 = (0..k)
+                                        .map(|p| {
+                                            a[e * va.bs + i * va.rs + p * va.cs]
+                                                * b[e * vb.bs + p * vb.rs + j * vb.cs]
+                                        })
+                                        .sum();
+                                    let y = &mut want[e * vc.bs + i * vc.rs + j * vc.cs];
+                                    let first = !shared_c || e == 0;
+                                    *y = sum + if first { beta as f64 * *y } else { *y };
+                                }
+                            }
+                        }
+                        let f32s =
+                            |x: &[f64]| -> Vec<f32> { x.iter().map(|&v| v as f32).collect() };
+                        let mut c: Vec<f32> = match beta {
+                            0.0 => vec![f32::NAN; c_len],
+                            _ => f32s(&c0),
+                        };
+                        gemm(batch, (&f32s(&a), va), (&f32s(&b), vb), (&mut c, vc), beta);
+                        let at = format!(
+                            "{m}×{k}·{k}×{n}, transposed {trans_a}/{trans_b}/{trans_c}, \
+                             batch {batch}, shared C {shared_c}, beta {beta}"
+                        );
+                        for (got, want) in c.iter().zip(&want) {
+                            let bound = 1e-5 * (1.0 + (k * batch) as f64);
+                            assert!((*got as f64 - want).abs() <= bound, "{at}: {got} vs {want}");
+                        }
+                        layouts += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(layouts, shapes.len() * 8 * 3 * 3);
     }
 
     /// A shared B with A and C stacked by rows is folded into one product of batch·m rows; that
