@@ -13,6 +13,7 @@ mod bptt_sharded_lengths;
 mod bptt_strategies;
 mod bptt_textbook;
 mod checkpoint_rows;
+mod collective;
 mod custom_cell;
 mod keep_states;
 mod load_strict;

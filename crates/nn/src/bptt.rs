@@ -16,10 +16,11 @@ use std::thread;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rewind_autograd::{Float, Grads, Tape, Tensor};
+use rewind_autograd::{Float, Grads, Param, Tape, Tensor};
 
 use crate::carry::{Carry, ModelState};
 use crate::chunk_loss::ChunkLoss;
+use crate::collective::{all_reduce_grads, Collective, CollectiveError};
 use crate::recurrent::{InSegment, Run};
 use crate::stream::{pieces, Source, SourceChunk};
 
@@ -411,6 +412,69 @@ impl<F: Float, K: ModelState<F>> Bptt<F, K> {
             + Sync,
     {
         assert!(shards > 0, "bptt: step_sharded needs at least one shard");
+        let update = self.step_in_shards(stream, shards, None, model)?;
+        Some(update.expect("no collective, so no collective error"))
+    }
+
+    /// One update of a data-parallel run, on one of its ranks: `stream` holds this rank's lanes
+    /// (for instance [`Stream::select_lanes`](crate::Stream::select_lanes) of the whole stream),
+    /// run as [`step_sharded`](Bptt::step_sharded) runs them; then the gradients' sums over
+    /// every parameter of `params` (in order, the same on every rank) travel as one flat buffer
+    /// through `across`'s all-reduce, with the losses' sum and the number of terms, and the update
+    /// is divided by the terms of all ranks. Every rank gets the same update, the one a single
+    /// process would compute over all the lanes (to rounding: the sums run in another order), and
+    /// carries its own lanes' state.
+    ///
+    /// Every rank must make the same calls: the same strategy and seed, streams of the same
+    /// length. A rank that fails or leaves makes this return the collective's error on the
+    /// others; the driver has then read the chunk but not kept its state.
+    #[track_caller]
+    pub fn step_across<S, M>(
+        &mut self,
+        stream: &mut S,
+        across: &dyn Collective,
+        params: &[&Param<F>],
+        shards: usize,
+        model: M,
+    ) -> Result<Option<Update<F>>, CollectiveError>
+    where
+        S: Source,
+        S::Chunk: Sync,
+        K: Send + Sync,
+        M: for<'t> Fn(
+                &'t Tape<F>,
+                &S::Chunk,
+                K::Live<'t>,
+                &Run<'_, F>,
+            ) -> (ChunkLoss<'t, F>, K::Live<'t>)
+            + Sync,
+    {
+        assert!(shards > 0, "bptt: step_across needs at least one shard");
+        self.step_in_shards(stream, shards, Some((across, params)), model)
+            .transpose()
+    }
+
+    /// [`step_sharded`](Bptt::step_sharded), its sums all-reduced through `across` first when
+    /// given ([`step_across`](Bptt::step_across)).
+    fn step_in_shards<S, M>(
+        &mut self,
+        stream: &mut S,
+        shards: usize,
+        across: Option<(&dyn Collective, &[&Param<F>])>,
+        model: M,
+    ) -> Option<Result<Update<F>, CollectiveError>>
+    where
+        S: Source,
+        S::Chunk: Sync,
+        K: Send + Sync,
+        M: for<'t> Fn(
+                &'t Tape<F>,
+                &S::Chunk,
+                K::Live<'t>,
+                &Run<'_, F>,
+            ) -> (ChunkLoss<'t, F>, K::Live<'t>)
+            + Sync,
+    {
         let plan = self.plan(stream)?;
         let lanes = plan.chunk.lanes();
         let shards = shards.min(lanes);
@@ -469,18 +533,31 @@ impl<F: Float, K: ModelState<F>> Bptt<F, K> {
         }
         // Summed in shard order, each parameter on whichever core is free.
         let mut grads = Grads::sum(&shard_grads);
-        grads.scale(F::from_f64(1.0 / terms as f64));
+        let mut terms = terms as f64;
+        if let Some((across, params)) = across {
+            let all = (|| {
+                all_reduce_grads(across, &mut grads, params)?;
+                let mut scalars = [sum, terms];
+                across.all_reduce_f64(&mut scalars)?;
+                Ok(scalars)
+            })();
+            match all {
+                Ok([s, t]) => (sum, terms) = (s, t),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+        grads.scale(F::from_f64(1.0 / terms));
         let kept = kept
             .into_iter()
             .map(|(p, states)| (p, K::join_lanes(states)));
         self.keep(plan.end, K::join_lanes(last), kept.collect());
-        Some(Update {
-            loss: sum / terms as f64,
+        Some(Ok(Update {
+            loss: sum / terms,
             grads,
-            targets: terms,
+            targets: terms as usize,
             steps: plan.end - plan.begin,
             peak_bytes,
-        })
+        }))
     }
 
     /// Decides the next update: the steps it reads, the state it starts from, the lanes that

@@ -27,6 +27,7 @@ mod bptt;
 mod carry;
 mod cell;
 mod chunk_loss;
+pub mod collective;
 mod diagnostics;
 mod dropout;
 mod gradcheck;
@@ -43,6 +44,7 @@ pub use bptt::{Bptt, Strategy, Update};
 pub use carry::{Carry, ModelState};
 pub use cell::{Cell, CellState, State, StatePart};
 pub use chunk_loss::ChunkLoss;
+pub use collective::{Collective, CollectiveError, ThreadRank, Threads};
 pub use diagnostics::{
     grad_norms_through_time, param_grad_norms, recurrent_spectral_radii, spectral_radius,
 };

@@ -204,6 +204,30 @@ impl Stream {
         self.position = position;
     }
 
+    /// Lanes `lanes` of this stream alone, at the same position: the share of one rank of a
+    /// data-parallel run (see [`Bptt::step_across`](crate::Bptt::step_across)), whose lanes are
+    /// those lanes of the whole stream, step for step.
+    #[track_caller]
+    pub fn select_lanes(&self, lanes: Range<usize>) -> Stream {
+        assert!(
+            lanes.start < lanes.end && lanes.end <= self.lanes,
+            "stream: lanes {lanes:?} of a stream of {} lanes",
+            self.lanes
+        );
+        let at = lanes.start * self.lane_len..lanes.end * self.lane_len;
+        let tokens = match &self.tokens {
+            Tokens::U8(v) => Tokens::U8(v[at].to_vec()),
+            Tokens::U16(v) => Tokens::U16(v[at].to_vec()),
+            Tokens::U32(v) => Tokens::U32(v[at].to_vec()),
+        };
+        Stream {
+            tokens,
+            lanes: lanes.len(),
+            lane_len: self.lane_len,
+            position: self.position,
+        }
+    }
+
     /// Steps `start .. start + steps` without moving the position.
     #[track_caller]
     pub fn chunk(&self, start: usize, steps: usize) -> Chunk {
