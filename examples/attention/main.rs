@@ -15,8 +15,9 @@
 //! already do for a state: carrying, detaching, masking and resetting.
 //!
 //! The price: a tape's values are immutable, so the window is a new [B, W, H] tensor every step.
-//! At H = 256 and 32 lanes an update takes about 2× as long as without attention at W = 32 and
-//! 4× at W = 128; `--minutes` gives every model the same training clock, so that cost counts.
+//! At H = 256 and 32 lanes an update takes about 1.3× as long as without attention at W = 32
+//! (benches/README.md); `--minutes` gives every model the same training clock, so that cost
+//! counts.
 //!
 //! ```text
 //! cargo run --release --example attention -- --attention none --minutes 10
