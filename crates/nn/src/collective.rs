@@ -4,7 +4,8 @@
 //! all-reduce sums losses and counts.
 //!
 //! [`Collective`] is the interface. [`Threads`] implements it between threads of one process
-//! (no dependency; the ranks' tests and a single machine's runs use it). Every operation either
+//! (no dependency; the ranks' tests and a single machine's runs use it); `Mpi`, with the cargo
+//! feature `mpi`, between the processes of an MPI job (`mpirun -np N`), on one machine or many. Every operation either
 //! completes on every rank or returns an error on every rank that is still waiting: a rank that
 //! leaves (its [`ThreadRank`] dropped, as when its thread panics) or does not arrive within the
 //! group's timeout is named in the error, never waited for forever.
@@ -17,6 +18,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rewind_autograd::{Float, Grads, Param, Tensor};
+
+#[cfg(feature = "mpi")]
+pub use crate::collective_mpi::Mpi;
 
 /// Why a collective operation failed. Every rank that was waiting in the operation gets it.
 #[derive(Clone, Debug, PartialEq, Eq)]

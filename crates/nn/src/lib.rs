@@ -28,6 +28,8 @@ mod carry;
 mod cell;
 mod chunk_loss;
 pub mod collective;
+#[cfg(feature = "mpi")]
+mod collective_mpi;
 mod diagnostics;
 mod dropout;
 mod gradcheck;
