@@ -26,6 +26,8 @@ pub mod model;
 mod output;
 #[path = "plot.rs"]
 pub mod plot;
+#[path = "ranks.rs"]
+mod ranks;
 #[path = "sample.rs"]
 mod sample;
 #[path = "signals.rs"]

@@ -227,6 +227,11 @@ struct TrainArgs {
     /// Also write the metrics as a TensorBoard event file in this directory (created if missing).
     #[arg(long, value_name = "DIR")]
     tensorboard: Option<PathBuf>,
+    /// Train data-parallel as one rank of an MPI job (`mpirun -np N char_rnn --mpi ...`): each
+    /// rank takes --batch / N of the lanes; only rank 0 prints and writes. Needs the example built
+    /// with `--features mpi`.
+    #[arg(long)]
+    mpi: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -613,6 +618,8 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Directory of the TensorBoard event file, if any.
     pub tensorboard: Option<PathBuf>,
+    /// One rank of an MPI job.
+    pub mpi: bool,
 }
 
 /// The shards a step of a model of shape `hyper` runs in by default: one per core while each
@@ -837,6 +844,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         shards: a.shards,
         log_every: a.log_every,
         tensorboard: a.tensorboard,
+        mpi: a.mpi,
     })
 }
 

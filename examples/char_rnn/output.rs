@@ -8,13 +8,22 @@ use std::io::{self, Write};
 #[derive(Debug, Default)]
 pub struct Output {
     failed: Option<io::Error>,
+    quiet: bool,
 }
 
 impl Output {
+    /// An output that writes nothing: another rank than rank 0 of an MPI run.
+    pub fn quiet() -> Self {
+        Output {
+            failed: None,
+            quiet: true,
+        }
+    }
+
     /// Writes `text` and a newline, unless a write has failed already. Standard output is line
     /// buffered, so a closed or full one fails here, not at some later flush.
     pub fn line(&mut self, text: impl Display) {
-        if self.failed.is_none() {
+        if self.failed.is_none() && !self.quiet {
             if let Err(e) = writeln!(io::stdout(), "{text}") {
                 self.failed = Some(e);
             }

@@ -13,7 +13,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::{Rng, SeedableRng};
 use rewind::autograd::{Tape, Tensor};
-use rewind::nn::{load_state_dict, param_grad_norms, Bptt, Carry, Run, Strategy, Stream, Tokens};
+use rewind::nn::{
+    load_state_dict, param_grad_norms, Bptt, Carry, ModelState, Module, Run, Strategy, Stream,
+    Tokens,
+};
 use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp, Sgd};
 
 use super::checkpoint::{self, Progress, SaveParts};
@@ -25,6 +28,7 @@ use super::lock::{self, Lock};
 use super::metrics::{Records, Row};
 use super::model::CharModel;
 use super::output::Output;
+use super::ranks::Ranks;
 use super::sample::generate;
 use super::signals;
 use super::{Error, Outcome};
@@ -41,16 +45,32 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     // Held until the run returns: no other run writes this path meanwhile. Without
     // --checkpoint, the first free default name is claimed atomically, so two bare runs started
     // together get two files.
-    let (path, _lock) = match &c.checkpoint {
-        Some(path) => (path.clone(), Lock::claim(path)?),
-        None => Lock::claim_default(Path::new(""))?,
+    let ranks = Ranks::start(c.mpi)?;
+    // Only rank 0 writes, so only it holds the lock; the other ranks never write the path.
+    let (path, _lock) = match (&c.checkpoint, ranks.lead()) {
+        (Some(path), true) => (path.clone(), Some(Lock::claim(path)?)),
+        (None, true) => {
+            let (path, lock) = Lock::claim_default(Path::new(""))?;
+            (path, Some(lock))
+        }
+        (Some(path), false) => (path.clone(), None),
+        (None, false) => (Path::new("char_rnn.safetensors").to_path_buf(), None),
     };
-    train(&c, &path)
+    let outcome = train(&c, &path, &ranks);
+    if let (Err(e), true) = (&outcome, ranks.size() > 1) {
+        // The other ranks may be waiting for this one: stop them all, after saying why.
+        super::tell("error", &format!("rank {}: {e}", ranks.rank()));
+        ranks.abort_all(1);
+    }
+    outcome
 }
 
-/// The run itself, on the checkpoint path it holds.
-fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
-    let mut out = Output::default();
+/// The run itself, on the checkpoint path it holds (rank 0) or reads (the other ranks).
+fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outcome, Error> {
+    let mut out = match ranks.lead() {
+        true => Output::default(),
+        false => Output::quiet(),
+    };
     let corpus = Corpus::load(c.data.as_deref())?;
     let resumed = c.resume.as_deref().map(checkpoint::load).transpose()?;
     let hyper = match &resumed {
@@ -64,6 +84,9 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             None => b.as_flag(),
         })?;
     corpus.check_length(hyper.batch, hyper.seq_len)?;
+    ranks.check_batch(hyper.batch)?;
+    ranks.agree(settings_hash(&hyper, c, corpus.hash))?;
+    let mine = ranks.lanes(hyper.batch);
     // However each is spelled (`runs/../runs/c.safetensors`, a link's file).
     let resuming_here = c
         .resume
@@ -71,7 +94,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         .is_some_and(|r| same_file(r, checkpoint_path));
     // Anything at the path counts, whatever its type: the save would replace it.
     let exists = fs::symlink_metadata(checkpoint_path).is_ok();
-    if exists && !resuming_here && !c.overwrite {
+    if exists && !resuming_here && !c.overwrite && ranks.lead() {
         return Err(Error::Checkpoint(format!(
             "{} exists: pass --resume {0} to continue it, --overwrite to replace it, or another --checkpoint path",
             checkpoint_path.display()
@@ -81,8 +104,12 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
     let mut rng = StdRng::seed_from_u64(hyper.seed);
     let mut model = CharModel::new(&hyper, corpus.vocab.len(), &mut rng);
     let mut optimizer = make_optimizer(&hyper);
-    let mut stream = Stream::new(corpus.train.clone(), hyper.batch);
-    let mut driver = Bptt::new(strategy(&hyper), model.zero_carry(hyper.batch), hyper.seed);
+    let mut stream = Stream::new(corpus.train.clone(), hyper.batch).select_lanes(mine.clone());
+    let mut driver = Bptt::new(
+        strategy(&hyper),
+        model.zero_carry(mine.len()),
+        ranks.seed(hyper.seed),
+    );
     let mut progress = Progress {
         step: 0,
         position: 0,
@@ -133,7 +160,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         }
         progress = saved.progress;
         stream.seek(progress.position);
-        driver.resume_at(progress.position, saved.carry);
+        driver.resume_at(progress.position, saved.carry.select_lanes(mine.clone()));
         out.line(format_args!(
             "resuming {} at step {}",
             path.display(),
@@ -141,11 +168,15 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         ));
     }
 
-    let mut records = Records::open(
-        checkpoint_path,
-        c.resume.as_deref().map(|p| (p, progress.step)),
-        c.tensorboard.as_deref(),
-    )?;
+    // Rank 0's alone.
+    let mut records = match ranks.lead() {
+        true => Some(Records::open(
+            checkpoint_path,
+            c.resume.as_deref().map(|p| (p, progress.step)),
+            c.tensorboard.as_deref(),
+        )?),
+        false => None,
+    };
     signals::listen();
 
     let shards = c.shards.unwrap_or_else(|| default_shards(&hyper));
@@ -164,7 +195,12 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         },
         rewind::autograd::cores(),
     ));
-    let mut report = Report::new(c.limit, progress.step, out, records.last());
+    let mut report = Report::new(
+        c.limit,
+        progress.step,
+        out,
+        records.as_ref().and_then(|r| r.last()),
+    );
     let started = Instant::now();
     let mut val_loss = f64::NAN;
     let (mut saved_at, mut evaluated_at) = (resuming_here.then_some(progress.step), None);
@@ -196,16 +232,16 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
     let mut interrupted = false;
     while !last {
         let step_seed = mix(hyper.seed, progress.step as u64);
-        model.reseed_dropout(step_seed);
+        model.reseed_dropout(ranks.seed(step_seed));
         let update = if hyper.bptt == BpttKind::Full {
-            full_update(&model, &hyper, &corpus.train, step_seed, shards)
+            full_update(&model, &hyper, &corpus.train, step_seed, shards, ranks)?
         } else {
-            driver.reseed(step_seed);
-            match step(&mut driver, &mut stream, &model, shards) {
+            driver.reseed(ranks.seed(step_seed));
+            match step(&mut driver, &mut stream, &model, shards, ranks)? {
                 Some(u) => u,
                 None => {
                     stream.rewind();
-                    driver.restart(model.zero_carry(hyper.batch));
+                    driver.restart(model.zero_carry(mine.len()));
                     progress.epoch += 1;
                     continue;
                 }
@@ -216,9 +252,12 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         guard.loss(step, "training", update.loss)?;
         let norm = grad_norm(&grads);
         guard.norm(step, norm)?;
-        last = reached(step);
-        // A signal is looked at once a step, here, so that the step it stops at has its row.
+        // A signal is looked at once a step, here, so that the step it stops at has its row. The
+        // ranks stop together: at any rank's limit, signal or failed output.
         let stop = signals::interrupted() || report.out.failed().is_some();
+        let agreed = ranks.any_of([reached(step), stop])?;
+        let (stop, mut stop_after) = (agreed[1], false);
+        last = agreed[0];
         // Every step a checkpoint may hold has its row, so a resumed run continues the smoothed
         // loss exactly: the saves, the last step, and the step the run stops at.
         let logged = [c.log_every, c.eval_every, c.save_every]
@@ -226,24 +265,26 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
             .any(|&every| step.is_multiple_of(every))
             || last
             || stop;
-        let param_norms = match logged && records.wants_param_norms() {
+        let param_norms = match logged && records.as_ref().is_some_and(|r| r.wants_param_norms()) {
             true => param_grad_norms(&model, &grads),
             false => Vec::new(),
         };
         if let Some((at, carry)) = pending.take() {
             guard.state(at.step, optimizer.as_ref(), &carry)?;
-            records.sync();
-            // `save` reads the carried state from a driver.
-            let held = Bptt::new(Strategy::Full, carry, hyper.seed);
-            save(
-                checkpoint_path,
-                &hyper,
-                &corpus,
-                at,
-                &model,
-                optimizer.as_ref(),
-                &held,
-            )?;
+            if let Some(records) = &mut records {
+                records.sync();
+                // `save` reads the carried state from a driver.
+                let held = Bptt::new(Strategy::Full, carry, hyper.seed);
+                save(
+                    checkpoint_path,
+                    &hyper,
+                    &corpus,
+                    at,
+                    &model,
+                    optimizer.as_ref(),
+                    &held,
+                )?;
+            }
             saved_at = Some(at.step);
             guard.good = Some((checkpoint_path, at.step));
         }
@@ -263,11 +304,11 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
 
         let eval_step = progress.step.is_multiple_of(c.eval_every);
         if eval_step || last {
-            val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
+            val_loss = evaluate_on(&model, &corpus.val, hyper.batch, hyper.seq_len, ranks)?;
             guard.loss(progress.step, "validation", val_loss)?;
             evaluated_at = Some(progress.step);
         }
-        if eval_step {
+        if eval_step && ranks.lead() {
             let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
             let prime = corpus.vocab[corpus.val.get(0)].to_string();
             let text = generate(
@@ -284,8 +325,8 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         }
         // Standard output may have failed in this step's own report: the run stops here too, and
         // the step gets its row (without per-parameter norms, which were not taken).
-        let stop = stop || report.out.failed().is_some();
-        if logged || stop {
+        stop_after |= report.out.failed().is_some();
+        if logged || stop || stop_after {
             let row = Row {
                 step,
                 elapsed: report.elapsed(),
@@ -298,13 +339,16 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
                 // As clip_grad_norm decides.
                 clipped: hyper.clip > 0.0 && hyper.clip / (norm + 1e-6) < 1.0,
             };
-            records.write(row, &param_norms);
+            if let Some(records) = &mut records {
+                records.write(row, &param_norms);
+                stop_after |= records.failed().is_some();
+            }
         }
         if progress.step.is_multiple_of(c.save_every) {
-            pending = Some((progress, driver.carry().clone()));
+            pending = Some((progress, ranks.gather(driver.carry(), hyper.batch)?));
         }
         // A closed or full standard output stops the run as Ctrl-C does: its work is saved.
-        if stop || records.failed().is_some() {
+        if stop || ranks.any(stop_after)? {
             interrupted = true;
             break;
         }
@@ -322,21 +366,25 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
     // saved, and measured first unless Ctrl-C (the loop measured it, unless the limit was
     // reached before any step).
     if !interrupted && evaluated_at != Some(progress.step) {
-        val_loss = evaluate(&model, &corpus.val, hyper.batch, hyper.seq_len);
+        val_loss = evaluate_on(&model, &corpus.val, hyper.batch, hyper.seq_len, ranks)?;
         guard.loss(progress.step, "validation", val_loss)?;
     }
     if saved_at != Some(progress.step) {
         guard.state(progress.step, optimizer.as_ref(), driver.carry())?;
-        records.sync();
-        save(
-            checkpoint_path,
-            &hyper,
-            &corpus,
-            progress,
-            &model,
-            optimizer.as_ref(),
-            &driver,
-        )?;
+        let carry = ranks.gather(driver.carry(), hyper.batch)?;
+        if let Some(records) = &mut records {
+            records.sync();
+            let held = Bptt::new(Strategy::Full, carry, hyper.seed);
+            save(
+                checkpoint_path,
+                &hyper,
+                &corpus,
+                progress,
+                &model,
+                optimizer.as_ref(),
+                &held,
+            )?;
+        }
     }
     report.finish();
     let outcome = if interrupted && report.out.failed().is_none() {
@@ -366,7 +414,10 @@ fn train(c: &TrainConfig, checkpoint_path: &Path) -> Result<Outcome, Error> {
         progress.step,
         checkpoint_path.display()
     );
-    match (report.out.failed(), records.failed()) {
+    match (
+        report.out.failed(),
+        records.as_ref().and_then(|r| r.failed()),
+    ) {
         (Some(e), _) => Err(Error::Output(format!(
             "standard output failed ({e}): {stopped}"
         ))),
@@ -559,18 +610,29 @@ fn strategy(h: &Hyper) -> Strategy {
     }
 }
 
-/// One update of `model` on `stream`: on one tape, or in `shards` shards side by side.
+/// One update of `model` on `stream`: on one tape, or in `shards` shards side by side, and
+/// with other ranks, their gradients summed with this one's.
 fn step(
     driver: &mut Bptt,
     stream: &mut Stream,
     model: &CharModel,
     shards: usize,
-) -> Option<rewind::nn::Update> {
-    if shards > 1 {
-        driver.step_sharded(stream, shards, |t, ch, s, r| model.loss(t, ch, s, r))
-    } else {
-        driver.step(stream, |t, ch, s, r| model.loss(t, ch, s, r))
-    }
+    ranks: &Ranks,
+) -> Result<Option<rewind::nn::Update>, Error> {
+    Ok(match ranks.across() {
+        Some(across) => {
+            let params: Vec<_> = model.params().into_iter().map(|(_, p)| p).collect();
+            driver
+                .step_across(stream, across, &params, shards, |t, ch, s, r| {
+                    model.loss(t, ch, s, r)
+                })
+                .map_err(|e| Error::Training(format!("the ranks lost each other: {e}")))?
+        }
+        None if shards > 1 => {
+            driver.step_sharded(stream, shards, |t, ch, s, r| model.loss(t, ch, s, r))
+        }
+        None => driver.step(stream, |t, ch, s, r| model.loss(t, ch, s, r)),
+    })
 }
 
 /// Full BPTT: `batch` random windows of `seq_len` from a zero state, backpropagated whole.
@@ -580,7 +642,8 @@ fn full_update(
     train: &Tokens,
     seed: u64,
     shards: usize,
-) -> rewind::nn::Update {
+    ranks: &Ranks,
+) -> Result<rewind::nn::Update, Error> {
     let mut rng = StdRng::seed_from_u64(seed);
     let window = h.seq_len + 1;
     let mut tokens = Vec::with_capacity(h.batch * window);
@@ -588,17 +651,36 @@ fn full_update(
         let start = rng.random_range(0..=train.len() - window);
         tokens.extend((start..start + window).map(|i| train.get(i)));
     }
-    let mut stream = Stream::new(tokens, h.batch);
-    let mut driver = Bptt::new(Strategy::Full, model.zero_carry(h.batch), seed);
-    step(&mut driver, &mut stream, model, shards).expect("one window per lane")
+    // Every rank draws the same windows and takes its lanes of them.
+    let mine = ranks.lanes(h.batch);
+    let mut stream = Stream::new(tokens, h.batch).select_lanes(mine.clone());
+    let carry = model.zero_carry(mine.len());
+    let mut driver = Bptt::new(Strategy::Full, carry, ranks.seed(seed));
+    Ok(step(&mut driver, &mut stream, model, shards, ranks)?.expect("one window per lane"))
 }
 
 /// Mean cross-entropy in nats per character over the held-out text, read as a stream in
 /// evaluation mode with the state carried.
 pub fn evaluate(model: &CharModel, val: &Tokens, batch: usize, seq_len: usize) -> f64 {
+    evaluate_on(model, val, batch, seq_len, &Ranks::alone()).expect("one rank alone")
+}
+
+/// [`evaluate`] with the lanes shared by the ranks when they divide them (each scores its
+/// lanes, the sums and counts are added), else each scoring every lane.
+fn evaluate_on(
+    model: &CharModel,
+    val: &Tokens,
+    batch: usize,
+    seq_len: usize,
+    ranks: &Ranks,
+) -> Result<f64, Error> {
     let lanes = batch.min(val.len() / 2).max(1);
+    let shared = lanes.is_multiple_of(ranks.size());
     let mut stream = Stream::new(val.clone(), lanes);
-    let mut carry: Carry = model.zero_carry(lanes);
+    if shared {
+        stream = stream.select_lanes(ranks.lanes(lanes));
+    }
+    let mut carry: Carry = model.zero_carry(stream.lanes());
     let (mut total, mut count) = (0.0, 0usize);
     model.set_training(false);
     while let Some(chunk) = stream.take(seq_len) {
@@ -609,7 +691,29 @@ pub fn evaluate(model: &CharModel, val: &Tokens, batch: usize, seq_len: usize) -
         carry = Carry::of(state);
     }
     model.set_training(true);
-    total / count as f64
+    let mut sums = [total, count as f64];
+    if shared {
+        ranks.sum(&mut sums)?;
+    }
+    Ok(sums[0] / sums[1])
+}
+
+/// A hash of what every rank of a run must share: the settings that shape it, its limit and
+/// intervals, whether it resumes, and the text.
+fn settings_hash(hyper: &Hyper, c: &TrainConfig, text: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let described = format!(
+        "{hyper:?} {:?} {} {} {} {}",
+        c.limit,
+        c.save_every,
+        c.eval_every,
+        c.log_every,
+        c.resume.is_some()
+    );
+    described.hash(&mut h);
+    text.hash(&mut h);
+    h.finish()
 }
 
 fn save(
@@ -637,7 +741,7 @@ fn save(
 
 /// A seed for step `n` of a run seeded with `seed` (splitmix64), so a resumed run draws what an
 /// uninterrupted one would.
-fn mix(seed: u64, n: u64) -> u64 {
+pub fn mix(seed: u64, n: u64) -> u64 {
     let mut z = seed ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

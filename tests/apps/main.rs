@@ -38,6 +38,7 @@ mod char_rnn_connectivity;
 mod char_rnn_eval;
 mod char_rnn_inputs;
 mod char_rnn_metrics;
+mod char_rnn_mpi;
 mod char_rnn_recipe;
 mod hessian_free;
 mod nade;

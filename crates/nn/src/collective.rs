@@ -117,6 +117,13 @@ pub trait Collective {
     /// [`broadcast_f32`](Collective::broadcast_f32) in f64.
     fn broadcast_f64(&self, values: &mut [f64], root: usize) -> Result<(), CollectiveError>;
 
+    /// Stops every rank of the run now, with exit code `code`: for a rank that has failed while
+    /// the others may be waiting for it. By default this process exits (which ends every rank of
+    /// a [`Threads`] group with it); an MPI job's ranks are ended by MPI.
+    fn abort_all(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+
     /// The sum of `x` over the ranks (losses, counts of targets), on every rank.
     fn all_reduce_scalar(&self, x: f64) -> Result<f64, CollectiveError> {
         let mut v = [x];

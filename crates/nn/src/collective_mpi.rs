@@ -141,6 +141,10 @@ impl Collective for Mpi {
         self.watch.size
     }
 
+    fn abort_all(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+
     fn all_reduce_f32(&self, values: &mut [f32]) -> Result<(), CollectiveError> {
         self.same_length("all_reduce", values.len())?;
         let send = values.to_vec();
