@@ -329,3 +329,38 @@ fn a_killed_rank_stops_the_run_and_the_checkpoint_survives() {
     );
     assert!(step(&stdout) >= 5, "{stdout}");
 }
+
+/// A rank that cannot read its text stops every rank at once, with an error naming it and the
+/// file; nothing is saved.
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn a_rank_that_cannot_read_its_data_stops_every_rank() {
+    let dir = scratch_dir("rewind-mpi");
+    let data = tiny_text(&dir);
+    let ck = dir.join("d.safetensors");
+    let missing = dir.join("missing.txt");
+    let mut command = Command::new("mpirun");
+    command.args(["--allow-run-as-root", "--oversubscribe", "-np", "1"]);
+    command
+        .arg(mpi_binary())
+        .arg("--mpi")
+        .args(flags(&data, &ck, &["--steps", "5"]));
+    command.args([":", "-np", "1"]);
+    command
+        .arg(mpi_binary())
+        .arg("--mpi")
+        .args(flags(&missing, &ck, &["--steps", "5"]));
+    let start = Instant::now();
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "the ranks waited"
+    );
+    assert!(
+        stderr.contains("rank 1: cannot read") && stderr.contains("missing.txt"),
+        "{stderr}"
+    );
+    assert!(!ck.exists(), "nothing was trained, so nothing is saved");
+}
