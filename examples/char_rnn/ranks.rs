@@ -25,9 +25,25 @@ use rewind::nn::Carry;
 use super::Error;
 
 /// How long a rank waits for the others in one operation before it stops the run: longer than
-/// any step or evaluation of a model this example trains.
+/// any step or evaluation of a model this example trains. `REWIND_MPI_TIMEOUT` (seconds) sets
+/// another.
 #[cfg(feature = "mpi")]
-const TIMEOUT: Duration = Duration::from_secs(600);
+fn timeout() -> Result<Duration, Error> {
+    match std::env::var("REWIND_MPI_TIMEOUT") {
+        Err(_) => Ok(Duration::from_secs(600)),
+        Ok(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| *s > 0.0)
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .ok_or_else(|| {
+                Error::Usage(format!(
+                    "REWIND_MPI_TIMEOUT is {v:?}; expected a positive number of seconds"
+                ))
+            }),
+    }
+}
 
 /// This process's place in the run.
 pub struct Ranks {
@@ -47,7 +63,7 @@ impl Ranks {
         }
         #[cfg(feature = "mpi")]
         {
-            match rewind::nn::collective::Mpi::init(TIMEOUT) {
+            match rewind::nn::collective::Mpi::init(timeout()?) {
                 Some(m) => Ok(Ranks {
                     across: Some(Box::new(m)),
                 }),

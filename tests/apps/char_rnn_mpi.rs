@@ -46,6 +46,23 @@ fn mpi_binary() -> &'static Path {
     })
 }
 
+/// The process of rank `rank` of the job training to `checkpoint`: the one whose environment
+/// says so.
+fn rank_process(rank: usize, checkpoint: &Path) -> u32 {
+    let wanted = format!("OMPI_COMM_WORLD_RANK={rank}");
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|&b| b == 0).any(|v| v == wanted.as_bytes())
+                    && fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| c.contains(checkpoint.to_str().unwrap()))
+            })
+        })
+        .unwrap_or_else(|| panic!("rank {rank} runs"))
+}
+
 /// `mpirun -np ranks char_rnn --mpi args...`, or char_rnn alone with `ranks` 0.
 fn run(ranks: usize, args: &[String]) -> Output {
     let mut command = match ranks {
@@ -280,19 +297,7 @@ fn a_killed_rank_stops_the_run_and_the_checkpoint_survives() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    // Rank 1: the process whose environment says so.
-    let rank1 = fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|pid| {
-            fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
-                env.split(|&b| b == 0)
-                    .any(|v| v == b"OMPI_COMM_WORLD_RANK=1")
-                    && fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| c.contains(ck.to_str().unwrap()))
-            })
-        })
-        .expect("rank 1 runs");
+    let rank1 = rank_process(1, &ck);
     Command::new("kill")
         .args(["-9", &rank1.to_string()])
         .status()
@@ -363,4 +368,60 @@ fn a_rank_that_cannot_read_its_data_stops_every_rank() {
         "{stderr}"
     );
     assert!(!ck.exists(), "nothing was trained, so nothing is saved");
+}
+
+/// A rank that stops answering (stopped by SIGSTOP, as a machine cut off from the network would
+/// be) makes the others give up after the timeout (`REWIND_MPI_TIMEOUT`, 3 s here) with an error
+/// naming the waiting rank and the operation, and the job ends: no rank waits forever.
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn a_rank_that_stops_answering_ends_the_run_after_the_timeout() {
+    let dir = scratch_dir("rewind-mpi");
+    let data = tiny_text(&dir);
+    let ck = dir.join("t.safetensors");
+    let job = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .args(["-x", "REWIND_MPI_TIMEOUT=3"])
+        .arg(mpi_binary())
+        .arg("--mpi")
+        .args(flags(
+            &data,
+            &ck,
+            &["--steps", "1000000", "--save-every", "5"],
+        ))
+        .env("REWIND_MPI_TIMEOUT", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ck.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint in a minute"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rank1 = rank_process(1, &ck);
+    Command::new("kill")
+        .args(["-STOP", &rank1.to_string()])
+        .status()
+        .unwrap();
+    let stopped = Instant::now();
+    let out = job.wait_with_output().unwrap();
+    // Whatever happened, leave no stopped process behind.
+    let _ = Command::new("kill")
+        .args(["-9", &rank1.to_string()])
+        .status();
+    let waited = stopped.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(60),
+        "{waited:?}"
+    );
+    assert!(
+        stderr.contains("rank 0 of 2") && stderr.contains("never arrived"),
+        "{stderr}"
+    );
 }
