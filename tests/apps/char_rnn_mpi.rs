@@ -46,6 +46,34 @@ fn mpi_binary() -> &'static Path {
     })
 }
 
+/// 2 ranks training on `data` without end, saving to `checkpoint` every 5 steps, with mpirun's
+/// options `options`; returns once the first checkpoint is written.
+fn endless_job(data: &Path, checkpoint: &Path, options: &[&str]) -> std::process::Child {
+    let job = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
+        .args(options)
+        .arg(mpi_binary())
+        .arg("--mpi")
+        .args(flags(
+            data,
+            checkpoint,
+            &["--steps", "1000000", "--save-every", "5"],
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !checkpoint.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint in a minute"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    job
+}
+
 /// The process of rank `rank` of the job training to `checkpoint`: the one whose environment
 /// says so.
 fn rank_process(rank: usize, checkpoint: &Path) -> u32 {
@@ -276,27 +304,7 @@ fn a_killed_rank_stops_the_run_and_the_checkpoint_survives() {
     let dir = scratch_dir("rewind-mpi");
     let data = tiny_text(&dir);
     let ck = dir.join("k.safetensors");
-    let job = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .arg(mpi_binary())
-        .arg("--mpi")
-        .args(flags(
-            &data,
-            &ck,
-            &["--steps", "1000000", "--save-every", "5"],
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ck.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no checkpoint in a minute"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let job = endless_job(&data, &ck, &[]);
     let rank1 = rank_process(1, &ck);
     Command::new("kill")
         .args(["-9", &rank1.to_string()])
@@ -379,29 +387,7 @@ fn a_rank_that_stops_answering_ends_the_run_after_the_timeout() {
     let dir = scratch_dir("rewind-mpi");
     let data = tiny_text(&dir);
     let ck = dir.join("t.safetensors");
-    let job = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2"])
-        .args(["-x", "REWIND_MPI_TIMEOUT=3"])
-        .arg(mpi_binary())
-        .arg("--mpi")
-        .args(flags(
-            &data,
-            &ck,
-            &["--steps", "1000000", "--save-every", "5"],
-        ))
-        .env("REWIND_MPI_TIMEOUT", "3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !ck.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no checkpoint in a minute"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let job = endless_job(&data, &ck, &["-x", "REWIND_MPI_TIMEOUT=3"]);
     let rank1 = rank_process(1, &ck);
     Command::new("kill")
         .args(["-STOP", &rank1.to_string()])

@@ -420,63 +420,86 @@ impl Drop for ThreadRank {
     }
 }
 
-/// The element-wise sum of `buffers` in rank order.
-fn sum_in_rank_order(op: &'static str, buffers: &[Buffer]) -> Result<Buffer, CollectiveError> {
+/// The element-wise sum of `buffers` in rank order (rank 0's values, plus rank 1's, …); buffers
+/// of different lengths, or another precision, are a mismatch.
+fn sum_in_rank_order<T: Element>(
+    op: &'static str,
+    buffers: &[Buffer],
+) -> Result<Buffer, CollectiveError> {
     let expected = buffers[0].len();
-    if let Some((rank, b)) = buffers
-        .iter()
-        .enumerate()
-        .find(|(_, b)| b.len() != expected)
-    {
-        return Err(CollectiveError::Mismatch {
-            op,
-            rank,
-            len: b.len(),
-            expected,
-        });
-    }
-    fn add<T: Copy + std::ops::AddAssign>(parts: &[&Vec<T>]) -> Vec<T> {
-        let mut sum = parts[0].clone();
-        for part in &parts[1..] {
-            sum.iter_mut().zip(part.iter()).for_each(|(s, &x)| *s += x);
-        }
-        sum
-    }
-    match &buffers[0] {
-        Buffer::F32(_) => {
-            let parts: Option<Vec<&Vec<f32>>> = buffers
-                .iter()
-                .map(|b| match b {
-                    Buffer::F32(v) => Some(v),
-                    Buffer::F64(_) => None,
-                })
-                .collect();
-            parts
-                .map(|p| Buffer::F32(add(&p)))
-                .ok_or(CollectiveError::Mismatch {
+    let mut parts = Vec::with_capacity(buffers.len());
+    for (rank, buffer) in buffers.iter().enumerate() {
+        match T::unwrap(buffer) {
+            Some(values) if values.len() == expected => parts.push(values),
+            _ => {
+                return Err(CollectiveError::Mismatch {
                     op,
-                    rank: 0,
-                    len: expected,
+                    rank,
+                    len: buffer.len(),
                     expected,
                 })
+            }
         }
-        Buffer::F64(_) => {
-            let parts: Option<Vec<&Vec<f64>>> = buffers
-                .iter()
-                .map(|b| match b {
-                    Buffer::F64(v) => Some(v),
-                    Buffer::F32(_) => None,
-                })
-                .collect();
-            parts
-                .map(|p| Buffer::F64(add(&p)))
-                .ok_or(CollectiveError::Mismatch {
-                    op,
-                    rank: 0,
-                    len: expected,
-                    expected,
-                })
+    }
+    let mut sum = parts[0].clone();
+    for part in &parts[1..] {
+        sum.iter_mut().zip(part.iter()).for_each(|(s, &x)| *s += x);
+    }
+    Ok(T::wrap(sum))
+}
+
+/// A value a [`Buffer`] holds: f32 or f64.
+trait Element: Copy + std::ops::AddAssign {
+    fn wrap(values: Vec<Self>) -> Buffer;
+    fn unwrap(buffer: &Buffer) -> Option<&Vec<Self>>;
+}
+
+impl Element for f32 {
+    fn wrap(values: Vec<f32>) -> Buffer {
+        Buffer::F32(values)
+    }
+    fn unwrap(buffer: &Buffer) -> Option<&Vec<f32>> {
+        match buffer {
+            Buffer::F32(v) => Some(v),
+            Buffer::F64(_) => None,
         }
+    }
+}
+
+impl Element for f64 {
+    fn wrap(values: Vec<f64>) -> Buffer {
+        Buffer::F64(values)
+    }
+    fn unwrap(buffer: &Buffer) -> Option<&Vec<f64>> {
+        match buffer {
+            Buffer::F64(v) => Some(v),
+            Buffer::F32(_) => None,
+        }
+    }
+}
+
+impl ThreadRank {
+    /// `values` summed over the ranks, in rank order.
+    fn all_reduce<T: Element>(&self, values: &mut [T]) -> Result<(), CollectiveError> {
+        let op = "all_reduce";
+        let sum = self.exchange(op, T::wrap(values.to_vec()), |buffers| {
+            sum_in_rank_order::<T>(op, buffers)
+        })?;
+        values.copy_from_slice(T::unwrap(&sum).expect("a sum in the precision of its terms"));
+        Ok(())
+    }
+
+    /// Rank `root`'s `values` on every rank.
+    fn broadcast<T: Element>(&self, values: &mut [T], root: usize) -> Result<(), CollectiveError> {
+        let size = self.shared.size;
+        if root >= size {
+            return Err(CollectiveError::NoSuchRoot { root, size });
+        }
+        let from = self.exchange("broadcast", T::wrap(values.to_vec()), |buffers| {
+            Ok(buffers[root].clone())
+        })?;
+        values.copy_from_slice(T::unwrap(&from).expect("the root's values, in their precision"));
+        Ok(())
     }
 }
 
@@ -490,56 +513,18 @@ impl Collective for ThreadRank {
     }
 
     fn all_reduce_f32(&self, values: &mut [f32]) -> Result<(), CollectiveError> {
-        let op = "all_reduce";
-        let sum = self.exchange(op, Buffer::F32(values.to_vec()), |b| {
-            sum_in_rank_order(op, b)
-        })?;
-        match &*sum {
-            Buffer::F32(s) => values.copy_from_slice(s),
-            Buffer::F64(_) => unreachable!("an f32 sum is f32"),
-        }
-        Ok(())
+        self.all_reduce(values)
     }
 
     fn all_reduce_f64(&self, values: &mut [f64]) -> Result<(), CollectiveError> {
-        let op = "all_reduce";
-        let sum = self.exchange(op, Buffer::F64(values.to_vec()), |b| {
-            sum_in_rank_order(op, b)
-        })?;
-        match &*sum {
-            Buffer::F64(s) => values.copy_from_slice(s),
-            Buffer::F32(_) => unreachable!("an f64 sum is f64"),
-        }
-        Ok(())
+        self.all_reduce(values)
     }
 
     fn broadcast_f32(&self, values: &mut [f32], root: usize) -> Result<(), CollectiveError> {
-        let size = self.shared.size;
-        if root >= size {
-            return Err(CollectiveError::NoSuchRoot { root, size });
-        }
-        let from = self.exchange("broadcast", Buffer::F32(values.to_vec()), |b| {
-            Ok(b[root].clone())
-        })?;
-        match &*from {
-            Buffer::F32(s) => values.copy_from_slice(s),
-            Buffer::F64(_) => unreachable!("an f32 broadcast is f32"),
-        }
-        Ok(())
+        self.broadcast(values, root)
     }
 
     fn broadcast_f64(&self, values: &mut [f64], root: usize) -> Result<(), CollectiveError> {
-        let size = self.shared.size;
-        if root >= size {
-            return Err(CollectiveError::NoSuchRoot { root, size });
-        }
-        let from = self.exchange("broadcast", Buffer::F64(values.to_vec()), |b| {
-            Ok(b[root].clone())
-        })?;
-        match &*from {
-            Buffer::F64(s) => values.copy_from_slice(s),
-            Buffer::F32(_) => unreachable!("an f64 broadcast is f64"),
-        }
-        Ok(())
+        self.broadcast(values, root)
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
-use mpi::traits::{Communicator, CommunicatorCollectives, Root};
+use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence, Root};
 
 use crate::collective::{Collective, CollectiveError};
 
@@ -146,17 +146,27 @@ impl Collective for Mpi {
     }
 
     fn all_reduce_f32(&self, values: &mut [f32]) -> Result<(), CollectiveError> {
-        self.same_length("all_reduce", values.len())?;
-        let send = values.to_vec();
-        self.watched("all_reduce", || {
-            self.world
-                .all_reduce_into(&send[..], values, SystemOperation::sum())
-        });
-        Ok(())
+        self.all_reduce(values)
     }
 
     fn all_reduce_f64(&self, values: &mut [f64]) -> Result<(), CollectiveError> {
+        self.all_reduce(values)
+    }
+
+    fn broadcast_f32(&self, values: &mut [f32], root: usize) -> Result<(), CollectiveError> {
+        self.broadcast(values, root)
+    }
+
+    fn broadcast_f64(&self, values: &mut [f64], root: usize) -> Result<(), CollectiveError> {
+        self.broadcast(values, root)
+    }
+}
+
+impl Mpi {
+    /// `values` summed over the ranks by `MPI_Allreduce`.
+    fn all_reduce<T: Equivalence + Copy>(&self, values: &mut [T]) -> Result<(), CollectiveError> {
         self.same_length("all_reduce", values.len())?;
+        // MPI's send and receive buffers must differ.
         let send = values.to_vec();
         self.watched("all_reduce", || {
             self.world
@@ -165,21 +175,12 @@ impl Collective for Mpi {
         Ok(())
     }
 
-    fn broadcast_f32(&self, values: &mut [f32], root: usize) -> Result<(), CollectiveError> {
-        let size = self.size();
-        if root >= size {
-            return Err(CollectiveError::NoSuchRoot { root, size });
-        }
-        self.same_length("broadcast", values.len())?;
-        self.watched("broadcast", || {
-            self.world
-                .process_at_rank(root as i32)
-                .broadcast_into(values)
-        });
-        Ok(())
-    }
-
-    fn broadcast_f64(&self, values: &mut [f64], root: usize) -> Result<(), CollectiveError> {
+    /// Rank `root`'s `values` on every rank, by `MPI_Bcast`.
+    fn broadcast<T: Equivalence>(
+        &self,
+        values: &mut [T],
+        root: usize,
+    ) -> Result<(), CollectiveError> {
         let size = self.size();
         if root >= size {
             return Err(CollectiveError::NoSuchRoot { root, size });
