@@ -4,8 +4,8 @@
 //! update, the one a single process over all the lanes would take. BPTT is unchanged: each rank
 //! backpropagates through its own unrolled lanes, and the sum over lanes simply runs across ranks.
 //!
-//! Checked: after 30 clipped Adam updates every rank holds the same weights, and they equal one
-//! process's over all 12 lanes, to 1e-12 in f64 (the sums only run in another order).
+//! Checked: after 30 clipped Adam updates every rank's weights equal one process's over all 12
+//! lanes, to 1e-12 in f64 (the sums only run in another order).
 //! Builds on `06-truncated-bptt.rs`. Next: the studies (docs/studies.md).
 //!
 //! Run: `cargo run --example 09-data-parallel -- [RANKS]` (ranks as threads; default 3), or, with

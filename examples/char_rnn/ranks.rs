@@ -3,15 +3,15 @@
 //! Each rank reads lanes `r·B/N .. (r+1)·B/N` of the stream's B lanes and carries their state;
 //! the driver's `step_across` sums the gradients of all ranks once per step, so every rank takes
 //! the update one process over all B lanes would (to f32 rounding). What else the ranks agree
-//! on: their settings and text at the start (a hash, compared), when to stop (any rank's signal,
-//! clock or failed output stops all), the held-out loss (each rank scores its lanes, the sums
+//! on: their settings, text and resumed step at the start (a hash, compared), the schedule's
+//! clock (rank 0's), when to stop (any rank's signal, clock or failed output stops all), the held-out loss (each rank scores its lanes, the sums
 //! are added), and the carried state a checkpoint holds (every rank's lanes, gathered, so that a
 //! resume on any number of ranks that divides B takes its lanes of it). Rank 0 alone prints,
 //! writes the metrics and the checkpoint, and holds its lock.
 //!
-//! Dropout: rank 0 draws the masks a single process would draw for its lanes' shards; rank r
-//! draws from the step's seed mixed with r, so a run is reproducible from its seed and its
-//! number of ranks and shards.
+//! Dropout: rank r's shard i draws the masks of shard r·S + i of one process in N·S shards (S
+//! shards a rank), so a run is reproducible from its seed and its numbers of ranks and shards.
+//! Every rank's driver draws the same chunk lengths (`--bptt random`) from the same seed.
 //!
 //! Without `--mpi` a run is one rank of one, and nothing here talks to anything.
 
@@ -117,12 +117,12 @@ impl Ranks {
         }
     }
 
-    /// A seed for this rank from the step's `seed`: the seed itself on rank 0.
-    pub fn seed(&self, seed: u64) -> u64 {
-        match self.rank() {
-            0 => seed,
-            r => super::train::mix(seed, 0x5EED_0000 + r as u64),
-        }
+    /// Rank 0's `value` on every rank (the others pass anything): the clock every rank's
+    /// schedule reads.
+    pub fn lead_value(&self, value: f64) -> Result<f64, Error> {
+        let mut v = [if self.lead() { value } else { 0.0 }];
+        self.sum(&mut v)?;
+        Ok(v[0])
     }
 
     /// True on every rank when `flag` is true on any.

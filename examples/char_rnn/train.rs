@@ -47,16 +47,13 @@ pub fn run(c: &TrainConfig) -> Result<Outcome, Error> {
     // together get two files.
     let ranks = Ranks::start(c.mpi)?;
     // Only rank 0 writes, so only it holds the lock; the other ranks never write the path.
-    let (path, _lock) = match (&c.checkpoint, ranks.lead()) {
-        (Some(path), true) => (path.clone(), Some(Lock::claim(path)?)),
-        (None, true) => {
-            let (path, lock) = Lock::claim_default(Path::new(""))?;
-            (path, Some(lock))
-        }
-        (Some(path), false) => (path.clone(), None),
-        (None, false) => (Path::new("char_rnn.safetensors").to_path_buf(), None),
+    let claimed = match (&c.checkpoint, ranks.lead()) {
+        (Some(path), true) => Lock::claim(path).map(|lock| (path.clone(), Some(lock))),
+        (None, true) => Lock::claim_default(Path::new("")).map(|(path, lock)| (path, Some(lock))),
+        (Some(path), false) => Ok((path.clone(), None)),
+        (None, false) => Ok((Path::new("char_rnn.safetensors").to_path_buf(), None)),
     };
-    let outcome = train(&c, &path, &ranks);
+    let outcome = claimed.and_then(|(path, _lock)| train(&c, &path, &ranks));
     if let (Err(e), true) = (&outcome, ranks.size() > 1) {
         // The other ranks may be waiting for this one: stop them all, after saying why.
         super::tell("error", &format!("rank {}: {e}", ranks.rank()));
@@ -85,7 +82,6 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
         })?;
     corpus.check_length(hyper.batch, hyper.seq_len)?;
     ranks.check_batch(hyper.batch)?;
-    ranks.agree(settings_hash(&hyper, c, corpus.hash))?;
     let mine = ranks.lanes(hyper.batch);
     // However each is spelled (`runs/../runs/c.safetensors`, a link's file).
     let resuming_here = c
@@ -105,11 +101,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
     let mut model = CharModel::new(&hyper, corpus.vocab.len(), &mut rng);
     let mut optimizer = make_optimizer(&hyper);
     let mut stream = Stream::new(corpus.train.clone(), hyper.batch).select_lanes(mine.clone());
-    let mut driver = Bptt::new(
-        strategy(&hyper),
-        model.zero_carry(mine.len()),
-        ranks.seed(hyper.seed),
-    );
+    let mut driver = Bptt::new(strategy(&hyper), model.zero_carry(mine.len()), hyper.seed);
     let mut progress = Progress {
         step: 0,
         position: 0,
@@ -169,6 +161,8 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
     }
 
     // Rank 0's alone.
+    // Every rank has read the same settings, text and checkpoint, or none starts.
+    ranks.agree(settings_hash(&hyper, c, corpus.hash, progress))?;
     let mut records = match ranks.lead() {
         true => Some(Records::open(
             checkpoint_path,
@@ -225,18 +219,18 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
         Limit::Minutes(_) => started.elapsed().as_secs_f64() / time_limit.as_secs_f64(),
     };
     // Decided once per step, so that the last step is measured and recorded as the last.
-    let mut last = reached(progress.step);
+    let mut last = ranks.any(reached(progress.step))?;
     // A save point's checkpoint is written once the next step's loss shows its weights are
     // sound, so a diverging run never leaves a checkpoint it cannot resume from.
     let mut pending: Option<(Progress, Carry)> = None;
     let mut interrupted = false;
     while !last {
         let step_seed = mix(hyper.seed, progress.step as u64);
-        model.reseed_dropout(ranks.seed(step_seed));
+        model.reseed_dropout(step_seed);
         let update = if hyper.bptt == BpttKind::Full {
             full_update(&model, &hyper, &corpus.train, step_seed, shards, ranks)?
         } else {
-            driver.reseed(ranks.seed(step_seed));
+            driver.reseed(step_seed);
             match step(&mut driver, &mut stream, &model, shards, ranks)? {
                 Some(u) => u,
                 None => {
@@ -291,11 +285,12 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
         if hyper.clip > 0.0 {
             clip_grad_norm(&mut grads, hyper.clip);
         }
-        optimizer.set_lr(scheduled_lr(
-            &hyper,
-            progress.step,
-            budget_spent(progress.step),
-        ));
+        // By the clock, rank 0's: every rank takes the same learning rate.
+        let spent = match c.limit {
+            Limit::Minutes(_) => ranks.lead_value(budget_spent(progress.step))?,
+            Limit::Steps(_) => budget_spent(progress.step),
+        };
+        optimizer.set_lr(scheduled_lr(&hyper, progress.step, spent));
         optimizer.step(&mut model, &grads);
         guard.weights(step, &model)?;
         progress.step = step;
@@ -655,7 +650,7 @@ fn full_update(
     let mine = ranks.lanes(h.batch);
     let mut stream = Stream::new(tokens, h.batch).select_lanes(mine.clone());
     let carry = model.zero_carry(mine.len());
-    let mut driver = Bptt::new(Strategy::Full, carry, ranks.seed(seed));
+    let mut driver = Bptt::new(Strategy::Full, carry, seed);
     Ok(step(&mut driver, &mut stream, model, shards, ranks)?.expect("one window per lane"))
 }
 
@@ -699,8 +694,8 @@ fn evaluate_on(
 }
 
 /// A hash of what every rank of a run must share: the settings that shape it, its limit and
-/// intervals, whether it resumes, and the text.
-fn settings_hash(hyper: &Hyper, c: &TrainConfig, text: u64) -> u64 {
+/// intervals, whether it resumes and from where, and the text.
+fn settings_hash(hyper: &Hyper, c: &TrainConfig, text: u64, resumed: Progress) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let described = format!(
@@ -713,6 +708,7 @@ fn settings_hash(hyper: &Hyper, c: &TrainConfig, text: u64) -> u64 {
     );
     described.hash(&mut h);
     text.hash(&mut h);
+    (resumed.step, resumed.position, resumed.epoch).hash(&mut h);
     h.finish()
 }
 

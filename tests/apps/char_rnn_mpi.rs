@@ -238,6 +238,28 @@ fn with_dropout_a_run_on_n_ranks_repeats_itself() {
     assert_eq!(tensors(&a), tensors(&b));
 }
 
+/// With dropout and random chunk lengths (`--bptt random`), 2 ranks of 1 shard each draw the
+/// chunk lengths and the dropout masks of one process in 2 shards: the same run, to f32
+/// rounding. (Each rank's driver draws the lengths from the run's seed; rank r's shard i draws
+/// the masks of shard r·S + i.)
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn with_dropout_and_random_lengths_ranks_draw_what_shards_draw() {
+    let dir = scratch_dir("rewind-mpi");
+    let data = tiny_text(&dir);
+    let extra = ["--steps", "30", "--dropout", "0.25", "--bptt", "random"];
+    let alone = dir.join("alone.safetensors");
+    let mut sharded: Vec<&str> = extra.to_vec();
+    sharded.extend(["--shards", "2"]);
+    assert_ran(
+        &run(0, &flags(&data, &alone, &sharded)),
+        "one process, 2 shards",
+    );
+    let ranks = dir.join("ranks.safetensors");
+    assert_ran(&run(2, &flags(&data, &ranks, &extra)), "2 ranks");
+    assert_same_run(&ranks, &alone, "2 ranks against 2 shards");
+}
+
 /// A checkpoint of 2 ranks resumes on 3 (each takes its lanes of the gathered state) and ends
 /// where one process running all 40 steps ends.
 #[test]
@@ -408,6 +430,46 @@ fn a_rank_that_stops_answering_ends_the_run_after_the_timeout() {
     );
     assert!(
         stderr.contains("rank 0 of 2") && stderr.contains("never arrived"),
+        "{stderr}"
+    );
+}
+
+/// A checkpoint another run holds: rank 0 cannot take its lock, and every rank stops at once
+/// with rank 0's error, instead of the others waiting for it until the timeout.
+#[test]
+#[ignore = "needs Open MPI; run by .ci/run"]
+fn a_checkpoint_in_use_stops_every_rank_at_once() {
+    let dir = scratch_dir("rewind-mpi");
+    let data = tiny_text(&dir);
+    let ck = dir.join("busy.safetensors");
+    let mut holder = Command::new(mpi_binary())
+        .args(flags(
+            &data,
+            &ck,
+            &["--steps", "1000000", "--save-every", "5"],
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !ck.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint in a minute"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let started = Instant::now();
+    let out = run(2, &flags(&data, &ck, &["--steps", "5", "--overwrite"]));
+    let took = started.elapsed();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(took < Duration::from_secs(30), "took {took:?}: {stderr}");
+    assert!(
+        stderr.contains("rank 0: ") && stderr.contains("in use by another run"),
         "{stderr}"
     );
 }

@@ -116,17 +116,27 @@ fn a_rank_that_never_arrives_is_named_after_the_timeout() {
         let outcome = rank.all_reduce_f64(&mut v);
         Some((outcome, start.elapsed()))
     });
+    // The rank that gave up waited the whole timeout; the other was told then, having waited
+    // from its own (later or earlier) arrival.
+    let mut gave_up = Vec::new();
     for r in [0, 1] {
         let (outcome, waited) = got[r].clone().unwrap();
         match outcome {
-            Err(CollectiveError::Timeout { missing, .. }) => assert_eq!(missing, vec![2]),
+            Err(CollectiveError::Timeout { rank, missing, .. }) => {
+                assert_eq!(missing, vec![2], "rank {r}");
+                gave_up.push(rank);
+                if rank == r {
+                    assert!(waited >= timeout, "rank {r} gave up after {waited:?}");
+                }
+            }
             other => panic!("rank {r}: {other:?}"),
         }
         assert!(
-            waited >= timeout && waited < Duration::from_secs(2),
-            "{waited:?}"
+            waited < Duration::from_secs(2),
+            "rank {r} waited {waited:?}"
         );
     }
+    assert!(gave_up[0] == gave_up[1] && gave_up[0] < 2, "{gave_up:?}");
     let message = CollectiveError::Timeout {
         rank: 0,
         waited: timeout,
@@ -134,6 +144,41 @@ fn a_rank_that_never_arrives_is_named_after_the_timeout() {
     }
     .to_string();
     assert!(message.contains("[2]"), "{message}");
+}
+
+/// Ranks that call different operations at once (an all-reduce beside a broadcast, other
+/// roots, other precisions) are refused, every one, with an error naming both calls.
+#[test]
+fn ranks_calling_different_operations_are_refused() {
+    type Call = fn(&ThreadRank) -> Result<(), CollectiveError>;
+    let pairs: [(Call, Call); 3] = [
+        (
+            |r| r.all_reduce_f32(&mut [1.0; 3]),
+            |r| r.broadcast_f32(&mut [1.0; 3], 0),
+        ),
+        (
+            |r| r.broadcast_f64(&mut [1.0; 3], 0),
+            |r| r.broadcast_f64(&mut [1.0; 3], 1),
+        ),
+        (
+            |r| r.all_reduce_f32(&mut [1.0; 3]),
+            |r| r.all_reduce_f64(&mut [1.0; 3]),
+        ),
+    ];
+    for (i, (first, second)) in pairs.into_iter().enumerate() {
+        let got = on_ranks(2, PATIENT, |rank| match rank.rank() {
+            0 => first(&rank),
+            _ => second(&rank),
+        });
+        for (r, outcome) in got.iter().enumerate() {
+            match outcome {
+                Err(e @ CollectiveError::Disagree { .. }) => {
+                    assert!(e.to_string().contains("where another rank called"), "{e}")
+                }
+                other => panic!("pair {i}, rank {r}: {other:?}"),
+            }
+        }
+    }
 }
 
 /// Ranks that pass buffers of different lengths (different models) are refused, every one.

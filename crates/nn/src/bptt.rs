@@ -425,9 +425,13 @@ impl<F: Float, K: ModelState<F>> Bptt<F, K> {
     /// process would compute over all the lanes (to rounding: the sums run in another order), and
     /// carries its own lanes' state.
     ///
-    /// Every rank must make the same calls: the same strategy and seed, streams of the same
-    /// length. A rank that fails or leaves makes this return the collective's error on the
-    /// others; the driver has then read the chunk but not kept its state.
+    /// Every rank must make the same calls: the same strategy and seed (random chunk lengths
+    /// and truncation draws are the driver's, and must agree), streams of the same length, the
+    /// same number of shards. Dropout inside the model draws, on rank r, shard i, from the stream
+    /// of shard r·shards + i: N ranks of S shards each draw the masks of one process in N·S
+    /// shards (`step_sharded`) over the same lanes when N·S divides the lanes evenly. A rank that
+    /// fails or leaves makes this return the collective's error on the others; the driver has
+    /// then read the chunk but not kept its state.
     #[track_caller]
     pub fn step_across<S, M>(
         &mut self,
@@ -485,10 +489,12 @@ impl<F: Float, K: ModelState<F>> Bptt<F, K> {
         let strategy = self.strategy;
         let seed = self.seed;
         let update = self.updates;
+        // Rank r's shard i is shard r·shards + i of the whole batch: its own dropout stream.
+        let first_shard = across.map_or(0, |(c, _)| c.rank() * shards);
         let run_shard = |i: usize| -> ShardOutcome<F, K> {
             // The shard's kernels stay on this thread; its dropout draws from its own stream.
             rewind_autograd::on_this_thread(|| {
-                crate::dropout::drawing_from(shard_seed(seed, update, i), || {
+                crate::dropout::drawing_from(shard_seed(seed, update, first_shard + i), || {
                     let lanes = ranges[i].clone();
                     let chunk = plan.chunk.select_lanes(lanes.clone());
                     let fresh = plan.fresh.as_ref().map(|f| f[lanes.clone()].to_vec());

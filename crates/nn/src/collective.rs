@@ -5,10 +5,13 @@
 //!
 //! [`Collective`] is the interface. [`Threads`] implements it between threads of one process
 //! (no dependency; the ranks' tests and a single machine's runs use it); `Mpi`, with the cargo
-//! feature `mpi`, between the processes of an MPI job (`mpirun -np N`), on one machine or many. Every operation either
-//! completes on every rank or returns an error on every rank that is still waiting: a rank that
-//! leaves (its [`ThreadRank`] dropped, as when its thread panics) or does not arrive within the
-//! group's timeout is named in the error, never waited for forever.
+//! feature `mpi`, between the processes of an MPI job (`mpirun -np N`), on one machine or many.
+//! Among threads, every operation either completes on every rank or returns an error on every
+//! rank still waiting in it: a rank that leaves (its [`ThreadRank`] dropped, as when its thread
+//! panics) is named in the error, one that does not arrive within the group's timeout is listed
+//! in it, and ranks that call different operations at once are refused. Under MPI, a rank that
+//! waits past the timeout ends its process with an error naming itself and the operation, and
+//! `mpirun` ends the others. Nobody waits forever.
 //!
 //! Gradients cross as one flat buffer per update ([`all_reduce_grads`]), in the order of the
 //! model's parameters, not as one message per tensor.
@@ -52,6 +55,16 @@ pub enum CollectiveError {
         /// The length the first rank to arrive passed.
         expected: usize,
     },
+    /// Ranks called different operations at once (an all-reduce beside a broadcast, another
+    /// root, another precision): they are not running the same program.
+    Disagree {
+        /// The rank whose call differed from the first to arrive.
+        rank: usize,
+        /// Its call.
+        called: String,
+        /// The first rank's call.
+        expected: String,
+    },
     /// A broadcast named a root that is not a rank of the group.
     NoSuchRoot {
         /// The root given.
@@ -86,6 +99,14 @@ impl fmt::Display for CollectiveError {
                 f,
                 "{op}: rank {rank} passed {len} values where another rank passed {expected}; \
                  are the ranks running the same model and flags?"
+            ),
+            CollectiveError::Disagree {
+                rank,
+                called,
+                expected,
+            } => write!(
+                f,
+                "rank {rank} called {called} where another rank called {expected}; are the ranks running the same program?"
             ),
             CollectiveError::NoSuchRoot { root, size } => {
                 write!(f, "broadcast from rank {root}, in a group of {size} ranks")
@@ -261,14 +282,16 @@ struct Shared {
 struct State {
     /// Operations completed so far.
     generation: u64,
-    /// The buffers of the operation under way, by rank.
+    /// The call of the operation under way (the first rank's) and its buffers, by rank.
+    call: Option<Call>,
     slots: Vec<Option<Buffer>>,
     /// The last completed operation's result.
     result: Option<Arc<Buffer>>,
     /// The first rank that left, once one has.
     left: Option<usize>,
-    /// An error the operation under way ended with, for every rank waiting in it.
-    failed: Option<CollectiveError>,
+    /// The first error an operation ended with, and that operation's generation: every later
+    /// operation fails with it, and so does every rank still waiting in that one.
+    failed: Option<(u64, CollectiveError)>,
 }
 
 /// Ranks as threads of one process: `Threads::group(n, timeout)` gives one [`ThreadRank`] per
@@ -283,6 +306,7 @@ impl Threads {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 generation: 0,
+                call: None,
                 slots: vec![None; size],
                 result: None,
                 left: None,
@@ -321,39 +345,49 @@ impl ThreadRank {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Deposits `mine`, waits for every rank's, and returns what `combine` made of them (run
-    /// once, by the last rank to arrive, over the buffers in rank order).
+    /// Deposits `mine` for the operation `call`, waits for every rank's, and returns what
+    /// `combine` made of them (run once, by the last rank to arrive, over the buffers in rank
+    /// order).
     fn exchange(
         &self,
-        op: &'static str,
+        call: Call,
         mine: Buffer,
         combine: impl FnOnce(&[Buffer]) -> Result<Buffer, CollectiveError>,
     ) -> Result<Arc<Buffer>, CollectiveError> {
         let mut state = self.lock();
-        if let Some(error) = &state.failed {
+        if let Some((_, error)) = &state.failed {
             return Err(error.clone());
         }
         if let Some(rank) = state.left {
             return Err(CollectiveError::RankLeft { rank });
         }
         let generation = state.generation;
-        if let Some(expected) = state.slots.iter().flatten().map(Buffer::len).next() {
-            if expected != mine.len() {
-                let error = CollectiveError::Mismatch {
-                    op,
-                    rank: self.rank,
-                    len: mine.len(),
-                    expected,
-                };
-                state.failed = Some(error.clone());
-                state.left = Some(self.rank);
-                self.shared.arrived.notify_all();
-                return Err(error);
-            }
+        let first = state.slots.iter().flatten().map(Buffer::len).next();
+        let refused = match (&state.call, first) {
+            (Some(expected), _) if *expected != call => Some(CollectiveError::Disagree {
+                rank: self.rank,
+                called: call.to_string(),
+                expected: expected.to_string(),
+            }),
+            (_, Some(expected)) if expected != mine.len() => Some(CollectiveError::Mismatch {
+                op: call.op,
+                rank: self.rank,
+                len: mine.len(),
+                expected,
+            }),
+            _ => None,
+        };
+        if let Some(error) = refused {
+            state.failed = Some((generation, error.clone()));
+            state.left.get_or_insert(self.rank);
+            self.shared.arrived.notify_all();
+            return Err(error);
         }
+        state.call.get_or_insert(call);
         state.slots[self.rank] = Some(mine);
         if state.slots.iter().all(Option::is_some) {
             let buffers: Vec<Buffer> = state.slots.iter_mut().map(|s| s.take().unwrap()).collect();
+            state.call = None;
             let outcome = combine(&buffers);
             state.generation += 1;
             self.shared.arrived.notify_all();
@@ -364,7 +398,7 @@ impl ThreadRank {
                     Ok(result)
                 }
                 Err(error) => {
-                    state.failed = Some(error.clone());
+                    state.failed = Some((generation, error.clone()));
                     Err(error)
                 }
             };
@@ -372,14 +406,15 @@ impl ThreadRank {
         let start = Instant::now();
         loop {
             if state.generation != generation {
+                // This operation completed (a later one may have failed since: not this one).
                 return match &state.failed {
-                    Some(error) => Err(error.clone()),
-                    None => Ok(Arc::clone(
+                    Some((g, error)) if *g == generation => Err(error.clone()),
+                    _ => Ok(Arc::clone(
                         state.result.as_ref().expect("a completed result"),
                     )),
                 };
             }
-            if let Some(error) = &state.failed {
+            if let Some((_, error)) = &state.failed {
                 return Err(error.clone());
             }
             if let Some(rank) = state.left {
@@ -397,7 +432,7 @@ impl ThreadRank {
                 };
                 // The group cannot complete this operation now: every rank that arrives later
                 // gets the same error instead of waiting out its own timeout.
-                state.failed = Some(error.clone());
+                state.failed = Some((generation, error.clone()));
                 state.left.get_or_insert(self.rank);
                 self.shared.arrived.notify_all();
                 return Err(error);
@@ -408,6 +443,23 @@ impl ThreadRank {
                 .wait_timeout(state, self.shared.timeout - waited)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+        }
+    }
+}
+
+/// What a rank asked of the group: the operation, its root, and the values' precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Call {
+    op: &'static str,
+    root: Option<usize>,
+    precision: &'static str,
+}
+
+impl fmt::Display for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.root {
+            Some(root) => write!(f, "{} from rank {root} in {}", self.op, self.precision),
+            None => write!(f, "{} in {}", self.op, self.precision),
         }
     }
 }
@@ -450,11 +502,13 @@ fn sum_in_rank_order<T: Element>(
 
 /// A value a [`Buffer`] holds: f32 or f64.
 trait Element: Copy + std::ops::AddAssign {
+    const NAME: &'static str;
     fn wrap(values: Vec<Self>) -> Buffer;
     fn unwrap(buffer: &Buffer) -> Option<&Vec<Self>>;
 }
 
 impl Element for f32 {
+    const NAME: &'static str = "f32";
     fn wrap(values: Vec<f32>) -> Buffer {
         Buffer::F32(values)
     }
@@ -467,6 +521,7 @@ impl Element for f32 {
 }
 
 impl Element for f64 {
+    const NAME: &'static str = "f64";
     fn wrap(values: Vec<f64>) -> Buffer {
         Buffer::F64(values)
     }
@@ -482,7 +537,12 @@ impl ThreadRank {
     /// `values` summed over the ranks, in rank order.
     fn all_reduce<T: Element>(&self, values: &mut [T]) -> Result<(), CollectiveError> {
         let op = "all_reduce";
-        let sum = self.exchange(op, T::wrap(values.to_vec()), |buffers| {
+        let call = Call {
+            op,
+            root: None,
+            precision: T::NAME,
+        };
+        let sum = self.exchange(call, T::wrap(values.to_vec()), |buffers| {
             sum_in_rank_order::<T>(op, buffers)
         })?;
         values.copy_from_slice(T::unwrap(&sum).expect("a sum in the precision of its terms"));
@@ -495,7 +555,12 @@ impl ThreadRank {
         if root >= size {
             return Err(CollectiveError::NoSuchRoot { root, size });
         }
-        let from = self.exchange("broadcast", T::wrap(values.to_vec()), |buffers| {
+        let call = Call {
+            op: "broadcast",
+            root: Some(root),
+            precision: T::NAME,
+        };
+        let from = self.exchange(call, T::wrap(values.to_vec()), |buffers| {
             Ok(buffers[root].clone())
         })?;
         values.copy_from_slice(T::unwrap(&from).expect("the root's values, in their precision"));

@@ -17,6 +17,7 @@ use mpi::collective::SystemOperation;
 use mpi::environment::Universe;
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::{Communicator, CommunicatorCollectives, Equivalence, Root};
+use mpi::Threading;
 
 use crate::collective::{Collective, CollectiveError};
 
@@ -50,7 +51,8 @@ impl Mpi {
     /// Initialises MPI for this process (once: a second call returns `None`, as does a process
     /// MPI cannot start in), with operations that give up after `timeout`.
     pub fn init(timeout: Duration) -> Option<Mpi> {
-        let universe = mpi::initialize()?;
+        // Only this thread calls MPI; the watchdog and the engine's workers never do.
+        let (universe, _) = mpi::initialize_with_threading(Threading::Funneled)?;
         let world = universe.world();
         let watch = Arc::new(Watch {
             epoch: Instant::now(),
@@ -73,7 +75,8 @@ impl Mpi {
     }
 
     /// Checks that every rank passes `len` values to operation `op`: the largest and the
-    /// smallest length, all-reduced, must agree (MPI itself would abort on a mismatch).
+    /// smallest length, all-reduced, must agree (MPI itself would abort on a mismatch). Every
+    /// rank learns of a mismatch, and each names itself in the error with its own length.
     fn same_length(&self, op: &'static str, len: usize) -> Result<(), CollectiveError> {
         let mine = [len as i64, -(len as i64)];
         let mut all = [0i64; 2];
