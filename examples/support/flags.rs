@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use clap::{ArgMatches, Parser};
 
 /// The flags in `args` (the program name first) as `C`, with the matches they came from; `None`
-/// when help or version was asked for and printed; a usage error as its first line, without
-/// clap's `error: `.
+/// when help or version was asked for and printed; a usage error as one line (what clap says
+/// before its usage text), without clap's `error: `.
 pub fn parse<C, I, T>(args: I) -> Result<Option<(C, ArgMatches)>, String>
 where
     C: Parser,
@@ -29,9 +29,17 @@ where
     Ok(Some((flags, matches)))
 }
 
+/// clap's message up to its first blank line (before the usage and the tips), as one line:
+/// what is wrong, with the flags it names (a missing required flag is listed on the lines after
+/// the first).
 fn first_line(message: &str) -> String {
-    let line = message.lines().next().unwrap_or("").trim();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
+    let line = message
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_string()
 }
 
 /// The exit code of a run that failed, `error` printed as one line after the program's name: 2

@@ -601,3 +601,18 @@ fn a_usage_error_with_standard_error_full_exits_two_without_a_panic() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{:?}", out.status);
 }
+
+/// A usage error says which flag is wrong on its one line: a missing required flag is named
+/// (clap lists it on the lines after the first), as is an unknown one and a bad value.
+#[test]
+fn a_usage_error_names_the_flag_on_its_one_line() {
+    for (list, names) in [
+        (args(&["sample"]), "--checkpoint"),
+        (args(&["--no-such-flag"]), "--no-such-flag"),
+        (args(&["--steps", "many"]), "--steps"),
+    ] {
+        let message = one_line_error(&list);
+        assert!(message.contains(names), "{list:?}: {message}");
+        assert!(!message.starts_with("error:"), "{message}");
+    }
+}
