@@ -12,7 +12,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use safetensors::SafeTensors;
+use rewind::autograd::io::load_tensors;
+
+use crate::char_rnn_app::metrics;
 
 use crate::support::char_rnn::{scratch_dir, tiny_text};
 
@@ -63,6 +65,12 @@ fn endless_job(data: &Path, checkpoint: &Path, options: &[&str]) -> std::process
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    wait_for(checkpoint);
+    job
+}
+
+/// Returns once `checkpoint` exists (a running job has saved), failing after a minute.
+fn wait_for(checkpoint: &Path) {
     let start = Instant::now();
     while !checkpoint.exists() {
         assert!(
@@ -71,7 +79,24 @@ fn endless_job(data: &Path, checkpoint: &Path, options: &[&str]) -> std::process
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    job
+}
+
+/// One MPI job of two programs: rank 0 runs char_rnn with `rank0`'s flags, rank 1 with
+/// `rank1`'s (mpirun's `-np 1 A : -np 1 B`).
+fn two_programs(rank0: &[String], rank1: &[String]) -> Output {
+    let mut command = Command::new("mpirun");
+    command.args(["--allow-run-as-root", "--oversubscribe"]);
+    for (i, flags) in [rank0, rank1].into_iter().enumerate() {
+        if i > 0 {
+            command.arg(":");
+        }
+        command
+            .args(["-np", "1"])
+            .arg(mpi_binary())
+            .arg("--mpi")
+            .args(flags);
+    }
+    command.output().expect("mpirun runs")
 }
 
 /// The process of rank `rank` of the job training to `checkpoint`: the one whose environment
@@ -147,27 +172,19 @@ fn assert_ran(out: &Output, what: &str) {
 
 /// Every tensor of a checkpoint, by name, as f32 values.
 fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
-    let bytes = fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
+    let file = load_tensors::<f32>(path).unwrap();
+    file.tensors
         .into_iter()
-        .map(|(name, view)| {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            (name, values)
-        })
+        .map(|(name, t)| (name, t.data().to_vec()))
         .collect()
 }
 
 /// The training loss of every row of a run's metrics file.
 fn losses(checkpoint: &Path) -> Vec<f64> {
-    let csv = fs::read_to_string(format!("{}.metrics.csv", checkpoint.display())).unwrap();
-    csv.lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(3).unwrap().parse().unwrap())
+    metrics::read(&metrics::metrics_path(checkpoint))
+        .unwrap()
+        .iter()
+        .map(|row| row.train_loss)
         .collect()
 }
 
@@ -296,19 +313,10 @@ fn ranks_started_differently_are_refused() {
     let dir = scratch_dir("rewind-mpi");
     let data = tiny_text(&dir);
     let ck = dir.join("c.safetensors");
-    let mut command = Command::new("mpirun");
-    command.args(["--allow-run-as-root", "--oversubscribe", "-np", "1"]);
-    command
-        .arg(mpi_binary())
-        .arg("--mpi")
-        .args(flags(&data, &ck, &["--steps", "5"]));
-    command.args([":", "-np", "1"]);
-    command.arg(mpi_binary()).arg("--mpi").args(flags(
-        &data,
-        &ck,
-        &["--steps", "5", "--seed", "7"],
-    ));
-    let out = command.output().unwrap();
+    let out = two_programs(
+        &flags(&data, &ck, &["--steps", "5"]),
+        &flags(&data, &ck, &["--steps", "5", "--seed", "7"]),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -374,19 +382,11 @@ fn a_rank_that_cannot_read_its_data_stops_every_rank() {
     let data = tiny_text(&dir);
     let ck = dir.join("d.safetensors");
     let missing = dir.join("missing.txt");
-    let mut command = Command::new("mpirun");
-    command.args(["--allow-run-as-root", "--oversubscribe", "-np", "1"]);
-    command
-        .arg(mpi_binary())
-        .arg("--mpi")
-        .args(flags(&data, &ck, &["--steps", "5"]));
-    command.args([":", "-np", "1"]);
-    command
-        .arg(mpi_binary())
-        .arg("--mpi")
-        .args(flags(&missing, &ck, &["--steps", "5"]));
     let start = Instant::now();
-    let out = command.output().unwrap();
+    let out = two_programs(
+        &flags(&data, &ck, &["--steps", "5"]),
+        &flags(&missing, &ck, &["--steps", "5"]),
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -452,14 +452,7 @@ fn a_checkpoint_in_use_stops_every_rank_at_once() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    while !ck.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no checkpoint in a minute"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for(&ck);
     let started = Instant::now();
     let out = run(2, &flags(&data, &ck, &["--steps", "5", "--overwrite"]));
     let took = started.elapsed();

@@ -14,7 +14,7 @@ use rewind::nn::{
     Linear, Lstm, Module, RecurrentConfig, Run, Source, StackState, Strategy, Stream, Tokens,
 };
 
-const VOCAB: usize = 7;
+pub(crate) const VOCAB: usize = 7;
 
 /// A tiny character model: embedding, LSTM, linear readout.
 struct CharModel {
@@ -784,16 +784,21 @@ fn a_feature_stream_reads_lanes_time_major_with_their_targets() {
 }
 
 /// A character model over any built-in cell, in any precision: embedding, a two-layer stack with
-/// a learned initial state, readout.
-struct Tiny<C, F: rewind::autograd::Float> {
+/// a learned initial state, readout. `tests/nn/collective.rs` trains it on several ranks.
+pub(crate) struct Tiny<C, F: rewind::autograd::Float> {
     embed: Embedding<F>,
-    rnn: rewind::nn::Recurrent<C, F>,
+    pub(crate) rnn: rewind::nn::Recurrent<C, F>,
     head: Linear<F>,
 }
 
 impl<C: rewind::nn::StandardCell<F> + Sync, F: rewind::autograd::Float> Tiny<C, F> {
     fn new() -> Self {
-        let mut rng = StdRng::seed_from_u64(5);
+        Self::seeded(5)
+    }
+
+    /// The model drawn from `seed` (h_0 set the same whatever the seed).
+    pub(crate) fn seeded(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
         let config = RecurrentConfig::new(3, 4)
             .num_layers(2)
             .learn_initial_state(true);
@@ -815,7 +820,7 @@ impl<C: rewind::nn::StandardCell<F> + Sync, F: rewind::autograd::Float> Tiny<C, 
         tiny
     }
 
-    fn loss<'t>(
+    pub(crate) fn loss<'t>(
         &self,
         tape: &'t Tape<F>,
         chunk: &Chunk,

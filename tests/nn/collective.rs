@@ -4,14 +4,12 @@
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rewind::autograd::rand::{rngs::StdRng, SeedableRng};
-use rewind::autograd::{Param, Tape};
+use rewind::autograd::Param;
 use rewind::nn::collective::{broadcast_params, Collective, CollectiveError, ThreadRank, Threads};
-use rewind::nn::{
-    nested, Bptt, Carry, Chunk, ChunkLoss, Embedding, Linear, Lstm, Module, RecurrentConfig, Run,
-    StackState, Strategy, Stream,
-};
+use rewind::nn::{Bptt, Carry, LstmCell, Module, Strategy, Stream};
 use rewind::optim::{clip_grad_norm, Adam, Optimizer};
+
+use crate::bptt_driver::{Tiny, VOCAB};
 
 /// Runs `body(rank)` on one thread per rank of a group of `size` and returns what each gave, in
 /// rank order.
@@ -207,64 +205,18 @@ fn buffers_of_different_lengths_are_refused() {
     }
 }
 
-const VOCAB: usize = 7;
 const LANES: usize = 6;
 
-/// A character model: embedding, a two-layer LSTM with a learned initial state, readout.
-struct Tiny {
-    embed: Embedding<f64>,
-    lstm: Lstm<f64>,
-    head: Linear<f64>,
-}
+/// The two-layer character LSTM of the driver's tests, in f64.
+type Model = Tiny<LstmCell<f64>, f64>;
 
-impl Tiny {
-    /// The model every rank builds: rank 0's seed, or another (then rank 0's weights are
-    /// broadcast).
-    fn new(seed: u64) -> Self {
-        let mut rng = StdRng::seed_from_u64(seed);
-        let config = RecurrentConfig::new(3, 4)
-            .num_layers(2)
-            .learn_initial_state(true);
-        Tiny {
-            embed: Embedding::init(VOCAB, 3, &mut rng),
-            lstm: Lstm::init(config, &mut rng),
-            head: Linear::init(4, VOCAB, &mut rng),
-        }
-    }
-
-    fn loss<'t>(
-        &self,
-        tape: &'t Tape<f64>,
-        chunk: &Chunk,
-        state: StackState<'t, f64>,
-        run: &Run<'_, f64>,
-    ) -> (ChunkLoss<'t, f64>, StackState<'t, f64>) {
-        let x = self
-            .embed
-            .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
-        let out = self.lstm.forward_with(tape, x, Some(state), run);
-        let logits = self
-            .head
-            .forward(tape, out.output)
-            .reshape(&[chunk.steps * chunk.lanes, VOCAB]);
-        (chunk.cross_entropy(logits), out.state)
-    }
-
-    fn weights(&self) -> Vec<f64> {
-        self.params()
-            .iter()
-            .flat_map(|(_, p)| p.value().data().to_vec())
-            .collect()
-    }
-}
-
-impl Module<f64> for Tiny {
-    fn params(&self) -> Vec<(String, &Param<f64>)> {
-        let mut all = nested("embed", self.embed.params());
-        all.extend(nested("lstm", self.lstm.params()));
-        all.extend(nested("head", self.head.params()));
-        all
-    }
+/// Every weight of `model`, in order.
+fn weights(model: &Model) -> Vec<f64> {
+    model
+        .params()
+        .iter()
+        .flat_map(|(_, p)| p.value().data().to_vec())
+        .collect()
 }
 
 fn whole_stream() -> Stream {
@@ -281,7 +233,7 @@ const UPDATES: usize = 50;
 /// loss of each update and the weights after the last.
 fn train(rank: Option<(&ThreadRank, std::ops::Range<usize>)>) -> (Vec<f64>, Vec<f64>) {
     let seed = rank.as_ref().map_or(0, |(r, _)| r.rank() as u64);
-    let mut model = Tiny::new(seed);
+    let mut model = Model::seeded(seed);
     let mut stream = whole_stream();
     if let Some((r, lanes)) = &rank {
         // Every rank starts from rank 0's weights.
@@ -291,7 +243,7 @@ fn train(rank: Option<(&ThreadRank, std::ops::Range<usize>)>) -> (Vec<f64>, Vec<
     }
     let mut driver = Bptt::new(
         Strategy::Truncated { k: 5 },
-        Carry::zeros(&model.lstm, stream.lanes()),
+        Carry::zeros(&model.rnn, stream.lanes()),
         9,
     );
     let mut opt = Adam::new(0.01);
@@ -313,7 +265,7 @@ fn train(rank: Option<(&ThreadRank, std::ops::Range<usize>)>) -> (Vec<f64>, Vec<
         clip_grad_norm(&mut update.grads, 1.0);
         opt.step(&mut model, &update.grads);
     }
-    (losses, model.weights())
+    (losses, weights(&model))
 }
 
 /// Data parallelism across ranks: N ranks, each with B/N of the lanes, its own model (started
