@@ -44,6 +44,8 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     const STEPS: usize = 16;
     for (m, k, n) in [
+        (16, 256, 1024),
+        (16, 1024, 256),
         (32, 128, 512),
         (32, 256, 1024),
         (32, 512, 2048),
