@@ -15,7 +15,7 @@ use smallvec::SmallVec;
 
 use crate::backward::rewind_from;
 use crate::float::Float;
-use crate::primitives::{Op, Segment};
+use crate::primitives::{Layout, Op, Segment};
 use crate::shape::{numel, Shape};
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -342,7 +342,8 @@ impl<'t, F: Float> CheckpointRows<'t, F> {
         }
         self.parts.sort_by_key(|&(first, ..)| first);
         let xs = self.parts.iter().map(|&(.., node)| node).collect();
-        self.tape.push_computed(Op::Concat { xs, axis: 0 }, value)
+        self.tape
+            .push_computed(Op::Layout(Layout::Concat { xs, axis: 0 }), value)
     }
 }
 

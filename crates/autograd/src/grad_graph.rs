@@ -3,16 +3,16 @@
 //! read and that backward, or `grad_graph` again, differentiates: second and higher derivatives,
 //! Hessian-vector and Gauss-Newton products (see `second_order.rs`).
 //!
-//! The table below follows `primitives.rs` variant by variant, with the same equations; where the
-//! fused cells keep their activations as saved tensors, the form here recomputes them from the
-//! gates with ops, so that they too are differentiated. The plain [`Var::backward`] is untouched:
-//! it stays the fast path, and nothing here runs unless asked for.
+//! Each primitive's recorded derivative sits beside its forward and backward in its family's file
+//! under `primitives/` (`derivative`); this file holds the pass that runs them, and
+//! [`GraphSink`], the gradients in flight. The plain [`Var::backward`] is untouched: it stays the
+//! fast path, and nothing here runs unless asked for.
 
 use std::collections::{HashMap, HashSet};
 
 use crate::checkpoint::transplant;
 use crate::float::Float;
-use crate::primitives::{Op, Reduction};
+use crate::primitives::Op;
 use crate::shape::Shape;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
@@ -114,7 +114,7 @@ fn rewind_graph<'t, F: Float>(
             Op::CheckpointOutput {
                 checkpoint, output, ..
             } => regions.entry(checkpoint).or_default().push((output, g)),
-            op => derivative(&mut sink, i, &op, g),
+            op => op.derivative(&mut sink, i, g),
         }
     }
     for &w in wrt {
@@ -135,7 +135,7 @@ fn rewind_graph<'t, F: Float>(
 /// windows of a node (each time step's slice of a hoisted projection, the gate blocks of a
 /// fused cell) are concatenated, and per-step products' weight gradients are stacked into one
 /// product over all steps' rows, as the plain backward pass does.
-struct GraphSink<'t, F: Float> {
+pub(crate) struct GraphSink<'t, F: Float> {
     tape: &'t Tape<F>,
     slots: HashMap<usize, Var<'t, F>>,
     /// Per node: gradients of windows of it, (axis, start, gradient).
@@ -178,8 +178,18 @@ impl<'t, F: Float> GraphSink<'t, F> {
         sink
     }
 
+    /// The tape the gradients are recorded on.
+    pub(crate) fn tape(&self) -> &'t Tape<F> {
+        self.tape
+    }
+
+    /// Whether node `j` is one of the nodes the gradients are asked for.
+    pub(crate) fn is_wrt(&self, j: usize) -> bool {
+        self.wrt.contains(&j)
+    }
+
     /// Whether node `j` needs a gradient: it depends on a node of `wrt`.
-    fn needs(&self, j: usize) -> bool {
+    pub(crate) fn needs(&self, j: usize) -> bool {
         if j < self.floor {
             self.wrt.contains(&j)
         } else {
@@ -188,7 +198,7 @@ impl<'t, F: Float> GraphSink<'t, F> {
     }
 
     /// Adds `g` into node `j`'s gradient.
-    fn add(&mut self, j: usize, g: Var<'t, F>) {
+    pub(crate) fn add(&mut self, j: usize, g: Var<'t, F>) {
         if !self.needs(j) {
             return;
         }
@@ -202,7 +212,7 @@ impl<'t, F: Float> GraphSink<'t, F> {
 
     /// Adds `g`, computed in the broadcast shape, into node `j`'s gradient, summed over the axes
     /// along which `j` was broadcast.
-    fn add_reduced(&mut self, j: usize, g: Var<'t, F>) {
+    pub(crate) fn add_reduced(&mut self, j: usize, g: Var<'t, F>) {
         if self.needs(j) {
             let g = sum_to(g, &self.tape.shape(j));
             self.add(j, g);
@@ -211,14 +221,14 @@ impl<'t, F: Float> GraphSink<'t, F> {
 
     /// Adds `g` as the gradient of the window of node `j` along `axis` from `start`, to be
     /// joined with the node's other windows when it is reached.
-    fn add_window(&mut self, j: usize, axis: usize, start: usize, g: Var<'t, F>) {
+    pub(crate) fn add_window(&mut self, j: usize, axis: usize, start: usize, g: Var<'t, F>) {
         if self.needs(j) {
             self.windows.entry(j).or_default().push((axis, start, g));
         }
     }
 
     /// Puts off dB += op(A)ᵀ·G for the matrix `b`, read transposed by the product if `tb`.
-    fn stack(&mut self, b: usize, tb: bool, a: Var<'t, F>, g: Var<'t, F>) {
+    pub(crate) fn stack(&mut self, b: usize, tb: bool, a: Var<'t, F>, g: Var<'t, F>) {
         if self.stacked.get(&b).is_some_and(|s| s.tb != tb) {
             self.settle(b);
         }
@@ -285,7 +295,7 @@ impl<'t, F: Float> GraphSink<'t, F> {
         self.zeros(&s)
     }
 
-    fn var(&self, j: usize) -> Var<'t, F> {
+    pub(crate) fn var(&self, j: usize) -> Var<'t, F> {
         self.tape.var_at(j)
     }
 
@@ -294,7 +304,7 @@ impl<'t, F: Float> GraphSink<'t, F> {
         self.tape.constant(Tensor::zeros(shape))
     }
 
-    fn scalar(&self, v: F) -> Var<'t, F> {
+    pub(crate) fn scalar(&self, v: F) -> Var<'t, F> {
         self.tape.constant(Tensor::scalar(v))
     }
 
@@ -336,352 +346,4 @@ fn sum_to<'t, F: Float>(g: Var<'t, F>, shape: &[usize]) -> Var<'t, F> {
         }
     }
     r
-}
-
-/// A 0/1 mask of `x`'s shape: 1 where `keep` holds.
-fn mask<F: Float>(x: &Tensor<F>, keep: impl Fn(F) -> bool) -> Tensor<F> {
-    x.map(|v| if keep(v) { F::ONE } else { F::ZERO })
-}
-
-/// `g` shaped to broadcast against the input of a reduction along `axis` (None: all axes) of a
-/// value of rank `rank`: the reduced axes put back with size 1.
-fn unreduce<'t, F: Float>(
-    g: Var<'t, F>,
-    axis: Option<usize>,
-    keepdim: bool,
-    rank: usize,
-) -> Var<'t, F> {
-    match (axis, keepdim) {
-        (_, true) => g,
-        (None, false) => g.reshape(&vec![1; rank]),
-        (Some(a), false) => g.unsqueeze(a),
-    }
-}
-
-/// Adds the gradients of node `me`'s inputs, given `g` = ∂L/∂me, each written with tape ops.
-fn derivative<'t, F: Float>(sink: &mut GraphSink<'t, F>, me: usize, op: &Op<F>, g: Var<'t, F>) {
-    let tape = sink.tape;
-    let y = || tape.var_at(me);
-    let shape_of = |j: usize| tape.shape(j);
-    match op {
-        // The loop hands out the gradients of `wrt`; a leaf passes nothing on.
-        Op::Leaf | Op::Param(_) => {}
-        Op::Add(a, b) => {
-            sink.add_reduced(*a, g);
-            sink.add_reduced(*b, g);
-        }
-        Op::Sub(a, b) => {
-            sink.add_reduced(*a, g);
-            sink.add_reduced(*b, -g);
-        }
-        // d(a·b) = b·da + a·db
-        Op::Mul(a, b) => {
-            let (va, vb) = (sink.var(*a), sink.var(*b));
-            if sink.needs(*a) {
-                sink.add_reduced(*a, g * vb);
-            }
-            if sink.needs(*b) {
-                sink.add_reduced(*b, g * va);
-            }
-        }
-        // d(a/b) = da/b - ((a/b)/b)·db
-        Op::Div(a, b) => {
-            let vb = sink.var(*b);
-            if sink.needs(*a) {
-                sink.add_reduced(*a, g / vb);
-            }
-            if sink.needs(*b) {
-                sink.add_reduced(*b, -g * (y() / vb));
-            }
-        }
-        Op::Affine { x, scale, .. } => sink.add(*x, g.affine(*scale, F::ZERO)),
-        // p·x^(p-1)·dx, and nothing for p = 0.
-        Op::Powf { x, p } => {
-            if *p != F::ZERO {
-                let dx = g.affine(*p, F::ZERO) * sink.var(*x).powf(*p - F::ONE);
-                sink.add(*x, dx);
-            }
-        }
-        Op::Exp(x) => sink.add(*x, g * y()),
-        Op::Ln(x) => sink.add(*x, g / sink.var(*x)),
-        Op::Sqrt(x) => {
-            let y = y();
-            sink.add(*x, g / (y + y))
-        }
-        // (1 - y²)·dx
-        Op::Tanh(x) => {
-            let y = y();
-            sink.add(*x, g * (y * y).affine(-F::ONE, F::ONE))
-        }
-        // y(1 - y)·dx
-        Op::Sigmoid(x) => {
-            let y = y();
-            sink.add(*x, g * y * y.affine(-F::ONE, F::ONE))
-        }
-        // [y > 0]·dx: a mask of constants, whose own derivative is zero almost everywhere.
-        Op::Relu(x) => {
-            let keep = mask(&y().value(), |v| v > F::ZERO);
-            sink.add(*x, g.where_cond(&keep, sink.scalar(F::ZERO)));
-        }
-        Op::Clamp { x, min, max } => {
-            let keep = mask(&sink.var(*x).value(), |v| *min <= v && v <= *max);
-            sink.add(*x, g.where_cond(&keep, sink.scalar(F::ZERO)));
-        }
-        // C = A·B with A, B the operands as the caller passed them (pending transposes are read
-        // by stride): dA = dC·Bᵀ, dB = Aᵀ·dC, summed over a batch an operand was shared by.
-        Op::MatMul {
-            b: source,
-            tb,
-            add,
-            operands,
-            ..
-        } => {
-            if let Some(x) = add {
-                sink.add_reduced(*x, g);
-            }
-            let [a, b] = *operands;
-            let (va, vb) = (sink.var(a), sink.var(b));
-            let (sa, sb) = (shape_of(a), shape_of(b));
-            if sink.needs(a) {
-                sink.add_reduced(a, g.matmul(vb.t()));
-            }
-            // A matrix B read by many 2-D products (a weight, by every time step): its
-            // gradient goes to B's source, stacked with the other products' rows.
-            let chain_free = || {
-                let nodes = tape.nodes();
-                let mut i = b;
-                while i != *source {
-                    if sink.wrt.contains(&i) {
-                        return false;
-                    }
-                    match &nodes[i].op {
-                        Op::Permute { x, .. } => i = *x,
-                        _ => return false,
-                    }
-                }
-                true
-            };
-            if sink.needs(b) {
-                if sa.len() == 2 && sb.len() == 2 && chain_free() {
-                    sink.stack(*source, *tb, va, g);
-                } else {
-                    let db = if sa.len() == 3 && sb.len() == 2 {
-                        // Every batch entry read the same B: one product over all entries' rows.
-                        let rows = sa[0] * sa[1];
-                        let gs = g.shape();
-                        let a2 = va.reshape(&[rows, sa[2]]);
-                        a2.t().matmul(g.reshape(&[rows, gs[2]]))
-                    } else {
-                        va.t().matmul(g)
-                    };
-                    sink.add_reduced(b, db);
-                }
-            }
-        }
-        // c' = σ(f)⊙c + σ(i)⊙tanh(g), the gates recomputed from their pre-activations.
-        Op::LstmCell { gates, c, .. } => {
-            let (pre, vc) = (sink.var(*gates), sink.var(*c));
-            let h = shape_of(*c)[1];
-            let block = |k: usize| pre.narrow(1, k * h, h);
-            let (i, f, gg) = (block(0).sigmoid(), block(1).sigmoid(), block(2).tanh());
-            if sink.needs(*gates) {
-                let one_minus = |v: Var<'t, F>| v.affine(-F::ONE, F::ONE);
-                sink.add_window(*gates, 1, 0, g * gg * i * one_minus(i));
-                sink.add_window(*gates, 1, h, g * vc * f * one_minus(f));
-                sink.add_window(*gates, 1, 2 * h, g * i * one_minus(gg * gg));
-            }
-            if sink.needs(*c) {
-                sink.add(*c, g * f);
-            }
-        }
-        // h' = σ(o)⊙tanh(c')
-        Op::LstmHidden { cell, gates, .. } => {
-            let h = shape_of(*cell)[1];
-            let o = sink.var(*gates).narrow(1, 3 * h, h).sigmoid();
-            let tc = sink.var(*cell).tanh();
-            if sink.needs(*gates) {
-                let d_o = g * tc * o * o.affine(-F::ONE, F::ONE);
-                sink.add_window(*gates, 1, 3 * h, d_o);
-            }
-            if sink.needs(*cell) {
-                sink.add(*cell, g * o * (tc * tc).affine(-F::ONE, F::ONE));
-            }
-        }
-        // r = σ(x_r + h_r), z = σ(x_z + h_z), n = tanh(x_n + r⊙h_n), h' = n + z⊙(h - n).
-        Op::GruCell { xp, hp, h, .. } => {
-            let (vx, vhp, vh) = (sink.var(*xp), sink.var(*hp), sink.var(*h));
-            let hs = shape_of(*h)[1];
-            let blocks = |v: Var<'t, F>| [0, 1, 2].map(|k| v.narrow(1, k * hs, hs));
-            let ([xr, xz, xn], [hr, hz, hn]) = (blocks(vx), blocks(vhp));
-            let (r, z) = ((xr + hr).sigmoid(), (xz + hz).sigmoid());
-            let n = (xn + r * hn).tanh();
-            let one_minus = |v: Var<'t, F>| v.affine(-F::ONE, F::ONE);
-            let dn = g * one_minus(z) * one_minus(n * n);
-            let dz = g * (vh - n) * z * one_minus(z);
-            let dr = dn * hn * r * one_minus(r);
-            if sink.needs(*xp) {
-                sink.add(*xp, concat(&[dr, dz, dn], 1));
-            }
-            if sink.needs(*hp) {
-                sink.add(*hp, concat(&[dr, dz, dn * r], 1));
-            }
-            if sink.needs(*h) {
-                sink.add(*h, g * z);
-            }
-        }
-        // dy / n broadcast back over the summed axes.
-        Op::Sum {
-            x,
-            axis,
-            keepdim,
-            divisor,
-        } => {
-            let shape = shape_of(*x);
-            let mut dx = unreduce(g, *axis, *keepdim, shape.len()).broadcast_to(&shape);
-            if *divisor != F::ONE {
-                dx = dx / sink.scalar(*divisor);
-            }
-            sink.add(*x, dx);
-        }
-        // To the (first) maximum of each lane, chosen by a constant mask.
-        Op::MaxAxis {
-            x,
-            axis,
-            keepdim,
-            argmax,
-        } => {
-            let shape = shape_of(*x);
-            let mut chosen = Tensor::zeros(&shape);
-            argmax.iter().for_each(|&at| chosen.data_mut()[at] = F::ONE);
-            let gk = unreduce(g, Some(*axis), *keepdim, shape.len());
-            sink.add(*x, gk.where_cond(&chosen, sink.scalar(F::ZERO)));
-        }
-        Op::Reshape { x, .. } => sink.add(*x, g.reshape(&shape_of(*x))),
-        Op::Expand { x, .. } => sink.add_reduced(*x, g),
-        Op::Permute { x, perm } => {
-            let mut inverse = vec![0usize; perm.len()];
-            perm.iter().enumerate().for_each(|(d, &p)| inverse[p] = d);
-            sink.add(*x, g.permute(&inverse));
-        }
-        // The window's gradient, joined with the node's other windows' (zeros elsewhere) when
-        // the node is reached.
-        Op::Narrow { x, axis, start, .. } => sink.add_window(*x, *axis, *start, g),
-        Op::Concat { xs, axis } => {
-            let mut start = 0;
-            for &i in xs.iter() {
-                let len = shape_of(i)[*axis];
-                if sink.needs(i) {
-                    sink.add(i, g.narrow(*axis, start, len));
-                }
-                start += len;
-            }
-        }
-        Op::IndexSelect { x, axis, indices } => {
-            let len = shape_of(*x)[*axis];
-            sink.add(*x, index_add(g, *axis, indices, len));
-        }
-        Op::IndexAdd {
-            x, axis, indices, ..
-        } => {
-            sink.add(*x, g.index_select_dim(*axis, indices));
-        }
-        // dx = y ⊙ (g - Σ g ⊙ y)
-        Op::Softmax { x, axis } => {
-            let y = y();
-            sink.add(*x, y * (g - (g * y).sum_axis(*axis, true)));
-        }
-        // dx = g - softmax(x)·Σ g, softmax(x) = e^y
-        Op::LogSoftmax { x, axis } => {
-            let y = y();
-            sink.add(*x, g - y.exp() * g.sum_axis(*axis, true));
-        }
-        // Per counted row n with target t, p = softmax(x), w_t the target's weight, W = Σ_j w_j:
-        // ∂l/∂x_c = a_n·p_c - k_nc with a_n = (1 - ε)·w_t + (ε/C)·W and
-        // k_nc = (1 - ε)·w_t·[c = t] + (ε/C)·w_c (both zero on an ignored row), times the row's
-        // gradient. a and k are constants; p and the row's gradient are Vars.
-        Op::CrossEntropy {
-            logits,
-            targets,
-            ignore,
-            weight,
-            smoothing,
-            reduction,
-            divisor,
-        } => {
-            let x = sink.var(*logits);
-            let (rows, classes) = (shape_of(*logits)[0], shape_of(*logits)[1]);
-            let w = |c: usize| weight.as_ref().map_or(F::ONE, |w| w[c]);
-            let spread = *smoothing / F::from_usize(classes);
-            let all = (0..classes).fold(F::ZERO, |s, c| s + w(c));
-            let mut a = Tensor::zeros(&[rows, 1]);
-            let mut k = Tensor::zeros(&[rows, classes]);
-            for (n, &t) in targets.iter().enumerate() {
-                if t == *ignore {
-                    continue;
-                }
-                let hit = (F::ONE - *smoothing) * w(t as usize);
-                a.data_mut()[n] = hit + spread * all;
-                let row = &mut k.data_mut()[n * classes..(n + 1) * classes];
-                for (c, kc) in row.iter_mut().enumerate() {
-                    *kc = spread * w(c) + if c == t as usize { hit } else { F::ZERO };
-                }
-            }
-            let scale = match reduction {
-                Reduction::None => g.reshape(&[rows, 1]),
-                // 0/0 = NaN on the counted rows, as the forward, and nothing on ignored ones.
-                Reduction::Mean if *divisor == F::ZERO => {
-                    let counted = targets.iter().map(|&t| {
-                        if t == *ignore {
-                            F::ZERO
-                        } else {
-                            F::from_f64(f64::NAN)
-                        }
-                    });
-                    let nan =
-                        Tensor::new_unchecked(Shape::from_slice(&[rows, 1]), counted.collect());
-                    g.reshape(&[1, 1]) * tape.constant(nan)
-                }
-                Reduction::Mean | Reduction::Sum => (g / sink.scalar(*divisor)).reshape(&[1, 1]),
-            };
-            let (a, k) = (tape.constant(a), tape.constant(k));
-            sink.add(*logits, scale * (a * x.softmax(1) - k));
-        }
-        Op::Where { cond, a, b } => {
-            let zero = sink.scalar(F::ZERO);
-            if sink.needs(*a) {
-                sink.add_reduced(*a, g.where_cond(cond, zero));
-            }
-            if sink.needs(*b) {
-                sink.add_reduced(*b, zero.where_cond(cond, g));
-            }
-        }
-        Op::Custom { op, .. } => {
-            let at = tape.nodes()[me].at;
-            panic!(
-                "grad_graph: the custom op `{}` (recorded at {at}) has no differentiable backward; \
-                 write it with the tape's ops to differentiate through it more than once",
-                op.name()
-            )
-        }
-        Op::Checkpoint { .. } | Op::CheckpointOutput { .. } => {
-            unreachable!("the loop hands checkpoints to GraphSink::checkpoint")
-        }
-    }
-}
-
-/// Zeros with `len` entries along `axis`, into which entry k of `g` along `axis` is added at
-/// `indices[k]`: index_select's backward as an op, whose own backward is an index_select.
-fn index_add<'t, F: Float>(
-    g: Var<'t, F>,
-    axis: usize,
-    indices: &[usize],
-    len: usize,
-) -> Var<'t, F> {
-    let op = Op::IndexAdd {
-        x: g.index(),
-        axis,
-        indices: indices.to_vec(),
-        len,
-    };
-    g.tape().record(op, &[g.index()])
 }

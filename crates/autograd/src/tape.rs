@@ -15,7 +15,7 @@ use crate::custom::CustomOp;
 use crate::float::Float;
 use crate::node::Node;
 use crate::param::{Param, ParamId};
-use crate::primitives::{Op, Segment};
+use crate::primitives::{product, Op, Segment};
 use crate::recycle;
 use crate::shape::Shape;
 use crate::tensor::Tensor;
@@ -245,12 +245,11 @@ impl<F: Float> Tape<F> {
     /// Computes `op` over the values of `inputs` and records it. The node needs a gradient when
     /// any input does; otherwise backward never visits it.
     #[track_caller]
-    pub(crate) fn record(&self, mut op: Op<F>, inputs: &[usize]) -> Var<'_, F> {
-        match op {
-            // A matmul reads its operands by stride; only the value it adds onto is read whole.
-            Op::MatMul { add, .. } => add.into_iter().for_each(|i| self.materialize(i)),
-            _ => inputs.iter().for_each(|&i| self.materialize(i)),
-        }
+    pub(crate) fn record(&self, op: impl Into<Op<F>>, inputs: &[usize]) -> Var<'_, F> {
+        let mut op = op.into();
+        op.reads_whole()
+            .into_iter()
+            .for_each(|i| self.materialize(i));
         let nodes = self.nodes.borrow();
         let requires_grad = inputs.iter().any(|&i| nodes[i].requires_grad);
         let value = op.forward(&nodes);
@@ -440,15 +439,7 @@ impl<F: Float> Tape<F> {
     /// (`x.t().t()` is a chain of two).
     fn materialize(&self, i: usize) {
         let mut nodes = self.nodes.borrow_mut();
-        let mut chain: SmallVec<[usize; 4]> = SmallVec::new();
-        let mut j = i;
-        while nodes[j].is_pending() {
-            chain.push(j);
-            match &nodes[j].op {
-                Op::Permute { x, .. } => j = *x,
-                _ => unreachable!("only a transpose is recorded without its value"),
-            }
-        }
+        let chain = product::pending_transposes(&nodes, i);
         for &j in chain.iter().rev() {
             let mut op = std::mem::replace(&mut nodes[j].op, Op::Leaf);
             let value = op.forward(&nodes);
@@ -456,19 +447,6 @@ impl<F: Float> Tape<F> {
             nodes[j].op = op;
             nodes[j].set_value(value);
         }
-    }
-
-    /// The node a matmul operand reads, and whether it reads it transposed: a chain of pending
-    /// transposes collapses to its source and a flag.
-    pub(crate) fn matmul_operand(&self, index: usize) -> (usize, bool) {
-        let nodes = self.nodes.borrow();
-        let (mut i, mut trans) = (index, false);
-        while let (Op::Permute { x, perm }, true) = (&nodes[i].op, nodes[i].is_pending()) {
-            debug_assert!(crate::shape::swaps_last_two(perm));
-            i = *x;
-            trans = !trans;
-        }
-        (i, trans)
     }
 
     /// The handle of node `index`.

@@ -1,14 +1,14 @@
 //! The ops on `Var` called as methods (`x.matmul(w)`, `x.tanh()`): each checks shapes
 //! (panicking at the caller's line), records one node, and returns its `Var`. The derivatives
-//! live in `primitives.rs`; the operators (`a + b`) in `var_operators.rs`.
+//! live beside each primitive's forward in `primitives/`; the operators (`a + b`) in `var_operators.rs`.
 
 use smallvec::SmallVec;
 
 use crate::check;
 use crate::class_index::{classes, ClassIndex};
 use crate::float::Float;
-use crate::primitives::{Op, Reduction};
-use crate::shape::{broadcast_shape, numel, swaps_last_two, Axis, Shape};
+use crate::primitives::{product, Fused, Layout, MatMul, Op, Pointwise, Reduce, Reduction};
+use crate::shape::{broadcast_shape, numel, Axis, Shape};
 use crate::tape::Var;
 use crate::tensor::Tensor;
 
@@ -54,14 +54,14 @@ impl<F: Float> Default for CrossEntropyOptions<F> {
 
 impl<'t, F: Float> Var<'t, F> {
     #[track_caller]
-    fn unary(self, op: Op<F>) -> Self {
+    fn unary(self, op: impl Into<Op<F>>) -> Self {
         self.tape().record(op, &[self.index()])
     }
 
     /// `scale·self + shift`, with scalar `scale` and `shift`; d = scale.
     #[track_caller]
     pub fn affine(self, scale: F, shift: F) -> Self {
-        self.unary(Op::Affine {
+        self.unary(Pointwise::Affine {
             x: self.index(),
             scale,
             shift,
@@ -71,43 +71,43 @@ impl<'t, F: Float> Var<'t, F> {
     /// `self^p` element-wise; d = p·x^(p-1), and 0 when p = 0 (also at x = 0, as in PyTorch).
     #[track_caller]
     pub fn powf(self, p: F) -> Self {
-        self.unary(Op::Powf { x: self.index(), p })
+        self.unary(Pointwise::Powf { x: self.index(), p })
     }
 
     /// `e^self`; d = e^x (the output, reused).
     #[track_caller]
     pub fn exp(self) -> Self {
-        self.unary(Op::Exp(self.index()))
+        self.unary(Pointwise::Exp(self.index()))
     }
 
     /// Natural logarithm; d = 1/x.
     #[track_caller]
     pub fn ln(self) -> Self {
-        self.unary(Op::Ln(self.index()))
+        self.unary(Pointwise::Ln(self.index()))
     }
 
     /// Square root; d = 1/(2y).
     #[track_caller]
     pub fn sqrt(self) -> Self {
-        self.unary(Op::Sqrt(self.index()))
+        self.unary(Pointwise::Sqrt(self.index()))
     }
 
     /// Hyperbolic tangent; d = 1 - y².
     #[track_caller]
     pub fn tanh(self) -> Self {
-        self.unary(Op::Tanh(self.index()))
+        self.unary(Pointwise::Tanh(self.index()))
     }
 
     /// Logistic sigmoid 1/(1 + e^-x); d = y(1 - y).
     #[track_caller]
     pub fn sigmoid(self) -> Self {
-        self.unary(Op::Sigmoid(self.index()))
+        self.unary(Pointwise::Sigmoid(self.index()))
     }
 
     /// max(x, 0) (NaN stays NaN); d = 1 where x > 0, else 0 (0 at x = 0, as in PyTorch).
     #[track_caller]
     pub fn relu(self) -> Self {
-        self.unary(Op::Relu(self.index()))
+        self.unary(Pointwise::Relu(self.index()))
     }
 
     /// `self` clamped to `[min, max]` element-wise (`min(max(x, min), max)`, as `torch.clamp`:
@@ -115,7 +115,7 @@ impl<'t, F: Float> Var<'t, F> {
     /// bounds included, else 0.
     #[track_caller]
     pub fn clamp(self, min: F, max: F) -> Self {
-        self.unary(Op::Clamp {
+        self.unary(Pointwise::Clamp {
             x: self.index(),
             min,
             max,
@@ -207,19 +207,9 @@ impl<'t, F: Float> Var<'t, F> {
     /// The matmul primitive: 2-D operands, or 3-D ones of one batch size, or a 3-D and a 2-D one.
     #[track_caller]
     fn mm(self, rhs: Self) -> Self {
-        let (a, ta) = self.tape().matmul_operand(self.index());
-        let (b, tb) = self.tape().matmul_operand(rhs.index());
         // Checked on the shapes as the caller sees them, so the message shows those.
         check::matmul(&self.shape(), false, &rhs.shape(), false);
-        let op = Op::MatMul {
-            a,
-            b,
-            ta,
-            tb,
-            add: None,
-            operands: [self.index(), rhs.index()],
-        };
-        self.tape().record(op, &[a, b])
+        MatMul::record(self, rhs, None)
     }
 
     /// `self + a·b` as one op (PyTorch's `addmm`): the product is accumulated onto `self`,
@@ -231,17 +221,7 @@ impl<'t, F: Float> Var<'t, F> {
         self.tape().assert_owns("addmm", b);
         let out = check::matmul(&a.shape(), false, &b.shape(), false);
         check::broadcasts_to("addmm", &self.shape(), &out);
-        let (ia, ta) = self.tape().matmul_operand(a.index());
-        let (ib, tb) = self.tape().matmul_operand(b.index());
-        let op = Op::MatMul {
-            a: ia,
-            b: ib,
-            ta,
-            tb,
-            add: Some(self.index()),
-            operands: [a.index(), b.index()],
-        };
-        self.tape().record(op, &[ia, ib, self.index()])
+        MatMul::record(a, b, Some(self))
     }
 
     /// The element-wise half of an LSTM step, fused into two ops: from the pre-activation gates
@@ -262,14 +242,14 @@ impl<'t, F: Float> Var<'t, F> {
         let tape = self.tape();
         let empty = || Tensor::zeros(&[0]);
         let cell = tape.record(
-            Op::LstmCell {
+            Fused::LstmCell {
                 gates: self.index(),
                 c: c.index(),
                 acts: empty(),
             },
             &[self.index(), c.index()],
         );
-        let hidden = Op::LstmHidden {
+        let hidden = Fused::LstmHidden {
             cell: cell.index(),
             gates: self.index(),
             tanh_c: empty(),
@@ -293,7 +273,7 @@ impl<'t, F: Float> Var<'t, F> {
         self.tape().assert_owns("gru_cell", h);
         check::same("gru_cell", &self.shape(), &hp.shape());
         check::gates("gru_cell", &self.shape(), 3, &h.shape());
-        let op = Op::GruCell {
+        let op = Fused::GruCell {
             xp: self.index(),
             hp: hp.index(),
             h: h.index(),
@@ -332,7 +312,7 @@ impl<'t, F: Float> Var<'t, F> {
             // paths that reach the input some other way.
             return self.reshape(shape);
         }
-        self.unary(Op::Expand {
+        self.unary(Layout::Expand {
             x: self.index(),
             shape: Shape::from_slice(shape),
         })
@@ -372,15 +352,10 @@ impl<'t, F: Float> Var<'t, F> {
     pub fn permute<A: Axis + std::fmt::Debug>(self, perm: &[A]) -> Self {
         let shape = self.shape();
         let perm = check::permutation(&shape, perm);
-        if swaps_last_two(&perm) && shape.len() <= 3 {
-            let out: Shape = perm.iter().map(|&p| shape[p]).collect();
-            let op = Op::Permute {
-                x: self.index(),
-                perm,
-            };
-            return self.tape().record_lazy(op, self.index(), out);
+        if let Some(t) = product::pending_transpose(self, &perm) {
+            return t;
         }
-        self.unary(Op::Permute {
+        self.unary(Layout::Permute {
             x: self.index(),
             perm,
         })
@@ -435,7 +410,7 @@ impl<'t, F: Float> Var<'t, F> {
 
     #[track_caller]
     fn reduce(self, axis: Option<usize>, keepdim: bool, divisor: F) -> Self {
-        self.unary(Op::Sum {
+        self.unary(Reduce::Sum {
             x: self.index(),
             axis,
             keepdim,
@@ -455,7 +430,7 @@ impl<'t, F: Float> Var<'t, F> {
         if shape[a] == 0 {
             panic!("max_axis: axis {a} of shape {shape:?} is empty");
         }
-        self.unary(Op::MaxAxis {
+        self.unary(Reduce::MaxAxis {
             x: self.index(),
             axis: a,
             keepdim,
@@ -467,7 +442,7 @@ impl<'t, F: Float> Var<'t, F> {
     #[track_caller]
     pub fn reshape(self, shape: &[usize]) -> Self {
         check::reshape(&self.shape(), shape);
-        self.unary(Op::Reshape {
+        self.unary(Layout::Reshape {
             x: self.index(),
             shape: Shape::from_slice(shape),
         })
@@ -512,7 +487,7 @@ impl<'t, F: Float> Var<'t, F> {
         let shape = self.shape();
         let a = check::axis("narrow", &shape, axis);
         check::narrow(&shape, a, start, len);
-        self.unary(Op::Narrow {
+        self.unary(Layout::Narrow {
             x: self.index(),
             axis: a,
             start,
@@ -585,7 +560,7 @@ impl<'t, F: Float> Var<'t, F> {
         let shape = self.shape();
         let a = check::axis("index_select", &shape, axis);
         check::indices("index_select", &shape, a, indices);
-        self.unary(Op::IndexSelect {
+        self.unary(Layout::IndexSelect {
             x: self.index(),
             axis: a,
             indices: indices.to_vec(),
@@ -600,7 +575,7 @@ impl<'t, F: Float> Var<'t, F> {
             return y;
         }
         let a = check::axis("softmax", &self.shape(), axis);
-        self.unary(Op::Softmax {
+        self.unary(Reduce::Softmax {
             x: self.index(),
             axis: a,
         })
@@ -614,7 +589,7 @@ impl<'t, F: Float> Var<'t, F> {
             return y;
         }
         let a = check::axis("log_softmax", &self.shape(), axis);
-        self.unary(Op::LogSoftmax {
+        self.unary(Reduce::LogSoftmax {
             x: self.index(),
             axis: a,
         })
@@ -705,7 +680,7 @@ impl<'t, F: Float> Var<'t, F> {
             }
             Reduction::Sum | Reduction::None => F::ONE,
         };
-        self.unary(Op::CrossEntropy {
+        self.unary(Reduce::CrossEntropy {
             logits: self.index(),
             targets,
             ignore: options.ignore_index,
@@ -790,7 +765,7 @@ impl<'t, F: Float> Var<'t, F> {
         let ab = check::broadcast("where_cond", &a, &b);
         check::broadcast("where_cond", cond.shape(), &ab);
         self.tape().record(
-            Op::Where {
+            Pointwise::Where {
                 cond: cond.clone(),
                 a: self.index(),
                 b: other.index(),
@@ -863,7 +838,7 @@ pub fn concat<'t, F: Float>(xs: &[Var<'t, F>], axis: impl Axis + std::fmt::Debug
     check::concat(&refs, a);
     let indices: SmallVec<[usize; 4]> = xs.iter().map(|v| v.index()).collect();
     tape.record(
-        Op::Concat {
+        Layout::Concat {
             xs: indices.clone(),
             axis: a,
         },

@@ -13,13 +13,13 @@ use std::ops::{Add, Div, Mul, Neg, Sub};
 
 use crate::check;
 use crate::float::Float;
-use crate::primitives::Op;
+use crate::primitives::Pointwise;
 use crate::tape::Var;
 
 impl<'t, F: Float> Var<'t, F> {
     /// Records `op` over `self` and `rhs`, which must broadcast together.
     #[track_caller]
-    fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Op<F>) -> Self {
+    fn binary(self, name: &str, rhs: Self, op: fn(usize, usize) -> Pointwise<F>) -> Self {
         self.tape().assert_owns(name, rhs);
         check::broadcast(name, &self.shape(), &rhs.shape());
         self.tape()
@@ -34,7 +34,7 @@ macro_rules! var_op {
 
             #[track_caller]
             fn $method(self, rhs: Self) -> Self {
-                self.binary(stringify!($method), rhs, Op::$op)
+                self.binary(stringify!($method), rhs, Pointwise::$op)
             }
         }
     };
