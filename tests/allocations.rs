@@ -16,7 +16,8 @@ use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::autograd::{buffer_cache_bytes, set_buffer_cache_limit, Param, Tape};
 use rewind::nn::{
-    nested, Cell, Embedding, Gru, Linear, Lstm, Module, Recurrent, RecurrentConfig, Rnn,
+    nested, Bptt, Carry, Cell, Embedding, Gru, Linear, Lstm, Module, Recurrent, RecurrentConfig,
+    Rnn, Strategy, Stream,
 };
 use rewind::optim::{clip_grad_norm, Adam, Optimizer};
 
@@ -25,12 +26,18 @@ struct Counting;
 
 static OWN: AtomicUsize = AtomicUsize::new(0);
 static GEMM: AtomicUsize = AtomicUsize::new(0);
+/// Bytes asked for by rewind's own allocations.
+static OWN_BYTES: AtomicUsize = AtomicUsize::new(0);
 
 /// matrixmultiply's packing buffers are aligned to 32 or 64 bytes; rewind's buffers, vectors and
 /// maps to at most 16.
 fn count(layout: Layout) {
-    let counter = if layout.align() >= 32 { &GEMM } else { &OWN };
-    counter.fetch_add(1, Ordering::Relaxed);
+    if layout.align() >= 32 {
+        GEMM.fetch_add(1, Ordering::Relaxed);
+    } else {
+        OWN.fetch_add(1, Ordering::Relaxed);
+        OWN_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+    }
 }
 
 // SAFETY: defers every call to the system allocator unchanged.
@@ -161,6 +168,7 @@ fn a_steady_state_step_allocates_a_fixed_number_independent_of_t_and_of_nodes() 
         ("GRU", || at_two_lengths(Gru::new)),
         ("RNN", || at_two_lengths(Rnn::new)),
     ];
+    sharded_updates_reuse_their_shards_buffers();
     for (name, measure) in cells {
         let (short, long) = measure();
         println!("{name}: T 16 {short:?}, T 64 {long:?}");
@@ -185,4 +193,50 @@ fn a_steady_state_step_allocates_a_fixed_number_independent_of_t_and_of_nodes() 
         long.own > short.own + long.nodes - short.nodes,
         "{short:?} {long:?}"
     );
+}
+
+/// The shards of a sharded update run on threads that live from one update to the next, so the
+/// buffers a shard's tape let go are there for the next update's shards: in steady state an
+/// update allocates a small part of what its tapes hold at their peak (the gradients a worker
+/// hands to the caller, which keeps them). With a thread spawned per update, the thread's
+/// shard allocated its whole tape again every time.
+fn sharded_updates_reuse_their_shards_buffers() {
+    const LANES: usize = 8;
+    let mut model = model(Lstm::new);
+    let text: Vec<usize> = (0..40_000).map(|i| (i * 7 + i / 13) % VOCAB).collect();
+    let mut stream = Stream::new(text, LANES);
+    let mut driver = Bptt::new(
+        Strategy::Truncated { k: 64 },
+        Carry::zeros(&model.rnn, LANES),
+        0,
+    );
+    let mut opt = Adam::new(1e-3);
+    let mut update = |model: &mut Model<_>| {
+        let before = OWN_BYTES.load(Ordering::Relaxed);
+        let mut u = driver
+            .step_sharded(&mut stream, 2, |tape, chunk, state, run| {
+                let x = model
+                    .embed
+                    .forward(tape, &chunk.inputs, &[chunk.steps, chunk.lanes]);
+                let out = model.rnn.forward_with(tape, x, Some(state), run);
+                let logits = model.head.forward(tape, out.output);
+                let flat = logits.reshape(&[chunk.steps * chunk.lanes, VOCAB]);
+                (chunk.cross_entropy(flat), out.state)
+            })
+            .expect("the text holds every update");
+        clip_grad_norm(&mut u.grads, 5.0);
+        opt.step(model, &u.grads);
+        (OWN_BYTES.load(Ordering::Relaxed) - before, u.peak_bytes)
+    };
+    for _ in 0..3 {
+        update(&mut model);
+    }
+    let counted: Vec<(usize, usize)> = (0..4).map(|_| update(&mut model)).collect();
+    println!("sharded updates (bytes allocated, peak bytes of the tapes): {counted:?}");
+    for (allocated, peak) in counted {
+        assert!(
+            allocated < peak / 4,
+            "a steady sharded update allocated {allocated} bytes; its tapes peaked at {peak}"
+        );
+    }
 }

@@ -78,7 +78,7 @@ pub use gradcheck::{
     gradcheck, gradcheck_with, gradgradcheck, gradgradcheck_with, GradcheckError, GradcheckOptions,
 };
 pub use grads::{GradProblem, Grads, GradsError};
-pub use kernels::{cores, kernel_path, on_this_thread};
+pub use kernels::{cores, kernel_path, on_this_thread, share_out};
 pub use param::{Param, ParamId};
 pub use primitives::Reduction;
 pub use recycle::{buffer_cache_bytes, release_buffer_cache, set_buffer_cache_limit};

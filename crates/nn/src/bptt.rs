@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::marker::PhantomData;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::thread;
 
@@ -670,27 +669,18 @@ fn shard_seed(seed: u64, update: u64, shard: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Runs `run(0)`, …, `run(shards - 1)` on this thread and up to [`rewind_autograd::cores`] - 1
-/// more, each thread taking the next shard not yet taken until none is left (more shards than
-/// cores keep one slow core from holding up the rest), and returns the outcomes in shard order.
-/// A shard's panic is raised again here, with its own message, once every thread has stopped.
+/// Runs `run(0)`, …, `run(shards - 1)` on this thread and the kernel pool's workers
+/// ([`rewind_autograd::share_out`]), each thread taking the next shard not yet taken until none
+/// is left (more shards than cores keep one slow core from holding up the rest), and returns the
+/// outcomes in shard order. The workers outlive the update, so the buffers a shard's tape let go
+/// are there for the same shard in the next one. A shard's panic is raised again here, with its
+/// own message, once every shard has stopped.
 fn pull_shards<T: Send>(shards: usize, run: &(dyn Fn(usize) -> T + Sync)) -> Vec<T> {
-    let next = AtomicUsize::new(0);
     let outcomes: Vec<Mutex<Option<thread::Result<T>>>> =
         (0..shards).map(|_| Mutex::new(None)).collect();
-    let work = || loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= shards {
-            break;
-        }
+    rewind_autograd::share_out(shards, &|i| {
         let outcome = panic::catch_unwind(AssertUnwindSafe(|| run(i)));
         *outcomes[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(outcome);
-    };
-    thread::scope(|scope| {
-        for _ in 1..rewind_autograd::cores().min(shards) {
-            scope.spawn(work);
-        }
-        work();
     });
     outcomes
         .into_iter()

@@ -22,7 +22,7 @@ pub use cpu::kernel_path;
 pub(crate) use gemm::View;
 use packed::Onto;
 pub(crate) use packed::Packed;
-pub use pool::{cores, on_this_thread};
+pub use pool::{cores, on_this_thread, share_out};
 
 /// The most rows a product may have for the packed kernel to take it: a batch of hidden states,
 /// as in an RNN's per-step product.

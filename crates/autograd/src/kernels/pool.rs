@@ -205,6 +205,23 @@ pub(crate) fn run(parts: usize, share: Share<'_>) {
     }
 }
 
+/// Runs `share(0)`, …, `share(parts - 1)`, each once, on this thread and the pool's workers,
+/// each thread taking the next share not yet taken, and returns when all have finished. For work
+/// already cut to the cores' measure, such as the shards of a batch: each share runs with the
+/// kernels it calls kept on its thread ([`on_this_thread`]). The workers live from one call to
+/// the next, and so do their caches of buffers: a thread spawned for each call would start it
+/// with none, and allocate and zero every buffer its share needs again.
+///
+/// As for a product's shares: on a pool that is busy (another thread's job, or a share of one)
+/// or running jobs on their callers alone (a worker was held up by another process), every share
+/// runs on this thread. A share's panic is raised again here once every share has finished.
+pub fn share_out(parts: usize, share: &(dyn Fn(usize) + Sync)) {
+    for first in (0..parts).step_by(MAX_PARTS) {
+        let n = MAX_PARTS.min(parts - first);
+        run(n, &|i| on_this_thread(|| share(first + i)));
+    }
+}
+
 /// Element-wise work (transcendental functions, mostly) below which a kernel's rows stay on one
 /// thread: about 10 µs, several times what handing a band to a worker costs.
 pub(crate) const ROW_BAND_WORK: usize = 8192;
