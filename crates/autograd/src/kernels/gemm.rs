@@ -9,6 +9,8 @@
 //! panics instead of wrapping into one that seems to fit.
 
 use crate::float::Float;
+#[cfg(target_arch = "x86_64")]
+use crate::kernels::cpu::{simd, Simd};
 use crate::kernels::{pool, typed};
 
 /// How a (possibly batched) matrix lies in a slice: element (b, i, j) sits at
@@ -262,6 +264,10 @@ struct Strided<F>(*const F, usize, usize);
 /// - rows of A and columns of B contiguous: each element is a dot product over k;
 /// - otherwise, element by element through the strides.
 ///
+/// The loops run compiled for AVX2 when [`simd`] allows it: eight f32 lanes a vector instead of
+/// SSE2's four. Products and sums stay separate instructions there (Rust does not fuse them), in
+/// the same order, so both paths give the same bits.
+///
 /// beta 0 means C is not read (it may hold anything, NaN included, from a recycled buffer).
 ///
 /// # Safety
@@ -276,9 +282,71 @@ unsafe fn direct<F: Float>(
     b: Strided<F>,
     beta: F,
     c: *mut F,
+    csr: (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd() >= Simd::Avx2 {
+        // SAFETY: the caller's contract, and the CPU has the features the copy was compiled for.
+        return unsafe { direct_avx2(m, k, n, a, b, beta, c, csr) };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { direct_loops(m, k, n, a, b, beta, c, csr) }
+}
+
+/// [`direct_loops`] compiled for AVX2 and FMA.
+///
+/// # Safety
+/// As [`direct`], on a CPU with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn direct_avx2<F: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<F>,
+    b: Strided<F>,
+    beta: F,
+    c: *mut F,
+    csr: (usize, usize),
+) {
+    // SAFETY: the caller's contract.
+    unsafe { direct_loops(m, k, n, a, b, beta, c, csr) }
+}
+
+/// The loops of [`direct`], inlined into each of its copies (a call out of the AVX2 copy would
+/// run without AVX2).
+///
+/// # Safety
+/// As [`direct`].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn direct_loops<F: Float>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Strided<F>,
+    b: Strided<F>,
+    beta: F,
+    c: *mut F,
     (rsc, csc): (usize, usize),
 ) {
     let wide = |len: usize, unit: usize| len >= 8 && unit == 1;
+    // Columns of A and C contiguous: compute Cᵀ = Bᵀ·Aᵀ, whose rows are. Swapped here rather than
+    // by calling `direct` again, which would leave the AVX2 copy.
+    let rows_contiguous = wide(n, b.2) && csc == 1;
+    let (m, n, a, b, rsc, csc) = if !rows_contiguous && wide(m, a.1) && rsc == 1 {
+        (
+            n,
+            m,
+            Strided(b.0, b.2, b.1),
+            Strided(a.0, a.2, a.1),
+            csc,
+            rsc,
+        )
+    } else {
+        (m, n, a, b, rsc, csc)
+    };
     // SAFETY (every block below): each offset is i·rs + j·cs for i, j inside the operand's
     // dimensions, which the caller guarantees to lie in valid memory; the slices made from C's
     // rows (or columns) are its elements alone, and C aliases neither operand.
@@ -286,18 +354,31 @@ unsafe fn direct<F: Float>(
         if wide(n, b.2) && csc == 1 {
             for i in 0..m {
                 let row = std::slice::from_raw_parts_mut(c.add(i * rsc), n);
+                let a_at = |p: usize| *a.0.add(i * a.1 + p * a.2);
+                let b_row = |p: usize| std::slice::from_raw_parts(b.0.add(p * b.1), n);
                 start_from(row, beta);
-                for p in 0..k {
-                    let x = *a.0.add(i * a.1 + p * a.2);
-                    let b_row = std::slice::from_raw_parts(b.0.add(p * b.1), n);
-                    for (y, &w) in row.iter_mut().zip(b_row) {
+                // Four rows of B per pass over C's row, added one after another as the plain
+                // loop would: a quarter of the loads and stores of C.
+                let mut p = 0;
+                while p + 4 <= k {
+                    let x = [0, 1, 2, 3].map(|q| a_at(p + q));
+                    let w = row
+                        .iter_mut()
+                        .zip(b_row(p))
+                        .zip(b_row(p + 1))
+                        .zip(b_row(p + 2).iter().zip(b_row(p + 3)));
+                    for (((y, &w0), &w1), (&w2, &w3)) in w {
+                        *y = (((*y + x[0] * w0) + x[1] * w1) + x[2] * w2) + x[3] * w3;
+                    }
+                    p += 4;
+                }
+                for p in p..k {
+                    let x = a_at(p);
+                    for (y, &w) in row.iter_mut().zip(b_row(p)) {
                         *y += x * w;
                     }
                 }
             }
-        } else if wide(m, a.1) && rsc == 1 {
-            let transposed = (Strided(b.0, b.2, b.1), Strided(a.0, a.2, a.1));
-            direct(n, k, m, transposed.0, transposed.1, beta, c, (csc, rsc));
         } else if a.2 == 1 && b.1 == 1 {
             for i in 0..m {
                 let a_row = std::slice::from_raw_parts(a.0.add(i * a.1), k);
@@ -323,6 +404,7 @@ unsafe fn direct<F: Float>(
 }
 
 /// A row of C before its products are added: beta·C, or zeros when beta is 0.
+#[inline(always)]
 fn start_from<F: Float>(row: &mut [F], beta: F) {
     if beta == F::ZERO {
         row.fill(F::ZERO);
@@ -333,6 +415,7 @@ fn start_from<F: Float>(row: &mut [F], beta: F) {
 
 /// Σ x_p·y_p in eight running sums (lanes p mod 8), added pairwise at the end: an order the
 /// compiler keeps whatever vectors it uses, so the sum does not depend on the CPU.
+#[inline(always)]
 fn dot<F: Float>(x: &[F], y: &[F]) -> F {
     let mut lanes = [F::ZERO; 8];
     let (xs, ys) = (x.chunks_exact(8), y.chunks_exact(8));
@@ -516,6 +599,7 @@ fn gemm_one<F: Float>(a: &[F], va: View, b: &[F], vb: View, c: &mut [F], vc: Vie
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::cpu::{for_each_simd, Simd};
 
     /// 2³²: a view of [2³², 2³²] spans 2⁶⁴ elements, which wraps to 0 in a `usize`.
     const BIG: usize = 1 << 32;
@@ -563,10 +647,31 @@ mod tests {
 
     /// Thin products (a side of at most `THIN`), computed without packing, equal the definition
     /// in f64 for every layout of A, B and C, with beta 0 (over NaN: C is not read), 1 and 0.5,
-    /// batched, and summed into one C over a batch. Each shape is checked to be thin, so that a
-    /// change of `thin` cannot leave the path untested.
+    /// batched, and summed into one C over a batch, on each path the CPU allows; the AVX2 path
+    /// gives the scalar path's bits. Each shape is checked to be thin, so that a change of `thin`
+    /// cannot leave the path untested.
     #[test]
     fn thin_products_equal_the_definition_in_every_layout() {
+        let mut runs = Vec::new();
+        for_each_simd(
+            "thin_products_equal_the_definition_in_every_layout",
+            &[Simd::Avx2, Simd::Scalar],
+            |s| runs.push((s, thin_products_against_the_definition())),
+        );
+        let (scalar, want) = runs.pop().expect("the scalar path always runs");
+        assert_eq!(scalar, Simd::Scalar);
+        for (s, got) in &runs {
+            for (at, (got, want)) in got.iter().zip(&want).enumerate() {
+                let bits = |c: &[f32]| c.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(got), bits(want), "product {at} on {s:?}");
+            }
+        }
+    }
+
+    /// Every thin product of the test above, each checked against the definition; their results
+    /// in order.
+    fn thin_products_against_the_definition() -> Vec<Vec<f32>> {
+        let mut results = Vec::new();
         let value = |i: usize, seed: usize| ((i * 37 + seed * 11) % 23) as f64 / 7.0 - 1.5;
         let shapes = [
             (1, 32, 256),
@@ -581,7 +686,6 @@ mod tests {
             (1, 1, 1),
             (2, 3, 1),
         ];
-        let mut layouts = 0;
         for (m, k, n) in shapes {
             assert!(thin(m, k, n), "{m}×{k}·{k}×{n} is not thin");
             for (trans_a, trans_b, trans_c) in (0..8).map(|l| (l & 1 > 0, l & 2 > 0, l & 4 > 0)) {
@@ -637,12 +741,13 @@ mod tests {
                             let bound = 1e-5 * (1.0 + (k * batch) as f64);
                             assert!((*got as f64 - want).abs() <= bound, "{at}: {got} vs {want}");
                         }
-                        layouts += 1;
+                        results.push(c);
                     }
                 }
             }
         }
-        assert_eq!(layouts, shapes.len() * 8 * 3 * 3);
+        assert_eq!(results.len(), shapes.len() * 8 * 3 * 3);
+        results
     }
 
     /// A shared B with A and C stacked by rows is folded into one product of batch·m rows; that
