@@ -247,9 +247,14 @@ impl<F: Float> Tape<F> {
     #[track_caller]
     pub(crate) fn record(&self, op: impl Into<Op<F>>, inputs: &[usize]) -> Var<'_, F> {
         let mut op = op.into();
-        op.reads_whole()
-            .into_iter()
-            .for_each(|i| self.materialize(i));
+        match &op {
+            // A product reads its operands by stride, through their pending transposes.
+            Op::MatMul(product) => product
+                .read_whole()
+                .into_iter()
+                .for_each(|i| self.materialize(i)),
+            _ => inputs.iter().for_each(|&i| self.materialize(i)),
+        }
         let nodes = self.nodes.borrow();
         let requires_grad = inputs.iter().any(|&i| nodes[i].requires_grad);
         let value = op.forward(&nodes);

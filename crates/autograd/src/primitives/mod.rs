@@ -237,15 +237,6 @@ impl<F: Float> Op<F> {
         slots.into_iter().for_each(|i| *i = f(*i));
     }
 
-    /// The inputs whose values this op reads whole, which must then be computed: all of them
-    /// but a product's operands, which it reads by stride through their pending transposes.
-    pub(crate) fn reads_whole(&self) -> SmallVec<[usize; 4]> {
-        match self {
-            Op::MatMul(op) => op.read_whole().into_iter().collect(),
-            op => op.inputs(),
-        }
-    }
-
     /// Bytes this op keeps besides its value, for backward (the fused cells' activations).
     pub(crate) fn saved_bytes(&self) -> usize {
         match self {
