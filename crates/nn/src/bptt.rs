@@ -491,33 +491,31 @@ impl<F: Float, K: ModelState<F>> Bptt<F, K> {
         // Rank r's shard i is shard r·shards + i of the whole batch: its own dropout stream.
         let first_shard = across.map_or(0, |(c, _)| c.rank() * shards);
         let run_shard = |i: usize| -> ShardOutcome<F, K> {
-            // The shard's kernels stay on this thread; its dropout draws from its own stream.
-            rewind_autograd::on_this_thread(|| {
-                crate::dropout::drawing_from(shard_seed(seed, update, first_shard + i), || {
-                    let lanes = ranges[i].clone();
-                    let chunk = plan.chunk.select_lanes(lanes.clone());
-                    let fresh = plan.fresh.as_ref().map(|f| f[lanes.clone()].to_vec());
-                    let tape = Tape::new();
-                    let state = start.select_lanes(lanes).on(&tape);
-                    let (total, last, kept) = run_update(
-                        strategy,
-                        &tape,
-                        &chunk,
-                        state,
-                        fresh.as_deref(),
-                        plan.xi.as_deref(),
-                        &mut &model,
-                    );
-                    let sum = total.sum();
-                    ShardOutcome {
-                        sum: sum.item().to_f64(),
-                        terms: total.terms(),
-                        grads: sum.backward(),
-                        last: K::of(last),
-                        kept,
-                        peak_bytes: tape.stats().peak_bytes,
-                    }
-                })
+            // Its dropout draws from its own stream (`pull_shards` keeps its kernels on its thread).
+            crate::dropout::drawing_from(shard_seed(seed, update, first_shard + i), || {
+                let lanes = ranges[i].clone();
+                let chunk = plan.chunk.select_lanes(lanes.clone());
+                let fresh = plan.fresh.as_ref().map(|f| f[lanes.clone()].to_vec());
+                let tape = Tape::new();
+                let state = start.select_lanes(lanes).on(&tape);
+                let (total, last, kept) = run_update(
+                    strategy,
+                    &tape,
+                    &chunk,
+                    state,
+                    fresh.as_deref(),
+                    plan.xi.as_deref(),
+                    &mut &model,
+                );
+                let sum = total.sum();
+                ShardOutcome {
+                    sum: sum.item().to_f64(),
+                    terms: total.terms(),
+                    grads: sum.backward(),
+                    last: K::of(last),
+                    kept,
+                    peak_bytes: tape.stats().peak_bytes,
+                }
             })
         };
         let outcomes = pull_shards(shards, &run_shard);
@@ -670,7 +668,8 @@ fn shard_seed(seed: u64, update: u64, shard: usize) -> u64 {
 }
 
 /// Runs `run(0)`, …, `run(shards - 1)` on this thread and the kernel pool's workers
-/// ([`rewind_autograd::share_out`]), each thread taking the next shard not yet taken until none
+/// ([`rewind_autograd::share_out`], which keeps each shard's kernels on its thread), each thread
+/// taking the next shard not yet taken until none
 /// is left (more shards than cores keep one slow core from holding up the rest), and returns the
 /// outcomes in shard order. The workers outlive the update, so the buffers a shard's tape let go
 /// are there for the same shard in the next one. A shard's panic is raised again here, with its

@@ -82,17 +82,19 @@ fn chain<F: Float>(nodes: &Nodes<F>, i: usize) -> impl Iterator<Item = usize> + 
 
 /// The transposes between a product's `operand` and the `source` it reads (which, recorded
 /// pending, may since have been computed for another reader).
-fn transposes<F: Float>(nodes: &Nodes<F>, operand: usize, src: usize) -> SmallVec<[usize; 4]> {
-    chain(nodes, operand).take_while(|&j| j != src).collect()
+fn transposes<F: Float>(
+    nodes: &Nodes<F>,
+    operand: usize,
+    src: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    chain(nodes, operand).take_while(move |&j| j != src)
 }
 
 /// The operand itself when a transpose between it and its source keeps its gradient
 /// (`retain_grad`): its gradient must then go through the chain, in the caller's layout, for
 /// every retained view to see it whole. `None` when it may go straight to the source.
 fn retained_view<F: Float>(nodes: &Nodes<F>, operand: usize, src: usize) -> Option<usize> {
-    let retained = transposes(nodes, operand, src)
-        .iter()
-        .any(|&j| nodes[j].retain);
+    let retained = transposes(nodes, operand, src).any(|j| nodes[j].retain);
     retained.then_some(operand)
 }
 
@@ -293,7 +295,8 @@ impl MatMul {
         // is itself asked for.
         let through_asked = {
             let nodes = sink.tape().nodes();
-            transposes(&nodes, b, src).iter().any(|&j| sink.is_wrt(j))
+            let asked = transposes(&nodes, b, src).any(|j| sink.is_wrt(j));
+            asked
         };
         if sa.len() == 2 && sb.len() == 2 && !through_asked {
             sink.stack(src, tb, va, g);
