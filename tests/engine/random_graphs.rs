@@ -17,7 +17,8 @@
 //!
 //! `REWIND_RANDOM_CASES=N` runs N cases instead of the default; `REWIND_RANDOM_SEED=S` starts at
 //! seed S. Case i uses seed S + i, so a failing seed with `REWIND_RANDOM_CASES=1` replays that
-//! case alone. Many cases:
+//! case alone (in part 4, which takes the last of the cases). The cases are shared out over four
+//! tests that the harness runs side by side. Many cases:
 //! `REWIND_RANDOM_CASES=20000 cargo test --release --test engine random_graphs::`.
 
 use std::cell::{Cell, RefCell};
@@ -1817,12 +1818,17 @@ fn report(failures: &[Failure], cases: u64, seed: u64) -> String {
     out
 }
 
-#[test]
-fn random_graphs_pass_gradcheck_retained_gradients_match_and_f32_agrees_with_f64() {
+/// The default cases run as this many tests, so that the harness spreads them over the cores
+/// beside the other tests instead of leaving one test to run alone at the end.
+const PARTS: u64 = 4;
+
+/// Part `part` of `PARTS`: cases `cases·part/PARTS` up to `cases·(part+1)/PARTS`.
+fn check_part(part: u64) {
     let seed = env_u64("REWIND_RANDOM_SEED", DEFAULT_SEED);
     let cases = env_u64("REWIND_RANDOM_CASES", DEFAULT_CASES);
+    let (first, end) = (cases * part / PARTS, cases * (part + 1) / PARTS);
     let mut failures = Vec::new();
-    for case in 0..cases {
+    for case in first..end {
         let graph = generate(seed.wrapping_add(case));
         let problems = check_graph(&graph);
         if !problems.is_empty() {
@@ -1837,11 +1843,34 @@ fn random_graphs_pass_gradcheck_retained_gradients_match_and_f32_agrees_with_f64
                 out += &format!("!!! [{}] {}\n", p.check, p.message);
             }
         }
-        std::fs::write(path, out).unwrap();
+        std::fs::write(format!("{path}.{part}"), out).unwrap();
     }
     if !failures.is_empty() {
-        panic!("{}", report(&failures, cases, seed));
+        panic!(
+            "{}",
+            report(&failures, end - first, seed.wrapping_add(first))
+        );
     }
+}
+
+#[test]
+fn random_graphs_pass_gradcheck_retained_gradients_match_and_f32_agrees_with_f64_part_1() {
+    check_part(0);
+}
+
+#[test]
+fn random_graphs_pass_gradcheck_retained_gradients_match_and_f32_agrees_with_f64_part_2() {
+    check_part(1);
+}
+
+#[test]
+fn random_graphs_pass_gradcheck_retained_gradients_match_and_f32_agrees_with_f64_part_3() {
+    check_part(2);
+}
+
+#[test]
+fn random_graphs_pass_gradcheck_retained_gradients_match_and_f32_agrees_with_f64_part_4() {
+    check_part(3);
 }
 
 #[test]
