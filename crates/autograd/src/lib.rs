@@ -66,6 +66,9 @@ mod var_operators;
 mod checkpoint;
 mod grad_graph;
 mod gradcheck;
+// The generic code compiled for f32 and f64 here, for unoptimised builds to link.
+#[cfg(debug_assertions)]
+mod instances;
 pub mod io;
 mod second_order;
 

@@ -246,7 +246,11 @@ impl<F: Float> Tape<F> {
     /// any input does; otherwise backward never visits it.
     #[track_caller]
     pub(crate) fn record(&self, op: impl Into<Op<F>>, inputs: &[usize]) -> Var<'_, F> {
-        let mut op = op.into();
+        self.record_op(op.into(), inputs)
+    }
+
+    #[track_caller]
+    pub(crate) fn record_op(&self, mut op: Op<F>, inputs: &[usize]) -> Var<'_, F> {
         match &op {
             // A product reads its operands by stride, through their pending transposes.
             Op::MatMul(product) => product

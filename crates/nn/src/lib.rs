@@ -33,6 +33,9 @@ mod collective_mpi;
 mod diagnostics;
 mod dropout;
 mod gradcheck;
+// The generic code compiled for f32 and f64 here, for unoptimised builds to link.
+#[cfg(debug_assertions)]
+mod instances;
 mod linear;
 pub mod loss;
 mod module;

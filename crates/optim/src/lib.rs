@@ -29,6 +29,9 @@ mod adamax;
 mod asgd;
 mod clip;
 mod fused;
+// The generic code compiled for f32 and f64 here, for unoptimised builds to link.
+#[cfg(debug_assertions)]
+mod instances;
 mod lbfgs;
 mod nadam;
 mod optimizer;
