@@ -28,6 +28,9 @@
 //! ```
 
 mod app;
+// The example's tests, compiled with it: `cargo test --example hessian_free`.
+#[cfg(test)]
+mod tests;
 
 fn main() -> std::process::ExitCode {
     app::main(std::env::args_os())

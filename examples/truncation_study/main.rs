@@ -8,6 +8,9 @@
 //! ```
 
 mod app;
+// The example's tests, compiled with it: `cargo test --example truncation_study`.
+#[cfg(test)]
+mod tests;
 
 fn main() -> std::process::ExitCode {
     app::main(std::env::args_os())

@@ -2,10 +2,9 @@
 //! system; the example's Gauss-Newton products (with and without structural damping) equal
 //! Jᵀ·H_L·J·v assembled from finite-difference Jacobians; one Hessian-free iteration lowers the
 //! training loss; λ follows the Levenberg-Marquardt rule; L-BFGS lowers its full-batch loss at
-//! every iteration, to a stated bound; bad flags are one line; the three trainers run end to end. The CG solver's own tests live beside it in examples/hessian_free/cg.rs and
-//! run here.
+//! every iteration, to a stated bound; bad flags are one line; the three trainers run end to end. The CG solver's own tests live beside it in examples/hessian_free/cg.rs.
 
-use crate::hessian_free_app as app;
+use crate::app;
 
 use std::fs;
 use std::path::PathBuf;

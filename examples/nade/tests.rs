@@ -2,7 +2,7 @@
 //! conditionals and gradients of the naive loop that recomputes every hidden layer, its loss
 //! passes gradcheck, every conditional reads only earlier pixels, and bad input is one line.
 
-use crate::nade_app as app;
+use crate::app;
 
 use std::fs;
 use std::path::{Path, PathBuf};

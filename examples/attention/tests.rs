@@ -6,7 +6,7 @@
 //! distribution over the filled slots and zero where nothing is filled; the attentive cell and
 //! the whole model pass gradcheck in f64; bad flags are one-line errors.
 
-use crate::attention_app as app;
+use crate::app;
 
 use std::fs;
 use std::path::{Path, PathBuf};

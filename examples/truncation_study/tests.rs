@@ -2,7 +2,7 @@
 //! measurement gives nothing for full BPTT against itself, randomized truncation is unbiased and
 //! regular truncation is not, D2L's tokens, and bad input is one line.
 
-use crate::truncation_study_app as app;
+use crate::app;
 
 use std::fs;
 use std::path::PathBuf;
