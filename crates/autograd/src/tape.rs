@@ -249,6 +249,8 @@ impl<F: Float> Tape<F> {
         self.record_op(op.into(), inputs)
     }
 
+    /// [`record`](Tape::record) once the op is an `Op`: one function per element type, which
+    /// the `instances` module compiles in this crate for the tests and examples to link.
     #[track_caller]
     pub(crate) fn record_op(&self, mut op: Op<F>, inputs: &[usize]) -> Var<'_, F> {
         match &op {
