@@ -149,9 +149,12 @@ struct TrainArgs {
     /// Embedding size (0: one-hot input).
     #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
     embed: usize,
-    /// Dropout between layers.
+    /// Dropout between layers (none with one layer, as in PyTorch's LSTM: see --head-dropout).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     dropout: f64,
+    /// Dropout on the top layer's output, before the readout.
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    head_dropout: f64,
     /// Characters per chunk (the BPTT length).
     #[arg(long, allow_negative_numbers = true, default_value_t = 64)]
     seq_len: usize,
@@ -349,6 +352,8 @@ pub struct Hyper {
     pub embed: usize,
     /// Dropout between layers.
     pub dropout: f64,
+    /// Dropout before the readout.
+    pub head_dropout: f64,
     /// Chunk length.
     pub seq_len: usize,
     /// Lanes.
@@ -455,9 +460,13 @@ impl Hyper {
         at_least("hidden", self.hidden, 1)?;
         at_least("seq_len", self.seq_len, 2)?;
         at_least("batch", self.batch, 1)?;
-        if !(0.0..1.0).contains(&self.dropout) {
-            let d = number(self.dropout);
-            return Err(BadSetting::new("dropout", d, "must be in [0, 1)"));
+        for (name, p) in [
+            ("dropout", self.dropout),
+            ("head_dropout", self.head_dropout),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(BadSetting::new(name, number(p), "must be in [0, 1)"));
+            }
         }
         let lr = number(self.lr);
         if !(self.lr > 0.0 && self.lr.is_finite()) {
@@ -787,6 +796,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         "hidden",
         "embed",
         "dropout",
+        "head_dropout",
         "seq_len",
         "batch",
         "lr",
@@ -812,6 +822,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         hidden: a.hidden,
         embed: a.embed,
         dropout: a.dropout,
+        head_dropout: a.head_dropout,
         seq_len: a.seq_len,
         batch: a.batch,
         lr: a.lr,

@@ -1,11 +1,13 @@
 //! The model: an embedding (or one-hot input), a recurrent stack of the chosen cell, and a linear
-//! readout to the vocabulary, named as a PyTorch model with fields `embed`, `rnn` and `head`.
+//! readout to the vocabulary, named as a PyTorch model with fields `embed`, `rnn` and `head`;
+//! optionally dropout on the readout's input (`--head-dropout`), the one place a single-layer
+//! stack can have it.
 
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::{Param, Tape, Tensor, Var};
 use rewind::nn::{
-    nested, Carry, Chunk, ChunkLoss, Embedding, Gru, Linear, Lstm, Module, RecurrentConfig, Rnn,
-    Run, StackState,
+    nested, Carry, Chunk, ChunkLoss, Dropout, Embedding, Gru, Linear, Lstm, Module,
+    RecurrentConfig, Rnn, Run, StackState,
 };
 
 use super::cli::{BpttKind, CellKind, Hyper};
@@ -30,12 +32,18 @@ macro_rules! each {
     };
 }
 
-/// Embedding → recurrent stack → linear readout.
+/// Which of a step's seeds the head's dropout draws from ([`super::train::mix`] of the step's
+/// seed and this).
+const HEAD_STREAM: u64 = 1;
+
+/// Embedding → recurrent stack → (dropout) → linear readout.
 pub struct CharModel {
     /// [V, E], absent for one-hot input.
     pub embed: Option<Embedding>,
     /// The stack.
     pub rnn: Stack,
+    /// Dropout on the top layer's output, before the head.
+    pub head_dropout: Dropout,
     /// [V, H] and [V].
     pub head: Linear,
     vocab: usize,
@@ -60,6 +68,9 @@ impl CharModel {
         CharModel {
             embed,
             rnn,
+            // Reseeded before every training step (`reseed_dropout`); the seed here is a
+            // placeholder that no run draws from.
+            head_dropout: Dropout::new(h.head_dropout, 0),
             head: Linear::new(h.hidden, vocab, rng),
             vocab,
         }
@@ -72,12 +83,17 @@ impl CharModel {
 
     /// Training (dropout on) or evaluation mode.
     pub fn set_training(&self, on: bool) {
-        each!(&self.rnn, s => s.set_training(on))
+        each!(&self.rnn, s => s.set_training(on));
+        self.head_dropout.set_training(on);
     }
 
-    /// Restarts the dropout masks' generator.
+    /// Restarts the dropout masks' generators: the stack's from `seed`, the head's from a seed
+    /// of its own, so that the two never draw the same masks. (A batch run in shards draws
+    /// every mask of a shard from the shard's own stream instead.)
     pub fn reseed_dropout(&self, seed: u64) {
-        each!(&self.rnn, s => s.reseed_dropout(seed))
+        each!(&self.rnn, s => s.reseed_dropout(seed));
+        self.head_dropout
+            .reseed(super::train::mix(seed, HEAD_STREAM));
     }
 
     /// Logits [steps·lanes, V] for time-major tokens, and the final state.
@@ -121,9 +137,15 @@ impl CharModel {
     ) -> (Var<'t>, StackState<'t>) {
         let run = Run { ..*run };
         let out = each!(&self.rnn, s => s.forward_with(tape, x, Some(state), &run));
+        // Without head dropout the tape is what it was before the option existed.
+        let top = if self.head_dropout.p() > 0.0 {
+            self.head_dropout.forward(tape, out.output)
+        } else {
+            out.output
+        };
         let logits = self
             .head
-            .forward(tape, out.output)
+            .forward(tape, top)
             .reshape(&[steps * lanes, self.vocab]);
         (logits, out.state)
     }
@@ -168,7 +190,8 @@ pub fn param_count(h: &Hyper, vocab: usize) -> Option<usize> {
 
 /// Bytes one step of one lane needs, in f32s: per layer (6G + 3)·H for the gates, states and
 /// their gradients; 3·V for the logits, their softmax and its gradient; the input, one-hot V or
-/// an embedding row and its gradient. Fitted to the peak memory of runs of this example.
+/// an embedding row and its gradient; with head dropout, 2·H for its mask and the masked output.
+/// Fitted to the peak memory of runs of this example.
 fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
     let gates: u64 = match h.cell {
         CellKind::Rnn => 1,
@@ -180,10 +203,16 @@ fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
         0 => vocab as u64,
         e => (e as u64).checked_mul(2)?,
     };
+    let head_dropout = if h.head_dropout > 0.0 {
+        (h.hidden as u64).checked_mul(2)?
+    } else {
+        0
+    };
     (6 * gates + 3)
         .checked_mul(layers)?
         .checked_add((vocab as u64).checked_mul(3)?)?
-        .checked_add(input)
+        .checked_add(input)?
+        .checked_add(head_dropout)
 }
 
 /// Bytes training needs beyond the text: five copies of the parameters (weights, gradients,

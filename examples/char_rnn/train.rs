@@ -97,6 +97,12 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
         )));
     }
 
+    if hyper.dropout > 0.0 && hyper.layers == 1 && ranks.lead() {
+        super::tell("warning", &format!(
+            "--dropout {} does nothing with one layer: it sits between layers, as in PyTorch's LSTM; --head-dropout drops the readout's input",
+            hyper.dropout
+        ));
+    }
     let mut rng = StdRng::seed_from_u64(hyper.seed);
     let mut model = CharModel::new(&hyper, corpus.vocab.len(), &mut rng);
     let mut optimizer = make_optimizer(&hyper);
@@ -440,6 +446,7 @@ fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
             "hidden" => given.hidden != saved.hidden,
             "embed" => given.embed != saved.embed,
             "dropout" => given.dropout != saved.dropout,
+            "head_dropout" => given.head_dropout != saved.head_dropout,
             "seq_len" => given.seq_len != saved.seq_len,
             "batch" => given.batch != saved.batch,
             "optim" => given.optim != saved.optim,

@@ -1,5 +1,6 @@
 //! char_rnn's training recipe (issue 32): a learning rate warmed up and decayed along half a
-//! cosine over the run's budget, AdamW with its β2, and the LSTM forget gate's initial bias. Each
+//! cosine over the run's budget, AdamW with its β2, the LSTM forget gate's initial bias, and
+//! dropout on the readout's input. Each
 //! setting reaches the model or the optimizer, is saved in the checkpoint so that a resumed run
 //! goes on as an uninterrupted one, and a setting out of range is a one-line error.
 
@@ -18,7 +19,8 @@ use app::{run, Error};
 use rewind::autograd::io::{load_tensors, save_tensors};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
-use rewind::nn::Module;
+use rewind::autograd::Tape;
+use rewind::nn::{Module, Run};
 
 fn scratch() -> PathBuf {
     scratch_dir("rewind-char-rnn-recipe")
@@ -105,6 +107,8 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
         "2",
         "--dropout",
         "0.2",
+        "--head-dropout",
+        "0.1",
         "--optim",
         "adamw",
         "--beta2",
@@ -145,6 +149,87 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
     let saved = checkpoint::load(&halves).unwrap().hyper;
     assert_eq!(saved.weight_decay, 0.01, "AdamW's default decay");
     assert_eq!(saved.forget_bias, Some(1.0));
+    assert_eq!(saved.head_dropout, 0.1);
+}
+
+/// Unsharded, the head's masks come from the model's own generator, reseeded every step from
+/// the run's seed: a resumed one-layer run draws what an uninterrupted one draws.
+#[test]
+fn head_dropout_on_one_tape_resumes_as_an_uninterrupted_run() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let (whole, halves) = (
+        dir.join("whole.safetensors"),
+        dir.join("halves.safetensors"),
+    );
+    let recipe = ["--head-dropout", "0.3", "--shards", "1"];
+    run(small(
+        &data,
+        &whole,
+        &[&recipe[..], &["--steps", "10"]].concat(),
+    ))
+    .unwrap();
+    run(small(
+        &data,
+        &halves,
+        &[&recipe[..], &["--steps", "5"]].concat(),
+    ))
+    .unwrap();
+    let resume = [
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        halves.to_str().unwrap(),
+        "--steps",
+        "10",
+        "--shards",
+        "1",
+        "--eval-every",
+        "1000",
+    ];
+    run(args(&resume)).unwrap();
+    assert_eq!(weights(&whole), weights(&halves));
+}
+
+/// Dropout before the head is on in training and off in evaluation.
+#[test]
+fn head_dropout_masks_the_readout_input_in_training_only() {
+    let mut h = hyper_of(&["--layers", "2"]);
+    h.dropout = 0.5;
+    let vocab = 14;
+    let plain = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
+    h.head_dropout = 0.5;
+    let dropped = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
+    let (steps, lanes) = (5, 3);
+    let tokens: Vec<usize> = (0..steps * lanes).map(|i| (i * 5) % vocab).collect();
+    let logits = |m: &CharModel, training: bool| {
+        m.set_training(training);
+        m.reseed_dropout(7);
+        let tape = Tape::new();
+        let state = m.zero_carry(lanes).on(&tape);
+        let (y, _) = m.logits(&tape, &tokens, steps, lanes, state, &Run::default());
+        m.set_training(true);
+        y.value().data().to_vec()
+    };
+    assert_eq!(logits(&plain, false), logits(&dropped, false));
+    let (a, b) = (logits(&plain, true), logits(&dropped, true));
+    assert_ne!(a, b, "head dropout changed nothing in training");
+    // The stack's masks are the same in both (same seed): only the readout's input differs, and
+    // where the head drops every unit of a row, that row is the head's bias alone.
+    let bias = dropped.head.params()[1].1.value().data().to_vec();
+    let (mut rows_bias_only, mut rows_kept) = (0, 0);
+    for (r, row) in b.chunks(vocab).enumerate() {
+        if row == &bias[..] {
+            rows_bias_only += 1;
+        } else if row == &a[r * vocab..(r + 1) * vocab] {
+            rows_kept += 1;
+        }
+    }
+    assert_eq!(
+        (rows_bias_only, rows_kept),
+        (0, 0),
+        "with 32 units at p = 0.5 no row loses or keeps every unit"
+    );
 }
 
 /// The cosine follows the run's --steps in all, so a run stopped by a signal and resumed with
@@ -232,6 +317,7 @@ fn adamw_without_decay_is_adam_and_each_setting_changes_the_weights() {
         ("cosine.safetensors", &["--schedule", "cosine"][..]),
         ("warmup.safetensors", &["--warmup", "3"][..]),
         ("forget.safetensors", &["--forget-bias", "1"][..]),
+        ("head.safetensors", &["--head-dropout", "0.3"][..]),
     ] {
         assert_ne!(adam, trained(name, flags), "{flags:?} changed nothing");
     }
@@ -273,6 +359,7 @@ fn a_checkpoint_from_before_the_recipe_settings_resumes_with_their_defaults() {
         "beta2",
         "weight_decay",
         "forget_bias",
+        "head_dropout",
     ];
     old.metadata.retain(|k, _| {
         !k.starts_with("checksum.") && !recipe.iter().any(|r| *k == format!("run.{r}"))
@@ -286,9 +373,10 @@ fn a_checkpoint_from_before_the_recipe_settings_resumes_with_their_defaults() {
             h.warmup,
             h.beta2,
             h.weight_decay,
-            h.forget_bias
+            h.forget_bias,
+            h.head_dropout
         ),
-        (ScheduleKind::Constant, 1e-4, 0, 0.999, 0.0, None)
+        (ScheduleKind::Constant, 1e-4, 0, 0.999, 0.0, None, 0.0)
     );
     let resume = [
         "--data",
@@ -318,6 +406,14 @@ fn recipe_settings_out_of_range_are_one_line_errors_naming_the_flag() {
             "--forget-bias inf must be finite",
         ),
         (&["--beta2", "1"][..], "--beta2 1 must be in [0, 1)"),
+        (
+            &["--head-dropout", "1"][..],
+            "--head-dropout 1 must be in [0, 1)",
+        ),
+        (
+            &["--head-dropout", "-0.1"][..],
+            "--head-dropout -0.1 must be in [0, 1)",
+        ),
         (
             &["--beta2", "0.9", "--optim", "sgd"][..],
             "--beta2 0.9 is Adam's",
@@ -356,5 +452,37 @@ fn recipe_settings_out_of_range_are_one_line_errors_naming_the_flag() {
     )) {
         Err(Error::Checkpoint(m)) => assert!(m.starts_with("--schedule differs"), "{m}"),
         other => panic!("{other:?}"),
+    }
+    match run(args(
+        &[&resume[..], &["--steps", "2", "--head-dropout", "0.2"]].concat(),
+    )) {
+        Err(Error::Checkpoint(m)) => assert!(m.starts_with("--head-dropout differs"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `--dropout` sits between layers, so with one layer it is said to do nothing, as PyTorch says.
+#[test]
+fn dropout_with_one_layer_is_warned_about_and_head_dropout_is_not() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let stderr = |name: &str, flags: &[&str]| {
+        let ckpt = dir.join(name);
+        let list = small(&data, &ckpt, &[&["--steps", "1"], flags].concat());
+        let out = Command::new(binary()).args(&list[1..]).output().unwrap();
+        assert!(out.status.success(), "{flags:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let warning = "char_rnn: warning: --dropout 0.2 does nothing with one layer";
+    assert!(stderr("one.safetensors", &["--dropout", "0.2"]).contains(warning));
+    for (name, flags) in [
+        (
+            "two.safetensors",
+            &["--dropout", "0.2", "--layers", "2"][..],
+        ),
+        ("head.safetensors", &["--head-dropout", "0.2"][..]),
+    ] {
+        let said = stderr(name, flags);
+        assert!(!said.contains("warning"), "{flags:?}: {said}");
     }
 }
