@@ -11,6 +11,7 @@ use rewind::nn::{
 };
 
 use super::cli::{BpttKind, CellKind, Hyper};
+use super::train::{mix, SeedStream};
 
 /// The recurrent stack, of the cell chosen at run time.
 pub enum Stack {
@@ -31,10 +32,6 @@ macro_rules! each {
         }
     };
 }
-
-/// Which of a step's seeds the head's dropout draws from ([`super::train::mix`] of the step's
-/// seed and this).
-const HEAD_STREAM: u64 = 1;
 
 /// Embedding → recurrent stack → (dropout) → linear readout.
 pub struct CharModel {
@@ -93,7 +90,7 @@ impl CharModel {
     pub fn reseed_dropout(&self, seed: u64) {
         each!(&self.rnn, s => s.reseed_dropout(seed));
         self.head_dropout
-            .reseed(super::train::mix(seed, HEAD_STREAM));
+            .reseed(mix(seed, SeedStream::HeadDropout as u64));
     }
 
     /// Logits [steps·lanes, V] for time-major tokens, and the final state.
@@ -190,8 +187,9 @@ pub fn param_count(h: &Hyper, vocab: usize) -> Option<usize> {
 
 /// Bytes one step of one lane needs, in f32s: per layer (6G + 3)·H for the gates, states and
 /// their gradients; 3·V for the logits, their softmax and its gradient; the input, one-hot V or
-/// an embedding row and its gradient; with head dropout, 2·H for its mask and the masked output.
-/// Fitted to the peak memory of runs of this example.
+/// an embedding row and its gradient; with head dropout, 2·H for its mask and the masked output
+/// (which sampling, with dropout off, does not need: an overestimate there). The rest is fitted
+/// to the peak memory of runs of this example; the head dropout's term is counted, not fitted.
 fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
     let gates: u64 = match h.cell {
         CellKind::Rnn => 1,

@@ -97,7 +97,8 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
         )));
     }
 
-    if hyper.dropout > 0.0 && hyper.layers == 1 && ranks.lead() {
+    // Said when the run starts; a resumed run cannot change its --dropout.
+    if hyper.dropout > 0.0 && hyper.layers == 1 && resumed.is_none() && ranks.lead() {
         super::tell("warning", &format!(
             "--dropout {} does nothing with one layer: it sits between layers, as in PyTorch's LSTM; --head-dropout drops the readout's input",
             hyper.dropout
@@ -310,7 +311,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
             evaluated_at = Some(progress.step);
         }
         if eval_step && ranks.lead() {
-            let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, 1));
+            let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, SeedStream::Sample as u64));
             let prime = corpus.vocab[corpus.val.get(0)].to_string();
             let text = generate(
                 &model,
@@ -740,6 +741,17 @@ fn save(
             text_hash: corpus.hash,
         },
     )
+}
+
+/// What a step's seed is split into, by [`mix`] of the step's seed and the stream's number, so
+/// that no two of them draw the same numbers. (The stack's dropout and the driver draw from the
+/// step's seed itself.)
+#[derive(Clone, Copy, Debug)]
+pub enum SeedStream {
+    /// The sample printed at an evaluation.
+    Sample = 1,
+    /// The masks of the dropout before the readout, on one tape (shards draw their own).
+    HeadDropout = 2,
 }
 
 /// A seed for step `n` of a run seeded with `seed` (splitmix64), so a resumed run draws what an

@@ -746,6 +746,14 @@ fn forged_checkpoint_fields_are_errors_naming_the_field() {
         ("`run.layers`", Box::new(set("run.layers", "0"))),
         ("`run.dropout`", Box::new(set("run.dropout", "1.5"))),
         ("`run.dropout`", Box::new(set("run.dropout", "NaN"))),
+        (
+            "`run.head_dropout`",
+            Box::new(set("run.head_dropout", "1.5")),
+        ),
+        (
+            "`run.head_dropout`",
+            Box::new(set("run.head_dropout", "NaN")),
+        ),
         ("`run.hidden`", Box::new(set("run.hidden", "100000000"))),
         ("`run.clip`", Box::new(set("run.clip", "NaN"))),
         ("`run.lr`", Box::new(set("run.lr", "1e300"))),

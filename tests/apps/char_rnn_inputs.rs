@@ -531,6 +531,7 @@ fn every_numeric_flag_at_its_extremes_is_a_result_never_a_panic() {
         "--hidden",
         "--embed",
         "--dropout",
+        "--head-dropout",
         "--seq-len",
         "--batch",
         "--lr",

@@ -255,16 +255,25 @@ fn with_dropout_a_run_on_n_ranks_repeats_itself() {
     assert_eq!(tensors(&a), tensors(&b));
 }
 
-/// With dropout and random chunk lengths (`--bptt random`), 2 ranks of 1 shard each draw the
-/// chunk lengths and the dropout masks of one process in 2 shards: the same run, to f32
-/// rounding. (Each rank's driver draws the lengths from the run's seed; rank r's shard i draws
-/// the masks of shard r·S + i.)
+/// With dropout (between layers and before the readout) and random chunk lengths (`--bptt
+/// random`), 2 ranks of 1 shard each draw the chunk lengths and the dropout masks of one process
+/// in 2 shards: the same run, to f32 rounding. (Each rank's driver draws the lengths from the
+/// run's seed; rank r's shard i draws the masks of shard r·S + i.)
 #[test]
 #[ignore = "needs Open MPI; run by .ci/run"]
 fn with_dropout_and_random_lengths_ranks_draw_what_shards_draw() {
     let dir = scratch_dir("rewind-mpi");
     let data = tiny_text(&dir);
-    let extra = ["--steps", "30", "--dropout", "0.25", "--bptt", "random"];
+    let extra = [
+        "--steps",
+        "30",
+        "--dropout",
+        "0.25",
+        "--head-dropout",
+        "0.1",
+        "--bptt",
+        "random",
+    ];
     let alone = dir.join("alone.safetensors");
     let mut sharded: Vec<&str> = extra.to_vec();
     sharded.extend(["--shards", "2"]);

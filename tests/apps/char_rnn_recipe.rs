@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use crate::support::char_rnn::{args, binary, scratch_dir, small_run as small, tiny_text};
 use app::checkpoint;
 use app::cli::{Hyper, ScheduleKind};
-use app::model::CharModel;
-use app::train::scheduled_lr;
+use app::model::{CharModel, Stack};
+use app::train::{mix, scheduled_lr, SeedStream};
 use app::{run, Error};
 use rewind::autograd::io::{load_tensors, save_tensors};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
 use rewind::autograd::Tape;
-use rewind::nn::{Module, Run};
+use rewind::nn::{Dropout, Module, Run};
 
 fn scratch() -> PathBuf {
     scratch_dir("rewind-char-rnn-recipe")
@@ -153,45 +153,47 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
 }
 
 /// Unsharded, the head's masks come from the model's own generator, reseeded every step from
-/// the run's seed: a resumed one-layer run draws what an uninterrupted one draws.
+/// the run's seed: a resumed one-layer run draws what an uninterrupted one draws, whichever way
+/// it backpropagates through time.
 #[test]
 fn head_dropout_on_one_tape_resumes_as_an_uninterrupted_run() {
     let dir = scratch();
     let data = tiny_text(&dir);
-    let (whole, halves) = (
-        dir.join("whole.safetensors"),
-        dir.join("halves.safetensors"),
-    );
-    let recipe = ["--head-dropout", "0.3", "--shards", "1"];
-    run(small(
-        &data,
-        &whole,
-        &[&recipe[..], &["--steps", "10"]].concat(),
-    ))
-    .unwrap();
-    run(small(
-        &data,
-        &halves,
-        &[&recipe[..], &["--steps", "5"]].concat(),
-    ))
-    .unwrap();
-    let resume = [
-        "--data",
-        data.to_str().unwrap(),
-        "--resume",
-        halves.to_str().unwrap(),
-        "--steps",
-        "10",
-        "--shards",
-        "1",
-        "--eval-every",
-        "1000",
-    ];
-    run(args(&resume)).unwrap();
-    assert_eq!(weights(&whole), weights(&halves));
+    for bptt in ["truncated", "random", "full"] {
+        let whole = dir.join(format!("whole-{bptt}.safetensors"));
+        let halves = dir.join(format!("halves-{bptt}.safetensors"));
+        let recipe = ["--head-dropout", "0.3", "--shards", "1", "--bptt", bptt];
+        run(small(
+            &data,
+            &whole,
+            &[&recipe[..], &["--steps", "10"]].concat(),
+        ))
+        .unwrap();
+        run(small(
+            &data,
+            &halves,
+            &[&recipe[..], &["--steps", "5"]].concat(),
+        ))
+        .unwrap();
+        let resume = [
+            "--data",
+            data.to_str().unwrap(),
+            "--resume",
+            halves.to_str().unwrap(),
+            "--steps",
+            "10",
+            "--shards",
+            "1",
+            "--eval-every",
+            "1000",
+        ];
+        run(args(&resume)).unwrap();
+        assert_eq!(weights(&whole), weights(&halves), "--bptt {bptt}");
+    }
 }
 
-/// Dropout before the head is on in training and off in evaluation.
+/// Dropout before the head is on in training and off in evaluation, and in training it is the
+/// head applied to the stack's output times a mask of its own stream, scaled by 1/(1 - p).
 #[test]
 fn head_dropout_masks_the_readout_input_in_training_only() {
     let mut h = hyper_of(&["--layers", "2"]);
@@ -212,24 +214,33 @@ fn head_dropout_masks_the_readout_input_in_training_only() {
         y.value().data().to_vec()
     };
     assert_eq!(logits(&plain, false), logits(&dropped, false));
-    let (a, b) = (logits(&plain, true), logits(&dropped, true));
-    assert_ne!(a, b, "head dropout changed nothing in training");
-    // The stack's masks are the same in both (same seed): only the readout's input differs, and
-    // where the head drops every unit of a row, that row is the head's bias alone.
-    let bias = dropped.head.params()[1].1.value().data().to_vec();
-    let (mut rows_bias_only, mut rows_kept) = (0, 0);
-    for (r, row) in b.chunks(vocab).enumerate() {
-        if row == &bias[..] {
-            rows_bias_only += 1;
-        } else if row == &a[r * vocab..(r + 1) * vocab] {
-            rows_kept += 1;
-        }
-    }
-    assert_eq!(
-        (rows_bias_only, rows_kept),
-        (0, 0),
-        "with 32 units at p = 0.5 no row loses or keeps every unit"
+    let trained = logits(&dropped, true);
+    assert_ne!(
+        logits(&plain, true),
+        trained,
+        "head dropout changed nothing"
     );
+
+    // The same by hand: the stack (its own masks, from the step's seed), then a mask from the
+    // head's stream, then the head.
+    dropped.reseed_dropout(7);
+    let tape = Tape::new();
+    let state = dropped.zero_carry(lanes).on(&tape);
+    let x = dropped.inputs(&tape, &tokens, steps, lanes);
+    let top = match &dropped.rnn {
+        Stack::Lstm(s) => {
+            s.forward_with(&tape, x, Some(state), &Run::default())
+                .output
+        }
+        _ => unreachable!("char_rnn's default cell is the LSTM"),
+    };
+    let mask = Dropout::new(0.5, 0);
+    mask.reseed(mix(7, SeedStream::HeadDropout as u64));
+    let by_hand = dropped
+        .head
+        .forward(&tape, mask.forward(&tape, top))
+        .reshape(&[steps * lanes, vocab]);
+    assert_eq!(by_hand.value().data(), &trained[..]);
 }
 
 /// The cosine follows the run's --steps in all, so a run stopped by a signal and resumed with
