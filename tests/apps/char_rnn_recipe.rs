@@ -94,14 +94,43 @@ fn the_metrics_file_records_the_scheduled_rate_of_every_step() {
     }
 }
 
-#[test]
-fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
+/// Trains with `flags` for `steps` in one run, and for `half` steps then resumed to `steps` (in
+/// `shards`, as a resume is not told the recipe again): the two checkpoints, `<name>-whole` and
+/// `<name>-halves`.
+fn whole_and_resumed(
+    name: &str,
+    flags: &[&str],
+    half: usize,
+    steps: usize,
+    shards: usize,
+) -> (PathBuf, PathBuf) {
     let dir = scratch();
     let data = tiny_text(&dir);
-    let (whole, halves) = (
-        dir.join("whole.safetensors"),
-        dir.join("halves.safetensors"),
-    );
+    let whole = dir.join(format!("{name}-whole.safetensors"));
+    let halves = dir.join(format!("{name}-halves.safetensors"));
+    let (half, steps, shards) = (half.to_string(), steps.to_string(), shards.to_string());
+    for (path, n) in [(&whole, &steps), (&halves, &half)] {
+        let extra = [flags, &["--shards", &shards, "--steps", n]].concat();
+        run(small(&data, path, &extra)).unwrap();
+    }
+    let resume = [
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        halves.to_str().unwrap(),
+        "--steps",
+        &steps,
+        "--shards",
+        &shards,
+        "--eval-every",
+        "1000",
+    ];
+    run(args(&resume)).unwrap();
+    (whole, halves)
+}
+
+#[test]
+fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
     let recipe = [
         "--layers",
         "2",
@@ -117,34 +146,8 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
         "1",
         "--warmup",
         "4",
-        "--shards",
-        "2",
     ];
-    run(small(
-        &data,
-        &whole,
-        &[&recipe[..], &["--steps", "16"]].concat(),
-    ))
-    .unwrap();
-    run(small(
-        &data,
-        &halves,
-        &[&recipe[..], &["--steps", "7"]].concat(),
-    ))
-    .unwrap();
-    let resume = [
-        "--data",
-        data.to_str().unwrap(),
-        "--resume",
-        halves.to_str().unwrap(),
-        "--steps",
-        "16",
-        "--shards",
-        "2",
-        "--eval-every",
-        "1000",
-    ];
-    run(args(&resume)).unwrap();
+    let (whole, halves) = whole_and_resumed("recipe", &recipe, 7, 16, 2);
     assert_eq!(weights(&whole), weights(&halves));
     let saved = checkpoint::load(&halves).unwrap().hyper;
     assert_eq!(saved.weight_decay, 0.01, "AdamW's default decay");
@@ -157,37 +160,9 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
 /// it backpropagates through time.
 #[test]
 fn head_dropout_on_one_tape_resumes_as_an_uninterrupted_run() {
-    let dir = scratch();
-    let data = tiny_text(&dir);
     for bptt in ["truncated", "random", "full"] {
-        let whole = dir.join(format!("whole-{bptt}.safetensors"));
-        let halves = dir.join(format!("halves-{bptt}.safetensors"));
-        let recipe = ["--head-dropout", "0.3", "--shards", "1", "--bptt", bptt];
-        run(small(
-            &data,
-            &whole,
-            &[&recipe[..], &["--steps", "10"]].concat(),
-        ))
-        .unwrap();
-        run(small(
-            &data,
-            &halves,
-            &[&recipe[..], &["--steps", "5"]].concat(),
-        ))
-        .unwrap();
-        let resume = [
-            "--data",
-            data.to_str().unwrap(),
-            "--resume",
-            halves.to_str().unwrap(),
-            "--steps",
-            "10",
-            "--shards",
-            "1",
-            "--eval-every",
-            "1000",
-        ];
-        run(args(&resume)).unwrap();
+        let flags = ["--head-dropout", "0.3", "--bptt", bptt];
+        let (whole, halves) = whole_and_resumed(&format!("one-tape-{bptt}"), &flags, 5, 10, 1);
         assert_eq!(weights(&whole), weights(&halves), "--bptt {bptt}");
     }
 }
