@@ -235,25 +235,58 @@ impl<F: Float> Grads<F> {
                 panic!("sum: gradients of one parameter differ in shape: {first:?} vs {other:?}");
             }
         }
-        let sums: Vec<std::sync::Mutex<Option<Tensor<F>>>> =
-            ids.iter().map(|_| std::sync::Mutex::new(None)).collect();
-        crate::kernels::pool::run(ids.len(), &|i| {
-            let mut each = parts.iter().filter_map(|p| p.params.get(&ids[i]));
-            let mut sum = each.next().expect("some part has it").clone();
-            let data = sum.data_mut();
-            for g in each {
-                for (a, &b) in data.iter_mut().zip(g.data()) {
-                    *a += b;
+        // Each sum starts as the first part's gradient (shared, not copied, when it is the only
+        // one); the others are added band by band, in the order of `parts`.
+        let added: Vec<bool> = ids
+            .iter()
+            .map(|id| parts.iter().filter(|p| p.params.contains_key(id)).count() > 1)
+            .collect();
+        let mut sums: Vec<Tensor<F>> = ids
+            .iter()
+            .map(|id| {
+                let first = parts.iter().find_map(|p| p.params.get(id));
+                first.expect("some part has it").clone()
+            })
+            .collect();
+        let lengths: Vec<usize> = (sums.iter().zip(&added))
+            .map(|(s, &added)| if added { s.numel() } else { 0 })
+            .collect();
+        let layout = sum_bands(&lengths);
+        let mut rest: Vec<&mut [F]> = (sums.iter_mut().zip(&added))
+            .map(|(s, &added)| if added { s.data_mut() } else { &mut [] })
+            .collect();
+        let mut bands: Vec<std::sync::Mutex<Option<SumBand<'_, F>>>> =
+            Vec::with_capacity(layout.len());
+        for &(i, start, len) in &layout {
+            let (band, tail) = std::mem::take(&mut rest[i]).split_at_mut(len);
+            rest[i] = tail;
+            bands.push(std::sync::Mutex::new(Some((i, start, band))));
+        }
+        // Bands rather than whole parameters: a worker given a large parameter while the caller
+        // adds the small ones would keep it waiting long enough to look held up by another
+        // process, and send the next jobs (a whole update's shards) to one core.
+        for first in (0..bands.len()).step_by(crate::kernels::pool::MAX_PARTS) {
+            let n = crate::kernels::pool::MAX_PARTS.min(bands.len() - first);
+            crate::kernels::pool::run(n, &|k| {
+                let taken = bands[first + k]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let Some((i, start, band)) = taken else {
+                    return;
+                };
+                let id = &ids[i];
+                for g in parts.iter().filter_map(|p| p.params.get(id)).skip(1) {
+                    let added = &g.data()[start..start + band.len()];
+                    for (a, &b) in band.iter_mut().zip(added) {
+                        *a += b;
+                    }
                 }
-            }
-            *sums[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(sum);
-        });
-        let params = ids.into_iter().zip(sums).map(|(id, sum)| {
-            let sum = sum.into_inner().unwrap_or_else(|e| e.into_inner());
-            (id, sum.expect("every share ran"))
-        });
+            });
+        }
+        drop(bands);
         Grads {
-            params: params.collect(),
+            params: ids.into_iter().zip(sums).collect(),
             ..Grads::default()
         }
     }
@@ -448,6 +481,29 @@ impl fmt::Display for GradsError {
 
 impl std::error::Error for GradsError {}
 
+/// Elements in one band of [`Grads::sum`]: 128 KiB of f32, so that the bands of a large weight
+/// spread evenly over the cores.
+const SUM_BAND: usize = 1 << 15;
+
+/// A band of one of [`Grads::sum`]'s sums: the gradient's index, the band's first element, and
+/// its elements.
+type SumBand<'a, F> = (usize, usize, &'a mut [F]);
+
+/// [`Grads::sum`]'s bands over gradients of `lengths` elements: (gradient, first element,
+/// length), each at most [`SUM_BAND`] long and never empty, covering every element once in
+/// order.
+fn sum_bands(lengths: &[usize]) -> Vec<(usize, usize, usize)> {
+    lengths
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &n)| {
+            (0..n)
+                .step_by(SUM_BAND)
+                .map(move |start| (i, start, SUM_BAND.min(n - start)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::{Cell, RefCell};
@@ -531,5 +587,54 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    /// The bands of a sum cover every element of every gradient once, in order, none empty or
+    /// longer than `SUM_BAND`: a large weight is cut into many, so that no core is handed it
+    /// whole while the others add the small ones.
+    #[test]
+    fn sum_bands_cover_each_element_once_in_short_bands() {
+        let lengths = [0, 1, SUM_BAND, SUM_BAND + 1, 5 * SUM_BAND - 3, 7];
+        let bands = sum_bands(&lengths);
+        let mut next = vec![0; lengths.len()];
+        for &(i, start, len) in &bands {
+            assert!(len > 0 && len <= SUM_BAND, "band {i}: {start} + {len}");
+            assert_eq!(start, next[i], "gradient {i}: a gap or an overlap");
+            next[i] += len;
+        }
+        assert_eq!(next, lengths);
+        assert_eq!(bands.iter().filter(|b| b.0 == 4).count(), 5);
+    }
+
+    /// A sum in bands is each element's sum in the order of the parts, bit for bit, across the
+    /// bands' edges; a gradient only one part has is that part's, shared rather than copied.
+    #[test]
+    fn a_sum_in_bands_adds_in_the_parts_order() {
+        let n = 2 * SUM_BAND + 5;
+        let big = Param::named("big", Tensor::<f32>::zeros(&[n]));
+        let small = Param::named("small", Tensor::<f32>::zeros(&[3]));
+        let values = |k: f32| {
+            let v: Vec<f32> = (0..n)
+                .map(|i| (i as f32 * 0.37 + k).sin() * 10f32.powf(k))
+                .collect();
+            Tensor::from_vec(v, &[n]).unwrap()
+        };
+        let mut parts = [Grads::default(), Grads::default(), Grads::default()];
+        for (k, part) in parts.iter_mut().enumerate() {
+            part.insert(&big, values(k as f32 - 1.0)).unwrap();
+        }
+        let only = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3]).unwrap();
+        parts[1].insert(&small, only).unwrap();
+        let sum = Grads::sum(&parts);
+        let [a, b, c] = parts.each_ref().map(|p| p[&big].data().to_vec());
+        for i in 0..n {
+            assert_eq!(sum[&big].data()[i], (a[i] + b[i]) + c[i], "element {i}");
+        }
+        assert!(std::ptr::eq(
+            sum[&small].data().as_ptr(),
+            parts[1][&small].data().as_ptr()
+        ));
+        // The first part's gradient is copied, not added onto.
+        assert_eq!(parts[0][&big].data(), values(-1.0).data());
     }
 }
