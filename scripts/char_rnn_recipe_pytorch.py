@@ -1,8 +1,8 @@
 """char_rnn's training recipe in PyTorch, for the README's 10-minute table beside rewind's run.
 
 The same model, data, schedule and evaluation as `char_rnn` (examples/char_rnn), flag for flag:
-an embedding -> an LSTM stack (dropout between layers) -> dropout (--head-dropout) -> a linear
-readout; the text's last 10% held out; the rest read as --batch lanes of equal length, --seq-len
+an embedding -> dropout (--input-dropout) -> an LSTM stack (dropout between layers) -> dropout
+(--head-dropout) -> a linear readout; the text's last 10% held out; the rest read as --batch lanes of equal length, --seq-len
 characters per update with the state carried and detached (truncated BPTT), back to the start
 from a zero state when a lane runs out; cross-entropy averaged over the chunk; the global
 gradient norm clipped; Adam or AdamW with its beta2 and weight decay; the learning rate warmed up
@@ -38,6 +38,7 @@ def flags():
     p.add_argument("--embed", type=int, default=64)
     p.add_argument("--dropout", type=float, default=0.25)
     p.add_argument("--head-dropout", type=float, default=0.0)
+    p.add_argument("--input-dropout", type=float, default=0.0)
     p.add_argument("--seq-len", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -64,6 +65,7 @@ class CharModel(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, a.embed)
         self.rnn = nn.LSTM(a.embed, a.hidden, a.layers, dropout=a.dropout)
+        self.drop_input = nn.Dropout(a.input_dropout)
         self.drop = nn.Dropout(a.head_dropout)
         self.head = nn.Linear(a.hidden, vocab)
         if a.forget_bias is not None:
@@ -74,7 +76,7 @@ class CharModel(nn.Module):
                     getattr(self.rnn, f"bias_hh_l{layer}")[h : 2 * h] = 0.0
 
     def forward(self, x, state):
-        out, state = self.rnn(self.embed(x), state)
+        out, state = self.rnn(self.drop_input(self.embed(x)), state)
         return self.head(self.drop(out)), state
 
 

@@ -77,6 +77,7 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
         ("embed", h.embed.to_string()),
         ("dropout", h.dropout.to_string()),
         ("head_dropout", h.head_dropout.to_string()),
+        ("input_dropout", h.input_dropout.to_string()),
         ("seq_len", h.seq_len.to_string()),
         ("batch", h.batch.to_string()),
         ("lr", h.lr.to_string()),
@@ -304,6 +305,7 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         beta2: meta.number_or("run.beta2", 0.999)?,
         weight_decay: meta.number_or("run.weight_decay", 0.0)?,
         head_dropout: meta.number_or("run.head_dropout", 0.0)?,
+        input_dropout: meta.number_or("run.input_dropout", 0.0)?,
         forget_bias: match meta.0.get("run.forget_bias").map(String::as_str) {
             None | Some("none") => None,
             Some(_) => Some(meta.number("run.forget_bias")?),

@@ -149,9 +149,13 @@ struct TrainArgs {
     /// Embedding size (0: one-hot input).
     #[arg(long, allow_negative_numbers = true, default_value_t = 32)]
     embed: usize,
-    /// Dropout between layers (none with one layer, as in PyTorch's LSTM: see --head-dropout).
+    /// Dropout between layers (none with one layer, as in PyTorch's LSTM: see --input-dropout
+    /// and --head-dropout).
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     dropout: f64,
+    /// Dropout on the first layer's input: the embedding's output (or the one-hot vectors).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    input_dropout: f64,
     /// Dropout on the top layer's output, before the readout.
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
     head_dropout: f64,
@@ -354,6 +358,8 @@ pub struct Hyper {
     pub dropout: f64,
     /// Dropout before the readout.
     pub head_dropout: f64,
+    /// Dropout on the first layer's input.
+    pub input_dropout: f64,
     /// Chunk length.
     pub seq_len: usize,
     /// Lanes.
@@ -463,6 +469,7 @@ impl Hyper {
         for (name, p) in [
             ("dropout", self.dropout),
             ("head_dropout", self.head_dropout),
+            ("input_dropout", self.input_dropout),
         ] {
             if !(0.0..1.0).contains(&p) {
                 return Err(BadSetting::new(name, number(p), "must be in [0, 1)"));
@@ -797,6 +804,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         "embed",
         "dropout",
         "head_dropout",
+        "input_dropout",
         "seq_len",
         "batch",
         "lr",
@@ -823,6 +831,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         embed: a.embed,
         dropout: a.dropout,
         head_dropout: a.head_dropout,
+        input_dropout: a.input_dropout,
         seq_len: a.seq_len,
         batch: a.batch,
         lr: a.lr,

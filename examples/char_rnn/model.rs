@@ -1,7 +1,7 @@
 //! The model: an embedding (or one-hot input), a recurrent stack of the chosen cell, and a linear
 //! readout to the vocabulary, named as a PyTorch model with fields `embed`, `rnn` and `head`;
-//! optionally dropout on the readout's input (`--head-dropout`), the one place a single-layer
-//! stack can have it.
+//! optionally dropout on the first layer's input (`--input-dropout`) and on the readout's input
+//! (`--head-dropout`), the places a single-layer stack can have it.
 
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::{Param, Tape, Tensor, Var};
@@ -33,12 +33,14 @@ macro_rules! each {
     };
 }
 
-/// Embedding → recurrent stack → (dropout) → linear readout.
+/// Embedding → (dropout) → recurrent stack → (dropout) → linear readout.
 pub struct CharModel {
     /// [V, E], absent for one-hot input.
     pub embed: Option<Embedding>,
     /// The stack.
     pub rnn: Stack,
+    /// Dropout on the first layer's input.
+    pub input_dropout: Dropout,
     /// Dropout on the top layer's output, before the head.
     pub head_dropout: Dropout,
     /// [V, H] and [V].
@@ -65,8 +67,9 @@ impl CharModel {
         CharModel {
             embed,
             rnn,
-            // Reseeded before every training step (`reseed_dropout`); the seed here is a
-            // placeholder that no run draws from.
+            // Reseeded before every training step (`reseed_dropout`); the seeds here are
+            // placeholders that no run draws from.
+            input_dropout: Dropout::new(h.input_dropout, 0),
             head_dropout: Dropout::new(h.head_dropout, 0),
             head: Linear::new(h.hidden, vocab, rng),
             vocab,
@@ -81,14 +84,17 @@ impl CharModel {
     /// Training (dropout on) or evaluation mode.
     pub fn set_training(&self, on: bool) {
         each!(&self.rnn, s => s.set_training(on));
+        self.input_dropout.set_training(on);
         self.head_dropout.set_training(on);
     }
 
-    /// Restarts the dropout masks' generators: the stack's from `seed`, the head's from a seed
-    /// of its own, so that the two never draw the same masks. (A batch run in shards draws
-    /// every mask of a shard from the shard's own stream instead.)
+    /// Restarts the dropout masks' generators: the stack's from `seed`, the input's and the
+    /// head's each from a seed of its own, so that no two draw the same masks. (A batch run in
+    /// shards draws every mask of a shard from the shard's own stream instead.)
     pub fn reseed_dropout(&self, seed: u64) {
         each!(&self.rnn, s => s.reseed_dropout(seed));
+        self.input_dropout
+            .reseed(mix(seed, SeedStream::InputDropout as u64));
         self.head_dropout
             .reseed(mix(seed, SeedStream::HeadDropout as u64));
     }
@@ -133,8 +139,13 @@ impl CharModel {
         run: &Run<'_>,
     ) -> (Var<'t>, StackState<'t>) {
         let run = Run { ..*run };
+        // Without input or head dropout the tape is what it was before the options existed.
+        let x = if self.input_dropout.p() > 0.0 {
+            self.input_dropout.forward(tape, x)
+        } else {
+            x
+        };
         let out = each!(&self.rnn, s => s.forward_with(tape, x, Some(state), &run));
-        // Without head dropout the tape is what it was before the option existed.
         let top = if self.head_dropout.p() > 0.0 {
             self.head_dropout.forward(tape, out.output)
         } else {
@@ -187,9 +198,10 @@ pub fn param_count(h: &Hyper, vocab: usize) -> Option<usize> {
 
 /// Bytes one step of one lane needs, in f32s: per layer (6G + 3)·H for the gates, states and
 /// their gradients; 3·V for the logits, their softmax and its gradient; the input, one-hot V or
-/// an embedding row and its gradient; with head dropout, 2·H for its mask and the masked output
-/// (which sampling, with dropout off, does not need: an overestimate there). The rest is fitted
-/// to the peak memory of runs of this example; the head dropout's term is counted, not fitted.
+/// an embedding row and its gradient; with input dropout, twice the input for its mask and the
+/// masked input; with head dropout, 2·H for its mask and the masked output (neither of which
+/// sampling, with dropout off, needs: an overestimate there). The rest is fitted to the peak
+/// memory of runs of this example; the dropouts' terms are counted, not fitted.
 fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
     let gates: u64 = match h.cell {
         CellKind::Rnn => 1,
@@ -201,6 +213,15 @@ fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
         0 => vocab as u64,
         e => (e as u64).checked_mul(2)?,
     };
+    let input_width = match h.embed {
+        0 => vocab as u64,
+        e => e as u64,
+    };
+    let input_dropout = if h.input_dropout > 0.0 {
+        input_width.checked_mul(2)?
+    } else {
+        0
+    };
     let head_dropout = if h.head_dropout > 0.0 {
         (h.hidden as u64).checked_mul(2)?
     } else {
@@ -210,6 +231,7 @@ fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
         .checked_mul(layers)?
         .checked_add((vocab as u64).checked_mul(3)?)?
         .checked_add(input)?
+        .checked_add(input_dropout)?
         .checked_add(head_dropout)
 }
 

@@ -100,7 +100,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
     // Said when the run starts; a resumed run cannot change its --dropout.
     if hyper.dropout > 0.0 && hyper.layers == 1 && resumed.is_none() && ranks.lead() {
         super::tell("warning", &format!(
-            "--dropout {} does nothing with one layer: it sits between layers, as in PyTorch's LSTM; --head-dropout drops the readout's input",
+            "--dropout {} does nothing with one layer: it sits between layers, as in PyTorch's LSTM; --input-dropout and --head-dropout drop the first layer's input and the readout's",
             hyper.dropout
         ));
     }
@@ -448,6 +448,7 @@ fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
             "embed" => given.embed != saved.embed,
             "dropout" => given.dropout != saved.dropout,
             "head_dropout" => given.head_dropout != saved.head_dropout,
+            "input_dropout" => given.input_dropout != saved.input_dropout,
             "seq_len" => given.seq_len != saved.seq_len,
             "batch" => given.batch != saved.batch,
             "optim" => given.optim != saved.optim,
@@ -752,6 +753,8 @@ pub enum SeedStream {
     Sample = 1,
     /// The masks of the dropout before the readout, on one tape (shards draw their own).
     HeadDropout = 2,
+    /// The masks of the dropout on the first layer's input, on one tape.
+    InputDropout = 3,
 }
 
 /// A seed for step `n` of a run seeded with `seed` (splitmix64), so a resumed run draws what an

@@ -754,6 +754,10 @@ fn forged_checkpoint_fields_are_errors_naming_the_field() {
             "`run.head_dropout`",
             Box::new(set("run.head_dropout", "NaN")),
         ),
+        (
+            "`run.input_dropout`",
+            Box::new(set("run.input_dropout", "1")),
+        ),
         ("`run.hidden`", Box::new(set("run.hidden", "100000000"))),
         ("`run.clip`", Box::new(set("run.clip", "NaN"))),
         ("`run.lr`", Box::new(set("run.lr", "1e300"))),

@@ -532,6 +532,7 @@ fn every_numeric_flag_at_its_extremes_is_a_result_never_a_panic() {
         "--embed",
         "--dropout",
         "--head-dropout",
+        "--input-dropout",
         "--seq-len",
         "--batch",
         "--lr",

@@ -271,6 +271,8 @@ fn with_dropout_and_random_lengths_ranks_draw_what_shards_draw() {
         "0.25",
         "--head-dropout",
         "0.1",
+        "--input-dropout",
+        "0.1",
         "--bptt",
         "random",
     ];

@@ -1,6 +1,6 @@
 //! char_rnn's training recipe (issue 32): a learning rate warmed up and decayed along half a
 //! cosine over the run's budget, AdamW with its β2, the LSTM forget gate's initial bias, and
-//! dropout on the readout's input. Each
+//! dropout on the first layer's input and on the readout's. Each
 //! setting reaches the model or the optimizer, is saved in the checkpoint so that a resumed run
 //! goes on as an uninterrupted one, and a setting out of range is a one-line error.
 
@@ -138,6 +138,8 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
         "0.2",
         "--head-dropout",
         "0.1",
+        "--input-dropout",
+        "0.15",
         "--optim",
         "adamw",
         "--beta2",
@@ -153,15 +155,23 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
     assert_eq!(saved.weight_decay, 0.01, "AdamW's default decay");
     assert_eq!(saved.forget_bias, Some(1.0));
     assert_eq!(saved.head_dropout, 0.1);
+    assert_eq!(saved.input_dropout, 0.15);
 }
 
-/// Unsharded, the head's masks come from the model's own generator, reseeded every step from
-/// the run's seed: a resumed one-layer run draws what an uninterrupted one draws, whichever way
-/// it backpropagates through time.
+/// Unsharded, the input's and the head's masks come from the model's own generators, reseeded
+/// every step from the run's seed: a resumed one-layer run draws what an uninterrupted one
+/// draws, whichever way it backpropagates through time.
 #[test]
-fn head_dropout_on_one_tape_resumes_as_an_uninterrupted_run() {
+fn input_and_head_dropout_on_one_tape_resume_as_an_uninterrupted_run() {
     for bptt in ["truncated", "random", "full"] {
-        let flags = ["--head-dropout", "0.3", "--bptt", bptt];
+        let flags = [
+            "--head-dropout",
+            "0.3",
+            "--input-dropout",
+            "0.2",
+            "--bptt",
+            bptt,
+        ];
         let (whole, halves) = whole_and_resumed(&format!("one-tape-{bptt}"), &flags, 5, 10, 1);
         assert_eq!(weights(&whole), weights(&halves), "--bptt {bptt}");
     }
@@ -215,6 +225,50 @@ fn head_dropout_masks_the_readout_input_in_training_only() {
         .head
         .forward(&tape, mask.forward(&tape, top))
         .reshape(&[steps * lanes, vocab]);
+    assert_eq!(by_hand.value().data(), &trained[..]);
+}
+
+/// Dropout on the stack's input is on in training and off in evaluation, and in training it is
+/// the model run on its inputs times a mask of the input's own stream, scaled by 1/(1 - p).
+#[test]
+fn input_dropout_masks_the_first_layers_input_in_training_only() {
+    let mut h = hyper_of(&[]);
+    let vocab = 14;
+    let plain = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
+    h.input_dropout = 0.5;
+    let dropped = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
+    let (steps, lanes) = (5, 3);
+    let tokens: Vec<usize> = (0..steps * lanes).map(|i| (i * 5) % vocab).collect();
+    let logits = |m: &CharModel, training: bool| {
+        m.set_training(training);
+        m.reseed_dropout(7);
+        let tape = Tape::new();
+        let state = m.zero_carry(lanes).on(&tape);
+        let (y, _) = m.logits(&tape, &tokens, steps, lanes, state, &Run::default());
+        m.set_training(true);
+        y.value().data().to_vec()
+    };
+    assert_eq!(logits(&plain, false), logits(&dropped, false));
+    let trained = logits(&dropped, true);
+    assert_eq!(
+        logits(&plain, true),
+        logits(&plain, false),
+        "one layer, no dropout"
+    );
+    assert_ne!(
+        logits(&plain, true),
+        trained,
+        "input dropout changed nothing"
+    );
+
+    // The same by hand: the embedding, a mask from the input's stream, then the plain model
+    // (nothing else of it drops) on the masked inputs.
+    let tape = Tape::new();
+    let mask = Dropout::new(0.5, 0);
+    mask.reseed(mix(7, SeedStream::InputDropout as u64));
+    let x = mask.forward(&tape, dropped.inputs(&tape, &tokens, steps, lanes));
+    let state = plain.zero_carry(lanes).on(&tape);
+    let (by_hand, _) = plain.logits_of(&tape, x, steps, lanes, state, &Run::default());
     assert_eq!(by_hand.value().data(), &trained[..]);
 }
 
@@ -304,6 +358,7 @@ fn adamw_without_decay_is_adam_and_each_setting_changes_the_weights() {
         ("warmup.safetensors", &["--warmup", "3"][..]),
         ("forget.safetensors", &["--forget-bias", "1"][..]),
         ("head.safetensors", &["--head-dropout", "0.3"][..]),
+        ("input.safetensors", &["--input-dropout", "0.3"][..]),
     ] {
         assert_ne!(adam, trained(name, flags), "{flags:?} changed nothing");
     }
@@ -346,6 +401,7 @@ fn a_checkpoint_from_before_the_recipe_settings_resumes_with_their_defaults() {
         "weight_decay",
         "forget_bias",
         "head_dropout",
+        "input_dropout",
     ];
     old.metadata.retain(|k, _| {
         !k.starts_with("checksum.") && !recipe.iter().any(|r| *k == format!("run.{r}"))
@@ -360,9 +416,10 @@ fn a_checkpoint_from_before_the_recipe_settings_resumes_with_their_defaults() {
             h.beta2,
             h.weight_decay,
             h.forget_bias,
-            h.head_dropout
+            h.head_dropout,
+            h.input_dropout
         ),
-        (ScheduleKind::Constant, 1e-4, 0, 0.999, 0.0, None, 0.0)
+        (ScheduleKind::Constant, 1e-4, 0, 0.999, 0.0, None, 0.0, 0.0)
     );
     let resume = [
         "--data",
@@ -399,6 +456,10 @@ fn recipe_settings_out_of_range_are_one_line_errors_naming_the_flag() {
         (
             &["--head-dropout", "-0.1"][..],
             "--head-dropout -0.1 must be in [0, 1)",
+        ),
+        (
+            &["--input-dropout", "1"][..],
+            "--input-dropout 1 must be in [0, 1)",
         ),
         (
             &["--beta2", "0.9", "--optim", "sgd"][..],
@@ -445,11 +506,17 @@ fn recipe_settings_out_of_range_are_one_line_errors_naming_the_flag() {
         Err(Error::Checkpoint(m)) => assert!(m.starts_with("--head-dropout differs"), "{m}"),
         other => panic!("{other:?}"),
     }
+    match run(args(
+        &[&resume[..], &["--steps", "2", "--input-dropout", "0.2"]].concat(),
+    )) {
+        Err(Error::Checkpoint(m)) => assert!(m.starts_with("--input-dropout differs"), "{m}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// `--dropout` sits between layers, so with one layer it is said to do nothing, as PyTorch says.
 #[test]
-fn dropout_with_one_layer_is_warned_about_and_head_dropout_is_not() {
+fn dropout_with_one_layer_is_warned_about_and_input_or_head_dropout_is_not() {
     let dir = scratch();
     let data = tiny_text(&dir);
     let stderr = |name: &str, flags: &[&str]| {
@@ -467,6 +534,7 @@ fn dropout_with_one_layer_is_warned_about_and_head_dropout_is_not() {
             &["--dropout", "0.2", "--layers", "2"][..],
         ),
         ("head.safetensors", &["--head-dropout", "0.2"][..]),
+        ("input.safetensors", &["--input-dropout", "0.2"][..]),
     ] {
         let said = stderr(name, flags);
         assert!(!said.contains("warning"), "{flags:?}: {said}");
