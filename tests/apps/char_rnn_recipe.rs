@@ -177,6 +177,29 @@ fn input_and_head_dropout_on_one_tape_resume_as_an_uninterrupted_run() {
     }
 }
 
+/// 5 steps of 3 lanes of tokens below `vocab`, time-major: what the dropout tests feed.
+fn dropout_probe(vocab: usize) -> (usize, usize, Vec<usize>) {
+    let (steps, lanes) = (5, 3);
+    (
+        steps,
+        lanes,
+        (0..steps * lanes).map(|i| (i * 5) % vocab).collect(),
+    )
+}
+
+/// `m`'s logits for time-major `tokens` in `lanes` lanes from a zero state, in training or in
+/// evaluation, with its dropout reseeded from 7.
+fn seeded_logits(m: &CharModel, tokens: &[usize], lanes: usize, training: bool) -> Vec<f32> {
+    m.set_training(training);
+    m.reseed_dropout(7);
+    let tape = Tape::new();
+    let state = m.zero_carry(lanes).on(&tape);
+    let steps = tokens.len() / lanes;
+    let (y, _) = m.logits(&tape, tokens, steps, lanes, state, &Run::default());
+    m.set_training(true);
+    y.value().data().to_vec()
+}
+
 /// Dropout before the head is on in training and off in evaluation, and in training it is the
 /// head applied to the stack's output times a mask of its own stream, scaled by 1/(1 - p).
 #[test]
@@ -187,17 +210,8 @@ fn head_dropout_masks_the_readout_input_in_training_only() {
     let plain = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
     h.head_dropout = 0.5;
     let dropped = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
-    let (steps, lanes) = (5, 3);
-    let tokens: Vec<usize> = (0..steps * lanes).map(|i| (i * 5) % vocab).collect();
-    let logits = |m: &CharModel, training: bool| {
-        m.set_training(training);
-        m.reseed_dropout(7);
-        let tape = Tape::new();
-        let state = m.zero_carry(lanes).on(&tape);
-        let (y, _) = m.logits(&tape, &tokens, steps, lanes, state, &Run::default());
-        m.set_training(true);
-        y.value().data().to_vec()
-    };
+    let (steps, lanes, tokens) = dropout_probe(vocab);
+    let logits = |m: &CharModel, training: bool| seeded_logits(m, &tokens, lanes, training);
     assert_eq!(logits(&plain, false), logits(&dropped, false));
     let trained = logits(&dropped, true);
     assert_ne!(
@@ -237,17 +251,8 @@ fn input_dropout_masks_the_first_layers_input_in_training_only() {
     let plain = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
     h.input_dropout = 0.5;
     let dropped = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
-    let (steps, lanes) = (5, 3);
-    let tokens: Vec<usize> = (0..steps * lanes).map(|i| (i * 5) % vocab).collect();
-    let logits = |m: &CharModel, training: bool| {
-        m.set_training(training);
-        m.reseed_dropout(7);
-        let tape = Tape::new();
-        let state = m.zero_carry(lanes).on(&tape);
-        let (y, _) = m.logits(&tape, &tokens, steps, lanes, state, &Run::default());
-        m.set_training(true);
-        y.value().data().to_vec()
-    };
+    let (steps, lanes, tokens) = dropout_probe(vocab);
+    let logits = |m: &CharModel, training: bool| seeded_logits(m, &tokens, lanes, training);
     assert_eq!(logits(&plain, false), logits(&dropped, false));
     let trained = logits(&dropped, true);
     assert_eq!(
