@@ -213,8 +213,8 @@ impl<F: Float> Grads<F> {
 
     /// The sum of `parts`' parameter gradients (the shards of one update), each parameter's
     /// added in the order of `parts`, so the result is the same whatever thread adds it; the
-    /// parameters are shared out among the cores. A parameter only some parts have is the sum of
-    /// those. Node gradients are not summed.
+    /// work is shared out among the cores in bands of equal length. A parameter only some parts
+    /// have is the sum of those. Node gradients are not summed.
     ///
     /// Panics, at the caller's line, if a parameter's gradients differ in shape.
     #[track_caller]
