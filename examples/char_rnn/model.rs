@@ -209,13 +209,15 @@ fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
         CellKind::Lstm => 4,
     };
     let layers = (h.layers as u64).checked_mul(h.hidden as u64)?;
-    let input = match h.embed {
-        0 => vocab as u64,
-        e => (e as u64).checked_mul(2)?,
-    };
+    // What the stack reads per lane-step: a one-hot vector, or an embedding row (and, for the
+    // embedding, its gradient too).
     let input_width = match h.embed {
         0 => vocab as u64,
         e => e as u64,
+    };
+    let input = match h.embed {
+        0 => input_width,
+        _ => input_width.checked_mul(2)?,
     };
     let input_dropout = if h.input_dropout > 0.0 {
         input_width.checked_mul(2)?
