@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod average_parity;
 mod clip_parity;
 mod optim_more_parity;
 mod optim_parity;

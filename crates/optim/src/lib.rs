@@ -27,6 +27,7 @@ mod adagrad;
 mod adam;
 mod adamax;
 mod asgd;
+mod average;
 mod clip;
 mod fused;
 // The generic code compiled for f32 and f64 here, for unoptimised builds to link.
@@ -47,6 +48,7 @@ pub use adagrad::Adagrad;
 pub use adam::Adam;
 pub use adamax::Adamax;
 pub use asgd::Asgd;
+pub use average::{AverageError, Averaging, WeightAverage};
 pub use clip::{clip_grad_norm, clip_grad_norm_finite, clip_grad_value, grad_norm, NonFiniteNorm};
 pub use clip::{clip_grad_norm_with, ClipOptions};
 pub use lbfgs::{Lbfgs, LineSearch};
