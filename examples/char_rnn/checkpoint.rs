@@ -14,7 +14,7 @@ use clap::ValueEnum;
 use rewind::autograd::io::{load_tensors, save_tensors, TensorFile};
 use rewind::autograd::Tensor;
 use rewind::nn::{state_dict, Carry, Module};
-use rewind::optim::OptimState;
+use rewind::optim::{OptimState, WeightAverage};
 
 use super::cli::{human, CellKind, Hyper, OptimKind, ScheduleKind};
 use super::memory;
@@ -50,6 +50,20 @@ pub struct Saved {
     /// The [`text_hash`] of the text it was trained on; `None` in a checkpoint from before it
     /// was recorded.
     pub text_hash: Option<u64>,
+    /// With `--ema`: the updates averaged and the average of each weight, by PyTorch name
+    /// (`average.*` in the file); none without it, or before the first step.
+    pub average: Option<(u64, BTreeMap<String, Tensor>)>,
+}
+
+impl Saved {
+    /// The weights to evaluate, sample and score with: the average when the run kept one, else
+    /// the weights as trained.
+    pub fn scored_weights(&self) -> &BTreeMap<String, Tensor> {
+        match &self.average {
+            Some((_, average)) => average,
+            None => &self.weights,
+        }
+    }
 }
 
 /// Writes a checkpoint.
@@ -60,6 +74,13 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
     };
     for (name, t) in &s.optimizer.tensors {
         file.tensors.insert(format!("optimizer.{name}"), t.clone());
+    }
+    if let Some(average) = s.average.filter(|a| a.count() > 0) {
+        for (name, t) in average.weights() {
+            file.tensors.insert(format!("average.{name}"), t.clone());
+        }
+        file.metadata
+            .insert("run.averaged".into(), average.count().to_string());
     }
     file.tensors.insert("carry.h".into(), s.carry.h().clone());
     if let Some(c) = s.carry.c() {
@@ -90,6 +111,7 @@ pub fn save(path: &Path, s: &SaveParts<'_>) -> Result<(), Error> {
         ("warmup", h.warmup.to_string()),
         ("beta2", h.beta2.to_string()),
         ("weight_decay", h.weight_decay.to_string()),
+        ("ema", h.ema.to_string()),
         (
             "forget_bias",
             h.forget_bias.map_or("none".into(), |b| b.to_string()),
@@ -125,6 +147,8 @@ pub struct SaveParts<'a> {
     pub carry: &'a Carry,
     /// The [`text_hash`] of the training text.
     pub text_hash: u64,
+    /// The weights' average, with `--ema`.
+    pub average: Option<&'a WeightAverage>,
 }
 
 fn name_of<E: ValueEnum>(e: &E) -> String {
@@ -306,6 +330,7 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         weight_decay: meta.number_or("run.weight_decay", 0.0)?,
         head_dropout: meta.number_or("run.head_dropout", 0.0)?,
         input_dropout: meta.number_or("run.input_dropout", 0.0)?,
+        ema: meta.number_or("run.ema", 0.0)?,
         forget_bias: match meta.0.get("run.forget_bias").map(String::as_str) {
             None | Some("none") => None,
             Some(_) => Some(meta.number("run.forget_bias")?),
@@ -355,12 +380,32 @@ fn read(file: TensorFile) -> Result<Saved, String> {
     );
     let mut weights = BTreeMap::new();
     let mut buffers = BTreeMap::new();
+    let mut averages = BTreeMap::new();
     for (name, t) in tensors {
-        match name.strip_prefix("optimizer.") {
-            Some(buffer) => buffers.insert(buffer.to_string(), t),
-            None => weights.insert(name, t),
-        };
+        if let Some(buffer) = name.strip_prefix("optimizer.") {
+            buffers.insert(buffer.to_string(), t);
+        } else if let Some(weight) = name.strip_prefix("average.") {
+            averages.insert(weight.to_string(), t);
+        } else {
+            weights.insert(name, t);
+        }
     }
+    let averaged: u64 = meta.number_or("run.averaged", 0)?;
+    let average = match (hyper.ema > 0.0, averaged, averages.is_empty()) {
+        (_, 0, true) => None,
+        (true, n, false) if n > 0 => Some((n, averages)),
+        (false, ..) => {
+            return Err(format!(
+                "`run.ema` is 0 but the file holds a weight average (`average.*` or `run.averaged`): expected none"
+            ))
+        }
+        (true, n, _) => {
+            return Err(format!(
+                "`run.averaged` is {n} but the file holds {} `average.*` tensors: expected both or neither",
+                averages.len()
+            ))
+        }
+    };
     let optimizer = read_optimizer(&meta, &hyper, progress.step, &weights, buffers)?;
     Ok(Saved {
         hyper,
@@ -370,6 +415,7 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         optimizer,
         carry,
         text_hash,
+        average,
     })
 }
 

@@ -192,6 +192,10 @@ struct TrainArgs {
     /// Start each LSTM forget gate's bias at this value instead of a random draw (1 is usual).
     #[arg(long, allow_negative_numbers = true)]
     forget_bias: Option<f64>,
+    /// Evaluate, sample and score with an exponential moving average of the weights of this
+    /// decay (torch's AveragedModel with get_ema_multi_avg_fn; 0: off, the weights as trained).
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0)]
+    ema: f64,
     /// Backpropagation through time.
     #[arg(long, value_enum, default_value_t = BpttKind::Truncated)]
     bptt: BpttKind,
@@ -386,6 +390,8 @@ pub struct Hyper {
     pub weight_decay: f64,
     /// The LSTM forget gates' initial bias, `None` for PyTorch's random draw.
     pub forget_bias: Option<f64>,
+    /// The decay of the weights' exponential moving average that evaluation uses (0: none).
+    pub ema: f64,
 }
 
 /// A setting that cannot be used: its name as a field of [`Hyper`], its value, and why.
@@ -508,6 +514,10 @@ impl Hyper {
         if self.beta2 != 0.999 && !adam {
             let reason = "is Adam's and AdamW's: it needs --optim adam or adamw";
             return Err(BadSetting::new("beta2", number(self.beta2), reason));
+        }
+        if !(0.0..1.0).contains(&self.ema) {
+            let reason = "must be in [0, 1): 0 is off, 0.998 averages about the last 500 steps";
+            return Err(BadSetting::new("ema", number(self.ema), reason));
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             let wd = number(self.weight_decay);
@@ -818,6 +828,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
         "beta2",
         "weight_decay",
         "forget_bias",
+        "ema",
     ];
     let explicit = names
         .into_iter()
@@ -849,6 +860,7 @@ fn check_train(a: TrainArgs, m: &ArgMatches) -> Result<TrainConfig, Error> {
             0.0
         }),
         forget_bias: a.forget_bias,
+        ema: a.ema,
     };
     hyper.check_values().map_err(|b| b.as_flag())?;
     Ok(TrainConfig {

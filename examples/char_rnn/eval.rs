@@ -100,7 +100,7 @@ pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
     }
     let mut out = Output::default();
     out.line(format_args!(
-        "scoring {} characters{} of the last 10% of {} with {} (step {})",
+        "scoring {} characters{} of the last 10% of {} with {} (step {}{})",
         val.len() - 1,
         match c.limit {
             Some(_) => " (the first, by --limit)",
@@ -108,7 +108,11 @@ pub fn run(c: &EvalConfig) -> Result<Scores, Error> {
         },
         corpus.source,
         c.checkpoint.display(),
-        saved.progress.step
+        saved.progress.step,
+        match saved.average {
+            Some(_) => format!("; the weights' average, decay {}", saved.hyper.ema),
+            None => String::new(),
+        }
     ));
     let h = &saved.hyper;
     let static_loss = evaluate(&model, &val, h.batch, h.seq_len);

@@ -238,7 +238,8 @@ fn floats_per_step(h: &Hyper, vocab: usize) -> Option<u64> {
 }
 
 /// Bytes training needs beyond the text: five copies of the parameters (weights, gradients,
-/// Adam's two moments, a checkpoint's copy) and the activations of a chunk of the longest
+/// Adam's two moments, a checkpoint's copy; seven with `--ema`, its average and the model that
+/// evaluates it) and the activations of a chunk of the longest
 /// `steps` (3/2 of `--seq-len` for random lengths) in `--batch` lanes. `None` if it overflows.
 pub fn training_bytes(h: &Hyper, vocab: usize) -> Option<u64> {
     let steps = match h.bptt {
@@ -248,8 +249,9 @@ pub fn training_bytes(h: &Hyper, vocab: usize) -> Option<u64> {
     let activations = floats_per_step(h, vocab)?
         .checked_mul(steps)?
         .checked_mul(h.batch as u64)?;
+    let copies = if h.ema > 0.0 { 7 } else { 5 };
     (param_count(h, vocab)? as u64)
-        .checked_mul(5)?
+        .checked_mul(copies)?
         .checked_add(activations)?
         .checked_mul(4)
 }

@@ -63,7 +63,8 @@ pub fn load_model(path: &Path) -> Result<(Saved, CharModel), Error> {
         .hyper
         .check(saved.vocab.len())
         .map_err(|b| b.in_checkpoint(path))?;
-    let model = restore_model(&saved.hyper, &saved.vocab, &saved.weights, path)?;
+    // With --ema, the average: the weights the run evaluated.
+    let model = restore_model(&saved.hyper, &saved.vocab, saved.scored_weights(), path)?;
     check_finite(&model, path)?;
     Ok((saved, model))
 }

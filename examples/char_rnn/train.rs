@@ -17,7 +17,9 @@ use rewind::nn::{
     load_state_dict, param_grad_norms, Bptt, Carry, ModelState, Module, Run, Strategy, Stream,
     Tokens,
 };
-use rewind::optim::{clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp, Sgd};
+use rewind::optim::{
+    clip_grad_norm, grad_norm, Adagrad, Adam, Optimizer, RmsProp, Sgd, WeightAverage,
+};
 
 use super::checkpoint::{self, Progress, SaveParts};
 use super::cli::{
@@ -107,6 +109,11 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
     let mut rng = StdRng::seed_from_u64(hyper.seed);
     let mut model = CharModel::new(&hyper, corpus.vocab.len(), &mut rng);
     let mut optimizer = make_optimizer(&hyper);
+    // With --ema, the weights' average, and a model of the same shape to evaluate it with.
+    let mut average = (hyper.ema > 0.0).then(|| WeightAverage::ema(hyper.ema));
+    let scored_model = average
+        .is_some()
+        .then(|| CharModel::new(&hyper, corpus.vocab.len(), &mut StdRng::seed_from_u64(0)));
     let mut stream = Stream::new(corpus.train.clone(), hyper.batch).select_lanes(mine.clone());
     let mut driver = Bptt::new(strategy(&hyper), model.zero_carry(mine.len()), hyper.seed);
     let mut progress = Progress {
@@ -114,7 +121,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
         position: 0,
         epoch: 0,
     };
-    if let (Some(saved), Some(path)) = (resumed, c.resume.as_deref()) {
+    if let (Some(mut saved), Some(path)) = (resumed, c.resume.as_deref()) {
         if saved.vocab != corpus.vocab {
             return Err(Error::Checkpoint(format!(
                 "{} was trained on a vocabulary of {} characters, but {} has {}: resume with the same --data",
@@ -148,6 +155,18 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
             .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
         // A new --lr leaves the saved moments as valid as they were.
         optimizer.set_lr(hyper.lr);
+        if let Some(average) = &mut average {
+            let (count, weights) = saved.average.take().ok_or_else(|| {
+                Error::Checkpoint(format!(
+                    "{}: `run.ema` is {} but the file holds no weight average",
+                    path.display(),
+                    hyper.ema
+                ))
+            })?;
+            average
+                .restore(&model, count, weights)
+                .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))?;
+        }
         let expected = model.zero_carry(hyper.batch);
         if saved.carry.h().shape() != expected.h().shape()
             || saved.progress.position > stream.steps()
@@ -284,6 +303,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
                     &model,
                     optimizer.as_ref(),
                     &held,
+                    average.as_ref(),
                 )?;
             }
             saved_at = Some(at.step);
@@ -300,13 +320,21 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
         optimizer.set_lr(scheduled_lr(&hyper, progress.step, spent));
         optimizer.step(&mut model, &grads);
         guard.weights(step, &model)?;
+        if let Some(average) = &mut average {
+            average.update(&model);
+        }
         progress.step = step;
         progress.position = stream.position();
         report.step(progress.step, update.loss, update.targets);
 
         let eval_step = progress.step.is_multiple_of(c.eval_every);
+        // Copied only when read: the next update would copy the shared storage back.
+        let scored = match eval_step || last {
+            true => scored(&model, average.as_ref(), scored_model.as_ref()),
+            false => &model,
+        };
         if eval_step || last {
-            val_loss = evaluate_on(&model, &corpus.val, hyper.batch, hyper.seq_len, ranks)?;
+            val_loss = evaluate_on(scored, &corpus.val, hyper.batch, hyper.seq_len, ranks)?;
             guard.loss(progress.step, "validation", val_loss)?;
             evaluated_at = Some(progress.step);
         }
@@ -314,7 +342,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
             let mut sample_rng = StdRng::seed_from_u64(mix(step_seed, SeedStream::Sample as u64));
             let prime = corpus.vocab[corpus.val.get(0)].to_string();
             let text = generate(
-                &model,
+                scored,
                 &corpus.vocab,
                 &prime,
                 160,
@@ -368,9 +396,21 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
     // saved, and measured first unless Ctrl-C (the loop measured it, unless the limit was
     // reached before any step).
     if !interrupted && evaluated_at != Some(progress.step) {
-        val_loss = evaluate_on(&model, &corpus.val, hyper.batch, hyper.seq_len, ranks)?;
+        let scored = scored(&model, average.as_ref(), scored_model.as_ref());
+        val_loss = evaluate_on(scored, &corpus.val, hyper.batch, hyper.seq_len, ranks)?;
         guard.loss(progress.step, "validation", val_loss)?;
     }
+    // Beside the average's figure, the trained weights' own, once.
+    let trained_loss = match average.is_some() && !interrupted {
+        true => Some(evaluate_on(
+            &model,
+            &corpus.val,
+            hyper.batch,
+            hyper.seq_len,
+            ranks,
+        )?),
+        false => None,
+    };
     if saved_at != Some(progress.step) {
         guard.state(progress.step, optimizer.as_ref(), driver.carry())?;
         let carry = ranks.gather(driver.carry(), hyper.batch)?;
@@ -385,6 +425,7 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
                 &model,
                 optimizer.as_ref(),
                 &held,
+                average.as_ref(),
             )?;
         }
     }
@@ -399,8 +440,15 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
             step: progress.step,
         }
     } else {
+        let averaged = match trained_loss {
+            Some(trained) => format!(
+                " with the weights' average (decay {}; {trained:.4} with the trained weights)",
+                hyper.ema
+            ),
+            None => String::new(),
+        };
         report.out.line(format_args!(
-            "step {}: validation {:.4} nats/char (perplexity {:.2}); checkpoint {}",
+            "step {}: validation {:.4} nats/char (perplexity {:.2}){averaged}; checkpoint {}",
             progress.step,
             val_loss,
             val_loss.exp(),
@@ -460,6 +508,7 @@ fn agree(c: &TrainConfig, saved: &Hyper) -> Result<Hyper, Error> {
             "beta2" => given.beta2 != saved.beta2,
             "weight_decay" => given.weight_decay != saved.weight_decay,
             "forget_bias" => given.forget_bias != saved.forget_bias,
+            "ema" => given.ema != saved.ema,
             _ => false,
         }
     };
@@ -663,6 +712,22 @@ fn full_update(
     Ok(step(&mut driver, &mut stream, model, shards, ranks)?.expect("one window per lane"))
 }
 
+/// The model to evaluate and sample with: `model` itself, or with `--ema` the weights' average,
+/// copied into `scored_model`.
+fn scored<'a>(
+    model: &'a CharModel,
+    average: Option<&WeightAverage>,
+    scored_model: Option<&'a CharModel>,
+) -> &'a CharModel {
+    match (average, scored_model) {
+        (Some(average), Some(scored_model)) if average.count() > 0 => {
+            average.copy_to(scored_model);
+            scored_model
+        }
+        _ => model,
+    }
+}
+
 /// Mean cross-entropy in nats per character over the held-out text, read as a stream in
 /// evaluation mode with the state carried.
 pub fn evaluate(model: &CharModel, val: &Tokens, batch: usize, seq_len: usize) -> f64 {
@@ -729,6 +794,7 @@ fn save(
     model: &CharModel,
     optimizer: &dyn Optimizer,
     driver: &Bptt,
+    average: Option<&WeightAverage>,
 ) -> Result<(), Error> {
     checkpoint::save(
         checkpoint_path,
@@ -740,6 +806,7 @@ fn save(
             optimizer: &optimizer.state(),
             carry: driver.carry(),
             text_hash: corpus.hash,
+            average,
         },
     )
 }

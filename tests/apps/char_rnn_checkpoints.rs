@@ -758,6 +758,14 @@ fn forged_checkpoint_fields_are_errors_naming_the_field() {
             "`run.input_dropout`",
             Box::new(set("run.input_dropout", "1")),
         ),
+        ("`run.ema`", Box::new(set("run.ema", "1"))),
+        (
+            "`run.ema` is 0 but the file holds a weight average",
+            Box::new(|f: &mut TensorFile| {
+                let w = f.tensors["head.weight"].clone();
+                f.tensors.insert("average.head.weight".into(), w);
+            }),
+        ),
         ("`run.hidden`", Box::new(set("run.hidden", "100000000"))),
         ("`run.clip`", Box::new(set("run.clip", "NaN"))),
         ("`run.lr`", Box::new(set("run.lr", "1e300"))),

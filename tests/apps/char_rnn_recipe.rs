@@ -148,14 +148,85 @@ fn a_recipe_run_resumed_halfway_equals_an_uninterrupted_one() {
         "1",
         "--warmup",
         "4",
+        "--ema",
+        "0.9",
     ];
     let (whole, halves) = whole_and_resumed("recipe", &recipe, 7, 16, 2);
+    // The weights' average (`average.*`) included.
     assert_eq!(weights(&whole), weights(&halves));
+    let average = checkpoint::load(&halves).unwrap().average.unwrap();
+    assert_eq!(average.0, 16, "one update per step");
     let saved = checkpoint::load(&halves).unwrap().hyper;
     assert_eq!(saved.weight_decay, 0.01, "AdamW's default decay");
     assert_eq!(saved.forget_bias, Some(1.0));
     assert_eq!(saved.head_dropout, 0.1);
     assert_eq!(saved.input_dropout, 0.15);
+    assert_eq!(saved.ema, 0.9);
+}
+
+/// `--ema D`: each step's trained weights go into an exponential average after the optimizer's
+/// update (the first copied), saved beside them; validation, `eval` and `sample` read the
+/// average.
+#[test]
+fn the_ema_averages_each_steps_trained_weights_and_is_what_validation_scores() {
+    let dir = scratch();
+    let data = tiny_text(&dir);
+    let (first, second) = (dir.join("ema-1.safetensors"), dir.join("ema-2.safetensors"));
+    run(small(&data, &first, &["--steps", "1", "--ema", "0.75"])).unwrap();
+    std::fs::copy(&first, &second).unwrap();
+    let resumed = [
+        "--data",
+        data.to_str().unwrap(),
+        "--resume",
+        second.to_str().unwrap(),
+        "--steps",
+        "2",
+    ];
+    let val_loss = match run(args(&resumed)).unwrap() {
+        app::Outcome::Trained { val_loss, .. } => val_loss,
+        other => panic!("{other:?}"),
+    };
+    let (one, two) = (
+        checkpoint::load(&first).unwrap(),
+        checkpoint::load(&second).unwrap(),
+    );
+    let (count, average_one) = one.average.clone().unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(
+        average_one, one.weights,
+        "the first update copies the weights"
+    );
+    let (count, average_two) = two.average.clone().unwrap();
+    assert_eq!(count, 2);
+    for (name, trained) in &two.weights {
+        let (a, b) = (average_one[name].data(), trained.data());
+        // lerp(a, b, 0.25): the product by a power of two is exact, so one rounding.
+        let want: Vec<f32> = a.iter().zip(b).map(|(&a, &b)| a + 0.25 * (b - a)).collect();
+        assert_eq!(average_two[name].data(), &want[..], "{name}");
+        assert_ne!(
+            average_two[name].data(),
+            b,
+            "{name}: the average is not the weights"
+        );
+    }
+
+    // What the run reported, what `eval` scores, and the average's own score agree; the trained
+    // weights score otherwise.
+    let evaluated = ["eval", "--checkpoint", second.to_str().unwrap(), "--data"];
+    let evaluated = [&evaluated[..], &[data.to_str().unwrap()]].concat();
+    let scores = match run(args(&evaluated)).unwrap() {
+        app::Outcome::Evaluated(scores) => scores,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(scores.static_loss, val_loss);
+    let corpus = app::data::Corpus::load(Some(&data)).unwrap();
+    let h = &two.hyper;
+    let score = |weights| {
+        let model = app::train::restore_model(h, &two.vocab, weights, &second).unwrap();
+        app::train::evaluate(&model, &corpus.val, h.batch, h.seq_len)
+    };
+    assert_eq!(score(&average_two), val_loss);
+    assert_ne!(score(&two.weights), val_loss);
 }
 
 /// Unsharded, the input's and the head's masks come from the model's own generators, reseeded
@@ -407,6 +478,7 @@ fn a_checkpoint_from_before_the_recipe_settings_resumes_with_their_defaults() {
         "forget_bias",
         "head_dropout",
         "input_dropout",
+        "ema",
     ];
     old.metadata.retain(|k, _| {
         !k.starts_with("checksum.") && !recipe.iter().any(|r| *k == format!("run.{r}"))
@@ -422,9 +494,20 @@ fn a_checkpoint_from_before_the_recipe_settings_resumes_with_their_defaults() {
             h.weight_decay,
             h.forget_bias,
             h.head_dropout,
-            h.input_dropout
+            h.input_dropout,
+            h.ema
         ),
-        (ScheduleKind::Constant, 1e-4, 0, 0.999, 0.0, None, 0.0, 0.0)
+        (
+            ScheduleKind::Constant,
+            1e-4,
+            0,
+            0.999,
+            0.0,
+            None,
+            0.0,
+            0.0,
+            0.0
+        )
     );
     let resume = [
         "--data",
@@ -466,6 +549,8 @@ fn recipe_settings_out_of_range_are_one_line_errors_naming_the_flag() {
             &["--input-dropout", "1"][..],
             "--input-dropout 1 must be in [0, 1)",
         ),
+        (&["--ema", "1"][..], "--ema 1 must be in [0, 1)"),
+        (&["--ema", "-0.5"][..], "--ema -0.5 must be in [0, 1)"),
         (
             &["--beta2", "0.9", "--optim", "sgd"][..],
             "--beta2 0.9 is Adam's",
@@ -515,6 +600,12 @@ fn recipe_settings_out_of_range_are_one_line_errors_naming_the_flag() {
         &[&resume[..], &["--steps", "2", "--input-dropout", "0.2"]].concat(),
     )) {
         Err(Error::Checkpoint(m)) => assert!(m.starts_with("--input-dropout differs"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    match run(args(
+        &[&resume[..], &["--steps", "2", "--ema", "0.99"]].concat(),
+    )) {
+        Err(Error::Checkpoint(m)) => assert!(m.starts_with("--ema differs"), "{m}"),
         other => panic!("{other:?}"),
     }
 }
