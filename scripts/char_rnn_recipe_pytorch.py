@@ -8,7 +8,9 @@ from a zero state when a lane runs out; cross-entropy averaged over the chunk; t
 gradient norm clipped; Adam or AdamW with its beta2 and weight decay; the learning rate warmed up
 over --warmup updates, then constant or half a cosine down to --min-lr over the run's --steps, or
 over its --minutes by the clock; the forget gates' biases started at --forget-bias (b_ih's forget
-block, b_hh's 0).
+block, b_hh's 0); with --ema D, validation scores an exponential average of the weights
+(AveragedModel with get_ema_multi_avg_fn(D), updated after every step), and the last line gives
+the trained weights' figure beside it.
 Validation is char_rnn's: the held-out text as min(batch, len/2) lanes, --seq-len chunks, the
 state carried, mean nats per character, dropout off.
 
@@ -26,6 +28,7 @@ import time
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 TEXT = "examples/char_rnn/tinyshakespeare.txt"
 
@@ -50,6 +53,7 @@ def flags():
     p.add_argument("--warmup", type=int, default=0)
     p.add_argument("--forget-bias", type=float, default=None)
     p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--ema", type=float, default=0.0)
     budget = p.add_mutually_exclusive_group(required=True)
     budget.add_argument("--steps", type=int)
     budget.add_argument("--minutes", type=float)
@@ -135,6 +139,8 @@ def main():
     make = torch.optim.AdamW if a.optim == "adamw" else torch.optim.Adam
     opt = make(model.parameters(), lr=a.lr, betas=(0.9, a.beta2), weight_decay=decay)
     stream, state = Lanes(train, a.batch), None
+    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(a.ema)) if a.ema else None
+    scored = average.module if average else model
     log = open(a.metrics, "w", encoding="utf-8") if a.metrics else None
     if log:
         log.write("step,elapsed_s,chars_per_s,train_loss,train_loss_smooth,val_loss,lr,"
@@ -160,6 +166,8 @@ def main():
         loss.backward()
         norm = nn.utils.clip_grad_norm_(model.parameters(), a.clip).item() if a.clip > 0 else 0.0
         opt.step()
+        if average:
+            average.update_parameters(model)
         step += 1
         chars += y.numel()
         loss = loss.item()
@@ -168,7 +176,7 @@ def main():
         last = elapsed >= budget if budget else step >= a.steps
         evaluated = step % a.eval_every == 0 or last
         if evaluated:
-            val_loss = evaluate(model, val, a, len(vocab))
+            val_loss = evaluate(scored, val, a, len(vocab))
             print(f"step {step:>6}  {elapsed:7.1f} s  train {smooth:.3f}  "
                   f"validation {val_loss:.4f} nats/char", flush=True)
         if log and (step % 10 == 0 or evaluated):
@@ -178,8 +186,9 @@ def main():
             log.flush()
         if last:
             break
+    trained = f" (the weights' average; {evaluate(model, val, a, len(vocab)):.4f} with the trained weights)" if average else ""
     print(f"done: {step} steps in {time.perf_counter() - start:.1f} s, "
-          f"{chars / (time.perf_counter() - start):.0f} chars/s, validation {val_loss:.4f}")
+          f"{chars / (time.perf_counter() - start):.0f} chars/s, validation {val_loss:.4f}{trained}")
 
 
 if __name__ == "__main__":

@@ -395,9 +395,10 @@ fn read(file: TensorFile) -> Result<Saved, String> {
         (_, 0, true) => None,
         (true, n, false) if n > 0 => Some((n, averages)),
         (false, ..) => {
-            return Err(format!(
+            return Err(
                 "`run.ema` is 0 but the file holds a weight average (`average.*` or `run.averaged`): expected none"
-            ))
+                    .to_string(),
+            )
         }
         (true, n, _) => {
             return Err(format!(

@@ -300,10 +300,12 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
                     &hyper,
                     &corpus,
                     at,
-                    &model,
-                    optimizer.as_ref(),
+                    Trained {
+                        model: &model,
+                        optimizer: optimizer.as_ref(),
+                        average: average.as_ref(),
+                    },
                     &held,
-                    average.as_ref(),
                 )?;
             }
             saved_at = Some(at.step);
@@ -422,10 +424,12 @@ fn train(c: &TrainConfig, checkpoint_path: &Path, ranks: &Ranks) -> Result<Outco
                 &hyper,
                 &corpus,
                 progress,
-                &model,
-                optimizer.as_ref(),
+                Trained {
+                    model: &model,
+                    optimizer: optimizer.as_ref(),
+                    average: average.as_ref(),
+                },
                 &held,
-                average.as_ref(),
             )?;
         }
     }
@@ -786,15 +790,20 @@ fn settings_hash(hyper: &Hyper, c: &TrainConfig, text: u64, resumed: Progress) -
     h.finish()
 }
 
+/// What training has made: the model, its optimizer and, with `--ema`, the weights' average.
+struct Trained<'a> {
+    model: &'a CharModel,
+    optimizer: &'a dyn Optimizer,
+    average: Option<&'a WeightAverage>,
+}
+
 fn save(
     checkpoint_path: &Path,
     hyper: &Hyper,
     corpus: &Corpus,
     progress: Progress,
-    model: &CharModel,
-    optimizer: &dyn Optimizer,
+    trained: Trained<'_>,
     driver: &Bptt,
-    average: Option<&WeightAverage>,
 ) -> Result<(), Error> {
     checkpoint::save(
         checkpoint_path,
@@ -802,11 +811,11 @@ fn save(
             hyper,
             vocab: &corpus.vocab,
             progress,
-            model,
-            optimizer: &optimizer.state(),
+            model: trained.model,
+            optimizer: &trained.optimizer.state(),
             carry: driver.carry(),
             text_hash: corpus.hash,
-            average,
+            average: trained.average,
         },
     )
 }
