@@ -20,7 +20,13 @@ use super::cli::{human, CellKind, Hyper, OptimKind, ScheduleKind};
 use super::memory;
 use super::Error;
 
-const FORMAT: &str = "rewind-char-rnn/1";
+/// The format written. Version 2 added settings a version-1 reader would not know and so would
+/// silently drop on resuming (`run.head_dropout`, `run.input_dropout`, `run.ema` and the
+/// `average.*` tensors): such a reader refuses a version-2 file by its `format` instead.
+const FORMAT: &str = "rewind-char-rnn/2";
+
+/// The formats read: version 1 files lack the settings version 2 added, read as their defaults.
+const READ: [&str; 2] = ["rewind-char-rnn/1", FORMAT];
 
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,10 +275,19 @@ pub fn load(path: &Path) -> Result<Saved, Error> {
     check_loadable(path).map_err(fail)?;
     let file = load_tensors::<f32>(path).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let format = file.metadata.get("format").map_or("none", String::as_str);
-    if format != FORMAT {
-        return Err(fail(format!(
-            "not a char_rnn checkpoint: `format` is {format:?}, expected {FORMAT:?}"
-        )));
+    if !READ.contains(&format) {
+        let newer = format
+            .strip_prefix("rewind-char-rnn/")
+            .is_some_and(|v| v.parse::<u32>().is_ok_and(|v| v > 2));
+        return Err(fail(match newer {
+            true => format!(
+                "`format` is {format:?}, from a newer char_rnn: this one reads {}; update rewind to resume it",
+                READ.map(|f| format!("{f:?}")).join(" and ")
+            ),
+            false => format!(
+                "not a char_rnn checkpoint: `format` is {format:?}, expected {FORMAT:?}"
+            ),
+        }));
     }
     if !verify(&file).map_err(fail)? {
         super::tell(

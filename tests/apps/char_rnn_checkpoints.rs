@@ -760,6 +760,14 @@ fn forged_checkpoint_fields_are_errors_naming_the_field() {
         ),
         ("`run.ema`", Box::new(set("run.ema", "1"))),
         (
+            "from a newer char_rnn",
+            Box::new(set("format", "rewind-char-rnn/3")),
+        ),
+        (
+            "not a char_rnn checkpoint",
+            Box::new(set("format", "rewind-char-rnn/x")),
+        ),
+        (
             "`run.ema` is 0 but the file holds a weight average",
             Box::new(|f: &mut TensorFile| {
                 let w = f.tensors["head.weight"].clone();
