@@ -11,7 +11,8 @@
    LSTM -> linear readout, state carried, softmax and multinomial per character, no_grad:
    characters per second (benches/README.md, "Sampling speed").
 4. With --f64: the training-step grid of 1. in float64 at H = 128, 256, 512, as benches/step.rs's
-   `f64_step` rows.
+   `f64_step` rows. With --cells lstm,gru: the grid of 1. for those cells only (no sweep), to
+   alternate with `cargo bench --bench step -- step_lstm` for a second round of one cell.
 5. With --train PATH: char_rnn's training loop on the text at PATH, as
    `char_rnn train --layers 2 --hidden 256 --embed 64` runs it: the text read as 32 streams,
    64 characters per step, the state carried and detached between steps, cross-entropy, global
@@ -22,7 +23,8 @@
 
 Prints tables in the layout of benches/README.md. Medians over repeated runs.
 
-Run: python3 scripts/compare_pytorch.py [--quick] [--sample] [--f64] [--train PATH [--metrics FILE]]
+Run: python3 scripts/compare_pytorch.py [--quick] [--sample] [--f64] [--cells LIST]
+     [--train PATH [--metrics FILE]]
 (needs torch)
 """
 
@@ -77,11 +79,11 @@ def median_ms(fn, repeats):
     return statistics.median(times)
 
 
-def step_grid(sizes=(128, 256, 512, 1024)):
+def step_grid(sizes=(128, 256, 512, 1024), kinds=("lstm", "gru", "rnn")):
     print("training step (forward, cross-entropy, backward, clip 5, Adam), B = 32, V = 65, ms, "
           f"{torch.get_default_dtype()}")
     print(f"{'cell':<5} {'H':>5} {'T':>4} {'fused':>9} {'unrolled':>9}")
-    for kind in ["lstm", "gru", "rnn"]:
+    for kind in kinds:
         for hidden in sizes:
             steps = 32 if hidden == 1024 else 64
             tokens = torch.randint(0, V, (steps + 1, B))
@@ -216,6 +218,8 @@ if __name__ == "__main__":
     elif "--f64" in sys.argv:
         torch.set_default_dtype(torch.float64)
         step_grid((128, 256, 512))
+    elif "--cells" in sys.argv:
+        step_grid(kinds=sys.argv[sys.argv.index("--cells") + 1].split(","))
     elif "--train" in sys.argv:
         metrics = sys.argv[sys.argv.index("--metrics") + 1] if "--metrics" in sys.argv else None
         training(sys.argv[sys.argv.index("--train") + 1], metrics)
