@@ -300,10 +300,12 @@ fn shift_in<'t, F: Float>(slots: Var<'t, F>, newest: Var<'t, F>) -> Var<'t, F> {
 /// each time into a zeroed buffer, and copying the window is most of what attention adds to a
 /// step. One copy made an update at W = 128, H = 256 about 1.2× faster, with the same values.
 ///
-/// Both directions write into tensors from `Tensor::zeros`, whose storage is a buffer that the
-/// last update's tape let go, not a fresh `Vec`: a chunk keeps every step's window alive, tens of
-/// megabytes that the allocator would otherwise take from the kernel again each update, and the
-/// page faults of that first touch were 8% of the attentive step (`perf`, W = 32, H = 256).
+/// Both directions build their tensors with `Tensor::from_slices`, whose storage is a buffer
+/// that the last update's tape let go, not a fresh `Vec`: a chunk keeps every step's window
+/// alive, tens of megabytes that the allocator would otherwise take from the kernel again each
+/// update, and the page faults of that first touch were 8% of the attentive step (`perf`, W = 32,
+/// H = 256). Nor is that buffer zero-filled before the copy overwrites it: with `Tensor::zeros`
+/// the fill was 2.7% of the attentive run's samples.
 ///
 /// Forward: out[:, k] = slots[:, k + 1] for k < W - 1, out[:, W - 1] = newest[:, 0].
 /// Backward: d slots[:, 0] = 0, d slots[:, k + 1] = g[:, k]; d newest[:, 0] = g[:, W - 1].
@@ -317,17 +319,13 @@ impl<F: Float> CustomOp<F> for ShiftIn {
     fn forward(&self, inputs: &[&Tensor<F>]) -> Tensor<F> {
         let (slots, newest) = (inputs[0], inputs[1]);
         let (_, w, row) = slot_layout(slots);
-        let mut out = Tensor::zeros(slots.shape());
-        let lanes = out.data_mut().chunks_exact_mut(w * row);
-        for ((out, slots), newest) in lanes
-            .zip(slots.data().chunks_exact(w * row))
+        // Lane by lane: the slots after the oldest, then the newest.
+        let parts = slots
+            .data()
+            .chunks_exact(w * row)
             .zip(newest.data().chunks_exact(row))
-        {
-            let (older, last) = out.split_at_mut((w - 1) * row);
-            older.copy_from_slice(&slots[row..]);
-            last.copy_from_slice(newest);
-        }
-        out
+            .flat_map(|(slots, newest)| [&slots[row..], newest]);
+        Tensor::from_slices(slots.shape(), parts).expect("a lane's slots shifted by one")
     }
 
     fn backward(
@@ -338,18 +336,18 @@ impl<F: Float> CustomOp<F> for ShiftIn {
     ) -> Vec<Option<Tensor<F>>> {
         let (slots, newest) = (inputs[0], inputs[1]);
         let (_, w, row) = slot_layout(slots);
-        // The oldest slot's gradient stays zero: it left the window.
-        let mut d_slots = Tensor::zeros(slots.shape());
-        let mut d_newest = Tensor::zeros(newest.shape());
-        let lanes = d_slots.data_mut().chunks_exact_mut(w * row);
-        for ((d_slots, d_newest), g) in lanes
-            .zip(d_newest.data_mut().chunks_exact_mut(row))
-            .zip(grad.data().chunks_exact(w * row))
-        {
-            let (kept, left) = g.split_at((w - 1) * row);
-            d_slots[row..].copy_from_slice(kept);
-            d_newest.copy_from_slice(left);
-        }
+        let lanes = || {
+            grad.data()
+                .chunks_exact(w * row)
+                .map(|g| g.split_at((w - 1) * row))
+        };
+        // The oldest slot's gradient is zero (it left the window); the others are the output's
+        // slots one earlier.
+        let zero = vec![F::ZERO; row];
+        let d_slots = lanes().flat_map(|(kept, _)| [&zero[..], kept]);
+        let d_slots = Tensor::from_slices(slots.shape(), d_slots).expect("a zero slot, then W - 1");
+        let d_newest = lanes().map(|(_, left)| left);
+        let d_newest = Tensor::from_slices(newest.shape(), d_newest).expect("one slot a lane");
         vec![Some(d_slots), Some(d_newest)]
     }
 }

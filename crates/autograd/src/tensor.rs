@@ -107,6 +107,50 @@ impl<F: Float> Tensor<F> {
         Ok(Self::from_parts(Shape::from_slice(shape), data))
     }
 
+    /// A tensor of the given shape whose elements are `parts` laid end to end, in row-major order:
+    /// a concatenation of slices, written once into a buffer that a dropped tensor of the same
+    /// length left behind (when there is one), never zero-filled first. For a custom op that
+    /// assembles its output from pieces of its inputs (a shift, a gather of rows) and would
+    /// otherwise fill [`zeros`](Tensor::zeros) and then overwrite every element.
+    ///
+    /// Fails, as [`from_vec`](Tensor::from_vec) does, when the parts do not hold exactly as many
+    /// elements as the shape, or when the shape's dimensions multiply past `usize::MAX`.
+    ///
+    /// ```
+    /// use rewind_autograd::Tensor;
+    /// let (a, b) = ([1.0f32, 2.0, 3.0], [4.0f32]);
+    /// let t = Tensor::from_slices(&[2, 2], [&a[1..], &b[..], &a[..1]]).unwrap();
+    /// assert_eq!(t.data(), &[2.0, 3.0, 4.0, 1.0]);
+    /// assert!(Tensor::from_slices(&[2, 2], [&a[..]]).is_err());
+    /// ```
+    pub fn from_slices<'a>(
+        shape: &[usize],
+        parts: impl IntoIterator<Item = &'a [F]>,
+    ) -> Result<Self, TensorError> {
+        let Some(expected) = checked_numel(shape) else {
+            return Err(TensorError::TooLarge {
+                shape: shape.to_vec(),
+            });
+        };
+        let mut data = recycle::with_capacity(expected);
+        let mut found = 0usize;
+        for part in parts {
+            found = found.saturating_add(part.len());
+            // Past the shape's count nothing more is kept: the error needs only the count.
+            if found <= expected {
+                data.extend_from_slice(part);
+            }
+        }
+        if found != expected {
+            return Err(TensorError::LengthMismatch {
+                shape: shape.to_vec(),
+                expected,
+                found,
+            });
+        }
+        Ok(Self::from_parts(Shape::from_slice(shape), data))
+    }
+
     /// The 1-d tensor `[0, 1, ..., n - 1]`. (A shape `[n]` always fits: nothing to check.)
     pub fn arange(n: usize) -> Self {
         Self::from_parts(Shape::from_slice(&[n]), (0..n).map(F::from_usize).collect())
