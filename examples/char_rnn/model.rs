@@ -88,11 +88,14 @@ impl CharModel {
         self.head_dropout.set_training(on);
     }
 
-    /// Restarts the dropout masks' generators: the stack's from `seed`, the input's and the
-    /// head's each from a seed of its own, so that no two draw the same masks. (A batch run in
-    /// shards draws every mask of a shard from the shard's own stream instead.)
+    /// Restarts the dropout masks' generators from the step's `seed`: the stack's, the input's
+    /// and the head's each from a seed of its own derived from it, so that no two draw the same
+    /// masks, and none draws what the step's other uses of `seed` draw (its windows, its chunk
+    /// lengths). (A batch run in shards draws every mask of a shard from the shard's own stream
+    /// instead.)
     pub fn reseed_dropout(&self, seed: u64) {
-        each!(&self.rnn, s => s.reseed_dropout(seed));
+        let stack = mix(seed, SeedStream::StackDropout as u64);
+        each!(&self.rnn, s => s.reseed_dropout(stack));
         self.input_dropout
             .reseed(mix(seed, SeedStream::InputDropout as u64));
         self.head_dropout

@@ -831,6 +831,10 @@ pub enum SeedStream {
     HeadDropout = 2,
     /// The masks of the dropout on the first layer's input, on one tape.
     InputDropout = 3,
+    /// The masks of the dropout between the stack's layers, on one tape. Not the step's seed
+    /// itself: that seeds the update's windows (`full_update`) and the driver's random chunk
+    /// lengths, and masks drawn from the same stream would be functions of those draws.
+    StackDropout = 4,
 }
 
 /// A seed for step `n` of a run seeded with `seed` (splitmix64), so a resumed run draws what an

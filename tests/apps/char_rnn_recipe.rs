@@ -313,6 +313,45 @@ fn head_dropout_masks_the_readout_input_in_training_only() {
     assert_eq!(by_hand.value().data(), &trained[..]);
 }
 
+/// On one tape the dropout between the stack's layers draws from a stream of its own, not from
+/// the step's seed itself, which also draws the update's windows and the driver's random chunk
+/// lengths: masks from that stream would be functions of those draws.
+#[test]
+fn the_stacks_dropout_draws_from_a_stream_of_its_own() {
+    let mut h = hyper_of(&["--layers", "2"]);
+    h.dropout = 0.5;
+    let vocab = 14;
+    let model = CharModel::new(&h, vocab, &mut StdRng::seed_from_u64(0));
+    let (steps, lanes, tokens) = dropout_probe(vocab);
+    let trained = seeded_logits(&model, &tokens, lanes, true);
+
+    // By hand: the stack's dropout reseeded from `seed`, the stack, then the head (no other
+    // dropout is on).
+    let by_hand = |seed: u64| {
+        let Stack::Lstm(s) = &model.rnn else {
+            unreachable!("char_rnn's default cell is the LSTM")
+        };
+        s.reseed_dropout(seed);
+        let tape = Tape::new();
+        let state = model.zero_carry(lanes).on(&tape);
+        let x = model.inputs(&tape, &tokens, steps, lanes);
+        let top = s
+            .forward_with(&tape, x, Some(state), &Run::default())
+            .output;
+        let y = model
+            .head
+            .forward(&tape, top)
+            .reshape(&[steps * lanes, vocab]);
+        y.value().data().to_vec()
+    };
+    assert_eq!(by_hand(mix(7, SeedStream::StackDropout as u64)), trained);
+    assert_ne!(
+        by_hand(7),
+        trained,
+        "the stack's masks are the step seed's own draws"
+    );
+}
+
 /// Dropout on the stack's input is on in training and off in evaluation, and in training it is
 /// the model run on its inputs times a mask of the input's own stream, scaled by 1/(1 - p).
 #[test]
