@@ -114,7 +114,8 @@ impl<F: Float> Tensor<F> {
     /// otherwise fill [`zeros`](Tensor::zeros) and then overwrite every element.
     ///
     /// Fails, as [`from_vec`](Tensor::from_vec) does, when the parts do not hold exactly as many
-    /// elements as the shape, or when the shape's dimensions multiply past `usize::MAX`.
+    /// elements as the shape, or when the shape's dimensions multiply past `usize::MAX`. The
+    /// parts are counted first (their iterator is cloned), so a failure allocates nothing.
     ///
     /// ```
     /// use rewind_autograd::Tensor;
@@ -122,25 +123,25 @@ impl<F: Float> Tensor<F> {
     /// let t = Tensor::from_slices(&[2, 2], [&a[1..], &b[..], &a[..1]]).unwrap();
     /// assert_eq!(t.data(), &[2.0, 3.0, 4.0, 1.0]);
     /// assert!(Tensor::from_slices(&[2, 2], [&a[..]]).is_err());
+    /// // Counted before anything is reserved: no attempt at 2⁴⁰ elements.
+    /// assert!(Tensor::from_slices(&[1 << 40], [&a[..]]).is_err());
     /// ```
-    pub fn from_slices<'a>(
-        shape: &[usize],
-        parts: impl IntoIterator<Item = &'a [F]>,
-    ) -> Result<Self, TensorError> {
+    pub fn from_slices<'a, I>(shape: &[usize], parts: I) -> Result<Self, TensorError>
+    where
+        I: IntoIterator<Item = &'a [F]>,
+        I::IntoIter: Clone,
+    {
         let Some(expected) = checked_numel(shape) else {
             return Err(TensorError::TooLarge {
                 shape: shape.to_vec(),
             });
         };
-        let mut data = recycle::with_capacity(expected);
-        let mut found = 0usize;
-        for part in parts {
-            found = found.saturating_add(part.len());
-            // Past the shape's count nothing more is kept: the error needs only the count.
-            if found <= expected {
-                data.extend_from_slice(part);
-            }
-        }
+        // Counted before anything is allocated: a shape far larger than its parts is an error,
+        // not an attempt to reserve what it would hold.
+        let parts = parts.into_iter();
+        let found = parts
+            .clone()
+            .fold(0usize, |n, part| n.saturating_add(part.len()));
         if found != expected {
             return Err(TensorError::LengthMismatch {
                 shape: shape.to_vec(),
@@ -148,6 +149,8 @@ impl<F: Float> Tensor<F> {
                 found,
             });
         }
+        let mut data = recycle::with_capacity(expected);
+        parts.for_each(|part| data.extend_from_slice(part));
         Ok(Self::from_parts(Shape::from_slice(shape), data))
     }
 
