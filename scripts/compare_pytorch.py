@@ -219,7 +219,11 @@ if __name__ == "__main__":
         torch.set_default_dtype(torch.float64)
         step_grid((128, 256, 512))
     elif "--cells" in sys.argv:
-        step_grid(kinds=sys.argv[sys.argv.index("--cells") + 1].split(","))
+        at = sys.argv.index("--cells") + 1
+        kinds = sys.argv[at].split(",") if at < len(sys.argv) else []
+        if not kinds or any(k not in ("lstm", "gru", "rnn") for k in kinds):
+            sys.exit(f"--cells takes lstm, gru and rnn, comma-separated, not {sys.argv[at:at + 1]}")
+        step_grid(kinds=kinds)
     elif "--train" in sys.argv:
         metrics = sys.argv[sys.argv.index("--metrics") + 1] if "--metrics" in sys.argv else None
         training(sys.argv[sys.argv.index("--train") + 1], metrics)
