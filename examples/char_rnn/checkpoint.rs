@@ -28,6 +28,11 @@ const FORMAT: &str = "rewind-char-rnn/2";
 /// The formats read: version 1 files lack the settings version 2 added, read as their defaults.
 const READ: [&str; 2] = ["rewind-char-rnn/1", FORMAT];
 
+/// The version number of a `format` string ("rewind-char-rnn/2" is 2), if it is one of ours.
+fn version(format: &str) -> Option<u32> {
+    format.strip_prefix("rewind-char-rnn/")?.parse().ok()
+}
+
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
@@ -276,9 +281,9 @@ pub fn load(path: &Path) -> Result<Saved, Error> {
     let file = load_tensors::<f32>(path).map_err(|e| Error::Checkpoint(e.to_string()))?;
     let format = file.metadata.get("format").map_or("none", String::as_str);
     if !READ.contains(&format) {
-        let newer = format
-            .strip_prefix("rewind-char-rnn/")
-            .is_some_and(|v| v.parse::<u32>().is_ok_and(|v| v > 2));
+        let newer = version(format)
+            .zip(version(FORMAT))
+            .is_some_and(|(v, ours)| v > ours);
         return Err(fail(match newer {
             true => format!(
                 "`format` is {format:?}, from a newer char_rnn: this one reads {}; update rewind to resume it",

@@ -19,8 +19,8 @@ use app::{run, Error};
 use rewind::autograd::io::{load_tensors, save_tensors};
 use rewind::autograd::rand::rngs::StdRng;
 use rewind::autograd::rand::SeedableRng;
-use rewind::autograd::Tape;
-use rewind::nn::{Dropout, Module, Run};
+use rewind::autograd::{Tape, Var};
+use rewind::nn::{Dropout, Lstm, Module, Run};
 
 fn scratch() -> PathBuf {
     scratch_dir("rewind-char-rnn-recipe")
@@ -271,6 +271,25 @@ fn seeded_logits(m: &CharModel, tokens: &[usize], lanes: usize, training: bool) 
     y.value().data().to_vec()
 }
 
+/// The LSTM stack of `m` (char_rnn's default cell).
+fn lstm(m: &CharModel) -> &Lstm {
+    match &m.rnn {
+        Stack::Lstm(s) => s,
+        _ => unreachable!("char_rnn's default cell is the LSTM"),
+    }
+}
+
+/// The output of `m`'s stack alone (no dropout before or after it) for time-major `tokens` in
+/// `lanes` lanes from a zero state, recorded on `tape`.
+fn stack_output<'t>(m: &CharModel, tape: &'t Tape, tokens: &[usize], lanes: usize) -> Var<'t> {
+    let steps = tokens.len() / lanes;
+    let state = m.zero_carry(lanes).on(tape);
+    let x = m.inputs(tape, tokens, steps, lanes);
+    lstm(m)
+        .forward_with(tape, x, Some(state), &Run::default())
+        .output
+}
+
 /// Dropout before the head is on in training and off in evaluation, and in training it is the
 /// head applied to the stack's output times a mask of its own stream, scaled by 1/(1 - p).
 #[test]
@@ -291,19 +310,11 @@ fn head_dropout_masks_the_readout_input_in_training_only() {
         "head dropout changed nothing"
     );
 
-    // The same by hand: the stack (its own masks, from the step's seed), then a mask from the
-    // head's stream, then the head.
+    // The same by hand: the stack (its own masks, from the stream `reseed_dropout` gives it),
+    // then a mask from the head's stream, then the head.
     dropped.reseed_dropout(7);
     let tape = Tape::new();
-    let state = dropped.zero_carry(lanes).on(&tape);
-    let x = dropped.inputs(&tape, &tokens, steps, lanes);
-    let top = match &dropped.rnn {
-        Stack::Lstm(s) => {
-            s.forward_with(&tape, x, Some(state), &Run::default())
-                .output
-        }
-        _ => unreachable!("char_rnn's default cell is the LSTM"),
-    };
+    let top = stack_output(&dropped, &tape, &tokens, lanes);
     let mask = Dropout::new(0.5, 0);
     mask.reseed(mix(7, SeedStream::HeadDropout as u64));
     let by_hand = dropped
@@ -328,16 +339,9 @@ fn the_stacks_dropout_draws_from_a_stream_of_its_own() {
     // By hand: the stack's dropout reseeded from `seed`, the stack, then the head (no other
     // dropout is on).
     let by_hand = |seed: u64| {
-        let Stack::Lstm(s) = &model.rnn else {
-            unreachable!("char_rnn's default cell is the LSTM")
-        };
-        s.reseed_dropout(seed);
+        lstm(&model).reseed_dropout(seed);
         let tape = Tape::new();
-        let state = model.zero_carry(lanes).on(&tape);
-        let x = model.inputs(&tape, &tokens, steps, lanes);
-        let top = s
-            .forward_with(&tape, x, Some(state), &Run::default())
-            .output;
+        let top = stack_output(&model, &tape, &tokens, lanes);
         let y = model
             .head
             .forward(&tape, top)
